@@ -1,0 +1,50 @@
+"""Plumbing shared by the command-line tools: one-line errors, exit status 2, input files."""
+
+import functools
+import os
+import sys
+
+import numpy as np
+
+from .errors import InputError, SbnnError
+
+__all__ = ["command", "load_array"]
+
+EXIT_USAGE = 2
+
+
+def command(prog):
+    """Decorate a ``main(argv)`` so that user errors print one line and exit with status 2."""
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run(argv=None):
+            try:
+                return main(argv) or 0
+            except SbnnError as error:
+                print(f"{prog}: error: {error}", file=sys.stderr)
+                return EXIT_USAGE
+            except OSError as error:  # writing an output file
+                name = f" {error.filename!r}" if error.filename else ""
+                print(f"{prog}: error: cannot write{name}: {error.strerror or error}", file=sys.stderr)
+                return EXIT_USAGE
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
+        return run
+
+    return wrap
+
+
+def load_array(path, what):
+    """Load a ``.npy`` file without pickles; any failure becomes an :class:`InputError`."""
+    where = f"{what} file {os.fspath(path)!r}"
+    try:
+        array = np.load(path, allow_pickle=False)
+    except OSError as error:
+        raise InputError(where, "a readable .npy file", error.strerror or str(error)) from None
+    except (ValueError, EOFError) as error:
+        raise InputError(where, "a NumPy .npy array", f"unreadable data ({error})") from None
+    if not isinstance(array, np.ndarray):
+        raise InputError(where, "a NumPy .npy array", f"a {type(array).__name__} archive")
+    return array

@@ -1,0 +1,134 @@
+"""Random valid models and inputs for tests (NumPy only)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import golden
+from ..model import COEFF_LIMIT, Conv2d, Dense, InputSpec, MaxPool2d, Model
+
+__all__ = ["LayerPlan", "random_model", "random_inputs"]
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """The structure of one layer that :func:`random_model` fills with random weights.
+
+    ``kind`` is ``"dense"`` (uses ``outputs``), ``"conv2d"`` (uses ``outputs`` as the output
+    channels, ``kernel``, ``stride``, ``padding``, ``pad_value``) or ``"maxpool2d"`` (uses
+    ``kernel``, ``stride``).
+    """
+
+    kind: str
+    outputs: int = 1
+    kernel: tuple = (2, 2)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    pad_value: int = 0
+
+
+def random_inputs(rng, spec, count, *, extremes=True):
+    """``count`` valid samples for the input ``spec`` (a :class:`~sbnn_hdl.model.InputSpec`).
+
+    With ``extremes``, the first samples are all zeros and all ones (``2**bits - 1``) when
+    ``count`` allows.
+    """
+    dtype = np.uint8 if spec.bits <= 8 else np.uint16
+    x = rng.integers(0, 1 << spec.bits, size=(count, *spec.shape), dtype=np.int64)
+    # Mix in sparse samples: real inputs (images) are mostly zeros.
+    sparse = rng.random(size=x.shape) < 0.5
+    x[count // 2:][sparse[count // 2:]] = 0
+    if extremes and count >= 2:
+        x[0] = 0
+        x[1] = (1 << spec.bits) - 1
+    return x.astype(dtype)
+
+
+def _coefficients(rng, outputs, edge_cases):
+    """Coefficients ``a``, ``b`` drawn like trained models have them, plus extreme ones."""
+    a = rng.integers(1, 64, size=outputs)
+    b = rng.integers(-8, 1, size=outputs) * (rng.random(outputs) < 0.7)
+    if edge_cases:
+        flip = rng.random(outputs) < 0.25
+        a[flip] = -a[flip]  # negative a: the comparison turns around
+        big = rng.random(outputs) < 0.1
+        a[big] = rng.choice([COEFF_LIMIT - 1, -COEFF_LIMIT], size=int(big.sum()))
+        b[big] = rng.choice([COEFF_LIMIT - 1, -COEFF_LIMIT, 0], size=int(big.sum()))
+    return a.astype(np.int64), b.astype(np.int64)
+
+
+def _mask(rng, shape, density, edge_cases):
+    mask = (rng.random(shape) < density).astype(np.uint8)
+    if edge_cases and shape[0] >= 2:
+        mask[0] = 0  # a neuron with no connections: depends on q only
+        mask[1] = 1  # a neuron connected to every input
+    return mask
+
+
+def _thresholds(rng, acc, edge_cases):
+    """Thresholds at random quantiles of the observed ``acc`` (``[samples, outputs]``), so that
+    outputs vary, plus neurons that can never fire and neurons that always fire."""
+    outputs = acc.shape[1]
+    quantile = rng.random(outputs)
+    t = np.array([int(np.quantile(acc[:, j], quantile[j], method="nearest")) for j in range(outputs)],
+                 dtype=np.int64)
+    t += rng.integers(0, 2, size=outputs)
+    if edge_cases:
+        never = rng.random(outputs) < 0.1
+        always = rng.random(outputs) < 0.1
+        t[never] = 2**59
+        t[always] = -(2**59)
+    return t
+
+
+def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
+                 layers=(LayerPlan("dense", 8), LayerPlan("dense", 4)), density=0.3,
+                 edge_cases=True, name="random", classes=None, metadata=None, probe_samples=64):
+    """A random valid :class:`~sbnn_hdl.model.Model` with the given structure.
+
+    Masks are drawn with ``density``; thresholds are placed at random quantiles of each neuron's
+    ``acc`` over ``probe_samples`` random inputs, so that hidden outputs vary. With
+    ``edge_cases``, the first neuron of each layer has no connections and the second every
+    connection, and some neurons get negative ``a``, ``a``/``b`` at the format's limits, or a
+    threshold that can never (or always) be reached.
+    """
+    spec = InputSpec(shape=shape, bits=bits, encoding=encoding, planes=planes)
+    probe = golden.encode_input(spec, random_inputs(rng, spec, probe_samples),
+                                flat=layers[0].kind == "dense")
+    max_value = spec.max_feature
+    built = []
+    current = spec.features_shape
+    for index, plan in enumerate(layers):
+        layer_name = f"{plan.kind}{index}"
+        if plan.kind == "maxpool2d":
+            layer = MaxPool2d(layer_name, in_shape=current, kernel=plan.kernel, stride=plan.stride)
+            probe = golden._maxpool(layer, probe)
+        else:
+            last = index == len(layers) - 1
+            if plan.kind == "dense":
+                inputs = int(np.prod(current))
+                mask = _mask(rng, (plan.outputs, inputs), density, edge_cases)
+                a, b = _coefficients(rng, plan.outputs, edge_cases)
+                draft = Dense(layer_name, mask, a, b, np.zeros(plan.outputs, np.int64))
+                acc = golden._dense(draft, probe, max_value)
+            else:
+                kh, kw = plan.kernel
+                mask = _mask(rng, (plan.outputs, kh, kw, current[2]), density, edge_cases)
+                a, b = _coefficients(rng, plan.outputs, edge_cases)
+                zero = np.zeros(plan.outputs, np.int64)
+                draft = Conv2d(layer_name, current, mask, a, b, zero, stride=plan.stride,
+                               padding=plan.padding, pad_value=plan.pad_value)
+                acc = golden._conv(draft, probe, max_value).reshape(-1, plan.outputs)
+            t = _thresholds(rng, acc, edge_cases and not last)
+            if plan.kind == "dense":
+                layer = Dense(layer_name, mask, a, b, t)
+                acc = golden._dense(layer, probe, max_value)
+            else:
+                layer = Conv2d(layer_name, current, mask, a, b, t, stride=plan.stride,
+                               padding=plan.padding, pad_value=plan.pad_value)
+                acc = golden._conv(layer, probe, max_value)
+            probe = (acc >= layer.t).astype(np.uint8)
+        max_value = 1
+        built.append(layer)
+        current = layer.out_shape
+    return Model(name, spec, built, classes=classes, metadata=metadata)
