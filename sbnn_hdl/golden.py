@@ -2,12 +2,15 @@
 
 Every other part of the project (the hardware generator, the RTL and gate-level simulations,
 the board) is checked against :func:`infer`. It follows ``docs/format.md`` literally, with one
-implementation choice for speed: the sums ``p`` (masked) and ``q`` (all inputs) are computed as
-floating-point matrix products, which use BLAS. They are exact: every term is a non-negative
-integer and, for the dtype chosen per layer, every partial sum stays below the largest integer
-that the dtype represents exactly (``2**24`` for float32, ``2**53`` for float64), so no rounding
-can happen in any summation order. Everything after the sums is ``int64`` arithmetic, which
-cannot overflow within the format's limits (``|a*p|, |b*q| < 2**60``, ``|t| <= 2**60``).
+implementation choice for speed: each layer's arithmetic runs in the cheapest NumPy dtype in which
+it is *exact*. Every value involved is an integer, and each layer has a bound ``B`` on the
+magnitude of every sum and product it forms (from the largest input value, the fan-in and the
+largest ``|a|`` and ``|b|``); float32 represents every integer up to ``2**24`` exactly and float64
+every integer up to ``2**53``, so when ``B`` is below that limit no operation can round, in any
+summation order. This lets the sums ``p`` and ``q`` run as BLAS matrix products. Beyond 2**53 the
+arithmetic is ``int64``, which cannot overflow within the format's limits. Thresholds outside
+``[-B, B]`` are clipped to ``B + 1`` or ``-B - 1`` first: a neuron whose ``acc`` lies in
+``[-B, B]`` gives the same output for both. Scores are always ``int64``.
 
 This module imports NumPy only.
 """
@@ -20,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .errors import InputError
 from .model import Conv2d, Dense, MaxPool2d
 
-__all__ = ["GoldenResult", "infer", "encode_input", "check_inputs"]
+__all__ = ["GoldenResult", "infer", "encode_input", "check_inputs", "exact_dtype"]
 
 #: At most this many samples per internal batch.
 CHUNK = 8192
@@ -80,42 +83,59 @@ def encode_input(spec, x, *, flat):
     pool first layer) an ``[H, W, C]`` input becomes ``[N, H, W, P*C]`` with channel ``q*C + c``
     holding plane ``planes[q]`` of channel ``c``.
     """
-    x = np.asarray(x, dtype=np.int64)
+    # Checked samples fit the smallest unsigned dtype of their bit width.
+    x = np.asarray(x).astype(np.uint8 if spec.bits <= 8 else np.uint16, copy=False)
     if spec.encoding == "integer":
-        return x & spec.plane_mask
+        return x if spec.plane_mask == (1 << spec.bits) - 1 else x & spec.plane_mask
     if flat:
         x = x.reshape(len(x), spec.size)
-    planes = [(x >> k) & 1 for k in spec.planes]
-    return np.concatenate(planes, axis=-1)
+    return np.concatenate([(x >> k) & 1 for k in spec.planes], axis=-1).astype(np.uint8, copy=False)
 
 
-def _sum_dtype(max_sum):
-    if max_sum < 2**24:
-        return np.float32
-    if max_sum < 2**53:
-        return np.float64
-    return None  # beyond float64's exact range: integer products (never reached within the limits)
+def exact_dtype(bound):
+    """The cheapest dtype in which integers of magnitude up to ``bound`` are all exact."""
+    if bound < 2**24:
+        return np.dtype(np.float32)
+    if bound < 2**53:
+        return np.dtype(np.float64)
+    return np.dtype(np.int64)
 
 
-def _masked_sums(v, mask, max_value):
-    """``p = v @ mask.T`` and ``q = v.sum(axis=1)`` for rows ``v`` of values in ``[0, max_value]``."""
-    dtype = _sum_dtype(max_value * v.shape[1])
-    if dtype is None:
-        v = v.astype(np.int64)
-        return v @ mask.T.astype(np.int64), v.sum(axis=1)
-    vf = v.astype(dtype)
-    p = vf @ mask.T.astype(dtype)
-    q = vf.sum(axis=1, dtype=dtype)
-    return p.astype(np.int64), q.astype(np.int64)
+def _wider(x, y):
+    order = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)]
+    return max(x, y, key=order.index)
 
 
-def _threshold_acc(layer, p, q):
-    return layer.a * p + layer.b * q[..., None]
+class _Compiled:
+    """One dense or conv layer, prepared for exact vectorised evaluation on inputs in [0, max_value]."""
 
+    def __init__(self, layer, max_value, last):
+        self.layer = layer
+        rows = layer.mask.reshape(layer.mask.shape[0], -1)
+        self.uses_q = bool((layer.b != 0).any())
+        p_max = max_value * int(rows.sum(axis=1).max())
+        q_max = max_value * layer.fan_in
+        self.sum_dtype = exact_dtype(q_max if self.uses_q else p_max)
+        # With b != 0, q comes out of the same matrix product as p, through a row of ones.
+        weights = np.vstack([rows, np.ones((1, rows.shape[1]), rows.dtype)]) if self.uses_q else rows
+        self.weights = weights.T.astype(self.sum_dtype)
+        bound = int(np.abs(layer.a).max()) * p_max + int(np.abs(layer.b).max()) * q_max
+        self.acc_dtype = _wider(self.sum_dtype, exact_dtype(bound + 1))
+        self.a = layer.a.astype(self.acc_dtype)
+        self.b = layer.b.astype(self.acc_dtype)
+        self.t = None if last else np.clip(layer.t, -bound - 1, bound + 1).astype(self.acc_dtype)
 
-def _dense(layer, v, max_value):
-    p, q = _masked_sums(v.reshape(len(v), layer.inputs), layer.mask, max_value)
-    return _threshold_acc(layer, p, q)
+    def acc(self, v):
+        """``a*p + b*q`` for rows ``v`` (``[rows, fan_in]``), in :attr:`acc_dtype`."""
+        sums = v.astype(self.sum_dtype) @ self.weights
+        outputs = self.layer.a.shape[0]
+        acc = sums[:, :outputs].astype(self.acc_dtype, copy=False) * self.a
+        if self.uses_q:
+            acc += sums[:, outputs:].astype(self.acc_dtype, copy=False) * self.b
+        return acc
+
+    def fire(self, v):
+        return (self.acc(v) >= self.t).view(np.uint8)
 
 
 def _windows(layer, v):
@@ -128,14 +148,6 @@ def _windows(layer, v):
     return win[:, :ho, :wo].reshape(len(v), ho, wo, layer.fan_in)
 
 
-def _conv(layer, v, max_value):
-    win = _windows(layer, v)
-    n, ho, wo, k = win.shape
-    p, q = _masked_sums(win.reshape(-1, k), layer.mask.reshape(layer.out_channels, -1), max_value)
-    acc = _threshold_acc(layer, p, q)
-    return acc.reshape(n, ho, wo, layer.out_channels)
-
-
 def _maxpool(layer, v):
     (kh, kw), (sh, sw) = layer.kernel, layer.stride
     win = sliding_window_view(v, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
@@ -143,23 +155,33 @@ def _maxpool(layer, v):
     return win[:, :ho, :wo].max(axis=(4, 5))
 
 
-def _run(model, x, keep_layers):
+def compile_model(model):
+    """Prepare ``model`` for :func:`run`: one entry per layer (``None`` for pooling layers)."""
+    compiled, max_value = [], model.input.max_feature
+    for index, layer in enumerate(model.layers):
+        last = index == len(model.layers) - 1
+        compiled.append(None if isinstance(layer, MaxPool2d) else _Compiled(layer, max_value, last))
+        if not isinstance(layer, MaxPool2d):
+            max_value = 1  # a threshold layer outputs bits; pooling keeps its input's range
+    return compiled
+
+
+def _run(model, compiled, x, keep_layers):
     v = encode_input(model.input, x, flat=isinstance(model.layers[0], Dense))
-    max_value = model.input.max_feature
     outputs = []
-    for layer in model.layers[:-1]:
+    for layer, prepared in zip(model.layers[:-1], compiled):
         if isinstance(layer, MaxPool2d):
             v = _maxpool(layer, v)
+        elif isinstance(layer, Conv2d):
+            win = _windows(layer, v)
+            v = prepared.fire(win.reshape(-1, layer.fan_in)).reshape(*win.shape[:3], layer.out_channels)
         else:
-            acc = _conv(layer, v, max_value) if isinstance(layer, Conv2d) else _dense(layer, v, max_value)
-            v = (acc >= layer.t).astype(np.uint8)
-        max_value = 1
+            v = prepared.fire(v.reshape(len(v), layer.inputs))
         if keep_layers:
             outputs.append(v)
     last = model.layers[-1]
-    assert isinstance(last, Dense)
-    scores = _dense(last, v, max_value) - last.t
-    return scores, outputs
+    acc = compiled[-1].acc(v.reshape(len(v), last.inputs))
+    return acc.astype(np.int64) - last.t, outputs
 
 
 def _chunk_size(model):
@@ -191,10 +213,11 @@ def infer(model, x, *, layers=False):
         When ``x`` has the wrong shape, a non-integer dtype or values out of range.
     """
     x = check_inputs(model, x)
+    compiled = compile_model(model)
     chunk = _chunk_size(model)
-    results = [_run(model, x[i:i + chunk], layers) for i in range(0, len(x), chunk)]
+    results = [_run(model, compiled, x[i:i + chunk], layers) for i in range(0, len(x), chunk)]
     if not results:
-        results = [_run(model, x, layers)]
+        results = [_run(model, compiled, x, layers)]
     scores = np.concatenate([r[0] for r in results]).astype(np.int64, copy=False)
     predictions = np.argmax(scores, axis=1).astype(np.int64)  # argmax returns the first maximum
     hidden = None

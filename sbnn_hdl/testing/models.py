@@ -105,30 +105,24 @@ def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
             probe = golden._maxpool(layer, probe)
         else:
             last = index == len(layers) - 1
+            a, b = _coefficients(rng, plan.outputs, edge_cases)
+            zero = np.zeros(plan.outputs, np.int64)
             if plan.kind == "dense":
-                inputs = int(np.prod(current))
-                mask = _mask(rng, (plan.outputs, inputs), density, edge_cases)
-                a, b = _coefficients(rng, plan.outputs, edge_cases)
-                draft = Dense(layer_name, mask, a, b, np.zeros(plan.outputs, np.int64))
-                acc = golden._dense(draft, probe, max_value)
+                mask = _mask(rng, (plan.outputs, int(np.prod(current))), density, edge_cases)
+                make = lambda t: Dense(layer_name, mask, a, b, t)
+                rows = probe.reshape(len(probe), -1)
             else:
-                kh, kw = plan.kernel
-                mask = _mask(rng, (plan.outputs, kh, kw, current[2]), density, edge_cases)
-                a, b = _coefficients(rng, plan.outputs, edge_cases)
-                zero = np.zeros(plan.outputs, np.int64)
-                draft = Conv2d(layer_name, current, mask, a, b, zero, stride=plan.stride,
-                               padding=plan.padding, pad_value=plan.pad_value)
-                acc = golden._conv(draft, probe, max_value).reshape(-1, plan.outputs)
-            t = _thresholds(rng, acc, edge_cases and not last)
-            if plan.kind == "dense":
-                layer = Dense(layer_name, mask, a, b, t)
-                acc = golden._dense(layer, probe, max_value)
-            else:
-                layer = Conv2d(layer_name, current, mask, a, b, t, stride=plan.stride,
-                               padding=plan.padding, pad_value=plan.pad_value)
-                acc = golden._conv(layer, probe, max_value)
-            probe = (acc >= layer.t).astype(np.uint8)
-        max_value = 1
+                mask = _mask(rng, (plan.outputs, *plan.kernel, current[2]), density, edge_cases)
+                make = lambda t: Conv2d(layer_name, current, mask, a, b, t, stride=plan.stride,
+                                        padding=plan.padding, pad_value=plan.pad_value)
+                windows = golden._windows(make(zero), probe)
+                rows = windows.reshape(-1, windows.shape[-1])
+            acc = golden._Compiled(make(zero), max_value, last=True).acc(rows).astype(np.int64)
+            layer = make(_thresholds(rng, acc, edge_cases and not last))
+            fired = (acc >= layer.t).astype(np.uint8)
+            probe = fired if plan.kind == "dense" else fired.reshape(*windows.shape[:3], plan.outputs)
+        if plan.kind != "maxpool2d":
+            max_value = 1
         built.append(layer)
         current = layer.out_shape
     return Model(name, spec, built, classes=classes, metadata=metadata)
