@@ -74,7 +74,12 @@ class _Reader:
         try:
             self.zip = zipfile.ZipFile(io.BytesIO(data))
         except _DAMAGE as error:
-            found = "an empty file" if not data else f"bytes starting {head!r} ({error})"
+            if not data:
+                found = "an empty file"
+            elif head.startswith(b"PK"):
+                found = f"a damaged or truncated ZIP archive of {len(data)} bytes ({error})"
+            else:
+                found = f"bytes starting {head!r} ({error})"
             raise ModelError("file", "a ZIP archive", found) from None
         self.names = set(self.zip.namelist())
 

@@ -297,3 +297,44 @@ def test_inspect_exit_status_2(tmp_path, capsys, case, change, message):
     assert inspect_cli.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def _corrupt_member_data(data, name):
+    """Flip one byte inside the compressed data of member ``name`` (its CRC no longer matches)."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(name)
+    name_length, extra_length = np.frombuffer(data[info.header_offset + 26:info.header_offset + 30], "<u2")
+    start = info.header_offset + 30 + int(name_length) + int(extra_length)
+    damaged = bytearray(data)
+    damaged[start + info.compress_size // 2] ^= 0xFF
+    return bytes(damaged)
+
+
+FILE_DAMAGE = [
+    ("corrupted", lambda d: _corrupt_member_data(d, "fc1.mask.npy"),
+     "layer 'fc1' member 'fc1.mask.npy' (mask): expected a readable member 'fc1.mask.npy', found a damaged member"),
+    ("truncated", lambda d: d[:len(d) * 2 // 3], "file: expected a ZIP archive, found a damaged or truncated ZIP archive of "),
+    ("wrong-version", None, "manifest.json key 'version': expected version 1, found version 2"),
+    ("wrong-shape", None, "layer 'fc1' member 'fc1.a.npy' (a): expected shape [3], found shape [4]"),
+    ("out-of-range", None, "layer 'fc1' member 'fc1.t.npy' (t): expected values in [-2**60, 2**60), found -1152921504606846977"),
+]
+
+
+@pytest.mark.parametrize("case,damage,message", FILE_DAMAGE, ids=[c[0] for c in FILE_DAMAGE])
+def test_damaged_files_give_their_own_error_and_status_2(tmp_path, case, damage, message):
+    manifest, arrays = _valid()
+    if case == "wrong-version":
+        manifest["version"] = 2
+    elif case == "wrong-shape":
+        arrays["fc1.a.npy"] = np.array([1, 2, 3, 4], np.int32)
+    elif case == "out-of-range":
+        arrays["fc1.t.npy"] = np.array([0, -(2**60) - 1, 0], np.int64)
+    path = tmp_path / "m.sbnn"
+    ref.write_sbnn(path, manifest, arrays, manifest_last=False)
+    if damage is not None:
+        path.write_bytes(damage(path.read_bytes()))
+    result = subprocess.run([sys.executable, "-m", "sbnn_hdl.infer", str(path), "--inputs", "examples/digits_x.npy",
+                             "--out", str(tmp_path / "y.npy")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"sbnn_hdl.infer: error: {path}: {message}")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "y.npy").exists()
