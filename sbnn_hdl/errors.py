@@ -25,7 +25,8 @@ class ModelError(SbnnError, ValueError):
     path : str or None
         The file the model came from, when it came from a file.
     where : str
-        The part at fault: ``"manifest"``, ``"layer 'fc1' (#0)"``, ``"member 'fc1.mask.npy'"`` ...
+        The part at fault: ``"manifest.json key 'version'"``, ``"layer 'fc1'"``,
+        ``"layer 'fc1' member 'fc1.mask.npy' (mask)"`` ...
     expected, found : str
         What the format requires there, and what was there instead.
     """

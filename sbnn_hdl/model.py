@@ -486,6 +486,11 @@ class Model(_Frozen):
                     raise ModelError(layer.where, f"{math.prod(shape)} inputs ({source} has shape "
                                      f"{_shape_text(shape)})", f"{layer.inputs} inputs")
             else:
+                if isinstance(layer, MaxPool2d) and index == 0 and self.input.max_feature > 1 \
+                        and len(self.input.planes) > 1:
+                    # Max-pooling is defined on bits (max = OR); multi-bit values have no such meaning.
+                    raise ModelError(layer.where, "binary input to a maxpool2d layer (bitplanes, or a single "
+                                     "plane)", f"{self.input.encoding} input with planes {list(self.input.planes)}")
                 if len(shape) != 3:
                     raise ModelError(layer.where, f"in_shape equal to the shape of {source}, "
                                      f"{_shape_text(shape)} (a {layer.kind} layer needs [H, W, C])",

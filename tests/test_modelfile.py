@@ -338,3 +338,14 @@ def test_damaged_files_give_their_own_error_and_status_2(tmp_path, case, damage,
     assert result.stderr.startswith(f"sbnn_hdl.infer: error: {path}: {message}")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_maxpool_on_multibit_input_is_refused():
+    from sbnn_hdl.model import Dense, InputSpec, MaxPool2d, Model
+    pool = MaxPool2d("pool", (2, 2, 1), (2, 2))
+    out = Dense("out", [[1]], [1], [0], [0])
+    with pytest.raises(ModelError, match=r"^layer 'pool': expected binary input to a maxpool2d layer \(bitplanes, "
+                                         r"or a single plane\), found integer input with planes \[0, 1\]$"):
+        Model("m", InputSpec((2, 2, 1), 2), [pool, out])
+    assert Model("m", InputSpec((2, 2, 1), 2, planes=[1]), [pool, out]).layers[0] is pool
+    assert Model("m", InputSpec((2, 2, 1), 1), [pool, out]).layers[0] is pool
