@@ -102,8 +102,9 @@ MANIFEST_CASES = [
     ("pool-after-dense", _set(["layers", 1], {"kind": "maxpool2d", "name": "pool", "in_shape": [3, 1, 1],
                                              "kernel": [1, 1], "stride": [1, 1]}),
      "layer 'pool': expected in_shape equal to the shape of layer 'fc1', [3] (a maxpool2d layer needs [H, W, C])"),
-    ("last-not-dense", _chain(_set(["input", "shape"], [2, 2, 1]), _set(["classes"], _DELETE),
-                              _set(["layers"], [{"kind": "maxpool2d", "name": "pool", "in_shape": [2, 2, 1],
+    ("last-not-dense", _chain(_set(["input", "shape"], [2, 2, 1]), _set(["input", "encoding"], "bitplanes"),
+                              _set(["classes"], _DELETE),
+                              _set(["layers"], [{"kind": "maxpool2d", "name": "pool", "in_shape": [2, 2, 2],
                                                  "kernel": [2, 2], "stride": [1, 1]}])),
      "layer 'pool': expected a dense last layer, found a maxpool2d layer"),
     ("conv-shape", _chain(_set(["input", "shape"], [2, 2, 1]), _set(["layers", 0], {
