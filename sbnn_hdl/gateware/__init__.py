@@ -1,0 +1,16 @@
+"""Amaranth 0.5 gateware generated from a model (see :mod:`sbnn_hdl.hwplan` for what is built).
+
+- :class:`SparseAccumulator`: one neuron's sum over exactly the wires its mask selects;
+- :class:`Threshold`: one neuron's folded comparison;
+- :class:`DenseLayer`, :class:`OutputLayer`: a hidden layer (bits out) and the last layer (scores);
+- :class:`Argmax`: the pipelined argmax, ties to the lowest index;
+- :class:`NetworkCore`: the whole network, one sample per clock, with a fixed :attr:`latency`.
+"""
+
+from .accumulator import SparseAccumulator
+from .argmax import Argmax
+from .core import NetworkCore
+from .layer import DenseLayer, OutputLayer
+from .threshold import Threshold
+
+__all__ = ["SparseAccumulator", "Threshold", "DenseLayer", "OutputLayer", "Argmax", "NetworkCore"]

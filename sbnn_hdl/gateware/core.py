@@ -1,0 +1,114 @@
+"""The network core: one raw input sample per clock in, one prediction per clock out."""
+
+from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..hwplan import plan_network
+from .argmax import Argmax
+from .layer import DenseLayer, OutputLayer
+from .pipeline import shape_for
+
+__all__ = ["NetworkCore"]
+
+
+class NetworkCore(wiring.Component):
+    """A whole SBNN as a fully pipelined core: a new sample may enter on every clock.
+
+    The input encoding and plane selection are wiring: only the bits of the planes that the
+    network reads, of the elements that some neuron reads, are registered and used.
+
+    Parameters
+    ----------
+    model : Model
+        A model of dense layers (see :func:`~sbnn_hdl.hwplan.plan_network`).
+    every : int
+        Adder (and comparison) levels per register stage; smaller is faster and uses more
+        flip-flops. Layers are always separated by registers.
+    scores : bool
+        Also output every class's score.
+
+    Ports
+    -----
+    sample : In(unsigned(input.bits * input.size))
+        One raw sample: element ``i`` (flattened in C order) in bits ``[i*bits, (i+1)*bits)``.
+    valid : In(1)
+        ``sample`` holds a sample on this clock.
+    prediction : Out(unsigned(max(1, bits(classes - 1))))
+        The smallest index of the largest score.
+    scores : Out(ArrayLayout(signed(score_width), classes)), with ``scores=True``
+        The exact scores ``a*p + b*q - t`` of the last layer.
+    out_valid : Out(1)
+        ``prediction`` (and ``scores``) belong to the sample that had ``valid`` exactly
+        :attr:`latency` cycles earlier.
+
+    Attributes
+    ----------
+    latency : int
+        ``1 + sum(layer.latency for hidden layers) + output_layer.latency + argmax.latency``:
+        the input register, each hidden layer (accumulators, shared products, comparisons),
+        the output layer's scores and the argmax tree.
+    plan : NetworkPlan
+        What the generator built (see :mod:`sbnn_hdl.hwplan`).
+    """
+
+    def __init__(self, model, *, every=2, scores=True):
+        self.model = model
+        self.every = every
+        self.plan = plan_network(model)
+        self.hidden = [DenseLayer(p, every=every) for p in self.plan.layers[:-1]]
+        self.output = OutputLayer(self.plan.layers[-1], every=every)
+        self.argmax = Argmax(self.output.score_width, self.output.classes, every=every)
+        self.latency = 1 + sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
+        self.with_scores = scores
+        spec = model.input
+        ports = {
+            "sample": In(unsigned(spec.bits * spec.size)),
+            "valid": In(1),
+            "prediction": Out(self.argmax.index.shape()),
+            "out_valid": Out(1),
+        }
+        if scores:
+            ports["scores"] = Out(data.ArrayLayout(self.output.signature.members["scores"].shape.elem_shape,
+                                                   self.output.classes))
+        super().__init__(ports)
+
+    def _features(self, m):
+        """The first layer's sources from the raw sample, registered (stage 1)."""
+        bits = self.model.input.bits
+        values = []
+        for n, (element, planes) in enumerate(self.plan.features):
+            top = max(planes)
+            wires = [self.sample[element * bits + k] if k in planes else Const(0, 1) for k in range(top + 1)]
+            value = Cat(*wires) if len(planes) > 1 else self.sample[element * bits + top]
+            reg = Signal(shape_for(0, self.plan.layers[0].source_max[n]), name=f"x{element}_{'_'.join(map(str, planes))}",
+                         reset_less=True)
+            m.d.sync += reg.eq(value)
+            values.append(reg)
+        return Cat(*values)
+
+    def elaborate(self, platform):
+        m = Module()
+        source = self._features(m)
+        for n, layer in enumerate(self.hidden):
+            m.submodules[f"layer{n}"] = layer
+            m.d.comb += layer.inputs.eq(source)
+            source = layer.outputs
+        m.submodules.output = self.output
+        m.d.comb += self.output.inputs.eq(source)
+        m.submodules.argmax = self.argmax
+        m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
+        if self.with_scores:
+            scores = self.output.scores.as_value()
+            for stage in range(self.argmax.latency):
+                delayed = Signal(len(scores), name=f"scores_d{stage + 1}", reset_less=True)
+                m.d.sync += delayed.eq(scores)
+                scores = delayed
+            m.d.comb += self.scores.eq(scores)
+        valid = self.valid
+        for stage in range(self.latency):
+            delayed = Signal(name=f"valid_d{stage + 1}")
+            m.d.sync += delayed.eq(valid)
+            valid = delayed
+        m.d.comb += self.out_valid.eq(valid)
+        return m

@@ -1,0 +1,239 @@
+"""From a model to the structure of its hardware: what is computed, and from which wires.
+
+:func:`plan_network` turns a :class:`~sbnn_hdl.model.Model` of dense layers into a
+:class:`NetworkPlan`. It decides everything that is known at generation time, so that the
+gateware (:mod:`sbnn_hdl.gateware`) only has to build what is left:
+
+- every neuron's comparison ``a*p + b*q >= t`` is folded into its cheapest exact form
+  (:class:`Comparison`): a constant, ``p`` against a constant, ``q`` against a constant, or
+  ``a'*p + b'*q`` against a constant with ``a', b'`` divided by their common factor;
+- a neuron whose output is the same for every input the layer can receive becomes a constant,
+  and constants are folded into the next layer's thresholds (so they cost no wiring at all);
+- neurons with the same inputs and comparison are built once;
+- a neuron whose output no later layer reads is not built, and an input element or bit plane that
+  feeds nothing is not wired;
+- the layer-shared sum ``q`` exists only where some remaining neuron needs it.
+
+Sums are over *sources*: the variable values that reach a layer (input features for the first
+layer, the previous layer's built neurons after that), each with a multiplicity (two merged
+neurons feeding one layer count twice). Everything here is exact integer arithmetic on Python
+ints; this module needs NumPy only.
+"""
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import SbnnError
+from .model import Dense
+
+__all__ = ["HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "plan_network",
+           "ceil_div"]
+
+
+class HardwareError(SbnnError):
+    """A model that the hardware generator cannot (yet) build."""
+
+
+def ceil_div(x, y):
+    """``ceil(x / y)`` for integers, ``y > 0``."""
+    return -((-x) // y)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The exact folded form of one hidden neuron's ``a*p + b*q >= t``.
+
+    ``kind`` is one of:
+
+    - ``"const"``: the output is ``value`` for every reachable input;
+    - ``"p"``: ``p >= k`` (``op == ">="``) or ``p <= k`` (``op == "<="``);
+    - ``"q"``: ``q >= k`` or ``q <= k``;
+    - ``"pq"``: ``a*p + b*q >= k`` or ``<= k`` with ``a > 0``, ``b != 0``, ``gcd(a, |b|) == 1``.
+    """
+
+    kind: str
+    op: str = ">="
+    k: int = 0
+    a: int = 0
+    b: int = 0
+    value: int = 0
+
+    def __call__(self, p, q):
+        """Evaluate on integers (used by tests and the planner's own checks)."""
+        if self.kind == "const":
+            return self.value
+        x = {"p": p, "q": q, "pq": self.a * p + self.b * q}[self.kind]
+        return int(x >= self.k) if self.op == ">=" else int(x <= self.k)
+
+
+def fold_comparison(a, b, t, p_max, r_max):
+    """The :class:`Comparison` equal to ``a*p + b*q >= t`` for ``p`` in ``[0, p_max]`` and
+    ``q = p + r`` with ``r`` in ``[0, r_max]``."""
+    # acc = (a + b)*p + b*r over the box: its extremes are at the corners.
+    corners = [(a + b) * p + b * r for p in (0, p_max) for r in (0, r_max)]
+    if min(corners) >= t:
+        return Comparison("const", value=1)
+    if max(corners) < t:
+        return Comparison("const", value=0)
+    if b == 0:
+        return Comparison("p", ">=", ceil_div(t, a)) if a > 0 else Comparison("p", "<=", (-t) // (-a))
+    if a == 0:
+        return Comparison("q", ">=", ceil_div(t, b)) if b > 0 else Comparison("q", "<=", (-t) // (-b))
+    g = math.gcd(a, b)
+    if a > 0:
+        return Comparison("pq", ">=", ceil_div(t, g), a // g, b // g)
+    return Comparison("pq", "<=", (-t) // g, -a // g, -b // g)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One neuron that is built: ``sources`` is the multiset (source index, count) that ``p`` sums."""
+
+    sources: tuple
+    comparison: Comparison = None  # hidden layers
+    a: int = 0                     # last layer: score = a*p + b*q - t
+    b: int = 0
+    t: int = 0
+
+
+@dataclass
+class LayerPlan:
+    """One dense layer as hardware.
+
+    ``source_max[s]`` is the largest value of source ``s`` (the layer's variable inputs);
+    ``q_sources`` the multiset that ``q`` sums (empty when no unit needs ``q``); ``units`` the
+    neurons that are built; ``outputs[j]`` says what original neuron ``j`` became:
+    ``("const", 0 or 1)`` or ``("unit", index)`` (and, in the last layer, always a unit).
+    """
+
+    name: str
+    source_max: list
+    units: list
+    outputs: list
+    q_sources: tuple = ()
+    last: bool = False
+    report: dict = field(default_factory=dict)
+
+    @property
+    def uses_q(self):
+        return bool(self.q_sources)
+
+    def p_max(self, unit):
+        return sum(self.source_max[s] * c for s, c in unit.sources)
+
+    @property
+    def q_max(self):
+        return sum(self.source_max[s] * c for s, c in self.q_sources)
+
+
+@dataclass
+class NetworkPlan:
+    """The whole network as hardware: the first layer's sources are input *features*."""
+
+    model: object
+    features: list   # per first-layer source: (element index, planes tuple) it is built from
+    layers: list
+
+    @property
+    def classes(self):
+        return self.model.outputs
+
+
+def _multiset(indices):
+    return tuple(sorted(Counter(indices).items()))
+
+
+def _input_features(model):
+    """Every feature the first layer can read: (element, planes) with its largest value."""
+    spec = model.input
+    if spec.encoding == "integer":
+        return [(i, spec.planes) for i in range(spec.size)], [spec.plane_mask] * spec.size
+    return [(i, (k,)) for k in spec.planes for i in range(spec.size)], [1] * (spec.size * len(spec.planes))
+
+
+def plan_network(model):
+    """Plan the hardware of ``model``; raises :class:`HardwareError` for layers not supported."""
+    for layer in model.layers:
+        if not isinstance(layer, Dense):
+            raise HardwareError(f"layer '{layer.name}': expected a dense layer (conv2d and maxpool2d "
+                                f"hardware is not generated yet), found a {layer.kind} layer")
+    features, feature_max = _input_features(model)
+    # incoming[i]: what input i of the current layer is: ("const", v) or ("source", s).
+    incoming = [("source", i) for i in range(len(features))]
+    source_max = feature_max
+    plans = []
+    for index, layer in enumerate(model.layers):
+        last = index == len(model.layers) - 1
+        plan = _plan_layer(layer, incoming, source_max, last)
+        plans.append(plan)
+        incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
+        source_max = [1] * len(plan.units)
+    _remove_unused(plans, features)
+    return NetworkPlan(model=model, features=features, layers=plans)
+
+
+def _plan_layer(layer, incoming, source_max, last):
+    const_value = np.array([v if kind == "const" else 0 for kind, v in incoming], dtype=np.int64)
+    variable = np.array([kind == "source" for kind, _ in incoming])
+    source_of = np.array([s if kind == "source" else -1 for kind, s in incoming], dtype=np.int64)
+    q_all = _multiset(source_of[variable].tolist())
+    q_const = int(const_value.sum())
+    total_max = sum(source_max[s] * c for s, c in q_all)
+    units, keys, outputs = [], {}, []
+    constants = 0
+    for j in range(layer.outputs):
+        row = layer.mask[j].astype(bool)
+        a, b = int(layer.a[j]), int(layer.b[j])
+        p_const = int(const_value[row].sum())
+        t = int(layer.t[j]) - a * p_const - b * q_const  # constant inputs fold into the threshold
+        sources = _multiset(source_of[row & variable].tolist())
+        p_max = sum(source_max[s] * c for s, c in sources)
+        if last:
+            unit = Unit(sources, a=a, b=b, t=t)
+        else:
+            comparison = fold_comparison(a, b, t, p_max, total_max - p_max)
+            if comparison.kind == "const":
+                outputs.append(("const", comparison.value))
+                constants += 1
+                continue
+            unit = Unit(sources if comparison.kind in ("p", "pq") else (), comparison)
+        key = (unit.sources, unit.comparison, unit.a, unit.b, unit.t)
+        if key not in keys:
+            keys[key] = len(units)
+            units.append(unit)
+        outputs.append(("unit", keys[key]))
+    uses_q = any((u.comparison.kind in ("q", "pq")) if not last else u.b != 0 for u in units)
+    plan = LayerPlan(name=layer.name, source_max=list(source_max), units=units, outputs=outputs,
+                     q_sources=q_all if uses_q else (), last=last)
+    plan.report = {"neurons": layer.outputs, "constant_neurons": constants,
+                   "merged_neurons": layer.outputs - constants - len(units),
+                   "connections": int(layer.mask.sum())}
+    return plan
+
+
+def _remove_unused(plans, features):
+    """Drop units that no later layer reads and sources that feed nothing; renumber."""
+    for index in range(len(plans) - 1, -1, -1):
+        plan = plans[index]
+        used = set(s for s, _ in plan.q_sources)
+        for unit in plan.units:
+            used.update(s for s, _ in unit.sources)
+        keep = sorted(used)
+        renumber = {old: new for new, old in enumerate(keep)}
+        fix = lambda multiset: tuple((renumber[s], c) for s, c in multiset)
+        plan.units = [Unit(fix(u.sources), u.comparison, u.a, u.b, u.t) for u in plan.units]
+        plan.q_sources = fix(plan.q_sources)
+        plan.report["unwired_inputs"] = len(plan.source_max) - len(keep)
+        plan.source_max = [plan.source_max[s] for s in keep]
+        if index == 0:
+            features[:] = [features[s] for s in keep]
+        else:
+            previous = plans[index - 1]
+            previous.report["unread_neurons"] = len(previous.units) - len(keep)
+            previous.units = [previous.units[s] for s in keep]
+            previous.outputs = [o if o[0] == "const" else
+                                ("unit", renumber[o[1]]) if o[1] in renumber else ("unread", None)
+                                for o in previous.outputs]
