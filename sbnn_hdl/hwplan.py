@@ -192,7 +192,8 @@ def _plan_layer(layer, incoming, source_max, last):
         sources = _multiset(source_of[row & variable].tolist())
         p_max = sum(source_max[s] * c for s, c in sources)
         if last:
-            unit = Unit(sources, a=a, b=b, t=t)
+            # With no variable source, p (or q) is 0: its coefficient no longer matters.
+            unit = Unit(sources, a=a if sources else 0, b=b if q_all else 0, t=t)
         else:
             comparison = fold_comparison(a, b, t, p_max, total_max - p_max)
             if comparison.kind == "const":

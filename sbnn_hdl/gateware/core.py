@@ -80,7 +80,8 @@ class NetworkCore(wiring.Component):
         for n, (element, planes) in enumerate(self.plan.features):
             top = max(planes)
             wires = [self.sample[element * bits + k] if k in planes else Const(0, 1) for k in range(top + 1)]
-            value = Cat(*wires) if len(planes) > 1 else self.sample[element * bits + top]
+            # integer: the element with the other planes cleared; bitplanes: one plane's bit.
+            value = Cat(*wires) if self.model.input.encoding == "integer" else self.sample[element * bits + top]
             reg = Signal(shape_for(0, self.plan.layers[0].source_max[n]), name=f"x{element}_{'_'.join(map(str, planes))}",
                          reset_less=True)
             m.d.sync += reg.eq(value)

@@ -51,19 +51,50 @@ class _LayerBase(wiring.Component):
         q = wire(self.q_accumulator, self.plan.q_sources, "q") if self.q_accumulator else None
         return p, q
 
-    @staticmethod
-    def _products(pipe, q, factors):
-        """``b * q`` once for each distinct ``b``, all registered."""
-        return {b: pipe.finish(pipe.multiply(q, b)) for b in sorted(set(factors))}
+
+
+def split_product(pipe, q, a, b):
+    """``(s, r)`` with ``b*q == a*s + r`` and ``0 <= r < a``: ``s = floor(b*q / a)``, exactly.
+
+    A power-of-two ``a`` is wiring. Otherwise ``s`` is a multiplication by ``M = ceil(2**N / a)``
+    and a shift by ``N``, with ``N`` large enough that ``floor(x*M / 2**N) == floor(x / a)`` for
+    every ``x`` in range (the error ``x*(M*a - 2**N) / (a*2**N)`` stays below ``1/a``), applied
+    to ``x = b*q - L``, shifted by a multiple ``L`` of ``a`` so that it is never negative.
+    """
+    product = pipe.multiply(q, b)
+    if a & (a - 1) == 0:
+        shift = a.bit_length() - 1
+        return pipe.shift_right(product, shift), pipe.low_bits(product, shift)
+    offset = a * (product.lo // a)
+    x = pipe.add(product, pipe.const(offset), subtract=True) if offset else product
+    n = max((x.hi * (a - 1)).bit_length(), 1)
+    quotient = pipe.shift_right(pipe.multiply(x, -(-(1 << n) // a)), n)
+    remainder = pipe.assume(pipe.add(x, pipe.multiply(quotient, a), subtract=True), 0, a - 1)
+    if offset:
+        quotient = pipe.add(quotient, pipe.const(offset // a))
+    return quotient, remainder
+
+
+def _carry(c, remainder_pipe, remainders):
+    """The bit that completes a ``"pq"`` comparison (see :class:`Threshold`), or a constant."""
+    pipe, (_, r) = remainder_pipe, remainders[(c.a, c.b)]
+    _, v = Threshold.split(c)
+    op = "<" if c.op == ">=" else ">"
+    if (op == "<" and v <= r.lo) or (op == ">" and v >= r.hi):
+        return pipe.const(0)
+    if (op == "<" and v > r.hi) or (op == ">" and v < r.lo):
+        return pipe.const(1)
+    return pipe.compare(r, op, v)
 
 
 class DenseLayer(_LayerBase):
     """A hidden dense layer: input sources in, one bit per built neuron out.
 
     Built from a :class:`~sbnn_hdl.hwplan.LayerPlan`: a :class:`SparseAccumulator` per neuron and
-    one for ``q`` (only when a neuron needs it), the products ``b'*q`` once per distinct ``b'``,
-    and a :class:`Threshold` per neuron. Everything is aligned so that all outputs are valid
-    together.
+    one for ``q`` (only when a neuron needs it); for the neurons that compare ``a'*p + b'*q``,
+    the split of ``b'*q`` by ``a'`` (:func:`split_product`) once per distinct ``(a', b')`` and the
+    remainder comparisons once per distinct constant; a :class:`Threshold` per neuron.
+    Everything is aligned so that all outputs are valid together.
 
     Ports
     -----
@@ -74,58 +105,80 @@ class DenseLayer(_LayerBase):
     Attributes
     ----------
     latency : int
-        ``acc_latency + product_latency + threshold_latency``: the slowest accumulator, the
-        slowest shared product (0 without one), the slowest comparison.
+        ``acc_latency + shared_latency + threshold_latency``: the slowest accumulator, the
+        slowest shared split and remainder comparison (0 without one), the slowest comparison.
     """
 
     def __init__(self, plan, *, every=2):
         self._make_accumulators(plan, every)
         units = plan.units
-        factors = [u.comparison.b for u in units if u.comparison.kind == "pq"]
-        q_range = (0, plan.q_max)
         dry = Pipeline(None, every, "dry")
-        q = dry.input(None, *q_range)
-        products = self._products(dry, q, factors)
-        self.product_latency = max((p.stage for p in products.values()), default=0)
-        self.product_range = {b: (p.lo, p.hi) for b, p in products.items()}
+        shared = self._shared(dry, dry.input(None, 0, plan.q_max))
+        self.shared_latency = max((x.stage for x in shared if not x.is_const), default=0)
+        q_range = (0, plan.q_max)
+        self.s_ranges = {}
+        for unit, (s, _) in zip(units, self._per_unit(dry, dry.input(None, 0, plan.q_max))):
+            if unit.comparison.kind == "pq":
+                self.s_ranges[unit] = (s.lo, s.hi)
 
-        def s_range(c):
-            return self.product_range[c.b] if c.kind == "pq" else q_range
+        def s_range(u):
+            return self.s_ranges[u] if u.comparison.kind == "pq" else q_range
 
-        def threshold(u, latency):
-            c = u.comparison
-            return Threshold(c, p_max=plan.p_max(u), s_range=s_range(c), every=every, latency=latency)
+        def natural(u):
+            own = Threshold.latency_for(u.comparison, p_max=plan.p_max(u), s_range=s_range(u), every=every)
+            return own if u.comparison.kind == "pq" else own - self.shared_latency
 
-        natural = [Threshold.latency_for(u.comparison, p_max=plan.p_max(u), s_range=s_range(u.comparison),
-                                         every=every)
-                   + (0 if u.comparison.kind == "pq" else -self.product_latency) for u in units]
-        self.threshold_latency = max(natural, default=0)
-        self.thresholds = [threshold(u, self.threshold_latency + (0 if u.comparison.kind == "pq"
-                                                                   else self.product_latency))
-                           for u in units]
-        self.latency = self.acc_latency + self.product_latency + self.threshold_latency
+        self.threshold_latency = max((natural(u) for u in units), default=0)
+        self.thresholds = [
+            Threshold(u.comparison, p_max=plan.p_max(u), s_range=s_range(u), every=every,
+                      latency=self.threshold_latency + (0 if u.comparison.kind == "pq" else self.shared_latency))
+            for u in units]
+        self.latency = self.acc_latency + self.shared_latency + self.threshold_latency
         super().__init__({"inputs": In(unsigned(max(sum(self.widths), 1))), "outputs": Out(len(units))})
+
+    def _splits(self, pipe, q):
+        pairs = sorted({(u.comparison.a, u.comparison.b) for u in self.plan.units if u.comparison.kind == "pq"})
+        return {pair: split_product(pipe, q, *pair) for pair in pairs}
+
+    def _per_unit(self, pipe, q):
+        """For each unit: ``(s, carry)`` of a ``"pq"`` comparison, ``(None, None)`` otherwise."""
+        splits = self._splits(pipe, q)
+        carries, result = {}, []
+        for unit in self.plan.units:
+            c = unit.comparison
+            if c.kind != "pq":
+                result.append((None, None))
+                continue
+            key = (c.a, c.b, c.op, Threshold.split(c)[1])
+            if key not in carries:
+                carries[key] = _carry(c, pipe, splits)
+            result.append((splits[(c.a, c.b)][0], carries[key]))
+        return result
+
+    def _shared(self, pipe, q):
+        return [x for pair in self._per_unit(pipe, q) for x in pair if x is not None]
 
     def elaborate(self, platform):
         m = Module()
         pipe = Pipeline(m, self.every, "layer")
         p, q = self._connect_accumulators(m, pipe)
-        factors = [u.comparison.b for u in self.plan.units if u.comparison.kind == "pq"]
-        products = self._products(pipe, q, factors) if factors else {}
-        start = self.acc_latency + self.product_latency
+        per_unit = self._per_unit(pipe, q) if q is not None else [(None, None)] * len(self.plan.units)
+        start = self.acc_latency + self.shared_latency
         fires = []
-        for k, (unit, thr) in enumerate(zip(self.plan.units, self.thresholds)):
+        for k, (unit, thr, (s, carry)) in enumerate(zip(self.plan.units, self.thresholds, per_unit)):
             m.submodules[f"t{k}"] = thr
             c = unit.comparison
-            if c.kind in ("p", "pq"):
-                m.d.comb += thr.p.eq(pipe.delay(p[k], start if c.kind == "pq" else self.acc_latency).value)
-            if c.kind == "q":
+            if c.kind == "p":
+                m.d.comb += thr.p.eq(p[k].value)
+            elif c.kind == "q":
                 m.d.comb += thr.s.eq(q.value)
-            if c.kind == "pq":
-                m.d.comb += thr.s.eq(pipe.delay(products[c.b], start).value)
+            else:
+                m.d.comb += [thr.p.eq(pipe.delay(p[k], start).value), thr.s.eq(pipe.delay(s, start).value),
+                             thr.carry.eq(pipe.delay(carry, start).value)]
             fires.append(thr.fire)
         if fires:
             m.d.comb += self.outputs.eq(Cat(*fires))
+        self.stats = pipe.stats
         return m
 
 
@@ -161,7 +214,8 @@ class OutputLayer(_LayerBase):
 
     def _scores(self, pipe, p, q):
         units = self.plan.units
-        products = self._products(pipe, q, [u.b for u in units if u.b]) if q is not None else {}
+        factors = sorted({u.b for u in units if u.b}) if q is not None else []
+        products = {b: pipe.multiply(q, b) for b in factors}  # b*q once per distinct b
         scores = []
         for unit, pk in zip(units, p):
             terms = [pipe.multiply(pk, unit.a), pipe.const(-unit.t)]
@@ -175,6 +229,7 @@ class OutputLayer(_LayerBase):
         pipe = Pipeline(m, self.every, "score")
         p, q = self._connect_accumulators(m, pipe)
         scores = [pipe.delay(s, self.latency) for s in self._scores(pipe, p, q)]
+        self.stats = pipe.stats
         for j, (_, unit) in enumerate(self.plan.outputs):
             m.d.comb += self.scores[j].eq(scores[unit].value)
         return m

@@ -168,6 +168,42 @@ class Pipeline:
             return x
         return Timed(None if self.dry else x.value << amount, x.lo << amount, x.hi << amount, x.stage, x.depth)
 
+    def shift_right(self, x, amount):
+        """``floor(x / 2**amount)`` (wiring only: an arithmetic shift)."""
+        if amount == 0:
+            return x
+        lo, hi = x.lo >> amount, x.hi >> amount
+        if x.is_const:
+            return self.const(lo)
+        value = None if self.dry else self._fit(x.value >> amount, lo, hi)
+        return Timed(value, lo, hi, x.stage, x.depth)
+
+    def low_bits(self, x, amount):
+        """``x mod 2**amount`` (wiring only: the low bits of the two's complement)."""
+        size = 1 << amount
+        if x.is_const:
+            return self.const(x.lo % size)
+        lo, hi = (x.lo % size, x.hi % size) if x.lo >> amount == x.hi >> amount else (0, size - 1)
+        return Timed(None if self.dry else x.value[:amount], lo, hi, x.stage, x.depth)
+
+    def assume(self, x, lo, hi):
+        """``x``, narrowed to ``[lo, hi]``: for values that are proven to lie there although
+        interval arithmetic cannot see it (the remainder of a division, for example)."""
+        if x.is_const:
+            return x
+        return Timed(None if self.dry else self._fit(x.value, lo, hi), lo, hi, x.stage, x.depth)
+
+    def compare(self, x, op, constant):
+        """The bit ``x >= constant`` (``op == ">="``), ``x <= constant`` or ``x < constant``,
+        registered."""
+        x = self.register(x) if x.depth else x
+        if self.dry:
+            bit = None
+        else:
+            bit = {">=": x.value >= constant, "<=": x.value <= constant, "<": x.value < constant,
+                   ">": x.value > constant}[op]
+        return self.register(Timed(bit, 0, 1, x.stage, 0))
+
     def negate(self, x):
         return self.add(self.const(0), x, subtract=True)
 

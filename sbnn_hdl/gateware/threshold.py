@@ -10,21 +10,25 @@ __all__ = ["Threshold"]
 
 
 class Threshold(wiring.Component):
-    """``fire = a*p + b*q >= t`` in the exact folded form of a :class:`~sbnn_hdl.hwplan.Comparison`.
+    """One hidden neuron's output bit, in the exact folded form of a
+    :class:`~sbnn_hdl.hwplan.Comparison` (constant neurons never reach the hardware).
 
     - ``"p"``: ``p >= k`` or ``p <= k``: one comparison with a constant;
-    - ``"q"``: ``q >= k`` or ``q <= k`` (``a == 0``);
-    - ``"pq"``: ``a'*p + s >= k`` (or ``<=``) where ``s = b'*q`` comes from the layer, which
-      computes each distinct product once for all its neurons; ``a'*p`` is built from the canonical
-      signed digits of ``a'`` (shifts and adders, no multiplier).
-
-    (Constant neurons never reach the hardware: the planner folds them into the next layer.)
+    - ``"q"``: ``q >= k`` or ``q <= k`` (``a == 0``; ``q`` arrives on ``s``);
+    - ``"pq"``: ``a'*p + b'*q >= k`` (or ``<= k``). The layer splits the shared product into
+      ``b'*q = a'*s + r`` (``s = floor(b'*q / a')``, ``0 <= r < a'``) once for all its neurons with
+      the same ``a', b'``. With ``k = a'*u + v`` (``0 <= v < a'``) the comparison is exactly
+      ``p + s - carry >= u`` where ``carry = (r < v)`` (for ``<=``: ``p + s + carry <= u`` with
+      ``carry = (r > v)``), which the layer also computes once per distinct ``v``. So each neuron
+      needs one narrow adder and one comparison, whatever ``a'`` and ``b'`` are.
 
     Parameters
     ----------
     comparison : Comparison
-    p_max, s_range : int, (int, int)
-        The largest ``p``; the range of ``s`` (``"pq"``) or of ``q`` (``"q"``).
+    p_max : int
+        The largest ``p``.
+    s_range : (int, int)
+        The range of ``q`` (``"q"``) or of ``s`` (``"pq"``).
     every : int
         Adder levels per register stage.
     latency : int, optional
@@ -33,8 +37,9 @@ class Threshold(wiring.Component):
     Ports
     -----
     p : In(unsigned) — ``"p"`` and ``"pq"`` only
-    s : In(signed or unsigned) — ``q`` for ``"q"``, ``b'*q`` for ``"pq"``
-    fire : Out(1) — valid ``latency`` cycles after ``p`` and ``s``; the comparison's result
+    s : In(shape of s_range) — ``"q"`` and ``"pq"`` only
+    carry : In(1) — ``"pq"`` only
+    fire : Out(1) — valid ``latency`` cycles after the inputs
     """
 
     def __init__(self, comparison, *, p_max=0, s_range=(0, 0), every=2, latency=None):
@@ -53,30 +58,40 @@ class Threshold(wiring.Component):
             ports["p"] = In(shape_for(0, p_max))
         if comparison.kind in ("q", "pq"):
             ports["s"] = In(shape_for(*self.s_range))
+        if comparison.kind == "pq":
+            ports["carry"] = In(1)
         super().__init__(ports)
+
+    @staticmethod
+    def split(comparison):
+        """``(u, v)`` with ``k = a'*u + v``, ``0 <= v < a'`` (``"pq"`` only)."""
+        return divmod(comparison.k, comparison.a)
 
     @staticmethod
     def latency_for(comparison, *, p_max, s_range, every):
         """The natural latency of a comparator with these parameters (without building one)."""
         dry = Pipeline(None, every, "dry")
-        return Threshold._build(dry, comparison, dry.input(None, 0, p_max), dry.input(None, *s_range)).stage
+        return Threshold._build(dry, comparison, dry.input(None, 0, p_max), dry.input(None, *s_range),
+                                dry.input(None, 0, 1)).stage
 
     @staticmethod
-    def _build(pipe, c, p, s):
-        x = {"p": lambda: p, "q": lambda: s, "pq": lambda: pipe.add(pipe.multiply(p, c.a), s)}[c.kind]()
-        x = pipe.register(x) if x.depth else x
-        if pipe.dry:
-            fire = None
-        else:
-            fire = x.value >= c.k if c.op == ">=" else x.value <= c.k
-        return pipe.register(pipe.input(fire, 0, 1, x.stage))
+    def _build(pipe, c, p, s, carry):
+        if c.kind == "p":
+            return pipe.compare(p, c.op, c.k)
+        if c.kind == "q":
+            return pipe.compare(s, c.op, c.k)
+        u, _ = Threshold.split(c)
+        x = pipe.add(pipe.add(p, s), carry, subtract=c.op == ">=")
+        return pipe.compare(x, c.op, u)
 
     def elaborate(self, platform):
         m = Module()
         pipe = Pipeline(m, self.every, "thr")
-        p = pipe.input(self.p, 0, self.p_max) if "p" in self.signature.members else None
-        s = pipe.input(self.s, *self.s_range) if "s" in self.signature.members else None
-        fire = pipe.delay(self._build(pipe, self.comparison, p, s), self.latency)
+        members = self.signature.members
+        p = pipe.input(self.p, 0, self.p_max) if "p" in members else None
+        s = pipe.input(self.s, *self.s_range) if "s" in members else None
+        carry = pipe.input(self.carry, 0, 1) if "carry" in members else None
+        fire = pipe.delay(self._build(pipe, self.comparison, p, s, carry), self.latency)
         m.d.comb += self.fire.eq(fire.value)
         self.stats = pipe.stats
         return m

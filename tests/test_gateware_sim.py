@@ -1,0 +1,63 @@
+"""The generated hardware against the golden model, in amaranth.sim: every output, exact latency."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sbnn_hdl import golden, load
+from sbnn_hdl.gateware import NetworkCore
+from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+from sbnn_hdl.testing.simulate import simulate_core
+from sbnn_hdl.testing.strategies import dense_models
+
+
+def check_core(model, x, *, every=2, idle=0.3, seed=0):
+    core = NetworkCore(model, every=every)
+    predictions, scores, latencies = simulate_core(core, x, rng=np.random.default_rng(seed), idle=idle)
+    expected = golden.infer(model, x)
+    assert scores == expected.scores.tolist()
+    assert predictions == expected.predictions.tolist()
+    assert set(latencies) == {core.latency}
+    return core
+
+
+@settings(max_examples=int(__import__("os").environ.get("SBNN_SIM_EXAMPLES", "25")))
+@given(model=dense_models(max_layers=3, max_width=8), every=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_random_models_match_golden(model, every, seed):
+    rng = np.random.default_rng(seed)
+    check_core(model, random_inputs(rng, model.input, 12), every=every, seed=seed)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 8, 16])
+@pytest.mark.parametrize("encoding", ["integer", "bitplanes"])
+def test_bits_and_encodings(bits, encoding):
+    rng = np.random.default_rng(bits)
+    planes = None if bits < 8 else tuple(sorted(rng.choice(bits, size=3, replace=False).tolist(), reverse=True))
+    model = random_model(rng, shape=(10,), bits=bits, encoding=encoding, planes=planes,
+                         layers=(LayerPlan("dense", 6), LayerPlan("dense", 3)))
+    check_core(model, random_inputs(rng, model.input, 16))
+
+
+def test_one_class_and_one_neuron_layers():
+    rng = np.random.default_rng(11)
+    model = random_model(rng, shape=(7,), bits=3, layers=(LayerPlan("dense", 1), LayerPlan("dense", 1)))
+    core = check_core(model, random_inputs(rng, model.input, 8))
+    assert core.argmax.latency == 0
+
+
+def test_example_model_back_to_back():
+    model = load("examples/digits.sbnn")
+    check_core(model, np.load("examples/digits_x.npy")[:60], idle=0.0)
+
+
+def test_constant_neurons_are_folded_away():
+    rng = np.random.default_rng(5)
+    model = random_model(rng, shape=(12,), bits=2, layers=(LayerPlan("dense", 10), LayerPlan("dense", 4)))
+    hidden = model.layers[0]
+    t = hidden.t.copy()
+    t[:4] = [2**59, -(2**59), 2**59, -(2**59)]  # never, always, never, always
+    from sbnn_hdl.model import Dense, Model
+    model = Model("folded", model.input, [Dense("h", hidden.mask, hidden.a, hidden.b, t), model.layers[1]])
+    core = check_core(model, random_inputs(rng, model.input, 16))
+    report = core.plan.layers[0].report
+    assert report["constant_neurons"] >= 4
