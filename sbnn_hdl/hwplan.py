@@ -29,7 +29,7 @@ import numpy as np
 from .errors import SbnnError
 from .model import Dense
 
-__all__ = ["HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "plan_network",
+__all__ = ["HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported", "plan_network",
            "ceil_div"]
 
 
@@ -154,12 +154,17 @@ def _input_features(model):
     return [(i, (k,)) for k in spec.planes for i in range(spec.size)], [1] * (spec.size * len(spec.planes))
 
 
-def plan_network(model):
-    """Plan the hardware of ``model``; raises :class:`HardwareError` for layers not supported."""
+def check_supported(model):
+    """Raise :class:`HardwareError` naming the first layer that the generator cannot build."""
     for layer in model.layers:
         if not isinstance(layer, Dense):
             raise HardwareError(f"layer '{layer.name}': expected a dense layer (conv2d and maxpool2d "
                                 f"hardware is not generated yet), found a {layer.kind} layer")
+
+
+def plan_network(model):
+    """Plan the hardware of ``model``; raises :class:`HardwareError` for layers not supported."""
+    check_supported(model)
     features, feature_max = _input_features(model)
     # incoming[i]: what input i of the current layer is: ("const", v) or ("source", s).
     incoming = [("source", i) for i in range(len(features))]

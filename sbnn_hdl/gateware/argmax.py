@@ -46,7 +46,7 @@ class Argmax(wiring.Component):
         m = Module()
         index_shape = self.index.shape()
         candidates = [(self.scores[j], j) for j in range(self.count)]
-        level = 0
+        level, registers = 0, 0
         while len(candidates) > 1:
             merged = []
             for k in range(0, len(candidates) - 1, 2):
@@ -57,6 +57,7 @@ class Argmax(wiring.Component):
             level += 1
             if level % self.every == 0 or len(candidates) == 1:
                 registered = []
+                registers += len(candidates) * (self.width + index_shape.width)
                 for n, (s, i) in enumerate(candidates):
                     rs = Signal(signed(self.width), name=f"max{level}_{n}", reset_less=True)
                     ri = Signal(index_shape, name=f"arg{level}_{n}", reset_less=True)
@@ -64,4 +65,5 @@ class Argmax(wiring.Component):
                     registered.append((rs, ri))
                 candidates = registered
         m.d.comb += self.index.eq(candidates[0][1])
+        self.stats = {"register_bits": registers}
         return m

@@ -74,22 +74,42 @@ class NetworkCore(wiring.Component):
         super().__init__(ports)
 
     def _features(self, m):
-        """The first layer's sources from the raw sample, registered (stage 1)."""
+        """The first layer's sources from the raw sample: only the bits of the planes read, of
+        the elements read, are registered (stage 1); an ``integer`` element is rebuilt from its
+        plane bits with the other bits 0."""
         bits = self.model.input.bits
         values = []
-        for n, (element, planes) in enumerate(self.plan.features):
-            top = max(planes)
-            wires = [self.sample[element * bits + k] if k in planes else Const(0, 1) for k in range(top + 1)]
-            # integer: the element with the other planes cleared; bitplanes: one plane's bit.
-            value = Cat(*wires) if self.model.input.encoding == "integer" else self.sample[element * bits + top]
-            reg = Signal(shape_for(0, self.plan.layers[0].source_max[n]), name=f"x{element}_{'_'.join(map(str, planes))}",
-                         reset_less=True)
-            m.d.sync += reg.eq(value)
-            values.append(reg)
+        for element, planes in self.plan.features:
+            reg = Signal(len(planes), name=f"x{element}_p{'_'.join(map(str, planes))}", reset_less=True)
+            m.d.sync += reg.eq(Cat(*[self.sample[element * bits + k] for k in planes]))
+            self.stats["register_bits"] += len(planes)
+            if self.model.input.encoding == "integer":
+                value = [Const(0, 1)] * (max(planes) + 1)
+                for n, k in enumerate(planes):
+                    value[k] = reg[n]
+                values.append(Cat(*value))
+            else:
+                values.append(reg)
         return Cat(*values)
+
+    def resources(self):
+        """What the last elaboration built: register bits (flip-flops), adder output bits,
+        comparison bits and argmax bits, summed over every component."""
+        totals = dict(self.stats)
+        parts = [*self.hidden, self.output, self.argmax]
+        for layer in [*self.hidden, self.output]:
+            parts += layer.p_accumulators + ([layer.q_accumulator] if layer.q_accumulator else [])
+        parts += [t for layer in self.hidden for t in layer.thresholds]
+        for part in parts:
+            for key, value in getattr(part, "stats", {}).items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
     def elaborate(self, platform):
         m = Module()
+        width = self.output.score_width
+        self.stats = {"register_bits": 0, "argmax_bits": max(self.output.classes - 1, 0) * width,
+                      "adder_bits": 0, "compare_bits": 0, "adders": 0}
         source = self._features(m)
         for n, layer in enumerate(self.hidden):
             m.submodules[f"layer{n}"] = layer
@@ -104,12 +124,14 @@ class NetworkCore(wiring.Component):
             for stage in range(self.argmax.latency):
                 delayed = Signal(len(scores), name=f"scores_d{stage + 1}", reset_less=True)
                 m.d.sync += delayed.eq(scores)
+                self.stats["register_bits"] += len(scores)
                 scores = delayed
             m.d.comb += self.scores.eq(scores)
         valid = self.valid
         for stage in range(self.latency):
             delayed = Signal(name=f"valid_d{stage + 1}")
             m.d.sync += delayed.eq(valid)
+            self.stats["register_bits"] += 1
             valid = delayed
         m.d.comb += self.out_valid.eq(valid)
         return m

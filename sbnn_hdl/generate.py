@@ -1,0 +1,160 @@
+"""``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--no-scores]``
+
+Generates the hardware of a model: a fully pipelined network core in which only the 1-valued
+connections become wiring. Writes ``DIR/<name>.v`` (Verilog) and ``DIR/<name>.json`` (ports,
+input packing, latency, connection counts, what the optimisations removed, a LUT4/FF estimate
+for ECP5) and prints a summary. The same model and options give the same bytes.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from . import __version__, modelfile
+from ._cli import command
+from ._files import write_atomic
+from .hwplan import check_supported
+
+__all__ = ["DEFAULT_EVERY", "GeneratedCore", "generate_verilog", "format_summary", "main"]
+
+#: Adder levels per register stage by default: the choice that meets 150 MHz on an ECP5-85F
+#: (speed grade 6); see docs/hardware.md for the measurement.
+DEFAULT_EVERY = 2
+
+
+@dataclass(frozen=True)
+class GeneratedCore:
+    """What :func:`generate_verilog` returns: the Verilog text, the report, and the core."""
+
+    verilog: str
+    report: dict
+    core: object
+
+
+def _ports(core):
+    from amaranth.hdl import Value
+    from amaranth.lib.wiring import In
+
+    ports = [{"name": "clk", "direction": "in", "width": 1}, {"name": "rst", "direction": "in", "width": 1}]
+    for name, member in core.signature.members.items():
+        ports.append({"name": name, "direction": "in" if member.flow == In else "out",
+                      "width": len(Value.cast(getattr(core, name)))})
+    return ports
+
+
+def _report(model, core, every, resources, estimate):
+    from amaranth import __version__ as amaranth_version
+    spec = model.input
+    layers = []
+    for plan, layer in zip(core.plan.layers, [*core.hidden, core.output]):
+        entry = dict(name=plan.name, **plan.report, units_built=len(plan.units), uses_q=plan.uses_q,
+                     wired_connections=sum(c for u in plan.units for _, c in u.sources),
+                     latency=layer.latency)
+        layers.append(entry)
+    scores = None
+    if core.with_scores:
+        width = core.output.score_width
+        scores = {"port": "scores", "classes": core.output.classes, "width": width,
+                  "packing": f"class j in bits [j*{width}, (j+1)*{width}), two's complement"}
+    return {
+        "name": model.name,
+        "top": model.name,
+        "generator": {"sbnn_hdl": __version__, "amaranth": amaranth_version, "every": every},
+        "latency": core.latency,
+        "throughput": "one sample per clock",
+        "clock": {"port": "clk", "edge": "rising"},
+        "reset": {"port": "rst", "kind": "synchronous, active high; clears the valid pipeline only"},
+        "ports": _ports(core),
+        "input": {"port": "sample", "shape": list(spec.shape), "bits": spec.bits, "encoding": spec.encoding,
+                  "planes": list(spec.planes),
+                  "packing": f"element i of the sample flattened in C order in bits [i*{spec.bits}, (i+1)*{spec.bits})",
+                  "elements_read": len({element for element, _ in core.plan.features})},
+        "output": {"prediction": {"port": "prediction", "width": len(core.prediction),
+                                  "meaning": "smallest index of the largest score"},
+                   "valid": {"port": "out_valid", "meaning": f"prediction belongs to the sample that had valid "
+                                                             f"{core.latency} cycles earlier"},
+                   "scores": scores},
+        "classes": list(model.classes) if model.classes else None,
+        "connections": {"model": model.connections,
+                        "wired": sum(l["wired_connections"] for l in layers)},
+        "layers": layers,
+        "resources": resources,
+        "estimate_ecp5": estimate,
+    }
+
+
+def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, progress=None):
+    """Generate the core of ``model``; returns a :class:`GeneratedCore`.
+
+    Raises :class:`~sbnn_hdl.hwplan.HardwareError` for a model the generator cannot build.
+    """
+    from amaranth.back import verilog as amaranth_verilog
+
+    from .estimate import estimate_ecp5
+    from .gateware import NetworkCore
+
+    step = progress or (lambda message: None)
+    step("planning and building the core")
+    core = NetworkCore(model, every=every, scores=scores)
+    step("elaborating and converting to Verilog")
+    text = amaranth_verilog.convert(core, name=model.name, emit_src=False)
+    resources = core.resources()
+    return GeneratedCore(text, _report(model, core, every, resources, estimate_ecp5(resources)), core)
+
+
+def format_summary(report):
+    """A readable summary of a generation report."""
+    head = ["layer", "neurons", "built", "constant", "merged", "unread", "unwired in", "uses q",
+            "connections", "latency"]
+    rows = [[l["name"], l["neurons"], l["units_built"], l["constant_neurons"], l["merged_neurons"],
+             l.get("unread_neurons", 0), l["unwired_inputs"], "yes" if l["uses_q"] else "no",
+             f"{l['wired_connections']:,}/{l['connections']:,}", l["latency"]] for l in report["layers"]]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    est = report["estimate_ecp5"]
+    return "\n".join([
+        f"{report['name']}: latency {report['latency']} cycles (input register, layers, argmax), "
+        f"one sample per clock, register every {report['generator']['every']} adder levels",
+        line(head), line(["-" * w for w in widths]), *map(line, rows),
+        f"wired connections {report['connections']['wired']:,} of {report['connections']['model']:,} in the model; "
+        f"ECP5 estimate {est['lut4']:,} LUT4, {est['ff']:,} FF",
+    ])
+
+
+@command("sbnn_hdl.generate")
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.generate", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="the .sbnn file")
+    parser.add_argument("--verilog", action="store_true", help="write the core's Verilog and report")
+    parser.add_argument("-o", "--output", default="build", metavar="DIR", help="output folder (default: build)")
+    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
+                        help=f"adder levels per register stage (default {DEFAULT_EVERY})")
+    parser.add_argument("--no-scores", action="store_true", help="no scores port, the prediction only")
+    args = parser.parse_args(argv)
+    if not args.verilog:
+        parser.error("expected --verilog (board builds come with --board in a later release)")
+    if args.every < 1:
+        parser.error(f"--every: expected at least 1, found {args.every}")
+    model = modelfile.load(args.model)
+    check_supported(model)
+    start = time.perf_counter()
+
+    def progress(message):
+        print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr)
+
+    generated = generate_verilog(model, every=args.every, scores=not args.no_scores, progress=progress)
+    os.makedirs(args.output, exist_ok=True)
+    verilog_path = os.path.join(args.output, f"{model.name}.v")
+    report_path = os.path.join(args.output, f"{model.name}.json")
+    write_atomic(verilog_path, generated.verilog.encode())
+    write_atomic(report_path, (json.dumps(generated.report, indent=2, ensure_ascii=False) + "\n").encode())
+    progress(f"wrote {verilog_path} and {report_path}")
+    print(format_summary(generated.report))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
