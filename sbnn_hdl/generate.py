@@ -91,16 +91,20 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, progress=None):
 
     Raises :class:`~sbnn_hdl.hwplan.HardwareError` for a model the generator cannot build.
     """
-    from amaranth.back import verilog as amaranth_verilog
+    from amaranth.back import rtlil as amaranth_rtlil, verilog as amaranth_verilog
 
     from .estimate import estimate_ecp5
     from .gateware import NetworkCore
+    from .gateware.shared import SharedModules
 
     step = progress or (lambda message: None)
     step("planning and building the core")
     core = NetworkCore(model, every=every, scores=scores)
     step("elaborating and converting to Verilog")
-    text = amaranth_verilog.convert(core, name=model.name, emit_src=False)
+    shared = SharedModules(model.name)
+    top = amaranth_rtlil.convert(core, name=model.name, platform=shared, emit_src=False)
+    # amaranth.back.verilog.convert() does this same step for a single RTLIL text.
+    text = amaranth_verilog._convert_rtlil_text("\n".join([*shared.rtlil_texts, top]))
     resources = core.resources()
     return GeneratedCore(text, _report(model, core, every, resources, estimate_ecp5(resources)), core)
 

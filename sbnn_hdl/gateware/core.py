@@ -58,7 +58,9 @@ class NetworkCore(wiring.Component):
         self.plan = plan_network(model)
         self.hidden = [DenseLayer(p, every=every) for p in self.plan.layers[:-1]]
         self.output = OutputLayer(self.plan.layers[-1], every=every)
-        self.argmax = Argmax(self.output.score_width, self.output.classes, every=every)
+        # One comparison (a wide subtraction and a multiplexer) per stage: the argmax is short,
+        # and two levels in one stage were the slowest path of the whole core.
+        self.argmax = Argmax(self.output.score_width, self.output.classes, every=1)
         self.latency = 1 + sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
         self.with_scores = scores
         spec = model.input
@@ -84,9 +86,11 @@ class NetworkCore(wiring.Component):
             m.d.sync += reg.eq(Cat(*[self.sample[element * bits + k] for k in planes]))
             self.stats["register_bits"] += len(planes)
             if self.model.input.encoding == "integer":
-                value = [Const(0, 1)] * (max(planes) + 1)
+                # The element divided by 2**lowest plane (see hwplan.input_scale).
+                low = min(planes)
+                value = [Const(0, 1)] * (max(planes) + 1 - low)
                 for n, k in enumerate(planes):
-                    value[k] = reg[n]
+                    value[k - low] = reg[n]
                 values.append(Cat(*value))
             else:
                 values.append(reg)

