@@ -21,8 +21,9 @@ def main():
     parser.add_argument("--density", type=float, default=0.05)
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY)
     parser.add_argument("--encoding", default="integer", choices=["integer", "bitplanes"])
+    parser.add_argument("--planes", type=int, nargs="+", help="bit planes read (default: all 8)")
     args = parser.parse_args()
-    model = random_model(np.random.default_rng(0), shape=(784,), bits=8, encoding=args.encoding,
+    model = random_model(np.random.default_rng(0), shape=(784,), bits=8, encoding=args.encoding, planes=args.planes,
                          density=args.density, edge_cases=False, shared_ratio=True,
                          layers=(LayerPlan("dense", 256), LayerPlan("dense", 256), LayerPlan("dense", 10)))
     start = time.perf_counter()
@@ -31,7 +32,9 @@ def main():
                                  progress=lambda message: marks.append((time.perf_counter(), message)))
     end = time.perf_counter()
     marks.append((end, "done"))
-    print(f"784x8-bit {args.encoding}, 256-256-10, density {args.density}: {model.connections:,} connections")
+    planes = ",".join(map(str, model.input.planes))
+    print(f"784x8-bit {args.encoding} (planes {planes}), 256-256-10, density {args.density}: "
+          f"{model.connections:,} connections")
     for (t0, message), (t1, _) in zip(marks, marks[1:]):
         print(f"  {message}: {t1 - t0:.1f} s")
     print(f"  total {end - start:.1f} s; Verilog {len(generated.verilog) / 1e6:.1f} MB, latency "

@@ -71,9 +71,6 @@ class Pipeline:
         Prefix for the registers' names.
     """
 
-    #: Additions of unsigned values whose result is at most this wide are built as logic.
-    logic_adder_width = 4
-
     def __init__(self, module, every, name):
         if every < 1:
             raise ValueError(f"every: expected at least 1 adder level per stage, found {every}")
@@ -104,17 +101,6 @@ class Pipeline:
             fill = value[-1] if value.shape().signed and len(value) else Const(0, 1)
             value = Cat(value, fill.replicate(width - len(value)))
         return value[:width]
-
-    @classmethod
-    def _logic_add(cls, x, y, width):
-        """``x + y`` for narrow unsigned values as plain logic (a ripple of full adders), so that
-        synthesis does not give each one a carry-chain cell of its own."""
-        x, y = cls._bits(x, width), cls._bits(y, width)
-        bits, carry = [], Const(0, 1)
-        for k in range(width):
-            bits.append(x[k] ^ y[k] ^ carry)
-            carry = (x[k] & y[k]) | (carry & (x[k] ^ y[k]))
-        return Cat(*bits)
 
     def _fit(self, value, lo, hi):
         if self.dry:
@@ -167,12 +153,7 @@ class Pipeline:
             return self.const(lo)
         stage = max(s for s in (x.stage, y.stage) if s is not None)
         x, y = self.delay(x, stage), self.delay(y, stage)
-        if self.dry:
-            value = None
-        elif not subtract and min(x.lo, y.lo) >= 0 and shape_for(lo, hi).width <= self.logic_adder_width:
-            value = self._logic_add(x.value, y.value, shape_for(lo, hi).width)
-        else:
-            value = x.value - y.value if subtract else x.value + y.value
+        value = None if self.dry else x.value - y.value if subtract else x.value + y.value
         self.stats["adders"] += 1
         self.stats["adder_bits"] += shape_for(lo, hi).width
         depth = max(x.depth if not x.is_const else 0, y.depth if not y.is_const else 0) + 1
