@@ -10,7 +10,6 @@ import argparse
 
 import numpy as np
 
-from sbnn_hdl.estimate import estimate_ecp5
 from sbnn_hdl.generate import generate_verilog
 from sbnn_hdl.synth import synth_ecp5
 from sbnn_hdl.testing import LayerPlan, random_model

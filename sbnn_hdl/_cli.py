@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import InputError, SbnnError
 
-__all__ = ["command", "load_array"]
+__all__ = ["command", "load_array", "format_table"]
 
 EXIT_USAGE = 2
 
@@ -48,3 +48,13 @@ def load_array(path, what):
     if not isinstance(array, np.ndarray):
         raise InputError(where, "a NumPy .npy array", f"a {type(array).__name__} archive")
     return array
+
+
+def format_table(header, rows):
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row):
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from . import __version__, modelfile
-from ._cli import command
+from ._cli import command, format_table
 from ._files import write_atomic
 from .hwplan import check_supported
 
@@ -116,13 +116,11 @@ def format_summary(report):
     rows = [[l["name"], l["neurons"], l["units_built"], l["constant_neurons"], l["merged_neurons"],
              l.get("unread_neurons", 0), l["unwired_inputs"], "yes" if l["uses_q"] else "no",
              f"{l['wired_connections']:,}/{l['connections']:,}", l["latency"]] for l in report["layers"]]
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
     est = report["estimate_ecp5"]
     return "\n".join([
         f"{report['name']}: latency {report['latency']} cycles (input register, layers, argmax), "
         f"one sample per clock, register every {report['generator']['every']} adder levels",
-        line(head), line(["-" * w for w in widths]), *map(line, rows),
+        format_table(head, rows),
         f"wired connections {report['connections']['wired']:,} of {report['connections']['model']:,} in the model; "
         f"ECP5 estimate {est['lut4']:,} LUT4, {est['ff']:,} FF",
     ])

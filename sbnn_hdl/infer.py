@@ -9,7 +9,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
 
 from . import golden, modelfile
 from ._cli import command, load_array

@@ -10,7 +10,7 @@ import json
 import sys
 
 from . import modelfile
-from ._cli import command
+from ._cli import command, format_table
 from .stats import model_stats
 
 __all__ = ["format_report", "main"]
@@ -18,12 +18,6 @@ __all__ = ["format_report", "main"]
 
 def _shape(shape):
     return "x".join(str(n) for n in shape)
-
-
-def _table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def format_report(stats):
@@ -55,9 +49,9 @@ def format_report(stats):
     rows.append(["total", "", "", "", f"{t['connections']:,}/{t['weights']:,}",
                  f"{100 * t['density']:.2f}%", f"{t['entropy_bits_per_weight']:.3f}", "", "",
                  f"{t['bnn_ops']:,}", f"{t['sbnn_ops']:,}", f"{t['ops_reduction']:.1f}x"])
-    out += ["", _table(["layer", "kind", "in", "out", "connections", "density", "bits/w",
+    out += ["", format_table(["layer", "kind", "in", "out", "connections", "density", "bits/w",
                         "K0", "K1", "BNN ops", "SBNN ops", "saving"], rows)]
-    out += ["", _table(["layer", "a", "b", "t", "max fan-in", "unconnected", "uses q"], coeffs)]
+    out += ["", format_table(["layer", "a", "b", "t", "max fan-in", "unconnected", "uses q"], coeffs)]
     out += ["", "BNN ops: 2 per weight (XNOR + popcount); SBNN ops: 1 per connection + the shared "
                 "input sum q; conv layers count every output position."]
     return "\n".join(out)

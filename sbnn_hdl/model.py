@@ -14,7 +14,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, fields
-from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -262,7 +261,7 @@ class Dense(_ThresholdLayer):
             raise ModelError(f"{self.where} array 'mask'", "shape [outputs, inputs], both at least 1",
                              f"shape {_shape_text(mask.shape)}")
         if mask.shape[1] > MAX_INPUTS:
-            raise ModelError(self.where, f"at most 2**20 inputs", f"{mask.shape[1]} inputs")
+            raise ModelError(self.where, "at most 2**20 inputs", f"{mask.shape[1]} inputs")
         object.__setattr__(self, "mask", check_array(mask, f"{self.where} array 'mask'",
                                                      shape=mask.shape, binary=True))
         self._check_coefficients(mask.shape[0])
@@ -342,7 +341,7 @@ class Conv2d(_ThresholdLayer):
         if kh * kw * cin > MAX_INPUTS:
             raise ModelError(where, "a window of at most 2**20 inputs", f"{kh}*{kw}*{cin} = {kh * kw * cin}")
         h, w, _ = self.in_shape
-        (ph, pw), (sh, sw) = self.padding, self.stride
+        ph, pw = self.padding
         if h + 2 * ph < kh or w + 2 * pw < kw:
             raise ModelError(where, f"a kernel no larger than the padded input {h + 2 * ph}x{w + 2 * pw}",
                              f"kernel {kh}x{kw}")

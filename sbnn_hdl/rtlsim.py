@@ -24,7 +24,7 @@ def testbench(report, count):
     top = report["top"]
     width = next(p["width"] for p in report["ports"] if p["name"] == "sample")
     scores = report["output"]["scores"]
-    score_port = f"\n    .scores(scores)," if scores else ""
+    score_port = "\n    .scores(scores)," if scores else ""
     score_decl = f"  wire [{scores['classes'] * scores['width'] - 1}:0] scores;\n" if scores else ""
     display = '"%h %h", prediction, scores' if scores else '"%h", prediction'
     pred = report["output"]["prediction"]["width"]

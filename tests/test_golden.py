@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import spec_reference as ref
-from sbnn_hdl import InputError, golden, load, save
+from sbnn_hdl import InputError, golden, save
 from sbnn_hdl.model import Dense, InputSpec, Model
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 from sbnn_hdl.testing.strategies import conv_models, dense_models, inputs_for

@@ -1,6 +1,6 @@
 """The sparse accumulator: one neuron's sum over exactly the wires its mask selects."""
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

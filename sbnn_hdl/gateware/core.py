@@ -7,7 +7,6 @@ from amaranth.lib.wiring import In, Out
 from ..hwplan import plan_network
 from .argmax import Argmax
 from .layer import DenseLayer, OutputLayer
-from .pipeline import shape_for
 
 __all__ = ["NetworkCore"]
 
