@@ -106,7 +106,8 @@ class LayerPlan:
     ``source_max[s]`` is the largest value of source ``s`` (the layer's variable inputs);
     ``q_sources`` the multiset that ``q`` sums (empty when no unit needs ``q``); ``units`` the
     neurons that are built; ``outputs[j]`` says what original neuron ``j`` became:
-    ``("const", 0 or 1)`` or ``("unit", index)`` (and, in the last layer, always a unit).
+    ``("const", 0 or 1)``, ``("unit", index)``, or ``("unread", None)`` when no later layer reads
+    it (in the last layer, always a unit).
     """
 
     name: str
