@@ -29,7 +29,7 @@ import numpy as np
 from .errors import SbnnError
 from .model import Dense
 
-__all__ = ["HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported", "plan_network",
+__all__ = ["HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported", "plan_network", "pack_sample",
            "ceil_div"]
 
 
@@ -145,6 +145,15 @@ class NetworkPlan:
 
 def _multiset(indices):
     return tuple(sorted(Counter(indices).items()))
+
+
+def pack_sample(spec, sample):
+    """One sample as the integer on a core's ``sample`` port: element ``i`` (C order) in bits
+    ``[i*bits, (i+1)*bits)``."""
+    value = 0
+    for i, element in enumerate(np.asarray(sample).reshape(-1).tolist()):
+        value |= int(element) << (i * spec.bits)
+    return value
 
 
 def input_scale(spec):

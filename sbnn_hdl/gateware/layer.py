@@ -113,13 +113,11 @@ class DenseLayer(_LayerBase):
         self._make_accumulators(plan, every)
         units = plan.units
         dry = Pipeline(None, every, "dry")
-        shared = self._shared(dry, dry.input(None, 0, plan.q_max))
-        self.shared_latency = max((x.stage for x in shared if not x.is_const), default=0)
+        per_unit = self._per_unit(dry, dry.input(None, 0, plan.q_max))
+        self.shared_latency = max((x.stage for pair in per_unit for x in pair if x is not None and not x.is_const),
+                                  default=0)
         q_range = (0, plan.q_max)
-        self.s_ranges = {}
-        for unit, (s, _) in zip(units, self._per_unit(dry, dry.input(None, 0, plan.q_max))):
-            if unit.comparison.kind == "pq":
-                self.s_ranges[unit] = (s.lo, s.hi)
+        self.s_ranges = {unit: (s.lo, s.hi) for unit, (s, _) in zip(units, per_unit) if s is not None}
 
         def s_range(u):
             return self.s_ranges[u] if u.comparison.kind == "pq" else q_range
@@ -154,9 +152,6 @@ class DenseLayer(_LayerBase):
                 carries[key] = _carry(c, pipe, splits)
             result.append((splits[(c.a, c.b)][0], carries[key]))
         return result
-
-    def _shared(self, pipe, q):
-        return [x for pair in self._per_unit(pipe, q) for x in pair if x is not None]
 
     def elaborate(self, platform):
         m = Module()

@@ -3,16 +3,9 @@
 import numpy as np
 from amaranth.sim import Simulator
 
-__all__ = ["pack_sample", "simulate_core"]
+from ..hwplan import pack_sample
 
-
-def pack_sample(spec, sample):
-    """One sample as the integer that drives the core's ``sample`` port: element ``i`` (C order)
-    in bits ``[i*bits, (i+1)*bits)``."""
-    value = 0
-    for i, element in enumerate(np.asarray(sample).reshape(-1).tolist()):
-        value |= int(element) << (i * spec.bits)
-    return value
+__all__ = ["simulate_core"]
 
 
 def simulate_core(core, x, *, rng=None, idle=0.0):
