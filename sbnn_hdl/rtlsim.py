@@ -1,95 +1,245 @@
-"""Running generated Verilog in an RTL simulator, with the vectors read inside the simulator.
+"""Bulk RTL simulation: the vectors are read inside the simulator, no Python runs per cycle.
 
-:func:`run_icarus` writes a small Verilog testbench around a generated core: it loads the packed
-samples with ``$readmemh``, drives one per clock (``valid`` high), and writes every output
-marked ``out_valid`` to a file, which is read back here. No Python runs per cycle, so thousands
-of vectors take seconds. Needs Icarus Verilog (``iverilog``, ``vvp``; Debian package
-``iverilog``).
+:func:`testbench` is a Verilog testbench around a generated core. It reads one packed sample per
+line of a hex file with ``$fscanf``, drives one sample per clock (``valid`` high), and writes each
+output marked ``out_valid`` to a file. The sample count, the file names and the waveform file are
+plusargs, so one build runs any vector set. :class:`BulkSimulator` builds it with Verilator
+(``--binary --timing``) or Icarus Verilog, caches the build by the hash of everything that goes
+into it, runs it, and reads the outputs back as arrays.
+
+The same testbench runs the synthesised netlist (:mod:`sbnn_hdl.gatesim` supplies the sources),
+because synthesis keeps the core's ports.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
 
 from .hwplan import pack_sample
+from .simulators import configure, version
 from .synth import ToolError
 
-__all__ = ["testbench", "run_icarus"]
+__all__ = ["testbench", "BulkSimulator", "default_cache"]
+
+#: Verilator's C++ optimisation level: -O1 builds in about half the time of the default -Os
+#: and simulates the short runs here no slower in total (docs/simulation.md).
+VERILATOR_OPT = "-O1"
 
 
-def testbench(report, count):
-    """The Verilog testbench for a core described by its generation ``report``."""
-    top = report["top"]
-    width = next(p["width"] for p in report["ports"] if p["name"] == "sample")
+def default_cache():
+    """``$SBNN_SIM_CACHE``, else ``~/.cache/sbnn-hdl/rtlsim``: where built simulations are kept."""
+    if os.environ.get("SBNN_SIM_CACHE"):
+        return Path(os.environ["SBNN_SIM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sbnn-hdl" / "rtlsim"
+
+
+def _port_width(report, name):
+    return next(p["width"] for p in report["ports"] if p["name"] == name)
+
+
+def testbench(report):
+    """The Verilog testbench (module ``sbnn_tb``) for the core that the generation ``report`` describes.
+
+    Plusargs: ``+count=N`` samples from ``+vectors=FILE`` (one hex number per line, packed as
+    :func:`sbnn_hdl.hwplan.pack_sample` does), outputs to ``+outputs=FILE`` (``prediction`` and,
+    when present, the packed ``scores``, in hex, one line per sample), a line ``sbnn-progress K``
+    on standard output every ``+progress=K`` outputs, and waveforms to ``+waves=FILE`` when given.
+    The run ends after ``count`` outputs, or prints ``sbnn-timeout`` if they have not all come
+    ``latency + 64`` cycles after the last sample.
+    """
+    top, width = report["top"], _port_width(report, "sample")
     scores = report["output"]["scores"]
+    pred = report["output"]["prediction"]["width"]
     score_port = "\n    .scores(scores)," if scores else ""
     score_decl = f"  wire [{scores['classes'] * scores['width'] - 1}:0] scores;\n" if scores else ""
     display = '"%h %h", prediction, scores' if scores else '"%h", prediction'
-    pred = report["output"]["prediction"]["width"]
     return f"""`timescale 1ns/1ps
 module sbnn_tb;
   reg clk = 0, rst = 1, valid = 0;
-  reg [{width - 1}:0] sample = 0;
-  reg [{width - 1}:0] vectors [0:{count - 1}];
+  reg [{width - 1}:0] sample = 0, next_sample = 0;
   wire [{pred - 1}:0] prediction;
   wire out_valid;
-{score_decl}  integer n = 0, seen = 0, out;
+{score_decl}  integer count = 0, sent = 0, seen = 0, step = 0, fin = 0, fout = 0, status = 0;
+  reg [8*4096-1:0] vectors, outputs, waves;
   {top} dut (
     .clk(clk), .rst(rst), .sample(sample), .valid(valid),{score_port}
     .prediction(prediction), .out_valid(out_valid));
   always #5 clk = ~clk;
   initial begin
-    $readmemh("vectors.hex", vectors);
-    out = $fopen("outputs.txt", "w");
-    @(posedge clk); rst <= 0;
+    if (!$value$plusargs("count=%d", count) || !$value$plusargs("vectors=%s", vectors)
+        || !$value$plusargs("outputs=%s", outputs)) begin
+      $display("sbnn-error expected plusargs +count= +vectors= +outputs=");
+      $finish;
+    end
+    if (!$value$plusargs("progress=%d", step)) step = 0;
+    if ($value$plusargs("waves=%s", waves)) begin
+      $dumpfile(waves);
+      $dumpvars(0, sbnn_tb);
+    end
+    fin = $fopen(vectors, "r");
+    fout = $fopen(outputs, "w");
+    if (fin == 0 || fout == 0) begin
+      $display("sbnn-error cannot open the vector or output file");
+      $finish;
+    end
+    if (count == 0) begin $fclose(fout); $finish; end
+    repeat (2) @(posedge clk);
+    rst <= 0;
+    wait (sent == count);
+    repeat ({report['latency']} + 64) @(posedge clk);
+    $display("sbnn-timeout %0d", seen);
+    $fclose(fout);
+    $finish;
   end
   always @(posedge clk) if (!rst) begin
-    if (n < {count}) begin sample <= vectors[n]; valid <= 1; n <= n + 1; end
-    else valid <= 0;
+    if (sent < count) begin
+      status = $fscanf(fin, "%h\\n", next_sample);
+      sample <= next_sample;
+      valid <= 1;
+      sent <= sent + 1;
+    end else valid <= 0;
     if (out_valid) begin
-      $fdisplay(out, {display});
+      $fdisplay(fout, {display});
       seen = seen + 1;
-      if (seen == {count}) begin $fclose(out); $finish; end
+      if (step != 0 && seen % step == 0) begin $display("sbnn-progress %0d", seen); $fflush; end
+      if (seen == count) begin $fclose(fout); $finish; end
     end
   end
-  initial begin #{10 * (count + report['latency'] + 20)}; $fclose(out); $finish; end
 endmodule
 """
 
 
-def run_icarus(model, verilog, report, x):
-    """Simulate ``verilog`` (the core ``report`` describes) on the samples ``x`` with Icarus.
+class BulkSimulator:
+    """A built bulk simulation of one core: build once (cached), run many vector sets.
 
-    Returns ``(predictions, scores)`` as lists (``scores`` is ``None`` without a scores port).
+    ``sources`` are ``(file name, Verilog text)`` pairs (the core, or a netlist and the cell
+    models it needs), ``include`` folders for `` `include``, ``report`` the core's generation
+    report (ports, latency, output layout). ``waves=True`` builds with waveform support
+    (Verilator ``--trace-fst``), which is slower; ask for it only when a waveform is wanted.
+    ``progress(stage, done, total)`` is called while building and running.
     """
-    for tool in ("iverilog", "vvp"):
-        if shutil.which(tool) is None:
-            raise ToolError(f"{tool}: expected Icarus Verilog on PATH (Debian package iverilog; ./dev installs it), "
-                            f"found nothing")
-    width = next(p["width"] for p in report["ports"] if p["name"] == "sample")
-    with tempfile.TemporaryDirectory(prefix="sbnn-icarus-") as folder:
-        path = lambda name: os.path.join(folder, name)
-        with open(path("core.v"), "w") as file:
-            file.write(verilog)
-        with open(path("tb.v"), "w") as file:
-            file.write(testbench(report, len(x)))
-        with open(path("vectors.hex"), "w") as file:
-            file.writelines(f"{pack_sample(model.input, sample):0{(width + 3) // 4}x}\n" for sample in x)
-        for command in (["iverilog", "-g2012", "-o", "sim.vvp", "-s", "sbnn_tb", "tb.v", "core.v"], ["vvp", "-n", "sim.vvp"]):
-            result = subprocess.run(command, capture_output=True, text=True, cwd=folder)
-            if result.returncode != 0:
-                raise ToolError(f"{command[0]}: failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
-        with open(path("outputs.txt")) as file:
-            lines = file.read().split("\n")
-    lines = [line.split() for line in lines if line.strip()]
-    predictions = [int(fields[0], 16) for fields in lines]
-    scores = None
-    if report["output"]["scores"]:
-        w, classes = report["output"]["scores"]["width"], report["output"]["scores"]["classes"]
-        scores = []
-        for fields in lines:
-            packed = int(fields[1], 16)
-            row = [(packed >> (j * w)) & ((1 << w) - 1) for j in range(classes)]
-            scores.append([v - (1 << w) if v >> (w - 1) else v for v in row])
-    return predictions, scores
+
+    def __init__(self, report, sources, *, simulator="verilator", include=(), waves=False,
+                 cache=None, progress=None):
+        self.report = report
+        self.simulator = simulator
+        self.waves = waves
+        self._progress = progress or (lambda stage, done, total: None)
+        self._program = configure(simulator)
+        self._sources = [("sbnn_tb.v", testbench(report))] + list(sources)
+        self._include = [str(Path(folder).resolve()) for folder in include]
+        key = hashlib.sha256()
+        for part in [version(simulator), VERILATOR_OPT, str(waves)] + [t for pair in self._sources for t in pair]:
+            key.update(part.encode() + b"\0")
+        self.folder = Path(cache or default_cache()) / f"{simulator}-{report['top']}-{key.hexdigest()[:16]}"
+        self.build_seconds = None
+
+    @property
+    def executable(self):
+        return self.folder / ("simv" if self.simulator == "verilator" else "sim.vvp")
+
+    def build(self):
+        """Build unless a finished build with the same inputs is cached. Returns True if it built."""
+        if self.executable.exists():
+            return False
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self._progress("build", 0, 1)
+        scratch = Path(tempfile.mkdtemp(prefix=self.folder.name + ".", dir=self.folder.parent))
+        try:
+            for name, text in self._sources:
+                (scratch / name).write_text(text)
+            names = [name for name, _ in self._sources if name.endswith(".v")]
+            if self.simulator == "verilator":
+                command = [self._program, "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                           "--top-module", "sbnn_tb", "-j", str(os.cpu_count() or 1), "-o", "simv",
+                           "--Mdir", "obj_dir", "-MAKEFLAGS", f"OPT_FAST={VERILATOR_OPT} OPT_SLOW=-O0"]
+                command += [f"-I{folder}" for folder in self._include]
+                command += ["--trace-fst"] if self.waves else []
+                built = scratch / "obj_dir" / "simv"
+            else:
+                command = ["iverilog", "-g2012", "-o", "sim.vvp", "-s", "sbnn_tb"]
+                command += [f"-I{folder}" for folder in self._include]
+                built = scratch / "sim.vvp"
+            result = subprocess.run(command + names, capture_output=True, text=True, cwd=scratch)
+            if result.returncode != 0 or not built.exists():
+                raise ToolError(f"{Path(command[0]).name}: building the simulation of {self.report['top']} failed: "
+                                f"{_error_lines(result.stdout + result.stderr)}")
+            final = scratch / "final"
+            final.mkdir()
+            shutil.move(str(built), final / self.executable.name)
+            try:
+                os.rename(final, self.folder)  # atomic: a half-built folder is never seen as cached
+            except OSError:
+                if not self.executable.exists():
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.build_seconds = time.monotonic() - started
+        self._progress("build", 1, 1)
+        return True
+
+    def run(self, model, x, *, waves=None):
+        """Run the samples ``x`` (``[N, *model.input.shape]``) and return ``(predictions, scores)``
+        as ``int64`` arrays (``scores`` is ``None`` when the core has no scores port).
+
+        ``waves`` names an FST file to write (the simulator must be built with ``waves=True``).
+        """
+        if waves and not self.waves:
+            raise ValueError("waves: the simulator was built without waveform support (waves=True)")
+        self.build()
+        width = _port_width(self.report, "sample")
+        count = len(x)
+        step = max(1, count // 100)
+        with tempfile.TemporaryDirectory(prefix="sbnn-bulk-") as folder:
+            vectors, outputs = Path(folder, "vectors.hex"), Path(folder, "outputs.txt")
+            digits = (width + 3) // 4
+            with open(vectors, "w") as file:
+                file.writelines(f"{pack_sample(model.input, sample):0{digits}x}\n" for sample in x)
+            plusargs = [f"+count={count}", f"+vectors={vectors}", f"+outputs={outputs}", f"+progress={step}"]
+            if waves:
+                plusargs.append(f"+waves={Path(waves).resolve()}")
+            if self.simulator == "verilator":
+                command = [str(self.executable)] + plusargs
+            else:
+                command = ["vvp", "-n", str(self.executable)] + (["-fst"] if waves else []) + plusargs
+            self._progress("simulate", 0, count)
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       cwd=folder)
+            tail = []
+            for line in process.stdout:
+                if line.startswith("sbnn-progress "):
+                    self._progress("simulate", int(line.split()[1]), count)
+                else:
+                    tail = (tail + [line.rstrip()])[-20:]
+            process.wait()
+            text = outputs.read_text() if outputs.exists() else ""
+        lines = [line.split() for line in text.splitlines() if line.strip()]
+        failed = next((l for l in tail if l.startswith(("sbnn-timeout", "sbnn-error"))), None)
+        if process.returncode != 0 or failed or len(lines) != count:
+            raise ToolError(f"{self.simulator}: simulation of {self.report['top']} expected {count} outputs, "
+                            f"found {len(lines)}: {failed or _error_lines(chr(10).join(tail))}")
+        return _parse_outputs(self.report, lines)
+
+
+def _parse_outputs(report, lines):
+    predictions = np.array([int(fields[0], 16) for fields in lines], dtype=np.int64)
+    layout = report["output"]["scores"]
+    if not layout:
+        return predictions, None
+    w, classes = layout["width"], layout["classes"]
+    packed = [int(fields[1], 16) for fields in lines]
+    fields = [[(value >> (j * w)) & ((1 << w) - 1) for j in range(classes)] for value in packed]
+    signed = [[v - (1 << w) if v >> (w - 1) else v for v in row] for row in fields]  # two's complement
+    return predictions, np.array(signed, dtype=np.int64).reshape(len(lines), classes)
+
+
+def _error_lines(text, limit=8):
+    lines = [l for l in text.splitlines() if "%Error" in l or "error" in l.lower()]
+    return "; ".join((lines or text.strip().splitlines()[-limit:])[:limit])
