@@ -1,0 +1,393 @@
+"""The host interface of a board build: UART, protocol engine, batch memory and cycle counters
+around a network core (``docs/protocol.md``).
+
+Everything runs in one clock domain (``sync``, the core's clock): the UART divides that clock,
+so there is no clock-domain crossing; the only asynchronous input, the UART's ``rx`` pin, goes
+through a two-flip-flop synchroniser inside :class:`~sbnn_hdl.boards.uart.UARTRx`.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Signal, Value, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.crc import catalog
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .. import protocol as P
+from .uart import UARTRx, UARTTx
+
+__all__ = ["CoreInfo", "HostInterface", "core_signature"]
+
+
+class CoreInfo:
+    """What the host interface needs to know about a core (from a generation report).
+
+    ``sample_bits`` (the ``sample`` port's width), ``classes``, ``score_width`` (0 without a
+    ``scores`` port), ``latency``, ``prediction_width``.
+    """
+
+    def __init__(self, *, sample_bits, classes, score_width, latency, prediction_width):
+        self.sample_bits, self.classes, self.score_width = sample_bits, classes, score_width
+        self.latency, self.prediction_width = latency, prediction_width
+
+    @classmethod
+    def from_report(cls, report):
+        scores = report["output"]["scores"]
+        width = next(p["width"] for p in report["ports"] if p["name"] == "sample")
+        return cls(sample_bits=width, classes=len(report["classes"] or []) or _classes(report),
+                   score_width=scores["width"] if scores else 0, latency=report["latency"],
+                   prediction_width=report["output"]["prediction"]["width"])
+
+    @classmethod
+    def from_core(cls, core):
+        """From a :class:`~sbnn_hdl.gateware.NetworkCore` (for simulation)."""
+        return cls(sample_bits=len(core.sample), classes=core.output.classes,
+                   score_width=core.output.score_width if core.with_scores else 0, latency=core.latency,
+                   prediction_width=len(core.prediction))
+
+    @property
+    def sample_bytes(self):
+        return (self.sample_bits + 7) // 8
+
+
+def _classes(report):
+    return report["layers"][-1]["neurons"]
+
+
+def core_signature(info):
+    """The signature of a :class:`~sbnn_hdl.gateware.NetworkCore` described by ``info``."""
+    ports = {"sample": In(unsigned(info.sample_bits)), "valid": In(1),
+             "prediction": Out(unsigned(info.prediction_width)), "out_valid": Out(1)}
+    if info.score_width:
+        ports["scores"] = Out(data.ArrayLayout(signed(info.score_width), info.classes))
+    return wiring.Signature(ports)
+
+
+class HostInterface(wiring.Component):
+    """Serves the protocol of ``docs/protocol.md`` on a UART for ``core``.
+
+    Parameters
+    ----------
+    core : wiring.Component
+        A network core (or a stand-in with the same ports, such as an ``Instance`` wrapper);
+        it becomes a submodule.
+    info : CoreInfo
+    divisor : int
+        Clocks per UART bit (``clock / baud``, rounded).
+    clock_hz, baud : int
+        Reported by the INFO request (the host converts cycles to time with ``clock_hz``).
+    digest : bytes
+        8 bytes identifying the model (:func:`sbnn_hdl.protocol.model_digest`).
+    name : str
+        The model's name (at most 32 ASCII characters are reported).
+    batch_depth : int
+        Samples the on-chip batch memory holds (LOAD and RUN).
+    timeout : int
+        Clocks without a byte after which a partial request frame is abandoned (and an error
+        reply sent): nothing the host sends can leave the engine waiting forever.
+
+    Ports
+    -----
+    rx : In(1), tx : Out(1)
+        The UART lines (``rx`` may come straight from a pin).
+    busy : Out(1)
+        High while a request is being served (for an LED).
+    """
+
+    def __init__(self, core, info, *, divisor, clock_hz, baud, digest, name, batch_depth=256,
+                 timeout=1_000_000):
+        if info.classes > 256:
+            raise ValueError(f"host interface: expected at most 256 classes (one byte per prediction), "
+                             f"found {info.classes}")
+        self.core, self.info = core, info
+        self.divisor, self.clock_hz, self.baud = divisor, clock_hz, baud
+        self.digest, self.name = bytes(digest), name
+        self.batch_depth, self.timeout = batch_depth, timeout
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
+
+    # Payload layouts (big-endian integers, first byte most significant).
+
+    def info_payload(self):
+        return P.Info(P.VERSION, bool(self.info.score_width), self.info.sample_bits, self.info.sample_bytes,
+                      self.info.classes, self.info.score_width, self.info.latency, self.clock_hz, self.baud,
+                      self.batch_depth, self.digest, self.name).encode()
+
+    def elaborate(self, platform):
+        m = Module()
+        info = self.info
+        S = info.sample_bytes
+        score_bytes = (info.score_width + 7) // 8
+        max_request = S + 2
+        info_bytes = self.info_payload()
+        max_reply = max(len(info_bytes), 5 + info.classes * score_bytes, 6, 2)
+
+        m.submodules.core = core = self.core
+        m.submodules.uart_rx = rx = UARTRx(self.divisor)
+        m.submodules.uart_tx = tx = UARTTx(self.divisor)
+        # Bytes that arrive while a reply is going out wait here (the host may send the next
+        # request before the reply has ended).
+        m.submodules.rx_fifo = fifo = SyncFIFO(width=8, depth=64)
+        m.submodules.crc_rx = crc_rx = catalog.CRC16_IBM_3740(data_width=8).create()
+        m.submodules.crc_tx = crc_tx = catalog.CRC16_IBM_3740(data_width=8).create()
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx),
+                     fifo.w_data.eq(rx.data.payload), fifo.w_en.eq(rx.data.valid)]
+        overflow = Signal(16)  # bytes lost to a full FIFO (only visible in simulation)
+        with m.If(rx.data.valid & ~fifo.w_rdy):
+            m.d.sync += overflow.eq(overflow + 1)
+
+        depth = self.batch_depth
+        m.submodules.batch = batch = Memory(shape=unsigned(info.sample_bits), depth=depth, init=[])
+        m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
+        batch_w, batch_r = batch.write_port(), batch.read_port()
+        results_w, results_r = results.write_port(), results.read_port()
+
+        # --- request parser ---------------------------------------------------------------
+        kind = Signal(8)
+        length = Signal(16)
+        count = Signal(16)         # payload bytes received
+        buffer = Signal(8 * max_request)   # the payload as a big-endian integer (last byte lowest)
+        idle_timer = Signal(range(self.timeout + 1))
+        byte = fifo.r_data
+        take = Signal()
+        m.d.comb += fifo.r_en.eq(take)
+        m.d.comb += [crc_rx.data.eq(byte)]
+
+        # --- reply sender ------------------------------------------------------------------
+        reply_kind = Signal(8)
+        reply_length = Signal(16)
+        reply_fixed = Signal(range(max_reply + 1))   # payload bytes from reply_buf; the rest from results
+        reply_buf = Signal(8 * max_reply)            # left-aligned: the next byte is the top one
+        position = Signal(16)                        # byte of the reply frame being sent
+        out_byte = Signal(8)
+
+        # --- core and counters -------------------------------------------------------------
+        cycles = Signal(32)
+        sample_from_batch = Signal()
+        issue = Signal(16)        # next batch entry to read
+        issuing = Signal()
+        run_count = Signal(16)
+        collected = Signal(16)    # predictions written back in a RUN
+        started = Signal()
+        m.d.comb += core.sample.eq(Cat(buffer[:info.sample_bits]))
+        with m.If(sample_from_batch):
+            m.d.comb += core.sample.eq(batch_r.data)
+
+        sample_index = buffer[8 * S:8 * S + 16]
+        m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(buffer[:info.sample_bits]),
+                     batch_r.addr.eq(issue), batch_r.en.eq(1),
+                     results_w.addr.eq(collected), results_w.data.eq(core.prediction),
+                     results_r.en.eq(1)]
+
+        def reply(kind_value, payload, fixed=None, total=None):
+            """Statements that start a reply: ``payload`` is a list of (value, bytes) fields, each
+            sent as a big-endian integer of that many bytes (signed values sign-extended)."""
+            size = sum(n for _, n in payload)
+            parts = []
+            for value, n in reversed(payload):
+                value = Const(value, 8 * n) if isinstance(value, int) else Value.cast(value)
+                extra = 8 * n - len(value)
+                if extra > 0:
+                    fill = value[-1].replicate(extra) if value.shape().signed else Const(0, extra)
+                    value = Cat(value, fill)
+                parts.append(value.as_unsigned()[:8 * n])
+            if size < max_reply:
+                parts.insert(0, Const(0, 8 * (max_reply - size)))
+            return [reply_kind.eq(kind_value), reply_buf.eq(Cat(*parts)),
+                    reply_fixed.eq(size if fixed is None else fixed),
+                    reply_length.eq(size if total is None else total), position.eq(0)]
+
+        def error(code, request):
+            return reply(P.ERROR, [(code, 1), (request, 1)])
+
+        in_frame = Signal()
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(idle_timer == self.timeout)
+
+        def frame_timeout():
+            # Called inside a frame state's Elif: abandon the partial frame.
+            m.d.sync += error(P.ERR_TIMEOUT, kind)
+            m.next = "FETCH"
+
+        with m.FSM(name="engine") as fsm:
+            m.d.comb += in_frame.eq(fsm.ongoing("TYPE") | fsm.ongoing("LEN_H") | fsm.ongoing("LEN_L") |
+                                    fsm.ongoing("PAYLOAD") | fsm.ongoing("CRC_H") | fsm.ongoing("CRC_L"))
+            with m.State("IDLE"):
+                m.d.comb += take.eq(fifo.r_rdy)
+                with m.If(fifo.r_rdy & (byte == P.SYNC[0])):
+                    m.next = "SYNC"
+            with m.State("SYNC"):
+                m.d.comb += take.eq(fifo.r_rdy)
+                with m.If(fifo.r_rdy):
+                    with m.If(byte == P.SYNC[1]):
+                        m.d.sync += kind.eq(0)
+                        m.next = "TYPE"
+                    with m.Elif(byte != P.SYNC[0]):
+                        m.next = "IDLE"
+            with m.State("TYPE"):
+                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy), crc_rx.start.eq(1)]
+                with m.If(fifo.r_rdy):
+                    m.d.sync += kind.eq(byte)
+                    m.next = "LEN_H"
+                with m.Elif(timed_out):
+                    frame_timeout()
+            with m.State("LEN_H"):
+                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
+                with m.If(fifo.r_rdy):
+                    m.d.sync += length[8:].eq(byte)
+                    m.next = "LEN_L"
+                with m.Elif(timed_out):
+                    frame_timeout()
+            with m.State("LEN_L"):
+                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
+                with m.If(fifo.r_rdy):
+                    m.d.sync += [length[:8].eq(byte), count.eq(0)]
+                    with m.If(Cat(byte, length[8:16]) > max_request):
+                        # Too long for any request: say so now rather than wait for its end.
+                        m.d.sync += error(P.ERR_LENGTH, kind)
+                        m.next = "FETCH"
+                    with m.Elif(Cat(byte, length[8:16]) == 0):
+                        m.next = "CRC_H"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+                with m.Elif(timed_out):
+                    frame_timeout()
+            with m.State("PAYLOAD"):
+                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
+                with m.If(fifo.r_rdy):
+                    m.d.sync += [buffer.eq(Cat(byte, buffer[:-8])), count.eq(count + 1)]
+                    with m.If(count + 1 == length):
+                        m.next = "CRC_H"
+                with m.Elif(timed_out):
+                    frame_timeout()
+            with m.State("CRC_H"):
+                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
+                with m.If(fifo.r_rdy):
+                    m.next = "CRC_L"
+                with m.Elif(timed_out):
+                    frame_timeout()
+            with m.State("CRC_L"):
+                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
+                with m.If(fifo.r_rdy):
+                    m.next = "CHECK"
+                with m.Elif(timed_out):
+                    frame_timeout()
+            with m.State("CHECK"):
+                # The CRC register has taken the last byte: a whole frame leaves the residue 0.
+                run_request = buffer[:16]
+                with m.If(~crc_rx.match_detected):
+                    m.d.sync += error(P.ERR_CRC, kind)
+                    m.next = "FETCH"
+                with m.Elif(kind == P.INFO):
+                    with m.If(length == 0):
+                        m.d.sync += reply(P.INFO | 0x80,
+                                          [(int.from_bytes(info_bytes, "big"), len(info_bytes))])
+                    with m.Else():
+                        m.d.sync += error(P.ERR_LENGTH, kind)
+                    m.next = "FETCH"
+                with m.Elif((kind == P.INFER) | ((kind == P.INFER_SCORES) & bool(info.score_width))):
+                    with m.If(length == S):
+                        m.d.comb += core.valid.eq(1)
+                        m.d.sync += cycles.eq(1)
+                        m.next = "INFER"
+                    with m.Else():
+                        m.d.sync += error(P.ERR_LENGTH, kind)
+                        m.next = "FETCH"
+                with m.Elif(kind == P.LOAD):
+                    with m.If(length != S + 2):
+                        m.d.sync += error(P.ERR_LENGTH, kind)
+                    with m.Elif(sample_index >= depth):
+                        m.d.sync += error(P.ERR_RANGE, kind)
+                    with m.Else():
+                        m.d.comb += batch_w.en.eq(1)
+                        m.d.sync += reply(P.LOAD | 0x80, [(sample_index, 2)])
+                    m.next = "FETCH"
+                with m.Elif(kind == P.RUN):
+                    with m.If(length != 2):
+                        m.d.sync += error(P.ERR_LENGTH, kind)
+                        m.next = "FETCH"
+                    with m.Elif((run_request == 0) | (run_request > depth)):
+                        m.d.sync += error(P.ERR_RANGE, kind)
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
+                                     started.eq(0), sample_from_batch.eq(1)]
+                        m.next = "RUN"
+                with m.Else():
+                    m.d.sync += error(P.ERR_TYPE, kind)
+                    m.next = "FETCH"
+            with m.State("INFER"):
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(core.out_valid):
+                    fields = [(core.prediction, 1), (cycles, 4)]
+                    with m.If(kind == P.INFER_SCORES):
+                        score_fields = [(core.scores[j], score_bytes) for j in range(info.classes)] \
+                            if info.score_width else []
+                        m.d.sync += reply(P.INFER_SCORES | 0x80, fields + score_fields)
+                    with m.Else():
+                        m.d.sync += reply(P.INFER | 0x80, fields)
+                    m.next = "FETCH"
+            with m.State("RUN"):
+                # Entry `issue` is read this cycle; it enters the core on the next one.
+                with m.If(issuing):
+                    m.d.sync += issue.eq(issue + 1)
+                    with m.If(issue + 1 == run_count):
+                        m.d.sync += issuing.eq(0)
+                valid = Signal()
+                m.d.sync += valid.eq(issuing)
+                m.d.comb += core.valid.eq(valid)
+                with m.If(valid & ~started):
+                    m.d.sync += [started.eq(1), cycles.eq(1)]
+                with m.Else():
+                    m.d.sync += cycles.eq(cycles + 1)
+                with m.If(core.out_valid):
+                    m.d.comb += results_w.en.eq(1)
+                    m.d.sync += collected.eq(collected + 1)
+                    with m.If(collected + 1 == run_count):
+                        m.d.sync += [reply(P.RUN | 0x80, [(run_count, 2), (cycles, 4)], fixed=6, total=6 + run_count),
+                                     sample_from_batch.eq(0)]
+                        m.next = "FETCH"
+            # Sending a reply: FETCH presents the result memory's address, LATCH picks the byte,
+            # SEND hands it to the UART.
+            payload_index = position - 5
+            with m.State("FETCH"):
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                with m.If(position == 0):
+                    m.d.sync += out_byte.eq(P.SYNC[0])
+                with m.Elif(position == 1):
+                    m.d.sync += out_byte.eq(P.SYNC[1])
+                with m.Elif(position == 2):
+                    m.d.sync += out_byte.eq(reply_kind)
+                with m.Elif(position == 3):
+                    m.d.sync += out_byte.eq(reply_length[8:])
+                with m.Elif(position == 4):
+                    m.d.sync += out_byte.eq(reply_length[:8])
+                with m.Elif(payload_index < reply_length):
+                    with m.If(payload_index < reply_fixed):
+                        m.d.sync += [out_byte.eq(reply_buf[-8:]), reply_buf.eq(reply_buf << 8)]
+                    with m.Else():
+                        m.d.sync += out_byte.eq(results_r.data)
+                with m.Elif(payload_index == reply_length):
+                    m.d.sync += out_byte.eq(crc_tx.crc[8:])
+                with m.Else():
+                    m.d.sync += out_byte.eq(crc_tx.crc[:8])
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += [tx.data.valid.eq(1), tx.data.payload.eq(out_byte), crc_tx.data.eq(out_byte)]
+                with m.If(tx.data.ready):
+                    m.d.comb += [crc_tx.valid.eq((position >= 2) & (payload_index < reply_length)),
+                                 crc_tx.start.eq(position == 2)]
+                    m.d.sync += position.eq(position + 1)
+                    with m.If(payload_index == reply_length + 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FETCH"
+        m.d.comb += results_r.addr.eq(payload_index - reply_fixed)
+
+        # A partial frame times out; waiting between frames does not.
+        with m.If(~in_frame | fifo.r_rdy | timed_out):
+            m.d.sync += idle_timer.eq(0)
+        with m.Else():
+            m.d.sync += idle_timer.eq(idle_timer + 1)
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m

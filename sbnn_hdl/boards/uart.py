@@ -1,0 +1,122 @@
+"""A plain 8N1 UART: one start bit, 8 data bits (least significant first), one stop bit."""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["UARTRx", "UARTTx"]
+
+
+def _check(divisor):
+    if divisor < 4:
+        raise ValueError(f"UART divisor: expected at least 4 clocks per bit, found {divisor}")
+
+
+class UARTRx(wiring.Component):
+    """Receiver: ``divisor`` clocks per bit.
+
+    Ports
+    -----
+    rx : In(1)
+        The line (idle high). It is synchronised here (two flip-flops), so it may come straight
+        from a pin.
+    data : Out(stream.Signature(8, always_ready=True))
+        One byte per ``valid`` pulse, 1.5 bit times after the start bit's falling edge plus
+        8 bit times, i.e. in the middle of the stop bit. Nothing can stall the line, so there is
+        no ``ready``: the consumer must take every byte (a FIFO does).
+    error : Out(1)
+        Pulses for a byte whose stop bit was low (framing error, or a break); the byte is
+        dropped and the receiver waits for the line to go high again.
+
+    A start bit shorter than half a bit time is taken as a glitch and ignored.
+    """
+
+    def __init__(self, divisor):
+        _check(divisor)
+        self.divisor = divisor
+        super().__init__({"rx": In(1, init=1), "data": Out(stream.Signature(8, always_ready=True)),
+                          "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        line = Signal(init=1)
+        m.submodules.sync_rx = FFSynchronizer(self.rx, line, init=1)
+        timer = Signal(range(self.divisor * 3 // 2 + 1))
+        bits = Signal(range(9))
+        shift = Signal(8)
+        m.d.comb += self.data.payload.eq(shift)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~line):
+                    m.d.sync += timer.eq(self.divisor // 2 - 1)
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(line):
+                    m.next = "IDLE"  # a glitch, not a start bit
+                with m.Else():
+                    m.d.sync += [timer.eq(self.divisor - 1), bits.eq(0)]
+                    m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Else():
+                    m.d.sync += [timer.eq(self.divisor - 1), shift.eq((shift >> 1) | (line << 7)),
+                                 bits.eq(bits + 1)]
+                    with m.If(bits == 7):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(line):
+                    m.d.comb += self.data.valid.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += self.error.eq(1)
+                    m.next = "BREAK"
+            with m.State("BREAK"):
+                with m.If(line):
+                    m.next = "IDLE"
+        return m
+
+
+class UARTTx(wiring.Component):
+    """Transmitter: ``divisor`` clocks per bit.
+
+    Ports
+    -----
+    data : In(stream.Signature(8))
+        A byte is taken when ``valid`` and ``ready``; ``ready`` is high only while the line is
+        idle, so a byte takes ``10 * divisor`` clocks plus one.
+    tx : Out(1)
+        The line (idle high), registered.
+    """
+
+    def __init__(self, divisor):
+        _check(divisor)
+        self.divisor = divisor
+        super().__init__({"data": In(stream.Signature(8)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        timer = Signal(range(self.divisor))
+        shift = Signal(9)   # data bits then the stop bit
+        bits = Signal(range(10))
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.data.ready.eq(1)
+                with m.If(self.data.valid):
+                    m.d.sync += [self.tx.eq(0), shift.eq(self.data.payload | (1 << 8)), bits.eq(0),
+                                 timer.eq(self.divisor - 1)]
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(bits == 9):
+                    m.next = "IDLE"   # the stop bit has lasted a whole bit time
+                with m.Else():
+                    m.d.sync += [self.tx.eq(shift[0]), shift.eq(shift >> 1), bits.eq(bits + 1),
+                                 timer.eq(self.divisor - 1)]
+        return m

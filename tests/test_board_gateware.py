@@ -1,0 +1,216 @@
+"""The board's UART and host interface (protocol engine) in amaranth.sim, against the golden
+model and the host side of the protocol (sbnn_hdl.protocol)."""
+
+import struct
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from sbnn_hdl import golden, protocol as P
+from sbnn_hdl.boards.host import CoreInfo, HostInterface
+from sbnn_hdl.boards.uart import UARTRx, UARTTx
+from sbnn_hdl.gateware import NetworkCore
+from sbnn_hdl.hwplan import pack_sample
+from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+
+DIVISOR = 4
+
+
+async def send_bytes(ctx, line, data, divisor=DIVISOR):
+    """Drive ``line`` as a UART transmitter would."""
+    for byte in data:
+        for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+            ctx.set(line, bit)
+            await ctx.tick().repeat(divisor)
+
+
+async def receive_bytes(ctx, line, out, divisor=DIVISOR):
+    """Decode ``line`` (sampling mid-bit) into ``out`` forever."""
+    while True:
+        while ctx.get(line):
+            await ctx.tick()
+        await ctx.tick().repeat(divisor // 2)
+        value = 0
+        for k in range(8):
+            await ctx.tick().repeat(divisor)
+            value |= ctx.get(line) << k
+        await ctx.tick().repeat(divisor)
+        assert ctx.get(line) == 1, "stop bit"
+        out.append(value)
+
+
+def test_uart_loopback():
+    tx, rx = UARTTx(5), UARTRx(5)
+    from amaranth.hdl import Module
+    m = Module()
+    m.submodules.tx, m.submodules.rx = tx, rx
+    m.d.comb += rx.rx.eq(tx.tx)
+    data = [0x00, 0xFF, 0xA5, 0x5A, 0x01, 0x80, 0x37]
+    got = []
+
+    async def sender(ctx):
+        for byte in data:
+            ctx.set(tx.data.payload, byte)
+            ctx.set(tx.data.valid, 1)
+            await ctx.tick().until(tx.data.ready)
+            ctx.set(tx.data.valid, 0)
+        await ctx.tick().repeat(200)
+        assert got == data
+
+    async def receiver(ctx):
+        async for _, _, valid, byte, error in ctx.tick().sample(rx.data.valid, rx.data.payload, rx.error):
+            assert not error
+            if valid:
+                got.append(byte)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(sender)
+    sim.add_testbench(receiver, background=True)
+    sim.run()
+
+
+class Host:
+    """The host side inside the simulation: sends frames into ``rx``, reads reply frames from ``tx``."""
+
+    def __init__(self, ctx, dut, received):
+        self.ctx, self.dut, self.received = ctx, dut, received
+        self.reader = P.FrameReader()
+
+    async def send(self, data):
+        await send_bytes(self.ctx, self.dut.rx, data)
+
+    async def frame(self, limit=20_000):
+        frames = []
+        for _ in range(limit // 50):
+            frames += self.reader.feed(bytes(self.received))
+            self.received.clear()
+            if frames:
+                assert len(frames) == 1, frames
+                return frames[0]
+            await self.ctx.tick().repeat(50)
+        raise AssertionError("no reply frame")
+
+    async def request(self, kind, payload=b""):
+        await self.send(P.encode(kind, payload))
+        return await self.frame()
+
+
+def run_host(dut, script):
+    received = []
+
+    async def main(ctx):
+        await script(Host(ctx, dut, received))
+
+    async def listener(ctx):
+        await receive_bytes(ctx, dut.tx, received)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(main)
+    sim.add_testbench(listener, background=True)
+    sim.run()
+
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(3)
+    model = random_model(rng, shape=(12,), bits=3, layers=(LayerPlan("dense", 6), LayerPlan("dense", 4)))
+    return model, random_inputs(rng, model.input, 6)
+
+
+def make_dut(model, *, timeout=3000, depth=8):
+    core = NetworkCore(model)
+    info = CoreInfo.from_core(core)
+    return HostInterface(core, info, divisor=DIVISOR, clock_hz=100_000_000, baud=25_000_000,
+                         digest=b"12345678", name=model.name, batch_depth=depth, timeout=timeout), info
+
+
+def test_info_infer_scores_match_golden(small):
+    model, x = small
+    dut, info = make_dut(model)
+    expected = golden.infer(model, x)
+    nbytes = P.sample_bytes(model.input)
+
+    async def script(host):
+        kind, payload = await host.request(P.INFO)
+        assert kind == P.INFO | 0x80
+        got = P.Info.decode(payload)
+        assert (got.version, got.scores, got.sample_bits, got.sample_bytes, got.classes, got.latency,
+                got.clock_hz, got.baud, got.batch_depth, got.digest, got.name) == \
+            (P.VERSION, True, 36, nbytes, 4, info.latency, 100_000_000, 25_000_000, 8, b"12345678", model.name)
+        for n in range(3):
+            sample = pack_sample(model.input, x[n]).to_bytes(nbytes, "big")
+            kind, payload = await host.request(P.INFER_SCORES, sample)
+            assert kind == P.INFER_SCORES | 0x80
+            score_bytes = (info.score_width + 7) // 8
+            assert len(payload) == 5 + 4 * score_bytes
+            assert payload[0] == expected.predictions[n]
+            assert struct.unpack(">I", payload[1:5])[0] == info.latency
+            scores = [int.from_bytes(payload[5 + j * score_bytes:5 + (j + 1) * score_bytes], "big", signed=True)
+                      for j in range(4)]
+            assert scores == expected.scores[n].tolist()
+            kind, payload = await host.request(P.INFER, sample)
+            assert (kind, payload[0], len(payload)) == (P.INFER | 0x80, expected.predictions[n], 5)
+
+    run_host(dut, script)
+
+
+def test_batch_run_matches_golden(small):
+    model, x = small
+    dut, info = make_dut(model)
+    expected = golden.infer(model, x).predictions.tolist()
+    nbytes = P.sample_bytes(model.input)
+
+    async def script(host):
+        for n in range(len(x)):
+            kind, payload = await host.request(P.LOAD, struct.pack(">H", n) + pack_sample(model.input, x[n]).to_bytes(nbytes, "big"))
+            assert (kind, payload) == (P.LOAD | 0x80, struct.pack(">H", n))
+        kind, payload = await host.request(P.RUN, struct.pack(">H", len(x)))
+        assert kind == P.RUN | 0x80
+        count, cycles = struct.unpack(">HI", payload[:6])
+        assert count == len(x)
+        # Back to back: one sample per clock, so the last result comes (count - 1) cycles after
+        # the first one, which comes `latency` cycles after the first sample went in.
+        assert cycles == len(x) - 1 + info.latency
+        assert list(payload[6:]) == expected
+        kind, payload = await host.request(P.RUN, struct.pack(">H", 9))
+        assert (kind, payload) == (P.ERROR, bytes([P.ERR_RANGE, P.RUN]))
+        kind, payload = await host.request(P.LOAD, struct.pack(">H", 8) + bytes(nbytes))
+        assert (kind, payload) == (P.ERROR, bytes([P.ERR_RANGE, P.LOAD]))
+
+    run_host(dut, script)
+
+
+def test_errors_and_resynchronisation(small):
+    model, x = small
+    dut, info = make_dut(model, timeout=600)
+    expected = golden.infer(model, x).predictions.tolist()
+    nbytes = P.sample_bytes(model.input)
+    sample = pack_sample(model.input, x[0]).to_bytes(nbytes, "big")
+
+    async def script(host):
+        frame = bytearray(P.encode(P.INFER, sample))
+        frame[-1] ^= 1
+        assert await host.request_raw(bytes(frame)) == (P.ERROR, bytes([P.ERR_CRC, P.INFER]))
+        assert await host.request(P.INFER, sample + b"\0") == (P.ERROR, bytes([P.ERR_LENGTH, P.INFER]))
+        assert await host.request(0x42, b"ab") == (P.ERROR, bytes([P.ERR_TYPE, 0x42]))
+        # Longer than any request: refused as soon as the length is seen.
+        await host.send(P.SYNC + bytes([P.INFER, 0xFF, 0xFF]))
+        assert await host.frame() == (P.ERROR, bytes([P.ERR_LENGTH, P.INFER]))
+        # A partial frame, then silence: the engine gives up and says so.
+        await host.send(P.encode(P.INFER, sample)[:6])
+        assert await host.frame() == (P.ERROR, bytes([P.ERR_TIMEOUT, P.INFER]))
+        # Garbage without a sync pattern is ignored; the next frame is served.
+        await host.send(bytes([0x00, 0xA5, 0x00, 0x5A, 0xFF, 0xA5]))
+        kind, payload = await host.request(P.INFER, sample)
+        assert (kind, payload[0]) == (P.INFER | 0x80, expected[0])
+
+    Host.request_raw = lambda self, data: _raw(self, data)
+    run_host(dut, script)
+
+
+async def _raw(host, data):
+    await host.send(data)
+    return await host.frame()
