@@ -1,9 +1,12 @@
 """``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--no-scores]``
+``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams]``
 
 Generates the hardware of a model: a fully pipelined network core in which only the 1-valued
-connections become wiring. Writes ``DIR/<name>.v`` (Verilog) and ``DIR/<name>.json`` (ports,
-input packing, latency, connection counts, what the optimisations removed, a LUT4/FF estimate
-for ECP5) and prints a summary. The same model and options give the same bytes.
+connections become wiring. With ``--verilog``, writes ``DIR/<name>.v`` (Verilog) and
+``DIR/<name>.json`` (ports, input packing, latency, connection counts, what the optimisations
+removed, a LUT4/FF estimate for ECP5) and prints a summary; the same model and options give the
+same bytes. With ``--board``, builds a bitstream for that board with a UART host interface
+(``DIR/<board>/<name>.bit``, ``.svf``, Verilog and a report; see docs/boards.md).
 """
 
 import argparse
@@ -126,21 +129,44 @@ def format_summary(report):
     ])
 
 
+def _board_names():
+    from .boards import BOARDS
+    return BOARDS
+
+
 @command("sbnn_hdl.generate")
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.generate", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the .sbnn file")
     parser.add_argument("--verilog", action="store_true", help="write the core's Verilog and report")
-    parser.add_argument("-o", "--output", default="build", metavar="DIR", help="output folder (default: build)")
+    parser.add_argument("--board", metavar="NAME", help="build a bitstream for this board (docs/boards.md): "
+                        + ", ".join(sorted(_board_names())))
+    parser.add_argument("--device", metavar="SIZE", help="the board's FPGA, e.g. 12F, 25F, 45F, 85F (default: "
+                        "the board's largest)")
+    parser.add_argument("--clock", type=float, metavar="MHZ", help="core clock (default: the fastest that "
+                        "meets timing, found by trying)")
+    parser.add_argument("--baud", type=int, metavar="BAUD", help="UART baud rate (default 3000000)")
+    parser.add_argument("--batch-depth", type=int, default=512, metavar="N",
+                        help="samples the on-chip batch memory holds (default 512)")
+    parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default: build, or bitstreams "
+                        "with --board)")
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                         help=f"adder levels per register stage (default {DEFAULT_EVERY})")
     parser.add_argument("--no-scores", action="store_true", help="no scores port, the prediction only")
     args = parser.parse_args(argv)
-    if not args.verilog:
-        parser.error("expected --verilog (board builds come with --board in a later release)")
+    if not args.verilog and not args.board:
+        parser.error("expected --verilog or --board NAME")
     if args.every < 1:
         parser.error(f"--every: expected at least 1, found {args.every}")
+    if args.board:
+        from .boards.build import build, format_report
+        report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
+                       output=args.output or "bitstreams", every=args.every, scores=not args.no_scores,
+                       batch_depth=args.batch_depth)
+        print(format_report(report))
+        return 0
+    args.output = args.output or "build"
     model = modelfile.load(args.model)
     check_supported(model)
     start = time.perf_counter()

@@ -1,0 +1,292 @@
+"""``python -m sbnn_hdl.board``: run a model on a board built by ``generate --board``.
+
+Subcommands:
+
+  run       send samples, check every prediction against the golden model, measure latency
+            and throughput (on chip and round trip)
+  check     protocol robustness on a live board: bad CRC, bad length, unknown type, garbage,
+            a partial frame that must time out; then a normal request
+  program   load a bitstream with openFPGALoader (SRAM, or --flash)
+  simulate  serve the board-in-the-loop simulation (Verilator) on a TCP port, for
+            ``run --port socket://127.0.0.1:PORT``
+
+``--port`` is a serial device (``/dev/ttyUSB0``) or any pyserial URL (``socket://host:port``).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from . import golden, modelfile, protocol as P
+from ._cli import command, load_array
+from .errors import SbnnError
+from .hwplan import pack_sample
+
+__all__ = ["main", "open_port", "run_model", "check_protocol", "format_run"]
+
+
+def open_port(url, baud, timeout=0.02):
+    """A pyserial port for ``url`` (device path or URL)."""
+    try:
+        import serial
+    except ImportError:
+        raise SbnnError("pyserial: expected the package (./dev installs it from requirements.txt), found none") from None
+    try:
+        return serial.serial_for_url(url, baudrate=baud, timeout=timeout)
+    except (serial.SerialException, ValueError) as error:
+        raise SbnnError(f"--port {url}: cannot open it ({error}); is the board plugged in, and is the "
+                        f"port right (ls /dev/ttyUSB*)?") from None
+
+
+def _check_model(info, model, model_bytes, path):
+    digest = P.model_digest(model_bytes)
+    if info.digest != digest:
+        raise SbnnError(f"the board runs model '{info.name}' (digest {info.digest.hex()}), not {path} "
+                        f"('{model.name}', digest {digest.hex()}): program the matching bitstream, or "
+                        f"give the model it was built from")
+    if info.sample_bits != model.input.bits * model.input.size:
+        raise SbnnError(f"the board takes {info.sample_bits}-bit samples, the model "
+                        f"{model.input.bits * model.input.size}")
+
+
+def run_model(client, model, x, *, labels=None, scores=False, batch=True, progress=None):
+    """Run ``x`` on the board behind ``client``; returns a dict of results (see :func:`format_run`).
+    Every prediction (and score) is compared with :func:`sbnn_hdl.golden.infer`."""
+    info = client.info or client.get_info()
+    expected = golden.infer(model, x)
+    packed = [pack_sample(model.input, sample) for sample in x]
+    predictions, cycles, times, mismatches = [], [], [], []
+    use_scores = scores and info.scores
+    for n, value in enumerate(packed):
+        start = time.perf_counter()
+        prediction, latency, values = client.infer(value, scores=use_scores)
+        times.append(time.perf_counter() - start)
+        predictions.append(prediction)
+        cycles.append(latency)
+        if prediction != expected.predictions[n] or (use_scores and values != expected.scores[n].tolist()):
+            mismatches.append({"sample": n, "board": prediction, "golden": int(expected.predictions[n]),
+                               **({"board_scores": values, "golden_scores": expected.scores[n].tolist()}
+                                  if use_scores else {})})
+        if progress:
+            progress(n + 1, len(packed))
+    result = {
+        "model": model.name, "samples": len(x), "agree": len(x) - len(mismatches), "mismatches": mismatches[:10],
+        "scores_checked": bool(use_scores), "clock_hz": info.clock_hz,
+        "latency_cycles": sorted(set(cycles)), "latency_ns": [round(c * 1e9 / info.clock_hz, 2) for c in sorted(set(cycles))],
+        "round_trip_ms": {"median": round(1000 * float(np.median(times)), 3),
+                          "p99": round(1000 * float(np.percentile(times, 99)), 3)} if times else None,
+        "host_samples_per_s": round(len(times) / sum(times), 1) if times else None,
+    }
+    if labels is not None:
+        result["accuracy"] = {"correct": int((np.asarray(predictions) == labels).sum()), "of": len(x)}
+    if batch and len(x):
+        count = min(len(x), info.batch_depth)
+        for n in range(count):
+            client.load(n, packed[n])
+        run_cycles, run_predictions = client.run(count)
+        bad = [n for n in range(count) if run_predictions[n] != expected.predictions[n]]
+        result["batch"] = {"samples": count, "cycles": run_cycles, "agree": count - len(bad),
+                           "mismatches": bad[:10],
+                           "samples_per_cycle": round((count - 1) / (run_cycles - info.latency), 4)
+                           if count > 1 and run_cycles > info.latency else None,
+                           "samples_per_s": round(count * info.clock_hz / run_cycles) if run_cycles else None}
+    result["ok"] = not mismatches and (not result.get("batch") or not result["batch"]["mismatches"])
+    return result
+
+
+def format_run(result):
+    lines = [f"{result['model']}: {result['agree']}/{result['samples']} predictions agree with the golden model"
+             + (" (scores too)" if result["scores_checked"] else "")]
+    for m in result["mismatches"]:
+        lines.append(f"  MISMATCH sample {m['sample']}: board {m['board']}, golden {m['golden']}")
+    if "accuracy" in result:
+        a = result["accuracy"]
+        lines.append(f"accuracy: {a['correct']}/{a['of']} = {100 * a['correct'] / max(1, a['of']):.2f}%")
+    lines.append(f"on-chip latency: {', '.join(map(str, result['latency_cycles']))} cycles = "
+                 f"{', '.join(f'{ns:g}' for ns in result['latency_ns'])} ns at {result['clock_hz'] / 1e6:g} MHz")
+    if result["round_trip_ms"]:
+        r = result["round_trip_ms"]
+        lines.append(f"host round trip (UART, one request at a time): median {r['median']:.3f} ms, "
+                     f"p99 {r['p99']:.3f} ms; {result['host_samples_per_s']:,.0f} samples/s")
+    if "batch" in result:
+        b = result["batch"]
+        lines.append(f"on-chip batch of {b['samples']}: {b['agree']}/{b['samples']} agree; {b['cycles']} cycles "
+                     f"from the first sample in to the last prediction out"
+                     + (f"; {b['samples_per_cycle']:g} samples per cycle after the pipeline fills, "
+                        f"{b['samples_per_s'] / 1e6:.2f} M samples/s including the fill" if b["samples_per_cycle"] else ""))
+    return "\n".join(lines)
+
+
+def check_protocol(client, model=None, sample=None):
+    """Robustness checks on a live board (or its simulation); returns a list of (check, passed, detail)."""
+    info = client.info or client.get_info()
+    sample = sample if sample is not None else 0
+    body = int(sample).to_bytes(info.sample_bytes, "big")
+    results = []
+
+    def expect_error(name, data, code, kind, timeout=2.0):
+        client.port.write(data)
+        try:
+            client.reply(kind, timeout=timeout)
+            results.append((name, False, "no error reply"))
+        except P.BoardError as error:
+            results.append((name, error.code == code and error.request == kind,
+                            f"error {error.code} ({P.ERROR_NAMES.get(error.code)}) for type 0x{error.request:02x}"))
+        except P.ProtocolError as error:
+            results.append((name, False, str(error)))
+
+    frame = bytearray(P.encode(P.INFER, body))
+    frame[-1] ^= 0x01
+    expect_error("bad CRC", bytes(frame), P.ERR_CRC, P.INFER)
+    expect_error("bad length", P.encode(P.INFER, body + b"\0"), P.ERR_LENGTH, P.INFER)
+    expect_error("unknown type", P.encode(0x42, b"xy"), P.ERR_TYPE, 0x42)
+    expect_error("over-long length", P.SYNC + bytes([P.LOAD, 0xFF, 0xFF]), P.ERR_LENGTH, P.LOAD)
+    expect_error("partial frame times out", P.encode(P.INFER, body)[:6], P.ERR_TIMEOUT, P.INFER, timeout=5.0)
+    rng = np.random.default_rng(1)
+    garbage = bytes(rng.integers(0, 256, 300, dtype=np.uint8))
+    client.port.write(garbage)
+    time.sleep(0.05)
+    # Whatever the garbage started (error replies, a frame that is now timing out) must end by itself.
+    ended = _wait_quiet(client, seconds=1.0)
+    prediction, cycles, _ = client.infer(sample)
+    detail = f"prediction {prediction} after {len(garbage)} random bytes"
+    ok = ended and cycles == info.latency
+    if model is not None:
+        want = int(golden.infer(model, _unpack(model, sample)[None]).predictions[0])
+        ok = ok and prediction == want
+        detail += f" (golden {want})"
+    results.append(("garbage, then a valid request", ok, detail))
+    return results
+
+
+def _wait_quiet(client, seconds):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if client.drain(quiet=seconds) == 0:
+            return True
+    return False
+
+
+def _unpack(model, value):
+    spec = model.input
+    mask = (1 << spec.bits) - 1
+    return np.array([(value >> (i * spec.bits)) & mask for i in range(spec.size)]).reshape(spec.shape)
+
+
+def _run(args):
+    model = modelfile.load(args.model)
+    with open(args.model, "rb") as file:
+        model_bytes = file.read()
+    x = load_array(args.inputs, "inputs")
+    if args.limit:
+        x = x[:args.limit]
+    labels = load_array(args.labels, "labels")[:len(x)] if args.labels else None
+    golden.infer(model, x[:1])  # refuses badly shaped inputs with the usual message
+    with open_port(args.port, args.baud) as port:
+        client = P.Client(port, timeout=args.timeout)
+        client.drain(quiet=0.05)
+        info = client.get_info()
+        _check_model(info, model, model_bytes, args.model)
+        result = run_model(client, model, x, labels=labels, scores=args.scores, batch=not args.no_batch)
+    print(format_run(result))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(result, file, indent=2)
+    return 0 if result["ok"] else 1
+
+
+def _check(args):
+    model = modelfile.load(args.model) if args.model else None
+    with open_port(args.port, args.baud) as port:
+        client = P.Client(port, timeout=args.timeout)
+        client.drain(quiet=0.05)
+        client.get_info()
+        sample = 0
+        if model is not None:
+            x = np.random.default_rng(0).integers(0, 1 << model.input.bits, model.input.shape)
+            sample = pack_sample(model.input, x)
+        results = check_protocol(client, model, sample)
+    for name, ok, detail in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
+def _program(args):
+    tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
+    found = shutil.which(tool)
+    if not found:
+        raise SbnnError(f"{tool}: expected openFPGALoader on PATH, found none; install it with "
+                        f"'sudo apt-get install openfpgaloader' (Debian 12 and later)")
+    from .boards import get_board
+    board = get_board(args.board)
+    if not os.path.exists(args.bitstream):
+        raise SbnnError(f"{args.bitstream}: expected a bitstream (build one with python -m sbnn_hdl.generate "
+                        f"MODEL --board {board.name}), found no file")
+    command = [found, "-b", board.loader] + (["-f"] if args.flash else []) + [args.bitstream]
+    print(" ".join(command), file=sys.stderr)
+    result = subprocess.run(command, capture_output=True, text=True)
+    text = result.stdout + result.stderr
+    if result.returncode != 0:
+        lower = text.lower()
+        if any(s in lower for s in ("unable to open ftdi", "no cable", "jtag init failed", "not found",
+                                     "no device", "unable to open")):
+            raise SbnnError(f"no {board.title} found by openFPGALoader: is it plugged in (USB), powered, "
+                            f"and may this user open it (udev rule or plugdev group)? openFPGALoader said: "
+                            f"{' | '.join(l for l in text.splitlines() if l.strip())[-400:]}")
+        raise SbnnError(f"openFPGALoader failed: {' | '.join(l for l in text.splitlines() if l.strip())[-600:]}")
+    print(text.strip().splitlines()[-1] if text.strip() else "programmed")
+    return 0
+
+
+def _simulate(args):
+    from .boards.simulation import BoardSimulation
+    sim = BoardSimulation(args.model, progress=lambda m: print(m, file=sys.stderr))
+    url = sim.start(args.listen)
+    print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
+          f"  python -m sbnn_hdl.board run --port {url} --model {args.model} --inputs X.npy", flush=True)
+    try:
+        sim.process.wait()
+    finally:
+        sim.stop()
+    return 0
+
+
+@command("sbnn_hdl.board")
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.board", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="job", required=True)
+    for name in ("run", "check"):
+        p = sub.add_parser(name)
+        p.add_argument("--port", required=True, help="serial device or pyserial URL (socket://127.0.0.1:PORT)")
+        p.add_argument("--baud", type=int, default=3_000_000, help="baud rate (default 3000000, as built)")
+        p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (default 2)")
+        if name == "run":
+            p.add_argument("--model", required=True, help="the .sbnn file the board was built from")
+            p.add_argument("--inputs", required=True, help="samples, .npy [N, *input shape]")
+            p.add_argument("--labels", help="labels, .npy [N], for the accuracy")
+            p.add_argument("--limit", type=int, help="only the first N samples")
+            p.add_argument("--scores", action="store_true", help="also fetch and check every score")
+            p.add_argument("--no-batch", action="store_true", help="skip the on-chip batch (throughput) run")
+            p.add_argument("--json", help="also write the results here")
+        else:
+            p.add_argument("--model", help="the .sbnn file (to check the valid request's prediction)")
+    p = sub.add_parser("program")
+    p.add_argument("bitstream", help="the .bit file (e.g. bitstreams/ulx3s/digits.bit)")
+    p.add_argument("--board", default="ulx3s", help="board name (default ulx3s)")
+    p.add_argument("--flash", action="store_true", help="write the SPI flash (kept after power-off)")
+    p = sub.add_parser("simulate")
+    p.add_argument("model", help="the .sbnn file")
+    p.add_argument("--listen", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
+    args = parser.parse_args(argv)
+    return {"run": _run, "check": _check, "program": _program, "simulate": _simulate}[args.job](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

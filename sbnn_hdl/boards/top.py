@@ -1,0 +1,75 @@
+"""Top levels of a board build: the network core (as an instance of its generated Verilog), the
+host interface, the PLL and the pins (:class:`BoardTop`); and the same without PLL and pins for
+simulation (:func:`simulation_verilog`)."""
+
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal
+from amaranth.lib import wiring
+from amaranth.lib.cdc import ResetSynchronizer
+
+from .host import HostInterface, core_signature
+from .pll import ECP5PLL
+
+__all__ = ["CoreInstance", "BoardTop", "simulation_verilog"]
+
+
+class CoreInstance(wiring.Component):
+    """The generated core (module ``module`` of its Verilog) with the ports of a
+    :class:`~sbnn_hdl.gateware.NetworkCore`, clocked by ``sync``.
+
+    The core's Verilog comes from :func:`sbnn_hdl.generate.generate_verilog` (which shares
+    identical accumulators as one module each); instantiating it keeps that sharing in a board
+    build and makes the board's Verilog the very text that the co-simulation checks.
+    """
+
+    def __init__(self, module, info):
+        self.module, self.info = module, info
+        super().__init__(core_signature(info))
+
+    def elaborate(self, platform):
+        ports = dict(i_clk=ClockSignal(), i_rst=ResetSignal(), i_sample=self.sample, i_valid=self.valid,
+                     o_prediction=self.prediction, o_out_valid=self.out_valid)
+        if self.info.score_width:
+            ports["o_scores"] = self.scores.as_value()
+        m = Module()
+        m.submodules.core = Instance(self.module, **ports)
+        return m
+
+
+class BoardTop(Elaboratable):
+    """What goes on the FPGA: the board oscillator into a PLL (``pll``, a
+    :class:`~sbnn_hdl.boards.pll.PLLConfig`) that clocks everything else (domain ``sync``, held in
+    reset until the PLL locks); the host interface on the board's UART; LED 0 lit while a request
+    is served, LED 1 when the PLL has locked (on boards that have LEDs)."""
+
+    def __init__(self, board, host_args, core_module, info, pll):
+        self.board, self.host_args, self.core_module, self.info, self.pll = board, host_args, core_module, info, pll
+
+    def elaborate(self, platform):
+        m = Module()
+        clk_in = platform.request(self.board.clock, 0)
+        m.submodules.pll = pll = ECP5PLL(self.pll)
+        m.d.comb += pll.clk_in.eq(clk_in.i)
+        m.domains.sync = sync = ClockDomain("sync")
+        m.d.comb += sync.clk.eq(pll.clk_out)
+        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
+        platform.add_clock_constraint(pll.clk_out, self.pll.output_mhz * 1e6)
+
+        m.submodules.host = host = HostInterface(CoreInstance(self.core_module, self.info), self.info,
+                                                 **self.host_args)
+        uart = platform.request(self.board.uart, 0)
+        m.d.comb += [host.rx.eq(uart.rx.i), uart.tx.o.eq(host.tx)]
+        try:
+            m.d.comb += platform.request("led", 0).o.eq(host.busy)
+            m.d.comb += platform.request("led", 1).o.eq(pll.locked)
+        except Exception:  # a board without two plain LEDs
+            pass
+        return m
+
+
+def simulation_verilog(core_module, info, host_args, name="sbnn_sim_top"):
+    """Verilog of the host interface around the core instance, for a simulator: module ``name``
+    with ports ``clk``, ``rst``, ``rx``, ``tx``, ``busy`` (no PLL; the simulator drives ``clk``).
+    The core's own Verilog must be given to the simulator beside it."""
+    from amaranth.back import verilog
+    host = HostInterface(CoreInstance(core_module, info), info, **host_args)
+    return verilog.convert(host, name=name, ports=[host.rx, host.tx, host.busy], emit_src=False)
