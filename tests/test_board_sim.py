@@ -1,0 +1,97 @@
+"""Board in the loop: the host tool (python -m sbnn_hdl.board) against the board's complete top
+level (host interface, UART RTL, the generated core) simulated in Verilator, over pyserial's
+socket:// URL. Every prediction and score is checked against the golden model by the host tool
+itself; this test checks what the tool reports and its exit status."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from sbnn_hdl import golden, load, protocol as P
+from sbnn_hdl.board import main, open_port
+from sbnn_hdl.hwplan import pack_sample
+from sbnn_hdl.boards.simulation import SIM_BATCH, BoardSimulation
+from sbnn_hdl.synth import ToolError
+
+MODEL = "examples/digits.sbnn"
+
+try:
+    from sbnn_hdl.simulators import configure
+    configure("verilator")
+except ToolError as error:
+    pytest.skip(str(error), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def board():
+    with BoardSimulation(MODEL) as sim:
+        yield sim
+
+
+def test_run_on_simulated_board_matches_golden(board, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    status = main(["run", "--port", board.url, "--model", MODEL, "--inputs", "examples/digits_x.npy",
+                   "--labels", "examples/digits_y.npy", "--limit", "80", "--scores", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    result = json.loads(out.read_text())
+    model = load(MODEL)
+    x, y = np.load("examples/digits_x.npy")[:80], np.load("examples/digits_y.npy")[:80]
+    expected = golden.infer(model, x).predictions
+    assert result["agree"] == result["samples"] == 80 and result["scores_checked"]
+    assert result["accuracy"] == {"correct": int((expected == y).sum()), "of": 80}
+    latency = board.info.latency
+    assert result["latency_cycles"] == [latency]
+    # The batch ran back to back: one sample per clock once the pipeline is full.
+    assert result["batch"] == {**result["batch"], "samples": SIM_BATCH, "agree": SIM_BATCH,
+                               "cycles": SIM_BATCH - 1 + latency, "samples_per_cycle": 1.0}
+    assert re.search(r"digits: 80/80 predictions agree with the golden model \(scores too\)", text)
+    assert f"on-chip latency: {latency} cycles = {latency * 10:g} ns at 100 MHz" in text
+
+
+def test_protocol_robustness_with_garbage(board, capsys):
+    status = main(["check", "--port", board.url, "--model", MODEL])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    for name in ("bad CRC", "bad length", "unknown type", "over-long length", "partial frame times out",
+                 "garbage, then a valid request"):
+        assert f"ok   {name}" in text
+
+
+def test_random_garbage_never_hangs_the_board(board):
+    """Bursts of random bytes, some containing sync patterns and plausible headers, each followed by
+    a valid request that must be answered correctly."""
+    model = load(MODEL)
+    x = np.load("examples/digits_x.npy")[:6]
+    expected = golden.infer(model, x).predictions
+    rng = np.random.default_rng(7)
+    with open_port(board.url, 3_000_000) as port:
+        client = P.Client(port, timeout=3.0)
+        client.drain()
+        client.get_info()
+        for n in range(6):
+            noise = bytearray(rng.integers(0, 256, int(rng.integers(1, 120)), dtype=np.uint8))
+            if n % 2:
+                for at in rng.integers(0, len(noise), 3):
+                    noise[at:at] = P.SYNC
+                noise += P.SYNC + bytes([P.INFER, 0, 2])   # a header whose frame never ends
+            port.write(bytes(noise))
+            # Every reply the garbage provoked (errors, a timeout) ends by itself.
+            while client.drain(quiet=0.6):
+                pass
+            prediction, cycles, _ = client.infer(pack_sample(model.input, x[n]))
+            assert (prediction, cycles) == (expected[n], board.info.latency)
+
+
+def test_wrong_model_is_refused(board, tmp_path, capsys):
+    other = tmp_path / "other.sbnn"
+    from sbnn_hdl import modelfile
+    model = load(MODEL)
+    modelfile.save(model.__class__(model.name + "2", model.input, model.layers), other)  # same weights, renamed
+    status = main(["run", "--port", board.url, "--model", str(other), "--inputs", "examples/digits_x.npy",
+                   "--limit", "2"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "sbnn_hdl.board: error: the board runs model 'digits'" in err and "program the matching bitstream" in err
