@@ -111,3 +111,7 @@ def test_client_errors_and_replies():
     silent = P.Client(FakePort(lambda kind, payload: b""), timeout=0.05)
     with pytest.raises(P.ProtocolError, match="no reply to request type 0x01 within 0.05 s"):
         silent.get_info()
+
+
+def test_documented_info_request_bytes():
+    assert P.encode(P.INFO) == bytes.fromhex("a55a010000fbac")  # docs/protocol.md
