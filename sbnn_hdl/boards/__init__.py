@@ -74,7 +74,7 @@ BOARDS = {
     "ulx3s": Board(
         name="ulx3s", title="ULX3S (Radiona)", family="ecp5",
         devices={size: _ecp5(f"LFE5U-{size}", f"ulx3s:ULX3S_{size}_Platform", size) for size in _ECP5},
-        default_device="85F", clock="clk25", clock_mhz=25.0, loader="ulx3s",
+        default_device="85F", clock="clk25", clock_mhz=25.0, loader="ulx3s", max_clock_mhz=160.0,
         notes="FT231X USB-serial (up to 3 Mbaud) on the US1 port"),
     "ecpix5": Board(
         name="ecpix5", title="ECPIX-5 (LambdaConcept)", family="ecp5",

@@ -6,7 +6,7 @@ so there is no clock-domain crossing; the only asynchronous input, the UART's ``
 through a two-flip-flop synchroniser inside :class:`~sbnn_hdl.boards.uart.UARTRx`.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.fifo import SyncFIFO
@@ -147,9 +147,15 @@ class HostInterface(wiring.Component):
         count = Signal(16)         # payload bytes still to come
         buffer = Signal(8 * max_request)   # the payload as a big-endian integer (last byte lowest)
         idle_timer = Signal(range(self.timeout + 1))
-        byte = fifo.r_data
+        # The parser reads a registered copy of the FIFO's head (``byte`` valid when ``have``):
+        # the FIFO's memory read stays out of the parser's decisions, which feed the wide reply
+        # register's enables (that path set the first working build's fmax at 94 MHz).
+        byte = Signal(8)
+        have = Signal()
         take = Signal()
-        m.d.comb += fifo.r_en.eq(take)
+        m.d.comb += fifo.r_en.eq(~have | take)
+        with m.If(~have | take):
+            m.d.sync += [have.eq(fifo.r_rdy), byte.eq(fifo.r_data)]
         m.d.comb += [crc_rx.data.eq(byte)]
 
         # --- reply sender ------------------------------------------------------------------
@@ -177,10 +183,15 @@ class HostInterface(wiring.Component):
         issue_left = Signal(16)   # down-counters: compared with 1, not with run_count
         collect_left = Signal(16)
         started = Signal()
+        # Block RAM outputs are slow on ECP5 (yosys maps them without the output register:
+        # 5.8 ns from clock to data on speed grade 6), so every memory read is registered
+        # before it goes anywhere else.
+        batch_data = Signal(info.sample_bits)
+        m.d.sync += batch_data.eq(batch_r.data)
+        mem_byte = Signal(8)
         m.d.comb += core.sample.eq(Cat(buffer[:info.sample_bits]))
         with m.If(sample_from_batch):
-            m.d.comb += core.sample.eq(batch_r.data)
-
+            m.d.comb += core.sample.eq(batch_data)
         sample_index = buffer[8 * S:8 * S + 16]
         m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(buffer[:info.sample_bits]),
                      batch_r.addr.eq(issue), batch_r.en.eq(1),
@@ -206,146 +217,165 @@ class HostInterface(wiring.Component):
             return [reply_buf.eq(Cat(*parts)), fixed_left.eq(5 + size), mem_left.eq(0 if memory is None else memory),
                     mem_addr.eq(0), crc_left.eq(2), lead.eq(0)]
 
-        def error(code, request):
-            return reply(P.ERROR, [(code, 1), (request, 1)])
+        # Replies are composed in two steps: the engine's decision only sets ``reply_sel`` (and
+        # captures what the reply carries); the COMPOSE state then loads ``reply_buf`` from it.
+        # That keeps the decision logic (CRC check, type and length comparisons) away from the
+        # enables of the wide reply register.
+        R_INFO, R_INFER, R_SCORES, R_LOAD, R_RUN, R_ERROR = range(6)
+        reply_sel = Signal(range(6))
+        err_code = Signal(8)
+        pred_r = Signal(8)
+        scores_r = Signal(info.classes * info.score_width)
+        result_cycles = Signal(32)
+        f_crc, f_info, f_infer, f_load, f_run = Signal(), Signal(), Signal(), Signal(), Signal()
+        f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count = (Signal() for _ in range(6))
+
+        def error(code, request=None):
+            return [reply_sel.eq(R_ERROR), err_code.eq(code)]
 
         in_frame = Signal()
-        timed_out = Signal()
-        m.d.comb += timed_out.eq(idle_timer == self.timeout)
+        timed_out = Signal()     # registered: idle_timer reached the timeout
 
         def frame_timeout():
             # Called inside a frame state's Elif: abandon the partial frame.
             m.d.sync += error(P.ERR_TIMEOUT, kind)
-            m.next = "FETCH"
+            m.next = "COMPOSE"
 
         with m.FSM(name="engine") as fsm:
             m.d.comb += in_frame.eq(fsm.ongoing("TYPE") | fsm.ongoing("LEN_H") | fsm.ongoing("LEN_L") |
                                     fsm.ongoing("PAYLOAD") | fsm.ongoing("CRC_H") | fsm.ongoing("CRC_L"))
             with m.State("IDLE"):
                 # Every reply is sent after the engine has been here: its CRC starts afresh.
-                m.d.comb += [take.eq(fifo.r_rdy), crc_tx.start.eq(1)]
-                with m.If(fifo.r_rdy & (byte == P.SYNC[0])):
+                m.d.comb += [take.eq(have), crc_tx.start.eq(1)]
+                with m.If(have & (byte == P.SYNC[0])):
                     m.next = "SYNC"
             with m.State("SYNC"):
-                m.d.comb += take.eq(fifo.r_rdy)
-                with m.If(fifo.r_rdy):
+                m.d.comb += take.eq(have)
+                with m.If(have):
                     with m.If(byte == P.SYNC[1]):
                         m.d.sync += kind.eq(0)
                         m.next = "TYPE"
                     with m.Elif(byte != P.SYNC[0]):
                         m.next = "IDLE"
             with m.State("TYPE"):
-                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy), crc_rx.start.eq(1)]
-                with m.If(fifo.r_rdy):
+                m.d.comb += [take.eq(have), crc_rx.valid.eq(have), crc_rx.start.eq(1)]
+                with m.If(have):
                     m.d.sync += kind.eq(byte)
                     m.next = "LEN_H"
                 with m.Elif(timed_out):
                     frame_timeout()
             with m.State("LEN_H"):
-                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
-                with m.If(fifo.r_rdy):
+                m.d.comb += [take.eq(have), crc_rx.valid.eq(have)]
+                with m.If(have):
                     m.d.sync += length[8:].eq(byte)
                     m.next = "LEN_L"
                 with m.Elif(timed_out):
                     frame_timeout()
             with m.State("LEN_L"):
-                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
-                with m.If(fifo.r_rdy):
+                m.d.comb += [take.eq(have), crc_rx.valid.eq(have)]
+                with m.If(have):
                     m.d.sync += [length[:8].eq(byte), count.eq(Cat(byte, length[8:16]))]
-                    with m.If(Cat(byte, length[8:16]) > max_request):
-                        # Too long for any request: say so now rather than wait for its end.
-                        m.d.sync += error(P.ERR_LENGTH, kind)
-                        m.next = "FETCH"
-                    with m.Elif(Cat(byte, length[8:16]) == 0):
-                        m.next = "CRC_H"
-                    with m.Else():
-                        m.next = "PAYLOAD"
+                    m.next = "LENGTH"
                 with m.Elif(timed_out):
                     frame_timeout()
+            with m.State("LENGTH"):
+                with m.If(length > max_request):
+                    # Too long for any request: say so now rather than wait for its end.
+                    m.d.sync += error(P.ERR_LENGTH, kind)
+                    m.next = "COMPOSE"
+                with m.Elif(length == 0):
+                    m.next = "CRC_H"
+                with m.Else():
+                    m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
-                with m.If(fifo.r_rdy):
+                m.d.comb += [take.eq(have), crc_rx.valid.eq(have)]
+                with m.If(have):
                     m.d.sync += [buffer.eq(Cat(byte, buffer[:-8])), count.eq(count - 1)]
                     with m.If(count == 1):
                         m.next = "CRC_H"
                 with m.Elif(timed_out):
                     frame_timeout()
             with m.State("CRC_H"):
-                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
-                with m.If(fifo.r_rdy):
+                m.d.comb += [take.eq(have), crc_rx.valid.eq(have)]
+                with m.If(have):
                     m.next = "CRC_L"
                 with m.Elif(timed_out):
                     frame_timeout()
             with m.State("CRC_L"):
-                m.d.comb += [take.eq(fifo.r_rdy), crc_rx.valid.eq(fifo.r_rdy)]
-                with m.If(fifo.r_rdy):
+                m.d.comb += [take.eq(have), crc_rx.valid.eq(have)]
+                with m.If(have):
                     m.next = "CHECK"
                 with m.Elif(timed_out):
                     frame_timeout()
             with m.State("CHECK"):
                 # The CRC register has taken the last byte: a whole frame leaves the residue 0.
+                # Every test the dispatch needs is registered here, so that DISPATCH decides
+                # from single bits.
                 run_request = buffer[:16]
-                with m.If(~crc_rx.match_detected):
-                    m.d.sync += error(P.ERR_CRC, kind)
-                    m.next = "FETCH"
-                with m.Elif(kind == P.INFO):
-                    with m.If(length == 0):
-                        m.d.sync += reply(P.INFO | 0x80,
-                                          [(int.from_bytes(info_bytes, "big"), len(info_bytes))])
-                    with m.Else():
-                        m.d.sync += error(P.ERR_LENGTH, kind)
-                    m.next = "FETCH"
-                with m.Elif((kind == P.INFER) | ((kind == P.INFER_SCORES) & bool(info.score_width))):
-                    with m.If(length == S):
+                m.d.sync += [f_crc.eq(crc_rx.match_detected),
+                             f_info.eq(kind == P.INFO), f_load.eq(kind == P.LOAD), f_run.eq(kind == P.RUN),
+                             f_infer.eq((kind == P.INFER) | ((kind == P.INFER_SCORES) & bool(info.score_width))),
+                             f_len0.eq(length == 0), f_len_sample.eq(length == S), f_len_load.eq(length == S + 2),
+                             f_len2.eq(length == 2), f_index.eq(sample_index < depth),
+                             f_count.eq((run_request != 0) & (run_request <= depth))]
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(~f_crc):
+                    m.d.sync += error(P.ERR_CRC)
+                    m.next = "COMPOSE"
+                with m.Elif(f_info):
+                    m.d.sync += reply_sel.eq(Mux(f_len0, R_INFO, R_ERROR))
+                    m.d.sync += err_code.eq(P.ERR_LENGTH)
+                    m.next = "COMPOSE"
+                with m.Elif(f_infer):
+                    with m.If(f_len_sample):
                         m.d.comb += core.valid.eq(1)
                         m.d.sync += cycles.eq(1)
                         m.next = "INFER"
                     with m.Else():
-                        m.d.sync += error(P.ERR_LENGTH, kind)
-                        m.next = "FETCH"
-                with m.Elif(kind == P.LOAD):
-                    with m.If(length != S + 2):
-                        m.d.sync += error(P.ERR_LENGTH, kind)
-                    with m.Elif(sample_index >= depth):
-                        m.d.sync += error(P.ERR_RANGE, kind)
+                        m.d.sync += error(P.ERR_LENGTH)
+                        m.next = "COMPOSE"
+                with m.Elif(f_load):
+                    with m.If(~f_len_load):
+                        m.d.sync += error(P.ERR_LENGTH)
+                    with m.Elif(~f_index):
+                        m.d.sync += error(P.ERR_RANGE)
                     with m.Else():
                         m.d.comb += batch_w.en.eq(1)
-                        m.d.sync += reply(P.LOAD | 0x80, [(sample_index, 2)])
-                    m.next = "FETCH"
-                with m.Elif(kind == P.RUN):
-                    with m.If(length != 2):
-                        m.d.sync += error(P.ERR_LENGTH, kind)
-                        m.next = "FETCH"
-                    with m.Elif((run_request == 0) | (run_request > depth)):
-                        m.d.sync += error(P.ERR_RANGE, kind)
-                        m.next = "FETCH"
+                        m.d.sync += reply_sel.eq(R_LOAD)
+                    m.next = "COMPOSE"
+                with m.Elif(f_run):
+                    with m.If(~f_len2):
+                        m.d.sync += error(P.ERR_LENGTH)
+                        m.next = "COMPOSE"
+                    with m.Elif(~f_count):
+                        m.d.sync += error(P.ERR_RANGE)
+                        m.next = "COMPOSE"
                     with m.Else():
+                        run_request = buffer[:16]
                         m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
                                      issue_left.eq(run_request), collect_left.eq(run_request),
                                      started.eq(0), sample_from_batch.eq(1)]
                         m.next = "RUN"
                 with m.Else():
-                    m.d.sync += error(P.ERR_TYPE, kind)
-                    m.next = "FETCH"
+                    m.d.sync += error(P.ERR_TYPE)
+                    m.next = "COMPOSE"
             with m.State("INFER"):
                 m.d.sync += cycles.eq(cycles + 1)
                 with m.If(core.out_valid):
-                    fields = [(core.prediction, 1), (cycles, 4)]
-                    with m.If(kind == P.INFER_SCORES):
-                        score_fields = [(core.scores[j], score_bytes) for j in range(info.classes)] \
-                            if info.score_width else []
-                        m.d.sync += reply(P.INFER_SCORES | 0x80, fields + score_fields)
-                    with m.Else():
-                        m.d.sync += reply(P.INFER | 0x80, fields)
-                    m.next = "FETCH"
+                    m.d.sync += [pred_r.eq(core.prediction), result_cycles.eq(cycles),
+                                 reply_sel.eq(Mux(kind == P.INFER_SCORES, R_SCORES, R_INFER))]
+                    if info.score_width:
+                        m.d.sync += scores_r.eq(core.scores.as_value())
+                    m.next = "COMPOSE"
             with m.State("RUN"):
                 # Entry `issue` is read this cycle; it enters the core on the next one.
                 with m.If(issuing):
                     m.d.sync += [issue.eq(issue + 1), issue_left.eq(issue_left - 1)]
                     with m.If(issue_left == 1):
                         m.d.sync += issuing.eq(0)
-                valid = Signal()
-                m.d.sync += valid.eq(issuing)
+                read, valid = Signal(), Signal()   # entry on the read port, in batch_data
+                m.d.sync += [read.eq(issuing), valid.eq(read)]
                 m.d.comb += core.valid.eq(valid)
                 with m.If(valid & ~started):
                     m.d.sync += [started.eq(1), cycles.eq(1)]
@@ -355,12 +385,31 @@ class HostInterface(wiring.Component):
                     m.d.comb += results_w.en.eq(1)
                     m.d.sync += [collected.eq(collected + 1), collect_left.eq(collect_left - 1)]
                     with m.If(collect_left == 1):
-                        m.d.sync += [reply(P.RUN | 0x80, [(run_count, 2), (cycles, 4)], memory=run_count),
-                                     sample_from_batch.eq(0)]
-                        m.next = "FETCH"
-            # Sending a reply: FETCH gives the result memory a cycle to read ``mem_addr``, LATCH
-            # picks the next byte, SEND hands it to the UART.
+                        m.d.sync += [reply_sel.eq(R_RUN), result_cycles.eq(cycles), sample_from_batch.eq(0)]
+                        m.next = "COMPOSE"
+            with m.State("COMPOSE"):
+                with m.Switch(reply_sel):
+                    with m.Case(R_INFO):
+                        m.d.sync += reply(P.INFO | 0x80, [(int.from_bytes(info_bytes, "big"), len(info_bytes))])
+                    with m.Case(R_INFER):
+                        m.d.sync += reply(P.INFER | 0x80, [(pred_r, 1), (result_cycles, 4)])
+                    with m.Case(R_SCORES):
+                        w = info.score_width
+                        scores = [(scores_r[j * w:(j + 1) * w].as_signed(), score_bytes) for j in range(info.classes)] \
+                            if w else []
+                        m.d.sync += reply(P.INFER_SCORES | 0x80, [(pred_r, 1), (result_cycles, 4)] + scores)
+                    with m.Case(R_LOAD):
+                        m.d.sync += reply(P.LOAD | 0x80, [(sample_index, 2)])
+                    with m.Case(R_RUN):
+                        m.d.sync += reply(P.RUN | 0x80, [(run_count, 2), (result_cycles, 4)], memory=run_count)
+                    with m.Default():
+                        m.d.sync += reply(P.ERROR, [(err_code, 1), (kind, 1)])
+                m.next = "FETCH"
+            # Sending a reply: FETCH registers the result memory's byte at ``mem_addr`` (the
+            # address has been stable since the previous byte), LATCH picks the next byte, SEND
+            # hands it to the UART.
             with m.State("FETCH"):
+                m.d.sync += mem_byte.eq(results_r.data)
                 m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.sync += out_last.eq(0)
@@ -370,7 +419,7 @@ class HostInterface(wiring.Component):
                     with m.If(lead != 2):
                         m.d.sync += lead.eq(lead + 1)
                 with m.Elif(mem_left != 0):
-                    m.d.sync += [out_byte.eq(results_r.data), mem_left.eq(mem_left - 1), mem_addr.eq(mem_addr + 1),
+                    m.d.sync += [out_byte.eq(mem_byte), mem_left.eq(mem_left - 1), mem_addr.eq(mem_addr + 1),
                                  out_crc.eq(1)]
                 with m.Elif(crc_left == 2):
                     m.d.sync += [out_byte.eq(crc_tx.crc[8:]), crc_left.eq(1), out_crc.eq(0)]
@@ -388,9 +437,9 @@ class HostInterface(wiring.Component):
         m.d.comb += results_r.addr.eq(mem_addr)
 
         # A partial frame times out; waiting between frames does not.
-        with m.If(~in_frame | fifo.r_rdy | timed_out):
-            m.d.sync += idle_timer.eq(0)
+        with m.If(~in_frame | have | timed_out):
+            m.d.sync += [idle_timer.eq(0), timed_out.eq(0)]
         with m.Else():
-            m.d.sync += idle_timer.eq(idle_timer + 1)
+            m.d.sync += [idle_timer.eq(idle_timer + 1), timed_out.eq(idle_timer == self.timeout - 1)]
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
