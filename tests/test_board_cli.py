@@ -1,6 +1,5 @@
 """python -m sbnn_hdl.board: what it says when there is no board, no tool or no bitstream."""
 
-import os
 import stat
 
 from sbnn_hdl.board import main

@@ -6,7 +6,7 @@ capacity (for refusing a model before place and route). Cores never request pins
 level (:mod:`sbnn_hdl.boards.top`) does, through these names.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import importlib
 
 from ..errors import SbnnError

@@ -230,7 +230,7 @@ class HostInterface(wiring.Component):
         f_crc, f_info, f_infer, f_load, f_run = Signal(), Signal(), Signal(), Signal(), Signal()
         f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count = (Signal() for _ in range(6))
 
-        def error(code, request=None):
+        def error(code):
             return [reply_sel.eq(R_ERROR), err_code.eq(code)]
 
         in_frame = Signal()
@@ -238,7 +238,7 @@ class HostInterface(wiring.Component):
 
         def frame_timeout():
             # Called inside a frame state's Elif: abandon the partial frame.
-            m.d.sync += error(P.ERR_TIMEOUT, kind)
+            m.d.sync += error(P.ERR_TIMEOUT)
             m.next = "COMPOSE"
 
         with m.FSM(name="engine") as fsm:
@@ -281,7 +281,7 @@ class HostInterface(wiring.Component):
             with m.State("LENGTH"):
                 with m.If(length > max_request):
                     # Too long for any request: say so now rather than wait for its end.
-                    m.d.sync += error(P.ERR_LENGTH, kind)
+                    m.d.sync += error(P.ERR_LENGTH)
                     m.next = "COMPOSE"
                 with m.Elif(length == 0):
                     m.next = "CRC_H"
