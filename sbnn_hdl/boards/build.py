@@ -311,8 +311,8 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
         "device": device_name, "part": dev.part,
         "generator": {"sbnn_hdl": __version__, "every": every, "scores": scores},
         "timing": {"met": met, "clock_mhz": round(clock, 4),
-                   "clock_choice": ("automatic: the fastest PLL frequency that timing was met for, tried from "
-                                    f"{board.max_clock_mhz:g} MHz down" if automatic
+                   "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then 97% of the fmax "
+                                    "that place and route reached, until timing was met" if automatic
                                     else f"--clock {clock_mhz:g} (the PLL's nearest frequency not above it)"),
                    "clocks": clocks, "attempts": attempts},
         "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
