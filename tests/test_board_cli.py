@@ -44,3 +44,12 @@ def test_run_without_a_port(capsys):
     assert main(["run", "--port", "/dev/nonexistent-tty", "--model", "examples/digits.sbnn",
                  "--inputs", "examples/digits_x.npy"]) == 2
     assert "error: --port /dev/nonexistent-tty: cannot open it" in capsys.readouterr().err
+
+
+def test_help_lists_the_subcommands():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "sbnn_hdl.board", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: python -m sbnn_hdl.board" in result.stdout
+    for job in ("run", "check", "program", "simulate"):
+        assert job in result.stdout
