@@ -319,7 +319,7 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
                 "clkop_div": pll.clkop_div, "vco_mhz": round(pll.vco_mhz, 3), "output_mhz": round(clock, 4)},
         "core": {"latency_cycles": latency, "latency_ns": round(latency * 1000 / clock, 2),
                  "throughput_samples_per_s": round(clock * 1e6),
-                 "throughput": "one sample per clock (measured on the board with the RUN request)"},
+                 "throughput": "one sample per clock by design; the RUN request measures it on the board"},
         "uart": {"baud": host["baud"], "divisor": host["divisor"],
                  "actual_baud": round(host["clock_hz"] / host["divisor"]),
                  "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"], 3)},
