@@ -214,3 +214,25 @@ def test_errors_and_resynchronisation(small):
 async def _raw(host, data):
     await host.send(data)
     return await host.frame()
+
+
+def test_build_without_scores(small):
+    """--no-scores: INFO says so, INFER works, INFER_SCORES is an unknown type."""
+    model, x = small
+    core = NetworkCore(model, scores=False)
+    info = CoreInfo.from_core(core)
+    assert info.score_width == 0
+    dut = HostInterface(core, info, divisor=DIVISOR, clock_hz=1000, baud=250, digest=bytes(8), name="n",
+                        batch_depth=4, timeout=3000)
+    expected = golden.infer(model, x).predictions
+    nbytes = P.sample_bytes(model.input)
+    sample = pack_sample(model.input, x[1]).to_bytes(nbytes, "big")
+
+    async def script(host):
+        kind, payload = await host.request(P.INFO)
+        assert not P.Info.decode(payload).scores
+        kind, payload = await host.request(P.INFER, sample)
+        assert (kind, payload[0]) == (P.INFER | 0x80, expected[1])
+        assert await host.request(P.INFER_SCORES, sample) == (P.ERROR, bytes([P.ERR_TYPE, P.INFER_SCORES]))
+
+    run_host(dut, script)
