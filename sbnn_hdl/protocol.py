@@ -220,6 +220,35 @@ class Client:
                 last = time.monotonic()
         return dropped
 
+    def resync(self, *, timeout=None):
+        """Bring the board back in step after garbage on the line, without waiting for its frame
+        timeout: send enough zero bytes to complete any partial frame (zeros never start one),
+        then an INFO request, and skip every reply until the INFO reply. Returns the number of
+        replies skipped. Before the first INFO the longest frame is unknown: 64 zeros are tried
+        first (enough for samples of up to 55 bytes), then 4,096."""
+        sizes = [self.info.sample_bytes + 9] if self.info else [64, 4096]
+        skipped = 0
+        for size in sizes:
+            self.reader = FrameReader()
+            self.port.write(bytes(size))
+            self.port.write(encode(INFO))
+            deadline = time.monotonic() + (timeout or self.timeout)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    self.info = Info.decode(self.reply(INFO, timeout=left))
+                    return skipped
+                except BoardError:
+                    skipped += 1
+                except ProtocolError as error:
+                    if "no reply" in str(error):
+                        break
+                    skipped += 1
+        raise ProtocolError(f"no INFO reply after resynchronising (within {timeout or self.timeout:g} s; is the "
+                            f"board programmed, and the port and baud rate right?)")
+
     # The requests (docs/protocol.md).
 
     def get_info(self):

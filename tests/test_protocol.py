@@ -115,3 +115,17 @@ def test_client_errors_and_replies():
 
 def test_documented_info_request_bytes():
     assert P.encode(P.INFO) == bytes.fromhex("a55a010000fbac")  # docs/protocol.md
+
+
+def test_resync_skips_error_replies_until_info():
+    info = P.Info(1, False, 12, 2, 3, 0, 5, 1000, 100, 4, b"12345678", "m")
+    sent = []
+
+    def answer(kind, payload):
+        sent.append(kind)
+        return P.encode(P.ERROR, bytes([P.ERR_CRC, 7])) + P.encode(P.INFO | 0x80, info.encode())
+
+    port = FakePort(answer)
+    client = P.Client(port, timeout=0.2)
+    assert client.resync() == 1 and client.info == info
+    assert sent == [P.INFO]
