@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +136,6 @@ class BulkSimulator:
         for part in [version(simulator), VERILATOR_OPT, str(waves)] + [t for pair in self._sources for t in pair]:
             key.update(part.encode() + b"\0")
         self.folder = Path(cache or default_cache()) / f"{simulator}-{report['top']}-{key.hexdigest()[:16]}"
-        self.build_seconds = None
 
     @property
     def executable(self):
@@ -148,7 +146,6 @@ class BulkSimulator:
         if self.executable.exists():
             return False
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
         self._progress("build", 0, 1)
         scratch = Path(tempfile.mkdtemp(prefix=self.folder.name + ".", dir=self.folder.parent))
         try:
@@ -180,7 +177,6 @@ class BulkSimulator:
                     raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        self.build_seconds = time.monotonic() - started
         self._progress("build", 1, 1)
         return True
 
