@@ -13,14 +13,13 @@ scoreboard) and also checks each output's latency. ``--netlist ecp5`` simulates 
 (``$SBNN_SIM_CACHE``, default ``~/.cache/sbnn-hdl``): a second run of the same core starts at once.
 """
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
 from . import golden, modelfile
-from ._cli import command, load_array
+from ._cli import command, load_array, parser_for
 from ._files import save_npy
 from .generate import DEFAULT_EVERY, generate_verilog
 from .hwplan import check_supported
@@ -128,12 +127,7 @@ class _Progress:
 
 @command("sbnn_hdl.simulate")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.simulate", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="the .sbnn file")
-    parser.add_argument("--inputs", required=True, metavar="X.npy", help="input samples, [N, *input.shape]")
-    parser.add_argument("--out", required=True, metavar="Y.npy", help="where to write the predictions")
-    parser.add_argument("--scores", metavar="S.npy", help="where to write the last layer's scores")
+    parser = parser_for(__doc__, "sbnn_hdl.simulate")
     parser.add_argument("--sim", default="verilator", choices=SIMULATORS, help="simulator (default verilator)")
     parser.add_argument("--mode", default="bulk", choices=["bulk", "cocotb"], help="default bulk")
     parser.add_argument("--netlist", choices=["ecp5"], help="simulate the synthesised netlist, not the RTL")
