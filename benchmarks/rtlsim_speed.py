@@ -73,7 +73,7 @@ def main():
             total = time.perf_counter() - start
             print(f"  cocotb: {args.cocotb} samples in {result.sim_seconds:.1f} s simulation "
                   f"= {args.cocotb / result.sim_seconds:,.0f} vectors/s ({total:.1f} s with build); "
-                  f"{'bit-exact' if result.exact else 'MISMATCH'}")
+                  f"{'bit-exact' if result.passed else 'MISMATCH'}")
 
 
 if __name__ == "__main__":

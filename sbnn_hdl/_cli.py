@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import InputError, SbnnError
 
-__all__ = ["command", "load_array", "format_table"]
+__all__ = ["command", "parser_for", "load_array", "format_table"]
 
 EXIT_USAGE = 2
 
@@ -34,6 +34,20 @@ def command(prog):
         return run
 
     return wrap
+
+
+def parser_for(module_doc, prog):
+    """An argument parser for ``python -m <prog>`` described by the module's docstring, with the
+    arguments that the tools which run a model on samples share: the model file, ``--inputs``,
+    ``--out`` and ``--scores``."""
+    import argparse
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=module_doc.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="the .sbnn file")
+    parser.add_argument("--inputs", required=True, metavar="X.npy", help="input samples, [N, *input.shape]")
+    parser.add_argument("--out", required=True, metavar="Y.npy", help="where to write the predictions")
+    parser.add_argument("--scores", metavar="S.npy", help="where to write the last layer's scores")
+    return parser
 
 
 def load_array(path, what):

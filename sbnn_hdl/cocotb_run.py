@@ -76,33 +76,36 @@ def run_cocotb(model, x, *, generated, simulator="verilator", build_dir=None, id
 
     runner = get_runner(simulator)
     log = run / "cocotb.log"
+    (run / "results.xml").unlink(missing_ok=True)
     build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] if simulator == "verilator" else []
     makeflags = os.environ.get("MAKEFLAGS")
     try:
         # Python, not the compiled model, sets the pace here: compile the C++ fast, not well.
         os.environ["MAKEFLAGS"] = f"{makeflags or ''} OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0".strip()
-        try:
-            runner.build(sources=[build / f"{top}.v"], hdl_toplevel=top, build_dir=build, build_args=build_args,
-                         timescale=("1ns", "1ps"), log_file=build / "build.log")
-        finally:
-            if makeflags is None:
-                del os.environ["MAKEFLAGS"]
-            else:
-                os.environ["MAKEFLAGS"] = makeflags
-        # The runner passes this process's sys.path to the simulator's Python as PYTHONPATH.
-        sys.path.insert(0, str(SIM_DIR))
-        started = time.perf_counter()
-        try:
-            results = runner.test(test_module="core_tests", hdl_toplevel=top, build_dir=build, test_dir=run,
-                                  extra_env={"SBNN_COCOTB_CONFIG": str(run / "config.json")}, log_file=log,
-                                  seed=seed)
-        finally:
-            sys.path.remove(str(SIM_DIR))
-        wall = time.perf_counter() - started
+        runner.build(sources=[build / f"{top}.v"], hdl_toplevel=top, build_dir=build, build_args=build_args,
+                     timescale=("1ns", "1ps"), log_file=build / "build.log")
     except (SystemExit, RuntimeError, OSError) as error:
-        raise ToolError(f"cocotb ({simulator}): the run of {top} broke down: {error}; see {build / 'build.log'} "
-                        f"and {log}") from None
-    tests, failed = get_results(results)
+        raise ToolError(f"cocotb ({simulator}): the build of {top} failed ({error}); see {build / 'build.log'}") from None
+    finally:
+        if makeflags is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = makeflags
+    # The runner passes this process's sys.path to the simulator's Python as PYTHONPATH.
+    sys.path.insert(0, str(SIM_DIR))
+    started = time.perf_counter()
+    try:
+        runner.test(test_module="core_tests", hdl_toplevel=top, build_dir=build, test_dir=run,
+                    extra_env={"SBNN_COCOTB_CONFIG": str(run / "config.json")}, log_file=log, seed=seed,
+                    results_xml=str(run / "results.xml"))
+    except SystemExit:
+        pass  # a failed test (under pytest the runner exits): the results file tells
+    finally:
+        sys.path.remove(str(SIM_DIR))
+    wall = time.perf_counter() - started
+    if not (run / "results.xml").exists():
+        raise ToolError(f"cocotb ({simulator}): the run of {top} ended without results; see {log}")
+    tests, failed = get_results(run / "results.xml")
     if not outputs.exists():
         raise ToolError(f"cocotb ({simulator}): expected outputs from the test of {top}, found none; see {log}")
     data = np.load(outputs)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from . import __version__, modelfile
 from ._cli import command, format_table
 from ._files import write_atomic
-from .hwplan import check_supported
+from .hwplan import ARCHS, check_supported, check_xnor
 
 __all__ = ["DEFAULT_EVERY", "GeneratedCore", "generate_verilog", "format_summary", "main"]
 
@@ -65,7 +65,8 @@ def _report(model, core, every, resources, estimate):
     return {
         "name": model.name,
         "top": model.name,
-        "generator": {"sbnn_hdl": __version__, "amaranth": amaranth_version, "every": every},
+        "generator": {"sbnn_hdl": __version__, "amaranth": amaranth_version, "every": every,
+                      "arch": core.arch},
         "latency": core.latency,
         "throughput": "one sample per clock",
         "clock": {"port": "clk", "edge": "rising"},
@@ -89,8 +90,9 @@ def _report(model, core, every, resources, estimate):
     }
 
 
-def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, progress=None):
-    """Generate the core of ``model``; returns a :class:`GeneratedCore`.
+def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, arch="sparse", progress=None):
+    """Generate the core of ``model`` with the datapath ``arch`` (``"sparse"``, or the dense
+    ``"xnor"`` baseline; see :class:`~sbnn_hdl.gateware.NetworkCore`); returns a :class:`GeneratedCore`.
 
     Raises :class:`~sbnn_hdl.hwplan.HardwareError` for a model the generator cannot build.
     """
@@ -102,7 +104,7 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, progress=None):
 
     step = progress or (lambda message: None)
     step("planning and building the core")
-    core = NetworkCore(model, every=every, scores=scores)
+    core = NetworkCore(model, every=every, scores=scores, arch=arch)
     step("elaborating and converting to Verilog")
     shared = SharedModules(model.name)
     top = amaranth_rtlil.convert(core, name=model.name, platform=shared, emit_src=False)
@@ -154,6 +156,9 @@ def main(argv=None):
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                         help=f"adder levels per register stage (default {DEFAULT_EVERY})")
     parser.add_argument("--no-scores", action="store_true", help="no scores port, the prediction only")
+    parser.add_argument("--arch", choices=ARCHS, default="sparse",
+                        help="datapath: sparse (default), or xnor: the dense BNN baseline, for models in the "
+                             "symmetric +-1 domain")
     args = parser.parse_args(argv)
     if not args.verilog and not args.board:
         parser.error("expected --verilog or --board NAME")
@@ -163,18 +168,21 @@ def main(argv=None):
         from .boards.build import build, format_report
         report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
                        output=args.output or "bitstreams", every=args.every, scores=not args.no_scores,
-                       batch_depth=args.batch_depth)
+                       batch_depth=args.batch_depth, arch=args.arch)
         print(format_report(report))
         return 0
     args.output = args.output or "build"
     model = modelfile.load(args.model)
     check_supported(model)
+    if args.arch == "xnor":
+        check_xnor(model)
     start = time.perf_counter()
 
     def progress(message):
         print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr)
 
-    generated = generate_verilog(model, every=args.every, scores=not args.no_scores, progress=progress)
+    generated = generate_verilog(model, every=args.every, scores=not args.no_scores, arch=args.arch,
+                                 progress=progress)
     os.makedirs(args.output, exist_ok=True)
     verilog_path = os.path.join(args.output, f"{model.name}.v")
     report_path = os.path.join(args.output, f"{model.name}.json")

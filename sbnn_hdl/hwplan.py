@@ -29,8 +29,12 @@ import numpy as np
 from .errors import SbnnError
 from .model import Dense
 
-__all__ = ["HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported", "plan_network", "pack_sample",
-           "ceil_div"]
+__all__ = ["ARCHS", "HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported",
+           "check_xnor", "plan_network", "pack_sample", "ceil_div"]
+
+#: The datapaths: ``"sparse"`` (popcounts over the 1-valued connections, the shared ``q``) and
+#: ``"xnor"``, the conventional dense BNN baseline (an XNOR per weight, a popcount over all inputs).
+ARCHS = ("sparse", "xnor")
 
 
 class HardwareError(SbnnError):
@@ -108,6 +112,9 @@ class LayerPlan:
     neurons that are built; ``outputs[j]`` says what original neuron ``j`` became:
     ``("const", 0 or 1)``, ``("unit", index)``, or ``("unread", None)`` when no later layer reads
     it (in the last layer, always a unit).
+
+    With ``complements`` (the ``xnor`` datapath) the layer has ``n = len(source_max) // 2`` binary
+    inputs and its sources are the inputs ``0..n-1`` followed by their complements ``n..2n-1``.
     """
 
     name: str
@@ -117,6 +124,12 @@ class LayerPlan:
     q_sources: tuple = ()
     last: bool = False
     report: dict = field(default_factory=dict)
+    complements: bool = False
+
+    @property
+    def inputs(self):
+        """How many inputs the layer receives (sources without the complements)."""
+        return len(self.source_max) // 2 if self.complements else len(self.source_max)
 
     @property
     def uses_q(self):
@@ -180,9 +193,30 @@ def check_supported(model):
                                 f"hardware is not generated yet), found a {layer.kind} layer")
 
 
-def plan_network(model):
-    """Plan the hardware of ``model``; raises :class:`HardwareError` for layers not supported."""
+def check_xnor(model):
+    """Raise :class:`HardwareError` unless the ``xnor`` datapath can compute ``model``: binary
+    first-layer inputs and every neuron in the symmetric +-1 domain, ``2*b == -a``."""
+    spec = model.input
+    if spec.encoding == "integer" and len(spec.planes) > 1:
+        raise HardwareError(f"input: expected binary first-layer inputs for --arch xnor (bitplanes encoding, or "
+                            f"one plane), found {spec.bits}-bit integer encoding of planes "
+                            f"{','.join(map(str, spec.planes))}")
+    for layer in model.layers:
+        bad = np.flatnonzero(2 * layer.b.astype(np.int64) != -layer.a.astype(np.int64))
+        if len(bad):
+            j = int(bad[0])
+            raise HardwareError(f"layer '{layer.name}' neuron {j}: expected the symmetric +-1 domain for --arch xnor "
+                                f"(2*b == -a), found a={int(layer.a[j])}, b={int(layer.b[j])}")
+
+
+def plan_network(model, *, arch="sparse"):
+    """Plan the hardware of ``model`` for the datapath ``arch`` (:data:`ARCHS`); raises
+    :class:`HardwareError` for a model that datapath cannot build."""
     check_supported(model)
+    if arch not in ARCHS:
+        raise HardwareError(f"--arch: expected one of {', '.join(ARCHS)}, found {arch!r}")
+    if arch == "xnor":
+        check_xnor(model)
     features, feature_max = _input_features(model)
     # incoming[i]: what input i of the current layer is: ("const", v) or ("source", s).
     incoming = [("source", i) for i in range(len(features))]
@@ -191,7 +225,8 @@ def plan_network(model):
     scale = input_scale(model.input)
     for index, layer in enumerate(model.layers):
         last = index == len(model.layers) - 1
-        plan = _plan_layer(layer, incoming, source_max, last, scale if index == 0 else 1)
+        plan_layer = _plan_xnor_layer if arch == "xnor" else _plan_layer
+        plan = plan_layer(layer, incoming, source_max, last, scale if index == 0 else 1)
         plans.append(plan)
         incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
         source_max = [1] * len(plan.units)
@@ -239,20 +274,63 @@ def _plan_layer(layer, incoming, source_max, last, scale=1):
     return plan
 
 
+def _plan_xnor_layer(layer, incoming, source_max, last, scale=1):
+    """The conventional BNN datapath: for every neuron, ``c`` counts the inputs equal to their
+    weight bit (``v XNOR w``) over all ``n`` inputs. For binary ``v``, ``c = 2p - q + n - W``
+    (``W`` the neuron's 1-valued weights), and ``2b == -a`` makes ``acc = (a/2) * (2p - q)``:
+    so ``acc = (a/2) * (c_var + C)`` with ``c_var`` the count over the variable inputs and ``C``
+    the constant rest. The comparison is on ``c_var`` alone: no ``q``, no shared term."""
+    const_value = np.array([v if kind == "const" else 0 for kind, v in incoming], dtype=np.int64)
+    variable = np.array([kind == "source" for kind, _ in incoming])
+    source_of = np.array([s if kind == "source" else -1 for kind, s in incoming], dtype=np.int64)
+    count = len(source_max)
+    units, keys, outputs = [], {}, []
+    constants = 0
+    for j in range(layer.outputs):
+        row = layer.mask[j].astype(bool)
+        half = int(layer.a[j]) * scale // 2  # a/2 = -b, an integer
+        agree_const = int(const_value[row & ~variable].sum() + (1 - const_value[~row & ~variable]).sum())
+        rest = agree_const + int(row.sum()) - len(row)
+        t = int(layer.t[j]) - half * rest
+        sources = _multiset(source_of[row & variable].tolist() + (source_of[~row & variable] + count).tolist())
+        c_max = int(variable.sum())
+        if last:
+            unit = Unit(sources, a=half if sources else 0, b=0, t=t)
+        else:
+            comparison = fold_comparison(half, 0, t, c_max, 0)
+            if comparison.kind == "const":
+                outputs.append(("const", comparison.value))
+                constants += 1
+                continue
+            unit = Unit(sources, comparison)
+        key = (unit.sources, unit.comparison, unit.a, unit.b, unit.t)
+        if key not in keys:
+            keys[key] = len(units)
+            units.append(unit)
+        outputs.append(("unit", keys[key]))
+    plan = LayerPlan(name=layer.name, source_max=list(source_max) * 2, units=units, outputs=outputs, last=last,
+                     complements=True)
+    plan.report = {"neurons": layer.outputs, "constant_neurons": constants,
+                   "merged_neurons": layer.outputs - constants - len(units),
+                   "connections": int(layer.mask.sum())}
+    return plan
+
+
 def _remove_unused(plans, features):
     """Drop units that no later layer reads and sources that feed nothing; renumber."""
     for index in range(len(plans) - 1, -1, -1):
         plan = plans[index]
-        used = set(s for s, _ in plan.q_sources)
+        n = plan.inputs
+        used = set(s % n for s, _ in plan.q_sources)  # a complement n + i uses input i
         for unit in plan.units:
-            used.update(s for s, _ in unit.sources)
+            used.update(s % n for s, _ in unit.sources)
         keep = sorted(used)
         renumber = {old: new for new, old in enumerate(keep)}
-        fix = lambda multiset: tuple((renumber[s], c) for s, c in multiset)
+        fix = lambda multiset: tuple(sorted((renumber[s % n] + (len(keep) if s >= n else 0), c) for s, c in multiset))
         plan.units = [Unit(fix(u.sources), u.comparison, u.a, u.b, u.t) for u in plan.units]
         plan.q_sources = fix(plan.q_sources)
-        plan.report["unwired_inputs"] = len(plan.source_max) - len(keep)
-        plan.source_max = [plan.source_max[s] for s in keep]
+        plan.report["unwired_inputs"] = n - len(keep)
+        plan.source_max = [plan.source_max[s] for s in keep] * (2 if plan.complements else 1)
         if index == 0:
             features[:] = [features[s] for s in keep]
         else:

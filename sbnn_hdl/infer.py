@@ -5,13 +5,12 @@ integers below ``2**bits``) and writes the predictions (``int64 [N]``) and, on r
 scores (``int64 [N, classes]``). Output files are written atomically.
 """
 
-import argparse
 import sys
 import time
 
 
 from . import golden, modelfile
-from ._cli import command, load_array
+from ._cli import command, load_array, parser_for
 from ._files import save_npy
 from .errors import InputError
 
@@ -20,12 +19,7 @@ __all__ = ["main"]
 
 @command("sbnn_hdl.infer")
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.infer", description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="the .sbnn file")
-    parser.add_argument("--inputs", required=True, metavar="X.npy", help="input samples, [N, *input.shape]")
-    parser.add_argument("--out", required=True, metavar="Y.npy", help="where to write the predictions")
-    parser.add_argument("--scores", metavar="S.npy", help="where to write the last layer's scores")
+    parser = parser_for(__doc__, "sbnn_hdl.infer")
     parser.add_argument("--labels", metavar="L.npy", help="true labels [N]: print the accuracy")
     args = parser.parse_args(argv)
 

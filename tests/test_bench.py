@@ -1,0 +1,57 @@
+"""``python -m sbnn_hdl.bench hardware``: a smoke run of the hardware sweep on two small models
+(synthesis, place and route, table, plots, cache), so that the benchmark code keeps working."""
+
+import json
+
+import numpy as np
+
+from sbnn_hdl import bench, golden, save
+from sbnn_hdl.bench import pareto_front
+from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+
+
+def test_pareto_front():
+    points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (5, 0.1), (20, 0.6)]
+    assert pareto_front(points) == [4, 0, 1]
+
+
+def test_sweep_smoke(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    layers = (LayerPlan("dense", 6), LayerPlan("dense", 3))
+    sparse = random_model(rng, shape=(16,), bits=1, density=0.15, edge_cases=False, shared_ratio=True,
+                          name="sparse_tiny", layers=layers)
+    dense = random_model(rng, shape=(16,), bits=1, density=0.5, edge_cases=False, symmetric=True,
+                         name="dense_tiny", layers=layers)
+    save(sparse, tmp_path / "sparse.sbnn")
+    save(dense, tmp_path / "dense.sbnn")
+    x = random_inputs(rng, sparse.input, 50)
+    labels = rng.integers(0, 3, 50)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", labels)
+    argv = ["hardware", str(tmp_path / "sparse.sbnn"), str(tmp_path / "dense.sbnn"), "--arch", "sparse", "xnor",
+            "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--cache", str(tmp_path / "cache"),
+            "-o", str(tmp_path / "out"), "--quiet", "--jobs", "2"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "hardware.json").read_text())
+    results = {(r["model"], r["arch"]): r for r in data["results"]}
+    assert set(results) == {("sparse_tiny", "sparse"), ("sparse_tiny", "xnor"), ("dense_tiny", "sparse"),
+                            ("dense_tiny", "xnor")}
+    assert "symmetric +-1 domain" in results["sparse_tiny", "xnor"]["skipped"]
+    for key in [("sparse_tiny", "sparse"), ("dense_tiny", "sparse"), ("dense_tiny", "xnor")]:
+        r = results[key]
+        assert r["pnr_lut4"] > 0 and r["fmax_mhz"] > 0 and r["fits"]["12F"]
+        assert r["lut4_per_connection"] == r["lut4"] / r["connections"]
+        assert r["latency_ns"] == r["latency_cycles"] * 1000 / r["fmax_mhz"]
+    expected = float(np.mean(golden.infer(dense, x).predictions == labels))
+    assert results["dense_tiny", "xnor"]["accuracy"] == expected
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0][:3] == ["model", "arch", "accuracy"] and len(rows) == 5
+    assert ["dense_tiny", "xnor", f"{100 * expected:.2f}"] == rows[4][:3]
+    assert rows[2][2] == "skipped [1]" and "[1] sparse_tiny (xnor): layer 'dense0' neuron 0: expected" in out
+    for name in ("hardware.md", "accuracy_vs_lut4.png", "lut4_vs_connections.png", "fmax_vs_sparsity.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    # A rerun builds nothing: every result comes from the cache.
+    assert bench.main(argv) == 0
+    data = json.loads((tmp_path / "out" / "hardware.json").read_text())
+    assert all(r.get("cached", True) for r in data["results"])
