@@ -31,14 +31,15 @@ import numpy as np
 from . import golden, modelfile
 from ._cli import command, load_array
 from ._files import write_atomic
+from .boards import BOARDS
 from .errors import InputError
 from .generate import DEFAULT_EVERY
 from .hwplan import ARCHS, HardwareError, check_supported, check_xnor
 
 __all__ = ["ULX3S_DEVICES", "measure", "sweep", "pareto_front", "format_results", "plot_results", "main"]
 
-#: LUT4 (and as many FF) of the ECP5 parts the ULX3S carries (ECP5 family data sheet, FPGA-DS-02012).
-ULX3S_DEVICES = {"12F": 12_096, "25F": 24_288, "45F": 43_848, "85F": 83_640}
+#: LUT4 (and as many FF) of the ECP5 parts the ULX3S carries, from the board registry.
+ULX3S_DEVICES = {size: device.lut4 for size, device in BOARDS["ulx3s"].devices.items()}
 
 
 def _tool_versions():
