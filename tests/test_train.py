@@ -253,13 +253,15 @@ def test_train_and_export_cli(tmp_path):
      "sbnn_hdl.train: error: option --sparsity: expected a share strictly between 0 and 1, found 1.5"),
     (["sbnn_hdl.train", "--data", "digits", "--planes", "3,9", "-o", "x.sbnn"],
      "sbnn_hdl.train: error: option --planes: expected distinct plane numbers in [0, 4), found [3, 9]"),
+    (["sbnn_hdl.train", "--data", "digits", "-o", "nowhere/x.sbnn"],
+     "sbnn_hdl.train: error: output 'nowhere/x.sbnn': expected an existing folder '{tmp}/nowhere', found none"),
     (["sbnn_hdl.export", "missing.ckpt", "-o", "x.sbnn"],
      "sbnn_hdl.export: error: checkpoint 'missing.ckpt': expected a checkpoint file, found no such file"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == message
+    assert r.stderr.strip() == message.format(tmp=tmp_path)
     assert not (tmp_path / "x.sbnn").exists()
 
 

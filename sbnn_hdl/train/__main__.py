@@ -24,7 +24,7 @@ def _planes(text):
 @command("sbnn_hdl.train")
 def main(argv=None):
     from ..datasets import NAMES
-    from .loop import Config, export, summary, train
+    from .loop import Config, TrainError, export, summary, train
     from .quant import DOMAINS, STES
 
     parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.train", description=__doc__.split("\n\n")[1],
@@ -55,6 +55,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     stem = args.output[:-5] if args.output.endswith(".sbnn") else args.output
+    for path in (args.output, args.checkpoint, args.log):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):  # fail now, not after hours of training
+            raise TrainError(f"output {path!r}: expected an existing folder {folder!r}, found none")
     config = Config(data=args.data, arch=args.arch, encoding=args.encoding, planes=args.planes,
                     domain=args.domain, ste=args.ste, sparsity=args.sparsity, gamma=args.gamma,
                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mixup=args.mixup,
