@@ -3,7 +3,7 @@ sparsities, in each of the three weight domains. Prints a table (test accuracy, 
 bits/weight, connections, seconds per epoch) and writes it, with every run's figures, to
 ``OUT/results.json``; each model is exported (exactly, golden-checked) to ``OUT/<run>.sbnn``.
 
-    ./dev python benchmarks/fmnist_sweep.py --epochs 8 --batch-size 512 --threads 1 --out build/sweep
+    ./dev python benchmarks/fmnist_sweep.py --epochs 6 --batch-size 512 --threads 1 --out build/sweep
 
 A run whose ``.sbnn`` exists is not trained again (delete it to redo it). Every run is the same as
 ``python -m sbnn_hdl.train --data fashion-mnist --arch mlp:256,256 --domain D --sparsity S

@@ -104,6 +104,8 @@ def test_eq18_lambda(gamma):
     assert lam == pytest.approx(gamma * 1.7 / (0.05 * (1 - gamma)))
     assert lam * 0.05 / (1.7 + lam * 0.05) == pytest.approx(gamma)  # lambda*j is the share gamma of the total
     assert quant.eq18_lambda(task, torch.tensor(0.0), gamma) == 0
+    # Near the target, j is floored at 1%: lambda stays finite.
+    assert quant.eq18_lambda(task, torch.tensor(1e-9), gamma) == pytest.approx(gamma * 1.7 / (0.01 * (1 - gamma)))
 
 
 def test_arch_strings():
