@@ -248,8 +248,8 @@ def fold(net, *, search=False):
             mask = mask.permute(0, 2, 3, 1)
         mask = np.ascontiguousarray(mask.numpy())
         for limit in LIMITS if search else (LIMIT,):
-            f = _fold_layer(layer, tau, phi, mask, max_value, step, limit)
             try:
+                f = _fold_layer(layer, tau, phi, mask, max_value, step, limit)
                 f.proof = verify([f])["layers"][layer.name] if search else None
             except ExportError:
                 if limit == LIMIT:
