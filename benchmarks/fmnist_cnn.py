@@ -37,6 +37,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gamma", type=float, help="Eq. 18 gamma (default: the trainer's default)")
     parser.add_argument("--out", default="build/cnn")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -48,9 +49,11 @@ def main():
         if not os.path.exists(output):
             argv = ["python", "-m", "sbnn_hdl.train", "--data", "fashion-mnist", "--arch", args.arch,
                     "--planes", "7,6", *(["--sparsity", target] if sparsity else []), "--epochs", str(args.epochs),
-                    "--train-limit", str(args.train_limit), "--threads", str(args.threads), "-o", output]
+                    "--train-limit", str(args.train_limit), "--threads", str(args.threads),
+                    *(["--gamma", str(args.gamma)] if args.gamma is not None else []), "-o", output]
             config = Config(arch=args.arch, planes=[7, 6], sparsity=sparsity, epochs=args.epochs,
-                            train_limit=args.train_limit, threads=args.threads, name="fmnist_cnn", argv=argv)
+                            train_limit=args.train_limit, threads=args.threads, gamma=args.gamma, name="fmnist_cnn",
+                            argv=argv)
             net, _, log = train(config, log_path=output[:-5] + ".log.json", data=data)
             export(net, data, config, log, output)
         model = modelfile.load(output)
