@@ -51,8 +51,8 @@ def test_inspect_report_on_example(capsys):
     assert inspect_cli.main([EXAMPLE]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model digits: input 64 x 4 bits, integer encoding, planes 3,2 (64 first-layer inputs)")
-    assert "fc1    dense   64  256  1,008/16,384    6.15%   0.333" in out
-    assert "total                   1,408/18,944    7.43%" in out
+    assert "fc1    dense  64   64    752/4,096   18.36%   0.688" in out
+    assert "total                  1,018/4,736   21.49%" in out
 
 
 def test_inspect_json(tmp_path, capsys):

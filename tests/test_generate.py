@@ -36,7 +36,7 @@ def test_cli_writes_verilog_and_report(tmp_path, capsys):
     assert ports["sample"] == {"name": "sample", "direction": "in", "width": 64 * 4}
     assert ports["prediction"]["direction"] == "out" and ports["prediction"]["width"] == 4
     assert ports["scores"]["width"] == 10 * report["output"]["scores"]["width"]
-    assert report["connections"]["model"] == 1408
+    assert report["connections"]["model"] == 1018
     assert report["estimate_ecp5"]["lut4"] > 0 and report["estimate_ecp5"]["ff"] > 0
     # Every port in the report is a port of the Verilog module, with that width.
     for port in report["ports"]:

@@ -1,0 +1,288 @@
+"""The training loop: Adam with a cosine schedule, the Eq. 18 sparsity regulariser, optional
+mixup, a JSON log per epoch, checkpoints every epoch with exact resume, and the export.
+
+Determinism: the weights are initialised from ``torch.manual_seed(seed)``; epoch ``e`` shuffles
+(and draws mixup) from ``numpy.random.default_rng([seed, e])``; the learning rate and IR-Net's
+``t`` are functions of the step number. A run resumed from the checkpoint of epoch ``e`` thus
+continues exactly as the uninterrupted run, and the same seed, data and thread count give the
+same model (``torch.use_deterministic_algorithms``).
+"""
+
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .. import __version__, datasets, modelfile
+from .._files import write_atomic
+from ..errors import SbnnError
+from ..export import check_agreement, exact_scores, fold, to_model
+from ..stats import binary_entropy
+from .nets import SbnnNet, encode_batch, input_spec, parse_arch
+from .quant import DOMAINS, STES, eq18_lambda, ir_net_t, sparsity_penalty
+
+__all__ = ["TrainError", "Config", "default_gamma", "build_net", "train", "export_checkpoint"]
+
+
+class TrainError(SbnnError):
+    """Bad training settings or a checkpoint that cannot be used."""
+
+
+def default_gamma(sparsity):
+    """The Eq. 18 ``gamma`` used when none is given (see docs/training.md for how it was chosen)."""
+    if sparsity is None:
+        return 0.0
+    return 0.2 if sparsity <= 0.965 else 0.4 if sparsity <= 0.98 else 0.5
+
+
+@dataclass
+class Config:
+    """Every setting of a run; stored in checkpoints and in the model's metadata."""
+
+    data: str = "fashion-mnist"
+    arch: str = "mlp:256,256"
+    encoding: str = "bitplanes"
+    planes: list = None          # default: the top 4 planes (all for 4-bit data)
+    domain: str = "learned"
+    ste: str = "ste"
+    sparsity: float = None       # target share of 0-valued weights; None: a dense BNN
+    gamma: float = None          # None: default_gamma(sparsity)
+    epochs: int = 15
+    batch_size: int = 256
+    lr: float = 2e-3
+    mixup: float = 0.0           # Beta(alpha, alpha) mixup; 0 disables it
+    seed: int = 0
+    threads: int = 2
+    pad_value: int = 0
+    name: str = None
+    train_limit: int = None      # use only the first N training samples (tests)
+    argv: list = field(default_factory=list)
+
+    def check(self, bits):
+        def bad(key, expected, found):
+            return TrainError(f"option --{key}: expected {expected}, found {found}")
+        try:
+            parse_arch(self.arch)
+        except ValueError as error:
+            raise bad("arch", *str(error).removeprefix("expected ").split(", found ", 1)) from None
+        if self.domain not in DOMAINS:
+            raise bad("domain", " or ".join(DOMAINS), repr(self.domain))
+        if self.ste not in STES:
+            raise bad("ste", " or ".join(STES), repr(self.ste))
+        if self.encoding not in ("integer", "bitplanes"):
+            raise bad("encoding", "integer or bitplanes", repr(self.encoding))
+        if self.sparsity is not None and not 0 < self.sparsity < 1:
+            raise bad("sparsity", "a share strictly between 0 and 1", self.sparsity)
+        if self.gamma is not None and not 0 <= self.gamma < 1:
+            raise bad("gamma", "a value in [0, 1)", self.gamma)
+        if self.planes is None:
+            self.planes = list(range(bits - 1, max(bits - 5, -1), -1))
+        if not self.planes or len(set(self.planes)) != len(self.planes) or \
+                any(not 0 <= k < bits for k in self.planes):
+            raise bad("planes", f"distinct plane numbers in [0, {bits})", self.planes)
+        for key in ("epochs", "batch_size", "threads"):
+            if getattr(self, key) < 1:
+                raise bad(key.replace("_", "-"), "a positive number", getattr(self, key))
+        if self.gamma is None:
+            self.gamma = default_gamma(self.sparsity)
+        if self.name is None:
+            self.name = "".join(c if c.isalnum() else "_" for c in f"{self.data}_{self.arch.split(':')[0]}")
+
+
+def build_net(config, data):
+    kind, _ = parse_arch(config.arch)
+    spec = input_spec(kind, data.image_shape, data.bits, config.encoding, config.planes)
+    return SbnnNet(spec, config.arch, len(data.classes), config.domain, config.ste, config.pad_value)
+
+
+def _setup(config):
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    # Filling every fresh tensor with NaN (the deterministic mode's default) costs a third of a
+    # step and changes no result: every tensor here is written before it is read.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def _accuracy(net, x, y):
+    folded = fold(net)
+    return float((exact_scores(net, folded, x).argmax(axis=1) == y).mean())
+
+
+def _checkpoint_bytes(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _load_checkpoint(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise TrainError(f"checkpoint {path!r}: expected a checkpoint file, found no such file") from None
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        raise TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train, "
+                         f"found unreadable data ({type(error).__name__})") from None
+
+
+def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True, data=None, stop_after=None):
+    """Train (or resume) a model as ``config`` says. Returns ``(net, data, log)``.
+
+    ``stop_after``: return after that many epochs (of ``config.epochs``), as an interrupted run would.
+    Writes ``checkpoint`` (when given) after every epoch and ``log_path`` (JSON, a list with one
+    object per epoch) likewise, both atomically.
+    """
+    data = data or datasets.load(config.data)
+    config.check(data.bits)
+    _setup(config)
+    state = None
+    if resume:
+        state = _load_checkpoint(checkpoint)
+        saved = Config(**state["config"])
+        if {k: v for k, v in asdict(saved).items() if k not in ("epochs", "argv")} != \
+                {k: v for k, v in asdict(config).items() if k not in ("epochs", "argv")}:
+            raise TrainError(f"checkpoint {checkpoint!r}: expected the settings of this run, found a run "
+                             f"with other settings ({saved.arch}, {saved.domain}, seed {saved.seed})")
+    torch.manual_seed(config.seed)
+    net = build_net(config, data)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    log, start = [], 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        log, start = state["log"], state["epoch"] + 1
+    x, y = data.x_train, data.y_train
+    if config.train_limit:
+        x, y = x[:config.train_limit], y[:config.train_limit]
+    batches = math.ceil(len(x) / config.batch_size)
+    total_steps = config.epochs * batches
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total_steps, initial=start * batches, unit="step", file=sys.stderr, dynamic_ncols=True,
+                   desc=f"{config.domain} {config.sparsity or 'dense'}")
+    for epoch in range(start, config.epochs if stop_after is None else min(stop_after, config.epochs)):
+        began = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])
+        order = rng.permutation(len(x))
+        net.train()
+        sums = {"loss": 0.0, "task_loss": 0.0, "lambda": 0.0}
+        for i in range(batches):
+            step = epoch * batches + i
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+            net.t = ir_net_t(step / max(total_steps - 1, 1))
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            v, target = encode_batch(net.spec, x[idx], net.conv_first), torch.from_numpy(y[idx])
+            if config.mixup > 0:
+                lam = float(rng.beta(config.mixup, config.mixup))
+                perm = torch.from_numpy(rng.permutation(len(idx)))
+                scores = net(lam * v + (1 - lam) * v[perm])
+                task = lam * F.cross_entropy(scores, target) + (1 - lam) * F.cross_entropy(scores, target[perm])
+            else:
+                task = F.cross_entropy(net(v), target)
+            loss = task
+            lam_reg = 0.0
+            if config.sparsity is not None:
+                penalty = sparsity_penalty(net.binary_weights(), config.sparsity)
+                lam_reg = eq18_lambda(task, penalty, config.gamma)
+                loss = task + lam_reg * penalty
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            net.clamp_()
+            sums["loss"] += float(loss.detach())
+            sums["task_loss"] += float(task.detach())
+            sums["lambda"] += lam_reg
+            if bar is not None:
+                bar.update()
+        net.eval()
+        density = net.density()
+        ones, weights = sum(o for o, _ in density), sum(w for _, w in density)
+        entry = {"epoch": epoch + 1, **{k: v / batches for k, v in sums.items()},
+                 "lr_end": optimizer.param_groups[0]["lr"], "irnet_t": net.t,
+                 "sparsity": 1 - ones / weights, "entropy_bits_per_weight": binary_entropy(ones / weights),
+                 "layer_density": {layer.name: o / w for layer, (o, w) in zip(net.binary_layers, density)},
+                 "val_accuracy": _accuracy(net, data.x_val, data.y_val),
+                 "seconds": round(time.perf_counter() - began, 2)}
+        log.append(entry)
+        if bar is not None:
+            bar.set_postfix(val=f"{entry['val_accuracy']:.4f}", sparsity=f"{entry['sparsity']:.4f}")
+        if checkpoint:
+            write_atomic(checkpoint, _checkpoint_bytes({"config": asdict(config), "epoch": epoch,
+                                                         "model": net.state_dict(),
+                                                         "optimizer": optimizer.state_dict(), "log": log}))
+        if log_path:
+            write_atomic(log_path, (json.dumps(log, indent=1) + "\n").encode())
+    if bar is not None:
+        bar.close()
+    net.eval()
+    return net, data, log
+
+
+def versions():
+    return {"sbnn_hdl": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def export(net, data, config, log, output, *, name=None):
+    """Fold, verify neuron by neuron, check the PyTorch model against the golden model on the whole
+    test set, and save ``output``. Returns ``(model, report)``; raises ExportError on any mismatch."""
+    config.check(data.bits)  # fills in the defaults (name, planes, gamma) when train() did not see this object
+    folded = fold(net, search=True)
+    proof = {"layers": {f.name: f.proof for f in folded}}
+    density = net.density()
+    ones, weights = sum(o for o, _ in density), sum(w for _, w in density)
+    with torch.no_grad():  # the real-valued model in float32 (batch norm as trained), for the record
+        float_predictions = np.concatenate([
+            net(encode_batch(net.spec, data.x_test[i:i + 2048], net.conv_first)).argmax(1).numpy()
+            for i in range(0, len(data.x_test), 2048)])
+    metadata = {
+        "dataset": data.name, "dataset_source": data.source, "command": " ".join(config.argv) or None,
+        "seed": config.seed, "arch": config.arch, "domain": config.domain, "ste": config.ste,
+        "target_sparsity": config.sparsity, "gamma": config.gamma, "epochs": len(log),
+        "sparsity": round(1 - ones / weights, 6),
+        "entropy_bits_per_weight": round(binary_entropy(ones / weights), 6),
+        "val_accuracy": log[-1]["val_accuracy"] if log else None, "versions": versions(),
+    }
+    classes = list(data.classes)
+    draft = to_model(net, folded, name or config.name, classes, metadata)
+    predictions, accuracy = check_agreement(net, folded, draft, data.x_test, data.y_test)
+    metadata.update(test_accuracy=round(accuracy, 6), test_samples=int(len(data.x_test)),
+                    float32_eval_disagreements=int((float_predictions != predictions).sum()))
+    model = to_model(net, folded, name or config.name, classes, metadata)
+    modelfile.save(model, output)
+    return model, {"accuracy": accuracy, "proof": proof, **metadata}
+
+
+def export_checkpoint(path, output, *, name=None):
+    """``python -m sbnn_hdl.export``: rebuild the net from a checkpoint and export it."""
+    state = _load_checkpoint(path)
+    try:
+        config = Config(**state["config"])
+        data = datasets.load(config.data)
+        _setup(config)
+        net = build_net(config, data)
+        net.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train, "
+                         f"found {type(error).__name__}: {str(error).splitlines()[0]}") from None
+    net.eval()
+    model, report = export(net, data, config, state["log"], output, name=name)
+    print(summary(model, report, output))
+    return model
+
+
+def summary(model, report, output):
+    layers = ", ".join(f"{n}: {'exact ratio' if r['exact_ratio'] else 'ratio'} {r['ratio'][1]}/{r['ratio'][0]}"
+                       for n, r in report["proof"]["layers"].items())
+    return (f"{output}: {model.name}, {model.connections:,} connections, sparsity {100 * report['sparsity']:.2f}%, "
+            f"test accuracy {100 * report['accuracy']:.2f}% ({report['test_samples']} samples; PyTorch and golden "
+            f"agree on every prediction and score)\nexact folding checked per neuron ({layers})")

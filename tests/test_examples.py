@@ -1,0 +1,21 @@
+"""The shipped trained models: what they were trained as, and their accuracy on the shipped inputs
+(no torch needed; the README and ./dev example quote these figures)."""
+
+import numpy as np
+import pytest
+
+from sbnn_hdl import golden, load
+
+
+@pytest.mark.parametrize("model, x, y, correct, meta", [
+    ("examples/fmnist_mlp95.sbnn", "examples/fmnist_x.npy", "examples/fmnist_y.npy", 849,
+     {"dataset": "fashion-mnist", "domain": "learned", "target_sparsity": 0.95, "test_accuracy": 0.841}),
+    ("examples/digits.sbnn", "examples/digits_x.npy", "examples/digits_y.npy", 336,
+     {"dataset": "digits", "domain": "learned", "target_sparsity": 0.75, "test_accuracy": 0.933333}),
+])
+def test_shipped_model(model, x, y, correct, meta):
+    model = load(model)
+    predictions = golden.infer(model, np.load(x)).predictions
+    assert int((predictions == np.load(y)).sum()) == correct
+    assert {k: model.metadata[k] for k in meta} == meta
+    assert model.metadata["command"].startswith("python -m sbnn_hdl.train ")

@@ -1,0 +1,274 @@
+"""Training (sbnn_hdl.train) and the exact export (sbnn_hdl.export): quantizers, Eq. 15, Eq. 18,
+tiny models trained on scikit-learn's digits and checked against the golden model, determinism,
+resume, and the command-line error paths."""
+
+import math
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sbnn_hdl import datasets, golden, load  # noqa: E402
+from sbnn_hdl.export import ExportError, fold_hidden, fold_output, verify, Folded  # noqa: E402
+from sbnn_hdl.train import quant  # noqa: E402
+from sbnn_hdl.train.loop import Config, export, train  # noqa: E402
+from sbnn_hdl.train.nets import parse_arch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load("digits")
+
+
+# --- quantizers -------------------------------------------------------------------------------
+
+def test_sign_of_zero_is_plus_one():
+    x = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 2.0, -3.0])
+    assert quant.sign(x).tolist() == [1, 1, 1, -1, 1, -1]
+    assert quant.binary_sign(x, "irnet", 3.0).tolist() == [1, 1, 1, -1, 1, -1]
+
+
+X = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("kind, t, expected", [
+    ("ste", 1.0, [0, 1, 1, 1, 1, 1, 0]),
+    ("approxsign", 1.0, [0, 0, 1, 2, 1, 0, 0]),
+    ("irnet", 0.1, [10 * 0.1 * (1 - math.tanh(0.1 * x) ** 2) for x in X]),   # k = 1/t = 10
+    ("irnet", 10.0, [1 * 10 * (1 - math.tanh(10 * x) ** 2) for x in X]),     # k = 1
+])
+def test_estimators_forward_and_backward(kind, t, expected):
+    x = torch.tensor(X, requires_grad=True)
+    y = quant.binary_sign(x, kind, t)
+    assert y.tolist() == [-1, -1, -1, 1, 1, 1, 1]
+    (y * torch.arange(1.0, 8.0)).sum().backward()  # the incoming gradient is multiplied through
+    assert x.grad.tolist() == pytest.approx([e * w for e, w in zip(expected, range(1, 8))], rel=1e-3, abs=1e-6)
+
+
+def test_ir_net_schedule():
+    assert quant.ir_net_t(0) == pytest.approx(0.1)
+    assert quant.ir_net_t(0.5) == pytest.approx(1.0)
+    assert quant.ir_net_t(1) == pytest.approx(10.0)
+
+
+def test_symmetric_domain_is_xnor_scaling():
+    w = torch.tensor([0.3, -0.1, 0.2, -0.6])
+    tau, phi = quant.domain_params("symmetric", w)
+    assert float(tau) == pytest.approx(0.3) and float(phi) == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eq15_is_the_least_squares_optimum(seed):
+    w = torch.from_numpy(np.random.default_rng(seed).normal(0.1 * seed, 0.5, 257).astype(np.float32))
+    tau, phi = quant.closed_form(w)
+    plus, minus = w[w >= 0], w[w < 0]
+    # The optimum puts beta = tau + phi at the mean of the +1 class, alpha = phi - tau at the mean of the -1 class.
+    assert float(tau + phi) == pytest.approx(float(plus.mean()), abs=1e-5)
+    assert float(phi - tau) == pytest.approx(float(minus.mean()), abs=1e-5)
+    design = np.stack([quant.sign(w).numpy(), np.ones(len(w))], axis=1).astype(np.float64)
+    (tau_ls, phi_ls), *_ = np.linalg.lstsq(design, w.numpy().astype(np.float64), rcond=None)
+    assert (float(tau), float(phi)) == pytest.approx((tau_ls, phi_ls), abs=1e-5)
+
+
+def test_eq15_with_one_sign_class():
+    tau, phi = quant.closed_form(torch.tensor([0.5, 0.25, 0.75]))
+    assert float(tau + phi) == pytest.approx(0.5)
+
+
+def test_learned_domain_trains_tau_and_phi():
+    tau, phi = torch.ones((), requires_grad=True), torch.zeros((), requires_grad=True)
+    w = torch.tensor([0.5, -0.5, 0.1])
+    t, p = quant.domain_params("learned", w, tau, phi)
+    (t * quant.sign(w) + p).sum().backward()
+    assert tau.grad == 1 and phi.grad == 3
+
+
+def test_eq16_penalty_and_its_gradient():
+    w = torch.tensor([0.5, -0.5, 0.2, -0.1, 2.0], requires_grad=True)
+    wbar = quant.binary_sign(w, "ste")
+    j = quant.sparsity_penalty([wbar], target_sparsity=0.8)
+    assert float(j.detach()) == pytest.approx(3 / 5 - 0.2)
+    j.backward()
+    assert w.grad.tolist() == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.0])  # 1/(2N) inside the clip
+    assert float(quant.sparsity_penalty([wbar.detach()], target_sparsity=0.3)) == 0
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.2, 0.6])
+def test_eq18_lambda(gamma):
+    task, j = torch.tensor(1.7), torch.tensor(0.05)
+    lam = quant.eq18_lambda(task, j, gamma)
+    assert lam == pytest.approx(gamma * 1.7 / (0.05 * (1 - gamma)))
+    assert lam * 0.05 / (1.7 + lam * 0.05) == pytest.approx(gamma)  # lambda*j is the share gamma of the total
+    assert quant.eq18_lambda(task, torch.tensor(0.0), gamma) == 0
+    # Near the target, j is floored at 1%: lambda stays finite.
+    assert quant.eq18_lambda(task, torch.tensor(1e-9), gamma) == pytest.approx(gamma * 1.7 / (0.01 * (1 - gamma)))
+
+
+def test_arch_strings():
+    assert parse_arch("mlp:256,256") == ("mlp", [("fc", 256), ("fc", 256)])
+    assert parse_arch("cnn:8,p,16,p,fc32") == ("cnn", [("conv", 8), ("pool", 2), ("conv", 16), ("pool", 2),
+                                                       ("fc", 32)])
+    for bad in ("mlp", "mlp:0", "cnn:p,8", "cnn:8,fc8,p", "rnn:3"):
+        with pytest.raises(ValueError, match="expected"):
+            parse_arch(bad)
+
+
+# --- folding ------------------------------------------------------------------------------------
+
+def _hidden(rows, *, tau, phi, mean, var, gamma, beta, max_value=1, step=1):
+    mask = np.array(rows, np.uint8)
+    k, ratio, a, b, t, exact = fold_hidden("fc", tau, phi, max_value, mean, var, 0.0, gamma, beta)
+    return Folded("fc", "dense", mask, a, b, t, False, max_value, step, ratio, k, exact)
+
+
+def _real_fires(rows, x, *, tau, phi, mean, var, gamma, beta):
+    # The real-valued neuron, in exact rational arithmetic (var + eps = 1 here, so sd = 1).
+    out = []
+    for row, m, g, bb in zip(rows, mean, gamma, beta):
+        z = sum((Fraction(tau) * (1 if r else -1) + Fraction(phi)) * v for r, v in zip(row, x))
+        out.append(Fraction(g) * (z - Fraction(m)) + Fraction(bb) >= 0)
+    return out
+
+
+def test_fold_ties_and_negative_batch_norm_scale():
+    rows = [[1, 1, 0, 0, 1], [0, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+    params = dict(tau=0.5, phi=-0.25, mean=[0.25, -0.5, 0.75, 0.0], var=[1.0] * 4,
+                  gamma=[2.0, -1.0, 0.5, 0.0], beta=[0.0, 0.0, 0.0, -1.0])
+    layer = _hidden(rows, **params)
+    assert layer.ratio == (4, -3)  # k = (phi - tau)/(2 tau) = -3/4, exact
+    stats = verify([layer])
+    assert stats["layers"]["fc"]["points_enumerated"] > 0
+    ties = 0
+    for bits in range(32):
+        x = [(bits >> i) & 1 for i in range(5)]
+        p = np.array(rows) @ x
+        acc = layer.a * p + layer.b * sum(x)
+        real = _real_fires(rows, x, **params)
+        assert list(acc >= layer.t) == real, x
+        ties += any(Fraction(g) * (sum((Fraction(0.5) * (1 if r else -1) - Fraction(0.25)) * v
+                                       for r, v in zip(row, x)) - Fraction(m)) == 0
+                    for row, m, g in zip(rows, params["mean"], params["gamma"][:3]))
+    assert ties  # some inputs sit exactly on a boundary: they fire (sign(0) = +1) in both forms
+    assert layer.a[1] < 0  # negative batch-norm scale: the comparison is flipped
+    assert (layer.a[3], layer.b[3], layer.t[3]) == (0, 0, 1)  # gamma = 0, beta < 0: never fires
+
+
+def test_verify_catches_a_wrong_threshold():
+    layer = _hidden([[1, 0, 1, 1]], tau=0.5, phi=-0.25, mean=[0.25], var=[1.0], gamma=[2.0], beta=[0.0])
+    layer.t = layer.t + 1
+    with pytest.raises(ExportError, match="neuron 0: expected the integer comparison"):
+        verify([layer])
+
+
+def test_fold_output_orders_classes_as_the_real_scores():
+    k, ratio, a, b, t, o, s = fold_output("out", 0.3, 0.05, 1, 1.5, 4.0, 0.0, -0.7, [0.1, -0.2, 0.3])
+    assert s == -1 and (a < 0).all() and len(set(a)) == 1 and len(set(b)) == 1
+    layer = Folded("out", "dense", np.ones((3, 6), np.uint8), a, b, t, True, 1, 1, ratio, k, o, s)
+    assert verify([layer])["layers"]["out"]["pair_points"] > 0
+
+
+# --- tiny models, end to end ----------------------------------------------------------------------
+
+TINY = dict(data="digits", epochs=2, batch_size=64, train_limit=512, seed=3, threads=1)
+
+
+@pytest.mark.parametrize("arch, encoding, planes, domain, ste, pad", [
+    ("mlp:32", "integer", [3, 2], "learned", "ste", 0),
+    ("mlp:32,16", "bitplanes", [3, 2, 1], "closed-form", "irnet", 0),
+    ("cnn:4,p,fc16", "bitplanes", [3, 2], "symmetric", "approxsign", 0),
+    ("cnn:4,p", "integer", [3], "learned", "ste", 1),
+])
+def test_tiny_model_exports_exactly(tmp_path, digits, arch, encoding, planes, domain, ste, pad):
+    config = Config(arch=arch, encoding=encoding, planes=planes, domain=domain, ste=ste, sparsity=0.7,
+                    pad_value=pad, **TINY)
+    net, data, log = train(config, progress=False, data=digits)
+    assert len(log) == 2 and 0 <= log[-1]["val_accuracy"] <= 1
+    path = tmp_path / "tiny.sbnn"
+    model, report = export(net, data, config, log, path)  # raises on any disagreement
+    loaded = load(path)
+    assert loaded == model
+    meta = loaded.metadata
+    assert meta["dataset"] == "digits" and meta["domain"] == domain and meta["seed"] == 3
+    assert set(meta["versions"]) == {"sbnn_hdl", "torch", "numpy", "python"}
+    x = data.x_test.reshape(len(data.x_test), *model.input.shape)
+    accuracy = float((golden.infer(loaded, x).predictions == data.y_test).mean())
+    assert accuracy == report["accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-6)
+    if domain == "learned" and arch.startswith("mlp"):
+        assert accuracy > 0.5  # 16 steps on 512 images: well above chance (10%)
+    assert report["proof"]["layers"]
+
+
+def test_same_seed_same_model(tmp_path, digits):
+    config = dict(arch="mlp:24", sparsity=0.8, **TINY)
+    paths = []
+    for i in range(2):
+        net, data, log = train(Config(**config), progress=False, data=digits)
+        paths.append(tmp_path / f"m{i}.sbnn")
+        export(net, data, Config(**config), log, paths[-1])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    net, *_ = train(Config(**{**config, "seed": 4}), progress=False, data=digits)
+    assert not torch.equal(net.binary_layers[0].weight, train(Config(**config), progress=False, data=digits)[0]
+                           .binary_layers[0].weight)
+
+
+def test_resume_continues_exactly(tmp_path, digits):
+    config = dict(arch="mlp:24", sparsity=0.8, mixup=0.4, **{**TINY, "epochs": 3})
+    straight, _, log = train(Config(**config), progress=False, data=digits)
+    ckpt = tmp_path / "run.ckpt"
+    train(Config(**config), checkpoint=ckpt, progress=False, data=digits, stop_after=2)
+    resumed, _, log2 = train(Config(**config), checkpoint=ckpt, resume=True, progress=False, data=digits)
+    assert [e["epoch"] for e in log2] == [1, 2, 3]
+    for x, y in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(x, y)
+    with pytest.raises(Exception, match="expected the settings of this run"):
+        train(Config(**{**config, "seed": 9}), checkpoint=ckpt, resume=True, progress=False, data=digits)
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+
+
+def test_train_and_export_cli(tmp_path):
+    out = tmp_path / "d.sbnn"
+    r = _run("sbnn_hdl.train", "--data", "digits", "--arch", "mlp:16", "--sparsity", "0.75", "--epochs", "1",
+             "--train-limit", "256", "--quiet", "--threads", "1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "PyTorch and golden agree on every prediction and score" in r.stdout
+    assert (tmp_path / "d.log.json").exists() and (tmp_path / "d.ckpt").exists()
+    meta = load(out).metadata
+    assert meta["command"].startswith("python -m sbnn_hdl.train --data digits")
+    r = _run("sbnn_hdl.export", str(tmp_path / "d.ckpt"), "-o", str(tmp_path / "again.sbnn"))
+    assert r.returncode == 0, r.stderr
+    assert load(tmp_path / "again.sbnn").layers == load(out).layers
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sbnn_hdl.train", "--data", "digits", "--arch", "mlp:0", "-o", "x.sbnn"],
+     "sbnn_hdl.train: error: option --arch: expected layer widths in 'mlp:0', found '0'"),
+    (["sbnn_hdl.train", "--data", "digits", "--sparsity", "1.5", "-o", "x.sbnn"],
+     "sbnn_hdl.train: error: option --sparsity: expected a share strictly between 0 and 1, found 1.5"),
+    (["sbnn_hdl.train", "--data", "digits", "--planes", "3,9", "-o", "x.sbnn"],
+     "sbnn_hdl.train: error: option --planes: expected distinct plane numbers in [0, 4), found [3, 9]"),
+    (["sbnn_hdl.train", "--data", "digits", "-o", "nowhere/x.sbnn"],
+     "sbnn_hdl.train: error: output 'nowhere/x.sbnn': expected an existing folder '{tmp}/nowhere', found none"),
+    (["sbnn_hdl.export", "missing.ckpt", "-o", "x.sbnn"],
+     "sbnn_hdl.export: error: checkpoint 'missing.ckpt': expected a checkpoint file, found no such file"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == message.format(tmp=tmp_path)
+    assert not (tmp_path / "x.sbnn").exists()
+
+
+def test_export_refuses_a_foreign_checkpoint(tmp_path):
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    r = _run("sbnn_hdl.export", str(tmp_path / "bad.ckpt"), "-o", str(tmp_path / "x.sbnn"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "expected a checkpoint written by sbnn_hdl.train, found unreadable data" in r.stderr
