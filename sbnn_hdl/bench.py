@@ -63,11 +63,11 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True
     started = time.perf_counter()
     generated = generate_verilog(model, every=every, arch=arch)
     top = generated.report["top"]
-    tag = f"{model.name}-{arch}"
+    tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
     weights = sum(layer.mask.size for layer in model.layers)
     result = {
-        "model": model.name, "file": str(path), "arch": arch, "every": every,
+        "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
         "latency_cycles": generated.report["latency"],
         "estimate_lut4": generated.report["estimate_ecp5"]["lut4"],
@@ -121,13 +121,14 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=T
                 try:
                     check_xnor(model)
                 except HardwareError as error:
-                    results.append({"model": model.name, "file": str(path), "arch": arch, "skipped": str(error)})
+                    results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
+                                    "skipped": str(error)})
                     continue
             key = _key(data, arch, every, frequency, pnr)
             cached = cache / f"{key}.json" if cache else None
             if cached and cached.exists():
                 result = json.loads(cached.read_text())
-                result.update(accuracy=accuracy, cached=True)
+                result.update(accuracy=accuracy, cached=True, label=Path(path).stem, file=str(path))
                 results.append(result)
             else:
                 todo.append((path, arch, accuracy, cached))
@@ -142,10 +143,10 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=T
             if cached:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(cached, json.dumps(result, indent=1).encode())
-            result.update(accuracy=accuracy, cached=False)
+            result.update(accuracy=accuracy, cached=False, label=Path(path).stem)
             results.append(result)
             if progress:
-                progress(done, len(todo), f"{result['model']} ({arch})")
+                progress(done, len(todo), f"{result['label']} ({arch})")
     order = {(str(p), a): n for n, (p, a) in enumerate((str(p), a) for p in paths for a in archs)}
     return sorted(results, key=lambda r: order.get((r["file"], r["arch"]), 0))
 
@@ -166,17 +167,17 @@ def _f(value, spec, missing="-"):
 
 def format_results(results):
     """The results as a Markdown table (the same text goes to the terminal)."""
-    header = ["model", "arch", "accuracy", "sparsity", "connections", "LUT4", "FF", "fmax MHz", "latency",
+    header = ["model file", "arch", "accuracy", "sparsity", "connections", "LUT4", "FF", "fmax MHz", "latency",
               "inferences/s", "LUT4/conn", "fits ULX3S"]
     rows, notes = [], []
     for r in results:
         if "skipped" in r:
-            notes.append(f"{r['model']} ({r['arch']}): {r['skipped']}")
-            rows.append([r["model"], r["arch"], f"skipped [{len(notes)}]"] + [""] * (len(header) - 3))
+            notes.append(f"{r['label']} ({r['arch']}): {r['skipped']}")
+            rows.append([r["label"], r["arch"], f"skipped [{len(notes)}]"] + [""] * (len(header) - 3))
             continue
         fits = [d for d, ok in r["fits"].items() if ok]
         latency = f"{r['latency_cycles']} cyc" + (f" / {r['latency_ns']:.0f} ns" if r.get("latency_ns") else "")
-        rows.append([r["model"], r["arch"], _f(r.get("accuracy") and 100 * r["accuracy"], ".2f"),
+        rows.append([r["label"], r["arch"], _f(r.get("accuracy") and 100 * r["accuracy"], ".2f"),
                      f"{100 * r['sparsity']:.1f}%", f"{r['connections']:,}",
                      f"{r['lut4']:,}" + ("" if "pnr_lut4" in r else " (synth)"), f"{r['ff']:,}",
                      _f(r.get("fmax_mhz"), ".1f"), latency,
@@ -219,7 +220,7 @@ def plot_results(results, folder):
         front = [with_accuracy[i] for i in pareto_front([(r["lut4"], r["accuracy"]) for r in with_accuracy])]
         axes.plot([r["lut4"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=1, label="Pareto front")
         for r in with_accuracy:
-            axes.annotate(r["model"], (r["lut4"], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
+            axes.annotate(r["label"], (r["lut4"], 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
                           textcoords="offset points")
         for device, size in ULX3S_DEVICES.items():
             axes.axvline(size, color="grey", lw=0.6, ls=":")

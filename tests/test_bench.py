@@ -37,6 +37,7 @@ def test_sweep_smoke(tmp_path, capsys):
     results = {(r["model"], r["arch"]): r for r in data["results"]}
     assert set(results) == {("sparse_tiny", "sparse"), ("sparse_tiny", "xnor"), ("dense_tiny", "sparse"),
                             ("dense_tiny", "xnor")}
+    assert {r["label"] for r in data["results"]} == {"sparse", "dense"}  # file names, not model names
     assert "symmetric +-1 domain" in results["sparse_tiny", "xnor"]["skipped"]
     for key in [("sparse_tiny", "sparse"), ("dense_tiny", "sparse"), ("dense_tiny", "xnor")]:
         r = results[key]
@@ -46,9 +47,9 @@ def test_sweep_smoke(tmp_path, capsys):
     expected = float(np.mean(golden.infer(dense, x).predictions == labels))
     assert results["dense_tiny", "xnor"]["accuracy"] == expected
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
-    assert rows[0][:3] == ["model", "arch", "accuracy"] and len(rows) == 5
-    assert ["dense_tiny", "xnor", f"{100 * expected:.2f}"] == rows[4][:3]
-    assert rows[2][2] == "skipped [1]" and "[1] sparse_tiny (xnor): layer 'dense0' neuron 0: expected" in out
+    assert rows[0][:3] == ["model file", "arch", "accuracy"] and len(rows) == 5
+    assert ["dense", "xnor", f"{100 * expected:.2f}"] == rows[4][:3]
+    assert rows[2][2] == "skipped [1]" and "[1] sparse (xnor): layer 'dense0' neuron 0: expected" in out
     for name in ("hardware.md", "accuracy_vs_lut4.png", "lut4_vs_connections.png", "fmax_vs_sparsity.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     # A rerun builds nothing: every result comes from the cache.
