@@ -223,12 +223,12 @@ def finetune(candidate, data, epochs, *, threads, seed, calibration, progress=Tr
 
 def hardware_figures(net, name="candidate"):
     """``{"first_layer": connections, "connections": all, "lut4": estimate or None}`` of ``net``'s
-    folded form (the LUT4 estimate of :func:`sbnn_hdl.generate.estimate_model`; None for a model
+    folded form as the export folds it (the LUT4 estimate of :func:`sbnn_hdl.generate.estimate_model`; None for a model
     that the generator cannot build)."""
     from .export import fold, to_model
     from .generate import estimate_model
     from .hwplan import HardwareError
-    model = to_model(net, fold(net), name)
+    model = to_model(net, fold(net, search=True), name)  # the export's (narrowest proven) coefficients
     try:
         lut4 = estimate_model(model)["lut4"]
     except HardwareError:
@@ -255,9 +255,13 @@ def tables(report):
     base = report["base"]["val_accuracy"]
     sensitivity = [[f"{entry['removed']}", _planes(entry["planes"]), _pct(entry["val_accuracy"]),
                     f"{100 * (base - entry['val_accuracy']):+.2f}"] for entry in report["sensitivity"]]
+    tuned = {tuple(t["planes"]): t["val_accuracy"] for t in report["finetune"]}
+    exported = report["exported"]["planes"]
     curve = [[len(c["planes"]), _planes(c["planes"]), _pct(c["val_accuracy"]),
-              f"{100 * (base - c['val_accuracy']):+.2f}", _count(c["first_layer"]), _count(c["connections"]),
-              _count(c["lut4"]), "chosen" if c["planes"] == report["chosen"]["planes"] else ""]
+              f"{100 * (base - c['val_accuracy']):+.2f}", _pct(tuned.get(tuple(c["planes"]))),
+              _count(c["first_layer"]), _count(c["connections"]), _count(c["lut4"]),
+              " ".join(["budget's choice"] * (c["planes"] == report["chosen"]["planes"])
+                       + ["exported"] * (c["planes"] == exported))]
              for c in report["curve"]]
     summary = [[row["model"], _planes(row["planes"]), _pct(row["val_accuracy"]), _pct(row["test_accuracy"]),
                 _count(row["first_layer"]), _count(row["connections"]), _count(row["lut4"])]
@@ -265,8 +269,8 @@ def tables(report):
     return [
         ("Sensitivity: each plane removed alone (re-calibrated)",
          ["removed plane", "planes kept", "val accuracy", "drop (points)"], sensitivity),
-        ("Greedy removal", ["planes", "kept", "val accuracy", "drop (points)", "first-layer conn",
-                            "all conn", "LUT4 est", ""], curve),
+        ("Greedy removal", ["planes", "kept", "val accuracy", "drop (points)", "after fine-tune",
+                            "first-layer conn", "all conn", "LUT4 est", ""], curve),
         ("Before and after", ["model", "planes", "val accuracy", "test accuracy", "first-layer conn",
                               "all conn", "LUT4 est"], summary),
     ]
@@ -310,12 +314,13 @@ def plot(report):
                       textcoords="offset points")
     axes.axhline(100 * (base - report["settings"]["budget"]), color="tab:red", lw=1, ls="--",
                  label=f"budget ({100 * report['settings']['budget']:g} points below all planes)")
-    chosen = report["chosen"]
-    axes.plot([len(chosen["planes"])], [100 * chosen["val_accuracy"]], "o", ms=12, mfc="none", color="k",
-              label="chosen")
-    if report.get("finetune"):
-        axes.plot([len(chosen["planes"])], [100 * report["finetune"]["val_accuracy"]], "^", color="tab:green",
-                  label=f"fine-tuned ({report['finetune']['epochs']} epoch(s))")
+    tuned = report["finetune"]
+    if tuned:
+        axes.plot([len(t["planes"]) for t in tuned], [100 * t["val_accuracy"] for t in tuned], "^",
+                  color="tab:green", label=f"fine-tuned ({report['settings']['finetune_epochs']} epoch(s)), re-calibrated")
+    exported = report["exported"]
+    axes.plot([len(exported["planes"])], [100 * exported["val_accuracy"]], "o", ms=12, mfc="none", color="k",
+              label="exported")
     axes.set_xticks(sorted(set(x)))
     axes.invert_xaxis()
     axes.set_xlabel("input bit planes kept")
@@ -361,15 +366,30 @@ def _check_options(args):
         raise BitpruneError(f"output {args.output!r}: expected an existing folder {folder!r}, found none")
 
 
-def _row(model, planes, val, test, figures):
-    return {"model": model, "planes": list(planes), "val_accuracy": val, "test_accuracy": test, **figures}
-
-
 def _bar(total, desc, enabled):
     if not enabled:
         return None
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def _fine_tuned(curve, chosen, base, args, data, calibration, progress):
+    """With ``--finetune``: fine-tune ``chosen``, then each smaller set of the curve in turn, and
+    stop at the first whose fine-tuned validation accuracy is more than the budget below ``base``
+    (with ``--keep``: ``chosen`` alone, accepted whatever its accuracy). Returns the list of
+    ``{"candidate", "net", "config", "log", "val_accuracy", "within_budget"}`` tried, in order."""
+    from .train.loop import _accuracy
+    tried = []
+    for candidate in curve[curve.index(chosen):]:
+        net, config, log = finetune(candidate, data, args.finetune, threads=args.threads, seed=args.seed,
+                                    calibration=calibration, progress=progress)
+        accuracy = _accuracy(net, data.x_val, data.y_val)
+        fits = args.keep is not None or base.val_accuracy - accuracy <= args.budget + 1e-12
+        tried.append({"candidate": candidate, "net": net, "config": config, "log": log,
+                      "val_accuracy": accuracy, "within_budget": fits})
+        if args.keep is not None or not fits:
+            break
+    return tried
 
 
 def run(args, argv):
@@ -384,66 +404,64 @@ def run(args, argv):
                             f"found {args.keep}")
     calibration = _calibration_samples(data, config, args.calibration, args.seed)
     command = ["python", "-m", "sbnn_hdl.bitprune", *argv]
+    name = args.name or f"{config.name}_pruned"
 
     bar = _bar(analysis_steps(len(config.planes)), "sensitivity and greedy removal", not args.quiet)
-    base, sensitivity, curve = analyse(net, config, data, calibration,
-                                       progress=bar.update if bar else None)
+    base, sensitivity, curve = analyse(net, config, data, calibration, progress=bar.update if bar else None)
     if bar:
         bar.close()
     chosen = curve[len(config.planes) - args.keep] if args.keep else choose(curve, base, args.budget)
 
-    bar = _bar(len(curve) + 1, "LUT4 estimates", not args.quiet)
+    tried = _fine_tuned(curve, chosen, base, args, data, calibration, not args.quiet) if args.finetune else []
+    accepted = [t for t in tried if t["within_budget"]]
+    final = accepted[-1] if accepted else {"candidate": chosen, "net": chosen.net, "config": chosen.config,
+                                           "log": [], "val_accuracy": chosen.val_accuracy}
+    history = {"from_checkpoint": os.path.basename(args.checkpoint), "from_planes": list(config.planes),
+               "planes": list(final["config"].planes), "budget": args.budget, "keep": args.keep,
+               "calibration_samples": int(len(calibration)),
+               "finetune_epochs": args.finetune if accepted else 0,
+               "finetune_lr": final["config"].lr if accepted else None}
+    model, exported = export(final["net"], data, replace(final["config"], argv=command, name=name), log + final["log"],
+                             args.output, name=name,
+                             metadata={"val_accuracy": final["val_accuracy"], "bitprune": history})
+
+    nets = [net, *[c.net for c in curve], *[t["net"] for t in tried]]
+    bar = _bar(len(nets), "hardware estimates", not args.quiet)
     figures = {}
-    for item in [net, *[c.net for c in curve]]:
-        figures[id(item)] = hardware_figures(item, config.name)
+    for item in nets:
+        figures[id(item)] = hardware_figures(item, name)
         if bar:
             bar.update()
     if bar:
         bar.close()
 
-    final_net, final_config, final_log, tuned = chosen.net, chosen.config, [], None
-    if args.finetune:
-        final_net, final_config, final_log = finetune(chosen, data, args.finetune, threads=args.threads,
-                                                      seed=args.seed, calibration=calibration,
-                                                      progress=not args.quiet)
-        tuned = {"epochs": args.finetune, "lr": final_config.lr,
-                 "val_accuracy": _accuracy(final_net, data.x_val, data.y_val), "log": final_log}
-    final_val = tuned["val_accuracy"] if tuned else chosen.val_accuracy
-    name = args.name or f"{config.name}_pruned"
-    history = {"from_checkpoint": os.path.basename(args.checkpoint), "from_planes": list(config.planes),
-               "planes": list(final_config.planes), "budget": args.budget, "keep": args.keep,
-               "calibration_samples": int(len(calibration)), "finetune_epochs": args.finetune,
-               "finetune_lr": final_config.lr if tuned else None}
-    final_config = replace(final_config, argv=command, name=name)
-    model, exported = export(final_net, data, final_config, log + final_log, args.output, name=name,
-                             metadata={"val_accuracy": final_val, "bitprune": history})
+    def row(label, item, val, test=None):
+        test = _accuracy(item, data.x_test, data.y_test) if test is None else test
+        return {"model": label, "planes": list(item.spec.planes), "val_accuracy": val, "test_accuracy": test,
+                **figures[id(item)]}
 
-    test = {"original": _accuracy(net, data.x_test, data.y_test),
-            "chosen": _accuracy(chosen.net, data.x_test, data.y_test)}
-    summary = [_row("checkpoint (as trained)", config.planes, _accuracy(net, data.x_val, data.y_val),
-                    test["original"], figures[id(net)]),
-               _row("all planes, re-calibrated", base.planes, base.val_accuracy,
-                    _accuracy(base.net, data.x_test, data.y_test), figures[id(base.net)]),
-               _row("chosen, re-calibrated", chosen.planes, chosen.val_accuracy, test["chosen"],
-                    figures[id(chosen.net)])]
-    if tuned:
-        summary.append(_row(f"chosen + fine-tune ({args.finetune} epoch(s))", final_config.planes, final_val,
-                            exported["accuracy"], hardware_figures(final_net, name)))
+    summary = [row("checkpoint (as trained)", net, _accuracy(net, data.x_val, data.y_val)),
+               row("all planes, re-calibrated", base.net, base.val_accuracy),
+               row("budget's choice, re-calibrated", chosen.net, chosen.val_accuracy)]
+    summary += [row(f"{len(t['candidate'].planes)} planes + fine-tune", t["net"], t["val_accuracy"])
+                for t in tried]
     report = {
         "command": " ".join(command), "output": args.output, "model": model.name,
         "settings": {"checkpoint": args.checkpoint, "data": config.data, "encoding": config.encoding,
                      "budget": args.budget, "keep": args.keep, "calibration_samples": int(len(calibration)),
                      "val_samples": int(len(data.x_val)), "test_samples": int(len(data.x_test)),
-                     "finetune_lr_share": FINETUNE_LR_SHARE, "threads": final_config.threads, "seed": args.seed},
+                     "finetune_epochs": args.finetune, "finetune_lr": config.lr * FINETUNE_LR_SHARE,
+                     "threads": args.threads, "seed": args.seed},
         "base": {"planes": list(base.planes), "val_accuracy": base.val_accuracy},
         "sensitivity": [{"removed": removed, "planes": list(c.planes), "val_accuracy": c.val_accuracy}
                         for removed, c in zip(config.planes, sensitivity)],
         "curve": [{"planes": list(c.planes), "val_accuracy": c.val_accuracy, **figures[id(c.net)]} for c in curve],
-        "chosen": {"planes": list(chosen.planes), "val_accuracy": chosen.val_accuracy,
-                   "test_accuracy": test["chosen"]},
-        "finetune": tuned,
-        "exported": {"planes": list(model.input.planes), "val_accuracy": final_val,
-                     "test_accuracy": exported["accuracy"], "connections": model.connections,
+        "chosen": {"planes": list(chosen.planes), "val_accuracy": chosen.val_accuracy},
+        "finetune": [{"planes": list(t["candidate"].planes), "val_accuracy": t["val_accuracy"],
+                      "within_budget": t["within_budget"], "log": t["log"]} for t in tried],
+        "exported": {"planes": list(model.input.planes), "val_accuracy": final["val_accuracy"],
+                     "fine_tuned": bool(accepted), "test_accuracy": exported["accuracy"],
+                     "connections": model.connections, "first_layer": int(model.layers[0].mask.sum()),
                      "proof": exported["proof"]},
         "summary": summary,
     }
