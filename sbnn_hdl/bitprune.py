@@ -260,7 +260,7 @@ def tables(report):
     curve = [[len(c["planes"]), _planes(c["planes"]), _pct(c["val_accuracy"]),
               f"{100 * (base - c['val_accuracy']):+.2f}", _pct(tuned.get(tuple(c["planes"]))),
               _count(c["first_layer"]), _count(c["connections"]), _count(c["lut4"]),
-              " ".join(["budget's choice"] * (c["planes"] == report["chosen"]["planes"])
+              " ".join(["selected"] * (c["planes"] == report["chosen"]["planes"])
                        + ["exported"] * (c["planes"] == exported))]
              for c in report["curve"]]
     summary = [[row["model"], _planes(row["planes"]), _pct(row["val_accuracy"]), _pct(row["test_accuracy"]),
@@ -442,7 +442,7 @@ def run(args, argv):
 
     summary = [row("checkpoint (as trained)", net, _accuracy(net, data.x_val, data.y_val)),
                row("all planes, re-calibrated", base.net, base.val_accuracy),
-               row("budget's choice, re-calibrated", chosen.net, chosen.val_accuracy)]
+               row("selected, re-calibrated", chosen.net, chosen.val_accuracy)]
     summary += [row(f"{len(t['candidate'].planes)} planes + fine-tune", t["net"], t["val_accuracy"])
                 for t in tried]
     report = {

@@ -204,8 +204,8 @@ def test_command_end_to_end(checkpoint, tmp_path, digits):
         assert report["exported"]["planes"] == chosen["planes"]
 
 
-def test_keep_overrides_the_budget(checkpoint, tmp_path):
-    r = _run(checkpoint, "--keep", "1", "--calibration", "300", "--quiet", "-o", tmp_path / "one.sbnn")
+def test_keep_overrides_the_budget(checkpoints, tmp_path):
+    r = _run(checkpoints["integer"], "--keep", "1", "--calibration", "300", "--quiet", "-o", tmp_path / "one.sbnn")
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "bitprune.json").read_text())  # next to the output by default
     assert report["settings"]["calibration_samples"] == 300
@@ -241,12 +241,15 @@ def test_resume_refuses_a_slim_checkpoint(checkpoint, tmp_path, digits):
     (["{ckpt}", "-o", "nowhere/x.sbnn"],
      "sbnn_hdl.bitprune: error: output 'nowhere/x.sbnn': expected an existing folder '{tmp}/nowhere', found none"),
 ])
-def test_errors_are_one_line(tmp_path, checkpoints, args, message):
+def test_errors_are_one_line(tmp_path, checkpoints, args, message, monkeypatch, capsys):
+    # In this process (each subprocess would import torch again); test_command_end_to_end runs the
+    # real command line.
+    from sbnn_hdl.bitprune import main
     (tmp_path / "bytes.ckpt").write_bytes(b"not a checkpoint")
     torch.save({"model": {}}, tmp_path / "tensor.ckpt")
-    r = _run(*[a.format(ckpt=checkpoints["bitplanes"]) for a in args], cwd=tmp_path)
-    assert r.returncode == 2
-    assert r.stderr.strip() == message.format(tmp=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main([a.format(ckpt=checkpoints["bitplanes"]) for a in args]) == 2
+    assert capsys.readouterr().err.strip() == message.format(tmp=tmp_path)
     assert not (tmp_path / "x.sbnn").exists() and not (tmp_path / "bitprune.json").exists()
 
 
