@@ -21,7 +21,7 @@ from ._cli import command, format_table
 from ._files import write_atomic
 from .hwplan import ARCHS, check_supported, check_xnor
 
-__all__ = ["DEFAULT_EVERY", "GeneratedCore", "generate_verilog", "format_summary", "main"]
+__all__ = ["DEFAULT_EVERY", "GeneratedCore", "generate_verilog", "estimate_model", "format_summary", "main"]
 
 #: Adder levels per register stage by default: the choice that meets 150 MHz on an ECP5-85F
 #: (speed grade 6); see docs/hardware.md for the measurement.
@@ -112,6 +112,18 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, arch="sparse", 
     text = amaranth_verilog._convert_rtlil_text("\n".join([*shared.rtlil_texts, top]))
     resources = core.resources()
     return GeneratedCore(text, _report(model, core, every, resources, estimate_ecp5(resources)), core)
+
+
+def estimate_model(model, *, every=DEFAULT_EVERY, arch="sparse"):
+    """The ECP5 estimate (:func:`sbnn_hdl.estimate.estimate_ecp5`) of the core that
+    :func:`generate_verilog` would build, from the elaboration alone (no Verilog conversion)."""
+    from amaranth.hdl import Fragment
+
+    from .estimate import estimate_ecp5
+    from .gateware import NetworkCore
+    core = NetworkCore(model, every=every, arch=arch)
+    Fragment.get(core, None)  # the elaboration counts what it builds (core.resources())
+    return estimate_ecp5(core.resources())
 
 
 def format_summary(report):

@@ -29,7 +29,7 @@ from ..stats import binary_entropy
 from .nets import SbnnNet, encode_batch, input_spec, parse_arch
 from .quant import DOMAINS, STES, eq18_lambda, ir_net_t, sparsity_penalty
 
-__all__ = ["TrainError", "Config", "default_gamma", "build_net", "train", "export_checkpoint"]
+__all__ = ["TrainError", "Config", "default_gamma", "build_net", "train", "load_net", "export", "export_checkpoint"]
 
 
 class TrainError(SbnnError):
@@ -132,10 +132,13 @@ def _load_checkpoint(path):
                          f"found unreadable data ({type(error).__name__})") from None
 
 
-def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True, data=None, stop_after=None):
+def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True, data=None, stop_after=None,
+          init=None):
     """Train (or resume) a model as ``config`` says. Returns ``(net, data, log)``.
 
     ``stop_after``: return after that many epochs (of ``config.epochs``), as an interrupted run would.
+    ``init``: a state dict (of a net that ``config`` builds) to start from instead of fresh weights,
+    with a fresh optimiser and schedule (a fine-tune, as :mod:`sbnn_hdl.bitprune` runs).
     Writes ``checkpoint`` (when given) after every epoch and ``log_path`` (JSON, a list with one
     object per epoch) likewise, both atomically.
     """
@@ -145,6 +148,10 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
     state = None
     if resume:
         state = _load_checkpoint(checkpoint)
+        if not isinstance(state, dict) or "optimizer" not in state:
+            raise TrainError(f"checkpoint {checkpoint!r}: expected a full checkpoint (with the optimiser state) "
+                             f"to resume from, found a slim one without it (it can be exported or pruned, "
+                             f"not resumed)")
         saved = Config(**state["config"])
         if {k: v for k, v in asdict(saved).items() if k not in ("epochs", "argv")} != \
                 {k: v for k, v in asdict(config).items() if k not in ("epochs", "argv")}:
@@ -154,6 +161,8 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
     net = build_net(config, data)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     log, start = [], 0
+    if init is not None:
+        net.load_state_dict(init)
     if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -232,9 +241,11 @@ def versions():
             "python": platform.python_version()}
 
 
-def export(net, data, config, log, output, *, name=None):
+def export(net, data, config, log, output, *, name=None, metadata=None):
     """Fold, verify neuron by neuron, check the PyTorch model against the golden model on the whole
-    test set, and save ``output``. Returns ``(model, report)``; raises ExportError on any mismatch."""
+    test set, and save ``output``. Returns ``(model, report)``; raises ExportError on any mismatch.
+
+    ``metadata``: entries added to (or replacing) the model's metadata (a pruned model's history)."""
     config.check(data.bits)  # fills in the defaults (name, planes, gamma) when train() did not see this object
     folded = fold(net, search=True)
     proof = {"layers": {f.name: f.proof for f in folded}}
@@ -251,6 +262,7 @@ def export(net, data, config, log, output, *, name=None):
         "sparsity": round(1 - ones / weights, 6),
         "entropy_bits_per_weight": round(binary_entropy(ones / weights), 6),
         "val_accuracy": log[-1]["val_accuracy"] if log else None, "versions": versions(),
+        **(metadata or {}),
     }
     classes = list(data.classes)
     draft = to_model(net, folded, name or config.name, classes, metadata)
@@ -262,20 +274,32 @@ def export(net, data, config, log, output, *, name=None):
     return model, {"accuracy": accuracy, "proof": proof, **metadata}
 
 
-def export_checkpoint(path, output, *, name=None):
-    """``python -m sbnn_hdl.export``: rebuild the net from a checkpoint and export it."""
+def load_net(path, *, threads=None, data=None):
+    """The trained net of checkpoint ``path`` (full or slim: the optimiser state is not needed), in
+    evaluation mode. Returns ``(net, config, data, log)``; ``threads`` overrides the run's thread count,
+    ``data`` the data set it names (already loaded). Raises :class:`TrainError` for a file that is not
+    such a checkpoint."""
     state = _load_checkpoint(path)
     try:
         config = Config(**state["config"])
-        data = datasets.load(config.data)
+        if threads is not None:
+            config.threads = threads
+        log = list(state["log"])
+        data = data or datasets.load(config.data)
         _setup(config)
         net = build_net(config, data)
         net.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError) as error:
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as error:
         raise TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train, "
                          f"found {type(error).__name__}: {str(error).splitlines()[0]}") from None
     net.eval()
-    model, report = export(net, data, config, state["log"], output, name=name)
+    return net, config, data, log
+
+
+def export_checkpoint(path, output, *, name=None):
+    """``python -m sbnn_hdl.export``: rebuild the net from a checkpoint and export it."""
+    net, config, data, log = load_net(path)
+    model, report = export(net, data, config, log, output, name=name)
     print(summary(model, report, output))
     return model
 

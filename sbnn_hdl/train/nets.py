@@ -175,7 +175,9 @@ class SbnnNet(nn.Module):
         return [("layer", self.binary_layers[i[1]]) if i[0] == "layer" else ("pool", (i[1], i[2]))
                 for i in self.order]
 
-    def forward(self, v):
+    def forward(self, v, *, until=None):
+        """The scores of encoded input ``v``; with ``until`` (one of :attr:`binary_layers`), that
+        layer's output before its normalisation instead (what batch-norm statistics are taken of)."""
         self._wbars = []
         flat_done = not self.conv_first
         for kind, item in self.layers_in_order():
@@ -188,7 +190,10 @@ class SbnnNet(nn.Module):
                 flat_done = True
             wbar = layer.binary_weight()
             self._wbars.append(wbar)
-            y = layer.normalise(layer.linear(v, wbar))
+            z = layer.linear(v, wbar)
+            if layer is until:
+                return z
+            y = layer.normalise(z)
             if layer.last:
                 return y
             v = (binary_sign(y, self.ste, self.t) + 1) / 2
