@@ -6,7 +6,9 @@ synth_ecp5`` and placed and routed out of context on an ECP5-85F (speed 6) with
 from the golden model, which the RTL matches bit for bit), sparsity, 1-valued connections, LUT4
 and FF after synthesis and after place and route, fmax, latency in cycles and ns, throughput,
 LUT4 per connection, and which ULX3S devices (12F, 25F, 45F, 85F) hold it. A design too large
-for the 85F is still synthesised and reported, without place and route.
+for the 85F is still synthesised and reported, without place and route. With ``--synth-max N``,
+a design the generator estimates at more than N LUT4 is not synthesised either: it is reported
+by that estimate, marked as such (a dense 784-256-256-10 BNN takes hours to synthesise).
 
 Builds run in parallel (``--jobs``, default the core count) with a progress display, and each
 result is cached by the model file's hash, the datapath, the options, the tool versions and the
@@ -60,27 +62,51 @@ def _key(model_bytes, arch, every, frequency, pnr):
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True, logs=None):
+def _figures(path, model, arch, every, latency, estimate):
+    weights = sum(layer.mask.size for layer in model.layers)
+    return {
+        "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
+        "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
+        "latency_cycles": latency, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
+    }
+
+
+def _totals(result, lut4, ff, connections):
+    result["lut4"], result["ff"] = lut4, ff
+    result["lut4_per_connection"] = lut4 / connections if connections else None
+    result["fits"] = {device: max(lut4, ff) <= size for device, size in ULX3S_DEVICES.items()}
+    return result
+
+
+def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True, synth_max=None, logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
-    Runs in a worker process of :func:`sweep`. ``logs`` is a folder for the tools' logs.
+    A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
+    generator's estimate as its LUT4 and FF, with ``estimated`` true. Runs in a worker process of
+    :func:`sweep`. ``logs`` is a folder for the tools' logs.
     """
+    from amaranth.hdl import Fragment
+
+    from .estimate import estimate_ecp5
+    from .gateware import NetworkCore
     from .generate import generate_verilog
     from .synth import place_and_route_ecp5, synth_ecp5
 
     model = modelfile.load(path)
     started = time.perf_counter()
+    if synth_max is not None:
+        core = NetworkCore(model, every=every, arch=arch)
+        Fragment.get(core, None)  # the elaboration counts what it builds
+        estimate = estimate_ecp5(core.resources())
+        if estimate["lut4"] > synth_max:
+            result = _figures(path, model, arch, every, core.latency, estimate)
+            result.update(estimated=True, seconds=time.perf_counter() - started)
+            return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
     generated = generate_verilog(model, every=every, arch=arch)
     top = generated.report["top"]
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
-    weights = sum(layer.mask.size for layer in model.layers)
-    result = {
-        "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
-        "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
-        "latency_cycles": generated.report["latency"],
-        "estimate_lut4": generated.report["estimate_ecp5"]["lut4"],
-    }
+    result = _figures(path, model, arch, every, generated.report["latency"], generated.report["estimate_ecp5"])
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
         cells = synth_ecp5(generated.verilog, top, json_netlist=netlist, log=log("yosys"))
@@ -92,11 +118,8 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True
             result.update(pnr_lut4=routed["utilization"].get("TRELLIS_COMB", 0),
                           pnr_ff=routed["utilization"].get("TRELLIS_FF", 0), fmax_mhz=routed["fmax_mhz"],
                           utilization=routed["utilization"])
-    lut4 = result.get("pnr_lut4", result["synth_lut4"])
-    ff = result.get("pnr_ff", result["synth_ff"])
-    result["lut4"], result["ff"] = lut4, ff
-    result["lut4_per_connection"] = lut4 / model.connections if model.connections else None
-    result["fits"] = {device: max(lut4, ff) <= size for device, size in ULX3S_DEVICES.items()}
+    _totals(result, result.get("pnr_lut4", result["synth_lut4"]), result.get("pnr_ff", result["synth_ff"]),
+            model.connections)
     fmax = result.get("fmax_mhz")
     if fmax:
         result["latency_ns"] = result["latency_cycles"] * 1000 / fmax
@@ -111,15 +134,23 @@ def _accuracy(path, x, labels):
     return float(np.mean(golden.infer(model, x).predictions == labels))
 
 
-def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=True, jobs=None, cache=None,
-          logs=None, x=None, labels=None, progress=None):
+def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=True, synth_max=None, jobs=None,
+          cache=None, logs=None, x=None, labels=None, progress=None):
     """Measure every model with every datapath it supports; returns the list of results.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
-    others are listed in the result with ``skipped`` and the reason). Cached results are reused.
+    others are listed in the result with ``skipped`` and the reason). Designs estimated above
+    ``synth_max`` LUT4 are reported by the estimate (see :func:`measure`). Cached results are
+    reused: a measured one wherever it exists, else an estimate that is still above ``synth_max``.
     """
     cache = Path(cache) if cache else None
     results, todo = [], []
+
+    def reuse(file, accuracy, path):
+        result = json.loads(file.read_text())
+        result.update(accuracy=accuracy, cached=True, label=Path(path).stem, file=str(path))
+        results.append(result)
+
     for path in paths:
         data = Path(path).read_bytes()
         model = modelfile.loads(data, path=str(path))
@@ -134,21 +165,25 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=T
                                     "skipped": str(error)})
                     continue
             key = _key(data, arch, every, frequency, pnr)
-            cached = cache / f"{key}.json" if cache else None
-            if cached and cached.exists():
-                result = json.loads(cached.read_text())
-                result.update(accuracy=accuracy, cached=True, label=Path(path).stem, file=str(path))
-                results.append(result)
+            measured = cache / f"{key}.json" if cache else None
+            estimated = cache / f"{key}.estimate.json" if cache else None
+            if measured and measured.exists():
+                reuse(measured, accuracy, path)
+            elif (estimated and estimated.exists() and synth_max is not None
+                  and json.loads(estimated.read_text())["estimate_lut4"] > synth_max):
+                reuse(estimated, accuracy, path)
             else:
-                todo.append((path, arch, accuracy, cached))
+                todo.append((path, arch, accuracy, measured, estimated))
     if progress:
         progress(0, len(todo))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        futures = {pool.submit(measure, path, arch, every=every, frequency=frequency, pnr=pnr, logs=logs):
-                   (path, arch, accuracy, cached) for path, arch, accuracy, cached in todo}
+        futures = {pool.submit(measure, path, arch, every=every, frequency=frequency, pnr=pnr, synth_max=synth_max,
+                               logs=logs): (path, arch, accuracy, measured, estimated)
+                   for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            path, arch, accuracy, cached = futures[future]
+            path, arch, accuracy, measured, estimated = futures[future]
             result = future.result()
+            cached = estimated if result.get("estimated") else measured
             if cached:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(cached, json.dumps(result, indent=1).encode())
@@ -174,10 +209,16 @@ def _f(value, spec, missing="-"):
     return missing if value is None else format(value, spec)
 
 
+def _lut4_source(result):
+    if result.get("estimated"):
+        return " (est.)"
+    return "" if "pnr_lut4" in result else " (synth)"
+
+
 def format_results(results):
     """The results as a Markdown table (the same text goes to the terminal)."""
-    header = ["model file", "arch", "accuracy", "sparsity", "connections", "LUT4", "FF", "fmax MHz", "latency",
-              "inferences/s", "LUT4/conn", "fits ULX3S"]
+    header = ["model file", "arch", "accuracy", "sparsity", "connections", "LUT4", "FF", "LUT4 estimate",
+              "fmax MHz", "latency", "inferences/s", "LUT4/conn", "fits ULX3S"]
     rows, notes = [], []
     for r in results:
         if "skipped" in r:
@@ -188,7 +229,7 @@ def format_results(results):
         latency = f"{r['latency_cycles']} cyc" + (f" / {r['latency_ns']:.0f} ns" if r.get("latency_ns") else "")
         rows.append([r["label"], r["arch"], _f(r.get("accuracy") and 100 * r["accuracy"], ".2f"),
                      f"{100 * r['sparsity']:.1f}%", f"{r['connections']:,}",
-                     f"{r['lut4']:,}" + ("" if "pnr_lut4" in r else " (synth)"), f"{r['ff']:,}",
+                     f"{r['lut4']:,}" + _lut4_source(r), f"{r['ff']:,}", f"{r['estimate_lut4']:,}",
                      _f(r.get("fmax_mhz"), ".1f"), latency,
                      _f(r.get("throughput_per_s") and r["throughput_per_s"] / 1e6, ".1f", "-") +
                      (" M" if r.get("throughput_per_s") else ""),
@@ -196,7 +237,24 @@ def format_results(results):
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
     lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
-    return "\n".join(lines + ([""] + [f"[{n}] {note}" for n, note in enumerate(notes, 1)] if notes else []))
+    legend = []
+    if any("skipped" not in r and "pnr_lut4" not in r and not r.get("estimated") for r in results):
+        legend.append("(synth): after synthesis (LUT4 + 2 x CCU2C), not placed: too large for the 85F")
+    if any(r.get("estimated") for r in results):
+        legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
+    footer = [f"[{n}] {note}" for n, note in enumerate(notes, 1)] + legend
+    return "\n".join(lines + ([""] + footer if footer else []))
+
+
+def _groups(results, markers):
+    """``(arch, results, scatter style)`` per datapath, estimates apart (hollow markers)."""
+    for arch, (marker, colour) in markers.items():
+        for estimated in (False, True):
+            rs = [r for r in results if r["arch"] == arch and bool(r.get("estimated")) == estimated]
+            if rs:
+                label = f"{arch} datapath" + (", estimate (not synthesised)" if estimated else "")
+                yield arch, rs, dict(marker=marker, label=label, edgecolors=colour,
+                                     facecolors="none" if estimated else colour)
 
 
 def plot_results(results, folder):
@@ -222,10 +280,8 @@ def plot_results(results, folder):
     with_accuracy = [r for r in measured if r.get("accuracy") is not None]
     if with_accuracy:
         figure, axes = plt.subplots(figsize=(6.4, 4.2))
-        for arch, (marker, colour) in markers.items():
-            rs = [r for r in with_accuracy if r["arch"] == arch]
-            axes.scatter([r["lut4"] for r in rs], [100 * r["accuracy"] for r in rs], marker=marker, color=colour,
-                         label=f"{arch} datapath")
+        for arch, rs, style in _groups(with_accuracy, markers):
+            axes.scatter([r["lut4"] for r in rs], [100 * r["accuracy"] for r in rs], **style)
         front = [with_accuracy[i] for i in pareto_front([(r["lut4"], r["accuracy"]) for r in with_accuracy])]
         axes.plot([r["lut4"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=1, label="Pareto front")
         for r in with_accuracy:
@@ -235,16 +291,14 @@ def plot_results(results, folder):
             axes.axvline(size, color="grey", lw=0.6, ls=":")
             axes.text(size, axes.get_ylim()[0], f" {device}", rotation=90, fontsize=7, va="bottom", color="grey")
         axes.set_xscale("log")
-        axes.set_xlabel("LUT4 (ECP5, after place and route where it fits)")
+        axes.set_xlabel("LUT4 (ECP5: after place and route where it fits, else synthesis or estimate)")
         axes.set_ylabel("test accuracy (%)")
         axes.legend(fontsize=8)
         save(figure, "accuracy_vs_lut4.png")
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for arch, (marker, colour) in markers.items():
-        rs = [r for r in measured if r["arch"] == arch]
-        axes.scatter([r["connections"] for r in rs], [r["lut4"] for r in rs], marker=marker, color=colour,
-                     label=f"{arch} datapath")
+    for arch, rs, style in _groups(measured, markers):
+        axes.scatter([r["connections"] for r in rs], [r["lut4"] for r in rs], **style)
     top = max((r["connections"] for r in measured), default=1)
     for ratio in (1, 2, 4):
         axes.plot([1, top], [ratio, ratio * top], color="grey", lw=0.6, ls=":")
@@ -282,6 +336,8 @@ def _hardware(argv):
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K")
     parser.add_argument("--frequency", type=float, default=150, metavar="MHZ", help="nextpnr target (default 150)")
     parser.add_argument("--no-pnr", action="store_true", help="synthesis only (no fmax)")
+    parser.add_argument("--synth-max", type=int, metavar="LUT4",
+                        help="report designs estimated above this by the estimate, without synthesis")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel builds (default: cores)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "sbnn-hdl" / "bench"), metavar="DIR",
                         help="result cache (default ~/.cache/sbnn-hdl/bench)")
@@ -292,6 +348,8 @@ def _hardware(argv):
         parser.error("--inputs and --labels: expected both or neither")
     if args.jobs < 1:
         parser.error(f"--jobs: expected at least 1, found {args.jobs}")
+    if args.synth_max is not None and args.synth_max < 0:
+        parser.error(f"--synth-max: expected a LUT4 count of 0 or more, found {args.synth_max}")
     x = labels = None
     if args.inputs:
         x, labels = load_array(args.inputs, "inputs"), load_array(args.labels, "labels")
@@ -314,8 +372,8 @@ def _hardware(argv):
 
     try:
         results = sweep(args.models, archs=args.arch, every=args.every, frequency=args.frequency,
-                        pnr=not args.no_pnr, jobs=args.jobs, cache=args.cache, logs=output / "logs", x=x,
-                        labels=labels, progress=progress)
+                        pnr=not args.no_pnr, synth_max=args.synth_max, jobs=args.jobs, cache=args.cache,
+                        logs=output / "logs", x=x, labels=labels, progress=progress)
     finally:
         if bar is not None:
             bar.close()

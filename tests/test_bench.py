@@ -4,6 +4,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from sbnn_hdl import bench, golden, save
 from sbnn_hdl.bench import pareto_front
@@ -56,3 +57,38 @@ def test_sweep_smoke(tmp_path, capsys):
     assert bench.main(argv) == 0
     data = json.loads((tmp_path / "out" / "hardware.json").read_text())
     assert all(r.get("cached", True) for r in data["results"])
+
+
+def test_sweep_reports_large_designs_by_estimate(tmp_path, capsys):
+    """``--synth-max``: a design estimated above the limit is not synthesised; the table, the JSON
+    and the cache carry the generator's estimate, marked as such."""
+    from sbnn_hdl.generate import estimate_model
+
+    rng = np.random.default_rng(1)
+    model = random_model(rng, shape=(16,), bits=1, density=0.3, edge_cases=False, shared_ratio=True,
+                         name="tiny", layers=(LayerPlan("dense", 6), LayerPlan("dense", 3)))
+    save(model, tmp_path / "tiny.sbnn")
+    argv = ["hardware", str(tmp_path / "tiny.sbnn"), "--synth-max", "0", "--cache", str(tmp_path / "cache"),
+            "-o", str(tmp_path / "out"), "--quiet", "--jobs", "1"]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    [result] = json.loads((tmp_path / "out" / "hardware.json").read_text())["results"]
+    estimate = estimate_model(model)
+    assert result["estimated"] and "synth_lut4" not in result and "fmax_mhz" not in result
+    assert (result["lut4"], result["ff"]) == (estimate["lut4"], estimate["ff"]) == (result["estimate_lut4"],
+                                                                                      result["estimate_ff"])
+    row = next(line for line in out.splitlines() if line.startswith("| tiny "))
+    assert f"{estimate['lut4']:,} (est.)" in row
+    assert "(est.): the generator's estimate, not synthesised (above --synth-max)" in out
+    assert [p.name for p in (tmp_path / "cache").iterdir()][0].endswith(".estimate.json")
+    # Cached while the limit keeps it an estimate; a limit above it would synthesise it.
+    assert bench.main(argv) == 0
+    [result] = json.loads((tmp_path / "out" / "hardware.json").read_text())["results"]
+    assert result["cached"] and result["estimated"]
+
+
+def test_synth_max_must_not_be_negative(tmp_path, capsys):
+    with pytest.raises(SystemExit) as error:
+        bench.main(["hardware", str(tmp_path / "any.sbnn"), "--synth-max", "-1"])
+    assert error.value.code == 2
+    assert "--synth-max: expected a LUT4 count of 0 or more, found -1" in capsys.readouterr().err
