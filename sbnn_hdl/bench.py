@@ -313,8 +313,9 @@ def plot_results(results, folder):
     for arch, rs, style in _groups(measured, markers):
         axes.scatter([r["connections"] for r in rs], [r["lut4"] for r in rs], **style)
     top = max((r["connections"] for r in measured), default=1)
+    bottom = min((r["connections"] for r in measured), default=1) / 2
     for ratio in (1, 2, 4):
-        axes.plot([1, top], [ratio, ratio * top], color="grey", lw=0.6, ls=":")
+        axes.plot([bottom, top], [ratio * bottom, ratio * top], color="grey", lw=0.6, ls=":")
         axes.text(top, ratio * top, f" {ratio} LUT4/conn", fontsize=7, color="grey")
     axes.set_xscale("log")
     axes.set_yscale("log")
@@ -326,10 +327,8 @@ def plot_results(results, folder):
     timed = [r for r in measured if r.get("fmax_mhz")]
     if timed:
         figure, axes = plt.subplots(figsize=(6.4, 4.2))
-        for arch, (marker, colour) in markers.items():
-            rs = [r for r in timed if r["arch"] == arch]
-            axes.scatter([100 * r["sparsity"] for r in rs], [r["fmax_mhz"] for r in rs], marker=marker,
-                         color=colour, label=f"{arch} datapath")
+        for arch, rs, style in _groups(timed, markers):
+            axes.scatter([100 * r["sparsity"] for r in rs], [r["fmax_mhz"] for r in rs], **style)
         axes.axhline(150, color="grey", lw=0.6, ls=":")
         axes.set_xlabel("sparsity (%)")
         axes.set_ylabel("fmax (MHz), ECP5-85F speed 6, out of context")
