@@ -260,13 +260,13 @@ def format_results(results):
 
 
 def _groups(results, markers):
-    """``(arch, results, scatter style)`` per datapath, estimates apart (hollow markers)."""
+    """``(results, scatter style)`` per datapath, estimates apart (hollow markers)."""
     for arch, (marker, colour) in markers.items():
         for estimated in (False, True):
             rs = [r for r in results if r["arch"] == arch and bool(r.get("estimated")) == estimated]
             if rs:
                 label = f"{arch} datapath" + (", estimate (not synthesised)" if estimated else "")
-                yield arch, rs, dict(marker=marker, label=label, edgecolors=colour,
+                yield rs, dict(marker=marker, label=label, edgecolors=colour,
                                      facecolors="none" if estimated else colour)
 
 
@@ -293,7 +293,7 @@ def plot_results(results, folder):
     with_accuracy = [r for r in measured if r.get("accuracy") is not None]
     if with_accuracy:
         figure, axes = plt.subplots(figsize=(6.4, 4.2))
-        for arch, rs, style in _groups(with_accuracy, markers):
+        for rs, style in _groups(with_accuracy, markers):
             axes.scatter([r["lut4"] for r in rs], [100 * r["accuracy"] for r in rs], **style)
         front = [with_accuracy[i] for i in pareto_front([(r["lut4"], r["accuracy"]) for r in with_accuracy])]
         axes.plot([r["lut4"] for r in front], [100 * r["accuracy"] for r in front], "k--", lw=1, label="Pareto front")
@@ -310,7 +310,7 @@ def plot_results(results, folder):
         save(figure, "accuracy_vs_lut4.png")
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for arch, rs, style in _groups(measured, markers):
+    for rs, style in _groups(measured, markers):
         axes.scatter([r["connections"] for r in rs], [r["lut4"] for r in rs], **style)
     top = max((r["connections"] for r in measured), default=1)
     bottom = min((r["connections"] for r in measured), default=1) / 2
@@ -327,7 +327,7 @@ def plot_results(results, folder):
     timed = [r for r in measured if r.get("fmax_mhz")]
     if timed:
         figure, axes = plt.subplots(figsize=(6.4, 4.2))
-        for arch, rs, style in _groups(timed, markers):
+        for rs, style in _groups(timed, markers):
             axes.scatter([100 * r["sparsity"] for r in rs], [r["fmax_mhz"] for r in rs], **style)
         axes.axhline(150, color="grey", lw=0.6, ls=":")
         axes.set_xlabel("sparsity (%)")
