@@ -19,7 +19,7 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg \$20 ;
   reg \$21 ;
   reg \$22 ;
-  wire \$23 ;
+  reg \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -89,12 +89,13 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   wire \$84 ;
   wire \$85 ;
   wire \$86 ;
+  wire \$87 ;
   reg \$9 ;
   input clk;
   wire clk;
   wire [3:0] index;
   wire [127:0] inputs;
-  wire [63:0] \inputs$99 ;
+  wire [63:0] \inputs$100 ;
   output out_valid;
   reg out_valid = 1'h0;
   wire [63:0] outputs;
@@ -106,17 +107,17 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   wire [255:0] sample;
   output [119:0] scores;
   reg [119:0] scores = 120'h000000000000000000000000000000;
-  wire [119:0] \scores$101 ;
-  wire [11:0] \scores$101[0] ;
-  wire [11:0] \scores$101[1] ;
-  wire [11:0] \scores$101[2] ;
-  wire [11:0] \scores$101[3] ;
-  wire [11:0] \scores$101[4] ;
-  wire [11:0] \scores$101[5] ;
-  wire [11:0] \scores$101[6] ;
-  wire [11:0] \scores$101[7] ;
-  wire [11:0] \scores$101[8] ;
-  wire [11:0] \scores$101[9] ;
+  wire [119:0] \scores$102 ;
+  wire [11:0] \scores$102[0] ;
+  wire [11:0] \scores$102[1] ;
+  wire [11:0] \scores$102[2] ;
+  wire [11:0] \scores$102[3] ;
+  wire [11:0] \scores$102[4] ;
+  wire [11:0] \scores$102[5] ;
+  wire [11:0] \scores$102[6] ;
+  wire [11:0] \scores$102[7] ;
+  wire [11:0] \scores$102[8] ;
+  wire [11:0] \scores$102[9] ;
   wire [119:0] \scores$72 ;
   wire [11:0] \scores$72[0] ;
   wire [11:0] \scores$72[1] ;
@@ -159,8 +160,9 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg valid_d2 = 1'h0;
   reg valid_d20 = 1'h0;
   reg valid_d21 = 1'h0;
+  reg valid_d22 = 1'h0;
   (* init = 1'h0 *)
-  wire valid_d22;
+  wire valid_d23;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
   reg valid_d5 = 1'h0;
@@ -232,6 +234,8 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg [1:0] x7_p3_2 = 2'h0;
   reg [1:0] x8_p3_2 = 2'h0;
   reg [1:0] x9_p3_2 = 2'h0;
+  always @(posedge clk)
+    x12_p3_2 <= { sample[50], sample[51] };
   always @(posedge clk)
     x13_p3_2 <= { sample[54], sample[55] };
   always @(posedge clk)
@@ -385,7 +389,9 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   always @(posedge clk)
     valid_d21 <= \$21 ;
   always @(posedge clk)
-    out_valid <= \$22 ;
+    valid_d22 <= \$22 ;
+  always @(posedge clk)
+    out_valid <= \$23 ;
   always @(posedge clk)
     x0_p3_2 <= { sample[2], sample[3] };
   always @(posedge clk)
@@ -410,8 +416,6 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
     x10_p3_2 <= { sample[42], sample[43] };
   always @(posedge clk)
     x11_p3_2 <= { sample[46], sample[47] };
-  always @(posedge clk)
-    x12_p3_2 <= { sample[50], sample[51] };
   \digits.argmax  argmax (
     .arg4_0(prediction),
     .clk(clk),
@@ -420,70 +424,70 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   );
   \digits.layer0  layer0 (
     .clk(clk),
-    .fire(\$23 ),
-    .\fire$389 (\$24 ),
-    .\fire$390 (\$25 ),
-    .\fire$391 (\$26 ),
-    .\fire$392 (\$27 ),
-    .\fire$393 (\$28 ),
-    .\fire$394 (\$29 ),
-    .\fire$395 (\$30 ),
-    .\fire$396 (\$31 ),
-    .\fire$397 (\$32 ),
-    .\fire$398 (\$33 ),
-    .\fire$399 (\$34 ),
-    .\fire$400 (\$35 ),
-    .\fire$401 (\$36 ),
-    .\fire$402 (\$37 ),
-    .\fire$403 (\$38 ),
-    .\fire$404 (\$39 ),
-    .\fire$405 (\$40 ),
-    .\fire$406 (\$41 ),
-    .\fire$407 (\$42 ),
-    .\fire$408 (\$43 ),
-    .\fire$409 (\$44 ),
-    .\fire$410 (\$45 ),
-    .\fire$411 (\$46 ),
-    .\fire$412 (\$47 ),
-    .\fire$413 (\$48 ),
-    .\fire$414 (\$49 ),
-    .\fire$415 (\$50 ),
-    .\fire$416 (\$51 ),
-    .\fire$417 (\$52 ),
-    .\fire$418 (\$53 ),
-    .\fire$419 (\$54 ),
-    .\fire$420 (\$55 ),
-    .\fire$421 (\$56 ),
-    .\fire$422 (\$57 ),
-    .\fire$423 (\$58 ),
-    .\fire$424 (\$59 ),
-    .\fire$425 (\$60 ),
-    .\fire$426 (\$61 ),
-    .\fire$427 (\$62 ),
-    .\fire$428 (\$63 ),
-    .\fire$429 (\$64 ),
-    .\fire$430 (\$65 ),
-    .\fire$431 (\$66 ),
-    .\fire$432 (\$67 ),
-    .\fire$433 (\$68 ),
-    .\fire$434 (\$69 ),
-    .\fire$435 (\$70 ),
-    .\fire$436 (\$71 ),
-    .\fire$437 (\$72 ),
-    .\fire$438 (\$73 ),
-    .\fire$439 (\$74 ),
-    .\fire$440 (\$75 ),
-    .\fire$441 (\$76 ),
-    .\fire$442 (\$77 ),
-    .\fire$443 (\$78 ),
-    .\fire$444 (\$79 ),
-    .\fire$445 (\$80 ),
-    .\fire$446 (\$81 ),
-    .\fire$447 (\$82 ),
-    .\fire$448 (\$83 ),
-    .\fire$449 (\$84 ),
-    .\fire$450 (\$85 ),
-    .\fire$451 (\$86 ),
+    .fire(\$24 ),
+    .\fire$392 (\$25 ),
+    .\fire$393 (\$26 ),
+    .\fire$394 (\$27 ),
+    .\fire$395 (\$28 ),
+    .\fire$396 (\$29 ),
+    .\fire$397 (\$30 ),
+    .\fire$398 (\$31 ),
+    .\fire$399 (\$32 ),
+    .\fire$400 (\$33 ),
+    .\fire$401 (\$34 ),
+    .\fire$402 (\$35 ),
+    .\fire$403 (\$36 ),
+    .\fire$404 (\$37 ),
+    .\fire$405 (\$38 ),
+    .\fire$406 (\$39 ),
+    .\fire$407 (\$40 ),
+    .\fire$408 (\$41 ),
+    .\fire$409 (\$42 ),
+    .\fire$410 (\$43 ),
+    .\fire$411 (\$44 ),
+    .\fire$412 (\$45 ),
+    .\fire$413 (\$46 ),
+    .\fire$414 (\$47 ),
+    .\fire$415 (\$48 ),
+    .\fire$416 (\$49 ),
+    .\fire$417 (\$50 ),
+    .\fire$418 (\$51 ),
+    .\fire$419 (\$52 ),
+    .\fire$420 (\$53 ),
+    .\fire$421 (\$54 ),
+    .\fire$422 (\$55 ),
+    .\fire$423 (\$56 ),
+    .\fire$424 (\$57 ),
+    .\fire$425 (\$58 ),
+    .\fire$426 (\$59 ),
+    .\fire$427 (\$60 ),
+    .\fire$428 (\$61 ),
+    .\fire$429 (\$62 ),
+    .\fire$430 (\$63 ),
+    .\fire$431 (\$64 ),
+    .\fire$432 (\$65 ),
+    .\fire$433 (\$66 ),
+    .\fire$434 (\$67 ),
+    .\fire$435 (\$68 ),
+    .\fire$436 (\$69 ),
+    .\fire$437 (\$70 ),
+    .\fire$438 (\$71 ),
+    .\fire$439 (\$72 ),
+    .\fire$440 (\$73 ),
+    .\fire$441 (\$74 ),
+    .\fire$442 (\$75 ),
+    .\fire$443 (\$76 ),
+    .\fire$444 (\$77 ),
+    .\fire$445 (\$78 ),
+    .\fire$446 (\$79 ),
+    .\fire$447 (\$80 ),
+    .\fire$448 (\$81 ),
+    .\fire$449 (\$82 ),
+    .\fire$450 (\$83 ),
+    .\fire$451 (\$84 ),
+    .\fire$452 (\$85 ),
+    .\fire$453 (\$86 ),
+    .\fire$454 (\$87 ),
     .\port$477$0 (x0_p3_2),
     .\port$478$0 (x1_p3_2),
     .\port$479$0 (x2_p3_2),
@@ -552,70 +556,70 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   );
   \digits.output  \output  (
     .clk(clk),
-    .\port$1120$0 (\$23 ),
-    .\port$1122$0 (\$24 ),
-    .\port$1124$0 (\$25 ),
-    .\port$1126$0 (\$26 ),
-    .\port$1128$0 (\$27 ),
-    .\port$1130$0 (\$28 ),
-    .\port$1132$0 (\$29 ),
-    .\port$1134$0 (\$30 ),
-    .\port$1136$0 (\$31 ),
-    .\port$1138$0 (\$32 ),
-    .\port$1140$0 (\$33 ),
-    .\port$1142$0 (\$34 ),
-    .\port$1144$0 (\$35 ),
-    .\port$1146$0 (\$36 ),
-    .\port$1148$0 (\$37 ),
-    .\port$1150$0 (\$38 ),
-    .\port$1152$0 (\$39 ),
-    .\port$1154$0 (\$40 ),
-    .\port$1156$0 (\$41 ),
-    .\port$1158$0 (\$42 ),
-    .\port$1160$0 (\$43 ),
-    .\port$1162$0 (\$44 ),
-    .\port$1164$0 (\$45 ),
-    .\port$1166$0 (\$46 ),
-    .\port$1168$0 (\$47 ),
-    .\port$1170$0 (\$48 ),
-    .\port$1172$0 (\$49 ),
-    .\port$1174$0 (\$50 ),
-    .\port$1176$0 (\$51 ),
-    .\port$1178$0 (\$52 ),
-    .\port$1180$0 (\$53 ),
-    .\port$1182$0 (\$54 ),
-    .\port$1184$0 (\$55 ),
-    .\port$1186$0 (\$56 ),
-    .\port$1188$0 (\$57 ),
-    .\port$1190$0 (\$58 ),
-    .\port$1192$0 (\$59 ),
-    .\port$1194$0 (\$60 ),
-    .\port$1196$0 (\$61 ),
-    .\port$1198$0 (\$62 ),
-    .\port$1200$0 (\$63 ),
-    .\port$1202$0 (\$64 ),
-    .\port$1204$0 (\$65 ),
-    .\port$1206$0 (\$66 ),
-    .\port$1208$0 (\$67 ),
-    .\port$1210$0 (\$68 ),
-    .\port$1212$0 (\$69 ),
-    .\port$1214$0 (\$70 ),
-    .\port$1216$0 (\$71 ),
-    .\port$1218$0 (\$72 ),
-    .\port$1220$0 (\$73 ),
-    .\port$1222$0 (\$74 ),
-    .\port$1224$0 (\$75 ),
-    .\port$1226$0 (\$76 ),
-    .\port$1228$0 (\$77 ),
-    .\port$1230$0 (\$78 ),
-    .\port$1232$0 (\$79 ),
-    .\port$1234$0 (\$80 ),
-    .\port$1236$0 (\$81 ),
-    .\port$1238$0 (\$82 ),
-    .\port$1240$0 (\$83 ),
-    .\port$1242$0 (\$84 ),
-    .\port$1244$0 (\$85 ),
-    .\port$1246$0 (\$86 ),
+    .\port$1254$0 (\$24 ),
+    .\port$1256$0 (\$25 ),
+    .\port$1258$0 (\$26 ),
+    .\port$1260$0 (\$27 ),
+    .\port$1262$0 (\$28 ),
+    .\port$1264$0 (\$29 ),
+    .\port$1266$0 (\$30 ),
+    .\port$1268$0 (\$31 ),
+    .\port$1270$0 (\$32 ),
+    .\port$1272$0 (\$33 ),
+    .\port$1274$0 (\$34 ),
+    .\port$1276$0 (\$35 ),
+    .\port$1278$0 (\$36 ),
+    .\port$1280$0 (\$37 ),
+    .\port$1282$0 (\$38 ),
+    .\port$1284$0 (\$39 ),
+    .\port$1286$0 (\$40 ),
+    .\port$1288$0 (\$41 ),
+    .\port$1290$0 (\$42 ),
+    .\port$1292$0 (\$43 ),
+    .\port$1294$0 (\$44 ),
+    .\port$1296$0 (\$45 ),
+    .\port$1298$0 (\$46 ),
+    .\port$1300$0 (\$47 ),
+    .\port$1302$0 (\$48 ),
+    .\port$1304$0 (\$49 ),
+    .\port$1306$0 (\$50 ),
+    .\port$1308$0 (\$51 ),
+    .\port$1310$0 (\$52 ),
+    .\port$1312$0 (\$53 ),
+    .\port$1314$0 (\$54 ),
+    .\port$1316$0 (\$55 ),
+    .\port$1318$0 (\$56 ),
+    .\port$1320$0 (\$57 ),
+    .\port$1322$0 (\$58 ),
+    .\port$1324$0 (\$59 ),
+    .\port$1326$0 (\$60 ),
+    .\port$1328$0 (\$61 ),
+    .\port$1330$0 (\$62 ),
+    .\port$1332$0 (\$63 ),
+    .\port$1334$0 (\$64 ),
+    .\port$1336$0 (\$65 ),
+    .\port$1338$0 (\$66 ),
+    .\port$1340$0 (\$67 ),
+    .\port$1342$0 (\$68 ),
+    .\port$1344$0 (\$69 ),
+    .\port$1346$0 (\$70 ),
+    .\port$1348$0 (\$71 ),
+    .\port$1350$0 (\$72 ),
+    .\port$1352$0 (\$73 ),
+    .\port$1354$0 (\$74 ),
+    .\port$1356$0 (\$75 ),
+    .\port$1358$0 (\$76 ),
+    .\port$1360$0 (\$77 ),
+    .\port$1362$0 (\$78 ),
+    .\port$1364$0 (\$79 ),
+    .\port$1366$0 (\$80 ),
+    .\port$1368$0 (\$81 ),
+    .\port$1370$0 (\$82 ),
+    .\port$1372$0 (\$83 ),
+    .\port$1374$0 (\$84 ),
+    .\port$1376$0 (\$85 ),
+    .\port$1378$0 (\$86 ),
+    .\port$1380$0 (\$87 ),
     .rst(rst),
     .scores(\scores$72 )
   );
@@ -773,12 +777,19 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
       \$22  = 1'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$23  = valid_d22;
+    if (rst) begin
+      \$23  = 1'h0;
+    end
+  end
   assign scores_d4 = scores;
-  assign valid_d22 = out_valid;
+  assign valid_d23 = out_valid;
   assign inputs = { x63_p3_2[0], x63_p3_2[1], x62_p3_2[0], x62_p3_2[1], x61_p3_2[0], x61_p3_2[1], x60_p3_2[0], x60_p3_2[1], x59_p3_2[0], x59_p3_2[1], x58_p3_2[0], x58_p3_2[1], x57_p3_2[0], x57_p3_2[1], x56_p3_2[0], x56_p3_2[1], x55_p3_2[0], x55_p3_2[1], x54_p3_2[0], x54_p3_2[1], x53_p3_2[0], x53_p3_2[1], x52_p3_2[0], x52_p3_2[1], x51_p3_2[0], x51_p3_2[1], x50_p3_2[0], x50_p3_2[1], x49_p3_2[0], x49_p3_2[1], x48_p3_2[0], x48_p3_2[1], x47_p3_2[0], x47_p3_2[1], x46_p3_2[0], x46_p3_2[1], x45_p3_2[0], x45_p3_2[1], x44_p3_2[0], x44_p3_2[1], x43_p3_2[0], x43_p3_2[1], x42_p3_2[0], x42_p3_2[1], x41_p3_2[0], x41_p3_2[1], x40_p3_2[0], x40_p3_2[1], x39_p3_2[0], x39_p3_2[1], x38_p3_2[0], x38_p3_2[1], x37_p3_2[0], x37_p3_2[1], x36_p3_2[0], x36_p3_2[1], x35_p3_2[0], x35_p3_2[1], x34_p3_2[0], x34_p3_2[1], x33_p3_2[0], x33_p3_2[1], x32_p3_2[0], x32_p3_2[1], x31_p3_2[0], x31_p3_2[1], x30_p3_2[0], x30_p3_2[1], x29_p3_2[0], x29_p3_2[1], x28_p3_2[0], x28_p3_2[1], x27_p3_2[0], x27_p3_2[1], x26_p3_2[0], x26_p3_2[1], x25_p3_2[0], x25_p3_2[1], x24_p3_2[0], x24_p3_2[1], x23_p3_2[0], x23_p3_2[1], x22_p3_2[0], x22_p3_2[1], x21_p3_2[0], x21_p3_2[1], x20_p3_2[0], x20_p3_2[1], x19_p3_2[0], x19_p3_2[1], x18_p3_2[0], x18_p3_2[1], x17_p3_2[0], x17_p3_2[1], x16_p3_2[0], x16_p3_2[1], x15_p3_2[0], x15_p3_2[1], x14_p3_2[0], x14_p3_2[1], x13_p3_2[0], x13_p3_2[1], x12_p3_2[0], x12_p3_2[1], x11_p3_2[0], x11_p3_2[1], x10_p3_2[0], x10_p3_2[1], x9_p3_2[0], x9_p3_2[1], x8_p3_2[0], x8_p3_2[1], x7_p3_2[0], x7_p3_2[1], x6_p3_2[0], x6_p3_2[1], x5_p3_2[0], x5_p3_2[1], x4_p3_2[0], x4_p3_2[1], x3_p3_2[0], x3_p3_2[1], x2_p3_2[0], x2_p3_2[1], x1_p3_2[0], x1_p3_2[1], x0_p3_2[0], x0_p3_2[1] };
-  assign \inputs$99  = { \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23  };
-  assign outputs = { \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24 , \$23  };
-  assign \scores$101  = \scores$72 ;
+  assign \inputs$100  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24  };
+  assign outputs = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24  };
+  assign \scores$102  = \scores$72 ;
   assign index = prediction;
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
@@ -800,16 +811,16 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   assign \scores$72[7]  = \scores$72 [95:84];
   assign \scores$72[8]  = \scores$72 [107:96];
   assign \scores$72[9]  = \scores$72 [119:108];
-  assign \scores$101[0]  = \scores$72 [11:0];
-  assign \scores$101[1]  = \scores$72 [23:12];
-  assign \scores$101[2]  = \scores$72 [35:24];
-  assign \scores$101[3]  = \scores$72 [47:36];
-  assign \scores$101[4]  = \scores$72 [59:48];
-  assign \scores$101[5]  = \scores$72 [71:60];
-  assign \scores$101[6]  = \scores$72 [83:72];
-  assign \scores$101[7]  = \scores$72 [95:84];
-  assign \scores$101[8]  = \scores$72 [107:96];
-  assign \scores$101[9]  = \scores$72 [119:108];
+  assign \scores$102[0]  = \scores$72 [11:0];
+  assign \scores$102[1]  = \scores$72 [23:12];
+  assign \scores$102[2]  = \scores$72 [35:24];
+  assign \scores$102[3]  = \scores$72 [47:36];
+  assign \scores$102[4]  = \scores$72 [59:48];
+  assign \scores$102[5]  = \scores$72 [71:60];
+  assign \scores$102[6]  = \scores$72 [83:72];
+  assign \scores$102[7]  = \scores$72 [95:84];
+  assign \scores$102[8]  = \scores$72 [107:96];
+  assign \scores$102[9]  = \scores$72 [119:108];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -988,10 +999,10 @@ endmodule
 module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$484$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$492$0 , \port$493$0 , \port$494$0 , \port$495$0 , \port$496$0 
 , \port$497$0 , \port$498$0 , \port$499$0 , \port$500$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$508$0 , \port$509$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$516$0 , \port$517$0 
 , \port$518$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$522$0 , \port$523$0 , \port$524$0 , \port$525$0 , \port$526$0 , \port$527$0 , \port$528$0 , \port$529$0 , \port$530$0 , \port$531$0 , \port$532$0 , \port$533$0 , \port$534$0 , \port$535$0 , \port$536$0 , \port$537$0 , \port$538$0 
-, \port$539$0 , \port$540$0 , fire, \fire$389 , \fire$390 , \fire$391 , \fire$392 , \fire$393 , \fire$394 , \fire$395 , \fire$396 , \fire$397 , \fire$398 , \fire$399 , \fire$400 , \fire$401 , \fire$402 , \fire$403 , \fire$404 , \fire$405 , \fire$406 
-, \fire$407 , \fire$408 , \fire$409 , \fire$410 , \fire$411 , \fire$412 , \fire$413 , \fire$414 , \fire$415 , \fire$416 , \fire$417 , \fire$418 , \fire$419 , \fire$420 , \fire$421 , \fire$422 , \fire$423 , \fire$424 , \fire$425 , \fire$426 , \fire$427 
-, \fire$428 , \fire$429 , \fire$430 , \fire$431 , \fire$432 , \fire$433 , \fire$434 , \fire$435 , \fire$436 , \fire$437 , \fire$438 , \fire$439 , \fire$440 , \fire$441 , \fire$442 , \fire$443 , \fire$444 , \fire$445 , \fire$446 , \fire$447 , \fire$448 
-, \fire$449 , \fire$450 , \fire$451 , clk);
+, \port$539$0 , \port$540$0 , fire, \fire$392 , \fire$393 , \fire$394 , \fire$395 , \fire$396 , \fire$397 , \fire$398 , \fire$399 , \fire$400 , \fire$401 , \fire$402 , \fire$403 , \fire$404 , \fire$405 , \fire$406 , \fire$407 , \fire$408 , \fire$409 
+, \fire$410 , \fire$411 , \fire$412 , \fire$413 , \fire$414 , \fire$415 , \fire$416 , \fire$417 , \fire$418 , \fire$419 , \fire$420 , \fire$421 , \fire$422 , \fire$423 , \fire$424 , \fire$425 , \fire$426 , \fire$427 , \fire$428 , \fire$429 , \fire$430 
+, \fire$431 , \fire$432 , \fire$433 , \fire$434 , \fire$435 , \fire$436 , \fire$437 , \fire$438 , \fire$439 , \fire$440 , \fire$441 , \fire$442 , \fire$443 , \fire$444 , \fire$445 , \fire$446 , \fire$447 , \fire$448 , \fire$449 , \fire$450 , \fire$451 
+, \fire$452 , \fire$453 , \fire$454 , clk);
   wire [10:0] \$1 ;
   wire [18:0] \$10 ;
   wire \$100 ;
@@ -1111,54 +1122,54 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg \carry$135  = 1'h0;
   reg \carry$140  = 1'h0;
   reg \carry$145  = 1'h0;
-  reg \carry$150  = 1'h0;
-  reg \carry$155  = 1'h0;
-  reg \carry$160  = 1'h0;
-  reg \carry$165  = 1'h0;
-  reg \carry$170  = 1'h0;
-  reg \carry$175  = 1'h0;
-  reg \carry$180  = 1'h0;
-  reg \carry$185  = 1'h0;
-  reg \carry$190  = 1'h0;
-  reg \carry$195  = 1'h0;
-  reg \carry$200  = 1'h0;
-  reg \carry$205  = 1'h0;
-  reg \carry$210  = 1'h0;
-  reg \carry$215  = 1'h0;
-  reg \carry$220  = 1'h0;
-  reg \carry$225  = 1'h0;
-  reg \carry$230  = 1'h0;
-  reg \carry$235  = 1'h0;
-  reg \carry$240  = 1'h0;
-  reg \carry$245  = 1'h0;
-  reg \carry$250  = 1'h0;
-  reg \carry$255  = 1'h0;
-  reg \carry$260  = 1'h0;
-  reg \carry$265  = 1'h0;
-  reg \carry$270  = 1'h0;
-  reg \carry$275  = 1'h0;
-  reg \carry$280  = 1'h0;
-  reg \carry$285  = 1'h0;
-  reg \carry$290  = 1'h0;
-  reg \carry$295  = 1'h0;
-  reg \carry$300  = 1'h0;
-  reg \carry$305  = 1'h0;
-  reg \carry$310  = 1'h0;
-  reg \carry$315  = 1'h0;
-  reg \carry$320  = 1'h0;
-  reg \carry$325  = 1'h0;
-  reg \carry$330  = 1'h0;
-  reg \carry$335  = 1'h0;
-  reg \carry$340  = 1'h0;
-  reg \carry$345  = 1'h0;
-  reg \carry$350  = 1'h0;
-  reg \carry$355  = 1'h0;
-  reg \carry$360  = 1'h0;
-  reg \carry$365  = 1'h0;
-  reg \carry$370  = 1'h0;
-  reg \carry$375  = 1'h0;
-  reg \carry$380  = 1'h0;
-  reg \carry$385  = 1'h0;
+  reg \carry$151  = 1'h0;
+  reg \carry$156  = 1'h0;
+  reg \carry$161  = 1'h0;
+  reg \carry$166  = 1'h0;
+  reg \carry$171  = 1'h0;
+  reg \carry$176  = 1'h0;
+  reg \carry$181  = 1'h0;
+  reg \carry$186  = 1'h0;
+  reg \carry$191  = 1'h0;
+  reg \carry$196  = 1'h0;
+  reg \carry$201  = 1'h0;
+  reg \carry$206  = 1'h0;
+  reg \carry$211  = 1'h0;
+  reg \carry$216  = 1'h0;
+  reg \carry$221  = 1'h0;
+  reg \carry$226  = 1'h0;
+  reg \carry$232  = 1'h0;
+  reg \carry$237  = 1'h0;
+  reg \carry$242  = 1'h0;
+  reg \carry$247  = 1'h0;
+  reg \carry$252  = 1'h0;
+  reg \carry$257  = 1'h0;
+  reg \carry$262  = 1'h0;
+  reg \carry$267  = 1'h0;
+  reg \carry$272  = 1'h0;
+  reg \carry$277  = 1'h0;
+  reg \carry$282  = 1'h0;
+  reg \carry$287  = 1'h0;
+  reg \carry$292  = 1'h0;
+  reg \carry$297  = 1'h0;
+  reg \carry$302  = 1'h0;
+  reg \carry$307  = 1'h0;
+  reg \carry$313  = 1'h0;
+  reg \carry$318  = 1'h0;
+  reg \carry$323  = 1'h0;
+  reg \carry$328  = 1'h0;
+  reg \carry$333  = 1'h0;
+  reg \carry$338  = 1'h0;
+  reg \carry$343  = 1'h0;
+  reg \carry$348  = 1'h0;
+  reg \carry$353  = 1'h0;
+  reg \carry$358  = 1'h0;
+  reg \carry$363  = 1'h0;
+  reg \carry$368  = 1'h0;
+  reg \carry$373  = 1'h0;
+  reg \carry$378  = 1'h0;
+  reg \carry$383  = 1'h0;
+  reg \carry$388  = 1'h0;
   reg \carry$75  = 1'h0;
   reg \carry$80  = 1'h0;
   reg \carry$85  = 1'h0;
@@ -1168,12 +1179,6 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire clk;
   output fire;
   wire fire;
-  output \fire$389 ;
-  wire \fire$389 ;
-  output \fire$390 ;
-  wire \fire$390 ;
-  output \fire$391 ;
-  wire \fire$391 ;
   output \fire$392 ;
   wire \fire$392 ;
   output \fire$393 ;
@@ -1294,6 +1299,12 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire \fire$450 ;
   output \fire$451 ;
   wire \fire$451 ;
+  output \fire$452 ;
+  wire \fire$452 ;
+  output \fire$453 ;
+  wire \fire$453 ;
+  output \fire$454 ;
+  wire \fire$454 ;
   wire [19:0] inputs;
   wire [127:0] \inputs$1 ;
   wire [23:0] \inputs$10 ;
@@ -1363,16 +1374,16 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [17:0] layer_r1 = 18'h00000;
   reg [18:0] layer_r10 = 19'h00000;
   reg [5:0] layer_r100 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r101;
+  reg [5:0] layer_r101 = 6'h00;
   reg [5:0] layer_r102 = 6'h00;
   reg [5:0] layer_r103 = 6'h00;
   reg [5:0] layer_r104 = 6'h00;
   reg [5:0] layer_r105 = 6'h00;
   reg [5:0] layer_r106 = 6'h00;
-  reg [5:0] layer_r107 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r108;
+  wire [5:0] layer_r107;
+  (* init = 1'h0 *)
+  wire layer_r108;
   reg [5:0] layer_r109 = 6'h00;
   reg [18:0] layer_r11 = 19'h00000;
   reg [5:0] layer_r110 = 6'h00;
@@ -1380,366 +1391,364 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r112 = 6'h00;
   reg [5:0] layer_r113 = 6'h00;
   reg [5:0] layer_r114 = 6'h00;
+  reg [5:0] layer_r115 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r115;
-  reg [5:0] layer_r116 = 6'h00;
-  reg [5:0] layer_r117 = 6'h00;
+  wire [5:0] layer_r116;
+  (* init = 1'h0 *)
+  wire layer_r117;
   reg [5:0] layer_r118 = 6'h00;
   reg [5:0] layer_r119 = 6'h00;
   reg [18:0] layer_r12 = 19'h00000;
   reg [5:0] layer_r120 = 6'h00;
   reg [5:0] layer_r121 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r122;
+  reg [5:0] layer_r122 = 6'h00;
   reg [5:0] layer_r123 = 6'h00;
   reg [5:0] layer_r124 = 6'h00;
-  reg [5:0] layer_r125 = 6'h00;
-  reg [5:0] layer_r126 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r125;
+  (* init = 1'h0 *)
+  wire layer_r126;
   reg [5:0] layer_r127 = 6'h00;
   reg [5:0] layer_r128 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r129;
+  reg [5:0] layer_r129 = 6'h00;
   reg [19:0] layer_r13 = 20'h00000;
-  reg [4:0] layer_r130 = 5'h00;
-  reg [4:0] layer_r131 = 5'h00;
-  reg [4:0] layer_r132 = 5'h00;
-  reg [4:0] layer_r133 = 5'h00;
-  reg [4:0] layer_r134 = 5'h00;
-  reg [4:0] layer_r135 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r136;
-  reg [4:0] layer_r137 = 5'h00;
-  reg [4:0] layer_r138 = 5'h00;
-  reg [4:0] layer_r139 = 5'h00;
-  (* init = 1'h0 *)
-  wire layer_r14;
-  reg [4:0] layer_r140 = 5'h00;
-  reg [4:0] layer_r141 = 5'h00;
-  reg [4:0] layer_r142 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r143;
-  reg [5:0] layer_r144 = 6'h00;
-  reg [5:0] layer_r145 = 6'h00;
-  reg [5:0] layer_r146 = 6'h00;
-  reg [5:0] layer_r147 = 6'h00;
-  reg [5:0] layer_r148 = 6'h00;
-  reg [5:0] layer_r149 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r15;
+  reg [5:0] layer_r130 = 6'h00;
+  reg [5:0] layer_r131 = 6'h00;
+  reg [5:0] layer_r132 = 6'h00;
+  reg [5:0] layer_r133 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r150;
-  reg [5:0] layer_r151 = 6'h00;
-  reg [5:0] layer_r152 = 6'h00;
-  reg [5:0] layer_r153 = 6'h00;
-  reg [5:0] layer_r154 = 6'h00;
-  reg [5:0] layer_r155 = 6'h00;
-  reg [5:0] layer_r156 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r157;
-  reg [5:0] layer_r158 = 6'h00;
-  reg [5:0] layer_r159 = 6'h00;
+  wire [5:0] layer_r134;
   (* init = 1'h0 *)
-  wire layer_r16;
-  reg [5:0] layer_r160 = 6'h00;
-  reg [5:0] layer_r161 = 6'h00;
-  reg [5:0] layer_r162 = 6'h00;
+  wire layer_r135;
+  reg [5:0] layer_r136 = 6'h00;
+  reg [5:0] layer_r137 = 6'h00;
+  reg [5:0] layer_r138 = 6'h00;
+  reg [5:0] layer_r139 = 6'h00;
+  reg layer_r14 = 1'h0;
+  reg [5:0] layer_r140 = 6'h00;
+  reg [5:0] layer_r141 = 6'h00;
+  reg [5:0] layer_r142 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r143;
+  (* init = 1'h0 *)
+  wire layer_r144;
+  reg [4:0] layer_r145 = 5'h00;
+  reg [4:0] layer_r146 = 5'h00;
+  reg [4:0] layer_r147 = 5'h00;
+  reg [4:0] layer_r148 = 5'h00;
+  reg [4:0] layer_r149 = 5'h00;
+  reg layer_r15 = 1'h0;
+  reg [4:0] layer_r150 = 5'h00;
+  reg [4:0] layer_r151 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r152;
+  (* init = 1'h0 *)
+  wire layer_r153;
+  reg [4:0] layer_r154 = 5'h00;
+  reg [4:0] layer_r155 = 5'h00;
+  reg [4:0] layer_r156 = 5'h00;
+  reg [4:0] layer_r157 = 5'h00;
+  reg [4:0] layer_r158 = 5'h00;
+  reg [4:0] layer_r159 = 5'h00;
+  reg layer_r16 = 1'h0;
+  reg [4:0] layer_r160 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r161;
+  (* init = 1'h0 *)
+  wire layer_r162;
   reg [5:0] layer_r163 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r164;
+  reg [5:0] layer_r164 = 6'h00;
   reg [5:0] layer_r165 = 6'h00;
   reg [5:0] layer_r166 = 6'h00;
   reg [5:0] layer_r167 = 6'h00;
   reg [5:0] layer_r168 = 6'h00;
   reg [5:0] layer_r169 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r17;
-  reg [5:0] layer_r170 = 6'h00;
+  reg layer_r17 = 1'h0;
   (* init = 6'h00 *)
-  wire [5:0] layer_r171;
+  wire [5:0] layer_r170;
+  (* init = 1'h0 *)
+  wire layer_r171;
   reg [5:0] layer_r172 = 6'h00;
   reg [5:0] layer_r173 = 6'h00;
   reg [5:0] layer_r174 = 6'h00;
   reg [5:0] layer_r175 = 6'h00;
   reg [5:0] layer_r176 = 6'h00;
   reg [5:0] layer_r177 = 6'h00;
+  reg [5:0] layer_r178 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r178;
-  reg [5:0] layer_r179 = 6'h00;
+  wire [5:0] layer_r179;
+  reg layer_r18 = 1'h0;
   (* init = 1'h0 *)
-  wire layer_r18;
-  reg [5:0] layer_r180 = 6'h00;
+  wire layer_r180;
   reg [5:0] layer_r181 = 6'h00;
   reg [5:0] layer_r182 = 6'h00;
   reg [5:0] layer_r183 = 6'h00;
   reg [5:0] layer_r184 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r185;
+  reg [5:0] layer_r185 = 6'h00;
   reg [5:0] layer_r186 = 6'h00;
   reg [5:0] layer_r187 = 6'h00;
-  reg [5:0] layer_r188 = 6'h00;
-  reg [5:0] layer_r189 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r188;
   (* init = 1'h0 *)
-  wire layer_r19;
+  wire layer_r189;
+  reg layer_r19 = 1'h0;
   reg [5:0] layer_r190 = 6'h00;
   reg [5:0] layer_r191 = 6'h00;
+  reg [5:0] layer_r192 = 6'h00;
+  reg [5:0] layer_r193 = 6'h00;
+  reg [5:0] layer_r194 = 6'h00;
+  reg [5:0] layer_r195 = 6'h00;
+  reg [5:0] layer_r196 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r192;
-  reg [4:0] layer_r193 = 5'h00;
-  reg [4:0] layer_r194 = 5'h00;
-  reg [4:0] layer_r195 = 5'h00;
-  reg [4:0] layer_r196 = 5'h00;
-  reg [4:0] layer_r197 = 5'h00;
-  reg [4:0] layer_r198 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r199;
-  reg [15:0] layer_r2 = 16'h0000;
+  wire [5:0] layer_r197;
   (* init = 1'h0 *)
-  wire layer_r20;
-  reg [4:0] layer_r200 = 5'h00;
-  reg [4:0] layer_r201 = 5'h00;
-  reg [4:0] layer_r202 = 5'h00;
-  reg [4:0] layer_r203 = 5'h00;
-  reg [4:0] layer_r204 = 5'h00;
-  reg [4:0] layer_r205 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r206;
-  reg [5:0] layer_r207 = 6'h00;
+  wire layer_r198;
+  reg [5:0] layer_r199 = 6'h00;
+  reg [15:0] layer_r2 = 16'h0000;
+  reg layer_r20 = 1'h0;
+  reg [5:0] layer_r200 = 6'h00;
+  reg [5:0] layer_r201 = 6'h00;
+  reg [5:0] layer_r202 = 6'h00;
+  reg [5:0] layer_r203 = 6'h00;
+  reg [5:0] layer_r204 = 6'h00;
+  reg [5:0] layer_r205 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r206;
+  (* init = 1'h0 *)
+  wire layer_r207;
   reg [5:0] layer_r208 = 6'h00;
   reg [5:0] layer_r209 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r21;
+  reg layer_r21 = 1'h0;
   reg [5:0] layer_r210 = 6'h00;
   reg [5:0] layer_r211 = 6'h00;
   reg [5:0] layer_r212 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r213;
+  reg [5:0] layer_r213 = 6'h00;
   reg [5:0] layer_r214 = 6'h00;
-  reg [5:0] layer_r215 = 6'h00;
-  reg [5:0] layer_r216 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r215;
+  (* init = 1'h0 *)
+  wire layer_r216;
   reg [5:0] layer_r217 = 6'h00;
   reg [5:0] layer_r218 = 6'h00;
   reg [5:0] layer_r219 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r22;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r220;
+  reg layer_r22 = 1'h0;
+  reg [5:0] layer_r220 = 6'h00;
   reg [5:0] layer_r221 = 6'h00;
   reg [5:0] layer_r222 = 6'h00;
   reg [5:0] layer_r223 = 6'h00;
-  reg [5:0] layer_r224 = 6'h00;
-  reg [5:0] layer_r225 = 6'h00;
-  reg [5:0] layer_r226 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r227;
-  reg [5:0] layer_r228 = 6'h00;
-  reg [5:0] layer_r229 = 6'h00;
+  wire [5:0] layer_r224;
   (* init = 1'h0 *)
-  wire layer_r23;
-  reg [5:0] layer_r230 = 6'h00;
-  reg [5:0] layer_r231 = 6'h00;
-  reg [5:0] layer_r232 = 6'h00;
-  reg [5:0] layer_r233 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r234;
-  reg [5:0] layer_r235 = 6'h00;
-  reg [5:0] layer_r236 = 6'h00;
-  reg [5:0] layer_r237 = 6'h00;
-  reg [5:0] layer_r238 = 6'h00;
-  reg [5:0] layer_r239 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r24;
-  reg [5:0] layer_r240 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r241;
-  reg [4:0] layer_r242 = 5'h00;
-  reg [4:0] layer_r243 = 5'h00;
-  reg [4:0] layer_r244 = 5'h00;
-  reg [4:0] layer_r245 = 5'h00;
-  reg [4:0] layer_r246 = 5'h00;
-  reg [4:0] layer_r247 = 5'h00;
+  wire layer_r225;
+  reg [4:0] layer_r226 = 5'h00;
+  reg [4:0] layer_r227 = 5'h00;
+  reg [4:0] layer_r228 = 5'h00;
+  reg [4:0] layer_r229 = 5'h00;
+  reg layer_r23 = 1'h0;
+  reg [4:0] layer_r230 = 5'h00;
+  reg [4:0] layer_r231 = 5'h00;
+  reg [4:0] layer_r232 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r248;
-  reg [5:0] layer_r249 = 6'h00;
+  wire [4:0] layer_r233;
+  (* init = 8'h00 *)
+  wire [7:0] layer_r234;
   (* init = 1'h0 *)
-  wire layer_r25;
+  wire layer_r235;
+  reg [4:0] layer_r236 = 5'h00;
+  reg [4:0] layer_r237 = 5'h00;
+  reg [4:0] layer_r238 = 5'h00;
+  reg [4:0] layer_r239 = 5'h00;
+  reg layer_r24 = 1'h0;
+  reg [4:0] layer_r240 = 5'h00;
+  reg [4:0] layer_r241 = 5'h00;
+  reg [4:0] layer_r242 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r243;
+  (* init = 1'h0 *)
+  wire layer_r244;
+  reg [5:0] layer_r245 = 6'h00;
+  reg [5:0] layer_r246 = 6'h00;
+  reg [5:0] layer_r247 = 6'h00;
+  reg [5:0] layer_r248 = 6'h00;
+  reg [5:0] layer_r249 = 6'h00;
+  reg layer_r25 = 1'h0;
   reg [5:0] layer_r250 = 6'h00;
   reg [5:0] layer_r251 = 6'h00;
-  reg [5:0] layer_r252 = 6'h00;
-  reg [5:0] layer_r253 = 6'h00;
-  reg [5:0] layer_r254 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r255;
+  wire [5:0] layer_r252;
+  (* init = 1'h0 *)
+  wire layer_r253;
+  reg [5:0] layer_r254 = 6'h00;
+  reg [5:0] layer_r255 = 6'h00;
   reg [5:0] layer_r256 = 6'h00;
   reg [5:0] layer_r257 = 6'h00;
   reg [5:0] layer_r258 = 6'h00;
   reg [5:0] layer_r259 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r26;
+  reg layer_r26 = 1'h0;
   reg [5:0] layer_r260 = 6'h00;
-  reg [5:0] layer_r261 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r262;
+  wire [5:0] layer_r261;
+  (* init = 1'h0 *)
+  wire layer_r262;
   reg [5:0] layer_r263 = 6'h00;
   reg [5:0] layer_r264 = 6'h00;
   reg [5:0] layer_r265 = 6'h00;
   reg [5:0] layer_r266 = 6'h00;
   reg [5:0] layer_r267 = 6'h00;
   reg [5:0] layer_r268 = 6'h00;
+  reg [5:0] layer_r269 = 6'h00;
+  reg layer_r27 = 1'h0;
   (* init = 6'h00 *)
-  wire [5:0] layer_r269;
+  wire [5:0] layer_r270;
   (* init = 1'h0 *)
-  wire layer_r27;
-  reg [5:0] layer_r270 = 6'h00;
-  reg [5:0] layer_r271 = 6'h00;
+  wire layer_r271;
   reg [5:0] layer_r272 = 6'h00;
   reg [5:0] layer_r273 = 6'h00;
   reg [5:0] layer_r274 = 6'h00;
   reg [5:0] layer_r275 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r276;
+  reg [5:0] layer_r276 = 6'h00;
   reg [5:0] layer_r277 = 6'h00;
   reg [5:0] layer_r278 = 6'h00;
-  reg [5:0] layer_r279 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r279;
+  reg layer_r28 = 1'h0;
   (* init = 1'h0 *)
-  wire layer_r28;
-  reg [5:0] layer_r280 = 6'h00;
+  wire layer_r280;
   reg [5:0] layer_r281 = 6'h00;
   reg [5:0] layer_r282 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r283;
+  reg [5:0] layer_r283 = 6'h00;
   reg [5:0] layer_r284 = 6'h00;
   reg [5:0] layer_r285 = 6'h00;
   reg [5:0] layer_r286 = 6'h00;
   reg [5:0] layer_r287 = 6'h00;
-  reg [5:0] layer_r288 = 6'h00;
-  reg [5:0] layer_r289 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r288;
   (* init = 1'h0 *)
-  wire layer_r29;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r290;
-  reg [5:0] layer_r291 = 6'h00;
-  reg [5:0] layer_r292 = 6'h00;
-  reg [5:0] layer_r293 = 6'h00;
-  reg [5:0] layer_r294 = 6'h00;
-  reg [5:0] layer_r295 = 6'h00;
-  reg [5:0] layer_r296 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r297;
-  reg [5:0] layer_r298 = 6'h00;
+  wire layer_r289;
+  reg layer_r29 = 1'h0;
+  reg [4:0] layer_r290 = 5'h00;
+  reg [4:0] layer_r291 = 5'h00;
+  reg [4:0] layer_r292 = 5'h00;
+  reg [4:0] layer_r293 = 5'h00;
+  reg [4:0] layer_r294 = 5'h00;
+  reg [4:0] layer_r295 = 5'h00;
+  reg [4:0] layer_r296 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r297;
+  (* init = 1'h0 *)
+  wire layer_r298;
   reg [5:0] layer_r299 = 6'h00;
   reg [18:0] layer_r3 = 19'h00000;
-  (* init = 1'h0 *)
-  wire layer_r30;
+  reg layer_r30 = 1'h0;
   reg [5:0] layer_r300 = 6'h00;
   reg [5:0] layer_r301 = 6'h00;
   reg [5:0] layer_r302 = 6'h00;
   reg [5:0] layer_r303 = 6'h00;
+  reg [5:0] layer_r304 = 6'h00;
+  reg [5:0] layer_r305 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r304;
-  reg [4:0] layer_r305 = 5'h00;
-  reg [4:0] layer_r306 = 5'h00;
-  reg [4:0] layer_r307 = 5'h00;
-  reg [4:0] layer_r308 = 5'h00;
-  reg [4:0] layer_r309 = 5'h00;
+  wire [5:0] layer_r306;
   (* init = 1'h0 *)
-  wire layer_r31;
-  reg [4:0] layer_r310 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r311;
-  reg [4:0] layer_r312 = 5'h00;
-  reg [4:0] layer_r313 = 5'h00;
-  reg [4:0] layer_r314 = 5'h00;
-  reg [4:0] layer_r315 = 5'h00;
-  reg [4:0] layer_r316 = 5'h00;
-  reg [4:0] layer_r317 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r318;
-  reg [4:0] layer_r319 = 5'h00;
+  wire layer_r307;
+  reg [5:0] layer_r308 = 6'h00;
+  reg [5:0] layer_r309 = 6'h00;
+  reg layer_r31 = 1'h0;
+  reg [5:0] layer_r310 = 6'h00;
+  reg [5:0] layer_r311 = 6'h00;
+  reg [5:0] layer_r312 = 6'h00;
+  reg [5:0] layer_r313 = 6'h00;
+  reg [5:0] layer_r314 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r315;
   (* init = 1'h0 *)
-  wire layer_r32;
-  reg [4:0] layer_r320 = 5'h00;
-  reg [4:0] layer_r321 = 5'h00;
-  reg [4:0] layer_r322 = 5'h00;
-  reg [4:0] layer_r323 = 5'h00;
-  reg [4:0] layer_r324 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r325;
+  wire layer_r316;
+  reg [5:0] layer_r317 = 6'h00;
+  reg [5:0] layer_r318 = 6'h00;
+  reg [5:0] layer_r319 = 6'h00;
+  reg layer_r32 = 1'h0;
+  reg [5:0] layer_r320 = 6'h00;
+  reg [5:0] layer_r321 = 6'h00;
+  reg [5:0] layer_r322 = 6'h00;
+  reg [5:0] layer_r323 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r324;
+  (* init = 1'h0 *)
+  wire layer_r325;
   reg [5:0] layer_r326 = 6'h00;
   reg [5:0] layer_r327 = 6'h00;
   reg [5:0] layer_r328 = 6'h00;
   reg [5:0] layer_r329 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r33;
+  reg layer_r33 = 1'h0;
   reg [5:0] layer_r330 = 6'h00;
   reg [5:0] layer_r331 = 6'h00;
+  reg [5:0] layer_r332 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r332;
-  reg [5:0] layer_r333 = 6'h00;
-  reg [5:0] layer_r334 = 6'h00;
+  wire [5:0] layer_r333;
+  (* init = 1'h0 *)
+  wire layer_r334;
   reg [5:0] layer_r335 = 6'h00;
   reg [5:0] layer_r336 = 6'h00;
   reg [5:0] layer_r337 = 6'h00;
   reg [5:0] layer_r338 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r339;
-  (* init = 1'h0 *)
-  wire layer_r34;
+  reg [5:0] layer_r339 = 6'h00;
+  reg layer_r34 = 1'h0;
   reg [5:0] layer_r340 = 6'h00;
   reg [5:0] layer_r341 = 6'h00;
-  reg [5:0] layer_r342 = 6'h00;
-  reg [5:0] layer_r343 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r342;
+  (* init = 1'h0 *)
+  wire layer_r343;
   reg [5:0] layer_r344 = 6'h00;
   reg [5:0] layer_r345 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r346;
+  reg [5:0] layer_r346 = 6'h00;
   reg [5:0] layer_r347 = 6'h00;
   reg [5:0] layer_r348 = 6'h00;
   reg [5:0] layer_r349 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r35;
+  reg layer_r35 = 1'h0;
   reg [5:0] layer_r350 = 6'h00;
-  reg [5:0] layer_r351 = 6'h00;
-  reg [5:0] layer_r352 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r353;
+  wire [5:0] layer_r351;
+  (* init = 1'h0 *)
+  wire layer_r352;
+  reg [5:0] layer_r353 = 6'h00;
   reg [5:0] layer_r354 = 6'h00;
   reg [5:0] layer_r355 = 6'h00;
   reg [5:0] layer_r356 = 6'h00;
   reg [5:0] layer_r357 = 6'h00;
   reg [5:0] layer_r358 = 6'h00;
   reg [5:0] layer_r359 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r36;
+  reg layer_r36 = 1'h0;
   (* init = 6'h00 *)
   wire [5:0] layer_r360;
-  reg [5:0] layer_r361 = 6'h00;
+  (* init = 1'h0 *)
+  wire layer_r361;
   reg [5:0] layer_r362 = 6'h00;
   reg [5:0] layer_r363 = 6'h00;
   reg [5:0] layer_r364 = 6'h00;
   reg [5:0] layer_r365 = 6'h00;
   reg [5:0] layer_r366 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r367;
+  reg [5:0] layer_r367 = 6'h00;
   reg [5:0] layer_r368 = 6'h00;
-  reg [5:0] layer_r369 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r37;
-  reg [5:0] layer_r370 = 6'h00;
-  reg [5:0] layer_r371 = 6'h00;
-  reg [5:0] layer_r372 = 6'h00;
-  reg [5:0] layer_r373 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r374;
-  reg [5:0] layer_r375 = 6'h00;
-  reg [5:0] layer_r376 = 6'h00;
-  reg [5:0] layer_r377 = 6'h00;
-  reg [5:0] layer_r378 = 6'h00;
-  reg [5:0] layer_r379 = 6'h00;
+  wire [5:0] layer_r369;
+  reg layer_r37 = 1'h0;
   (* init = 1'h0 *)
-  wire layer_r38;
-  reg [5:0] layer_r380 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r381;
+  wire layer_r370;
+  reg [4:0] layer_r371 = 5'h00;
+  reg [4:0] layer_r372 = 5'h00;
+  reg [4:0] layer_r373 = 5'h00;
+  reg [4:0] layer_r374 = 5'h00;
+  reg [4:0] layer_r375 = 5'h00;
+  reg [4:0] layer_r376 = 5'h00;
+  reg [4:0] layer_r377 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r378;
+  (* init = 8'h00 *)
+  wire [7:0] layer_r379;
+  reg layer_r38 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r380;
+  reg [4:0] layer_r381 = 5'h00;
   reg [4:0] layer_r382 = 5'h00;
   reg [4:0] layer_r383 = 5'h00;
   reg [4:0] layer_r384 = 5'h00;
@@ -1748,248 +1757,383 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [4:0] layer_r387 = 5'h00;
   (* init = 5'h00 *)
   wire [4:0] layer_r388;
-  reg [5:0] layer_r389 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r39;
-  reg [5:0] layer_r390 = 6'h00;
-  reg [5:0] layer_r391 = 6'h00;
-  reg [5:0] layer_r392 = 6'h00;
-  reg [5:0] layer_r393 = 6'h00;
-  reg [5:0] layer_r394 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r395;
+  wire layer_r389;
+  reg layer_r39 = 1'h0;
+  reg [4:0] layer_r390 = 5'h00;
+  reg [4:0] layer_r391 = 5'h00;
+  reg [4:0] layer_r392 = 5'h00;
+  reg [4:0] layer_r393 = 5'h00;
+  reg [4:0] layer_r394 = 5'h00;
+  reg [4:0] layer_r395 = 5'h00;
   reg [4:0] layer_r396 = 5'h00;
-  reg [4:0] layer_r397 = 5'h00;
-  reg [4:0] layer_r398 = 5'h00;
-  reg [4:0] layer_r399 = 5'h00;
-  reg [27:0] layer_r4 = 28'h0000000;
-  (* init = 1'h0 *)
-  wire layer_r40;
-  reg [4:0] layer_r400 = 5'h00;
-  reg [4:0] layer_r401 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r402;
+  wire [4:0] layer_r397;
+  (* init = 1'h0 *)
+  wire layer_r398;
+  reg [5:0] layer_r399 = 6'h00;
+  reg [27:0] layer_r4 = 28'h0000000;
+  reg layer_r40 = 1'h0;
+  reg [5:0] layer_r400 = 6'h00;
+  reg [5:0] layer_r401 = 6'h00;
+  reg [5:0] layer_r402 = 6'h00;
   reg [5:0] layer_r403 = 6'h00;
   reg [5:0] layer_r404 = 6'h00;
   reg [5:0] layer_r405 = 6'h00;
-  reg [5:0] layer_r406 = 6'h00;
-  reg [5:0] layer_r407 = 6'h00;
-  reg [5:0] layer_r408 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r409;
+  wire [5:0] layer_r406;
   (* init = 1'h0 *)
-  wire layer_r41;
+  wire layer_r407;
+  reg [5:0] layer_r408 = 6'h00;
+  reg [5:0] layer_r409 = 6'h00;
+  reg layer_r41 = 1'h0;
   reg [5:0] layer_r410 = 6'h00;
   reg [5:0] layer_r411 = 6'h00;
   reg [5:0] layer_r412 = 6'h00;
   reg [5:0] layer_r413 = 6'h00;
   reg [5:0] layer_r414 = 6'h00;
-  reg [5:0] layer_r415 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r416;
-  reg [4:0] layer_r417 = 5'h00;
-  reg [4:0] layer_r418 = 5'h00;
-  reg [4:0] layer_r419 = 5'h00;
+  wire [5:0] layer_r415;
   (* init = 1'h0 *)
-  wire layer_r42;
-  reg [4:0] layer_r420 = 5'h00;
-  reg [4:0] layer_r421 = 5'h00;
-  reg [4:0] layer_r422 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r423;
-  reg [5:0] layer_r424 = 6'h00;
-  reg [5:0] layer_r425 = 6'h00;
+  wire layer_r416;
+  reg [5:0] layer_r417 = 6'h00;
+  reg [5:0] layer_r418 = 6'h00;
+  reg [5:0] layer_r419 = 6'h00;
+  reg layer_r42 = 1'h0;
+  reg [5:0] layer_r420 = 6'h00;
+  reg [5:0] layer_r421 = 6'h00;
+  reg [5:0] layer_r422 = 6'h00;
+  reg [5:0] layer_r423 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r424;
+  (* init = 1'h0 *)
+  wire layer_r425;
   reg [5:0] layer_r426 = 6'h00;
   reg [5:0] layer_r427 = 6'h00;
   reg [5:0] layer_r428 = 6'h00;
   reg [5:0] layer_r429 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r43;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r430;
+  reg layer_r43 = 1'h0;
+  reg [5:0] layer_r430 = 6'h00;
   reg [5:0] layer_r431 = 6'h00;
   reg [5:0] layer_r432 = 6'h00;
-  reg [5:0] layer_r433 = 6'h00;
-  reg [5:0] layer_r434 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r433;
+  (* init = 1'h0 *)
+  wire layer_r434;
   reg [5:0] layer_r435 = 6'h00;
   reg [5:0] layer_r436 = 6'h00;
+  reg [5:0] layer_r437 = 6'h00;
+  reg [5:0] layer_r438 = 6'h00;
+  reg [5:0] layer_r439 = 6'h00;
+  reg layer_r44 = 1'h0;
+  reg [5:0] layer_r440 = 6'h00;
+  reg [5:0] layer_r441 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r437;
-  reg [4:0] layer_r438 = 5'h00;
-  reg [4:0] layer_r439 = 5'h00;
+  wire [5:0] layer_r442;
   (* init = 1'h0 *)
-  wire layer_r44;
-  reg [4:0] layer_r440 = 5'h00;
-  reg [4:0] layer_r441 = 5'h00;
-  reg [4:0] layer_r442 = 5'h00;
-  reg [4:0] layer_r443 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r444;
-  reg [4:0] layer_r445 = 5'h00;
-  reg [4:0] layer_r446 = 5'h00;
-  reg [4:0] layer_r447 = 5'h00;
-  reg [4:0] layer_r448 = 5'h00;
-  reg [4:0] layer_r449 = 5'h00;
+  wire layer_r443;
+  reg [5:0] layer_r444 = 6'h00;
+  reg [5:0] layer_r445 = 6'h00;
+  reg [5:0] layer_r446 = 6'h00;
+  reg [5:0] layer_r447 = 6'h00;
+  reg [5:0] layer_r448 = 6'h00;
+  reg [5:0] layer_r449 = 6'h00;
+  reg layer_r45 = 1'h0;
+  reg [5:0] layer_r450 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r451;
   (* init = 1'h0 *)
-  wire layer_r45;
-  reg [4:0] layer_r450 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r451;
-  reg [4:0] layer_r452 = 5'h00;
-  reg [4:0] layer_r453 = 5'h00;
-  reg [4:0] layer_r454 = 5'h00;
-  reg [4:0] layer_r455 = 5'h00;
-  reg [4:0] layer_r456 = 5'h00;
-  reg [4:0] layer_r457 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r458;
+  wire layer_r452;
+  reg [5:0] layer_r453 = 6'h00;
+  reg [5:0] layer_r454 = 6'h00;
+  reg [5:0] layer_r455 = 6'h00;
+  reg [5:0] layer_r456 = 6'h00;
+  reg [5:0] layer_r457 = 6'h00;
+  reg [5:0] layer_r458 = 6'h00;
   reg [5:0] layer_r459 = 6'h00;
+  reg layer_r46 = 1'h0;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r460;
   (* init = 1'h0 *)
-  wire layer_r46;
-  reg [5:0] layer_r460 = 6'h00;
-  reg [5:0] layer_r461 = 6'h00;
+  wire layer_r461;
   reg [5:0] layer_r462 = 6'h00;
   reg [5:0] layer_r463 = 6'h00;
   reg [5:0] layer_r464 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r465;
+  reg [5:0] layer_r465 = 6'h00;
   reg [5:0] layer_r466 = 6'h00;
   reg [5:0] layer_r467 = 6'h00;
   reg [5:0] layer_r468 = 6'h00;
-  reg [5:0] layer_r469 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r47;
-  reg [5:0] layer_r470 = 6'h00;
-  reg [5:0] layer_r471 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r472;
-  reg [5:0] layer_r473 = 6'h00;
-  reg [5:0] layer_r474 = 6'h00;
-  reg [5:0] layer_r475 = 6'h00;
-  reg [5:0] layer_r476 = 6'h00;
-  reg [5:0] layer_r477 = 6'h00;
-  reg [5:0] layer_r478 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r479;
+  wire [5:0] layer_r469;
+  reg layer_r47 = 1'h0;
   (* init = 1'h0 *)
-  wire layer_r48;
+  wire layer_r470;
+  reg [4:0] layer_r471 = 5'h00;
+  reg [4:0] layer_r472 = 5'h00;
+  reg [4:0] layer_r473 = 5'h00;
+  reg [4:0] layer_r474 = 5'h00;
+  reg [4:0] layer_r475 = 5'h00;
+  reg [4:0] layer_r476 = 5'h00;
+  reg [4:0] layer_r477 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r478;
+  (* init = 1'h0 *)
+  wire layer_r479;
+  reg layer_r48 = 1'h0;
   reg [5:0] layer_r480 = 6'h00;
   reg [5:0] layer_r481 = 6'h00;
   reg [5:0] layer_r482 = 6'h00;
   reg [5:0] layer_r483 = 6'h00;
   reg [5:0] layer_r484 = 6'h00;
   reg [5:0] layer_r485 = 6'h00;
+  reg [5:0] layer_r486 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r486;
-  reg [4:0] layer_r487 = 5'h00;
-  reg [4:0] layer_r488 = 5'h00;
-  reg [4:0] layer_r489 = 5'h00;
+  wire [5:0] layer_r487;
   (* init = 1'h0 *)
-  wire layer_r49;
+  wire layer_r488;
+  reg [4:0] layer_r489 = 5'h00;
+  reg layer_r49 = 1'h0;
   reg [4:0] layer_r490 = 5'h00;
   reg [4:0] layer_r491 = 5'h00;
   reg [4:0] layer_r492 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r493;
+  reg [4:0] layer_r493 = 5'h00;
   reg [4:0] layer_r494 = 5'h00;
   reg [4:0] layer_r495 = 5'h00;
-  reg [4:0] layer_r496 = 5'h00;
-  reg [4:0] layer_r497 = 5'h00;
-  reg [4:0] layer_r498 = 5'h00;
-  reg [4:0] layer_r499 = 5'h00;
-  reg [36:0] layer_r5 = 37'h0000000000;
-  (* init = 1'h0 *)
-  wire layer_r50;
   (* init = 5'h00 *)
-  wire [4:0] layer_r500;
+  wire [4:0] layer_r496;
+  (* init = 1'h0 *)
+  wire layer_r497;
+  reg [5:0] layer_r498 = 6'h00;
+  reg [5:0] layer_r499 = 6'h00;
+  reg [36:0] layer_r5 = 37'h0000000000;
+  reg layer_r50 = 1'h0;
+  reg [5:0] layer_r500 = 6'h00;
   reg [5:0] layer_r501 = 6'h00;
   reg [5:0] layer_r502 = 6'h00;
   reg [5:0] layer_r503 = 6'h00;
   reg [5:0] layer_r504 = 6'h00;
-  reg [5:0] layer_r505 = 6'h00;
-  reg [5:0] layer_r506 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r507;
+  wire [5:0] layer_r505;
+  (* init = 1'h0 *)
+  wire layer_r506;
+  reg [5:0] layer_r507 = 6'h00;
   reg [5:0] layer_r508 = 6'h00;
   reg [5:0] layer_r509 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r51;
+  reg layer_r51 = 1'h0;
   reg [5:0] layer_r510 = 6'h00;
   reg [5:0] layer_r511 = 6'h00;
   reg [5:0] layer_r512 = 6'h00;
   reg [5:0] layer_r513 = 6'h00;
   (* init = 6'h00 *)
   wire [5:0] layer_r514;
-  reg [5:0] layer_r515 = 6'h00;
-  reg [5:0] layer_r516 = 6'h00;
-  reg [5:0] layer_r517 = 6'h00;
-  reg [5:0] layer_r518 = 6'h00;
-  reg [5:0] layer_r519 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r52;
-  reg [5:0] layer_r520 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r521;
-  reg [5:0] layer_r522 = 6'h00;
-  reg [5:0] layer_r523 = 6'h00;
-  reg [5:0] layer_r524 = 6'h00;
-  reg [5:0] layer_r525 = 6'h00;
+  wire layer_r515;
+  reg [4:0] layer_r516 = 5'h00;
+  reg [4:0] layer_r517 = 5'h00;
+  reg [4:0] layer_r518 = 5'h00;
+  reg [4:0] layer_r519 = 5'h00;
+  reg layer_r52 = 1'h0;
+  reg [4:0] layer_r520 = 5'h00;
+  reg [4:0] layer_r521 = 5'h00;
+  reg [4:0] layer_r522 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r523;
+  (* init = 8'h00 *)
+  wire [7:0] layer_r524;
+  (* init = 1'h0 *)
+  wire layer_r525;
   reg [5:0] layer_r526 = 6'h00;
   reg [5:0] layer_r527 = 6'h00;
+  reg [5:0] layer_r528 = 6'h00;
+  reg [5:0] layer_r529 = 6'h00;
+  reg layer_r53 = 1'h0;
+  reg [5:0] layer_r530 = 6'h00;
+  reg [5:0] layer_r531 = 6'h00;
+  reg [5:0] layer_r532 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r528;
+  wire [5:0] layer_r533;
   (* init = 1'h0 *)
-  wire layer_r53;
+  wire layer_r534;
+  reg [5:0] layer_r535 = 6'h00;
+  reg [5:0] layer_r536 = 6'h00;
+  reg [5:0] layer_r537 = 6'h00;
+  reg [5:0] layer_r538 = 6'h00;
+  reg [5:0] layer_r539 = 6'h00;
+  reg layer_r54 = 1'h0;
+  reg [5:0] layer_r540 = 6'h00;
+  reg [5:0] layer_r541 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r542;
   (* init = 1'h0 *)
-  wire layer_r54;
+  wire layer_r543;
+  reg [4:0] layer_r544 = 5'h00;
+  reg [4:0] layer_r545 = 5'h00;
+  reg [4:0] layer_r546 = 5'h00;
+  reg [4:0] layer_r547 = 5'h00;
+  reg [4:0] layer_r548 = 5'h00;
+  reg [4:0] layer_r549 = 5'h00;
+  reg layer_r55 = 1'h0;
+  reg [4:0] layer_r550 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r551;
   (* init = 1'h0 *)
-  wire layer_r55;
+  wire layer_r552;
+  reg [4:0] layer_r553 = 5'h00;
+  reg [4:0] layer_r554 = 5'h00;
+  reg [4:0] layer_r555 = 5'h00;
+  reg [4:0] layer_r556 = 5'h00;
+  reg [4:0] layer_r557 = 5'h00;
+  reg [4:0] layer_r558 = 5'h00;
+  reg [4:0] layer_r559 = 5'h00;
+  reg layer_r56 = 1'h0;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r560;
   (* init = 1'h0 *)
-  wire layer_r56;
+  wire layer_r561;
+  reg [4:0] layer_r562 = 5'h00;
+  reg [4:0] layer_r563 = 5'h00;
+  reg [4:0] layer_r564 = 5'h00;
+  reg [4:0] layer_r565 = 5'h00;
+  reg [4:0] layer_r566 = 5'h00;
+  reg [4:0] layer_r567 = 5'h00;
+  reg [4:0] layer_r568 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r569;
+  reg layer_r57 = 1'h0;
   (* init = 1'h0 *)
-  wire layer_r57;
+  wire layer_r570;
+  reg [5:0] layer_r571 = 6'h00;
+  reg [5:0] layer_r572 = 6'h00;
+  reg [5:0] layer_r573 = 6'h00;
+  reg [5:0] layer_r574 = 6'h00;
+  reg [5:0] layer_r575 = 6'h00;
+  reg [5:0] layer_r576 = 6'h00;
+  reg [5:0] layer_r577 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r578;
   (* init = 1'h0 *)
-  wire layer_r58;
+  wire layer_r579;
+  reg layer_r58 = 1'h0;
+  reg [5:0] layer_r580 = 6'h00;
+  reg [5:0] layer_r581 = 6'h00;
+  reg [5:0] layer_r582 = 6'h00;
+  reg [5:0] layer_r583 = 6'h00;
+  reg [5:0] layer_r584 = 6'h00;
+  reg [5:0] layer_r585 = 6'h00;
+  reg [5:0] layer_r586 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r587;
   (* init = 1'h0 *)
-  wire layer_r59;
+  wire layer_r588;
+  reg [5:0] layer_r589 = 6'h00;
+  reg layer_r59 = 1'h0;
+  reg [5:0] layer_r590 = 6'h00;
+  reg [5:0] layer_r591 = 6'h00;
+  reg [5:0] layer_r592 = 6'h00;
+  reg [5:0] layer_r593 = 6'h00;
+  reg [5:0] layer_r594 = 6'h00;
+  reg [5:0] layer_r595 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r596;
+  (* init = 1'h0 *)
+  wire layer_r597;
+  reg [5:0] layer_r598 = 6'h00;
+  reg [5:0] layer_r599 = 6'h00;
   reg [31:0] layer_r6 = 32'd0;
+  reg layer_r60 = 1'h0;
+  reg [5:0] layer_r600 = 6'h00;
+  reg [5:0] layer_r601 = 6'h00;
+  reg [5:0] layer_r602 = 6'h00;
+  reg [5:0] layer_r603 = 6'h00;
+  reg [5:0] layer_r604 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r605;
   (* init = 1'h0 *)
-  wire layer_r60;
+  wire layer_r606;
+  reg [4:0] layer_r607 = 5'h00;
+  reg [4:0] layer_r608 = 5'h00;
+  reg [4:0] layer_r609 = 5'h00;
+  reg layer_r61 = 1'h0;
+  reg [4:0] layer_r610 = 5'h00;
+  reg [4:0] layer_r611 = 5'h00;
+  reg [4:0] layer_r612 = 5'h00;
+  reg [4:0] layer_r613 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r614;
   (* init = 1'h0 *)
-  wire layer_r61;
+  wire layer_r615;
+  reg [4:0] layer_r616 = 5'h00;
+  reg [4:0] layer_r617 = 5'h00;
+  reg [4:0] layer_r618 = 5'h00;
+  reg [4:0] layer_r619 = 5'h00;
+  reg layer_r62 = 1'h0;
+  reg [4:0] layer_r620 = 5'h00;
+  reg [4:0] layer_r621 = 5'h00;
+  reg [4:0] layer_r622 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r623;
   (* init = 1'h0 *)
-  wire layer_r62;
+  wire layer_r624;
+  reg [5:0] layer_r625 = 6'h00;
+  reg [5:0] layer_r626 = 6'h00;
+  reg [5:0] layer_r627 = 6'h00;
+  reg [5:0] layer_r628 = 6'h00;
+  reg [5:0] layer_r629 = 6'h00;
+  reg layer_r63 = 1'h0;
+  reg [5:0] layer_r630 = 6'h00;
+  reg [5:0] layer_r631 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r632;
   (* init = 1'h0 *)
-  wire layer_r63;
+  wire layer_r633;
+  reg [5:0] layer_r634 = 6'h00;
+  reg [5:0] layer_r635 = 6'h00;
+  reg [5:0] layer_r636 = 6'h00;
+  reg [5:0] layer_r637 = 6'h00;
+  reg [5:0] layer_r638 = 6'h00;
+  reg [5:0] layer_r639 = 6'h00;
+  reg layer_r64 = 1'h0;
+  reg [5:0] layer_r640 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r641;
   (* init = 1'h0 *)
-  wire layer_r64;
+  wire layer_r642;
+  reg [5:0] layer_r643 = 6'h00;
+  reg [5:0] layer_r644 = 6'h00;
+  reg [5:0] layer_r645 = 6'h00;
+  reg [5:0] layer_r646 = 6'h00;
+  reg [5:0] layer_r647 = 6'h00;
+  reg [5:0] layer_r648 = 6'h00;
+  reg [5:0] layer_r649 = 6'h00;
+  reg layer_r65 = 1'h0;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r650;
   (* init = 1'h0 *)
-  wire layer_r65;
+  wire layer_r651;
+  reg [5:0] layer_r652 = 6'h00;
+  reg [5:0] layer_r653 = 6'h00;
+  reg [5:0] layer_r654 = 6'h00;
+  reg [5:0] layer_r655 = 6'h00;
+  reg [5:0] layer_r656 = 6'h00;
+  reg [5:0] layer_r657 = 6'h00;
+  reg [5:0] layer_r658 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r659;
+  reg layer_r66 = 1'h0;
   (* init = 1'h0 *)
-  wire layer_r66;
-  (* init = 1'h0 *)
-  wire layer_r67;
-  (* init = 1'h0 *)
-  wire layer_r68;
-  (* init = 1'h0 *)
-  wire layer_r69;
+  wire layer_r660;
+  reg layer_r67 = 1'h0;
+  reg layer_r68 = 1'h0;
+  reg layer_r69 = 1'h0;
   reg [37:0] layer_r7 = 38'h0000000000;
-  (* init = 1'h0 *)
-  wire layer_r70;
-  (* init = 1'h0 *)
-  wire layer_r71;
-  (* init = 1'h0 *)
-  wire layer_r72;
-  (* init = 1'h0 *)
-  wire layer_r73;
-  (* init = 1'h0 *)
-  wire layer_r74;
-  (* init = 1'h0 *)
-  wire layer_r75;
-  (* init = 1'h0 *)
-  wire layer_r76;
-  (* init = 1'h0 *)
-  wire layer_r77;
+  reg layer_r70 = 1'h0;
+  reg layer_r71 = 1'h0;
+  reg layer_r72 = 1'h0;
+  reg layer_r73 = 1'h0;
+  reg layer_r74 = 1'h0;
+  reg layer_r75 = 1'h0;
+  reg layer_r76 = 1'h0;
+  reg layer_r77 = 1'h0;
   reg [4:0] layer_r78 = 5'h00;
   reg [4:0] layer_r79 = 5'h00;
   reg [19:0] layer_r8 = 20'h00000;
@@ -1997,26 +2141,28 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [4:0] layer_r81 = 5'h00;
   reg [4:0] layer_r82 = 5'h00;
   reg [4:0] layer_r83 = 5'h00;
+  reg [4:0] layer_r84 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r84;
-  reg [7:0] layer_r85 = 8'h00;
+  wire [4:0] layer_r85;
   reg [7:0] layer_r86 = 8'h00;
+  reg [7:0] layer_r87 = 8'h00;
+  reg [7:0] layer_r88 = 8'h00;
   (* init = 8'h00 *)
-  wire [7:0] layer_r87;
-  reg [5:0] layer_r88 = 6'h00;
-  reg [5:0] layer_r89 = 6'h00;
+  wire [7:0] layer_r89;
   reg [17:0] layer_r9 = 18'h00000;
-  reg [5:0] layer_r90 = 6'h00;
+  (* init = 1'h0 *)
+  wire layer_r90;
   reg [5:0] layer_r91 = 6'h00;
   reg [5:0] layer_r92 = 6'h00;
   reg [5:0] layer_r93 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r94;
+  reg [5:0] layer_r94 = 6'h00;
   reg [5:0] layer_r95 = 6'h00;
   reg [5:0] layer_r96 = 6'h00;
   reg [5:0] layer_r97 = 6'h00;
-  reg [5:0] layer_r98 = 6'h00;
-  reg [5:0] layer_r99 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r98;
+  (* init = 1'h0 *)
+  wire layer_r99;
   wire [63:0] outputs;
   reg [4:0] p = 5'h00;
   reg [4:0] \p$102  = 5'h00;
@@ -2029,53 +2175,53 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] \p$137  = 6'h00;
   reg [5:0] \p$142  = 6'h00;
   reg [4:0] \p$147  = 5'h00;
-  reg [4:0] \p$152  = 5'h00;
-  reg [5:0] \p$157  = 6'h00;
-  reg [5:0] \p$162  = 6'h00;
-  reg [5:0] \p$167  = 6'h00;
-  reg [5:0] \p$172  = 6'h00;
-  reg [5:0] \p$177  = 6'h00;
-  reg [4:0] \p$182  = 5'h00;
-  reg [5:0] \p$187  = 6'h00;
-  reg [5:0] \p$192  = 6'h00;
-  reg [5:0] \p$197  = 6'h00;
-  reg [5:0] \p$202  = 6'h00;
-  reg [5:0] \p$207  = 6'h00;
-  reg [5:0] \p$212  = 6'h00;
-  reg [5:0] \p$217  = 6'h00;
-  reg [5:0] \p$222  = 6'h00;
-  reg [4:0] \p$227  = 5'h00;
-  reg [4:0] \p$232  = 5'h00;
-  reg [4:0] \p$237  = 5'h00;
-  reg [5:0] \p$242  = 6'h00;
-  reg [5:0] \p$247  = 6'h00;
-  reg [5:0] \p$252  = 6'h00;
-  reg [5:0] \p$257  = 6'h00;
-  reg [5:0] \p$262  = 6'h00;
-  reg [5:0] \p$267  = 6'h00;
-  reg [5:0] \p$272  = 6'h00;
-  reg [5:0] \p$277  = 6'h00;
-  reg [4:0] \p$282  = 5'h00;
-  reg [5:0] \p$287  = 6'h00;
-  reg [4:0] \p$292  = 5'h00;
-  reg [5:0] \p$297  = 6'h00;
-  reg [5:0] \p$302  = 6'h00;
-  reg [4:0] \p$307  = 5'h00;
-  reg [5:0] \p$312  = 6'h00;
-  reg [5:0] \p$317  = 6'h00;
-  reg [4:0] \p$322  = 5'h00;
-  reg [4:0] \p$327  = 5'h00;
-  reg [4:0] \p$332  = 5'h00;
-  reg [5:0] \p$337  = 6'h00;
-  reg [5:0] \p$342  = 6'h00;
-  reg [5:0] \p$347  = 6'h00;
-  reg [5:0] \p$352  = 6'h00;
-  reg [4:0] \p$357  = 5'h00;
-  reg [4:0] \p$362  = 5'h00;
-  reg [5:0] \p$367  = 6'h00;
-  reg [5:0] \p$372  = 6'h00;
-  reg [5:0] \p$377  = 6'h00;
-  reg [5:0] \p$382  = 6'h00;
+  reg [4:0] \p$153  = 5'h00;
+  reg [5:0] \p$158  = 6'h00;
+  reg [5:0] \p$163  = 6'h00;
+  reg [5:0] \p$168  = 6'h00;
+  reg [5:0] \p$173  = 6'h00;
+  reg [5:0] \p$178  = 6'h00;
+  reg [4:0] \p$183  = 5'h00;
+  reg [5:0] \p$188  = 6'h00;
+  reg [5:0] \p$193  = 6'h00;
+  reg [5:0] \p$198  = 6'h00;
+  reg [5:0] \p$203  = 6'h00;
+  reg [5:0] \p$208  = 6'h00;
+  reg [5:0] \p$213  = 6'h00;
+  reg [5:0] \p$218  = 6'h00;
+  reg [5:0] \p$223  = 6'h00;
+  reg [4:0] \p$228  = 5'h00;
+  reg [4:0] \p$234  = 5'h00;
+  reg [4:0] \p$239  = 5'h00;
+  reg [5:0] \p$244  = 6'h00;
+  reg [5:0] \p$249  = 6'h00;
+  reg [5:0] \p$254  = 6'h00;
+  reg [5:0] \p$259  = 6'h00;
+  reg [5:0] \p$264  = 6'h00;
+  reg [5:0] \p$269  = 6'h00;
+  reg [5:0] \p$274  = 6'h00;
+  reg [5:0] \p$279  = 6'h00;
+  reg [4:0] \p$284  = 5'h00;
+  reg [5:0] \p$289  = 6'h00;
+  reg [4:0] \p$294  = 5'h00;
+  reg [5:0] \p$299  = 6'h00;
+  reg [5:0] \p$304  = 6'h00;
+  reg [4:0] \p$309  = 5'h00;
+  reg [5:0] \p$315  = 6'h00;
+  reg [5:0] \p$320  = 6'h00;
+  reg [4:0] \p$325  = 5'h00;
+  reg [4:0] \p$330  = 5'h00;
+  reg [4:0] \p$335  = 5'h00;
+  reg [5:0] \p$340  = 6'h00;
+  reg [5:0] \p$345  = 6'h00;
+  reg [5:0] \p$350  = 6'h00;
+  reg [5:0] \p$355  = 6'h00;
+  reg [4:0] \p$360  = 5'h00;
+  reg [4:0] \p$365  = 5'h00;
+  reg [5:0] \p$370  = 6'h00;
+  reg [5:0] \p$375  = 6'h00;
+  reg [5:0] \p$380  = 6'h00;
+  reg [5:0] \p$385  = 6'h00;
   reg [5:0] \p$72  = 6'h00;
   reg [5:0] \p$77  = 6'h00;
   reg [5:0] \p$82  = 6'h00;
@@ -2231,102 +2377,99 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire [7:0] \s$139 ;
   (* init = 8'h00 *)
   wire [7:0] \s$144 ;
+  reg [7:0] \s$149  = 8'h00;
   (* init = 8'h00 *)
-  wire [7:0] \s$149 ;
+  wire [7:0] \s$155 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$154 ;
+  wire [7:0] \s$160 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$159 ;
+  wire [7:0] \s$165 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$164 ;
+  wire [7:0] \s$170 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$169 ;
+  wire [7:0] \s$175 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$174 ;
+  wire [7:0] \s$180 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$179 ;
+  wire [7:0] \s$185 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$184 ;
+  wire [7:0] \s$190 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$189 ;
+  wire [7:0] \s$195 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$194 ;
+  wire [7:0] \s$200 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$199 ;
+  wire [7:0] \s$205 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$204 ;
+  wire [7:0] \s$210 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$209 ;
+  wire [7:0] \s$215 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$214 ;
+  wire [7:0] \s$220 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$219 ;
+  wire [7:0] \s$225 ;
+  reg [7:0] \s$230  = 8'h00;
   (* init = 8'h00 *)
-  wire [7:0] \s$224 ;
+  wire [7:0] \s$236 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$229 ;
+  wire [7:0] \s$241 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$234 ;
+  wire [7:0] \s$246 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$239 ;
+  wire [7:0] \s$251 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$244 ;
+  wire [7:0] \s$256 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$249 ;
+  wire [7:0] \s$261 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$254 ;
+  wire [7:0] \s$266 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$259 ;
+  wire [7:0] \s$271 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$264 ;
+  wire [7:0] \s$276 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$269 ;
+  wire [7:0] \s$281 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$274 ;
+  wire [7:0] \s$286 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$279 ;
+  wire [7:0] \s$291 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$284 ;
+  wire [7:0] \s$296 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$289 ;
+  wire [7:0] \s$301 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$294 ;
+  wire [7:0] \s$306 ;
+  reg [7:0] \s$311  = 8'h00;
   (* init = 8'h00 *)
-  wire [7:0] \s$299 ;
+  wire [7:0] \s$317 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$304 ;
+  wire [7:0] \s$322 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$309 ;
+  wire [7:0] \s$327 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$314 ;
+  wire [7:0] \s$332 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$319 ;
+  wire [7:0] \s$337 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$324 ;
+  wire [7:0] \s$342 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$329 ;
+  wire [7:0] \s$347 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$334 ;
+  wire [7:0] \s$352 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$339 ;
+  wire [7:0] \s$357 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$344 ;
+  wire [7:0] \s$362 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$349 ;
+  wire [7:0] \s$367 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$354 ;
+  wire [7:0] \s$372 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$359 ;
+  wire [7:0] \s$377 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$364 ;
+  wire [7:0] \s$382 ;
   (* init = 8'h00 *)
-  wire [7:0] \s$369 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$374 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$379 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$384 ;
+  wire [7:0] \s$387 ;
   (* init = 8'h00 *)
   wire [7:0] \s$74 ;
   (* init = 8'h00 *)
@@ -2340,70 +2483,70 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   (* init = 8'h00 *)
   wire [7:0] \s$99 ;
   wire [7:0] sum;
-  wire [4:0] \sum$469 ;
-  wire [5:0] \sum$478 ;
-  wire [5:0] \sum$485 ;
-  wire [5:0] \sum$492 ;
-  wire [5:0] \sum$499 ;
-  wire [5:0] \sum$506 ;
-  wire [5:0] \sum$513 ;
-  wire [4:0] \sum$520 ;
-  wire [4:0] \sum$527 ;
-  wire [5:0] \sum$534 ;
-  wire [5:0] \sum$541 ;
-  wire [5:0] \sum$548 ;
+  wire [4:0] \sum$1003 ;
+  wire [4:0] \sum$1011 ;
+  wire [5:0] \sum$1019 ;
+  wire [5:0] \sum$1027 ;
+  wire [5:0] \sum$1035 ;
+  wire [5:0] \sum$1043 ;
+  wire [4:0] \sum$536 ;
+  wire [5:0] \sum$547 ;
   wire [5:0] \sum$555 ;
-  wire [5:0] \sum$562 ;
-  wire [5:0] \sum$569 ;
-  wire [5:0] \sum$576 ;
-  wire [4:0] \sum$583 ;
-  wire [4:0] \sum$590 ;
-  wire [5:0] \sum$597 ;
-  wire [5:0] \sum$604 ;
+  wire [5:0] \sum$563 ;
+  wire [5:0] \sum$571 ;
+  wire [5:0] \sum$579 ;
+  wire [5:0] \sum$587 ;
+  wire [4:0] \sum$595 ;
+  wire [4:0] \sum$603 ;
   wire [5:0] \sum$611 ;
-  wire [5:0] \sum$618 ;
-  wire [5:0] \sum$625 ;
-  wire [4:0] \sum$632 ;
-  wire [5:0] \sum$639 ;
-  wire [5:0] \sum$646 ;
-  wire [5:0] \sum$653 ;
-  wire [5:0] \sum$660 ;
-  wire [5:0] \sum$667 ;
-  wire [5:0] \sum$674 ;
-  wire [5:0] \sum$681 ;
-  wire [5:0] \sum$688 ;
-  wire [4:0] \sum$695 ;
-  wire [4:0] \sum$702 ;
-  wire [4:0] \sum$709 ;
-  wire [5:0] \sum$716 ;
-  wire [5:0] \sum$723 ;
-  wire [5:0] \sum$730 ;
-  wire [5:0] \sum$737 ;
-  wire [5:0] \sum$744 ;
-  wire [5:0] \sum$751 ;
-  wire [5:0] \sum$758 ;
-  wire [5:0] \sum$765 ;
-  wire [4:0] \sum$772 ;
+  wire [5:0] \sum$619 ;
+  wire [5:0] \sum$627 ;
+  wire [5:0] \sum$635 ;
+  wire [5:0] \sum$643 ;
+  wire [5:0] \sum$651 ;
+  wire [5:0] \sum$659 ;
+  wire [4:0] \sum$667 ;
+  wire [4:0] \sum$675 ;
+  wire [5:0] \sum$683 ;
+  wire [5:0] \sum$691 ;
+  wire [5:0] \sum$699 ;
+  wire [5:0] \sum$707 ;
+  wire [5:0] \sum$715 ;
+  wire [4:0] \sum$723 ;
+  wire [5:0] \sum$731 ;
+  wire [5:0] \sum$739 ;
+  wire [5:0] \sum$747 ;
+  wire [5:0] \sum$755 ;
+  wire [5:0] \sum$763 ;
+  wire [5:0] \sum$771 ;
   wire [5:0] \sum$779 ;
-  wire [4:0] \sum$786 ;
-  wire [5:0] \sum$793 ;
-  wire [5:0] \sum$800 ;
-  wire [4:0] \sum$807 ;
-  wire [5:0] \sum$814 ;
-  wire [5:0] \sum$821 ;
-  wire [4:0] \sum$828 ;
-  wire [4:0] \sum$835 ;
-  wire [4:0] \sum$842 ;
-  wire [5:0] \sum$849 ;
-  wire [5:0] \sum$856 ;
-  wire [5:0] \sum$863 ;
-  wire [5:0] \sum$870 ;
-  wire [4:0] \sum$877 ;
-  wire [4:0] \sum$884 ;
+  wire [5:0] \sum$787 ;
+  wire [4:0] \sum$795 ;
+  wire [4:0] \sum$803 ;
+  wire [4:0] \sum$811 ;
+  wire [5:0] \sum$819 ;
+  wire [5:0] \sum$827 ;
+  wire [5:0] \sum$835 ;
+  wire [5:0] \sum$843 ;
+  wire [5:0] \sum$851 ;
+  wire [5:0] \sum$859 ;
+  wire [5:0] \sum$867 ;
+  wire [5:0] \sum$875 ;
+  wire [4:0] \sum$883 ;
   wire [5:0] \sum$891 ;
-  wire [5:0] \sum$898 ;
-  wire [5:0] \sum$905 ;
-  wire [5:0] \sum$912 ;
+  wire [4:0] \sum$899 ;
+  wire [5:0] \sum$907 ;
+  wire [5:0] \sum$915 ;
+  wire [4:0] \sum$923 ;
+  wire [5:0] \sum$931 ;
+  wire [5:0] \sum$939 ;
+  wire [4:0] \sum$947 ;
+  wire [4:0] \sum$955 ;
+  wire [4:0] \sum$963 ;
+  wire [5:0] \sum$971 ;
+  wire [5:0] \sum$979 ;
+  wire [5:0] \sum$987 ;
+  wire [5:0] \sum$995 ;
   assign \$2  = sum + \$1 ;
   assign \$5  = \$3  + \$4 ;
   assign \$6  = \$2 [9:0] + \$5 [17:0];
@@ -2422,70 +2565,70 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   assign \$40  = $signed(\$37 ) + $signed(\$39 );
   assign \$41  = $signed(layer_r8) - $signed(layer_r9);
   assign \$42  = $signed({ 1'h0, layer_r12 }) - $signed(\$41 [19:0]);
-  assign \$43  = layer_r13[11:0] < 12'ha51;
-  assign \$44  = layer_r13[11:0] < 11'h583;
-  assign \$45  = layer_r13[11:0] < 12'h870;
-  assign \$46  = layer_r13[11:0] < 12'h99b;
-  assign \$47  = layer_r13[11:0] < 12'ha1c;
-  assign \$48  = layer_r13[11:0] < 11'h6f5;
-  assign \$49  = layer_r13[11:0] < 7'h6a;
-  assign \$50  = layer_r13[11:0] < 11'h6a6;
-  assign \$51  = layer_r13[11:0] < 12'h939;
-  assign \$52  = layer_r13[11:0] < 8'hc9;
-  assign \$53  = layer_r13[11:0] < 11'h4d4;
-  assign \$54  = layer_r13[11:0] < 10'h2ed;
-  assign \$55  = layer_r13[11:0] < 12'h875;
-  assign \$56  = layer_r13[11:0] < 12'hcdd;
-  assign \$57  = layer_r13[11:0] < 10'h376;
-  assign \$58  = layer_r13[11:0] < 12'ha29;
-  assign \$59  = layer_r13[11:0] < 9'h11b;
-  assign \$60  = layer_r13[11:0] < 12'h9e1;
-  assign \$61  = layer_r13[11:0] < 12'h951;
-  assign \$62  = layer_r13[11:0] < 12'hc60;
-  assign \$63  = layer_r13[11:0] < 12'haf4;
-  assign \$64  = layer_r13[11:0] < 11'h7ef;
-  assign \$65  = layer_r13[11:0] < 12'h95d;
-  assign \$66  = layer_r13[11:0] < 9'h151;
-  assign \$67  = layer_r13[11:0] < 10'h291;
-  assign \$68  = layer_r13[11:0] < 11'h400;
-  assign \$69  = layer_r13[11:0] < 12'h814;
-  assign \$70  = layer_r13[11:0] < 9'h1d3;
-  assign \$71  = layer_r13[11:0] < 7'h7e;
-  assign \$72  = layer_r13[11:0] < 11'h6e9;
-  assign \$73  = layer_r13[11:0] < 11'h581;
-  assign \$74  = layer_r13[11:0] < 11'h796;
-  assign \$75  = layer_r13[11:0] < 12'h9ba;
-  assign \$76  = layer_r13[11:0] < 10'h27f;
-  assign \$77  = layer_r13[11:0] < 11'h4ea;
-  assign \$78  = layer_r13[11:0] < 11'h528;
-  assign \$79  = layer_r13[11:0] < 11'h4aa;
-  assign \$80  = layer_r13[11:0] < 10'h381;
-  assign \$81  = layer_r13[11:0] < 10'h274;
-  assign \$82  = layer_r13[11:0] < 9'h174;
-  assign \$83  = layer_r13[11:0] < 12'h802;
-  assign \$84  = layer_r13[11:0] < 12'h895;
-  assign \$85  = layer_r13[11:0] < 12'h8ad;
-  assign \$86  = layer_r13[11:0] < 12'h950;
-  assign \$87  = layer_r13[11:0] < 10'h3d8;
-  assign \$88  = layer_r13[11:0] < 12'ha6c;
-  assign \$89  = layer_r13[11:0] < 12'h87f;
-  assign \$90  = layer_r13[11:0] < 12'haeb;
-  assign \$91  = layer_r13[11:0] < 11'h4fa;
-  assign \$92  = layer_r13[11:0] < 11'h656;
-  assign \$93  = layer_r13[11:0] < 11'h674;
-  assign \$94  = layer_r13[11:0] < 12'h896;
-  assign \$95  = layer_r13[11:0] < 11'h660;
-  assign \$96  = layer_r13[11:0] < 10'h39e;
-  assign \$97  = layer_r13[11:0] < 11'h429;
-  assign \$98  = layer_r13[11:0] < 11'h433;
-  assign \$99  = layer_r13[11:0] < 11'h638;
-  assign \$100  = layer_r13[11:0] < 11'h663;
-  assign \$101  = layer_r13[11:0] < 9'h171;
-  assign \$102  = layer_r13[11:0] < 12'hb2d;
-  assign \$103  = layer_r13[11:0] < 10'h2f0;
-  assign \$104  = layer_r13[11:0] < 11'h641;
-  assign \$105  = layer_r13[11:0] < 10'h2ff;
-  assign \$106  = layer_r13[11:0] < 12'h9a9;
+  assign \$43  = layer_r13[11:0] >= 12'ha51;
+  assign \$44  = layer_r13[11:0] >= 11'h583;
+  assign \$45  = layer_r13[11:0] >= 12'h870;
+  assign \$46  = layer_r13[11:0] >= 12'h99b;
+  assign \$47  = layer_r13[11:0] >= 12'ha1c;
+  assign \$48  = layer_r13[11:0] >= 11'h6f5;
+  assign \$49  = layer_r13[11:0] >= 7'h6a;
+  assign \$50  = layer_r13[11:0] >= 11'h6a6;
+  assign \$51  = layer_r13[11:0] >= 12'h939;
+  assign \$52  = layer_r13[11:0] >= 8'hc9;
+  assign \$53  = layer_r13[11:0] >= 11'h4d4;
+  assign \$54  = layer_r13[11:0] >= 10'h2ed;
+  assign \$55  = layer_r13[11:0] >= 12'h875;
+  assign \$56  = layer_r13[11:0] >= 12'hcdd;
+  assign \$57  = layer_r13[11:0] >= 10'h376;
+  assign \$58  = layer_r13[11:0] >= 12'ha29;
+  assign \$59  = layer_r13[11:0] >= 9'h11b;
+  assign \$60  = layer_r13[11:0] >= 12'h9e1;
+  assign \$61  = layer_r13[11:0] >= 12'h951;
+  assign \$62  = layer_r13[11:0] >= 12'hc60;
+  assign \$63  = layer_r13[11:0] >= 12'haf4;
+  assign \$64  = layer_r13[11:0] >= 11'h7ef;
+  assign \$65  = layer_r13[11:0] >= 12'h95d;
+  assign \$66  = layer_r13[11:0] >= 9'h151;
+  assign \$67  = layer_r13[11:0] >= 10'h291;
+  assign \$68  = layer_r13[11:0] >= 11'h400;
+  assign \$69  = layer_r13[11:0] >= 12'h814;
+  assign \$70  = layer_r13[11:0] >= 9'h1d3;
+  assign \$71  = layer_r13[11:0] >= 7'h7e;
+  assign \$72  = layer_r13[11:0] >= 11'h6e9;
+  assign \$73  = layer_r13[11:0] >= 11'h581;
+  assign \$74  = layer_r13[11:0] >= 11'h796;
+  assign \$75  = layer_r13[11:0] >= 12'h9ba;
+  assign \$76  = layer_r13[11:0] >= 10'h27f;
+  assign \$77  = layer_r13[11:0] >= 11'h4ea;
+  assign \$78  = layer_r13[11:0] >= 11'h528;
+  assign \$79  = layer_r13[11:0] >= 11'h4aa;
+  assign \$80  = layer_r13[11:0] >= 10'h381;
+  assign \$81  = layer_r13[11:0] >= 10'h274;
+  assign \$82  = layer_r13[11:0] >= 9'h174;
+  assign \$83  = layer_r13[11:0] >= 12'h802;
+  assign \$84  = layer_r13[11:0] >= 12'h895;
+  assign \$85  = layer_r13[11:0] >= 12'h8ad;
+  assign \$86  = layer_r13[11:0] >= 12'h950;
+  assign \$87  = layer_r13[11:0] >= 10'h3d8;
+  assign \$88  = layer_r13[11:0] >= 12'ha6c;
+  assign \$89  = layer_r13[11:0] >= 12'h87f;
+  assign \$90  = layer_r13[11:0] >= 12'haeb;
+  assign \$91  = layer_r13[11:0] >= 11'h4fa;
+  assign \$92  = layer_r13[11:0] >= 11'h656;
+  assign \$93  = layer_r13[11:0] >= 11'h674;
+  assign \$94  = layer_r13[11:0] >= 12'h896;
+  assign \$95  = layer_r13[11:0] >= 11'h660;
+  assign \$96  = layer_r13[11:0] >= 10'h39e;
+  assign \$97  = layer_r13[11:0] >= 11'h429;
+  assign \$98  = layer_r13[11:0] >= 11'h433;
+  assign \$99  = layer_r13[11:0] >= 11'h638;
+  assign \$100  = layer_r13[11:0] >= 11'h663;
+  assign \$101  = layer_r13[11:0] >= 9'h171;
+  assign \$102  = layer_r13[11:0] >= 12'hb2d;
+  assign \$103  = layer_r13[11:0] >= 10'h2f0;
+  assign \$104  = layer_r13[11:0] >= 11'h641;
+  assign \$105  = layer_r13[11:0] >= 10'h2ff;
+  assign \$106  = layer_r13[11:0] >= 12'h9a9;
   assign \$108  = $signed(\$107 [7:0]) + $signed(7'h41);
   always @(posedge clk)
     layer_r1 <= \$6 [17:0];
@@ -2514,135 +2657,135 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r13 <= \$42 [19:0];
   always @(posedge clk)
-    carry <= \$43 ;
+    layer_r14 <= \$43 ;
   always @(posedge clk)
-    \carry$75  <= \$44 ;
+    layer_r15 <= \$44 ;
   always @(posedge clk)
-    \carry$80  <= \$45 ;
+    layer_r16 <= \$45 ;
   always @(posedge clk)
-    \carry$85  <= \$46 ;
+    layer_r17 <= \$46 ;
   always @(posedge clk)
-    \carry$90  <= \$47 ;
+    layer_r18 <= \$47 ;
   always @(posedge clk)
-    \carry$95  <= \$48 ;
+    layer_r19 <= \$48 ;
   always @(posedge clk)
-    \carry$100  <= \$49 ;
+    layer_r20 <= \$49 ;
   always @(posedge clk)
-    \carry$105  <= \$50 ;
+    layer_r21 <= \$50 ;
   always @(posedge clk)
-    \carry$110  <= \$51 ;
+    layer_r22 <= \$51 ;
   always @(posedge clk)
-    \carry$115  <= \$52 ;
+    layer_r23 <= \$52 ;
   always @(posedge clk)
-    \carry$120  <= \$53 ;
+    layer_r24 <= \$53 ;
   always @(posedge clk)
-    \carry$125  <= \$54 ;
+    layer_r25 <= \$54 ;
   always @(posedge clk)
-    \carry$130  <= \$55 ;
+    layer_r26 <= \$55 ;
   always @(posedge clk)
-    \carry$135  <= \$56 ;
+    layer_r27 <= \$56 ;
   always @(posedge clk)
-    \carry$140  <= \$57 ;
+    layer_r28 <= \$57 ;
   always @(posedge clk)
-    \carry$145  <= \$58 ;
+    layer_r29 <= \$58 ;
   always @(posedge clk)
-    \carry$150  <= \$59 ;
+    layer_r30 <= \$59 ;
   always @(posedge clk)
-    \carry$155  <= \$60 ;
+    layer_r31 <= \$60 ;
   always @(posedge clk)
-    \carry$160  <= \$61 ;
+    layer_r32 <= \$61 ;
   always @(posedge clk)
-    \carry$165  <= \$62 ;
+    layer_r33 <= \$62 ;
   always @(posedge clk)
-    \carry$170  <= \$63 ;
+    layer_r34 <= \$63 ;
   always @(posedge clk)
-    \carry$175  <= \$64 ;
+    layer_r35 <= \$64 ;
   always @(posedge clk)
-    \carry$180  <= \$65 ;
+    layer_r36 <= \$65 ;
   always @(posedge clk)
-    \carry$185  <= \$66 ;
+    layer_r37 <= \$66 ;
   always @(posedge clk)
-    \carry$190  <= \$67 ;
+    layer_r38 <= \$67 ;
   always @(posedge clk)
-    \carry$195  <= \$68 ;
+    layer_r39 <= \$68 ;
   always @(posedge clk)
-    \carry$200  <= \$69 ;
+    layer_r40 <= \$69 ;
   always @(posedge clk)
-    \carry$205  <= \$70 ;
+    layer_r41 <= \$70 ;
   always @(posedge clk)
-    \carry$210  <= \$71 ;
+    layer_r42 <= \$71 ;
   always @(posedge clk)
-    \carry$215  <= \$72 ;
+    layer_r43 <= \$72 ;
   always @(posedge clk)
-    \carry$220  <= \$73 ;
+    layer_r44 <= \$73 ;
   always @(posedge clk)
-    \carry$225  <= \$74 ;
+    layer_r45 <= \$74 ;
   always @(posedge clk)
-    \carry$230  <= \$75 ;
+    layer_r46 <= \$75 ;
   always @(posedge clk)
-    \carry$235  <= \$76 ;
+    layer_r47 <= \$76 ;
   always @(posedge clk)
-    \carry$240  <= \$77 ;
+    layer_r48 <= \$77 ;
   always @(posedge clk)
-    \carry$245  <= \$78 ;
+    layer_r49 <= \$78 ;
   always @(posedge clk)
-    \carry$250  <= \$79 ;
+    layer_r50 <= \$79 ;
   always @(posedge clk)
-    \carry$255  <= \$80 ;
+    layer_r51 <= \$80 ;
   always @(posedge clk)
-    \carry$260  <= \$81 ;
+    layer_r52 <= \$81 ;
   always @(posedge clk)
-    \carry$265  <= \$82 ;
+    layer_r53 <= \$82 ;
   always @(posedge clk)
-    \carry$270  <= \$83 ;
+    layer_r54 <= \$83 ;
   always @(posedge clk)
-    \carry$275  <= \$84 ;
+    layer_r55 <= \$84 ;
   always @(posedge clk)
-    \carry$280  <= \$85 ;
+    layer_r56 <= \$85 ;
   always @(posedge clk)
-    \carry$285  <= \$86 ;
+    layer_r57 <= \$86 ;
   always @(posedge clk)
-    \carry$290  <= \$87 ;
+    layer_r58 <= \$87 ;
   always @(posedge clk)
-    \carry$295  <= \$88 ;
+    layer_r59 <= \$88 ;
   always @(posedge clk)
-    \carry$300  <= \$89 ;
+    layer_r60 <= \$89 ;
   always @(posedge clk)
-    \carry$305  <= \$90 ;
+    layer_r61 <= \$90 ;
   always @(posedge clk)
-    \carry$310  <= \$91 ;
+    layer_r62 <= \$91 ;
   always @(posedge clk)
-    \carry$315  <= \$92 ;
+    layer_r63 <= \$92 ;
   always @(posedge clk)
-    \carry$320  <= \$93 ;
+    layer_r64 <= \$93 ;
   always @(posedge clk)
-    \carry$325  <= \$94 ;
+    layer_r65 <= \$94 ;
   always @(posedge clk)
-    \carry$330  <= \$95 ;
+    layer_r66 <= \$95 ;
   always @(posedge clk)
-    \carry$335  <= \$96 ;
+    layer_r67 <= \$96 ;
   always @(posedge clk)
-    \carry$340  <= \$97 ;
+    layer_r68 <= \$97 ;
   always @(posedge clk)
-    \carry$345  <= \$98 ;
+    layer_r69 <= \$98 ;
   always @(posedge clk)
-    \carry$350  <= \$99 ;
+    layer_r70 <= \$99 ;
   always @(posedge clk)
-    \carry$355  <= \$100 ;
+    layer_r71 <= \$100 ;
   always @(posedge clk)
-    \carry$360  <= \$101 ;
+    layer_r72 <= \$101 ;
   always @(posedge clk)
-    \carry$365  <= \$102 ;
+    layer_r73 <= \$102 ;
   always @(posedge clk)
-    \carry$370  <= \$103 ;
+    layer_r74 <= \$103 ;
   always @(posedge clk)
-    \carry$375  <= \$104 ;
+    layer_r75 <= \$104 ;
   always @(posedge clk)
-    \carry$380  <= \$105 ;
+    layer_r76 <= \$105 ;
   always @(posedge clk)
-    \carry$385  <= \$106 ;
+    layer_r77 <= \$106 ;
   always @(posedge clk)
-    layer_r78 <= \sum$469 ;
+    layer_r78 <= \sum$536 ;
   always @(posedge clk)
     layer_r79 <= layer_r78;
   always @(posedge clk)
@@ -2654,43 +2797,43 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r83 <= layer_r82;
   always @(posedge clk)
-    p <= layer_r83;
+    layer_r84 <= layer_r83;
   always @(posedge clk)
-    layer_r85 <= \$108 [7:0];
+    p <= layer_r84;
   always @(posedge clk)
-    layer_r86 <= layer_r85;
+    layer_r86 <= \$108 [7:0];
   always @(posedge clk)
-    s <= layer_r86;
+    layer_r87 <= layer_r86;
   always @(posedge clk)
-    layer_r88 <= \sum$478 ;
+    layer_r88 <= layer_r87;
   always @(posedge clk)
-    layer_r89 <= layer_r88;
+    s <= layer_r88;
   always @(posedge clk)
-    layer_r90 <= layer_r89;
+    carry <= layer_r14;
   always @(posedge clk)
-    layer_r91 <= layer_r90;
+    layer_r91 <= \sum$547 ;
   always @(posedge clk)
     layer_r92 <= layer_r91;
   always @(posedge clk)
     layer_r93 <= layer_r92;
   always @(posedge clk)
-    \p$72  <= layer_r93;
+    layer_r94 <= layer_r93;
   always @(posedge clk)
-    layer_r95 <= \sum$485 ;
+    layer_r95 <= layer_r94;
   always @(posedge clk)
     layer_r96 <= layer_r95;
   always @(posedge clk)
     layer_r97 <= layer_r96;
   always @(posedge clk)
-    layer_r98 <= layer_r97;
+    \p$72  <= layer_r97;
   always @(posedge clk)
-    layer_r99 <= layer_r98;
+    \carry$75  <= layer_r15;
   always @(posedge clk)
-    layer_r100 <= layer_r99;
+    layer_r100 <= \sum$555 ;
   always @(posedge clk)
-    \p$77  <= layer_r100;
+    layer_r101 <= layer_r100;
   always @(posedge clk)
-    layer_r102 <= \sum$492 ;
+    layer_r102 <= layer_r101;
   always @(posedge clk)
     layer_r103 <= layer_r102;
   always @(posedge clk)
@@ -2700,11 +2843,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r106 <= layer_r105;
   always @(posedge clk)
-    layer_r107 <= layer_r106;
+    \p$77  <= layer_r106;
   always @(posedge clk)
-    \p$82  <= layer_r107;
+    \carry$80  <= layer_r16;
   always @(posedge clk)
-    layer_r109 <= \sum$499 ;
+    layer_r109 <= \sum$563 ;
   always @(posedge clk)
     layer_r110 <= layer_r109;
   always @(posedge clk)
@@ -2716,13 +2859,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r114 <= layer_r113;
   always @(posedge clk)
-    \p$87  <= layer_r114;
+    layer_r115 <= layer_r114;
   always @(posedge clk)
-    layer_r116 <= \sum$506 ;
+    \p$82  <= layer_r115;
   always @(posedge clk)
-    layer_r117 <= layer_r116;
+    \carry$85  <= layer_r17;
   always @(posedge clk)
-    layer_r118 <= layer_r117;
+    layer_r118 <= \sum$571 ;
   always @(posedge clk)
     layer_r119 <= layer_r118;
   always @(posedge clk)
@@ -2730,23 +2873,23 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r121 <= layer_r120;
   always @(posedge clk)
-    \p$92  <= layer_r121;
+    layer_r122 <= layer_r121;
   always @(posedge clk)
-    layer_r123 <= \sum$513 ;
+    layer_r123 <= layer_r122;
   always @(posedge clk)
     layer_r124 <= layer_r123;
   always @(posedge clk)
-    layer_r125 <= layer_r124;
+    \p$87  <= layer_r124;
   always @(posedge clk)
-    layer_r126 <= layer_r125;
+    \carry$90  <= layer_r18;
   always @(posedge clk)
-    layer_r127 <= layer_r126;
+    layer_r127 <= \sum$579 ;
   always @(posedge clk)
     layer_r128 <= layer_r127;
   always @(posedge clk)
-    \p$97  <= layer_r128;
+    layer_r129 <= layer_r128;
   always @(posedge clk)
-    layer_r130 <= \sum$520 ;
+    layer_r130 <= layer_r129;
   always @(posedge clk)
     layer_r131 <= layer_r130;
   always @(posedge clk)
@@ -2754,13 +2897,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r133 <= layer_r132;
   always @(posedge clk)
-    layer_r134 <= layer_r133;
+    \p$92  <= layer_r133;
   always @(posedge clk)
-    layer_r135 <= layer_r134;
+    \carry$95  <= layer_r19;
   always @(posedge clk)
-    \p$102  <= layer_r135;
+    layer_r136 <= \sum$587 ;
   always @(posedge clk)
-    layer_r137 <= \sum$527 ;
+    layer_r137 <= layer_r136;
   always @(posedge clk)
     layer_r138 <= layer_r137;
   always @(posedge clk)
@@ -2772,11 +2915,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r142 <= layer_r141;
   always @(posedge clk)
-    \p$107  <= layer_r142;
+    \p$97  <= layer_r142;
   always @(posedge clk)
-    layer_r144 <= \sum$534 ;
+    \carry$100  <= layer_r20;
   always @(posedge clk)
-    layer_r145 <= layer_r144;
+    layer_r145 <= \sum$595 ;
   always @(posedge clk)
     layer_r146 <= layer_r145;
   always @(posedge clk)
@@ -2786,37 +2929,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r149 <= layer_r148;
   always @(posedge clk)
-    \p$112  <= layer_r149;
+    layer_r150 <= layer_r149;
   always @(posedge clk)
-    layer_r151 <= \sum$541 ;
+    layer_r151 <= layer_r150;
   always @(posedge clk)
-    layer_r152 <= layer_r151;
+    \p$102  <= layer_r151;
   always @(posedge clk)
-    layer_r153 <= layer_r152;
+    \carry$105  <= layer_r21;
   always @(posedge clk)
-    layer_r154 <= layer_r153;
+    layer_r154 <= \sum$603 ;
   always @(posedge clk)
     layer_r155 <= layer_r154;
   always @(posedge clk)
     layer_r156 <= layer_r155;
   always @(posedge clk)
-    \p$117  <= layer_r156;
+    layer_r157 <= layer_r156;
   always @(posedge clk)
-    layer_r158 <= \sum$548 ;
+    layer_r158 <= layer_r157;
   always @(posedge clk)
     layer_r159 <= layer_r158;
   always @(posedge clk)
     layer_r160 <= layer_r159;
   always @(posedge clk)
-    layer_r161 <= layer_r160;
+    \p$107  <= layer_r160;
   always @(posedge clk)
-    layer_r162 <= layer_r161;
+    \carry$110  <= layer_r22;
   always @(posedge clk)
-    layer_r163 <= layer_r162;
+    layer_r163 <= \sum$611 ;
   always @(posedge clk)
-    \p$122  <= layer_r163;
+    layer_r164 <= layer_r163;
   always @(posedge clk)
-    layer_r165 <= \sum$555 ;
+    layer_r165 <= layer_r164;
   always @(posedge clk)
     layer_r166 <= layer_r165;
   always @(posedge clk)
@@ -2826,11 +2969,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r169 <= layer_r168;
   always @(posedge clk)
-    layer_r170 <= layer_r169;
+    \p$112  <= layer_r169;
   always @(posedge clk)
-    \p$127  <= layer_r170;
+    \carry$115  <= layer_r23;
   always @(posedge clk)
-    layer_r172 <= \sum$562 ;
+    layer_r172 <= \sum$619 ;
   always @(posedge clk)
     layer_r173 <= layer_r172;
   always @(posedge clk)
@@ -2842,13 +2985,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r177 <= layer_r176;
   always @(posedge clk)
-    \p$132  <= layer_r177;
+    layer_r178 <= layer_r177;
   always @(posedge clk)
-    layer_r179 <= \sum$569 ;
+    \p$117  <= layer_r178;
   always @(posedge clk)
-    layer_r180 <= layer_r179;
+    \carry$120  <= layer_r24;
   always @(posedge clk)
-    layer_r181 <= layer_r180;
+    layer_r181 <= \sum$627 ;
   always @(posedge clk)
     layer_r182 <= layer_r181;
   always @(posedge clk)
@@ -2856,23 +2999,23 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r184 <= layer_r183;
   always @(posedge clk)
-    \p$137  <= layer_r184;
+    layer_r185 <= layer_r184;
   always @(posedge clk)
-    layer_r186 <= \sum$576 ;
+    layer_r186 <= layer_r185;
   always @(posedge clk)
     layer_r187 <= layer_r186;
   always @(posedge clk)
-    layer_r188 <= layer_r187;
+    \p$122  <= layer_r187;
   always @(posedge clk)
-    layer_r189 <= layer_r188;
+    \carry$125  <= layer_r25;
   always @(posedge clk)
-    layer_r190 <= layer_r189;
+    layer_r190 <= \sum$635 ;
   always @(posedge clk)
     layer_r191 <= layer_r190;
   always @(posedge clk)
-    \p$142  <= layer_r191;
+    layer_r192 <= layer_r191;
   always @(posedge clk)
-    layer_r193 <= \sum$583 ;
+    layer_r193 <= layer_r192;
   always @(posedge clk)
     layer_r194 <= layer_r193;
   always @(posedge clk)
@@ -2880,13 +3023,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r196 <= layer_r195;
   always @(posedge clk)
-    layer_r197 <= layer_r196;
+    \p$127  <= layer_r196;
   always @(posedge clk)
-    layer_r198 <= layer_r197;
+    \carry$130  <= layer_r26;
   always @(posedge clk)
-    \p$147  <= layer_r198;
+    layer_r199 <= \sum$643 ;
   always @(posedge clk)
-    layer_r200 <= \sum$590 ;
+    layer_r200 <= layer_r199;
   always @(posedge clk)
     layer_r201 <= layer_r200;
   always @(posedge clk)
@@ -2898,11 +3041,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r205 <= layer_r204;
   always @(posedge clk)
-    \p$152  <= layer_r205;
+    \p$132  <= layer_r205;
   always @(posedge clk)
-    layer_r207 <= \sum$597 ;
+    \carry$135  <= layer_r27;
   always @(posedge clk)
-    layer_r208 <= layer_r207;
+    layer_r208 <= \sum$651 ;
   always @(posedge clk)
     layer_r209 <= layer_r208;
   always @(posedge clk)
@@ -2912,37 +3055,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r212 <= layer_r211;
   always @(posedge clk)
-    \p$157  <= layer_r212;
+    layer_r213 <= layer_r212;
   always @(posedge clk)
-    layer_r214 <= \sum$604 ;
+    layer_r214 <= layer_r213;
   always @(posedge clk)
-    layer_r215 <= layer_r214;
+    \p$137  <= layer_r214;
   always @(posedge clk)
-    layer_r216 <= layer_r215;
+    \carry$140  <= layer_r28;
   always @(posedge clk)
-    layer_r217 <= layer_r216;
+    layer_r217 <= \sum$659 ;
   always @(posedge clk)
     layer_r218 <= layer_r217;
   always @(posedge clk)
     layer_r219 <= layer_r218;
   always @(posedge clk)
-    \p$162  <= layer_r219;
+    layer_r220 <= layer_r219;
   always @(posedge clk)
-    layer_r221 <= \sum$611 ;
+    layer_r221 <= layer_r220;
   always @(posedge clk)
     layer_r222 <= layer_r221;
   always @(posedge clk)
     layer_r223 <= layer_r222;
   always @(posedge clk)
-    layer_r224 <= layer_r223;
+    \p$142  <= layer_r223;
   always @(posedge clk)
-    layer_r225 <= layer_r224;
+    \carry$145  <= layer_r29;
   always @(posedge clk)
-    layer_r226 <= layer_r225;
+    layer_r226 <= \sum$667 ;
   always @(posedge clk)
-    \p$167  <= layer_r226;
+    layer_r227 <= layer_r226;
   always @(posedge clk)
-    layer_r228 <= \sum$618 ;
+    layer_r228 <= layer_r227;
   always @(posedge clk)
     layer_r229 <= layer_r228;
   always @(posedge clk)
@@ -2952,13 +3095,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r232 <= layer_r231;
   always @(posedge clk)
-    layer_r233 <= layer_r232;
+    \p$147  <= layer_r232;
   always @(posedge clk)
-    \p$172  <= layer_r233;
+    \s$149  <= layer_r88;
   always @(posedge clk)
-    layer_r235 <= \sum$625 ;
+    \carry$151  <= layer_r30;
   always @(posedge clk)
-    layer_r236 <= layer_r235;
+    layer_r236 <= \sum$675 ;
   always @(posedge clk)
     layer_r237 <= layer_r236;
   always @(posedge clk)
@@ -2968,37 +3111,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r240 <= layer_r239;
   always @(posedge clk)
-    \p$177  <= layer_r240;
+    layer_r241 <= layer_r240;
   always @(posedge clk)
-    layer_r242 <= \sum$632 ;
+    layer_r242 <= layer_r241;
   always @(posedge clk)
-    layer_r243 <= layer_r242;
+    \p$153  <= layer_r242;
   always @(posedge clk)
-    layer_r244 <= layer_r243;
+    \carry$156  <= layer_r31;
   always @(posedge clk)
-    layer_r245 <= layer_r244;
+    layer_r245 <= \sum$683 ;
   always @(posedge clk)
     layer_r246 <= layer_r245;
   always @(posedge clk)
     layer_r247 <= layer_r246;
   always @(posedge clk)
-    \p$182  <= layer_r247;
+    layer_r248 <= layer_r247;
   always @(posedge clk)
-    layer_r249 <= \sum$639 ;
+    layer_r249 <= layer_r248;
   always @(posedge clk)
     layer_r250 <= layer_r249;
   always @(posedge clk)
     layer_r251 <= layer_r250;
   always @(posedge clk)
-    layer_r252 <= layer_r251;
+    \p$158  <= layer_r251;
   always @(posedge clk)
-    layer_r253 <= layer_r252;
+    \carry$161  <= layer_r32;
   always @(posedge clk)
-    layer_r254 <= layer_r253;
+    layer_r254 <= \sum$691 ;
   always @(posedge clk)
-    \p$187  <= layer_r254;
+    layer_r255 <= layer_r254;
   always @(posedge clk)
-    layer_r256 <= \sum$646 ;
+    layer_r256 <= layer_r255;
   always @(posedge clk)
     layer_r257 <= layer_r256;
   always @(posedge clk)
@@ -3008,11 +3151,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r260 <= layer_r259;
   always @(posedge clk)
-    layer_r261 <= layer_r260;
+    \p$163  <= layer_r260;
   always @(posedge clk)
-    \p$192  <= layer_r261;
+    \carry$166  <= layer_r33;
   always @(posedge clk)
-    layer_r263 <= \sum$653 ;
+    layer_r263 <= \sum$699 ;
   always @(posedge clk)
     layer_r264 <= layer_r263;
   always @(posedge clk)
@@ -3024,13 +3167,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r268 <= layer_r267;
   always @(posedge clk)
-    \p$197  <= layer_r268;
+    layer_r269 <= layer_r268;
   always @(posedge clk)
-    layer_r270 <= \sum$660 ;
+    \p$168  <= layer_r269;
   always @(posedge clk)
-    layer_r271 <= layer_r270;
+    \carry$171  <= layer_r34;
   always @(posedge clk)
-    layer_r272 <= layer_r271;
+    layer_r272 <= \sum$707 ;
   always @(posedge clk)
     layer_r273 <= layer_r272;
   always @(posedge clk)
@@ -3038,23 +3181,23 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r275 <= layer_r274;
   always @(posedge clk)
-    \p$202  <= layer_r275;
+    layer_r276 <= layer_r275;
   always @(posedge clk)
-    layer_r277 <= \sum$667 ;
+    layer_r277 <= layer_r276;
   always @(posedge clk)
     layer_r278 <= layer_r277;
   always @(posedge clk)
-    layer_r279 <= layer_r278;
+    \p$173  <= layer_r278;
   always @(posedge clk)
-    layer_r280 <= layer_r279;
+    \carry$176  <= layer_r35;
   always @(posedge clk)
-    layer_r281 <= layer_r280;
+    layer_r281 <= \sum$715 ;
   always @(posedge clk)
     layer_r282 <= layer_r281;
   always @(posedge clk)
-    \p$207  <= layer_r282;
+    layer_r283 <= layer_r282;
   always @(posedge clk)
-    layer_r284 <= \sum$674 ;
+    layer_r284 <= layer_r283;
   always @(posedge clk)
     layer_r285 <= layer_r284;
   always @(posedge clk)
@@ -3062,13 +3205,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r287 <= layer_r286;
   always @(posedge clk)
-    layer_r288 <= layer_r287;
+    \p$178  <= layer_r287;
   always @(posedge clk)
-    layer_r289 <= layer_r288;
+    \carry$181  <= layer_r36;
   always @(posedge clk)
-    \p$212  <= layer_r289;
+    layer_r290 <= \sum$723 ;
   always @(posedge clk)
-    layer_r291 <= \sum$681 ;
+    layer_r291 <= layer_r290;
   always @(posedge clk)
     layer_r292 <= layer_r291;
   always @(posedge clk)
@@ -3080,11 +3223,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r296 <= layer_r295;
   always @(posedge clk)
-    \p$217  <= layer_r296;
+    \p$183  <= layer_r296;
   always @(posedge clk)
-    layer_r298 <= \sum$688 ;
+    \carry$186  <= layer_r37;
   always @(posedge clk)
-    layer_r299 <= layer_r298;
+    layer_r299 <= \sum$731 ;
   always @(posedge clk)
     layer_r300 <= layer_r299;
   always @(posedge clk)
@@ -3094,37 +3237,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r303 <= layer_r302;
   always @(posedge clk)
-    \p$222  <= layer_r303;
+    layer_r304 <= layer_r303;
   always @(posedge clk)
-    layer_r305 <= \sum$695 ;
+    layer_r305 <= layer_r304;
   always @(posedge clk)
-    layer_r306 <= layer_r305;
+    \p$188  <= layer_r305;
   always @(posedge clk)
-    layer_r307 <= layer_r306;
+    \carry$191  <= layer_r38;
   always @(posedge clk)
-    layer_r308 <= layer_r307;
+    layer_r308 <= \sum$739 ;
   always @(posedge clk)
     layer_r309 <= layer_r308;
   always @(posedge clk)
     layer_r310 <= layer_r309;
   always @(posedge clk)
-    \p$227  <= layer_r310;
+    layer_r311 <= layer_r310;
   always @(posedge clk)
-    layer_r312 <= \sum$702 ;
+    layer_r312 <= layer_r311;
   always @(posedge clk)
     layer_r313 <= layer_r312;
   always @(posedge clk)
     layer_r314 <= layer_r313;
   always @(posedge clk)
-    layer_r315 <= layer_r314;
+    \p$193  <= layer_r314;
   always @(posedge clk)
-    layer_r316 <= layer_r315;
+    \carry$196  <= layer_r39;
   always @(posedge clk)
-    layer_r317 <= layer_r316;
+    layer_r317 <= \sum$747 ;
   always @(posedge clk)
-    \p$232  <= layer_r317;
+    layer_r318 <= layer_r317;
   always @(posedge clk)
-    layer_r319 <= \sum$709 ;
+    layer_r319 <= layer_r318;
   always @(posedge clk)
     layer_r320 <= layer_r319;
   always @(posedge clk)
@@ -3134,11 +3277,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r323 <= layer_r322;
   always @(posedge clk)
-    layer_r324 <= layer_r323;
+    \p$198  <= layer_r323;
   always @(posedge clk)
-    \p$237  <= layer_r324;
+    \carry$201  <= layer_r40;
   always @(posedge clk)
-    layer_r326 <= \sum$716 ;
+    layer_r326 <= \sum$755 ;
   always @(posedge clk)
     layer_r327 <= layer_r326;
   always @(posedge clk)
@@ -3150,13 +3293,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r331 <= layer_r330;
   always @(posedge clk)
-    \p$242  <= layer_r331;
+    layer_r332 <= layer_r331;
   always @(posedge clk)
-    layer_r333 <= \sum$723 ;
+    \p$203  <= layer_r332;
   always @(posedge clk)
-    layer_r334 <= layer_r333;
+    \carry$206  <= layer_r41;
   always @(posedge clk)
-    layer_r335 <= layer_r334;
+    layer_r335 <= \sum$763 ;
   always @(posedge clk)
     layer_r336 <= layer_r335;
   always @(posedge clk)
@@ -3164,23 +3307,23 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r338 <= layer_r337;
   always @(posedge clk)
-    \p$247  <= layer_r338;
+    layer_r339 <= layer_r338;
   always @(posedge clk)
-    layer_r340 <= \sum$730 ;
+    layer_r340 <= layer_r339;
   always @(posedge clk)
     layer_r341 <= layer_r340;
   always @(posedge clk)
-    layer_r342 <= layer_r341;
+    \p$208  <= layer_r341;
   always @(posedge clk)
-    layer_r343 <= layer_r342;
+    \carry$211  <= layer_r42;
   always @(posedge clk)
-    layer_r344 <= layer_r343;
+    layer_r344 <= \sum$771 ;
   always @(posedge clk)
     layer_r345 <= layer_r344;
   always @(posedge clk)
-    \p$252  <= layer_r345;
+    layer_r346 <= layer_r345;
   always @(posedge clk)
-    layer_r347 <= \sum$737 ;
+    layer_r347 <= layer_r346;
   always @(posedge clk)
     layer_r348 <= layer_r347;
   always @(posedge clk)
@@ -3188,13 +3331,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r350 <= layer_r349;
   always @(posedge clk)
-    layer_r351 <= layer_r350;
+    \p$213  <= layer_r350;
   always @(posedge clk)
-    layer_r352 <= layer_r351;
+    \carry$216  <= layer_r43;
   always @(posedge clk)
-    \p$257  <= layer_r352;
+    layer_r353 <= \sum$779 ;
   always @(posedge clk)
-    layer_r354 <= \sum$744 ;
+    layer_r354 <= layer_r353;
   always @(posedge clk)
     layer_r355 <= layer_r354;
   always @(posedge clk)
@@ -3206,11 +3349,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r359 <= layer_r358;
   always @(posedge clk)
-    \p$262  <= layer_r359;
+    \p$218  <= layer_r359;
   always @(posedge clk)
-    layer_r361 <= \sum$751 ;
+    \carry$221  <= layer_r44;
   always @(posedge clk)
-    layer_r362 <= layer_r361;
+    layer_r362 <= \sum$787 ;
   always @(posedge clk)
     layer_r363 <= layer_r362;
   always @(posedge clk)
@@ -3220,37 +3363,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r366 <= layer_r365;
   always @(posedge clk)
-    \p$267  <= layer_r366;
+    layer_r367 <= layer_r366;
   always @(posedge clk)
-    layer_r368 <= \sum$758 ;
+    layer_r368 <= layer_r367;
   always @(posedge clk)
-    layer_r369 <= layer_r368;
+    \p$223  <= layer_r368;
   always @(posedge clk)
-    layer_r370 <= layer_r369;
+    \carry$226  <= layer_r45;
   always @(posedge clk)
-    layer_r371 <= layer_r370;
+    layer_r371 <= \sum$795 ;
   always @(posedge clk)
     layer_r372 <= layer_r371;
   always @(posedge clk)
     layer_r373 <= layer_r372;
   always @(posedge clk)
-    \p$272  <= layer_r373;
+    layer_r374 <= layer_r373;
   always @(posedge clk)
-    layer_r375 <= \sum$765 ;
+    layer_r375 <= layer_r374;
   always @(posedge clk)
     layer_r376 <= layer_r375;
   always @(posedge clk)
     layer_r377 <= layer_r376;
   always @(posedge clk)
-    layer_r378 <= layer_r377;
+    \p$228  <= layer_r377;
   always @(posedge clk)
-    layer_r379 <= layer_r378;
+    \s$230  <= layer_r88;
   always @(posedge clk)
-    layer_r380 <= layer_r379;
+    \carry$232  <= layer_r46;
   always @(posedge clk)
-    \p$277  <= layer_r380;
+    layer_r381 <= \sum$803 ;
   always @(posedge clk)
-    layer_r382 <= \sum$772 ;
+    layer_r382 <= layer_r381;
   always @(posedge clk)
     layer_r383 <= layer_r382;
   always @(posedge clk)
@@ -3262,11 +3405,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r387 <= layer_r386;
   always @(posedge clk)
-    \p$282  <= layer_r387;
+    \p$234  <= layer_r387;
   always @(posedge clk)
-    layer_r389 <= \sum$779 ;
+    \carry$237  <= layer_r47;
   always @(posedge clk)
-    layer_r390 <= layer_r389;
+    layer_r390 <= \sum$811 ;
   always @(posedge clk)
     layer_r391 <= layer_r390;
   always @(posedge clk)
@@ -3276,37 +3419,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r394 <= layer_r393;
   always @(posedge clk)
-    \p$287  <= layer_r394;
+    layer_r395 <= layer_r394;
   always @(posedge clk)
-    layer_r396 <= \sum$786 ;
+    layer_r396 <= layer_r395;
   always @(posedge clk)
-    layer_r397 <= layer_r396;
+    \p$239  <= layer_r396;
   always @(posedge clk)
-    layer_r398 <= layer_r397;
+    \carry$242  <= layer_r48;
   always @(posedge clk)
-    layer_r399 <= layer_r398;
+    layer_r399 <= \sum$819 ;
   always @(posedge clk)
     layer_r400 <= layer_r399;
   always @(posedge clk)
     layer_r401 <= layer_r400;
   always @(posedge clk)
-    \p$292  <= layer_r401;
+    layer_r402 <= layer_r401;
   always @(posedge clk)
-    layer_r403 <= \sum$793 ;
+    layer_r403 <= layer_r402;
   always @(posedge clk)
     layer_r404 <= layer_r403;
   always @(posedge clk)
     layer_r405 <= layer_r404;
   always @(posedge clk)
-    layer_r406 <= layer_r405;
+    \p$244  <= layer_r405;
   always @(posedge clk)
-    layer_r407 <= layer_r406;
+    \carry$247  <= layer_r49;
   always @(posedge clk)
-    layer_r408 <= layer_r407;
+    layer_r408 <= \sum$827 ;
   always @(posedge clk)
-    \p$297  <= layer_r408;
+    layer_r409 <= layer_r408;
   always @(posedge clk)
-    layer_r410 <= \sum$800 ;
+    layer_r410 <= layer_r409;
   always @(posedge clk)
     layer_r411 <= layer_r410;
   always @(posedge clk)
@@ -3316,11 +3459,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r414 <= layer_r413;
   always @(posedge clk)
-    layer_r415 <= layer_r414;
+    \p$249  <= layer_r414;
   always @(posedge clk)
-    \p$302  <= layer_r415;
+    \carry$252  <= layer_r50;
   always @(posedge clk)
-    layer_r417 <= \sum$807 ;
+    layer_r417 <= \sum$835 ;
   always @(posedge clk)
     layer_r418 <= layer_r417;
   always @(posedge clk)
@@ -3332,13 +3475,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r422 <= layer_r421;
   always @(posedge clk)
-    \p$307  <= layer_r422;
+    layer_r423 <= layer_r422;
   always @(posedge clk)
-    layer_r424 <= \sum$814 ;
+    \p$254  <= layer_r423;
   always @(posedge clk)
-    layer_r425 <= layer_r424;
+    \carry$257  <= layer_r51;
   always @(posedge clk)
-    layer_r426 <= layer_r425;
+    layer_r426 <= \sum$843 ;
   always @(posedge clk)
     layer_r427 <= layer_r426;
   always @(posedge clk)
@@ -3346,23 +3489,23 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r429 <= layer_r428;
   always @(posedge clk)
-    \p$312  <= layer_r429;
+    layer_r430 <= layer_r429;
   always @(posedge clk)
-    layer_r431 <= \sum$821 ;
+    layer_r431 <= layer_r430;
   always @(posedge clk)
     layer_r432 <= layer_r431;
   always @(posedge clk)
-    layer_r433 <= layer_r432;
+    \p$259  <= layer_r432;
   always @(posedge clk)
-    layer_r434 <= layer_r433;
+    \carry$262  <= layer_r52;
   always @(posedge clk)
-    layer_r435 <= layer_r434;
+    layer_r435 <= \sum$851 ;
   always @(posedge clk)
     layer_r436 <= layer_r435;
   always @(posedge clk)
-    \p$317  <= layer_r436;
+    layer_r437 <= layer_r436;
   always @(posedge clk)
-    layer_r438 <= \sum$828 ;
+    layer_r438 <= layer_r437;
   always @(posedge clk)
     layer_r439 <= layer_r438;
   always @(posedge clk)
@@ -3370,13 +3513,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r441 <= layer_r440;
   always @(posedge clk)
-    layer_r442 <= layer_r441;
+    \p$264  <= layer_r441;
   always @(posedge clk)
-    layer_r443 <= layer_r442;
+    \carry$267  <= layer_r53;
   always @(posedge clk)
-    \p$322  <= layer_r443;
+    layer_r444 <= \sum$859 ;
   always @(posedge clk)
-    layer_r445 <= \sum$835 ;
+    layer_r445 <= layer_r444;
   always @(posedge clk)
     layer_r446 <= layer_r445;
   always @(posedge clk)
@@ -3388,11 +3531,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r450 <= layer_r449;
   always @(posedge clk)
-    \p$327  <= layer_r450;
+    \p$269  <= layer_r450;
   always @(posedge clk)
-    layer_r452 <= \sum$842 ;
+    \carry$272  <= layer_r54;
   always @(posedge clk)
-    layer_r453 <= layer_r452;
+    layer_r453 <= \sum$867 ;
   always @(posedge clk)
     layer_r454 <= layer_r453;
   always @(posedge clk)
@@ -3402,37 +3545,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r457 <= layer_r456;
   always @(posedge clk)
-    \p$332  <= layer_r457;
+    layer_r458 <= layer_r457;
   always @(posedge clk)
-    layer_r459 <= \sum$849 ;
+    layer_r459 <= layer_r458;
   always @(posedge clk)
-    layer_r460 <= layer_r459;
+    \p$274  <= layer_r459;
   always @(posedge clk)
-    layer_r461 <= layer_r460;
+    \carry$277  <= layer_r55;
   always @(posedge clk)
-    layer_r462 <= layer_r461;
+    layer_r462 <= \sum$875 ;
   always @(posedge clk)
     layer_r463 <= layer_r462;
   always @(posedge clk)
     layer_r464 <= layer_r463;
   always @(posedge clk)
-    \p$337  <= layer_r464;
+    layer_r465 <= layer_r464;
   always @(posedge clk)
-    layer_r466 <= \sum$856 ;
+    layer_r466 <= layer_r465;
   always @(posedge clk)
     layer_r467 <= layer_r466;
   always @(posedge clk)
     layer_r468 <= layer_r467;
   always @(posedge clk)
-    layer_r469 <= layer_r468;
+    \p$279  <= layer_r468;
   always @(posedge clk)
-    layer_r470 <= layer_r469;
+    \carry$282  <= layer_r56;
   always @(posedge clk)
-    layer_r471 <= layer_r470;
+    layer_r471 <= \sum$883 ;
   always @(posedge clk)
-    \p$342  <= layer_r471;
+    layer_r472 <= layer_r471;
   always @(posedge clk)
-    layer_r473 <= \sum$863 ;
+    layer_r473 <= layer_r472;
   always @(posedge clk)
     layer_r474 <= layer_r473;
   always @(posedge clk)
@@ -3442,11 +3585,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r477 <= layer_r476;
   always @(posedge clk)
-    layer_r478 <= layer_r477;
+    \p$284  <= layer_r477;
   always @(posedge clk)
-    \p$347  <= layer_r478;
+    \carry$287  <= layer_r57;
   always @(posedge clk)
-    layer_r480 <= \sum$870 ;
+    layer_r480 <= \sum$891 ;
   always @(posedge clk)
     layer_r481 <= layer_r480;
   always @(posedge clk)
@@ -3458,13 +3601,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r485 <= layer_r484;
   always @(posedge clk)
-    \p$352  <= layer_r485;
+    layer_r486 <= layer_r485;
   always @(posedge clk)
-    layer_r487 <= \sum$877 ;
+    \p$289  <= layer_r486;
   always @(posedge clk)
-    layer_r488 <= layer_r487;
+    \carry$292  <= layer_r58;
   always @(posedge clk)
-    layer_r489 <= layer_r488;
+    layer_r489 <= \sum$899 ;
   always @(posedge clk)
     layer_r490 <= layer_r489;
   always @(posedge clk)
@@ -3472,23 +3615,23 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r492 <= layer_r491;
   always @(posedge clk)
-    \p$357  <= layer_r492;
+    layer_r493 <= layer_r492;
   always @(posedge clk)
-    layer_r494 <= \sum$884 ;
+    layer_r494 <= layer_r493;
   always @(posedge clk)
     layer_r495 <= layer_r494;
   always @(posedge clk)
-    layer_r496 <= layer_r495;
+    \p$294  <= layer_r495;
   always @(posedge clk)
-    layer_r497 <= layer_r496;
+    \carry$297  <= layer_r59;
   always @(posedge clk)
-    layer_r498 <= layer_r497;
+    layer_r498 <= \sum$907 ;
   always @(posedge clk)
     layer_r499 <= layer_r498;
   always @(posedge clk)
-    \p$362  <= layer_r499;
+    layer_r500 <= layer_r499;
   always @(posedge clk)
-    layer_r501 <= \sum$891 ;
+    layer_r501 <= layer_r500;
   always @(posedge clk)
     layer_r502 <= layer_r501;
   always @(posedge clk)
@@ -3496,13 +3639,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r504 <= layer_r503;
   always @(posedge clk)
-    layer_r505 <= layer_r504;
+    \p$299  <= layer_r504;
   always @(posedge clk)
-    layer_r506 <= layer_r505;
+    \carry$302  <= layer_r60;
   always @(posedge clk)
-    \p$367  <= layer_r506;
+    layer_r507 <= \sum$915 ;
   always @(posedge clk)
-    layer_r508 <= \sum$898 ;
+    layer_r508 <= layer_r507;
   always @(posedge clk)
     layer_r509 <= layer_r508;
   always @(posedge clk)
@@ -3514,11 +3657,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r513 <= layer_r512;
   always @(posedge clk)
-    \p$372  <= layer_r513;
+    \p$304  <= layer_r513;
   always @(posedge clk)
-    layer_r515 <= \sum$905 ;
+    \carry$307  <= layer_r61;
   always @(posedge clk)
-    layer_r516 <= layer_r515;
+    layer_r516 <= \sum$923 ;
   always @(posedge clk)
     layer_r517 <= layer_r516;
   always @(posedge clk)
@@ -3528,21 +3671,285 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r520 <= layer_r519;
   always @(posedge clk)
-    \p$377  <= layer_r520;
+    layer_r521 <= layer_r520;
   always @(posedge clk)
-    layer_r522 <= \sum$912 ;
+    layer_r522 <= layer_r521;
   always @(posedge clk)
-    layer_r523 <= layer_r522;
+    \p$309  <= layer_r522;
   always @(posedge clk)
-    layer_r524 <= layer_r523;
+    \s$311  <= layer_r88;
   always @(posedge clk)
-    layer_r525 <= layer_r524;
+    \carry$313  <= layer_r62;
   always @(posedge clk)
-    layer_r526 <= layer_r525;
+    layer_r526 <= \sum$931 ;
   always @(posedge clk)
     layer_r527 <= layer_r526;
   always @(posedge clk)
-    \p$382  <= layer_r527;
+    layer_r528 <= layer_r527;
+  always @(posedge clk)
+    layer_r529 <= layer_r528;
+  always @(posedge clk)
+    layer_r530 <= layer_r529;
+  always @(posedge clk)
+    layer_r531 <= layer_r530;
+  always @(posedge clk)
+    layer_r532 <= layer_r531;
+  always @(posedge clk)
+    \p$315  <= layer_r532;
+  always @(posedge clk)
+    \carry$318  <= layer_r63;
+  always @(posedge clk)
+    layer_r535 <= \sum$939 ;
+  always @(posedge clk)
+    layer_r536 <= layer_r535;
+  always @(posedge clk)
+    layer_r537 <= layer_r536;
+  always @(posedge clk)
+    layer_r538 <= layer_r537;
+  always @(posedge clk)
+    layer_r539 <= layer_r538;
+  always @(posedge clk)
+    layer_r540 <= layer_r539;
+  always @(posedge clk)
+    layer_r541 <= layer_r540;
+  always @(posedge clk)
+    \p$320  <= layer_r541;
+  always @(posedge clk)
+    \carry$323  <= layer_r64;
+  always @(posedge clk)
+    layer_r544 <= \sum$947 ;
+  always @(posedge clk)
+    layer_r545 <= layer_r544;
+  always @(posedge clk)
+    layer_r546 <= layer_r545;
+  always @(posedge clk)
+    layer_r547 <= layer_r546;
+  always @(posedge clk)
+    layer_r548 <= layer_r547;
+  always @(posedge clk)
+    layer_r549 <= layer_r548;
+  always @(posedge clk)
+    layer_r550 <= layer_r549;
+  always @(posedge clk)
+    \p$325  <= layer_r550;
+  always @(posedge clk)
+    \carry$328  <= layer_r65;
+  always @(posedge clk)
+    layer_r553 <= \sum$955 ;
+  always @(posedge clk)
+    layer_r554 <= layer_r553;
+  always @(posedge clk)
+    layer_r555 <= layer_r554;
+  always @(posedge clk)
+    layer_r556 <= layer_r555;
+  always @(posedge clk)
+    layer_r557 <= layer_r556;
+  always @(posedge clk)
+    layer_r558 <= layer_r557;
+  always @(posedge clk)
+    layer_r559 <= layer_r558;
+  always @(posedge clk)
+    \p$330  <= layer_r559;
+  always @(posedge clk)
+    \carry$333  <= layer_r66;
+  always @(posedge clk)
+    layer_r562 <= \sum$963 ;
+  always @(posedge clk)
+    layer_r563 <= layer_r562;
+  always @(posedge clk)
+    layer_r564 <= layer_r563;
+  always @(posedge clk)
+    layer_r565 <= layer_r564;
+  always @(posedge clk)
+    layer_r566 <= layer_r565;
+  always @(posedge clk)
+    layer_r567 <= layer_r566;
+  always @(posedge clk)
+    layer_r568 <= layer_r567;
+  always @(posedge clk)
+    \p$335  <= layer_r568;
+  always @(posedge clk)
+    \carry$338  <= layer_r67;
+  always @(posedge clk)
+    layer_r571 <= \sum$971 ;
+  always @(posedge clk)
+    layer_r572 <= layer_r571;
+  always @(posedge clk)
+    layer_r573 <= layer_r572;
+  always @(posedge clk)
+    layer_r574 <= layer_r573;
+  always @(posedge clk)
+    layer_r575 <= layer_r574;
+  always @(posedge clk)
+    layer_r576 <= layer_r575;
+  always @(posedge clk)
+    layer_r577 <= layer_r576;
+  always @(posedge clk)
+    \p$340  <= layer_r577;
+  always @(posedge clk)
+    \carry$343  <= layer_r68;
+  always @(posedge clk)
+    layer_r580 <= \sum$979 ;
+  always @(posedge clk)
+    layer_r581 <= layer_r580;
+  always @(posedge clk)
+    layer_r582 <= layer_r581;
+  always @(posedge clk)
+    layer_r583 <= layer_r582;
+  always @(posedge clk)
+    layer_r584 <= layer_r583;
+  always @(posedge clk)
+    layer_r585 <= layer_r584;
+  always @(posedge clk)
+    layer_r586 <= layer_r585;
+  always @(posedge clk)
+    \p$345  <= layer_r586;
+  always @(posedge clk)
+    \carry$348  <= layer_r69;
+  always @(posedge clk)
+    layer_r589 <= \sum$987 ;
+  always @(posedge clk)
+    layer_r590 <= layer_r589;
+  always @(posedge clk)
+    layer_r591 <= layer_r590;
+  always @(posedge clk)
+    layer_r592 <= layer_r591;
+  always @(posedge clk)
+    layer_r593 <= layer_r592;
+  always @(posedge clk)
+    layer_r594 <= layer_r593;
+  always @(posedge clk)
+    layer_r595 <= layer_r594;
+  always @(posedge clk)
+    \p$350  <= layer_r595;
+  always @(posedge clk)
+    \carry$353  <= layer_r70;
+  always @(posedge clk)
+    layer_r598 <= \sum$995 ;
+  always @(posedge clk)
+    layer_r599 <= layer_r598;
+  always @(posedge clk)
+    layer_r600 <= layer_r599;
+  always @(posedge clk)
+    layer_r601 <= layer_r600;
+  always @(posedge clk)
+    layer_r602 <= layer_r601;
+  always @(posedge clk)
+    layer_r603 <= layer_r602;
+  always @(posedge clk)
+    layer_r604 <= layer_r603;
+  always @(posedge clk)
+    \p$355  <= layer_r604;
+  always @(posedge clk)
+    \carry$358  <= layer_r71;
+  always @(posedge clk)
+    layer_r607 <= \sum$1003 ;
+  always @(posedge clk)
+    layer_r608 <= layer_r607;
+  always @(posedge clk)
+    layer_r609 <= layer_r608;
+  always @(posedge clk)
+    layer_r610 <= layer_r609;
+  always @(posedge clk)
+    layer_r611 <= layer_r610;
+  always @(posedge clk)
+    layer_r612 <= layer_r611;
+  always @(posedge clk)
+    layer_r613 <= layer_r612;
+  always @(posedge clk)
+    \p$360  <= layer_r613;
+  always @(posedge clk)
+    \carry$363  <= layer_r72;
+  always @(posedge clk)
+    layer_r616 <= \sum$1011 ;
+  always @(posedge clk)
+    layer_r617 <= layer_r616;
+  always @(posedge clk)
+    layer_r618 <= layer_r617;
+  always @(posedge clk)
+    layer_r619 <= layer_r618;
+  always @(posedge clk)
+    layer_r620 <= layer_r619;
+  always @(posedge clk)
+    layer_r621 <= layer_r620;
+  always @(posedge clk)
+    layer_r622 <= layer_r621;
+  always @(posedge clk)
+    \p$365  <= layer_r622;
+  always @(posedge clk)
+    \carry$368  <= layer_r73;
+  always @(posedge clk)
+    layer_r625 <= \sum$1019 ;
+  always @(posedge clk)
+    layer_r626 <= layer_r625;
+  always @(posedge clk)
+    layer_r627 <= layer_r626;
+  always @(posedge clk)
+    layer_r628 <= layer_r627;
+  always @(posedge clk)
+    layer_r629 <= layer_r628;
+  always @(posedge clk)
+    layer_r630 <= layer_r629;
+  always @(posedge clk)
+    layer_r631 <= layer_r630;
+  always @(posedge clk)
+    \p$370  <= layer_r631;
+  always @(posedge clk)
+    \carry$373  <= layer_r74;
+  always @(posedge clk)
+    layer_r634 <= \sum$1027 ;
+  always @(posedge clk)
+    layer_r635 <= layer_r634;
+  always @(posedge clk)
+    layer_r636 <= layer_r635;
+  always @(posedge clk)
+    layer_r637 <= layer_r636;
+  always @(posedge clk)
+    layer_r638 <= layer_r637;
+  always @(posedge clk)
+    layer_r639 <= layer_r638;
+  always @(posedge clk)
+    layer_r640 <= layer_r639;
+  always @(posedge clk)
+    \p$375  <= layer_r640;
+  always @(posedge clk)
+    \carry$378  <= layer_r75;
+  always @(posedge clk)
+    layer_r643 <= \sum$1035 ;
+  always @(posedge clk)
+    layer_r644 <= layer_r643;
+  always @(posedge clk)
+    layer_r645 <= layer_r644;
+  always @(posedge clk)
+    layer_r646 <= layer_r645;
+  always @(posedge clk)
+    layer_r647 <= layer_r646;
+  always @(posedge clk)
+    layer_r648 <= layer_r647;
+  always @(posedge clk)
+    layer_r649 <= layer_r648;
+  always @(posedge clk)
+    \p$380  <= layer_r649;
+  always @(posedge clk)
+    \carry$383  <= layer_r76;
+  always @(posedge clk)
+    layer_r652 <= \sum$1043 ;
+  always @(posedge clk)
+    layer_r653 <= layer_r652;
+  always @(posedge clk)
+    layer_r654 <= layer_r653;
+  always @(posedge clk)
+    layer_r655 <= layer_r654;
+  always @(posedge clk)
+    layer_r656 <= layer_r655;
+  always @(posedge clk)
+    layer_r657 <= layer_r656;
+  always @(posedge clk)
+    layer_r658 <= layer_r657;
+  always @(posedge clk)
+    \p$385  <= layer_r658;
+  always @(posedge clk)
+    \carry$388  <= layer_r77;
   \digits.layer0.p0  p0 (
     .clk(clk),
     .\port$494$0 (\port$494$0 ),
@@ -3556,7 +3963,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$515$0 (\port$515$0 ),
     .\port$518$0 (\port$518$0 ),
     .rst(rst),
-    .sum(\sum$469 )
+    .sum(\sum$536 )
   );
   \digits.layer0.p1  p1 (
     .clk(clk),
@@ -3574,7 +3981,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$478 )
+    .sum(\sum$547 )
   );
   \digits.layer0.p10  p10 (
     .clk(clk),
@@ -3593,7 +4000,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$541 )
+    .sum(\sum$619 )
   );
   \digits.layer0.p11  p11 (
     .clk(clk),
@@ -3612,7 +4019,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$548 )
+    .sum(\sum$627 )
   );
   \digits.layer0.p12  p12 (
     .clk(clk),
@@ -3628,7 +4035,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$555 )
+    .sum(\sum$635 )
   );
   \digits.layer0.p13  p13 (
     .clk(clk),
@@ -3646,7 +4053,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$562 )
+    .sum(\sum$643 )
   );
   \digits.layer0.p14  p14 (
     .clk(clk),
@@ -3662,7 +4069,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$569 )
+    .sum(\sum$651 )
   );
   \digits.layer0.p15  p15 (
     .clk(clk),
@@ -3680,7 +4087,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$576 )
+    .sum(\sum$659 )
   );
   \digits.layer0.p16  p16 (
     .clk(clk),
@@ -3694,7 +4101,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$522$0 (\port$522$0 ),
     .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$583 )
+    .sum(\sum$667 )
   );
   \digits.layer0.p17  p17 (
     .clk(clk),
@@ -3708,7 +4115,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$512$0 (\port$512$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$590 )
+    .sum(\sum$675 )
   );
   \digits.layer0.p18  p18 (
     .clk(clk),
@@ -3724,7 +4131,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$528$0 (\port$528$0 ),
     .rst(rst),
-    .sum(\sum$597 )
+    .sum(\sum$683 )
   );
   \digits.layer0.p19  p19 (
     .clk(clk),
@@ -3741,7 +4148,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$604 )
+    .sum(\sum$691 )
   );
   \digits.layer0.p2  p2 (
     .clk(clk),
@@ -3757,7 +4164,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$528$0 (\port$528$0 ),
     .rst(rst),
-    .sum(\sum$485 )
+    .sum(\sum$555 )
   );
   \digits.layer0.p20  p20 (
     .clk(clk),
@@ -3774,7 +4181,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$611 )
+    .sum(\sum$699 )
   );
   \digits.layer0.p21  p21 (
     .clk(clk),
@@ -3792,7 +4199,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$526$0 (\port$526$0 ),
     .\port$528$0 (\port$528$0 ),
     .rst(rst),
-    .sum(\sum$618 )
+    .sum(\sum$707 )
   );
   \digits.layer0.p22  p22 (
     .clk(clk),
@@ -3810,7 +4217,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$529$0 (\port$529$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$625 )
+    .sum(\sum$715 )
   );
   \digits.layer0.p23  p23 (
     .clk(clk),
@@ -3825,7 +4232,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$632 )
+    .sum(\sum$723 )
   );
   \digits.layer0.p24  p24 (
     .clk(clk),
@@ -3846,7 +4253,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$539$0 (\port$539$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$639 )
+    .sum(\sum$731 )
   );
   \digits.layer0.p25  p25 (
     .clk(clk),
@@ -3864,7 +4271,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$522$0 (\port$522$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$646 )
+    .sum(\sum$739 )
   );
   \digits.layer0.p26  p26 (
     .clk(clk),
@@ -3882,7 +4289,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$653 )
+    .sum(\sum$747 )
   );
   \digits.layer0.p27  p27 (
     .clk(clk),
@@ -3901,7 +4308,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$660 )
+    .sum(\sum$755 )
   );
   \digits.layer0.p28  p28 (
     .clk(clk),
@@ -3919,7 +4326,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$531$0 (\port$531$0 ),
     .rst(rst),
-    .sum(\sum$667 )
+    .sum(\sum$763 )
   );
   \digits.layer0.p29  p29 (
     .clk(clk),
@@ -3937,7 +4344,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$674 )
+    .sum(\sum$771 )
   );
   \digits.layer0.p3  p3 (
     .clk(clk),
@@ -3956,7 +4363,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$512$0 (\port$512$0 ),
     .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$492 )
+    .sum(\sum$563 )
   );
   \digits.layer0.p30  p30 (
     .clk(clk),
@@ -3975,7 +4382,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$681 )
+    .sum(\sum$779 )
   );
   \digits.layer0.p31  p31 (
     .clk(clk),
@@ -3994,7 +4401,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$688 )
+    .sum(\sum$787 )
   );
   \digits.layer0.p32  p32 (
     .clk(clk),
@@ -4008,7 +4415,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$529$0 (\port$529$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$695 )
+    .sum(\sum$795 )
   );
   \digits.layer0.p33  p33 (
     .clk(clk),
@@ -4022,7 +4429,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$515$0 (\port$515$0 ),
     .\port$518$0 (\port$518$0 ),
     .rst(rst),
-    .sum(\sum$702 )
+    .sum(\sum$803 )
   );
   \digits.layer0.p34  p34 (
     .clk(clk),
@@ -4037,7 +4444,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$527$0 (\port$527$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$709 )
+    .sum(\sum$811 )
   );
   \digits.layer0.p35  p35 (
     .clk(clk),
@@ -4054,7 +4461,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$716 )
+    .sum(\sum$819 )
   );
   \digits.layer0.p36  p36 (
     .clk(clk),
@@ -4070,7 +4477,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$723 )
+    .sum(\sum$827 )
   );
   \digits.layer0.p37  p37 (
     .clk(clk),
@@ -4090,7 +4497,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$730 )
+    .sum(\sum$835 )
   );
   \digits.layer0.p38  p38 (
     .clk(clk),
@@ -4108,7 +4515,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$511$0 (\port$511$0 ),
     .\port$515$0 (\port$515$0 ),
     .rst(rst),
-    .sum(\sum$737 )
+    .sum(\sum$843 )
   );
   \digits.layer0.p39  p39 (
     .clk(clk),
@@ -4124,7 +4531,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$744 )
+    .sum(\sum$851 )
   );
   \digits.layer0.p4  p4 (
     .clk(clk),
@@ -4140,7 +4547,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$499 )
+    .sum(\sum$571 )
   );
   \digits.layer0.p40  p40 (
     .clk(clk),
@@ -4158,7 +4565,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$539$0 (\port$539$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$751 )
+    .sum(\sum$859 )
   );
   \digits.layer0.p41  p41 (
     .clk(clk),
@@ -4174,7 +4581,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$758 )
+    .sum(\sum$867 )
   );
   \digits.layer0.p42  p42 (
     .clk(clk),
@@ -4190,7 +4597,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$537$0 (\port$537$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$765 )
+    .sum(\sum$875 )
   );
   \digits.layer0.p43  p43 (
     .clk(clk),
@@ -4205,7 +4612,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$772 )
+    .sum(\sum$883 )
   );
   \digits.layer0.p44  p44 (
     .clk(clk),
@@ -4221,7 +4628,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$779 )
+    .sum(\sum$891 )
   );
   \digits.layer0.p45  p45 (
     .clk(clk),
@@ -4236,7 +4643,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$786 )
+    .sum(\sum$899 )
   );
   \digits.layer0.p46  p46 (
     .clk(clk),
@@ -4256,7 +4663,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$793 )
+    .sum(\sum$907 )
   );
   \digits.layer0.p47  p47 (
     .clk(clk),
@@ -4272,7 +4679,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$800 )
+    .sum(\sum$915 )
   );
   \digits.layer0.p48  p48 (
     .clk(clk),
@@ -4285,7 +4692,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$807 )
+    .sum(\sum$923 )
   );
   \digits.layer0.p49  p49 (
     .clk(clk),
@@ -4304,7 +4711,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$537$0 (\port$537$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$814 )
+    .sum(\sum$931 )
   );
   \digits.layer0.p5  p5 (
     .clk(clk),
@@ -4321,7 +4728,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$506 )
+    .sum(\sum$579 )
   );
   \digits.layer0.p50  p50 (
     .clk(clk),
@@ -4338,7 +4745,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$821 )
+    .sum(\sum$939 )
   );
   \digits.layer0.p51  p51 (
     .clk(clk),
@@ -4350,7 +4757,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$511$0 (\port$511$0 ),
     .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$828 )
+    .sum(\sum$947 )
   );
   \digits.layer0.p52  p52 (
     .clk(clk),
@@ -4365,7 +4772,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$835 )
+    .sum(\sum$955 )
   );
   \digits.layer0.p53  p53 (
     .clk(clk),
@@ -4380,7 +4787,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$842 )
+    .sum(\sum$963 )
   );
   \digits.layer0.p54  p54 (
     .clk(clk),
@@ -4398,7 +4805,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$529$0 (\port$529$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$849 )
+    .sum(\sum$971 )
   );
   \digits.layer0.p55  p55 (
     .clk(clk),
@@ -4414,7 +4821,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$537$0 (\port$537$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$856 )
+    .sum(\sum$979 )
   );
   \digits.layer0.p56  p56 (
     .clk(clk),
@@ -4431,7 +4838,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$522$0 (\port$522$0 ),
     .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$863 )
+    .sum(\sum$987 )
   );
   \digits.layer0.p57  p57 (
     .clk(clk),
@@ -4450,7 +4857,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$539$0 (\port$539$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$870 )
+    .sum(\sum$995 )
   );
   \digits.layer0.p58  p58 (
     .clk(clk),
@@ -4464,7 +4871,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$877 )
+    .sum(\sum$1003 )
   );
   \digits.layer0.p59  p59 (
     .clk(clk),
@@ -4478,7 +4885,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$512$0 (\port$512$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$884 )
+    .sum(\sum$1011 )
   );
   \digits.layer0.p6  p6 (
     .clk(clk),
@@ -4497,7 +4904,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$513 )
+    .sum(\sum$587 )
   );
   \digits.layer0.p60  p60 (
     .clk(clk),
@@ -4513,7 +4920,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$891 )
+    .sum(\sum$1019 )
   );
   \digits.layer0.p61  p61 (
     .clk(clk),
@@ -4530,7 +4937,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$898 )
+    .sum(\sum$1027 )
   );
   \digits.layer0.p62  p62 (
     .clk(clk),
@@ -4547,7 +4954,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$905 )
+    .sum(\sum$1035 )
   );
   \digits.layer0.p63  p63 (
     .clk(clk),
@@ -4566,7 +4973,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$520$0 (\port$520$0 ),
     .\port$526$0 (\port$526$0 ),
     .rst(rst),
-    .sum(\sum$912 )
+    .sum(\sum$1043 )
   );
   \digits.layer0.p7  p7 (
     .clk(clk),
@@ -4581,7 +4988,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$520$0 (\port$520$0 ),
     .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$520 )
+    .sum(\sum$595 )
   );
   \digits.layer0.p8  p8 (
     .clk(clk),
@@ -4596,7 +5003,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$527 )
+    .sum(\sum$603 )
   );
   \digits.layer0.p9  p9 (
     .clk(clk),
@@ -4613,7 +5020,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$534 )
+    .sum(\sum$611 )
   );
   \digits.layer0.q  q (
     .clk(clk),
@@ -4698,7 +5105,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$72 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$389 )
+    .thr_r2(\fire$392 )
   );
   \digits.layer0.t10  t10 (
     .carry(\carry$120 ),
@@ -4706,7 +5113,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$117 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$398 )
+    .thr_r2(\fire$401 )
   );
   \digits.layer0.t11  t11 (
     .carry(\carry$125 ),
@@ -4714,7 +5121,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$122 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$399 )
+    .thr_r2(\fire$402 )
   );
   \digits.layer0.t12  t12 (
     .carry(\carry$130 ),
@@ -4722,7 +5129,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$127 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$400 )
+    .thr_r2(\fire$403 )
   );
   \digits.layer0.t13  t13 (
     .carry(\carry$135 ),
@@ -4730,7 +5137,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$132 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$401 )
+    .thr_r2(\fire$404 )
   );
   \digits.layer0.t14  t14 (
     .carry(\carry$140 ),
@@ -4738,7 +5145,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$137 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$402 )
+    .thr_r2(\fire$405 )
   );
   \digits.layer0.t15  t15 (
     .carry(\carry$145 ),
@@ -4746,39 +5153,39 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$142 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$403 )
+    .thr_r2(\fire$406 )
   );
   \digits.layer0.t16  t16 (
-    .carry(\carry$150 ),
+    .carry(\carry$151 ),
     .clk(clk),
     .p(\p$147 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$404 )
+    .s(\s$149 ),
+    .thr_r2(\fire$407 )
   );
   \digits.layer0.t17  t17 (
-    .carry(\carry$155 ),
+    .carry(\carry$156 ),
     .clk(clk),
-    .p(\p$152 ),
+    .p(\p$153 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$405 )
+    .s(\s$149 ),
+    .thr_r2(\fire$408 )
   );
   \digits.layer0.t18  t18 (
-    .carry(\carry$160 ),
+    .carry(\carry$161 ),
     .clk(clk),
-    .p(\p$157 ),
+    .p(\p$158 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$406 )
+    .s(\s$149 ),
+    .thr_r2(\fire$409 )
   );
   \digits.layer0.t19  t19 (
-    .carry(\carry$165 ),
+    .carry(\carry$166 ),
     .clk(clk),
-    .p(\p$162 ),
+    .p(\p$163 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$407 )
+    .s(\s$149 ),
+    .thr_r2(\fire$410 )
   );
   \digits.layer0.t2  t2 (
     .carry(\carry$80 ),
@@ -4786,87 +5193,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$77 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$390 )
+    .thr_r2(\fire$393 )
   );
   \digits.layer0.t20  t20 (
-    .carry(\carry$170 ),
+    .carry(\carry$171 ),
     .clk(clk),
-    .p(\p$167 ),
+    .p(\p$168 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$408 )
-  );
-  \digits.layer0.t21  t21 (
-    .carry(\carry$175 ),
-    .clk(clk),
-    .p(\p$172 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$409 )
-  );
-  \digits.layer0.t22  t22 (
-    .carry(\carry$180 ),
-    .clk(clk),
-    .p(\p$177 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$410 )
-  );
-  \digits.layer0.t23  t23 (
-    .carry(\carry$185 ),
-    .clk(clk),
-    .p(\p$182 ),
-    .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$411 )
   );
-  \digits.layer0.t24  t24 (
-    .carry(\carry$190 ),
+  \digits.layer0.t21  t21 (
+    .carry(\carry$176 ),
     .clk(clk),
-    .p(\p$187 ),
+    .p(\p$173 ),
     .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$412 )
   );
-  \digits.layer0.t25  t25 (
-    .carry(\carry$195 ),
+  \digits.layer0.t22  t22 (
+    .carry(\carry$181 ),
     .clk(clk),
-    .p(\p$192 ),
+    .p(\p$178 ),
     .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$413 )
   );
-  \digits.layer0.t26  t26 (
-    .carry(\carry$200 ),
+  \digits.layer0.t23  t23 (
+    .carry(\carry$186 ),
     .clk(clk),
-    .p(\p$197 ),
+    .p(\p$183 ),
     .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$414 )
   );
-  \digits.layer0.t27  t27 (
-    .carry(\carry$205 ),
+  \digits.layer0.t24  t24 (
+    .carry(\carry$191 ),
     .clk(clk),
-    .p(\p$202 ),
+    .p(\p$188 ),
     .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$415 )
   );
-  \digits.layer0.t28  t28 (
-    .carry(\carry$210 ),
+  \digits.layer0.t25  t25 (
+    .carry(\carry$196 ),
     .clk(clk),
-    .p(\p$207 ),
+    .p(\p$193 ),
     .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$416 )
   );
-  \digits.layer0.t29  t29 (
-    .carry(\carry$215 ),
+  \digits.layer0.t26  t26 (
+    .carry(\carry$201 ),
     .clk(clk),
-    .p(\p$212 ),
+    .p(\p$198 ),
     .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$417 )
+  );
+  \digits.layer0.t27  t27 (
+    .carry(\carry$206 ),
+    .clk(clk),
+    .p(\p$203 ),
+    .rst(rst),
+    .s(\s$149 ),
+    .thr_r2(\fire$418 )
+  );
+  \digits.layer0.t28  t28 (
+    .carry(\carry$211 ),
+    .clk(clk),
+    .p(\p$208 ),
+    .rst(rst),
+    .s(\s$149 ),
+    .thr_r2(\fire$419 )
+  );
+  \digits.layer0.t29  t29 (
+    .carry(\carry$216 ),
+    .clk(clk),
+    .p(\p$213 ),
+    .rst(rst),
+    .s(\s$149 ),
+    .thr_r2(\fire$420 )
   );
   \digits.layer0.t3  t3 (
     .carry(\carry$85 ),
@@ -4874,87 +5281,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$82 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$391 )
+    .thr_r2(\fire$394 )
   );
   \digits.layer0.t30  t30 (
-    .carry(\carry$220 ),
+    .carry(\carry$221 ),
     .clk(clk),
-    .p(\p$217 ),
+    .p(\p$218 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$418 )
-  );
-  \digits.layer0.t31  t31 (
-    .carry(\carry$225 ),
-    .clk(clk),
-    .p(\p$222 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$419 )
-  );
-  \digits.layer0.t32  t32 (
-    .carry(\carry$230 ),
-    .clk(clk),
-    .p(\p$227 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$420 )
-  );
-  \digits.layer0.t33  t33 (
-    .carry(\carry$235 ),
-    .clk(clk),
-    .p(\p$232 ),
-    .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$421 )
   );
-  \digits.layer0.t34  t34 (
-    .carry(\carry$240 ),
+  \digits.layer0.t31  t31 (
+    .carry(\carry$226 ),
     .clk(clk),
-    .p(\p$237 ),
+    .p(\p$223 ),
     .rst(rst),
-    .s(s),
+    .s(\s$149 ),
     .thr_r2(\fire$422 )
   );
-  \digits.layer0.t35  t35 (
-    .carry(\carry$245 ),
+  \digits.layer0.t32  t32 (
+    .carry(\carry$232 ),
     .clk(clk),
-    .p(\p$242 ),
+    .p(\p$228 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$423 )
   );
-  \digits.layer0.t36  t36 (
-    .carry(\carry$250 ),
+  \digits.layer0.t33  t33 (
+    .carry(\carry$237 ),
     .clk(clk),
-    .p(\p$247 ),
+    .p(\p$234 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$424 )
   );
-  \digits.layer0.t37  t37 (
-    .carry(\carry$255 ),
+  \digits.layer0.t34  t34 (
+    .carry(\carry$242 ),
     .clk(clk),
-    .p(\p$252 ),
+    .p(\p$239 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$425 )
   );
-  \digits.layer0.t38  t38 (
-    .carry(\carry$260 ),
+  \digits.layer0.t35  t35 (
+    .carry(\carry$247 ),
     .clk(clk),
-    .p(\p$257 ),
+    .p(\p$244 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$426 )
   );
-  \digits.layer0.t39  t39 (
-    .carry(\carry$265 ),
+  \digits.layer0.t36  t36 (
+    .carry(\carry$252 ),
     .clk(clk),
-    .p(\p$262 ),
+    .p(\p$249 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$427 )
+  );
+  \digits.layer0.t37  t37 (
+    .carry(\carry$257 ),
+    .clk(clk),
+    .p(\p$254 ),
+    .rst(rst),
+    .s(\s$230 ),
+    .thr_r2(\fire$428 )
+  );
+  \digits.layer0.t38  t38 (
+    .carry(\carry$262 ),
+    .clk(clk),
+    .p(\p$259 ),
+    .rst(rst),
+    .s(\s$230 ),
+    .thr_r2(\fire$429 )
+  );
+  \digits.layer0.t39  t39 (
+    .carry(\carry$267 ),
+    .clk(clk),
+    .p(\p$264 ),
+    .rst(rst),
+    .s(\s$230 ),
+    .thr_r2(\fire$430 )
   );
   \digits.layer0.t4  t4 (
     .carry(\carry$90 ),
@@ -4962,87 +5369,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$87 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$392 )
+    .thr_r2(\fire$395 )
   );
   \digits.layer0.t40  t40 (
-    .carry(\carry$270 ),
+    .carry(\carry$272 ),
     .clk(clk),
-    .p(\p$267 ),
+    .p(\p$269 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$428 )
-  );
-  \digits.layer0.t41  t41 (
-    .carry(\carry$275 ),
-    .clk(clk),
-    .p(\p$272 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$429 )
-  );
-  \digits.layer0.t42  t42 (
-    .carry(\carry$280 ),
-    .clk(clk),
-    .p(\p$277 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$430 )
-  );
-  \digits.layer0.t43  t43 (
-    .carry(\carry$285 ),
-    .clk(clk),
-    .p(\p$282 ),
-    .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$431 )
   );
-  \digits.layer0.t44  t44 (
-    .carry(\carry$290 ),
+  \digits.layer0.t41  t41 (
+    .carry(\carry$277 ),
     .clk(clk),
-    .p(\p$287 ),
+    .p(\p$274 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$432 )
   );
-  \digits.layer0.t45  t45 (
-    .carry(\carry$295 ),
+  \digits.layer0.t42  t42 (
+    .carry(\carry$282 ),
     .clk(clk),
-    .p(\p$292 ),
+    .p(\p$279 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$433 )
   );
-  \digits.layer0.t46  t46 (
-    .carry(\carry$300 ),
+  \digits.layer0.t43  t43 (
+    .carry(\carry$287 ),
     .clk(clk),
-    .p(\p$297 ),
+    .p(\p$284 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$434 )
   );
-  \digits.layer0.t47  t47 (
-    .carry(\carry$305 ),
+  \digits.layer0.t44  t44 (
+    .carry(\carry$292 ),
     .clk(clk),
-    .p(\p$302 ),
+    .p(\p$289 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$435 )
   );
-  \digits.layer0.t48  t48 (
-    .carry(\carry$310 ),
+  \digits.layer0.t45  t45 (
+    .carry(\carry$297 ),
     .clk(clk),
-    .p(\p$307 ),
+    .p(\p$294 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$436 )
   );
-  \digits.layer0.t49  t49 (
-    .carry(\carry$315 ),
+  \digits.layer0.t46  t46 (
+    .carry(\carry$302 ),
     .clk(clk),
-    .p(\p$312 ),
+    .p(\p$299 ),
     .rst(rst),
-    .s(s),
+    .s(\s$230 ),
     .thr_r2(\fire$437 )
+  );
+  \digits.layer0.t47  t47 (
+    .carry(\carry$307 ),
+    .clk(clk),
+    .p(\p$304 ),
+    .rst(rst),
+    .s(\s$230 ),
+    .thr_r2(\fire$438 )
+  );
+  \digits.layer0.t48  t48 (
+    .carry(\carry$313 ),
+    .clk(clk),
+    .p(\p$309 ),
+    .rst(rst),
+    .s(\s$311 ),
+    .thr_r2(\fire$439 )
+  );
+  \digits.layer0.t49  t49 (
+    .carry(\carry$318 ),
+    .clk(clk),
+    .p(\p$315 ),
+    .rst(rst),
+    .s(\s$311 ),
+    .thr_r2(\fire$440 )
   );
   \digits.layer0.t5  t5 (
     .carry(\carry$95 ),
@@ -5050,87 +5457,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$92 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$393 )
+    .thr_r2(\fire$396 )
   );
   \digits.layer0.t50  t50 (
-    .carry(\carry$320 ),
+    .carry(\carry$323 ),
     .clk(clk),
-    .p(\p$317 ),
+    .p(\p$320 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$438 )
-  );
-  \digits.layer0.t51  t51 (
-    .carry(\carry$325 ),
-    .clk(clk),
-    .p(\p$322 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$439 )
-  );
-  \digits.layer0.t52  t52 (
-    .carry(\carry$330 ),
-    .clk(clk),
-    .p(\p$327 ),
-    .rst(rst),
-    .s(s),
-    .thr_r2(\fire$440 )
-  );
-  \digits.layer0.t53  t53 (
-    .carry(\carry$335 ),
-    .clk(clk),
-    .p(\p$332 ),
-    .rst(rst),
-    .s(s),
+    .s(\s$311 ),
     .thr_r2(\fire$441 )
   );
-  \digits.layer0.t54  t54 (
-    .carry(\carry$340 ),
+  \digits.layer0.t51  t51 (
+    .carry(\carry$328 ),
     .clk(clk),
-    .p(\p$337 ),
+    .p(\p$325 ),
     .rst(rst),
-    .s(s),
+    .s(\s$311 ),
     .thr_r2(\fire$442 )
   );
-  \digits.layer0.t55  t55 (
-    .carry(\carry$345 ),
+  \digits.layer0.t52  t52 (
+    .carry(\carry$333 ),
     .clk(clk),
-    .p(\p$342 ),
+    .p(\p$330 ),
     .rst(rst),
-    .s(s),
+    .s(\s$311 ),
     .thr_r2(\fire$443 )
   );
-  \digits.layer0.t56  t56 (
-    .carry(\carry$350 ),
+  \digits.layer0.t53  t53 (
+    .carry(\carry$338 ),
     .clk(clk),
-    .p(\p$347 ),
+    .p(\p$335 ),
     .rst(rst),
-    .s(s),
+    .s(\s$311 ),
     .thr_r2(\fire$444 )
   );
-  \digits.layer0.t57  t57 (
-    .carry(\carry$355 ),
+  \digits.layer0.t54  t54 (
+    .carry(\carry$343 ),
     .clk(clk),
-    .p(\p$352 ),
+    .p(\p$340 ),
     .rst(rst),
-    .s(s),
+    .s(\s$311 ),
     .thr_r2(\fire$445 )
   );
-  \digits.layer0.t58  t58 (
-    .carry(\carry$360 ),
+  \digits.layer0.t55  t55 (
+    .carry(\carry$348 ),
     .clk(clk),
-    .p(\p$357 ),
+    .p(\p$345 ),
     .rst(rst),
-    .s(s),
+    .s(\s$311 ),
     .thr_r2(\fire$446 )
   );
-  \digits.layer0.t59  t59 (
-    .carry(\carry$365 ),
+  \digits.layer0.t56  t56 (
+    .carry(\carry$353 ),
     .clk(clk),
-    .p(\p$362 ),
+    .p(\p$350 ),
     .rst(rst),
-    .s(s),
+    .s(\s$311 ),
     .thr_r2(\fire$447 )
+  );
+  \digits.layer0.t57  t57 (
+    .carry(\carry$358 ),
+    .clk(clk),
+    .p(\p$355 ),
+    .rst(rst),
+    .s(\s$311 ),
+    .thr_r2(\fire$448 )
+  );
+  \digits.layer0.t58  t58 (
+    .carry(\carry$363 ),
+    .clk(clk),
+    .p(\p$360 ),
+    .rst(rst),
+    .s(\s$311 ),
+    .thr_r2(\fire$449 )
+  );
+  \digits.layer0.t59  t59 (
+    .carry(\carry$368 ),
+    .clk(clk),
+    .p(\p$365 ),
+    .rst(rst),
+    .s(\s$311 ),
+    .thr_r2(\fire$450 )
   );
   \digits.layer0.t6  t6 (
     .carry(\carry$100 ),
@@ -5138,39 +5545,39 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$97 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$394 )
+    .thr_r2(\fire$397 )
   );
   \digits.layer0.t60  t60 (
-    .carry(\carry$370 ),
+    .carry(\carry$373 ),
     .clk(clk),
-    .p(\p$367 ),
+    .p(\p$370 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$448 )
+    .s(\s$311 ),
+    .thr_r2(\fire$451 )
   );
   \digits.layer0.t61  t61 (
-    .carry(\carry$375 ),
+    .carry(\carry$378 ),
     .clk(clk),
-    .p(\p$372 ),
+    .p(\p$375 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$449 )
+    .s(\s$311 ),
+    .thr_r2(\fire$452 )
   );
   \digits.layer0.t62  t62 (
-    .carry(\carry$380 ),
+    .carry(\carry$383 ),
     .clk(clk),
-    .p(\p$377 ),
+    .p(\p$380 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$450 )
+    .s(\s$311 ),
+    .thr_r2(\fire$453 )
   );
   \digits.layer0.t63  t63 (
-    .carry(\carry$385 ),
+    .carry(\carry$388 ),
     .clk(clk),
-    .p(\p$382 ),
+    .p(\p$385 ),
     .rst(rst),
-    .s(s),
-    .thr_r2(\fire$451 )
+    .s(\s$311 ),
+    .thr_r2(\fire$454 )
   );
   \digits.layer0.t7  t7 (
     .carry(\carry$105 ),
@@ -5178,7 +5585,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$102 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$395 )
+    .thr_r2(\fire$398 )
   );
   \digits.layer0.t8  t8 (
     .carry(\carry$110 ),
@@ -5186,7 +5593,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$107 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$396 )
+    .thr_r2(\fire$399 )
   );
   \digits.layer0.t9  t9 (
     .carry(\carry$115 ),
@@ -5194,7 +5601,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$112 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$397 )
+    .thr_r2(\fire$400 )
   );
   assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1] };
   assign \inputs$1  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$534$0 [0], \port$534$0 [1], \port$533$0 [0], \port$533$0 [1], \port$532$0 [0], \port$532$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$526$0 [0], \port$526$0 [1], \port$525$0 [0], \port$525$0 [1], \port$524$0 [0], \port$524$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
@@ -5262,199 +5669,199 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   assign \inputs$63  = { \port$539$0 [0], \port$539$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$491$0 [0], \port$491$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] };
   assign \inputs$64  = { \port$526$0 [0], \port$526$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1] };
   assign \inputs$65  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$534$0 [0], \port$534$0 [1], \port$533$0 [0], \port$533$0 [1], \port$532$0 [0], \port$532$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$526$0 [0], \port$526$0 [1], \port$525$0 [0], \port$525$0 [1], \port$524$0 [0], \port$524$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
-  assign layer_r84 = p;
-  assign layer_r87 = s;
-  assign layer_r14 = carry;
-  assign layer_r94 = \p$72 ;
+  assign layer_r85 = p;
+  assign layer_r89 = s;
+  assign layer_r90 = carry;
+  assign layer_r98 = \p$72 ;
   assign \s$74  = s;
-  assign layer_r15 = \carry$75 ;
-  assign layer_r101 = \p$77 ;
+  assign layer_r99 = \carry$75 ;
+  assign layer_r107 = \p$77 ;
   assign \s$79  = s;
-  assign layer_r16 = \carry$80 ;
-  assign layer_r108 = \p$82 ;
+  assign layer_r108 = \carry$80 ;
+  assign layer_r116 = \p$82 ;
   assign \s$84  = s;
-  assign layer_r17 = \carry$85 ;
-  assign layer_r115 = \p$87 ;
+  assign layer_r117 = \carry$85 ;
+  assign layer_r125 = \p$87 ;
   assign \s$89  = s;
-  assign layer_r18 = \carry$90 ;
-  assign layer_r122 = \p$92 ;
+  assign layer_r126 = \carry$90 ;
+  assign layer_r134 = \p$92 ;
   assign \s$94  = s;
-  assign layer_r19 = \carry$95 ;
-  assign layer_r129 = \p$97 ;
+  assign layer_r135 = \carry$95 ;
+  assign layer_r143 = \p$97 ;
   assign \s$99  = s;
-  assign layer_r20 = \carry$100 ;
-  assign layer_r136 = \p$102 ;
+  assign layer_r144 = \carry$100 ;
+  assign layer_r152 = \p$102 ;
   assign \s$104  = s;
-  assign layer_r21 = \carry$105 ;
-  assign layer_r143 = \p$107 ;
+  assign layer_r153 = \carry$105 ;
+  assign layer_r161 = \p$107 ;
   assign \s$109  = s;
-  assign layer_r22 = \carry$110 ;
-  assign layer_r150 = \p$112 ;
+  assign layer_r162 = \carry$110 ;
+  assign layer_r170 = \p$112 ;
   assign \s$114  = s;
-  assign layer_r23 = \carry$115 ;
-  assign layer_r157 = \p$117 ;
+  assign layer_r171 = \carry$115 ;
+  assign layer_r179 = \p$117 ;
   assign \s$119  = s;
-  assign layer_r24 = \carry$120 ;
-  assign layer_r164 = \p$122 ;
+  assign layer_r180 = \carry$120 ;
+  assign layer_r188 = \p$122 ;
   assign \s$124  = s;
-  assign layer_r25 = \carry$125 ;
-  assign layer_r171 = \p$127 ;
+  assign layer_r189 = \carry$125 ;
+  assign layer_r197 = \p$127 ;
   assign \s$129  = s;
-  assign layer_r26 = \carry$130 ;
-  assign layer_r178 = \p$132 ;
+  assign layer_r198 = \carry$130 ;
+  assign layer_r206 = \p$132 ;
   assign \s$134  = s;
-  assign layer_r27 = \carry$135 ;
-  assign layer_r185 = \p$137 ;
+  assign layer_r207 = \carry$135 ;
+  assign layer_r215 = \p$137 ;
   assign \s$139  = s;
-  assign layer_r28 = \carry$140 ;
-  assign layer_r192 = \p$142 ;
+  assign layer_r216 = \carry$140 ;
+  assign layer_r224 = \p$142 ;
   assign \s$144  = s;
-  assign layer_r29 = \carry$145 ;
-  assign layer_r199 = \p$147 ;
-  assign \s$149  = s;
-  assign layer_r30 = \carry$150 ;
-  assign layer_r206 = \p$152 ;
-  assign \s$154  = s;
-  assign layer_r31 = \carry$155 ;
-  assign layer_r213 = \p$157 ;
-  assign \s$159  = s;
-  assign layer_r32 = \carry$160 ;
-  assign layer_r220 = \p$162 ;
-  assign \s$164  = s;
-  assign layer_r33 = \carry$165 ;
-  assign layer_r227 = \p$167 ;
-  assign \s$169  = s;
-  assign layer_r34 = \carry$170 ;
-  assign layer_r234 = \p$172 ;
-  assign \s$174  = s;
-  assign layer_r35 = \carry$175 ;
-  assign layer_r241 = \p$177 ;
-  assign \s$179  = s;
-  assign layer_r36 = \carry$180 ;
-  assign layer_r248 = \p$182 ;
-  assign \s$184  = s;
-  assign layer_r37 = \carry$185 ;
-  assign layer_r255 = \p$187 ;
-  assign \s$189  = s;
-  assign layer_r38 = \carry$190 ;
-  assign layer_r262 = \p$192 ;
-  assign \s$194  = s;
-  assign layer_r39 = \carry$195 ;
-  assign layer_r269 = \p$197 ;
-  assign \s$199  = s;
-  assign layer_r40 = \carry$200 ;
-  assign layer_r276 = \p$202 ;
-  assign \s$204  = s;
-  assign layer_r41 = \carry$205 ;
-  assign layer_r283 = \p$207 ;
-  assign \s$209  = s;
-  assign layer_r42 = \carry$210 ;
-  assign layer_r290 = \p$212 ;
-  assign \s$214  = s;
-  assign layer_r43 = \carry$215 ;
-  assign layer_r297 = \p$217 ;
-  assign \s$219  = s;
-  assign layer_r44 = \carry$220 ;
-  assign layer_r304 = \p$222 ;
-  assign \s$224  = s;
-  assign layer_r45 = \carry$225 ;
-  assign layer_r311 = \p$227 ;
-  assign \s$229  = s;
-  assign layer_r46 = \carry$230 ;
-  assign layer_r318 = \p$232 ;
-  assign \s$234  = s;
-  assign layer_r47 = \carry$235 ;
-  assign layer_r325 = \p$237 ;
-  assign \s$239  = s;
-  assign layer_r48 = \carry$240 ;
-  assign layer_r332 = \p$242 ;
-  assign \s$244  = s;
-  assign layer_r49 = \carry$245 ;
-  assign layer_r339 = \p$247 ;
-  assign \s$249  = s;
-  assign layer_r50 = \carry$250 ;
-  assign layer_r346 = \p$252 ;
-  assign \s$254  = s;
-  assign layer_r51 = \carry$255 ;
-  assign layer_r353 = \p$257 ;
-  assign \s$259  = s;
-  assign layer_r52 = \carry$260 ;
-  assign layer_r360 = \p$262 ;
-  assign \s$264  = s;
-  assign layer_r53 = \carry$265 ;
-  assign layer_r367 = \p$267 ;
-  assign \s$269  = s;
-  assign layer_r54 = \carry$270 ;
-  assign layer_r374 = \p$272 ;
-  assign \s$274  = s;
-  assign layer_r55 = \carry$275 ;
-  assign layer_r381 = \p$277 ;
-  assign \s$279  = s;
-  assign layer_r56 = \carry$280 ;
-  assign layer_r388 = \p$282 ;
-  assign \s$284  = s;
-  assign layer_r57 = \carry$285 ;
-  assign layer_r395 = \p$287 ;
-  assign \s$289  = s;
-  assign layer_r58 = \carry$290 ;
-  assign layer_r402 = \p$292 ;
-  assign \s$294  = s;
-  assign layer_r59 = \carry$295 ;
-  assign layer_r409 = \p$297 ;
-  assign \s$299  = s;
-  assign layer_r60 = \carry$300 ;
-  assign layer_r416 = \p$302 ;
-  assign \s$304  = s;
-  assign layer_r61 = \carry$305 ;
-  assign layer_r423 = \p$307 ;
-  assign \s$309  = s;
-  assign layer_r62 = \carry$310 ;
-  assign layer_r430 = \p$312 ;
-  assign \s$314  = s;
-  assign layer_r63 = \carry$315 ;
-  assign layer_r437 = \p$317 ;
-  assign \s$319  = s;
-  assign layer_r64 = \carry$320 ;
-  assign layer_r444 = \p$322 ;
-  assign \s$324  = s;
-  assign layer_r65 = \carry$325 ;
-  assign layer_r451 = \p$327 ;
-  assign \s$329  = s;
-  assign layer_r66 = \carry$330 ;
-  assign layer_r458 = \p$332 ;
-  assign \s$334  = s;
-  assign layer_r67 = \carry$335 ;
-  assign layer_r465 = \p$337 ;
-  assign \s$339  = s;
-  assign layer_r68 = \carry$340 ;
-  assign layer_r472 = \p$342 ;
-  assign \s$344  = s;
-  assign layer_r69 = \carry$345 ;
-  assign layer_r479 = \p$347 ;
-  assign \s$349  = s;
-  assign layer_r70 = \carry$350 ;
-  assign layer_r486 = \p$352 ;
-  assign \s$354  = s;
-  assign layer_r71 = \carry$355 ;
-  assign layer_r493 = \p$357 ;
-  assign \s$359  = s;
-  assign layer_r72 = \carry$360 ;
-  assign layer_r500 = \p$362 ;
-  assign \s$364  = s;
-  assign layer_r73 = \carry$365 ;
-  assign layer_r507 = \p$367 ;
-  assign \s$369  = s;
-  assign layer_r74 = \carry$370 ;
-  assign layer_r514 = \p$372 ;
-  assign \s$374  = s;
-  assign layer_r75 = \carry$375 ;
-  assign layer_r521 = \p$377 ;
-  assign \s$379  = s;
-  assign layer_r76 = \carry$380 ;
-  assign layer_r528 = \p$382 ;
-  assign \s$384  = s;
-  assign layer_r77 = \carry$385 ;
-  assign outputs = { \fire$451 , \fire$450 , \fire$449 , \fire$448 , \fire$447 , \fire$446 , \fire$445 , \fire$444 , \fire$443 , \fire$442 , \fire$441 , \fire$440 , \fire$439 , \fire$438 , \fire$437 , \fire$436 , \fire$435 , \fire$434 , \fire$433 , \fire$432 , \fire$431 , \fire$430 , \fire$429 , \fire$428 , \fire$427 , \fire$426 , \fire$425 , \fire$424 , \fire$423 , \fire$422 , \fire$421 , \fire$420 , \fire$419 , \fire$418 , \fire$417 , \fire$416 , \fire$415 , \fire$414 , \fire$413 , \fire$412 , \fire$411 , \fire$410 , \fire$409 , \fire$408 , \fire$407 , \fire$406 , \fire$405 , \fire$404 , \fire$403 , \fire$402 , \fire$401 , \fire$400 , \fire$399 , \fire$398 , \fire$397 , \fire$396 , \fire$395 , \fire$394 , \fire$393 , \fire$392 , \fire$391 , \fire$390 , \fire$389 , fire };
+  assign layer_r225 = \carry$145 ;
+  assign layer_r233 = \p$147 ;
+  assign layer_r234 = \s$149 ;
+  assign layer_r235 = \carry$151 ;
+  assign layer_r243 = \p$153 ;
+  assign \s$155  = \s$149 ;
+  assign layer_r244 = \carry$156 ;
+  assign layer_r252 = \p$158 ;
+  assign \s$160  = \s$149 ;
+  assign layer_r253 = \carry$161 ;
+  assign layer_r261 = \p$163 ;
+  assign \s$165  = \s$149 ;
+  assign layer_r262 = \carry$166 ;
+  assign layer_r270 = \p$168 ;
+  assign \s$170  = \s$149 ;
+  assign layer_r271 = \carry$171 ;
+  assign layer_r279 = \p$173 ;
+  assign \s$175  = \s$149 ;
+  assign layer_r280 = \carry$176 ;
+  assign layer_r288 = \p$178 ;
+  assign \s$180  = \s$149 ;
+  assign layer_r289 = \carry$181 ;
+  assign layer_r297 = \p$183 ;
+  assign \s$185  = \s$149 ;
+  assign layer_r298 = \carry$186 ;
+  assign layer_r306 = \p$188 ;
+  assign \s$190  = \s$149 ;
+  assign layer_r307 = \carry$191 ;
+  assign layer_r315 = \p$193 ;
+  assign \s$195  = \s$149 ;
+  assign layer_r316 = \carry$196 ;
+  assign layer_r324 = \p$198 ;
+  assign \s$200  = \s$149 ;
+  assign layer_r325 = \carry$201 ;
+  assign layer_r333 = \p$203 ;
+  assign \s$205  = \s$149 ;
+  assign layer_r334 = \carry$206 ;
+  assign layer_r342 = \p$208 ;
+  assign \s$210  = \s$149 ;
+  assign layer_r343 = \carry$211 ;
+  assign layer_r351 = \p$213 ;
+  assign \s$215  = \s$149 ;
+  assign layer_r352 = \carry$216 ;
+  assign layer_r360 = \p$218 ;
+  assign \s$220  = \s$149 ;
+  assign layer_r361 = \carry$221 ;
+  assign layer_r369 = \p$223 ;
+  assign \s$225  = \s$149 ;
+  assign layer_r370 = \carry$226 ;
+  assign layer_r378 = \p$228 ;
+  assign layer_r379 = \s$230 ;
+  assign layer_r380 = \carry$232 ;
+  assign layer_r388 = \p$234 ;
+  assign \s$236  = \s$230 ;
+  assign layer_r389 = \carry$237 ;
+  assign layer_r397 = \p$239 ;
+  assign \s$241  = \s$230 ;
+  assign layer_r398 = \carry$242 ;
+  assign layer_r406 = \p$244 ;
+  assign \s$246  = \s$230 ;
+  assign layer_r407 = \carry$247 ;
+  assign layer_r415 = \p$249 ;
+  assign \s$251  = \s$230 ;
+  assign layer_r416 = \carry$252 ;
+  assign layer_r424 = \p$254 ;
+  assign \s$256  = \s$230 ;
+  assign layer_r425 = \carry$257 ;
+  assign layer_r433 = \p$259 ;
+  assign \s$261  = \s$230 ;
+  assign layer_r434 = \carry$262 ;
+  assign layer_r442 = \p$264 ;
+  assign \s$266  = \s$230 ;
+  assign layer_r443 = \carry$267 ;
+  assign layer_r451 = \p$269 ;
+  assign \s$271  = \s$230 ;
+  assign layer_r452 = \carry$272 ;
+  assign layer_r460 = \p$274 ;
+  assign \s$276  = \s$230 ;
+  assign layer_r461 = \carry$277 ;
+  assign layer_r469 = \p$279 ;
+  assign \s$281  = \s$230 ;
+  assign layer_r470 = \carry$282 ;
+  assign layer_r478 = \p$284 ;
+  assign \s$286  = \s$230 ;
+  assign layer_r479 = \carry$287 ;
+  assign layer_r487 = \p$289 ;
+  assign \s$291  = \s$230 ;
+  assign layer_r488 = \carry$292 ;
+  assign layer_r496 = \p$294 ;
+  assign \s$296  = \s$230 ;
+  assign layer_r497 = \carry$297 ;
+  assign layer_r505 = \p$299 ;
+  assign \s$301  = \s$230 ;
+  assign layer_r506 = \carry$302 ;
+  assign layer_r514 = \p$304 ;
+  assign \s$306  = \s$230 ;
+  assign layer_r515 = \carry$307 ;
+  assign layer_r523 = \p$309 ;
+  assign layer_r524 = \s$311 ;
+  assign layer_r525 = \carry$313 ;
+  assign layer_r533 = \p$315 ;
+  assign \s$317  = \s$311 ;
+  assign layer_r534 = \carry$318 ;
+  assign layer_r542 = \p$320 ;
+  assign \s$322  = \s$311 ;
+  assign layer_r543 = \carry$323 ;
+  assign layer_r551 = \p$325 ;
+  assign \s$327  = \s$311 ;
+  assign layer_r552 = \carry$328 ;
+  assign layer_r560 = \p$330 ;
+  assign \s$332  = \s$311 ;
+  assign layer_r561 = \carry$333 ;
+  assign layer_r569 = \p$335 ;
+  assign \s$337  = \s$311 ;
+  assign layer_r570 = \carry$338 ;
+  assign layer_r578 = \p$340 ;
+  assign \s$342  = \s$311 ;
+  assign layer_r579 = \carry$343 ;
+  assign layer_r587 = \p$345 ;
+  assign \s$347  = \s$311 ;
+  assign layer_r588 = \carry$348 ;
+  assign layer_r596 = \p$350 ;
+  assign \s$352  = \s$311 ;
+  assign layer_r597 = \carry$353 ;
+  assign layer_r605 = \p$355 ;
+  assign \s$357  = \s$311 ;
+  assign layer_r606 = \carry$358 ;
+  assign layer_r614 = \p$360 ;
+  assign \s$362  = \s$311 ;
+  assign layer_r615 = \carry$363 ;
+  assign layer_r623 = \p$365 ;
+  assign \s$367  = \s$311 ;
+  assign layer_r624 = \carry$368 ;
+  assign layer_r632 = \p$370 ;
+  assign \s$372  = \s$311 ;
+  assign layer_r633 = \carry$373 ;
+  assign layer_r641 = \p$375 ;
+  assign \s$377  = \s$311 ;
+  assign layer_r642 = \carry$378 ;
+  assign layer_r650 = \p$380 ;
+  assign \s$382  = \s$311 ;
+  assign layer_r651 = \carry$383 ;
+  assign layer_r659 = \p$385 ;
+  assign \s$387  = \s$311 ;
+  assign layer_r660 = \carry$388 ;
+  assign outputs = { \fire$454 , \fire$453 , \fire$452 , \fire$451 , \fire$450 , \fire$449 , \fire$448 , \fire$447 , \fire$446 , \fire$445 , \fire$444 , \fire$443 , \fire$442 , \fire$441 , \fire$440 , \fire$439 , \fire$438 , \fire$437 , \fire$436 , \fire$435 , \fire$434 , \fire$433 , \fire$432 , \fire$431 , \fire$430 , \fire$429 , \fire$428 , \fire$427 , \fire$426 , \fire$425 , \fire$424 , \fire$423 , \fire$422 , \fire$421 , \fire$420 , \fire$419 , \fire$418 , \fire$417 , \fire$416 , \fire$415 , \fire$414 , \fire$413 , \fire$412 , \fire$411 , \fire$410 , \fire$409 , \fire$408 , \fire$407 , \fire$406 , \fire$405 , \fire$404 , \fire$403 , \fire$402 , \fire$401 , \fire$400 , \fire$399 , \fire$398 , \fire$397 , \fire$396 , \fire$395 , \fire$394 , \fire$393 , \fire$392 , fire };
   assign \$1  = { 1'h0, sum, 2'h0 };
   assign \$3  = { 1'h0, sum, 6'h00 };
   assign \$4  = { 5'h00, sum, 10'h000 };
@@ -8288,9 +8695,9 @@ module \digits.layer0.q (rst, sum, \port$477$0 , \port$478$0 , \port$479$0 , \po
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
+module \digits.layer0.t0 (rst, p, s, carry, thr_r2, clk);
   wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire [9:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8308,8 +8715,8 @@ module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
   always @(posedge clk)
     thr_r1 <= \$2 [7:0];
   always @(posedge clk)
@@ -8318,9 +8725,9 @@ module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t1 (rst, s, p, carry, thr_r2, clk);
   wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire [9:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8338,7 +8745,127 @@ module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h5);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t10 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t11 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t12 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t13 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
     thr_r1 <= \$2 [7:0];
@@ -8348,9 +8875,9 @@ module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t10 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t14 (rst, s, p, carry, thr_r2, clk);
   wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire [9:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8368,97 +8895,7 @@ module \digits.layer0.t10 (rst, carry, s, p, thr_r2, clk);
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t11 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t12 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t13 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
     thr_r1 <= \$2 [7:0];
@@ -8468,9 +8905,9 @@ module \digits.layer0.t13 (rst, carry, s, p, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t14 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t15 (rst, s, p, carry, thr_r2, clk);
   wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire [9:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8488,1507 +8925,7 @@ module \digits.layer0.t14 (rst, carry, s, p, thr_r2, clk);
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t15 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t16 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t17 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t18 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t19 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t2 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t20 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h5);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t21 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t22 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t23 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t24 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t25 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h5);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t26 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t27 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t28 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h5);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t29 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t3 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t30 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t31 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h09);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t32 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t33 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'ha);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t34 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t35 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t36 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t37 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t38 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t39 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t4 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t40 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t41 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h4);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t42 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t43 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t44 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t45 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t46 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t47 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t48 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t49 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h09);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t5 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t50 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t51 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h4);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t52 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t53 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t54 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t55 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t56 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t57 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t58 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t59 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t6 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
     thr_r1 <= \$2 [7:0];
@@ -9998,129 +8935,9 @@ module \digits.layer0.t6 (rst, carry, s, p, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t60 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t16 (rst, p, s, carry, thr_r2, clk);
   wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t61 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t62 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t63 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [5:0] p;
-  wire [5:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t7 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire [9:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10138,37 +8955,7 @@ module \digits.layer0.t7 (rst, carry, s, p, thr_r2, clk);
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h4);
-  always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
-  always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.t8 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
-  wire \$3 ;
-  input carry;
-  wire carry;
-  input clk;
-  wire clk;
-  (* init = 1'h0 *)
-  wire fire;
-  input [4:0] p;
-  wire [4:0] p;
-  input rst;
-  wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
-  output thr_r2;
-  reg thr_r2 = 1'h0;
-  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h1);
   always @(posedge clk)
     thr_r1 <= \$2 [7:0];
@@ -10178,9 +8965,39 @@ module \digits.layer0.t8 (rst, carry, s, p, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t17 (rst, s, p, carry, thr_r2, clk);
   wire [8:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t18 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10198,7 +9015,37 @@ module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 [7:0]) - $signed({ 1'h0, carry });
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t19 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
     thr_r1 <= \$2 [7:0];
@@ -10208,10 +9055,1570 @@ module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output (rst, \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1126$0 , \port$1128$0 , \port$1130$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1138$0 , \port$1140$0 , \port$1142$0 , \port$1144$0 , \port$1146$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 , \port$1156$0 , \port$1158$0 
-, \port$1160$0 , \port$1162$0 , \port$1164$0 , \port$1166$0 , \port$1168$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1176$0 , \port$1178$0 , \port$1180$0 , \port$1182$0 , \port$1184$0 , \port$1186$0 , \port$1188$0 , \port$1190$0 , \port$1192$0 , \port$1194$0 , \port$1196$0 , \port$1198$0 , \port$1200$0 
-, \port$1202$0 , \port$1204$0 , \port$1206$0 , \port$1208$0 , \port$1210$0 , \port$1212$0 , \port$1214$0 , \port$1216$0 , \port$1218$0 , \port$1220$0 , \port$1222$0 , \port$1224$0 , \port$1226$0 , \port$1228$0 , \port$1230$0 , \port$1232$0 , \port$1234$0 , \port$1236$0 , \port$1238$0 , \port$1240$0 , \port$1242$0 
-, \port$1244$0 , \port$1246$0 , scores, clk);
+module \digits.layer0.t2 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t20 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t21 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t22 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t23 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t24 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t25 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t26 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t27 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t28 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t29 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t3 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t30 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t31 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(5'h0a);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t32 (rst, p, s, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t33 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'hb);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t34 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t35 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t36 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t37 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t38 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t39 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t4 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t40 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t41 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t42 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t43 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t44 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t45 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t46 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t47 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t48 (rst, p, s, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t49 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(5'h0a);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t5 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t50 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t51 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t52 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t53 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t54 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t55 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t56 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t57 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t58 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t59 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t6 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h5);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t60 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t61 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t62 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t63 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t7 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t8 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [4:0] p;
+  wire [4:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.t9 (rst, s, p, carry, thr_r2, clk);
+  wire [8:0] \$1 ;
+  wire [9:0] \$2 ;
+  wire \$3 ;
+  input carry;
+  wire carry;
+  input clk;
+  wire clk;
+  (* init = 1'h0 *)
+  wire fire;
+  input [5:0] p;
+  wire [5:0] p;
+  input rst;
+  wire rst;
+  input [7:0] s;
+  wire [7:0] s;
+  reg [7:0] thr_r1 = 8'h00;
+  output thr_r2;
+  reg thr_r2 = 1'h0;
+  assign \$1  = $signed({ 1'h0, p }) + $signed(s);
+  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
+  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  always @(posedge clk)
+    thr_r1 <= \$2 [7:0];
+  always @(posedge clk)
+    thr_r2 <= \$3 ;
+  assign fire = thr_r2;
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output (rst, \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1272$0 , \port$1274$0 , \port$1276$0 , \port$1278$0 , \port$1280$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1290$0 , \port$1292$0 
+, \port$1294$0 , \port$1296$0 , \port$1298$0 , \port$1300$0 , \port$1302$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1310$0 , \port$1312$0 , \port$1314$0 , \port$1316$0 , \port$1318$0 , \port$1320$0 , \port$1322$0 , \port$1324$0 , \port$1326$0 , \port$1328$0 , \port$1330$0 , \port$1332$0 , \port$1334$0 
+, \port$1336$0 , \port$1338$0 , \port$1340$0 , \port$1342$0 , \port$1344$0 , \port$1346$0 , \port$1348$0 , \port$1350$0 , \port$1352$0 , \port$1354$0 , \port$1356$0 , \port$1358$0 , \port$1360$0 , \port$1362$0 , \port$1364$0 , \port$1366$0 , \port$1368$0 , \port$1370$0 , \port$1372$0 , \port$1374$0 , \port$1376$0 
+, \port$1378$0 , \port$1380$0 , scores, clk);
   wire [9:0] \$1 ;
   wire [12:0] \$10 ;
   wire [11:0] \$11 ;
@@ -10290,134 +10697,134 @@ module \digits.output (rst, \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1
   wire [26:0] \inputs$7 ;
   wire [25:0] \inputs$8 ;
   wire [27:0] \inputs$9 ;
-  input \port$1120$0 ;
-  wire \port$1120$0 ;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1124$0 ;
-  wire \port$1124$0 ;
-  input \port$1126$0 ;
-  wire \port$1126$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1132$0 ;
-  wire \port$1132$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1138$0 ;
-  wire \port$1138$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1142$0 ;
-  wire \port$1142$0 ;
-  input \port$1144$0 ;
-  wire \port$1144$0 ;
-  input \port$1146$0 ;
-  wire \port$1146$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1150$0 ;
-  wire \port$1150$0 ;
-  input \port$1152$0 ;
-  wire \port$1152$0 ;
-  input \port$1154$0 ;
-  wire \port$1154$0 ;
-  input \port$1156$0 ;
-  wire \port$1156$0 ;
-  input \port$1158$0 ;
-  wire \port$1158$0 ;
-  input \port$1160$0 ;
-  wire \port$1160$0 ;
-  input \port$1162$0 ;
-  wire \port$1162$0 ;
-  input \port$1164$0 ;
-  wire \port$1164$0 ;
-  input \port$1166$0 ;
-  wire \port$1166$0 ;
-  input \port$1168$0 ;
-  wire \port$1168$0 ;
-  input \port$1170$0 ;
-  wire \port$1170$0 ;
-  input \port$1172$0 ;
-  wire \port$1172$0 ;
-  input \port$1174$0 ;
-  wire \port$1174$0 ;
-  input \port$1176$0 ;
-  wire \port$1176$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1180$0 ;
-  wire \port$1180$0 ;
-  input \port$1182$0 ;
-  wire \port$1182$0 ;
-  input \port$1184$0 ;
-  wire \port$1184$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1188$0 ;
-  wire \port$1188$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1194$0 ;
-  wire \port$1194$0 ;
-  input \port$1196$0 ;
-  wire \port$1196$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1200$0 ;
-  wire \port$1200$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1204$0 ;
-  wire \port$1204$0 ;
-  input \port$1206$0 ;
-  wire \port$1206$0 ;
-  input \port$1208$0 ;
-  wire \port$1208$0 ;
-  input \port$1210$0 ;
-  wire \port$1210$0 ;
-  input \port$1212$0 ;
-  wire \port$1212$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1220$0 ;
-  wire \port$1220$0 ;
-  input \port$1222$0 ;
-  wire \port$1222$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1226$0 ;
-  wire \port$1226$0 ;
-  input \port$1228$0 ;
-  wire \port$1228$0 ;
-  input \port$1230$0 ;
-  wire \port$1230$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1234$0 ;
-  wire \port$1234$0 ;
-  input \port$1236$0 ;
-  wire \port$1236$0 ;
-  input \port$1238$0 ;
-  wire \port$1238$0 ;
-  input \port$1240$0 ;
-  wire \port$1240$0 ;
-  input \port$1242$0 ;
-  wire \port$1242$0 ;
-  input \port$1244$0 ;
-  wire \port$1244$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1254$0 ;
+  wire \port$1254$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1258$0 ;
+  wire \port$1258$0 ;
+  input \port$1260$0 ;
+  wire \port$1260$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1266$0 ;
+  wire \port$1266$0 ;
+  input \port$1268$0 ;
+  wire \port$1268$0 ;
+  input \port$1270$0 ;
+  wire \port$1270$0 ;
+  input \port$1272$0 ;
+  wire \port$1272$0 ;
+  input \port$1274$0 ;
+  wire \port$1274$0 ;
+  input \port$1276$0 ;
+  wire \port$1276$0 ;
+  input \port$1278$0 ;
+  wire \port$1278$0 ;
+  input \port$1280$0 ;
+  wire \port$1280$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1284$0 ;
+  wire \port$1284$0 ;
+  input \port$1286$0 ;
+  wire \port$1286$0 ;
+  input \port$1288$0 ;
+  wire \port$1288$0 ;
+  input \port$1290$0 ;
+  wire \port$1290$0 ;
+  input \port$1292$0 ;
+  wire \port$1292$0 ;
+  input \port$1294$0 ;
+  wire \port$1294$0 ;
+  input \port$1296$0 ;
+  wire \port$1296$0 ;
+  input \port$1298$0 ;
+  wire \port$1298$0 ;
+  input \port$1300$0 ;
+  wire \port$1300$0 ;
+  input \port$1302$0 ;
+  wire \port$1302$0 ;
+  input \port$1304$0 ;
+  wire \port$1304$0 ;
+  input \port$1306$0 ;
+  wire \port$1306$0 ;
+  input \port$1308$0 ;
+  wire \port$1308$0 ;
+  input \port$1310$0 ;
+  wire \port$1310$0 ;
+  input \port$1312$0 ;
+  wire \port$1312$0 ;
+  input \port$1314$0 ;
+  wire \port$1314$0 ;
+  input \port$1316$0 ;
+  wire \port$1316$0 ;
+  input \port$1318$0 ;
+  wire \port$1318$0 ;
+  input \port$1320$0 ;
+  wire \port$1320$0 ;
+  input \port$1322$0 ;
+  wire \port$1322$0 ;
+  input \port$1324$0 ;
+  wire \port$1324$0 ;
+  input \port$1326$0 ;
+  wire \port$1326$0 ;
+  input \port$1328$0 ;
+  wire \port$1328$0 ;
+  input \port$1330$0 ;
+  wire \port$1330$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1334$0 ;
+  wire \port$1334$0 ;
+  input \port$1336$0 ;
+  wire \port$1336$0 ;
+  input \port$1338$0 ;
+  wire \port$1338$0 ;
+  input \port$1340$0 ;
+  wire \port$1340$0 ;
+  input \port$1342$0 ;
+  wire \port$1342$0 ;
+  input \port$1344$0 ;
+  wire \port$1344$0 ;
+  input \port$1346$0 ;
+  wire \port$1346$0 ;
+  input \port$1348$0 ;
+  wire \port$1348$0 ;
+  input \port$1350$0 ;
+  wire \port$1350$0 ;
+  input \port$1352$0 ;
+  wire \port$1352$0 ;
+  input \port$1354$0 ;
+  wire \port$1354$0 ;
+  input \port$1356$0 ;
+  wire \port$1356$0 ;
+  input \port$1358$0 ;
+  wire \port$1358$0 ;
+  input \port$1360$0 ;
+  wire \port$1360$0 ;
+  input \port$1362$0 ;
+  wire \port$1362$0 ;
+  input \port$1364$0 ;
+  wire \port$1364$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1368$0 ;
+  wire \port$1368$0 ;
+  input \port$1370$0 ;
+  wire \port$1370$0 ;
+  input \port$1372$0 ;
+  wire \port$1372$0 ;
+  input \port$1374$0 ;
+  wire \port$1374$0 ;
+  input \port$1376$0 ;
+  wire \port$1376$0 ;
+  input \port$1378$0 ;
+  wire \port$1378$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   reg [11:0] score_r1 = 12'h000;
@@ -10550,401 +10957,401 @@ module \digits.output (rst, \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1
   assign \$34  = $signed(\$33 [11:0]) + $signed(6'h2a);
   \digits.output.p0  p0 (
     .clk(clk),
-    .\port$1122$0 (\port$1122$0 ),
-    .\port$1126$0 (\port$1126$0 ),
-    .\port$1128$0 (\port$1128$0 ),
-    .\port$1132$0 (\port$1132$0 ),
-    .\port$1134$0 (\port$1134$0 ),
-    .\port$1140$0 (\port$1140$0 ),
-    .\port$1148$0 (\port$1148$0 ),
-    .\port$1156$0 (\port$1156$0 ),
-    .\port$1164$0 (\port$1164$0 ),
-    .\port$1172$0 (\port$1172$0 ),
-    .\port$1174$0 (\port$1174$0 ),
-    .\port$1182$0 (\port$1182$0 ),
-    .\port$1184$0 (\port$1184$0 ),
-    .\port$1186$0 (\port$1186$0 ),
-    .\port$1190$0 (\port$1190$0 ),
-    .\port$1196$0 (\port$1196$0 ),
-    .\port$1200$0 (\port$1200$0 ),
-    .\port$1202$0 (\port$1202$0 ),
-    .\port$1204$0 (\port$1204$0 ),
-    .\port$1208$0 (\port$1208$0 ),
-    .\port$1214$0 (\port$1214$0 ),
-    .\port$1218$0 (\port$1218$0 ),
-    .\port$1222$0 (\port$1222$0 ),
-    .\port$1234$0 (\port$1234$0 ),
-    .\port$1236$0 (\port$1236$0 ),
-    .\port$1240$0 (\port$1240$0 ),
+    .\port$1256$0 (\port$1256$0 ),
+    .\port$1260$0 (\port$1260$0 ),
+    .\port$1262$0 (\port$1262$0 ),
+    .\port$1266$0 (\port$1266$0 ),
+    .\port$1268$0 (\port$1268$0 ),
+    .\port$1274$0 (\port$1274$0 ),
+    .\port$1282$0 (\port$1282$0 ),
+    .\port$1290$0 (\port$1290$0 ),
+    .\port$1298$0 (\port$1298$0 ),
+    .\port$1306$0 (\port$1306$0 ),
+    .\port$1308$0 (\port$1308$0 ),
+    .\port$1316$0 (\port$1316$0 ),
+    .\port$1318$0 (\port$1318$0 ),
+    .\port$1320$0 (\port$1320$0 ),
+    .\port$1324$0 (\port$1324$0 ),
+    .\port$1330$0 (\port$1330$0 ),
+    .\port$1334$0 (\port$1334$0 ),
+    .\port$1336$0 (\port$1336$0 ),
+    .\port$1338$0 (\port$1338$0 ),
+    .\port$1342$0 (\port$1342$0 ),
+    .\port$1348$0 (\port$1348$0 ),
+    .\port$1352$0 (\port$1352$0 ),
+    .\port$1356$0 (\port$1356$0 ),
+    .\port$1368$0 (\port$1368$0 ),
+    .\port$1370$0 (\port$1370$0 ),
+    .\port$1374$0 (\port$1374$0 ),
     .rst(rst),
     .sum(\sum$28 )
   );
   \digits.output.p1  p1 (
     .clk(clk),
-    .\port$1124$0 (\port$1124$0 ),
-    .\port$1128$0 (\port$1128$0 ),
-    .\port$1136$0 (\port$1136$0 ),
-    .\port$1138$0 (\port$1138$0 ),
-    .\port$1142$0 (\port$1142$0 ),
-    .\port$1144$0 (\port$1144$0 ),
-    .\port$1146$0 (\port$1146$0 ),
-    .\port$1150$0 (\port$1150$0 ),
-    .\port$1160$0 (\port$1160$0 ),
-    .\port$1164$0 (\port$1164$0 ),
-    .\port$1168$0 (\port$1168$0 ),
-    .\port$1178$0 (\port$1178$0 ),
-    .\port$1184$0 (\port$1184$0 ),
-    .\port$1190$0 (\port$1190$0 ),
-    .\port$1196$0 (\port$1196$0 ),
-    .\port$1200$0 (\port$1200$0 ),
-    .\port$1210$0 (\port$1210$0 ),
-    .\port$1216$0 (\port$1216$0 ),
-    .\port$1218$0 (\port$1218$0 ),
-    .\port$1220$0 (\port$1220$0 ),
-    .\port$1222$0 (\port$1222$0 ),
-    .\port$1224$0 (\port$1224$0 ),
-    .\port$1228$0 (\port$1228$0 ),
-    .\port$1230$0 (\port$1230$0 ),
-    .\port$1234$0 (\port$1234$0 ),
-    .\port$1246$0 (\port$1246$0 ),
+    .\port$1258$0 (\port$1258$0 ),
+    .\port$1262$0 (\port$1262$0 ),
+    .\port$1270$0 (\port$1270$0 ),
+    .\port$1272$0 (\port$1272$0 ),
+    .\port$1276$0 (\port$1276$0 ),
+    .\port$1278$0 (\port$1278$0 ),
+    .\port$1280$0 (\port$1280$0 ),
+    .\port$1284$0 (\port$1284$0 ),
+    .\port$1294$0 (\port$1294$0 ),
+    .\port$1298$0 (\port$1298$0 ),
+    .\port$1302$0 (\port$1302$0 ),
+    .\port$1312$0 (\port$1312$0 ),
+    .\port$1318$0 (\port$1318$0 ),
+    .\port$1324$0 (\port$1324$0 ),
+    .\port$1330$0 (\port$1330$0 ),
+    .\port$1334$0 (\port$1334$0 ),
+    .\port$1344$0 (\port$1344$0 ),
+    .\port$1350$0 (\port$1350$0 ),
+    .\port$1352$0 (\port$1352$0 ),
+    .\port$1354$0 (\port$1354$0 ),
+    .\port$1356$0 (\port$1356$0 ),
+    .\port$1358$0 (\port$1358$0 ),
+    .\port$1362$0 (\port$1362$0 ),
+    .\port$1364$0 (\port$1364$0 ),
+    .\port$1368$0 (\port$1368$0 ),
+    .\port$1380$0 (\port$1380$0 ),
     .rst(rst),
     .sum(\sum$30 )
   );
   \digits.output.p2  p2 (
     .clk(clk),
-    .\port$1120$0 (\port$1120$0 ),
-    .\port$1122$0 (\port$1122$0 ),
-    .\port$1128$0 (\port$1128$0 ),
-    .\port$1130$0 (\port$1130$0 ),
-    .\port$1136$0 (\port$1136$0 ),
-    .\port$1142$0 (\port$1142$0 ),
-    .\port$1146$0 (\port$1146$0 ),
-    .\port$1158$0 (\port$1158$0 ),
-    .\port$1162$0 (\port$1162$0 ),
-    .\port$1168$0 (\port$1168$0 ),
-    .\port$1186$0 (\port$1186$0 ),
-    .\port$1190$0 (\port$1190$0 ),
-    .\port$1192$0 (\port$1192$0 ),
-    .\port$1198$0 (\port$1198$0 ),
-    .\port$1200$0 (\port$1200$0 ),
-    .\port$1202$0 (\port$1202$0 ),
-    .\port$1204$0 (\port$1204$0 ),
-    .\port$1208$0 (\port$1208$0 ),
-    .\port$1212$0 (\port$1212$0 ),
-    .\port$1214$0 (\port$1214$0 ),
-    .\port$1216$0 (\port$1216$0 ),
-    .\port$1234$0 (\port$1234$0 ),
-    .\port$1236$0 (\port$1236$0 ),
-    .\port$1242$0 (\port$1242$0 ),
-    .\port$1244$0 (\port$1244$0 ),
-    .\port$1246$0 (\port$1246$0 ),
+    .\port$1254$0 (\port$1254$0 ),
+    .\port$1256$0 (\port$1256$0 ),
+    .\port$1262$0 (\port$1262$0 ),
+    .\port$1264$0 (\port$1264$0 ),
+    .\port$1270$0 (\port$1270$0 ),
+    .\port$1276$0 (\port$1276$0 ),
+    .\port$1280$0 (\port$1280$0 ),
+    .\port$1292$0 (\port$1292$0 ),
+    .\port$1296$0 (\port$1296$0 ),
+    .\port$1302$0 (\port$1302$0 ),
+    .\port$1320$0 (\port$1320$0 ),
+    .\port$1324$0 (\port$1324$0 ),
+    .\port$1326$0 (\port$1326$0 ),
+    .\port$1332$0 (\port$1332$0 ),
+    .\port$1334$0 (\port$1334$0 ),
+    .\port$1336$0 (\port$1336$0 ),
+    .\port$1338$0 (\port$1338$0 ),
+    .\port$1342$0 (\port$1342$0 ),
+    .\port$1346$0 (\port$1346$0 ),
+    .\port$1348$0 (\port$1348$0 ),
+    .\port$1350$0 (\port$1350$0 ),
+    .\port$1368$0 (\port$1368$0 ),
+    .\port$1370$0 (\port$1370$0 ),
+    .\port$1376$0 (\port$1376$0 ),
+    .\port$1378$0 (\port$1378$0 ),
+    .\port$1380$0 (\port$1380$0 ),
     .rst(rst),
     .sum(\sum$32 )
   );
   \digits.output.p3  p3 (
     .clk(clk),
-    .\port$1122$0 (\port$1122$0 ),
-    .\port$1124$0 (\port$1124$0 ),
-    .\port$1128$0 (\port$1128$0 ),
-    .\port$1132$0 (\port$1132$0 ),
-    .\port$1134$0 (\port$1134$0 ),
-    .\port$1136$0 (\port$1136$0 ),
-    .\port$1138$0 (\port$1138$0 ),
-    .\port$1140$0 (\port$1140$0 ),
-    .\port$1146$0 (\port$1146$0 ),
-    .\port$1148$0 (\port$1148$0 ),
-    .\port$1152$0 (\port$1152$0 ),
-    .\port$1166$0 (\port$1166$0 ),
-    .\port$1168$0 (\port$1168$0 ),
-    .\port$1176$0 (\port$1176$0 ),
-    .\port$1180$0 (\port$1180$0 ),
-    .\port$1190$0 (\port$1190$0 ),
-    .\port$1192$0 (\port$1192$0 ),
-    .\port$1194$0 (\port$1194$0 ),
-    .\port$1198$0 (\port$1198$0 ),
-    .\port$1204$0 (\port$1204$0 ),
-    .\port$1206$0 (\port$1206$0 ),
-    .\port$1208$0 (\port$1208$0 ),
-    .\port$1210$0 (\port$1210$0 ),
-    .\port$1224$0 (\port$1224$0 ),
-    .\port$1232$0 (\port$1232$0 ),
-    .\port$1240$0 (\port$1240$0 ),
+    .\port$1256$0 (\port$1256$0 ),
+    .\port$1258$0 (\port$1258$0 ),
+    .\port$1262$0 (\port$1262$0 ),
+    .\port$1266$0 (\port$1266$0 ),
+    .\port$1268$0 (\port$1268$0 ),
+    .\port$1270$0 (\port$1270$0 ),
+    .\port$1272$0 (\port$1272$0 ),
+    .\port$1274$0 (\port$1274$0 ),
+    .\port$1280$0 (\port$1280$0 ),
+    .\port$1282$0 (\port$1282$0 ),
+    .\port$1286$0 (\port$1286$0 ),
+    .\port$1300$0 (\port$1300$0 ),
+    .\port$1302$0 (\port$1302$0 ),
+    .\port$1310$0 (\port$1310$0 ),
+    .\port$1314$0 (\port$1314$0 ),
+    .\port$1324$0 (\port$1324$0 ),
+    .\port$1326$0 (\port$1326$0 ),
+    .\port$1328$0 (\port$1328$0 ),
+    .\port$1332$0 (\port$1332$0 ),
+    .\port$1338$0 (\port$1338$0 ),
+    .\port$1340$0 (\port$1340$0 ),
+    .\port$1342$0 (\port$1342$0 ),
+    .\port$1344$0 (\port$1344$0 ),
+    .\port$1358$0 (\port$1358$0 ),
+    .\port$1366$0 (\port$1366$0 ),
+    .\port$1374$0 (\port$1374$0 ),
     .rst(rst),
     .sum(\sum$34 )
   );
   \digits.output.p4  p4 (
     .clk(clk),
-    .\port$1120$0 (\port$1120$0 ),
-    .\port$1122$0 (\port$1122$0 ),
-    .\port$1130$0 (\port$1130$0 ),
-    .\port$1134$0 (\port$1134$0 ),
-    .\port$1148$0 (\port$1148$0 ),
-    .\port$1156$0 (\port$1156$0 ),
-    .\port$1160$0 (\port$1160$0 ),
-    .\port$1162$0 (\port$1162$0 ),
-    .\port$1164$0 (\port$1164$0 ),
-    .\port$1166$0 (\port$1166$0 ),
-    .\port$1170$0 (\port$1170$0 ),
-    .\port$1180$0 (\port$1180$0 ),
-    .\port$1186$0 (\port$1186$0 ),
-    .\port$1188$0 (\port$1188$0 ),
-    .\port$1190$0 (\port$1190$0 ),
-    .\port$1194$0 (\port$1194$0 ),
-    .\port$1198$0 (\port$1198$0 ),
-    .\port$1200$0 (\port$1200$0 ),
-    .\port$1202$0 (\port$1202$0 ),
-    .\port$1210$0 (\port$1210$0 ),
-    .\port$1220$0 (\port$1220$0 ),
-    .\port$1224$0 (\port$1224$0 ),
-    .\port$1226$0 (\port$1226$0 ),
-    .\port$1228$0 (\port$1228$0 ),
-    .\port$1232$0 (\port$1232$0 ),
-    .\port$1240$0 (\port$1240$0 ),
-    .\port$1246$0 (\port$1246$0 ),
+    .\port$1254$0 (\port$1254$0 ),
+    .\port$1256$0 (\port$1256$0 ),
+    .\port$1264$0 (\port$1264$0 ),
+    .\port$1268$0 (\port$1268$0 ),
+    .\port$1282$0 (\port$1282$0 ),
+    .\port$1290$0 (\port$1290$0 ),
+    .\port$1294$0 (\port$1294$0 ),
+    .\port$1296$0 (\port$1296$0 ),
+    .\port$1298$0 (\port$1298$0 ),
+    .\port$1300$0 (\port$1300$0 ),
+    .\port$1304$0 (\port$1304$0 ),
+    .\port$1314$0 (\port$1314$0 ),
+    .\port$1320$0 (\port$1320$0 ),
+    .\port$1322$0 (\port$1322$0 ),
+    .\port$1324$0 (\port$1324$0 ),
+    .\port$1328$0 (\port$1328$0 ),
+    .\port$1332$0 (\port$1332$0 ),
+    .\port$1334$0 (\port$1334$0 ),
+    .\port$1336$0 (\port$1336$0 ),
+    .\port$1344$0 (\port$1344$0 ),
+    .\port$1354$0 (\port$1354$0 ),
+    .\port$1358$0 (\port$1358$0 ),
+    .\port$1360$0 (\port$1360$0 ),
+    .\port$1362$0 (\port$1362$0 ),
+    .\port$1366$0 (\port$1366$0 ),
+    .\port$1374$0 (\port$1374$0 ),
+    .\port$1380$0 (\port$1380$0 ),
     .rst(rst),
     .sum(\sum$36 )
   );
   \digits.output.p5  p5 (
     .clk(clk),
-    .\port$1120$0 (\port$1120$0 ),
-    .\port$1130$0 (\port$1130$0 ),
-    .\port$1132$0 (\port$1132$0 ),
-    .\port$1134$0 (\port$1134$0 ),
-    .\port$1136$0 (\port$1136$0 ),
-    .\port$1140$0 (\port$1140$0 ),
-    .\port$1144$0 (\port$1144$0 ),
-    .\port$1146$0 (\port$1146$0 ),
-    .\port$1148$0 (\port$1148$0 ),
-    .\port$1154$0 (\port$1154$0 ),
-    .\port$1158$0 (\port$1158$0 ),
-    .\port$1160$0 (\port$1160$0 ),
-    .\port$1170$0 (\port$1170$0 ),
-    .\port$1174$0 (\port$1174$0 ),
-    .\port$1178$0 (\port$1178$0 ),
-    .\port$1182$0 (\port$1182$0 ),
-    .\port$1184$0 (\port$1184$0 ),
-    .\port$1192$0 (\port$1192$0 ),
-    .\port$1194$0 (\port$1194$0 ),
-    .\port$1198$0 (\port$1198$0 ),
-    .\port$1208$0 (\port$1208$0 ),
-    .\port$1220$0 (\port$1220$0 ),
-    .\port$1226$0 (\port$1226$0 ),
-    .\port$1228$0 (\port$1228$0 ),
-    .\port$1238$0 (\port$1238$0 ),
-    .\port$1240$0 (\port$1240$0 ),
-    .\port$1242$0 (\port$1242$0 ),
+    .\port$1254$0 (\port$1254$0 ),
+    .\port$1264$0 (\port$1264$0 ),
+    .\port$1266$0 (\port$1266$0 ),
+    .\port$1268$0 (\port$1268$0 ),
+    .\port$1270$0 (\port$1270$0 ),
+    .\port$1274$0 (\port$1274$0 ),
+    .\port$1278$0 (\port$1278$0 ),
+    .\port$1280$0 (\port$1280$0 ),
+    .\port$1282$0 (\port$1282$0 ),
+    .\port$1288$0 (\port$1288$0 ),
+    .\port$1292$0 (\port$1292$0 ),
+    .\port$1294$0 (\port$1294$0 ),
+    .\port$1304$0 (\port$1304$0 ),
+    .\port$1308$0 (\port$1308$0 ),
+    .\port$1312$0 (\port$1312$0 ),
+    .\port$1316$0 (\port$1316$0 ),
+    .\port$1318$0 (\port$1318$0 ),
+    .\port$1326$0 (\port$1326$0 ),
+    .\port$1328$0 (\port$1328$0 ),
+    .\port$1332$0 (\port$1332$0 ),
+    .\port$1342$0 (\port$1342$0 ),
+    .\port$1354$0 (\port$1354$0 ),
+    .\port$1360$0 (\port$1360$0 ),
+    .\port$1362$0 (\port$1362$0 ),
+    .\port$1372$0 (\port$1372$0 ),
+    .\port$1374$0 (\port$1374$0 ),
+    .\port$1376$0 (\port$1376$0 ),
     .rst(rst),
     .sum(\sum$38 )
   );
   \digits.output.p6  p6 (
     .clk(clk),
-    .\port$1124$0 (\port$1124$0 ),
-    .\port$1130$0 (\port$1130$0 ),
-    .\port$1134$0 (\port$1134$0 ),
-    .\port$1138$0 (\port$1138$0 ),
-    .\port$1140$0 (\port$1140$0 ),
-    .\port$1156$0 (\port$1156$0 ),
-    .\port$1158$0 (\port$1158$0 ),
-    .\port$1160$0 (\port$1160$0 ),
-    .\port$1166$0 (\port$1166$0 ),
-    .\port$1172$0 (\port$1172$0 ),
-    .\port$1176$0 (\port$1176$0 ),
-    .\port$1178$0 (\port$1178$0 ),
-    .\port$1182$0 (\port$1182$0 ),
-    .\port$1184$0 (\port$1184$0 ),
-    .\port$1188$0 (\port$1188$0 ),
-    .\port$1192$0 (\port$1192$0 ),
-    .\port$1198$0 (\port$1198$0 ),
-    .\port$1206$0 (\port$1206$0 ),
-    .\port$1214$0 (\port$1214$0 ),
-    .\port$1216$0 (\port$1216$0 ),
-    .\port$1218$0 (\port$1218$0 ),
-    .\port$1220$0 (\port$1220$0 ),
-    .\port$1230$0 (\port$1230$0 ),
-    .\port$1232$0 (\port$1232$0 ),
-    .\port$1234$0 (\port$1234$0 ),
-    .\port$1242$0 (\port$1242$0 ),
-    .\port$1244$0 (\port$1244$0 ),
+    .\port$1258$0 (\port$1258$0 ),
+    .\port$1264$0 (\port$1264$0 ),
+    .\port$1268$0 (\port$1268$0 ),
+    .\port$1272$0 (\port$1272$0 ),
+    .\port$1274$0 (\port$1274$0 ),
+    .\port$1290$0 (\port$1290$0 ),
+    .\port$1292$0 (\port$1292$0 ),
+    .\port$1294$0 (\port$1294$0 ),
+    .\port$1300$0 (\port$1300$0 ),
+    .\port$1306$0 (\port$1306$0 ),
+    .\port$1310$0 (\port$1310$0 ),
+    .\port$1312$0 (\port$1312$0 ),
+    .\port$1316$0 (\port$1316$0 ),
+    .\port$1318$0 (\port$1318$0 ),
+    .\port$1322$0 (\port$1322$0 ),
+    .\port$1326$0 (\port$1326$0 ),
+    .\port$1332$0 (\port$1332$0 ),
+    .\port$1340$0 (\port$1340$0 ),
+    .\port$1348$0 (\port$1348$0 ),
+    .\port$1350$0 (\port$1350$0 ),
+    .\port$1352$0 (\port$1352$0 ),
+    .\port$1354$0 (\port$1354$0 ),
+    .\port$1364$0 (\port$1364$0 ),
+    .\port$1366$0 (\port$1366$0 ),
+    .\port$1368$0 (\port$1368$0 ),
+    .\port$1376$0 (\port$1376$0 ),
+    .\port$1378$0 (\port$1378$0 ),
     .rst(rst),
     .sum(\sum$40 )
   );
   \digits.output.p7  p7 (
     .clk(clk),
-    .\port$1124$0 (\port$1124$0 ),
-    .\port$1126$0 (\port$1126$0 ),
-    .\port$1130$0 (\port$1130$0 ),
-    .\port$1132$0 (\port$1132$0 ),
-    .\port$1136$0 (\port$1136$0 ),
-    .\port$1140$0 (\port$1140$0 ),
-    .\port$1144$0 (\port$1144$0 ),
-    .\port$1156$0 (\port$1156$0 ),
-    .\port$1162$0 (\port$1162$0 ),
-    .\port$1178$0 (\port$1178$0 ),
-    .\port$1186$0 (\port$1186$0 ),
-    .\port$1188$0 (\port$1188$0 ),
-    .\port$1192$0 (\port$1192$0 ),
-    .\port$1194$0 (\port$1194$0 ),
-    .\port$1196$0 (\port$1196$0 ),
-    .\port$1202$0 (\port$1202$0 ),
-    .\port$1206$0 (\port$1206$0 ),
-    .\port$1210$0 (\port$1210$0 ),
-    .\port$1212$0 (\port$1212$0 ),
-    .\port$1214$0 (\port$1214$0 ),
-    .\port$1216$0 (\port$1216$0 ),
-    .\port$1222$0 (\port$1222$0 ),
-    .\port$1232$0 (\port$1232$0 ),
-    .\port$1238$0 (\port$1238$0 ),
-    .\port$1244$0 (\port$1244$0 ),
-    .\port$1246$0 (\port$1246$0 ),
+    .\port$1258$0 (\port$1258$0 ),
+    .\port$1260$0 (\port$1260$0 ),
+    .\port$1264$0 (\port$1264$0 ),
+    .\port$1266$0 (\port$1266$0 ),
+    .\port$1270$0 (\port$1270$0 ),
+    .\port$1274$0 (\port$1274$0 ),
+    .\port$1278$0 (\port$1278$0 ),
+    .\port$1290$0 (\port$1290$0 ),
+    .\port$1296$0 (\port$1296$0 ),
+    .\port$1312$0 (\port$1312$0 ),
+    .\port$1320$0 (\port$1320$0 ),
+    .\port$1322$0 (\port$1322$0 ),
+    .\port$1326$0 (\port$1326$0 ),
+    .\port$1328$0 (\port$1328$0 ),
+    .\port$1330$0 (\port$1330$0 ),
+    .\port$1336$0 (\port$1336$0 ),
+    .\port$1340$0 (\port$1340$0 ),
+    .\port$1344$0 (\port$1344$0 ),
+    .\port$1346$0 (\port$1346$0 ),
+    .\port$1348$0 (\port$1348$0 ),
+    .\port$1350$0 (\port$1350$0 ),
+    .\port$1356$0 (\port$1356$0 ),
+    .\port$1366$0 (\port$1366$0 ),
+    .\port$1372$0 (\port$1372$0 ),
+    .\port$1378$0 (\port$1378$0 ),
+    .\port$1380$0 (\port$1380$0 ),
     .rst(rst),
     .sum(\sum$42 )
   );
   \digits.output.p8  p8 (
     .clk(clk),
-    .\port$1122$0 (\port$1122$0 ),
-    .\port$1126$0 (\port$1126$0 ),
-    .\port$1138$0 (\port$1138$0 ),
-    .\port$1142$0 (\port$1142$0 ),
-    .\port$1144$0 (\port$1144$0 ),
-    .\port$1148$0 (\port$1148$0 ),
-    .\port$1150$0 (\port$1150$0 ),
-    .\port$1152$0 (\port$1152$0 ),
-    .\port$1154$0 (\port$1154$0 ),
-    .\port$1158$0 (\port$1158$0 ),
-    .\port$1160$0 (\port$1160$0 ),
-    .\port$1162$0 (\port$1162$0 ),
-    .\port$1166$0 (\port$1166$0 ),
-    .\port$1168$0 (\port$1168$0 ),
-    .\port$1170$0 (\port$1170$0 ),
-    .\port$1172$0 (\port$1172$0 ),
-    .\port$1174$0 (\port$1174$0 ),
-    .\port$1176$0 (\port$1176$0 ),
-    .\port$1182$0 (\port$1182$0 ),
-    .\port$1188$0 (\port$1188$0 ),
-    .\port$1204$0 (\port$1204$0 ),
-    .\port$1218$0 (\port$1218$0 ),
-    .\port$1222$0 (\port$1222$0 ),
-    .\port$1224$0 (\port$1224$0 ),
-    .\port$1232$0 (\port$1232$0 ),
-    .\port$1236$0 (\port$1236$0 ),
-    .\port$1244$0 (\port$1244$0 ),
-    .\port$1246$0 (\port$1246$0 ),
+    .\port$1256$0 (\port$1256$0 ),
+    .\port$1260$0 (\port$1260$0 ),
+    .\port$1272$0 (\port$1272$0 ),
+    .\port$1276$0 (\port$1276$0 ),
+    .\port$1278$0 (\port$1278$0 ),
+    .\port$1282$0 (\port$1282$0 ),
+    .\port$1284$0 (\port$1284$0 ),
+    .\port$1286$0 (\port$1286$0 ),
+    .\port$1288$0 (\port$1288$0 ),
+    .\port$1292$0 (\port$1292$0 ),
+    .\port$1294$0 (\port$1294$0 ),
+    .\port$1296$0 (\port$1296$0 ),
+    .\port$1300$0 (\port$1300$0 ),
+    .\port$1302$0 (\port$1302$0 ),
+    .\port$1304$0 (\port$1304$0 ),
+    .\port$1306$0 (\port$1306$0 ),
+    .\port$1308$0 (\port$1308$0 ),
+    .\port$1310$0 (\port$1310$0 ),
+    .\port$1316$0 (\port$1316$0 ),
+    .\port$1322$0 (\port$1322$0 ),
+    .\port$1338$0 (\port$1338$0 ),
+    .\port$1352$0 (\port$1352$0 ),
+    .\port$1356$0 (\port$1356$0 ),
+    .\port$1358$0 (\port$1358$0 ),
+    .\port$1366$0 (\port$1366$0 ),
+    .\port$1370$0 (\port$1370$0 ),
+    .\port$1378$0 (\port$1378$0 ),
+    .\port$1380$0 (\port$1380$0 ),
     .rst(rst),
     .sum(\sum$44 )
   );
   \digits.output.p9  p9 (
     .clk(clk),
-    .\port$1120$0 (\port$1120$0 ),
-    .\port$1122$0 (\port$1122$0 ),
-    .\port$1126$0 (\port$1126$0 ),
-    .\port$1128$0 (\port$1128$0 ),
-    .\port$1130$0 (\port$1130$0 ),
-    .\port$1148$0 (\port$1148$0 ),
-    .\port$1150$0 (\port$1150$0 ),
-    .\port$1152$0 (\port$1152$0 ),
-    .\port$1154$0 (\port$1154$0 ),
-    .\port$1170$0 (\port$1170$0 ),
-    .\port$1172$0 (\port$1172$0 ),
-    .\port$1174$0 (\port$1174$0 ),
-    .\port$1178$0 (\port$1178$0 ),
-    .\port$1180$0 (\port$1180$0 ),
-    .\port$1186$0 (\port$1186$0 ),
-    .\port$1196$0 (\port$1196$0 ),
-    .\port$1198$0 (\port$1198$0 ),
-    .\port$1202$0 (\port$1202$0 ),
-    .\port$1206$0 (\port$1206$0 ),
-    .\port$1212$0 (\port$1212$0 ),
-    .\port$1218$0 (\port$1218$0 ),
-    .\port$1224$0 (\port$1224$0 ),
-    .\port$1226$0 (\port$1226$0 ),
-    .\port$1230$0 (\port$1230$0 ),
-    .\port$1232$0 (\port$1232$0 ),
-    .\port$1242$0 (\port$1242$0 ),
-    .\port$1246$0 (\port$1246$0 ),
+    .\port$1254$0 (\port$1254$0 ),
+    .\port$1256$0 (\port$1256$0 ),
+    .\port$1260$0 (\port$1260$0 ),
+    .\port$1262$0 (\port$1262$0 ),
+    .\port$1264$0 (\port$1264$0 ),
+    .\port$1282$0 (\port$1282$0 ),
+    .\port$1284$0 (\port$1284$0 ),
+    .\port$1286$0 (\port$1286$0 ),
+    .\port$1288$0 (\port$1288$0 ),
+    .\port$1304$0 (\port$1304$0 ),
+    .\port$1306$0 (\port$1306$0 ),
+    .\port$1308$0 (\port$1308$0 ),
+    .\port$1312$0 (\port$1312$0 ),
+    .\port$1314$0 (\port$1314$0 ),
+    .\port$1320$0 (\port$1320$0 ),
+    .\port$1330$0 (\port$1330$0 ),
+    .\port$1332$0 (\port$1332$0 ),
+    .\port$1336$0 (\port$1336$0 ),
+    .\port$1340$0 (\port$1340$0 ),
+    .\port$1346$0 (\port$1346$0 ),
+    .\port$1352$0 (\port$1352$0 ),
+    .\port$1358$0 (\port$1358$0 ),
+    .\port$1360$0 (\port$1360$0 ),
+    .\port$1364$0 (\port$1364$0 ),
+    .\port$1366$0 (\port$1366$0 ),
+    .\port$1376$0 (\port$1376$0 ),
+    .\port$1380$0 (\port$1380$0 ),
     .rst(rst),
     .sum(\sum$46 )
   );
   \digits.output.q  q (
     .clk(clk),
-    .\port$1120$0 (\port$1120$0 ),
-    .\port$1122$0 (\port$1122$0 ),
-    .\port$1124$0 (\port$1124$0 ),
-    .\port$1126$0 (\port$1126$0 ),
-    .\port$1128$0 (\port$1128$0 ),
-    .\port$1130$0 (\port$1130$0 ),
-    .\port$1132$0 (\port$1132$0 ),
-    .\port$1134$0 (\port$1134$0 ),
-    .\port$1136$0 (\port$1136$0 ),
-    .\port$1138$0 (\port$1138$0 ),
-    .\port$1140$0 (\port$1140$0 ),
-    .\port$1142$0 (\port$1142$0 ),
-    .\port$1144$0 (\port$1144$0 ),
-    .\port$1146$0 (\port$1146$0 ),
-    .\port$1148$0 (\port$1148$0 ),
-    .\port$1150$0 (\port$1150$0 ),
-    .\port$1152$0 (\port$1152$0 ),
-    .\port$1154$0 (\port$1154$0 ),
-    .\port$1156$0 (\port$1156$0 ),
-    .\port$1158$0 (\port$1158$0 ),
-    .\port$1160$0 (\port$1160$0 ),
-    .\port$1162$0 (\port$1162$0 ),
-    .\port$1164$0 (\port$1164$0 ),
-    .\port$1166$0 (\port$1166$0 ),
-    .\port$1168$0 (\port$1168$0 ),
-    .\port$1170$0 (\port$1170$0 ),
-    .\port$1172$0 (\port$1172$0 ),
-    .\port$1174$0 (\port$1174$0 ),
-    .\port$1176$0 (\port$1176$0 ),
-    .\port$1178$0 (\port$1178$0 ),
-    .\port$1180$0 (\port$1180$0 ),
-    .\port$1182$0 (\port$1182$0 ),
-    .\port$1184$0 (\port$1184$0 ),
-    .\port$1186$0 (\port$1186$0 ),
-    .\port$1188$0 (\port$1188$0 ),
-    .\port$1190$0 (\port$1190$0 ),
-    .\port$1192$0 (\port$1192$0 ),
-    .\port$1194$0 (\port$1194$0 ),
-    .\port$1196$0 (\port$1196$0 ),
-    .\port$1198$0 (\port$1198$0 ),
-    .\port$1200$0 (\port$1200$0 ),
-    .\port$1202$0 (\port$1202$0 ),
-    .\port$1204$0 (\port$1204$0 ),
-    .\port$1206$0 (\port$1206$0 ),
-    .\port$1208$0 (\port$1208$0 ),
-    .\port$1210$0 (\port$1210$0 ),
-    .\port$1212$0 (\port$1212$0 ),
-    .\port$1214$0 (\port$1214$0 ),
-    .\port$1216$0 (\port$1216$0 ),
-    .\port$1218$0 (\port$1218$0 ),
-    .\port$1220$0 (\port$1220$0 ),
-    .\port$1222$0 (\port$1222$0 ),
-    .\port$1224$0 (\port$1224$0 ),
-    .\port$1226$0 (\port$1226$0 ),
-    .\port$1228$0 (\port$1228$0 ),
-    .\port$1230$0 (\port$1230$0 ),
-    .\port$1232$0 (\port$1232$0 ),
-    .\port$1234$0 (\port$1234$0 ),
-    .\port$1236$0 (\port$1236$0 ),
-    .\port$1238$0 (\port$1238$0 ),
-    .\port$1240$0 (\port$1240$0 ),
-    .\port$1242$0 (\port$1242$0 ),
-    .\port$1244$0 (\port$1244$0 ),
-    .\port$1246$0 (\port$1246$0 ),
+    .\port$1254$0 (\port$1254$0 ),
+    .\port$1256$0 (\port$1256$0 ),
+    .\port$1258$0 (\port$1258$0 ),
+    .\port$1260$0 (\port$1260$0 ),
+    .\port$1262$0 (\port$1262$0 ),
+    .\port$1264$0 (\port$1264$0 ),
+    .\port$1266$0 (\port$1266$0 ),
+    .\port$1268$0 (\port$1268$0 ),
+    .\port$1270$0 (\port$1270$0 ),
+    .\port$1272$0 (\port$1272$0 ),
+    .\port$1274$0 (\port$1274$0 ),
+    .\port$1276$0 (\port$1276$0 ),
+    .\port$1278$0 (\port$1278$0 ),
+    .\port$1280$0 (\port$1280$0 ),
+    .\port$1282$0 (\port$1282$0 ),
+    .\port$1284$0 (\port$1284$0 ),
+    .\port$1286$0 (\port$1286$0 ),
+    .\port$1288$0 (\port$1288$0 ),
+    .\port$1290$0 (\port$1290$0 ),
+    .\port$1292$0 (\port$1292$0 ),
+    .\port$1294$0 (\port$1294$0 ),
+    .\port$1296$0 (\port$1296$0 ),
+    .\port$1298$0 (\port$1298$0 ),
+    .\port$1300$0 (\port$1300$0 ),
+    .\port$1302$0 (\port$1302$0 ),
+    .\port$1304$0 (\port$1304$0 ),
+    .\port$1306$0 (\port$1306$0 ),
+    .\port$1308$0 (\port$1308$0 ),
+    .\port$1310$0 (\port$1310$0 ),
+    .\port$1312$0 (\port$1312$0 ),
+    .\port$1314$0 (\port$1314$0 ),
+    .\port$1316$0 (\port$1316$0 ),
+    .\port$1318$0 (\port$1318$0 ),
+    .\port$1320$0 (\port$1320$0 ),
+    .\port$1322$0 (\port$1322$0 ),
+    .\port$1324$0 (\port$1324$0 ),
+    .\port$1326$0 (\port$1326$0 ),
+    .\port$1328$0 (\port$1328$0 ),
+    .\port$1330$0 (\port$1330$0 ),
+    .\port$1332$0 (\port$1332$0 ),
+    .\port$1334$0 (\port$1334$0 ),
+    .\port$1336$0 (\port$1336$0 ),
+    .\port$1338$0 (\port$1338$0 ),
+    .\port$1340$0 (\port$1340$0 ),
+    .\port$1342$0 (\port$1342$0 ),
+    .\port$1344$0 (\port$1344$0 ),
+    .\port$1346$0 (\port$1346$0 ),
+    .\port$1348$0 (\port$1348$0 ),
+    .\port$1350$0 (\port$1350$0 ),
+    .\port$1352$0 (\port$1352$0 ),
+    .\port$1354$0 (\port$1354$0 ),
+    .\port$1356$0 (\port$1356$0 ),
+    .\port$1358$0 (\port$1358$0 ),
+    .\port$1360$0 (\port$1360$0 ),
+    .\port$1362$0 (\port$1362$0 ),
+    .\port$1364$0 (\port$1364$0 ),
+    .\port$1366$0 (\port$1366$0 ),
+    .\port$1368$0 (\port$1368$0 ),
+    .\port$1370$0 (\port$1370$0 ),
+    .\port$1372$0 (\port$1372$0 ),
+    .\port$1374$0 (\port$1374$0 ),
+    .\port$1376$0 (\port$1376$0 ),
+    .\port$1378$0 (\port$1378$0 ),
+    .\port$1380$0 (\port$1380$0 ),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1240$0 , \port$1236$0 , \port$1234$0 , \port$1222$0 , \port$1218$0 , \port$1214$0 , \port$1208$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1196$0 , \port$1190$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1174$0 , \port$1172$0 , \port$1164$0 , \port$1156$0 , \port$1148$0 , \port$1140$0 , \port$1134$0 , \port$1132$0 , \port$1128$0 , \port$1126$0 , \port$1122$0  };
-  assign \inputs$1  = { \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0  };
-  assign \inputs$2  = { \port$1246$0 , \port$1234$0 , \port$1230$0 , \port$1228$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1210$0 , \port$1200$0 , \port$1196$0 , \port$1190$0 , \port$1184$0 , \port$1178$0 , \port$1168$0 , \port$1164$0 , \port$1160$0 , \port$1150$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1138$0 , \port$1136$0 , \port$1128$0 , \port$1124$0  };
-  assign \inputs$3  = { \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1236$0 , \port$1234$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1208$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1192$0 , \port$1190$0 , \port$1186$0 , \port$1168$0 , \port$1162$0 , \port$1158$0 , \port$1146$0 , \port$1142$0 , \port$1136$0 , \port$1130$0 , \port$1128$0 , \port$1122$0 , \port$1120$0  };
-  assign \inputs$4  = { \port$1240$0 , \port$1232$0 , \port$1224$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1198$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1180$0 , \port$1176$0 , \port$1168$0 , \port$1166$0 , \port$1152$0 , \port$1148$0 , \port$1146$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1128$0 , \port$1124$0 , \port$1122$0  };
-  assign \inputs$5  = { \port$1246$0 , \port$1240$0 , \port$1232$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1220$0 , \port$1210$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1194$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1180$0 , \port$1170$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1156$0 , \port$1148$0 , \port$1134$0 , \port$1130$0 , \port$1122$0 , \port$1120$0  };
-  assign \inputs$6  = { \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1228$0 , \port$1226$0 , \port$1220$0 , \port$1208$0 , \port$1198$0 , \port$1194$0 , \port$1192$0 , \port$1184$0 , \port$1182$0 , \port$1178$0 , \port$1174$0 , \port$1170$0 , \port$1160$0 , \port$1158$0 , \port$1154$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1140$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1120$0  };
-  assign \inputs$7  = { \port$1244$0 , \port$1242$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1206$0 , \port$1198$0 , \port$1192$0 , \port$1188$0 , \port$1184$0 , \port$1182$0 , \port$1178$0 , \port$1176$0 , \port$1172$0 , \port$1166$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1140$0 , \port$1138$0 , \port$1134$0 , \port$1130$0 , \port$1124$0  };
-  assign \inputs$8  = { \port$1246$0 , \port$1244$0 , \port$1238$0 , \port$1232$0 , \port$1222$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1206$0 , \port$1202$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1188$0 , \port$1186$0 , \port$1178$0 , \port$1162$0 , \port$1156$0 , \port$1144$0 , \port$1140$0 , \port$1136$0 , \port$1132$0 , \port$1130$0 , \port$1126$0 , \port$1124$0  };
-  assign \inputs$9  = { \port$1246$0 , \port$1244$0 , \port$1236$0 , \port$1232$0 , \port$1224$0 , \port$1222$0 , \port$1218$0 , \port$1204$0 , \port$1188$0 , \port$1182$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1144$0 , \port$1142$0 , \port$1138$0 , \port$1126$0 , \port$1122$0  };
-  assign \inputs$10  = { \port$1246$0 , \port$1242$0 , \port$1232$0 , \port$1230$0 , \port$1226$0 , \port$1224$0 , \port$1218$0 , \port$1212$0 , \port$1206$0 , \port$1202$0 , \port$1198$0 , \port$1196$0 , \port$1186$0 , \port$1180$0 , \port$1178$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1122$0 , \port$1120$0  };
-  assign \inputs$11  = { \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0  };
+  assign inputs = { \port$1374$0 , \port$1370$0 , \port$1368$0 , \port$1356$0 , \port$1352$0 , \port$1348$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1308$0 , \port$1306$0 , \port$1298$0 , \port$1290$0 , \port$1282$0 , \port$1274$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1260$0 , \port$1256$0  };
+  assign \inputs$1  = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  };
+  assign \inputs$2  = { \port$1380$0 , \port$1368$0 , \port$1364$0 , \port$1362$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1344$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1318$0 , \port$1312$0 , \port$1302$0 , \port$1298$0 , \port$1294$0 , \port$1284$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1270$0 , \port$1262$0 , \port$1258$0  };
+  assign \inputs$3  = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1370$0 , \port$1368$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1326$0 , \port$1324$0 , \port$1320$0 , \port$1302$0 , \port$1296$0 , \port$1292$0 , \port$1280$0 , \port$1276$0 , \port$1270$0 , \port$1264$0 , \port$1262$0 , \port$1256$0 , \port$1254$0  };
+  assign \inputs$4  = { \port$1374$0 , \port$1366$0 , \port$1358$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1314$0 , \port$1310$0 , \port$1302$0 , \port$1300$0 , \port$1286$0 , \port$1282$0 , \port$1280$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1258$0 , \port$1256$0  };
+  assign \inputs$5  = { \port$1380$0 , \port$1374$0 , \port$1366$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1354$0 , \port$1344$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1328$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1314$0 , \port$1304$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1290$0 , \port$1282$0 , \port$1268$0 , \port$1264$0 , \port$1256$0 , \port$1254$0  };
+  assign \inputs$6  = { \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1362$0 , \port$1360$0 , \port$1354$0 , \port$1342$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1308$0 , \port$1304$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1254$0  };
+  assign \inputs$7  = { \port$1378$0 , \port$1376$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1340$0 , \port$1332$0 , \port$1326$0 , \port$1322$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1310$0 , \port$1306$0 , \port$1300$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1274$0 , \port$1272$0 , \port$1268$0 , \port$1264$0 , \port$1258$0  };
+  assign \inputs$8  = { \port$1380$0 , \port$1378$0 , \port$1372$0 , \port$1366$0 , \port$1356$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1340$0 , \port$1336$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1322$0 , \port$1320$0 , \port$1312$0 , \port$1296$0 , \port$1290$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1266$0 , \port$1264$0 , \port$1260$0 , \port$1258$0  };
+  assign \inputs$9  = { \port$1380$0 , \port$1378$0 , \port$1370$0 , \port$1366$0 , \port$1358$0 , \port$1356$0 , \port$1352$0 , \port$1338$0 , \port$1322$0 , \port$1316$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1260$0 , \port$1256$0  };
+  assign \inputs$10  = { \port$1380$0 , \port$1376$0 , \port$1366$0 , \port$1364$0 , \port$1360$0 , \port$1358$0 , \port$1352$0 , \port$1346$0 , \port$1340$0 , \port$1336$0 , \port$1332$0 , \port$1330$0 , \port$1320$0 , \port$1314$0 , \port$1312$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1256$0 , \port$1254$0  };
+  assign \inputs$11  = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  };
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
   assign \scores[2]  = scores[35:24];
@@ -10990,874 +11397,874 @@ module \digits.output (rst, \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p0 (rst, sum, \port$1122$0 , \port$1126$0 , \port$1128$0 , \port$1132$0 , \port$1134$0 , \port$1140$0 , \port$1148$0 , \port$1156$0 , \port$1164$0 , \port$1172$0 , \port$1174$0 , \port$1182$0 , \port$1184$0 , \port$1186$0 , \port$1190$0 , \port$1196$0 , \port$1200$0 , \port$1202$0 , \port$1204$0 
-, \port$1208$0 , \port$1214$0 , \port$1218$0 , \port$1222$0 , \port$1234$0 , \port$1236$0 , \port$1240$0 , clk);
+module \digits.output.p0 (rst, sum, \port$1256$0 , \port$1260$0 , \port$1262$0 , \port$1266$0 , \port$1268$0 , \port$1274$0 , \port$1282$0 , \port$1290$0 , \port$1298$0 , \port$1306$0 , \port$1308$0 , \port$1316$0 , \port$1318$0 , \port$1320$0 , \port$1324$0 , \port$1330$0 , \port$1334$0 , \port$1336$0 , \port$1338$0 
+, \port$1342$0 , \port$1348$0 , \port$1352$0 , \port$1356$0 , \port$1368$0 , \port$1370$0 , \port$1374$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1126$0 ;
-  wire \port$1126$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1132$0 ;
-  wire \port$1132$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1156$0 ;
-  wire \port$1156$0 ;
-  input \port$1164$0 ;
-  wire \port$1164$0 ;
-  input \port$1172$0 ;
-  wire \port$1172$0 ;
-  input \port$1174$0 ;
-  wire \port$1174$0 ;
-  input \port$1182$0 ;
-  wire \port$1182$0 ;
-  input \port$1184$0 ;
-  wire \port$1184$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1196$0 ;
-  wire \port$1196$0 ;
-  input \port$1200$0 ;
-  wire \port$1200$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1204$0 ;
-  wire \port$1204$0 ;
-  input \port$1208$0 ;
-  wire \port$1208$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1222$0 ;
-  wire \port$1222$0 ;
-  input \port$1234$0 ;
-  wire \port$1234$0 ;
-  input \port$1236$0 ;
-  wire \port$1236$0 ;
-  input \port$1240$0 ;
-  wire \port$1240$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1260$0 ;
+  wire \port$1260$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1266$0 ;
+  wire \port$1266$0 ;
+  input \port$1268$0 ;
+  wire \port$1268$0 ;
+  input \port$1274$0 ;
+  wire \port$1274$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1290$0 ;
+  wire \port$1290$0 ;
+  input \port$1298$0 ;
+  wire \port$1298$0 ;
+  input \port$1306$0 ;
+  wire \port$1306$0 ;
+  input \port$1308$0 ;
+  wire \port$1308$0 ;
+  input \port$1316$0 ;
+  wire \port$1316$0 ;
+  input \port$1318$0 ;
+  wire \port$1318$0 ;
+  input \port$1320$0 ;
+  wire \port$1320$0 ;
+  input \port$1324$0 ;
+  wire \port$1324$0 ;
+  input \port$1330$0 ;
+  wire \port$1330$0 ;
+  input \port$1334$0 ;
+  wire \port$1334$0 ;
+  input \port$1336$0 ;
+  wire \port$1336$0 ;
+  input \port$1338$0 ;
+  wire \port$1338$0 ;
+  input \port$1342$0 ;
+  wire \port$1342$0 ;
+  input \port$1348$0 ;
+  wire \port$1348$0 ;
+  input \port$1352$0 ;
+  wire \port$1352$0 ;
+  input \port$1356$0 ;
+  wire \port$1356$0 ;
+  input \port$1368$0 ;
+  wire \port$1368$0 ;
+  input \port$1370$0 ;
+  wire \port$1370$0 ;
+  input \port$1374$0 ;
+  wire \port$1374$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1240$0 , \port$1236$0 , \port$1234$0 , \port$1222$0 , \port$1218$0 , \port$1214$0 , \port$1208$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1196$0 , \port$1190$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1174$0 , \port$1172$0 , \port$1164$0 , \port$1156$0 , \port$1148$0 , \port$1140$0 , \port$1134$0 , \port$1132$0 , \port$1128$0 , \port$1126$0 , \port$1122$0  }),
+    .inputs({ \port$1374$0 , \port$1370$0 , \port$1368$0 , \port$1356$0 , \port$1352$0 , \port$1348$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1308$0 , \port$1306$0 , \port$1298$0 , \port$1290$0 , \port$1282$0 , \port$1274$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1260$0 , \port$1256$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1240$0 , \port$1236$0 , \port$1234$0 , \port$1222$0 , \port$1218$0 , \port$1214$0 , \port$1208$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1196$0 , \port$1190$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1174$0 , \port$1172$0 , \port$1164$0 , \port$1156$0 , \port$1148$0 , \port$1140$0 , \port$1134$0 , \port$1132$0 , \port$1128$0 , \port$1126$0 , \port$1122$0  };
+  assign inputs = { \port$1374$0 , \port$1370$0 , \port$1368$0 , \port$1356$0 , \port$1352$0 , \port$1348$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1308$0 , \port$1306$0 , \port$1298$0 , \port$1290$0 , \port$1282$0 , \port$1274$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1260$0 , \port$1256$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p1 (rst, sum, \port$1124$0 , \port$1128$0 , \port$1136$0 , \port$1138$0 , \port$1142$0 , \port$1144$0 , \port$1146$0 , \port$1150$0 , \port$1160$0 , \port$1164$0 , \port$1168$0 , \port$1178$0 , \port$1184$0 , \port$1190$0 , \port$1196$0 , \port$1200$0 , \port$1210$0 , \port$1216$0 , \port$1218$0 
-, \port$1220$0 , \port$1222$0 , \port$1224$0 , \port$1228$0 , \port$1230$0 , \port$1234$0 , \port$1246$0 , clk);
+module \digits.output.p1 (rst, sum, \port$1258$0 , \port$1262$0 , \port$1270$0 , \port$1272$0 , \port$1276$0 , \port$1278$0 , \port$1280$0 , \port$1284$0 , \port$1294$0 , \port$1298$0 , \port$1302$0 , \port$1312$0 , \port$1318$0 , \port$1324$0 , \port$1330$0 , \port$1334$0 , \port$1344$0 , \port$1350$0 , \port$1352$0 
+, \port$1354$0 , \port$1356$0 , \port$1358$0 , \port$1362$0 , \port$1364$0 , \port$1368$0 , \port$1380$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1124$0 ;
-  wire \port$1124$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1138$0 ;
-  wire \port$1138$0 ;
-  input \port$1142$0 ;
-  wire \port$1142$0 ;
-  input \port$1144$0 ;
-  wire \port$1144$0 ;
-  input \port$1146$0 ;
-  wire \port$1146$0 ;
-  input \port$1150$0 ;
-  wire \port$1150$0 ;
-  input \port$1160$0 ;
-  wire \port$1160$0 ;
-  input \port$1164$0 ;
-  wire \port$1164$0 ;
-  input \port$1168$0 ;
-  wire \port$1168$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1184$0 ;
-  wire \port$1184$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1196$0 ;
-  wire \port$1196$0 ;
-  input \port$1200$0 ;
-  wire \port$1200$0 ;
-  input \port$1210$0 ;
-  wire \port$1210$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1220$0 ;
-  wire \port$1220$0 ;
-  input \port$1222$0 ;
-  wire \port$1222$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1228$0 ;
-  wire \port$1228$0 ;
-  input \port$1230$0 ;
-  wire \port$1230$0 ;
-  input \port$1234$0 ;
-  wire \port$1234$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1258$0 ;
+  wire \port$1258$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1270$0 ;
+  wire \port$1270$0 ;
+  input \port$1272$0 ;
+  wire \port$1272$0 ;
+  input \port$1276$0 ;
+  wire \port$1276$0 ;
+  input \port$1278$0 ;
+  wire \port$1278$0 ;
+  input \port$1280$0 ;
+  wire \port$1280$0 ;
+  input \port$1284$0 ;
+  wire \port$1284$0 ;
+  input \port$1294$0 ;
+  wire \port$1294$0 ;
+  input \port$1298$0 ;
+  wire \port$1298$0 ;
+  input \port$1302$0 ;
+  wire \port$1302$0 ;
+  input \port$1312$0 ;
+  wire \port$1312$0 ;
+  input \port$1318$0 ;
+  wire \port$1318$0 ;
+  input \port$1324$0 ;
+  wire \port$1324$0 ;
+  input \port$1330$0 ;
+  wire \port$1330$0 ;
+  input \port$1334$0 ;
+  wire \port$1334$0 ;
+  input \port$1344$0 ;
+  wire \port$1344$0 ;
+  input \port$1350$0 ;
+  wire \port$1350$0 ;
+  input \port$1352$0 ;
+  wire \port$1352$0 ;
+  input \port$1354$0 ;
+  wire \port$1354$0 ;
+  input \port$1356$0 ;
+  wire \port$1356$0 ;
+  input \port$1358$0 ;
+  wire \port$1358$0 ;
+  input \port$1362$0 ;
+  wire \port$1362$0 ;
+  input \port$1364$0 ;
+  wire \port$1364$0 ;
+  input \port$1368$0 ;
+  wire \port$1368$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1246$0 , \port$1234$0 , \port$1230$0 , \port$1228$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1210$0 , \port$1200$0 , \port$1196$0 , \port$1190$0 , \port$1184$0 , \port$1178$0 , \port$1168$0 , \port$1164$0 , \port$1160$0 , \port$1150$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1138$0 , \port$1136$0 , \port$1128$0 , \port$1124$0  }),
+    .inputs({ \port$1380$0 , \port$1368$0 , \port$1364$0 , \port$1362$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1344$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1318$0 , \port$1312$0 , \port$1302$0 , \port$1298$0 , \port$1294$0 , \port$1284$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1270$0 , \port$1262$0 , \port$1258$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1246$0 , \port$1234$0 , \port$1230$0 , \port$1228$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1210$0 , \port$1200$0 , \port$1196$0 , \port$1190$0 , \port$1184$0 , \port$1178$0 , \port$1168$0 , \port$1164$0 , \port$1160$0 , \port$1150$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1138$0 , \port$1136$0 , \port$1128$0 , \port$1124$0  };
+  assign inputs = { \port$1380$0 , \port$1368$0 , \port$1364$0 , \port$1362$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1344$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1318$0 , \port$1312$0 , \port$1302$0 , \port$1298$0 , \port$1294$0 , \port$1284$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1270$0 , \port$1262$0 , \port$1258$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p2 (rst, sum, \port$1120$0 , \port$1122$0 , \port$1128$0 , \port$1130$0 , \port$1136$0 , \port$1142$0 , \port$1146$0 , \port$1158$0 , \port$1162$0 , \port$1168$0 , \port$1186$0 , \port$1190$0 , \port$1192$0 , \port$1198$0 , \port$1200$0 , \port$1202$0 , \port$1204$0 , \port$1208$0 , \port$1212$0 
-, \port$1214$0 , \port$1216$0 , \port$1234$0 , \port$1236$0 , \port$1242$0 , \port$1244$0 , \port$1246$0 , clk);
+module \digits.output.p2 (rst, sum, \port$1254$0 , \port$1256$0 , \port$1262$0 , \port$1264$0 , \port$1270$0 , \port$1276$0 , \port$1280$0 , \port$1292$0 , \port$1296$0 , \port$1302$0 , \port$1320$0 , \port$1324$0 , \port$1326$0 , \port$1332$0 , \port$1334$0 , \port$1336$0 , \port$1338$0 , \port$1342$0 , \port$1346$0 
+, \port$1348$0 , \port$1350$0 , \port$1368$0 , \port$1370$0 , \port$1376$0 , \port$1378$0 , \port$1380$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1120$0 ;
-  wire \port$1120$0 ;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1142$0 ;
-  wire \port$1142$0 ;
-  input \port$1146$0 ;
-  wire \port$1146$0 ;
-  input \port$1158$0 ;
-  wire \port$1158$0 ;
-  input \port$1162$0 ;
-  wire \port$1162$0 ;
-  input \port$1168$0 ;
-  wire \port$1168$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1200$0 ;
-  wire \port$1200$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1204$0 ;
-  wire \port$1204$0 ;
-  input \port$1208$0 ;
-  wire \port$1208$0 ;
-  input \port$1212$0 ;
-  wire \port$1212$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1234$0 ;
-  wire \port$1234$0 ;
-  input \port$1236$0 ;
-  wire \port$1236$0 ;
-  input \port$1242$0 ;
-  wire \port$1242$0 ;
-  input \port$1244$0 ;
-  wire \port$1244$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1254$0 ;
+  wire \port$1254$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1270$0 ;
+  wire \port$1270$0 ;
+  input \port$1276$0 ;
+  wire \port$1276$0 ;
+  input \port$1280$0 ;
+  wire \port$1280$0 ;
+  input \port$1292$0 ;
+  wire \port$1292$0 ;
+  input \port$1296$0 ;
+  wire \port$1296$0 ;
+  input \port$1302$0 ;
+  wire \port$1302$0 ;
+  input \port$1320$0 ;
+  wire \port$1320$0 ;
+  input \port$1324$0 ;
+  wire \port$1324$0 ;
+  input \port$1326$0 ;
+  wire \port$1326$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1334$0 ;
+  wire \port$1334$0 ;
+  input \port$1336$0 ;
+  wire \port$1336$0 ;
+  input \port$1338$0 ;
+  wire \port$1338$0 ;
+  input \port$1342$0 ;
+  wire \port$1342$0 ;
+  input \port$1346$0 ;
+  wire \port$1346$0 ;
+  input \port$1348$0 ;
+  wire \port$1348$0 ;
+  input \port$1350$0 ;
+  wire \port$1350$0 ;
+  input \port$1368$0 ;
+  wire \port$1368$0 ;
+  input \port$1370$0 ;
+  wire \port$1370$0 ;
+  input \port$1376$0 ;
+  wire \port$1376$0 ;
+  input \port$1378$0 ;
+  wire \port$1378$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1236$0 , \port$1234$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1208$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1192$0 , \port$1190$0 , \port$1186$0 , \port$1168$0 , \port$1162$0 , \port$1158$0 , \port$1146$0 , \port$1142$0 , \port$1136$0 , \port$1130$0 , \port$1128$0 , \port$1122$0 , \port$1120$0  }),
+    .inputs({ \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1370$0 , \port$1368$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1326$0 , \port$1324$0 , \port$1320$0 , \port$1302$0 , \port$1296$0 , \port$1292$0 , \port$1280$0 , \port$1276$0 , \port$1270$0 , \port$1264$0 , \port$1262$0 , \port$1256$0 , \port$1254$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1236$0 , \port$1234$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1208$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1192$0 , \port$1190$0 , \port$1186$0 , \port$1168$0 , \port$1162$0 , \port$1158$0 , \port$1146$0 , \port$1142$0 , \port$1136$0 , \port$1130$0 , \port$1128$0 , \port$1122$0 , \port$1120$0  };
+  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1370$0 , \port$1368$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1326$0 , \port$1324$0 , \port$1320$0 , \port$1302$0 , \port$1296$0 , \port$1292$0 , \port$1280$0 , \port$1276$0 , \port$1270$0 , \port$1264$0 , \port$1262$0 , \port$1256$0 , \port$1254$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p3 (rst, sum, \port$1122$0 , \port$1124$0 , \port$1128$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1138$0 , \port$1140$0 , \port$1146$0 , \port$1148$0 , \port$1152$0 , \port$1166$0 , \port$1168$0 , \port$1176$0 , \port$1180$0 , \port$1190$0 , \port$1192$0 , \port$1194$0 , \port$1198$0 
-, \port$1204$0 , \port$1206$0 , \port$1208$0 , \port$1210$0 , \port$1224$0 , \port$1232$0 , \port$1240$0 , clk);
+module \digits.output.p3 (rst, sum, \port$1256$0 , \port$1258$0 , \port$1262$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1272$0 , \port$1274$0 , \port$1280$0 , \port$1282$0 , \port$1286$0 , \port$1300$0 , \port$1302$0 , \port$1310$0 , \port$1314$0 , \port$1324$0 , \port$1326$0 , \port$1328$0 , \port$1332$0 
+, \port$1338$0 , \port$1340$0 , \port$1342$0 , \port$1344$0 , \port$1358$0 , \port$1366$0 , \port$1374$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1124$0 ;
-  wire \port$1124$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1132$0 ;
-  wire \port$1132$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1138$0 ;
-  wire \port$1138$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1146$0 ;
-  wire \port$1146$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1152$0 ;
-  wire \port$1152$0 ;
-  input \port$1166$0 ;
-  wire \port$1166$0 ;
-  input \port$1168$0 ;
-  wire \port$1168$0 ;
-  input \port$1176$0 ;
-  wire \port$1176$0 ;
-  input \port$1180$0 ;
-  wire \port$1180$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1194$0 ;
-  wire \port$1194$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1204$0 ;
-  wire \port$1204$0 ;
-  input \port$1206$0 ;
-  wire \port$1206$0 ;
-  input \port$1208$0 ;
-  wire \port$1208$0 ;
-  input \port$1210$0 ;
-  wire \port$1210$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1240$0 ;
-  wire \port$1240$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1258$0 ;
+  wire \port$1258$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1266$0 ;
+  wire \port$1266$0 ;
+  input \port$1268$0 ;
+  wire \port$1268$0 ;
+  input \port$1270$0 ;
+  wire \port$1270$0 ;
+  input \port$1272$0 ;
+  wire \port$1272$0 ;
+  input \port$1274$0 ;
+  wire \port$1274$0 ;
+  input \port$1280$0 ;
+  wire \port$1280$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1286$0 ;
+  wire \port$1286$0 ;
+  input \port$1300$0 ;
+  wire \port$1300$0 ;
+  input \port$1302$0 ;
+  wire \port$1302$0 ;
+  input \port$1310$0 ;
+  wire \port$1310$0 ;
+  input \port$1314$0 ;
+  wire \port$1314$0 ;
+  input \port$1324$0 ;
+  wire \port$1324$0 ;
+  input \port$1326$0 ;
+  wire \port$1326$0 ;
+  input \port$1328$0 ;
+  wire \port$1328$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1338$0 ;
+  wire \port$1338$0 ;
+  input \port$1340$0 ;
+  wire \port$1340$0 ;
+  input \port$1342$0 ;
+  wire \port$1342$0 ;
+  input \port$1344$0 ;
+  wire \port$1344$0 ;
+  input \port$1358$0 ;
+  wire \port$1358$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1374$0 ;
+  wire \port$1374$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1240$0 , \port$1232$0 , \port$1224$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1198$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1180$0 , \port$1176$0 , \port$1168$0 , \port$1166$0 , \port$1152$0 , \port$1148$0 , \port$1146$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1128$0 , \port$1124$0 , \port$1122$0  }),
+    .inputs({ \port$1374$0 , \port$1366$0 , \port$1358$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1314$0 , \port$1310$0 , \port$1302$0 , \port$1300$0 , \port$1286$0 , \port$1282$0 , \port$1280$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1258$0 , \port$1256$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1240$0 , \port$1232$0 , \port$1224$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1198$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1180$0 , \port$1176$0 , \port$1168$0 , \port$1166$0 , \port$1152$0 , \port$1148$0 , \port$1146$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1128$0 , \port$1124$0 , \port$1122$0  };
+  assign inputs = { \port$1374$0 , \port$1366$0 , \port$1358$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1314$0 , \port$1310$0 , \port$1302$0 , \port$1300$0 , \port$1286$0 , \port$1282$0 , \port$1280$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1258$0 , \port$1256$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p4 (rst, sum, \port$1120$0 , \port$1122$0 , \port$1130$0 , \port$1134$0 , \port$1148$0 , \port$1156$0 , \port$1160$0 , \port$1162$0 , \port$1164$0 , \port$1166$0 , \port$1170$0 , \port$1180$0 , \port$1186$0 , \port$1188$0 , \port$1190$0 , \port$1194$0 , \port$1198$0 , \port$1200$0 , \port$1202$0 
-, \port$1210$0 , \port$1220$0 , \port$1224$0 , \port$1226$0 , \port$1228$0 , \port$1232$0 , \port$1240$0 , \port$1246$0 , clk);
+module \digits.output.p4 (rst, sum, \port$1254$0 , \port$1256$0 , \port$1264$0 , \port$1268$0 , \port$1282$0 , \port$1290$0 , \port$1294$0 , \port$1296$0 , \port$1298$0 , \port$1300$0 , \port$1304$0 , \port$1314$0 , \port$1320$0 , \port$1322$0 , \port$1324$0 , \port$1328$0 , \port$1332$0 , \port$1334$0 , \port$1336$0 
+, \port$1344$0 , \port$1354$0 , \port$1358$0 , \port$1360$0 , \port$1362$0 , \port$1366$0 , \port$1374$0 , \port$1380$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1120$0 ;
-  wire \port$1120$0 ;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1156$0 ;
-  wire \port$1156$0 ;
-  input \port$1160$0 ;
-  wire \port$1160$0 ;
-  input \port$1162$0 ;
-  wire \port$1162$0 ;
-  input \port$1164$0 ;
-  wire \port$1164$0 ;
-  input \port$1166$0 ;
-  wire \port$1166$0 ;
-  input \port$1170$0 ;
-  wire \port$1170$0 ;
-  input \port$1180$0 ;
-  wire \port$1180$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1188$0 ;
-  wire \port$1188$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1194$0 ;
-  wire \port$1194$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1200$0 ;
-  wire \port$1200$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1210$0 ;
-  wire \port$1210$0 ;
-  input \port$1220$0 ;
-  wire \port$1220$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1226$0 ;
-  wire \port$1226$0 ;
-  input \port$1228$0 ;
-  wire \port$1228$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1240$0 ;
-  wire \port$1240$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1254$0 ;
+  wire \port$1254$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1268$0 ;
+  wire \port$1268$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1290$0 ;
+  wire \port$1290$0 ;
+  input \port$1294$0 ;
+  wire \port$1294$0 ;
+  input \port$1296$0 ;
+  wire \port$1296$0 ;
+  input \port$1298$0 ;
+  wire \port$1298$0 ;
+  input \port$1300$0 ;
+  wire \port$1300$0 ;
+  input \port$1304$0 ;
+  wire \port$1304$0 ;
+  input \port$1314$0 ;
+  wire \port$1314$0 ;
+  input \port$1320$0 ;
+  wire \port$1320$0 ;
+  input \port$1322$0 ;
+  wire \port$1322$0 ;
+  input \port$1324$0 ;
+  wire \port$1324$0 ;
+  input \port$1328$0 ;
+  wire \port$1328$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1334$0 ;
+  wire \port$1334$0 ;
+  input \port$1336$0 ;
+  wire \port$1336$0 ;
+  input \port$1344$0 ;
+  wire \port$1344$0 ;
+  input \port$1354$0 ;
+  wire \port$1354$0 ;
+  input \port$1358$0 ;
+  wire \port$1358$0 ;
+  input \port$1360$0 ;
+  wire \port$1360$0 ;
+  input \port$1362$0 ;
+  wire \port$1362$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1374$0 ;
+  wire \port$1374$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1246$0 , \port$1240$0 , \port$1232$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1220$0 , \port$1210$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1194$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1180$0 , \port$1170$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1156$0 , \port$1148$0 , \port$1134$0 , \port$1130$0 , \port$1122$0 , \port$1120$0  }),
+    .inputs({ \port$1380$0 , \port$1374$0 , \port$1366$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1354$0 , \port$1344$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1328$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1314$0 , \port$1304$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1290$0 , \port$1282$0 , \port$1268$0 , \port$1264$0 , \port$1256$0 , \port$1254$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1246$0 , \port$1240$0 , \port$1232$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1220$0 , \port$1210$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1194$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1180$0 , \port$1170$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1156$0 , \port$1148$0 , \port$1134$0 , \port$1130$0 , \port$1122$0 , \port$1120$0  };
+  assign inputs = { \port$1380$0 , \port$1374$0 , \port$1366$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1354$0 , \port$1344$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1328$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1314$0 , \port$1304$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1290$0 , \port$1282$0 , \port$1268$0 , \port$1264$0 , \port$1256$0 , \port$1254$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p5 (rst, sum, \port$1120$0 , \port$1130$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1140$0 , \port$1144$0 , \port$1146$0 , \port$1148$0 , \port$1154$0 , \port$1158$0 , \port$1160$0 , \port$1170$0 , \port$1174$0 , \port$1178$0 , \port$1182$0 , \port$1184$0 , \port$1192$0 , \port$1194$0 
-, \port$1198$0 , \port$1208$0 , \port$1220$0 , \port$1226$0 , \port$1228$0 , \port$1238$0 , \port$1240$0 , \port$1242$0 , clk);
+module \digits.output.p5 (rst, sum, \port$1254$0 , \port$1264$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1274$0 , \port$1278$0 , \port$1280$0 , \port$1282$0 , \port$1288$0 , \port$1292$0 , \port$1294$0 , \port$1304$0 , \port$1308$0 , \port$1312$0 , \port$1316$0 , \port$1318$0 , \port$1326$0 , \port$1328$0 
+, \port$1332$0 , \port$1342$0 , \port$1354$0 , \port$1360$0 , \port$1362$0 , \port$1372$0 , \port$1374$0 , \port$1376$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1120$0 ;
-  wire \port$1120$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1132$0 ;
-  wire \port$1132$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1144$0 ;
-  wire \port$1144$0 ;
-  input \port$1146$0 ;
-  wire \port$1146$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1154$0 ;
-  wire \port$1154$0 ;
-  input \port$1158$0 ;
-  wire \port$1158$0 ;
-  input \port$1160$0 ;
-  wire \port$1160$0 ;
-  input \port$1170$0 ;
-  wire \port$1170$0 ;
-  input \port$1174$0 ;
-  wire \port$1174$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1182$0 ;
-  wire \port$1182$0 ;
-  input \port$1184$0 ;
-  wire \port$1184$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1194$0 ;
-  wire \port$1194$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1208$0 ;
-  wire \port$1208$0 ;
-  input \port$1220$0 ;
-  wire \port$1220$0 ;
-  input \port$1226$0 ;
-  wire \port$1226$0 ;
-  input \port$1228$0 ;
-  wire \port$1228$0 ;
-  input \port$1238$0 ;
-  wire \port$1238$0 ;
-  input \port$1240$0 ;
-  wire \port$1240$0 ;
-  input \port$1242$0 ;
-  wire \port$1242$0 ;
+  input \port$1254$0 ;
+  wire \port$1254$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1266$0 ;
+  wire \port$1266$0 ;
+  input \port$1268$0 ;
+  wire \port$1268$0 ;
+  input \port$1270$0 ;
+  wire \port$1270$0 ;
+  input \port$1274$0 ;
+  wire \port$1274$0 ;
+  input \port$1278$0 ;
+  wire \port$1278$0 ;
+  input \port$1280$0 ;
+  wire \port$1280$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1288$0 ;
+  wire \port$1288$0 ;
+  input \port$1292$0 ;
+  wire \port$1292$0 ;
+  input \port$1294$0 ;
+  wire \port$1294$0 ;
+  input \port$1304$0 ;
+  wire \port$1304$0 ;
+  input \port$1308$0 ;
+  wire \port$1308$0 ;
+  input \port$1312$0 ;
+  wire \port$1312$0 ;
+  input \port$1316$0 ;
+  wire \port$1316$0 ;
+  input \port$1318$0 ;
+  wire \port$1318$0 ;
+  input \port$1326$0 ;
+  wire \port$1326$0 ;
+  input \port$1328$0 ;
+  wire \port$1328$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1342$0 ;
+  wire \port$1342$0 ;
+  input \port$1354$0 ;
+  wire \port$1354$0 ;
+  input \port$1360$0 ;
+  wire \port$1360$0 ;
+  input \port$1362$0 ;
+  wire \port$1362$0 ;
+  input \port$1372$0 ;
+  wire \port$1372$0 ;
+  input \port$1374$0 ;
+  wire \port$1374$0 ;
+  input \port$1376$0 ;
+  wire \port$1376$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1228$0 , \port$1226$0 , \port$1220$0 , \port$1208$0 , \port$1198$0 , \port$1194$0 , \port$1192$0 , \port$1184$0 , \port$1182$0 , \port$1178$0 , \port$1174$0 , \port$1170$0 , \port$1160$0 , \port$1158$0 , \port$1154$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1140$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1120$0  }),
+    .inputs({ \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1362$0 , \port$1360$0 , \port$1354$0 , \port$1342$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1308$0 , \port$1304$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1254$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1228$0 , \port$1226$0 , \port$1220$0 , \port$1208$0 , \port$1198$0 , \port$1194$0 , \port$1192$0 , \port$1184$0 , \port$1182$0 , \port$1178$0 , \port$1174$0 , \port$1170$0 , \port$1160$0 , \port$1158$0 , \port$1154$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1140$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1120$0  };
+  assign inputs = { \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1362$0 , \port$1360$0 , \port$1354$0 , \port$1342$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1308$0 , \port$1304$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1254$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p6 (rst, sum, \port$1124$0 , \port$1130$0 , \port$1134$0 , \port$1138$0 , \port$1140$0 , \port$1156$0 , \port$1158$0 , \port$1160$0 , \port$1166$0 , \port$1172$0 , \port$1176$0 , \port$1178$0 , \port$1182$0 , \port$1184$0 , \port$1188$0 , \port$1192$0 , \port$1198$0 , \port$1206$0 , \port$1214$0 
-, \port$1216$0 , \port$1218$0 , \port$1220$0 , \port$1230$0 , \port$1232$0 , \port$1234$0 , \port$1242$0 , \port$1244$0 , clk);
+module \digits.output.p6 (rst, sum, \port$1258$0 , \port$1264$0 , \port$1268$0 , \port$1272$0 , \port$1274$0 , \port$1290$0 , \port$1292$0 , \port$1294$0 , \port$1300$0 , \port$1306$0 , \port$1310$0 , \port$1312$0 , \port$1316$0 , \port$1318$0 , \port$1322$0 , \port$1326$0 , \port$1332$0 , \port$1340$0 , \port$1348$0 
+, \port$1350$0 , \port$1352$0 , \port$1354$0 , \port$1364$0 , \port$1366$0 , \port$1368$0 , \port$1376$0 , \port$1378$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1124$0 ;
-  wire \port$1124$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1138$0 ;
-  wire \port$1138$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1156$0 ;
-  wire \port$1156$0 ;
-  input \port$1158$0 ;
-  wire \port$1158$0 ;
-  input \port$1160$0 ;
-  wire \port$1160$0 ;
-  input \port$1166$0 ;
-  wire \port$1166$0 ;
-  input \port$1172$0 ;
-  wire \port$1172$0 ;
-  input \port$1176$0 ;
-  wire \port$1176$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1182$0 ;
-  wire \port$1182$0 ;
-  input \port$1184$0 ;
-  wire \port$1184$0 ;
-  input \port$1188$0 ;
-  wire \port$1188$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1206$0 ;
-  wire \port$1206$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1220$0 ;
-  wire \port$1220$0 ;
-  input \port$1230$0 ;
-  wire \port$1230$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1234$0 ;
-  wire \port$1234$0 ;
-  input \port$1242$0 ;
-  wire \port$1242$0 ;
-  input \port$1244$0 ;
-  wire \port$1244$0 ;
+  input \port$1258$0 ;
+  wire \port$1258$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1268$0 ;
+  wire \port$1268$0 ;
+  input \port$1272$0 ;
+  wire \port$1272$0 ;
+  input \port$1274$0 ;
+  wire \port$1274$0 ;
+  input \port$1290$0 ;
+  wire \port$1290$0 ;
+  input \port$1292$0 ;
+  wire \port$1292$0 ;
+  input \port$1294$0 ;
+  wire \port$1294$0 ;
+  input \port$1300$0 ;
+  wire \port$1300$0 ;
+  input \port$1306$0 ;
+  wire \port$1306$0 ;
+  input \port$1310$0 ;
+  wire \port$1310$0 ;
+  input \port$1312$0 ;
+  wire \port$1312$0 ;
+  input \port$1316$0 ;
+  wire \port$1316$0 ;
+  input \port$1318$0 ;
+  wire \port$1318$0 ;
+  input \port$1322$0 ;
+  wire \port$1322$0 ;
+  input \port$1326$0 ;
+  wire \port$1326$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1340$0 ;
+  wire \port$1340$0 ;
+  input \port$1348$0 ;
+  wire \port$1348$0 ;
+  input \port$1350$0 ;
+  wire \port$1350$0 ;
+  input \port$1352$0 ;
+  wire \port$1352$0 ;
+  input \port$1354$0 ;
+  wire \port$1354$0 ;
+  input \port$1364$0 ;
+  wire \port$1364$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1368$0 ;
+  wire \port$1368$0 ;
+  input \port$1376$0 ;
+  wire \port$1376$0 ;
+  input \port$1378$0 ;
+  wire \port$1378$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1244$0 , \port$1242$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1206$0 , \port$1198$0 , \port$1192$0 , \port$1188$0 , \port$1184$0 , \port$1182$0 , \port$1178$0 , \port$1176$0 , \port$1172$0 , \port$1166$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1140$0 , \port$1138$0 , \port$1134$0 , \port$1130$0 , \port$1124$0  }),
+    .inputs({ \port$1378$0 , \port$1376$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1340$0 , \port$1332$0 , \port$1326$0 , \port$1322$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1310$0 , \port$1306$0 , \port$1300$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1274$0 , \port$1272$0 , \port$1268$0 , \port$1264$0 , \port$1258$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1244$0 , \port$1242$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1206$0 , \port$1198$0 , \port$1192$0 , \port$1188$0 , \port$1184$0 , \port$1182$0 , \port$1178$0 , \port$1176$0 , \port$1172$0 , \port$1166$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1140$0 , \port$1138$0 , \port$1134$0 , \port$1130$0 , \port$1124$0  };
+  assign inputs = { \port$1378$0 , \port$1376$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1340$0 , \port$1332$0 , \port$1326$0 , \port$1322$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1310$0 , \port$1306$0 , \port$1300$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1274$0 , \port$1272$0 , \port$1268$0 , \port$1264$0 , \port$1258$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p7 (rst, sum, \port$1124$0 , \port$1126$0 , \port$1130$0 , \port$1132$0 , \port$1136$0 , \port$1140$0 , \port$1144$0 , \port$1156$0 , \port$1162$0 , \port$1178$0 , \port$1186$0 , \port$1188$0 , \port$1192$0 , \port$1194$0 , \port$1196$0 , \port$1202$0 , \port$1206$0 , \port$1210$0 , \port$1212$0 
-, \port$1214$0 , \port$1216$0 , \port$1222$0 , \port$1232$0 , \port$1238$0 , \port$1244$0 , \port$1246$0 , clk);
+module \digits.output.p7 (rst, sum, \port$1258$0 , \port$1260$0 , \port$1264$0 , \port$1266$0 , \port$1270$0 , \port$1274$0 , \port$1278$0 , \port$1290$0 , \port$1296$0 , \port$1312$0 , \port$1320$0 , \port$1322$0 , \port$1326$0 , \port$1328$0 , \port$1330$0 , \port$1336$0 , \port$1340$0 , \port$1344$0 , \port$1346$0 
+, \port$1348$0 , \port$1350$0 , \port$1356$0 , \port$1366$0 , \port$1372$0 , \port$1378$0 , \port$1380$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1124$0 ;
-  wire \port$1124$0 ;
-  input \port$1126$0 ;
-  wire \port$1126$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1132$0 ;
-  wire \port$1132$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1144$0 ;
-  wire \port$1144$0 ;
-  input \port$1156$0 ;
-  wire \port$1156$0 ;
-  input \port$1162$0 ;
-  wire \port$1162$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1188$0 ;
-  wire \port$1188$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1194$0 ;
-  wire \port$1194$0 ;
-  input \port$1196$0 ;
-  wire \port$1196$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1206$0 ;
-  wire \port$1206$0 ;
-  input \port$1210$0 ;
-  wire \port$1210$0 ;
-  input \port$1212$0 ;
-  wire \port$1212$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1222$0 ;
-  wire \port$1222$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1238$0 ;
-  wire \port$1238$0 ;
-  input \port$1244$0 ;
-  wire \port$1244$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1258$0 ;
+  wire \port$1258$0 ;
+  input \port$1260$0 ;
+  wire \port$1260$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1266$0 ;
+  wire \port$1266$0 ;
+  input \port$1270$0 ;
+  wire \port$1270$0 ;
+  input \port$1274$0 ;
+  wire \port$1274$0 ;
+  input \port$1278$0 ;
+  wire \port$1278$0 ;
+  input \port$1290$0 ;
+  wire \port$1290$0 ;
+  input \port$1296$0 ;
+  wire \port$1296$0 ;
+  input \port$1312$0 ;
+  wire \port$1312$0 ;
+  input \port$1320$0 ;
+  wire \port$1320$0 ;
+  input \port$1322$0 ;
+  wire \port$1322$0 ;
+  input \port$1326$0 ;
+  wire \port$1326$0 ;
+  input \port$1328$0 ;
+  wire \port$1328$0 ;
+  input \port$1330$0 ;
+  wire \port$1330$0 ;
+  input \port$1336$0 ;
+  wire \port$1336$0 ;
+  input \port$1340$0 ;
+  wire \port$1340$0 ;
+  input \port$1344$0 ;
+  wire \port$1344$0 ;
+  input \port$1346$0 ;
+  wire \port$1346$0 ;
+  input \port$1348$0 ;
+  wire \port$1348$0 ;
+  input \port$1350$0 ;
+  wire \port$1350$0 ;
+  input \port$1356$0 ;
+  wire \port$1356$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1372$0 ;
+  wire \port$1372$0 ;
+  input \port$1378$0 ;
+  wire \port$1378$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1246$0 , \port$1244$0 , \port$1238$0 , \port$1232$0 , \port$1222$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1206$0 , \port$1202$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1188$0 , \port$1186$0 , \port$1178$0 , \port$1162$0 , \port$1156$0 , \port$1144$0 , \port$1140$0 , \port$1136$0 , \port$1132$0 , \port$1130$0 , \port$1126$0 , \port$1124$0  }),
+    .inputs({ \port$1380$0 , \port$1378$0 , \port$1372$0 , \port$1366$0 , \port$1356$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1340$0 , \port$1336$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1322$0 , \port$1320$0 , \port$1312$0 , \port$1296$0 , \port$1290$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1266$0 , \port$1264$0 , \port$1260$0 , \port$1258$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1246$0 , \port$1244$0 , \port$1238$0 , \port$1232$0 , \port$1222$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1206$0 , \port$1202$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1188$0 , \port$1186$0 , \port$1178$0 , \port$1162$0 , \port$1156$0 , \port$1144$0 , \port$1140$0 , \port$1136$0 , \port$1132$0 , \port$1130$0 , \port$1126$0 , \port$1124$0  };
+  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1372$0 , \port$1366$0 , \port$1356$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1340$0 , \port$1336$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1322$0 , \port$1320$0 , \port$1312$0 , \port$1296$0 , \port$1290$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1266$0 , \port$1264$0 , \port$1260$0 , \port$1258$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p8 (rst, sum, \port$1122$0 , \port$1126$0 , \port$1138$0 , \port$1142$0 , \port$1144$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 , \port$1158$0 , \port$1160$0 , \port$1162$0 , \port$1166$0 , \port$1168$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1176$0 , \port$1182$0 
-, \port$1188$0 , \port$1204$0 , \port$1218$0 , \port$1222$0 , \port$1224$0 , \port$1232$0 , \port$1236$0 , \port$1244$0 , \port$1246$0 , clk);
+module \digits.output.p8 (rst, sum, \port$1256$0 , \port$1260$0 , \port$1272$0 , \port$1276$0 , \port$1278$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1292$0 , \port$1294$0 , \port$1296$0 , \port$1300$0 , \port$1302$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1310$0 , \port$1316$0 
+, \port$1322$0 , \port$1338$0 , \port$1352$0 , \port$1356$0 , \port$1358$0 , \port$1366$0 , \port$1370$0 , \port$1378$0 , \port$1380$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1126$0 ;
-  wire \port$1126$0 ;
-  input \port$1138$0 ;
-  wire \port$1138$0 ;
-  input \port$1142$0 ;
-  wire \port$1142$0 ;
-  input \port$1144$0 ;
-  wire \port$1144$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1150$0 ;
-  wire \port$1150$0 ;
-  input \port$1152$0 ;
-  wire \port$1152$0 ;
-  input \port$1154$0 ;
-  wire \port$1154$0 ;
-  input \port$1158$0 ;
-  wire \port$1158$0 ;
-  input \port$1160$0 ;
-  wire \port$1160$0 ;
-  input \port$1162$0 ;
-  wire \port$1162$0 ;
-  input \port$1166$0 ;
-  wire \port$1166$0 ;
-  input \port$1168$0 ;
-  wire \port$1168$0 ;
-  input \port$1170$0 ;
-  wire \port$1170$0 ;
-  input \port$1172$0 ;
-  wire \port$1172$0 ;
-  input \port$1174$0 ;
-  wire \port$1174$0 ;
-  input \port$1176$0 ;
-  wire \port$1176$0 ;
-  input \port$1182$0 ;
-  wire \port$1182$0 ;
-  input \port$1188$0 ;
-  wire \port$1188$0 ;
-  input \port$1204$0 ;
-  wire \port$1204$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1222$0 ;
-  wire \port$1222$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1236$0 ;
-  wire \port$1236$0 ;
-  input \port$1244$0 ;
-  wire \port$1244$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1260$0 ;
+  wire \port$1260$0 ;
+  input \port$1272$0 ;
+  wire \port$1272$0 ;
+  input \port$1276$0 ;
+  wire \port$1276$0 ;
+  input \port$1278$0 ;
+  wire \port$1278$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1284$0 ;
+  wire \port$1284$0 ;
+  input \port$1286$0 ;
+  wire \port$1286$0 ;
+  input \port$1288$0 ;
+  wire \port$1288$0 ;
+  input \port$1292$0 ;
+  wire \port$1292$0 ;
+  input \port$1294$0 ;
+  wire \port$1294$0 ;
+  input \port$1296$0 ;
+  wire \port$1296$0 ;
+  input \port$1300$0 ;
+  wire \port$1300$0 ;
+  input \port$1302$0 ;
+  wire \port$1302$0 ;
+  input \port$1304$0 ;
+  wire \port$1304$0 ;
+  input \port$1306$0 ;
+  wire \port$1306$0 ;
+  input \port$1308$0 ;
+  wire \port$1308$0 ;
+  input \port$1310$0 ;
+  wire \port$1310$0 ;
+  input \port$1316$0 ;
+  wire \port$1316$0 ;
+  input \port$1322$0 ;
+  wire \port$1322$0 ;
+  input \port$1338$0 ;
+  wire \port$1338$0 ;
+  input \port$1352$0 ;
+  wire \port$1352$0 ;
+  input \port$1356$0 ;
+  wire \port$1356$0 ;
+  input \port$1358$0 ;
+  wire \port$1358$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1370$0 ;
+  wire \port$1370$0 ;
+  input \port$1378$0 ;
+  wire \port$1378$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator13 shared (
     .clk(clk),
-    .inputs({ \port$1246$0 , \port$1244$0 , \port$1236$0 , \port$1232$0 , \port$1224$0 , \port$1222$0 , \port$1218$0 , \port$1204$0 , \port$1188$0 , \port$1182$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1144$0 , \port$1142$0 , \port$1138$0 , \port$1126$0 , \port$1122$0  }),
+    .inputs({ \port$1380$0 , \port$1378$0 , \port$1370$0 , \port$1366$0 , \port$1358$0 , \port$1356$0 , \port$1352$0 , \port$1338$0 , \port$1322$0 , \port$1316$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1260$0 , \port$1256$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1246$0 , \port$1244$0 , \port$1236$0 , \port$1232$0 , \port$1224$0 , \port$1222$0 , \port$1218$0 , \port$1204$0 , \port$1188$0 , \port$1182$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1144$0 , \port$1142$0 , \port$1138$0 , \port$1126$0 , \port$1122$0  };
+  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1370$0 , \port$1366$0 , \port$1358$0 , \port$1356$0 , \port$1352$0 , \port$1338$0 , \port$1322$0 , \port$1316$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1260$0 , \port$1256$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p9 (rst, sum, \port$1120$0 , \port$1122$0 , \port$1126$0 , \port$1128$0 , \port$1130$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1178$0 , \port$1180$0 , \port$1186$0 , \port$1196$0 , \port$1198$0 , \port$1202$0 , \port$1206$0 
-, \port$1212$0 , \port$1218$0 , \port$1224$0 , \port$1226$0 , \port$1230$0 , \port$1232$0 , \port$1242$0 , \port$1246$0 , clk);
+module \digits.output.p9 (rst, sum, \port$1254$0 , \port$1256$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1312$0 , \port$1314$0 , \port$1320$0 , \port$1330$0 , \port$1332$0 , \port$1336$0 , \port$1340$0 
+, \port$1346$0 , \port$1352$0 , \port$1358$0 , \port$1360$0 , \port$1364$0 , \port$1366$0 , \port$1376$0 , \port$1380$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1120$0 ;
-  wire \port$1120$0 ;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1126$0 ;
-  wire \port$1126$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1150$0 ;
-  wire \port$1150$0 ;
-  input \port$1152$0 ;
-  wire \port$1152$0 ;
-  input \port$1154$0 ;
-  wire \port$1154$0 ;
-  input \port$1170$0 ;
-  wire \port$1170$0 ;
-  input \port$1172$0 ;
-  wire \port$1172$0 ;
-  input \port$1174$0 ;
-  wire \port$1174$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1180$0 ;
-  wire \port$1180$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1196$0 ;
-  wire \port$1196$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1206$0 ;
-  wire \port$1206$0 ;
-  input \port$1212$0 ;
-  wire \port$1212$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1226$0 ;
-  wire \port$1226$0 ;
-  input \port$1230$0 ;
-  wire \port$1230$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1242$0 ;
-  wire \port$1242$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1254$0 ;
+  wire \port$1254$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1260$0 ;
+  wire \port$1260$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1284$0 ;
+  wire \port$1284$0 ;
+  input \port$1286$0 ;
+  wire \port$1286$0 ;
+  input \port$1288$0 ;
+  wire \port$1288$0 ;
+  input \port$1304$0 ;
+  wire \port$1304$0 ;
+  input \port$1306$0 ;
+  wire \port$1306$0 ;
+  input \port$1308$0 ;
+  wire \port$1308$0 ;
+  input \port$1312$0 ;
+  wire \port$1312$0 ;
+  input \port$1314$0 ;
+  wire \port$1314$0 ;
+  input \port$1320$0 ;
+  wire \port$1320$0 ;
+  input \port$1330$0 ;
+  wire \port$1330$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1336$0 ;
+  wire \port$1336$0 ;
+  input \port$1340$0 ;
+  wire \port$1340$0 ;
+  input \port$1346$0 ;
+  wire \port$1346$0 ;
+  input \port$1352$0 ;
+  wire \port$1352$0 ;
+  input \port$1358$0 ;
+  wire \port$1358$0 ;
+  input \port$1360$0 ;
+  wire \port$1360$0 ;
+  input \port$1364$0 ;
+  wire \port$1364$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1376$0 ;
+  wire \port$1376$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1246$0 , \port$1242$0 , \port$1232$0 , \port$1230$0 , \port$1226$0 , \port$1224$0 , \port$1218$0 , \port$1212$0 , \port$1206$0 , \port$1202$0 , \port$1198$0 , \port$1196$0 , \port$1186$0 , \port$1180$0 , \port$1178$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1122$0 , \port$1120$0  }),
+    .inputs({ \port$1380$0 , \port$1376$0 , \port$1366$0 , \port$1364$0 , \port$1360$0 , \port$1358$0 , \port$1352$0 , \port$1346$0 , \port$1340$0 , \port$1336$0 , \port$1332$0 , \port$1330$0 , \port$1320$0 , \port$1314$0 , \port$1312$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1256$0 , \port$1254$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1246$0 , \port$1242$0 , \port$1232$0 , \port$1230$0 , \port$1226$0 , \port$1224$0 , \port$1218$0 , \port$1212$0 , \port$1206$0 , \port$1202$0 , \port$1198$0 , \port$1196$0 , \port$1186$0 , \port$1180$0 , \port$1178$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1122$0 , \port$1120$0  };
+  assign inputs = { \port$1380$0 , \port$1376$0 , \port$1366$0 , \port$1364$0 , \port$1360$0 , \port$1358$0 , \port$1352$0 , \port$1346$0 , \port$1340$0 , \port$1336$0 , \port$1332$0 , \port$1330$0 , \port$1320$0 , \port$1314$0 , \port$1312$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1256$0 , \port$1254$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.q (rst, sum, \port$1120$0 , \port$1122$0 , \port$1124$0 , \port$1126$0 , \port$1128$0 , \port$1130$0 , \port$1132$0 , \port$1134$0 , \port$1136$0 , \port$1138$0 , \port$1140$0 , \port$1142$0 , \port$1144$0 , \port$1146$0 , \port$1148$0 , \port$1150$0 , \port$1152$0 , \port$1154$0 , \port$1156$0 
-, \port$1158$0 , \port$1160$0 , \port$1162$0 , \port$1164$0 , \port$1166$0 , \port$1168$0 , \port$1170$0 , \port$1172$0 , \port$1174$0 , \port$1176$0 , \port$1178$0 , \port$1180$0 , \port$1182$0 , \port$1184$0 , \port$1186$0 , \port$1188$0 , \port$1190$0 , \port$1192$0 , \port$1194$0 , \port$1196$0 , \port$1198$0 
-, \port$1200$0 , \port$1202$0 , \port$1204$0 , \port$1206$0 , \port$1208$0 , \port$1210$0 , \port$1212$0 , \port$1214$0 , \port$1216$0 , \port$1218$0 , \port$1220$0 , \port$1222$0 , \port$1224$0 , \port$1226$0 , \port$1228$0 , \port$1230$0 , \port$1232$0 , \port$1234$0 , \port$1236$0 , \port$1238$0 , \port$1240$0 
-, \port$1242$0 , \port$1244$0 , \port$1246$0 , clk);
+module \digits.output.q (rst, sum, \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1272$0 , \port$1274$0 , \port$1276$0 , \port$1278$0 , \port$1280$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1290$0 
+, \port$1292$0 , \port$1294$0 , \port$1296$0 , \port$1298$0 , \port$1300$0 , \port$1302$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1310$0 , \port$1312$0 , \port$1314$0 , \port$1316$0 , \port$1318$0 , \port$1320$0 , \port$1322$0 , \port$1324$0 , \port$1326$0 , \port$1328$0 , \port$1330$0 , \port$1332$0 
+, \port$1334$0 , \port$1336$0 , \port$1338$0 , \port$1340$0 , \port$1342$0 , \port$1344$0 , \port$1346$0 , \port$1348$0 , \port$1350$0 , \port$1352$0 , \port$1354$0 , \port$1356$0 , \port$1358$0 , \port$1360$0 , \port$1362$0 , \port$1364$0 , \port$1366$0 , \port$1368$0 , \port$1370$0 , \port$1372$0 , \port$1374$0 
+, \port$1376$0 , \port$1378$0 , \port$1380$0 , clk);
   input clk;
   wire clk;
   wire [63:0] inputs;
-  input \port$1120$0 ;
-  wire \port$1120$0 ;
-  input \port$1122$0 ;
-  wire \port$1122$0 ;
-  input \port$1124$0 ;
-  wire \port$1124$0 ;
-  input \port$1126$0 ;
-  wire \port$1126$0 ;
-  input \port$1128$0 ;
-  wire \port$1128$0 ;
-  input \port$1130$0 ;
-  wire \port$1130$0 ;
-  input \port$1132$0 ;
-  wire \port$1132$0 ;
-  input \port$1134$0 ;
-  wire \port$1134$0 ;
-  input \port$1136$0 ;
-  wire \port$1136$0 ;
-  input \port$1138$0 ;
-  wire \port$1138$0 ;
-  input \port$1140$0 ;
-  wire \port$1140$0 ;
-  input \port$1142$0 ;
-  wire \port$1142$0 ;
-  input \port$1144$0 ;
-  wire \port$1144$0 ;
-  input \port$1146$0 ;
-  wire \port$1146$0 ;
-  input \port$1148$0 ;
-  wire \port$1148$0 ;
-  input \port$1150$0 ;
-  wire \port$1150$0 ;
-  input \port$1152$0 ;
-  wire \port$1152$0 ;
-  input \port$1154$0 ;
-  wire \port$1154$0 ;
-  input \port$1156$0 ;
-  wire \port$1156$0 ;
-  input \port$1158$0 ;
-  wire \port$1158$0 ;
-  input \port$1160$0 ;
-  wire \port$1160$0 ;
-  input \port$1162$0 ;
-  wire \port$1162$0 ;
-  input \port$1164$0 ;
-  wire \port$1164$0 ;
-  input \port$1166$0 ;
-  wire \port$1166$0 ;
-  input \port$1168$0 ;
-  wire \port$1168$0 ;
-  input \port$1170$0 ;
-  wire \port$1170$0 ;
-  input \port$1172$0 ;
-  wire \port$1172$0 ;
-  input \port$1174$0 ;
-  wire \port$1174$0 ;
-  input \port$1176$0 ;
-  wire \port$1176$0 ;
-  input \port$1178$0 ;
-  wire \port$1178$0 ;
-  input \port$1180$0 ;
-  wire \port$1180$0 ;
-  input \port$1182$0 ;
-  wire \port$1182$0 ;
-  input \port$1184$0 ;
-  wire \port$1184$0 ;
-  input \port$1186$0 ;
-  wire \port$1186$0 ;
-  input \port$1188$0 ;
-  wire \port$1188$0 ;
-  input \port$1190$0 ;
-  wire \port$1190$0 ;
-  input \port$1192$0 ;
-  wire \port$1192$0 ;
-  input \port$1194$0 ;
-  wire \port$1194$0 ;
-  input \port$1196$0 ;
-  wire \port$1196$0 ;
-  input \port$1198$0 ;
-  wire \port$1198$0 ;
-  input \port$1200$0 ;
-  wire \port$1200$0 ;
-  input \port$1202$0 ;
-  wire \port$1202$0 ;
-  input \port$1204$0 ;
-  wire \port$1204$0 ;
-  input \port$1206$0 ;
-  wire \port$1206$0 ;
-  input \port$1208$0 ;
-  wire \port$1208$0 ;
-  input \port$1210$0 ;
-  wire \port$1210$0 ;
-  input \port$1212$0 ;
-  wire \port$1212$0 ;
-  input \port$1214$0 ;
-  wire \port$1214$0 ;
-  input \port$1216$0 ;
-  wire \port$1216$0 ;
-  input \port$1218$0 ;
-  wire \port$1218$0 ;
-  input \port$1220$0 ;
-  wire \port$1220$0 ;
-  input \port$1222$0 ;
-  wire \port$1222$0 ;
-  input \port$1224$0 ;
-  wire \port$1224$0 ;
-  input \port$1226$0 ;
-  wire \port$1226$0 ;
-  input \port$1228$0 ;
-  wire \port$1228$0 ;
-  input \port$1230$0 ;
-  wire \port$1230$0 ;
-  input \port$1232$0 ;
-  wire \port$1232$0 ;
-  input \port$1234$0 ;
-  wire \port$1234$0 ;
-  input \port$1236$0 ;
-  wire \port$1236$0 ;
-  input \port$1238$0 ;
-  wire \port$1238$0 ;
-  input \port$1240$0 ;
-  wire \port$1240$0 ;
-  input \port$1242$0 ;
-  wire \port$1242$0 ;
-  input \port$1244$0 ;
-  wire \port$1244$0 ;
-  input \port$1246$0 ;
-  wire \port$1246$0 ;
+  input \port$1254$0 ;
+  wire \port$1254$0 ;
+  input \port$1256$0 ;
+  wire \port$1256$0 ;
+  input \port$1258$0 ;
+  wire \port$1258$0 ;
+  input \port$1260$0 ;
+  wire \port$1260$0 ;
+  input \port$1262$0 ;
+  wire \port$1262$0 ;
+  input \port$1264$0 ;
+  wire \port$1264$0 ;
+  input \port$1266$0 ;
+  wire \port$1266$0 ;
+  input \port$1268$0 ;
+  wire \port$1268$0 ;
+  input \port$1270$0 ;
+  wire \port$1270$0 ;
+  input \port$1272$0 ;
+  wire \port$1272$0 ;
+  input \port$1274$0 ;
+  wire \port$1274$0 ;
+  input \port$1276$0 ;
+  wire \port$1276$0 ;
+  input \port$1278$0 ;
+  wire \port$1278$0 ;
+  input \port$1280$0 ;
+  wire \port$1280$0 ;
+  input \port$1282$0 ;
+  wire \port$1282$0 ;
+  input \port$1284$0 ;
+  wire \port$1284$0 ;
+  input \port$1286$0 ;
+  wire \port$1286$0 ;
+  input \port$1288$0 ;
+  wire \port$1288$0 ;
+  input \port$1290$0 ;
+  wire \port$1290$0 ;
+  input \port$1292$0 ;
+  wire \port$1292$0 ;
+  input \port$1294$0 ;
+  wire \port$1294$0 ;
+  input \port$1296$0 ;
+  wire \port$1296$0 ;
+  input \port$1298$0 ;
+  wire \port$1298$0 ;
+  input \port$1300$0 ;
+  wire \port$1300$0 ;
+  input \port$1302$0 ;
+  wire \port$1302$0 ;
+  input \port$1304$0 ;
+  wire \port$1304$0 ;
+  input \port$1306$0 ;
+  wire \port$1306$0 ;
+  input \port$1308$0 ;
+  wire \port$1308$0 ;
+  input \port$1310$0 ;
+  wire \port$1310$0 ;
+  input \port$1312$0 ;
+  wire \port$1312$0 ;
+  input \port$1314$0 ;
+  wire \port$1314$0 ;
+  input \port$1316$0 ;
+  wire \port$1316$0 ;
+  input \port$1318$0 ;
+  wire \port$1318$0 ;
+  input \port$1320$0 ;
+  wire \port$1320$0 ;
+  input \port$1322$0 ;
+  wire \port$1322$0 ;
+  input \port$1324$0 ;
+  wire \port$1324$0 ;
+  input \port$1326$0 ;
+  wire \port$1326$0 ;
+  input \port$1328$0 ;
+  wire \port$1328$0 ;
+  input \port$1330$0 ;
+  wire \port$1330$0 ;
+  input \port$1332$0 ;
+  wire \port$1332$0 ;
+  input \port$1334$0 ;
+  wire \port$1334$0 ;
+  input \port$1336$0 ;
+  wire \port$1336$0 ;
+  input \port$1338$0 ;
+  wire \port$1338$0 ;
+  input \port$1340$0 ;
+  wire \port$1340$0 ;
+  input \port$1342$0 ;
+  wire \port$1342$0 ;
+  input \port$1344$0 ;
+  wire \port$1344$0 ;
+  input \port$1346$0 ;
+  wire \port$1346$0 ;
+  input \port$1348$0 ;
+  wire \port$1348$0 ;
+  input \port$1350$0 ;
+  wire \port$1350$0 ;
+  input \port$1352$0 ;
+  wire \port$1352$0 ;
+  input \port$1354$0 ;
+  wire \port$1354$0 ;
+  input \port$1356$0 ;
+  wire \port$1356$0 ;
+  input \port$1358$0 ;
+  wire \port$1358$0 ;
+  input \port$1360$0 ;
+  wire \port$1360$0 ;
+  input \port$1362$0 ;
+  wire \port$1362$0 ;
+  input \port$1364$0 ;
+  wire \port$1364$0 ;
+  input \port$1366$0 ;
+  wire \port$1366$0 ;
+  input \port$1368$0 ;
+  wire \port$1368$0 ;
+  input \port$1370$0 ;
+  wire \port$1370$0 ;
+  input \port$1372$0 ;
+  wire \port$1372$0 ;
+  input \port$1374$0 ;
+  wire \port$1374$0 ;
+  input \port$1376$0 ;
+  wire \port$1376$0 ;
+  input \port$1378$0 ;
+  wire \port$1378$0 ;
+  input \port$1380$0 ;
+  wire \port$1380$0 ;
   input rst;
   wire rst;
   output [6:0] sum;
   wire [6:0] sum;
   digits_sparseaccumulator14 shared (
     .clk(clk),
-    .inputs({ \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0  }),
+    .inputs({ \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1246$0 , \port$1244$0 , \port$1242$0 , \port$1240$0 , \port$1238$0 , \port$1236$0 , \port$1234$0 , \port$1232$0 , \port$1230$0 , \port$1228$0 , \port$1226$0 , \port$1224$0 , \port$1222$0 , \port$1220$0 , \port$1218$0 , \port$1216$0 , \port$1214$0 , \port$1212$0 , \port$1210$0 , \port$1208$0 , \port$1206$0 , \port$1204$0 , \port$1202$0 , \port$1200$0 , \port$1198$0 , \port$1196$0 , \port$1194$0 , \port$1192$0 , \port$1190$0 , \port$1188$0 , \port$1186$0 , \port$1184$0 , \port$1182$0 , \port$1180$0 , \port$1178$0 , \port$1176$0 , \port$1174$0 , \port$1172$0 , \port$1170$0 , \port$1168$0 , \port$1166$0 , \port$1164$0 , \port$1162$0 , \port$1160$0 , \port$1158$0 , \port$1156$0 , \port$1154$0 , \port$1152$0 , \port$1150$0 , \port$1148$0 , \port$1146$0 , \port$1144$0 , \port$1142$0 , \port$1140$0 , \port$1138$0 , \port$1136$0 , \port$1134$0 , \port$1132$0 , \port$1130$0 , \port$1128$0 , \port$1126$0 , \port$1124$0 , \port$1122$0 , \port$1120$0  };
+  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  };
 endmodule
 
 (* top =  1  *)
@@ -12174,40 +12581,39 @@ endmodule
 module digits_sparseaccumulator11(clk, rst, sum, inputs);
   wire [1:0] \$1 ;
   wire [1:0] \$10 ;
-  wire [1:0] \$11 ;
+  wire [2:0] \$11 ;
   wire [2:0] \$12 ;
-  wire [1:0] \$13 ;
+  wire [3:0] \$13 ;
   wire [1:0] \$14 ;
   wire [2:0] \$15 ;
   wire [1:0] \$16 ;
-  wire [1:0] \$17 ;
+  wire [2:0] \$17 ;
   wire [2:0] \$18 ;
   wire [3:0] \$19 ;
-  wire [1:0] \$2 ;
+  wire [2:0] \$2 ;
   wire [3:0] \$20 ;
   wire [4:0] \$21 ;
-  wire [1:0] \$22 ;
-  wire [3:0] \$23 ;
+  wire [3:0] \$22 ;
+  wire [4:0] \$23 ;
   wire [4:0] \$24 ;
   wire [5:0] \$25 ;
   wire [2:0] \$3 ;
-  wire [1:0] \$4 ;
+  wire [3:0] \$4 ;
   wire [1:0] \$5 ;
-  wire [2:0] \$6 ;
-  wire [1:0] \$7 ;
-  wire [1:0] \$8 ;
-  wire [2:0] \$9 ;
+  wire [1:0] \$6 ;
+  wire [2:0] \$7 ;
+  wire [2:0] \$8 ;
+  wire [3:0] \$9 ;
   reg [2:0] acc_r1 = 3'h0;
-  (* init = 5'h00 *)
-  wire [4:0] acc_r10;
   reg [2:0] acc_r2 = 3'h0;
-  reg [2:0] acc_r3 = 3'h0;
+  reg acc_r3 = 1'h0;
   reg [2:0] acc_r4 = 3'h0;
   reg [2:0] acc_r5 = 3'h0;
-  reg [2:0] acc_r6 = 3'h0;
-  reg [4:0] acc_r7 = 5'h00;
-  reg [1:0] acc_r8 = 2'h0;
-  reg [3:0] acc_r9 = 4'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [4:0] acc_r8 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] acc_r9;
   input clk;
   wire clk;
   input [25:0] inputs;
@@ -12216,94 +12622,91 @@ module digits_sparseaccumulator11(clk, rst, sum, inputs);
   wire rst;
   output [4:0] sum;
   reg [4:0] sum = 5'h00;
-  assign \$1  = inputs[0] + inputs[1];
-  assign \$2  = inputs[2] + inputs[3];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[4] + inputs[5];
-  assign \$5  = inputs[6] + inputs[7];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[8] + inputs[9];
-  assign \$8  = inputs[10] + inputs[11];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[12] + inputs[13];
-  assign \$11  = inputs[14] + inputs[15];
-  assign \$12  = \$10  + \$11 ;
-  assign \$13  = inputs[16] + inputs[17];
-  assign \$14  = inputs[18] + inputs[19];
-  assign \$15  = \$13  + \$14 ;
-  assign \$16  = inputs[20] + inputs[21];
-  assign \$17  = inputs[22] + inputs[23];
-  assign \$18  = \$16  + \$17 ;
-  assign \$19  = acc_r1 + acc_r2;
-  assign \$20  = acc_r3 + acc_r4;
-  assign \$21  = \$19  + \$20 ;
-  assign \$22  = inputs[24] + inputs[25];
-  assign \$23  = acc_r5 + acc_r6;
-  assign \$24  = \$23  + acc_r8;
-  assign \$25  = acc_r7 + acc_r9;
+  assign \$1  = inputs[5] + inputs[6];
+  assign \$2  = \$1  + inputs[4];
+  assign \$3  = inputs[3] + \$2 [1:0];
+  assign \$4  = \$3  + inputs[2];
+  assign \$5  = inputs[8] + inputs[9];
+  assign \$6  = inputs[11] + inputs[12];
+  assign \$7  = \$6  + inputs[10];
+  assign \$8  = \$5  + \$7 [1:0];
+  assign \$9  = \$8  + inputs[7];
+  assign \$10  = inputs[17] + inputs[18];
+  assign \$11  = \$10  + inputs[16];
+  assign \$12  = inputs[15] + \$11 [1:0];
+  assign \$13  = \$12  + inputs[14];
+  assign \$14  = inputs[21] + inputs[22];
+  assign \$15  = \$14  + inputs[20];
+  assign \$16  = inputs[24] + inputs[25];
+  assign \$17  = \$16  + inputs[23];
+  assign \$18  = \$15 [1:0] + \$17 [1:0];
+  assign \$19  = \$18  + inputs[19];
+  assign \$20  = acc_r1 + acc_r2;
+  assign \$21  = \$20  + acc_r3;
+  assign \$22  = acc_r4 + acc_r5;
+  assign \$23  = \$22  + acc_r6;
+  assign \$24  = \$21 [3:0] + \$23 [3:0];
+  assign \$25  = \$24  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$4 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$9 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[1];
   always @(posedge clk)
-    acc_r4 <= \$12 ;
+    acc_r4 <= \$13 [2:0];
   always @(posedge clk)
-    acc_r5 <= \$15 ;
+    acc_r5 <= \$19 [2:0];
   always @(posedge clk)
-    acc_r6 <= \$18 ;
+    acc_r6 <= inputs[13];
   always @(posedge clk)
-    acc_r7 <= \$21 ;
+    acc_r7 <= inputs[0];
   always @(posedge clk)
-    acc_r8 <= \$22 ;
+    acc_r8 <= \$25 [4:0];
   always @(posedge clk)
-    acc_r9 <= \$24 [3:0];
-  always @(posedge clk)
-    sum <= \$25 [4:0];
-  assign acc_r10 = sum;
+    sum <= acc_r8;
+  assign acc_r9 = sum;
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator12(clk, rst, sum, inputs);
   wire [1:0] \$1 ;
-  wire [1:0] \$10 ;
+  wire [3:0] \$10 ;
   wire [1:0] \$11 ;
   wire [2:0] \$12 ;
-  wire [1:0] \$13 ;
-  wire [1:0] \$14 ;
-  wire [2:0] \$15 ;
-  wire [1:0] \$16 ;
+  wire [2:0] \$13 ;
+  wire [3:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [2:0] \$16 ;
   wire [1:0] \$17 ;
   wire [2:0] \$18 ;
-  wire [1:0] \$19 ;
-  wire [1:0] \$2 ;
-  wire [2:0] \$20 ;
+  wire [2:0] \$19 ;
+  wire [2:0] \$2 ;
+  wire [3:0] \$20 ;
   wire [3:0] \$21 ;
-  wire [3:0] \$22 ;
-  wire [4:0] \$23 ;
-  wire [3:0] \$24 ;
+  wire [4:0] \$22 ;
+  wire [3:0] \$23 ;
+  wire [4:0] \$24 ;
   wire [4:0] \$25 ;
   wire [5:0] \$26 ;
   wire [2:0] \$3 ;
-  wire [1:0] \$4 ;
+  wire [3:0] \$4 ;
   wire [1:0] \$5 ;
   wire [2:0] \$6 ;
   wire [1:0] \$7 ;
-  wire [1:0] \$8 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$9 ;
   reg [2:0] acc_r1 = 3'h0;
-  (* init = 5'h00 *)
-  wire [4:0] acc_r10;
   reg [2:0] acc_r2 = 3'h0;
-  reg [2:0] acc_r3 = 3'h0;
+  reg acc_r3 = 1'h0;
   reg [2:0] acc_r4 = 3'h0;
   reg [2:0] acc_r5 = 3'h0;
-  reg [2:0] acc_r6 = 3'h0;
-  reg [1:0] acc_r7 = 2'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
   reg [4:0] acc_r8 = 5'h00;
-  reg [3:0] acc_r9 = 4'h0;
+  (* init = 5'h00 *)
+  wire [4:0] acc_r9;
   input clk;
   wire clk;
   input [26:0] inputs;
@@ -12312,96 +12715,93 @@ module digits_sparseaccumulator12(clk, rst, sum, inputs);
   wire rst;
   output [4:0] sum;
   reg [4:0] sum = 5'h00;
-  assign \$1  = inputs[0] + inputs[1];
-  assign \$2  = inputs[2] + inputs[3];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[4] + inputs[5];
-  assign \$5  = inputs[6] + inputs[7];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[8] + inputs[9];
-  assign \$8  = inputs[10] + inputs[11];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[12] + inputs[13];
-  assign \$11  = inputs[14] + inputs[15];
-  assign \$12  = \$10  + \$11 ;
-  assign \$13  = inputs[16] + inputs[17];
-  assign \$14  = inputs[18] + inputs[19];
-  assign \$15  = \$13  + \$14 ;
-  assign \$16  = inputs[20] + inputs[21];
-  assign \$17  = inputs[22] + inputs[23];
-  assign \$18  = \$16  + \$17 ;
-  assign \$19  = inputs[24] + inputs[25];
-  assign \$20  = \$19  + inputs[26];
+  assign \$1  = inputs[5] + inputs[6];
+  assign \$2  = \$1  + inputs[4];
+  assign \$3  = inputs[3] + \$2 [1:0];
+  assign \$4  = \$3  + inputs[2];
+  assign \$5  = inputs[9] + inputs[10];
+  assign \$6  = \$5  + inputs[8];
+  assign \$7  = inputs[12] + inputs[13];
+  assign \$8  = \$7  + inputs[11];
+  assign \$9  = \$6 [1:0] + \$8 [1:0];
+  assign \$10  = \$9  + inputs[7];
+  assign \$11  = inputs[18] + inputs[19];
+  assign \$12  = \$11  + inputs[17];
+  assign \$13  = inputs[16] + \$12 [1:0];
+  assign \$14  = \$13  + inputs[15];
+  assign \$15  = inputs[22] + inputs[23];
+  assign \$16  = \$15  + inputs[21];
+  assign \$17  = inputs[25] + inputs[26];
+  assign \$18  = \$17  + inputs[24];
+  assign \$19  = \$16 [1:0] + \$18 [1:0];
+  assign \$20  = \$19  + inputs[20];
   assign \$21  = acc_r1 + acc_r2;
-  assign \$22  = acc_r3 + acc_r4;
-  assign \$23  = \$21  + \$22 ;
-  assign \$24  = acc_r5 + acc_r6;
-  assign \$25  = \$24  + acc_r7;
-  assign \$26  = acc_r8 + acc_r9;
+  assign \$22  = \$21  + acc_r3;
+  assign \$23  = acc_r4 + acc_r5;
+  assign \$24  = \$23  + acc_r6;
+  assign \$25  = \$22 [3:0] + \$24 [3:0];
+  assign \$26  = \$25  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$4 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$10 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[1];
   always @(posedge clk)
-    acc_r4 <= \$12 ;
+    acc_r4 <= \$14 [2:0];
   always @(posedge clk)
-    acc_r5 <= \$15 ;
+    acc_r5 <= \$20 [2:0];
   always @(posedge clk)
-    acc_r6 <= \$18 ;
+    acc_r6 <= inputs[14];
   always @(posedge clk)
-    acc_r7 <= \$20 [1:0];
+    acc_r7 <= inputs[0];
   always @(posedge clk)
-    acc_r8 <= \$23 ;
+    acc_r8 <= \$26 [4:0];
   always @(posedge clk)
-    acc_r9 <= \$25 [3:0];
-  always @(posedge clk)
-    sum <= \$26 [4:0];
-  assign acc_r10 = sum;
+    sum <= acc_r8;
+  assign acc_r9 = sum;
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator13(clk, rst, sum, inputs);
   wire [1:0] \$1 ;
-  wire [1:0] \$10 ;
+  wire [3:0] \$10 ;
   wire [1:0] \$11 ;
-  wire [2:0] \$12 ;
-  wire [1:0] \$13 ;
-  wire [1:0] \$14 ;
-  wire [2:0] \$15 ;
+  wire [1:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
+  wire [3:0] \$15 ;
   wire [1:0] \$16 ;
-  wire [1:0] \$17 ;
-  wire [2:0] \$18 ;
-  wire [1:0] \$19 ;
-  wire [1:0] \$2 ;
-  wire [1:0] \$20 ;
-  wire [2:0] \$21 ;
+  wire [2:0] \$17 ;
+  wire [1:0] \$18 ;
+  wire [2:0] \$19 ;
+  wire [2:0] \$2 ;
+  wire [2:0] \$20 ;
+  wire [3:0] \$21 ;
   wire [3:0] \$22 ;
-  wire [3:0] \$23 ;
-  wire [4:0] \$24 ;
-  wire [3:0] \$25 ;
+  wire [4:0] \$23 ;
+  wire [3:0] \$24 ;
+  wire [4:0] \$25 ;
   wire [4:0] \$26 ;
   wire [5:0] \$27 ;
   wire [2:0] \$3 ;
-  wire [1:0] \$4 ;
+  wire [3:0] \$4 ;
   wire [1:0] \$5 ;
   wire [2:0] \$6 ;
   wire [1:0] \$7 ;
-  wire [1:0] \$8 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$9 ;
   reg [2:0] acc_r1 = 3'h0;
-  (* init = 5'h00 *)
-  wire [4:0] acc_r10;
   reg [2:0] acc_r2 = 3'h0;
-  reg [2:0] acc_r3 = 3'h0;
+  reg acc_r3 = 1'h0;
   reg [2:0] acc_r4 = 3'h0;
   reg [2:0] acc_r5 = 3'h0;
-  reg [2:0] acc_r6 = 3'h0;
-  reg [2:0] acc_r7 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
   reg [4:0] acc_r8 = 5'h00;
-  reg [3:0] acc_r9 = 4'h0;
+  (* init = 5'h00 *)
+  wire [4:0] acc_r9;
   input clk;
   wire clk;
   input [27:0] inputs;
@@ -12410,143 +12810,143 @@ module digits_sparseaccumulator13(clk, rst, sum, inputs);
   wire rst;
   output [4:0] sum;
   reg [4:0] sum = 5'h00;
-  assign \$1  = inputs[0] + inputs[1];
-  assign \$2  = inputs[2] + inputs[3];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[4] + inputs[5];
-  assign \$5  = inputs[6] + inputs[7];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[8] + inputs[9];
-  assign \$8  = inputs[10] + inputs[11];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[12] + inputs[13];
-  assign \$11  = inputs[14] + inputs[15];
-  assign \$12  = \$10  + \$11 ;
-  assign \$13  = inputs[16] + inputs[17];
-  assign \$14  = inputs[18] + inputs[19];
-  assign \$15  = \$13  + \$14 ;
-  assign \$16  = inputs[20] + inputs[21];
-  assign \$17  = inputs[22] + inputs[23];
-  assign \$18  = \$16  + \$17 ;
-  assign \$19  = inputs[24] + inputs[25];
-  assign \$20  = inputs[26] + inputs[27];
-  assign \$21  = \$19  + \$20 ;
+  assign \$1  = inputs[5] + inputs[6];
+  assign \$2  = \$1  + inputs[4];
+  assign \$3  = inputs[3] + \$2 [1:0];
+  assign \$4  = \$3  + inputs[2];
+  assign \$5  = inputs[9] + inputs[10];
+  assign \$6  = \$5  + inputs[8];
+  assign \$7  = inputs[12] + inputs[13];
+  assign \$8  = \$7  + inputs[11];
+  assign \$9  = \$6 [1:0] + \$8 [1:0];
+  assign \$10  = \$9  + inputs[7];
+  assign \$11  = inputs[16] + inputs[17];
+  assign \$12  = inputs[19] + inputs[20];
+  assign \$13  = \$12  + inputs[18];
+  assign \$14  = \$11  + \$13 [1:0];
+  assign \$15  = \$14  + inputs[15];
+  assign \$16  = inputs[23] + inputs[24];
+  assign \$17  = \$16  + inputs[22];
+  assign \$18  = inputs[26] + inputs[27];
+  assign \$19  = \$18  + inputs[25];
+  assign \$20  = \$17 [1:0] + \$19 [1:0];
+  assign \$21  = \$20  + inputs[21];
   assign \$22  = acc_r1 + acc_r2;
-  assign \$23  = acc_r3 + acc_r4;
-  assign \$24  = \$22  + \$23 ;
-  assign \$25  = acc_r5 + acc_r6;
-  assign \$26  = \$25  + acc_r7;
-  assign \$27  = acc_r8 + acc_r9;
+  assign \$23  = \$22  + acc_r3;
+  assign \$24  = acc_r4 + acc_r5;
+  assign \$25  = \$24  + acc_r6;
+  assign \$26  = \$23 [3:0] + \$25 [3:0];
+  assign \$27  = \$26  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$4 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$10 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[1];
   always @(posedge clk)
-    acc_r4 <= \$12 ;
+    acc_r4 <= \$15 [2:0];
   always @(posedge clk)
-    acc_r5 <= \$15 ;
+    acc_r5 <= \$21 [2:0];
   always @(posedge clk)
-    acc_r6 <= \$18 ;
+    acc_r6 <= inputs[14];
   always @(posedge clk)
-    acc_r7 <= \$21 ;
+    acc_r7 <= inputs[0];
   always @(posedge clk)
-    acc_r8 <= \$24 ;
+    acc_r8 <= \$27 [4:0];
   always @(posedge clk)
-    acc_r9 <= \$26 [3:0];
-  always @(posedge clk)
-    sum <= \$27 [4:0];
-  assign acc_r10 = sum;
+    sum <= acc_r8;
+  assign acc_r9 = sum;
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator14(clk, rst, sum, inputs);
   wire [1:0] \$1 ;
-  wire [1:0] \$10 ;
-  wire [1:0] \$11 ;
-  wire [2:0] \$12 ;
+  wire [2:0] \$10 ;
+  wire [2:0] \$11 ;
+  wire [3:0] \$12 ;
   wire [1:0] \$13 ;
-  wire [1:0] \$14 ;
-  wire [2:0] \$15 ;
-  wire [1:0] \$16 ;
-  wire [1:0] \$17 ;
-  wire [2:0] \$18 ;
+  wire [2:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [2:0] \$16 ;
+  wire [2:0] \$17 ;
+  wire [3:0] \$18 ;
   wire [1:0] \$19 ;
-  wire [1:0] \$2 ;
-  wire [1:0] \$20 ;
-  wire [2:0] \$21 ;
-  wire [1:0] \$22 ;
-  wire [1:0] \$23 ;
-  wire [2:0] \$24 ;
-  wire [1:0] \$25 ;
-  wire [1:0] \$26 ;
-  wire [2:0] \$27 ;
-  wire [1:0] \$28 ;
-  wire [1:0] \$29 ;
-  wire [2:0] \$3 ;
-  wire [2:0] \$30 ;
+  wire [2:0] \$2 ;
+  wire [2:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [3:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [4:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [4:0] \$28 ;
+  wire [4:0] \$29 ;
+  wire [1:0] \$3 ;
+  wire [5:0] \$30 ;
   wire [1:0] \$31 ;
-  wire [1:0] \$32 ;
-  wire [2:0] \$33 ;
-  wire [1:0] \$34 ;
-  wire [1:0] \$35 ;
-  wire [2:0] \$36 ;
+  wire [2:0] \$32 ;
+  wire [1:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [1:0] \$37 ;
-  wire [1:0] \$38 ;
-  wire [2:0] \$39 ;
-  wire [1:0] \$4 ;
-  wire [1:0] \$40 ;
-  wire [1:0] \$41 ;
-  wire [2:0] \$42 ;
+  wire [2:0] \$38 ;
+  wire [1:0] \$39 ;
+  wire [2:0] \$4 ;
+  wire [2:0] \$40 ;
+  wire [2:0] \$41 ;
+  wire [3:0] \$42 ;
   wire [1:0] \$43 ;
-  wire [1:0] \$44 ;
-  wire [2:0] \$45 ;
-  wire [1:0] \$46 ;
-  wire [1:0] \$47 ;
-  wire [2:0] \$48 ;
-  wire [3:0] \$49 ;
-  wire [1:0] \$5 ;
-  wire [3:0] \$50 ;
-  wire [4:0] \$51 ;
-  wire [3:0] \$52 ;
-  wire [3:0] \$53 ;
-  wire [4:0] \$54 ;
-  wire [3:0] \$55 ;
-  wire [3:0] \$56 ;
-  wire [4:0] \$57 ;
+  wire [2:0] \$44 ;
+  wire [1:0] \$45 ;
+  wire [2:0] \$46 ;
+  wire [2:0] \$47 ;
+  wire [3:0] \$48 ;
+  wire [1:0] \$49 ;
+  wire [2:0] \$5 ;
+  wire [2:0] \$50 ;
+  wire [3:0] \$51 ;
+  wire [1:0] \$52 ;
+  wire [2:0] \$53 ;
+  wire [3:0] \$54 ;
+  wire [4:0] \$55 ;
+  wire [4:0] \$56 ;
+  wire [5:0] \$57 ;
   wire [3:0] \$58 ;
-  wire [3:0] \$59 ;
-  wire [2:0] \$6 ;
-  wire [4:0] \$60 ;
-  wire [5:0] \$61 ;
-  wire [5:0] \$62 ;
-  wire [6:0] \$63 ;
+  wire [4:0] \$59 ;
+  wire [3:0] \$6 ;
+  wire [5:0] \$60 ;
+  wire [6:0] \$61 ;
+  wire [6:0] \$62 ;
+  wire [7:0] \$63 ;
   wire [1:0] \$7 ;
-  wire [1:0] \$8 ;
-  wire [2:0] \$9 ;
+  wire [2:0] \$8 ;
+  wire [1:0] \$9 ;
   reg [2:0] acc_r1 = 3'h0;
   reg [2:0] acc_r10 = 3'h0;
-  reg [2:0] acc_r11 = 3'h0;
+  reg acc_r11 = 1'h0;
   reg [2:0] acc_r12 = 3'h0;
   reg [2:0] acc_r13 = 3'h0;
-  reg [2:0] acc_r14 = 3'h0;
-  reg [2:0] acc_r15 = 3'h0;
-  reg [2:0] acc_r16 = 3'h0;
+  reg [1:0] acc_r14 = 2'h0;
+  reg acc_r15 = 1'h0;
+  reg acc_r16 = 1'h0;
   reg [4:0] acc_r17 = 5'h00;
-  reg [4:0] acc_r18 = 5'h00;
-  reg [4:0] acc_r19 = 5'h00;
+  reg [3:0] acc_r18 = 4'h0;
+  reg acc_r19 = 1'h0;
   reg [2:0] acc_r2 = 3'h0;
-  reg [4:0] acc_r20 = 5'h00;
+  reg acc_r20 = 1'h0;
+  reg acc_r21 = 1'h0;
+  reg acc_r22 = 1'h0;
   (* init = 7'h00 *)
-  wire [6:0] acc_r21;
-  reg [2:0] acc_r3 = 3'h0;
+  wire [6:0] acc_r23;
+  reg acc_r3 = 1'h0;
   reg [2:0] acc_r4 = 3'h0;
   reg [2:0] acc_r5 = 3'h0;
-  reg [2:0] acc_r6 = 3'h0;
-  reg [2:0] acc_r7 = 3'h0;
-  reg [2:0] acc_r8 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [4:0] acc_r8 = 5'h00;
   reg [2:0] acc_r9 = 3'h0;
   input clk;
   wire clk;
@@ -12556,112 +12956,116 @@ module digits_sparseaccumulator14(clk, rst, sum, inputs);
   wire rst;
   output [6:0] sum;
   reg [6:0] sum = 7'h00;
-  assign \$37  = inputs[48] + inputs[49];
-  assign \$38  = inputs[50] + inputs[51];
-  assign \$39  = \$37  + \$38 ;
-  assign \$40  = inputs[52] + inputs[53];
-  assign \$41  = inputs[54] + inputs[55];
-  assign \$42  = \$40  + \$41 ;
-  assign \$43  = inputs[56] + inputs[57];
-  assign \$44  = inputs[58] + inputs[59];
-  assign \$45  = \$43  + \$44 ;
-  assign \$46  = inputs[60] + inputs[61];
-  assign \$47  = inputs[62] + inputs[63];
-  assign \$48  = \$46  + \$47 ;
-  assign \$49  = acc_r1 + acc_r2;
-  assign \$50  = acc_r3 + acc_r4;
-  assign \$51  = \$49  + \$50 ;
-  assign \$52  = acc_r5 + acc_r6;
-  assign \$53  = acc_r7 + acc_r8;
-  assign \$54  = \$52  + \$53 ;
-  assign \$55  = acc_r9 + acc_r10;
-  assign \$56  = acc_r11 + acc_r12;
-  assign \$57  = \$55  + \$56 ;
-  assign \$58  = acc_r13 + acc_r14;
-  assign \$59  = acc_r15 + acc_r16;
-  assign \$60  = \$58  + \$59 ;
-  assign \$61  = acc_r17 + acc_r18;
-  assign \$62  = acc_r19 + acc_r20;
-  assign \$63  = \$61  + \$62 ;
+  assign \$37  = inputs[43] + inputs[44];
+  assign \$38  = \$37  + inputs[42];
+  assign \$39  = inputs[46] + inputs[47];
+  assign \$40  = \$39  + inputs[45];
+  assign \$41  = \$38 [1:0] + \$40 [1:0];
+  assign \$42  = \$41  + inputs[41];
+  assign \$43  = inputs[51] + inputs[52];
+  assign \$44  = \$43  + inputs[50];
+  assign \$45  = inputs[54] + inputs[55];
+  assign \$46  = \$45  + inputs[53];
+  assign \$47  = \$44 [1:0] + \$46 [1:0];
+  assign \$48  = \$47  + inputs[49];
+  assign \$49  = inputs[62] + inputs[63];
+  assign \$50  = inputs[61] + \$49 ;
+  assign \$51  = \$50  + inputs[60];
+  assign \$52  = inputs[58] + inputs[59];
+  assign \$53  = \$52  + inputs[57];
+  assign \$54  = acc_r14 + acc_r13;
+  assign \$55  = \$54  + acc_r15;
+  assign \$56  = acc_r12 + \$55 [3:0];
+  assign \$57  = \$56  + acc_r16;
+  assign \$58  = acc_r9 + acc_r10;
+  assign \$59  = \$58  + acc_r11;
+  assign \$60  = acc_r18 + acc_r17;
+  assign \$61  = \$60  + acc_r20;
+  assign \$62  = acc_r8 + \$61 [5:0];
+  assign \$63  = \$62  + acc_r22;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$6 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$12 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r4 <= \$12 ;
+    acc_r4 <= \$18 [2:0];
   always @(posedge clk)
-    acc_r5 <= \$15 ;
+    acc_r5 <= \$24 [2:0];
   always @(posedge clk)
-    acc_r6 <= \$18 ;
+    acc_r6 <= inputs[17];
   always @(posedge clk)
-    acc_r7 <= \$21 ;
+    acc_r7 <= inputs[1];
   always @(posedge clk)
-    acc_r8 <= \$24 ;
+    acc_r8 <= \$30 [4:0];
   always @(posedge clk)
-    acc_r9 <= \$27 ;
+    acc_r9 <= \$36 [2:0];
   always @(posedge clk)
-    acc_r10 <= \$30 ;
+    acc_r10 <= \$42 [2:0];
   always @(posedge clk)
-    acc_r11 <= \$33 ;
+    acc_r11 <= inputs[33];
   always @(posedge clk)
-    acc_r12 <= \$36 ;
+    acc_r12 <= \$48 [2:0];
   always @(posedge clk)
-    acc_r13 <= \$39 ;
+    acc_r13 <= \$51 [2:0];
   always @(posedge clk)
-    acc_r14 <= \$42 ;
+    acc_r14 <= \$53 [1:0];
   always @(posedge clk)
-    acc_r15 <= \$45 ;
+    acc_r15 <= inputs[56];
   always @(posedge clk)
-    acc_r16 <= \$48 ;
+    acc_r16 <= inputs[48];
   always @(posedge clk)
-    acc_r17 <= \$51 ;
+    acc_r17 <= \$57 [4:0];
   always @(posedge clk)
-    acc_r18 <= \$54 ;
+    acc_r18 <= \$59 [3:0];
   always @(posedge clk)
-    acc_r19 <= \$57 ;
+    acc_r19 <= inputs[32];
   always @(posedge clk)
-    acc_r20 <= \$60 ;
+    acc_r20 <= acc_r19;
   always @(posedge clk)
-    sum <= \$63 ;
-  assign \$1  = inputs[0] + inputs[1];
-  assign \$2  = inputs[2] + inputs[3];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[4] + inputs[5];
-  assign \$5  = inputs[6] + inputs[7];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[8] + inputs[9];
-  assign \$8  = inputs[10] + inputs[11];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[12] + inputs[13];
-  assign \$11  = inputs[14] + inputs[15];
-  assign \$12  = \$10  + \$11 ;
-  assign \$13  = inputs[16] + inputs[17];
-  assign \$14  = inputs[18] + inputs[19];
-  assign \$15  = \$13  + \$14 ;
-  assign \$16  = inputs[20] + inputs[21];
-  assign \$17  = inputs[22] + inputs[23];
-  assign \$18  = \$16  + \$17 ;
-  assign \$19  = inputs[24] + inputs[25];
-  assign \$20  = inputs[26] + inputs[27];
-  assign \$21  = \$19  + \$20 ;
-  assign \$22  = inputs[28] + inputs[29];
-  assign \$23  = inputs[30] + inputs[31];
-  assign \$24  = \$22  + \$23 ;
-  assign \$25  = inputs[32] + inputs[33];
-  assign \$26  = inputs[34] + inputs[35];
-  assign \$27  = \$25  + \$26 ;
-  assign \$28  = inputs[36] + inputs[37];
-  assign \$29  = inputs[38] + inputs[39];
-  assign \$30  = \$28  + \$29 ;
-  assign \$31  = inputs[40] + inputs[41];
-  assign \$32  = inputs[42] + inputs[43];
-  assign \$33  = \$31  + \$32 ;
-  assign \$34  = inputs[44] + inputs[45];
-  assign \$35  = inputs[46] + inputs[47];
-  assign \$36  = \$34  + \$35 ;
-  assign acc_r21 = sum;
+    acc_r21 <= inputs[0];
+  always @(posedge clk)
+    acc_r22 <= acc_r21;
+  always @(posedge clk)
+    sum <= \$63 [6:0];
+  assign \$1  = inputs[5] + inputs[6];
+  assign \$2  = \$1  + inputs[4];
+  assign \$3  = inputs[8] + inputs[9];
+  assign \$4  = \$3  + inputs[7];
+  assign \$5  = \$2 [1:0] + \$4 [1:0];
+  assign \$6  = \$5  + inputs[3];
+  assign \$7  = inputs[12] + inputs[13];
+  assign \$8  = \$7  + inputs[11];
+  assign \$9  = inputs[15] + inputs[16];
+  assign \$10  = \$9  + inputs[14];
+  assign \$11  = \$8 [1:0] + \$10 [1:0];
+  assign \$12  = \$11  + inputs[10];
+  assign \$13  = inputs[20] + inputs[21];
+  assign \$14  = \$13  + inputs[19];
+  assign \$15  = inputs[23] + inputs[24];
+  assign \$16  = \$15  + inputs[22];
+  assign \$17  = \$14 [1:0] + \$16 [1:0];
+  assign \$18  = \$17  + inputs[18];
+  assign \$19  = inputs[27] + inputs[28];
+  assign \$20  = \$19  + inputs[26];
+  assign \$21  = inputs[30] + inputs[31];
+  assign \$22  = \$21  + inputs[29];
+  assign \$23  = \$20 [1:0] + \$22 [1:0];
+  assign \$24  = \$23  + inputs[25];
+  assign \$25  = acc_r1 + acc_r2;
+  assign \$26  = \$25  + acc_r3;
+  assign \$27  = acc_r4 + acc_r5;
+  assign \$28  = \$27  + acc_r6;
+  assign \$29  = \$26 [3:0] + \$28 [3:0];
+  assign \$30  = \$29  + acc_r7;
+  assign \$31  = inputs[36] + inputs[37];
+  assign \$32  = \$31  + inputs[35];
+  assign \$33  = inputs[39] + inputs[40];
+  assign \$34  = \$33  + inputs[38];
+  assign \$35  = \$32 [1:0] + \$34 [1:0];
+  assign \$36  = \$35  + inputs[34];
+  assign acc_r23 = sum;
 endmodule
 
 (* top =  1  *)

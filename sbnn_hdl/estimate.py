@@ -11,9 +11,9 @@ __all__ = ["LUT_PER_ADDER_BIT", "LUT_PER_COMPARE_BIT", "LUT_PER_ARGMAX_BIT", "FF
            "estimate_ecp5"]
 
 #: LUT4s per output bit of an adder (ripple logic after ABC's optimisation of the tree).
-LUT_PER_ADDER_BIT = 0.69
+LUT_PER_ADDER_BIT = 0.84
 #: LUT4s per bit of a comparison (and, for a folded threshold, its narrow adder).
-LUT_PER_COMPARE_BIT = 1.34
+LUT_PER_COMPARE_BIT = 0.90
 #: LUT4s per bit of an argmax comparison and its multiplexers.
 LUT_PER_ARGMAX_BIT = 3.0
 #: Flip-flops per register bit built (synthesis removes constant and duplicate ones: 0.72 to 0.92

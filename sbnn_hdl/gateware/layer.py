@@ -80,15 +80,20 @@ def split_product(pipe, q, a, b):
 
 
 def _carry(c, remainder_pipe, remainders):
-    """The bit that completes a ``"pq"`` comparison (see :class:`Threshold`), or a constant."""
+    """The bit that completes a ``"pq"`` comparison (see :class:`Threshold`), or a constant:
+    ``r >= v`` for ``>=``, ``r > v`` for ``<=``."""
     pipe, (_, r) = remainder_pipe, remainders[(c.a, c.b)]
     _, v = Threshold.split(c)
-    op = "<" if c.op == ">=" else ">"
-    if (op == "<" and v <= r.lo) or (op == ">" and v >= r.hi):
-        return pipe.const(0)
-    if (op == "<" and v > r.hi) or (op == ">" and v < r.lo):
+    op = ">=" if c.op == ">=" else ">"
+    if (op == ">=" and v <= r.lo) or (op == ">" and v < r.lo):
         return pipe.const(1)
+    if (op == ">=" and v > r.hi) or (op == ">" and v >= r.hi):
+        return pipe.const(0)
     return pipe.compare(r, op, v)
+
+
+#: Neurons that read one register copy of a layer-shared value (see :meth:`Pipeline.fanout`).
+FANOUT = 16
 
 
 class DenseLayer(_LayerBase):
@@ -110,7 +115,9 @@ class DenseLayer(_LayerBase):
     ----------
     latency : int
         ``acc_latency + shared_latency + threshold_latency``: the slowest accumulator, the
-        slowest shared split and remainder comparison (0 without one), the slowest comparison.
+        slowest shared split and remainder comparison (0 without one), plus one register stage
+        when more than :data:`FANOUT` neurons read them (each group of :data:`FANOUT` neurons
+        reads its own copy), and the slowest comparison.
     """
 
     def __init__(self, plan, *, every=2):
@@ -120,6 +127,11 @@ class DenseLayer(_LayerBase):
         per_unit = self._per_unit(dry, dry.input(None, 0, plan.q_max))
         self.shared_latency = max((x.stage for pair in per_unit for x in pair if x is not None and not x.is_const),
                                   default=0)
+        # One register copy of s and carry per FANOUT neurons: a single register driving a whole
+        # layer's adders is the critical path after place and route (long routes, not logic).
+        self.fanout_groups = -(-sum(u.comparison.kind == "pq" for u in units) // FANOUT)
+        if self.fanout_groups > 1:
+            self.shared_latency += 1
         q_range = (0, plan.q_max)
         self.s_ranges = {unit: (s.lo, s.hi) for unit, (s, _) in zip(units, per_unit) if s is not None}
 
@@ -163,6 +175,13 @@ class DenseLayer(_LayerBase):
         p, q = self._connect_accumulators(m, pipe)
         per_unit = self._per_unit(pipe, q) if q is not None else [(None, None)] * len(self.plan.units)
         start = self.acc_latency + self.shared_latency
+
+        readers = [k for k, u in enumerate(self.plan.units) if u.comparison.kind == "pq"]
+        group = {k: n // FANOUT for n, k in enumerate(readers)}
+
+        def shared(x, k):
+            return pipe.fanout(x, start, group[k]) if self.fanout_groups > 1 else pipe.delay(x, start)
+
         fires = []
         for k, (unit, thr, (s, carry)) in enumerate(zip(self.plan.units, self.thresholds, per_unit)):
             m.submodules[f"t{k}"] = thr
@@ -172,8 +191,8 @@ class DenseLayer(_LayerBase):
             elif c.kind == "q":
                 m.d.comb += thr.s.eq(q.value)
             else:
-                m.d.comb += [thr.p.eq(pipe.delay(p[k], start).value), thr.s.eq(pipe.delay(s, start).value),
-                             thr.carry.eq(pipe.delay(carry, start).value)]
+                m.d.comb += [thr.p.eq(pipe.delay(p[k], start).value), thr.s.eq(shared(s, k).value),
+                             thr.carry.eq(shared(carry, k).value)]
             fires.append(thr.fire)
         if fires:
             m.d.comb += self.outputs.eq(Cat(*fires))

@@ -18,9 +18,10 @@ class Threshold(wiring.Component):
     - ``"pq"``: ``a'*p + b'*q >= k`` (or ``<= k``). The layer splits the shared product into
       ``b'*q = a'*s + r`` (``s = floor(b'*q / a')``, ``0 <= r < a'``) once for all its neurons with
       the same ``a', b'``. With ``k = a'*u + v`` (``0 <= v < a'``) the comparison is exactly
-      ``p + s - carry >= u`` where ``carry = (r < v)`` (for ``<=``: ``p + s + carry <= u`` with
-      ``carry = (r > v)``), which the layer also computes once per distinct ``v``. So each neuron
-      needs one narrow adder and one comparison, whatever ``a'`` and ``b'`` are.
+      ``p + s + carry >= u + 1`` where ``carry = (r >= v)`` (for ``<=``: ``p + s + carry <= u``
+      with ``carry = (r > v)``), which the layer also computes once per distinct ``v``. So each
+      neuron needs one narrow adder, with ``carry`` as its carry-in, and one comparison, whatever
+      ``a'`` and ``b'`` are.
 
     Parameters
     ----------
@@ -81,8 +82,8 @@ class Threshold(wiring.Component):
         if c.kind == "q":
             return pipe.compare(s, c.op, c.k)
         u, _ = Threshold.split(c)
-        x = pipe.add(pipe.add(p, s), carry, subtract=c.op == ">=")
-        return pipe.compare(x, c.op, u)
+        # a'p + b'q >= a'u + v  <=>  p + s + r/a' >= u + v/a'  <=>  p + s + (r >= v) >= u + 1
+        return pipe.compare(pipe.add(p, s, carry=carry), c.op, u + 1 if c.op == ">=" else u)
 
     def elaborate(self, platform):
         m = Module()
