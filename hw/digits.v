@@ -556,70 +556,70 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   );
   \digits.output  \output  (
     .clk(clk),
-    .\port$1254$0 (\$24 ),
-    .\port$1256$0 (\$25 ),
-    .\port$1258$0 (\$26 ),
-    .\port$1260$0 (\$27 ),
-    .\port$1262$0 (\$28 ),
-    .\port$1264$0 (\$29 ),
-    .\port$1266$0 (\$30 ),
-    .\port$1268$0 (\$31 ),
-    .\port$1270$0 (\$32 ),
-    .\port$1272$0 (\$33 ),
-    .\port$1274$0 (\$34 ),
-    .\port$1276$0 (\$35 ),
-    .\port$1278$0 (\$36 ),
-    .\port$1280$0 (\$37 ),
-    .\port$1282$0 (\$38 ),
-    .\port$1284$0 (\$39 ),
-    .\port$1286$0 (\$40 ),
-    .\port$1288$0 (\$41 ),
-    .\port$1290$0 (\$42 ),
-    .\port$1292$0 (\$43 ),
-    .\port$1294$0 (\$44 ),
-    .\port$1296$0 (\$45 ),
-    .\port$1298$0 (\$46 ),
-    .\port$1300$0 (\$47 ),
-    .\port$1302$0 (\$48 ),
-    .\port$1304$0 (\$49 ),
-    .\port$1306$0 (\$50 ),
-    .\port$1308$0 (\$51 ),
-    .\port$1310$0 (\$52 ),
-    .\port$1312$0 (\$53 ),
-    .\port$1314$0 (\$54 ),
-    .\port$1316$0 (\$55 ),
-    .\port$1318$0 (\$56 ),
-    .\port$1320$0 (\$57 ),
-    .\port$1322$0 (\$58 ),
-    .\port$1324$0 (\$59 ),
-    .\port$1326$0 (\$60 ),
-    .\port$1328$0 (\$61 ),
-    .\port$1330$0 (\$62 ),
-    .\port$1332$0 (\$63 ),
-    .\port$1334$0 (\$64 ),
-    .\port$1336$0 (\$65 ),
-    .\port$1338$0 (\$66 ),
-    .\port$1340$0 (\$67 ),
-    .\port$1342$0 (\$68 ),
-    .\port$1344$0 (\$69 ),
-    .\port$1346$0 (\$70 ),
-    .\port$1348$0 (\$71 ),
-    .\port$1350$0 (\$72 ),
-    .\port$1352$0 (\$73 ),
-    .\port$1354$0 (\$74 ),
-    .\port$1356$0 (\$75 ),
-    .\port$1358$0 (\$76 ),
-    .\port$1360$0 (\$77 ),
-    .\port$1362$0 (\$78 ),
-    .\port$1364$0 (\$79 ),
-    .\port$1366$0 (\$80 ),
-    .\port$1368$0 (\$81 ),
-    .\port$1370$0 (\$82 ),
-    .\port$1372$0 (\$83 ),
-    .\port$1374$0 (\$84 ),
-    .\port$1376$0 (\$85 ),
-    .\port$1378$0 (\$86 ),
-    .\port$1380$0 (\$87 ),
+    .\port$1197$0 (\$24 ),
+    .\port$1199$0 (\$25 ),
+    .\port$1201$0 (\$26 ),
+    .\port$1203$0 (\$27 ),
+    .\port$1205$0 (\$28 ),
+    .\port$1207$0 (\$29 ),
+    .\port$1209$0 (\$30 ),
+    .\port$1211$0 (\$31 ),
+    .\port$1213$0 (\$32 ),
+    .\port$1215$0 (\$33 ),
+    .\port$1217$0 (\$34 ),
+    .\port$1219$0 (\$35 ),
+    .\port$1221$0 (\$36 ),
+    .\port$1223$0 (\$37 ),
+    .\port$1225$0 (\$38 ),
+    .\port$1227$0 (\$39 ),
+    .\port$1229$0 (\$40 ),
+    .\port$1231$0 (\$41 ),
+    .\port$1233$0 (\$42 ),
+    .\port$1235$0 (\$43 ),
+    .\port$1237$0 (\$44 ),
+    .\port$1239$0 (\$45 ),
+    .\port$1241$0 (\$46 ),
+    .\port$1243$0 (\$47 ),
+    .\port$1245$0 (\$48 ),
+    .\port$1247$0 (\$49 ),
+    .\port$1249$0 (\$50 ),
+    .\port$1251$0 (\$51 ),
+    .\port$1253$0 (\$52 ),
+    .\port$1255$0 (\$53 ),
+    .\port$1257$0 (\$54 ),
+    .\port$1259$0 (\$55 ),
+    .\port$1261$0 (\$56 ),
+    .\port$1263$0 (\$57 ),
+    .\port$1265$0 (\$58 ),
+    .\port$1267$0 (\$59 ),
+    .\port$1269$0 (\$60 ),
+    .\port$1271$0 (\$61 ),
+    .\port$1273$0 (\$62 ),
+    .\port$1275$0 (\$63 ),
+    .\port$1277$0 (\$64 ),
+    .\port$1279$0 (\$65 ),
+    .\port$1281$0 (\$66 ),
+    .\port$1283$0 (\$67 ),
+    .\port$1285$0 (\$68 ),
+    .\port$1287$0 (\$69 ),
+    .\port$1289$0 (\$70 ),
+    .\port$1291$0 (\$71 ),
+    .\port$1293$0 (\$72 ),
+    .\port$1295$0 (\$73 ),
+    .\port$1297$0 (\$74 ),
+    .\port$1299$0 (\$75 ),
+    .\port$1301$0 (\$76 ),
+    .\port$1303$0 (\$77 ),
+    .\port$1305$0 (\$78 ),
+    .\port$1307$0 (\$79 ),
+    .\port$1309$0 (\$80 ),
+    .\port$1311$0 (\$81 ),
+    .\port$1313$0 (\$82 ),
+    .\port$1315$0 (\$83 ),
+    .\port$1317$0 (\$84 ),
+    .\port$1319$0 (\$85 ),
+    .\port$1321$0 (\$86 ),
+    .\port$1323$0 (\$87 ),
     .rst(rst),
     .scores(\scores$72 )
   );
@@ -1012,8 +1012,8 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire \$104 ;
   wire \$105 ;
   wire \$106 ;
-  wire [37:0] \$107 ;
-  wire [8:0] \$108 ;
+  wire \$107 ;
+  wire \$108 ;
   wire [19:0] \$11 ;
   wire [19:0] \$12 ;
   wire [21:0] \$13 ;
@@ -1049,8 +1049,8 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire [23:0] \$40 ;
   wire [20:0] \$41 ;
   wire [20:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [37:0] \$43 ;
+  wire [8:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
@@ -1377,643 +1377,634 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r101 = 6'h00;
   reg [5:0] layer_r102 = 6'h00;
   reg [5:0] layer_r103 = 6'h00;
-  reg [5:0] layer_r104 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r104;
   reg [5:0] layer_r105 = 6'h00;
   reg [5:0] layer_r106 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r107;
-  (* init = 1'h0 *)
-  wire layer_r108;
+  reg [5:0] layer_r107 = 6'h00;
+  reg [5:0] layer_r108 = 6'h00;
   reg [5:0] layer_r109 = 6'h00;
   reg [18:0] layer_r11 = 19'h00000;
   reg [5:0] layer_r110 = 6'h00;
   reg [5:0] layer_r111 = 6'h00;
-  reg [5:0] layer_r112 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r112;
   reg [5:0] layer_r113 = 6'h00;
   reg [5:0] layer_r114 = 6'h00;
   reg [5:0] layer_r115 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r116;
-  (* init = 1'h0 *)
-  wire layer_r117;
+  reg [5:0] layer_r116 = 6'h00;
+  reg [5:0] layer_r117 = 6'h00;
   reg [5:0] layer_r118 = 6'h00;
   reg [5:0] layer_r119 = 6'h00;
   reg [18:0] layer_r12 = 19'h00000;
-  reg [5:0] layer_r120 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r120;
   reg [5:0] layer_r121 = 6'h00;
   reg [5:0] layer_r122 = 6'h00;
   reg [5:0] layer_r123 = 6'h00;
   reg [5:0] layer_r124 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r125;
-  (* init = 1'h0 *)
-  wire layer_r126;
+  reg [5:0] layer_r125 = 6'h00;
+  reg [5:0] layer_r126 = 6'h00;
   reg [5:0] layer_r127 = 6'h00;
-  reg [5:0] layer_r128 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r128;
   reg [5:0] layer_r129 = 6'h00;
   reg [19:0] layer_r13 = 20'h00000;
   reg [5:0] layer_r130 = 6'h00;
   reg [5:0] layer_r131 = 6'h00;
   reg [5:0] layer_r132 = 6'h00;
   reg [5:0] layer_r133 = 6'h00;
+  reg [5:0] layer_r134 = 6'h00;
+  reg [5:0] layer_r135 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r134;
-  (* init = 1'h0 *)
-  wire layer_r135;
-  reg [5:0] layer_r136 = 6'h00;
+  wire [5:0] layer_r136;
   reg [5:0] layer_r137 = 6'h00;
   reg [5:0] layer_r138 = 6'h00;
   reg [5:0] layer_r139 = 6'h00;
-  reg layer_r14 = 1'h0;
+  reg [7:0] layer_r14 = 8'h00;
   reg [5:0] layer_r140 = 6'h00;
   reg [5:0] layer_r141 = 6'h00;
   reg [5:0] layer_r142 = 6'h00;
+  reg [5:0] layer_r143 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r143;
-  (* init = 1'h0 *)
-  wire layer_r144;
+  wire [5:0] layer_r144;
   reg [4:0] layer_r145 = 5'h00;
   reg [4:0] layer_r146 = 5'h00;
   reg [4:0] layer_r147 = 5'h00;
   reg [4:0] layer_r148 = 5'h00;
   reg [4:0] layer_r149 = 5'h00;
-  reg layer_r15 = 1'h0;
+  reg [7:0] layer_r15 = 8'h00;
   reg [4:0] layer_r150 = 5'h00;
   reg [4:0] layer_r151 = 5'h00;
   (* init = 5'h00 *)
   wire [4:0] layer_r152;
-  (* init = 1'h0 *)
-  wire layer_r153;
+  reg [4:0] layer_r153 = 5'h00;
   reg [4:0] layer_r154 = 5'h00;
   reg [4:0] layer_r155 = 5'h00;
   reg [4:0] layer_r156 = 5'h00;
   reg [4:0] layer_r157 = 5'h00;
   reg [4:0] layer_r158 = 5'h00;
   reg [4:0] layer_r159 = 5'h00;
-  reg layer_r16 = 1'h0;
-  reg [4:0] layer_r160 = 5'h00;
+  reg [7:0] layer_r16 = 8'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r161;
-  (* init = 1'h0 *)
-  wire layer_r162;
+  wire [4:0] layer_r160;
+  reg [5:0] layer_r161 = 6'h00;
+  reg [5:0] layer_r162 = 6'h00;
   reg [5:0] layer_r163 = 6'h00;
   reg [5:0] layer_r164 = 6'h00;
   reg [5:0] layer_r165 = 6'h00;
   reg [5:0] layer_r166 = 6'h00;
   reg [5:0] layer_r167 = 6'h00;
-  reg [5:0] layer_r168 = 6'h00;
-  reg [5:0] layer_r169 = 6'h00;
-  reg layer_r17 = 1'h0;
   (* init = 6'h00 *)
-  wire [5:0] layer_r170;
-  (* init = 1'h0 *)
-  wire layer_r171;
+  wire [5:0] layer_r168;
+  reg [5:0] layer_r169 = 6'h00;
+  reg [11:0] layer_r17 = 12'h000;
+  reg [5:0] layer_r170 = 6'h00;
+  reg [5:0] layer_r171 = 6'h00;
   reg [5:0] layer_r172 = 6'h00;
   reg [5:0] layer_r173 = 6'h00;
   reg [5:0] layer_r174 = 6'h00;
   reg [5:0] layer_r175 = 6'h00;
-  reg [5:0] layer_r176 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r176;
   reg [5:0] layer_r177 = 6'h00;
   reg [5:0] layer_r178 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r179;
-  reg layer_r18 = 1'h0;
+  reg [5:0] layer_r179 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r180;
+  wire layer_r18;
+  reg [5:0] layer_r180 = 6'h00;
   reg [5:0] layer_r181 = 6'h00;
   reg [5:0] layer_r182 = 6'h00;
   reg [5:0] layer_r183 = 6'h00;
-  reg [5:0] layer_r184 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r184;
   reg [5:0] layer_r185 = 6'h00;
   reg [5:0] layer_r186 = 6'h00;
   reg [5:0] layer_r187 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r188;
+  reg [5:0] layer_r188 = 6'h00;
+  reg [5:0] layer_r189 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r189;
-  reg layer_r19 = 1'h0;
+  wire layer_r19;
   reg [5:0] layer_r190 = 6'h00;
   reg [5:0] layer_r191 = 6'h00;
-  reg [5:0] layer_r192 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r192;
   reg [5:0] layer_r193 = 6'h00;
   reg [5:0] layer_r194 = 6'h00;
   reg [5:0] layer_r195 = 6'h00;
   reg [5:0] layer_r196 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r197;
-  (* init = 1'h0 *)
-  wire layer_r198;
+  reg [5:0] layer_r197 = 6'h00;
+  reg [5:0] layer_r198 = 6'h00;
   reg [5:0] layer_r199 = 6'h00;
   reg [15:0] layer_r2 = 16'h0000;
-  reg layer_r20 = 1'h0;
-  reg [5:0] layer_r200 = 6'h00;
+  (* init = 1'h0 *)
+  wire layer_r20;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r200;
   reg [5:0] layer_r201 = 6'h00;
   reg [5:0] layer_r202 = 6'h00;
   reg [5:0] layer_r203 = 6'h00;
   reg [5:0] layer_r204 = 6'h00;
   reg [5:0] layer_r205 = 6'h00;
+  reg [5:0] layer_r206 = 6'h00;
+  reg [5:0] layer_r207 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r206;
-  (* init = 1'h0 *)
-  wire layer_r207;
-  reg [5:0] layer_r208 = 6'h00;
+  wire [5:0] layer_r208;
   reg [5:0] layer_r209 = 6'h00;
-  reg layer_r21 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r21;
   reg [5:0] layer_r210 = 6'h00;
   reg [5:0] layer_r211 = 6'h00;
   reg [5:0] layer_r212 = 6'h00;
   reg [5:0] layer_r213 = 6'h00;
   reg [5:0] layer_r214 = 6'h00;
+  reg [5:0] layer_r215 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r215;
+  wire [5:0] layer_r216;
+  reg [4:0] layer_r217 = 5'h00;
+  reg [4:0] layer_r218 = 5'h00;
+  reg [4:0] layer_r219 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r216;
-  reg [5:0] layer_r217 = 6'h00;
-  reg [5:0] layer_r218 = 6'h00;
-  reg [5:0] layer_r219 = 6'h00;
-  reg layer_r22 = 1'h0;
-  reg [5:0] layer_r220 = 6'h00;
-  reg [5:0] layer_r221 = 6'h00;
-  reg [5:0] layer_r222 = 6'h00;
-  reg [5:0] layer_r223 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r224;
-  (* init = 1'h0 *)
-  wire layer_r225;
+  wire layer_r22;
+  reg [4:0] layer_r220 = 5'h00;
+  reg [4:0] layer_r221 = 5'h00;
+  reg [4:0] layer_r222 = 5'h00;
+  reg [4:0] layer_r223 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r224;
+  (* init = 8'h00 *)
+  wire [7:0] layer_r225;
   reg [4:0] layer_r226 = 5'h00;
   reg [4:0] layer_r227 = 5'h00;
   reg [4:0] layer_r228 = 5'h00;
   reg [4:0] layer_r229 = 5'h00;
-  reg layer_r23 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r23;
   reg [4:0] layer_r230 = 5'h00;
   reg [4:0] layer_r231 = 5'h00;
   reg [4:0] layer_r232 = 5'h00;
   (* init = 5'h00 *)
   wire [4:0] layer_r233;
-  (* init = 8'h00 *)
-  wire [7:0] layer_r234;
+  reg [5:0] layer_r234 = 6'h00;
+  reg [5:0] layer_r235 = 6'h00;
+  reg [5:0] layer_r236 = 6'h00;
+  reg [5:0] layer_r237 = 6'h00;
+  reg [5:0] layer_r238 = 6'h00;
+  reg [5:0] layer_r239 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r235;
-  reg [4:0] layer_r236 = 5'h00;
-  reg [4:0] layer_r237 = 5'h00;
-  reg [4:0] layer_r238 = 5'h00;
-  reg [4:0] layer_r239 = 5'h00;
-  reg layer_r24 = 1'h0;
-  reg [4:0] layer_r240 = 5'h00;
-  reg [4:0] layer_r241 = 5'h00;
-  reg [4:0] layer_r242 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r243;
-  (* init = 1'h0 *)
-  wire layer_r244;
+  wire layer_r24;
+  reg [5:0] layer_r240 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r241;
+  reg [5:0] layer_r242 = 6'h00;
+  reg [5:0] layer_r243 = 6'h00;
+  reg [5:0] layer_r244 = 6'h00;
   reg [5:0] layer_r245 = 6'h00;
   reg [5:0] layer_r246 = 6'h00;
   reg [5:0] layer_r247 = 6'h00;
   reg [5:0] layer_r248 = 6'h00;
-  reg [5:0] layer_r249 = 6'h00;
-  reg layer_r25 = 1'h0;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r249;
+  (* init = 1'h0 *)
+  wire layer_r25;
   reg [5:0] layer_r250 = 6'h00;
   reg [5:0] layer_r251 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r252;
-  (* init = 1'h0 *)
-  wire layer_r253;
+  reg [5:0] layer_r252 = 6'h00;
+  reg [5:0] layer_r253 = 6'h00;
   reg [5:0] layer_r254 = 6'h00;
   reg [5:0] layer_r255 = 6'h00;
   reg [5:0] layer_r256 = 6'h00;
-  reg [5:0] layer_r257 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r257;
   reg [5:0] layer_r258 = 6'h00;
   reg [5:0] layer_r259 = 6'h00;
-  reg layer_r26 = 1'h0;
-  reg [5:0] layer_r260 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r261;
   (* init = 1'h0 *)
-  wire layer_r262;
+  wire layer_r26;
+  reg [5:0] layer_r260 = 6'h00;
+  reg [5:0] layer_r261 = 6'h00;
+  reg [5:0] layer_r262 = 6'h00;
   reg [5:0] layer_r263 = 6'h00;
   reg [5:0] layer_r264 = 6'h00;
-  reg [5:0] layer_r265 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r265;
   reg [5:0] layer_r266 = 6'h00;
   reg [5:0] layer_r267 = 6'h00;
   reg [5:0] layer_r268 = 6'h00;
   reg [5:0] layer_r269 = 6'h00;
-  reg layer_r27 = 1'h0;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r270;
   (* init = 1'h0 *)
-  wire layer_r271;
+  wire layer_r27;
+  reg [5:0] layer_r270 = 6'h00;
+  reg [5:0] layer_r271 = 6'h00;
   reg [5:0] layer_r272 = 6'h00;
-  reg [5:0] layer_r273 = 6'h00;
-  reg [5:0] layer_r274 = 6'h00;
-  reg [5:0] layer_r275 = 6'h00;
-  reg [5:0] layer_r276 = 6'h00;
-  reg [5:0] layer_r277 = 6'h00;
-  reg [5:0] layer_r278 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r279;
-  reg layer_r28 = 1'h0;
+  wire [5:0] layer_r273;
+  reg [4:0] layer_r274 = 5'h00;
+  reg [4:0] layer_r275 = 5'h00;
+  reg [4:0] layer_r276 = 5'h00;
+  reg [4:0] layer_r277 = 5'h00;
+  reg [4:0] layer_r278 = 5'h00;
+  reg [4:0] layer_r279 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r280;
-  reg [5:0] layer_r281 = 6'h00;
+  wire layer_r28;
+  reg [4:0] layer_r280 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r281;
   reg [5:0] layer_r282 = 6'h00;
   reg [5:0] layer_r283 = 6'h00;
   reg [5:0] layer_r284 = 6'h00;
   reg [5:0] layer_r285 = 6'h00;
   reg [5:0] layer_r286 = 6'h00;
   reg [5:0] layer_r287 = 6'h00;
+  reg [5:0] layer_r288 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r288;
+  wire [5:0] layer_r289;
   (* init = 1'h0 *)
-  wire layer_r289;
-  reg layer_r29 = 1'h0;
-  reg [4:0] layer_r290 = 5'h00;
-  reg [4:0] layer_r291 = 5'h00;
-  reg [4:0] layer_r292 = 5'h00;
-  reg [4:0] layer_r293 = 5'h00;
-  reg [4:0] layer_r294 = 5'h00;
-  reg [4:0] layer_r295 = 5'h00;
-  reg [4:0] layer_r296 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r297;
-  (* init = 1'h0 *)
-  wire layer_r298;
+  wire layer_r29;
+  reg [5:0] layer_r290 = 6'h00;
+  reg [5:0] layer_r291 = 6'h00;
+  reg [5:0] layer_r292 = 6'h00;
+  reg [5:0] layer_r293 = 6'h00;
+  reg [5:0] layer_r294 = 6'h00;
+  reg [5:0] layer_r295 = 6'h00;
+  reg [5:0] layer_r296 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r297;
+  reg [5:0] layer_r298 = 6'h00;
   reg [5:0] layer_r299 = 6'h00;
   reg [18:0] layer_r3 = 19'h00000;
-  reg layer_r30 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r30;
   reg [5:0] layer_r300 = 6'h00;
   reg [5:0] layer_r301 = 6'h00;
   reg [5:0] layer_r302 = 6'h00;
   reg [5:0] layer_r303 = 6'h00;
   reg [5:0] layer_r304 = 6'h00;
-  reg [5:0] layer_r305 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r306;
-  (* init = 1'h0 *)
-  wire layer_r307;
+  wire [5:0] layer_r305;
+  reg [5:0] layer_r306 = 6'h00;
+  reg [5:0] layer_r307 = 6'h00;
   reg [5:0] layer_r308 = 6'h00;
   reg [5:0] layer_r309 = 6'h00;
-  reg layer_r31 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r31;
   reg [5:0] layer_r310 = 6'h00;
   reg [5:0] layer_r311 = 6'h00;
   reg [5:0] layer_r312 = 6'h00;
-  reg [5:0] layer_r313 = 6'h00;
-  reg [5:0] layer_r314 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r315;
-  (* init = 1'h0 *)
-  wire layer_r316;
+  wire [5:0] layer_r313;
+  reg [5:0] layer_r314 = 6'h00;
+  reg [5:0] layer_r315 = 6'h00;
+  reg [5:0] layer_r316 = 6'h00;
   reg [5:0] layer_r317 = 6'h00;
   reg [5:0] layer_r318 = 6'h00;
   reg [5:0] layer_r319 = 6'h00;
-  reg layer_r32 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r32;
   reg [5:0] layer_r320 = 6'h00;
-  reg [5:0] layer_r321 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r321;
   reg [5:0] layer_r322 = 6'h00;
   reg [5:0] layer_r323 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r324;
-  (* init = 1'h0 *)
-  wire layer_r325;
+  reg [5:0] layer_r324 = 6'h00;
+  reg [5:0] layer_r325 = 6'h00;
   reg [5:0] layer_r326 = 6'h00;
   reg [5:0] layer_r327 = 6'h00;
   reg [5:0] layer_r328 = 6'h00;
-  reg [5:0] layer_r329 = 6'h00;
-  reg layer_r33 = 1'h0;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r329;
+  (* init = 1'h0 *)
+  wire layer_r33;
   reg [5:0] layer_r330 = 6'h00;
   reg [5:0] layer_r331 = 6'h00;
   reg [5:0] layer_r332 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r333;
-  (* init = 1'h0 *)
-  wire layer_r334;
+  reg [5:0] layer_r333 = 6'h00;
+  reg [5:0] layer_r334 = 6'h00;
   reg [5:0] layer_r335 = 6'h00;
   reg [5:0] layer_r336 = 6'h00;
-  reg [5:0] layer_r337 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r337;
   reg [5:0] layer_r338 = 6'h00;
   reg [5:0] layer_r339 = 6'h00;
-  reg layer_r34 = 1'h0;
+  reg [7:0] layer_r34 = 8'h00;
   reg [5:0] layer_r340 = 6'h00;
   reg [5:0] layer_r341 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r342;
-  (* init = 1'h0 *)
-  wire layer_r343;
+  reg [5:0] layer_r342 = 6'h00;
+  reg [5:0] layer_r343 = 6'h00;
   reg [5:0] layer_r344 = 6'h00;
-  reg [5:0] layer_r345 = 6'h00;
-  reg [5:0] layer_r346 = 6'h00;
-  reg [5:0] layer_r347 = 6'h00;
-  reg [5:0] layer_r348 = 6'h00;
-  reg [5:0] layer_r349 = 6'h00;
-  reg layer_r35 = 1'h0;
-  reg [5:0] layer_r350 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r351;
-  (* init = 1'h0 *)
-  wire layer_r352;
-  reg [5:0] layer_r353 = 6'h00;
-  reg [5:0] layer_r354 = 6'h00;
-  reg [5:0] layer_r355 = 6'h00;
-  reg [5:0] layer_r356 = 6'h00;
-  reg [5:0] layer_r357 = 6'h00;
-  reg [5:0] layer_r358 = 6'h00;
-  reg [5:0] layer_r359 = 6'h00;
-  reg layer_r36 = 1'h0;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r360;
-  (* init = 1'h0 *)
-  wire layer_r361;
-  reg [5:0] layer_r362 = 6'h00;
-  reg [5:0] layer_r363 = 6'h00;
-  reg [5:0] layer_r364 = 6'h00;
-  reg [5:0] layer_r365 = 6'h00;
-  reg [5:0] layer_r366 = 6'h00;
-  reg [5:0] layer_r367 = 6'h00;
-  reg [5:0] layer_r368 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r369;
-  reg layer_r37 = 1'h0;
-  (* init = 1'h0 *)
-  wire layer_r370;
-  reg [4:0] layer_r371 = 5'h00;
-  reg [4:0] layer_r372 = 5'h00;
-  reg [4:0] layer_r373 = 5'h00;
-  reg [4:0] layer_r374 = 5'h00;
-  reg [4:0] layer_r375 = 5'h00;
-  reg [4:0] layer_r376 = 5'h00;
-  reg [4:0] layer_r377 = 5'h00;
+  wire [5:0] layer_r345;
+  reg [4:0] layer_r346 = 5'h00;
+  reg [4:0] layer_r347 = 5'h00;
+  reg [4:0] layer_r348 = 5'h00;
+  reg [4:0] layer_r349 = 5'h00;
+  reg [11:0] layer_r35 = 12'h000;
+  reg [4:0] layer_r350 = 5'h00;
+  reg [4:0] layer_r351 = 5'h00;
+  reg [4:0] layer_r352 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r378;
+  wire [4:0] layer_r353;
   (* init = 8'h00 *)
-  wire [7:0] layer_r379;
-  reg layer_r38 = 1'h0;
+  wire [7:0] layer_r354;
+  reg [4:0] layer_r355 = 5'h00;
+  reg [4:0] layer_r356 = 5'h00;
+  reg [4:0] layer_r357 = 5'h00;
+  reg [4:0] layer_r358 = 5'h00;
+  reg [4:0] layer_r359 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r380;
-  reg [4:0] layer_r381 = 5'h00;
-  reg [4:0] layer_r382 = 5'h00;
-  reg [4:0] layer_r383 = 5'h00;
-  reg [4:0] layer_r384 = 5'h00;
-  reg [4:0] layer_r385 = 5'h00;
-  reg [4:0] layer_r386 = 5'h00;
-  reg [4:0] layer_r387 = 5'h00;
+  wire layer_r36;
+  reg [4:0] layer_r360 = 5'h00;
+  reg [4:0] layer_r361 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r388;
+  wire [4:0] layer_r362;
+  reg [4:0] layer_r363 = 5'h00;
+  reg [4:0] layer_r364 = 5'h00;
+  reg [4:0] layer_r365 = 5'h00;
+  reg [4:0] layer_r366 = 5'h00;
+  reg [4:0] layer_r367 = 5'h00;
+  reg [4:0] layer_r368 = 5'h00;
+  reg [4:0] layer_r369 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r389;
-  reg layer_r39 = 1'h0;
-  reg [4:0] layer_r390 = 5'h00;
-  reg [4:0] layer_r391 = 5'h00;
-  reg [4:0] layer_r392 = 5'h00;
-  reg [4:0] layer_r393 = 5'h00;
-  reg [4:0] layer_r394 = 5'h00;
-  reg [4:0] layer_r395 = 5'h00;
-  reg [4:0] layer_r396 = 5'h00;
+  wire layer_r37;
   (* init = 5'h00 *)
-  wire [4:0] layer_r397;
+  wire [4:0] layer_r370;
+  reg [5:0] layer_r371 = 6'h00;
+  reg [5:0] layer_r372 = 6'h00;
+  reg [5:0] layer_r373 = 6'h00;
+  reg [5:0] layer_r374 = 6'h00;
+  reg [5:0] layer_r375 = 6'h00;
+  reg [5:0] layer_r376 = 6'h00;
+  reg [5:0] layer_r377 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r378;
+  reg [5:0] layer_r379 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r398;
+  wire layer_r38;
+  reg [5:0] layer_r380 = 6'h00;
+  reg [5:0] layer_r381 = 6'h00;
+  reg [5:0] layer_r382 = 6'h00;
+  reg [5:0] layer_r383 = 6'h00;
+  reg [5:0] layer_r384 = 6'h00;
+  reg [5:0] layer_r385 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r386;
+  reg [5:0] layer_r387 = 6'h00;
+  reg [5:0] layer_r388 = 6'h00;
+  reg [5:0] layer_r389 = 6'h00;
+  (* init = 1'h0 *)
+  wire layer_r39;
+  reg [5:0] layer_r390 = 6'h00;
+  reg [5:0] layer_r391 = 6'h00;
+  reg [5:0] layer_r392 = 6'h00;
+  reg [5:0] layer_r393 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r394;
+  reg [5:0] layer_r395 = 6'h00;
+  reg [5:0] layer_r396 = 6'h00;
+  reg [5:0] layer_r397 = 6'h00;
+  reg [5:0] layer_r398 = 6'h00;
   reg [5:0] layer_r399 = 6'h00;
   reg [27:0] layer_r4 = 28'h0000000;
-  reg layer_r40 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r40;
   reg [5:0] layer_r400 = 6'h00;
   reg [5:0] layer_r401 = 6'h00;
-  reg [5:0] layer_r402 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r402;
   reg [5:0] layer_r403 = 6'h00;
   reg [5:0] layer_r404 = 6'h00;
   reg [5:0] layer_r405 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r406;
-  (* init = 1'h0 *)
-  wire layer_r407;
+  reg [5:0] layer_r406 = 6'h00;
+  reg [5:0] layer_r407 = 6'h00;
   reg [5:0] layer_r408 = 6'h00;
   reg [5:0] layer_r409 = 6'h00;
-  reg layer_r41 = 1'h0;
-  reg [5:0] layer_r410 = 6'h00;
+  (* init = 1'h0 *)
+  wire layer_r41;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r410;
   reg [5:0] layer_r411 = 6'h00;
   reg [5:0] layer_r412 = 6'h00;
   reg [5:0] layer_r413 = 6'h00;
   reg [5:0] layer_r414 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r415;
-  (* init = 1'h0 *)
-  wire layer_r416;
+  reg [5:0] layer_r415 = 6'h00;
+  reg [5:0] layer_r416 = 6'h00;
   reg [5:0] layer_r417 = 6'h00;
-  reg [5:0] layer_r418 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r418;
   reg [5:0] layer_r419 = 6'h00;
-  reg layer_r42 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r42;
   reg [5:0] layer_r420 = 6'h00;
   reg [5:0] layer_r421 = 6'h00;
   reg [5:0] layer_r422 = 6'h00;
   reg [5:0] layer_r423 = 6'h00;
+  reg [5:0] layer_r424 = 6'h00;
+  reg [5:0] layer_r425 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r424;
-  (* init = 1'h0 *)
-  wire layer_r425;
-  reg [5:0] layer_r426 = 6'h00;
+  wire [5:0] layer_r426;
   reg [5:0] layer_r427 = 6'h00;
   reg [5:0] layer_r428 = 6'h00;
   reg [5:0] layer_r429 = 6'h00;
-  reg layer_r43 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r43;
   reg [5:0] layer_r430 = 6'h00;
   reg [5:0] layer_r431 = 6'h00;
   reg [5:0] layer_r432 = 6'h00;
+  reg [5:0] layer_r433 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r433;
+  wire [5:0] layer_r434;
+  reg [4:0] layer_r435 = 5'h00;
+  reg [4:0] layer_r436 = 5'h00;
+  reg [4:0] layer_r437 = 5'h00;
+  reg [4:0] layer_r438 = 5'h00;
+  reg [4:0] layer_r439 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r434;
-  reg [5:0] layer_r435 = 6'h00;
-  reg [5:0] layer_r436 = 6'h00;
-  reg [5:0] layer_r437 = 6'h00;
-  reg [5:0] layer_r438 = 6'h00;
-  reg [5:0] layer_r439 = 6'h00;
-  reg layer_r44 = 1'h0;
-  reg [5:0] layer_r440 = 6'h00;
-  reg [5:0] layer_r441 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r442;
-  (* init = 1'h0 *)
-  wire layer_r443;
+  wire layer_r44;
+  reg [4:0] layer_r440 = 5'h00;
+  reg [4:0] layer_r441 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r442;
+  reg [5:0] layer_r443 = 6'h00;
   reg [5:0] layer_r444 = 6'h00;
   reg [5:0] layer_r445 = 6'h00;
   reg [5:0] layer_r446 = 6'h00;
   reg [5:0] layer_r447 = 6'h00;
   reg [5:0] layer_r448 = 6'h00;
   reg [5:0] layer_r449 = 6'h00;
-  reg layer_r45 = 1'h0;
-  reg [5:0] layer_r450 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r451;
   (* init = 1'h0 *)
-  wire layer_r452;
-  reg [5:0] layer_r453 = 6'h00;
-  reg [5:0] layer_r454 = 6'h00;
-  reg [5:0] layer_r455 = 6'h00;
-  reg [5:0] layer_r456 = 6'h00;
-  reg [5:0] layer_r457 = 6'h00;
-  reg [5:0] layer_r458 = 6'h00;
+  wire layer_r45;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r450;
+  reg [4:0] layer_r451 = 5'h00;
+  reg [4:0] layer_r452 = 5'h00;
+  reg [4:0] layer_r453 = 5'h00;
+  reg [4:0] layer_r454 = 5'h00;
+  reg [4:0] layer_r455 = 5'h00;
+  reg [4:0] layer_r456 = 5'h00;
+  reg [4:0] layer_r457 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r458;
   reg [5:0] layer_r459 = 6'h00;
-  reg layer_r46 = 1'h0;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r460;
   (* init = 1'h0 *)
-  wire layer_r461;
+  wire layer_r46;
+  reg [5:0] layer_r460 = 6'h00;
+  reg [5:0] layer_r461 = 6'h00;
   reg [5:0] layer_r462 = 6'h00;
   reg [5:0] layer_r463 = 6'h00;
   reg [5:0] layer_r464 = 6'h00;
   reg [5:0] layer_r465 = 6'h00;
-  reg [5:0] layer_r466 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r466;
   reg [5:0] layer_r467 = 6'h00;
   reg [5:0] layer_r468 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r469;
-  reg layer_r47 = 1'h0;
+  reg [5:0] layer_r469 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r470;
-  reg [4:0] layer_r471 = 5'h00;
-  reg [4:0] layer_r472 = 5'h00;
-  reg [4:0] layer_r473 = 5'h00;
-  reg [4:0] layer_r474 = 5'h00;
+  wire layer_r47;
+  reg [5:0] layer_r470 = 6'h00;
+  reg [5:0] layer_r471 = 6'h00;
+  reg [5:0] layer_r472 = 6'h00;
+  reg [5:0] layer_r473 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r474;
   reg [4:0] layer_r475 = 5'h00;
   reg [4:0] layer_r476 = 5'h00;
   reg [4:0] layer_r477 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r478;
+  reg [4:0] layer_r478 = 5'h00;
+  reg [4:0] layer_r479 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r479;
-  reg layer_r48 = 1'h0;
-  reg [5:0] layer_r480 = 6'h00;
-  reg [5:0] layer_r481 = 6'h00;
-  reg [5:0] layer_r482 = 6'h00;
-  reg [5:0] layer_r483 = 6'h00;
+  wire layer_r48;
+  reg [4:0] layer_r480 = 5'h00;
+  reg [4:0] layer_r481 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r482;
+  (* init = 8'h00 *)
+  wire [7:0] layer_r483;
   reg [5:0] layer_r484 = 6'h00;
   reg [5:0] layer_r485 = 6'h00;
   reg [5:0] layer_r486 = 6'h00;
+  reg [5:0] layer_r487 = 6'h00;
+  reg [5:0] layer_r488 = 6'h00;
+  reg [5:0] layer_r489 = 6'h00;
+  (* init = 1'h0 *)
+  wire layer_r49;
+  reg [5:0] layer_r490 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r487;
-  (* init = 1'h0 *)
-  wire layer_r488;
-  reg [4:0] layer_r489 = 5'h00;
-  reg layer_r49 = 1'h0;
-  reg [4:0] layer_r490 = 5'h00;
-  reg [4:0] layer_r491 = 5'h00;
-  reg [4:0] layer_r492 = 5'h00;
-  reg [4:0] layer_r493 = 5'h00;
-  reg [4:0] layer_r494 = 5'h00;
-  reg [4:0] layer_r495 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r496;
-  (* init = 1'h0 *)
-  wire layer_r497;
+  wire [5:0] layer_r491;
+  reg [5:0] layer_r492 = 6'h00;
+  reg [5:0] layer_r493 = 6'h00;
+  reg [5:0] layer_r494 = 6'h00;
+  reg [5:0] layer_r495 = 6'h00;
+  reg [5:0] layer_r496 = 6'h00;
+  reg [5:0] layer_r497 = 6'h00;
   reg [5:0] layer_r498 = 6'h00;
-  reg [5:0] layer_r499 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r499;
   reg [36:0] layer_r5 = 37'h0000000000;
-  reg layer_r50 = 1'h0;
-  reg [5:0] layer_r500 = 6'h00;
-  reg [5:0] layer_r501 = 6'h00;
-  reg [5:0] layer_r502 = 6'h00;
-  reg [5:0] layer_r503 = 6'h00;
-  reg [5:0] layer_r504 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r505;
   (* init = 1'h0 *)
-  wire layer_r506;
-  reg [5:0] layer_r507 = 6'h00;
-  reg [5:0] layer_r508 = 6'h00;
-  reg [5:0] layer_r509 = 6'h00;
-  reg layer_r51 = 1'h0;
-  reg [5:0] layer_r510 = 6'h00;
-  reg [5:0] layer_r511 = 6'h00;
-  reg [5:0] layer_r512 = 6'h00;
-  reg [5:0] layer_r513 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r514;
+  wire layer_r50;
+  reg [4:0] layer_r500 = 5'h00;
+  reg [4:0] layer_r501 = 5'h00;
+  reg [4:0] layer_r502 = 5'h00;
+  reg [4:0] layer_r503 = 5'h00;
+  reg [4:0] layer_r504 = 5'h00;
+  reg [4:0] layer_r505 = 5'h00;
+  reg [4:0] layer_r506 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r507;
+  reg [4:0] layer_r508 = 5'h00;
+  reg [4:0] layer_r509 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r515;
+  wire layer_r51;
+  reg [4:0] layer_r510 = 5'h00;
+  reg [4:0] layer_r511 = 5'h00;
+  reg [4:0] layer_r512 = 5'h00;
+  reg [4:0] layer_r513 = 5'h00;
+  reg [4:0] layer_r514 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r515;
   reg [4:0] layer_r516 = 5'h00;
   reg [4:0] layer_r517 = 5'h00;
   reg [4:0] layer_r518 = 5'h00;
   reg [4:0] layer_r519 = 5'h00;
-  reg layer_r52 = 1'h0;
+  reg [7:0] layer_r52 = 8'h00;
   reg [4:0] layer_r520 = 5'h00;
   reg [4:0] layer_r521 = 5'h00;
   reg [4:0] layer_r522 = 5'h00;
   (* init = 5'h00 *)
   wire [4:0] layer_r523;
-  (* init = 8'h00 *)
-  wire [7:0] layer_r524;
-  (* init = 1'h0 *)
-  wire layer_r525;
+  reg [5:0] layer_r524 = 6'h00;
+  reg [5:0] layer_r525 = 6'h00;
   reg [5:0] layer_r526 = 6'h00;
   reg [5:0] layer_r527 = 6'h00;
   reg [5:0] layer_r528 = 6'h00;
   reg [5:0] layer_r529 = 6'h00;
-  reg layer_r53 = 1'h0;
+  reg [11:0] layer_r53 = 12'h000;
   reg [5:0] layer_r530 = 6'h00;
-  reg [5:0] layer_r531 = 6'h00;
-  reg [5:0] layer_r532 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r533;
-  (* init = 1'h0 *)
-  wire layer_r534;
+  wire [5:0] layer_r531;
+  reg [5:0] layer_r532 = 6'h00;
+  reg [5:0] layer_r533 = 6'h00;
+  reg [5:0] layer_r534 = 6'h00;
   reg [5:0] layer_r535 = 6'h00;
   reg [5:0] layer_r536 = 6'h00;
   reg [5:0] layer_r537 = 6'h00;
   reg [5:0] layer_r538 = 6'h00;
-  reg [5:0] layer_r539 = 6'h00;
-  reg layer_r54 = 1'h0;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r539;
+  (* init = 1'h0 *)
+  wire layer_r54;
   reg [5:0] layer_r540 = 6'h00;
   reg [5:0] layer_r541 = 6'h00;
+  reg [5:0] layer_r542 = 6'h00;
+  reg [5:0] layer_r543 = 6'h00;
+  reg [5:0] layer_r544 = 6'h00;
+  reg [5:0] layer_r545 = 6'h00;
+  reg [5:0] layer_r546 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r542;
+  wire [5:0] layer_r547;
+  reg [5:0] layer_r548 = 6'h00;
+  reg [5:0] layer_r549 = 6'h00;
   (* init = 1'h0 *)
-  wire layer_r543;
-  reg [4:0] layer_r544 = 5'h00;
-  reg [4:0] layer_r545 = 5'h00;
-  reg [4:0] layer_r546 = 5'h00;
-  reg [4:0] layer_r547 = 5'h00;
-  reg [4:0] layer_r548 = 5'h00;
-  reg [4:0] layer_r549 = 5'h00;
-  reg layer_r55 = 1'h0;
-  reg [4:0] layer_r550 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r551;
-  (* init = 1'h0 *)
-  wire layer_r552;
-  reg [4:0] layer_r553 = 5'h00;
-  reg [4:0] layer_r554 = 5'h00;
-  reg [4:0] layer_r555 = 5'h00;
+  wire layer_r55;
+  reg [5:0] layer_r550 = 6'h00;
+  reg [5:0] layer_r551 = 6'h00;
+  reg [5:0] layer_r552 = 6'h00;
+  reg [5:0] layer_r553 = 6'h00;
+  reg [5:0] layer_r554 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r555;
   reg [4:0] layer_r556 = 5'h00;
   reg [4:0] layer_r557 = 5'h00;
   reg [4:0] layer_r558 = 5'h00;
   reg [4:0] layer_r559 = 5'h00;
-  reg layer_r56 = 1'h0;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r560;
   (* init = 1'h0 *)
-  wire layer_r561;
+  wire layer_r56;
+  reg [4:0] layer_r560 = 5'h00;
+  reg [4:0] layer_r561 = 5'h00;
   reg [4:0] layer_r562 = 5'h00;
-  reg [4:0] layer_r563 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r563;
   reg [4:0] layer_r564 = 5'h00;
   reg [4:0] layer_r565 = 5'h00;
   reg [4:0] layer_r566 = 5'h00;
   reg [4:0] layer_r567 = 5'h00;
   reg [4:0] layer_r568 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r569;
-  reg layer_r57 = 1'h0;
+  reg [4:0] layer_r569 = 5'h00;
   (* init = 1'h0 *)
-  wire layer_r570;
-  reg [5:0] layer_r571 = 6'h00;
+  wire layer_r57;
+  reg [4:0] layer_r570 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r571;
   reg [5:0] layer_r572 = 6'h00;
   reg [5:0] layer_r573 = 6'h00;
   reg [5:0] layer_r574 = 6'h00;
   reg [5:0] layer_r575 = 6'h00;
   reg [5:0] layer_r576 = 6'h00;
   reg [5:0] layer_r577 = 6'h00;
+  reg [5:0] layer_r578 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r578;
+  wire [5:0] layer_r579;
   (* init = 1'h0 *)
-  wire layer_r579;
-  reg layer_r58 = 1'h0;
+  wire layer_r58;
   reg [5:0] layer_r580 = 6'h00;
   reg [5:0] layer_r581 = 6'h00;
   reg [5:0] layer_r582 = 6'h00;
@@ -2023,146 +2014,98 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r586 = 6'h00;
   (* init = 6'h00 *)
   wire [5:0] layer_r587;
-  (* init = 1'h0 *)
-  wire layer_r588;
+  reg [5:0] layer_r588 = 6'h00;
   reg [5:0] layer_r589 = 6'h00;
-  reg layer_r59 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r59;
   reg [5:0] layer_r590 = 6'h00;
   reg [5:0] layer_r591 = 6'h00;
   reg [5:0] layer_r592 = 6'h00;
   reg [5:0] layer_r593 = 6'h00;
   reg [5:0] layer_r594 = 6'h00;
-  reg [5:0] layer_r595 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r596;
-  (* init = 1'h0 *)
-  wire layer_r597;
+  wire [5:0] layer_r595;
+  reg [5:0] layer_r596 = 6'h00;
+  reg [5:0] layer_r597 = 6'h00;
   reg [5:0] layer_r598 = 6'h00;
   reg [5:0] layer_r599 = 6'h00;
   reg [31:0] layer_r6 = 32'd0;
-  reg layer_r60 = 1'h0;
+  (* init = 1'h0 *)
+  wire layer_r60;
   reg [5:0] layer_r600 = 6'h00;
   reg [5:0] layer_r601 = 6'h00;
   reg [5:0] layer_r602 = 6'h00;
-  reg [5:0] layer_r603 = 6'h00;
-  reg [5:0] layer_r604 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r605;
+  wire [5:0] layer_r603;
   (* init = 1'h0 *)
-  wire layer_r606;
-  reg [4:0] layer_r607 = 5'h00;
-  reg [4:0] layer_r608 = 5'h00;
-  reg [4:0] layer_r609 = 5'h00;
-  reg layer_r61 = 1'h0;
-  reg [4:0] layer_r610 = 5'h00;
-  reg [4:0] layer_r611 = 5'h00;
-  reg [4:0] layer_r612 = 5'h00;
-  reg [4:0] layer_r613 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r614;
+  wire layer_r61;
   (* init = 1'h0 *)
-  wire layer_r615;
-  reg [4:0] layer_r616 = 5'h00;
-  reg [4:0] layer_r617 = 5'h00;
-  reg [4:0] layer_r618 = 5'h00;
-  reg [4:0] layer_r619 = 5'h00;
-  reg layer_r62 = 1'h0;
-  reg [4:0] layer_r620 = 5'h00;
-  reg [4:0] layer_r621 = 5'h00;
-  reg [4:0] layer_r622 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r623;
+  wire layer_r62;
   (* init = 1'h0 *)
-  wire layer_r624;
-  reg [5:0] layer_r625 = 6'h00;
-  reg [5:0] layer_r626 = 6'h00;
-  reg [5:0] layer_r627 = 6'h00;
-  reg [5:0] layer_r628 = 6'h00;
-  reg [5:0] layer_r629 = 6'h00;
-  reg layer_r63 = 1'h0;
-  reg [5:0] layer_r630 = 6'h00;
-  reg [5:0] layer_r631 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r632;
+  wire layer_r63;
   (* init = 1'h0 *)
-  wire layer_r633;
-  reg [5:0] layer_r634 = 6'h00;
-  reg [5:0] layer_r635 = 6'h00;
-  reg [5:0] layer_r636 = 6'h00;
-  reg [5:0] layer_r637 = 6'h00;
-  reg [5:0] layer_r638 = 6'h00;
-  reg [5:0] layer_r639 = 6'h00;
-  reg layer_r64 = 1'h0;
-  reg [5:0] layer_r640 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r641;
+  wire layer_r64;
   (* init = 1'h0 *)
-  wire layer_r642;
-  reg [5:0] layer_r643 = 6'h00;
-  reg [5:0] layer_r644 = 6'h00;
-  reg [5:0] layer_r645 = 6'h00;
-  reg [5:0] layer_r646 = 6'h00;
-  reg [5:0] layer_r647 = 6'h00;
-  reg [5:0] layer_r648 = 6'h00;
-  reg [5:0] layer_r649 = 6'h00;
-  reg layer_r65 = 1'h0;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r650;
+  wire layer_r65;
   (* init = 1'h0 *)
-  wire layer_r651;
-  reg [5:0] layer_r652 = 6'h00;
-  reg [5:0] layer_r653 = 6'h00;
-  reg [5:0] layer_r654 = 6'h00;
-  reg [5:0] layer_r655 = 6'h00;
-  reg [5:0] layer_r656 = 6'h00;
-  reg [5:0] layer_r657 = 6'h00;
-  reg [5:0] layer_r658 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r659;
-  reg layer_r66 = 1'h0;
+  wire layer_r66;
   (* init = 1'h0 *)
-  wire layer_r660;
-  reg layer_r67 = 1'h0;
-  reg layer_r68 = 1'h0;
-  reg layer_r69 = 1'h0;
+  wire layer_r67;
+  (* init = 1'h0 *)
+  wire layer_r68;
+  (* init = 1'h0 *)
+  wire layer_r69;
   reg [37:0] layer_r7 = 38'h0000000000;
-  reg layer_r70 = 1'h0;
-  reg layer_r71 = 1'h0;
-  reg layer_r72 = 1'h0;
-  reg layer_r73 = 1'h0;
-  reg layer_r74 = 1'h0;
-  reg layer_r75 = 1'h0;
-  reg layer_r76 = 1'h0;
-  reg layer_r77 = 1'h0;
-  reg [4:0] layer_r78 = 5'h00;
-  reg [4:0] layer_r79 = 5'h00;
+  reg [7:0] layer_r70 = 8'h00;
+  reg [11:0] layer_r71 = 12'h000;
+  (* init = 1'h0 *)
+  wire layer_r72;
+  (* init = 1'h0 *)
+  wire layer_r73;
+  (* init = 1'h0 *)
+  wire layer_r74;
+  (* init = 1'h0 *)
+  wire layer_r75;
+  (* init = 1'h0 *)
+  wire layer_r76;
+  (* init = 1'h0 *)
+  wire layer_r77;
+  (* init = 1'h0 *)
+  wire layer_r78;
+  (* init = 1'h0 *)
+  wire layer_r79;
   reg [19:0] layer_r8 = 20'h00000;
-  reg [4:0] layer_r80 = 5'h00;
-  reg [4:0] layer_r81 = 5'h00;
-  reg [4:0] layer_r82 = 5'h00;
-  reg [4:0] layer_r83 = 5'h00;
-  reg [4:0] layer_r84 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r85;
-  reg [7:0] layer_r86 = 8'h00;
-  reg [7:0] layer_r87 = 8'h00;
-  reg [7:0] layer_r88 = 8'h00;
-  (* init = 8'h00 *)
-  wire [7:0] layer_r89;
+  (* init = 1'h0 *)
+  wire layer_r80;
+  (* init = 1'h0 *)
+  wire layer_r81;
+  (* init = 1'h0 *)
+  wire layer_r82;
+  (* init = 1'h0 *)
+  wire layer_r83;
+  (* init = 1'h0 *)
+  wire layer_r84;
+  (* init = 1'h0 *)
+  wire layer_r85;
+  (* init = 1'h0 *)
+  wire layer_r86;
+  (* init = 1'h0 *)
+  wire layer_r87;
+  reg [4:0] layer_r88 = 5'h00;
+  reg [4:0] layer_r89 = 5'h00;
   reg [17:0] layer_r9 = 18'h00000;
-  (* init = 1'h0 *)
-  wire layer_r90;
-  reg [5:0] layer_r91 = 6'h00;
-  reg [5:0] layer_r92 = 6'h00;
-  reg [5:0] layer_r93 = 6'h00;
-  reg [5:0] layer_r94 = 6'h00;
-  reg [5:0] layer_r95 = 6'h00;
-  reg [5:0] layer_r96 = 6'h00;
+  reg [4:0] layer_r90 = 5'h00;
+  reg [4:0] layer_r91 = 5'h00;
+  reg [4:0] layer_r92 = 5'h00;
+  reg [4:0] layer_r93 = 5'h00;
+  reg [4:0] layer_r94 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r95;
+  (* init = 8'h00 *)
+  wire [7:0] layer_r96;
   reg [5:0] layer_r97 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r98;
-  (* init = 1'h0 *)
-  wire layer_r99;
+  reg [5:0] layer_r98 = 6'h00;
+  reg [5:0] layer_r99 = 6'h00;
   wire [63:0] outputs;
   reg [4:0] p = 5'h00;
   reg [4:0] \p$102  = 5'h00;
@@ -2483,70 +2426,70 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   (* init = 8'h00 *)
   wire [7:0] \s$99 ;
   wire [7:0] sum;
-  wire [4:0] \sum$1003 ;
-  wire [4:0] \sum$1011 ;
-  wire [5:0] \sum$1019 ;
-  wire [5:0] \sum$1027 ;
-  wire [5:0] \sum$1035 ;
-  wire [5:0] \sum$1043 ;
-  wire [4:0] \sum$536 ;
-  wire [5:0] \sum$547 ;
-  wire [5:0] \sum$555 ;
-  wire [5:0] \sum$563 ;
-  wire [5:0] \sum$571 ;
-  wire [5:0] \sum$579 ;
-  wire [5:0] \sum$587 ;
-  wire [4:0] \sum$595 ;
-  wire [4:0] \sum$603 ;
-  wire [5:0] \sum$611 ;
-  wire [5:0] \sum$619 ;
-  wire [5:0] \sum$627 ;
-  wire [5:0] \sum$635 ;
-  wire [5:0] \sum$643 ;
-  wire [5:0] \sum$651 ;
-  wire [5:0] \sum$659 ;
-  wire [4:0] \sum$667 ;
-  wire [4:0] \sum$675 ;
-  wire [5:0] \sum$683 ;
-  wire [5:0] \sum$691 ;
-  wire [5:0] \sum$699 ;
-  wire [5:0] \sum$707 ;
-  wire [5:0] \sum$715 ;
-  wire [4:0] \sum$723 ;
-  wire [5:0] \sum$731 ;
-  wire [5:0] \sum$739 ;
-  wire [5:0] \sum$747 ;
-  wire [5:0] \sum$755 ;
-  wire [5:0] \sum$763 ;
-  wire [5:0] \sum$771 ;
-  wire [5:0] \sum$779 ;
-  wire [5:0] \sum$787 ;
-  wire [4:0] \sum$795 ;
-  wire [4:0] \sum$803 ;
-  wire [4:0] \sum$811 ;
-  wire [5:0] \sum$819 ;
-  wire [5:0] \sum$827 ;
-  wire [5:0] \sum$835 ;
-  wire [5:0] \sum$843 ;
-  wire [5:0] \sum$851 ;
-  wire [5:0] \sum$859 ;
-  wire [5:0] \sum$867 ;
-  wire [5:0] \sum$875 ;
-  wire [4:0] \sum$883 ;
-  wire [5:0] \sum$891 ;
-  wire [4:0] \sum$899 ;
-  wire [5:0] \sum$907 ;
-  wire [5:0] \sum$915 ;
-  wire [4:0] \sum$923 ;
-  wire [5:0] \sum$931 ;
-  wire [5:0] \sum$939 ;
-  wire [4:0] \sum$947 ;
-  wire [4:0] \sum$955 ;
-  wire [4:0] \sum$963 ;
-  wire [5:0] \sum$971 ;
-  wire [5:0] \sum$979 ;
-  wire [5:0] \sum$987 ;
-  wire [5:0] \sum$995 ;
+  wire [4:0] \sum$482 ;
+  wire [5:0] \sum$490 ;
+  wire [5:0] \sum$498 ;
+  wire [5:0] \sum$506 ;
+  wire [5:0] \sum$514 ;
+  wire [5:0] \sum$522 ;
+  wire [5:0] \sum$530 ;
+  wire [4:0] \sum$538 ;
+  wire [4:0] \sum$546 ;
+  wire [5:0] \sum$554 ;
+  wire [5:0] \sum$562 ;
+  wire [5:0] \sum$570 ;
+  wire [5:0] \sum$578 ;
+  wire [5:0] \sum$586 ;
+  wire [5:0] \sum$594 ;
+  wire [5:0] \sum$602 ;
+  wire [4:0] \sum$610 ;
+  wire [4:0] \sum$618 ;
+  wire [5:0] \sum$626 ;
+  wire [5:0] \sum$634 ;
+  wire [5:0] \sum$642 ;
+  wire [5:0] \sum$650 ;
+  wire [5:0] \sum$658 ;
+  wire [4:0] \sum$666 ;
+  wire [5:0] \sum$674 ;
+  wire [5:0] \sum$682 ;
+  wire [5:0] \sum$690 ;
+  wire [5:0] \sum$698 ;
+  wire [5:0] \sum$706 ;
+  wire [5:0] \sum$714 ;
+  wire [5:0] \sum$722 ;
+  wire [5:0] \sum$730 ;
+  wire [4:0] \sum$738 ;
+  wire [4:0] \sum$746 ;
+  wire [4:0] \sum$754 ;
+  wire [5:0] \sum$762 ;
+  wire [5:0] \sum$770 ;
+  wire [5:0] \sum$778 ;
+  wire [5:0] \sum$786 ;
+  wire [5:0] \sum$794 ;
+  wire [5:0] \sum$802 ;
+  wire [5:0] \sum$810 ;
+  wire [5:0] \sum$818 ;
+  wire [4:0] \sum$826 ;
+  wire [5:0] \sum$834 ;
+  wire [4:0] \sum$842 ;
+  wire [5:0] \sum$850 ;
+  wire [5:0] \sum$858 ;
+  wire [4:0] \sum$866 ;
+  wire [5:0] \sum$874 ;
+  wire [5:0] \sum$882 ;
+  wire [4:0] \sum$890 ;
+  wire [4:0] \sum$898 ;
+  wire [4:0] \sum$906 ;
+  wire [5:0] \sum$914 ;
+  wire [5:0] \sum$922 ;
+  wire [5:0] \sum$930 ;
+  wire [5:0] \sum$938 ;
+  wire [4:0] \sum$946 ;
+  wire [4:0] \sum$954 ;
+  wire [5:0] \sum$962 ;
+  wire [5:0] \sum$970 ;
+  wire [5:0] \sum$978 ;
+  wire [5:0] \sum$986 ;
   assign \$2  = sum + \$1 ;
   assign \$5  = \$3  + \$4 ;
   assign \$6  = \$2 [9:0] + \$5 [17:0];
@@ -2565,71 +2508,71 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   assign \$40  = $signed(\$37 ) + $signed(\$39 );
   assign \$41  = $signed(layer_r8) - $signed(layer_r9);
   assign \$42  = $signed({ 1'h0, layer_r12 }) - $signed(\$41 [19:0]);
-  assign \$43  = layer_r13[11:0] >= 12'ha51;
-  assign \$44  = layer_r13[11:0] >= 11'h583;
-  assign \$45  = layer_r13[11:0] >= 12'h870;
-  assign \$46  = layer_r13[11:0] >= 12'h99b;
-  assign \$47  = layer_r13[11:0] >= 12'ha1c;
-  assign \$48  = layer_r13[11:0] >= 11'h6f5;
-  assign \$49  = layer_r13[11:0] >= 7'h6a;
-  assign \$50  = layer_r13[11:0] >= 11'h6a6;
-  assign \$51  = layer_r13[11:0] >= 12'h939;
-  assign \$52  = layer_r13[11:0] >= 8'hc9;
-  assign \$53  = layer_r13[11:0] >= 11'h4d4;
-  assign \$54  = layer_r13[11:0] >= 10'h2ed;
-  assign \$55  = layer_r13[11:0] >= 12'h875;
-  assign \$56  = layer_r13[11:0] >= 12'hcdd;
-  assign \$57  = layer_r13[11:0] >= 10'h376;
-  assign \$58  = layer_r13[11:0] >= 12'ha29;
-  assign \$59  = layer_r13[11:0] >= 9'h11b;
-  assign \$60  = layer_r13[11:0] >= 12'h9e1;
-  assign \$61  = layer_r13[11:0] >= 12'h951;
-  assign \$62  = layer_r13[11:0] >= 12'hc60;
-  assign \$63  = layer_r13[11:0] >= 12'haf4;
-  assign \$64  = layer_r13[11:0] >= 11'h7ef;
-  assign \$65  = layer_r13[11:0] >= 12'h95d;
-  assign \$66  = layer_r13[11:0] >= 9'h151;
-  assign \$67  = layer_r13[11:0] >= 10'h291;
-  assign \$68  = layer_r13[11:0] >= 11'h400;
-  assign \$69  = layer_r13[11:0] >= 12'h814;
-  assign \$70  = layer_r13[11:0] >= 9'h1d3;
-  assign \$71  = layer_r13[11:0] >= 7'h7e;
-  assign \$72  = layer_r13[11:0] >= 11'h6e9;
-  assign \$73  = layer_r13[11:0] >= 11'h581;
-  assign \$74  = layer_r13[11:0] >= 11'h796;
-  assign \$75  = layer_r13[11:0] >= 12'h9ba;
-  assign \$76  = layer_r13[11:0] >= 10'h27f;
-  assign \$77  = layer_r13[11:0] >= 11'h4ea;
-  assign \$78  = layer_r13[11:0] >= 11'h528;
-  assign \$79  = layer_r13[11:0] >= 11'h4aa;
-  assign \$80  = layer_r13[11:0] >= 10'h381;
-  assign \$81  = layer_r13[11:0] >= 10'h274;
-  assign \$82  = layer_r13[11:0] >= 9'h174;
-  assign \$83  = layer_r13[11:0] >= 12'h802;
-  assign \$84  = layer_r13[11:0] >= 12'h895;
-  assign \$85  = layer_r13[11:0] >= 12'h8ad;
-  assign \$86  = layer_r13[11:0] >= 12'h950;
-  assign \$87  = layer_r13[11:0] >= 10'h3d8;
-  assign \$88  = layer_r13[11:0] >= 12'ha6c;
-  assign \$89  = layer_r13[11:0] >= 12'h87f;
-  assign \$90  = layer_r13[11:0] >= 12'haeb;
-  assign \$91  = layer_r13[11:0] >= 11'h4fa;
-  assign \$92  = layer_r13[11:0] >= 11'h656;
-  assign \$93  = layer_r13[11:0] >= 11'h674;
-  assign \$94  = layer_r13[11:0] >= 12'h896;
-  assign \$95  = layer_r13[11:0] >= 11'h660;
-  assign \$96  = layer_r13[11:0] >= 10'h39e;
-  assign \$97  = layer_r13[11:0] >= 11'h429;
-  assign \$98  = layer_r13[11:0] >= 11'h433;
-  assign \$99  = layer_r13[11:0] >= 11'h638;
-  assign \$100  = layer_r13[11:0] >= 11'h663;
-  assign \$101  = layer_r13[11:0] >= 9'h171;
-  assign \$102  = layer_r13[11:0] >= 12'hb2d;
-  assign \$103  = layer_r13[11:0] >= 10'h2f0;
-  assign \$104  = layer_r13[11:0] >= 11'h641;
-  assign \$105  = layer_r13[11:0] >= 10'h2ff;
-  assign \$106  = layer_r13[11:0] >= 12'h9a9;
-  assign \$108  = $signed(\$107 [7:0]) + $signed(7'h41);
+  assign \$44  = $signed(\$43 [7:0]) + $signed(7'h41);
+  assign \$45  = layer_r17 >= 12'ha51;
+  assign \$46  = layer_r17 >= 11'h583;
+  assign \$47  = layer_r17 >= 12'h870;
+  assign \$48  = layer_r17 >= 12'h99b;
+  assign \$49  = layer_r17 >= 12'ha1c;
+  assign \$50  = layer_r17 >= 11'h6f5;
+  assign \$51  = layer_r17 >= 7'h6a;
+  assign \$52  = layer_r17 >= 11'h6a6;
+  assign \$53  = layer_r17 >= 12'h939;
+  assign \$54  = layer_r17 >= 8'hc9;
+  assign \$55  = layer_r17 >= 11'h4d4;
+  assign \$56  = layer_r17 >= 10'h2ed;
+  assign \$57  = layer_r17 >= 12'h875;
+  assign \$58  = layer_r17 >= 12'hcdd;
+  assign \$59  = layer_r17 >= 10'h376;
+  assign \$60  = layer_r17 >= 12'ha29;
+  assign \$61  = layer_r35 >= 9'h11b;
+  assign \$62  = layer_r35 >= 12'h9e1;
+  assign \$63  = layer_r35 >= 12'h951;
+  assign \$64  = layer_r35 >= 12'hc60;
+  assign \$65  = layer_r35 >= 12'haf4;
+  assign \$66  = layer_r35 >= 11'h7ef;
+  assign \$67  = layer_r35 >= 12'h95d;
+  assign \$68  = layer_r35 >= 9'h151;
+  assign \$69  = layer_r35 >= 10'h291;
+  assign \$70  = layer_r35 >= 11'h400;
+  assign \$71  = layer_r35 >= 12'h814;
+  assign \$72  = layer_r35 >= 9'h1d3;
+  assign \$73  = layer_r35 >= 7'h7e;
+  assign \$74  = layer_r35 >= 11'h6e9;
+  assign \$75  = layer_r35 >= 11'h581;
+  assign \$76  = layer_r35 >= 11'h796;
+  assign \$77  = layer_r53 >= 12'h9ba;
+  assign \$78  = layer_r53 >= 10'h27f;
+  assign \$79  = layer_r53 >= 11'h4ea;
+  assign \$80  = layer_r53 >= 11'h528;
+  assign \$81  = layer_r53 >= 11'h4aa;
+  assign \$82  = layer_r53 >= 10'h381;
+  assign \$83  = layer_r53 >= 10'h274;
+  assign \$84  = layer_r53 >= 9'h174;
+  assign \$85  = layer_r53 >= 12'h802;
+  assign \$86  = layer_r53 >= 12'h895;
+  assign \$87  = layer_r53 >= 12'h8ad;
+  assign \$88  = layer_r53 >= 12'h950;
+  assign \$89  = layer_r53 >= 10'h3d8;
+  assign \$90  = layer_r53 >= 12'ha6c;
+  assign \$91  = layer_r53 >= 12'h87f;
+  assign \$92  = layer_r53 >= 12'haeb;
+  assign \$93  = layer_r71 >= 11'h4fa;
+  assign \$94  = layer_r71 >= 11'h656;
+  assign \$95  = layer_r71 >= 11'h674;
+  assign \$96  = layer_r71 >= 12'h896;
+  assign \$97  = layer_r71 >= 11'h660;
+  assign \$98  = layer_r71 >= 10'h39e;
+  assign \$99  = layer_r71 >= 11'h429;
+  assign \$100  = layer_r71 >= 11'h433;
+  assign \$101  = layer_r71 >= 11'h638;
+  assign \$102  = layer_r71 >= 11'h663;
+  assign \$103  = layer_r71 >= 9'h171;
+  assign \$104  = layer_r71 >= 12'hb2d;
+  assign \$105  = layer_r71 >= 10'h2f0;
+  assign \$106  = layer_r71 >= 11'h641;
+  assign \$107  = layer_r71 >= 10'h2ff;
+  assign \$108  = layer_r71 >= 12'h9a9;
   always @(posedge clk)
     layer_r1 <= \$6 [17:0];
   always @(posedge clk)
@@ -2657,161 +2600,161 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r13 <= \$42 [19:0];
   always @(posedge clk)
-    layer_r14 <= \$43 ;
+    layer_r14 <= \$44 [7:0];
   always @(posedge clk)
-    layer_r15 <= \$44 ;
+    layer_r15 <= layer_r14;
   always @(posedge clk)
-    layer_r16 <= \$45 ;
+    layer_r16 <= layer_r15;
   always @(posedge clk)
-    layer_r17 <= \$46 ;
+    layer_r17 <= layer_r13[11:0];
   always @(posedge clk)
-    layer_r18 <= \$47 ;
+    carry <= \$45 ;
   always @(posedge clk)
-    layer_r19 <= \$48 ;
+    \carry$75  <= \$46 ;
   always @(posedge clk)
-    layer_r20 <= \$49 ;
+    \carry$80  <= \$47 ;
   always @(posedge clk)
-    layer_r21 <= \$50 ;
+    \carry$85  <= \$48 ;
   always @(posedge clk)
-    layer_r22 <= \$51 ;
+    \carry$90  <= \$49 ;
   always @(posedge clk)
-    layer_r23 <= \$52 ;
+    \carry$95  <= \$50 ;
   always @(posedge clk)
-    layer_r24 <= \$53 ;
+    \carry$100  <= \$51 ;
   always @(posedge clk)
-    layer_r25 <= \$54 ;
+    \carry$105  <= \$52 ;
   always @(posedge clk)
-    layer_r26 <= \$55 ;
+    \carry$110  <= \$53 ;
   always @(posedge clk)
-    layer_r27 <= \$56 ;
+    \carry$115  <= \$54 ;
   always @(posedge clk)
-    layer_r28 <= \$57 ;
+    \carry$120  <= \$55 ;
   always @(posedge clk)
-    layer_r29 <= \$58 ;
+    \carry$125  <= \$56 ;
   always @(posedge clk)
-    layer_r30 <= \$59 ;
+    \carry$130  <= \$57 ;
   always @(posedge clk)
-    layer_r31 <= \$60 ;
+    \carry$135  <= \$58 ;
   always @(posedge clk)
-    layer_r32 <= \$61 ;
+    \carry$140  <= \$59 ;
   always @(posedge clk)
-    layer_r33 <= \$62 ;
+    \carry$145  <= \$60 ;
   always @(posedge clk)
-    layer_r34 <= \$63 ;
+    layer_r34 <= layer_r15;
   always @(posedge clk)
-    layer_r35 <= \$64 ;
+    layer_r35 <= layer_r13[11:0];
   always @(posedge clk)
-    layer_r36 <= \$65 ;
+    \carry$151  <= \$61 ;
   always @(posedge clk)
-    layer_r37 <= \$66 ;
+    \carry$156  <= \$62 ;
   always @(posedge clk)
-    layer_r38 <= \$67 ;
+    \carry$161  <= \$63 ;
   always @(posedge clk)
-    layer_r39 <= \$68 ;
+    \carry$166  <= \$64 ;
   always @(posedge clk)
-    layer_r40 <= \$69 ;
+    \carry$171  <= \$65 ;
   always @(posedge clk)
-    layer_r41 <= \$70 ;
+    \carry$176  <= \$66 ;
   always @(posedge clk)
-    layer_r42 <= \$71 ;
+    \carry$181  <= \$67 ;
   always @(posedge clk)
-    layer_r43 <= \$72 ;
+    \carry$186  <= \$68 ;
   always @(posedge clk)
-    layer_r44 <= \$73 ;
+    \carry$191  <= \$69 ;
   always @(posedge clk)
-    layer_r45 <= \$74 ;
+    \carry$196  <= \$70 ;
   always @(posedge clk)
-    layer_r46 <= \$75 ;
+    \carry$201  <= \$71 ;
   always @(posedge clk)
-    layer_r47 <= \$76 ;
+    \carry$206  <= \$72 ;
   always @(posedge clk)
-    layer_r48 <= \$77 ;
+    \carry$211  <= \$73 ;
   always @(posedge clk)
-    layer_r49 <= \$78 ;
+    \carry$216  <= \$74 ;
   always @(posedge clk)
-    layer_r50 <= \$79 ;
+    \carry$221  <= \$75 ;
   always @(posedge clk)
-    layer_r51 <= \$80 ;
+    \carry$226  <= \$76 ;
   always @(posedge clk)
-    layer_r52 <= \$81 ;
+    layer_r52 <= layer_r15;
   always @(posedge clk)
-    layer_r53 <= \$82 ;
+    layer_r53 <= layer_r13[11:0];
   always @(posedge clk)
-    layer_r54 <= \$83 ;
+    \carry$232  <= \$77 ;
   always @(posedge clk)
-    layer_r55 <= \$84 ;
+    \carry$237  <= \$78 ;
   always @(posedge clk)
-    layer_r56 <= \$85 ;
+    \carry$242  <= \$79 ;
   always @(posedge clk)
-    layer_r57 <= \$86 ;
+    \carry$247  <= \$80 ;
   always @(posedge clk)
-    layer_r58 <= \$87 ;
+    \carry$252  <= \$81 ;
   always @(posedge clk)
-    layer_r59 <= \$88 ;
+    \carry$257  <= \$82 ;
   always @(posedge clk)
-    layer_r60 <= \$89 ;
+    \carry$262  <= \$83 ;
   always @(posedge clk)
-    layer_r61 <= \$90 ;
+    \carry$267  <= \$84 ;
   always @(posedge clk)
-    layer_r62 <= \$91 ;
+    \carry$272  <= \$85 ;
   always @(posedge clk)
-    layer_r63 <= \$92 ;
+    \carry$277  <= \$86 ;
   always @(posedge clk)
-    layer_r64 <= \$93 ;
+    \carry$282  <= \$87 ;
   always @(posedge clk)
-    layer_r65 <= \$94 ;
+    \carry$287  <= \$88 ;
   always @(posedge clk)
-    layer_r66 <= \$95 ;
+    \carry$292  <= \$89 ;
   always @(posedge clk)
-    layer_r67 <= \$96 ;
+    \carry$297  <= \$90 ;
   always @(posedge clk)
-    layer_r68 <= \$97 ;
+    \carry$302  <= \$91 ;
   always @(posedge clk)
-    layer_r69 <= \$98 ;
+    \carry$307  <= \$92 ;
   always @(posedge clk)
-    layer_r70 <= \$99 ;
+    layer_r70 <= layer_r15;
   always @(posedge clk)
-    layer_r71 <= \$100 ;
+    layer_r71 <= layer_r13[11:0];
   always @(posedge clk)
-    layer_r72 <= \$101 ;
+    \carry$313  <= \$93 ;
   always @(posedge clk)
-    layer_r73 <= \$102 ;
+    \carry$318  <= \$94 ;
   always @(posedge clk)
-    layer_r74 <= \$103 ;
+    \carry$323  <= \$95 ;
   always @(posedge clk)
-    layer_r75 <= \$104 ;
+    \carry$328  <= \$96 ;
   always @(posedge clk)
-    layer_r76 <= \$105 ;
+    \carry$333  <= \$97 ;
   always @(posedge clk)
-    layer_r77 <= \$106 ;
+    \carry$338  <= \$98 ;
   always @(posedge clk)
-    layer_r78 <= \sum$536 ;
+    \carry$343  <= \$99 ;
   always @(posedge clk)
-    layer_r79 <= layer_r78;
+    \carry$348  <= \$100 ;
   always @(posedge clk)
-    layer_r80 <= layer_r79;
+    \carry$353  <= \$101 ;
   always @(posedge clk)
-    layer_r81 <= layer_r80;
+    \carry$358  <= \$102 ;
   always @(posedge clk)
-    layer_r82 <= layer_r81;
+    \carry$363  <= \$103 ;
   always @(posedge clk)
-    layer_r83 <= layer_r82;
+    \carry$368  <= \$104 ;
   always @(posedge clk)
-    layer_r84 <= layer_r83;
+    \carry$373  <= \$105 ;
   always @(posedge clk)
-    p <= layer_r84;
+    \carry$378  <= \$106 ;
   always @(posedge clk)
-    layer_r86 <= \$108 [7:0];
+    \carry$383  <= \$107 ;
   always @(posedge clk)
-    layer_r87 <= layer_r86;
+    \carry$388  <= \$108 ;
   always @(posedge clk)
-    layer_r88 <= layer_r87;
+    layer_r88 <= \sum$482 ;
   always @(posedge clk)
-    s <= layer_r88;
+    layer_r89 <= layer_r88;
   always @(posedge clk)
-    carry <= layer_r14;
+    layer_r90 <= layer_r89;
   always @(posedge clk)
-    layer_r91 <= \sum$547 ;
+    layer_r91 <= layer_r90;
   always @(posedge clk)
     layer_r92 <= layer_r91;
   always @(posedge clk)
@@ -2819,17 +2762,17 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r94 <= layer_r93;
   always @(posedge clk)
-    layer_r95 <= layer_r94;
+    p <= layer_r94;
   always @(posedge clk)
-    layer_r96 <= layer_r95;
+    s <= layer_r16;
   always @(posedge clk)
-    layer_r97 <= layer_r96;
+    layer_r97 <= \sum$490 ;
   always @(posedge clk)
-    \p$72  <= layer_r97;
+    layer_r98 <= layer_r97;
   always @(posedge clk)
-    \carry$75  <= layer_r15;
+    layer_r99 <= layer_r98;
   always @(posedge clk)
-    layer_r100 <= \sum$555 ;
+    layer_r100 <= layer_r99;
   always @(posedge clk)
     layer_r101 <= layer_r100;
   always @(posedge clk)
@@ -2837,41 +2780,41 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r103 <= layer_r102;
   always @(posedge clk)
-    layer_r104 <= layer_r103;
+    \p$72  <= layer_r103;
   always @(posedge clk)
-    layer_r105 <= layer_r104;
+    layer_r105 <= \sum$498 ;
   always @(posedge clk)
     layer_r106 <= layer_r105;
   always @(posedge clk)
-    \p$77  <= layer_r106;
+    layer_r107 <= layer_r106;
   always @(posedge clk)
-    \carry$80  <= layer_r16;
+    layer_r108 <= layer_r107;
   always @(posedge clk)
-    layer_r109 <= \sum$563 ;
+    layer_r109 <= layer_r108;
   always @(posedge clk)
     layer_r110 <= layer_r109;
   always @(posedge clk)
     layer_r111 <= layer_r110;
   always @(posedge clk)
-    layer_r112 <= layer_r111;
+    \p$77  <= layer_r111;
   always @(posedge clk)
-    layer_r113 <= layer_r112;
+    layer_r113 <= \sum$506 ;
   always @(posedge clk)
     layer_r114 <= layer_r113;
   always @(posedge clk)
     layer_r115 <= layer_r114;
   always @(posedge clk)
-    \p$82  <= layer_r115;
+    layer_r116 <= layer_r115;
   always @(posedge clk)
-    \carry$85  <= layer_r17;
+    layer_r117 <= layer_r116;
   always @(posedge clk)
-    layer_r118 <= \sum$571 ;
+    layer_r118 <= layer_r117;
   always @(posedge clk)
     layer_r119 <= layer_r118;
   always @(posedge clk)
-    layer_r120 <= layer_r119;
+    \p$82  <= layer_r119;
   always @(posedge clk)
-    layer_r121 <= layer_r120;
+    layer_r121 <= \sum$514 ;
   always @(posedge clk)
     layer_r122 <= layer_r121;
   always @(posedge clk)
@@ -2879,15 +2822,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r124 <= layer_r123;
   always @(posedge clk)
-    \p$87  <= layer_r124;
+    layer_r125 <= layer_r124;
   always @(posedge clk)
-    \carry$90  <= layer_r18;
+    layer_r126 <= layer_r125;
   always @(posedge clk)
-    layer_r127 <= \sum$579 ;
+    layer_r127 <= layer_r126;
   always @(posedge clk)
-    layer_r128 <= layer_r127;
+    \p$87  <= layer_r127;
   always @(posedge clk)
-    layer_r129 <= layer_r128;
+    layer_r129 <= \sum$522 ;
   always @(posedge clk)
     layer_r130 <= layer_r129;
   always @(posedge clk)
@@ -2897,13 +2840,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r133 <= layer_r132;
   always @(posedge clk)
-    \p$92  <= layer_r133;
+    layer_r134 <= layer_r133;
   always @(posedge clk)
-    \carry$95  <= layer_r19;
+    layer_r135 <= layer_r134;
   always @(posedge clk)
-    layer_r136 <= \sum$587 ;
+    \p$92  <= layer_r135;
   always @(posedge clk)
-    layer_r137 <= layer_r136;
+    layer_r137 <= \sum$530 ;
   always @(posedge clk)
     layer_r138 <= layer_r137;
   always @(posedge clk)
@@ -2915,11 +2858,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r142 <= layer_r141;
   always @(posedge clk)
-    \p$97  <= layer_r142;
+    layer_r143 <= layer_r142;
   always @(posedge clk)
-    \carry$100  <= layer_r20;
+    \p$97  <= layer_r143;
   always @(posedge clk)
-    layer_r145 <= \sum$595 ;
+    layer_r145 <= \sum$538 ;
   always @(posedge clk)
     layer_r146 <= layer_r145;
   always @(posedge clk)
@@ -2935,9 +2878,9 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     \p$102  <= layer_r151;
   always @(posedge clk)
-    \carry$105  <= layer_r21;
+    layer_r153 <= \sum$546 ;
   always @(posedge clk)
-    layer_r154 <= \sum$603 ;
+    layer_r154 <= layer_r153;
   always @(posedge clk)
     layer_r155 <= layer_r154;
   always @(posedge clk)
@@ -2949,13 +2892,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r159 <= layer_r158;
   always @(posedge clk)
-    layer_r160 <= layer_r159;
+    \p$107  <= layer_r159;
   always @(posedge clk)
-    \p$107  <= layer_r160;
+    layer_r161 <= \sum$554 ;
   always @(posedge clk)
-    \carry$110  <= layer_r22;
+    layer_r162 <= layer_r161;
   always @(posedge clk)
-    layer_r163 <= \sum$611 ;
+    layer_r163 <= layer_r162;
   always @(posedge clk)
     layer_r164 <= layer_r163;
   always @(posedge clk)
@@ -2965,15 +2908,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r167 <= layer_r166;
   always @(posedge clk)
-    layer_r168 <= layer_r167;
+    \p$112  <= layer_r167;
   always @(posedge clk)
-    layer_r169 <= layer_r168;
+    layer_r169 <= \sum$562 ;
   always @(posedge clk)
-    \p$112  <= layer_r169;
+    layer_r170 <= layer_r169;
   always @(posedge clk)
-    \carry$115  <= layer_r23;
+    layer_r171 <= layer_r170;
   always @(posedge clk)
-    layer_r172 <= \sum$619 ;
+    layer_r172 <= layer_r171;
   always @(posedge clk)
     layer_r173 <= layer_r172;
   always @(posedge clk)
@@ -2981,41 +2924,41 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r175 <= layer_r174;
   always @(posedge clk)
-    layer_r176 <= layer_r175;
+    \p$117  <= layer_r175;
   always @(posedge clk)
-    layer_r177 <= layer_r176;
+    layer_r177 <= \sum$570 ;
   always @(posedge clk)
     layer_r178 <= layer_r177;
   always @(posedge clk)
-    \p$117  <= layer_r178;
+    layer_r179 <= layer_r178;
   always @(posedge clk)
-    \carry$120  <= layer_r24;
+    layer_r180 <= layer_r179;
   always @(posedge clk)
-    layer_r181 <= \sum$627 ;
+    layer_r181 <= layer_r180;
   always @(posedge clk)
     layer_r182 <= layer_r181;
   always @(posedge clk)
     layer_r183 <= layer_r182;
   always @(posedge clk)
-    layer_r184 <= layer_r183;
+    \p$122  <= layer_r183;
   always @(posedge clk)
-    layer_r185 <= layer_r184;
+    layer_r185 <= \sum$578 ;
   always @(posedge clk)
     layer_r186 <= layer_r185;
   always @(posedge clk)
     layer_r187 <= layer_r186;
   always @(posedge clk)
-    \p$122  <= layer_r187;
+    layer_r188 <= layer_r187;
   always @(posedge clk)
-    \carry$125  <= layer_r25;
+    layer_r189 <= layer_r188;
   always @(posedge clk)
-    layer_r190 <= \sum$635 ;
+    layer_r190 <= layer_r189;
   always @(posedge clk)
     layer_r191 <= layer_r190;
   always @(posedge clk)
-    layer_r192 <= layer_r191;
+    \p$127  <= layer_r191;
   always @(posedge clk)
-    layer_r193 <= layer_r192;
+    layer_r193 <= \sum$586 ;
   always @(posedge clk)
     layer_r194 <= layer_r193;
   always @(posedge clk)
@@ -3023,15 +2966,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r196 <= layer_r195;
   always @(posedge clk)
-    \p$127  <= layer_r196;
+    layer_r197 <= layer_r196;
   always @(posedge clk)
-    \carry$130  <= layer_r26;
+    layer_r198 <= layer_r197;
   always @(posedge clk)
-    layer_r199 <= \sum$643 ;
+    layer_r199 <= layer_r198;
   always @(posedge clk)
-    layer_r200 <= layer_r199;
+    \p$132  <= layer_r199;
   always @(posedge clk)
-    layer_r201 <= layer_r200;
+    layer_r201 <= \sum$594 ;
   always @(posedge clk)
     layer_r202 <= layer_r201;
   always @(posedge clk)
@@ -3041,13 +2984,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r205 <= layer_r204;
   always @(posedge clk)
-    \p$132  <= layer_r205;
+    layer_r206 <= layer_r205;
   always @(posedge clk)
-    \carry$135  <= layer_r27;
+    layer_r207 <= layer_r206;
   always @(posedge clk)
-    layer_r208 <= \sum$651 ;
+    \p$137  <= layer_r207;
   always @(posedge clk)
-    layer_r209 <= layer_r208;
+    layer_r209 <= \sum$602 ;
   always @(posedge clk)
     layer_r210 <= layer_r209;
   always @(posedge clk)
@@ -3059,11 +3002,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r214 <= layer_r213;
   always @(posedge clk)
-    \p$137  <= layer_r214;
+    layer_r215 <= layer_r214;
   always @(posedge clk)
-    \carry$140  <= layer_r28;
+    \p$142  <= layer_r215;
   always @(posedge clk)
-    layer_r217 <= \sum$659 ;
+    layer_r217 <= \sum$610 ;
   always @(posedge clk)
     layer_r218 <= layer_r217;
   always @(posedge clk)
@@ -3077,11 +3020,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r223 <= layer_r222;
   always @(posedge clk)
-    \p$142  <= layer_r223;
+    \p$147  <= layer_r223;
   always @(posedge clk)
-    \carry$145  <= layer_r29;
+    \s$149  <= layer_r34;
   always @(posedge clk)
-    layer_r226 <= \sum$667 ;
+    layer_r226 <= \sum$618 ;
   always @(posedge clk)
     layer_r227 <= layer_r226;
   always @(posedge clk)
@@ -3095,13 +3038,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r232 <= layer_r231;
   always @(posedge clk)
-    \p$147  <= layer_r232;
+    \p$153  <= layer_r232;
   always @(posedge clk)
-    \s$149  <= layer_r88;
+    layer_r234 <= \sum$626 ;
   always @(posedge clk)
-    \carry$151  <= layer_r30;
+    layer_r235 <= layer_r234;
   always @(posedge clk)
-    layer_r236 <= \sum$675 ;
+    layer_r236 <= layer_r235;
   always @(posedge clk)
     layer_r237 <= layer_r236;
   always @(posedge clk)
@@ -3111,15 +3054,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r240 <= layer_r239;
   always @(posedge clk)
-    layer_r241 <= layer_r240;
+    \p$158  <= layer_r240;
   always @(posedge clk)
-    layer_r242 <= layer_r241;
+    layer_r242 <= \sum$634 ;
   always @(posedge clk)
-    \p$153  <= layer_r242;
+    layer_r243 <= layer_r242;
   always @(posedge clk)
-    \carry$156  <= layer_r31;
+    layer_r244 <= layer_r243;
   always @(posedge clk)
-    layer_r245 <= \sum$683 ;
+    layer_r245 <= layer_r244;
   always @(posedge clk)
     layer_r246 <= layer_r245;
   always @(posedge clk)
@@ -3127,41 +3070,41 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r248 <= layer_r247;
   always @(posedge clk)
-    layer_r249 <= layer_r248;
+    \p$163  <= layer_r248;
   always @(posedge clk)
-    layer_r250 <= layer_r249;
+    layer_r250 <= \sum$642 ;
   always @(posedge clk)
     layer_r251 <= layer_r250;
   always @(posedge clk)
-    \p$158  <= layer_r251;
+    layer_r252 <= layer_r251;
   always @(posedge clk)
-    \carry$161  <= layer_r32;
+    layer_r253 <= layer_r252;
   always @(posedge clk)
-    layer_r254 <= \sum$691 ;
+    layer_r254 <= layer_r253;
   always @(posedge clk)
     layer_r255 <= layer_r254;
   always @(posedge clk)
     layer_r256 <= layer_r255;
   always @(posedge clk)
-    layer_r257 <= layer_r256;
+    \p$168  <= layer_r256;
   always @(posedge clk)
-    layer_r258 <= layer_r257;
+    layer_r258 <= \sum$650 ;
   always @(posedge clk)
     layer_r259 <= layer_r258;
   always @(posedge clk)
     layer_r260 <= layer_r259;
   always @(posedge clk)
-    \p$163  <= layer_r260;
+    layer_r261 <= layer_r260;
   always @(posedge clk)
-    \carry$166  <= layer_r33;
+    layer_r262 <= layer_r261;
   always @(posedge clk)
-    layer_r263 <= \sum$699 ;
+    layer_r263 <= layer_r262;
   always @(posedge clk)
     layer_r264 <= layer_r263;
   always @(posedge clk)
-    layer_r265 <= layer_r264;
+    \p$173  <= layer_r264;
   always @(posedge clk)
-    layer_r266 <= layer_r265;
+    layer_r266 <= \sum$658 ;
   always @(posedge clk)
     layer_r267 <= layer_r266;
   always @(posedge clk)
@@ -3169,15 +3112,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r269 <= layer_r268;
   always @(posedge clk)
-    \p$168  <= layer_r269;
+    layer_r270 <= layer_r269;
   always @(posedge clk)
-    \carry$171  <= layer_r34;
+    layer_r271 <= layer_r270;
   always @(posedge clk)
-    layer_r272 <= \sum$707 ;
+    layer_r272 <= layer_r271;
   always @(posedge clk)
-    layer_r273 <= layer_r272;
+    \p$178  <= layer_r272;
   always @(posedge clk)
-    layer_r274 <= layer_r273;
+    layer_r274 <= \sum$666 ;
   always @(posedge clk)
     layer_r275 <= layer_r274;
   always @(posedge clk)
@@ -3187,13 +3130,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r278 <= layer_r277;
   always @(posedge clk)
-    \p$173  <= layer_r278;
+    layer_r279 <= layer_r278;
   always @(posedge clk)
-    \carry$176  <= layer_r35;
+    layer_r280 <= layer_r279;
   always @(posedge clk)
-    layer_r281 <= \sum$715 ;
+    \p$183  <= layer_r280;
   always @(posedge clk)
-    layer_r282 <= layer_r281;
+    layer_r282 <= \sum$674 ;
   always @(posedge clk)
     layer_r283 <= layer_r282;
   always @(posedge clk)
@@ -3205,11 +3148,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r287 <= layer_r286;
   always @(posedge clk)
-    \p$178  <= layer_r287;
+    layer_r288 <= layer_r287;
   always @(posedge clk)
-    \carry$181  <= layer_r36;
+    \p$188  <= layer_r288;
   always @(posedge clk)
-    layer_r290 <= \sum$723 ;
+    layer_r290 <= \sum$682 ;
   always @(posedge clk)
     layer_r291 <= layer_r290;
   always @(posedge clk)
@@ -3223,11 +3166,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r296 <= layer_r295;
   always @(posedge clk)
-    \p$183  <= layer_r296;
+    \p$193  <= layer_r296;
   always @(posedge clk)
-    \carry$186  <= layer_r37;
+    layer_r298 <= \sum$690 ;
   always @(posedge clk)
-    layer_r299 <= \sum$731 ;
+    layer_r299 <= layer_r298;
   always @(posedge clk)
     layer_r300 <= layer_r299;
   always @(posedge clk)
@@ -3239,13 +3182,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r304 <= layer_r303;
   always @(posedge clk)
-    layer_r305 <= layer_r304;
+    \p$198  <= layer_r304;
   always @(posedge clk)
-    \p$188  <= layer_r305;
+    layer_r306 <= \sum$698 ;
   always @(posedge clk)
-    \carry$191  <= layer_r38;
+    layer_r307 <= layer_r306;
   always @(posedge clk)
-    layer_r308 <= \sum$739 ;
+    layer_r308 <= layer_r307;
   always @(posedge clk)
     layer_r309 <= layer_r308;
   always @(posedge clk)
@@ -3255,15 +3198,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r312 <= layer_r311;
   always @(posedge clk)
-    layer_r313 <= layer_r312;
+    \p$203  <= layer_r312;
   always @(posedge clk)
-    layer_r314 <= layer_r313;
+    layer_r314 <= \sum$706 ;
   always @(posedge clk)
-    \p$193  <= layer_r314;
+    layer_r315 <= layer_r314;
   always @(posedge clk)
-    \carry$196  <= layer_r39;
+    layer_r316 <= layer_r315;
   always @(posedge clk)
-    layer_r317 <= \sum$747 ;
+    layer_r317 <= layer_r316;
   always @(posedge clk)
     layer_r318 <= layer_r317;
   always @(posedge clk)
@@ -3271,41 +3214,41 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r320 <= layer_r319;
   always @(posedge clk)
-    layer_r321 <= layer_r320;
+    \p$208  <= layer_r320;
   always @(posedge clk)
-    layer_r322 <= layer_r321;
+    layer_r322 <= \sum$714 ;
   always @(posedge clk)
     layer_r323 <= layer_r322;
   always @(posedge clk)
-    \p$198  <= layer_r323;
+    layer_r324 <= layer_r323;
   always @(posedge clk)
-    \carry$201  <= layer_r40;
+    layer_r325 <= layer_r324;
   always @(posedge clk)
-    layer_r326 <= \sum$755 ;
+    layer_r326 <= layer_r325;
   always @(posedge clk)
     layer_r327 <= layer_r326;
   always @(posedge clk)
     layer_r328 <= layer_r327;
   always @(posedge clk)
-    layer_r329 <= layer_r328;
+    \p$213  <= layer_r328;
   always @(posedge clk)
-    layer_r330 <= layer_r329;
+    layer_r330 <= \sum$722 ;
   always @(posedge clk)
     layer_r331 <= layer_r330;
   always @(posedge clk)
     layer_r332 <= layer_r331;
   always @(posedge clk)
-    \p$203  <= layer_r332;
+    layer_r333 <= layer_r332;
   always @(posedge clk)
-    \carry$206  <= layer_r41;
+    layer_r334 <= layer_r333;
   always @(posedge clk)
-    layer_r335 <= \sum$763 ;
+    layer_r335 <= layer_r334;
   always @(posedge clk)
     layer_r336 <= layer_r335;
   always @(posedge clk)
-    layer_r337 <= layer_r336;
+    \p$218  <= layer_r336;
   always @(posedge clk)
-    layer_r338 <= layer_r337;
+    layer_r338 <= \sum$730 ;
   always @(posedge clk)
     layer_r339 <= layer_r338;
   always @(posedge clk)
@@ -3313,15 +3256,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r341 <= layer_r340;
   always @(posedge clk)
-    \p$208  <= layer_r341;
+    layer_r342 <= layer_r341;
   always @(posedge clk)
-    \carry$211  <= layer_r42;
+    layer_r343 <= layer_r342;
   always @(posedge clk)
-    layer_r344 <= \sum$771 ;
+    layer_r344 <= layer_r343;
   always @(posedge clk)
-    layer_r345 <= layer_r344;
+    \p$223  <= layer_r344;
   always @(posedge clk)
-    layer_r346 <= layer_r345;
+    layer_r346 <= \sum$738 ;
   always @(posedge clk)
     layer_r347 <= layer_r346;
   always @(posedge clk)
@@ -3331,15 +3274,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r350 <= layer_r349;
   always @(posedge clk)
-    \p$213  <= layer_r350;
+    layer_r351 <= layer_r350;
   always @(posedge clk)
-    \carry$216  <= layer_r43;
+    layer_r352 <= layer_r351;
   always @(posedge clk)
-    layer_r353 <= \sum$779 ;
+    \p$228  <= layer_r352;
   always @(posedge clk)
-    layer_r354 <= layer_r353;
+    \s$230  <= layer_r52;
   always @(posedge clk)
-    layer_r355 <= layer_r354;
+    layer_r355 <= \sum$746 ;
   always @(posedge clk)
     layer_r356 <= layer_r355;
   always @(posedge clk)
@@ -3349,13 +3292,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r359 <= layer_r358;
   always @(posedge clk)
-    \p$218  <= layer_r359;
+    layer_r360 <= layer_r359;
   always @(posedge clk)
-    \carry$221  <= layer_r44;
+    layer_r361 <= layer_r360;
   always @(posedge clk)
-    layer_r362 <= \sum$787 ;
+    \p$234  <= layer_r361;
   always @(posedge clk)
-    layer_r363 <= layer_r362;
+    layer_r363 <= \sum$754 ;
   always @(posedge clk)
     layer_r364 <= layer_r363;
   always @(posedge clk)
@@ -3367,11 +3310,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r368 <= layer_r367;
   always @(posedge clk)
-    \p$223  <= layer_r368;
+    layer_r369 <= layer_r368;
   always @(posedge clk)
-    \carry$226  <= layer_r45;
+    \p$239  <= layer_r369;
   always @(posedge clk)
-    layer_r371 <= \sum$795 ;
+    layer_r371 <= \sum$762 ;
   always @(posedge clk)
     layer_r372 <= layer_r371;
   always @(posedge clk)
@@ -3385,13 +3328,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r377 <= layer_r376;
   always @(posedge clk)
-    \p$228  <= layer_r377;
+    \p$244  <= layer_r377;
   always @(posedge clk)
-    \s$230  <= layer_r88;
+    layer_r379 <= \sum$770 ;
   always @(posedge clk)
-    \carry$232  <= layer_r46;
+    layer_r380 <= layer_r379;
   always @(posedge clk)
-    layer_r381 <= \sum$803 ;
+    layer_r381 <= layer_r380;
   always @(posedge clk)
     layer_r382 <= layer_r381;
   always @(posedge clk)
@@ -3401,15 +3344,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r385 <= layer_r384;
   always @(posedge clk)
-    layer_r386 <= layer_r385;
+    \p$249  <= layer_r385;
   always @(posedge clk)
-    layer_r387 <= layer_r386;
+    layer_r387 <= \sum$778 ;
   always @(posedge clk)
-    \p$234  <= layer_r387;
+    layer_r388 <= layer_r387;
   always @(posedge clk)
-    \carry$237  <= layer_r47;
+    layer_r389 <= layer_r388;
   always @(posedge clk)
-    layer_r390 <= \sum$811 ;
+    layer_r390 <= layer_r389;
   always @(posedge clk)
     layer_r391 <= layer_r390;
   always @(posedge clk)
@@ -3417,41 +3360,41 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r393 <= layer_r392;
   always @(posedge clk)
-    layer_r394 <= layer_r393;
+    \p$254  <= layer_r393;
   always @(posedge clk)
-    layer_r395 <= layer_r394;
+    layer_r395 <= \sum$786 ;
   always @(posedge clk)
     layer_r396 <= layer_r395;
   always @(posedge clk)
-    \p$239  <= layer_r396;
+    layer_r397 <= layer_r396;
   always @(posedge clk)
-    \carry$242  <= layer_r48;
+    layer_r398 <= layer_r397;
   always @(posedge clk)
-    layer_r399 <= \sum$819 ;
+    layer_r399 <= layer_r398;
   always @(posedge clk)
     layer_r400 <= layer_r399;
   always @(posedge clk)
     layer_r401 <= layer_r400;
   always @(posedge clk)
-    layer_r402 <= layer_r401;
+    \p$259  <= layer_r401;
   always @(posedge clk)
-    layer_r403 <= layer_r402;
+    layer_r403 <= \sum$794 ;
   always @(posedge clk)
     layer_r404 <= layer_r403;
   always @(posedge clk)
     layer_r405 <= layer_r404;
   always @(posedge clk)
-    \p$244  <= layer_r405;
+    layer_r406 <= layer_r405;
   always @(posedge clk)
-    \carry$247  <= layer_r49;
+    layer_r407 <= layer_r406;
   always @(posedge clk)
-    layer_r408 <= \sum$827 ;
+    layer_r408 <= layer_r407;
   always @(posedge clk)
     layer_r409 <= layer_r408;
   always @(posedge clk)
-    layer_r410 <= layer_r409;
+    \p$264  <= layer_r409;
   always @(posedge clk)
-    layer_r411 <= layer_r410;
+    layer_r411 <= \sum$802 ;
   always @(posedge clk)
     layer_r412 <= layer_r411;
   always @(posedge clk)
@@ -3459,15 +3402,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r414 <= layer_r413;
   always @(posedge clk)
-    \p$249  <= layer_r414;
+    layer_r415 <= layer_r414;
   always @(posedge clk)
-    \carry$252  <= layer_r50;
+    layer_r416 <= layer_r415;
   always @(posedge clk)
-    layer_r417 <= \sum$835 ;
+    layer_r417 <= layer_r416;
   always @(posedge clk)
-    layer_r418 <= layer_r417;
+    \p$269  <= layer_r417;
   always @(posedge clk)
-    layer_r419 <= layer_r418;
+    layer_r419 <= \sum$810 ;
   always @(posedge clk)
     layer_r420 <= layer_r419;
   always @(posedge clk)
@@ -3477,13 +3420,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r423 <= layer_r422;
   always @(posedge clk)
-    \p$254  <= layer_r423;
+    layer_r424 <= layer_r423;
   always @(posedge clk)
-    \carry$257  <= layer_r51;
+    layer_r425 <= layer_r424;
   always @(posedge clk)
-    layer_r426 <= \sum$843 ;
+    \p$274  <= layer_r425;
   always @(posedge clk)
-    layer_r427 <= layer_r426;
+    layer_r427 <= \sum$818 ;
   always @(posedge clk)
     layer_r428 <= layer_r427;
   always @(posedge clk)
@@ -3495,11 +3438,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r432 <= layer_r431;
   always @(posedge clk)
-    \p$259  <= layer_r432;
+    layer_r433 <= layer_r432;
   always @(posedge clk)
-    \carry$262  <= layer_r52;
+    \p$279  <= layer_r433;
   always @(posedge clk)
-    layer_r435 <= \sum$851 ;
+    layer_r435 <= \sum$826 ;
   always @(posedge clk)
     layer_r436 <= layer_r435;
   always @(posedge clk)
@@ -3513,11 +3456,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r441 <= layer_r440;
   always @(posedge clk)
-    \p$264  <= layer_r441;
+    \p$284  <= layer_r441;
   always @(posedge clk)
-    \carry$267  <= layer_r53;
+    layer_r443 <= \sum$834 ;
   always @(posedge clk)
-    layer_r444 <= \sum$859 ;
+    layer_r444 <= layer_r443;
   always @(posedge clk)
     layer_r445 <= layer_r444;
   always @(posedge clk)
@@ -3529,13 +3472,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r449 <= layer_r448;
   always @(posedge clk)
-    layer_r450 <= layer_r449;
+    \p$289  <= layer_r449;
   always @(posedge clk)
-    \p$269  <= layer_r450;
+    layer_r451 <= \sum$842 ;
   always @(posedge clk)
-    \carry$272  <= layer_r54;
+    layer_r452 <= layer_r451;
   always @(posedge clk)
-    layer_r453 <= \sum$867 ;
+    layer_r453 <= layer_r452;
   always @(posedge clk)
     layer_r454 <= layer_r453;
   always @(posedge clk)
@@ -3545,15 +3488,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r457 <= layer_r456;
   always @(posedge clk)
-    layer_r458 <= layer_r457;
+    \p$294  <= layer_r457;
   always @(posedge clk)
-    layer_r459 <= layer_r458;
+    layer_r459 <= \sum$850 ;
   always @(posedge clk)
-    \p$274  <= layer_r459;
+    layer_r460 <= layer_r459;
   always @(posedge clk)
-    \carry$277  <= layer_r55;
+    layer_r461 <= layer_r460;
   always @(posedge clk)
-    layer_r462 <= \sum$875 ;
+    layer_r462 <= layer_r461;
   always @(posedge clk)
     layer_r463 <= layer_r462;
   always @(posedge clk)
@@ -3561,59 +3504,59 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r465 <= layer_r464;
   always @(posedge clk)
-    layer_r466 <= layer_r465;
+    \p$299  <= layer_r465;
   always @(posedge clk)
-    layer_r467 <= layer_r466;
+    layer_r467 <= \sum$858 ;
   always @(posedge clk)
     layer_r468 <= layer_r467;
   always @(posedge clk)
-    \p$279  <= layer_r468;
+    layer_r469 <= layer_r468;
   always @(posedge clk)
-    \carry$282  <= layer_r56;
+    layer_r470 <= layer_r469;
   always @(posedge clk)
-    layer_r471 <= \sum$883 ;
+    layer_r471 <= layer_r470;
   always @(posedge clk)
     layer_r472 <= layer_r471;
   always @(posedge clk)
     layer_r473 <= layer_r472;
   always @(posedge clk)
-    layer_r474 <= layer_r473;
+    \p$304  <= layer_r473;
   always @(posedge clk)
-    layer_r475 <= layer_r474;
+    layer_r475 <= \sum$866 ;
   always @(posedge clk)
     layer_r476 <= layer_r475;
   always @(posedge clk)
     layer_r477 <= layer_r476;
   always @(posedge clk)
-    \p$284  <= layer_r477;
+    layer_r478 <= layer_r477;
   always @(posedge clk)
-    \carry$287  <= layer_r57;
+    layer_r479 <= layer_r478;
   always @(posedge clk)
-    layer_r480 <= \sum$891 ;
+    layer_r480 <= layer_r479;
   always @(posedge clk)
     layer_r481 <= layer_r480;
   always @(posedge clk)
-    layer_r482 <= layer_r481;
+    \p$309  <= layer_r481;
   always @(posedge clk)
-    layer_r483 <= layer_r482;
+    \s$311  <= layer_r70;
   always @(posedge clk)
-    layer_r484 <= layer_r483;
+    layer_r484 <= \sum$874 ;
   always @(posedge clk)
     layer_r485 <= layer_r484;
   always @(posedge clk)
     layer_r486 <= layer_r485;
   always @(posedge clk)
-    \p$289  <= layer_r486;
+    layer_r487 <= layer_r486;
   always @(posedge clk)
-    \carry$292  <= layer_r58;
+    layer_r488 <= layer_r487;
   always @(posedge clk)
-    layer_r489 <= \sum$899 ;
+    layer_r489 <= layer_r488;
   always @(posedge clk)
     layer_r490 <= layer_r489;
   always @(posedge clk)
-    layer_r491 <= layer_r490;
+    \p$315  <= layer_r490;
   always @(posedge clk)
-    layer_r492 <= layer_r491;
+    layer_r492 <= \sum$882 ;
   always @(posedge clk)
     layer_r493 <= layer_r492;
   always @(posedge clk)
@@ -3621,15 +3564,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r495 <= layer_r494;
   always @(posedge clk)
-    \p$294  <= layer_r495;
+    layer_r496 <= layer_r495;
   always @(posedge clk)
-    \carry$297  <= layer_r59;
+    layer_r497 <= layer_r496;
   always @(posedge clk)
-    layer_r498 <= \sum$907 ;
+    layer_r498 <= layer_r497;
   always @(posedge clk)
-    layer_r499 <= layer_r498;
+    \p$320  <= layer_r498;
   always @(posedge clk)
-    layer_r500 <= layer_r499;
+    layer_r500 <= \sum$890 ;
   always @(posedge clk)
     layer_r501 <= layer_r500;
   always @(posedge clk)
@@ -3639,13 +3582,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r504 <= layer_r503;
   always @(posedge clk)
-    \p$299  <= layer_r504;
+    layer_r505 <= layer_r504;
   always @(posedge clk)
-    \carry$302  <= layer_r60;
+    layer_r506 <= layer_r505;
   always @(posedge clk)
-    layer_r507 <= \sum$915 ;
+    \p$325  <= layer_r506;
   always @(posedge clk)
-    layer_r508 <= layer_r507;
+    layer_r508 <= \sum$898 ;
   always @(posedge clk)
     layer_r509 <= layer_r508;
   always @(posedge clk)
@@ -3657,11 +3600,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r513 <= layer_r512;
   always @(posedge clk)
-    \p$304  <= layer_r513;
+    layer_r514 <= layer_r513;
   always @(posedge clk)
-    \carry$307  <= layer_r61;
+    \p$330  <= layer_r514;
   always @(posedge clk)
-    layer_r516 <= \sum$923 ;
+    layer_r516 <= \sum$906 ;
   always @(posedge clk)
     layer_r517 <= layer_r516;
   always @(posedge clk)
@@ -3675,13 +3618,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r522 <= layer_r521;
   always @(posedge clk)
-    \p$309  <= layer_r522;
+    \p$335  <= layer_r522;
   always @(posedge clk)
-    \s$311  <= layer_r88;
+    layer_r524 <= \sum$914 ;
   always @(posedge clk)
-    \carry$313  <= layer_r62;
+    layer_r525 <= layer_r524;
   always @(posedge clk)
-    layer_r526 <= \sum$931 ;
+    layer_r526 <= layer_r525;
   always @(posedge clk)
     layer_r527 <= layer_r526;
   always @(posedge clk)
@@ -3691,15 +3634,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r530 <= layer_r529;
   always @(posedge clk)
-    layer_r531 <= layer_r530;
+    \p$340  <= layer_r530;
   always @(posedge clk)
-    layer_r532 <= layer_r531;
+    layer_r532 <= \sum$922 ;
   always @(posedge clk)
-    \p$315  <= layer_r532;
+    layer_r533 <= layer_r532;
   always @(posedge clk)
-    \carry$318  <= layer_r63;
+    layer_r534 <= layer_r533;
   always @(posedge clk)
-    layer_r535 <= \sum$939 ;
+    layer_r535 <= layer_r534;
   always @(posedge clk)
     layer_r536 <= layer_r535;
   always @(posedge clk)
@@ -3707,41 +3650,41 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r538 <= layer_r537;
   always @(posedge clk)
-    layer_r539 <= layer_r538;
+    \p$345  <= layer_r538;
   always @(posedge clk)
-    layer_r540 <= layer_r539;
+    layer_r540 <= \sum$930 ;
   always @(posedge clk)
     layer_r541 <= layer_r540;
   always @(posedge clk)
-    \p$320  <= layer_r541;
+    layer_r542 <= layer_r541;
   always @(posedge clk)
-    \carry$323  <= layer_r64;
+    layer_r543 <= layer_r542;
   always @(posedge clk)
-    layer_r544 <= \sum$947 ;
+    layer_r544 <= layer_r543;
   always @(posedge clk)
     layer_r545 <= layer_r544;
   always @(posedge clk)
     layer_r546 <= layer_r545;
   always @(posedge clk)
-    layer_r547 <= layer_r546;
+    \p$350  <= layer_r546;
   always @(posedge clk)
-    layer_r548 <= layer_r547;
+    layer_r548 <= \sum$938 ;
   always @(posedge clk)
     layer_r549 <= layer_r548;
   always @(posedge clk)
     layer_r550 <= layer_r549;
   always @(posedge clk)
-    \p$325  <= layer_r550;
+    layer_r551 <= layer_r550;
   always @(posedge clk)
-    \carry$328  <= layer_r65;
+    layer_r552 <= layer_r551;
   always @(posedge clk)
-    layer_r553 <= \sum$955 ;
+    layer_r553 <= layer_r552;
   always @(posedge clk)
     layer_r554 <= layer_r553;
   always @(posedge clk)
-    layer_r555 <= layer_r554;
+    \p$355  <= layer_r554;
   always @(posedge clk)
-    layer_r556 <= layer_r555;
+    layer_r556 <= \sum$946 ;
   always @(posedge clk)
     layer_r557 <= layer_r556;
   always @(posedge clk)
@@ -3749,15 +3692,15 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r559 <= layer_r558;
   always @(posedge clk)
-    \p$330  <= layer_r559;
+    layer_r560 <= layer_r559;
   always @(posedge clk)
-    \carry$333  <= layer_r66;
+    layer_r561 <= layer_r560;
   always @(posedge clk)
-    layer_r562 <= \sum$963 ;
+    layer_r562 <= layer_r561;
   always @(posedge clk)
-    layer_r563 <= layer_r562;
+    \p$360  <= layer_r562;
   always @(posedge clk)
-    layer_r564 <= layer_r563;
+    layer_r564 <= \sum$954 ;
   always @(posedge clk)
     layer_r565 <= layer_r564;
   always @(posedge clk)
@@ -3767,13 +3710,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r568 <= layer_r567;
   always @(posedge clk)
-    \p$335  <= layer_r568;
+    layer_r569 <= layer_r568;
   always @(posedge clk)
-    \carry$338  <= layer_r67;
+    layer_r570 <= layer_r569;
   always @(posedge clk)
-    layer_r571 <= \sum$971 ;
+    \p$365  <= layer_r570;
   always @(posedge clk)
-    layer_r572 <= layer_r571;
+    layer_r572 <= \sum$962 ;
   always @(posedge clk)
     layer_r573 <= layer_r572;
   always @(posedge clk)
@@ -3785,11 +3728,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r577 <= layer_r576;
   always @(posedge clk)
-    \p$340  <= layer_r577;
+    layer_r578 <= layer_r577;
   always @(posedge clk)
-    \carry$343  <= layer_r68;
+    \p$370  <= layer_r578;
   always @(posedge clk)
-    layer_r580 <= \sum$979 ;
+    layer_r580 <= \sum$970 ;
   always @(posedge clk)
     layer_r581 <= layer_r580;
   always @(posedge clk)
@@ -3803,11 +3746,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r586 <= layer_r585;
   always @(posedge clk)
-    \p$345  <= layer_r586;
+    \p$375  <= layer_r586;
   always @(posedge clk)
-    \carry$348  <= layer_r69;
+    layer_r588 <= \sum$978 ;
   always @(posedge clk)
-    layer_r589 <= \sum$987 ;
+    layer_r589 <= layer_r588;
   always @(posedge clk)
     layer_r590 <= layer_r589;
   always @(posedge clk)
@@ -3819,13 +3762,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r594 <= layer_r593;
   always @(posedge clk)
-    layer_r595 <= layer_r594;
+    \p$380  <= layer_r594;
   always @(posedge clk)
-    \p$350  <= layer_r595;
+    layer_r596 <= \sum$986 ;
   always @(posedge clk)
-    \carry$353  <= layer_r70;
+    layer_r597 <= layer_r596;
   always @(posedge clk)
-    layer_r598 <= \sum$995 ;
+    layer_r598 <= layer_r597;
   always @(posedge clk)
     layer_r599 <= layer_r598;
   always @(posedge clk)
@@ -3835,121 +3778,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r602 <= layer_r601;
   always @(posedge clk)
-    layer_r603 <= layer_r602;
-  always @(posedge clk)
-    layer_r604 <= layer_r603;
-  always @(posedge clk)
-    \p$355  <= layer_r604;
-  always @(posedge clk)
-    \carry$358  <= layer_r71;
-  always @(posedge clk)
-    layer_r607 <= \sum$1003 ;
-  always @(posedge clk)
-    layer_r608 <= layer_r607;
-  always @(posedge clk)
-    layer_r609 <= layer_r608;
-  always @(posedge clk)
-    layer_r610 <= layer_r609;
-  always @(posedge clk)
-    layer_r611 <= layer_r610;
-  always @(posedge clk)
-    layer_r612 <= layer_r611;
-  always @(posedge clk)
-    layer_r613 <= layer_r612;
-  always @(posedge clk)
-    \p$360  <= layer_r613;
-  always @(posedge clk)
-    \carry$363  <= layer_r72;
-  always @(posedge clk)
-    layer_r616 <= \sum$1011 ;
-  always @(posedge clk)
-    layer_r617 <= layer_r616;
-  always @(posedge clk)
-    layer_r618 <= layer_r617;
-  always @(posedge clk)
-    layer_r619 <= layer_r618;
-  always @(posedge clk)
-    layer_r620 <= layer_r619;
-  always @(posedge clk)
-    layer_r621 <= layer_r620;
-  always @(posedge clk)
-    layer_r622 <= layer_r621;
-  always @(posedge clk)
-    \p$365  <= layer_r622;
-  always @(posedge clk)
-    \carry$368  <= layer_r73;
-  always @(posedge clk)
-    layer_r625 <= \sum$1019 ;
-  always @(posedge clk)
-    layer_r626 <= layer_r625;
-  always @(posedge clk)
-    layer_r627 <= layer_r626;
-  always @(posedge clk)
-    layer_r628 <= layer_r627;
-  always @(posedge clk)
-    layer_r629 <= layer_r628;
-  always @(posedge clk)
-    layer_r630 <= layer_r629;
-  always @(posedge clk)
-    layer_r631 <= layer_r630;
-  always @(posedge clk)
-    \p$370  <= layer_r631;
-  always @(posedge clk)
-    \carry$373  <= layer_r74;
-  always @(posedge clk)
-    layer_r634 <= \sum$1027 ;
-  always @(posedge clk)
-    layer_r635 <= layer_r634;
-  always @(posedge clk)
-    layer_r636 <= layer_r635;
-  always @(posedge clk)
-    layer_r637 <= layer_r636;
-  always @(posedge clk)
-    layer_r638 <= layer_r637;
-  always @(posedge clk)
-    layer_r639 <= layer_r638;
-  always @(posedge clk)
-    layer_r640 <= layer_r639;
-  always @(posedge clk)
-    \p$375  <= layer_r640;
-  always @(posedge clk)
-    \carry$378  <= layer_r75;
-  always @(posedge clk)
-    layer_r643 <= \sum$1035 ;
-  always @(posedge clk)
-    layer_r644 <= layer_r643;
-  always @(posedge clk)
-    layer_r645 <= layer_r644;
-  always @(posedge clk)
-    layer_r646 <= layer_r645;
-  always @(posedge clk)
-    layer_r647 <= layer_r646;
-  always @(posedge clk)
-    layer_r648 <= layer_r647;
-  always @(posedge clk)
-    layer_r649 <= layer_r648;
-  always @(posedge clk)
-    \p$380  <= layer_r649;
-  always @(posedge clk)
-    \carry$383  <= layer_r76;
-  always @(posedge clk)
-    layer_r652 <= \sum$1043 ;
-  always @(posedge clk)
-    layer_r653 <= layer_r652;
-  always @(posedge clk)
-    layer_r654 <= layer_r653;
-  always @(posedge clk)
-    layer_r655 <= layer_r654;
-  always @(posedge clk)
-    layer_r656 <= layer_r655;
-  always @(posedge clk)
-    layer_r657 <= layer_r656;
-  always @(posedge clk)
-    layer_r658 <= layer_r657;
-  always @(posedge clk)
-    \p$385  <= layer_r658;
-  always @(posedge clk)
-    \carry$388  <= layer_r77;
+    \p$385  <= layer_r602;
   \digits.layer0.p0  p0 (
     .clk(clk),
     .\port$494$0 (\port$494$0 ),
@@ -3963,7 +3792,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$515$0 (\port$515$0 ),
     .\port$518$0 (\port$518$0 ),
     .rst(rst),
-    .sum(\sum$536 )
+    .sum(\sum$482 )
   );
   \digits.layer0.p1  p1 (
     .clk(clk),
@@ -3981,7 +3810,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$547 )
+    .sum(\sum$490 )
   );
   \digits.layer0.p10  p10 (
     .clk(clk),
@@ -4000,7 +3829,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$619 )
+    .sum(\sum$562 )
   );
   \digits.layer0.p11  p11 (
     .clk(clk),
@@ -4019,7 +3848,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$627 )
+    .sum(\sum$570 )
   );
   \digits.layer0.p12  p12 (
     .clk(clk),
@@ -4035,7 +3864,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$635 )
+    .sum(\sum$578 )
   );
   \digits.layer0.p13  p13 (
     .clk(clk),
@@ -4053,7 +3882,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$643 )
+    .sum(\sum$586 )
   );
   \digits.layer0.p14  p14 (
     .clk(clk),
@@ -4069,7 +3898,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$651 )
+    .sum(\sum$594 )
   );
   \digits.layer0.p15  p15 (
     .clk(clk),
@@ -4087,7 +3916,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$659 )
+    .sum(\sum$602 )
   );
   \digits.layer0.p16  p16 (
     .clk(clk),
@@ -4101,7 +3930,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$522$0 (\port$522$0 ),
     .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$667 )
+    .sum(\sum$610 )
   );
   \digits.layer0.p17  p17 (
     .clk(clk),
@@ -4115,7 +3944,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$512$0 (\port$512$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$675 )
+    .sum(\sum$618 )
   );
   \digits.layer0.p18  p18 (
     .clk(clk),
@@ -4131,7 +3960,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$528$0 (\port$528$0 ),
     .rst(rst),
-    .sum(\sum$683 )
+    .sum(\sum$626 )
   );
   \digits.layer0.p19  p19 (
     .clk(clk),
@@ -4148,7 +3977,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$691 )
+    .sum(\sum$634 )
   );
   \digits.layer0.p2  p2 (
     .clk(clk),
@@ -4164,7 +3993,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$528$0 (\port$528$0 ),
     .rst(rst),
-    .sum(\sum$555 )
+    .sum(\sum$498 )
   );
   \digits.layer0.p20  p20 (
     .clk(clk),
@@ -4181,7 +4010,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$699 )
+    .sum(\sum$642 )
   );
   \digits.layer0.p21  p21 (
     .clk(clk),
@@ -4199,7 +4028,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$526$0 (\port$526$0 ),
     .\port$528$0 (\port$528$0 ),
     .rst(rst),
-    .sum(\sum$707 )
+    .sum(\sum$650 )
   );
   \digits.layer0.p22  p22 (
     .clk(clk),
@@ -4217,7 +4046,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$529$0 (\port$529$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$715 )
+    .sum(\sum$658 )
   );
   \digits.layer0.p23  p23 (
     .clk(clk),
@@ -4232,7 +4061,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$723 )
+    .sum(\sum$666 )
   );
   \digits.layer0.p24  p24 (
     .clk(clk),
@@ -4253,7 +4082,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$539$0 (\port$539$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$731 )
+    .sum(\sum$674 )
   );
   \digits.layer0.p25  p25 (
     .clk(clk),
@@ -4271,7 +4100,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$522$0 (\port$522$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$739 )
+    .sum(\sum$682 )
   );
   \digits.layer0.p26  p26 (
     .clk(clk),
@@ -4289,7 +4118,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$747 )
+    .sum(\sum$690 )
   );
   \digits.layer0.p27  p27 (
     .clk(clk),
@@ -4308,7 +4137,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$755 )
+    .sum(\sum$698 )
   );
   \digits.layer0.p28  p28 (
     .clk(clk),
@@ -4326,7 +4155,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$531$0 (\port$531$0 ),
     .rst(rst),
-    .sum(\sum$763 )
+    .sum(\sum$706 )
   );
   \digits.layer0.p29  p29 (
     .clk(clk),
@@ -4344,7 +4173,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$771 )
+    .sum(\sum$714 )
   );
   \digits.layer0.p3  p3 (
     .clk(clk),
@@ -4363,7 +4192,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$512$0 (\port$512$0 ),
     .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$563 )
+    .sum(\sum$506 )
   );
   \digits.layer0.p30  p30 (
     .clk(clk),
@@ -4382,7 +4211,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$779 )
+    .sum(\sum$722 )
   );
   \digits.layer0.p31  p31 (
     .clk(clk),
@@ -4401,7 +4230,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$787 )
+    .sum(\sum$730 )
   );
   \digits.layer0.p32  p32 (
     .clk(clk),
@@ -4415,7 +4244,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$529$0 (\port$529$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$795 )
+    .sum(\sum$738 )
   );
   \digits.layer0.p33  p33 (
     .clk(clk),
@@ -4429,7 +4258,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$515$0 (\port$515$0 ),
     .\port$518$0 (\port$518$0 ),
     .rst(rst),
-    .sum(\sum$803 )
+    .sum(\sum$746 )
   );
   \digits.layer0.p34  p34 (
     .clk(clk),
@@ -4444,7 +4273,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$527$0 (\port$527$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$811 )
+    .sum(\sum$754 )
   );
   \digits.layer0.p35  p35 (
     .clk(clk),
@@ -4461,7 +4290,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$819 )
+    .sum(\sum$762 )
   );
   \digits.layer0.p36  p36 (
     .clk(clk),
@@ -4477,7 +4306,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$827 )
+    .sum(\sum$770 )
   );
   \digits.layer0.p37  p37 (
     .clk(clk),
@@ -4497,7 +4326,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$835 )
+    .sum(\sum$778 )
   );
   \digits.layer0.p38  p38 (
     .clk(clk),
@@ -4515,7 +4344,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$511$0 (\port$511$0 ),
     .\port$515$0 (\port$515$0 ),
     .rst(rst),
-    .sum(\sum$843 )
+    .sum(\sum$786 )
   );
   \digits.layer0.p39  p39 (
     .clk(clk),
@@ -4531,7 +4360,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$851 )
+    .sum(\sum$794 )
   );
   \digits.layer0.p4  p4 (
     .clk(clk),
@@ -4547,7 +4376,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$571 )
+    .sum(\sum$514 )
   );
   \digits.layer0.p40  p40 (
     .clk(clk),
@@ -4565,7 +4394,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$539$0 (\port$539$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$859 )
+    .sum(\sum$802 )
   );
   \digits.layer0.p41  p41 (
     .clk(clk),
@@ -4581,7 +4410,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$867 )
+    .sum(\sum$810 )
   );
   \digits.layer0.p42  p42 (
     .clk(clk),
@@ -4597,7 +4426,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$537$0 (\port$537$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$875 )
+    .sum(\sum$818 )
   );
   \digits.layer0.p43  p43 (
     .clk(clk),
@@ -4612,7 +4441,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$883 )
+    .sum(\sum$826 )
   );
   \digits.layer0.p44  p44 (
     .clk(clk),
@@ -4628,7 +4457,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$891 )
+    .sum(\sum$834 )
   );
   \digits.layer0.p45  p45 (
     .clk(clk),
@@ -4643,7 +4472,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$899 )
+    .sum(\sum$842 )
   );
   \digits.layer0.p46  p46 (
     .clk(clk),
@@ -4663,7 +4492,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$907 )
+    .sum(\sum$850 )
   );
   \digits.layer0.p47  p47 (
     .clk(clk),
@@ -4679,7 +4508,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$915 )
+    .sum(\sum$858 )
   );
   \digits.layer0.p48  p48 (
     .clk(clk),
@@ -4692,7 +4521,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$923 )
+    .sum(\sum$866 )
   );
   \digits.layer0.p49  p49 (
     .clk(clk),
@@ -4711,7 +4540,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$537$0 (\port$537$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$931 )
+    .sum(\sum$874 )
   );
   \digits.layer0.p5  p5 (
     .clk(clk),
@@ -4728,7 +4557,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$579 )
+    .sum(\sum$522 )
   );
   \digits.layer0.p50  p50 (
     .clk(clk),
@@ -4745,7 +4574,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$939 )
+    .sum(\sum$882 )
   );
   \digits.layer0.p51  p51 (
     .clk(clk),
@@ -4757,7 +4586,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$511$0 (\port$511$0 ),
     .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$947 )
+    .sum(\sum$890 )
   );
   \digits.layer0.p52  p52 (
     .clk(clk),
@@ -4772,7 +4601,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$955 )
+    .sum(\sum$898 )
   );
   \digits.layer0.p53  p53 (
     .clk(clk),
@@ -4787,7 +4616,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$535$0 (\port$535$0 ),
     .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$963 )
+    .sum(\sum$906 )
   );
   \digits.layer0.p54  p54 (
     .clk(clk),
@@ -4805,7 +4634,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$529$0 (\port$529$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$971 )
+    .sum(\sum$914 )
   );
   \digits.layer0.p55  p55 (
     .clk(clk),
@@ -4821,7 +4650,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$537$0 (\port$537$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$979 )
+    .sum(\sum$922 )
   );
   \digits.layer0.p56  p56 (
     .clk(clk),
@@ -4838,7 +4667,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$522$0 (\port$522$0 ),
     .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$987 )
+    .sum(\sum$930 )
   );
   \digits.layer0.p57  p57 (
     .clk(clk),
@@ -4857,7 +4686,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$539$0 (\port$539$0 ),
     .\port$540$0 (\port$540$0 ),
     .rst(rst),
-    .sum(\sum$995 )
+    .sum(\sum$938 )
   );
   \digits.layer0.p58  p58 (
     .clk(clk),
@@ -4871,7 +4700,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$530$0 (\port$530$0 ),
     .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$1003 )
+    .sum(\sum$946 )
   );
   \digits.layer0.p59  p59 (
     .clk(clk),
@@ -4885,7 +4714,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$512$0 (\port$512$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$1011 )
+    .sum(\sum$954 )
   );
   \digits.layer0.p6  p6 (
     .clk(clk),
@@ -4904,7 +4733,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$523$0 (\port$523$0 ),
     .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$587 )
+    .sum(\sum$530 )
   );
   \digits.layer0.p60  p60 (
     .clk(clk),
@@ -4920,7 +4749,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$536$0 (\port$536$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$1019 )
+    .sum(\sum$962 )
   );
   \digits.layer0.p61  p61 (
     .clk(clk),
@@ -4937,7 +4766,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$1027 )
+    .sum(\sum$970 )
   );
   \digits.layer0.p62  p62 (
     .clk(clk),
@@ -4954,7 +4783,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$1035 )
+    .sum(\sum$978 )
   );
   \digits.layer0.p63  p63 (
     .clk(clk),
@@ -4973,7 +4802,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$520$0 (\port$520$0 ),
     .\port$526$0 (\port$526$0 ),
     .rst(rst),
-    .sum(\sum$1043 )
+    .sum(\sum$986 )
   );
   \digits.layer0.p7  p7 (
     .clk(clk),
@@ -4988,7 +4817,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$520$0 (\port$520$0 ),
     .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$595 )
+    .sum(\sum$538 )
   );
   \digits.layer0.p8  p8 (
     .clk(clk),
@@ -5003,7 +4832,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$538$0 (\port$538$0 ),
     .\port$539$0 (\port$539$0 ),
     .rst(rst),
-    .sum(\sum$603 )
+    .sum(\sum$546 )
   );
   \digits.layer0.p9  p9 (
     .clk(clk),
@@ -5020,7 +4849,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$531$0 (\port$531$0 ),
     .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$611 )
+    .sum(\sum$554 )
   );
   \digits.layer0.q  q (
     .clk(clk),
@@ -5669,198 +5498,198 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   assign \inputs$63  = { \port$539$0 [0], \port$539$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$491$0 [0], \port$491$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] };
   assign \inputs$64  = { \port$526$0 [0], \port$526$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1] };
   assign \inputs$65  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$534$0 [0], \port$534$0 [1], \port$533$0 [0], \port$533$0 [1], \port$532$0 [0], \port$532$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$526$0 [0], \port$526$0 [1], \port$525$0 [0], \port$525$0 [1], \port$524$0 [0], \port$524$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
-  assign layer_r85 = p;
-  assign layer_r89 = s;
-  assign layer_r90 = carry;
-  assign layer_r98 = \p$72 ;
+  assign layer_r95 = p;
+  assign layer_r96 = s;
+  assign layer_r18 = carry;
+  assign layer_r104 = \p$72 ;
   assign \s$74  = s;
-  assign layer_r99 = \carry$75 ;
-  assign layer_r107 = \p$77 ;
+  assign layer_r19 = \carry$75 ;
+  assign layer_r112 = \p$77 ;
   assign \s$79  = s;
-  assign layer_r108 = \carry$80 ;
-  assign layer_r116 = \p$82 ;
+  assign layer_r20 = \carry$80 ;
+  assign layer_r120 = \p$82 ;
   assign \s$84  = s;
-  assign layer_r117 = \carry$85 ;
-  assign layer_r125 = \p$87 ;
+  assign layer_r21 = \carry$85 ;
+  assign layer_r128 = \p$87 ;
   assign \s$89  = s;
-  assign layer_r126 = \carry$90 ;
-  assign layer_r134 = \p$92 ;
+  assign layer_r22 = \carry$90 ;
+  assign layer_r136 = \p$92 ;
   assign \s$94  = s;
-  assign layer_r135 = \carry$95 ;
-  assign layer_r143 = \p$97 ;
+  assign layer_r23 = \carry$95 ;
+  assign layer_r144 = \p$97 ;
   assign \s$99  = s;
-  assign layer_r144 = \carry$100 ;
+  assign layer_r24 = \carry$100 ;
   assign layer_r152 = \p$102 ;
   assign \s$104  = s;
-  assign layer_r153 = \carry$105 ;
-  assign layer_r161 = \p$107 ;
+  assign layer_r25 = \carry$105 ;
+  assign layer_r160 = \p$107 ;
   assign \s$109  = s;
-  assign layer_r162 = \carry$110 ;
-  assign layer_r170 = \p$112 ;
+  assign layer_r26 = \carry$110 ;
+  assign layer_r168 = \p$112 ;
   assign \s$114  = s;
-  assign layer_r171 = \carry$115 ;
-  assign layer_r179 = \p$117 ;
+  assign layer_r27 = \carry$115 ;
+  assign layer_r176 = \p$117 ;
   assign \s$119  = s;
-  assign layer_r180 = \carry$120 ;
-  assign layer_r188 = \p$122 ;
+  assign layer_r28 = \carry$120 ;
+  assign layer_r184 = \p$122 ;
   assign \s$124  = s;
-  assign layer_r189 = \carry$125 ;
-  assign layer_r197 = \p$127 ;
+  assign layer_r29 = \carry$125 ;
+  assign layer_r192 = \p$127 ;
   assign \s$129  = s;
-  assign layer_r198 = \carry$130 ;
-  assign layer_r206 = \p$132 ;
+  assign layer_r30 = \carry$130 ;
+  assign layer_r200 = \p$132 ;
   assign \s$134  = s;
-  assign layer_r207 = \carry$135 ;
-  assign layer_r215 = \p$137 ;
+  assign layer_r31 = \carry$135 ;
+  assign layer_r208 = \p$137 ;
   assign \s$139  = s;
-  assign layer_r216 = \carry$140 ;
-  assign layer_r224 = \p$142 ;
+  assign layer_r32 = \carry$140 ;
+  assign layer_r216 = \p$142 ;
   assign \s$144  = s;
-  assign layer_r225 = \carry$145 ;
-  assign layer_r233 = \p$147 ;
-  assign layer_r234 = \s$149 ;
-  assign layer_r235 = \carry$151 ;
-  assign layer_r243 = \p$153 ;
+  assign layer_r33 = \carry$145 ;
+  assign layer_r224 = \p$147 ;
+  assign layer_r225 = \s$149 ;
+  assign layer_r36 = \carry$151 ;
+  assign layer_r233 = \p$153 ;
   assign \s$155  = \s$149 ;
-  assign layer_r244 = \carry$156 ;
-  assign layer_r252 = \p$158 ;
+  assign layer_r37 = \carry$156 ;
+  assign layer_r241 = \p$158 ;
   assign \s$160  = \s$149 ;
-  assign layer_r253 = \carry$161 ;
-  assign layer_r261 = \p$163 ;
+  assign layer_r38 = \carry$161 ;
+  assign layer_r249 = \p$163 ;
   assign \s$165  = \s$149 ;
-  assign layer_r262 = \carry$166 ;
-  assign layer_r270 = \p$168 ;
+  assign layer_r39 = \carry$166 ;
+  assign layer_r257 = \p$168 ;
   assign \s$170  = \s$149 ;
-  assign layer_r271 = \carry$171 ;
-  assign layer_r279 = \p$173 ;
+  assign layer_r40 = \carry$171 ;
+  assign layer_r265 = \p$173 ;
   assign \s$175  = \s$149 ;
-  assign layer_r280 = \carry$176 ;
-  assign layer_r288 = \p$178 ;
+  assign layer_r41 = \carry$176 ;
+  assign layer_r273 = \p$178 ;
   assign \s$180  = \s$149 ;
-  assign layer_r289 = \carry$181 ;
-  assign layer_r297 = \p$183 ;
+  assign layer_r42 = \carry$181 ;
+  assign layer_r281 = \p$183 ;
   assign \s$185  = \s$149 ;
-  assign layer_r298 = \carry$186 ;
-  assign layer_r306 = \p$188 ;
+  assign layer_r43 = \carry$186 ;
+  assign layer_r289 = \p$188 ;
   assign \s$190  = \s$149 ;
-  assign layer_r307 = \carry$191 ;
-  assign layer_r315 = \p$193 ;
+  assign layer_r44 = \carry$191 ;
+  assign layer_r297 = \p$193 ;
   assign \s$195  = \s$149 ;
-  assign layer_r316 = \carry$196 ;
-  assign layer_r324 = \p$198 ;
+  assign layer_r45 = \carry$196 ;
+  assign layer_r305 = \p$198 ;
   assign \s$200  = \s$149 ;
-  assign layer_r325 = \carry$201 ;
-  assign layer_r333 = \p$203 ;
+  assign layer_r46 = \carry$201 ;
+  assign layer_r313 = \p$203 ;
   assign \s$205  = \s$149 ;
-  assign layer_r334 = \carry$206 ;
-  assign layer_r342 = \p$208 ;
+  assign layer_r47 = \carry$206 ;
+  assign layer_r321 = \p$208 ;
   assign \s$210  = \s$149 ;
-  assign layer_r343 = \carry$211 ;
-  assign layer_r351 = \p$213 ;
+  assign layer_r48 = \carry$211 ;
+  assign layer_r329 = \p$213 ;
   assign \s$215  = \s$149 ;
-  assign layer_r352 = \carry$216 ;
-  assign layer_r360 = \p$218 ;
+  assign layer_r49 = \carry$216 ;
+  assign layer_r337 = \p$218 ;
   assign \s$220  = \s$149 ;
-  assign layer_r361 = \carry$221 ;
-  assign layer_r369 = \p$223 ;
+  assign layer_r50 = \carry$221 ;
+  assign layer_r345 = \p$223 ;
   assign \s$225  = \s$149 ;
-  assign layer_r370 = \carry$226 ;
-  assign layer_r378 = \p$228 ;
-  assign layer_r379 = \s$230 ;
-  assign layer_r380 = \carry$232 ;
-  assign layer_r388 = \p$234 ;
+  assign layer_r51 = \carry$226 ;
+  assign layer_r353 = \p$228 ;
+  assign layer_r354 = \s$230 ;
+  assign layer_r54 = \carry$232 ;
+  assign layer_r362 = \p$234 ;
   assign \s$236  = \s$230 ;
-  assign layer_r389 = \carry$237 ;
-  assign layer_r397 = \p$239 ;
+  assign layer_r55 = \carry$237 ;
+  assign layer_r370 = \p$239 ;
   assign \s$241  = \s$230 ;
-  assign layer_r398 = \carry$242 ;
-  assign layer_r406 = \p$244 ;
+  assign layer_r56 = \carry$242 ;
+  assign layer_r378 = \p$244 ;
   assign \s$246  = \s$230 ;
-  assign layer_r407 = \carry$247 ;
-  assign layer_r415 = \p$249 ;
+  assign layer_r57 = \carry$247 ;
+  assign layer_r386 = \p$249 ;
   assign \s$251  = \s$230 ;
-  assign layer_r416 = \carry$252 ;
-  assign layer_r424 = \p$254 ;
+  assign layer_r58 = \carry$252 ;
+  assign layer_r394 = \p$254 ;
   assign \s$256  = \s$230 ;
-  assign layer_r425 = \carry$257 ;
-  assign layer_r433 = \p$259 ;
+  assign layer_r59 = \carry$257 ;
+  assign layer_r402 = \p$259 ;
   assign \s$261  = \s$230 ;
-  assign layer_r434 = \carry$262 ;
-  assign layer_r442 = \p$264 ;
+  assign layer_r60 = \carry$262 ;
+  assign layer_r410 = \p$264 ;
   assign \s$266  = \s$230 ;
-  assign layer_r443 = \carry$267 ;
-  assign layer_r451 = \p$269 ;
+  assign layer_r61 = \carry$267 ;
+  assign layer_r418 = \p$269 ;
   assign \s$271  = \s$230 ;
-  assign layer_r452 = \carry$272 ;
-  assign layer_r460 = \p$274 ;
+  assign layer_r62 = \carry$272 ;
+  assign layer_r426 = \p$274 ;
   assign \s$276  = \s$230 ;
-  assign layer_r461 = \carry$277 ;
-  assign layer_r469 = \p$279 ;
+  assign layer_r63 = \carry$277 ;
+  assign layer_r434 = \p$279 ;
   assign \s$281  = \s$230 ;
-  assign layer_r470 = \carry$282 ;
-  assign layer_r478 = \p$284 ;
+  assign layer_r64 = \carry$282 ;
+  assign layer_r442 = \p$284 ;
   assign \s$286  = \s$230 ;
-  assign layer_r479 = \carry$287 ;
-  assign layer_r487 = \p$289 ;
+  assign layer_r65 = \carry$287 ;
+  assign layer_r450 = \p$289 ;
   assign \s$291  = \s$230 ;
-  assign layer_r488 = \carry$292 ;
-  assign layer_r496 = \p$294 ;
+  assign layer_r66 = \carry$292 ;
+  assign layer_r458 = \p$294 ;
   assign \s$296  = \s$230 ;
-  assign layer_r497 = \carry$297 ;
-  assign layer_r505 = \p$299 ;
+  assign layer_r67 = \carry$297 ;
+  assign layer_r466 = \p$299 ;
   assign \s$301  = \s$230 ;
-  assign layer_r506 = \carry$302 ;
-  assign layer_r514 = \p$304 ;
+  assign layer_r68 = \carry$302 ;
+  assign layer_r474 = \p$304 ;
   assign \s$306  = \s$230 ;
-  assign layer_r515 = \carry$307 ;
-  assign layer_r523 = \p$309 ;
-  assign layer_r524 = \s$311 ;
-  assign layer_r525 = \carry$313 ;
-  assign layer_r533 = \p$315 ;
+  assign layer_r69 = \carry$307 ;
+  assign layer_r482 = \p$309 ;
+  assign layer_r483 = \s$311 ;
+  assign layer_r72 = \carry$313 ;
+  assign layer_r491 = \p$315 ;
   assign \s$317  = \s$311 ;
-  assign layer_r534 = \carry$318 ;
-  assign layer_r542 = \p$320 ;
+  assign layer_r73 = \carry$318 ;
+  assign layer_r499 = \p$320 ;
   assign \s$322  = \s$311 ;
-  assign layer_r543 = \carry$323 ;
-  assign layer_r551 = \p$325 ;
+  assign layer_r74 = \carry$323 ;
+  assign layer_r507 = \p$325 ;
   assign \s$327  = \s$311 ;
-  assign layer_r552 = \carry$328 ;
-  assign layer_r560 = \p$330 ;
+  assign layer_r75 = \carry$328 ;
+  assign layer_r515 = \p$330 ;
   assign \s$332  = \s$311 ;
-  assign layer_r561 = \carry$333 ;
-  assign layer_r569 = \p$335 ;
+  assign layer_r76 = \carry$333 ;
+  assign layer_r523 = \p$335 ;
   assign \s$337  = \s$311 ;
-  assign layer_r570 = \carry$338 ;
-  assign layer_r578 = \p$340 ;
+  assign layer_r77 = \carry$338 ;
+  assign layer_r531 = \p$340 ;
   assign \s$342  = \s$311 ;
-  assign layer_r579 = \carry$343 ;
-  assign layer_r587 = \p$345 ;
+  assign layer_r78 = \carry$343 ;
+  assign layer_r539 = \p$345 ;
   assign \s$347  = \s$311 ;
-  assign layer_r588 = \carry$348 ;
-  assign layer_r596 = \p$350 ;
+  assign layer_r79 = \carry$348 ;
+  assign layer_r547 = \p$350 ;
   assign \s$352  = \s$311 ;
-  assign layer_r597 = \carry$353 ;
-  assign layer_r605 = \p$355 ;
+  assign layer_r80 = \carry$353 ;
+  assign layer_r555 = \p$355 ;
   assign \s$357  = \s$311 ;
-  assign layer_r606 = \carry$358 ;
-  assign layer_r614 = \p$360 ;
+  assign layer_r81 = \carry$358 ;
+  assign layer_r563 = \p$360 ;
   assign \s$362  = \s$311 ;
-  assign layer_r615 = \carry$363 ;
-  assign layer_r623 = \p$365 ;
+  assign layer_r82 = \carry$363 ;
+  assign layer_r571 = \p$365 ;
   assign \s$367  = \s$311 ;
-  assign layer_r624 = \carry$368 ;
-  assign layer_r632 = \p$370 ;
+  assign layer_r83 = \carry$368 ;
+  assign layer_r579 = \p$370 ;
   assign \s$372  = \s$311 ;
-  assign layer_r633 = \carry$373 ;
-  assign layer_r641 = \p$375 ;
+  assign layer_r84 = \carry$373 ;
+  assign layer_r587 = \p$375 ;
   assign \s$377  = \s$311 ;
-  assign layer_r642 = \carry$378 ;
-  assign layer_r650 = \p$380 ;
+  assign layer_r85 = \carry$378 ;
+  assign layer_r595 = \p$380 ;
   assign \s$382  = \s$311 ;
-  assign layer_r651 = \carry$383 ;
-  assign layer_r659 = \p$385 ;
+  assign layer_r86 = \carry$383 ;
+  assign layer_r603 = \p$385 ;
   assign \s$387  = \s$311 ;
-  assign layer_r660 = \carry$388 ;
+  assign layer_r87 = \carry$388 ;
   assign outputs = { \fire$454 , \fire$453 , \fire$452 , \fire$451 , \fire$450 , \fire$449 , \fire$448 , \fire$447 , \fire$446 , \fire$445 , \fire$444 , \fire$443 , \fire$442 , \fire$441 , \fire$440 , \fire$439 , \fire$438 , \fire$437 , \fire$436 , \fire$435 , \fire$434 , \fire$433 , \fire$432 , \fire$431 , \fire$430 , \fire$429 , \fire$428 , \fire$427 , \fire$426 , \fire$425 , \fire$424 , \fire$423 , \fire$422 , \fire$421 , \fire$420 , \fire$419 , \fire$418 , \fire$417 , \fire$416 , \fire$415 , \fire$414 , \fire$413 , \fire$412 , \fire$411 , \fire$410 , \fire$409 , \fire$408 , \fire$407 , \fire$406 , \fire$405 , \fire$404 , \fire$403 , \fire$402 , \fire$401 , \fire$400 , \fire$399 , \fire$398 , \fire$397 , \fire$396 , \fire$395 , \fire$394 , \fire$393 , \fire$392 , fire };
   assign \$1  = { 1'h0, sum, 2'h0 };
   assign \$3  = { 1'h0, sum, 6'h00 };
@@ -5886,7 +5715,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   assign \$37  = { \$36 [7:0], 3'h0 };
   assign \$38  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
   assign \$39  = { \$38 [7], \$38 [7], \$38 [7], \$38 [7], \$38 [7], \$38 [7:0], 10'h000 };
-  assign \$107  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
+  assign \$43  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8695,7 +8524,7 @@ module \digits.layer0.q (rst, sum, \port$477$0 , \port$478$0 , \port$479$0 , \po
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t0 (rst, p, s, carry, thr_r2, clk);
+module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8725,7 +8554,7 @@ module \digits.layer0.t0 (rst, p, s, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t1 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8755,7 +8584,7 @@ module \digits.layer0.t1 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t10 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t10 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8785,7 +8614,7 @@ module \digits.layer0.t10 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t11 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t11 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8815,7 +8644,7 @@ module \digits.layer0.t11 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t12 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t12 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8845,7 +8674,7 @@ module \digits.layer0.t12 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t13 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t13 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8875,7 +8704,7 @@ module \digits.layer0.t13 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t14 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t14 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8905,7 +8734,7 @@ module \digits.layer0.t14 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t15 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t15 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8935,7 +8764,7 @@ module \digits.layer0.t15 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t16 (rst, p, s, carry, thr_r2, clk);
+module \digits.layer0.t16 (rst, carry, p, s, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8965,7 +8794,7 @@ module \digits.layer0.t16 (rst, p, s, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t17 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t17 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -8995,7 +8824,7 @@ module \digits.layer0.t17 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t18 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t18 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9025,7 +8854,7 @@ module \digits.layer0.t18 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t19 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t19 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9055,7 +8884,7 @@ module \digits.layer0.t19 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t2 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t2 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9085,7 +8914,7 @@ module \digits.layer0.t2 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t20 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t20 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9115,7 +8944,7 @@ module \digits.layer0.t20 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t21 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t21 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9145,7 +8974,7 @@ module \digits.layer0.t21 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t22 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t22 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9175,7 +9004,7 @@ module \digits.layer0.t22 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t23 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t23 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9205,7 +9034,7 @@ module \digits.layer0.t23 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t24 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t24 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9235,7 +9064,7 @@ module \digits.layer0.t24 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t25 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t25 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9265,7 +9094,7 @@ module \digits.layer0.t25 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t26 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t26 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9295,7 +9124,7 @@ module \digits.layer0.t26 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t27 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t27 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9325,7 +9154,7 @@ module \digits.layer0.t27 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t28 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t28 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9355,7 +9184,7 @@ module \digits.layer0.t28 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t29 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t29 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9385,7 +9214,7 @@ module \digits.layer0.t29 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t3 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t3 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9415,7 +9244,7 @@ module \digits.layer0.t3 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t30 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t30 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9445,7 +9274,7 @@ module \digits.layer0.t30 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t31 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t31 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9475,7 +9304,7 @@ module \digits.layer0.t31 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t32 (rst, p, s, carry, thr_r2, clk);
+module \digits.layer0.t32 (rst, carry, p, s, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9505,7 +9334,7 @@ module \digits.layer0.t32 (rst, p, s, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t33 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t33 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9535,7 +9364,7 @@ module \digits.layer0.t33 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t34 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t34 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9565,7 +9394,7 @@ module \digits.layer0.t34 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t35 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t35 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9595,7 +9424,7 @@ module \digits.layer0.t35 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t36 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t36 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9625,7 +9454,7 @@ module \digits.layer0.t36 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t37 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t37 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9655,7 +9484,7 @@ module \digits.layer0.t37 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t38 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t38 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9685,7 +9514,7 @@ module \digits.layer0.t38 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t39 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t39 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9715,7 +9544,7 @@ module \digits.layer0.t39 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t4 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t4 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9745,7 +9574,7 @@ module \digits.layer0.t4 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t40 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t40 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9775,7 +9604,7 @@ module \digits.layer0.t40 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t41 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t41 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9805,7 +9634,7 @@ module \digits.layer0.t41 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t42 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t42 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9835,7 +9664,7 @@ module \digits.layer0.t42 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t43 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t43 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9865,7 +9694,7 @@ module \digits.layer0.t43 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t44 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t44 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9895,7 +9724,7 @@ module \digits.layer0.t44 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t45 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t45 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9925,7 +9754,7 @@ module \digits.layer0.t45 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t46 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t46 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9955,7 +9784,7 @@ module \digits.layer0.t46 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t47 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t47 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -9985,7 +9814,7 @@ module \digits.layer0.t47 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t48 (rst, p, s, carry, thr_r2, clk);
+module \digits.layer0.t48 (rst, carry, p, s, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10015,7 +9844,7 @@ module \digits.layer0.t48 (rst, p, s, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t49 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t49 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10045,7 +9874,7 @@ module \digits.layer0.t49 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t5 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t5 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10075,7 +9904,7 @@ module \digits.layer0.t5 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t50 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t50 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10105,7 +9934,7 @@ module \digits.layer0.t50 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t51 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t51 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10135,7 +9964,7 @@ module \digits.layer0.t51 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t52 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t52 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10165,7 +9994,7 @@ module \digits.layer0.t52 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t53 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t53 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10195,7 +10024,7 @@ module \digits.layer0.t53 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t54 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t54 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10225,7 +10054,7 @@ module \digits.layer0.t54 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t55 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t55 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10255,7 +10084,7 @@ module \digits.layer0.t55 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t56 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t56 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10285,7 +10114,7 @@ module \digits.layer0.t56 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t57 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t57 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10315,7 +10144,7 @@ module \digits.layer0.t57 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t58 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t58 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10345,7 +10174,7 @@ module \digits.layer0.t58 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t59 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t59 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10375,7 +10204,7 @@ module \digits.layer0.t59 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t6 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t6 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10405,7 +10234,7 @@ module \digits.layer0.t6 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t60 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t60 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10435,7 +10264,7 @@ module \digits.layer0.t60 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t61 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t61 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10465,7 +10294,7 @@ module \digits.layer0.t61 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t62 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t62 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10495,7 +10324,7 @@ module \digits.layer0.t62 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t63 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t63 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10525,7 +10354,7 @@ module \digits.layer0.t63 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t7 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t7 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10555,7 +10384,7 @@ module \digits.layer0.t7 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t8 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t8 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10585,7 +10414,7 @@ module \digits.layer0.t8 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t9 (rst, s, p, carry, thr_r2, clk);
+module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
   wire [8:0] \$1 ;
   wire [9:0] \$2 ;
   wire \$3 ;
@@ -10615,10 +10444,10 @@ module \digits.layer0.t9 (rst, s, p, carry, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output (rst, \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1272$0 , \port$1274$0 , \port$1276$0 , \port$1278$0 , \port$1280$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1290$0 , \port$1292$0 
-, \port$1294$0 , \port$1296$0 , \port$1298$0 , \port$1300$0 , \port$1302$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1310$0 , \port$1312$0 , \port$1314$0 , \port$1316$0 , \port$1318$0 , \port$1320$0 , \port$1322$0 , \port$1324$0 , \port$1326$0 , \port$1328$0 , \port$1330$0 , \port$1332$0 , \port$1334$0 
-, \port$1336$0 , \port$1338$0 , \port$1340$0 , \port$1342$0 , \port$1344$0 , \port$1346$0 , \port$1348$0 , \port$1350$0 , \port$1352$0 , \port$1354$0 , \port$1356$0 , \port$1358$0 , \port$1360$0 , \port$1362$0 , \port$1364$0 , \port$1366$0 , \port$1368$0 , \port$1370$0 , \port$1372$0 , \port$1374$0 , \port$1376$0 
-, \port$1378$0 , \port$1380$0 , scores, clk);
+module \digits.output (rst, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 
+, \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1277$0 
+, \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 
+, \port$1321$0 , \port$1323$0 , scores, clk);
   wire [9:0] \$1 ;
   wire [12:0] \$10 ;
   wire [11:0] \$11 ;
@@ -10697,134 +10526,134 @@ module \digits.output (rst, \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1
   wire [26:0] \inputs$7 ;
   wire [25:0] \inputs$8 ;
   wire [27:0] \inputs$9 ;
-  input \port$1254$0 ;
-  wire \port$1254$0 ;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1258$0 ;
-  wire \port$1258$0 ;
-  input \port$1260$0 ;
-  wire \port$1260$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1266$0 ;
-  wire \port$1266$0 ;
-  input \port$1268$0 ;
-  wire \port$1268$0 ;
-  input \port$1270$0 ;
-  wire \port$1270$0 ;
-  input \port$1272$0 ;
-  wire \port$1272$0 ;
-  input \port$1274$0 ;
-  wire \port$1274$0 ;
-  input \port$1276$0 ;
-  wire \port$1276$0 ;
-  input \port$1278$0 ;
-  wire \port$1278$0 ;
-  input \port$1280$0 ;
-  wire \port$1280$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1284$0 ;
-  wire \port$1284$0 ;
-  input \port$1286$0 ;
-  wire \port$1286$0 ;
-  input \port$1288$0 ;
-  wire \port$1288$0 ;
-  input \port$1290$0 ;
-  wire \port$1290$0 ;
-  input \port$1292$0 ;
-  wire \port$1292$0 ;
-  input \port$1294$0 ;
-  wire \port$1294$0 ;
-  input \port$1296$0 ;
-  wire \port$1296$0 ;
-  input \port$1298$0 ;
-  wire \port$1298$0 ;
-  input \port$1300$0 ;
-  wire \port$1300$0 ;
-  input \port$1302$0 ;
-  wire \port$1302$0 ;
-  input \port$1304$0 ;
-  wire \port$1304$0 ;
-  input \port$1306$0 ;
-  wire \port$1306$0 ;
-  input \port$1308$0 ;
-  wire \port$1308$0 ;
-  input \port$1310$0 ;
-  wire \port$1310$0 ;
-  input \port$1312$0 ;
-  wire \port$1312$0 ;
-  input \port$1314$0 ;
-  wire \port$1314$0 ;
-  input \port$1316$0 ;
-  wire \port$1316$0 ;
-  input \port$1318$0 ;
-  wire \port$1318$0 ;
-  input \port$1320$0 ;
-  wire \port$1320$0 ;
-  input \port$1322$0 ;
-  wire \port$1322$0 ;
-  input \port$1324$0 ;
-  wire \port$1324$0 ;
-  input \port$1326$0 ;
-  wire \port$1326$0 ;
-  input \port$1328$0 ;
-  wire \port$1328$0 ;
-  input \port$1330$0 ;
-  wire \port$1330$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1334$0 ;
-  wire \port$1334$0 ;
-  input \port$1336$0 ;
-  wire \port$1336$0 ;
-  input \port$1338$0 ;
-  wire \port$1338$0 ;
-  input \port$1340$0 ;
-  wire \port$1340$0 ;
-  input \port$1342$0 ;
-  wire \port$1342$0 ;
-  input \port$1344$0 ;
-  wire \port$1344$0 ;
-  input \port$1346$0 ;
-  wire \port$1346$0 ;
-  input \port$1348$0 ;
-  wire \port$1348$0 ;
-  input \port$1350$0 ;
-  wire \port$1350$0 ;
-  input \port$1352$0 ;
-  wire \port$1352$0 ;
-  input \port$1354$0 ;
-  wire \port$1354$0 ;
-  input \port$1356$0 ;
-  wire \port$1356$0 ;
-  input \port$1358$0 ;
-  wire \port$1358$0 ;
-  input \port$1360$0 ;
-  wire \port$1360$0 ;
-  input \port$1362$0 ;
-  wire \port$1362$0 ;
-  input \port$1364$0 ;
-  wire \port$1364$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1368$0 ;
-  wire \port$1368$0 ;
-  input \port$1370$0 ;
-  wire \port$1370$0 ;
-  input \port$1372$0 ;
-  wire \port$1372$0 ;
-  input \port$1374$0 ;
-  wire \port$1374$0 ;
-  input \port$1376$0 ;
-  wire \port$1376$0 ;
-  input \port$1378$0 ;
-  wire \port$1378$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1293$0 ;
+  wire \port$1293$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
+  input \port$1315$0 ;
+  wire \port$1315$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   reg [11:0] score_r1 = 12'h000;
@@ -10957,401 +10786,401 @@ module \digits.output (rst, \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1
   assign \$34  = $signed(\$33 [11:0]) + $signed(6'h2a);
   \digits.output.p0  p0 (
     .clk(clk),
-    .\port$1256$0 (\port$1256$0 ),
-    .\port$1260$0 (\port$1260$0 ),
-    .\port$1262$0 (\port$1262$0 ),
-    .\port$1266$0 (\port$1266$0 ),
-    .\port$1268$0 (\port$1268$0 ),
-    .\port$1274$0 (\port$1274$0 ),
-    .\port$1282$0 (\port$1282$0 ),
-    .\port$1290$0 (\port$1290$0 ),
-    .\port$1298$0 (\port$1298$0 ),
-    .\port$1306$0 (\port$1306$0 ),
-    .\port$1308$0 (\port$1308$0 ),
-    .\port$1316$0 (\port$1316$0 ),
-    .\port$1318$0 (\port$1318$0 ),
-    .\port$1320$0 (\port$1320$0 ),
-    .\port$1324$0 (\port$1324$0 ),
-    .\port$1330$0 (\port$1330$0 ),
-    .\port$1334$0 (\port$1334$0 ),
-    .\port$1336$0 (\port$1336$0 ),
-    .\port$1338$0 (\port$1338$0 ),
-    .\port$1342$0 (\port$1342$0 ),
-    .\port$1348$0 (\port$1348$0 ),
-    .\port$1352$0 (\port$1352$0 ),
-    .\port$1356$0 (\port$1356$0 ),
-    .\port$1368$0 (\port$1368$0 ),
-    .\port$1370$0 (\port$1370$0 ),
-    .\port$1374$0 (\port$1374$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1217$0 (\port$1217$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1233$0 (\port$1233$0 ),
+    .\port$1241$0 (\port$1241$0 ),
+    .\port$1249$0 (\port$1249$0 ),
+    .\port$1251$0 (\port$1251$0 ),
+    .\port$1259$0 (\port$1259$0 ),
+    .\port$1261$0 (\port$1261$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1273$0 (\port$1273$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1279$0 (\port$1279$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1285$0 (\port$1285$0 ),
+    .\port$1291$0 (\port$1291$0 ),
+    .\port$1295$0 (\port$1295$0 ),
+    .\port$1299$0 (\port$1299$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1313$0 (\port$1313$0 ),
+    .\port$1317$0 (\port$1317$0 ),
     .rst(rst),
     .sum(\sum$28 )
   );
   \digits.output.p1  p1 (
     .clk(clk),
-    .\port$1258$0 (\port$1258$0 ),
-    .\port$1262$0 (\port$1262$0 ),
-    .\port$1270$0 (\port$1270$0 ),
-    .\port$1272$0 (\port$1272$0 ),
-    .\port$1276$0 (\port$1276$0 ),
-    .\port$1278$0 (\port$1278$0 ),
-    .\port$1280$0 (\port$1280$0 ),
-    .\port$1284$0 (\port$1284$0 ),
-    .\port$1294$0 (\port$1294$0 ),
-    .\port$1298$0 (\port$1298$0 ),
-    .\port$1302$0 (\port$1302$0 ),
-    .\port$1312$0 (\port$1312$0 ),
-    .\port$1318$0 (\port$1318$0 ),
-    .\port$1324$0 (\port$1324$0 ),
-    .\port$1330$0 (\port$1330$0 ),
-    .\port$1334$0 (\port$1334$0 ),
-    .\port$1344$0 (\port$1344$0 ),
-    .\port$1350$0 (\port$1350$0 ),
-    .\port$1352$0 (\port$1352$0 ),
-    .\port$1354$0 (\port$1354$0 ),
-    .\port$1356$0 (\port$1356$0 ),
-    .\port$1358$0 (\port$1358$0 ),
-    .\port$1362$0 (\port$1362$0 ),
-    .\port$1364$0 (\port$1364$0 ),
-    .\port$1368$0 (\port$1368$0 ),
-    .\port$1380$0 (\port$1380$0 ),
+    .\port$1201$0 (\port$1201$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1219$0 (\port$1219$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1237$0 (\port$1237$0 ),
+    .\port$1241$0 (\port$1241$0 ),
+    .\port$1245$0 (\port$1245$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1261$0 (\port$1261$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1273$0 (\port$1273$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1287$0 (\port$1287$0 ),
+    .\port$1293$0 (\port$1293$0 ),
+    .\port$1295$0 (\port$1295$0 ),
+    .\port$1297$0 (\port$1297$0 ),
+    .\port$1299$0 (\port$1299$0 ),
+    .\port$1301$0 (\port$1301$0 ),
+    .\port$1305$0 (\port$1305$0 ),
+    .\port$1307$0 (\port$1307$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(\sum$30 )
   );
   \digits.output.p2  p2 (
     .clk(clk),
-    .\port$1254$0 (\port$1254$0 ),
-    .\port$1256$0 (\port$1256$0 ),
-    .\port$1262$0 (\port$1262$0 ),
-    .\port$1264$0 (\port$1264$0 ),
-    .\port$1270$0 (\port$1270$0 ),
-    .\port$1276$0 (\port$1276$0 ),
-    .\port$1280$0 (\port$1280$0 ),
-    .\port$1292$0 (\port$1292$0 ),
-    .\port$1296$0 (\port$1296$0 ),
-    .\port$1302$0 (\port$1302$0 ),
-    .\port$1320$0 (\port$1320$0 ),
-    .\port$1324$0 (\port$1324$0 ),
-    .\port$1326$0 (\port$1326$0 ),
-    .\port$1332$0 (\port$1332$0 ),
-    .\port$1334$0 (\port$1334$0 ),
-    .\port$1336$0 (\port$1336$0 ),
-    .\port$1338$0 (\port$1338$0 ),
-    .\port$1342$0 (\port$1342$0 ),
-    .\port$1346$0 (\port$1346$0 ),
-    .\port$1348$0 (\port$1348$0 ),
-    .\port$1350$0 (\port$1350$0 ),
-    .\port$1368$0 (\port$1368$0 ),
-    .\port$1370$0 (\port$1370$0 ),
-    .\port$1376$0 (\port$1376$0 ),
-    .\port$1378$0 (\port$1378$0 ),
-    .\port$1380$0 (\port$1380$0 ),
+    .\port$1197$0 (\port$1197$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1219$0 (\port$1219$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1235$0 (\port$1235$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1245$0 (\port$1245$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1279$0 (\port$1279$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1285$0 (\port$1285$0 ),
+    .\port$1289$0 (\port$1289$0 ),
+    .\port$1291$0 (\port$1291$0 ),
+    .\port$1293$0 (\port$1293$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1313$0 (\port$1313$0 ),
+    .\port$1319$0 (\port$1319$0 ),
+    .\port$1321$0 (\port$1321$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(\sum$32 )
   );
   \digits.output.p3  p3 (
     .clk(clk),
-    .\port$1256$0 (\port$1256$0 ),
-    .\port$1258$0 (\port$1258$0 ),
-    .\port$1262$0 (\port$1262$0 ),
-    .\port$1266$0 (\port$1266$0 ),
-    .\port$1268$0 (\port$1268$0 ),
-    .\port$1270$0 (\port$1270$0 ),
-    .\port$1272$0 (\port$1272$0 ),
-    .\port$1274$0 (\port$1274$0 ),
-    .\port$1280$0 (\port$1280$0 ),
-    .\port$1282$0 (\port$1282$0 ),
-    .\port$1286$0 (\port$1286$0 ),
-    .\port$1300$0 (\port$1300$0 ),
-    .\port$1302$0 (\port$1302$0 ),
-    .\port$1310$0 (\port$1310$0 ),
-    .\port$1314$0 (\port$1314$0 ),
-    .\port$1324$0 (\port$1324$0 ),
-    .\port$1326$0 (\port$1326$0 ),
-    .\port$1328$0 (\port$1328$0 ),
-    .\port$1332$0 (\port$1332$0 ),
-    .\port$1338$0 (\port$1338$0 ),
-    .\port$1340$0 (\port$1340$0 ),
-    .\port$1342$0 (\port$1342$0 ),
-    .\port$1344$0 (\port$1344$0 ),
-    .\port$1358$0 (\port$1358$0 ),
-    .\port$1366$0 (\port$1366$0 ),
-    .\port$1374$0 (\port$1374$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1201$0 (\port$1201$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1217$0 (\port$1217$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1229$0 (\port$1229$0 ),
+    .\port$1243$0 (\port$1243$0 ),
+    .\port$1245$0 (\port$1245$0 ),
+    .\port$1253$0 (\port$1253$0 ),
+    .\port$1257$0 (\port$1257$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1271$0 (\port$1271$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1285$0 (\port$1285$0 ),
+    .\port$1287$0 (\port$1287$0 ),
+    .\port$1301$0 (\port$1301$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1317$0 (\port$1317$0 ),
     .rst(rst),
     .sum(\sum$34 )
   );
   \digits.output.p4  p4 (
     .clk(clk),
-    .\port$1254$0 (\port$1254$0 ),
-    .\port$1256$0 (\port$1256$0 ),
-    .\port$1264$0 (\port$1264$0 ),
-    .\port$1268$0 (\port$1268$0 ),
-    .\port$1282$0 (\port$1282$0 ),
-    .\port$1290$0 (\port$1290$0 ),
-    .\port$1294$0 (\port$1294$0 ),
-    .\port$1296$0 (\port$1296$0 ),
-    .\port$1298$0 (\port$1298$0 ),
-    .\port$1300$0 (\port$1300$0 ),
-    .\port$1304$0 (\port$1304$0 ),
-    .\port$1314$0 (\port$1314$0 ),
-    .\port$1320$0 (\port$1320$0 ),
-    .\port$1322$0 (\port$1322$0 ),
-    .\port$1324$0 (\port$1324$0 ),
-    .\port$1328$0 (\port$1328$0 ),
-    .\port$1332$0 (\port$1332$0 ),
-    .\port$1334$0 (\port$1334$0 ),
-    .\port$1336$0 (\port$1336$0 ),
-    .\port$1344$0 (\port$1344$0 ),
-    .\port$1354$0 (\port$1354$0 ),
-    .\port$1358$0 (\port$1358$0 ),
-    .\port$1360$0 (\port$1360$0 ),
-    .\port$1362$0 (\port$1362$0 ),
-    .\port$1366$0 (\port$1366$0 ),
-    .\port$1374$0 (\port$1374$0 ),
-    .\port$1380$0 (\port$1380$0 ),
+    .\port$1197$0 (\port$1197$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1233$0 (\port$1233$0 ),
+    .\port$1237$0 (\port$1237$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1241$0 (\port$1241$0 ),
+    .\port$1243$0 (\port$1243$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1257$0 (\port$1257$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1265$0 (\port$1265$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1271$0 (\port$1271$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1279$0 (\port$1279$0 ),
+    .\port$1287$0 (\port$1287$0 ),
+    .\port$1297$0 (\port$1297$0 ),
+    .\port$1301$0 (\port$1301$0 ),
+    .\port$1303$0 (\port$1303$0 ),
+    .\port$1305$0 (\port$1305$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1317$0 (\port$1317$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(\sum$36 )
   );
   \digits.output.p5  p5 (
     .clk(clk),
-    .\port$1254$0 (\port$1254$0 ),
-    .\port$1264$0 (\port$1264$0 ),
-    .\port$1266$0 (\port$1266$0 ),
-    .\port$1268$0 (\port$1268$0 ),
-    .\port$1270$0 (\port$1270$0 ),
-    .\port$1274$0 (\port$1274$0 ),
-    .\port$1278$0 (\port$1278$0 ),
-    .\port$1280$0 (\port$1280$0 ),
-    .\port$1282$0 (\port$1282$0 ),
-    .\port$1288$0 (\port$1288$0 ),
-    .\port$1292$0 (\port$1292$0 ),
-    .\port$1294$0 (\port$1294$0 ),
-    .\port$1304$0 (\port$1304$0 ),
-    .\port$1308$0 (\port$1308$0 ),
-    .\port$1312$0 (\port$1312$0 ),
-    .\port$1316$0 (\port$1316$0 ),
-    .\port$1318$0 (\port$1318$0 ),
-    .\port$1326$0 (\port$1326$0 ),
-    .\port$1328$0 (\port$1328$0 ),
-    .\port$1332$0 (\port$1332$0 ),
-    .\port$1342$0 (\port$1342$0 ),
-    .\port$1354$0 (\port$1354$0 ),
-    .\port$1360$0 (\port$1360$0 ),
-    .\port$1362$0 (\port$1362$0 ),
-    .\port$1372$0 (\port$1372$0 ),
-    .\port$1374$0 (\port$1374$0 ),
-    .\port$1376$0 (\port$1376$0 ),
+    .\port$1197$0 (\port$1197$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1217$0 (\port$1217$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1231$0 (\port$1231$0 ),
+    .\port$1235$0 (\port$1235$0 ),
+    .\port$1237$0 (\port$1237$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1251$0 (\port$1251$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1259$0 (\port$1259$0 ),
+    .\port$1261$0 (\port$1261$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1271$0 (\port$1271$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1285$0 (\port$1285$0 ),
+    .\port$1297$0 (\port$1297$0 ),
+    .\port$1303$0 (\port$1303$0 ),
+    .\port$1305$0 (\port$1305$0 ),
+    .\port$1315$0 (\port$1315$0 ),
+    .\port$1317$0 (\port$1317$0 ),
+    .\port$1319$0 (\port$1319$0 ),
     .rst(rst),
     .sum(\sum$38 )
   );
   \digits.output.p6  p6 (
     .clk(clk),
-    .\port$1258$0 (\port$1258$0 ),
-    .\port$1264$0 (\port$1264$0 ),
-    .\port$1268$0 (\port$1268$0 ),
-    .\port$1272$0 (\port$1272$0 ),
-    .\port$1274$0 (\port$1274$0 ),
-    .\port$1290$0 (\port$1290$0 ),
-    .\port$1292$0 (\port$1292$0 ),
-    .\port$1294$0 (\port$1294$0 ),
-    .\port$1300$0 (\port$1300$0 ),
-    .\port$1306$0 (\port$1306$0 ),
-    .\port$1310$0 (\port$1310$0 ),
-    .\port$1312$0 (\port$1312$0 ),
-    .\port$1316$0 (\port$1316$0 ),
-    .\port$1318$0 (\port$1318$0 ),
-    .\port$1322$0 (\port$1322$0 ),
-    .\port$1326$0 (\port$1326$0 ),
-    .\port$1332$0 (\port$1332$0 ),
-    .\port$1340$0 (\port$1340$0 ),
-    .\port$1348$0 (\port$1348$0 ),
-    .\port$1350$0 (\port$1350$0 ),
-    .\port$1352$0 (\port$1352$0 ),
-    .\port$1354$0 (\port$1354$0 ),
-    .\port$1364$0 (\port$1364$0 ),
-    .\port$1366$0 (\port$1366$0 ),
-    .\port$1368$0 (\port$1368$0 ),
-    .\port$1376$0 (\port$1376$0 ),
-    .\port$1378$0 (\port$1378$0 ),
+    .\port$1201$0 (\port$1201$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1217$0 (\port$1217$0 ),
+    .\port$1233$0 (\port$1233$0 ),
+    .\port$1235$0 (\port$1235$0 ),
+    .\port$1237$0 (\port$1237$0 ),
+    .\port$1243$0 (\port$1243$0 ),
+    .\port$1249$0 (\port$1249$0 ),
+    .\port$1253$0 (\port$1253$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1259$0 (\port$1259$0 ),
+    .\port$1261$0 (\port$1261$0 ),
+    .\port$1265$0 (\port$1265$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1291$0 (\port$1291$0 ),
+    .\port$1293$0 (\port$1293$0 ),
+    .\port$1295$0 (\port$1295$0 ),
+    .\port$1297$0 (\port$1297$0 ),
+    .\port$1307$0 (\port$1307$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1319$0 (\port$1319$0 ),
+    .\port$1321$0 (\port$1321$0 ),
     .rst(rst),
     .sum(\sum$40 )
   );
   \digits.output.p7  p7 (
     .clk(clk),
-    .\port$1258$0 (\port$1258$0 ),
-    .\port$1260$0 (\port$1260$0 ),
-    .\port$1264$0 (\port$1264$0 ),
-    .\port$1266$0 (\port$1266$0 ),
-    .\port$1270$0 (\port$1270$0 ),
-    .\port$1274$0 (\port$1274$0 ),
-    .\port$1278$0 (\port$1278$0 ),
-    .\port$1290$0 (\port$1290$0 ),
-    .\port$1296$0 (\port$1296$0 ),
-    .\port$1312$0 (\port$1312$0 ),
-    .\port$1320$0 (\port$1320$0 ),
-    .\port$1322$0 (\port$1322$0 ),
-    .\port$1326$0 (\port$1326$0 ),
-    .\port$1328$0 (\port$1328$0 ),
-    .\port$1330$0 (\port$1330$0 ),
-    .\port$1336$0 (\port$1336$0 ),
-    .\port$1340$0 (\port$1340$0 ),
-    .\port$1344$0 (\port$1344$0 ),
-    .\port$1346$0 (\port$1346$0 ),
-    .\port$1348$0 (\port$1348$0 ),
-    .\port$1350$0 (\port$1350$0 ),
-    .\port$1356$0 (\port$1356$0 ),
-    .\port$1366$0 (\port$1366$0 ),
-    .\port$1372$0 (\port$1372$0 ),
-    .\port$1378$0 (\port$1378$0 ),
-    .\port$1380$0 (\port$1380$0 ),
+    .\port$1201$0 (\port$1201$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1217$0 (\port$1217$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1233$0 (\port$1233$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1265$0 (\port$1265$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1271$0 (\port$1271$0 ),
+    .\port$1273$0 (\port$1273$0 ),
+    .\port$1279$0 (\port$1279$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1287$0 (\port$1287$0 ),
+    .\port$1289$0 (\port$1289$0 ),
+    .\port$1291$0 (\port$1291$0 ),
+    .\port$1293$0 (\port$1293$0 ),
+    .\port$1299$0 (\port$1299$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1315$0 (\port$1315$0 ),
+    .\port$1321$0 (\port$1321$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(\sum$42 )
   );
   \digits.output.p8  p8 (
     .clk(clk),
-    .\port$1256$0 (\port$1256$0 ),
-    .\port$1260$0 (\port$1260$0 ),
-    .\port$1272$0 (\port$1272$0 ),
-    .\port$1276$0 (\port$1276$0 ),
-    .\port$1278$0 (\port$1278$0 ),
-    .\port$1282$0 (\port$1282$0 ),
-    .\port$1284$0 (\port$1284$0 ),
-    .\port$1286$0 (\port$1286$0 ),
-    .\port$1288$0 (\port$1288$0 ),
-    .\port$1292$0 (\port$1292$0 ),
-    .\port$1294$0 (\port$1294$0 ),
-    .\port$1296$0 (\port$1296$0 ),
-    .\port$1300$0 (\port$1300$0 ),
-    .\port$1302$0 (\port$1302$0 ),
-    .\port$1304$0 (\port$1304$0 ),
-    .\port$1306$0 (\port$1306$0 ),
-    .\port$1308$0 (\port$1308$0 ),
-    .\port$1310$0 (\port$1310$0 ),
-    .\port$1316$0 (\port$1316$0 ),
-    .\port$1322$0 (\port$1322$0 ),
-    .\port$1338$0 (\port$1338$0 ),
-    .\port$1352$0 (\port$1352$0 ),
-    .\port$1356$0 (\port$1356$0 ),
-    .\port$1358$0 (\port$1358$0 ),
-    .\port$1366$0 (\port$1366$0 ),
-    .\port$1370$0 (\port$1370$0 ),
-    .\port$1378$0 (\port$1378$0 ),
-    .\port$1380$0 (\port$1380$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1219$0 (\port$1219$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1229$0 (\port$1229$0 ),
+    .\port$1231$0 (\port$1231$0 ),
+    .\port$1235$0 (\port$1235$0 ),
+    .\port$1237$0 (\port$1237$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1243$0 (\port$1243$0 ),
+    .\port$1245$0 (\port$1245$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1249$0 (\port$1249$0 ),
+    .\port$1251$0 (\port$1251$0 ),
+    .\port$1253$0 (\port$1253$0 ),
+    .\port$1259$0 (\port$1259$0 ),
+    .\port$1265$0 (\port$1265$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1295$0 (\port$1295$0 ),
+    .\port$1299$0 (\port$1299$0 ),
+    .\port$1301$0 (\port$1301$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1313$0 (\port$1313$0 ),
+    .\port$1321$0 (\port$1321$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(\sum$44 )
   );
   \digits.output.p9  p9 (
     .clk(clk),
-    .\port$1254$0 (\port$1254$0 ),
-    .\port$1256$0 (\port$1256$0 ),
-    .\port$1260$0 (\port$1260$0 ),
-    .\port$1262$0 (\port$1262$0 ),
-    .\port$1264$0 (\port$1264$0 ),
-    .\port$1282$0 (\port$1282$0 ),
-    .\port$1284$0 (\port$1284$0 ),
-    .\port$1286$0 (\port$1286$0 ),
-    .\port$1288$0 (\port$1288$0 ),
-    .\port$1304$0 (\port$1304$0 ),
-    .\port$1306$0 (\port$1306$0 ),
-    .\port$1308$0 (\port$1308$0 ),
-    .\port$1312$0 (\port$1312$0 ),
-    .\port$1314$0 (\port$1314$0 ),
-    .\port$1320$0 (\port$1320$0 ),
-    .\port$1330$0 (\port$1330$0 ),
-    .\port$1332$0 (\port$1332$0 ),
-    .\port$1336$0 (\port$1336$0 ),
-    .\port$1340$0 (\port$1340$0 ),
-    .\port$1346$0 (\port$1346$0 ),
-    .\port$1352$0 (\port$1352$0 ),
-    .\port$1358$0 (\port$1358$0 ),
-    .\port$1360$0 (\port$1360$0 ),
-    .\port$1364$0 (\port$1364$0 ),
-    .\port$1366$0 (\port$1366$0 ),
-    .\port$1376$0 (\port$1376$0 ),
-    .\port$1380$0 (\port$1380$0 ),
+    .\port$1197$0 (\port$1197$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1229$0 (\port$1229$0 ),
+    .\port$1231$0 (\port$1231$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1249$0 (\port$1249$0 ),
+    .\port$1251$0 (\port$1251$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1257$0 (\port$1257$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1273$0 (\port$1273$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1279$0 (\port$1279$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1289$0 (\port$1289$0 ),
+    .\port$1295$0 (\port$1295$0 ),
+    .\port$1301$0 (\port$1301$0 ),
+    .\port$1303$0 (\port$1303$0 ),
+    .\port$1307$0 (\port$1307$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1319$0 (\port$1319$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(\sum$46 )
   );
   \digits.output.q  q (
     .clk(clk),
-    .\port$1254$0 (\port$1254$0 ),
-    .\port$1256$0 (\port$1256$0 ),
-    .\port$1258$0 (\port$1258$0 ),
-    .\port$1260$0 (\port$1260$0 ),
-    .\port$1262$0 (\port$1262$0 ),
-    .\port$1264$0 (\port$1264$0 ),
-    .\port$1266$0 (\port$1266$0 ),
-    .\port$1268$0 (\port$1268$0 ),
-    .\port$1270$0 (\port$1270$0 ),
-    .\port$1272$0 (\port$1272$0 ),
-    .\port$1274$0 (\port$1274$0 ),
-    .\port$1276$0 (\port$1276$0 ),
-    .\port$1278$0 (\port$1278$0 ),
-    .\port$1280$0 (\port$1280$0 ),
-    .\port$1282$0 (\port$1282$0 ),
-    .\port$1284$0 (\port$1284$0 ),
-    .\port$1286$0 (\port$1286$0 ),
-    .\port$1288$0 (\port$1288$0 ),
-    .\port$1290$0 (\port$1290$0 ),
-    .\port$1292$0 (\port$1292$0 ),
-    .\port$1294$0 (\port$1294$0 ),
-    .\port$1296$0 (\port$1296$0 ),
-    .\port$1298$0 (\port$1298$0 ),
-    .\port$1300$0 (\port$1300$0 ),
-    .\port$1302$0 (\port$1302$0 ),
-    .\port$1304$0 (\port$1304$0 ),
-    .\port$1306$0 (\port$1306$0 ),
-    .\port$1308$0 (\port$1308$0 ),
-    .\port$1310$0 (\port$1310$0 ),
-    .\port$1312$0 (\port$1312$0 ),
-    .\port$1314$0 (\port$1314$0 ),
-    .\port$1316$0 (\port$1316$0 ),
-    .\port$1318$0 (\port$1318$0 ),
-    .\port$1320$0 (\port$1320$0 ),
-    .\port$1322$0 (\port$1322$0 ),
-    .\port$1324$0 (\port$1324$0 ),
-    .\port$1326$0 (\port$1326$0 ),
-    .\port$1328$0 (\port$1328$0 ),
-    .\port$1330$0 (\port$1330$0 ),
-    .\port$1332$0 (\port$1332$0 ),
-    .\port$1334$0 (\port$1334$0 ),
-    .\port$1336$0 (\port$1336$0 ),
-    .\port$1338$0 (\port$1338$0 ),
-    .\port$1340$0 (\port$1340$0 ),
-    .\port$1342$0 (\port$1342$0 ),
-    .\port$1344$0 (\port$1344$0 ),
-    .\port$1346$0 (\port$1346$0 ),
-    .\port$1348$0 (\port$1348$0 ),
-    .\port$1350$0 (\port$1350$0 ),
-    .\port$1352$0 (\port$1352$0 ),
-    .\port$1354$0 (\port$1354$0 ),
-    .\port$1356$0 (\port$1356$0 ),
-    .\port$1358$0 (\port$1358$0 ),
-    .\port$1360$0 (\port$1360$0 ),
-    .\port$1362$0 (\port$1362$0 ),
-    .\port$1364$0 (\port$1364$0 ),
-    .\port$1366$0 (\port$1366$0 ),
-    .\port$1368$0 (\port$1368$0 ),
-    .\port$1370$0 (\port$1370$0 ),
-    .\port$1372$0 (\port$1372$0 ),
-    .\port$1374$0 (\port$1374$0 ),
-    .\port$1376$0 (\port$1376$0 ),
-    .\port$1378$0 (\port$1378$0 ),
-    .\port$1380$0 (\port$1380$0 ),
+    .\port$1197$0 (\port$1197$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1201$0 (\port$1201$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1217$0 (\port$1217$0 ),
+    .\port$1219$0 (\port$1219$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1229$0 (\port$1229$0 ),
+    .\port$1231$0 (\port$1231$0 ),
+    .\port$1233$0 (\port$1233$0 ),
+    .\port$1235$0 (\port$1235$0 ),
+    .\port$1237$0 (\port$1237$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1241$0 (\port$1241$0 ),
+    .\port$1243$0 (\port$1243$0 ),
+    .\port$1245$0 (\port$1245$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1249$0 (\port$1249$0 ),
+    .\port$1251$0 (\port$1251$0 ),
+    .\port$1253$0 (\port$1253$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1257$0 (\port$1257$0 ),
+    .\port$1259$0 (\port$1259$0 ),
+    .\port$1261$0 (\port$1261$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1265$0 (\port$1265$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1271$0 (\port$1271$0 ),
+    .\port$1273$0 (\port$1273$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1279$0 (\port$1279$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1285$0 (\port$1285$0 ),
+    .\port$1287$0 (\port$1287$0 ),
+    .\port$1289$0 (\port$1289$0 ),
+    .\port$1291$0 (\port$1291$0 ),
+    .\port$1293$0 (\port$1293$0 ),
+    .\port$1295$0 (\port$1295$0 ),
+    .\port$1297$0 (\port$1297$0 ),
+    .\port$1299$0 (\port$1299$0 ),
+    .\port$1301$0 (\port$1301$0 ),
+    .\port$1303$0 (\port$1303$0 ),
+    .\port$1305$0 (\port$1305$0 ),
+    .\port$1307$0 (\port$1307$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1313$0 (\port$1313$0 ),
+    .\port$1315$0 (\port$1315$0 ),
+    .\port$1317$0 (\port$1317$0 ),
+    .\port$1319$0 (\port$1319$0 ),
+    .\port$1321$0 (\port$1321$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1374$0 , \port$1370$0 , \port$1368$0 , \port$1356$0 , \port$1352$0 , \port$1348$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1308$0 , \port$1306$0 , \port$1298$0 , \port$1290$0 , \port$1282$0 , \port$1274$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1260$0 , \port$1256$0  };
-  assign \inputs$1  = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  };
-  assign \inputs$2  = { \port$1380$0 , \port$1368$0 , \port$1364$0 , \port$1362$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1344$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1318$0 , \port$1312$0 , \port$1302$0 , \port$1298$0 , \port$1294$0 , \port$1284$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1270$0 , \port$1262$0 , \port$1258$0  };
-  assign \inputs$3  = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1370$0 , \port$1368$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1326$0 , \port$1324$0 , \port$1320$0 , \port$1302$0 , \port$1296$0 , \port$1292$0 , \port$1280$0 , \port$1276$0 , \port$1270$0 , \port$1264$0 , \port$1262$0 , \port$1256$0 , \port$1254$0  };
-  assign \inputs$4  = { \port$1374$0 , \port$1366$0 , \port$1358$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1314$0 , \port$1310$0 , \port$1302$0 , \port$1300$0 , \port$1286$0 , \port$1282$0 , \port$1280$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1258$0 , \port$1256$0  };
-  assign \inputs$5  = { \port$1380$0 , \port$1374$0 , \port$1366$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1354$0 , \port$1344$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1328$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1314$0 , \port$1304$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1290$0 , \port$1282$0 , \port$1268$0 , \port$1264$0 , \port$1256$0 , \port$1254$0  };
-  assign \inputs$6  = { \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1362$0 , \port$1360$0 , \port$1354$0 , \port$1342$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1308$0 , \port$1304$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1254$0  };
-  assign \inputs$7  = { \port$1378$0 , \port$1376$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1340$0 , \port$1332$0 , \port$1326$0 , \port$1322$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1310$0 , \port$1306$0 , \port$1300$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1274$0 , \port$1272$0 , \port$1268$0 , \port$1264$0 , \port$1258$0  };
-  assign \inputs$8  = { \port$1380$0 , \port$1378$0 , \port$1372$0 , \port$1366$0 , \port$1356$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1340$0 , \port$1336$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1322$0 , \port$1320$0 , \port$1312$0 , \port$1296$0 , \port$1290$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1266$0 , \port$1264$0 , \port$1260$0 , \port$1258$0  };
-  assign \inputs$9  = { \port$1380$0 , \port$1378$0 , \port$1370$0 , \port$1366$0 , \port$1358$0 , \port$1356$0 , \port$1352$0 , \port$1338$0 , \port$1322$0 , \port$1316$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1260$0 , \port$1256$0  };
-  assign \inputs$10  = { \port$1380$0 , \port$1376$0 , \port$1366$0 , \port$1364$0 , \port$1360$0 , \port$1358$0 , \port$1352$0 , \port$1346$0 , \port$1340$0 , \port$1336$0 , \port$1332$0 , \port$1330$0 , \port$1320$0 , \port$1314$0 , \port$1312$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1256$0 , \port$1254$0  };
-  assign \inputs$11  = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  };
+  assign inputs = { \port$1317$0 , \port$1313$0 , \port$1311$0 , \port$1299$0 , \port$1295$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1251$0 , \port$1249$0 , \port$1241$0 , \port$1233$0 , \port$1225$0 , \port$1217$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0 , \port$1199$0  };
+  assign \inputs$1  = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  };
+  assign \inputs$2  = { \port$1323$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1245$0 , \port$1241$0 , \port$1237$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1205$0 , \port$1201$0  };
+  assign \inputs$3  = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1313$0 , \port$1311$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1269$0 , \port$1267$0 , \port$1263$0 , \port$1245$0 , \port$1239$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1213$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1197$0  };
+  assign \inputs$4  = { \port$1317$0 , \port$1309$0 , \port$1301$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1257$0 , \port$1253$0 , \port$1245$0 , \port$1243$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
+  assign \inputs$5  = { \port$1323$0 , \port$1317$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1287$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1225$0 , \port$1211$0 , \port$1207$0 , \port$1199$0 , \port$1197$0  };
+  assign \inputs$6  = { \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1285$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1251$0 , \port$1247$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1197$0  };
+  assign \inputs$7  = { \port$1321$0 , \port$1319$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1283$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1253$0 , \port$1249$0 , \port$1243$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1217$0 , \port$1215$0 , \port$1211$0 , \port$1207$0 , \port$1201$0  };
+  assign \inputs$8  = { \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1309$0 , \port$1299$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1283$0 , \port$1279$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1255$0 , \port$1239$0 , \port$1233$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
+  assign \inputs$9  = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1309$0 , \port$1301$0 , \port$1299$0 , \port$1295$0 , \port$1281$0 , \port$1265$0 , \port$1259$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1203$0 , \port$1199$0  };
+  assign \inputs$10  = { \port$1323$0 , \port$1319$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1295$0 , \port$1289$0 , \port$1283$0 , \port$1279$0 , \port$1275$0 , \port$1273$0 , \port$1263$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1199$0 , \port$1197$0  };
+  assign \inputs$11  = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  };
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
   assign \scores[2]  = scores[35:24];
@@ -11397,874 +11226,874 @@ module \digits.output (rst, \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p0 (rst, sum, \port$1256$0 , \port$1260$0 , \port$1262$0 , \port$1266$0 , \port$1268$0 , \port$1274$0 , \port$1282$0 , \port$1290$0 , \port$1298$0 , \port$1306$0 , \port$1308$0 , \port$1316$0 , \port$1318$0 , \port$1320$0 , \port$1324$0 , \port$1330$0 , \port$1334$0 , \port$1336$0 , \port$1338$0 
-, \port$1342$0 , \port$1348$0 , \port$1352$0 , \port$1356$0 , \port$1368$0 , \port$1370$0 , \port$1374$0 , clk);
+module \digits.output.p0 (rst, sum, \port$1199$0 , \port$1203$0 , \port$1205$0 , \port$1209$0 , \port$1211$0 , \port$1217$0 , \port$1225$0 , \port$1233$0 , \port$1241$0 , \port$1249$0 , \port$1251$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1267$0 , \port$1273$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 
+, \port$1285$0 , \port$1291$0 , \port$1295$0 , \port$1299$0 , \port$1311$0 , \port$1313$0 , \port$1317$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1260$0 ;
-  wire \port$1260$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
-  input \port$1266$0 ;
-  wire \port$1266$0 ;
-  input \port$1268$0 ;
-  wire \port$1268$0 ;
-  input \port$1274$0 ;
-  wire \port$1274$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1290$0 ;
-  wire \port$1290$0 ;
-  input \port$1298$0 ;
-  wire \port$1298$0 ;
-  input \port$1306$0 ;
-  wire \port$1306$0 ;
-  input \port$1308$0 ;
-  wire \port$1308$0 ;
-  input \port$1316$0 ;
-  wire \port$1316$0 ;
-  input \port$1318$0 ;
-  wire \port$1318$0 ;
-  input \port$1320$0 ;
-  wire \port$1320$0 ;
-  input \port$1324$0 ;
-  wire \port$1324$0 ;
-  input \port$1330$0 ;
-  wire \port$1330$0 ;
-  input \port$1334$0 ;
-  wire \port$1334$0 ;
-  input \port$1336$0 ;
-  wire \port$1336$0 ;
-  input \port$1338$0 ;
-  wire \port$1338$0 ;
-  input \port$1342$0 ;
-  wire \port$1342$0 ;
-  input \port$1348$0 ;
-  wire \port$1348$0 ;
-  input \port$1352$0 ;
-  wire \port$1352$0 ;
-  input \port$1356$0 ;
-  wire \port$1356$0 ;
-  input \port$1368$0 ;
-  wire \port$1368$0 ;
-  input \port$1370$0 ;
-  wire \port$1370$0 ;
-  input \port$1374$0 ;
-  wire \port$1374$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1374$0 , \port$1370$0 , \port$1368$0 , \port$1356$0 , \port$1352$0 , \port$1348$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1308$0 , \port$1306$0 , \port$1298$0 , \port$1290$0 , \port$1282$0 , \port$1274$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1260$0 , \port$1256$0  }),
+    .inputs({ \port$1317$0 , \port$1313$0 , \port$1311$0 , \port$1299$0 , \port$1295$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1251$0 , \port$1249$0 , \port$1241$0 , \port$1233$0 , \port$1225$0 , \port$1217$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0 , \port$1199$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1374$0 , \port$1370$0 , \port$1368$0 , \port$1356$0 , \port$1352$0 , \port$1348$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1308$0 , \port$1306$0 , \port$1298$0 , \port$1290$0 , \port$1282$0 , \port$1274$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1260$0 , \port$1256$0  };
+  assign inputs = { \port$1317$0 , \port$1313$0 , \port$1311$0 , \port$1299$0 , \port$1295$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1251$0 , \port$1249$0 , \port$1241$0 , \port$1233$0 , \port$1225$0 , \port$1217$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0 , \port$1199$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p1 (rst, sum, \port$1258$0 , \port$1262$0 , \port$1270$0 , \port$1272$0 , \port$1276$0 , \port$1278$0 , \port$1280$0 , \port$1284$0 , \port$1294$0 , \port$1298$0 , \port$1302$0 , \port$1312$0 , \port$1318$0 , \port$1324$0 , \port$1330$0 , \port$1334$0 , \port$1344$0 , \port$1350$0 , \port$1352$0 
-, \port$1354$0 , \port$1356$0 , \port$1358$0 , \port$1362$0 , \port$1364$0 , \port$1368$0 , \port$1380$0 , clk);
+module \digits.output.p1 (rst, sum, \port$1201$0 , \port$1205$0 , \port$1213$0 , \port$1215$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1227$0 , \port$1237$0 , \port$1241$0 , \port$1245$0 , \port$1255$0 , \port$1261$0 , \port$1267$0 , \port$1273$0 , \port$1277$0 , \port$1287$0 , \port$1293$0 , \port$1295$0 
+, \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1305$0 , \port$1307$0 , \port$1311$0 , \port$1323$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1258$0 ;
-  wire \port$1258$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
-  input \port$1270$0 ;
-  wire \port$1270$0 ;
-  input \port$1272$0 ;
-  wire \port$1272$0 ;
-  input \port$1276$0 ;
-  wire \port$1276$0 ;
-  input \port$1278$0 ;
-  wire \port$1278$0 ;
-  input \port$1280$0 ;
-  wire \port$1280$0 ;
-  input \port$1284$0 ;
-  wire \port$1284$0 ;
-  input \port$1294$0 ;
-  wire \port$1294$0 ;
-  input \port$1298$0 ;
-  wire \port$1298$0 ;
-  input \port$1302$0 ;
-  wire \port$1302$0 ;
-  input \port$1312$0 ;
-  wire \port$1312$0 ;
-  input \port$1318$0 ;
-  wire \port$1318$0 ;
-  input \port$1324$0 ;
-  wire \port$1324$0 ;
-  input \port$1330$0 ;
-  wire \port$1330$0 ;
-  input \port$1334$0 ;
-  wire \port$1334$0 ;
-  input \port$1344$0 ;
-  wire \port$1344$0 ;
-  input \port$1350$0 ;
-  wire \port$1350$0 ;
-  input \port$1352$0 ;
-  wire \port$1352$0 ;
-  input \port$1354$0 ;
-  wire \port$1354$0 ;
-  input \port$1356$0 ;
-  wire \port$1356$0 ;
-  input \port$1358$0 ;
-  wire \port$1358$0 ;
-  input \port$1362$0 ;
-  wire \port$1362$0 ;
-  input \port$1364$0 ;
-  wire \port$1364$0 ;
-  input \port$1368$0 ;
-  wire \port$1368$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
+  input \port$1293$0 ;
+  wire \port$1293$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1380$0 , \port$1368$0 , \port$1364$0 , \port$1362$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1344$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1318$0 , \port$1312$0 , \port$1302$0 , \port$1298$0 , \port$1294$0 , \port$1284$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1270$0 , \port$1262$0 , \port$1258$0  }),
+    .inputs({ \port$1323$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1245$0 , \port$1241$0 , \port$1237$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1205$0 , \port$1201$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1380$0 , \port$1368$0 , \port$1364$0 , \port$1362$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1344$0 , \port$1334$0 , \port$1330$0 , \port$1324$0 , \port$1318$0 , \port$1312$0 , \port$1302$0 , \port$1298$0 , \port$1294$0 , \port$1284$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1270$0 , \port$1262$0 , \port$1258$0  };
+  assign inputs = { \port$1323$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1245$0 , \port$1241$0 , \port$1237$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1205$0 , \port$1201$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p2 (rst, sum, \port$1254$0 , \port$1256$0 , \port$1262$0 , \port$1264$0 , \port$1270$0 , \port$1276$0 , \port$1280$0 , \port$1292$0 , \port$1296$0 , \port$1302$0 , \port$1320$0 , \port$1324$0 , \port$1326$0 , \port$1332$0 , \port$1334$0 , \port$1336$0 , \port$1338$0 , \port$1342$0 , \port$1346$0 
-, \port$1348$0 , \port$1350$0 , \port$1368$0 , \port$1370$0 , \port$1376$0 , \port$1378$0 , \port$1380$0 , clk);
+module \digits.output.p2 (rst, sum, \port$1197$0 , \port$1199$0 , \port$1205$0 , \port$1207$0 , \port$1213$0 , \port$1219$0 , \port$1223$0 , \port$1235$0 , \port$1239$0 , \port$1245$0 , \port$1263$0 , \port$1267$0 , \port$1269$0 , \port$1275$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 , \port$1285$0 , \port$1289$0 
+, \port$1291$0 , \port$1293$0 , \port$1311$0 , \port$1313$0 , \port$1319$0 , \port$1321$0 , \port$1323$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1254$0 ;
-  wire \port$1254$0 ;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1270$0 ;
-  wire \port$1270$0 ;
-  input \port$1276$0 ;
-  wire \port$1276$0 ;
-  input \port$1280$0 ;
-  wire \port$1280$0 ;
-  input \port$1292$0 ;
-  wire \port$1292$0 ;
-  input \port$1296$0 ;
-  wire \port$1296$0 ;
-  input \port$1302$0 ;
-  wire \port$1302$0 ;
-  input \port$1320$0 ;
-  wire \port$1320$0 ;
-  input \port$1324$0 ;
-  wire \port$1324$0 ;
-  input \port$1326$0 ;
-  wire \port$1326$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1334$0 ;
-  wire \port$1334$0 ;
-  input \port$1336$0 ;
-  wire \port$1336$0 ;
-  input \port$1338$0 ;
-  wire \port$1338$0 ;
-  input \port$1342$0 ;
-  wire \port$1342$0 ;
-  input \port$1346$0 ;
-  wire \port$1346$0 ;
-  input \port$1348$0 ;
-  wire \port$1348$0 ;
-  input \port$1350$0 ;
-  wire \port$1350$0 ;
-  input \port$1368$0 ;
-  wire \port$1368$0 ;
-  input \port$1370$0 ;
-  wire \port$1370$0 ;
-  input \port$1376$0 ;
-  wire \port$1376$0 ;
-  input \port$1378$0 ;
-  wire \port$1378$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1293$0 ;
+  wire \port$1293$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1370$0 , \port$1368$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1326$0 , \port$1324$0 , \port$1320$0 , \port$1302$0 , \port$1296$0 , \port$1292$0 , \port$1280$0 , \port$1276$0 , \port$1270$0 , \port$1264$0 , \port$1262$0 , \port$1256$0 , \port$1254$0  }),
+    .inputs({ \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1313$0 , \port$1311$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1269$0 , \port$1267$0 , \port$1263$0 , \port$1245$0 , \port$1239$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1213$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1197$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1370$0 , \port$1368$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1342$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1326$0 , \port$1324$0 , \port$1320$0 , \port$1302$0 , \port$1296$0 , \port$1292$0 , \port$1280$0 , \port$1276$0 , \port$1270$0 , \port$1264$0 , \port$1262$0 , \port$1256$0 , \port$1254$0  };
+  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1313$0 , \port$1311$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1269$0 , \port$1267$0 , \port$1263$0 , \port$1245$0 , \port$1239$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1213$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1197$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p3 (rst, sum, \port$1256$0 , \port$1258$0 , \port$1262$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1272$0 , \port$1274$0 , \port$1280$0 , \port$1282$0 , \port$1286$0 , \port$1300$0 , \port$1302$0 , \port$1310$0 , \port$1314$0 , \port$1324$0 , \port$1326$0 , \port$1328$0 , \port$1332$0 
-, \port$1338$0 , \port$1340$0 , \port$1342$0 , \port$1344$0 , \port$1358$0 , \port$1366$0 , \port$1374$0 , clk);
+module \digits.output.p3 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1205$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1223$0 , \port$1225$0 , \port$1229$0 , \port$1243$0 , \port$1245$0 , \port$1253$0 , \port$1257$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1275$0 
+, \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1301$0 , \port$1309$0 , \port$1317$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1258$0 ;
-  wire \port$1258$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
-  input \port$1266$0 ;
-  wire \port$1266$0 ;
-  input \port$1268$0 ;
-  wire \port$1268$0 ;
-  input \port$1270$0 ;
-  wire \port$1270$0 ;
-  input \port$1272$0 ;
-  wire \port$1272$0 ;
-  input \port$1274$0 ;
-  wire \port$1274$0 ;
-  input \port$1280$0 ;
-  wire \port$1280$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1286$0 ;
-  wire \port$1286$0 ;
-  input \port$1300$0 ;
-  wire \port$1300$0 ;
-  input \port$1302$0 ;
-  wire \port$1302$0 ;
-  input \port$1310$0 ;
-  wire \port$1310$0 ;
-  input \port$1314$0 ;
-  wire \port$1314$0 ;
-  input \port$1324$0 ;
-  wire \port$1324$0 ;
-  input \port$1326$0 ;
-  wire \port$1326$0 ;
-  input \port$1328$0 ;
-  wire \port$1328$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1338$0 ;
-  wire \port$1338$0 ;
-  input \port$1340$0 ;
-  wire \port$1340$0 ;
-  input \port$1342$0 ;
-  wire \port$1342$0 ;
-  input \port$1344$0 ;
-  wire \port$1344$0 ;
-  input \port$1358$0 ;
-  wire \port$1358$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1374$0 ;
-  wire \port$1374$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1374$0 , \port$1366$0 , \port$1358$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1314$0 , \port$1310$0 , \port$1302$0 , \port$1300$0 , \port$1286$0 , \port$1282$0 , \port$1280$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1258$0 , \port$1256$0  }),
+    .inputs({ \port$1317$0 , \port$1309$0 , \port$1301$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1257$0 , \port$1253$0 , \port$1245$0 , \port$1243$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1374$0 , \port$1366$0 , \port$1358$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1314$0 , \port$1310$0 , \port$1302$0 , \port$1300$0 , \port$1286$0 , \port$1282$0 , \port$1280$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1262$0 , \port$1258$0 , \port$1256$0  };
+  assign inputs = { \port$1317$0 , \port$1309$0 , \port$1301$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1257$0 , \port$1253$0 , \port$1245$0 , \port$1243$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p4 (rst, sum, \port$1254$0 , \port$1256$0 , \port$1264$0 , \port$1268$0 , \port$1282$0 , \port$1290$0 , \port$1294$0 , \port$1296$0 , \port$1298$0 , \port$1300$0 , \port$1304$0 , \port$1314$0 , \port$1320$0 , \port$1322$0 , \port$1324$0 , \port$1328$0 , \port$1332$0 , \port$1334$0 , \port$1336$0 
-, \port$1344$0 , \port$1354$0 , \port$1358$0 , \port$1360$0 , \port$1362$0 , \port$1366$0 , \port$1374$0 , \port$1380$0 , clk);
+module \digits.output.p4 (rst, sum, \port$1197$0 , \port$1199$0 , \port$1207$0 , \port$1211$0 , \port$1225$0 , \port$1233$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1247$0 , \port$1257$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1271$0 , \port$1275$0 , \port$1277$0 , \port$1279$0 
+, \port$1287$0 , \port$1297$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1309$0 , \port$1317$0 , \port$1323$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1254$0 ;
-  wire \port$1254$0 ;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1268$0 ;
-  wire \port$1268$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1290$0 ;
-  wire \port$1290$0 ;
-  input \port$1294$0 ;
-  wire \port$1294$0 ;
-  input \port$1296$0 ;
-  wire \port$1296$0 ;
-  input \port$1298$0 ;
-  wire \port$1298$0 ;
-  input \port$1300$0 ;
-  wire \port$1300$0 ;
-  input \port$1304$0 ;
-  wire \port$1304$0 ;
-  input \port$1314$0 ;
-  wire \port$1314$0 ;
-  input \port$1320$0 ;
-  wire \port$1320$0 ;
-  input \port$1322$0 ;
-  wire \port$1322$0 ;
-  input \port$1324$0 ;
-  wire \port$1324$0 ;
-  input \port$1328$0 ;
-  wire \port$1328$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1334$0 ;
-  wire \port$1334$0 ;
-  input \port$1336$0 ;
-  wire \port$1336$0 ;
-  input \port$1344$0 ;
-  wire \port$1344$0 ;
-  input \port$1354$0 ;
-  wire \port$1354$0 ;
-  input \port$1358$0 ;
-  wire \port$1358$0 ;
-  input \port$1360$0 ;
-  wire \port$1360$0 ;
-  input \port$1362$0 ;
-  wire \port$1362$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1374$0 ;
-  wire \port$1374$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1380$0 , \port$1374$0 , \port$1366$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1354$0 , \port$1344$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1328$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1314$0 , \port$1304$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1290$0 , \port$1282$0 , \port$1268$0 , \port$1264$0 , \port$1256$0 , \port$1254$0  }),
+    .inputs({ \port$1323$0 , \port$1317$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1287$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1225$0 , \port$1211$0 , \port$1207$0 , \port$1199$0 , \port$1197$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1380$0 , \port$1374$0 , \port$1366$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1354$0 , \port$1344$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1328$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1314$0 , \port$1304$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1290$0 , \port$1282$0 , \port$1268$0 , \port$1264$0 , \port$1256$0 , \port$1254$0  };
+  assign inputs = { \port$1323$0 , \port$1317$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1287$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1225$0 , \port$1211$0 , \port$1207$0 , \port$1199$0 , \port$1197$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p5 (rst, sum, \port$1254$0 , \port$1264$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1274$0 , \port$1278$0 , \port$1280$0 , \port$1282$0 , \port$1288$0 , \port$1292$0 , \port$1294$0 , \port$1304$0 , \port$1308$0 , \port$1312$0 , \port$1316$0 , \port$1318$0 , \port$1326$0 , \port$1328$0 
-, \port$1332$0 , \port$1342$0 , \port$1354$0 , \port$1360$0 , \port$1362$0 , \port$1372$0 , \port$1374$0 , \port$1376$0 , clk);
+module \digits.output.p5 (rst, sum, \port$1197$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1217$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1231$0 , \port$1235$0 , \port$1237$0 , \port$1247$0 , \port$1251$0 , \port$1255$0 , \port$1259$0 , \port$1261$0 , \port$1269$0 , \port$1271$0 
+, \port$1275$0 , \port$1285$0 , \port$1297$0 , \port$1303$0 , \port$1305$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1254$0 ;
-  wire \port$1254$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1266$0 ;
-  wire \port$1266$0 ;
-  input \port$1268$0 ;
-  wire \port$1268$0 ;
-  input \port$1270$0 ;
-  wire \port$1270$0 ;
-  input \port$1274$0 ;
-  wire \port$1274$0 ;
-  input \port$1278$0 ;
-  wire \port$1278$0 ;
-  input \port$1280$0 ;
-  wire \port$1280$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1288$0 ;
-  wire \port$1288$0 ;
-  input \port$1292$0 ;
-  wire \port$1292$0 ;
-  input \port$1294$0 ;
-  wire \port$1294$0 ;
-  input \port$1304$0 ;
-  wire \port$1304$0 ;
-  input \port$1308$0 ;
-  wire \port$1308$0 ;
-  input \port$1312$0 ;
-  wire \port$1312$0 ;
-  input \port$1316$0 ;
-  wire \port$1316$0 ;
-  input \port$1318$0 ;
-  wire \port$1318$0 ;
-  input \port$1326$0 ;
-  wire \port$1326$0 ;
-  input \port$1328$0 ;
-  wire \port$1328$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1342$0 ;
-  wire \port$1342$0 ;
-  input \port$1354$0 ;
-  wire \port$1354$0 ;
-  input \port$1360$0 ;
-  wire \port$1360$0 ;
-  input \port$1362$0 ;
-  wire \port$1362$0 ;
-  input \port$1372$0 ;
-  wire \port$1372$0 ;
-  input \port$1374$0 ;
-  wire \port$1374$0 ;
-  input \port$1376$0 ;
-  wire \port$1376$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
+  input \port$1315$0 ;
+  wire \port$1315$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1362$0 , \port$1360$0 , \port$1354$0 , \port$1342$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1308$0 , \port$1304$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1254$0  }),
+    .inputs({ \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1285$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1251$0 , \port$1247$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1197$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1362$0 , \port$1360$0 , \port$1354$0 , \port$1342$0 , \port$1332$0 , \port$1328$0 , \port$1326$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1308$0 , \port$1304$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1254$0  };
+  assign inputs = { \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1285$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1251$0 , \port$1247$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1197$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p6 (rst, sum, \port$1258$0 , \port$1264$0 , \port$1268$0 , \port$1272$0 , \port$1274$0 , \port$1290$0 , \port$1292$0 , \port$1294$0 , \port$1300$0 , \port$1306$0 , \port$1310$0 , \port$1312$0 , \port$1316$0 , \port$1318$0 , \port$1322$0 , \port$1326$0 , \port$1332$0 , \port$1340$0 , \port$1348$0 
-, \port$1350$0 , \port$1352$0 , \port$1354$0 , \port$1364$0 , \port$1366$0 , \port$1368$0 , \port$1376$0 , \port$1378$0 , clk);
+module \digits.output.p6 (rst, sum, \port$1201$0 , \port$1207$0 , \port$1211$0 , \port$1215$0 , \port$1217$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 , \port$1243$0 , \port$1249$0 , \port$1253$0 , \port$1255$0 , \port$1259$0 , \port$1261$0 , \port$1265$0 , \port$1269$0 , \port$1275$0 , \port$1283$0 , \port$1291$0 
+, \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1319$0 , \port$1321$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1258$0 ;
-  wire \port$1258$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1268$0 ;
-  wire \port$1268$0 ;
-  input \port$1272$0 ;
-  wire \port$1272$0 ;
-  input \port$1274$0 ;
-  wire \port$1274$0 ;
-  input \port$1290$0 ;
-  wire \port$1290$0 ;
-  input \port$1292$0 ;
-  wire \port$1292$0 ;
-  input \port$1294$0 ;
-  wire \port$1294$0 ;
-  input \port$1300$0 ;
-  wire \port$1300$0 ;
-  input \port$1306$0 ;
-  wire \port$1306$0 ;
-  input \port$1310$0 ;
-  wire \port$1310$0 ;
-  input \port$1312$0 ;
-  wire \port$1312$0 ;
-  input \port$1316$0 ;
-  wire \port$1316$0 ;
-  input \port$1318$0 ;
-  wire \port$1318$0 ;
-  input \port$1322$0 ;
-  wire \port$1322$0 ;
-  input \port$1326$0 ;
-  wire \port$1326$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1340$0 ;
-  wire \port$1340$0 ;
-  input \port$1348$0 ;
-  wire \port$1348$0 ;
-  input \port$1350$0 ;
-  wire \port$1350$0 ;
-  input \port$1352$0 ;
-  wire \port$1352$0 ;
-  input \port$1354$0 ;
-  wire \port$1354$0 ;
-  input \port$1364$0 ;
-  wire \port$1364$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1368$0 ;
-  wire \port$1368$0 ;
-  input \port$1376$0 ;
-  wire \port$1376$0 ;
-  input \port$1378$0 ;
-  wire \port$1378$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1293$0 ;
+  wire \port$1293$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1378$0 , \port$1376$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1340$0 , \port$1332$0 , \port$1326$0 , \port$1322$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1310$0 , \port$1306$0 , \port$1300$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1274$0 , \port$1272$0 , \port$1268$0 , \port$1264$0 , \port$1258$0  }),
+    .inputs({ \port$1321$0 , \port$1319$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1283$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1253$0 , \port$1249$0 , \port$1243$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1217$0 , \port$1215$0 , \port$1211$0 , \port$1207$0 , \port$1201$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1378$0 , \port$1376$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1340$0 , \port$1332$0 , \port$1326$0 , \port$1322$0 , \port$1318$0 , \port$1316$0 , \port$1312$0 , \port$1310$0 , \port$1306$0 , \port$1300$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1274$0 , \port$1272$0 , \port$1268$0 , \port$1264$0 , \port$1258$0  };
+  assign inputs = { \port$1321$0 , \port$1319$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1283$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1253$0 , \port$1249$0 , \port$1243$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1217$0 , \port$1215$0 , \port$1211$0 , \port$1207$0 , \port$1201$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p7 (rst, sum, \port$1258$0 , \port$1260$0 , \port$1264$0 , \port$1266$0 , \port$1270$0 , \port$1274$0 , \port$1278$0 , \port$1290$0 , \port$1296$0 , \port$1312$0 , \port$1320$0 , \port$1322$0 , \port$1326$0 , \port$1328$0 , \port$1330$0 , \port$1336$0 , \port$1340$0 , \port$1344$0 , \port$1346$0 
-, \port$1348$0 , \port$1350$0 , \port$1356$0 , \port$1366$0 , \port$1372$0 , \port$1378$0 , \port$1380$0 , clk);
+module \digits.output.p7 (rst, sum, \port$1201$0 , \port$1203$0 , \port$1207$0 , \port$1209$0 , \port$1213$0 , \port$1217$0 , \port$1221$0 , \port$1233$0 , \port$1239$0 , \port$1255$0 , \port$1263$0 , \port$1265$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1279$0 , \port$1283$0 , \port$1287$0 , \port$1289$0 
+, \port$1291$0 , \port$1293$0 , \port$1299$0 , \port$1309$0 , \port$1315$0 , \port$1321$0 , \port$1323$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1258$0 ;
-  wire \port$1258$0 ;
-  input \port$1260$0 ;
-  wire \port$1260$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1266$0 ;
-  wire \port$1266$0 ;
-  input \port$1270$0 ;
-  wire \port$1270$0 ;
-  input \port$1274$0 ;
-  wire \port$1274$0 ;
-  input \port$1278$0 ;
-  wire \port$1278$0 ;
-  input \port$1290$0 ;
-  wire \port$1290$0 ;
-  input \port$1296$0 ;
-  wire \port$1296$0 ;
-  input \port$1312$0 ;
-  wire \port$1312$0 ;
-  input \port$1320$0 ;
-  wire \port$1320$0 ;
-  input \port$1322$0 ;
-  wire \port$1322$0 ;
-  input \port$1326$0 ;
-  wire \port$1326$0 ;
-  input \port$1328$0 ;
-  wire \port$1328$0 ;
-  input \port$1330$0 ;
-  wire \port$1330$0 ;
-  input \port$1336$0 ;
-  wire \port$1336$0 ;
-  input \port$1340$0 ;
-  wire \port$1340$0 ;
-  input \port$1344$0 ;
-  wire \port$1344$0 ;
-  input \port$1346$0 ;
-  wire \port$1346$0 ;
-  input \port$1348$0 ;
-  wire \port$1348$0 ;
-  input \port$1350$0 ;
-  wire \port$1350$0 ;
-  input \port$1356$0 ;
-  wire \port$1356$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1372$0 ;
-  wire \port$1372$0 ;
-  input \port$1378$0 ;
-  wire \port$1378$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1293$0 ;
+  wire \port$1293$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1315$0 ;
+  wire \port$1315$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1380$0 , \port$1378$0 , \port$1372$0 , \port$1366$0 , \port$1356$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1340$0 , \port$1336$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1322$0 , \port$1320$0 , \port$1312$0 , \port$1296$0 , \port$1290$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1266$0 , \port$1264$0 , \port$1260$0 , \port$1258$0  }),
+    .inputs({ \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1309$0 , \port$1299$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1283$0 , \port$1279$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1255$0 , \port$1239$0 , \port$1233$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1372$0 , \port$1366$0 , \port$1356$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1340$0 , \port$1336$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1322$0 , \port$1320$0 , \port$1312$0 , \port$1296$0 , \port$1290$0 , \port$1278$0 , \port$1274$0 , \port$1270$0 , \port$1266$0 , \port$1264$0 , \port$1260$0 , \port$1258$0  };
+  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1309$0 , \port$1299$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1283$0 , \port$1279$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1255$0 , \port$1239$0 , \port$1233$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p8 (rst, sum, \port$1256$0 , \port$1260$0 , \port$1272$0 , \port$1276$0 , \port$1278$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1292$0 , \port$1294$0 , \port$1296$0 , \port$1300$0 , \port$1302$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1310$0 , \port$1316$0 
-, \port$1322$0 , \port$1338$0 , \port$1352$0 , \port$1356$0 , \port$1358$0 , \port$1366$0 , \port$1370$0 , \port$1378$0 , \port$1380$0 , clk);
+module \digits.output.p8 (rst, sum, \port$1199$0 , \port$1203$0 , \port$1215$0 , \port$1219$0 , \port$1221$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1259$0 
+, \port$1265$0 , \port$1281$0 , \port$1295$0 , \port$1299$0 , \port$1301$0 , \port$1309$0 , \port$1313$0 , \port$1321$0 , \port$1323$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1260$0 ;
-  wire \port$1260$0 ;
-  input \port$1272$0 ;
-  wire \port$1272$0 ;
-  input \port$1276$0 ;
-  wire \port$1276$0 ;
-  input \port$1278$0 ;
-  wire \port$1278$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1284$0 ;
-  wire \port$1284$0 ;
-  input \port$1286$0 ;
-  wire \port$1286$0 ;
-  input \port$1288$0 ;
-  wire \port$1288$0 ;
-  input \port$1292$0 ;
-  wire \port$1292$0 ;
-  input \port$1294$0 ;
-  wire \port$1294$0 ;
-  input \port$1296$0 ;
-  wire \port$1296$0 ;
-  input \port$1300$0 ;
-  wire \port$1300$0 ;
-  input \port$1302$0 ;
-  wire \port$1302$0 ;
-  input \port$1304$0 ;
-  wire \port$1304$0 ;
-  input \port$1306$0 ;
-  wire \port$1306$0 ;
-  input \port$1308$0 ;
-  wire \port$1308$0 ;
-  input \port$1310$0 ;
-  wire \port$1310$0 ;
-  input \port$1316$0 ;
-  wire \port$1316$0 ;
-  input \port$1322$0 ;
-  wire \port$1322$0 ;
-  input \port$1338$0 ;
-  wire \port$1338$0 ;
-  input \port$1352$0 ;
-  wire \port$1352$0 ;
-  input \port$1356$0 ;
-  wire \port$1356$0 ;
-  input \port$1358$0 ;
-  wire \port$1358$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1370$0 ;
-  wire \port$1370$0 ;
-  input \port$1378$0 ;
-  wire \port$1378$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator13 shared (
     .clk(clk),
-    .inputs({ \port$1380$0 , \port$1378$0 , \port$1370$0 , \port$1366$0 , \port$1358$0 , \port$1356$0 , \port$1352$0 , \port$1338$0 , \port$1322$0 , \port$1316$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1260$0 , \port$1256$0  }),
+    .inputs({ \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1309$0 , \port$1301$0 , \port$1299$0 , \port$1295$0 , \port$1281$0 , \port$1265$0 , \port$1259$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1203$0 , \port$1199$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1370$0 , \port$1366$0 , \port$1358$0 , \port$1356$0 , \port$1352$0 , \port$1338$0 , \port$1322$0 , \port$1316$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1278$0 , \port$1276$0 , \port$1272$0 , \port$1260$0 , \port$1256$0  };
+  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1309$0 , \port$1301$0 , \port$1299$0 , \port$1295$0 , \port$1281$0 , \port$1265$0 , \port$1259$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1203$0 , \port$1199$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p9 (rst, sum, \port$1254$0 , \port$1256$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1312$0 , \port$1314$0 , \port$1320$0 , \port$1330$0 , \port$1332$0 , \port$1336$0 , \port$1340$0 
-, \port$1346$0 , \port$1352$0 , \port$1358$0 , \port$1360$0 , \port$1364$0 , \port$1366$0 , \port$1376$0 , \port$1380$0 , clk);
+module \digits.output.p9 (rst, sum, \port$1197$0 , \port$1199$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1255$0 , \port$1257$0 , \port$1263$0 , \port$1273$0 , \port$1275$0 , \port$1279$0 , \port$1283$0 
+, \port$1289$0 , \port$1295$0 , \port$1301$0 , \port$1303$0 , \port$1307$0 , \port$1309$0 , \port$1319$0 , \port$1323$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1254$0 ;
-  wire \port$1254$0 ;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1260$0 ;
-  wire \port$1260$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1284$0 ;
-  wire \port$1284$0 ;
-  input \port$1286$0 ;
-  wire \port$1286$0 ;
-  input \port$1288$0 ;
-  wire \port$1288$0 ;
-  input \port$1304$0 ;
-  wire \port$1304$0 ;
-  input \port$1306$0 ;
-  wire \port$1306$0 ;
-  input \port$1308$0 ;
-  wire \port$1308$0 ;
-  input \port$1312$0 ;
-  wire \port$1312$0 ;
-  input \port$1314$0 ;
-  wire \port$1314$0 ;
-  input \port$1320$0 ;
-  wire \port$1320$0 ;
-  input \port$1330$0 ;
-  wire \port$1330$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1336$0 ;
-  wire \port$1336$0 ;
-  input \port$1340$0 ;
-  wire \port$1340$0 ;
-  input \port$1346$0 ;
-  wire \port$1346$0 ;
-  input \port$1352$0 ;
-  wire \port$1352$0 ;
-  input \port$1358$0 ;
-  wire \port$1358$0 ;
-  input \port$1360$0 ;
-  wire \port$1360$0 ;
-  input \port$1364$0 ;
-  wire \port$1364$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1376$0 ;
-  wire \port$1376$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1380$0 , \port$1376$0 , \port$1366$0 , \port$1364$0 , \port$1360$0 , \port$1358$0 , \port$1352$0 , \port$1346$0 , \port$1340$0 , \port$1336$0 , \port$1332$0 , \port$1330$0 , \port$1320$0 , \port$1314$0 , \port$1312$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1256$0 , \port$1254$0  }),
+    .inputs({ \port$1323$0 , \port$1319$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1295$0 , \port$1289$0 , \port$1283$0 , \port$1279$0 , \port$1275$0 , \port$1273$0 , \port$1263$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1199$0 , \port$1197$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1380$0 , \port$1376$0 , \port$1366$0 , \port$1364$0 , \port$1360$0 , \port$1358$0 , \port$1352$0 , \port$1346$0 , \port$1340$0 , \port$1336$0 , \port$1332$0 , \port$1330$0 , \port$1320$0 , \port$1314$0 , \port$1312$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1256$0 , \port$1254$0  };
+  assign inputs = { \port$1323$0 , \port$1319$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1295$0 , \port$1289$0 , \port$1283$0 , \port$1279$0 , \port$1275$0 , \port$1273$0 , \port$1263$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1199$0 , \port$1197$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.q (rst, sum, \port$1254$0 , \port$1256$0 , \port$1258$0 , \port$1260$0 , \port$1262$0 , \port$1264$0 , \port$1266$0 , \port$1268$0 , \port$1270$0 , \port$1272$0 , \port$1274$0 , \port$1276$0 , \port$1278$0 , \port$1280$0 , \port$1282$0 , \port$1284$0 , \port$1286$0 , \port$1288$0 , \port$1290$0 
-, \port$1292$0 , \port$1294$0 , \port$1296$0 , \port$1298$0 , \port$1300$0 , \port$1302$0 , \port$1304$0 , \port$1306$0 , \port$1308$0 , \port$1310$0 , \port$1312$0 , \port$1314$0 , \port$1316$0 , \port$1318$0 , \port$1320$0 , \port$1322$0 , \port$1324$0 , \port$1326$0 , \port$1328$0 , \port$1330$0 , \port$1332$0 
-, \port$1334$0 , \port$1336$0 , \port$1338$0 , \port$1340$0 , \port$1342$0 , \port$1344$0 , \port$1346$0 , \port$1348$0 , \port$1350$0 , \port$1352$0 , \port$1354$0 , \port$1356$0 , \port$1358$0 , \port$1360$0 , \port$1362$0 , \port$1364$0 , \port$1366$0 , \port$1368$0 , \port$1370$0 , \port$1372$0 , \port$1374$0 
-, \port$1376$0 , \port$1378$0 , \port$1380$0 , clk);
+module \digits.output.q (rst, sum, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 
+, \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 
+, \port$1277$0 , \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 
+, \port$1319$0 , \port$1321$0 , \port$1323$0 , clk);
   input clk;
   wire clk;
   wire [63:0] inputs;
-  input \port$1254$0 ;
-  wire \port$1254$0 ;
-  input \port$1256$0 ;
-  wire \port$1256$0 ;
-  input \port$1258$0 ;
-  wire \port$1258$0 ;
-  input \port$1260$0 ;
-  wire \port$1260$0 ;
-  input \port$1262$0 ;
-  wire \port$1262$0 ;
-  input \port$1264$0 ;
-  wire \port$1264$0 ;
-  input \port$1266$0 ;
-  wire \port$1266$0 ;
-  input \port$1268$0 ;
-  wire \port$1268$0 ;
-  input \port$1270$0 ;
-  wire \port$1270$0 ;
-  input \port$1272$0 ;
-  wire \port$1272$0 ;
-  input \port$1274$0 ;
-  wire \port$1274$0 ;
-  input \port$1276$0 ;
-  wire \port$1276$0 ;
-  input \port$1278$0 ;
-  wire \port$1278$0 ;
-  input \port$1280$0 ;
-  wire \port$1280$0 ;
-  input \port$1282$0 ;
-  wire \port$1282$0 ;
-  input \port$1284$0 ;
-  wire \port$1284$0 ;
-  input \port$1286$0 ;
-  wire \port$1286$0 ;
-  input \port$1288$0 ;
-  wire \port$1288$0 ;
-  input \port$1290$0 ;
-  wire \port$1290$0 ;
-  input \port$1292$0 ;
-  wire \port$1292$0 ;
-  input \port$1294$0 ;
-  wire \port$1294$0 ;
-  input \port$1296$0 ;
-  wire \port$1296$0 ;
-  input \port$1298$0 ;
-  wire \port$1298$0 ;
-  input \port$1300$0 ;
-  wire \port$1300$0 ;
-  input \port$1302$0 ;
-  wire \port$1302$0 ;
-  input \port$1304$0 ;
-  wire \port$1304$0 ;
-  input \port$1306$0 ;
-  wire \port$1306$0 ;
-  input \port$1308$0 ;
-  wire \port$1308$0 ;
-  input \port$1310$0 ;
-  wire \port$1310$0 ;
-  input \port$1312$0 ;
-  wire \port$1312$0 ;
-  input \port$1314$0 ;
-  wire \port$1314$0 ;
-  input \port$1316$0 ;
-  wire \port$1316$0 ;
-  input \port$1318$0 ;
-  wire \port$1318$0 ;
-  input \port$1320$0 ;
-  wire \port$1320$0 ;
-  input \port$1322$0 ;
-  wire \port$1322$0 ;
-  input \port$1324$0 ;
-  wire \port$1324$0 ;
-  input \port$1326$0 ;
-  wire \port$1326$0 ;
-  input \port$1328$0 ;
-  wire \port$1328$0 ;
-  input \port$1330$0 ;
-  wire \port$1330$0 ;
-  input \port$1332$0 ;
-  wire \port$1332$0 ;
-  input \port$1334$0 ;
-  wire \port$1334$0 ;
-  input \port$1336$0 ;
-  wire \port$1336$0 ;
-  input \port$1338$0 ;
-  wire \port$1338$0 ;
-  input \port$1340$0 ;
-  wire \port$1340$0 ;
-  input \port$1342$0 ;
-  wire \port$1342$0 ;
-  input \port$1344$0 ;
-  wire \port$1344$0 ;
-  input \port$1346$0 ;
-  wire \port$1346$0 ;
-  input \port$1348$0 ;
-  wire \port$1348$0 ;
-  input \port$1350$0 ;
-  wire \port$1350$0 ;
-  input \port$1352$0 ;
-  wire \port$1352$0 ;
-  input \port$1354$0 ;
-  wire \port$1354$0 ;
-  input \port$1356$0 ;
-  wire \port$1356$0 ;
-  input \port$1358$0 ;
-  wire \port$1358$0 ;
-  input \port$1360$0 ;
-  wire \port$1360$0 ;
-  input \port$1362$0 ;
-  wire \port$1362$0 ;
-  input \port$1364$0 ;
-  wire \port$1364$0 ;
-  input \port$1366$0 ;
-  wire \port$1366$0 ;
-  input \port$1368$0 ;
-  wire \port$1368$0 ;
-  input \port$1370$0 ;
-  wire \port$1370$0 ;
-  input \port$1372$0 ;
-  wire \port$1372$0 ;
-  input \port$1374$0 ;
-  wire \port$1374$0 ;
-  input \port$1376$0 ;
-  wire \port$1376$0 ;
-  input \port$1378$0 ;
-  wire \port$1378$0 ;
-  input \port$1380$0 ;
-  wire \port$1380$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1293$0 ;
+  wire \port$1293$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
+  input \port$1309$0 ;
+  wire \port$1309$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
+  input \port$1315$0 ;
+  wire \port$1315$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [6:0] sum;
   wire [6:0] sum;
   digits_sparseaccumulator14 shared (
     .clk(clk),
-    .inputs({ \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  }),
+    .inputs({ \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1380$0 , \port$1378$0 , \port$1376$0 , \port$1374$0 , \port$1372$0 , \port$1370$0 , \port$1368$0 , \port$1366$0 , \port$1364$0 , \port$1362$0 , \port$1360$0 , \port$1358$0 , \port$1356$0 , \port$1354$0 , \port$1352$0 , \port$1350$0 , \port$1348$0 , \port$1346$0 , \port$1344$0 , \port$1342$0 , \port$1340$0 , \port$1338$0 , \port$1336$0 , \port$1334$0 , \port$1332$0 , \port$1330$0 , \port$1328$0 , \port$1326$0 , \port$1324$0 , \port$1322$0 , \port$1320$0 , \port$1318$0 , \port$1316$0 , \port$1314$0 , \port$1312$0 , \port$1310$0 , \port$1308$0 , \port$1306$0 , \port$1304$0 , \port$1302$0 , \port$1300$0 , \port$1298$0 , \port$1296$0 , \port$1294$0 , \port$1292$0 , \port$1290$0 , \port$1288$0 , \port$1286$0 , \port$1284$0 , \port$1282$0 , \port$1280$0 , \port$1278$0 , \port$1276$0 , \port$1274$0 , \port$1272$0 , \port$1270$0 , \port$1268$0 , \port$1266$0 , \port$1264$0 , \port$1262$0 , \port$1260$0 , \port$1258$0 , \port$1256$0 , \port$1254$0  };
+  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  };
 endmodule
 
 (* top =  1  *)

@@ -79,10 +79,9 @@ def split_product(pipe, q, a, b):
     return quotient, remainder
 
 
-def _carry(c, remainder_pipe, remainders):
-    """The bit that completes a ``"pq"`` comparison (see :class:`Threshold`), or a constant:
-    ``r >= v`` for ``>=``, ``r > v`` for ``<=``."""
-    pipe, (_, r) = remainder_pipe, remainders[(c.a, c.b)]
+def _carry(c, pipe, r):
+    """The bit that completes a ``"pq"`` comparison (see :class:`Threshold`) from the remainder
+    ``r``, or a constant: ``r >= v`` for ``>=``, ``r > v`` for ``<=``."""
     _, v = Threshold.split(c)
     op = ">=" if c.op == ">=" else ">"
     if (op == ">=" and v <= r.lo) or (op == ">" and v < r.lo):
@@ -115,23 +114,22 @@ class DenseLayer(_LayerBase):
     ----------
     latency : int
         ``acc_latency + shared_latency + threshold_latency``: the slowest accumulator, the
-        slowest shared split and remainder comparison (0 without one), plus one register stage
-        when more than :data:`FANOUT` neurons read them (each group of :data:`FANOUT` neurons
-        reads its own copy), and the slowest comparison.
+        slowest shared split and remainder comparison (0 without one), with one more register
+        stage when more than :data:`FANOUT` neurons read the split (each group of
+        :data:`FANOUT` neurons then reads its own copy of it), and the slowest comparison.
     """
 
     def __init__(self, plan, *, every=2):
         self._make_accumulators(plan, every)
         units = plan.units
         dry = Pipeline(None, every, "dry")
+        # A register copy of s and r per FANOUT neurons: one register driving a whole layer's
+        # adders and comparisons was the critical path after place and route (routing, not logic).
+        readers = [k for k, u in enumerate(units) if u.comparison.kind == "pq"]
+        self.groups = {k: n // FANOUT for n, k in enumerate(readers)} if len(readers) > FANOUT else None
         per_unit = self._per_unit(dry, dry.input(None, 0, plan.q_max))
         self.shared_latency = max((x.stage for pair in per_unit for x in pair if x is not None and not x.is_const),
                                   default=0)
-        # One register copy of s and carry per FANOUT neurons: a single register driving a whole
-        # layer's adders is the critical path after place and route (long routes, not logic).
-        self.fanout_groups = -(-sum(u.comparison.kind == "pq" for u in units) // FANOUT)
-        if self.fanout_groups > 1:
-            self.shared_latency += 1
         q_range = (0, plan.q_max)
         self.s_ranges = {unit: (s.lo, s.hi) for unit, (s, _) in zip(units, per_unit) if s is not None}
 
@@ -155,18 +153,25 @@ class DenseLayer(_LayerBase):
         return {pair: split_product(pipe, q, *pair) for pair in pairs}
 
     def _per_unit(self, pipe, q):
-        """For each unit: ``(s, carry)`` of a ``"pq"`` comparison, ``(None, None)`` otherwise."""
+        """For each unit: ``(s, carry)`` of a ``"pq"`` comparison, ``(None, None)`` otherwise.
+        With :attr:`groups`, each group of neurons gets its own register copy of ``s`` and ``r``
+        and compares its own copy of ``r``."""
         splits = self._splits(pipe, q)
+        copied = max((x.stage for sr in splits.values() for x in sr if not x.is_const), default=0) + 1
         carries, result = {}, []
-        for unit in self.plan.units:
+        for k, unit in enumerate(self.plan.units):
             c = unit.comparison
             if c.kind != "pq":
                 result.append((None, None))
                 continue
-            key = (c.a, c.b, c.op, Threshold.split(c)[1])
+            s, r = splits[(c.a, c.b)]
+            group = self.groups[k] if self.groups else None
+            if group is not None:
+                s, r = pipe.fanout(s, copied, group), pipe.fanout(r, copied, group)
+            key = (c.a, c.b, c.op, Threshold.split(c)[1], group)
             if key not in carries:
-                carries[key] = _carry(c, pipe, splits)
-            result.append((splits[(c.a, c.b)][0], carries[key]))
+                carries[key] = _carry(c, pipe, r)
+            result.append((s, carries[key]))
         return result
 
     def elaborate(self, platform):
@@ -175,13 +180,6 @@ class DenseLayer(_LayerBase):
         p, q = self._connect_accumulators(m, pipe)
         per_unit = self._per_unit(pipe, q) if q is not None else [(None, None)] * len(self.plan.units)
         start = self.acc_latency + self.shared_latency
-
-        readers = [k for k, u in enumerate(self.plan.units) if u.comparison.kind == "pq"]
-        group = {k: n // FANOUT for n, k in enumerate(readers)}
-
-        def shared(x, k):
-            return pipe.fanout(x, start, group[k]) if self.fanout_groups > 1 else pipe.delay(x, start)
-
         fires = []
         for k, (unit, thr, (s, carry)) in enumerate(zip(self.plan.units, self.thresholds, per_unit)):
             m.submodules[f"t{k}"] = thr
@@ -191,8 +189,8 @@ class DenseLayer(_LayerBase):
             elif c.kind == "q":
                 m.d.comb += thr.s.eq(q.value)
             else:
-                m.d.comb += [thr.p.eq(pipe.delay(p[k], start).value), thr.s.eq(shared(s, k).value),
-                             thr.carry.eq(shared(carry, k).value)]
+                m.d.comb += [thr.p.eq(pipe.delay(p[k], start).value), thr.s.eq(pipe.delay(s, start).value),
+                             thr.carry.eq(pipe.delay(carry, start).value)]
             fires.append(thr.fire)
         if fires:
             m.d.comb += self.outputs.eq(Cat(*fires))
