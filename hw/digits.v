@@ -20,7 +20,7 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg \$21 ;
   reg \$22 ;
   reg \$23 ;
-  wire \$24 ;
+  reg \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -90,12 +90,13 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
+  wire \$88 ;
   reg \$9 ;
   input clk;
   wire clk;
   wire [3:0] index;
   wire [127:0] inputs;
-  wire [63:0] \inputs$100 ;
+  wire [63:0] \inputs$101 ;
   output out_valid;
   reg out_valid = 1'h0;
   wire [63:0] outputs;
@@ -107,17 +108,17 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   wire [255:0] sample;
   output [119:0] scores;
   reg [119:0] scores = 120'h000000000000000000000000000000;
-  wire [119:0] \scores$102 ;
-  wire [11:0] \scores$102[0] ;
-  wire [11:0] \scores$102[1] ;
-  wire [11:0] \scores$102[2] ;
-  wire [11:0] \scores$102[3] ;
-  wire [11:0] \scores$102[4] ;
-  wire [11:0] \scores$102[5] ;
-  wire [11:0] \scores$102[6] ;
-  wire [11:0] \scores$102[7] ;
-  wire [11:0] \scores$102[8] ;
-  wire [11:0] \scores$102[9] ;
+  wire [119:0] \scores$103 ;
+  wire [11:0] \scores$103[0] ;
+  wire [11:0] \scores$103[1] ;
+  wire [11:0] \scores$103[2] ;
+  wire [11:0] \scores$103[3] ;
+  wire [11:0] \scores$103[4] ;
+  wire [11:0] \scores$103[5] ;
+  wire [11:0] \scores$103[6] ;
+  wire [11:0] \scores$103[7] ;
+  wire [11:0] \scores$103[8] ;
+  wire [11:0] \scores$103[9] ;
   wire [119:0] \scores$72 ;
   wire [11:0] \scores$72[0] ;
   wire [11:0] \scores$72[1] ;
@@ -161,8 +162,9 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg valid_d20 = 1'h0;
   reg valid_d21 = 1'h0;
   reg valid_d22 = 1'h0;
+  reg valid_d23 = 1'h0;
   (* init = 1'h0 *)
-  wire valid_d23;
+  wire valid_d24;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
   reg valid_d5 = 1'h0;
@@ -234,6 +236,8 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg [1:0] x7_p3_2 = 2'h0;
   reg [1:0] x8_p3_2 = 2'h0;
   reg [1:0] x9_p3_2 = 2'h0;
+  always @(posedge clk)
+    x11_p3_2 <= { sample[46], sample[47] };
   always @(posedge clk)
     x12_p3_2 <= { sample[50], sample[51] };
   always @(posedge clk)
@@ -391,7 +395,9 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   always @(posedge clk)
     valid_d22 <= \$22 ;
   always @(posedge clk)
-    out_valid <= \$23 ;
+    valid_d23 <= \$23 ;
+  always @(posedge clk)
+    out_valid <= \$24 ;
   always @(posedge clk)
     x0_p3_2 <= { sample[2], sample[3] };
   always @(posedge clk)
@@ -414,8 +420,6 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
     x9_p3_2 <= { sample[38], sample[39] };
   always @(posedge clk)
     x10_p3_2 <= { sample[42], sample[43] };
-  always @(posedge clk)
-    x11_p3_2 <= { sample[46], sample[47] };
   \digits.argmax  argmax (
     .arg4_0(prediction),
     .clk(clk),
@@ -424,70 +428,70 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   );
   \digits.layer0  layer0 (
     .clk(clk),
-    .fire(\$24 ),
-    .\fire$392 (\$25 ),
-    .\fire$393 (\$26 ),
-    .\fire$394 (\$27 ),
-    .\fire$395 (\$28 ),
-    .\fire$396 (\$29 ),
-    .\fire$397 (\$30 ),
-    .\fire$398 (\$31 ),
-    .\fire$399 (\$32 ),
-    .\fire$400 (\$33 ),
-    .\fire$401 (\$34 ),
-    .\fire$402 (\$35 ),
-    .\fire$403 (\$36 ),
-    .\fire$404 (\$37 ),
-    .\fire$405 (\$38 ),
-    .\fire$406 (\$39 ),
-    .\fire$407 (\$40 ),
-    .\fire$408 (\$41 ),
-    .\fire$409 (\$42 ),
-    .\fire$410 (\$43 ),
-    .\fire$411 (\$44 ),
-    .\fire$412 (\$45 ),
-    .\fire$413 (\$46 ),
-    .\fire$414 (\$47 ),
-    .\fire$415 (\$48 ),
-    .\fire$416 (\$49 ),
-    .\fire$417 (\$50 ),
-    .\fire$418 (\$51 ),
-    .\fire$419 (\$52 ),
-    .\fire$420 (\$53 ),
-    .\fire$421 (\$54 ),
-    .\fire$422 (\$55 ),
-    .\fire$423 (\$56 ),
-    .\fire$424 (\$57 ),
-    .\fire$425 (\$58 ),
-    .\fire$426 (\$59 ),
-    .\fire$427 (\$60 ),
-    .\fire$428 (\$61 ),
-    .\fire$429 (\$62 ),
-    .\fire$430 (\$63 ),
-    .\fire$431 (\$64 ),
-    .\fire$432 (\$65 ),
-    .\fire$433 (\$66 ),
-    .\fire$434 (\$67 ),
-    .\fire$435 (\$68 ),
-    .\fire$436 (\$69 ),
-    .\fire$437 (\$70 ),
-    .\fire$438 (\$71 ),
-    .\fire$439 (\$72 ),
-    .\fire$440 (\$73 ),
-    .\fire$441 (\$74 ),
-    .\fire$442 (\$75 ),
-    .\fire$443 (\$76 ),
-    .\fire$444 (\$77 ),
-    .\fire$445 (\$78 ),
-    .\fire$446 (\$79 ),
-    .\fire$447 (\$80 ),
-    .\fire$448 (\$81 ),
-    .\fire$449 (\$82 ),
-    .\fire$450 (\$83 ),
-    .\fire$451 (\$84 ),
-    .\fire$452 (\$85 ),
-    .\fire$453 (\$86 ),
-    .\fire$454 (\$87 ),
+    .fire(\$25 ),
+    .\fire$392 (\$26 ),
+    .\fire$393 (\$27 ),
+    .\fire$394 (\$28 ),
+    .\fire$395 (\$29 ),
+    .\fire$396 (\$30 ),
+    .\fire$397 (\$31 ),
+    .\fire$398 (\$32 ),
+    .\fire$399 (\$33 ),
+    .\fire$400 (\$34 ),
+    .\fire$401 (\$35 ),
+    .\fire$402 (\$36 ),
+    .\fire$403 (\$37 ),
+    .\fire$404 (\$38 ),
+    .\fire$405 (\$39 ),
+    .\fire$406 (\$40 ),
+    .\fire$407 (\$41 ),
+    .\fire$408 (\$42 ),
+    .\fire$409 (\$43 ),
+    .\fire$410 (\$44 ),
+    .\fire$411 (\$45 ),
+    .\fire$412 (\$46 ),
+    .\fire$413 (\$47 ),
+    .\fire$414 (\$48 ),
+    .\fire$415 (\$49 ),
+    .\fire$416 (\$50 ),
+    .\fire$417 (\$51 ),
+    .\fire$418 (\$52 ),
+    .\fire$419 (\$53 ),
+    .\fire$420 (\$54 ),
+    .\fire$421 (\$55 ),
+    .\fire$422 (\$56 ),
+    .\fire$423 (\$57 ),
+    .\fire$424 (\$58 ),
+    .\fire$425 (\$59 ),
+    .\fire$426 (\$60 ),
+    .\fire$427 (\$61 ),
+    .\fire$428 (\$62 ),
+    .\fire$429 (\$63 ),
+    .\fire$430 (\$64 ),
+    .\fire$431 (\$65 ),
+    .\fire$432 (\$66 ),
+    .\fire$433 (\$67 ),
+    .\fire$434 (\$68 ),
+    .\fire$435 (\$69 ),
+    .\fire$436 (\$70 ),
+    .\fire$437 (\$71 ),
+    .\fire$438 (\$72 ),
+    .\fire$439 (\$73 ),
+    .\fire$440 (\$74 ),
+    .\fire$441 (\$75 ),
+    .\fire$442 (\$76 ),
+    .\fire$443 (\$77 ),
+    .\fire$444 (\$78 ),
+    .\fire$445 (\$79 ),
+    .\fire$446 (\$80 ),
+    .\fire$447 (\$81 ),
+    .\fire$448 (\$82 ),
+    .\fire$449 (\$83 ),
+    .\fire$450 (\$84 ),
+    .\fire$451 (\$85 ),
+    .\fire$452 (\$86 ),
+    .\fire$453 (\$87 ),
+    .\fire$454 (\$88 ),
     .\port$477$0 (x0_p3_2),
     .\port$478$0 (x1_p3_2),
     .\port$479$0 (x2_p3_2),
@@ -556,7 +560,6 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   );
   \digits.output  \output  (
     .clk(clk),
-    .\port$1197$0 (\$24 ),
     .\port$1199$0 (\$25 ),
     .\port$1201$0 (\$26 ),
     .\port$1203$0 (\$27 ),
@@ -620,6 +623,7 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
     .\port$1319$0 (\$85 ),
     .\port$1321$0 (\$86 ),
     .\port$1323$0 (\$87 ),
+    .\port$1325$0 (\$88 ),
     .rst(rst),
     .scores(\scores$72 )
   );
@@ -784,12 +788,19 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
       \$23  = 1'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$24  = valid_d23;
+    if (rst) begin
+      \$24  = 1'h0;
+    end
+  end
   assign scores_d4 = scores;
-  assign valid_d23 = out_valid;
+  assign valid_d24 = out_valid;
   assign inputs = { x63_p3_2[0], x63_p3_2[1], x62_p3_2[0], x62_p3_2[1], x61_p3_2[0], x61_p3_2[1], x60_p3_2[0], x60_p3_2[1], x59_p3_2[0], x59_p3_2[1], x58_p3_2[0], x58_p3_2[1], x57_p3_2[0], x57_p3_2[1], x56_p3_2[0], x56_p3_2[1], x55_p3_2[0], x55_p3_2[1], x54_p3_2[0], x54_p3_2[1], x53_p3_2[0], x53_p3_2[1], x52_p3_2[0], x52_p3_2[1], x51_p3_2[0], x51_p3_2[1], x50_p3_2[0], x50_p3_2[1], x49_p3_2[0], x49_p3_2[1], x48_p3_2[0], x48_p3_2[1], x47_p3_2[0], x47_p3_2[1], x46_p3_2[0], x46_p3_2[1], x45_p3_2[0], x45_p3_2[1], x44_p3_2[0], x44_p3_2[1], x43_p3_2[0], x43_p3_2[1], x42_p3_2[0], x42_p3_2[1], x41_p3_2[0], x41_p3_2[1], x40_p3_2[0], x40_p3_2[1], x39_p3_2[0], x39_p3_2[1], x38_p3_2[0], x38_p3_2[1], x37_p3_2[0], x37_p3_2[1], x36_p3_2[0], x36_p3_2[1], x35_p3_2[0], x35_p3_2[1], x34_p3_2[0], x34_p3_2[1], x33_p3_2[0], x33_p3_2[1], x32_p3_2[0], x32_p3_2[1], x31_p3_2[0], x31_p3_2[1], x30_p3_2[0], x30_p3_2[1], x29_p3_2[0], x29_p3_2[1], x28_p3_2[0], x28_p3_2[1], x27_p3_2[0], x27_p3_2[1], x26_p3_2[0], x26_p3_2[1], x25_p3_2[0], x25_p3_2[1], x24_p3_2[0], x24_p3_2[1], x23_p3_2[0], x23_p3_2[1], x22_p3_2[0], x22_p3_2[1], x21_p3_2[0], x21_p3_2[1], x20_p3_2[0], x20_p3_2[1], x19_p3_2[0], x19_p3_2[1], x18_p3_2[0], x18_p3_2[1], x17_p3_2[0], x17_p3_2[1], x16_p3_2[0], x16_p3_2[1], x15_p3_2[0], x15_p3_2[1], x14_p3_2[0], x14_p3_2[1], x13_p3_2[0], x13_p3_2[1], x12_p3_2[0], x12_p3_2[1], x11_p3_2[0], x11_p3_2[1], x10_p3_2[0], x10_p3_2[1], x9_p3_2[0], x9_p3_2[1], x8_p3_2[0], x8_p3_2[1], x7_p3_2[0], x7_p3_2[1], x6_p3_2[0], x6_p3_2[1], x5_p3_2[0], x5_p3_2[1], x4_p3_2[0], x4_p3_2[1], x3_p3_2[0], x3_p3_2[1], x2_p3_2[0], x2_p3_2[1], x1_p3_2[0], x1_p3_2[1], x0_p3_2[0], x0_p3_2[1] };
-  assign \inputs$100  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24  };
-  assign outputs = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24  };
-  assign \scores$102  = \scores$72 ;
+  assign \inputs$101  = { \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25  };
+  assign outputs = { \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25  };
+  assign \scores$103  = \scores$72 ;
   assign index = prediction;
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
@@ -811,16 +822,16 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   assign \scores$72[7]  = \scores$72 [95:84];
   assign \scores$72[8]  = \scores$72 [107:96];
   assign \scores$72[9]  = \scores$72 [119:108];
-  assign \scores$102[0]  = \scores$72 [11:0];
-  assign \scores$102[1]  = \scores$72 [23:12];
-  assign \scores$102[2]  = \scores$72 [35:24];
-  assign \scores$102[3]  = \scores$72 [47:36];
-  assign \scores$102[4]  = \scores$72 [59:48];
-  assign \scores$102[5]  = \scores$72 [71:60];
-  assign \scores$102[6]  = \scores$72 [83:72];
-  assign \scores$102[7]  = \scores$72 [95:84];
-  assign \scores$102[8]  = \scores$72 [107:96];
-  assign \scores$102[9]  = \scores$72 [119:108];
+  assign \scores$103[0]  = \scores$72 [11:0];
+  assign \scores$103[1]  = \scores$72 [23:12];
+  assign \scores$103[2]  = \scores$72 [35:24];
+  assign \scores$103[3]  = \scores$72 [47:36];
+  assign \scores$103[4]  = \scores$72 [59:48];
+  assign \scores$103[5]  = \scores$72 [71:60];
+  assign \scores$103[6]  = \scores$72 [83:72];
+  assign \scores$103[7]  = \scores$72 [95:84];
+  assign \scores$103[8]  = \scores$72 [107:96];
+  assign \scores$103[9]  = \scores$72 [119:108];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10444,10 +10455,10 @@ module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output (rst, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 
-, \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1277$0 
-, \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 
-, \port$1321$0 , \port$1323$0 , scores, clk);
+module \digits.output (rst, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 
+, \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1277$0 , \port$1279$0 
+, \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 , \port$1321$0 
+, \port$1323$0 , \port$1325$0 , scores, clk);
   wire [9:0] \$1 ;
   wire [12:0] \$10 ;
   wire [11:0] \$11 ;
@@ -10526,8 +10537,6 @@ module \digits.output (rst, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1
   wire [26:0] \inputs$7 ;
   wire [25:0] \inputs$8 ;
   wire [27:0] \inputs$9 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
   input \port$1199$0 ;
   wire \port$1199$0 ;
   input \port$1201$0 ;
@@ -10654,6 +10663,8 @@ module \digits.output (rst, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1
   wire \port$1321$0 ;
   input \port$1323$0 ;
   wire \port$1323$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
   input rst;
   wire rst;
   reg [11:0] score_r1 = 12'h000;
@@ -10786,323 +10797,322 @@ module \digits.output (rst, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1
   assign \$34  = $signed(\$33 [11:0]) + $signed(6'h2a);
   \digits.output.p0  p0 (
     .clk(clk),
-    .\port$1199$0 (\port$1199$0 ),
-    .\port$1203$0 (\port$1203$0 ),
+    .\port$1201$0 (\port$1201$0 ),
     .\port$1205$0 (\port$1205$0 ),
-    .\port$1209$0 (\port$1209$0 ),
+    .\port$1207$0 (\port$1207$0 ),
     .\port$1211$0 (\port$1211$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1241$0 (\port$1241$0 ),
-    .\port$1249$0 (\port$1249$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1219$0 (\port$1219$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1235$0 (\port$1235$0 ),
+    .\port$1243$0 (\port$1243$0 ),
     .\port$1251$0 (\port$1251$0 ),
-    .\port$1259$0 (\port$1259$0 ),
+    .\port$1253$0 (\port$1253$0 ),
     .\port$1261$0 (\port$1261$0 ),
     .\port$1263$0 (\port$1263$0 ),
-    .\port$1267$0 (\port$1267$0 ),
-    .\port$1273$0 (\port$1273$0 ),
-    .\port$1277$0 (\port$1277$0 ),
+    .\port$1265$0 (\port$1265$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1275$0 (\port$1275$0 ),
     .\port$1279$0 (\port$1279$0 ),
     .\port$1281$0 (\port$1281$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1291$0 (\port$1291$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1299$0 (\port$1299$0 ),
-    .\port$1311$0 (\port$1311$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1287$0 (\port$1287$0 ),
+    .\port$1293$0 (\port$1293$0 ),
+    .\port$1297$0 (\port$1297$0 ),
+    .\port$1301$0 (\port$1301$0 ),
     .\port$1313$0 (\port$1313$0 ),
-    .\port$1317$0 (\port$1317$0 ),
+    .\port$1315$0 (\port$1315$0 ),
+    .\port$1319$0 (\port$1319$0 ),
     .rst(rst),
     .sum(\sum$28 )
   );
   \digits.output.p1  p1 (
     .clk(clk),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1213$0 (\port$1213$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1207$0 (\port$1207$0 ),
     .\port$1215$0 (\port$1215$0 ),
-    .\port$1219$0 (\port$1219$0 ),
+    .\port$1217$0 (\port$1217$0 ),
     .\port$1221$0 (\port$1221$0 ),
     .\port$1223$0 (\port$1223$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1237$0 (\port$1237$0 ),
-    .\port$1241$0 (\port$1241$0 ),
-    .\port$1245$0 (\port$1245$0 ),
-    .\port$1255$0 (\port$1255$0 ),
-    .\port$1261$0 (\port$1261$0 ),
-    .\port$1267$0 (\port$1267$0 ),
-    .\port$1273$0 (\port$1273$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1287$0 (\port$1287$0 ),
-    .\port$1293$0 (\port$1293$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1229$0 (\port$1229$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1243$0 (\port$1243$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1257$0 (\port$1257$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1279$0 (\port$1279$0 ),
+    .\port$1289$0 (\port$1289$0 ),
     .\port$1295$0 (\port$1295$0 ),
     .\port$1297$0 (\port$1297$0 ),
     .\port$1299$0 (\port$1299$0 ),
     .\port$1301$0 (\port$1301$0 ),
-    .\port$1305$0 (\port$1305$0 ),
+    .\port$1303$0 (\port$1303$0 ),
     .\port$1307$0 (\port$1307$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1323$0 (\port$1323$0 ),
+    .\port$1309$0 (\port$1309$0 ),
+    .\port$1313$0 (\port$1313$0 ),
+    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$30 )
   );
   \digits.output.p2  p2 (
     .clk(clk),
-    .\port$1197$0 (\port$1197$0 ),
     .\port$1199$0 (\port$1199$0 ),
-    .\port$1205$0 (\port$1205$0 ),
+    .\port$1201$0 (\port$1201$0 ),
     .\port$1207$0 (\port$1207$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1235$0 (\port$1235$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1245$0 (\port$1245$0 ),
-    .\port$1263$0 (\port$1263$0 ),
-    .\port$1267$0 (\port$1267$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1237$0 (\port$1237$0 ),
+    .\port$1241$0 (\port$1241$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1265$0 (\port$1265$0 ),
     .\port$1269$0 (\port$1269$0 ),
-    .\port$1275$0 (\port$1275$0 ),
+    .\port$1271$0 (\port$1271$0 ),
     .\port$1277$0 (\port$1277$0 ),
     .\port$1279$0 (\port$1279$0 ),
     .\port$1281$0 (\port$1281$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1289$0 (\port$1289$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1287$0 (\port$1287$0 ),
     .\port$1291$0 (\port$1291$0 ),
     .\port$1293$0 (\port$1293$0 ),
-    .\port$1311$0 (\port$1311$0 ),
+    .\port$1295$0 (\port$1295$0 ),
     .\port$1313$0 (\port$1313$0 ),
-    .\port$1319$0 (\port$1319$0 ),
+    .\port$1315$0 (\port$1315$0 ),
     .\port$1321$0 (\port$1321$0 ),
     .\port$1323$0 (\port$1323$0 ),
+    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$32 )
   );
   \digits.output.p3  p3 (
     .clk(clk),
-    .\port$1199$0 (\port$1199$0 ),
     .\port$1201$0 (\port$1201$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1209$0 (\port$1209$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1207$0 (\port$1207$0 ),
     .\port$1211$0 (\port$1211$0 ),
     .\port$1213$0 (\port$1213$0 ),
     .\port$1215$0 (\port$1215$0 ),
     .\port$1217$0 (\port$1217$0 ),
-    .\port$1223$0 (\port$1223$0 ),
+    .\port$1219$0 (\port$1219$0 ),
     .\port$1225$0 (\port$1225$0 ),
-    .\port$1229$0 (\port$1229$0 ),
-    .\port$1243$0 (\port$1243$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1231$0 (\port$1231$0 ),
     .\port$1245$0 (\port$1245$0 ),
-    .\port$1253$0 (\port$1253$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1267$0 (\port$1267$0 ),
+    .\port$1247$0 (\port$1247$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1259$0 (\port$1259$0 ),
     .\port$1269$0 (\port$1269$0 ),
     .\port$1271$0 (\port$1271$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1281$0 (\port$1281$0 ),
+    .\port$1273$0 (\port$1273$0 ),
+    .\port$1277$0 (\port$1277$0 ),
     .\port$1283$0 (\port$1283$0 ),
     .\port$1285$0 (\port$1285$0 ),
     .\port$1287$0 (\port$1287$0 ),
-    .\port$1301$0 (\port$1301$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1317$0 (\port$1317$0 ),
+    .\port$1289$0 (\port$1289$0 ),
+    .\port$1303$0 (\port$1303$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1319$0 (\port$1319$0 ),
     .rst(rst),
     .sum(\sum$34 )
   );
   \digits.output.p4  p4 (
     .clk(clk),
-    .\port$1197$0 (\port$1197$0 ),
     .\port$1199$0 (\port$1199$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1237$0 (\port$1237$0 ),
+    .\port$1201$0 (\port$1201$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1235$0 (\port$1235$0 ),
     .\port$1239$0 (\port$1239$0 ),
     .\port$1241$0 (\port$1241$0 ),
     .\port$1243$0 (\port$1243$0 ),
-    .\port$1247$0 (\port$1247$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1263$0 (\port$1263$0 ),
+    .\port$1245$0 (\port$1245$0 ),
+    .\port$1249$0 (\port$1249$0 ),
+    .\port$1259$0 (\port$1259$0 ),
     .\port$1265$0 (\port$1265$0 ),
     .\port$1267$0 (\port$1267$0 ),
-    .\port$1271$0 (\port$1271$0 ),
-    .\port$1275$0 (\port$1275$0 ),
+    .\port$1269$0 (\port$1269$0 ),
+    .\port$1273$0 (\port$1273$0 ),
     .\port$1277$0 (\port$1277$0 ),
     .\port$1279$0 (\port$1279$0 ),
-    .\port$1287$0 (\port$1287$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1301$0 (\port$1301$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1289$0 (\port$1289$0 ),
+    .\port$1299$0 (\port$1299$0 ),
     .\port$1303$0 (\port$1303$0 ),
     .\port$1305$0 (\port$1305$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1317$0 (\port$1317$0 ),
-    .\port$1323$0 (\port$1323$0 ),
+    .\port$1307$0 (\port$1307$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1319$0 (\port$1319$0 ),
+    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$36 )
   );
   \digits.output.p5  p5 (
     .clk(clk),
-    .\port$1197$0 (\port$1197$0 ),
-    .\port$1207$0 (\port$1207$0 ),
+    .\port$1199$0 (\port$1199$0 ),
     .\port$1209$0 (\port$1209$0 ),
     .\port$1211$0 (\port$1211$0 ),
     .\port$1213$0 (\port$1213$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1221$0 (\port$1221$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1219$0 (\port$1219$0 ),
     .\port$1223$0 (\port$1223$0 ),
     .\port$1225$0 (\port$1225$0 ),
-    .\port$1231$0 (\port$1231$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1233$0 (\port$1233$0 ),
     .\port$1237$0 (\port$1237$0 ),
-    .\port$1247$0 (\port$1247$0 ),
-    .\port$1251$0 (\port$1251$0 ),
-    .\port$1255$0 (\port$1255$0 ),
-    .\port$1259$0 (\port$1259$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1249$0 (\port$1249$0 ),
+    .\port$1253$0 (\port$1253$0 ),
+    .\port$1257$0 (\port$1257$0 ),
     .\port$1261$0 (\port$1261$0 ),
-    .\port$1269$0 (\port$1269$0 ),
+    .\port$1263$0 (\port$1263$0 ),
     .\port$1271$0 (\port$1271$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1303$0 (\port$1303$0 ),
+    .\port$1273$0 (\port$1273$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1287$0 (\port$1287$0 ),
+    .\port$1299$0 (\port$1299$0 ),
     .\port$1305$0 (\port$1305$0 ),
-    .\port$1315$0 (\port$1315$0 ),
+    .\port$1307$0 (\port$1307$0 ),
     .\port$1317$0 (\port$1317$0 ),
     .\port$1319$0 (\port$1319$0 ),
+    .\port$1321$0 (\port$1321$0 ),
     .rst(rst),
     .sum(\sum$38 )
   );
   \digits.output.p6  p6 (
     .clk(clk),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1215$0 (\port$1215$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1213$0 (\port$1213$0 ),
     .\port$1217$0 (\port$1217$0 ),
-    .\port$1233$0 (\port$1233$0 ),
+    .\port$1219$0 (\port$1219$0 ),
     .\port$1235$0 (\port$1235$0 ),
     .\port$1237$0 (\port$1237$0 ),
-    .\port$1243$0 (\port$1243$0 ),
-    .\port$1249$0 (\port$1249$0 ),
-    .\port$1253$0 (\port$1253$0 ),
+    .\port$1239$0 (\port$1239$0 ),
+    .\port$1245$0 (\port$1245$0 ),
+    .\port$1251$0 (\port$1251$0 ),
     .\port$1255$0 (\port$1255$0 ),
-    .\port$1259$0 (\port$1259$0 ),
+    .\port$1257$0 (\port$1257$0 ),
     .\port$1261$0 (\port$1261$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1269$0 (\port$1269$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1291$0 (\port$1291$0 ),
+    .\port$1263$0 (\port$1263$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1271$0 (\port$1271$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1285$0 (\port$1285$0 ),
     .\port$1293$0 (\port$1293$0 ),
     .\port$1295$0 (\port$1295$0 ),
     .\port$1297$0 (\port$1297$0 ),
-    .\port$1307$0 (\port$1307$0 ),
+    .\port$1299$0 (\port$1299$0 ),
     .\port$1309$0 (\port$1309$0 ),
     .\port$1311$0 (\port$1311$0 ),
-    .\port$1319$0 (\port$1319$0 ),
+    .\port$1313$0 (\port$1313$0 ),
     .\port$1321$0 (\port$1321$0 ),
+    .\port$1323$0 (\port$1323$0 ),
     .rst(rst),
     .sum(\sum$40 )
   );
   \digits.output.p7  p7 (
     .clk(clk),
-    .\port$1201$0 (\port$1201$0 ),
     .\port$1203$0 (\port$1203$0 ),
-    .\port$1207$0 (\port$1207$0 ),
+    .\port$1205$0 (\port$1205$0 ),
     .\port$1209$0 (\port$1209$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1255$0 (\port$1255$0 ),
-    .\port$1263$0 (\port$1263$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1219$0 (\port$1219$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1235$0 (\port$1235$0 ),
+    .\port$1241$0 (\port$1241$0 ),
+    .\port$1257$0 (\port$1257$0 ),
     .\port$1265$0 (\port$1265$0 ),
-    .\port$1269$0 (\port$1269$0 ),
+    .\port$1267$0 (\port$1267$0 ),
     .\port$1271$0 (\port$1271$0 ),
     .\port$1273$0 (\port$1273$0 ),
-    .\port$1279$0 (\port$1279$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1287$0 (\port$1287$0 ),
+    .\port$1275$0 (\port$1275$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1285$0 (\port$1285$0 ),
     .\port$1289$0 (\port$1289$0 ),
     .\port$1291$0 (\port$1291$0 ),
     .\port$1293$0 (\port$1293$0 ),
-    .\port$1299$0 (\port$1299$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1315$0 (\port$1315$0 ),
-    .\port$1321$0 (\port$1321$0 ),
+    .\port$1295$0 (\port$1295$0 ),
+    .\port$1301$0 (\port$1301$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1317$0 (\port$1317$0 ),
     .\port$1323$0 (\port$1323$0 ),
+    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$42 )
   );
   \digits.output.p8  p8 (
     .clk(clk),
-    .\port$1199$0 (\port$1199$0 ),
-    .\port$1203$0 (\port$1203$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1219$0 (\port$1219$0 ),
+    .\port$1201$0 (\port$1201$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1217$0 (\port$1217$0 ),
     .\port$1221$0 (\port$1221$0 ),
-    .\port$1225$0 (\port$1225$0 ),
+    .\port$1223$0 (\port$1223$0 ),
     .\port$1227$0 (\port$1227$0 ),
     .\port$1229$0 (\port$1229$0 ),
     .\port$1231$0 (\port$1231$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$1233$0 (\port$1233$0 ),
     .\port$1237$0 (\port$1237$0 ),
     .\port$1239$0 (\port$1239$0 ),
-    .\port$1243$0 (\port$1243$0 ),
+    .\port$1241$0 (\port$1241$0 ),
     .\port$1245$0 (\port$1245$0 ),
     .\port$1247$0 (\port$1247$0 ),
     .\port$1249$0 (\port$1249$0 ),
     .\port$1251$0 (\port$1251$0 ),
     .\port$1253$0 (\port$1253$0 ),
-    .\port$1259$0 (\port$1259$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1281$0 (\port$1281$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1299$0 (\port$1299$0 ),
+    .\port$1255$0 (\port$1255$0 ),
+    .\port$1261$0 (\port$1261$0 ),
+    .\port$1267$0 (\port$1267$0 ),
+    .\port$1283$0 (\port$1283$0 ),
+    .\port$1297$0 (\port$1297$0 ),
     .\port$1301$0 (\port$1301$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1313$0 (\port$1313$0 ),
-    .\port$1321$0 (\port$1321$0 ),
+    .\port$1303$0 (\port$1303$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1315$0 (\port$1315$0 ),
     .\port$1323$0 (\port$1323$0 ),
+    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$44 )
   );
   \digits.output.p9  p9 (
     .clk(clk),
-    .\port$1197$0 (\port$1197$0 ),
     .\port$1199$0 (\port$1199$0 ),
-    .\port$1203$0 (\port$1203$0 ),
+    .\port$1201$0 (\port$1201$0 ),
     .\port$1205$0 (\port$1205$0 ),
     .\port$1207$0 (\port$1207$0 ),
-    .\port$1225$0 (\port$1225$0 ),
+    .\port$1209$0 (\port$1209$0 ),
     .\port$1227$0 (\port$1227$0 ),
     .\port$1229$0 (\port$1229$0 ),
     .\port$1231$0 (\port$1231$0 ),
-    .\port$1247$0 (\port$1247$0 ),
+    .\port$1233$0 (\port$1233$0 ),
     .\port$1249$0 (\port$1249$0 ),
     .\port$1251$0 (\port$1251$0 ),
-    .\port$1255$0 (\port$1255$0 ),
+    .\port$1253$0 (\port$1253$0 ),
     .\port$1257$0 (\port$1257$0 ),
-    .\port$1263$0 (\port$1263$0 ),
-    .\port$1273$0 (\port$1273$0 ),
+    .\port$1259$0 (\port$1259$0 ),
+    .\port$1265$0 (\port$1265$0 ),
     .\port$1275$0 (\port$1275$0 ),
-    .\port$1279$0 (\port$1279$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1289$0 (\port$1289$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1301$0 (\port$1301$0 ),
+    .\port$1277$0 (\port$1277$0 ),
+    .\port$1281$0 (\port$1281$0 ),
+    .\port$1285$0 (\port$1285$0 ),
+    .\port$1291$0 (\port$1291$0 ),
+    .\port$1297$0 (\port$1297$0 ),
     .\port$1303$0 (\port$1303$0 ),
-    .\port$1307$0 (\port$1307$0 ),
+    .\port$1305$0 (\port$1305$0 ),
     .\port$1309$0 (\port$1309$0 ),
-    .\port$1319$0 (\port$1319$0 ),
-    .\port$1323$0 (\port$1323$0 ),
+    .\port$1311$0 (\port$1311$0 ),
+    .\port$1321$0 (\port$1321$0 ),
+    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$46 )
   );
   \digits.output.q  q (
     .clk(clk),
-    .\port$1197$0 (\port$1197$0 ),
     .\port$1199$0 (\port$1199$0 ),
     .\port$1201$0 (\port$1201$0 ),
     .\port$1203$0 (\port$1203$0 ),
@@ -11166,21 +11176,22 @@ module \digits.output (rst, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1
     .\port$1319$0 (\port$1319$0 ),
     .\port$1321$0 (\port$1321$0 ),
     .\port$1323$0 (\port$1323$0 ),
+    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1317$0 , \port$1313$0 , \port$1311$0 , \port$1299$0 , \port$1295$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1251$0 , \port$1249$0 , \port$1241$0 , \port$1233$0 , \port$1225$0 , \port$1217$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0 , \port$1199$0  };
-  assign \inputs$1  = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  };
-  assign \inputs$2  = { \port$1323$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1245$0 , \port$1241$0 , \port$1237$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1205$0 , \port$1201$0  };
-  assign \inputs$3  = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1313$0 , \port$1311$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1269$0 , \port$1267$0 , \port$1263$0 , \port$1245$0 , \port$1239$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1213$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1197$0  };
-  assign \inputs$4  = { \port$1317$0 , \port$1309$0 , \port$1301$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1257$0 , \port$1253$0 , \port$1245$0 , \port$1243$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
-  assign \inputs$5  = { \port$1323$0 , \port$1317$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1287$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1225$0 , \port$1211$0 , \port$1207$0 , \port$1199$0 , \port$1197$0  };
-  assign \inputs$6  = { \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1285$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1251$0 , \port$1247$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1197$0  };
-  assign \inputs$7  = { \port$1321$0 , \port$1319$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1283$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1253$0 , \port$1249$0 , \port$1243$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1217$0 , \port$1215$0 , \port$1211$0 , \port$1207$0 , \port$1201$0  };
-  assign \inputs$8  = { \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1309$0 , \port$1299$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1283$0 , \port$1279$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1255$0 , \port$1239$0 , \port$1233$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
-  assign \inputs$9  = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1309$0 , \port$1301$0 , \port$1299$0 , \port$1295$0 , \port$1281$0 , \port$1265$0 , \port$1259$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1203$0 , \port$1199$0  };
-  assign \inputs$10  = { \port$1323$0 , \port$1319$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1295$0 , \port$1289$0 , \port$1283$0 , \port$1279$0 , \port$1275$0 , \port$1273$0 , \port$1263$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1199$0 , \port$1197$0  };
-  assign \inputs$11  = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  };
+  assign inputs = { \port$1319$0 , \port$1315$0 , \port$1313$0 , \port$1301$0 , \port$1297$0 , \port$1293$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1253$0 , \port$1251$0 , \port$1243$0 , \port$1235$0 , \port$1227$0 , \port$1219$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1205$0 , \port$1201$0  };
+  assign \inputs$1  = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  };
+  assign \inputs$2  = { \port$1325$0 , \port$1313$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1289$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1239$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1207$0 , \port$1203$0  };
+  assign \inputs$3  = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1313$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1247$0 , \port$1241$0 , \port$1237$0 , \port$1225$0 , \port$1221$0 , \port$1215$0 , \port$1209$0 , \port$1207$0 , \port$1201$0 , \port$1199$0  };
+  assign \inputs$4  = { \port$1319$0 , \port$1311$0 , \port$1303$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1259$0 , \port$1255$0 , \port$1247$0 , \port$1245$0 , \port$1231$0 , \port$1227$0 , \port$1225$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
+  assign \inputs$5  = { \port$1325$0 , \port$1319$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1299$0 , \port$1289$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1259$0 , \port$1249$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1235$0 , \port$1227$0 , \port$1213$0 , \port$1209$0 , \port$1201$0 , \port$1199$0  };
+  assign \inputs$6  = { \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1307$0 , \port$1305$0 , \port$1299$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1253$0 , \port$1249$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1199$0  };
+  assign \inputs$7  = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1285$0 , \port$1277$0 , \port$1271$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1245$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1203$0  };
+  assign \inputs$8  = { \port$1325$0 , \port$1323$0 , \port$1317$0 , \port$1311$0 , \port$1301$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1257$0 , \port$1241$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0  };
+  assign \inputs$9  = { \port$1325$0 , \port$1323$0 , \port$1315$0 , \port$1311$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1283$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1205$0 , \port$1201$0  };
+  assign \inputs$10  = { \port$1325$0 , \port$1321$0 , \port$1311$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1277$0 , \port$1275$0 , \port$1265$0 , \port$1259$0 , \port$1257$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
+  assign \inputs$11  = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  };
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
   assign \scores[2]  = scores[35:24];
@@ -11226,313 +11237,100 @@ module \digits.output (rst, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p0 (rst, sum, \port$1199$0 , \port$1203$0 , \port$1205$0 , \port$1209$0 , \port$1211$0 , \port$1217$0 , \port$1225$0 , \port$1233$0 , \port$1241$0 , \port$1249$0 , \port$1251$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1267$0 , \port$1273$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 
-, \port$1285$0 , \port$1291$0 , \port$1295$0 , \port$1299$0 , \port$1311$0 , \port$1313$0 , \port$1317$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator11 shared (
-    .clk(clk),
-    .inputs({ \port$1317$0 , \port$1313$0 , \port$1311$0 , \port$1299$0 , \port$1295$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1251$0 , \port$1249$0 , \port$1241$0 , \port$1233$0 , \port$1225$0 , \port$1217$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0 , \port$1199$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1317$0 , \port$1313$0 , \port$1311$0 , \port$1299$0 , \port$1295$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1251$0 , \port$1249$0 , \port$1241$0 , \port$1233$0 , \port$1225$0 , \port$1217$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0 , \port$1199$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p1 (rst, sum, \port$1201$0 , \port$1205$0 , \port$1213$0 , \port$1215$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1227$0 , \port$1237$0 , \port$1241$0 , \port$1245$0 , \port$1255$0 , \port$1261$0 , \port$1267$0 , \port$1273$0 , \port$1277$0 , \port$1287$0 , \port$1293$0 , \port$1295$0 
-, \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1305$0 , \port$1307$0 , \port$1311$0 , \port$1323$0 , clk);
+module \digits.output.p0 (rst, sum, \port$1201$0 , \port$1205$0 , \port$1207$0 , \port$1211$0 , \port$1213$0 , \port$1219$0 , \port$1227$0 , \port$1235$0 , \port$1243$0 , \port$1251$0 , \port$1253$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1269$0 , \port$1275$0 , \port$1279$0 , \port$1281$0 , \port$1283$0 
+, \port$1287$0 , \port$1293$0 , \port$1297$0 , \port$1301$0 , \port$1313$0 , \port$1315$0 , \port$1319$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
   input \port$1201$0 ;
   wire \port$1201$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1293$0 ;
-  wire \port$1293$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator11 shared (
-    .clk(clk),
-    .inputs({ \port$1323$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1245$0 , \port$1241$0 , \port$1237$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1205$0 , \port$1201$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1323$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1245$0 , \port$1241$0 , \port$1237$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1205$0 , \port$1201$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p2 (rst, sum, \port$1197$0 , \port$1199$0 , \port$1205$0 , \port$1207$0 , \port$1213$0 , \port$1219$0 , \port$1223$0 , \port$1235$0 , \port$1239$0 , \port$1245$0 , \port$1263$0 , \port$1267$0 , \port$1269$0 , \port$1275$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 , \port$1285$0 , \port$1289$0 
-, \port$1291$0 , \port$1293$0 , \port$1311$0 , \port$1313$0 , \port$1319$0 , \port$1321$0 , \port$1323$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
   input \port$1205$0 ;
   wire \port$1205$0 ;
   input \port$1207$0 ;
   wire \port$1207$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
   input \port$1213$0 ;
   wire \port$1213$0 ;
   input \port$1219$0 ;
   wire \port$1219$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
   input \port$1235$0 ;
   wire \port$1235$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
   input \port$1263$0 ;
   wire \port$1263$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
   input \port$1269$0 ;
   wire \port$1269$0 ;
   input \port$1275$0 ;
   wire \port$1275$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
   input \port$1279$0 ;
   wire \port$1279$0 ;
   input \port$1281$0 ;
   wire \port$1281$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
   input \port$1293$0 ;
   wire \port$1293$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
   input \port$1313$0 ;
   wire \port$1313$0 ;
+  input \port$1315$0 ;
+  wire \port$1315$0 ;
   input \port$1319$0 ;
   wire \port$1319$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1313$0 , \port$1311$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1269$0 , \port$1267$0 , \port$1263$0 , \port$1245$0 , \port$1239$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1213$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1197$0  }),
+    .inputs({ \port$1319$0 , \port$1315$0 , \port$1313$0 , \port$1301$0 , \port$1297$0 , \port$1293$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1253$0 , \port$1251$0 , \port$1243$0 , \port$1235$0 , \port$1227$0 , \port$1219$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1205$0 , \port$1201$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1313$0 , \port$1311$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1269$0 , \port$1267$0 , \port$1263$0 , \port$1245$0 , \port$1239$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1213$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1197$0  };
+  assign inputs = { \port$1319$0 , \port$1315$0 , \port$1313$0 , \port$1301$0 , \port$1297$0 , \port$1293$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1253$0 , \port$1251$0 , \port$1243$0 , \port$1235$0 , \port$1227$0 , \port$1219$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1205$0 , \port$1201$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p3 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1205$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1223$0 , \port$1225$0 , \port$1229$0 , \port$1243$0 , \port$1245$0 , \port$1253$0 , \port$1257$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1275$0 
-, \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1301$0 , \port$1309$0 , \port$1317$0 , clk);
+module \digits.output.p1 (rst, sum, \port$1203$0 , \port$1207$0 , \port$1215$0 , \port$1217$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1229$0 , \port$1239$0 , \port$1243$0 , \port$1247$0 , \port$1257$0 , \port$1263$0 , \port$1269$0 , \port$1275$0 , \port$1279$0 , \port$1289$0 , \port$1295$0 , \port$1297$0 
+, \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1307$0 , \port$1309$0 , \port$1313$0 , \port$1325$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
   input \port$1215$0 ;
   wire \port$1215$0 ;
   input \port$1217$0 ;
   wire \port$1217$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
   input \port$1223$0 ;
   wire \port$1223$0 ;
   input \port$1225$0 ;
   wire \port$1225$0 ;
   input \port$1229$0 ;
   wire \port$1229$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator11 shared (
-    .clk(clk),
-    .inputs({ \port$1317$0 , \port$1309$0 , \port$1301$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1257$0 , \port$1253$0 , \port$1245$0 , \port$1243$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1317$0 , \port$1309$0 , \port$1301$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1257$0 , \port$1253$0 , \port$1245$0 , \port$1243$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p4 (rst, sum, \port$1197$0 , \port$1199$0 , \port$1207$0 , \port$1211$0 , \port$1225$0 , \port$1233$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1247$0 , \port$1257$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1271$0 , \port$1275$0 , \port$1277$0 , \port$1279$0 
-, \port$1287$0 , \port$1297$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1309$0 , \port$1317$0 , \port$1323$0 , clk);
-  input clk;
-  wire clk;
-  wire [26:0] inputs;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
   input \port$1239$0 ;
   wire \port$1239$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
   input \port$1243$0 ;
   wire \port$1243$0 ;
   input \port$1247$0 ;
@@ -11541,196 +11339,119 @@ module \digits.output.p4 (rst, sum, \port$1197$0 , \port$1199$0 , \port$1207$0 ,
   wire \port$1257$0 ;
   input \port$1263$0 ;
   wire \port$1263$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
   input \port$1275$0 ;
   wire \port$1275$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
   input \port$1279$0 ;
   wire \port$1279$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
   input \port$1297$0 ;
   wire \port$1297$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
   input \port$1301$0 ;
   wire \port$1301$0 ;
   input \port$1303$0 ;
   wire \port$1303$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
   input \port$1309$0 ;
   wire \port$1309$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
-  digits_sparseaccumulator12 shared (
+  digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1323$0 , \port$1317$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1287$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1225$0 , \port$1211$0 , \port$1207$0 , \port$1199$0 , \port$1197$0  }),
+    .inputs({ \port$1325$0 , \port$1313$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1289$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1239$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1207$0 , \port$1203$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1323$0 , \port$1317$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1287$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1225$0 , \port$1211$0 , \port$1207$0 , \port$1199$0 , \port$1197$0  };
+  assign inputs = { \port$1325$0 , \port$1313$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1289$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1239$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1207$0 , \port$1203$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p5 (rst, sum, \port$1197$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1217$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1231$0 , \port$1235$0 , \port$1237$0 , \port$1247$0 , \port$1251$0 , \port$1255$0 , \port$1259$0 , \port$1261$0 , \port$1269$0 , \port$1271$0 
-, \port$1275$0 , \port$1285$0 , \port$1297$0 , \port$1303$0 , \port$1305$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 , clk);
+module \digits.output.p2 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1207$0 , \port$1209$0 , \port$1215$0 , \port$1221$0 , \port$1225$0 , \port$1237$0 , \port$1241$0 , \port$1247$0 , \port$1265$0 , \port$1269$0 , \port$1271$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1287$0 , \port$1291$0 
+, \port$1293$0 , \port$1295$0 , \port$1313$0 , \port$1315$0 , \port$1321$0 , \port$1323$0 , \port$1325$0 , clk);
   input clk;
   wire clk;
-  wire [26:0] inputs;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
-  input \port$1315$0 ;
-  wire \port$1315$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator12 shared (
-    .clk(clk),
-    .inputs({ \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1285$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1251$0 , \port$1247$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1197$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1285$0 , \port$1275$0 , \port$1271$0 , \port$1269$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1251$0 , \port$1247$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1197$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p6 (rst, sum, \port$1201$0 , \port$1207$0 , \port$1211$0 , \port$1215$0 , \port$1217$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 , \port$1243$0 , \port$1249$0 , \port$1253$0 , \port$1255$0 , \port$1259$0 , \port$1261$0 , \port$1265$0 , \port$1269$0 , \port$1275$0 , \port$1283$0 , \port$1291$0 
-, \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1319$0 , \port$1321$0 , clk);
-  input clk;
-  wire clk;
-  wire [26:0] inputs;
+  wire [25:0] inputs;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
   input \port$1201$0 ;
   wire \port$1201$0 ;
   input \port$1207$0 ;
   wire \port$1207$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
   input \port$1215$0 ;
   wire \port$1215$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
   input \port$1237$0 ;
   wire \port$1237$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
   input \port$1265$0 ;
   wire \port$1265$0 ;
   input \port$1269$0 ;
   wire \port$1269$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
   input \port$1283$0 ;
   wire \port$1283$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
   input \port$1291$0 ;
   wire \port$1291$0 ;
   input \port$1293$0 ;
   wire \port$1293$0 ;
   input \port$1295$0 ;
   wire \port$1295$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
+  input \port$1315$0 ;
+  wire \port$1315$0 ;
   input \port$1321$0 ;
   wire \port$1321$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
-  digits_sparseaccumulator12 shared (
+  digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1321$0 , \port$1319$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1283$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1253$0 , \port$1249$0 , \port$1243$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1217$0 , \port$1215$0 , \port$1211$0 , \port$1207$0 , \port$1201$0  }),
+    .inputs({ \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1313$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1247$0 , \port$1241$0 , \port$1237$0 , \port$1225$0 , \port$1221$0 , \port$1215$0 , \port$1209$0 , \port$1207$0 , \port$1201$0 , \port$1199$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1321$0 , \port$1319$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1283$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1261$0 , \port$1259$0 , \port$1255$0 , \port$1253$0 , \port$1249$0 , \port$1243$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1217$0 , \port$1215$0 , \port$1211$0 , \port$1207$0 , \port$1201$0  };
+  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1313$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1247$0 , \port$1241$0 , \port$1237$0 , \port$1225$0 , \port$1221$0 , \port$1215$0 , \port$1209$0 , \port$1207$0 , \port$1201$0 , \port$1199$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p7 (rst, sum, \port$1201$0 , \port$1203$0 , \port$1207$0 , \port$1209$0 , \port$1213$0 , \port$1217$0 , \port$1221$0 , \port$1233$0 , \port$1239$0 , \port$1255$0 , \port$1263$0 , \port$1265$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1279$0 , \port$1283$0 , \port$1287$0 , \port$1289$0 
-, \port$1291$0 , \port$1293$0 , \port$1299$0 , \port$1309$0 , \port$1315$0 , \port$1321$0 , \port$1323$0 , clk);
+module \digits.output.p3 (rst, sum, \port$1201$0 , \port$1203$0 , \port$1207$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1225$0 , \port$1227$0 , \port$1231$0 , \port$1245$0 , \port$1247$0 , \port$1255$0 , \port$1259$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1277$0 
+, \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1303$0 , \port$1311$0 , \port$1319$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
@@ -11740,48 +11461,267 @@ module \digits.output.p7 (rst, sum, \port$1201$0 , \port$1203$0 , \port$1207$0 ,
   wire \port$1203$0 ;
   input \port$1207$0 ;
   wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
   input \port$1213$0 ;
   wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
   input \port$1217$0 ;
   wire \port$1217$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1247$0 ;
+  wire \port$1247$0 ;
   input \port$1255$0 ;
   wire \port$1255$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
   input \port$1269$0 ;
   wire \port$1269$0 ;
   input \port$1271$0 ;
   wire \port$1271$0 ;
   input \port$1273$0 ;
   wire \port$1273$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
   input \port$1283$0 ;
   wire \port$1283$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
   input \port$1287$0 ;
   wire \port$1287$0 ;
   input \port$1289$0 ;
   wire \port$1289$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator11 shared (
+    .clk(clk),
+    .inputs({ \port$1319$0 , \port$1311$0 , \port$1303$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1259$0 , \port$1255$0 , \port$1247$0 , \port$1245$0 , \port$1231$0 , \port$1227$0 , \port$1225$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1319$0 , \port$1311$0 , \port$1303$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1259$0 , \port$1255$0 , \port$1247$0 , \port$1245$0 , \port$1231$0 , \port$1227$0 , \port$1225$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p4 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1209$0 , \port$1213$0 , \port$1227$0 , \port$1235$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1249$0 , \port$1259$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1273$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 
+, \port$1289$0 , \port$1299$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1311$0 , \port$1319$0 , \port$1325$0 , clk);
+  input clk;
+  wire clk;
+  wire [26:0] inputs;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1243$0 ;
+  wire \port$1243$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1269$0 ;
+  wire \port$1269$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1279$0 ;
+  wire \port$1279$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator12 shared (
+    .clk(clk),
+    .inputs({ \port$1325$0 , \port$1319$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1299$0 , \port$1289$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1259$0 , \port$1249$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1235$0 , \port$1227$0 , \port$1213$0 , \port$1209$0 , \port$1201$0 , \port$1199$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1325$0 , \port$1319$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1299$0 , \port$1289$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1259$0 , \port$1249$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1235$0 , \port$1227$0 , \port$1213$0 , \port$1209$0 , \port$1201$0 , \port$1199$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p5 (rst, sum, \port$1199$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1219$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1233$0 , \port$1237$0 , \port$1239$0 , \port$1249$0 , \port$1253$0 , \port$1257$0 , \port$1261$0 , \port$1263$0 , \port$1271$0 , \port$1273$0 
+, \port$1277$0 , \port$1287$0 , \port$1299$0 , \port$1305$0 , \port$1307$0 , \port$1317$0 , \port$1319$0 , \port$1321$0 , clk);
+  input clk;
+  wire clk;
+  wire [26:0] inputs;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1249$0 ;
+  wire \port$1249$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1287$0 ;
+  wire \port$1287$0 ;
+  input \port$1299$0 ;
+  wire \port$1299$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
+  input \port$1307$0 ;
+  wire \port$1307$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
+  input \port$1319$0 ;
+  wire \port$1319$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator12 shared (
+    .clk(clk),
+    .inputs({ \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1307$0 , \port$1305$0 , \port$1299$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1253$0 , \port$1249$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1199$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1307$0 , \port$1305$0 , \port$1299$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1253$0 , \port$1249$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1199$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p6 (rst, sum, \port$1203$0 , \port$1209$0 , \port$1213$0 , \port$1217$0 , \port$1219$0 , \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1245$0 , \port$1251$0 , \port$1255$0 , \port$1257$0 , \port$1261$0 , \port$1263$0 , \port$1267$0 , \port$1271$0 , \port$1277$0 , \port$1285$0 , \port$1293$0 
+, \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1321$0 , \port$1323$0 , clk);
+  input clk;
+  wire clk;
+  wire [26:0] inputs;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1237$0 ;
+  wire \port$1237$0 ;
+  input \port$1239$0 ;
+  wire \port$1239$0 ;
+  input \port$1245$0 ;
+  wire \port$1245$0 ;
+  input \port$1251$0 ;
+  wire \port$1251$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1263$0 ;
+  wire \port$1263$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
   input \port$1293$0 ;
   wire \port$1293$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
   input \port$1299$0 ;
   wire \port$1299$0 ;
   input \port$1309$0 ;
   wire \port$1309$0 ;
-  input \port$1315$0 ;
-  wire \port$1315$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1313$0 ;
+  wire \port$1313$0 ;
   input \port$1321$0 ;
   wire \port$1321$0 ;
   input \port$1323$0 ;
@@ -11790,47 +11730,116 @@ module \digits.output.p7 (rst, sum, \port$1201$0 , \port$1203$0 , \port$1207$0 ,
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
-  digits_sparseaccumulator11 shared (
+  digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1309$0 , \port$1299$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1283$0 , \port$1279$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1255$0 , \port$1239$0 , \port$1233$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  }),
+    .inputs({ \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1285$0 , \port$1277$0 , \port$1271$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1245$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1203$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1309$0 , \port$1299$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1283$0 , \port$1279$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1255$0 , \port$1239$0 , \port$1233$0 , \port$1221$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
+  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1285$0 , \port$1277$0 , \port$1271$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1245$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1203$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p8 (rst, sum, \port$1199$0 , \port$1203$0 , \port$1215$0 , \port$1219$0 , \port$1221$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1259$0 
-, \port$1265$0 , \port$1281$0 , \port$1295$0 , \port$1299$0 , \port$1301$0 , \port$1309$0 , \port$1313$0 , \port$1321$0 , \port$1323$0 , clk);
+module \digits.output.p7 (rst, sum, \port$1203$0 , \port$1205$0 , \port$1209$0 , \port$1211$0 , \port$1215$0 , \port$1219$0 , \port$1223$0 , \port$1235$0 , \port$1241$0 , \port$1257$0 , \port$1265$0 , \port$1267$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1281$0 , \port$1285$0 , \port$1289$0 , \port$1291$0 
+, \port$1293$0 , \port$1295$0 , \port$1301$0 , \port$1311$0 , \port$1317$0 , \port$1323$0 , \port$1325$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
+  input \port$1257$0 ;
+  wire \port$1257$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1271$0 ;
+  wire \port$1271$0 ;
+  input \port$1273$0 ;
+  wire \port$1273$0 ;
+  input \port$1275$0 ;
+  wire \port$1275$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1289$0 ;
+  wire \port$1289$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1293$0 ;
+  wire \port$1293$0 ;
+  input \port$1295$0 ;
+  wire \port$1295$0 ;
+  input \port$1301$0 ;
+  wire \port$1301$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1317$0 ;
+  wire \port$1317$0 ;
+  input \port$1323$0 ;
+  wire \port$1323$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator11 shared (
+    .clk(clk),
+    .inputs({ \port$1325$0 , \port$1323$0 , \port$1317$0 , \port$1311$0 , \port$1301$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1257$0 , \port$1241$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1317$0 , \port$1311$0 , \port$1301$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1257$0 , \port$1241$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p8 (rst, sum, \port$1201$0 , \port$1205$0 , \port$1217$0 , \port$1221$0 , \port$1223$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1261$0 
+, \port$1267$0 , \port$1283$0 , \port$1297$0 , \port$1301$0 , \port$1303$0 , \port$1311$0 , \port$1315$0 , \port$1323$0 , \port$1325$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
   input \port$1221$0 ;
   wire \port$1221$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
   input \port$1227$0 ;
   wire \port$1227$0 ;
   input \port$1229$0 ;
   wire \port$1229$0 ;
   input \port$1231$0 ;
   wire \port$1231$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
   input \port$1237$0 ;
   wire \port$1237$0 ;
   input \port$1239$0 ;
   wire \port$1239$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
+  input \port$1241$0 ;
+  wire \port$1241$0 ;
   input \port$1245$0 ;
   wire \port$1245$0 ;
   input \port$1247$0 ;
@@ -11841,122 +11850,122 @@ module \digits.output.p8 (rst, sum, \port$1199$0 , \port$1203$0 , \port$1215$0 ,
   wire \port$1251$0 ;
   input \port$1253$0 ;
   wire \port$1253$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
+  input \port$1255$0 ;
+  wire \port$1255$0 ;
+  input \port$1261$0 ;
+  wire \port$1261$0 ;
+  input \port$1267$0 ;
+  wire \port$1267$0 ;
+  input \port$1283$0 ;
+  wire \port$1283$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
   input \port$1301$0 ;
   wire \port$1301$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
+  input \port$1303$0 ;
+  wire \port$1303$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1315$0 ;
+  wire \port$1315$0 ;
   input \port$1323$0 ;
   wire \port$1323$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator13 shared (
     .clk(clk),
-    .inputs({ \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1309$0 , \port$1301$0 , \port$1299$0 , \port$1295$0 , \port$1281$0 , \port$1265$0 , \port$1259$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1203$0 , \port$1199$0  }),
+    .inputs({ \port$1325$0 , \port$1323$0 , \port$1315$0 , \port$1311$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1283$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1205$0 , \port$1201$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1309$0 , \port$1301$0 , \port$1299$0 , \port$1295$0 , \port$1281$0 , \port$1265$0 , \port$1259$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1203$0 , \port$1199$0  };
+  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1315$0 , \port$1311$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1283$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1205$0 , \port$1201$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p9 (rst, sum, \port$1197$0 , \port$1199$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1255$0 , \port$1257$0 , \port$1263$0 , \port$1273$0 , \port$1275$0 , \port$1279$0 , \port$1283$0 
-, \port$1289$0 , \port$1295$0 , \port$1301$0 , \port$1303$0 , \port$1307$0 , \port$1309$0 , \port$1319$0 , \port$1323$0 , clk);
+module \digits.output.p9 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1257$0 , \port$1259$0 , \port$1265$0 , \port$1275$0 , \port$1277$0 , \port$1281$0 , \port$1285$0 
+, \port$1291$0 , \port$1297$0 , \port$1303$0 , \port$1305$0 , \port$1309$0 , \port$1311$0 , \port$1321$0 , \port$1325$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
   input \port$1199$0 ;
   wire \port$1199$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
   input \port$1205$0 ;
   wire \port$1205$0 ;
   input \port$1207$0 ;
   wire \port$1207$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
   input \port$1227$0 ;
   wire \port$1227$0 ;
   input \port$1229$0 ;
   wire \port$1229$0 ;
   input \port$1231$0 ;
   wire \port$1231$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
   input \port$1249$0 ;
   wire \port$1249$0 ;
   input \port$1251$0 ;
   wire \port$1251$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
+  input \port$1253$0 ;
+  wire \port$1253$0 ;
   input \port$1257$0 ;
   wire \port$1257$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
+  input \port$1259$0 ;
+  wire \port$1259$0 ;
+  input \port$1265$0 ;
+  wire \port$1265$0 ;
   input \port$1275$0 ;
   wire \port$1275$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
+  input \port$1277$0 ;
+  wire \port$1277$0 ;
+  input \port$1281$0 ;
+  wire \port$1281$0 ;
+  input \port$1285$0 ;
+  wire \port$1285$0 ;
+  input \port$1291$0 ;
+  wire \port$1291$0 ;
+  input \port$1297$0 ;
+  wire \port$1297$0 ;
   input \port$1303$0 ;
   wire \port$1303$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
+  input \port$1305$0 ;
+  wire \port$1305$0 ;
   input \port$1309$0 ;
   wire \port$1309$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
+  input \port$1311$0 ;
+  wire \port$1311$0 ;
+  input \port$1321$0 ;
+  wire \port$1321$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1323$0 , \port$1319$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1295$0 , \port$1289$0 , \port$1283$0 , \port$1279$0 , \port$1275$0 , \port$1273$0 , \port$1263$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1199$0 , \port$1197$0  }),
+    .inputs({ \port$1325$0 , \port$1321$0 , \port$1311$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1277$0 , \port$1275$0 , \port$1265$0 , \port$1259$0 , \port$1257$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1323$0 , \port$1319$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1295$0 , \port$1289$0 , \port$1283$0 , \port$1279$0 , \port$1275$0 , \port$1273$0 , \port$1263$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1199$0 , \port$1197$0  };
+  assign inputs = { \port$1325$0 , \port$1321$0 , \port$1311$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1277$0 , \port$1275$0 , \port$1265$0 , \port$1259$0 , \port$1257$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.q (rst, sum, \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 
-, \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 
-, \port$1277$0 , \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 
-, \port$1319$0 , \port$1321$0 , \port$1323$0 , clk);
+module \digits.output.q (rst, sum, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 
+, \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1277$0 
+, \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 
+, \port$1321$0 , \port$1323$0 , \port$1325$0 , clk);
   input clk;
   wire clk;
   wire [63:0] inputs;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
   input \port$1199$0 ;
   wire \port$1199$0 ;
   input \port$1201$0 ;
@@ -12083,37 +12092,65 @@ module \digits.output.q (rst, sum, \port$1197$0 , \port$1199$0 , \port$1201$0 , 
   wire \port$1321$0 ;
   input \port$1323$0 ;
   wire \port$1323$0 ;
+  input \port$1325$0 ;
+  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [6:0] sum;
   wire [6:0] sum;
   digits_sparseaccumulator14 shared (
     .clk(clk),
-    .inputs({ \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  }),
+    .inputs({ \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0  };
+  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator0(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
+  wire [1:0] \$1 ;
+  wire [1:0] \$10 ;
+  wire [2:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [3:0] \$13 ;
+  wire [1:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [1:0] \$18 ;
+  wire [2:0] \$19 ;
   wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
-  wire [2:0] \$4 ;
-  wire [2:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire [2:0] \$7 ;
-  wire [4:0] \$8 ;
-  wire [5:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [2:0] acc_r3 = 3'h0;
-  reg [4:0] acc_r4 = 5'h00;
+  wire [2:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire [3:0] \$22 ;
+  wire [1:0] \$23 ;
+  wire [3:0] \$24 ;
+  wire [4:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [4:0] \$27 ;
+  wire [4:0] \$28 ;
+  wire [5:0] \$29 ;
+  wire [2:0] \$3 ;
+  wire [6:0] \$30 ;
+  wire [3:0] \$4 ;
+  wire [1:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire [1:0] \$7 ;
+  wire [1:0] \$8 ;
+  wire [1:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
   (* init = 5'h00 *)
-  wire [4:0] acc_r5;
+  wire [4:0] acc_r10;
+  reg [1:0] acc_r2 = 2'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [2:0] acc_r5 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [4:0] acc_r8 = 5'h00;
+  reg [4:0] acc_r9 = 5'h00;
   input clk;
   wire clk;
   input [19:0] inputs;
@@ -12122,50 +12159,112 @@ module digits_sparseaccumulator0(clk, rst, sum, inputs);
   wire rst;
   output [4:0] sum;
   reg [4:0] sum = 5'h00;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = acc_r1 + acc_r2;
-  assign \$9  = \$8  + acc_r3;
+  assign \$1  = inputs[16] + inputs[18];
+  assign \$2  = \$1  + inputs[14];
+  assign \$3  = inputs[12] + \$2 [1:0];
+  assign \$4  = \$3  + inputs[10];
+  assign \$5  = inputs[6] + inputs[8];
+  assign \$6  = \$5  + inputs[4];
+  assign \$10  = \$8 [0] + \$9 [0];
+  assign \$11  = \$7 [0] + \$10 ;
+  assign \$13  = \$11  + \$12 [0];
+  assign \$17  = \$15 [0] + \$16 [0];
+  assign \$19  = \$17  + \$18 [0];
+  assign \$20  = \$14 [0] + \$19 [1:0];
+  assign \$22  = \$20  + \$21 [0];
+  assign \$24  = acc_r2 + acc_r1;
+  assign \$25  = \$24  + acc_r3;
+  assign \$26  = acc_r4 + acc_r5;
+  assign \$27  = \$26  + acc_r6;
+  assign \$29  = \$25 [3:0] + \$28 ;
+  assign \$30  = \$29  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$4 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$6 [1:0];
   always @(posedge clk)
-    acc_r3 <= \$7 ;
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r4 <= \$9 [4:0];
+    acc_r4 <= \$13 [2:0];
   always @(posedge clk)
-    sum <= acc_r4;
-  assign acc_r5 = sum;
+    acc_r5 <= \$22 [2:0];
+  always @(posedge clk)
+    acc_r6 <= \$23 [0];
+  always @(posedge clk)
+    acc_r7 <= inputs[0];
+  always @(posedge clk)
+    acc_r8 <= \$30 [4:0];
+  always @(posedge clk)
+    acc_r9 <= acc_r8;
+  always @(posedge clk)
+    sum <= acc_r9;
+  assign acc_r10 = sum;
+  assign \$7  = { 1'h0, inputs[5] };
+  assign \$8  = { 1'h0, inputs[7] };
+  assign \$9  = { 1'h0, inputs[9] };
+  assign \$12  = { 1'h0, inputs[3] };
+  assign \$14  = { 1'h0, inputs[13] };
+  assign \$15  = { 1'h0, inputs[17] };
+  assign \$16  = { 1'h0, inputs[19] };
+  assign \$18  = { 1'h0, inputs[15] };
+  assign \$21  = { 1'h0, inputs[11] };
+  assign \$23  = { 1'h0, inputs[1] };
+  assign \$28  = { \$27 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator1(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
-  wire [4:0] \$10 ;
-  wire [4:0] \$11 ;
-  wire [5:0] \$12 ;
+  wire [1:0] \$1 ;
+  wire [1:0] \$10 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [1:0] \$14 ;
+  wire [2:0] \$15 ;
+  wire [2:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [3:0] \$18 ;
+  wire [1:0] \$19 ;
   wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
-  wire [2:0] \$4 ;
-  wire [2:0] \$5 ;
-  wire [3:0] \$6 ;
+  wire [1:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire [1:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [1:0] \$24 ;
+  wire [1:0] \$25 ;
+  wire [1:0] \$26 ;
+  wire [1:0] \$27 ;
+  wire [2:0] \$28 ;
+  wire [2:0] \$29 ;
+  wire [2:0] \$3 ;
+  wire [1:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [1:0] \$32 ;
+  wire [3:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [3:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [5:0] \$38 ;
+  wire [6:0] \$39 ;
+  wire [3:0] \$4 ;
+  wire [1:0] \$5 ;
+  wire [1:0] \$6 ;
   wire [2:0] \$7 ;
   wire [2:0] \$8 ;
   wire [3:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [3:0] acc_r3 = 4'h0;
-  reg [1:0] acc_r4 = 2'h0;
-  reg [5:0] acc_r5 = 6'h00;
+  reg [2:0] acc_r1 = 3'h0;
   (* init = 6'h00 *)
-  wire [5:0] acc_r6;
+  wire [5:0] acc_r10;
+  reg [2:0] acc_r2 = 3'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [2:0] acc_r5 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [5:0] acc_r8 = 6'h00;
+  reg [5:0] acc_r9 = 6'h00;
   input clk;
   wire clk;
   input [25:0] inputs;
@@ -12174,121 +12273,310 @@ module digits_sparseaccumulator1(clk, rst, sum, inputs);
   wire rst;
   output [5:0] sum;
   reg [5:0] sum = 6'h00;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = inputs[21:20] + inputs[23:22];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = acc_r1 + acc_r2;
-  assign \$11  = acc_r3 + acc_r4;
-  assign \$12  = \$10  + \$11 [3:0];
+  assign \$1  = inputs[10] + inputs[12];
+  assign \$2  = \$1  + inputs[8];
+  assign \$3  = inputs[6] + \$2 [1:0];
+  assign \$4  = \$3  + inputs[4];
+  assign \$5  = inputs[16] + inputs[18];
+  assign \$6  = inputs[22] + inputs[24];
+  assign \$7  = \$6  + inputs[20];
+  assign \$8  = \$5  + \$7 [1:0];
+  assign \$9  = \$8  + inputs[14];
+  assign \$13  = \$11 [0] + \$12 [0];
+  assign \$15  = \$13  + \$14 [0];
+  assign \$16  = \$10 [0] + \$15 [1:0];
+  assign \$18  = \$16  + \$17 [0];
+  assign \$21  = \$19 [0] + \$20 [0];
+  assign \$23  = \$21  + \$22 [0];
+  assign \$26  = \$24 [0] + \$25 [0];
+  assign \$28  = \$26  + \$27 [0];
+  assign \$29  = \$23 [1:0] + \$28 [1:0];
+  assign \$31  = \$29  + \$30 [0];
+  assign \$33  = acc_r1 + acc_r2;
+  assign \$34  = \$33  + acc_r3;
+  assign \$35  = acc_r4 + acc_r5;
+  assign \$36  = \$35  + acc_r6;
+  assign \$38  = \$34 [3:0] + \$37 ;
+  assign \$39  = \$38  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$4 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$9 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r4 <= inputs[25:24];
+    acc_r4 <= \$18 [2:0];
   always @(posedge clk)
-    acc_r5 <= \$12 ;
+    acc_r5 <= \$31 [2:0];
   always @(posedge clk)
-    sum <= acc_r5;
-  assign acc_r6 = sum;
+    acc_r6 <= \$32 [0];
+  always @(posedge clk)
+    acc_r7 <= inputs[0];
+  always @(posedge clk)
+    acc_r8 <= \$39 [5:0];
+  always @(posedge clk)
+    acc_r9 <= acc_r8;
+  always @(posedge clk)
+    sum <= acc_r9;
+  assign acc_r10 = sum;
+  assign \$10  = { 1'h0, inputs[5] };
+  assign \$11  = { 1'h0, inputs[9] };
+  assign \$12  = { 1'h0, inputs[11] };
+  assign \$14  = { 1'h0, inputs[7] };
+  assign \$17  = { 1'h0, inputs[3] };
+  assign \$19  = { 1'h0, inputs[17] };
+  assign \$20  = { 1'h0, inputs[19] };
+  assign \$22  = { 1'h0, inputs[15] };
+  assign \$24  = { 1'h0, inputs[23] };
+  assign \$25  = { 1'h0, inputs[25] };
+  assign \$27  = { 1'h0, inputs[21] };
+  assign \$30  = { 1'h0, inputs[13] };
+  assign \$32  = { 1'h0, inputs[1] };
+  assign \$37  = { \$36 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator10(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
+  wire [1:0] \$1 ;
   wire [2:0] \$10 ;
+  wire [3:0] \$100 ;
+  wire [1:0] \$101 ;
+  wire [1:0] \$102 ;
+  wire [1:0] \$103 ;
+  wire [1:0] \$104 ;
+  wire [2:0] \$105 ;
+  wire [1:0] \$106 ;
+  wire [1:0] \$107 ;
+  wire [1:0] \$108 ;
+  wire [1:0] \$109 ;
   wire [2:0] \$11 ;
+  wire [2:0] \$110 ;
+  wire [2:0] \$111 ;
+  wire [1:0] \$112 ;
+  wire [3:0] \$113 ;
+  wire [1:0] \$114 ;
+  wire [1:0] \$115 ;
+  wire [3:0] \$116 ;
+  wire [4:0] \$117 ;
+  wire [3:0] \$118 ;
+  wire [4:0] \$119 ;
   wire [3:0] \$12 ;
-  wire [2:0] \$13 ;
+  wire [4:0] \$120 ;
+  wire [5:0] \$121 ;
+  wire [1:0] \$122 ;
+  wire [1:0] \$123 ;
+  wire [1:0] \$124 ;
+  wire [1:0] \$125 ;
+  wire [2:0] \$126 ;
+  wire [1:0] \$127 ;
+  wire [1:0] \$128 ;
+  wire [1:0] \$129 ;
+  wire [1:0] \$13 ;
+  wire [1:0] \$130 ;
+  wire [2:0] \$131 ;
+  wire [2:0] \$132 ;
+  wire [1:0] \$133 ;
+  wire [3:0] \$134 ;
+  wire [1:0] \$135 ;
+  wire [1:0] \$136 ;
+  wire [1:0] \$137 ;
+  wire [1:0] \$138 ;
+  wire [2:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [3:0] \$15 ;
+  wire [1:0] \$140 ;
+  wire [1:0] \$141 ;
+  wire [1:0] \$142 ;
+  wire [1:0] \$143 ;
+  wire [2:0] \$144 ;
+  wire [2:0] \$145 ;
+  wire [1:0] \$146 ;
+  wire [3:0] \$147 ;
+  wire [1:0] \$148 ;
+  wire [1:0] \$149 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$150 ;
+  wire [1:0] \$151 ;
+  wire [1:0] \$152 ;
+  wire [2:0] \$153 ;
+  wire [1:0] \$154 ;
+  wire [1:0] \$155 ;
+  wire [1:0] \$156 ;
+  wire [1:0] \$157 ;
+  wire [2:0] \$158 ;
+  wire [2:0] \$159 ;
   wire [2:0] \$16 ;
+  wire [1:0] \$160 ;
+  wire [3:0] \$161 ;
+  wire [1:0] \$162 ;
+  wire [1:0] \$163 ;
+  wire [1:0] \$164 ;
+  wire [1:0] \$165 ;
+  wire [2:0] \$166 ;
+  wire [1:0] \$167 ;
+  wire [3:0] \$168 ;
+  wire [1:0] \$169 ;
   wire [2:0] \$17 ;
+  wire [1:0] \$170 ;
+  wire [1:0] \$171 ;
+  wire [1:0] \$172 ;
+  wire [2:0] \$173 ;
+  wire [1:0] \$174 ;
+  wire [1:0] \$175 ;
+  wire [3:0] \$176 ;
+  wire [4:0] \$177 ;
+  wire [4:0] \$178 ;
+  wire [5:0] \$179 ;
   wire [3:0] \$18 ;
-  wire [2:0] \$19 ;
+  wire [3:0] \$180 ;
+  wire [4:0] \$181 ;
+  wire [1:0] \$182 ;
+  wire [1:0] \$183 ;
+  wire [5:0] \$184 ;
+  wire [6:0] \$185 ;
+  wire [6:0] \$186 ;
+  wire [7:0] \$187 ;
+  wire [5:0] \$188 ;
+  wire [6:0] \$189 ;
+  wire [1:0] \$19 ;
+  wire [7:0] \$190 ;
+  wire [8:0] \$191 ;
+  wire [9:0] \$192 ;
   wire [2:0] \$2 ;
   wire [2:0] \$20 ;
-  wire [3:0] \$21 ;
+  wire [1:0] \$21 ;
   wire [2:0] \$22 ;
   wire [2:0] \$23 ;
   wire [3:0] \$24 ;
-  wire [2:0] \$25 ;
-  wire [2:0] \$26 ;
+  wire [3:0] \$25 ;
+  wire [4:0] \$26 ;
   wire [3:0] \$27 ;
-  wire [2:0] \$28 ;
-  wire [2:0] \$29 ;
-  wire [3:0] \$3 ;
-  wire [3:0] \$30 ;
-  wire [2:0] \$31 ;
+  wire [4:0] \$28 ;
+  wire [4:0] \$29 ;
+  wire [1:0] \$3 ;
+  wire [5:0] \$30 ;
+  wire [1:0] \$31 ;
   wire [2:0] \$32 ;
-  wire [3:0] \$33 ;
+  wire [1:0] \$33 ;
   wire [2:0] \$34 ;
   wire [2:0] \$35 ;
   wire [3:0] \$36 ;
-  wire [2:0] \$37 ;
+  wire [1:0] \$37 ;
   wire [2:0] \$38 ;
-  wire [3:0] \$39 ;
+  wire [1:0] \$39 ;
   wire [2:0] \$4 ;
   wire [2:0] \$40 ;
   wire [2:0] \$41 ;
   wire [3:0] \$42 ;
-  wire [2:0] \$43 ;
+  wire [1:0] \$43 ;
   wire [2:0] \$44 ;
-  wire [3:0] \$45 ;
+  wire [1:0] \$45 ;
   wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [3:0] \$48 ;
-  wire [4:0] \$49 ;
+  wire [1:0] \$49 ;
   wire [2:0] \$5 ;
-  wire [4:0] \$50 ;
-  wire [5:0] \$51 ;
-  wire [4:0] \$52 ;
-  wire [4:0] \$53 ;
-  wire [5:0] \$54 ;
-  wire [4:0] \$55 ;
+  wire [2:0] \$50 ;
+  wire [1:0] \$51 ;
+  wire [2:0] \$52 ;
+  wire [2:0] \$53 ;
+  wire [3:0] \$54 ;
+  wire [3:0] \$55 ;
   wire [4:0] \$56 ;
-  wire [5:0] \$57 ;
+  wire [3:0] \$57 ;
   wire [4:0] \$58 ;
   wire [4:0] \$59 ;
   wire [3:0] \$6 ;
   wire [5:0] \$60 ;
-  wire [6:0] \$61 ;
-  wire [6:0] \$62 ;
-  wire [7:0] \$63 ;
-  wire [2:0] \$7 ;
+  wire [1:0] \$61 ;
+  wire [1:0] \$62 ;
+  wire [1:0] \$63 ;
+  wire [1:0] \$64 ;
+  wire [2:0] \$65 ;
+  wire [1:0] \$66 ;
+  wire [1:0] \$67 ;
+  wire [1:0] \$68 ;
+  wire [1:0] \$69 ;
+  wire [1:0] \$7 ;
+  wire [2:0] \$70 ;
+  wire [2:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [3:0] \$73 ;
+  wire [1:0] \$74 ;
+  wire [1:0] \$75 ;
+  wire [1:0] \$76 ;
+  wire [1:0] \$77 ;
+  wire [2:0] \$78 ;
+  wire [1:0] \$79 ;
   wire [2:0] \$8 ;
-  wire [3:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r10 = 4'h0;
-  reg [3:0] acc_r11 = 4'h0;
-  reg [3:0] acc_r12 = 4'h0;
-  reg [3:0] acc_r13 = 4'h0;
-  reg [3:0] acc_r14 = 4'h0;
-  reg [3:0] acc_r15 = 4'h0;
-  reg [3:0] acc_r16 = 4'h0;
-  reg [5:0] acc_r17 = 6'h00;
-  reg [5:0] acc_r18 = 6'h00;
-  reg [5:0] acc_r19 = 6'h00;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [5:0] acc_r20 = 6'h00;
+  wire [1:0] \$80 ;
+  wire [1:0] \$81 ;
+  wire [1:0] \$82 ;
+  wire [2:0] \$83 ;
+  wire [2:0] \$84 ;
+  wire [1:0] \$85 ;
+  wire [3:0] \$86 ;
+  wire [1:0] \$87 ;
+  wire [1:0] \$88 ;
+  wire [1:0] \$89 ;
+  wire [1:0] \$9 ;
+  wire [1:0] \$90 ;
+  wire [1:0] \$91 ;
+  wire [2:0] \$92 ;
+  wire [1:0] \$93 ;
+  wire [1:0] \$94 ;
+  wire [1:0] \$95 ;
+  wire [1:0] \$96 ;
+  wire [2:0] \$97 ;
+  wire [2:0] \$98 ;
+  wire [1:0] \$99 ;
+  reg [2:0] acc_r1 = 3'h0;
+  reg [2:0] acc_r10 = 3'h0;
+  reg acc_r11 = 1'h0;
+  reg [2:0] acc_r12 = 3'h0;
+  reg [2:0] acc_r13 = 3'h0;
+  reg acc_r14 = 1'h0;
+  reg acc_r15 = 1'h0;
+  reg [4:0] acc_r16 = 5'h00;
+  reg acc_r17 = 1'h0;
+  reg acc_r18 = 1'h0;
+  reg [2:0] acc_r19 = 3'h0;
+  reg [2:0] acc_r2 = 3'h0;
+  reg [2:0] acc_r20 = 3'h0;
+  reg acc_r21 = 1'h0;
+  reg [2:0] acc_r22 = 3'h0;
+  reg [2:0] acc_r23 = 3'h0;
+  reg acc_r24 = 1'h0;
+  reg acc_r25 = 1'h0;
+  reg [4:0] acc_r26 = 5'h00;
+  reg [2:0] acc_r27 = 3'h0;
+  reg [2:0] acc_r28 = 3'h0;
+  reg acc_r29 = 1'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r30 = 3'h0;
+  reg [2:0] acc_r31 = 3'h0;
+  reg [1:0] acc_r32 = 2'h0;
+  reg acc_r33 = 1'h0;
+  reg acc_r34 = 1'h0;
+  reg [4:0] acc_r35 = 5'h00;
+  reg [3:0] acc_r36 = 4'h0;
+  reg acc_r37 = 1'h0;
+  reg acc_r38 = 1'h0;
+  reg acc_r39 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg acc_r40 = 1'h0;
+  reg [6:0] acc_r41 = 7'h00;
+  reg [5:0] acc_r42 = 6'h00;
+  reg acc_r43 = 1'h0;
+  reg acc_r44 = 1'h0;
+  reg acc_r45 = 1'h0;
   (* init = 8'h00 *)
-  wire [7:0] acc_r21;
-  reg [3:0] acc_r3 = 4'h0;
-  reg [3:0] acc_r4 = 4'h0;
-  reg [3:0] acc_r5 = 4'h0;
-  reg [3:0] acc_r6 = 4'h0;
-  reg [3:0] acc_r7 = 4'h0;
-  reg [3:0] acc_r8 = 4'h0;
-  reg [3:0] acc_r9 = 4'h0;
+  wire [7:0] acc_r46;
+  reg [2:0] acc_r5 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [4:0] acc_r8 = 5'h00;
+  reg [2:0] acc_r9 = 3'h0;
   input clk;
   wire clk;
   input [127:0] inputs;
@@ -12297,112 +12585,291 @@ module digits_sparseaccumulator10(clk, rst, sum, inputs);
   wire rst;
   output [7:0] sum;
   reg [7:0] sum = 8'h00;
-  assign \$37  = inputs[97:96] + inputs[99:98];
-  assign \$38  = inputs[101:100] + inputs[103:102];
-  assign \$39  = \$37  + \$38 ;
-  assign \$40  = inputs[105:104] + inputs[107:106];
-  assign \$41  = inputs[109:108] + inputs[111:110];
-  assign \$42  = \$40  + \$41 ;
-  assign \$43  = inputs[113:112] + inputs[115:114];
-  assign \$44  = inputs[117:116] + inputs[119:118];
-  assign \$45  = \$43  + \$44 ;
-  assign \$46  = inputs[121:120] + inputs[123:122];
-  assign \$47  = inputs[125:124] + inputs[127:126];
-  assign \$48  = \$46  + \$47 ;
-  assign \$49  = acc_r1 + acc_r2;
-  assign \$50  = acc_r3 + acc_r4;
-  assign \$51  = \$49  + \$50 ;
-  assign \$52  = acc_r5 + acc_r6;
-  assign \$53  = acc_r7 + acc_r8;
-  assign \$54  = \$52  + \$53 ;
+  assign \$1  = inputs[12] + inputs[14];
+  assign \$2  = \$1  + inputs[10];
+  assign \$3  = inputs[18] + inputs[20];
+  assign \$4  = \$3  + inputs[16];
+  assign \$5  = \$2 [1:0] + \$4 [1:0];
+  assign \$6  = \$5  + inputs[8];
+  assign \$7  = inputs[26] + inputs[28];
+  assign \$8  = \$7  + inputs[24];
+  assign \$9  = inputs[32] + inputs[34];
+  assign \$10  = \$9  + inputs[30];
+  assign \$11  = \$8 [1:0] + \$10 [1:0];
+  assign \$12  = \$11  + inputs[22];
+  assign \$13  = inputs[42] + inputs[44];
+  assign \$14  = \$13  + inputs[40];
+  assign \$15  = inputs[48] + inputs[50];
+  assign \$16  = \$15  + inputs[46];
+  assign \$17  = \$14 [1:0] + \$16 [1:0];
+  assign \$18  = \$17  + inputs[38];
+  assign \$19  = inputs[56] + inputs[58];
+  assign \$20  = \$19  + inputs[54];
+  assign \$21  = inputs[62] + inputs[64];
+  assign \$22  = \$21  + inputs[60];
+  assign \$23  = \$20 [1:0] + \$22 [1:0];
+  assign \$24  = \$23  + inputs[52];
+  assign \$25  = acc_r1 + acc_r2;
+  assign \$26  = \$25  + acc_r3;
+  assign \$27  = acc_r4 + acc_r5;
+  assign \$28  = \$27  + acc_r6;
+  assign \$29  = \$26 [3:0] + \$28 [3:0];
+  assign \$30  = \$29  + acc_r7;
+  assign \$31  = inputs[74] + inputs[76];
+  assign \$32  = \$31  + inputs[72];
+  assign \$33  = inputs[80] + inputs[82];
+  assign \$34  = \$33  + inputs[78];
+  assign \$35  = \$32 [1:0] + \$34 [1:0];
+  assign \$36  = \$35  + inputs[70];
+  assign \$37  = inputs[88] + inputs[90];
+  assign \$38  = \$37  + inputs[86];
+  assign \$39  = inputs[94] + inputs[96];
+  assign \$40  = \$39  + inputs[92];
+  assign \$41  = \$38 [1:0] + \$40 [1:0];
+  assign \$42  = \$41  + inputs[84];
+  assign \$43  = inputs[104] + inputs[106];
+  assign \$44  = \$43  + inputs[102];
+  assign \$45  = inputs[110] + inputs[112];
+  assign \$46  = \$45  + inputs[108];
+  assign \$47  = \$44 [1:0] + \$46 [1:0];
+  assign \$48  = \$47  + inputs[100];
+  assign \$49  = inputs[118] + inputs[120];
+  assign \$50  = \$49  + inputs[116];
+  assign \$51  = inputs[124] + inputs[126];
+  assign \$52  = \$51  + inputs[122];
+  assign \$53  = \$50 [1:0] + \$52 [1:0];
+  assign \$54  = \$53  + inputs[114];
   assign \$55  = acc_r9 + acc_r10;
-  assign \$56  = acc_r11 + acc_r12;
-  assign \$57  = \$55  + \$56 ;
-  assign \$58  = acc_r13 + acc_r14;
-  assign \$59  = acc_r15 + acc_r16;
-  assign \$60  = \$58  + \$59 ;
-  assign \$61  = acc_r17 + acc_r18;
-  assign \$62  = acc_r19 + acc_r20;
-  assign \$63  = \$61  + \$62 ;
+  assign \$56  = \$55  + acc_r11;
+  assign \$57  = acc_r12 + acc_r13;
+  assign \$58  = \$57  + acc_r14;
+  assign \$59  = \$56 [3:0] + \$58 [3:0];
+  assign \$60  = \$59  + acc_r15;
+  assign \$63  = \$61 [0] + \$62 [0];
+  assign \$65  = \$63  + \$64 [0];
+  assign \$68  = \$66 [0] + \$67 [0];
+  assign \$70  = \$68  + \$69 [0];
+  assign \$71  = \$65 [1:0] + \$70 [1:0];
+  assign \$73  = \$71  + \$72 [0];
+  assign \$76  = \$74 [0] + \$75 [0];
+  assign \$78  = \$76  + \$77 [0];
+  assign \$81  = \$79 [0] + \$80 [0];
+  assign \$83  = \$81  + \$82 [0];
+  assign \$84  = \$78 [1:0] + \$83 [1:0];
+  assign \$86  = \$84  + \$85 [0];
+  assign \$90  = \$88 [0] + \$89 [0];
+  assign \$92  = \$90  + \$91 [0];
+  assign \$95  = \$93 [0] + \$94 [0];
+  assign \$97  = \$95  + \$96 [0];
+  assign \$98  = \$92 [1:0] + \$97 [1:0];
+  assign \$100  = \$98  + \$99 [0];
+  assign \$103  = \$101 [0] + \$102 [0];
+  assign \$105  = \$103  + \$104 [0];
+  assign \$108  = \$106 [0] + \$107 [0];
+  assign \$110  = \$108  + \$109 [0];
+  assign \$111  = \$105 [1:0] + \$110 [1:0];
+  assign \$113  = \$111  + \$112 [0];
+  assign \$116  = acc_r19 + acc_r20;
+  assign \$117  = \$116  + acc_r21;
+  assign \$118  = acc_r22 + acc_r23;
+  assign \$119  = \$118  + acc_r24;
+  assign \$120  = \$117 [3:0] + \$119 [3:0];
+  assign \$121  = \$120  + acc_r25;
+  assign \$124  = \$122 [0] + \$123 [0];
+  assign \$126  = \$124  + \$125 [0];
+  assign \$129  = \$127 [0] + \$128 [0];
+  assign \$131  = \$129  + \$130 [0];
+  assign \$132  = \$126 [1:0] + \$131 [1:0];
+  assign \$134  = \$132  + \$133 [0];
+  assign \$137  = \$135 [0] + \$136 [0];
+  assign \$139  = \$137  + \$138 [0];
+  assign \$142  = \$140 [0] + \$141 [0];
+  assign \$144  = \$142  + \$143 [0];
+  assign \$145  = \$139 [1:0] + \$144 [1:0];
+  assign \$147  = \$145  + \$146 [0];
+  assign \$151  = \$149 [0] + \$150 [0];
+  assign \$153  = \$151  + \$152 [0];
+  assign \$156  = \$154 [0] + \$155 [0];
+  assign \$158  = \$156  + \$157 [0];
+  assign \$159  = \$153 [1:0] + \$158 [1:0];
+  assign \$161  = \$159  + \$160 [0];
+  assign \$165  = \$163 [0] + \$164 [0];
+  assign \$166  = \$162 [0] + \$165 ;
+  assign \$168  = \$166  + \$167 [0];
+  assign \$171  = \$169 [0] + \$170 [0];
+  assign \$173  = \$171  + \$172 [0];
+  assign \$176  = acc_r32 + acc_r31;
+  assign \$177  = \$176  + acc_r33;
+  assign \$178  = acc_r30 + \$177 [3:0];
+  assign \$179  = \$178  + acc_r34;
+  assign \$180  = acc_r27 + acc_r28;
+  assign \$181  = \$180  + acc_r29;
+  assign \$184  = acc_r36 + acc_r35;
+  assign \$185  = \$184  + acc_r38;
+  assign \$186  = acc_r26 + \$185 [5:0];
+  assign \$187  = \$186  + acc_r40;
+  assign \$188  = acc_r8 + acc_r16;
+  assign \$189  = \$188  + acc_r18;
+  assign \$191  = acc_r42 + \$190 ;
+  assign \$192  = \$191  + acc_r45;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$6 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$12 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[6];
   always @(posedge clk)
-    acc_r4 <= \$12 ;
+    acc_r4 <= \$18 [2:0];
   always @(posedge clk)
-    acc_r5 <= \$15 ;
+    acc_r5 <= \$24 [2:0];
   always @(posedge clk)
-    acc_r6 <= \$18 ;
+    acc_r6 <= inputs[36];
   always @(posedge clk)
-    acc_r7 <= \$21 ;
+    acc_r7 <= inputs[4];
   always @(posedge clk)
-    acc_r8 <= \$24 ;
+    acc_r8 <= \$30 [4:0];
   always @(posedge clk)
-    acc_r9 <= \$27 ;
+    acc_r9 <= \$36 [2:0];
   always @(posedge clk)
-    acc_r10 <= \$30 ;
+    acc_r10 <= \$42 [2:0];
   always @(posedge clk)
-    acc_r11 <= \$33 ;
+    acc_r11 <= inputs[68];
   always @(posedge clk)
-    acc_r12 <= \$36 ;
+    acc_r12 <= \$48 [2:0];
   always @(posedge clk)
-    acc_r13 <= \$39 ;
+    acc_r13 <= \$54 [2:0];
   always @(posedge clk)
-    acc_r14 <= \$42 ;
+    acc_r14 <= inputs[98];
   always @(posedge clk)
-    acc_r15 <= \$45 ;
+    acc_r15 <= inputs[66];
   always @(posedge clk)
-    acc_r16 <= \$48 ;
+    acc_r16 <= \$60 [4:0];
   always @(posedge clk)
-    acc_r17 <= \$51 ;
+    acc_r17 <= inputs[2];
   always @(posedge clk)
-    acc_r18 <= \$54 ;
+    acc_r18 <= acc_r17;
   always @(posedge clk)
-    acc_r19 <= \$57 ;
+    acc_r19 <= \$73 [2:0];
   always @(posedge clk)
-    acc_r20 <= \$60 ;
+    acc_r20 <= \$86 [2:0];
   always @(posedge clk)
-    sum <= \$63 ;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = inputs[21:20] + inputs[23:22];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[25:24] + inputs[27:26];
-  assign \$11  = inputs[29:28] + inputs[31:30];
-  assign \$12  = \$10  + \$11 ;
-  assign \$13  = inputs[33:32] + inputs[35:34];
-  assign \$14  = inputs[37:36] + inputs[39:38];
-  assign \$15  = \$13  + \$14 ;
-  assign \$16  = inputs[41:40] + inputs[43:42];
-  assign \$17  = inputs[45:44] + inputs[47:46];
-  assign \$18  = \$16  + \$17 ;
-  assign \$19  = inputs[49:48] + inputs[51:50];
-  assign \$20  = inputs[53:52] + inputs[55:54];
-  assign \$21  = \$19  + \$20 ;
-  assign \$22  = inputs[57:56] + inputs[59:58];
-  assign \$23  = inputs[61:60] + inputs[63:62];
-  assign \$24  = \$22  + \$23 ;
-  assign \$25  = inputs[65:64] + inputs[67:66];
-  assign \$26  = inputs[69:68] + inputs[71:70];
-  assign \$27  = \$25  + \$26 ;
-  assign \$28  = inputs[73:72] + inputs[75:74];
-  assign \$29  = inputs[77:76] + inputs[79:78];
-  assign \$30  = \$28  + \$29 ;
-  assign \$31  = inputs[81:80] + inputs[83:82];
-  assign \$32  = inputs[85:84] + inputs[87:86];
-  assign \$33  = \$31  + \$32 ;
-  assign \$34  = inputs[89:88] + inputs[91:90];
-  assign \$35  = inputs[93:92] + inputs[95:94];
-  assign \$36  = \$34  + \$35 ;
-  assign acc_r21 = sum;
+    acc_r21 <= \$87 [0];
+  always @(posedge clk)
+    acc_r22 <= \$100 [2:0];
+  always @(posedge clk)
+    acc_r23 <= \$113 [2:0];
+  always @(posedge clk)
+    acc_r24 <= \$114 [0];
+  always @(posedge clk)
+    acc_r25 <= \$115 [0];
+  always @(posedge clk)
+    acc_r26 <= \$121 [4:0];
+  always @(posedge clk)
+    acc_r27 <= \$134 [2:0];
+  always @(posedge clk)
+    acc_r28 <= \$147 [2:0];
+  always @(posedge clk)
+    acc_r29 <= \$148 [0];
+  always @(posedge clk)
+    acc_r30 <= \$161 [2:0];
+  always @(posedge clk)
+    acc_r31 <= \$168 [2:0];
+  always @(posedge clk)
+    acc_r32 <= \$173 [1:0];
+  always @(posedge clk)
+    acc_r33 <= \$174 [0];
+  always @(posedge clk)
+    acc_r34 <= \$175 [0];
+  always @(posedge clk)
+    acc_r35 <= \$179 [4:0];
+  always @(posedge clk)
+    acc_r36 <= \$181 [3:0];
+  always @(posedge clk)
+    acc_r37 <= \$182 [0];
+  always @(posedge clk)
+    acc_r38 <= acc_r37;
+  always @(posedge clk)
+    acc_r39 <= \$183 [0];
+  always @(posedge clk)
+    acc_r40 <= acc_r39;
+  always @(posedge clk)
+    acc_r41 <= \$187 [6:0];
+  always @(posedge clk)
+    acc_r42 <= \$189 [5:0];
+  always @(posedge clk)
+    acc_r43 <= inputs[0];
+  always @(posedge clk)
+    acc_r44 <= acc_r43;
+  always @(posedge clk)
+    acc_r45 <= acc_r44;
+  always @(posedge clk)
+    sum <= \$192 [7:0];
+  assign acc_r46 = sum;
+  assign \$61  = { 1'h0, inputs[11] };
+  assign \$62  = { 1'h0, inputs[13] };
+  assign \$64  = { 1'h0, inputs[9] };
+  assign \$66  = { 1'h0, inputs[17] };
+  assign \$67  = { 1'h0, inputs[19] };
+  assign \$69  = { 1'h0, inputs[15] };
+  assign \$72  = { 1'h0, inputs[7] };
+  assign \$74  = { 1'h0, inputs[25] };
+  assign \$75  = { 1'h0, inputs[27] };
+  assign \$77  = { 1'h0, inputs[23] };
+  assign \$79  = { 1'h0, inputs[31] };
+  assign \$80  = { 1'h0, inputs[33] };
+  assign \$82  = { 1'h0, inputs[29] };
+  assign \$85  = { 1'h0, inputs[21] };
+  assign \$87  = { 1'h0, inputs[5] };
+  assign \$88  = { 1'h0, inputs[41] };
+  assign \$89  = { 1'h0, inputs[43] };
+  assign \$91  = { 1'h0, inputs[39] };
+  assign \$93  = { 1'h0, inputs[47] };
+  assign \$94  = { 1'h0, inputs[49] };
+  assign \$96  = { 1'h0, inputs[45] };
+  assign \$99  = { 1'h0, inputs[37] };
+  assign \$101  = { 1'h0, inputs[55] };
+  assign \$102  = { 1'h0, inputs[57] };
+  assign \$104  = { 1'h0, inputs[53] };
+  assign \$106  = { 1'h0, inputs[61] };
+  assign \$107  = { 1'h0, inputs[63] };
+  assign \$109  = { 1'h0, inputs[59] };
+  assign \$112  = { 1'h0, inputs[51] };
+  assign \$114  = { 1'h0, inputs[35] };
+  assign \$115  = { 1'h0, inputs[3] };
+  assign \$122  = { 1'h0, inputs[73] };
+  assign \$123  = { 1'h0, inputs[75] };
+  assign \$125  = { 1'h0, inputs[71] };
+  assign \$127  = { 1'h0, inputs[79] };
+  assign \$128  = { 1'h0, inputs[81] };
+  assign \$130  = { 1'h0, inputs[77] };
+  assign \$133  = { 1'h0, inputs[69] };
+  assign \$135  = { 1'h0, inputs[87] };
+  assign \$136  = { 1'h0, inputs[89] };
+  assign \$138  = { 1'h0, inputs[85] };
+  assign \$140  = { 1'h0, inputs[93] };
+  assign \$141  = { 1'h0, inputs[95] };
+  assign \$143  = { 1'h0, inputs[91] };
+  assign \$146  = { 1'h0, inputs[83] };
+  assign \$148  = { 1'h0, inputs[67] };
+  assign \$149  = { 1'h0, inputs[103] };
+  assign \$150  = { 1'h0, inputs[105] };
+  assign \$152  = { 1'h0, inputs[101] };
+  assign \$154  = { 1'h0, inputs[109] };
+  assign \$155  = { 1'h0, inputs[111] };
+  assign \$157  = { 1'h0, inputs[107] };
+  assign \$160  = { 1'h0, inputs[99] };
+  assign \$162  = { 1'h0, inputs[123] };
+  assign \$163  = { 1'h0, inputs[125] };
+  assign \$164  = { 1'h0, inputs[127] };
+  assign \$167  = { 1'h0, inputs[121] };
+  assign \$169  = { 1'h0, inputs[117] };
+  assign \$170  = { 1'h0, inputs[119] };
+  assign \$172  = { 1'h0, inputs[115] };
+  assign \$174  = { 1'h0, inputs[113] };
+  assign \$175  = { 1'h0, inputs[97] };
+  assign \$182  = { 1'h0, inputs[65] };
+  assign \$183  = { 1'h0, inputs[1] };
+  assign \$190  = { acc_r41, 1'h0 };
 endmodule
 
 (* top =  1  *)
@@ -12900,22 +13367,50 @@ endmodule
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator2(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
-  wire [5:0] \$10 ;
+  wire [1:0] \$1 ;
+  wire [1:0] \$10 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [2:0] \$13 ;
+  wire [2:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [3:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [1:0] \$18 ;
+  wire [1:0] \$19 ;
   wire [2:0] \$2 ;
+  wire [1:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [1:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [1:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [4:0] \$28 ;
+  wire [3:0] \$29 ;
   wire [3:0] \$3 ;
-  wire [2:0] \$4 ;
+  wire [4:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [5:0] \$32 ;
+  wire [6:0] \$33 ;
+  wire [1:0] \$4 ;
   wire [2:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire [2:0] \$7 ;
-  wire [3:0] \$8 ;
-  wire [4:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [3:0] acc_r3 = 4'h0;
-  reg [5:0] acc_r4 = 6'h00;
+  wire [2:0] \$6 ;
+  wire [3:0] \$7 ;
+  wire [1:0] \$8 ;
+  wire [1:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
   (* init = 6'h00 *)
-  wire [5:0] acc_r5;
+  wire [5:0] acc_r10;
+  reg [2:0] acc_r2 = 3'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [2:0] acc_r5 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [5:0] acc_r8 = 6'h00;
+  reg [5:0] acc_r9 = 6'h00;
   input clk;
   wire clk;
   input [21:0] inputs;
@@ -12924,52 +13419,118 @@ module digits_sparseaccumulator2(clk, rst, sum, inputs);
   wire rst;
   output [5:0] sum;
   reg [5:0] sum = 6'h00;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = \$7  + inputs[21:20];
-  assign \$9  = acc_r1 + acc_r2;
-  assign \$10  = \$9  + acc_r3;
+  assign \$1  = inputs[8] + inputs[10];
+  assign \$2  = inputs[6] + \$1 ;
+  assign \$3  = \$2  + inputs[4];
+  assign \$4  = inputs[18] + inputs[20];
+  assign \$5  = \$4  + inputs[16];
+  assign \$6  = inputs[14] + \$5 [1:0];
+  assign \$7  = \$6  + inputs[12];
+  assign \$11  = \$9 [0] + \$10 [0];
+  assign \$13  = \$11  + \$12 [0];
+  assign \$14  = \$8 [0] + \$13 [1:0];
+  assign \$16  = \$14  + \$15 [0];
+  assign \$20  = \$18 [0] + \$19 [0];
+  assign \$22  = \$20  + \$21 [0];
+  assign \$23  = \$17 [0] + \$22 [1:0];
+  assign \$25  = \$23  + \$24 [0];
+  assign \$27  = acc_r1 + acc_r2;
+  assign \$28  = \$27  + acc_r3;
+  assign \$29  = acc_r4 + acc_r5;
+  assign \$30  = \$29  + acc_r6;
+  assign \$32  = \$28 [3:0] + \$31 ;
+  assign \$33  = \$32  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$3 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$7 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$8 ;
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r4 <= \$10 ;
+    acc_r4 <= \$16 [2:0];
   always @(posedge clk)
-    sum <= acc_r4;
-  assign acc_r5 = sum;
+    acc_r5 <= \$25 [2:0];
+  always @(posedge clk)
+    acc_r6 <= \$26 [0];
+  always @(posedge clk)
+    acc_r7 <= inputs[0];
+  always @(posedge clk)
+    acc_r8 <= \$33 [5:0];
+  always @(posedge clk)
+    acc_r9 <= acc_r8;
+  always @(posedge clk)
+    sum <= acc_r9;
+  assign acc_r10 = sum;
+  assign \$8  = { 1'h0, inputs[5] };
+  assign \$9  = { 1'h0, inputs[9] };
+  assign \$10  = { 1'h0, inputs[11] };
+  assign \$12  = { 1'h0, inputs[7] };
+  assign \$15  = { 1'h0, inputs[3] };
+  assign \$17  = { 1'h0, inputs[15] };
+  assign \$18  = { 1'h0, inputs[19] };
+  assign \$19  = { 1'h0, inputs[21] };
+  assign \$21  = { 1'h0, inputs[17] };
+  assign \$24  = { 1'h0, inputs[13] };
+  assign \$26  = { 1'h0, inputs[1] };
+  assign \$31  = { \$30 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator3(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
-  wire [2:0] \$10 ;
-  wire [4:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [5:0] \$13 ;
+  wire [1:0] \$1 ;
+  wire [3:0] \$10 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [1:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [2:0] \$18 ;
+  wire [2:0] \$19 ;
   wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
-  wire [2:0] \$4 ;
-  wire [2:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire [2:0] \$7 ;
+  wire [1:0] \$20 ;
+  wire [3:0] \$21 ;
+  wire [1:0] \$22 ;
+  wire [1:0] \$23 ;
+  wire [1:0] \$24 ;
+  wire [1:0] \$25 ;
+  wire [2:0] \$26 ;
+  wire [1:0] \$27 ;
+  wire [1:0] \$28 ;
+  wire [1:0] \$29 ;
+  wire [2:0] \$3 ;
+  wire [1:0] \$30 ;
+  wire [2:0] \$31 ;
+  wire [2:0] \$32 ;
+  wire [1:0] \$33 ;
+  wire [3:0] \$34 ;
+  wire [1:0] \$35 ;
+  wire [3:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [3:0] \$38 ;
+  wire [4:0] \$39 ;
+  wire [3:0] \$4 ;
+  wire [4:0] \$40 ;
+  wire [5:0] \$41 ;
+  wire [6:0] \$42 ;
+  wire [1:0] \$5 ;
+  wire [2:0] \$6 ;
+  wire [1:0] \$7 ;
   wire [2:0] \$8 ;
-  wire [3:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [3:0] acc_r3 = 4'h0;
-  reg [2:0] acc_r4 = 3'h0;
-  reg [5:0] acc_r5 = 6'h00;
+  wire [2:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
   (* init = 6'h00 *)
-  wire [5:0] acc_r6;
+  wire [5:0] acc_r10;
+  reg [2:0] acc_r2 = 3'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [2:0] acc_r5 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [5:0] acc_r8 = 6'h00;
+  reg [5:0] acc_r9 = 6'h00;
   input clk;
   wire clk;
   input [27:0] inputs;
@@ -12978,54 +13539,121 @@ module digits_sparseaccumulator3(clk, rst, sum, inputs);
   wire rst;
   output [5:0] sum;
   reg [5:0] sum = 6'h00;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = inputs[21:20] + inputs[23:22];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[25:24] + inputs[27:26];
-  assign \$11  = acc_r1 + acc_r2;
-  assign \$12  = acc_r3 + acc_r4;
-  assign \$13  = \$11  + \$12 ;
+  assign \$1  = inputs[10] + inputs[12];
+  assign \$2  = \$1  + inputs[8];
+  assign \$3  = inputs[6] + \$2 [1:0];
+  assign \$4  = \$3  + inputs[4];
+  assign \$5  = inputs[18] + inputs[20];
+  assign \$6  = \$5  + inputs[16];
+  assign \$7  = inputs[24] + inputs[26];
+  assign \$8  = \$7  + inputs[22];
+  assign \$9  = \$6 [1:0] + \$8 [1:0];
+  assign \$10  = \$9  + inputs[14];
+  assign \$13  = \$11 [0] + \$12 [0];
+  assign \$16  = \$14 [0] + \$15 [0];
+  assign \$18  = \$16  + \$17 [0];
+  assign \$19  = \$13  + \$18 [1:0];
+  assign \$21  = \$19  + \$20 [0];
+  assign \$24  = \$22 [0] + \$23 [0];
+  assign \$26  = \$24  + \$25 [0];
+  assign \$29  = \$27 [0] + \$28 [0];
+  assign \$31  = \$29  + \$30 [0];
+  assign \$32  = \$26 [1:0] + \$31 [1:0];
+  assign \$34  = \$32  + \$33 [0];
+  assign \$36  = acc_r1 + acc_r2;
+  assign \$37  = \$36  + acc_r3;
+  assign \$38  = acc_r4 + acc_r5;
+  assign \$39  = \$38  + acc_r6;
+  assign \$41  = \$37 [3:0] + \$40 ;
+  assign \$42  = \$41  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$4 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$10 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r4 <= \$10 ;
+    acc_r4 <= \$21 [2:0];
   always @(posedge clk)
-    acc_r5 <= \$13 ;
+    acc_r5 <= \$34 [2:0];
   always @(posedge clk)
-    sum <= acc_r5;
-  assign acc_r6 = sum;
+    acc_r6 <= \$35 [0];
+  always @(posedge clk)
+    acc_r7 <= inputs[0];
+  always @(posedge clk)
+    acc_r8 <= \$42 [5:0];
+  always @(posedge clk)
+    acc_r9 <= acc_r8;
+  always @(posedge clk)
+    sum <= acc_r9;
+  assign acc_r10 = sum;
+  assign \$11  = { 1'h0, inputs[5] };
+  assign \$12  = { 1'h0, inputs[7] };
+  assign \$14  = { 1'h0, inputs[11] };
+  assign \$15  = { 1'h0, inputs[13] };
+  assign \$17  = { 1'h0, inputs[9] };
+  assign \$20  = { 1'h0, inputs[3] };
+  assign \$22  = { 1'h0, inputs[19] };
+  assign \$23  = { 1'h0, inputs[21] };
+  assign \$25  = { 1'h0, inputs[17] };
+  assign \$27  = { 1'h0, inputs[25] };
+  assign \$28  = { 1'h0, inputs[27] };
+  assign \$30  = { 1'h0, inputs[23] };
+  assign \$33  = { 1'h0, inputs[15] };
+  assign \$35  = { 1'h0, inputs[1] };
+  assign \$40  = { \$39 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator4(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
-  wire [4:0] \$10 ;
-  wire [5:0] \$11 ;
+  wire [1:0] \$1 ;
+  wire [1:0] \$10 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [2:0] \$14 ;
+  wire [2:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire [3:0] \$17 ;
+  wire [1:0] \$18 ;
+  wire [1:0] \$19 ;
   wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
-  wire [2:0] \$4 ;
-  wire [2:0] \$5 ;
-  wire [3:0] \$6 ;
+  wire [1:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire [1:0] \$22 ;
+  wire [1:0] \$23 ;
+  wire [1:0] \$24 ;
+  wire [2:0] \$25 ;
+  wire [2:0] \$26 ;
+  wire [1:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [1:0] \$29 ;
+  wire [2:0] \$3 ;
+  wire [3:0] \$30 ;
+  wire [4:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [5:0] \$35 ;
+  wire [6:0] \$36 ;
+  wire [3:0] \$4 ;
+  wire [1:0] \$5 ;
+  wire [2:0] \$6 ;
   wire [2:0] \$7 ;
-  wire [2:0] \$8 ;
-  wire [3:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [3:0] acc_r3 = 4'h0;
-  reg [5:0] acc_r4 = 6'h00;
+  wire [3:0] \$8 ;
+  wire [1:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
   (* init = 6'h00 *)
-  wire [5:0] acc_r5;
+  wire [5:0] acc_r10;
+  reg [2:0] acc_r2 = 3'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [2:0] acc_r5 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [5:0] acc_r8 = 6'h00;
+  reg [5:0] acc_r9 = 6'h00;
   input clk;
   wire clk;
   input [23:0] inputs;
@@ -13034,47 +13662,106 @@ module digits_sparseaccumulator4(clk, rst, sum, inputs);
   wire rst;
   output [5:0] sum;
   reg [5:0] sum = 6'h00;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = inputs[21:20] + inputs[23:22];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = acc_r1 + acc_r2;
-  assign \$11  = \$10  + acc_r3;
+  assign \$1  = inputs[10] + inputs[12];
+  assign \$2  = \$1  + inputs[8];
+  assign \$3  = inputs[6] + \$2 [1:0];
+  assign \$4  = \$3  + inputs[4];
+  assign \$5  = inputs[20] + inputs[22];
+  assign \$6  = \$5  + inputs[18];
+  assign \$7  = inputs[16] + \$6 [1:0];
+  assign \$8  = \$7  + inputs[14];
+  assign \$12  = \$10 [0] + \$11 [0];
+  assign \$14  = \$12  + \$13 [0];
+  assign \$15  = \$9 [0] + \$14 [1:0];
+  assign \$17  = \$15  + \$16 [0];
+  assign \$20  = \$18 [0] + \$19 [0];
+  assign \$23  = \$21 [0] + \$22 [0];
+  assign \$25  = \$23  + \$24 [0];
+  assign \$26  = \$20  + \$25 [1:0];
+  assign \$28  = \$26  + \$27 [0];
+  assign \$30  = acc_r1 + acc_r2;
+  assign \$31  = \$30  + acc_r3;
+  assign \$32  = acc_r4 + acc_r5;
+  assign \$33  = \$32  + acc_r6;
+  assign \$35  = \$31 [3:0] + \$34 ;
+  assign \$36  = \$35  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$4 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$8 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r4 <= \$11 ;
+    acc_r4 <= \$17 [2:0];
   always @(posedge clk)
-    sum <= acc_r4;
-  assign acc_r5 = sum;
+    acc_r5 <= \$28 [2:0];
+  always @(posedge clk)
+    acc_r6 <= \$29 [0];
+  always @(posedge clk)
+    acc_r7 <= inputs[0];
+  always @(posedge clk)
+    acc_r8 <= \$36 [5:0];
+  always @(posedge clk)
+    acc_r9 <= acc_r8;
+  always @(posedge clk)
+    sum <= acc_r9;
+  assign acc_r10 = sum;
+  assign \$9  = { 1'h0, inputs[5] };
+  assign \$10  = { 1'h0, inputs[9] };
+  assign \$11  = { 1'h0, inputs[11] };
+  assign \$13  = { 1'h0, inputs[7] };
+  assign \$16  = { 1'h0, inputs[3] };
+  assign \$18  = { 1'h0, inputs[15] };
+  assign \$19  = { 1'h0, inputs[17] };
+  assign \$21  = { 1'h0, inputs[21] };
+  assign \$22  = { 1'h0, inputs[23] };
+  assign \$24  = { 1'h0, inputs[19] };
+  assign \$27  = { 1'h0, inputs[13] };
+  assign \$29  = { 1'h0, inputs[1] };
+  assign \$34  = { \$33 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator5(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
+  wire [1:0] \$1 ;
+  wire [1:0] \$10 ;
+  wire [2:0] \$11 ;
+  wire [2:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [3:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [1:0] \$18 ;
+  wire [2:0] \$19 ;
   wire [2:0] \$2 ;
+  wire [1:0] \$20 ;
+  wire [3:0] \$21 ;
+  wire [4:0] \$22 ;
+  wire [3:0] \$23 ;
+  wire [4:0] \$24 ;
+  wire [4:0] \$25 ;
+  wire [5:0] \$26 ;
+  wire [6:0] \$27 ;
   wire [3:0] \$3 ;
-  wire [2:0] \$4 ;
+  wire [1:0] \$4 ;
   wire [2:0] \$5 ;
-  wire [3:0] \$6 ;
-  wire [4:0] \$7 ;
-  wire [5:0] \$8 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [1:0] acc_r3 = 2'h0;
-  reg [4:0] acc_r4 = 5'h00;
+  wire [1:0] \$6 ;
+  wire [1:0] \$7 ;
+  wire [1:0] \$8 ;
+  wire [1:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
   (* init = 5'h00 *)
-  wire [4:0] acc_r5;
+  wire [4:0] acc_r10;
+  reg [1:0] acc_r2 = 2'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [1:0] acc_r5 = 2'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [4:0] acc_r8 = 5'h00;
+  reg [4:0] acc_r9 = 5'h00;
   input clk;
   wire clk;
   input [17:0] inputs;
@@ -13083,52 +13770,122 @@ module digits_sparseaccumulator5(clk, rst, sum, inputs);
   wire rst;
   output [4:0] sum;
   reg [4:0] sum = 5'h00;
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = acc_r1 + acc_r2;
-  assign \$8  = \$7  + acc_r3;
+  assign \$1  = inputs[14] + inputs[16];
+  assign \$2  = inputs[12] + \$1 ;
+  assign \$3  = \$2  + inputs[10];
+  assign \$4  = inputs[6] + inputs[8];
+  assign \$5  = \$4  + inputs[4];
+  assign \$9  = \$7 [0] + \$8 [0];
+  assign \$11  = \$9  + \$10 [0];
+  assign \$12  = \$6 [0] + \$11 [1:0];
+  assign \$14  = \$12  + \$13 [0];
+  assign \$17  = \$15 [0] + \$16 [0];
+  assign \$19  = \$17  + \$18 [0];
+  assign \$21  = acc_r2 + acc_r1;
+  assign \$22  = \$21  + acc_r3;
+  assign \$23  = acc_r5 + acc_r4;
+  assign \$24  = \$23  + acc_r6;
+  assign \$26  = \$22 [3:0] + \$25 ;
+  assign \$27  = \$26  + acc_r7;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$3 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$5 [1:0];
   always @(posedge clk)
-    acc_r3 <= inputs[17:16];
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r4 <= \$8 [4:0];
+    acc_r4 <= \$14 [2:0];
   always @(posedge clk)
-    sum <= acc_r4;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign acc_r5 = sum;
+    acc_r5 <= \$19 [1:0];
+  always @(posedge clk)
+    acc_r6 <= \$20 [0];
+  always @(posedge clk)
+    acc_r7 <= inputs[0];
+  always @(posedge clk)
+    acc_r8 <= \$27 [4:0];
+  always @(posedge clk)
+    acc_r9 <= acc_r8;
+  always @(posedge clk)
+    sum <= acc_r9;
+  assign acc_r10 = sum;
+  assign \$6  = { 1'h0, inputs[11] };
+  assign \$7  = { 1'h0, inputs[15] };
+  assign \$8  = { 1'h0, inputs[17] };
+  assign \$10  = { 1'h0, inputs[13] };
+  assign \$13  = { 1'h0, inputs[9] };
+  assign \$15  = { 1'h0, inputs[5] };
+  assign \$16  = { 1'h0, inputs[7] };
+  assign \$18  = { 1'h0, inputs[3] };
+  assign \$20  = { 1'h0, inputs[1] };
+  assign \$25  = { \$24 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator6(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
+  wire [1:0] \$1 ;
   wire [2:0] \$10 ;
   wire [2:0] \$11 ;
   wire [3:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [4:0] \$14 ;
-  wire [5:0] \$15 ;
+  wire [1:0] \$13 ;
+  wire [1:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire [2:0] \$17 ;
+  wire [1:0] \$18 ;
+  wire [1:0] \$19 ;
   wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
+  wire [1:0] \$20 ;
+  wire [1:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [1:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [1:0] \$26 ;
+  wire [1:0] \$27 ;
+  wire [1:0] \$28 ;
+  wire [1:0] \$29 ;
+  wire [1:0] \$3 ;
+  wire [2:0] \$30 ;
+  wire [1:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [1:0] \$33 ;
+  wire [1:0] \$34 ;
+  wire [1:0] \$35 ;
+  wire [1:0] \$36 ;
+  wire [2:0] \$37 ;
+  wire [1:0] \$38 ;
+  wire [1:0] \$39 ;
   wire [2:0] \$4 ;
+  wire [3:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [4:0] \$42 ;
+  wire [5:0] \$43 ;
+  wire [3:0] \$44 ;
+  wire [4:0] \$45 ;
+  wire [5:0] \$46 ;
+  wire [6:0] \$47 ;
+  wire [7:0] \$48 ;
   wire [2:0] \$5 ;
   wire [3:0] \$6 ;
-  wire [2:0] \$7 ;
+  wire [1:0] \$7 ;
   wire [2:0] \$8 ;
-  wire [3:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [3:0] acc_r3 = 4'h0;
-  reg [3:0] acc_r4 = 4'h0;
-  reg [5:0] acc_r5 = 6'h00;
+  wire [1:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
+  reg [3:0] acc_r10 = 4'h0;
+  reg acc_r11 = 1'h0;
+  reg acc_r12 = 1'h0;
+  reg [5:0] acc_r13 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] acc_r6;
+  wire [5:0] acc_r14;
+  reg [2:0] acc_r2 = 3'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [2:0] acc_r5 = 3'h0;
+  reg [1:0] acc_r6 = 2'h0;
+  reg acc_r7 = 1'h0;
+  reg acc_r8 = 1'h0;
+  reg [4:0] acc_r9 = 5'h00;
   input clk;
   wire clk;
   input [31:0] inputs;
@@ -13137,60 +13894,144 @@ module digits_sparseaccumulator6(clk, rst, sum, inputs);
   wire rst;
   output [5:0] sum;
   reg [5:0] sum = 6'h00;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = inputs[21:20] + inputs[23:22];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[25:24] + inputs[27:26];
-  assign \$11  = inputs[29:28] + inputs[31:30];
-  assign \$12  = \$10  + \$11 ;
-  assign \$13  = acc_r1 + acc_r2;
-  assign \$14  = acc_r3 + acc_r4;
-  assign \$15  = \$13  + \$14 ;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r4 <= \$25 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r5 <= \$32 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r6 <= \$37 [1:0];
   always @(posedge clk)
-    acc_r4 <= \$12 ;
+    acc_r7 <= \$38 [0];
   always @(posedge clk)
-    acc_r5 <= \$15 ;
+    acc_r8 <= \$39 [0];
   always @(posedge clk)
-    sum <= acc_r5;
-  assign acc_r6 = sum;
+    acc_r9 <= \$43 [4:0];
+  always @(posedge clk)
+    acc_r10 <= \$45 [3:0];
+  always @(posedge clk)
+    acc_r11 <= inputs[0];
+  always @(posedge clk)
+    acc_r12 <= acc_r11;
+  always @(posedge clk)
+    acc_r13 <= \$48 [5:0];
+  always @(posedge clk)
+    sum <= acc_r13;
+  assign \$1  = inputs[8] + inputs[10];
+  assign \$2  = \$1  + inputs[6];
+  assign \$3  = inputs[14] + inputs[16];
+  assign \$4  = \$3  + inputs[12];
+  assign \$5  = \$2 [1:0] + \$4 [1:0];
+  assign \$6  = \$5  + inputs[4];
+  assign \$7  = inputs[22] + inputs[24];
+  assign \$8  = \$7  + inputs[20];
+  assign \$9  = inputs[28] + inputs[30];
+  assign \$10  = \$9  + inputs[26];
+  assign \$11  = \$8 [1:0] + \$10 [1:0];
+  assign \$12  = \$11  + inputs[18];
+  assign \$15  = \$13 [0] + \$14 [0];
+  assign \$17  = \$15  + \$16 [0];
+  assign \$20  = \$18 [0] + \$19 [0];
+  assign \$22  = \$20  + \$21 [0];
+  assign \$23  = \$17 [1:0] + \$22 [1:0];
+  assign \$25  = \$23  + \$24 [0];
+  assign \$29  = \$27 [0] + \$28 [0];
+  assign \$30  = \$26 [0] + \$29 ;
+  assign \$32  = \$30  + \$31 [0];
+  assign \$35  = \$33 [0] + \$34 [0];
+  assign \$37  = \$35  + \$36 [0];
+  assign \$40  = acc_r6 + acc_r5;
+  assign \$41  = \$40  + acc_r7;
+  assign \$42  = acc_r4 + \$41 [3:0];
+  assign \$43  = \$42  + acc_r8;
+  assign \$44  = acc_r1 + acc_r2;
+  assign \$45  = \$44  + acc_r3;
+  assign \$47  = acc_r10 + \$46 ;
+  assign \$48  = \$47  + acc_r12;
+  always @(posedge clk)
+    acc_r1 <= \$6 [2:0];
+  always @(posedge clk)
+    acc_r2 <= \$12 [2:0];
+  always @(posedge clk)
+    acc_r3 <= inputs[2];
+  assign acc_r14 = sum;
+  assign \$13  = { 1'h0, inputs[7] };
+  assign \$14  = { 1'h0, inputs[9] };
+  assign \$16  = { 1'h0, inputs[5] };
+  assign \$18  = { 1'h0, inputs[13] };
+  assign \$19  = { 1'h0, inputs[15] };
+  assign \$21  = { 1'h0, inputs[11] };
+  assign \$24  = { 1'h0, inputs[3] };
+  assign \$26  = { 1'h0, inputs[27] };
+  assign \$27  = { 1'h0, inputs[29] };
+  assign \$28  = { 1'h0, inputs[31] };
+  assign \$31  = { 1'h0, inputs[25] };
+  assign \$33  = { 1'h0, inputs[21] };
+  assign \$34  = { 1'h0, inputs[23] };
+  assign \$36  = { 1'h0, inputs[19] };
+  assign \$38  = { 1'h0, inputs[17] };
+  assign \$39  = { 1'h0, inputs[1] };
+  assign \$46  = { acc_r9, 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator7(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
+  wire [1:0] \$1 ;
   wire [2:0] \$10 ;
   wire [3:0] \$11 ;
-  wire [4:0] \$12 ;
-  wire [4:0] \$13 ;
-  wire [5:0] \$14 ;
-  wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
+  wire [1:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [1:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [2:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [1:0] \$18 ;
+  wire [1:0] \$19 ;
+  wire [1:0] \$2 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [1:0] \$23 ;
+  wire [3:0] \$24 ;
+  wire [1:0] \$25 ;
+  wire [1:0] \$26 ;
+  wire [1:0] \$27 ;
+  wire [1:0] \$28 ;
+  wire [2:0] \$29 ;
+  wire [2:0] \$3 ;
+  wire [1:0] \$30 ;
+  wire [1:0] \$31 ;
+  wire [1:0] \$32 ;
+  wire [1:0] \$33 ;
+  wire [2:0] \$34 ;
+  wire [2:0] \$35 ;
+  wire [1:0] \$36 ;
+  wire [3:0] \$37 ;
+  wire [1:0] \$38 ;
+  wire [3:0] \$39 ;
   wire [2:0] \$4 ;
-  wire [2:0] \$5 ;
-  wire [3:0] \$6 ;
+  wire [4:0] \$40 ;
+  wire [3:0] \$41 ;
+  wire [4:0] \$42 ;
+  wire [4:0] \$43 ;
+  wire [5:0] \$44 ;
+  wire [6:0] \$45 ;
+  wire [3:0] \$5 ;
+  wire [1:0] \$6 ;
   wire [2:0] \$7 ;
-  wire [2:0] \$8 ;
-  wire [3:0] \$9 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [3:0] acc_r3 = 4'h0;
-  reg [3:0] acc_r4 = 4'h0;
-  reg [5:0] acc_r5 = 6'h00;
+  wire [1:0] \$8 ;
+  wire [2:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
   (* init = 6'h00 *)
-  wire [5:0] acc_r6;
+  wire [5:0] acc_r10;
+  reg [2:0] acc_r2 = 3'h0;
+  reg acc_r3 = 1'h0;
+  reg [2:0] acc_r4 = 3'h0;
+  reg [2:0] acc_r5 = 3'h0;
+  reg acc_r6 = 1'h0;
+  reg acc_r7 = 1'h0;
+  reg [5:0] acc_r8 = 6'h00;
+  reg [5:0] acc_r9 = 6'h00;
   input clk;
   wire clk;
   input [29:0] inputs;
@@ -13199,50 +14040,110 @@ module digits_sparseaccumulator7(clk, rst, sum, inputs);
   wire rst;
   output [5:0] sum;
   reg [5:0] sum = 6'h00;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = inputs[17:16] + inputs[19:18];
-  assign \$8  = inputs[21:20] + inputs[23:22];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = inputs[25:24] + inputs[27:26];
-  assign \$11  = \$10  + inputs[29:28];
-  assign \$12  = acc_r1 + acc_r2;
-  assign \$13  = acc_r3 + acc_r4;
-  assign \$14  = \$12  + \$13 ;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    sum <= acc_r9;
+  assign \$1  = inputs[6] + inputs[8];
+  assign \$2  = inputs[12] + inputs[14];
+  assign \$3  = \$2  + inputs[10];
+  assign \$4  = \$1  + \$3 [1:0];
+  assign \$5  = \$4  + inputs[4];
+  assign \$6  = inputs[20] + inputs[22];
+  assign \$7  = \$6  + inputs[18];
+  assign \$8  = inputs[26] + inputs[28];
+  assign \$9  = \$8  + inputs[24];
+  assign \$10  = \$7 [1:0] + \$9 [1:0];
+  assign \$11  = \$10  + inputs[16];
+  assign \$14  = \$12 [0] + \$13 [0];
+  assign \$16  = \$14  + \$15 [0];
+  assign \$19  = \$17 [0] + \$18 [0];
+  assign \$21  = \$19  + \$20 [0];
+  assign \$22  = \$16 [1:0] + \$21 [1:0];
+  assign \$24  = \$22  + \$23 [0];
+  assign \$27  = \$25 [0] + \$26 [0];
+  assign \$29  = \$27  + \$28 [0];
+  assign \$32  = \$30 [0] + \$31 [0];
+  assign \$34  = \$32  + \$33 [0];
+  assign \$35  = \$29 [1:0] + \$34 [1:0];
+  assign \$37  = \$35  + \$36 [0];
+  assign \$39  = acc_r1 + acc_r2;
+  assign \$40  = \$39  + acc_r3;
+  assign \$41  = acc_r4 + acc_r5;
+  assign \$42  = \$41  + acc_r6;
+  assign \$44  = \$40 [3:0] + \$43 ;
+  assign \$45  = \$44  + acc_r7;
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r1 <= \$5 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$9 ;
+    acc_r2 <= \$11 [2:0];
   always @(posedge clk)
-    acc_r4 <= \$11 ;
+    acc_r3 <= inputs[2];
   always @(posedge clk)
-    acc_r5 <= \$14 ;
+    acc_r4 <= \$24 [2:0];
   always @(posedge clk)
-    sum <= acc_r5;
-  assign acc_r6 = sum;
+    acc_r5 <= \$37 [2:0];
+  always @(posedge clk)
+    acc_r6 <= \$38 [0];
+  always @(posedge clk)
+    acc_r7 <= inputs[0];
+  always @(posedge clk)
+    acc_r8 <= \$45 [5:0];
+  always @(posedge clk)
+    acc_r9 <= acc_r8;
+  assign acc_r10 = sum;
+  assign \$12  = { 1'h0, inputs[7] };
+  assign \$13  = { 1'h0, inputs[9] };
+  assign \$15  = { 1'h0, inputs[5] };
+  assign \$17  = { 1'h0, inputs[13] };
+  assign \$18  = { 1'h0, inputs[15] };
+  assign \$20  = { 1'h0, inputs[11] };
+  assign \$23  = { 1'h0, inputs[3] };
+  assign \$25  = { 1'h0, inputs[21] };
+  assign \$26  = { 1'h0, inputs[23] };
+  assign \$28  = { 1'h0, inputs[19] };
+  assign \$30  = { 1'h0, inputs[27] };
+  assign \$31  = { 1'h0, inputs[29] };
+  assign \$33  = { 1'h0, inputs[25] };
+  assign \$36  = { 1'h0, inputs[17] };
+  assign \$38  = { 1'h0, inputs[1] };
+  assign \$43  = { \$42 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator8(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
+  wire [1:0] \$1 ;
+  wire [1:0] \$10 ;
+  wire [2:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [3:0] \$13 ;
+  wire [1:0] \$14 ;
+  wire [1:0] \$15 ;
+  wire [1:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [2:0] \$18 ;
+  wire [1:0] \$19 ;
   wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
+  wire [3:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [4:0] \$22 ;
+  wire [5:0] \$23 ;
+  wire [6:0] \$24 ;
+  wire [1:0] \$3 ;
   wire [2:0] \$4 ;
   wire [2:0] \$5 ;
   wire [3:0] \$6 ;
-  wire [4:0] \$7 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [4:0] acc_r3 = 5'h00;
+  wire [1:0] \$7 ;
+  wire [1:0] \$8 ;
+  wire [1:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
+  reg [2:0] acc_r2 = 3'h0;
+  reg [1:0] acc_r3 = 2'h0;
+  reg acc_r4 = 1'h0;
+  reg acc_r5 = 1'h0;
+  reg [4:0] acc_r6 = 5'h00;
+  reg [4:0] acc_r7 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] acc_r4;
+  wire [4:0] acc_r8;
   input clk;
   wire clk;
   input [15:0] inputs;
@@ -13251,38 +14152,80 @@ module digits_sparseaccumulator8(clk, rst, sum, inputs);
   wire rst;
   output [4:0] sum;
   reg [4:0] sum = 5'h00;
-  assign \$3  = \$1  + \$2 ;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = inputs[13:12] + inputs[15:14];
-  assign \$6  = \$4  + \$5 ;
-  assign \$7  = acc_r1 + acc_r2;
+  assign \$1  = inputs[6] + inputs[8];
+  assign \$2  = \$1  + inputs[4];
+  assign \$3  = inputs[12] + inputs[14];
+  assign \$4  = \$3  + inputs[10];
+  assign \$5  = \$2 [1:0] + \$4 [1:0];
+  assign \$6  = \$5  + inputs[2];
+  assign \$10  = \$8 [0] + \$9 [0];
+  assign \$11  = \$7 [0] + \$10 ;
+  assign \$13  = \$11  + \$12 [0];
+  assign \$16  = \$14 [0] + \$15 [0];
+  assign \$18  = \$16  + \$17 [0];
+  assign \$20  = acc_r3 + acc_r2;
+  assign \$21  = \$20  + acc_r4;
+  assign \$23  = acc_r1 + \$22 ;
+  assign \$24  = \$23  + acc_r5;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$6 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$6 ;
+    acc_r2 <= \$13 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$7 ;
+    acc_r3 <= \$18 [1:0];
   always @(posedge clk)
-    sum <= acc_r3;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign acc_r4 = sum;
+    acc_r4 <= \$19 [0];
+  always @(posedge clk)
+    acc_r5 <= inputs[0];
+  always @(posedge clk)
+    acc_r6 <= \$24 [4:0];
+  always @(posedge clk)
+    acc_r7 <= acc_r6;
+  always @(posedge clk)
+    sum <= acc_r7;
+  assign acc_r8 = sum;
+  assign \$7  = { 1'h0, inputs[11] };
+  assign \$8  = { 1'h0, inputs[13] };
+  assign \$9  = { 1'h0, inputs[15] };
+  assign \$12  = { 1'h0, inputs[9] };
+  assign \$14  = { 1'h0, inputs[5] };
+  assign \$15  = { 1'h0, inputs[7] };
+  assign \$17  = { 1'h0, inputs[3] };
+  assign \$19  = { 1'h0, inputs[1] };
+  assign \$22  = { \$21 [3:0], 1'h0 };
 endmodule
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module digits_sparseaccumulator9(clk, rst, sum, inputs);
-  wire [2:0] \$1 ;
-  wire [2:0] \$2 ;
-  wire [3:0] \$3 ;
+  wire [1:0] \$1 ;
+  wire [2:0] \$10 ;
+  wire [1:0] \$11 ;
+  wire [1:0] \$12 ;
+  wire [1:0] \$13 ;
+  wire [1:0] \$14 ;
+  wire [2:0] \$15 ;
+  wire [2:0] \$16 ;
+  wire [1:0] \$17 ;
+  wire [3:0] \$18 ;
+  wire [3:0] \$19 ;
+  wire [1:0] \$2 ;
+  wire [4:0] \$20 ;
+  wire [5:0] \$21 ;
+  wire [2:0] \$3 ;
   wire [2:0] \$4 ;
   wire [3:0] \$5 ;
-  wire [4:0] \$6 ;
-  reg [3:0] acc_r1 = 4'h0;
-  reg [3:0] acc_r2 = 4'h0;
-  reg [4:0] acc_r3 = 5'h00;
+  wire [1:0] \$6 ;
+  wire [1:0] \$7 ;
+  wire [1:0] \$8 ;
+  wire [1:0] \$9 ;
+  reg [2:0] acc_r1 = 3'h0;
+  reg [2:0] acc_r2 = 3'h0;
+  reg acc_r3 = 1'h0;
+  reg [4:0] acc_r4 = 5'h00;
+  reg [4:0] acc_r5 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] acc_r4;
+  wire [4:0] acc_r6;
   input clk;
   wire clk;
   input [13:0] inputs;
@@ -13291,19 +14234,38 @@ module digits_sparseaccumulator9(clk, rst, sum, inputs);
   wire rst;
   output [4:0] sum;
   reg [4:0] sum = 5'h00;
-  assign \$4  = inputs[9:8] + inputs[11:10];
-  assign \$5  = \$4  + inputs[13:12];
-  assign \$6  = acc_r1 + acc_r2;
+  assign \$1  = inputs[4] + inputs[6];
+  assign \$2  = inputs[10] + inputs[12];
+  assign \$3  = \$2  + inputs[8];
+  assign \$4  = \$1  + \$3 [1:0];
+  assign \$5  = \$4  + inputs[2];
+  assign \$8  = \$6 [0] + \$7 [0];
+  assign \$10  = \$8  + \$9 [0];
+  assign \$13  = \$11 [0] + \$12 [0];
+  assign \$15  = \$13  + \$14 [0];
+  assign \$16  = \$10 [1:0] + \$15 [1:0];
+  assign \$18  = \$16  + \$17 [0];
+  assign \$20  = acc_r1 + \$19 ;
+  assign \$21  = \$20  + acc_r3;
   always @(posedge clk)
-    acc_r1 <= \$3 ;
+    acc_r1 <= \$5 [2:0];
   always @(posedge clk)
-    acc_r2 <= \$5 ;
+    acc_r2 <= \$18 [2:0];
   always @(posedge clk)
-    acc_r3 <= \$6 ;
+    acc_r3 <= inputs[0];
   always @(posedge clk)
-    sum <= acc_r3;
-  assign \$1  = inputs[1:0] + inputs[3:2];
-  assign \$2  = inputs[5:4] + inputs[7:6];
-  assign \$3  = \$1  + \$2 ;
-  assign acc_r4 = sum;
+    acc_r4 <= \$21 [4:0];
+  always @(posedge clk)
+    acc_r5 <= acc_r4;
+  always @(posedge clk)
+    sum <= acc_r5;
+  assign acc_r6 = sum;
+  assign \$6  = { 1'h0, inputs[5] };
+  assign \$7  = { 1'h0, inputs[7] };
+  assign \$9  = { 1'h0, inputs[3] };
+  assign \$11  = { 1'h0, inputs[11] };
+  assign \$12  = { 1'h0, inputs[13] };
+  assign \$14  = { 1'h0, inputs[9] };
+  assign \$17  = { 1'h0, inputs[1] };
+  assign \$19  = { acc_r2, 1'h0 };
 endmodule
