@@ -69,16 +69,18 @@ def _generator_digest():
     return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
 
 
-def _key(model_bytes, arch, every, frequency, pnr):
+def _key(model_bytes, arch, every, frequency, pnr, relay=0):
+    # Without relay stages the key is the one that results measured before the option had.
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, _tool_versions(),
-                       _generator_digest()])
+                       _generator_digest()] + ([relay] if relay else []))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _figures(path, model, arch, every, latency, estimate):
+def _figures(path, model, arch, every, relay, latency, estimate):
     weights = sum(layer.mask.size for layer in model.layers)
     return {
         "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
+        "relay": relay,
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
         "latency_cycles": latency, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
     }
@@ -91,7 +93,8 @@ def _totals(result, lut4, ff, connections):
     return result
 
 
-def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True, synth_max=None, logs=None):
+def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
+            logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
     A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
@@ -108,18 +111,19 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, frequency=150, pnr=True
     model = modelfile.load(path)
     started = time.perf_counter()
     if synth_max is not None:
-        core = NetworkCore(model, every=every, arch=arch)
+        core = NetworkCore(model, every=every, relay=relay, arch=arch)
         Fragment.get(core, None)  # the elaboration counts what it builds
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
-            result = _figures(path, model, arch, every, core.latency, estimate)
+            result = _figures(path, model, arch, every, relay, core.latency, estimate)
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
-    generated = generate_verilog(model, every=every, arch=arch)
+    generated = generate_verilog(model, every=every, relay=relay, arch=arch)
     top = generated.report["top"]
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
-    result = _figures(path, model, arch, every, generated.report["latency"], generated.report["estimate_ecp5"])
+    result = _figures(path, model, arch, every, relay, generated.report["latency"],
+                      generated.report["estimate_ecp5"])
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
         cells = synth_ecp5(generated.verilog, top, json_netlist=netlist, log=log("yosys"))
@@ -156,8 +160,8 @@ def _accuracy(path, x, labels):
     return float(np.mean(golden.infer(model, x).predictions == labels))
 
 
-def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=True, synth_max=None, jobs=None,
-          cache=None, logs=None, x=None, labels=None, progress=None):
+def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
+          jobs=None, cache=None, logs=None, x=None, labels=None, progress=None):
     """Measure every model with every datapath it supports; returns the list of results.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
@@ -186,7 +190,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=T
                     results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
                                     "skipped": str(error)})
                     continue
-            key = _key(data, arch, every, frequency, pnr)
+            key = _key(data, arch, every, frequency, pnr, relay)
             measured = cache / f"{key}.json" if cache else None
             estimated = cache / f"{key}.estimate.json" if cache else None
             if measured and measured.exists():
@@ -199,8 +203,8 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, frequency=150, pnr=T
     if progress:
         progress(0, len(todo))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        futures = {pool.submit(measure, path, arch, every=every, frequency=frequency, pnr=pnr, synth_max=synth_max,
-                               logs=logs): (path, arch, accuracy, measured, estimated)
+        futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
+                               synth_max=synth_max, logs=logs): (path, arch, accuracy, measured, estimated)
                    for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             path, arch, accuracy, measured, estimated = futures[future]
@@ -358,7 +362,10 @@ def _hardware(argv):
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=["sparse"], help="datapaths (default sparse)")
     parser.add_argument("--inputs", metavar="X.npy", help="test inputs, for the accuracy")
     parser.add_argument("--labels", metavar="Y.npy", help="their labels")
-    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K")
+    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
+                        help=f"adder levels per register stage (default {DEFAULT_EVERY})")
+    parser.add_argument("--relay", type=int, default=0, metavar="N",
+                        help="extra register stages on every layer's inputs (default 0)")
     parser.add_argument("--frequency", type=float, default=150, metavar="MHZ", help="nextpnr target (default 150)")
     parser.add_argument("--no-pnr", action="store_true", help="synthesis only (no fmax)")
     parser.add_argument("--synth-max", type=int, metavar="LUT4",
@@ -371,6 +378,10 @@ def _hardware(argv):
     args = parser.parse_args(argv)
     if (args.inputs is None) != (args.labels is None):
         parser.error("--inputs and --labels: expected both or neither")
+    if args.every < 1:
+        parser.error(f"--every: expected at least 1, found {args.every}")
+    if args.relay < 0:
+        parser.error(f"--relay: expected 0 or more register stages, found {args.relay}")
     if args.jobs < 1:
         parser.error(f"--jobs: expected at least 1, found {args.jobs}")
     if args.synth_max is not None and args.synth_max < 0:
@@ -396,7 +407,7 @@ def _hardware(argv):
         bar.update(done - bar.n)
 
     try:
-        results = sweep(args.models, archs=args.arch, every=args.every, frequency=args.frequency,
+        results = sweep(args.models, archs=args.arch, every=args.every, relay=args.relay, frequency=args.frequency,
                         pnr=not args.no_pnr, synth_max=args.synth_max, jobs=args.jobs, cache=args.cache,
                         logs=output / "logs", x=x, labels=labels, progress=progress)
     finally:

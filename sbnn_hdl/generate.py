@@ -1,4 +1,4 @@
-"""``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--no-scores]``
+"""``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--relay N] [--no-scores]``
 ``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams]``
 
 Generates the hardware of a model: a fully pipelined network core in which only the 1-valued
@@ -66,7 +66,7 @@ def _report(model, core, every, resources, estimate):
         "name": model.name,
         "top": model.name,
         "generator": {"sbnn_hdl": __version__, "amaranth": amaranth_version, "every": every,
-                      "arch": core.arch},
+                      "relay": core.relay, "arch": core.arch},
         "latency": core.latency,
         "throughput": "one sample per clock",
         "clock": {"port": "clk", "edge": "rising"},
@@ -90,9 +90,11 @@ def _report(model, core, every, resources, estimate):
     }
 
 
-def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, arch="sparse", progress=None):
+def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", progress=None):
     """Generate the core of ``model`` with the datapath ``arch`` (``"sparse"``, or the dense
-    ``"xnor"`` baseline; see :class:`~sbnn_hdl.gateware.NetworkCore`); returns a :class:`GeneratedCore`.
+    ``"xnor"`` baseline), ``every`` adder levels per register stage and ``relay`` extra register
+    stages on every layer's inputs (see :class:`~sbnn_hdl.gateware.NetworkCore`); returns a
+    :class:`GeneratedCore`.
 
     Raises :class:`~sbnn_hdl.hwplan.HardwareError` for a model the generator cannot build.
     """
@@ -104,7 +106,7 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, arch="sparse", 
 
     step = progress or (lambda message: None)
     step("planning and building the core")
-    core = NetworkCore(model, every=every, scores=scores, arch=arch)
+    core = NetworkCore(model, every=every, relay=relay, scores=scores, arch=arch)
     step("elaborating and converting to Verilog")
     shared = SharedModules(model.name)
     top = amaranth_rtlil.convert(core, name=model.name, platform=shared, emit_src=False)
@@ -114,14 +116,14 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, scores=True, arch="sparse", 
     return GeneratedCore(text, _report(model, core, every, resources, estimate_ecp5(resources)), core)
 
 
-def estimate_model(model, *, every=DEFAULT_EVERY, arch="sparse"):
+def estimate_model(model, *, every=DEFAULT_EVERY, relay=0, arch="sparse"):
     """The ECP5 estimate (:func:`sbnn_hdl.estimate.estimate_ecp5`) of the core that
     :func:`generate_verilog` would build, from the elaboration alone (no Verilog conversion)."""
     from amaranth.hdl import Fragment
 
     from .estimate import estimate_ecp5
     from .gateware import NetworkCore
-    core = NetworkCore(model, every=every, arch=arch)
+    core = NetworkCore(model, every=every, relay=relay, arch=arch)
     Fragment.get(core, None)  # the elaboration counts what it builds (core.resources())
     return estimate_ecp5(core.resources())
 
@@ -136,7 +138,8 @@ def format_summary(report):
     est = report["estimate_ecp5"]
     return "\n".join([
         f"{report['name']}: latency {report['latency']} cycles (input register, layers, argmax), "
-        f"one sample per clock, register every {report['generator']['every']} adder levels",
+        f"one sample per clock, register every {report['generator']['every']} adder levels"
+        + (f", {report['generator']['relay']} relay stage(s) on each layer's inputs" if report['generator']['relay'] else ""),
         format_table(head, rows),
         f"wired connections {report['connections']['wired']:,} of {report['connections']['model']:,} in the model; "
         f"ECP5 estimate {est['lut4']:,} LUT4, {est['ff']:,} FF",
@@ -167,6 +170,8 @@ def main(argv=None):
                         "with --board)")
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                         help=f"adder levels per register stage (default {DEFAULT_EVERY})")
+    parser.add_argument("--relay", type=int, default=0, metavar="N",
+                        help="extra register stages on every layer's inputs, for a faster clock (default 0)")
     parser.add_argument("--no-scores", action="store_true", help="no scores port, the prediction only")
     parser.add_argument("--arch", choices=ARCHS, default="sparse",
                         help="datapath: sparse (default), or xnor: the dense BNN baseline, for models in the "
@@ -176,10 +181,13 @@ def main(argv=None):
         parser.error("expected --verilog or --board NAME")
     if args.every < 1:
         parser.error(f"--every: expected at least 1, found {args.every}")
+    if args.relay < 0:
+        parser.error(f"--relay: expected 0 or more register stages, found {args.relay}")
     if args.board:
         from .boards.build import build, format_report
         report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
-                       output=args.output or "bitstreams", every=args.every, scores=not args.no_scores,
+                       output=args.output or "bitstreams", every=args.every, relay=args.relay,
+                       scores=not args.no_scores,
                        batch_depth=args.batch_depth, arch=args.arch)
         print(format_report(report))
         return 0
@@ -193,8 +201,8 @@ def main(argv=None):
     def progress(message):
         print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr)
 
-    generated = generate_verilog(model, every=args.every, scores=not args.no_scores, arch=args.arch,
-                                 progress=progress)
+    generated = generate_verilog(model, every=args.every, relay=args.relay, scores=not args.no_scores,
+                                 arch=args.arch, progress=progress)
     os.makedirs(args.output, exist_ok=True)
     verilog_path = os.path.join(args.output, f"{model.name}.v")
     report_path = os.path.join(args.output, f"{model.name}.json")

@@ -11,8 +11,8 @@ from sbnn_hdl.testing.simulate import simulate_core
 from sbnn_hdl.testing.strategies import dense_models
 
 
-def check_core(model, x, *, every=2, idle=0.3, seed=0):
-    core = NetworkCore(model, every=every)
+def check_core(model, x, *, every=2, relay=0, idle=0.3, seed=0):
+    core = NetworkCore(model, every=every, relay=relay)
     predictions, scores, latencies = simulate_core(core, x, rng=np.random.default_rng(seed), idle=idle)
     expected = golden.infer(model, x)
     assert scores == expected.scores.tolist()
@@ -22,10 +22,11 @@ def check_core(model, x, *, every=2, idle=0.3, seed=0):
 
 
 @settings(max_examples=int(__import__("os").environ.get("SBNN_SIM_EXAMPLES", "25")))
-@given(model=dense_models(max_layers=3, max_width=8), every=st.integers(1, 3), seed=st.integers(0, 2**16))
-def test_random_models_match_golden(model, every, seed):
+@given(model=dense_models(max_layers=3, max_width=8), every=st.integers(1, 3), relay=st.sampled_from([0, 0, 1, 2]),
+       seed=st.integers(0, 2**16))
+def test_random_models_match_golden(model, every, relay, seed):
     rng = np.random.default_rng(seed)
-    check_core(model, random_inputs(rng, model.input, 12), every=every, seed=seed)
+    check_core(model, random_inputs(rng, model.input, 12), every=every, relay=relay, seed=seed)
 
 
 @pytest.mark.parametrize("bits", [1, 2, 8, 16])
@@ -48,6 +49,18 @@ def test_one_class_and_one_neuron_layers():
 def test_example_model_back_to_back():
     model = load("examples/digits.sbnn")
     check_core(model, np.load("examples/digits_x.npy")[:60], idle=0.0)
+
+
+def test_relay_stages_add_one_cycle_per_layer_each():
+    model = load("examples/digits.sbnn")
+    plain = NetworkCore(model, every=1)
+    core = check_core(model, np.load("examples/digits_x.npy")[:20], every=1, relay=2, idle=0.0)
+    assert core.latency == plain.latency + 2 * len(model.layers)
+
+
+def test_relay_must_not_be_negative():
+    with pytest.raises(ValueError, match=r"^relay: expected 0 or more register stages, found -1$"):
+        NetworkCore(load("examples/digits.sbnn"), relay=-1)
 
 
 def test_constant_neurons_are_folded_away():

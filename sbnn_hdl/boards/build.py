@@ -196,7 +196,7 @@ def _clocks(pnr):
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=2,
-          scores=True, batch_depth=512, arch="sparse", quiet=False):
+          relay=0, scores=True, batch_depth=512, arch="sparse", quiet=False):
     """Build ``model_path`` for a board; returns the report (a dict). Raises :class:`BuildError`
     (refusals), :class:`TimingError` (timing missed; the report is written first) and
     :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines)."""
@@ -220,7 +220,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
                             f"found {model.outputs}")
     steps = Steps(quiet=quiet)
     steps.begin("generating the core (sbnn_hdl.generate)")
-    generated = generate_verilog(model, every=every, scores=scores, arch=arch)
+    generated = generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch)
     steps.begin("checking the size against the device (resource estimate)")
     estimate = check_fits(model.name, generated, board, device_name, batch_depth)
     info = CoreInfo.from_report(generated.report)
@@ -312,7 +312,8 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
     return {
         "model": model.name, "model_digest": digest.hex(), "board": board.name, "board_title": board.title,
         "device": device_name, "part": dev.part,
-        "generator": {"sbnn_hdl": __version__, "every": every, "scores": scores, "arch": arch},
+        "generator": {"sbnn_hdl": __version__, "every": every, "relay": generated.core.relay, "scores": scores,
+                      "arch": arch},
         "timing": {"met": met, "clock_mhz": round(clock, 4),
                    "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then 97% of the fmax "
                                     "that place and route reached, until timing was met" if automatic

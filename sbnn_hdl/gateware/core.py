@@ -24,6 +24,11 @@ class NetworkCore(wiring.Component):
     every : int
         Adder (and comparison) levels per register stage; smaller is faster and uses more
         flip-flops. Layers are always separated by registers.
+    relay : int
+        Extra register stages on every layer's inputs (default 0). A layer's inputs come from
+        neurons all over the chip; with a relay register the long route from the neuron that
+        computes a bit to the adders that read it has a clock period of its own instead of
+        sharing it with the first adder levels (the critical path after place and route).
     scores : bool
         Also output every class's score.
     arch : str
@@ -49,16 +54,19 @@ class NetworkCore(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``1 + sum(layer.latency for hidden layers) + output_layer.latency + argmax.latency``:
-        the input register, each hidden layer (accumulators, shared products, comparisons),
-        the output layer's scores and the argmax tree.
+        ``1 + relay * layers + sum(layer.latency for hidden layers) + output_layer.latency +
+        argmax.latency``: the input register, the relay stages, each hidden layer (accumulators,
+        shared products, comparisons), the output layer's scores and the argmax tree.
     plan : NetworkPlan
         What the generator built (see :mod:`sbnn_hdl.hwplan`).
     """
 
-    def __init__(self, model, *, every=2, scores=True, arch="sparse"):
+    def __init__(self, model, *, every=2, relay=0, scores=True, arch="sparse"):
+        if relay < 0:
+            raise ValueError(f"relay: expected 0 or more register stages, found {relay}")
         self.model = model
         self.every = every
+        self.relay = relay
         self.arch = arch
         self.plan = plan_network(model, arch=arch)
         self.hidden = [DenseLayer(p, every=every) for p in self.plan.layers[:-1]]
@@ -66,7 +74,8 @@ class NetworkCore(wiring.Component):
         # One comparison (a wide subtraction and a multiplexer) per stage: the argmax is short,
         # and two levels in one stage were the slowest path of the whole core.
         self.argmax = Argmax(self.output.score_width, self.output.classes, every=1)
-        self.latency = 1 + sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
+        self.latency = (1 + relay * (len(self.hidden) + 1) + sum(l.latency for l in self.hidden)
+                        + self.output.latency + self.argmax.latency)
         self.with_scores = scores
         spec = model.input
         ports = {
@@ -101,6 +110,15 @@ class NetworkCore(wiring.Component):
                 values.append(reg)
         return Cat(*values)
 
+    def _relayed(self, m, source, name):
+        """``source`` through :attr:`relay` register stages."""
+        for stage in range(self.relay):
+            reg = Signal(len(source), name=f"{name}_relay{stage + 1}", reset_less=True)
+            m.d.sync += reg.eq(source)
+            self.stats["register_bits"] += len(source)
+            source = reg
+        return source
+
     def resources(self):
         """What the last elaboration built: register bits (flip-flops), adder output bits,
         comparison bits and argmax bits, summed over every component."""
@@ -122,10 +140,10 @@ class NetworkCore(wiring.Component):
         source = self._features(m)
         for n, layer in enumerate(self.hidden):
             m.submodules[f"layer{n}"] = layer
-            m.d.comb += layer.inputs.eq(source)
+            m.d.comb += layer.inputs.eq(self._relayed(m, source, f"layer{n}"))
             source = layer.outputs
         m.submodules.output = self.output
-        m.d.comb += self.output.inputs.eq(source)
+        m.d.comb += self.output.inputs.eq(self._relayed(m, source, "output"))
         m.submodules.argmax = self.argmax
         m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
         if self.with_scores:
