@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from sbnn_hdl import datasets, golden, load  # noqa: E402
 from sbnn_hdl.export import ExportError, fold_hidden, fold_output, verify, Folded  # noqa: E402
 from sbnn_hdl.train import quant  # noqa: E402
-from sbnn_hdl.train.loop import Config, export, train  # noqa: E402
+from sbnn_hdl.train.loop import Config, augment, export, train  # noqa: E402
 from sbnn_hdl.train.nets import parse_arch  # noqa: E402
 
 
@@ -228,6 +228,32 @@ def test_resume_continues_exactly(tmp_path, digits):
         train(Config(**{**config, "seed": 9}), checkpoint=ckpt, resume=True, progress=False, data=digits)
 
 
+def test_augment_shifts_and_flips_whole_images():
+    x = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4, 1) + 1
+    shifted = augment(x, np.random.default_rng(0), shift=1)
+    for image, moved in zip(x[..., 0], shifted[..., 0]):
+        # Some offset in [-1, 1] on each axis maps the image onto the result, zeros moved in.
+        padded = np.pad(image, 1)
+        assert any(np.array_equal(padded[1 + dy:4 + dy, 1 + dx:5 + dx], moved)
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    flipped = augment(x, np.random.default_rng(1), flip=True)
+    assert all(np.array_equal(f, i) or np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, x))
+    many = augment(np.repeat(x[:1], 64, axis=0), np.random.default_rng(2), shift=2, flip=True)
+    assert len({m.tobytes() for m in many}) > 10  # the draws differ from image to image
+    assert augment(x, np.random.default_rng(0)) is x
+
+
+def test_augmented_training_exports_exactly(tmp_path, digits):
+    config = Config(arch="mlp:16", sparsity=0.7, shift=1, flip=True, **TINY)
+    net, data, log = train(config, progress=False, data=digits)
+    model, report = export(net, data, config, log, tmp_path / "a.sbnn")  # raises on any mismatch
+    assert np.mean(golden.infer(load(tmp_path / "a.sbnn"), data.x_test.reshape(len(data.x_test), -1)).predictions
+                   == data.y_test) == \
+        report["accuracy"]
+    straight, *_ = train(Config(arch="mlp:16", sparsity=0.7, **TINY), progress=False, data=digits)
+    assert not torch.equal(net.binary_layers[0].weight, straight.binary_layers[0].weight)
+
+
 # --- command line -----------------------------------------------------------------------------------
 
 def _run(*args):
@@ -257,6 +283,8 @@ def test_train_and_export_cli(tmp_path):
      "sbnn_hdl.train: error: option --planes: expected distinct plane numbers in [0, 4), found [3, 9]"),
     (["sbnn_hdl.train", "--data", "digits", "-o", "nowhere/x.sbnn"],
      "sbnn_hdl.train: error: output 'nowhere/x.sbnn': expected an existing folder '{tmp}/nowhere', found none"),
+    (["sbnn_hdl.train", "--data", "digits", "--shift", "-1", "-o", "x.sbnn"],
+     "sbnn_hdl.train: error: option --shift: expected a number of pixels, 0 or more, found -1"),
     (["sbnn_hdl.export", "missing.ckpt", "-o", "x.sbnn"],
      "sbnn_hdl.export: error: checkpoint 'missing.ckpt': expected a checkpoint file, found no such file"),
 ])

@@ -42,6 +42,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine schedule to 0)")
     parser.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(alpha, alpha); 0 disables it")
+    parser.add_argument("--shift", type=int, default=0, metavar="PIXELS",
+                        help="augmentation: move each training image by up to this many pixels")
+    parser.add_argument("--flip", action="store_true", help="augmentation: mirror half of the training images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it)")
     parser.add_argument("--pad-value", type=int, choices=(0, 1), default=0, help="conv padding bit value")
@@ -62,6 +65,7 @@ def main(argv=None):
     config = Config(data=args.data, arch=args.arch, encoding=args.encoding, planes=args.planes,
                     domain=args.domain, ste=args.ste, sparsity=args.sparsity, gamma=args.gamma,
                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mixup=args.mixup,
+                    shift=args.shift, flip=args.flip,
                     seed=args.seed, threads=args.threads, pad_value=args.pad_value, name=args.name,
                     train_limit=args.train_limit,
                     argv=["python", "-m", "sbnn_hdl.train", *(sys.argv[1:] if argv is None else argv)])

@@ -1,8 +1,8 @@
 """The training loop: Adam with a cosine schedule, the Eq. 18 sparsity regulariser, optional
-mixup, a JSON log per epoch, checkpoints every epoch with exact resume, and the export.
+data augmentation (random shifts and horizontal flips) and mixup, a JSON log per epoch, checkpoints every epoch with exact resume, and the export.
 
 Determinism: the weights are initialised from ``torch.manual_seed(seed)``; epoch ``e`` shuffles
-(and draws mixup) from ``numpy.random.default_rng([seed, e])``; the learning rate and IR-Net's
+(and draws augmentation and mixup) from ``numpy.random.default_rng([seed, e])``; the learning rate and IR-Net's
 ``t`` are functions of the step number. A run resumed from the checkpoint of epoch ``e`` thus
 continues exactly as the uninterrupted run, and the same seed, data and thread count give the
 same model (``torch.use_deterministic_algorithms``).
@@ -29,7 +29,7 @@ from ..stats import binary_entropy
 from .nets import SbnnNet, encode_batch, input_spec, parse_arch
 from .quant import DOMAINS, STES, eq18_lambda, ir_net_t, sparsity_penalty
 
-__all__ = ["TrainError", "Config", "default_gamma", "build_net", "train", "load_net", "export", "export_checkpoint"]
+__all__ = ["TrainError", "Config", "default_gamma", "augment", "build_net", "train", "load_net", "export", "export_checkpoint"]
 
 
 class TrainError(SbnnError):
@@ -59,6 +59,8 @@ class Config:
     batch_size: int = 256
     lr: float = 2e-3
     mixup: float = 0.0           # Beta(alpha, alpha) mixup; 0 disables it
+    shift: int = 0               # random translation of each training image by up to this many pixels
+    flip: bool = False           # random horizontal flips of the training images
     seed: int = 0
     threads: int = 2
     pad_value: int = 0
@@ -88,6 +90,8 @@ class Config:
         if not self.planes or len(set(self.planes)) != len(self.planes) or \
                 any(not 0 <= k < bits for k in self.planes):
             raise bad("planes", f"distinct plane numbers in [0, {bits})", self.planes)
+        if self.shift < 0:
+            raise bad("shift", "a number of pixels, 0 or more", self.shift)
         for key in ("epochs", "batch_size", "threads"):
             if getattr(self, key) < 1:
                 raise bad(key.replace("_", "-"), "a positive number", getattr(self, key))
@@ -95,6 +99,24 @@ class Config:
             self.gamma = default_gamma(self.sparsity)
         if self.name is None:
             self.name = "".join(c if c.isalnum() else "_" for c in f"{self.data}_{self.arch.split(':')[0]}")
+
+
+def augment(x, rng, *, shift=0, flip=False):
+    """Images ``x`` (``[N, H, W, C]``) each moved by a random whole number of pixels in
+    ``[-shift, shift]`` along both axes (the pixels moved in are 0, as the background is) and,
+    with ``flip``, mirrored left to right with probability 1/2. Draws from ``rng`` only what is
+    enabled, so that a run without augmentation draws exactly as before."""
+    if shift:
+        n, h, w = x.shape[:3]
+        padded = np.pad(x, [(0, 0), (shift, shift), (shift, shift)] + [(0, 0)] * (x.ndim - 3))
+        dy, dx = rng.integers(0, 2 * shift + 1, size=(2, n))
+        rows = (dy[:, None] + np.arange(h))[:, :, None]
+        cols = (dx[:, None] + np.arange(w))[:, None, :]
+        x = padded[np.arange(n)[:, None, None], rows, cols]
+    if flip:
+        mirrored = rng.random(len(x)) < 0.5
+        x = np.where(mirrored.reshape(-1, *[1] * (x.ndim - 1)), x[:, :, ::-1], x)
+    return x
 
 
 def build_net(config, data):
@@ -189,7 +211,9 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
                 group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
             net.t = ir_net_t(step / max(total_steps - 1, 1))
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            v, target = encode_batch(net.spec, x[idx], net.conv_first), torch.from_numpy(y[idx])
+            images = augment(x[idx], rng, shift=config.shift, flip=config.flip) if config.shift or config.flip \
+                else x[idx]
+            v, target = encode_batch(net.spec, images, net.conv_first), torch.from_numpy(y[idx])
             if config.mixup > 0:
                 lam = float(rng.beta(config.mixup, config.mixup))
                 perm = torch.from_numpy(rng.permutation(len(idx)))
