@@ -38,6 +38,13 @@ def forced(how):
     return Forced
 
 
+def built(kind, input_max, n, every):
+    """What ``kind``'s sum of ``n`` inputs builds (adders, bits, registers), from a dry run."""
+    dry = Pipeline(None, every, "dry")
+    kind._build(dry, [dry.input(None, 0, input_max)] * n, [1] * n)
+    return dry.stats
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fan-in", type=int, nargs="+", default=[26, 100, 400])
@@ -51,11 +58,9 @@ def main():
         for name, kind in ways:
             acc = kind([args.input_max] * n, every=args.every)
             cells = synth_ecp5(verilog.convert(acc, name="popcount"), "popcount")
-            if len(ways) > 1:
-                dry = Pipeline(None, args.every, "dry")
-                auto = SparseAccumulator._build(dry, [dry.input(None, 0, args.input_max)] * n, [1] * n)
-                chosen = "word" if dry.stats["adders"] == n - 1 else "plane"
-                name += " (auto)" if name == chosen else ""
+            if len(ways) > 1 and built(SparseAccumulator, args.input_max, n, args.every) == \
+                    built(kind, args.input_max, n, args.every):
+                name += " (auto)"  # the way the generator takes
             print(f"{name:>8} {n:>6} {cells.get('LUT4', 0):>6,} {cells.get('CCU2C', 0):>6,} "
                   f"{cells['lut4_equivalent']:>8,} {cells['lut4_equivalent'] / n:>9.2f} "
                   f"{cells.get('TRELLIS_FF', 0):>6,} {acc.latency:>7}", flush=True)

@@ -1,9 +1,10 @@
 """The training loop: Adam with a cosine schedule, the Eq. 18 sparsity regulariser, optional
-data augmentation (random shifts and horizontal flips) and mixup, a JSON log per epoch, checkpoints every epoch with exact resume, and the export.
+data augmentation (random shifts and horizontal flips) and mixup, a JSON log per epoch,
+checkpoints every epoch with exact resume, and the export.
 
 Determinism: the weights are initialised from ``torch.manual_seed(seed)``; epoch ``e`` shuffles
-(and draws augmentation and mixup) from ``numpy.random.default_rng([seed, e])``; the learning rate and IR-Net's
-``t`` are functions of the step number. A run resumed from the checkpoint of epoch ``e`` thus
+(and draws augmentation and mixup) from ``numpy.random.default_rng([seed, e])``; the learning
+rate and IR-Net's ``t`` are functions of the step number. A run resumed from the checkpoint of epoch ``e`` thus
 continues exactly as the uninterrupted run, and the same seed, data and thread count give the
 same model (``torch.use_deterministic_algorithms``).
 """
@@ -29,7 +30,8 @@ from ..stats import binary_entropy
 from .nets import SbnnNet, encode_batch, input_spec, parse_arch
 from .quant import DOMAINS, STES, eq18_lambda, ir_net_t, sparsity_penalty
 
-__all__ = ["TrainError", "Config", "default_gamma", "augment", "build_net", "train", "load_net", "export", "export_checkpoint"]
+__all__ = ["TrainError", "Config", "default_gamma", "augment", "build_net", "train", "load_net", "export",
+           "export_checkpoint"]
 
 
 class TrainError(SbnnError):
@@ -211,8 +213,7 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
                 group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
             net.t = ir_net_t(step / max(total_steps - 1, 1))
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            images = augment(x[idx], rng, shift=config.shift, flip=config.flip) if config.shift or config.flip \
-                else x[idx]
+            images = augment(x[idx], rng, shift=config.shift, flip=config.flip)
             v, target = encode_batch(net.spec, images, net.conv_first), torch.from_numpy(y[idx])
             if config.mixup > 0:
                 lam = float(rng.beta(config.mixup, config.mixup))
