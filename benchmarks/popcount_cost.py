@@ -26,14 +26,9 @@ def forced(how):
     build = {"word": SparseAccumulator._by_word, "plane": SparseAccumulator._by_plane}[how]
 
     class Forced(SparseAccumulator):
-        @staticmethod
-        def _build(pipe, inputs, counts):
+        @classmethod
+        def _build(cls, pipe, inputs, counts):
             return pipe.finish(build(pipe, inputs, counts))
-
-        @staticmethod
-        def latency_for(input_max, counts, *, every):
-            dry = Pipeline(None, every, "dry")
-            return Forced._build(dry, [dry.input(None, 0, v) for v in input_max], counts).stage or 0
 
     return Forced
 

@@ -9,7 +9,8 @@ on any difference.
 Modes: ``bulk`` (default) reads the vectors inside the simulator, no Python per cycle;
 ``cocotb`` runs the cocotb testbench of ``sim/`` (driver with random idle cycles, monitor,
 scoreboard) and also checks each output's latency. ``--netlist ecp5`` simulates the core after
-``synth_ecp5`` with Yosys's ECP5 cell models instead of the RTL. Builds are cached by content
+``synth_ecp5`` with Yosys's ECP5 cell models instead of the RTL. ``--every``, ``--relay`` and ``--arch``
+choose the core as ``generate`` does. Builds are cached by content
 (``$SBNN_SIM_CACHE``, default ``~/.cache/sbnn-hdl``): a second run of the same core starts at once.
 """
 
@@ -22,7 +23,7 @@ from . import golden, modelfile
 from ._cli import command, load_array, parser_for
 from ._files import save_npy
 from .generate import DEFAULT_EVERY, generate_verilog
-from .hwplan import check_supported
+from .hwplan import ARCHS, check_supported, check_xnor
 from .simulators import SIMULATORS
 
 __all__ = ["main", "simulate", "format_mismatch"]
@@ -30,10 +31,12 @@ __all__ = ["main", "simulate", "format_mismatch"]
 EXIT_MISMATCH = 1
 
 
-def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, every=DEFAULT_EVERY, waves=None,
-             idle=0.25, seed=0, cache=None, progress=None):
+def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, every=DEFAULT_EVERY, relay=0,
+             arch="sparse", waves=None, idle=0.25, seed=0, cache=None, progress=None):
     """Run ``x`` through the hardware of ``model`` in an RTL simulator; return
     ``(predictions, scores)`` as ``int64`` arrays.
+
+    ``every``, ``relay`` and ``arch`` choose the core as in :func:`~sbnn_hdl.generate.generate_verilog`.
 
     ``progress(stage, done, total)`` is told of each stage (``generate``, ``synthesise``,
     ``build``, ``simulate``). Raises :class:`~sbnn_hdl.synth.ToolError` when a tool is missing or
@@ -42,7 +45,7 @@ def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, ever
     """
     progress = progress or (lambda stage, done, total: None)
     progress("generate", 0, 1)
-    generated = generate_verilog(model, every=every)
+    generated = generate_verilog(model, every=every, relay=relay, arch=arch)
     progress("generate", 1, 1)
     if mode == "cocotb":
         from .cocotb_run import run_cocotb
@@ -135,6 +138,10 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true", help="compare with the golden model; exit 1 on a difference")
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                         help=f"adder levels per register stage (default {DEFAULT_EVERY})")
+    parser.add_argument("--relay", type=int, default=0, metavar="N",
+                        help="extra register stages on every layer's inputs (default 0)")
+    parser.add_argument("--arch", choices=ARCHS, default="sparse",
+                        help="datapath: sparse (default), or xnor: the dense BNN baseline")
     parser.add_argument("--idle", type=float, default=0.25, metavar="P",
                         help="cocotb mode: probability of an idle cycle before each sample (default 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="cocotb mode: seed of the idle pattern")
@@ -144,17 +151,21 @@ def main(argv=None):
         parser.error("--netlist and --waves: expected the bulk mode, found --mode cocotb")
     if args.every < 1:
         parser.error(f"--every: expected at least 1, found {args.every}")
+    if args.relay < 0:
+        parser.error(f"--relay: expected 0 or more register stages, found {args.relay}")
     if not 0 <= args.idle < 1:
         parser.error(f"--idle: expected a probability in [0, 1), found {args.idle}")
 
     model = modelfile.load(args.model)
     check_supported(model)
+    if args.arch == "xnor":
+        check_xnor(model)
     x = golden.check_inputs(model, load_array(args.inputs, "inputs"), where=f"inputs file {args.inputs!r}")
     progress = _Progress(not args.quiet)
     started = time.perf_counter()
     try:
         predictions, scores = simulate(model, x, simulator=args.sim, mode=args.mode, netlist=args.netlist,
-                                       every=args.every, waves=args.waves, idle=args.idle, seed=args.seed,
+                                       every=args.every, relay=args.relay, arch=args.arch, waves=args.waves, idle=args.idle, seed=args.seed,
                                        progress=progress)
     finally:
         progress.close()

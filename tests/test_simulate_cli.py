@@ -80,6 +80,23 @@ def test_cocotb_mode(tmp_path, capsys):
     assert "through the RTL (icarus, cocotb)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("arch, relay", [("sparse", 2), ("xnor", 1)])
+def test_relay_and_xnor_cores(arch, relay, tmp_path, capsys):
+    """The variants of ``generate`` (relay stages, the dense baseline) checked end to end: the
+    simulator's outputs against the golden model, and the report naming the core's latency."""
+    model = random_model(np.random.default_rng(31), shape=(14,), bits=1, symmetric=arch == "xnor")
+    save(model, tmp_path / "m.sbnn")
+    x = random_inputs(np.random.default_rng(32), model.input, 200)
+    np.save(tmp_path / "x.npy", x)
+    assert simulate_cli.main([str(tmp_path / "m.sbnn"), "--inputs", str(tmp_path / "x.npy"), "--out",
+                              str(tmp_path / "y.npy"), "--scores", str(tmp_path / "s.npy"), "--arch", arch,
+                              "--relay", str(relay), "--sim", "icarus", "--check", "--quiet"]) == 0
+    assert "bit-exact against the golden model" in capsys.readouterr().out
+    expected = golden.infer(model, x)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected.predictions)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), expected.scores)
+
+
 def test_user_errors(tmp_path, capsys, monkeypatch):
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.uint8))
     out = str(tmp_path / "y.npy")
@@ -93,6 +110,14 @@ def test_user_errors(tmp_path, capsys, monkeypatch):
                            "--netlist", "ecp5"])
     assert exit.value.code == 2
     assert "--netlist and --waves: expected the bulk mode, found --mode cocotb" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        simulate_cli.main([EXAMPLE, "--inputs", "examples/digits_x.npy", "--out", out, "--relay", "-1"])
+    assert exit.value.code == 2
+    assert "--relay: expected 0 or more register stages, found -1" in capsys.readouterr().err
+    assert simulate_cli.main([EXAMPLE, "--inputs", "examples/digits_x.npy", "--out", out, "--arch", "xnor"]) == 2
+    assert capsys.readouterr().err == ("sbnn_hdl.simulate: error: input: expected binary first-layer inputs for "
+                                       "--arch xnor (bitplanes encoding, or one plane), found 4-bit integer encoding "
+                                       "of planes 3,2\n")
     monkeypatch.setenv("PATH", str(tmp_path))  # no simulator anywhere
     assert simulate_cli.main([EXAMPLE, "--inputs", "examples/digits_x.npy", "--out", out, "--sim", "icarus",
                               "--quiet"]) == 2

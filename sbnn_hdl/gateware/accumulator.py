@@ -66,23 +66,23 @@ class SparseAccumulator(wiring.Component):
             "sum": Out(shape_for(0, self.max_value)),
         })
 
-    @staticmethod
-    def latency_for(input_max, counts, *, every):
+    @classmethod
+    def latency_for(cls, input_max, counts, *, every):
         """The natural latency of an accumulator with these parameters (without building one)."""
         dry = Pipeline(None, every, "dry")
-        return SparseAccumulator._build(dry, [dry.input(None, 0, v) for v in input_max], counts).stage or 0
+        return cls._build(dry, [dry.input(None, 0, v) for v in input_max], counts).stage or 0
 
-    @staticmethod
-    def _build(pipe, inputs, counts):
+    @classmethod
+    def _build(cls, pipe, inputs, counts):
         """The registered sum: of bits, a popcount; of multi-bit inputs, whichever of
         :meth:`_by_word` and :meth:`_by_plane` builds fewer adder bits (then fewer levels)."""
-        build = SparseAccumulator._by_word
+        build = cls._by_word
         if any(x.hi > 1 for x in inputs):
             def cost(build):
                 dry = Pipeline(None, pipe.every, "dry")
                 result = build(dry, [dry.input(None, x.lo, x.hi, x.stage) for x in inputs], counts)
                 return dry.stats["adder_bits"], result.stage or 0
-            build = min((SparseAccumulator._by_word, SparseAccumulator._by_plane), key=cost)
+            build = min((cls._by_word, cls._by_plane), key=cost)
         return pipe.finish(build(pipe, inputs, counts))
 
     @staticmethod
