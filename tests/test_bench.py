@@ -120,3 +120,25 @@ def test_cache_key_ignores_comments_and_docstrings(tmp_path):
     assert code('"""Other words."""\n\ndef f(x):\n    """More."""\n    # a comment\n    return x + 1\n') == original
     assert code('"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x + 2  # why\n') != original
     assert code('def f(x):\n    """Only a docstring."""\n') == code('def f(x):\n    pass\n')
+
+
+def test_device_option_places_on_that_part(tmp_path, capsys):
+    """``--device 45F``: place and route on the LFE5U-45F, recorded in the result and the cache key
+    (a result measured on the 85F does not answer for another part)."""
+    rng = np.random.default_rng(2)
+    model = random_model(rng, shape=(16,), bits=1, density=0.3, edge_cases=False, shared_ratio=True,
+                         name="tiny", layers=(LayerPlan("dense", 6), LayerPlan("dense", 3)))
+    save(model, tmp_path / "tiny.sbnn")
+    argv = ["hardware", str(tmp_path / "tiny.sbnn"), "--device", "45F", "--cache", str(tmp_path / "cache"),
+            "-o", str(tmp_path / "out"), "--quiet", "--jobs", "1"]
+    assert bench.main(argv) == 0
+    [result] = json.loads((tmp_path / "out" / "hardware.json").read_text())["results"]
+    assert result["device"] == "45F" and result["fmax_mhz"] > 0 and result["fits"]["45F"]
+    log = (tmp_path / "out" / "logs" / "tiny-sparse.nextpnr.log").read_text()
+    assert f"TRELLIS_COMB: {result['pnr_lut4']:>7}/  43848" in log  # the 45F's capacity, as nextpnr counts it
+    data = (tmp_path / "tiny.sbnn").read_bytes()
+    assert bench._key(data, "sparse", 2, 150, True, 0, "45F") != bench._key(data, "sparse", 2, 150, True)
+    with pytest.raises(SystemExit) as error:
+        bench.main(["hardware", str(tmp_path / "tiny.sbnn"), "--device", "40F"])
+    assert error.value.code == 2
+    assert "--device: invalid choice: '40F'" in capsys.readouterr().err
