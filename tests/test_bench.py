@@ -123,21 +123,27 @@ def test_cache_key_ignores_comments_and_docstrings(tmp_path):
 
 
 def test_device_option_places_on_that_part(tmp_path, capsys):
-    """``--device 45F``: place and route on the LFE5U-45F, recorded in the result and the cache key
-    (a result measured on the 85F does not answer for another part)."""
+    """``--device 45F --router router2``: place and route on the LFE5U-45F with nextpnr's router2,
+    both recorded in the result and the cache key (a result measured on the 85F, or with another
+    router, does not answer for this one)."""
     rng = np.random.default_rng(2)
     model = random_model(rng, shape=(16,), bits=1, density=0.3, edge_cases=False, shared_ratio=True,
                          name="tiny", layers=(LayerPlan("dense", 6), LayerPlan("dense", 3)))
     save(model, tmp_path / "tiny.sbnn")
-    argv = ["hardware", str(tmp_path / "tiny.sbnn"), "--device", "45F", "--cache", str(tmp_path / "cache"),
+    argv = ["hardware", str(tmp_path / "tiny.sbnn"), "--device", "45F", "--router", "router2", "--cache", str(tmp_path / "cache"),
             "-o", str(tmp_path / "out"), "--quiet", "--jobs", "1"]
     assert bench.main(argv) == 0
     [result] = json.loads((tmp_path / "out" / "hardware.json").read_text())["results"]
-    assert result["device"] == "45F" and result["fmax_mhz"] > 0 and result["fits"]["45F"]
+    assert (result["device"], result["router"]) == ("45F", "router2")
+    assert result["fmax_mhz"] > 0 and result["fits"]["45F"]
     log = (tmp_path / "out" / "logs" / "tiny-sparse.nextpnr.log").read_text()
     assert f"TRELLIS_COMB: {result['pnr_lut4']:>7}/  43848" in log  # the 45F's capacity, as nextpnr counts it
     data = (tmp_path / "tiny.sbnn").read_bytes()
-    assert bench._key(data, "sparse", 2, 150, True, 0, "45F") != bench._key(data, "sparse", 2, 150, True)
+    assert "Router2 time" in log
+    keys = {bench._key(data, "sparse", 2, 150, True), bench._key(data, "sparse", 2, 150, True, 0, "45F"),
+            bench._key(data, "sparse", 2, 150, True, 0, "45F", "router2")}
+    assert len(keys) == 3 and [p.stem for p in (tmp_path / "cache").iterdir()] == [
+        bench._key(data, "sparse", 2, 150, True, 0, "45F", "router2")]
     with pytest.raises(SystemExit) as error:
         bench.main(["hardware", str(tmp_path / "tiny.sbnn"), "--device", "40F"])
     assert error.value.code == 2
