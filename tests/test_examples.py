@@ -12,6 +12,8 @@ from sbnn_hdl import golden, load
      {"dataset": "fashion-mnist", "domain": "learned", "target_sparsity": 0.95, "test_accuracy": 0.841}),
     ("examples/fmnist_i2_s95.sbnn", "examples/fmnist_x.npy", "examples/fmnist_y.npy", 877,
      {"dataset": "fashion-mnist", "domain": "learned", "target_sparsity": 0.95, "test_accuracy": 0.858}),
+    ("examples/fmnist_i3_128_s955_seed1.sbnn", "examples/fmnist_x.npy", "examples/fmnist_y.npy", 859,
+     {"dataset": "fashion-mnist", "domain": "learned", "target_sparsity": 0.955, "test_accuracy": 0.8534}),
     ("examples/digits.sbnn", "examples/digits_x.npy", "examples/digits_y.npy", 336,
      {"dataset": "digits", "domain": "learned", "target_sparsity": 0.75, "test_accuracy": 0.933333}),
 ])
