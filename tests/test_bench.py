@@ -130,16 +130,16 @@ def test_device_option_places_on_that_part(tmp_path, capsys):
     model = random_model(rng, shape=(16,), bits=1, density=0.3, edge_cases=False, shared_ratio=True,
                          name="tiny", layers=(LayerPlan("dense", 6), LayerPlan("dense", 3)))
     save(model, tmp_path / "tiny.sbnn")
-    argv = ["hardware", str(tmp_path / "tiny.sbnn"), "--device", "45F", "--router", "router2", "--cache", str(tmp_path / "cache"),
-            "-o", str(tmp_path / "out"), "--quiet", "--jobs", "1"]
+    argv = ["hardware", str(tmp_path / "tiny.sbnn"), "--device", "45F", "--router", "router2",
+            "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out"), "--quiet", "--jobs", "1"]
     assert bench.main(argv) == 0
     [result] = json.loads((tmp_path / "out" / "hardware.json").read_text())["results"]
     assert (result["device"], result["router"]) == ("45F", "router2")
     assert result["fmax_mhz"] > 0 and result["fits"]["45F"]
     log = (tmp_path / "out" / "logs" / "tiny-sparse.nextpnr.log").read_text()
     assert f"TRELLIS_COMB: {result['pnr_lut4']:>7}/  43848" in log  # the 45F's capacity, as nextpnr counts it
-    data = (tmp_path / "tiny.sbnn").read_bytes()
     assert "Router2 time" in log
+    data = (tmp_path / "tiny.sbnn").read_bytes()
     keys = {bench._key(data, "sparse", 2, 150, True), bench._key(data, "sparse", 2, 150, True, 0, "45F"),
             bench._key(data, "sparse", 2, 150, True, 0, "45F", "router2")}
     assert len(keys) == 3 and [p.stem for p in (tmp_path / "cache").iterdir()] == [
