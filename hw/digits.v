@@ -20,7 +20,7 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg \$21 ;
   reg \$22 ;
   reg \$23 ;
-  reg \$24 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
@@ -90,13 +90,12 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
-  wire \$88 ;
   reg \$9 ;
   input clk;
   wire clk;
   wire [3:0] index;
   wire [127:0] inputs;
-  wire [63:0] \inputs$101 ;
+  wire [63:0] \inputs$100 ;
   output out_valid;
   reg out_valid = 1'h0;
   wire [63:0] outputs;
@@ -108,17 +107,17 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   wire [255:0] sample;
   output [119:0] scores;
   reg [119:0] scores = 120'h000000000000000000000000000000;
-  wire [119:0] \scores$103 ;
-  wire [11:0] \scores$103[0] ;
-  wire [11:0] \scores$103[1] ;
-  wire [11:0] \scores$103[2] ;
-  wire [11:0] \scores$103[3] ;
-  wire [11:0] \scores$103[4] ;
-  wire [11:0] \scores$103[5] ;
-  wire [11:0] \scores$103[6] ;
-  wire [11:0] \scores$103[7] ;
-  wire [11:0] \scores$103[8] ;
-  wire [11:0] \scores$103[9] ;
+  wire [119:0] \scores$102 ;
+  wire [11:0] \scores$102[0] ;
+  wire [11:0] \scores$102[1] ;
+  wire [11:0] \scores$102[2] ;
+  wire [11:0] \scores$102[3] ;
+  wire [11:0] \scores$102[4] ;
+  wire [11:0] \scores$102[5] ;
+  wire [11:0] \scores$102[6] ;
+  wire [11:0] \scores$102[7] ;
+  wire [11:0] \scores$102[8] ;
+  wire [11:0] \scores$102[9] ;
   wire [119:0] \scores$72 ;
   wire [11:0] \scores$72[0] ;
   wire [11:0] \scores$72[1] ;
@@ -162,9 +161,8 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg valid_d20 = 1'h0;
   reg valid_d21 = 1'h0;
   reg valid_d22 = 1'h0;
-  reg valid_d23 = 1'h0;
   (* init = 1'h0 *)
-  wire valid_d24;
+  wire valid_d23;
   reg valid_d3 = 1'h0;
   reg valid_d4 = 1'h0;
   reg valid_d5 = 1'h0;
@@ -236,8 +234,6 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   reg [1:0] x7_p3_2 = 2'h0;
   reg [1:0] x8_p3_2 = 2'h0;
   reg [1:0] x9_p3_2 = 2'h0;
-  always @(posedge clk)
-    x11_p3_2 <= { sample[46], sample[47] };
   always @(posedge clk)
     x12_p3_2 <= { sample[50], sample[51] };
   always @(posedge clk)
@@ -395,9 +391,7 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   always @(posedge clk)
     valid_d22 <= \$22 ;
   always @(posedge clk)
-    valid_d23 <= \$23 ;
-  always @(posedge clk)
-    out_valid <= \$24 ;
+    out_valid <= \$23 ;
   always @(posedge clk)
     x0_p3_2 <= { sample[2], sample[3] };
   always @(posedge clk)
@@ -420,6 +414,8 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
     x9_p3_2 <= { sample[38], sample[39] };
   always @(posedge clk)
     x10_p3_2 <= { sample[42], sample[43] };
+  always @(posedge clk)
+    x11_p3_2 <= { sample[46], sample[47] };
   \digits.argmax  argmax (
     .arg4_0(prediction),
     .clk(clk),
@@ -428,202 +424,202 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   );
   \digits.layer0  layer0 (
     .clk(clk),
-    .fire(\$25 ),
-    .\fire$392 (\$26 ),
-    .\fire$393 (\$27 ),
-    .\fire$394 (\$28 ),
-    .\fire$395 (\$29 ),
-    .\fire$396 (\$30 ),
-    .\fire$397 (\$31 ),
-    .\fire$398 (\$32 ),
-    .\fire$399 (\$33 ),
-    .\fire$400 (\$34 ),
-    .\fire$401 (\$35 ),
-    .\fire$402 (\$36 ),
-    .\fire$403 (\$37 ),
-    .\fire$404 (\$38 ),
-    .\fire$405 (\$39 ),
-    .\fire$406 (\$40 ),
-    .\fire$407 (\$41 ),
-    .\fire$408 (\$42 ),
-    .\fire$409 (\$43 ),
-    .\fire$410 (\$44 ),
-    .\fire$411 (\$45 ),
-    .\fire$412 (\$46 ),
-    .\fire$413 (\$47 ),
-    .\fire$414 (\$48 ),
-    .\fire$415 (\$49 ),
-    .\fire$416 (\$50 ),
-    .\fire$417 (\$51 ),
-    .\fire$418 (\$52 ),
-    .\fire$419 (\$53 ),
-    .\fire$420 (\$54 ),
-    .\fire$421 (\$55 ),
-    .\fire$422 (\$56 ),
-    .\fire$423 (\$57 ),
-    .\fire$424 (\$58 ),
-    .\fire$425 (\$59 ),
-    .\fire$426 (\$60 ),
-    .\fire$427 (\$61 ),
-    .\fire$428 (\$62 ),
-    .\fire$429 (\$63 ),
-    .\fire$430 (\$64 ),
-    .\fire$431 (\$65 ),
-    .\fire$432 (\$66 ),
-    .\fire$433 (\$67 ),
-    .\fire$434 (\$68 ),
-    .\fire$435 (\$69 ),
-    .\fire$436 (\$70 ),
-    .\fire$437 (\$71 ),
-    .\fire$438 (\$72 ),
-    .\fire$439 (\$73 ),
-    .\fire$440 (\$74 ),
-    .\fire$441 (\$75 ),
-    .\fire$442 (\$76 ),
-    .\fire$443 (\$77 ),
-    .\fire$444 (\$78 ),
-    .\fire$445 (\$79 ),
-    .\fire$446 (\$80 ),
-    .\fire$447 (\$81 ),
-    .\fire$448 (\$82 ),
-    .\fire$449 (\$83 ),
-    .\fire$450 (\$84 ),
-    .\fire$451 (\$85 ),
-    .\fire$452 (\$86 ),
-    .\fire$453 (\$87 ),
-    .\fire$454 (\$88 ),
-    .\port$477$0 (x0_p3_2),
-    .\port$478$0 (x1_p3_2),
-    .\port$479$0 (x2_p3_2),
-    .\port$480$0 (x3_p3_2),
-    .\port$481$0 (x4_p3_2),
-    .\port$482$0 (x5_p3_2),
-    .\port$483$0 (x6_p3_2),
-    .\port$484$0 (x7_p3_2),
-    .\port$485$0 (x8_p3_2),
-    .\port$486$0 (x9_p3_2),
-    .\port$487$0 (x10_p3_2),
-    .\port$488$0 (x11_p3_2),
-    .\port$489$0 (x12_p3_2),
-    .\port$490$0 (x13_p3_2),
-    .\port$491$0 (x14_p3_2),
-    .\port$492$0 (x15_p3_2),
-    .\port$493$0 (x16_p3_2),
-    .\port$494$0 (x17_p3_2),
-    .\port$495$0 (x18_p3_2),
-    .\port$496$0 (x19_p3_2),
-    .\port$497$0 (x20_p3_2),
-    .\port$498$0 (x21_p3_2),
-    .\port$499$0 (x22_p3_2),
-    .\port$500$0 (x23_p3_2),
-    .\port$501$0 (x24_p3_2),
-    .\port$502$0 (x25_p3_2),
-    .\port$503$0 (x26_p3_2),
-    .\port$504$0 (x27_p3_2),
-    .\port$505$0 (x28_p3_2),
-    .\port$506$0 (x29_p3_2),
-    .\port$507$0 (x30_p3_2),
-    .\port$508$0 (x31_p3_2),
-    .\port$509$0 (x32_p3_2),
-    .\port$510$0 (x33_p3_2),
-    .\port$511$0 (x34_p3_2),
-    .\port$512$0 (x35_p3_2),
-    .\port$513$0 (x36_p3_2),
-    .\port$514$0 (x37_p3_2),
-    .\port$515$0 (x38_p3_2),
-    .\port$516$0 (x39_p3_2),
-    .\port$517$0 (x40_p3_2),
-    .\port$518$0 (x41_p3_2),
-    .\port$519$0 (x42_p3_2),
-    .\port$520$0 (x43_p3_2),
-    .\port$521$0 (x44_p3_2),
-    .\port$522$0 (x45_p3_2),
-    .\port$523$0 (x46_p3_2),
-    .\port$524$0 (x47_p3_2),
-    .\port$525$0 (x48_p3_2),
-    .\port$526$0 (x49_p3_2),
-    .\port$527$0 (x50_p3_2),
-    .\port$528$0 (x51_p3_2),
-    .\port$529$0 (x52_p3_2),
-    .\port$530$0 (x53_p3_2),
-    .\port$531$0 (x54_p3_2),
-    .\port$532$0 (x55_p3_2),
-    .\port$533$0 (x56_p3_2),
-    .\port$534$0 (x57_p3_2),
-    .\port$535$0 (x58_p3_2),
-    .\port$536$0 (x59_p3_2),
-    .\port$537$0 (x60_p3_2),
-    .\port$538$0 (x61_p3_2),
-    .\port$539$0 (x62_p3_2),
-    .\port$540$0 (x63_p3_2),
+    .fire(\$24 ),
+    .\fire$385 (\$25 ),
+    .\fire$386 (\$26 ),
+    .\fire$387 (\$27 ),
+    .\fire$388 (\$28 ),
+    .\fire$389 (\$29 ),
+    .\fire$390 (\$30 ),
+    .\fire$391 (\$31 ),
+    .\fire$392 (\$32 ),
+    .\fire$393 (\$33 ),
+    .\fire$394 (\$34 ),
+    .\fire$395 (\$35 ),
+    .\fire$396 (\$36 ),
+    .\fire$397 (\$37 ),
+    .\fire$398 (\$38 ),
+    .\fire$399 (\$39 ),
+    .\fire$400 (\$40 ),
+    .\fire$401 (\$41 ),
+    .\fire$402 (\$42 ),
+    .\fire$403 (\$43 ),
+    .\fire$404 (\$44 ),
+    .\fire$405 (\$45 ),
+    .\fire$406 (\$46 ),
+    .\fire$407 (\$47 ),
+    .\fire$408 (\$48 ),
+    .\fire$409 (\$49 ),
+    .\fire$410 (\$50 ),
+    .\fire$411 (\$51 ),
+    .\fire$412 (\$52 ),
+    .\fire$413 (\$53 ),
+    .\fire$414 (\$54 ),
+    .\fire$415 (\$55 ),
+    .\fire$416 (\$56 ),
+    .\fire$417 (\$57 ),
+    .\fire$418 (\$58 ),
+    .\fire$419 (\$59 ),
+    .\fire$420 (\$60 ),
+    .\fire$421 (\$61 ),
+    .\fire$422 (\$62 ),
+    .\fire$423 (\$63 ),
+    .\fire$424 (\$64 ),
+    .\fire$425 (\$65 ),
+    .\fire$426 (\$66 ),
+    .\fire$427 (\$67 ),
+    .\fire$428 (\$68 ),
+    .\fire$429 (\$69 ),
+    .\fire$430 (\$70 ),
+    .\fire$431 (\$71 ),
+    .\fire$432 (\$72 ),
+    .\fire$433 (\$73 ),
+    .\fire$434 (\$74 ),
+    .\fire$435 (\$75 ),
+    .\fire$436 (\$76 ),
+    .\fire$437 (\$77 ),
+    .\fire$438 (\$78 ),
+    .\fire$439 (\$79 ),
+    .\fire$440 (\$80 ),
+    .\fire$441 (\$81 ),
+    .\fire$442 (\$82 ),
+    .\fire$443 (\$83 ),
+    .\fire$444 (\$84 ),
+    .\fire$445 (\$85 ),
+    .\fire$446 (\$86 ),
+    .\fire$447 (\$87 ),
+    .\port$460$0 (x0_p3_2),
+    .\port$461$0 (x1_p3_2),
+    .\port$462$0 (x2_p3_2),
+    .\port$463$0 (x3_p3_2),
+    .\port$464$0 (x4_p3_2),
+    .\port$465$0 (x5_p3_2),
+    .\port$466$0 (x6_p3_2),
+    .\port$467$0 (x7_p3_2),
+    .\port$468$0 (x8_p3_2),
+    .\port$469$0 (x9_p3_2),
+    .\port$470$0 (x10_p3_2),
+    .\port$471$0 (x11_p3_2),
+    .\port$472$0 (x12_p3_2),
+    .\port$473$0 (x13_p3_2),
+    .\port$474$0 (x14_p3_2),
+    .\port$475$0 (x15_p3_2),
+    .\port$476$0 (x16_p3_2),
+    .\port$477$0 (x17_p3_2),
+    .\port$478$0 (x18_p3_2),
+    .\port$479$0 (x19_p3_2),
+    .\port$480$0 (x20_p3_2),
+    .\port$481$0 (x21_p3_2),
+    .\port$482$0 (x22_p3_2),
+    .\port$483$0 (x23_p3_2),
+    .\port$484$0 (x24_p3_2),
+    .\port$485$0 (x25_p3_2),
+    .\port$486$0 (x26_p3_2),
+    .\port$487$0 (x27_p3_2),
+    .\port$488$0 (x28_p3_2),
+    .\port$489$0 (x29_p3_2),
+    .\port$490$0 (x30_p3_2),
+    .\port$491$0 (x31_p3_2),
+    .\port$492$0 (x32_p3_2),
+    .\port$493$0 (x33_p3_2),
+    .\port$494$0 (x34_p3_2),
+    .\port$495$0 (x35_p3_2),
+    .\port$496$0 (x36_p3_2),
+    .\port$497$0 (x37_p3_2),
+    .\port$498$0 (x38_p3_2),
+    .\port$499$0 (x39_p3_2),
+    .\port$500$0 (x40_p3_2),
+    .\port$501$0 (x41_p3_2),
+    .\port$502$0 (x42_p3_2),
+    .\port$503$0 (x43_p3_2),
+    .\port$504$0 (x44_p3_2),
+    .\port$505$0 (x45_p3_2),
+    .\port$506$0 (x46_p3_2),
+    .\port$507$0 (x47_p3_2),
+    .\port$508$0 (x48_p3_2),
+    .\port$509$0 (x49_p3_2),
+    .\port$510$0 (x50_p3_2),
+    .\port$511$0 (x51_p3_2),
+    .\port$512$0 (x52_p3_2),
+    .\port$513$0 (x53_p3_2),
+    .\port$514$0 (x54_p3_2),
+    .\port$515$0 (x55_p3_2),
+    .\port$516$0 (x56_p3_2),
+    .\port$517$0 (x57_p3_2),
+    .\port$518$0 (x58_p3_2),
+    .\port$519$0 (x59_p3_2),
+    .\port$520$0 (x60_p3_2),
+    .\port$521$0 (x61_p3_2),
+    .\port$522$0 (x62_p3_2),
+    .\port$523$0 (x63_p3_2),
     .rst(rst)
   );
   \digits.output  \output  (
     .clk(clk),
-    .\port$1199$0 (\$25 ),
-    .\port$1201$0 (\$26 ),
-    .\port$1203$0 (\$27 ),
-    .\port$1205$0 (\$28 ),
-    .\port$1207$0 (\$29 ),
-    .\port$1209$0 (\$30 ),
-    .\port$1211$0 (\$31 ),
-    .\port$1213$0 (\$32 ),
-    .\port$1215$0 (\$33 ),
-    .\port$1217$0 (\$34 ),
-    .\port$1219$0 (\$35 ),
-    .\port$1221$0 (\$36 ),
-    .\port$1223$0 (\$37 ),
-    .\port$1225$0 (\$38 ),
-    .\port$1227$0 (\$39 ),
-    .\port$1229$0 (\$40 ),
-    .\port$1231$0 (\$41 ),
-    .\port$1233$0 (\$42 ),
-    .\port$1235$0 (\$43 ),
-    .\port$1237$0 (\$44 ),
-    .\port$1239$0 (\$45 ),
-    .\port$1241$0 (\$46 ),
-    .\port$1243$0 (\$47 ),
-    .\port$1245$0 (\$48 ),
-    .\port$1247$0 (\$49 ),
-    .\port$1249$0 (\$50 ),
-    .\port$1251$0 (\$51 ),
-    .\port$1253$0 (\$52 ),
-    .\port$1255$0 (\$53 ),
-    .\port$1257$0 (\$54 ),
-    .\port$1259$0 (\$55 ),
-    .\port$1261$0 (\$56 ),
-    .\port$1263$0 (\$57 ),
-    .\port$1265$0 (\$58 ),
-    .\port$1267$0 (\$59 ),
-    .\port$1269$0 (\$60 ),
-    .\port$1271$0 (\$61 ),
-    .\port$1273$0 (\$62 ),
-    .\port$1275$0 (\$63 ),
-    .\port$1277$0 (\$64 ),
-    .\port$1279$0 (\$65 ),
-    .\port$1281$0 (\$66 ),
-    .\port$1283$0 (\$67 ),
-    .\port$1285$0 (\$68 ),
-    .\port$1287$0 (\$69 ),
-    .\port$1289$0 (\$70 ),
-    .\port$1291$0 (\$71 ),
-    .\port$1293$0 (\$72 ),
-    .\port$1295$0 (\$73 ),
-    .\port$1297$0 (\$74 ),
-    .\port$1299$0 (\$75 ),
-    .\port$1301$0 (\$76 ),
-    .\port$1303$0 (\$77 ),
-    .\port$1305$0 (\$78 ),
-    .\port$1307$0 (\$79 ),
-    .\port$1309$0 (\$80 ),
-    .\port$1311$0 (\$81 ),
-    .\port$1313$0 (\$82 ),
-    .\port$1315$0 (\$83 ),
-    .\port$1317$0 (\$84 ),
-    .\port$1319$0 (\$85 ),
-    .\port$1321$0 (\$86 ),
-    .\port$1323$0 (\$87 ),
-    .\port$1325$0 (\$88 ),
+    .\port$1109$0 (\$24 ),
+    .\port$1111$0 (\$25 ),
+    .\port$1113$0 (\$26 ),
+    .\port$1115$0 (\$27 ),
+    .\port$1117$0 (\$28 ),
+    .\port$1119$0 (\$29 ),
+    .\port$1121$0 (\$30 ),
+    .\port$1123$0 (\$31 ),
+    .\port$1125$0 (\$32 ),
+    .\port$1127$0 (\$33 ),
+    .\port$1129$0 (\$34 ),
+    .\port$1131$0 (\$35 ),
+    .\port$1133$0 (\$36 ),
+    .\port$1135$0 (\$37 ),
+    .\port$1137$0 (\$38 ),
+    .\port$1139$0 (\$39 ),
+    .\port$1141$0 (\$40 ),
+    .\port$1143$0 (\$41 ),
+    .\port$1145$0 (\$42 ),
+    .\port$1147$0 (\$43 ),
+    .\port$1149$0 (\$44 ),
+    .\port$1151$0 (\$45 ),
+    .\port$1153$0 (\$46 ),
+    .\port$1155$0 (\$47 ),
+    .\port$1157$0 (\$48 ),
+    .\port$1159$0 (\$49 ),
+    .\port$1161$0 (\$50 ),
+    .\port$1163$0 (\$51 ),
+    .\port$1165$0 (\$52 ),
+    .\port$1167$0 (\$53 ),
+    .\port$1169$0 (\$54 ),
+    .\port$1171$0 (\$55 ),
+    .\port$1173$0 (\$56 ),
+    .\port$1175$0 (\$57 ),
+    .\port$1177$0 (\$58 ),
+    .\port$1179$0 (\$59 ),
+    .\port$1181$0 (\$60 ),
+    .\port$1183$0 (\$61 ),
+    .\port$1185$0 (\$62 ),
+    .\port$1187$0 (\$63 ),
+    .\port$1189$0 (\$64 ),
+    .\port$1191$0 (\$65 ),
+    .\port$1193$0 (\$66 ),
+    .\port$1195$0 (\$67 ),
+    .\port$1197$0 (\$68 ),
+    .\port$1199$0 (\$69 ),
+    .\port$1201$0 (\$70 ),
+    .\port$1203$0 (\$71 ),
+    .\port$1205$0 (\$72 ),
+    .\port$1207$0 (\$73 ),
+    .\port$1209$0 (\$74 ),
+    .\port$1211$0 (\$75 ),
+    .\port$1213$0 (\$76 ),
+    .\port$1215$0 (\$77 ),
+    .\port$1217$0 (\$78 ),
+    .\port$1219$0 (\$79 ),
+    .\port$1221$0 (\$80 ),
+    .\port$1223$0 (\$81 ),
+    .\port$1225$0 (\$82 ),
+    .\port$1227$0 (\$83 ),
+    .\port$1229$0 (\$84 ),
+    .\port$1231$0 (\$85 ),
+    .\port$1233$0 (\$86 ),
+    .\port$1235$0 (\$87 ),
     .rst(rst),
     .scores(\scores$72 )
   );
@@ -788,19 +784,12 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
       \$23  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = valid_d23;
-    if (rst) begin
-      \$24  = 1'h0;
-    end
-  end
   assign scores_d4 = scores;
-  assign valid_d24 = out_valid;
+  assign valid_d23 = out_valid;
   assign inputs = { x63_p3_2[0], x63_p3_2[1], x62_p3_2[0], x62_p3_2[1], x61_p3_2[0], x61_p3_2[1], x60_p3_2[0], x60_p3_2[1], x59_p3_2[0], x59_p3_2[1], x58_p3_2[0], x58_p3_2[1], x57_p3_2[0], x57_p3_2[1], x56_p3_2[0], x56_p3_2[1], x55_p3_2[0], x55_p3_2[1], x54_p3_2[0], x54_p3_2[1], x53_p3_2[0], x53_p3_2[1], x52_p3_2[0], x52_p3_2[1], x51_p3_2[0], x51_p3_2[1], x50_p3_2[0], x50_p3_2[1], x49_p3_2[0], x49_p3_2[1], x48_p3_2[0], x48_p3_2[1], x47_p3_2[0], x47_p3_2[1], x46_p3_2[0], x46_p3_2[1], x45_p3_2[0], x45_p3_2[1], x44_p3_2[0], x44_p3_2[1], x43_p3_2[0], x43_p3_2[1], x42_p3_2[0], x42_p3_2[1], x41_p3_2[0], x41_p3_2[1], x40_p3_2[0], x40_p3_2[1], x39_p3_2[0], x39_p3_2[1], x38_p3_2[0], x38_p3_2[1], x37_p3_2[0], x37_p3_2[1], x36_p3_2[0], x36_p3_2[1], x35_p3_2[0], x35_p3_2[1], x34_p3_2[0], x34_p3_2[1], x33_p3_2[0], x33_p3_2[1], x32_p3_2[0], x32_p3_2[1], x31_p3_2[0], x31_p3_2[1], x30_p3_2[0], x30_p3_2[1], x29_p3_2[0], x29_p3_2[1], x28_p3_2[0], x28_p3_2[1], x27_p3_2[0], x27_p3_2[1], x26_p3_2[0], x26_p3_2[1], x25_p3_2[0], x25_p3_2[1], x24_p3_2[0], x24_p3_2[1], x23_p3_2[0], x23_p3_2[1], x22_p3_2[0], x22_p3_2[1], x21_p3_2[0], x21_p3_2[1], x20_p3_2[0], x20_p3_2[1], x19_p3_2[0], x19_p3_2[1], x18_p3_2[0], x18_p3_2[1], x17_p3_2[0], x17_p3_2[1], x16_p3_2[0], x16_p3_2[1], x15_p3_2[0], x15_p3_2[1], x14_p3_2[0], x14_p3_2[1], x13_p3_2[0], x13_p3_2[1], x12_p3_2[0], x12_p3_2[1], x11_p3_2[0], x11_p3_2[1], x10_p3_2[0], x10_p3_2[1], x9_p3_2[0], x9_p3_2[1], x8_p3_2[0], x8_p3_2[1], x7_p3_2[0], x7_p3_2[1], x6_p3_2[0], x6_p3_2[1], x5_p3_2[0], x5_p3_2[1], x4_p3_2[0], x4_p3_2[1], x3_p3_2[0], x3_p3_2[1], x2_p3_2[0], x2_p3_2[1], x1_p3_2[0], x1_p3_2[1], x0_p3_2[0], x0_p3_2[1] };
-  assign \inputs$101  = { \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25  };
-  assign outputs = { \$88 , \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25  };
-  assign \scores$103  = \scores$72 ;
+  assign \inputs$100  = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24  };
+  assign outputs = { \$87 , \$86 , \$85 , \$84 , \$83 , \$82 , \$81 , \$80 , \$79 , \$78 , \$77 , \$76 , \$75 , \$74 , \$73 , \$72 , \$71 , \$70 , \$69 , \$68 , \$67 , \$66 , \$65 , \$64 , \$63 , \$62 , \$61 , \$60 , \$59 , \$58 , \$57 , \$56 , \$55 , \$54 , \$53 , \$52 , \$51 , \$50 , \$49 , \$48 , \$47 , \$46 , \$45 , \$44 , \$43 , \$42 , \$41 , \$40 , \$39 , \$38 , \$37 , \$36 , \$35 , \$34 , \$33 , \$32 , \$31 , \$30 , \$29 , \$28 , \$27 , \$26 , \$25 , \$24  };
+  assign \scores$102  = \scores$72 ;
   assign index = prediction;
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
@@ -822,16 +811,16 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   assign \scores$72[7]  = \scores$72 [95:84];
   assign \scores$72[8]  = \scores$72 [107:96];
   assign \scores$72[9]  = \scores$72 [119:108];
-  assign \scores$103[0]  = \scores$72 [11:0];
-  assign \scores$103[1]  = \scores$72 [23:12];
-  assign \scores$103[2]  = \scores$72 [35:24];
-  assign \scores$103[3]  = \scores$72 [47:36];
-  assign \scores$103[4]  = \scores$72 [59:48];
-  assign \scores$103[5]  = \scores$72 [71:60];
-  assign \scores$103[6]  = \scores$72 [83:72];
-  assign \scores$103[7]  = \scores$72 [95:84];
-  assign \scores$103[8]  = \scores$72 [107:96];
-  assign \scores$103[9]  = \scores$72 [119:108];
+  assign \scores$102[0]  = \scores$72 [11:0];
+  assign \scores$102[1]  = \scores$72 [23:12];
+  assign \scores$102[2]  = \scores$72 [35:24];
+  assign \scores$102[3]  = \scores$72 [47:36];
+  assign \scores$102[4]  = \scores$72 [59:48];
+  assign \scores$102[5]  = \scores$72 [71:60];
+  assign \scores$102[6]  = \scores$72 [83:72];
+  assign \scores$102[7]  = \scores$72 [95:84];
+  assign \scores$102[8]  = \scores$72 [107:96];
+  assign \scores$102[9]  = \scores$72 [119:108];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -1007,67 +996,58 @@ module \digits.argmax (rst, scores, arg4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$484$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$492$0 , \port$493$0 , \port$494$0 , \port$495$0 , \port$496$0 
-, \port$497$0 , \port$498$0 , \port$499$0 , \port$500$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$508$0 , \port$509$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$516$0 , \port$517$0 
-, \port$518$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$522$0 , \port$523$0 , \port$524$0 , \port$525$0 , \port$526$0 , \port$527$0 , \port$528$0 , \port$529$0 , \port$530$0 , \port$531$0 , \port$532$0 , \port$533$0 , \port$534$0 , \port$535$0 , \port$536$0 , \port$537$0 , \port$538$0 
-, \port$539$0 , \port$540$0 , fire, \fire$392 , \fire$393 , \fire$394 , \fire$395 , \fire$396 , \fire$397 , \fire$398 , \fire$399 , \fire$400 , \fire$401 , \fire$402 , \fire$403 , \fire$404 , \fire$405 , \fire$406 , \fire$407 , \fire$408 , \fire$409 
-, \fire$410 , \fire$411 , \fire$412 , \fire$413 , \fire$414 , \fire$415 , \fire$416 , \fire$417 , \fire$418 , \fire$419 , \fire$420 , \fire$421 , \fire$422 , \fire$423 , \fire$424 , \fire$425 , \fire$426 , \fire$427 , \fire$428 , \fire$429 , \fire$430 
-, \fire$431 , \fire$432 , \fire$433 , \fire$434 , \fire$435 , \fire$436 , \fire$437 , \fire$438 , \fire$439 , \fire$440 , \fire$441 , \fire$442 , \fire$443 , \fire$444 , \fire$445 , \fire$446 , \fire$447 , \fire$448 , \fire$449 , \fire$450 , \fire$451 
-, \fire$452 , \fire$453 , \fire$454 , clk);
+module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$467$0 , \port$468$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$473$0 , \port$474$0 , \port$475$0 , \port$476$0 , \port$477$0 , \port$478$0 , \port$479$0 
+, \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$484$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$492$0 , \port$493$0 , \port$494$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$500$0 
+, \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$508$0 , \port$509$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$516$0 , \port$517$0 , \port$518$0 , \port$519$0 , \port$520$0 , \port$521$0 
+, \port$522$0 , \port$523$0 , fire, \fire$385 , \fire$386 , \fire$387 , \fire$388 , \fire$389 , \fire$390 , \fire$391 , \fire$392 , \fire$393 , \fire$394 , \fire$395 , \fire$396 , \fire$397 , \fire$398 , \fire$399 , \fire$400 , \fire$401 , \fire$402 
+, \fire$403 , \fire$404 , \fire$405 , \fire$406 , \fire$407 , \fire$408 , \fire$409 , \fire$410 , \fire$411 , \fire$412 , \fire$413 , \fire$414 , \fire$415 , \fire$416 , \fire$417 , \fire$418 , \fire$419 , \fire$420 , \fire$421 , \fire$422 , \fire$423 
+, \fire$424 , \fire$425 , \fire$426 , \fire$427 , \fire$428 , \fire$429 , \fire$430 , \fire$431 , \fire$432 , \fire$433 , \fire$434 , \fire$435 , \fire$436 , \fire$437 , \fire$438 , \fire$439 , \fire$440 , \fire$441 , \fire$442 , \fire$443 , \fire$444 
+, \fire$445 , \fire$446 , \fire$447 , clk);
   wire [10:0] \$1 ;
-  wire [18:0] \$10 ;
-  wire \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [19:0] \$11 ;
+  wire [19:0] \$10 ;
+  wire [14:0] \$11 ;
   wire [19:0] \$12 ;
-  wire [21:0] \$13 ;
-  wire [22:0] \$14 ;
-  wire [25:0] \$15 ;
-  wire [33:0] \$16 ;
-  wire [34:0] \$17 ;
-  wire [28:0] \$18 ;
-  wire [49:0] \$19 ;
-  wire [11:0] \$2 ;
-  wire [49:0] \$20 ;
-  wire [50:0] \$21 ;
-  wire [33:0] \$22 ;
-  wire [37:0] \$23 ;
-  wire [37:0] \$24 ;
-  wire [37:0] \$25 ;
-  wire [8:0] \$26 ;
-  wire [37:0] \$27 ;
-  wire [14:0] \$28 ;
-  wire [15:0] \$29 ;
-  wire [14:0] \$3 ;
-  wire [37:0] \$30 ;
-  wire [22:0] \$31 ;
-  wire [37:0] \$32 ;
-  wire [22:0] \$33 ;
-  wire [23:0] \$34 ;
-  wire [20:0] \$35 ;
-  wire [37:0] \$36 ;
-  wire [10:0] \$37 ;
-  wire [37:0] \$38 ;
-  wire [22:0] \$39 ;
-  wire [22:0] \$4 ;
-  wire [23:0] \$40 ;
-  wire [20:0] \$41 ;
-  wire [20:0] \$42 ;
-  wire [37:0] \$43 ;
-  wire [8:0] \$44 ;
+  wire [20:0] \$13 ;
+  wire [14:0] \$14 ;
+  wire [27:0] \$15 ;
+  wire [21:0] \$16 ;
+  wire [26:0] \$17 ;
+  wire [14:0] \$18 ;
+  wire [27:0] \$19 ;
+  wire [14:0] \$2 ;
+  wire [26:0] \$20 ;
+  wire [26:0] \$21 ;
+  wire [13:0] \$22 ;
+  wire [26:0] \$23 ;
+  wire [26:0] \$24 ;
+  wire [13:0] \$25 ;
+  wire [14:0] \$26 ;
+  wire [26:0] \$27 ;
+  wire [26:0] \$28 ;
+  wire [14:0] \$29 ;
+  wire [15:0] \$3 ;
+  wire [15:0] \$30 ;
+  wire [15:0] \$31 ;
+  wire [26:0] \$32 ;
+  wire [26:0] \$33 ;
+  wire [7:0] \$34 ;
+  wire \$35 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire [13:0] \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
   wire \$47 ;
   wire \$48 ;
   wire \$49 ;
-  wire [23:0] \$5 ;
+  wire [14:0] \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
@@ -1078,7 +1058,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire [18:0] \$6 ;
+  wire [14:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
@@ -1089,7 +1069,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire \$67 ;
   wire \$68 ;
   wire \$69 ;
-  wire [14:0] \$7 ;
+  wire [15:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
@@ -1100,7 +1080,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire \$77 ;
   wire \$78 ;
   wire \$79 ;
-  wire [22:0] \$8 ;
+  wire [16:0] \$8 ;
   wire \$80 ;
   wire \$81 ;
   wire \$82 ;
@@ -1111,17 +1091,9 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire \$87 ;
   wire \$88 ;
   wire \$89 ;
-  wire [23:0] \$9 ;
+  wire [14:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
   reg carry = 1'h0;
   reg \carry$100  = 1'h0;
   reg \carry$105  = 1'h0;
@@ -1129,58 +1101,65 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg \carry$115  = 1'h0;
   reg \carry$120  = 1'h0;
   reg \carry$125  = 1'h0;
-  reg \carry$130  = 1'h0;
-  reg \carry$135  = 1'h0;
-  reg \carry$140  = 1'h0;
-  reg \carry$145  = 1'h0;
-  reg \carry$151  = 1'h0;
-  reg \carry$156  = 1'h0;
-  reg \carry$161  = 1'h0;
-  reg \carry$166  = 1'h0;
-  reg \carry$171  = 1'h0;
-  reg \carry$176  = 1'h0;
-  reg \carry$181  = 1'h0;
-  reg \carry$186  = 1'h0;
-  reg \carry$191  = 1'h0;
-  reg \carry$196  = 1'h0;
-  reg \carry$201  = 1'h0;
-  reg \carry$206  = 1'h0;
-  reg \carry$211  = 1'h0;
-  reg \carry$216  = 1'h0;
-  reg \carry$221  = 1'h0;
-  reg \carry$226  = 1'h0;
-  reg \carry$232  = 1'h0;
-  reg \carry$237  = 1'h0;
-  reg \carry$242  = 1'h0;
-  reg \carry$247  = 1'h0;
-  reg \carry$252  = 1'h0;
-  reg \carry$257  = 1'h0;
-  reg \carry$262  = 1'h0;
-  reg \carry$267  = 1'h0;
-  reg \carry$272  = 1'h0;
-  reg \carry$277  = 1'h0;
-  reg \carry$282  = 1'h0;
-  reg \carry$287  = 1'h0;
-  reg \carry$292  = 1'h0;
-  reg \carry$297  = 1'h0;
-  reg \carry$302  = 1'h0;
-  reg \carry$307  = 1'h0;
-  reg \carry$313  = 1'h0;
-  reg \carry$318  = 1'h0;
-  reg \carry$323  = 1'h0;
-  reg \carry$328  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$130 ;
+  reg \carry$134  = 1'h0;
+  reg \carry$139  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$144 ;
+  reg \carry$149  = 1'h0;
+  reg \carry$154  = 1'h0;
+  reg \carry$159  = 1'h0;
+  reg \carry$164  = 1'h0;
+  reg \carry$169  = 1'h0;
+  reg \carry$174  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$179 ;
+  reg \carry$183  = 1'h0;
+  reg \carry$188  = 1'h0;
+  reg \carry$193  = 1'h0;
+  reg \carry$198  = 1'h0;
+  reg \carry$203  = 1'h0;
+  reg \carry$208  = 1'h0;
+  reg \carry$213  = 1'h0;
+  reg \carry$218  = 1'h0;
+  reg \carry$223  = 1'h0;
+  reg \carry$229  = 1'h0;
+  reg \carry$234  = 1'h0;
+  reg \carry$239  = 1'h0;
+  reg \carry$244  = 1'h0;
+  reg \carry$249  = 1'h0;
+  reg \carry$254  = 1'h0;
+  reg \carry$259  = 1'h0;
+  reg \carry$264  = 1'h0;
+  reg \carry$269  = 1'h0;
+  reg \carry$274  = 1'h0;
+  reg \carry$279  = 1'h0;
+  reg \carry$284  = 1'h0;
+  reg \carry$289  = 1'h0;
+  reg \carry$294  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$299 ;
+  reg \carry$303  = 1'h0;
+  reg \carry$309  = 1'h0;
+  reg \carry$314  = 1'h0;
+  reg \carry$319  = 1'h0;
+  reg \carry$324  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$329 ;
   reg \carry$333  = 1'h0;
   reg \carry$338  = 1'h0;
   reg \carry$343  = 1'h0;
   reg \carry$348  = 1'h0;
-  reg \carry$353  = 1'h0;
-  reg \carry$358  = 1'h0;
-  reg \carry$363  = 1'h0;
-  reg \carry$368  = 1'h0;
-  reg \carry$373  = 1'h0;
-  reg \carry$378  = 1'h0;
-  reg \carry$383  = 1'h0;
-  reg \carry$388  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$353 ;
+  reg \carry$357  = 1'h0;
+  reg \carry$362  = 1'h0;
+  reg \carry$367  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$372 ;
+  reg \carry$376  = 1'h0;
+  reg \carry$381  = 1'h0;
   reg \carry$75  = 1'h0;
   reg \carry$80  = 1'h0;
   reg \carry$85  = 1'h0;
@@ -1190,6 +1169,20 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire clk;
   output fire;
   wire fire;
+  output \fire$385 ;
+  wire \fire$385 ;
+  output \fire$386 ;
+  wire \fire$386 ;
+  output \fire$387 ;
+  wire \fire$387 ;
+  output \fire$388 ;
+  wire \fire$388 ;
+  output \fire$389 ;
+  wire \fire$389 ;
+  output \fire$390 ;
+  wire \fire$390 ;
+  output \fire$391 ;
+  wire \fire$391 ;
   output \fire$392 ;
   wire \fire$392 ;
   output \fire$393 ;
@@ -1302,20 +1295,6 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire \fire$446 ;
   output \fire$447 ;
   wire \fire$447 ;
-  output \fire$448 ;
-  wire \fire$448 ;
-  output \fire$449 ;
-  wire \fire$449 ;
-  output \fire$450 ;
-  wire \fire$450 ;
-  output \fire$451 ;
-  wire \fire$451 ;
-  output \fire$452 ;
-  wire \fire$452 ;
-  output \fire$453 ;
-  wire \fire$453 ;
-  output \fire$454 ;
-  wire \fire$454 ;
   wire [19:0] inputs;
   wire [127:0] \inputs$1 ;
   wire [23:0] \inputs$10 ;
@@ -1382,115 +1361,117 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire [27:0] \inputs$7 ;
   wire [19:0] \inputs$8 ;
   wire [19:0] \inputs$9 ;
-  reg [17:0] layer_r1 = 18'h00000;
-  reg [18:0] layer_r10 = 19'h00000;
+  reg [13:0] layer_r1 = 14'h0000;
+  reg [12:0] layer_r10 = 13'h0000;
   reg [5:0] layer_r100 = 6'h00;
   reg [5:0] layer_r101 = 6'h00;
-  reg [5:0] layer_r102 = 6'h00;
-  reg [5:0] layer_r103 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r104;
+  wire [5:0] layer_r102;
+  reg [5:0] layer_r103 = 6'h00;
+  reg [5:0] layer_r104 = 6'h00;
   reg [5:0] layer_r105 = 6'h00;
   reg [5:0] layer_r106 = 6'h00;
   reg [5:0] layer_r107 = 6'h00;
   reg [5:0] layer_r108 = 6'h00;
-  reg [5:0] layer_r109 = 6'h00;
-  reg [18:0] layer_r11 = 19'h00000;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r109;
+  reg [12:0] layer_r11 = 13'h0000;
   reg [5:0] layer_r110 = 6'h00;
   reg [5:0] layer_r111 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r112;
+  reg [5:0] layer_r112 = 6'h00;
   reg [5:0] layer_r113 = 6'h00;
   reg [5:0] layer_r114 = 6'h00;
   reg [5:0] layer_r115 = 6'h00;
-  reg [5:0] layer_r116 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r116;
   reg [5:0] layer_r117 = 6'h00;
   reg [5:0] layer_r118 = 6'h00;
   reg [5:0] layer_r119 = 6'h00;
-  reg [18:0] layer_r12 = 19'h00000;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r120;
+  reg [12:0] layer_r12 = 13'h0000;
+  reg [5:0] layer_r120 = 6'h00;
   reg [5:0] layer_r121 = 6'h00;
   reg [5:0] layer_r122 = 6'h00;
-  reg [5:0] layer_r123 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r123;
   reg [5:0] layer_r124 = 6'h00;
   reg [5:0] layer_r125 = 6'h00;
   reg [5:0] layer_r126 = 6'h00;
   reg [5:0] layer_r127 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r128;
+  reg [5:0] layer_r128 = 6'h00;
   reg [5:0] layer_r129 = 6'h00;
-  reg [19:0] layer_r13 = 20'h00000;
-  reg [5:0] layer_r130 = 6'h00;
-  reg [5:0] layer_r131 = 6'h00;
-  reg [5:0] layer_r132 = 6'h00;
-  reg [5:0] layer_r133 = 6'h00;
-  reg [5:0] layer_r134 = 6'h00;
-  reg [5:0] layer_r135 = 6'h00;
+  reg [14:0] layer_r13 = 15'h0000;
   (* init = 6'h00 *)
-  wire [5:0] layer_r136;
-  reg [5:0] layer_r137 = 6'h00;
-  reg [5:0] layer_r138 = 6'h00;
-  reg [5:0] layer_r139 = 6'h00;
-  reg [7:0] layer_r14 = 8'h00;
-  reg [5:0] layer_r140 = 6'h00;
-  reg [5:0] layer_r141 = 6'h00;
-  reg [5:0] layer_r142 = 6'h00;
-  reg [5:0] layer_r143 = 6'h00;
+  wire [5:0] layer_r130;
+  reg [4:0] layer_r131 = 5'h00;
+  reg [4:0] layer_r132 = 5'h00;
+  reg [4:0] layer_r133 = 5'h00;
+  reg [4:0] layer_r134 = 5'h00;
+  reg [4:0] layer_r135 = 5'h00;
+  reg [4:0] layer_r136 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r137;
+  reg [4:0] layer_r138 = 5'h00;
+  reg [4:0] layer_r139 = 5'h00;
+  reg [6:0] layer_r14 = 7'h00;
+  reg [4:0] layer_r140 = 5'h00;
+  reg [4:0] layer_r141 = 5'h00;
+  reg [4:0] layer_r142 = 5'h00;
+  reg [4:0] layer_r143 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r144;
+  reg [5:0] layer_r145 = 6'h00;
+  reg [5:0] layer_r146 = 6'h00;
+  reg [5:0] layer_r147 = 6'h00;
+  reg [5:0] layer_r148 = 6'h00;
+  reg [5:0] layer_r149 = 6'h00;
+  reg [6:0] layer_r15 = 7'h00;
+  reg [5:0] layer_r150 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r144;
-  reg [4:0] layer_r145 = 5'h00;
-  reg [4:0] layer_r146 = 5'h00;
-  reg [4:0] layer_r147 = 5'h00;
-  reg [4:0] layer_r148 = 5'h00;
-  reg [4:0] layer_r149 = 5'h00;
-  reg [7:0] layer_r15 = 8'h00;
-  reg [4:0] layer_r150 = 5'h00;
-  reg [4:0] layer_r151 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r152;
-  reg [4:0] layer_r153 = 5'h00;
-  reg [4:0] layer_r154 = 5'h00;
-  reg [4:0] layer_r155 = 5'h00;
-  reg [4:0] layer_r156 = 5'h00;
-  reg [4:0] layer_r157 = 5'h00;
-  reg [4:0] layer_r158 = 5'h00;
-  reg [4:0] layer_r159 = 5'h00;
-  reg [7:0] layer_r16 = 8'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r160;
+  wire [5:0] layer_r151;
+  reg [5:0] layer_r152 = 6'h00;
+  reg [5:0] layer_r153 = 6'h00;
+  reg [5:0] layer_r154 = 6'h00;
+  reg [5:0] layer_r155 = 6'h00;
+  reg [5:0] layer_r156 = 6'h00;
+  reg [5:0] layer_r157 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r158;
+  reg [5:0] layer_r159 = 6'h00;
+  reg [6:0] layer_r16 = 7'h00;
+  reg [5:0] layer_r160 = 6'h00;
   reg [5:0] layer_r161 = 6'h00;
   reg [5:0] layer_r162 = 6'h00;
   reg [5:0] layer_r163 = 6'h00;
   reg [5:0] layer_r164 = 6'h00;
-  reg [5:0] layer_r165 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r165;
   reg [5:0] layer_r166 = 6'h00;
   reg [5:0] layer_r167 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r168;
+  reg [5:0] layer_r168 = 6'h00;
   reg [5:0] layer_r169 = 6'h00;
-  reg [11:0] layer_r17 = 12'h000;
+  reg [7:0] layer_r17 = 8'h00;
   reg [5:0] layer_r170 = 6'h00;
   reg [5:0] layer_r171 = 6'h00;
-  reg [5:0] layer_r172 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r172;
   reg [5:0] layer_r173 = 6'h00;
   reg [5:0] layer_r174 = 6'h00;
   reg [5:0] layer_r175 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r176;
+  reg [5:0] layer_r176 = 6'h00;
   reg [5:0] layer_r177 = 6'h00;
   reg [5:0] layer_r178 = 6'h00;
-  reg [5:0] layer_r179 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r179;
   (* init = 1'h0 *)
   wire layer_r18;
   reg [5:0] layer_r180 = 6'h00;
   reg [5:0] layer_r181 = 6'h00;
   reg [5:0] layer_r182 = 6'h00;
   reg [5:0] layer_r183 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r184;
+  reg [5:0] layer_r184 = 6'h00;
   reg [5:0] layer_r185 = 6'h00;
-  reg [5:0] layer_r186 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r186;
   reg [5:0] layer_r187 = 6'h00;
   reg [5:0] layer_r188 = 6'h00;
   reg [5:0] layer_r189 = 6'h00;
@@ -1498,29 +1479,30 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire layer_r19;
   reg [5:0] layer_r190 = 6'h00;
   reg [5:0] layer_r191 = 6'h00;
+  reg [5:0] layer_r192 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r192;
-  reg [5:0] layer_r193 = 6'h00;
-  reg [5:0] layer_r194 = 6'h00;
-  reg [5:0] layer_r195 = 6'h00;
-  reg [5:0] layer_r196 = 6'h00;
-  reg [5:0] layer_r197 = 6'h00;
-  reg [5:0] layer_r198 = 6'h00;
-  reg [5:0] layer_r199 = 6'h00;
+  wire [5:0] layer_r193;
+  reg [4:0] layer_r194 = 5'h00;
+  reg [4:0] layer_r195 = 5'h00;
+  reg [4:0] layer_r196 = 5'h00;
+  reg [4:0] layer_r197 = 5'h00;
+  reg [4:0] layer_r198 = 5'h00;
+  reg [4:0] layer_r199 = 5'h00;
   reg [15:0] layer_r2 = 16'h0000;
   (* init = 1'h0 *)
   wire layer_r20;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r200;
-  reg [5:0] layer_r201 = 6'h00;
-  reg [5:0] layer_r202 = 6'h00;
-  reg [5:0] layer_r203 = 6'h00;
-  reg [5:0] layer_r204 = 6'h00;
-  reg [5:0] layer_r205 = 6'h00;
-  reg [5:0] layer_r206 = 6'h00;
-  reg [5:0] layer_r207 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r208;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r200;
+  (* init = 7'h00 *)
+  wire [6:0] layer_r201;
+  reg [4:0] layer_r202 = 5'h00;
+  reg [4:0] layer_r203 = 5'h00;
+  reg [4:0] layer_r204 = 5'h00;
+  reg [4:0] layer_r205 = 5'h00;
+  reg [4:0] layer_r206 = 5'h00;
+  reg [4:0] layer_r207 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r208;
   reg [5:0] layer_r209 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r21;
@@ -1529,56 +1511,56 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r212 = 6'h00;
   reg [5:0] layer_r213 = 6'h00;
   reg [5:0] layer_r214 = 6'h00;
-  reg [5:0] layer_r215 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r216;
-  reg [4:0] layer_r217 = 5'h00;
-  reg [4:0] layer_r218 = 5'h00;
-  reg [4:0] layer_r219 = 5'h00;
+  wire [5:0] layer_r215;
+  reg [5:0] layer_r216 = 6'h00;
+  reg [5:0] layer_r217 = 6'h00;
+  reg [5:0] layer_r218 = 6'h00;
+  reg [5:0] layer_r219 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r22;
-  reg [4:0] layer_r220 = 5'h00;
-  reg [4:0] layer_r221 = 5'h00;
-  reg [4:0] layer_r222 = 5'h00;
-  reg [4:0] layer_r223 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r224;
-  (* init = 8'h00 *)
-  wire [7:0] layer_r225;
-  reg [4:0] layer_r226 = 5'h00;
-  reg [4:0] layer_r227 = 5'h00;
-  reg [4:0] layer_r228 = 5'h00;
-  reg [4:0] layer_r229 = 5'h00;
+  reg [5:0] layer_r220 = 6'h00;
+  reg [5:0] layer_r221 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r222;
+  reg [5:0] layer_r223 = 6'h00;
+  reg [5:0] layer_r224 = 6'h00;
+  reg [5:0] layer_r225 = 6'h00;
+  reg [5:0] layer_r226 = 6'h00;
+  reg [5:0] layer_r227 = 6'h00;
+  reg [5:0] layer_r228 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r229;
   (* init = 1'h0 *)
   wire layer_r23;
-  reg [4:0] layer_r230 = 5'h00;
-  reg [4:0] layer_r231 = 5'h00;
-  reg [4:0] layer_r232 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r233;
+  reg [5:0] layer_r230 = 6'h00;
+  reg [5:0] layer_r231 = 6'h00;
+  reg [5:0] layer_r232 = 6'h00;
+  reg [5:0] layer_r233 = 6'h00;
   reg [5:0] layer_r234 = 6'h00;
   reg [5:0] layer_r235 = 6'h00;
-  reg [5:0] layer_r236 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r236;
   reg [5:0] layer_r237 = 6'h00;
   reg [5:0] layer_r238 = 6'h00;
   reg [5:0] layer_r239 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r24;
   reg [5:0] layer_r240 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r241;
+  reg [5:0] layer_r241 = 6'h00;
   reg [5:0] layer_r242 = 6'h00;
-  reg [5:0] layer_r243 = 6'h00;
-  reg [5:0] layer_r244 = 6'h00;
-  reg [5:0] layer_r245 = 6'h00;
-  reg [5:0] layer_r246 = 6'h00;
-  reg [5:0] layer_r247 = 6'h00;
-  reg [5:0] layer_r248 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r249;
+  wire [5:0] layer_r243;
+  reg [4:0] layer_r244 = 5'h00;
+  reg [4:0] layer_r245 = 5'h00;
+  reg [4:0] layer_r246 = 5'h00;
+  reg [4:0] layer_r247 = 5'h00;
+  reg [4:0] layer_r248 = 5'h00;
+  reg [4:0] layer_r249 = 5'h00;
   (* init = 1'h0 *)
   wire layer_r25;
-  reg [5:0] layer_r250 = 6'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r250;
   reg [5:0] layer_r251 = 6'h00;
   reg [5:0] layer_r252 = 6'h00;
   reg [5:0] layer_r253 = 6'h00;
@@ -1595,9 +1577,9 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r261 = 6'h00;
   reg [5:0] layer_r262 = 6'h00;
   reg [5:0] layer_r263 = 6'h00;
-  reg [5:0] layer_r264 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r265;
+  wire [5:0] layer_r264;
+  reg [5:0] layer_r265 = 6'h00;
   reg [5:0] layer_r266 = 6'h00;
   reg [5:0] layer_r267 = 6'h00;
   reg [5:0] layer_r268 = 6'h00;
@@ -1605,44 +1587,45 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   (* init = 1'h0 *)
   wire layer_r27;
   reg [5:0] layer_r270 = 6'h00;
-  reg [5:0] layer_r271 = 6'h00;
-  reg [5:0] layer_r272 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r273;
-  reg [4:0] layer_r274 = 5'h00;
-  reg [4:0] layer_r275 = 5'h00;
-  reg [4:0] layer_r276 = 5'h00;
-  reg [4:0] layer_r277 = 5'h00;
-  reg [4:0] layer_r278 = 5'h00;
-  reg [4:0] layer_r279 = 5'h00;
+  wire [5:0] layer_r271;
+  reg [5:0] layer_r272 = 6'h00;
+  reg [5:0] layer_r273 = 6'h00;
+  reg [5:0] layer_r274 = 6'h00;
+  reg [5:0] layer_r275 = 6'h00;
+  reg [5:0] layer_r276 = 6'h00;
+  reg [5:0] layer_r277 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r278;
+  reg [5:0] layer_r279 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r28;
-  reg [4:0] layer_r280 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r281;
+  reg [5:0] layer_r280 = 6'h00;
+  reg [5:0] layer_r281 = 6'h00;
   reg [5:0] layer_r282 = 6'h00;
   reg [5:0] layer_r283 = 6'h00;
   reg [5:0] layer_r284 = 6'h00;
-  reg [5:0] layer_r285 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r285;
   reg [5:0] layer_r286 = 6'h00;
   reg [5:0] layer_r287 = 6'h00;
   reg [5:0] layer_r288 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r289;
+  reg [5:0] layer_r289 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r29;
   reg [5:0] layer_r290 = 6'h00;
   reg [5:0] layer_r291 = 6'h00;
-  reg [5:0] layer_r292 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r292;
   reg [5:0] layer_r293 = 6'h00;
   reg [5:0] layer_r294 = 6'h00;
   reg [5:0] layer_r295 = 6'h00;
   reg [5:0] layer_r296 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r297;
+  reg [5:0] layer_r297 = 6'h00;
   reg [5:0] layer_r298 = 6'h00;
-  reg [5:0] layer_r299 = 6'h00;
-  reg [18:0] layer_r3 = 19'h00000;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r299;
+  reg [20:0] layer_r3 = 21'h000000;
   (* init = 1'h0 *)
   wire layer_r30;
   reg [5:0] layer_r300 = 6'h00;
@@ -1650,103 +1633,104 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r302 = 6'h00;
   reg [5:0] layer_r303 = 6'h00;
   reg [5:0] layer_r304 = 6'h00;
+  reg [5:0] layer_r305 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r305;
-  reg [5:0] layer_r306 = 6'h00;
-  reg [5:0] layer_r307 = 6'h00;
-  reg [5:0] layer_r308 = 6'h00;
-  reg [5:0] layer_r309 = 6'h00;
+  wire [5:0] layer_r306;
+  reg [4:0] layer_r307 = 5'h00;
+  reg [4:0] layer_r308 = 5'h00;
+  reg [4:0] layer_r309 = 5'h00;
   (* init = 1'h0 *)
   wire layer_r31;
-  reg [5:0] layer_r310 = 6'h00;
-  reg [5:0] layer_r311 = 6'h00;
-  reg [5:0] layer_r312 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r313;
-  reg [5:0] layer_r314 = 6'h00;
-  reg [5:0] layer_r315 = 6'h00;
-  reg [5:0] layer_r316 = 6'h00;
-  reg [5:0] layer_r317 = 6'h00;
-  reg [5:0] layer_r318 = 6'h00;
-  reg [5:0] layer_r319 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r32;
-  reg [5:0] layer_r320 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r321;
-  reg [5:0] layer_r322 = 6'h00;
-  reg [5:0] layer_r323 = 6'h00;
-  reg [5:0] layer_r324 = 6'h00;
-  reg [5:0] layer_r325 = 6'h00;
-  reg [5:0] layer_r326 = 6'h00;
-  reg [5:0] layer_r327 = 6'h00;
-  reg [5:0] layer_r328 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r329;
-  (* init = 1'h0 *)
-  wire layer_r33;
+  reg [4:0] layer_r310 = 5'h00;
+  reg [4:0] layer_r311 = 5'h00;
+  reg [4:0] layer_r312 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r313;
+  (* init = 7'h00 *)
+  wire [6:0] layer_r314;
+  reg [4:0] layer_r315 = 5'h00;
+  reg [4:0] layer_r316 = 5'h00;
+  reg [4:0] layer_r317 = 5'h00;
+  reg [4:0] layer_r318 = 5'h00;
+  reg [4:0] layer_r319 = 5'h00;
+  reg [6:0] layer_r32 = 7'h00;
+  reg [4:0] layer_r320 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r321;
+  reg [4:0] layer_r322 = 5'h00;
+  reg [4:0] layer_r323 = 5'h00;
+  reg [4:0] layer_r324 = 5'h00;
+  reg [4:0] layer_r325 = 5'h00;
+  reg [4:0] layer_r326 = 5'h00;
+  reg [4:0] layer_r327 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r328;
+  reg [5:0] layer_r329 = 6'h00;
+  reg [7:0] layer_r33 = 8'h00;
   reg [5:0] layer_r330 = 6'h00;
   reg [5:0] layer_r331 = 6'h00;
   reg [5:0] layer_r332 = 6'h00;
   reg [5:0] layer_r333 = 6'h00;
   reg [5:0] layer_r334 = 6'h00;
-  reg [5:0] layer_r335 = 6'h00;
-  reg [5:0] layer_r336 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r337;
+  wire [5:0] layer_r335;
+  reg [5:0] layer_r336 = 6'h00;
+  reg [5:0] layer_r337 = 6'h00;
   reg [5:0] layer_r338 = 6'h00;
   reg [5:0] layer_r339 = 6'h00;
-  reg [7:0] layer_r34 = 8'h00;
+  (* init = 1'h0 *)
+  wire layer_r34;
   reg [5:0] layer_r340 = 6'h00;
   reg [5:0] layer_r341 = 6'h00;
-  reg [5:0] layer_r342 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r342;
   reg [5:0] layer_r343 = 6'h00;
   reg [5:0] layer_r344 = 6'h00;
+  reg [5:0] layer_r345 = 6'h00;
+  reg [5:0] layer_r346 = 6'h00;
+  reg [5:0] layer_r347 = 6'h00;
+  reg [5:0] layer_r348 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r345;
-  reg [4:0] layer_r346 = 5'h00;
-  reg [4:0] layer_r347 = 5'h00;
-  reg [4:0] layer_r348 = 5'h00;
-  reg [4:0] layer_r349 = 5'h00;
-  reg [11:0] layer_r35 = 12'h000;
-  reg [4:0] layer_r350 = 5'h00;
-  reg [4:0] layer_r351 = 5'h00;
-  reg [4:0] layer_r352 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r353;
-  (* init = 8'h00 *)
-  wire [7:0] layer_r354;
-  reg [4:0] layer_r355 = 5'h00;
-  reg [4:0] layer_r356 = 5'h00;
-  reg [4:0] layer_r357 = 5'h00;
-  reg [4:0] layer_r358 = 5'h00;
-  reg [4:0] layer_r359 = 5'h00;
+  wire [5:0] layer_r349;
+  (* init = 1'h0 *)
+  wire layer_r35;
+  reg [5:0] layer_r350 = 6'h00;
+  reg [5:0] layer_r351 = 6'h00;
+  reg [5:0] layer_r352 = 6'h00;
+  reg [5:0] layer_r353 = 6'h00;
+  reg [5:0] layer_r354 = 6'h00;
+  reg [5:0] layer_r355 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r356;
+  reg [5:0] layer_r357 = 6'h00;
+  reg [5:0] layer_r358 = 6'h00;
+  reg [5:0] layer_r359 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r36;
-  reg [4:0] layer_r360 = 5'h00;
-  reg [4:0] layer_r361 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r362;
-  reg [4:0] layer_r363 = 5'h00;
-  reg [4:0] layer_r364 = 5'h00;
-  reg [4:0] layer_r365 = 5'h00;
-  reg [4:0] layer_r366 = 5'h00;
-  reg [4:0] layer_r367 = 5'h00;
-  reg [4:0] layer_r368 = 5'h00;
-  reg [4:0] layer_r369 = 5'h00;
+  reg [5:0] layer_r360 = 6'h00;
+  reg [5:0] layer_r361 = 6'h00;
+  reg [5:0] layer_r362 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r363;
+  reg [5:0] layer_r364 = 6'h00;
+  reg [5:0] layer_r365 = 6'h00;
+  reg [5:0] layer_r366 = 6'h00;
+  reg [5:0] layer_r367 = 6'h00;
+  reg [5:0] layer_r368 = 6'h00;
+  reg [5:0] layer_r369 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r37;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r370;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r370;
   reg [5:0] layer_r371 = 6'h00;
   reg [5:0] layer_r372 = 6'h00;
   reg [5:0] layer_r373 = 6'h00;
   reg [5:0] layer_r374 = 6'h00;
   reg [5:0] layer_r375 = 6'h00;
   reg [5:0] layer_r376 = 6'h00;
-  reg [5:0] layer_r377 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r378;
+  wire [5:0] layer_r377;
+  reg [5:0] layer_r378 = 6'h00;
   reg [5:0] layer_r379 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r38;
@@ -1754,65 +1738,67 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r381 = 6'h00;
   reg [5:0] layer_r382 = 6'h00;
   reg [5:0] layer_r383 = 6'h00;
-  reg [5:0] layer_r384 = 6'h00;
-  reg [5:0] layer_r385 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r386;
-  reg [5:0] layer_r387 = 6'h00;
-  reg [5:0] layer_r388 = 6'h00;
-  reg [5:0] layer_r389 = 6'h00;
+  wire [5:0] layer_r384;
+  reg [4:0] layer_r385 = 5'h00;
+  reg [4:0] layer_r386 = 5'h00;
+  reg [4:0] layer_r387 = 5'h00;
+  reg [4:0] layer_r388 = 5'h00;
+  reg [4:0] layer_r389 = 5'h00;
   (* init = 1'h0 *)
   wire layer_r39;
-  reg [5:0] layer_r390 = 6'h00;
-  reg [5:0] layer_r391 = 6'h00;
+  reg [4:0] layer_r390 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r391;
   reg [5:0] layer_r392 = 6'h00;
   reg [5:0] layer_r393 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r394;
+  reg [5:0] layer_r394 = 6'h00;
   reg [5:0] layer_r395 = 6'h00;
   reg [5:0] layer_r396 = 6'h00;
   reg [5:0] layer_r397 = 6'h00;
-  reg [5:0] layer_r398 = 6'h00;
-  reg [5:0] layer_r399 = 6'h00;
-  reg [27:0] layer_r4 = 28'h0000000;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r398;
+  reg [4:0] layer_r399 = 5'h00;
+  reg [25:0] layer_r4 = 26'h0000000;
   (* init = 1'h0 *)
   wire layer_r40;
-  reg [5:0] layer_r400 = 6'h00;
-  reg [5:0] layer_r401 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r402;
-  reg [5:0] layer_r403 = 6'h00;
-  reg [5:0] layer_r404 = 6'h00;
-  reg [5:0] layer_r405 = 6'h00;
+  reg [4:0] layer_r400 = 5'h00;
+  reg [4:0] layer_r401 = 5'h00;
+  reg [4:0] layer_r402 = 5'h00;
+  reg [4:0] layer_r403 = 5'h00;
+  reg [4:0] layer_r404 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r405;
   reg [5:0] layer_r406 = 6'h00;
   reg [5:0] layer_r407 = 6'h00;
   reg [5:0] layer_r408 = 6'h00;
   reg [5:0] layer_r409 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r41;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r410;
+  reg [5:0] layer_r410 = 6'h00;
   reg [5:0] layer_r411 = 6'h00;
-  reg [5:0] layer_r412 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r412;
   reg [5:0] layer_r413 = 6'h00;
   reg [5:0] layer_r414 = 6'h00;
   reg [5:0] layer_r415 = 6'h00;
   reg [5:0] layer_r416 = 6'h00;
   reg [5:0] layer_r417 = 6'h00;
+  reg [5:0] layer_r418 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r418;
-  reg [5:0] layer_r419 = 6'h00;
+  wire [5:0] layer_r419;
   (* init = 1'h0 *)
   wire layer_r42;
-  reg [5:0] layer_r420 = 6'h00;
-  reg [5:0] layer_r421 = 6'h00;
-  reg [5:0] layer_r422 = 6'h00;
-  reg [5:0] layer_r423 = 6'h00;
-  reg [5:0] layer_r424 = 6'h00;
-  reg [5:0] layer_r425 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r426;
-  reg [5:0] layer_r427 = 6'h00;
+  reg [4:0] layer_r420 = 5'h00;
+  reg [4:0] layer_r421 = 5'h00;
+  reg [4:0] layer_r422 = 5'h00;
+  reg [4:0] layer_r423 = 5'h00;
+  reg [4:0] layer_r424 = 5'h00;
+  reg [4:0] layer_r425 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r426;
+  (* init = 7'h00 *)
+  wire [6:0] layer_r427;
   reg [5:0] layer_r428 = 6'h00;
   reg [5:0] layer_r429 = 6'h00;
   (* init = 1'h0 *)
@@ -1823,231 +1809,152 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] layer_r433 = 6'h00;
   (* init = 6'h00 *)
   wire [5:0] layer_r434;
-  reg [4:0] layer_r435 = 5'h00;
-  reg [4:0] layer_r436 = 5'h00;
-  reg [4:0] layer_r437 = 5'h00;
-  reg [4:0] layer_r438 = 5'h00;
-  reg [4:0] layer_r439 = 5'h00;
+  reg [5:0] layer_r435 = 6'h00;
+  reg [5:0] layer_r436 = 6'h00;
+  reg [5:0] layer_r437 = 6'h00;
+  reg [5:0] layer_r438 = 6'h00;
+  reg [5:0] layer_r439 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r44;
-  reg [4:0] layer_r440 = 5'h00;
-  reg [4:0] layer_r441 = 5'h00;
+  reg [5:0] layer_r440 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r441;
+  reg [4:0] layer_r442 = 5'h00;
+  reg [4:0] layer_r443 = 5'h00;
+  reg [4:0] layer_r444 = 5'h00;
+  reg [4:0] layer_r445 = 5'h00;
+  reg [4:0] layer_r446 = 5'h00;
+  reg [4:0] layer_r447 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r442;
-  reg [5:0] layer_r443 = 6'h00;
-  reg [5:0] layer_r444 = 6'h00;
-  reg [5:0] layer_r445 = 6'h00;
-  reg [5:0] layer_r446 = 6'h00;
-  reg [5:0] layer_r447 = 6'h00;
-  reg [5:0] layer_r448 = 6'h00;
-  reg [5:0] layer_r449 = 6'h00;
+  wire [4:0] layer_r448;
+  reg [4:0] layer_r449 = 5'h00;
   (* init = 1'h0 *)
   wire layer_r45;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r450;
+  reg [4:0] layer_r450 = 5'h00;
   reg [4:0] layer_r451 = 5'h00;
   reg [4:0] layer_r452 = 5'h00;
   reg [4:0] layer_r453 = 5'h00;
   reg [4:0] layer_r454 = 5'h00;
-  reg [4:0] layer_r455 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r455;
   reg [4:0] layer_r456 = 5'h00;
   reg [4:0] layer_r457 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r458;
-  reg [5:0] layer_r459 = 6'h00;
+  reg [4:0] layer_r458 = 5'h00;
+  reg [4:0] layer_r459 = 5'h00;
   (* init = 1'h0 *)
   wire layer_r46;
-  reg [5:0] layer_r460 = 6'h00;
-  reg [5:0] layer_r461 = 6'h00;
-  reg [5:0] layer_r462 = 6'h00;
+  reg [4:0] layer_r460 = 5'h00;
+  reg [4:0] layer_r461 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r462;
   reg [5:0] layer_r463 = 6'h00;
   reg [5:0] layer_r464 = 6'h00;
   reg [5:0] layer_r465 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r466;
+  reg [5:0] layer_r466 = 6'h00;
   reg [5:0] layer_r467 = 6'h00;
   reg [5:0] layer_r468 = 6'h00;
-  reg [5:0] layer_r469 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r469;
   (* init = 1'h0 *)
   wire layer_r47;
   reg [5:0] layer_r470 = 6'h00;
   reg [5:0] layer_r471 = 6'h00;
   reg [5:0] layer_r472 = 6'h00;
   reg [5:0] layer_r473 = 6'h00;
+  reg [5:0] layer_r474 = 6'h00;
+  reg [5:0] layer_r475 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r474;
-  reg [4:0] layer_r475 = 5'h00;
-  reg [4:0] layer_r476 = 5'h00;
-  reg [4:0] layer_r477 = 5'h00;
-  reg [4:0] layer_r478 = 5'h00;
-  reg [4:0] layer_r479 = 5'h00;
+  wire [5:0] layer_r476;
+  reg [5:0] layer_r477 = 6'h00;
+  reg [5:0] layer_r478 = 6'h00;
+  reg [5:0] layer_r479 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r48;
-  reg [4:0] layer_r480 = 5'h00;
-  reg [4:0] layer_r481 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r482;
-  (* init = 8'h00 *)
-  wire [7:0] layer_r483;
+  reg [5:0] layer_r480 = 6'h00;
+  reg [5:0] layer_r481 = 6'h00;
+  reg [5:0] layer_r482 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r483;
   reg [5:0] layer_r484 = 6'h00;
   reg [5:0] layer_r485 = 6'h00;
   reg [5:0] layer_r486 = 6'h00;
   reg [5:0] layer_r487 = 6'h00;
   reg [5:0] layer_r488 = 6'h00;
   reg [5:0] layer_r489 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r49;
-  reg [5:0] layer_r490 = 6'h00;
+  reg [6:0] layer_r49 = 7'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r491;
-  reg [5:0] layer_r492 = 6'h00;
-  reg [5:0] layer_r493 = 6'h00;
-  reg [5:0] layer_r494 = 6'h00;
-  reg [5:0] layer_r495 = 6'h00;
-  reg [5:0] layer_r496 = 6'h00;
-  reg [5:0] layer_r497 = 6'h00;
-  reg [5:0] layer_r498 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r499;
-  reg [36:0] layer_r5 = 37'h0000000000;
-  (* init = 1'h0 *)
-  wire layer_r50;
+  wire [5:0] layer_r490;
+  reg [4:0] layer_r491 = 5'h00;
+  reg [4:0] layer_r492 = 5'h00;
+  reg [4:0] layer_r493 = 5'h00;
+  reg [4:0] layer_r494 = 5'h00;
+  reg [4:0] layer_r495 = 5'h00;
+  reg [4:0] layer_r496 = 5'h00;
+  (* init = 5'h00 *)
+  wire [4:0] layer_r497;
+  reg [4:0] layer_r498 = 5'h00;
+  reg [4:0] layer_r499 = 5'h00;
+  reg [25:0] layer_r5 = 26'h0000000;
+  reg [7:0] layer_r50 = 8'h00;
   reg [4:0] layer_r500 = 5'h00;
   reg [4:0] layer_r501 = 5'h00;
   reg [4:0] layer_r502 = 5'h00;
   reg [4:0] layer_r503 = 5'h00;
-  reg [4:0] layer_r504 = 5'h00;
-  reg [4:0] layer_r505 = 5'h00;
-  reg [4:0] layer_r506 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r507;
-  reg [4:0] layer_r508 = 5'h00;
-  reg [4:0] layer_r509 = 5'h00;
+  wire [4:0] layer_r504;
+  reg [5:0] layer_r505 = 6'h00;
+  reg [5:0] layer_r506 = 6'h00;
+  reg [5:0] layer_r507 = 6'h00;
+  reg [5:0] layer_r508 = 6'h00;
+  reg [5:0] layer_r509 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r51;
-  reg [4:0] layer_r510 = 5'h00;
-  reg [4:0] layer_r511 = 5'h00;
-  reg [4:0] layer_r512 = 5'h00;
-  reg [4:0] layer_r513 = 5'h00;
-  reg [4:0] layer_r514 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r515;
-  reg [4:0] layer_r516 = 5'h00;
-  reg [4:0] layer_r517 = 5'h00;
-  reg [4:0] layer_r518 = 5'h00;
-  reg [4:0] layer_r519 = 5'h00;
-  reg [7:0] layer_r52 = 8'h00;
-  reg [4:0] layer_r520 = 5'h00;
-  reg [4:0] layer_r521 = 5'h00;
-  reg [4:0] layer_r522 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r523;
+  reg [5:0] layer_r510 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r511;
+  reg [5:0] layer_r512 = 6'h00;
+  reg [5:0] layer_r513 = 6'h00;
+  reg [5:0] layer_r514 = 6'h00;
+  reg [5:0] layer_r515 = 6'h00;
+  reg [5:0] layer_r516 = 6'h00;
+  reg [5:0] layer_r517 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r518;
+  reg [5:0] layer_r519 = 6'h00;
+  (* init = 1'h0 *)
+  wire layer_r52;
+  reg [5:0] layer_r520 = 6'h00;
+  reg [5:0] layer_r521 = 6'h00;
+  reg [5:0] layer_r522 = 6'h00;
+  reg [5:0] layer_r523 = 6'h00;
   reg [5:0] layer_r524 = 6'h00;
-  reg [5:0] layer_r525 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r525;
   reg [5:0] layer_r526 = 6'h00;
   reg [5:0] layer_r527 = 6'h00;
   reg [5:0] layer_r528 = 6'h00;
   reg [5:0] layer_r529 = 6'h00;
-  reg [11:0] layer_r53 = 12'h000;
+  (* init = 1'h0 *)
+  wire layer_r53;
   reg [5:0] layer_r530 = 6'h00;
+  reg [5:0] layer_r531 = 6'h00;
   (* init = 6'h00 *)
-  wire [5:0] layer_r531;
-  reg [5:0] layer_r532 = 6'h00;
-  reg [5:0] layer_r533 = 6'h00;
-  reg [5:0] layer_r534 = 6'h00;
-  reg [5:0] layer_r535 = 6'h00;
-  reg [5:0] layer_r536 = 6'h00;
-  reg [5:0] layer_r537 = 6'h00;
-  reg [5:0] layer_r538 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r539;
+  wire [5:0] layer_r532;
   (* init = 1'h0 *)
   wire layer_r54;
-  reg [5:0] layer_r540 = 6'h00;
-  reg [5:0] layer_r541 = 6'h00;
-  reg [5:0] layer_r542 = 6'h00;
-  reg [5:0] layer_r543 = 6'h00;
-  reg [5:0] layer_r544 = 6'h00;
-  reg [5:0] layer_r545 = 6'h00;
-  reg [5:0] layer_r546 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r547;
-  reg [5:0] layer_r548 = 6'h00;
-  reg [5:0] layer_r549 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r55;
-  reg [5:0] layer_r550 = 6'h00;
-  reg [5:0] layer_r551 = 6'h00;
-  reg [5:0] layer_r552 = 6'h00;
-  reg [5:0] layer_r553 = 6'h00;
-  reg [5:0] layer_r554 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r555;
-  reg [4:0] layer_r556 = 5'h00;
-  reg [4:0] layer_r557 = 5'h00;
-  reg [4:0] layer_r558 = 5'h00;
-  reg [4:0] layer_r559 = 5'h00;
   (* init = 1'h0 *)
   wire layer_r56;
-  reg [4:0] layer_r560 = 5'h00;
-  reg [4:0] layer_r561 = 5'h00;
-  reg [4:0] layer_r562 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r563;
-  reg [4:0] layer_r564 = 5'h00;
-  reg [4:0] layer_r565 = 5'h00;
-  reg [4:0] layer_r566 = 5'h00;
-  reg [4:0] layer_r567 = 5'h00;
-  reg [4:0] layer_r568 = 5'h00;
-  reg [4:0] layer_r569 = 5'h00;
   (* init = 1'h0 *)
   wire layer_r57;
-  reg [4:0] layer_r570 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r571;
-  reg [5:0] layer_r572 = 6'h00;
-  reg [5:0] layer_r573 = 6'h00;
-  reg [5:0] layer_r574 = 6'h00;
-  reg [5:0] layer_r575 = 6'h00;
-  reg [5:0] layer_r576 = 6'h00;
-  reg [5:0] layer_r577 = 6'h00;
-  reg [5:0] layer_r578 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r579;
   (* init = 1'h0 *)
   wire layer_r58;
-  reg [5:0] layer_r580 = 6'h00;
-  reg [5:0] layer_r581 = 6'h00;
-  reg [5:0] layer_r582 = 6'h00;
-  reg [5:0] layer_r583 = 6'h00;
-  reg [5:0] layer_r584 = 6'h00;
-  reg [5:0] layer_r585 = 6'h00;
-  reg [5:0] layer_r586 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r587;
-  reg [5:0] layer_r588 = 6'h00;
-  reg [5:0] layer_r589 = 6'h00;
   (* init = 1'h0 *)
   wire layer_r59;
-  reg [5:0] layer_r590 = 6'h00;
-  reg [5:0] layer_r591 = 6'h00;
-  reg [5:0] layer_r592 = 6'h00;
-  reg [5:0] layer_r593 = 6'h00;
-  reg [5:0] layer_r594 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r595;
-  reg [5:0] layer_r596 = 6'h00;
-  reg [5:0] layer_r597 = 6'h00;
-  reg [5:0] layer_r598 = 6'h00;
-  reg [5:0] layer_r599 = 6'h00;
-  reg [31:0] layer_r6 = 32'd0;
+  reg [22:0] layer_r6 = 23'h000000;
   (* init = 1'h0 *)
   wire layer_r60;
-  reg [5:0] layer_r600 = 6'h00;
-  reg [5:0] layer_r601 = 6'h00;
-  reg [5:0] layer_r602 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r603;
   (* init = 1'h0 *)
   wire layer_r61;
   (* init = 1'h0 *)
@@ -2058,17 +1965,17 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire layer_r64;
   (* init = 1'h0 *)
   wire layer_r65;
-  (* init = 1'h0 *)
-  wire layer_r66;
-  (* init = 1'h0 *)
-  wire layer_r67;
+  reg [6:0] layer_r66 = 7'h00;
+  reg [7:0] layer_r67 = 8'h00;
   (* init = 1'h0 *)
   wire layer_r68;
   (* init = 1'h0 *)
   wire layer_r69;
-  reg [37:0] layer_r7 = 38'h0000000000;
-  reg [7:0] layer_r70 = 8'h00;
-  reg [11:0] layer_r71 = 12'h000;
+  reg [22:0] layer_r7 = 23'h000000;
+  (* init = 1'h0 *)
+  wire layer_r70;
+  (* init = 1'h0 *)
+  wire layer_r71;
   (* init = 1'h0 *)
   wire layer_r72;
   (* init = 1'h0 *)
@@ -2085,35 +1992,29 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire layer_r78;
   (* init = 1'h0 *)
   wire layer_r79;
-  reg [19:0] layer_r8 = 20'h00000;
+  reg [14:0] layer_r8 = 15'h0000;
   (* init = 1'h0 *)
   wire layer_r80;
-  (* init = 1'h0 *)
-  wire layer_r81;
-  (* init = 1'h0 *)
-  wire layer_r82;
-  (* init = 1'h0 *)
-  wire layer_r83;
-  (* init = 1'h0 *)
-  wire layer_r84;
-  (* init = 1'h0 *)
-  wire layer_r85;
-  (* init = 1'h0 *)
-  wire layer_r86;
-  (* init = 1'h0 *)
-  wire layer_r87;
-  reg [4:0] layer_r88 = 5'h00;
-  reg [4:0] layer_r89 = 5'h00;
-  reg [17:0] layer_r9 = 18'h00000;
-  reg [4:0] layer_r90 = 5'h00;
-  reg [4:0] layer_r91 = 5'h00;
-  reg [4:0] layer_r92 = 5'h00;
-  reg [4:0] layer_r93 = 5'h00;
-  reg [4:0] layer_r94 = 5'h00;
+  reg [4:0] layer_r81 = 5'h00;
+  reg [4:0] layer_r82 = 5'h00;
+  reg [4:0] layer_r83 = 5'h00;
+  reg [4:0] layer_r84 = 5'h00;
+  reg [4:0] layer_r85 = 5'h00;
+  reg [4:0] layer_r86 = 5'h00;
   (* init = 5'h00 *)
-  wire [4:0] layer_r95;
-  (* init = 8'h00 *)
-  wire [7:0] layer_r96;
+  wire [4:0] layer_r87;
+  (* init = 7'h00 *)
+  wire [6:0] layer_r88;
+  reg [5:0] layer_r89 = 6'h00;
+  reg [6:0] layer_r9 = 7'h00;
+  reg [5:0] layer_r90 = 6'h00;
+  reg [5:0] layer_r91 = 6'h00;
+  reg [5:0] layer_r92 = 6'h00;
+  reg [5:0] layer_r93 = 6'h00;
+  reg [5:0] layer_r94 = 6'h00;
+  (* init = 6'h00 *)
+  wire [5:0] layer_r95;
+  reg [5:0] layer_r96 = 6'h00;
   reg [5:0] layer_r97 = 6'h00;
   reg [5:0] layer_r98 = 6'h00;
   reg [5:0] layer_r99 = 6'h00;
@@ -2125,63 +2026,97 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   reg [5:0] \p$117  = 6'h00;
   reg [5:0] \p$122  = 6'h00;
   reg [5:0] \p$127  = 6'h00;
-  reg [5:0] \p$132  = 6'h00;
-  reg [5:0] \p$137  = 6'h00;
-  reg [5:0] \p$142  = 6'h00;
-  reg [4:0] \p$147  = 5'h00;
-  reg [4:0] \p$153  = 5'h00;
-  reg [5:0] \p$158  = 6'h00;
-  reg [5:0] \p$163  = 6'h00;
-  reg [5:0] \p$168  = 6'h00;
-  reg [5:0] \p$173  = 6'h00;
-  reg [5:0] \p$178  = 6'h00;
-  reg [4:0] \p$183  = 5'h00;
-  reg [5:0] \p$188  = 6'h00;
-  reg [5:0] \p$193  = 6'h00;
-  reg [5:0] \p$198  = 6'h00;
-  reg [5:0] \p$203  = 6'h00;
-  reg [5:0] \p$208  = 6'h00;
-  reg [5:0] \p$213  = 6'h00;
-  reg [5:0] \p$218  = 6'h00;
-  reg [5:0] \p$223  = 6'h00;
-  reg [4:0] \p$228  = 5'h00;
-  reg [4:0] \p$234  = 5'h00;
-  reg [4:0] \p$239  = 5'h00;
-  reg [5:0] \p$244  = 6'h00;
-  reg [5:0] \p$249  = 6'h00;
-  reg [5:0] \p$254  = 6'h00;
-  reg [5:0] \p$259  = 6'h00;
-  reg [5:0] \p$264  = 6'h00;
-  reg [5:0] \p$269  = 6'h00;
-  reg [5:0] \p$274  = 6'h00;
-  reg [5:0] \p$279  = 6'h00;
-  reg [4:0] \p$284  = 5'h00;
-  reg [5:0] \p$289  = 6'h00;
-  reg [4:0] \p$294  = 5'h00;
-  reg [5:0] \p$299  = 6'h00;
-  reg [5:0] \p$304  = 6'h00;
-  reg [4:0] \p$309  = 5'h00;
-  reg [5:0] \p$315  = 6'h00;
-  reg [5:0] \p$320  = 6'h00;
-  reg [4:0] \p$325  = 5'h00;
+  reg [5:0] \p$131  = 6'h00;
+  reg [5:0] \p$136  = 6'h00;
+  reg [5:0] \p$141  = 6'h00;
+  reg [4:0] \p$145  = 5'h00;
+  reg [4:0] \p$151  = 5'h00;
+  reg [5:0] \p$156  = 6'h00;
+  reg [5:0] \p$161  = 6'h00;
+  reg [5:0] \p$166  = 6'h00;
+  reg [5:0] \p$171  = 6'h00;
+  reg [5:0] \p$176  = 6'h00;
+  reg [4:0] \p$180  = 5'h00;
+  reg [5:0] \p$185  = 6'h00;
+  reg [5:0] \p$190  = 6'h00;
+  reg [5:0] \p$195  = 6'h00;
+  reg [5:0] \p$200  = 6'h00;
+  reg [5:0] \p$205  = 6'h00;
+  reg [5:0] \p$210  = 6'h00;
+  reg [5:0] \p$215  = 6'h00;
+  reg [5:0] \p$220  = 6'h00;
+  reg [4:0] \p$225  = 5'h00;
+  reg [4:0] \p$231  = 5'h00;
+  reg [4:0] \p$236  = 5'h00;
+  reg [5:0] \p$241  = 6'h00;
+  reg [5:0] \p$246  = 6'h00;
+  reg [5:0] \p$251  = 6'h00;
+  reg [5:0] \p$256  = 6'h00;
+  reg [5:0] \p$261  = 6'h00;
+  reg [5:0] \p$266  = 6'h00;
+  reg [5:0] \p$271  = 6'h00;
+  reg [5:0] \p$276  = 6'h00;
+  reg [4:0] \p$281  = 5'h00;
+  reg [5:0] \p$286  = 6'h00;
+  reg [4:0] \p$291  = 5'h00;
+  reg [5:0] \p$296  = 6'h00;
+  reg [5:0] \p$300  = 6'h00;
+  reg [4:0] \p$305  = 5'h00;
+  reg [5:0] \p$311  = 6'h00;
+  reg [5:0] \p$316  = 6'h00;
+  reg [4:0] \p$321  = 5'h00;
+  reg [4:0] \p$326  = 5'h00;
   reg [4:0] \p$330  = 5'h00;
-  reg [4:0] \p$335  = 5'h00;
+  reg [5:0] \p$335  = 6'h00;
   reg [5:0] \p$340  = 6'h00;
   reg [5:0] \p$345  = 6'h00;
   reg [5:0] \p$350  = 6'h00;
-  reg [5:0] \p$355  = 6'h00;
-  reg [4:0] \p$360  = 5'h00;
-  reg [4:0] \p$365  = 5'h00;
-  reg [5:0] \p$370  = 6'h00;
-  reg [5:0] \p$375  = 6'h00;
-  reg [5:0] \p$380  = 6'h00;
-  reg [5:0] \p$385  = 6'h00;
+  reg [4:0] \p$354  = 5'h00;
+  reg [4:0] \p$359  = 5'h00;
+  reg [5:0] \p$364  = 6'h00;
+  reg [5:0] \p$369  = 6'h00;
+  reg [5:0] \p$373  = 6'h00;
+  reg [5:0] \p$378  = 6'h00;
   reg [5:0] \p$72  = 6'h00;
   reg [5:0] \p$77  = 6'h00;
   reg [5:0] \p$82  = 6'h00;
   reg [5:0] \p$87  = 6'h00;
   reg [5:0] \p$92  = 6'h00;
   reg [5:0] \p$97  = 6'h00;
+  input [1:0] \port$460$0 ;
+  wire [1:0] \port$460$0 ;
+  input [1:0] \port$461$0 ;
+  wire [1:0] \port$461$0 ;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$467$0 ;
+  wire [1:0] \port$467$0 ;
+  input [1:0] \port$468$0 ;
+  wire [1:0] \port$468$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$475$0 ;
+  wire [1:0] \port$475$0 ;
+  input [1:0] \port$476$0 ;
+  wire [1:0] \port$476$0 ;
   input [1:0] \port$477$0 ;
   wire [1:0] \port$477$0 ;
   input [1:0] \port$478$0 ;
@@ -2276,492 +2211,448 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   wire [1:0] \port$522$0 ;
   input [1:0] \port$523$0 ;
   wire [1:0] \port$523$0 ;
-  input [1:0] \port$524$0 ;
-  wire [1:0] \port$524$0 ;
-  input [1:0] \port$525$0 ;
-  wire [1:0] \port$525$0 ;
-  input [1:0] \port$526$0 ;
-  wire [1:0] \port$526$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$532$0 ;
-  wire [1:0] \port$532$0 ;
-  input [1:0] \port$533$0 ;
-  wire [1:0] \port$533$0 ;
-  input [1:0] \port$534$0 ;
-  wire [1:0] \port$534$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
   input rst;
   wire rst;
-  reg [7:0] s = 8'h00;
-  (* init = 8'h00 *)
-  wire [7:0] \s$104 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$109 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$114 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$119 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$124 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$129 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$134 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$139 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$144 ;
-  reg [7:0] \s$149  = 8'h00;
-  (* init = 8'h00 *)
-  wire [7:0] \s$155 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$160 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$165 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$170 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$175 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$180 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$185 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$190 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$195 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$200 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$205 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$210 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$215 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$220 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$225 ;
-  reg [7:0] \s$230  = 8'h00;
-  (* init = 8'h00 *)
-  wire [7:0] \s$236 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$241 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$246 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$251 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$256 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$261 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$266 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$271 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$276 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$281 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$286 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$291 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$296 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$301 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$306 ;
-  reg [7:0] \s$311  = 8'h00;
-  (* init = 8'h00 *)
-  wire [7:0] \s$317 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$322 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$327 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$332 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$337 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$342 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$347 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$352 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$357 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$362 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$367 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$372 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$377 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$382 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$387 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$74 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$79 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$84 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$89 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$94 ;
-  (* init = 8'h00 *)
-  wire [7:0] \s$99 ;
+  reg [6:0] s = 7'h00;
+  (* init = 7'h00 *)
+  wire [6:0] \s$104 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$109 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$114 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$119 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$124 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$129 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$133 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$138 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$143 ;
+  reg [6:0] \s$147  = 7'h00;
+  (* init = 7'h00 *)
+  wire [6:0] \s$153 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$158 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$163 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$168 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$173 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$178 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$182 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$187 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$192 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$197 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$202 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$207 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$212 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$217 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$222 ;
+  reg [6:0] \s$227  = 7'h00;
+  (* init = 7'h00 *)
+  wire [6:0] \s$233 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$238 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$243 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$248 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$253 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$258 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$263 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$268 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$273 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$278 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$283 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$288 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$293 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$298 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$302 ;
+  reg [6:0] \s$307  = 7'h00;
+  (* init = 7'h00 *)
+  wire [6:0] \s$313 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$318 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$323 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$328 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$332 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$337 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$342 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$347 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$352 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$356 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$361 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$366 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$371 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$375 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$380 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$74 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$79 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$84 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$89 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$94 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$99 ;
   wire [7:0] sum;
-  wire [4:0] \sum$482 ;
-  wire [5:0] \sum$490 ;
-  wire [5:0] \sum$498 ;
-  wire [5:0] \sum$506 ;
-  wire [5:0] \sum$514 ;
-  wire [5:0] \sum$522 ;
-  wire [5:0] \sum$530 ;
-  wire [4:0] \sum$538 ;
-  wire [4:0] \sum$546 ;
-  wire [5:0] \sum$554 ;
-  wire [5:0] \sum$562 ;
-  wire [5:0] \sum$570 ;
-  wire [5:0] \sum$578 ;
-  wire [5:0] \sum$586 ;
-  wire [5:0] \sum$594 ;
-  wire [5:0] \sum$602 ;
-  wire [4:0] \sum$610 ;
-  wire [4:0] \sum$618 ;
-  wire [5:0] \sum$626 ;
-  wire [5:0] \sum$634 ;
-  wire [5:0] \sum$642 ;
+  wire [4:0] \sum$475 ;
+  wire [5:0] \sum$482 ;
+  wire [5:0] \sum$489 ;
+  wire [5:0] \sum$496 ;
+  wire [5:0] \sum$503 ;
+  wire [5:0] \sum$510 ;
+  wire [5:0] \sum$517 ;
+  wire [4:0] \sum$524 ;
+  wire [4:0] \sum$531 ;
+  wire [5:0] \sum$538 ;
+  wire [5:0] \sum$545 ;
+  wire [5:0] \sum$552 ;
+  wire [5:0] \sum$559 ;
+  wire [5:0] \sum$566 ;
+  wire [5:0] \sum$573 ;
+  wire [5:0] \sum$580 ;
+  wire [4:0] \sum$587 ;
+  wire [4:0] \sum$594 ;
+  wire [5:0] \sum$601 ;
+  wire [5:0] \sum$608 ;
+  wire [5:0] \sum$615 ;
+  wire [5:0] \sum$622 ;
+  wire [5:0] \sum$629 ;
+  wire [4:0] \sum$636 ;
+  wire [5:0] \sum$643 ;
   wire [5:0] \sum$650 ;
-  wire [5:0] \sum$658 ;
-  wire [4:0] \sum$666 ;
-  wire [5:0] \sum$674 ;
-  wire [5:0] \sum$682 ;
-  wire [5:0] \sum$690 ;
-  wire [5:0] \sum$698 ;
-  wire [5:0] \sum$706 ;
-  wire [5:0] \sum$714 ;
-  wire [5:0] \sum$722 ;
-  wire [5:0] \sum$730 ;
-  wire [4:0] \sum$738 ;
-  wire [4:0] \sum$746 ;
-  wire [4:0] \sum$754 ;
+  wire [5:0] \sum$657 ;
+  wire [5:0] \sum$664 ;
+  wire [5:0] \sum$671 ;
+  wire [5:0] \sum$678 ;
+  wire [5:0] \sum$685 ;
+  wire [5:0] \sum$692 ;
+  wire [4:0] \sum$699 ;
+  wire [4:0] \sum$706 ;
+  wire [4:0] \sum$713 ;
+  wire [5:0] \sum$720 ;
+  wire [5:0] \sum$727 ;
+  wire [5:0] \sum$734 ;
+  wire [5:0] \sum$741 ;
+  wire [5:0] \sum$748 ;
+  wire [5:0] \sum$755 ;
   wire [5:0] \sum$762 ;
-  wire [5:0] \sum$770 ;
-  wire [5:0] \sum$778 ;
-  wire [5:0] \sum$786 ;
-  wire [5:0] \sum$794 ;
-  wire [5:0] \sum$802 ;
-  wire [5:0] \sum$810 ;
+  wire [5:0] \sum$769 ;
+  wire [4:0] \sum$776 ;
+  wire [5:0] \sum$783 ;
+  wire [4:0] \sum$790 ;
+  wire [5:0] \sum$797 ;
+  wire [5:0] \sum$804 ;
+  wire [4:0] \sum$811 ;
   wire [5:0] \sum$818 ;
-  wire [4:0] \sum$826 ;
-  wire [5:0] \sum$834 ;
-  wire [4:0] \sum$842 ;
-  wire [5:0] \sum$850 ;
-  wire [5:0] \sum$858 ;
-  wire [4:0] \sum$866 ;
+  wire [5:0] \sum$825 ;
+  wire [4:0] \sum$832 ;
+  wire [4:0] \sum$839 ;
+  wire [4:0] \sum$846 ;
+  wire [5:0] \sum$853 ;
+  wire [5:0] \sum$860 ;
+  wire [5:0] \sum$867 ;
   wire [5:0] \sum$874 ;
-  wire [5:0] \sum$882 ;
-  wire [4:0] \sum$890 ;
-  wire [4:0] \sum$898 ;
-  wire [4:0] \sum$906 ;
-  wire [5:0] \sum$914 ;
-  wire [5:0] \sum$922 ;
-  wire [5:0] \sum$930 ;
-  wire [5:0] \sum$938 ;
-  wire [4:0] \sum$946 ;
-  wire [4:0] \sum$954 ;
-  wire [5:0] \sum$962 ;
-  wire [5:0] \sum$970 ;
-  wire [5:0] \sum$978 ;
-  wire [5:0] \sum$986 ;
-  assign \$2  = sum + \$1 ;
-  assign \$5  = \$3  + \$4 ;
-  assign \$6  = \$2 [9:0] + \$5 [17:0];
-  assign \$9  = \$7  + \$8 ;
-  assign \$10  = layer_r2 - layer_r1;
-  assign \$11  = $signed(\$10 ) - $signed(19'h4c69a);
-  assign \$14  = \$12  + \$13 ;
-  assign \$17  = \$15  + \$16 ;
-  assign \$18  = \$14 [21:0] + \$17 [27:0];
-  assign \$21  = \$19  + \$20 ;
-  assign \$23  = layer_r4 + layer_r5;
-  assign \$24  = \$23 [36:0] - layer_r6;
-  assign \$29  = $signed(\$26 ) + $signed(\$28 );
-  assign \$34  = $signed(\$31 ) + $signed(\$33 );
-  assign \$35  = $signed(\$29 [12:0]) + $signed(\$34 [19:0]);
-  assign \$40  = $signed(\$37 ) + $signed(\$39 );
-  assign \$41  = $signed(layer_r8) - $signed(layer_r9);
-  assign \$42  = $signed({ 1'h0, layer_r12 }) - $signed(\$41 [19:0]);
-  assign \$44  = $signed(\$43 [7:0]) + $signed(7'h41);
-  assign \$45  = layer_r17 >= 12'ha51;
-  assign \$46  = layer_r17 >= 11'h583;
-  assign \$47  = layer_r17 >= 12'h870;
-  assign \$48  = layer_r17 >= 12'h99b;
-  assign \$49  = layer_r17 >= 12'ha1c;
-  assign \$50  = layer_r17 >= 11'h6f5;
-  assign \$51  = layer_r17 >= 7'h6a;
-  assign \$52  = layer_r17 >= 11'h6a6;
-  assign \$53  = layer_r17 >= 12'h939;
-  assign \$54  = layer_r17 >= 8'hc9;
-  assign \$55  = layer_r17 >= 11'h4d4;
-  assign \$56  = layer_r17 >= 10'h2ed;
-  assign \$57  = layer_r17 >= 12'h875;
-  assign \$58  = layer_r17 >= 12'hcdd;
-  assign \$59  = layer_r17 >= 10'h376;
-  assign \$60  = layer_r17 >= 12'ha29;
-  assign \$61  = layer_r35 >= 9'h11b;
-  assign \$62  = layer_r35 >= 12'h9e1;
-  assign \$63  = layer_r35 >= 12'h951;
-  assign \$64  = layer_r35 >= 12'hc60;
-  assign \$65  = layer_r35 >= 12'haf4;
-  assign \$66  = layer_r35 >= 11'h7ef;
-  assign \$67  = layer_r35 >= 12'h95d;
-  assign \$68  = layer_r35 >= 9'h151;
-  assign \$69  = layer_r35 >= 10'h291;
-  assign \$70  = layer_r35 >= 11'h400;
-  assign \$71  = layer_r35 >= 12'h814;
-  assign \$72  = layer_r35 >= 9'h1d3;
-  assign \$73  = layer_r35 >= 7'h7e;
-  assign \$74  = layer_r35 >= 11'h6e9;
-  assign \$75  = layer_r35 >= 11'h581;
-  assign \$76  = layer_r35 >= 11'h796;
-  assign \$77  = layer_r53 >= 12'h9ba;
-  assign \$78  = layer_r53 >= 10'h27f;
-  assign \$79  = layer_r53 >= 11'h4ea;
-  assign \$80  = layer_r53 >= 11'h528;
-  assign \$81  = layer_r53 >= 11'h4aa;
-  assign \$82  = layer_r53 >= 10'h381;
-  assign \$83  = layer_r53 >= 10'h274;
-  assign \$84  = layer_r53 >= 9'h174;
-  assign \$85  = layer_r53 >= 12'h802;
-  assign \$86  = layer_r53 >= 12'h895;
-  assign \$87  = layer_r53 >= 12'h8ad;
-  assign \$88  = layer_r53 >= 12'h950;
-  assign \$89  = layer_r53 >= 10'h3d8;
-  assign \$90  = layer_r53 >= 12'ha6c;
-  assign \$91  = layer_r53 >= 12'h87f;
-  assign \$92  = layer_r53 >= 12'haeb;
-  assign \$93  = layer_r71 >= 11'h4fa;
-  assign \$94  = layer_r71 >= 11'h656;
-  assign \$95  = layer_r71 >= 11'h674;
-  assign \$96  = layer_r71 >= 12'h896;
-  assign \$97  = layer_r71 >= 11'h660;
-  assign \$98  = layer_r71 >= 10'h39e;
-  assign \$99  = layer_r71 >= 11'h429;
-  assign \$100  = layer_r71 >= 11'h433;
-  assign \$101  = layer_r71 >= 11'h638;
-  assign \$102  = layer_r71 >= 11'h663;
-  assign \$103  = layer_r71 >= 9'h171;
-  assign \$104  = layer_r71 >= 12'hb2d;
-  assign \$105  = layer_r71 >= 10'h2f0;
-  assign \$106  = layer_r71 >= 11'h641;
-  assign \$107  = layer_r71 >= 10'h2ff;
-  assign \$108  = layer_r71 >= 12'h9a9;
+  wire [4:0] \sum$881 ;
+  wire [4:0] \sum$888 ;
+  wire [5:0] \sum$895 ;
+  wire [5:0] \sum$902 ;
+  wire [5:0] \sum$909 ;
+  wire [5:0] \sum$916 ;
+  assign \$9  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$11  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$13  = \$10  + \$12 ;
+  assign \$14  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$16  = layer_r2 + layer_r3;
+  assign \$17  = \$16 [20:0] + layer_r4;
+  assign \$18  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$20  = layer_r5 - layer_r7;
+  assign \$23  = layer_r5 - layer_r7;
+  assign \$26  = $signed(\$22 ) + $signed(\$25 );
+  assign \$27  = layer_r5 - layer_r7;
+  assign \$29  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$30  = $signed(layer_r8) - $signed(layer_r9);
+  assign \$31  = $signed({ 1'h0, layer_r12 }) - $signed(\$30 [14:0]);
+  assign \$32  = layer_r5 - layer_r7;
+  assign \$34  = $signed(\$33 [6:0]) + $signed(7'h4f);
+  assign \$35  = layer_r17 >= 7'h71;
+  assign \$36  = layer_r17 >= 6'h3d;
+  assign \$37  = layer_r17 >= 7'h5d;
+  assign \$38  = layer_r17 >= 7'h6a;
+  assign \$39  = layer_r17 >= 7'h6f;
+  assign \$40  = layer_r17 >= 7'h4c;
+  assign \$41  = layer_r17 >= 3'h5;
+  assign \$42  = layer_r17 >= 7'h49;
+  assign \$43  = layer_r17 >= 7'h65;
+  assign \$44  = layer_r17 >= 4'h9;
+  assign \$45  = layer_r17 >= 6'h35;
+  assign \$46  = layer_r17 >= 6'h21;
+  assign \$47  = layer_r17 >= 8'h8d;
+  assign \$48  = layer_r17 >= 6'h26;
+  assign \$49  = layer_r33 >= 4'hd;
+  assign \$50  = layer_r33 >= 7'h6c;
+  assign \$51  = layer_r33 >= 7'h67;
+  assign \$52  = layer_r33 >= 8'h88;
+  assign \$53  = layer_r33 >= 7'h78;
+  assign \$54  = layer_r33 >= 7'h58;
+  assign \$55  = layer_r33 >= 4'hf;
+  assign \$56  = layer_r33 >= 5'h1d;
+  assign \$57  = layer_r33 >= 6'h2c;
+  assign \$58  = layer_r33 >= 7'h59;
+  assign \$59  = layer_r33 >= 5'h15;
+  assign \$60  = layer_r33 >= 3'h6;
+  assign \$61  = layer_r33 >= 7'h4c;
+  assign \$62  = layer_r33 >= 6'h3d;
+  assign \$63  = layer_r33 >= 7'h54;
+  assign \$64  = layer_r50 >= 7'h6b;
+  assign \$65  = layer_r50 >= 5'h1c;
+  assign \$66  = layer_r50 >= 6'h36;
+  assign \$67  = layer_r50 >= 6'h39;
+  assign \$68  = layer_r50 >= 6'h34;
+  assign \$69  = layer_r50 >= 6'h27;
+  assign \$70  = layer_r50 >= 5'h1b;
+  assign \$71  = layer_r50 >= 5'h11;
+  assign \$72  = layer_r50 >= 7'h58;
+  assign \$73  = layer_r50 >= 7'h5e;
+  assign \$74  = layer_r50 >= 7'h5f;
+  assign \$75  = layer_r50 >= 7'h66;
+  assign \$76  = layer_r50 >= 6'h2b;
+  assign \$77  = layer_r50 >= 7'h72;
+  assign \$78  = layer_r50 >= 7'h78;
+  assign \$79  = layer_r67 >= 6'h37;
+  assign \$80  = layer_r67 >= 7'h46;
+  assign \$81  = layer_r67 >= 7'h47;
+  assign \$82  = layer_r67 >= 7'h5d;
+  assign \$83  = layer_r67 >= 6'h28;
+  assign \$84  = layer_r67 >= 6'h2e;
+  assign \$85  = layer_r67 >= 6'h2f;
+  assign \$86  = layer_r67 >= 7'h45;
+  assign \$87  = layer_r67 >= 5'h10;
+  assign \$88  = layer_r67 >= 7'h7a;
+  assign \$89  = layer_r67 >= 6'h20;
+  assign \$90  = layer_r67 >= 6'h21;
+  assign \$91  = layer_r67 >= 7'h6a;
   always @(posedge clk)
-    layer_r1 <= \$6 [17:0];
+    layer_r1 <= \$4 ;
   always @(posedge clk)
-    layer_r2 <= \$9 [15:0];
+    layer_r2 <= \$8 [15:0];
   always @(posedge clk)
-    layer_r3 <= \$11 [18:0];
+    layer_r3 <= \$13 ;
   always @(posedge clk)
-    layer_r4 <= \$18 [27:0];
+    layer_r4 <= \$15 [25:0];
   always @(posedge clk)
-    layer_r5 <= \$21 [36:0];
+    layer_r5 <= \$17 [25:0];
   always @(posedge clk)
-    layer_r6 <= \$22 [31:0];
+    layer_r6 <= \$19 [22:0];
   always @(posedge clk)
-    layer_r7 <= \$24 ;
+    layer_r7 <= layer_r6;
   always @(posedge clk)
-    layer_r8 <= \$35 [19:0];
+    layer_r8 <= \$26 ;
   always @(posedge clk)
-    layer_r9 <= \$40 [17:0];
+    layer_r9 <= \$28 [6:0];
   always @(posedge clk)
-    layer_r10 <= layer_r3;
+    layer_r10 <= \$29 [12:0];
   always @(posedge clk)
     layer_r11 <= layer_r10;
   always @(posedge clk)
     layer_r12 <= layer_r11;
   always @(posedge clk)
-    layer_r13 <= \$42 [19:0];
+    layer_r13 <= \$31 [14:0];
   always @(posedge clk)
-    layer_r14 <= \$44 [7:0];
+    layer_r14 <= \$34 [6:0];
   always @(posedge clk)
     layer_r15 <= layer_r14;
   always @(posedge clk)
     layer_r16 <= layer_r15;
   always @(posedge clk)
-    layer_r17 <= layer_r13[11:0];
+    layer_r17 <= layer_r13[7:0];
   always @(posedge clk)
-    carry <= \$45 ;
+    carry <= \$35 ;
   always @(posedge clk)
-    \carry$75  <= \$46 ;
+    \carry$75  <= \$36 ;
   always @(posedge clk)
-    \carry$80  <= \$47 ;
+    \carry$80  <= \$37 ;
   always @(posedge clk)
-    \carry$85  <= \$48 ;
+    \carry$85  <= \$38 ;
   always @(posedge clk)
-    \carry$90  <= \$49 ;
+    \carry$90  <= \$39 ;
   always @(posedge clk)
-    \carry$95  <= \$50 ;
+    \carry$95  <= \$40 ;
   always @(posedge clk)
-    \carry$100  <= \$51 ;
+    \carry$100  <= \$41 ;
   always @(posedge clk)
-    \carry$105  <= \$52 ;
+    \carry$105  <= \$42 ;
   always @(posedge clk)
-    \carry$110  <= \$53 ;
+    \carry$110  <= \$43 ;
   always @(posedge clk)
-    \carry$115  <= \$54 ;
+    \carry$115  <= \$44 ;
   always @(posedge clk)
-    \carry$120  <= \$55 ;
+    \carry$120  <= \$45 ;
   always @(posedge clk)
-    \carry$125  <= \$56 ;
+    \carry$125  <= \$46 ;
   always @(posedge clk)
-    \carry$130  <= \$57 ;
+    \carry$134  <= \$47 ;
   always @(posedge clk)
-    \carry$135  <= \$58 ;
+    \carry$139  <= \$48 ;
   always @(posedge clk)
-    \carry$140  <= \$59 ;
+    layer_r32 <= layer_r15;
   always @(posedge clk)
-    \carry$145  <= \$60 ;
+    layer_r33 <= layer_r13[7:0];
   always @(posedge clk)
-    layer_r34 <= layer_r15;
+    \carry$149  <= \$49 ;
   always @(posedge clk)
-    layer_r35 <= layer_r13[11:0];
+    \carry$154  <= \$50 ;
   always @(posedge clk)
-    \carry$151  <= \$61 ;
+    \carry$159  <= \$51 ;
   always @(posedge clk)
-    \carry$156  <= \$62 ;
+    \carry$164  <= \$52 ;
   always @(posedge clk)
-    \carry$161  <= \$63 ;
+    \carry$169  <= \$53 ;
   always @(posedge clk)
-    \carry$166  <= \$64 ;
+    \carry$174  <= \$54 ;
   always @(posedge clk)
-    \carry$171  <= \$65 ;
+    \carry$183  <= \$55 ;
   always @(posedge clk)
-    \carry$176  <= \$66 ;
+    \carry$188  <= \$56 ;
   always @(posedge clk)
-    \carry$181  <= \$67 ;
+    \carry$193  <= \$57 ;
   always @(posedge clk)
-    \carry$186  <= \$68 ;
+    \carry$198  <= \$58 ;
   always @(posedge clk)
-    \carry$191  <= \$69 ;
+    \carry$203  <= \$59 ;
   always @(posedge clk)
-    \carry$196  <= \$70 ;
+    \carry$208  <= \$60 ;
   always @(posedge clk)
-    \carry$201  <= \$71 ;
+    \carry$213  <= \$61 ;
   always @(posedge clk)
-    \carry$206  <= \$72 ;
+    \carry$218  <= \$62 ;
   always @(posedge clk)
-    \carry$211  <= \$73 ;
+    \carry$223  <= \$63 ;
   always @(posedge clk)
-    \carry$216  <= \$74 ;
+    layer_r49 <= layer_r15;
   always @(posedge clk)
-    \carry$221  <= \$75 ;
+    layer_r50 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$226  <= \$76 ;
+    \carry$229  <= \$64 ;
   always @(posedge clk)
-    layer_r52 <= layer_r15;
+    \carry$234  <= \$65 ;
   always @(posedge clk)
-    layer_r53 <= layer_r13[11:0];
+    \carry$239  <= \$66 ;
   always @(posedge clk)
-    \carry$232  <= \$77 ;
+    \carry$244  <= \$67 ;
   always @(posedge clk)
-    \carry$237  <= \$78 ;
+    \carry$249  <= \$68 ;
   always @(posedge clk)
-    \carry$242  <= \$79 ;
+    \carry$254  <= \$69 ;
   always @(posedge clk)
-    \carry$247  <= \$80 ;
+    \carry$259  <= \$70 ;
   always @(posedge clk)
-    \carry$252  <= \$81 ;
+    \carry$264  <= \$71 ;
   always @(posedge clk)
-    \carry$257  <= \$82 ;
+    \carry$269  <= \$72 ;
   always @(posedge clk)
-    \carry$262  <= \$83 ;
+    \carry$274  <= \$73 ;
   always @(posedge clk)
-    \carry$267  <= \$84 ;
+    \carry$279  <= \$74 ;
   always @(posedge clk)
-    \carry$272  <= \$85 ;
+    \carry$284  <= \$75 ;
   always @(posedge clk)
-    \carry$277  <= \$86 ;
+    \carry$289  <= \$76 ;
   always @(posedge clk)
-    \carry$282  <= \$87 ;
+    \carry$294  <= \$77 ;
   always @(posedge clk)
-    \carry$287  <= \$88 ;
+    \carry$303  <= \$78 ;
   always @(posedge clk)
-    \carry$292  <= \$89 ;
+    layer_r66 <= layer_r15;
   always @(posedge clk)
-    \carry$297  <= \$90 ;
+    layer_r67 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$302  <= \$91 ;
+    \carry$309  <= \$79 ;
   always @(posedge clk)
-    \carry$307  <= \$92 ;
+    \carry$314  <= \$80 ;
   always @(posedge clk)
-    layer_r70 <= layer_r15;
+    \carry$319  <= \$81 ;
   always @(posedge clk)
-    layer_r71 <= layer_r13[11:0];
+    \carry$324  <= \$82 ;
   always @(posedge clk)
-    \carry$313  <= \$93 ;
+    \carry$333  <= \$83 ;
   always @(posedge clk)
-    \carry$318  <= \$94 ;
+    \carry$338  <= \$84 ;
   always @(posedge clk)
-    \carry$323  <= \$95 ;
+    \carry$343  <= \$85 ;
   always @(posedge clk)
-    \carry$328  <= \$96 ;
+    \carry$348  <= \$86 ;
   always @(posedge clk)
-    \carry$333  <= \$97 ;
+    \carry$357  <= \$87 ;
   always @(posedge clk)
-    \carry$338  <= \$98 ;
+    \carry$362  <= \$88 ;
   always @(posedge clk)
-    \carry$343  <= \$99 ;
+    \carry$367  <= \$89 ;
   always @(posedge clk)
-    \carry$348  <= \$100 ;
+    \carry$376  <= \$90 ;
   always @(posedge clk)
-    \carry$353  <= \$101 ;
+    \carry$381  <= \$91 ;
   always @(posedge clk)
-    \carry$358  <= \$102 ;
+    layer_r81 <= \sum$475 ;
   always @(posedge clk)
-    \carry$363  <= \$103 ;
+    layer_r82 <= layer_r81;
   always @(posedge clk)
-    \carry$368  <= \$104 ;
+    layer_r83 <= layer_r82;
   always @(posedge clk)
-    \carry$373  <= \$105 ;
+    layer_r84 <= layer_r83;
   always @(posedge clk)
-    \carry$378  <= \$106 ;
+    layer_r85 <= layer_r84;
   always @(posedge clk)
-    \carry$383  <= \$107 ;
+    layer_r86 <= layer_r85;
   always @(posedge clk)
-    \carry$388  <= \$108 ;
+    p <= layer_r86;
   always @(posedge clk)
-    layer_r88 <= \sum$482 ;
+    s <= layer_r16;
   always @(posedge clk)
-    layer_r89 <= layer_r88;
+    layer_r89 <= \sum$482 ;
   always @(posedge clk)
     layer_r90 <= layer_r89;
   always @(posedge clk)
@@ -2773,11 +2664,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r94 <= layer_r93;
   always @(posedge clk)
-    p <= layer_r94;
+    \p$72  <= layer_r94;
   always @(posedge clk)
-    s <= layer_r16;
+    layer_r96 <= \sum$489 ;
   always @(posedge clk)
-    layer_r97 <= \sum$490 ;
+    layer_r97 <= layer_r96;
   always @(posedge clk)
     layer_r98 <= layer_r97;
   always @(posedge clk)
@@ -2787,13 +2678,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r101 <= layer_r100;
   always @(posedge clk)
-    layer_r102 <= layer_r101;
+    \p$77  <= layer_r101;
   always @(posedge clk)
-    layer_r103 <= layer_r102;
+    layer_r103 <= \sum$496 ;
   always @(posedge clk)
-    \p$72  <= layer_r103;
+    layer_r104 <= layer_r103;
   always @(posedge clk)
-    layer_r105 <= \sum$498 ;
+    layer_r105 <= layer_r104;
   always @(posedge clk)
     layer_r106 <= layer_r105;
   always @(posedge clk)
@@ -2801,37 +2692,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r108 <= layer_r107;
   always @(posedge clk)
-    layer_r109 <= layer_r108;
+    \p$82  <= layer_r108;
   always @(posedge clk)
-    layer_r110 <= layer_r109;
+    layer_r110 <= \sum$503 ;
   always @(posedge clk)
     layer_r111 <= layer_r110;
   always @(posedge clk)
-    \p$77  <= layer_r111;
+    layer_r112 <= layer_r111;
   always @(posedge clk)
-    layer_r113 <= \sum$506 ;
+    layer_r113 <= layer_r112;
   always @(posedge clk)
     layer_r114 <= layer_r113;
   always @(posedge clk)
     layer_r115 <= layer_r114;
   always @(posedge clk)
-    layer_r116 <= layer_r115;
+    \p$87  <= layer_r115;
   always @(posedge clk)
-    layer_r117 <= layer_r116;
+    layer_r117 <= \sum$510 ;
   always @(posedge clk)
     layer_r118 <= layer_r117;
   always @(posedge clk)
     layer_r119 <= layer_r118;
   always @(posedge clk)
-    \p$82  <= layer_r119;
+    layer_r120 <= layer_r119;
   always @(posedge clk)
-    layer_r121 <= \sum$514 ;
+    layer_r121 <= layer_r120;
   always @(posedge clk)
     layer_r122 <= layer_r121;
   always @(posedge clk)
-    layer_r123 <= layer_r122;
+    \p$92  <= layer_r122;
   always @(posedge clk)
-    layer_r124 <= layer_r123;
+    layer_r124 <= \sum$517 ;
   always @(posedge clk)
     layer_r125 <= layer_r124;
   always @(posedge clk)
@@ -2839,13 +2730,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r127 <= layer_r126;
   always @(posedge clk)
-    \p$87  <= layer_r127;
+    layer_r128 <= layer_r127;
   always @(posedge clk)
-    layer_r129 <= \sum$522 ;
+    layer_r129 <= layer_r128;
   always @(posedge clk)
-    layer_r130 <= layer_r129;
+    \p$97  <= layer_r129;
   always @(posedge clk)
-    layer_r131 <= layer_r130;
+    layer_r131 <= \sum$524 ;
   always @(posedge clk)
     layer_r132 <= layer_r131;
   always @(posedge clk)
@@ -2855,11 +2746,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r135 <= layer_r134;
   always @(posedge clk)
-    \p$92  <= layer_r135;
+    layer_r136 <= layer_r135;
   always @(posedge clk)
-    layer_r137 <= \sum$530 ;
+    \p$102  <= layer_r136;
   always @(posedge clk)
-    layer_r138 <= layer_r137;
+    layer_r138 <= \sum$531 ;
   always @(posedge clk)
     layer_r139 <= layer_r138;
   always @(posedge clk)
@@ -2871,7 +2762,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r143 <= layer_r142;
   always @(posedge clk)
-    \p$97  <= layer_r143;
+    \p$107  <= layer_r143;
   always @(posedge clk)
     layer_r145 <= \sum$538 ;
   always @(posedge clk)
@@ -2885,11 +2776,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r150 <= layer_r149;
   always @(posedge clk)
-    layer_r151 <= layer_r150;
+    \p$112  <= layer_r150;
   always @(posedge clk)
-    \p$102  <= layer_r151;
+    layer_r152 <= \sum$545 ;
   always @(posedge clk)
-    layer_r153 <= \sum$546 ;
+    layer_r153 <= layer_r152;
   always @(posedge clk)
     layer_r154 <= layer_r153;
   always @(posedge clk)
@@ -2899,13 +2790,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r157 <= layer_r156;
   always @(posedge clk)
-    layer_r158 <= layer_r157;
+    \p$117  <= layer_r157;
   always @(posedge clk)
-    layer_r159 <= layer_r158;
+    layer_r159 <= \sum$552 ;
   always @(posedge clk)
-    \p$107  <= layer_r159;
+    layer_r160 <= layer_r159;
   always @(posedge clk)
-    layer_r161 <= \sum$554 ;
+    layer_r161 <= layer_r160;
   always @(posedge clk)
     layer_r162 <= layer_r161;
   always @(posedge clk)
@@ -2913,37 +2804,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r164 <= layer_r163;
   always @(posedge clk)
-    layer_r165 <= layer_r164;
+    \p$122  <= layer_r164;
   always @(posedge clk)
-    layer_r166 <= layer_r165;
+    layer_r166 <= \sum$559 ;
   always @(posedge clk)
     layer_r167 <= layer_r166;
   always @(posedge clk)
-    \p$112  <= layer_r167;
+    layer_r168 <= layer_r167;
   always @(posedge clk)
-    layer_r169 <= \sum$562 ;
+    layer_r169 <= layer_r168;
   always @(posedge clk)
     layer_r170 <= layer_r169;
   always @(posedge clk)
     layer_r171 <= layer_r170;
   always @(posedge clk)
-    layer_r172 <= layer_r171;
+    \p$127  <= layer_r171;
   always @(posedge clk)
-    layer_r173 <= layer_r172;
+    layer_r173 <= \sum$566 ;
   always @(posedge clk)
     layer_r174 <= layer_r173;
   always @(posedge clk)
     layer_r175 <= layer_r174;
   always @(posedge clk)
-    \p$117  <= layer_r175;
+    layer_r176 <= layer_r175;
   always @(posedge clk)
-    layer_r177 <= \sum$570 ;
+    layer_r177 <= layer_r176;
   always @(posedge clk)
     layer_r178 <= layer_r177;
   always @(posedge clk)
-    layer_r179 <= layer_r178;
+    \p$131  <= layer_r178;
   always @(posedge clk)
-    layer_r180 <= layer_r179;
+    layer_r180 <= \sum$573 ;
   always @(posedge clk)
     layer_r181 <= layer_r180;
   always @(posedge clk)
@@ -2951,13 +2842,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r183 <= layer_r182;
   always @(posedge clk)
-    \p$122  <= layer_r183;
+    layer_r184 <= layer_r183;
   always @(posedge clk)
-    layer_r185 <= \sum$578 ;
+    layer_r185 <= layer_r184;
   always @(posedge clk)
-    layer_r186 <= layer_r185;
+    \p$136  <= layer_r185;
   always @(posedge clk)
-    layer_r187 <= layer_r186;
+    layer_r187 <= \sum$580 ;
   always @(posedge clk)
     layer_r188 <= layer_r187;
   always @(posedge clk)
@@ -2967,11 +2858,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r191 <= layer_r190;
   always @(posedge clk)
-    \p$127  <= layer_r191;
+    layer_r192 <= layer_r191;
   always @(posedge clk)
-    layer_r193 <= \sum$586 ;
+    \p$141  <= layer_r192;
   always @(posedge clk)
-    layer_r194 <= layer_r193;
+    layer_r194 <= \sum$587 ;
   always @(posedge clk)
     layer_r195 <= layer_r194;
   always @(posedge clk)
@@ -2983,11 +2874,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r199 <= layer_r198;
   always @(posedge clk)
-    \p$132  <= layer_r199;
+    \p$145  <= layer_r199;
   always @(posedge clk)
-    layer_r201 <= \sum$594 ;
+    \s$147  <= layer_r32;
   always @(posedge clk)
-    layer_r202 <= layer_r201;
+    layer_r202 <= \sum$594 ;
   always @(posedge clk)
     layer_r203 <= layer_r202;
   always @(posedge clk)
@@ -2999,9 +2890,9 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r207 <= layer_r206;
   always @(posedge clk)
-    \p$137  <= layer_r207;
+    \p$151  <= layer_r207;
   always @(posedge clk)
-    layer_r209 <= \sum$602 ;
+    layer_r209 <= \sum$601 ;
   always @(posedge clk)
     layer_r210 <= layer_r209;
   always @(posedge clk)
@@ -3013,11 +2904,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r214 <= layer_r213;
   always @(posedge clk)
-    layer_r215 <= layer_r214;
+    \p$156  <= layer_r214;
   always @(posedge clk)
-    \p$142  <= layer_r215;
+    layer_r216 <= \sum$608 ;
   always @(posedge clk)
-    layer_r217 <= \sum$610 ;
+    layer_r217 <= layer_r216;
   always @(posedge clk)
     layer_r218 <= layer_r217;
   always @(posedge clk)
@@ -3027,37 +2918,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r221 <= layer_r220;
   always @(posedge clk)
-    layer_r222 <= layer_r221;
+    \p$161  <= layer_r221;
   always @(posedge clk)
-    layer_r223 <= layer_r222;
+    layer_r223 <= \sum$615 ;
   always @(posedge clk)
-    \p$147  <= layer_r223;
+    layer_r224 <= layer_r223;
   always @(posedge clk)
-    \s$149  <= layer_r34;
+    layer_r225 <= layer_r224;
   always @(posedge clk)
-    layer_r226 <= \sum$618 ;
+    layer_r226 <= layer_r225;
   always @(posedge clk)
     layer_r227 <= layer_r226;
   always @(posedge clk)
     layer_r228 <= layer_r227;
   always @(posedge clk)
-    layer_r229 <= layer_r228;
+    \p$166  <= layer_r228;
   always @(posedge clk)
-    layer_r230 <= layer_r229;
+    layer_r230 <= \sum$622 ;
   always @(posedge clk)
     layer_r231 <= layer_r230;
   always @(posedge clk)
     layer_r232 <= layer_r231;
   always @(posedge clk)
-    \p$153  <= layer_r232;
+    layer_r233 <= layer_r232;
   always @(posedge clk)
-    layer_r234 <= \sum$626 ;
+    layer_r234 <= layer_r233;
   always @(posedge clk)
     layer_r235 <= layer_r234;
   always @(posedge clk)
-    layer_r236 <= layer_r235;
+    \p$171  <= layer_r235;
   always @(posedge clk)
-    layer_r237 <= layer_r236;
+    layer_r237 <= \sum$629 ;
   always @(posedge clk)
     layer_r238 <= layer_r237;
   always @(posedge clk)
@@ -3065,13 +2956,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r240 <= layer_r239;
   always @(posedge clk)
-    \p$158  <= layer_r240;
+    layer_r241 <= layer_r240;
   always @(posedge clk)
-    layer_r242 <= \sum$634 ;
+    layer_r242 <= layer_r241;
   always @(posedge clk)
-    layer_r243 <= layer_r242;
+    \p$176  <= layer_r242;
   always @(posedge clk)
-    layer_r244 <= layer_r243;
+    layer_r244 <= \sum$636 ;
   always @(posedge clk)
     layer_r245 <= layer_r244;
   always @(posedge clk)
@@ -3081,11 +2972,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r248 <= layer_r247;
   always @(posedge clk)
-    \p$163  <= layer_r248;
+    layer_r249 <= layer_r248;
   always @(posedge clk)
-    layer_r250 <= \sum$642 ;
+    \p$180  <= layer_r249;
   always @(posedge clk)
-    layer_r251 <= layer_r250;
+    layer_r251 <= \sum$643 ;
   always @(posedge clk)
     layer_r252 <= layer_r251;
   always @(posedge clk)
@@ -3097,7 +2988,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r256 <= layer_r255;
   always @(posedge clk)
-    \p$168  <= layer_r256;
+    \p$185  <= layer_r256;
   always @(posedge clk)
     layer_r258 <= \sum$650 ;
   always @(posedge clk)
@@ -3111,11 +3002,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r263 <= layer_r262;
   always @(posedge clk)
-    layer_r264 <= layer_r263;
+    \p$190  <= layer_r263;
   always @(posedge clk)
-    \p$173  <= layer_r264;
+    layer_r265 <= \sum$657 ;
   always @(posedge clk)
-    layer_r266 <= \sum$658 ;
+    layer_r266 <= layer_r265;
   always @(posedge clk)
     layer_r267 <= layer_r266;
   always @(posedge clk)
@@ -3125,13 +3016,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r270 <= layer_r269;
   always @(posedge clk)
-    layer_r271 <= layer_r270;
+    \p$195  <= layer_r270;
   always @(posedge clk)
-    layer_r272 <= layer_r271;
+    layer_r272 <= \sum$664 ;
   always @(posedge clk)
-    \p$178  <= layer_r272;
+    layer_r273 <= layer_r272;
   always @(posedge clk)
-    layer_r274 <= \sum$666 ;
+    layer_r274 <= layer_r273;
   always @(posedge clk)
     layer_r275 <= layer_r274;
   always @(posedge clk)
@@ -3139,37 +3030,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r277 <= layer_r276;
   always @(posedge clk)
-    layer_r278 <= layer_r277;
+    \p$200  <= layer_r277;
   always @(posedge clk)
-    layer_r279 <= layer_r278;
+    layer_r279 <= \sum$671 ;
   always @(posedge clk)
     layer_r280 <= layer_r279;
   always @(posedge clk)
-    \p$183  <= layer_r280;
+    layer_r281 <= layer_r280;
   always @(posedge clk)
-    layer_r282 <= \sum$674 ;
+    layer_r282 <= layer_r281;
   always @(posedge clk)
     layer_r283 <= layer_r282;
   always @(posedge clk)
     layer_r284 <= layer_r283;
   always @(posedge clk)
-    layer_r285 <= layer_r284;
+    \p$205  <= layer_r284;
   always @(posedge clk)
-    layer_r286 <= layer_r285;
+    layer_r286 <= \sum$678 ;
   always @(posedge clk)
     layer_r287 <= layer_r286;
   always @(posedge clk)
     layer_r288 <= layer_r287;
   always @(posedge clk)
-    \p$188  <= layer_r288;
+    layer_r289 <= layer_r288;
   always @(posedge clk)
-    layer_r290 <= \sum$682 ;
+    layer_r290 <= layer_r289;
   always @(posedge clk)
     layer_r291 <= layer_r290;
   always @(posedge clk)
-    layer_r292 <= layer_r291;
+    \p$210  <= layer_r291;
   always @(posedge clk)
-    layer_r293 <= layer_r292;
+    layer_r293 <= \sum$685 ;
   always @(posedge clk)
     layer_r294 <= layer_r293;
   always @(posedge clk)
@@ -3177,13 +3068,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r296 <= layer_r295;
   always @(posedge clk)
-    \p$193  <= layer_r296;
+    layer_r297 <= layer_r296;
   always @(posedge clk)
-    layer_r298 <= \sum$690 ;
+    layer_r298 <= layer_r297;
   always @(posedge clk)
-    layer_r299 <= layer_r298;
+    \p$215  <= layer_r298;
   always @(posedge clk)
-    layer_r300 <= layer_r299;
+    layer_r300 <= \sum$692 ;
   always @(posedge clk)
     layer_r301 <= layer_r300;
   always @(posedge clk)
@@ -3193,11 +3084,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r304 <= layer_r303;
   always @(posedge clk)
-    \p$198  <= layer_r304;
+    layer_r305 <= layer_r304;
   always @(posedge clk)
-    layer_r306 <= \sum$698 ;
+    \p$220  <= layer_r305;
   always @(posedge clk)
-    layer_r307 <= layer_r306;
+    layer_r307 <= \sum$699 ;
   always @(posedge clk)
     layer_r308 <= layer_r307;
   always @(posedge clk)
@@ -3209,11 +3100,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r312 <= layer_r311;
   always @(posedge clk)
-    \p$203  <= layer_r312;
+    \p$225  <= layer_r312;
   always @(posedge clk)
-    layer_r314 <= \sum$706 ;
+    \s$227  <= layer_r49;
   always @(posedge clk)
-    layer_r315 <= layer_r314;
+    layer_r315 <= \sum$706 ;
   always @(posedge clk)
     layer_r316 <= layer_r315;
   always @(posedge clk)
@@ -3225,9 +3116,9 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r320 <= layer_r319;
   always @(posedge clk)
-    \p$208  <= layer_r320;
+    \p$231  <= layer_r320;
   always @(posedge clk)
-    layer_r322 <= \sum$714 ;
+    layer_r322 <= \sum$713 ;
   always @(posedge clk)
     layer_r323 <= layer_r322;
   always @(posedge clk)
@@ -3239,11 +3130,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r327 <= layer_r326;
   always @(posedge clk)
-    layer_r328 <= layer_r327;
+    \p$236  <= layer_r327;
   always @(posedge clk)
-    \p$213  <= layer_r328;
+    layer_r329 <= \sum$720 ;
   always @(posedge clk)
-    layer_r330 <= \sum$722 ;
+    layer_r330 <= layer_r329;
   always @(posedge clk)
     layer_r331 <= layer_r330;
   always @(posedge clk)
@@ -3253,13 +3144,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r334 <= layer_r333;
   always @(posedge clk)
-    layer_r335 <= layer_r334;
+    \p$241  <= layer_r334;
   always @(posedge clk)
-    layer_r336 <= layer_r335;
+    layer_r336 <= \sum$727 ;
   always @(posedge clk)
-    \p$218  <= layer_r336;
+    layer_r337 <= layer_r336;
   always @(posedge clk)
-    layer_r338 <= \sum$730 ;
+    layer_r338 <= layer_r337;
   always @(posedge clk)
     layer_r339 <= layer_r338;
   always @(posedge clk)
@@ -3267,37 +3158,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r341 <= layer_r340;
   always @(posedge clk)
-    layer_r342 <= layer_r341;
+    \p$246  <= layer_r341;
   always @(posedge clk)
-    layer_r343 <= layer_r342;
+    layer_r343 <= \sum$734 ;
   always @(posedge clk)
     layer_r344 <= layer_r343;
   always @(posedge clk)
-    \p$223  <= layer_r344;
+    layer_r345 <= layer_r344;
   always @(posedge clk)
-    layer_r346 <= \sum$738 ;
+    layer_r346 <= layer_r345;
   always @(posedge clk)
     layer_r347 <= layer_r346;
   always @(posedge clk)
     layer_r348 <= layer_r347;
   always @(posedge clk)
-    layer_r349 <= layer_r348;
+    \p$251  <= layer_r348;
   always @(posedge clk)
-    layer_r350 <= layer_r349;
+    layer_r350 <= \sum$741 ;
   always @(posedge clk)
     layer_r351 <= layer_r350;
   always @(posedge clk)
     layer_r352 <= layer_r351;
   always @(posedge clk)
-    \p$228  <= layer_r352;
+    layer_r353 <= layer_r352;
   always @(posedge clk)
-    \s$230  <= layer_r52;
+    layer_r354 <= layer_r353;
   always @(posedge clk)
-    layer_r355 <= \sum$746 ;
+    layer_r355 <= layer_r354;
   always @(posedge clk)
-    layer_r356 <= layer_r355;
+    \p$256  <= layer_r355;
   always @(posedge clk)
-    layer_r357 <= layer_r356;
+    layer_r357 <= \sum$748 ;
   always @(posedge clk)
     layer_r358 <= layer_r357;
   always @(posedge clk)
@@ -3307,11 +3198,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r361 <= layer_r360;
   always @(posedge clk)
-    \p$234  <= layer_r361;
+    layer_r362 <= layer_r361;
   always @(posedge clk)
-    layer_r363 <= \sum$754 ;
+    \p$261  <= layer_r362;
   always @(posedge clk)
-    layer_r364 <= layer_r363;
+    layer_r364 <= \sum$755 ;
   always @(posedge clk)
     layer_r365 <= layer_r364;
   always @(posedge clk)
@@ -3323,7 +3214,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r369 <= layer_r368;
   always @(posedge clk)
-    \p$239  <= layer_r369;
+    \p$266  <= layer_r369;
   always @(posedge clk)
     layer_r371 <= \sum$762 ;
   always @(posedge clk)
@@ -3337,11 +3228,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r376 <= layer_r375;
   always @(posedge clk)
-    layer_r377 <= layer_r376;
+    \p$271  <= layer_r376;
   always @(posedge clk)
-    \p$244  <= layer_r377;
+    layer_r378 <= \sum$769 ;
   always @(posedge clk)
-    layer_r379 <= \sum$770 ;
+    layer_r379 <= layer_r378;
   always @(posedge clk)
     layer_r380 <= layer_r379;
   always @(posedge clk)
@@ -3351,13 +3242,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r383 <= layer_r382;
   always @(posedge clk)
-    layer_r384 <= layer_r383;
+    \p$276  <= layer_r383;
   always @(posedge clk)
-    layer_r385 <= layer_r384;
+    layer_r385 <= \sum$776 ;
   always @(posedge clk)
-    \p$249  <= layer_r385;
+    layer_r386 <= layer_r385;
   always @(posedge clk)
-    layer_r387 <= \sum$778 ;
+    layer_r387 <= layer_r386;
   always @(posedge clk)
     layer_r388 <= layer_r387;
   always @(posedge clk)
@@ -3365,37 +3256,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r390 <= layer_r389;
   always @(posedge clk)
-    layer_r391 <= layer_r390;
+    \p$281  <= layer_r390;
   always @(posedge clk)
-    layer_r392 <= layer_r391;
+    layer_r392 <= \sum$783 ;
   always @(posedge clk)
     layer_r393 <= layer_r392;
   always @(posedge clk)
-    \p$254  <= layer_r393;
+    layer_r394 <= layer_r393;
   always @(posedge clk)
-    layer_r395 <= \sum$786 ;
+    layer_r395 <= layer_r394;
   always @(posedge clk)
     layer_r396 <= layer_r395;
   always @(posedge clk)
     layer_r397 <= layer_r396;
   always @(posedge clk)
-    layer_r398 <= layer_r397;
+    \p$286  <= layer_r397;
   always @(posedge clk)
-    layer_r399 <= layer_r398;
+    layer_r399 <= \sum$790 ;
   always @(posedge clk)
     layer_r400 <= layer_r399;
   always @(posedge clk)
     layer_r401 <= layer_r400;
   always @(posedge clk)
-    \p$259  <= layer_r401;
+    layer_r402 <= layer_r401;
   always @(posedge clk)
-    layer_r403 <= \sum$794 ;
+    layer_r403 <= layer_r402;
   always @(posedge clk)
     layer_r404 <= layer_r403;
   always @(posedge clk)
-    layer_r405 <= layer_r404;
+    \p$291  <= layer_r404;
   always @(posedge clk)
-    layer_r406 <= layer_r405;
+    layer_r406 <= \sum$797 ;
   always @(posedge clk)
     layer_r407 <= layer_r406;
   always @(posedge clk)
@@ -3403,13 +3294,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r409 <= layer_r408;
   always @(posedge clk)
-    \p$264  <= layer_r409;
+    layer_r410 <= layer_r409;
   always @(posedge clk)
-    layer_r411 <= \sum$802 ;
+    layer_r411 <= layer_r410;
   always @(posedge clk)
-    layer_r412 <= layer_r411;
+    \p$296  <= layer_r411;
   always @(posedge clk)
-    layer_r413 <= layer_r412;
+    layer_r413 <= \sum$804 ;
   always @(posedge clk)
     layer_r414 <= layer_r413;
   always @(posedge clk)
@@ -3419,11 +3310,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r417 <= layer_r416;
   always @(posedge clk)
-    \p$269  <= layer_r417;
+    layer_r418 <= layer_r417;
   always @(posedge clk)
-    layer_r419 <= \sum$810 ;
+    \p$300  <= layer_r418;
   always @(posedge clk)
-    layer_r420 <= layer_r419;
+    layer_r420 <= \sum$811 ;
   always @(posedge clk)
     layer_r421 <= layer_r420;
   always @(posedge clk)
@@ -3435,11 +3326,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r425 <= layer_r424;
   always @(posedge clk)
-    \p$274  <= layer_r425;
+    \p$305  <= layer_r425;
   always @(posedge clk)
-    layer_r427 <= \sum$818 ;
+    \s$307  <= layer_r66;
   always @(posedge clk)
-    layer_r428 <= layer_r427;
+    layer_r428 <= \sum$818 ;
   always @(posedge clk)
     layer_r429 <= layer_r428;
   always @(posedge clk)
@@ -3451,9 +3342,9 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r433 <= layer_r432;
   always @(posedge clk)
-    \p$279  <= layer_r433;
+    \p$311  <= layer_r433;
   always @(posedge clk)
-    layer_r435 <= \sum$826 ;
+    layer_r435 <= \sum$825 ;
   always @(posedge clk)
     layer_r436 <= layer_r435;
   always @(posedge clk)
@@ -3465,11 +3356,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r440 <= layer_r439;
   always @(posedge clk)
-    layer_r441 <= layer_r440;
+    \p$316  <= layer_r440;
   always @(posedge clk)
-    \p$284  <= layer_r441;
+    layer_r442 <= \sum$832 ;
   always @(posedge clk)
-    layer_r443 <= \sum$834 ;
+    layer_r443 <= layer_r442;
   always @(posedge clk)
     layer_r444 <= layer_r443;
   always @(posedge clk)
@@ -3479,13 +3370,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r447 <= layer_r446;
   always @(posedge clk)
-    layer_r448 <= layer_r447;
+    \p$321  <= layer_r447;
   always @(posedge clk)
-    layer_r449 <= layer_r448;
+    layer_r449 <= \sum$839 ;
   always @(posedge clk)
-    \p$289  <= layer_r449;
+    layer_r450 <= layer_r449;
   always @(posedge clk)
-    layer_r451 <= \sum$842 ;
+    layer_r451 <= layer_r450;
   always @(posedge clk)
     layer_r452 <= layer_r451;
   always @(posedge clk)
@@ -3493,37 +3384,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r454 <= layer_r453;
   always @(posedge clk)
-    layer_r455 <= layer_r454;
+    \p$326  <= layer_r454;
   always @(posedge clk)
-    layer_r456 <= layer_r455;
+    layer_r456 <= \sum$846 ;
   always @(posedge clk)
     layer_r457 <= layer_r456;
   always @(posedge clk)
-    \p$294  <= layer_r457;
+    layer_r458 <= layer_r457;
   always @(posedge clk)
-    layer_r459 <= \sum$850 ;
+    layer_r459 <= layer_r458;
   always @(posedge clk)
     layer_r460 <= layer_r459;
   always @(posedge clk)
     layer_r461 <= layer_r460;
   always @(posedge clk)
-    layer_r462 <= layer_r461;
+    \p$330  <= layer_r461;
   always @(posedge clk)
-    layer_r463 <= layer_r462;
+    layer_r463 <= \sum$853 ;
   always @(posedge clk)
     layer_r464 <= layer_r463;
   always @(posedge clk)
     layer_r465 <= layer_r464;
   always @(posedge clk)
-    \p$299  <= layer_r465;
+    layer_r466 <= layer_r465;
   always @(posedge clk)
-    layer_r467 <= \sum$858 ;
+    layer_r467 <= layer_r466;
   always @(posedge clk)
     layer_r468 <= layer_r467;
   always @(posedge clk)
-    layer_r469 <= layer_r468;
+    \p$335  <= layer_r468;
   always @(posedge clk)
-    layer_r470 <= layer_r469;
+    layer_r470 <= \sum$860 ;
   always @(posedge clk)
     layer_r471 <= layer_r470;
   always @(posedge clk)
@@ -3531,13 +3422,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r473 <= layer_r472;
   always @(posedge clk)
-    \p$304  <= layer_r473;
+    layer_r474 <= layer_r473;
   always @(posedge clk)
-    layer_r475 <= \sum$866 ;
+    layer_r475 <= layer_r474;
   always @(posedge clk)
-    layer_r476 <= layer_r475;
+    \p$340  <= layer_r475;
   always @(posedge clk)
-    layer_r477 <= layer_r476;
+    layer_r477 <= \sum$867 ;
   always @(posedge clk)
     layer_r478 <= layer_r477;
   always @(posedge clk)
@@ -3547,9 +3438,9 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r481 <= layer_r480;
   always @(posedge clk)
-    \p$309  <= layer_r481;
+    layer_r482 <= layer_r481;
   always @(posedge clk)
-    \s$311  <= layer_r70;
+    \p$345  <= layer_r482;
   always @(posedge clk)
     layer_r484 <= \sum$874 ;
   always @(posedge clk)
@@ -3563,11 +3454,11 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r489 <= layer_r488;
   always @(posedge clk)
-    layer_r490 <= layer_r489;
+    \p$350  <= layer_r489;
   always @(posedge clk)
-    \p$315  <= layer_r490;
+    layer_r491 <= \sum$881 ;
   always @(posedge clk)
-    layer_r492 <= \sum$882 ;
+    layer_r492 <= layer_r491;
   always @(posedge clk)
     layer_r493 <= layer_r492;
   always @(posedge clk)
@@ -3577,13 +3468,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r496 <= layer_r495;
   always @(posedge clk)
-    layer_r497 <= layer_r496;
+    \p$354  <= layer_r496;
   always @(posedge clk)
-    layer_r498 <= layer_r497;
+    layer_r498 <= \sum$888 ;
   always @(posedge clk)
-    \p$320  <= layer_r498;
+    layer_r499 <= layer_r498;
   always @(posedge clk)
-    layer_r500 <= \sum$890 ;
+    layer_r500 <= layer_r499;
   always @(posedge clk)
     layer_r501 <= layer_r500;
   always @(posedge clk)
@@ -3591,37 +3482,37 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r503 <= layer_r502;
   always @(posedge clk)
-    layer_r504 <= layer_r503;
+    \p$359  <= layer_r503;
   always @(posedge clk)
-    layer_r505 <= layer_r504;
+    layer_r505 <= \sum$895 ;
   always @(posedge clk)
     layer_r506 <= layer_r505;
   always @(posedge clk)
-    \p$325  <= layer_r506;
+    layer_r507 <= layer_r506;
   always @(posedge clk)
-    layer_r508 <= \sum$898 ;
+    layer_r508 <= layer_r507;
   always @(posedge clk)
     layer_r509 <= layer_r508;
   always @(posedge clk)
     layer_r510 <= layer_r509;
   always @(posedge clk)
-    layer_r511 <= layer_r510;
+    \p$364  <= layer_r510;
   always @(posedge clk)
-    layer_r512 <= layer_r511;
+    layer_r512 <= \sum$902 ;
   always @(posedge clk)
     layer_r513 <= layer_r512;
   always @(posedge clk)
     layer_r514 <= layer_r513;
   always @(posedge clk)
-    \p$330  <= layer_r514;
+    layer_r515 <= layer_r514;
   always @(posedge clk)
-    layer_r516 <= \sum$906 ;
+    layer_r516 <= layer_r515;
   always @(posedge clk)
     layer_r517 <= layer_r516;
   always @(posedge clk)
-    layer_r518 <= layer_r517;
+    \p$369  <= layer_r517;
   always @(posedge clk)
-    layer_r519 <= layer_r518;
+    layer_r519 <= \sum$909 ;
   always @(posedge clk)
     layer_r520 <= layer_r519;
   always @(posedge clk)
@@ -3629,13 +3520,13 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r522 <= layer_r521;
   always @(posedge clk)
-    \p$335  <= layer_r522;
+    layer_r523 <= layer_r522;
   always @(posedge clk)
-    layer_r524 <= \sum$914 ;
+    layer_r524 <= layer_r523;
   always @(posedge clk)
-    layer_r525 <= layer_r524;
+    \p$373  <= layer_r524;
   always @(posedge clk)
-    layer_r526 <= layer_r525;
+    layer_r526 <= \sum$916 ;
   always @(posedge clk)
     layer_r527 <= layer_r526;
   always @(posedge clk)
@@ -3645,1225 +3536,1105 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
   always @(posedge clk)
     layer_r530 <= layer_r529;
   always @(posedge clk)
-    \p$340  <= layer_r530;
-  always @(posedge clk)
-    layer_r532 <= \sum$922 ;
-  always @(posedge clk)
-    layer_r533 <= layer_r532;
-  always @(posedge clk)
-    layer_r534 <= layer_r533;
-  always @(posedge clk)
-    layer_r535 <= layer_r534;
-  always @(posedge clk)
-    layer_r536 <= layer_r535;
-  always @(posedge clk)
-    layer_r537 <= layer_r536;
-  always @(posedge clk)
-    layer_r538 <= layer_r537;
-  always @(posedge clk)
-    \p$345  <= layer_r538;
-  always @(posedge clk)
-    layer_r540 <= \sum$930 ;
-  always @(posedge clk)
-    layer_r541 <= layer_r540;
-  always @(posedge clk)
-    layer_r542 <= layer_r541;
-  always @(posedge clk)
-    layer_r543 <= layer_r542;
-  always @(posedge clk)
-    layer_r544 <= layer_r543;
-  always @(posedge clk)
-    layer_r545 <= layer_r544;
-  always @(posedge clk)
-    layer_r546 <= layer_r545;
-  always @(posedge clk)
-    \p$350  <= layer_r546;
-  always @(posedge clk)
-    layer_r548 <= \sum$938 ;
-  always @(posedge clk)
-    layer_r549 <= layer_r548;
-  always @(posedge clk)
-    layer_r550 <= layer_r549;
-  always @(posedge clk)
-    layer_r551 <= layer_r550;
-  always @(posedge clk)
-    layer_r552 <= layer_r551;
-  always @(posedge clk)
-    layer_r553 <= layer_r552;
-  always @(posedge clk)
-    layer_r554 <= layer_r553;
-  always @(posedge clk)
-    \p$355  <= layer_r554;
-  always @(posedge clk)
-    layer_r556 <= \sum$946 ;
-  always @(posedge clk)
-    layer_r557 <= layer_r556;
-  always @(posedge clk)
-    layer_r558 <= layer_r557;
-  always @(posedge clk)
-    layer_r559 <= layer_r558;
-  always @(posedge clk)
-    layer_r560 <= layer_r559;
-  always @(posedge clk)
-    layer_r561 <= layer_r560;
-  always @(posedge clk)
-    layer_r562 <= layer_r561;
-  always @(posedge clk)
-    \p$360  <= layer_r562;
-  always @(posedge clk)
-    layer_r564 <= \sum$954 ;
-  always @(posedge clk)
-    layer_r565 <= layer_r564;
-  always @(posedge clk)
-    layer_r566 <= layer_r565;
-  always @(posedge clk)
-    layer_r567 <= layer_r566;
-  always @(posedge clk)
-    layer_r568 <= layer_r567;
-  always @(posedge clk)
-    layer_r569 <= layer_r568;
-  always @(posedge clk)
-    layer_r570 <= layer_r569;
-  always @(posedge clk)
-    \p$365  <= layer_r570;
-  always @(posedge clk)
-    layer_r572 <= \sum$962 ;
-  always @(posedge clk)
-    layer_r573 <= layer_r572;
-  always @(posedge clk)
-    layer_r574 <= layer_r573;
-  always @(posedge clk)
-    layer_r575 <= layer_r574;
-  always @(posedge clk)
-    layer_r576 <= layer_r575;
-  always @(posedge clk)
-    layer_r577 <= layer_r576;
-  always @(posedge clk)
-    layer_r578 <= layer_r577;
-  always @(posedge clk)
-    \p$370  <= layer_r578;
-  always @(posedge clk)
-    layer_r580 <= \sum$970 ;
-  always @(posedge clk)
-    layer_r581 <= layer_r580;
-  always @(posedge clk)
-    layer_r582 <= layer_r581;
-  always @(posedge clk)
-    layer_r583 <= layer_r582;
-  always @(posedge clk)
-    layer_r584 <= layer_r583;
-  always @(posedge clk)
-    layer_r585 <= layer_r584;
-  always @(posedge clk)
-    layer_r586 <= layer_r585;
-  always @(posedge clk)
-    \p$375  <= layer_r586;
-  always @(posedge clk)
-    layer_r588 <= \sum$978 ;
-  always @(posedge clk)
-    layer_r589 <= layer_r588;
-  always @(posedge clk)
-    layer_r590 <= layer_r589;
-  always @(posedge clk)
-    layer_r591 <= layer_r590;
-  always @(posedge clk)
-    layer_r592 <= layer_r591;
-  always @(posedge clk)
-    layer_r593 <= layer_r592;
-  always @(posedge clk)
-    layer_r594 <= layer_r593;
-  always @(posedge clk)
-    \p$380  <= layer_r594;
-  always @(posedge clk)
-    layer_r596 <= \sum$986 ;
-  always @(posedge clk)
-    layer_r597 <= layer_r596;
-  always @(posedge clk)
-    layer_r598 <= layer_r597;
-  always @(posedge clk)
-    layer_r599 <= layer_r598;
-  always @(posedge clk)
-    layer_r600 <= layer_r599;
-  always @(posedge clk)
-    layer_r601 <= layer_r600;
-  always @(posedge clk)
-    layer_r602 <= layer_r601;
-  always @(posedge clk)
-    \p$385  <= layer_r602;
+    layer_r531 <= layer_r530;
+  always @(posedge clk)
+    \p$378  <= layer_r531;
+  assign \$3  = \$1  + \$2 ;
+  assign \$4  = sum - \$3 [12:0];
+  assign \$5  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$6  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$8  = \$5 [12:0] + \$7 ;
   \digits.layer0.p0  p0 (
     .clk(clk),
-    .\port$494$0 (\port$494$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$518$0 (\port$518$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$501$0 (\port$501$0 ),
     .rst(rst),
-    .sum(\sum$482 )
+    .sum(\sum$475 )
   );
   \digits.layer0.p1  p1 (
     .clk(clk),
+    .\port$464$0 (\port$464$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$480$0 (\port$480$0 ),
     .\port$481$0 (\port$481$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$510$0 (\port$510$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$514$0 (\port$514$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$519$0 (\port$519$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$490 )
+    .sum(\sum$482 )
   );
   \digits.layer0.p10  p10 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$511$0 (\port$511$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$513$0 (\port$513$0 ),
     .\port$514$0 (\port$514$0 ),
     .\port$519$0 (\port$519$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$562 )
+    .sum(\sum$545 )
   );
   \digits.layer0.p11  p11 (
     .clk(clk),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$498$0 (\port$498$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
     .\port$504$0 (\port$504$0 ),
     .\port$512$0 (\port$512$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$513$0 (\port$513$0 ),
     .\port$520$0 (\port$520$0 ),
     .\port$521$0 (\port$521$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$570 )
+    .sum(\sum$552 )
   );
   \digits.layer0.p12  p12 (
     .clk(clk),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$503$0 (\port$503$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$495$0 (\port$495$0 ),
     .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$578 )
+    .sum(\sum$559 )
   );
   \digits.layer0.p13  p13 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$519$0 (\port$519$0 ),
+    .\port$520$0 (\port$520$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$586 )
+    .sum(\sum$566 )
   );
   \digits.layer0.p14  p14 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$487$0 (\port$487$0 ),
     .\port$488$0 (\port$488$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$504$0 (\port$504$0 ),
     .\port$505$0 (\port$505$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$536$0 (\port$536$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$594 )
+    .sum(\sum$573 )
   );
   \digits.layer0.p15  p15 (
     .clk(clk),
+    .\port$463$0 (\port$463$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$479$0 (\port$479$0 ),
     .\port$480$0 (\port$480$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$494$0 (\port$494$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$488$0 (\port$488$0 ),
     .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$602 )
+    .sum(\sum$580 )
   );
   \digits.layer0.p16  p16 (
     .clk(clk),
+    .\port$470$0 (\port$470$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
     .\port$487$0 (\port$487$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
     .rst(rst),
-    .sum(\sum$610 )
+    .sum(\sum$587 )
   );
   \digits.layer0.p17  p17 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$482$0 (\port$482$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$486$0 (\port$486$0 ),
     .\port$487$0 (\port$487$0 ),
-    .\port$494$0 (\port$494$0 ),
     .\port$495$0 (\port$495$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$537$0 (\port$537$0 ),
+    .\port$520$0 (\port$520$0 ),
     .rst(rst),
-    .sum(\sum$618 )
+    .sum(\sum$594 )
   );
   \digits.layer0.p18  p18 (
     .clk(clk),
+    .\port$486$0 (\port$486$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$502$0 (\port$502$0 ),
     .\port$503$0 (\port$503$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$510$0 (\port$510$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$506$0 (\port$506$0 ),
     .\port$511$0 (\port$511$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$528$0 (\port$528$0 ),
     .rst(rst),
-    .sum(\sum$626 )
+    .sum(\sum$601 )
   );
   \digits.layer0.p19  p19 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$495$0 (\port$495$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$485$0 (\port$485$0 ),
     .\port$502$0 (\port$502$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$634 )
+    .sum(\sum$608 )
   );
   \digits.layer0.p2  p2 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$480$0 (\port$480$0 ),
     .\port$482$0 (\port$482$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$496$0 (\port$496$0 ),
     .\port$497$0 (\port$497$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$528$0 (\port$528$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$511$0 (\port$511$0 ),
     .rst(rst),
-    .sum(\sum$498 )
+    .sum(\sum$489 )
   );
   \digits.layer0.p20  p20 (
     .clk(clk),
-    .\port$495$0 (\port$495$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$494$0 (\port$494$0 ),
     .\port$496$0 (\port$496$0 ),
+    .\port$502$0 (\port$502$0 ),
     .\port$503$0 (\port$503$0 ),
     .\port$504$0 (\port$504$0 ),
-    .\port$511$0 (\port$511$0 ),
+    .\port$505$0 (\port$505$0 ),
     .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
     .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$642 )
+    .sum(\sum$615 )
   );
   \digits.layer0.p21  p21 (
     .clk(clk),
-    .\port$486$0 (\port$486$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$526$0 (\port$526$0 ),
-    .\port$528$0 (\port$528$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$489$0 (\port$489$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$509$0 (\port$509$0 ),
+    .\port$511$0 (\port$511$0 ),
     .rst(rst),
-    .sum(\sum$650 )
+    .sum(\sum$622 )
   );
   \digits.layer0.p22  p22 (
     .clk(clk),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$494$0 (\port$494$0 ),
     .\port$498$0 (\port$498$0 ),
-    .\port$502$0 (\port$502$0 ),
     .\port$503$0 (\port$503$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$510$0 (\port$510$0 ),
     .\port$511$0 (\port$511$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$658 )
+    .sum(\sum$629 )
   );
   \digits.layer0.p23  p23 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$510$0 (\port$510$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
     .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$537$0 (\port$537$0 ),
+    .\port$520$0 (\port$520$0 ),
     .rst(rst),
-    .sum(\sum$666 )
+    .sum(\sum$636 )
   );
   \digits.layer0.p24  p24 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$480$0 (\port$480$0 ),
     .\port$482$0 (\port$482$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$505$0 (\port$505$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$510$0 (\port$510$0 ),
+    .\port$512$0 (\port$512$0 ),
     .\port$513$0 (\port$513$0 ),
     .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$539$0 (\port$539$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .\port$522$0 (\port$522$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$674 )
+    .sum(\sum$643 )
   );
   \digits.layer0.p25  p25 (
     .clk(clk),
+    .\port$478$0 (\port$478$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$489$0 (\port$489$0 ),
     .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$501$0 (\port$501$0 ),
     .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$537$0 (\port$537$0 ),
+    .\port$520$0 (\port$520$0 ),
     .rst(rst),
-    .sum(\sum$682 )
+    .sum(\sum$650 )
   );
   \digits.layer0.p26  p26 (
     .clk(clk),
-    .\port$488$0 (\port$488$0 ),
-    .\port$490$0 (\port$490$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
     .\port$495$0 (\port$495$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$512$0 (\port$512$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$513$0 (\port$513$0 ),
     .\port$519$0 (\port$519$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$537$0 (\port$537$0 ),
+    .\port$520$0 (\port$520$0 ),
     .rst(rst),
-    .sum(\sum$690 )
+    .sum(\sum$657 )
   );
   \digits.layer0.p27  p27 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$486$0 (\port$486$0 ),
     .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
+    .\port$489$0 (\port$489$0 ),
     .\port$494$0 (\port$494$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
+    .\port$505$0 (\port$505$0 ),
     .\port$506$0 (\port$506$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$536$0 (\port$536$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$698 )
+    .sum(\sum$664 )
   );
   \digits.layer0.p28  p28 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$474$0 (\port$474$0 ),
     .\port$487$0 (\port$487$0 ),
-    .\port$491$0 (\port$491$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$502$0 (\port$502$0 ),
     .\port$504$0 (\port$504$0 ),
-    .\port$512$0 (\port$512$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$510$0 (\port$510$0 ),
     .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$531$0 (\port$531$0 ),
+    .\port$514$0 (\port$514$0 ),
     .rst(rst),
-    .sum(\sum$706 )
+    .sum(\sum$671 )
   );
   \digits.layer0.p29  p29 (
     .clk(clk),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$488$0 (\port$488$0 ),
     .\port$489$0 (\port$489$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$511$0 (\port$511$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$714 )
+    .sum(\sum$678 )
   );
   \digits.layer0.p3  p3 (
     .clk(clk),
-    .\port$480$0 (\port$480$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$474$0 (\port$474$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
     .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
     .\port$489$0 (\port$489$0 ),
     .\port$490$0 (\port$490$0 ),
-    .\port$491$0 (\port$491$0 ),
     .\port$495$0 (\port$495$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$502$0 (\port$502$0 ),
     .rst(rst),
-    .sum(\sum$506 )
+    .sum(\sum$496 )
   );
   \digits.layer0.p30  p30 (
     .clk(clk),
+    .\port$480$0 (\port$480$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$493$0 (\port$493$0 ),
     .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$502$0 (\port$502$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$504$0 (\port$504$0 ),
     .\port$505$0 (\port$505$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$510$0 (\port$510$0 ),
+    .\port$509$0 (\port$509$0 ),
     .\port$514$0 (\port$514$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$526$0 (\port$526$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$537$0 (\port$537$0 ),
+    .\port$520$0 (\port$520$0 ),
     .rst(rst),
-    .sum(\sum$722 )
+    .sum(\sum$685 )
   );
   \digits.layer0.p31  p31 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$495$0 (\port$495$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
     .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$510$0 (\port$510$0 ),
+    .\port$513$0 (\port$513$0 ),
     .\port$519$0 (\port$519$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$536$0 (\port$536$0 ),
     .rst(rst),
-    .sum(\sum$730 )
+    .sum(\sum$692 )
   );
   \digits.layer0.p32  p32 (
     .clk(clk),
-    .\port$496$0 (\port$496$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$537$0 (\port$537$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$520$0 (\port$520$0 ),
     .rst(rst),
-    .sum(\sum$738 )
+    .sum(\sum$699 )
   );
   \digits.layer0.p33  p33 (
     .clk(clk),
+    .\port$469$0 (\port$469$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
     .\port$486$0 (\port$486$0 ),
+    .\port$489$0 (\port$489$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$497$0 (\port$497$0 ),
     .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$518$0 (\port$518$0 ),
+    .\port$501$0 (\port$501$0 ),
     .rst(rst),
-    .sum(\sum$746 )
+    .sum(\sum$706 )
   );
   \digits.layer0.p34  p34 (
     .clk(clk),
-    .\port$507$0 (\port$507$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$510$0 (\port$510$0 ),
     .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$754 )
+    .sum(\sum$713 )
   );
   \digits.layer0.p35  p35 (
     .clk(clk),
-    .\port$497$0 (\port$497$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$510$0 (\port$510$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$511$0 (\port$511$0 ),
+    .\port$512$0 (\port$512$0 ),
     .\port$513$0 (\port$513$0 ),
     .\port$518$0 (\port$518$0 ),
     .\port$520$0 (\port$520$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$762 )
+    .sum(\sum$720 )
   );
   \digits.layer0.p36  p36 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$489$0 (\port$489$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$511$0 (\port$511$0 ),
     .\port$514$0 (\port$514$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$538$0 (\port$538$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$521$0 (\port$521$0 ),
     .rst(rst),
-    .sum(\sum$770 )
+    .sum(\sum$727 )
   );
   \digits.layer0.p37  p37 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$504$0 (\port$504$0 ),
     .\port$505$0 (\port$505$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$515$0 (\port$515$0 ),
+    .\port$506$0 (\port$506$0 ),
     .\port$518$0 (\port$518$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$535$0 (\port$535$0 ),
     .rst(rst),
-    .sum(\sum$778 )
+    .sum(\sum$734 )
   );
   \digits.layer0.p38  p38 (
     .clk(clk),
+    .\port$463$0 (\port$463$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$479$0 (\port$479$0 ),
     .\port$480$0 (\port$480$0 ),
-    .\port$483$0 (\port$483$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$486$0 (\port$486$0 ),
     .\port$489$0 (\port$489$0 ),
     .\port$490$0 (\port$490$0 ),
     .\port$494$0 (\port$494$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
     .\port$498$0 (\port$498$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$515$0 (\port$515$0 ),
     .rst(rst),
-    .sum(\sum$786 )
+    .sum(\sum$741 )
   );
   \digits.layer0.p39  p39 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$538$0 (\port$538$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$511$0 (\port$511$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$514$0 (\port$514$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$519$0 (\port$519$0 ),
+    .\port$521$0 (\port$521$0 ),
     .rst(rst),
-    .sum(\sum$794 )
+    .sum(\sum$748 )
   );
   \digits.layer0.p4  p4 (
     .clk(clk),
+    .\port$463$0 (\port$463$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$479$0 (\port$479$0 ),
     .\port$480$0 (\port$480$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$538$0 (\port$538$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$519$0 (\port$519$0 ),
+    .\port$521$0 (\port$521$0 ),
     .rst(rst),
-    .sum(\sum$514 )
+    .sum(\sum$503 )
   );
   \digits.layer0.p40  p40 (
     .clk(clk),
+    .\port$462$0 (\port$462$0 ),
     .\port$479$0 (\port$479$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$539$0 (\port$539$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$489$0 (\port$489$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$511$0 (\port$511$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .\port$522$0 (\port$522$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$802 )
+    .sum(\sum$755 )
   );
   \digits.layer0.p41  p41 (
     .clk(clk),
+    .\port$469$0 (\port$469$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
     .\port$486$0 (\port$486$0 ),
-    .\port$489$0 (\port$489$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$497$0 (\port$497$0 ),
     .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$810 )
+    .sum(\sum$762 )
   );
   \digits.layer0.p42  p42 (
     .clk(clk),
+    .\port$464$0 (\port$464$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$474$0 (\port$474$0 ),
+    .\port$477$0 (\port$477$0 ),
     .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
     .\port$487$0 (\port$487$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$491$0 (\port$491$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$520$0 (\port$520$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$818 )
+    .sum(\sum$769 )
   );
   \digits.layer0.p43  p43 (
     .clk(clk),
+    .\port$464$0 (\port$464$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$474$0 (\port$474$0 ),
+    .\port$480$0 (\port$480$0 ),
     .\port$481$0 (\port$481$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$491$0 (\port$491$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$488$0 (\port$488$0 ),
     .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$535$0 (\port$535$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$518$0 (\port$518$0 ),
     .rst(rst),
-    .sum(\sum$826 )
+    .sum(\sum$776 )
   );
   \digits.layer0.p44  p44 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$536$0 (\port$536$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$477$0 (\port$477$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$834 )
+    .sum(\sum$783 )
   );
   \digits.layer0.p45  p45 (
     .clk(clk),
-    .\port$481$0 (\port$481$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$496$0 (\port$496$0 ),
     .\port$497$0 (\port$497$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$504$0 (\port$504$0 ),
     .\port$505$0 (\port$505$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$842 )
+    .sum(\sum$790 )
   );
   \digits.layer0.p46  p46 (
     .clk(clk),
-    .\port$483$0 (\port$483$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
     .\port$488$0 (\port$488$0 ),
     .\port$489$0 (\port$489$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$509$0 (\port$509$0 ),
+    .\port$514$0 (\port$514$0 ),
     .\port$518$0 (\port$518$0 ),
-    .\port$526$0 (\port$526$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$850 )
+    .sum(\sum$797 )
   );
   \digits.layer0.p47  p47 (
     .clk(clk),
-    .\port$495$0 (\port$495$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$515$0 (\port$515$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$511$0 (\port$511$0 ),
+    .\port$513$0 (\port$513$0 ),
     .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$538$0 (\port$538$0 ),
+    .\port$521$0 (\port$521$0 ),
     .rst(rst),
-    .sum(\sum$858 )
+    .sum(\sum$804 )
   );
   \digits.layer0.p48  p48 (
     .clk(clk),
+    .\port$479$0 (\port$479$0 ),
+    .\port$480$0 (\port$480$0 ),
     .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$511$0 (\port$511$0 ),
     .\port$513$0 (\port$513$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$866 )
+    .sum(\sum$811 )
   );
   \digits.layer0.p49  p49 (
     .clk(clk),
-    .\port$480$0 (\port$480$0 ),
-    .\port$490$0 (\port$490$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$489$0 (\port$489$0 ),
     .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$503$0 (\port$503$0 ),
+    .\port$502$0 (\port$502$0 ),
     .\port$504$0 (\port$504$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$520$0 (\port$520$0 ),
     .\port$521$0 (\port$521$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$874 )
+    .sum(\sum$818 )
   );
   \digits.layer0.p5  p5 (
     .clk(clk),
-    .\port$486$0 (\port$486$0 ),
-    .\port$510$0 (\port$510$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$504$0 (\port$504$0 ),
     .\port$511$0 (\port$511$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
     .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$539$0 (\port$539$0 ),
+    .\port$522$0 (\port$522$0 ),
     .rst(rst),
-    .sum(\sum$522 )
+    .sum(\sum$510 )
   );
   \digits.layer0.p50  p50 (
     .clk(clk),
+    .\port$462$0 (\port$462$0 ),
+    .\port$478$0 (\port$478$0 ),
     .\port$479$0 (\port$479$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$502$0 (\port$502$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$498$0 (\port$498$0 ),
     .\port$503$0 (\port$503$0 ),
     .\port$504$0 (\port$504$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$520$0 (\port$520$0 ),
     .\port$521$0 (\port$521$0 ),
-    .\port$538$0 (\port$538$0 ),
     .rst(rst),
-    .sum(\sum$882 )
+    .sum(\sum$825 )
   );
   \digits.layer0.p51  p51 (
     .clk(clk),
-    .\port$487$0 (\port$487$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$502$0 (\port$502$0 ),
     .rst(rst),
-    .sum(\sum$890 )
+    .sum(\sum$832 )
   );
   \digits.layer0.p52  p52 (
     .clk(clk),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$503$0 (\port$503$0 ),
+    .\port$479$0 (\port$479$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$501$0 (\port$501$0 ),
     .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$537$0 (\port$537$0 ),
+    .\port$520$0 (\port$520$0 ),
     .rst(rst),
-    .sum(\sum$898 )
+    .sum(\sum$839 )
   );
   \digits.layer0.p53  p53 (
     .clk(clk),
-    .\port$483$0 (\port$483$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$478$0 (\port$478$0 ),
     .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
     .\port$488$0 (\port$488$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$536$0 (\port$536$0 ),
+    .\port$489$0 (\port$489$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .\port$519$0 (\port$519$0 ),
     .rst(rst),
-    .sum(\sum$906 )
+    .sum(\sum$846 )
   );
   \digits.layer0.p54  p54 (
     .clk(clk),
+    .\port$462$0 (\port$462$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$478$0 (\port$478$0 ),
     .\port$479$0 (\port$479$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$494$0 (\port$494$0 ),
     .\port$504$0 (\port$504$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$540$0 (\port$540$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$523$0 (\port$523$0 ),
     .rst(rst),
-    .sum(\sum$914 )
+    .sum(\sum$853 )
   );
   \digits.layer0.p55  p55 (
     .clk(clk),
-    .\port$482$0 (\port$482$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$511$0 (\port$511$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$506$0 (\port$506$0 ),
     .\port$514$0 (\port$514$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .\port$538$0 (\port$538$0 ),
+    .\port$519$0 (\port$519$0 ),
+    .\port$520$0 (\port$520$0 ),
+    .\port$521$0 (\port$521$0 ),
     .rst(rst),
-    .sum(\sum$922 )
+    .sum(\sum$860 )
   );
   \digits.layer0.p56  p56 (
     .clk(clk),
+    .\port$464$0 (\port$464$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$474$0 (\port$474$0 ),
     .\port$481$0 (\port$481$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$491$0 (\port$491$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
     .rst(rst),
-    .sum(\sum$930 )
+    .sum(\sum$867 )
   );
   \digits.layer0.p57  p57 (
     .clk(clk),
-    .\port$480$0 (\port$480$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$539$0 (\port$539$0 ),
-    .\port$540$0 (\port$540$0 ),
-    .rst(rst),
-    .sum(\sum$938 )
-  );
-  \digits.layer0.p58  p58 (
-    .clk(clk),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .rst(rst),
-    .sum(\sum$946 )
-  );
-  \digits.layer0.p59  p59 (
-    .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$472$0 (\port$472$0 ),
     .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .rst(rst),
-    .sum(\sum$954 )
-  );
-  \digits.layer0.p6  p6 (
-    .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .rst(rst),
-    .sum(\sum$530 )
-  );
-  \digits.layer0.p60  p60 (
-    .clk(clk),
+    .\port$494$0 (\port$494$0 ),
     .\port$502$0 (\port$502$0 ),
     .\port$503$0 (\port$503$0 ),
     .\port$510$0 (\port$510$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .rst(rst),
-    .sum(\sum$962 )
-  );
-  \digits.layer0.p61  p61 (
-    .clk(clk),
-    .\port$491$0 (\port$491$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$539$0 (\port$539$0 ),
-    .rst(rst),
-    .sum(\sum$970 )
-  );
-  \digits.layer0.p62  p62 (
-    .clk(clk),
-    .\port$480$0 (\port$480$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$491$0 (\port$491$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$539$0 (\port$539$0 ),
-    .rst(rst),
-    .sum(\sum$978 )
-  );
-  \digits.layer0.p63  p63 (
-    .clk(clk),
-    .\port$487$0 (\port$487$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$526$0 (\port$526$0 ),
-    .rst(rst),
-    .sum(\sum$986 )
-  );
-  \digits.layer0.p7  p7 (
-    .clk(clk),
-    .\port$495$0 (\port$495$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$510$0 (\port$510$0 ),
     .\port$511$0 (\port$511$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$523$0 (\port$523$0 ),
-    .rst(rst),
-    .sum(\sum$538 )
-  );
-  \digits.layer0.p8  p8 (
-    .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$539$0 (\port$539$0 ),
-    .rst(rst),
-    .sum(\sum$546 )
-  );
-  \digits.layer0.p9  p9 (
-    .clk(clk),
-    .\port$490$0 (\port$490$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$504$0 (\port$504$0 ),
     .\port$512$0 (\port$512$0 ),
     .\port$513$0 (\port$513$0 ),
     .\port$519$0 (\port$519$0 ),
     .\port$521$0 (\port$521$0 ),
     .\port$522$0 (\port$522$0 ),
     .\port$523$0 (\port$523$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$537$0 (\port$537$0 ),
     .rst(rst),
-    .sum(\sum$554 )
+    .sum(\sum$874 )
+  );
+  \digits.layer0.p58  p58 (
+    .clk(clk),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .rst(rst),
+    .sum(\sum$881 )
+  );
+  \digits.layer0.p59  p59 (
+    .clk(clk),
+    .\port$462$0 (\port$462$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .rst(rst),
+    .sum(\sum$888 )
+  );
+  \digits.layer0.p6  p6 (
+    .clk(clk),
+    .\port$462$0 (\port$462$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$518$0 (\port$518$0 ),
+    .rst(rst),
+    .sum(\sum$517 )
+  );
+  \digits.layer0.p60  p60 (
+    .clk(clk),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$497$0 (\port$497$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$510$0 (\port$510$0 ),
+    .\port$519$0 (\port$519$0 ),
+    .\port$520$0 (\port$520$0 ),
+    .rst(rst),
+    .sum(\sum$895 )
+  );
+  \digits.layer0.p61  p61 (
+    .clk(clk),
+    .\port$474$0 (\port$474$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$489$0 (\port$489$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$510$0 (\port$510$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$513$0 (\port$513$0 ),
+    .\port$514$0 (\port$514$0 ),
+    .\port$520$0 (\port$520$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .\port$522$0 (\port$522$0 ),
+    .rst(rst),
+    .sum(\sum$902 )
+  );
+  \digits.layer0.p62  p62 (
+    .clk(clk),
+    .\port$463$0 (\port$463$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$474$0 (\port$474$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$489$0 (\port$489$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$511$0 (\port$511$0 ),
+    .\port$514$0 (\port$514$0 ),
+    .\port$522$0 (\port$522$0 ),
+    .rst(rst),
+    .sum(\sum$909 )
+  );
+  \digits.layer0.p63  p63 (
+    .clk(clk),
+    .\port$470$0 (\port$470$0 ),
+    .\port$478$0 (\port$478$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$481$0 (\port$481$0 ),
+    .\port$482$0 (\port$482$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$489$0 (\port$489$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$501$0 (\port$501$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$509$0 (\port$509$0 ),
+    .rst(rst),
+    .sum(\sum$916 )
+  );
+  \digits.layer0.p7  p7 (
+    .clk(clk),
+    .\port$478$0 (\port$478$0 ),
+    .\port$485$0 (\port$485$0 ),
+    .\port$486$0 (\port$486$0 ),
+    .\port$490$0 (\port$490$0 ),
+    .\port$493$0 (\port$493$0 ),
+    .\port$494$0 (\port$494$0 ),
+    .\port$498$0 (\port$498$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$503$0 (\port$503$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .rst(rst),
+    .sum(\sum$524 )
+  );
+  \digits.layer0.p8  p8 (
+    .clk(clk),
+    .\port$462$0 (\port$462$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$488$0 (\port$488$0 ),
+    .\port$511$0 (\port$511$0 ),
+    .\port$512$0 (\port$512$0 ),
+    .\port$521$0 (\port$521$0 ),
+    .\port$522$0 (\port$522$0 ),
+    .rst(rst),
+    .sum(\sum$531 )
+  );
+  \digits.layer0.p9  p9 (
+    .clk(clk),
+    .\port$473$0 (\port$473$0 ),
+    .\port$480$0 (\port$480$0 ),
+    .\port$487$0 (\port$487$0 ),
+    .\port$495$0 (\port$495$0 ),
+    .\port$496$0 (\port$496$0 ),
+    .\port$502$0 (\port$502$0 ),
+    .\port$504$0 (\port$504$0 ),
+    .\port$505$0 (\port$505$0 ),
+    .\port$506$0 (\port$506$0 ),
+    .\port$510$0 (\port$510$0 ),
+    .\port$514$0 (\port$514$0 ),
+    .\port$520$0 (\port$520$0 ),
+    .rst(rst),
+    .sum(\sum$538 )
   );
   \digits.layer0.q  q (
     .clk(clk),
+    .\port$460$0 (\port$460$0 ),
+    .\port$461$0 (\port$461$0 ),
+    .\port$462$0 (\port$462$0 ),
+    .\port$463$0 (\port$463$0 ),
+    .\port$464$0 (\port$464$0 ),
+    .\port$465$0 (\port$465$0 ),
+    .\port$466$0 (\port$466$0 ),
+    .\port$467$0 (\port$467$0 ),
+    .\port$468$0 (\port$468$0 ),
+    .\port$469$0 (\port$469$0 ),
+    .\port$470$0 (\port$470$0 ),
+    .\port$471$0 (\port$471$0 ),
+    .\port$472$0 (\port$472$0 ),
+    .\port$473$0 (\port$473$0 ),
+    .\port$474$0 (\port$474$0 ),
+    .\port$475$0 (\port$475$0 ),
+    .\port$476$0 (\port$476$0 ),
     .\port$477$0 (\port$477$0 ),
     .\port$478$0 (\port$478$0 ),
     .\port$479$0 (\port$479$0 ),
@@ -4911,23 +4682,6 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .\port$521$0 (\port$521$0 ),
     .\port$522$0 (\port$522$0 ),
     .\port$523$0 (\port$523$0 ),
-    .\port$524$0 (\port$524$0 ),
-    .\port$525$0 (\port$525$0 ),
-    .\port$526$0 (\port$526$0 ),
-    .\port$527$0 (\port$527$0 ),
-    .\port$528$0 (\port$528$0 ),
-    .\port$529$0 (\port$529$0 ),
-    .\port$530$0 (\port$530$0 ),
-    .\port$531$0 (\port$531$0 ),
-    .\port$532$0 (\port$532$0 ),
-    .\port$533$0 (\port$533$0 ),
-    .\port$534$0 (\port$534$0 ),
-    .\port$535$0 (\port$535$0 ),
-    .\port$536$0 (\port$536$0 ),
-    .\port$537$0 (\port$537$0 ),
-    .\port$538$0 (\port$538$0 ),
-    .\port$539$0 (\port$539$0 ),
-    .\port$540$0 (\port$540$0 ),
     .rst(rst),
     .sum(sum)
   );
@@ -4945,7 +4699,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$72 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$392 )
+    .thr_r2(\fire$385 )
   );
   \digits.layer0.t10  t10 (
     .carry(\carry$120 ),
@@ -4953,7 +4707,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$117 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$401 )
+    .thr_r2(\fire$394 )
   );
   \digits.layer0.t11  t11 (
     .carry(\carry$125 ),
@@ -4961,71 +4715,71 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$122 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$402 )
+    .thr_r2(\fire$395 )
   );
   \digits.layer0.t12  t12 (
-    .carry(\carry$130 ),
+    .carry(\carry$80 ),
     .clk(clk),
     .p(\p$127 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$403 )
+    .thr_r2(\fire$396 )
   );
   \digits.layer0.t13  t13 (
-    .carry(\carry$135 ),
+    .carry(\carry$134 ),
     .clk(clk),
-    .p(\p$132 ),
+    .p(\p$131 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$404 )
+    .thr_r2(\fire$397 )
   );
   \digits.layer0.t14  t14 (
-    .carry(\carry$140 ),
+    .carry(\carry$139 ),
     .clk(clk),
-    .p(\p$137 ),
+    .p(\p$136 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$405 )
+    .thr_r2(\fire$398 )
   );
   \digits.layer0.t15  t15 (
-    .carry(\carry$145 ),
+    .carry(\carry$90 ),
     .clk(clk),
-    .p(\p$142 ),
+    .p(\p$141 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$406 )
+    .thr_r2(\fire$399 )
   );
   \digits.layer0.t16  t16 (
-    .carry(\carry$151 ),
+    .carry(\carry$149 ),
     .clk(clk),
-    .p(\p$147 ),
+    .p(\p$145 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$407 )
+    .s(\s$147 ),
+    .thr_r2(\fire$400 )
   );
   \digits.layer0.t17  t17 (
-    .carry(\carry$156 ),
+    .carry(\carry$154 ),
     .clk(clk),
-    .p(\p$153 ),
+    .p(\p$151 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$408 )
+    .s(\s$147 ),
+    .thr_r2(\fire$401 )
   );
   \digits.layer0.t18  t18 (
-    .carry(\carry$161 ),
+    .carry(\carry$159 ),
     .clk(clk),
-    .p(\p$158 ),
+    .p(\p$156 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$409 )
+    .s(\s$147 ),
+    .thr_r2(\fire$402 )
   );
   \digits.layer0.t19  t19 (
-    .carry(\carry$166 ),
+    .carry(\carry$164 ),
     .clk(clk),
-    .p(\p$163 ),
+    .p(\p$161 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$410 )
+    .s(\s$147 ),
+    .thr_r2(\fire$403 )
   );
   \digits.layer0.t2  t2 (
     .carry(\carry$80 ),
@@ -5033,87 +4787,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$77 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$393 )
+    .thr_r2(\fire$386 )
   );
   \digits.layer0.t20  t20 (
-    .carry(\carry$171 ),
+    .carry(\carry$169 ),
     .clk(clk),
-    .p(\p$168 ),
+    .p(\p$166 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$411 )
+    .s(\s$147 ),
+    .thr_r2(\fire$404 )
   );
   \digits.layer0.t21  t21 (
-    .carry(\carry$176 ),
+    .carry(\carry$174 ),
     .clk(clk),
-    .p(\p$173 ),
+    .p(\p$171 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$412 )
+    .s(\s$147 ),
+    .thr_r2(\fire$405 )
   );
   \digits.layer0.t22  t22 (
-    .carry(\carry$181 ),
+    .carry(\carry$159 ),
     .clk(clk),
-    .p(\p$178 ),
+    .p(\p$176 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$413 )
+    .s(\s$147 ),
+    .thr_r2(\fire$406 )
   );
   \digits.layer0.t23  t23 (
-    .carry(\carry$186 ),
+    .carry(\carry$183 ),
     .clk(clk),
-    .p(\p$183 ),
+    .p(\p$180 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$414 )
+    .s(\s$147 ),
+    .thr_r2(\fire$407 )
   );
   \digits.layer0.t24  t24 (
-    .carry(\carry$191 ),
+    .carry(\carry$188 ),
     .clk(clk),
-    .p(\p$188 ),
+    .p(\p$185 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$415 )
+    .s(\s$147 ),
+    .thr_r2(\fire$408 )
   );
   \digits.layer0.t25  t25 (
-    .carry(\carry$196 ),
+    .carry(\carry$193 ),
     .clk(clk),
-    .p(\p$193 ),
+    .p(\p$190 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$416 )
+    .s(\s$147 ),
+    .thr_r2(\fire$409 )
   );
   \digits.layer0.t26  t26 (
-    .carry(\carry$201 ),
+    .carry(\carry$198 ),
     .clk(clk),
-    .p(\p$198 ),
+    .p(\p$195 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$417 )
+    .s(\s$147 ),
+    .thr_r2(\fire$410 )
   );
   \digits.layer0.t27  t27 (
-    .carry(\carry$206 ),
+    .carry(\carry$203 ),
     .clk(clk),
-    .p(\p$203 ),
+    .p(\p$200 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$418 )
+    .s(\s$147 ),
+    .thr_r2(\fire$411 )
   );
   \digits.layer0.t28  t28 (
-    .carry(\carry$211 ),
+    .carry(\carry$208 ),
     .clk(clk),
-    .p(\p$208 ),
+    .p(\p$205 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$419 )
+    .s(\s$147 ),
+    .thr_r2(\fire$412 )
   );
   \digits.layer0.t29  t29 (
-    .carry(\carry$216 ),
+    .carry(\carry$213 ),
     .clk(clk),
-    .p(\p$213 ),
+    .p(\p$210 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$420 )
+    .s(\s$147 ),
+    .thr_r2(\fire$413 )
   );
   \digits.layer0.t3  t3 (
     .carry(\carry$85 ),
@@ -5121,87 +4875,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$82 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$394 )
+    .thr_r2(\fire$387 )
   );
   \digits.layer0.t30  t30 (
-    .carry(\carry$221 ),
+    .carry(\carry$218 ),
     .clk(clk),
-    .p(\p$218 ),
+    .p(\p$215 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$421 )
+    .s(\s$147 ),
+    .thr_r2(\fire$414 )
   );
   \digits.layer0.t31  t31 (
-    .carry(\carry$226 ),
+    .carry(\carry$223 ),
     .clk(clk),
-    .p(\p$223 ),
+    .p(\p$220 ),
     .rst(rst),
-    .s(\s$149 ),
-    .thr_r2(\fire$422 )
+    .s(\s$147 ),
+    .thr_r2(\fire$415 )
   );
   \digits.layer0.t32  t32 (
-    .carry(\carry$232 ),
+    .carry(\carry$229 ),
     .clk(clk),
-    .p(\p$228 ),
+    .p(\p$225 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$423 )
+    .s(\s$227 ),
+    .thr_r2(\fire$416 )
   );
   \digits.layer0.t33  t33 (
-    .carry(\carry$237 ),
+    .carry(\carry$234 ),
     .clk(clk),
-    .p(\p$234 ),
+    .p(\p$231 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$424 )
+    .s(\s$227 ),
+    .thr_r2(\fire$417 )
   );
   \digits.layer0.t34  t34 (
-    .carry(\carry$242 ),
+    .carry(\carry$239 ),
     .clk(clk),
-    .p(\p$239 ),
+    .p(\p$236 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$425 )
+    .s(\s$227 ),
+    .thr_r2(\fire$418 )
   );
   \digits.layer0.t35  t35 (
-    .carry(\carry$247 ),
+    .carry(\carry$244 ),
     .clk(clk),
-    .p(\p$244 ),
+    .p(\p$241 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$426 )
+    .s(\s$227 ),
+    .thr_r2(\fire$419 )
   );
   \digits.layer0.t36  t36 (
-    .carry(\carry$252 ),
+    .carry(\carry$249 ),
     .clk(clk),
-    .p(\p$249 ),
+    .p(\p$246 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$427 )
+    .s(\s$227 ),
+    .thr_r2(\fire$420 )
   );
   \digits.layer0.t37  t37 (
-    .carry(\carry$257 ),
+    .carry(\carry$254 ),
     .clk(clk),
-    .p(\p$254 ),
+    .p(\p$251 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$428 )
+    .s(\s$227 ),
+    .thr_r2(\fire$421 )
   );
   \digits.layer0.t38  t38 (
-    .carry(\carry$262 ),
+    .carry(\carry$259 ),
     .clk(clk),
-    .p(\p$259 ),
+    .p(\p$256 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$429 )
+    .s(\s$227 ),
+    .thr_r2(\fire$422 )
   );
   \digits.layer0.t39  t39 (
-    .carry(\carry$267 ),
+    .carry(\carry$264 ),
     .clk(clk),
-    .p(\p$264 ),
+    .p(\p$261 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$430 )
+    .s(\s$227 ),
+    .thr_r2(\fire$423 )
   );
   \digits.layer0.t4  t4 (
     .carry(\carry$90 ),
@@ -5209,87 +4963,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$87 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$395 )
+    .thr_r2(\fire$388 )
   );
   \digits.layer0.t40  t40 (
-    .carry(\carry$272 ),
+    .carry(\carry$269 ),
     .clk(clk),
-    .p(\p$269 ),
+    .p(\p$266 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$431 )
+    .s(\s$227 ),
+    .thr_r2(\fire$424 )
   );
   \digits.layer0.t41  t41 (
-    .carry(\carry$277 ),
+    .carry(\carry$274 ),
     .clk(clk),
-    .p(\p$274 ),
+    .p(\p$271 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$432 )
+    .s(\s$227 ),
+    .thr_r2(\fire$425 )
   );
   \digits.layer0.t42  t42 (
-    .carry(\carry$282 ),
+    .carry(\carry$279 ),
     .clk(clk),
-    .p(\p$279 ),
+    .p(\p$276 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$433 )
+    .s(\s$227 ),
+    .thr_r2(\fire$426 )
   );
   \digits.layer0.t43  t43 (
-    .carry(\carry$287 ),
+    .carry(\carry$284 ),
     .clk(clk),
-    .p(\p$284 ),
+    .p(\p$281 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$434 )
+    .s(\s$227 ),
+    .thr_r2(\fire$427 )
   );
   \digits.layer0.t44  t44 (
-    .carry(\carry$292 ),
+    .carry(\carry$289 ),
     .clk(clk),
-    .p(\p$289 ),
+    .p(\p$286 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$435 )
+    .s(\s$227 ),
+    .thr_r2(\fire$428 )
   );
   \digits.layer0.t45  t45 (
-    .carry(\carry$297 ),
+    .carry(\carry$294 ),
     .clk(clk),
-    .p(\p$294 ),
+    .p(\p$291 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$436 )
+    .s(\s$227 ),
+    .thr_r2(\fire$429 )
   );
   \digits.layer0.t46  t46 (
-    .carry(\carry$302 ),
+    .carry(\carry$274 ),
     .clk(clk),
-    .p(\p$299 ),
+    .p(\p$296 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$437 )
+    .s(\s$227 ),
+    .thr_r2(\fire$430 )
   );
   \digits.layer0.t47  t47 (
-    .carry(\carry$307 ),
+    .carry(\carry$303 ),
     .clk(clk),
-    .p(\p$304 ),
+    .p(\p$300 ),
     .rst(rst),
-    .s(\s$230 ),
-    .thr_r2(\fire$438 )
+    .s(\s$227 ),
+    .thr_r2(\fire$431 )
   );
   \digits.layer0.t48  t48 (
-    .carry(\carry$313 ),
+    .carry(\carry$309 ),
     .clk(clk),
-    .p(\p$309 ),
+    .p(\p$305 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$439 )
+    .s(\s$307 ),
+    .thr_r2(\fire$432 )
   );
   \digits.layer0.t49  t49 (
-    .carry(\carry$318 ),
+    .carry(\carry$314 ),
     .clk(clk),
-    .p(\p$315 ),
+    .p(\p$311 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$440 )
+    .s(\s$307 ),
+    .thr_r2(\fire$433 )
   );
   \digits.layer0.t5  t5 (
     .carry(\carry$95 ),
@@ -5297,87 +5051,87 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$92 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$396 )
+    .thr_r2(\fire$389 )
   );
   \digits.layer0.t50  t50 (
-    .carry(\carry$323 ),
+    .carry(\carry$319 ),
     .clk(clk),
-    .p(\p$320 ),
+    .p(\p$316 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$441 )
+    .s(\s$307 ),
+    .thr_r2(\fire$434 )
   );
   \digits.layer0.t51  t51 (
-    .carry(\carry$328 ),
+    .carry(\carry$324 ),
     .clk(clk),
-    .p(\p$325 ),
+    .p(\p$321 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$442 )
+    .s(\s$307 ),
+    .thr_r2(\fire$435 )
   );
   \digits.layer0.t52  t52 (
+    .carry(\carry$314 ),
+    .clk(clk),
+    .p(\p$326 ),
+    .rst(rst),
+    .s(\s$307 ),
+    .thr_r2(\fire$436 )
+  );
+  \digits.layer0.t53  t53 (
     .carry(\carry$333 ),
     .clk(clk),
     .p(\p$330 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$443 )
+    .s(\s$307 ),
+    .thr_r2(\fire$437 )
   );
-  \digits.layer0.t53  t53 (
+  \digits.layer0.t54  t54 (
     .carry(\carry$338 ),
     .clk(clk),
     .p(\p$335 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$444 )
+    .s(\s$307 ),
+    .thr_r2(\fire$438 )
   );
-  \digits.layer0.t54  t54 (
+  \digits.layer0.t55  t55 (
     .carry(\carry$343 ),
     .clk(clk),
     .p(\p$340 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$445 )
+    .s(\s$307 ),
+    .thr_r2(\fire$439 )
   );
-  \digits.layer0.t55  t55 (
+  \digits.layer0.t56  t56 (
     .carry(\carry$348 ),
     .clk(clk),
     .p(\p$345 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$446 )
+    .s(\s$307 ),
+    .thr_r2(\fire$440 )
   );
-  \digits.layer0.t56  t56 (
-    .carry(\carry$353 ),
+  \digits.layer0.t57  t57 (
+    .carry(\carry$319 ),
     .clk(clk),
     .p(\p$350 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$447 )
-  );
-  \digits.layer0.t57  t57 (
-    .carry(\carry$358 ),
-    .clk(clk),
-    .p(\p$355 ),
-    .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$448 )
+    .s(\s$307 ),
+    .thr_r2(\fire$441 )
   );
   \digits.layer0.t58  t58 (
-    .carry(\carry$363 ),
+    .carry(\carry$357 ),
     .clk(clk),
-    .p(\p$360 ),
+    .p(\p$354 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$449 )
+    .s(\s$307 ),
+    .thr_r2(\fire$442 )
   );
   \digits.layer0.t59  t59 (
-    .carry(\carry$368 ),
+    .carry(\carry$362 ),
     .clk(clk),
-    .p(\p$365 ),
+    .p(\p$359 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$450 )
+    .s(\s$307 ),
+    .thr_r2(\fire$443 )
   );
   \digits.layer0.t6  t6 (
     .carry(\carry$100 ),
@@ -5385,39 +5139,39 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$97 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$397 )
+    .thr_r2(\fire$390 )
   );
   \digits.layer0.t60  t60 (
-    .carry(\carry$373 ),
+    .carry(\carry$367 ),
     .clk(clk),
-    .p(\p$370 ),
+    .p(\p$364 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$451 )
+    .s(\s$307 ),
+    .thr_r2(\fire$444 )
   );
   \digits.layer0.t61  t61 (
-    .carry(\carry$378 ),
+    .carry(\carry$348 ),
     .clk(clk),
-    .p(\p$375 ),
+    .p(\p$369 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$452 )
+    .s(\s$307 ),
+    .thr_r2(\fire$445 )
   );
   \digits.layer0.t62  t62 (
-    .carry(\carry$383 ),
+    .carry(\carry$376 ),
     .clk(clk),
-    .p(\p$380 ),
+    .p(\p$373 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$453 )
+    .s(\s$307 ),
+    .thr_r2(\fire$446 )
   );
   \digits.layer0.t63  t63 (
-    .carry(\carry$388 ),
+    .carry(\carry$381 ),
     .clk(clk),
-    .p(\p$385 ),
+    .p(\p$378 ),
     .rst(rst),
-    .s(\s$311 ),
-    .thr_r2(\fire$454 )
+    .s(\s$307 ),
+    .thr_r2(\fire$447 )
   );
   \digits.layer0.t7  t7 (
     .carry(\carry$105 ),
@@ -5425,7 +5179,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$102 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$398 )
+    .thr_r2(\fire$391 )
   );
   \digits.layer0.t8  t8 (
     .carry(\carry$110 ),
@@ -5433,7 +5187,7 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$107 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$399 )
+    .thr_r2(\fire$392 )
   );
   \digits.layer0.t9  t9 (
     .carry(\carry$115 ),
@@ -5441,923 +5195,709 @@ module \digits.layer0 (rst, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$
     .p(\p$112 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$400 )
+    .thr_r2(\fire$393 )
   );
-  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1] };
-  assign \inputs$1  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$534$0 [0], \port$534$0 [1], \port$533$0 [0], \port$533$0 [1], \port$532$0 [0], \port$532$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$526$0 [0], \port$526$0 [1], \port$525$0 [0], \port$525$0 [1], \port$524$0 [0], \port$524$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
-  assign \inputs$2  = { \port$539$0 [0], \port$539$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$3  = { \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$4  = { \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$5  = { \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$6  = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$528$0 [0], \port$528$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$486$0 [0], \port$486$0 [1] };
-  assign \inputs$7  = { \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$507$0 [0], \port$507$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$8  = { \port$523$0 [0], \port$523$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1] };
-  assign \inputs$9  = { \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$505$0 [0], \port$505$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$10  = { \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1] };
-  assign \inputs$11  = { \port$536$0 [0], \port$536$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$12  = { \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1] };
-  assign \inputs$13  = { \port$540$0 [0], \port$540$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$14  = { \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$15  = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$16  = { \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$512$0 [0], \port$512$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$17  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1] };
-  assign \inputs$18  = { \port$537$0 [0], \port$537$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$19  = { \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1] };
-  assign \inputs$20  = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$21  = { \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1] };
-  assign \inputs$22  = { \port$528$0 [0], \port$528$0 [1], \port$526$0 [0], \port$526$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$486$0 [0], \port$486$0 [1] };
-  assign \inputs$23  = { \port$540$0 [0], \port$540$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] };
-  assign \inputs$24  = { \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$25  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$527$0 [0], \port$527$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$26  = { \port$537$0 [0], \port$537$0 [1], \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1] };
-  assign \inputs$27  = { \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1] };
-  assign \inputs$28  = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$29  = { \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$491$0 [0], \port$491$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$30  = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$528$0 [0], \port$528$0 [1], \port$515$0 [0], \port$515$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$31  = { \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$526$0 [0], \port$526$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1] };
-  assign \inputs$32  = { \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$33  = { \port$537$0 [0], \port$537$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1] };
-  assign \inputs$34  = { \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$486$0 [0], \port$486$0 [1] };
-  assign \inputs$35  = { \port$538$0 [0], \port$538$0 [1], \port$527$0 [0], \port$527$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1] };
-  assign \inputs$36  = { \port$537$0 [0], \port$537$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1] };
-  assign \inputs$37  = { \port$538$0 [0], \port$538$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$38  = { \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$39  = { \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$40  = { \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$41  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$42  = { \port$539$0 [0], \port$539$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1] };
-  assign \inputs$43  = { \port$539$0 [0], \port$539$0 [1], \port$537$0 [0], \port$537$0 [1], \port$519$0 [0], \port$519$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$44  = { \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$491$0 [0], \port$491$0 [1], \port$483$0 [0], \port$483$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$45  = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$46  = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$497$0 [0], \port$497$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$47  = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$526$0 [0], \port$526$0 [1], \port$518$0 [0], \port$518$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1] };
-  assign \inputs$48  = { \port$538$0 [0], \port$538$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$495$0 [0], \port$495$0 [1] };
-  assign \inputs$49  = { \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$530$0 [0], \port$530$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] };
-  assign \inputs$50  = { \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$51  = { \port$538$0 [0], \port$538$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$52  = { \port$519$0 [0], \port$519$0 [1], \port$511$0 [0], \port$511$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1] };
-  assign \inputs$53  = { \port$537$0 [0], \port$537$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] };
-  assign \inputs$54  = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1] };
-  assign \inputs$55  = { \port$540$0 [0], \port$540$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$56  = { \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$531$0 [0], \port$531$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$482$0 [0], \port$482$0 [1] };
-  assign \inputs$57  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$498$0 [0], \port$498$0 [1], \port$491$0 [0], \port$491$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
-  assign \inputs$58  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$511$0 [0], \port$511$0 [1], \port$499$0 [0], \port$499$0 [1], \port$489$0 [0], \port$489$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$59  = { \port$538$0 [0], \port$538$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1] };
-  assign \inputs$60  = { \port$535$0 [0], \port$535$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$61  = { \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1] };
-  assign \inputs$62  = { \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$527$0 [0], \port$527$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$491$0 [0], \port$491$0 [1] };
-  assign \inputs$63  = { \port$539$0 [0], \port$539$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$491$0 [0], \port$491$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$64  = { \port$526$0 [0], \port$526$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1] };
-  assign \inputs$65  = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$534$0 [0], \port$534$0 [1], \port$533$0 [0], \port$533$0 [1], \port$532$0 [0], \port$532$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$526$0 [0], \port$526$0 [1], \port$525$0 [0], \port$525$0 [1], \port$524$0 [0], \port$524$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
-  assign layer_r95 = p;
-  assign layer_r96 = s;
+  assign inputs = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
+  assign \inputs$1  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] };
+  assign \inputs$2  = { \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$3  = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$4  = { \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$5  = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$6  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign \inputs$7  = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$8  = { \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign \inputs$9  = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$488$0 [0], \port$488$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$10  = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1] };
+  assign \inputs$11  = { \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$12  = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1] };
+  assign \inputs$13  = { \port$523$0 [0], \port$523$0 [1], \port$504$0 [0], \port$504$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$14  = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$15  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$16  = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$17  = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1] };
+  assign \inputs$18  = { \port$520$0 [0], \port$520$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$470$0 [0], \port$470$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$19  = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1] };
+  assign \inputs$20  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$21  = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign \inputs$22  = { \port$511$0 [0], \port$511$0 [1], \port$509$0 [0], \port$509$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign \inputs$23  = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign \inputs$24  = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$25  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$26  = { \port$520$0 [0], \port$520$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign \inputs$27  = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1] };
+  assign \inputs$28  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$29  = { \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$30  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$31  = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1] };
+  assign \inputs$32  = { \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$33  = { \port$520$0 [0], \port$520$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign \inputs$34  = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign \inputs$35  = { \port$521$0 [0], \port$521$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1] };
+  assign \inputs$36  = { \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
+  assign \inputs$37  = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$497$0 [0], \port$497$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$38  = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$39  = { \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$40  = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$41  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$42  = { \port$522$0 [0], \port$522$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign \inputs$43  = { \port$522$0 [0], \port$522$0 [1], \port$520$0 [0], \port$520$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$477$0 [0], \port$477$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$44  = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$474$0 [0], \port$474$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$45  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$485$0 [0], \port$485$0 [1], \port$477$0 [0], \port$477$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$46  = { \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$480$0 [0], \port$480$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$47  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$501$0 [0], \port$501$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
+  assign \inputs$48  = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign \inputs$49  = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign \inputs$50  = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$51  = { \port$521$0 [0], \port$521$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$52  = { \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1] };
+  assign \inputs$53  = { \port$520$0 [0], \port$520$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign \inputs$54  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
+  assign \inputs$55  = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$56  = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$465$0 [0], \port$465$0 [1] };
+  assign \inputs$57  = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$481$0 [0], \port$481$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign \inputs$58  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$59  = { \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign \inputs$60  = { \port$518$0 [0], \port$518$0 [1], \port$495$0 [0], \port$495$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign \inputs$61  = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1] };
+  assign \inputs$62  = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1] };
+  assign \inputs$63  = { \port$522$0 [0], \port$522$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$474$0 [0], \port$474$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign \inputs$64  = { \port$509$0 [0], \port$509$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$478$0 [0], \port$478$0 [1], \port$470$0 [0], \port$470$0 [1] };
+  assign \inputs$65  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] };
+  assign layer_r87 = p;
+  assign layer_r88 = s;
   assign layer_r18 = carry;
-  assign layer_r104 = \p$72 ;
+  assign layer_r95 = \p$72 ;
   assign \s$74  = s;
   assign layer_r19 = \carry$75 ;
-  assign layer_r112 = \p$77 ;
+  assign layer_r102 = \p$77 ;
   assign \s$79  = s;
   assign layer_r20 = \carry$80 ;
-  assign layer_r120 = \p$82 ;
+  assign layer_r109 = \p$82 ;
   assign \s$84  = s;
   assign layer_r21 = \carry$85 ;
-  assign layer_r128 = \p$87 ;
+  assign layer_r116 = \p$87 ;
   assign \s$89  = s;
   assign layer_r22 = \carry$90 ;
-  assign layer_r136 = \p$92 ;
+  assign layer_r123 = \p$92 ;
   assign \s$94  = s;
   assign layer_r23 = \carry$95 ;
-  assign layer_r144 = \p$97 ;
+  assign layer_r130 = \p$97 ;
   assign \s$99  = s;
   assign layer_r24 = \carry$100 ;
-  assign layer_r152 = \p$102 ;
+  assign layer_r137 = \p$102 ;
   assign \s$104  = s;
   assign layer_r25 = \carry$105 ;
-  assign layer_r160 = \p$107 ;
+  assign layer_r144 = \p$107 ;
   assign \s$109  = s;
   assign layer_r26 = \carry$110 ;
-  assign layer_r168 = \p$112 ;
+  assign layer_r151 = \p$112 ;
   assign \s$114  = s;
   assign layer_r27 = \carry$115 ;
-  assign layer_r176 = \p$117 ;
+  assign layer_r158 = \p$117 ;
   assign \s$119  = s;
   assign layer_r28 = \carry$120 ;
-  assign layer_r184 = \p$122 ;
+  assign layer_r165 = \p$122 ;
   assign \s$124  = s;
   assign layer_r29 = \carry$125 ;
-  assign layer_r192 = \p$127 ;
+  assign layer_r172 = \p$127 ;
   assign \s$129  = s;
-  assign layer_r30 = \carry$130 ;
-  assign layer_r200 = \p$132 ;
-  assign \s$134  = s;
-  assign layer_r31 = \carry$135 ;
-  assign layer_r208 = \p$137 ;
-  assign \s$139  = s;
-  assign layer_r32 = \carry$140 ;
-  assign layer_r216 = \p$142 ;
-  assign \s$144  = s;
-  assign layer_r33 = \carry$145 ;
-  assign layer_r224 = \p$147 ;
-  assign layer_r225 = \s$149 ;
-  assign layer_r36 = \carry$151 ;
-  assign layer_r233 = \p$153 ;
-  assign \s$155  = \s$149 ;
-  assign layer_r37 = \carry$156 ;
-  assign layer_r241 = \p$158 ;
-  assign \s$160  = \s$149 ;
-  assign layer_r38 = \carry$161 ;
-  assign layer_r249 = \p$163 ;
-  assign \s$165  = \s$149 ;
-  assign layer_r39 = \carry$166 ;
-  assign layer_r257 = \p$168 ;
-  assign \s$170  = \s$149 ;
-  assign layer_r40 = \carry$171 ;
-  assign layer_r265 = \p$173 ;
-  assign \s$175  = \s$149 ;
-  assign layer_r41 = \carry$176 ;
-  assign layer_r273 = \p$178 ;
-  assign \s$180  = \s$149 ;
-  assign layer_r42 = \carry$181 ;
-  assign layer_r281 = \p$183 ;
-  assign \s$185  = \s$149 ;
-  assign layer_r43 = \carry$186 ;
-  assign layer_r289 = \p$188 ;
-  assign \s$190  = \s$149 ;
-  assign layer_r44 = \carry$191 ;
-  assign layer_r297 = \p$193 ;
-  assign \s$195  = \s$149 ;
-  assign layer_r45 = \carry$196 ;
-  assign layer_r305 = \p$198 ;
-  assign \s$200  = \s$149 ;
-  assign layer_r46 = \carry$201 ;
-  assign layer_r313 = \p$203 ;
-  assign \s$205  = \s$149 ;
-  assign layer_r47 = \carry$206 ;
-  assign layer_r321 = \p$208 ;
-  assign \s$210  = \s$149 ;
-  assign layer_r48 = \carry$211 ;
-  assign layer_r329 = \p$213 ;
-  assign \s$215  = \s$149 ;
-  assign layer_r49 = \carry$216 ;
-  assign layer_r337 = \p$218 ;
-  assign \s$220  = \s$149 ;
-  assign layer_r50 = \carry$221 ;
-  assign layer_r345 = \p$223 ;
-  assign \s$225  = \s$149 ;
-  assign layer_r51 = \carry$226 ;
-  assign layer_r353 = \p$228 ;
-  assign layer_r354 = \s$230 ;
-  assign layer_r54 = \carry$232 ;
-  assign layer_r362 = \p$234 ;
-  assign \s$236  = \s$230 ;
-  assign layer_r55 = \carry$237 ;
-  assign layer_r370 = \p$239 ;
-  assign \s$241  = \s$230 ;
-  assign layer_r56 = \carry$242 ;
-  assign layer_r378 = \p$244 ;
-  assign \s$246  = \s$230 ;
-  assign layer_r57 = \carry$247 ;
-  assign layer_r386 = \p$249 ;
-  assign \s$251  = \s$230 ;
-  assign layer_r58 = \carry$252 ;
-  assign layer_r394 = \p$254 ;
-  assign \s$256  = \s$230 ;
-  assign layer_r59 = \carry$257 ;
-  assign layer_r402 = \p$259 ;
-  assign \s$261  = \s$230 ;
-  assign layer_r60 = \carry$262 ;
-  assign layer_r410 = \p$264 ;
-  assign \s$266  = \s$230 ;
-  assign layer_r61 = \carry$267 ;
-  assign layer_r418 = \p$269 ;
-  assign \s$271  = \s$230 ;
-  assign layer_r62 = \carry$272 ;
-  assign layer_r426 = \p$274 ;
-  assign \s$276  = \s$230 ;
-  assign layer_r63 = \carry$277 ;
-  assign layer_r434 = \p$279 ;
-  assign \s$281  = \s$230 ;
-  assign layer_r64 = \carry$282 ;
-  assign layer_r442 = \p$284 ;
-  assign \s$286  = \s$230 ;
-  assign layer_r65 = \carry$287 ;
-  assign layer_r450 = \p$289 ;
-  assign \s$291  = \s$230 ;
-  assign layer_r66 = \carry$292 ;
-  assign layer_r458 = \p$294 ;
-  assign \s$296  = \s$230 ;
-  assign layer_r67 = \carry$297 ;
-  assign layer_r466 = \p$299 ;
-  assign \s$301  = \s$230 ;
-  assign layer_r68 = \carry$302 ;
-  assign layer_r474 = \p$304 ;
-  assign \s$306  = \s$230 ;
-  assign layer_r69 = \carry$307 ;
-  assign layer_r482 = \p$309 ;
-  assign layer_r483 = \s$311 ;
-  assign layer_r72 = \carry$313 ;
-  assign layer_r491 = \p$315 ;
-  assign \s$317  = \s$311 ;
-  assign layer_r73 = \carry$318 ;
-  assign layer_r499 = \p$320 ;
-  assign \s$322  = \s$311 ;
-  assign layer_r74 = \carry$323 ;
-  assign layer_r507 = \p$325 ;
-  assign \s$327  = \s$311 ;
-  assign layer_r75 = \carry$328 ;
-  assign layer_r515 = \p$330 ;
-  assign \s$332  = \s$311 ;
-  assign layer_r76 = \carry$333 ;
-  assign layer_r523 = \p$335 ;
-  assign \s$337  = \s$311 ;
-  assign layer_r77 = \carry$338 ;
-  assign layer_r531 = \p$340 ;
-  assign \s$342  = \s$311 ;
-  assign layer_r78 = \carry$343 ;
-  assign layer_r539 = \p$345 ;
-  assign \s$347  = \s$311 ;
-  assign layer_r79 = \carry$348 ;
-  assign layer_r547 = \p$350 ;
-  assign \s$352  = \s$311 ;
-  assign layer_r80 = \carry$353 ;
-  assign layer_r555 = \p$355 ;
-  assign \s$357  = \s$311 ;
-  assign layer_r81 = \carry$358 ;
-  assign layer_r563 = \p$360 ;
-  assign \s$362  = \s$311 ;
-  assign layer_r82 = \carry$363 ;
-  assign layer_r571 = \p$365 ;
-  assign \s$367  = \s$311 ;
-  assign layer_r83 = \carry$368 ;
-  assign layer_r579 = \p$370 ;
-  assign \s$372  = \s$311 ;
-  assign layer_r84 = \carry$373 ;
-  assign layer_r587 = \p$375 ;
-  assign \s$377  = \s$311 ;
-  assign layer_r85 = \carry$378 ;
-  assign layer_r595 = \p$380 ;
-  assign \s$382  = \s$311 ;
-  assign layer_r86 = \carry$383 ;
-  assign layer_r603 = \p$385 ;
-  assign \s$387  = \s$311 ;
-  assign layer_r87 = \carry$388 ;
-  assign outputs = { \fire$454 , \fire$453 , \fire$452 , \fire$451 , \fire$450 , \fire$449 , \fire$448 , \fire$447 , \fire$446 , \fire$445 , \fire$444 , \fire$443 , \fire$442 , \fire$441 , \fire$440 , \fire$439 , \fire$438 , \fire$437 , \fire$436 , \fire$435 , \fire$434 , \fire$433 , \fire$432 , \fire$431 , \fire$430 , \fire$429 , \fire$428 , \fire$427 , \fire$426 , \fire$425 , \fire$424 , \fire$423 , \fire$422 , \fire$421 , \fire$420 , \fire$419 , \fire$418 , \fire$417 , \fire$416 , \fire$415 , \fire$414 , \fire$413 , \fire$412 , \fire$411 , \fire$410 , \fire$409 , \fire$408 , \fire$407 , \fire$406 , \fire$405 , \fire$404 , \fire$403 , \fire$402 , \fire$401 , \fire$400 , \fire$399 , \fire$398 , \fire$397 , \fire$396 , \fire$395 , \fire$394 , \fire$393 , \fire$392 , fire };
+  assign \carry$130  = \carry$80 ;
+  assign layer_r179 = \p$131 ;
+  assign \s$133  = s;
+  assign layer_r30 = \carry$134 ;
+  assign layer_r186 = \p$136 ;
+  assign \s$138  = s;
+  assign layer_r31 = \carry$139 ;
+  assign layer_r193 = \p$141 ;
+  assign \s$143  = s;
+  assign \carry$144  = \carry$90 ;
+  assign layer_r200 = \p$145 ;
+  assign layer_r201 = \s$147 ;
+  assign layer_r34 = \carry$149 ;
+  assign layer_r208 = \p$151 ;
+  assign \s$153  = \s$147 ;
+  assign layer_r35 = \carry$154 ;
+  assign layer_r215 = \p$156 ;
+  assign \s$158  = \s$147 ;
+  assign layer_r36 = \carry$159 ;
+  assign layer_r222 = \p$161 ;
+  assign \s$163  = \s$147 ;
+  assign layer_r37 = \carry$164 ;
+  assign layer_r229 = \p$166 ;
+  assign \s$168  = \s$147 ;
+  assign layer_r38 = \carry$169 ;
+  assign layer_r236 = \p$171 ;
+  assign \s$173  = \s$147 ;
+  assign layer_r39 = \carry$174 ;
+  assign layer_r243 = \p$176 ;
+  assign \s$178  = \s$147 ;
+  assign \carry$179  = \carry$159 ;
+  assign layer_r250 = \p$180 ;
+  assign \s$182  = \s$147 ;
+  assign layer_r40 = \carry$183 ;
+  assign layer_r257 = \p$185 ;
+  assign \s$187  = \s$147 ;
+  assign layer_r41 = \carry$188 ;
+  assign layer_r264 = \p$190 ;
+  assign \s$192  = \s$147 ;
+  assign layer_r42 = \carry$193 ;
+  assign layer_r271 = \p$195 ;
+  assign \s$197  = \s$147 ;
+  assign layer_r43 = \carry$198 ;
+  assign layer_r278 = \p$200 ;
+  assign \s$202  = \s$147 ;
+  assign layer_r44 = \carry$203 ;
+  assign layer_r285 = \p$205 ;
+  assign \s$207  = \s$147 ;
+  assign layer_r45 = \carry$208 ;
+  assign layer_r292 = \p$210 ;
+  assign \s$212  = \s$147 ;
+  assign layer_r46 = \carry$213 ;
+  assign layer_r299 = \p$215 ;
+  assign \s$217  = \s$147 ;
+  assign layer_r47 = \carry$218 ;
+  assign layer_r306 = \p$220 ;
+  assign \s$222  = \s$147 ;
+  assign layer_r48 = \carry$223 ;
+  assign layer_r313 = \p$225 ;
+  assign layer_r314 = \s$227 ;
+  assign layer_r51 = \carry$229 ;
+  assign layer_r321 = \p$231 ;
+  assign \s$233  = \s$227 ;
+  assign layer_r52 = \carry$234 ;
+  assign layer_r328 = \p$236 ;
+  assign \s$238  = \s$227 ;
+  assign layer_r53 = \carry$239 ;
+  assign layer_r335 = \p$241 ;
+  assign \s$243  = \s$227 ;
+  assign layer_r54 = \carry$244 ;
+  assign layer_r342 = \p$246 ;
+  assign \s$248  = \s$227 ;
+  assign layer_r55 = \carry$249 ;
+  assign layer_r349 = \p$251 ;
+  assign \s$253  = \s$227 ;
+  assign layer_r56 = \carry$254 ;
+  assign layer_r356 = \p$256 ;
+  assign \s$258  = \s$227 ;
+  assign layer_r57 = \carry$259 ;
+  assign layer_r363 = \p$261 ;
+  assign \s$263  = \s$227 ;
+  assign layer_r58 = \carry$264 ;
+  assign layer_r370 = \p$266 ;
+  assign \s$268  = \s$227 ;
+  assign layer_r59 = \carry$269 ;
+  assign layer_r377 = \p$271 ;
+  assign \s$273  = \s$227 ;
+  assign layer_r60 = \carry$274 ;
+  assign layer_r384 = \p$276 ;
+  assign \s$278  = \s$227 ;
+  assign layer_r61 = \carry$279 ;
+  assign layer_r391 = \p$281 ;
+  assign \s$283  = \s$227 ;
+  assign layer_r62 = \carry$284 ;
+  assign layer_r398 = \p$286 ;
+  assign \s$288  = \s$227 ;
+  assign layer_r63 = \carry$289 ;
+  assign layer_r405 = \p$291 ;
+  assign \s$293  = \s$227 ;
+  assign layer_r64 = \carry$294 ;
+  assign layer_r412 = \p$296 ;
+  assign \s$298  = \s$227 ;
+  assign \carry$299  = \carry$274 ;
+  assign layer_r419 = \p$300 ;
+  assign \s$302  = \s$227 ;
+  assign layer_r65 = \carry$303 ;
+  assign layer_r426 = \p$305 ;
+  assign layer_r427 = \s$307 ;
+  assign layer_r68 = \carry$309 ;
+  assign layer_r434 = \p$311 ;
+  assign \s$313  = \s$307 ;
+  assign layer_r69 = \carry$314 ;
+  assign layer_r441 = \p$316 ;
+  assign \s$318  = \s$307 ;
+  assign layer_r70 = \carry$319 ;
+  assign layer_r448 = \p$321 ;
+  assign \s$323  = \s$307 ;
+  assign layer_r71 = \carry$324 ;
+  assign layer_r455 = \p$326 ;
+  assign \s$328  = \s$307 ;
+  assign \carry$329  = \carry$314 ;
+  assign layer_r462 = \p$330 ;
+  assign \s$332  = \s$307 ;
+  assign layer_r72 = \carry$333 ;
+  assign layer_r469 = \p$335 ;
+  assign \s$337  = \s$307 ;
+  assign layer_r73 = \carry$338 ;
+  assign layer_r476 = \p$340 ;
+  assign \s$342  = \s$307 ;
+  assign layer_r74 = \carry$343 ;
+  assign layer_r483 = \p$345 ;
+  assign \s$347  = \s$307 ;
+  assign layer_r75 = \carry$348 ;
+  assign layer_r490 = \p$350 ;
+  assign \s$352  = \s$307 ;
+  assign \carry$353  = \carry$319 ;
+  assign layer_r497 = \p$354 ;
+  assign \s$356  = \s$307 ;
+  assign layer_r76 = \carry$357 ;
+  assign layer_r504 = \p$359 ;
+  assign \s$361  = \s$307 ;
+  assign layer_r77 = \carry$362 ;
+  assign layer_r511 = \p$364 ;
+  assign \s$366  = \s$307 ;
+  assign layer_r78 = \carry$367 ;
+  assign layer_r518 = \p$369 ;
+  assign \s$371  = \s$307 ;
+  assign \carry$372  = \carry$348 ;
+  assign layer_r525 = \p$373 ;
+  assign \s$375  = \s$307 ;
+  assign layer_r79 = \carry$376 ;
+  assign layer_r532 = \p$378 ;
+  assign \s$380  = \s$307 ;
+  assign layer_r80 = \carry$381 ;
+  assign outputs = { \fire$447 , \fire$446 , \fire$445 , \fire$444 , \fire$443 , \fire$442 , \fire$441 , \fire$440 , \fire$439 , \fire$438 , \fire$437 , \fire$436 , \fire$435 , \fire$434 , \fire$433 , \fire$432 , \fire$431 , \fire$430 , \fire$429 , \fire$428 , \fire$427 , \fire$426 , \fire$425 , \fire$424 , \fire$423 , \fire$422 , \fire$421 , \fire$420 , \fire$419 , \fire$418 , \fire$417 , \fire$416 , \fire$415 , \fire$414 , \fire$413 , \fire$412 , \fire$411 , \fire$410 , \fire$409 , \fire$408 , \fire$407 , \fire$406 , \fire$405 , \fire$404 , \fire$403 , \fire$402 , \fire$401 , \fire$400 , \fire$399 , \fire$398 , \fire$397 , \fire$396 , \fire$395 , \fire$394 , \fire$393 , \fire$392 , \fire$391 , \fire$390 , \fire$389 , \fire$388 , \fire$387 , \fire$386 , \fire$385 , fire };
   assign \$1  = { 1'h0, sum, 2'h0 };
-  assign \$3  = { 1'h0, sum, 6'h00 };
-  assign \$4  = { 5'h00, sum, 10'h000 };
-  assign \$7  = { 3'h0, sum, 4'h0 };
-  assign \$8  = { 7'h00, sum, 8'h00 };
-  assign \$12  = { layer_r3, 1'h0 };
-  assign \$13  = { layer_r3, 3'h0 };
-  assign \$15  = { layer_r3, 7'h00 };
-  assign \$16  = { 6'h00, layer_r3, 9'h000 };
-  assign \$19  = { 15'h0000, layer_r3, 16'h0000 };
-  assign \$20  = { 13'h0000, layer_r3, 18'h00000 };
-  assign \$22  = { 2'h0, layer_r3, 13'h0000 };
-  assign \$25  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
-  assign \$26  = { \$25 [7:0], 1'h0 };
-  assign \$27  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
-  assign \$28  = { \$27 [7], \$27 [7], \$27 [7:0], 5'h00 };
-  assign \$30  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
-  assign \$31  = { \$30 [7], \$30 [7], \$30 [7], \$30 [7], \$30 [7], \$30 [7], \$30 [7], \$30 [7:0], 8'h00 };
-  assign \$32  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
-  assign \$33  = { \$32 [7], \$32 [7], \$32 [7], \$32 [7:0], 12'h000 };
-  assign \$36  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
-  assign \$37  = { \$36 [7:0], 3'h0 };
-  assign \$38  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
-  assign \$39  = { \$38 [7], \$38 [7], \$38 [7], \$38 [7], \$38 [7], \$38 [7:0], 10'h000 };
-  assign \$43  = { layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37], layer_r7[37:30] };
+  assign \$2  = { 2'h0, sum, 5'h00 };
+  assign \$7  = { 1'h0, \$6 [12:0], 2'h0 };
+  assign \$10  = { 2'h0, \$9 [12:0], 5'h00 };
+  assign \$12  = { \$11 [12:0], 7'h00 };
+  assign \$15  = { 2'h0, \$14 [12:0], 13'h0000 };
+  assign \$19  = { 5'h00, \$18 [12:0], 10'h000 };
+  assign \$21  = { \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26], \$20 [26:20] };
+  assign \$22  = { \$21 [6], \$21 [6], \$21 [6], \$21 [6:0], 4'h0 };
+  assign \$24  = { \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26], \$23 [26:20] };
+  assign \$25  = { \$24 [6:0], 7'h00 };
+  assign \$28  = { \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26:20] };
+  assign \$33  = { \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26:20] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p0 (rst, sum, \port$494$0 , \port$495$0 , \port$496$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$507$0 , \port$514$0 , \port$515$0 , \port$518$0 , clk);
+module \digits.layer0.p0 (rst, sum, \port$477$0 , \port$478$0 , \port$479$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$490$0 , \port$497$0 , \port$498$0 , \port$501$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1] }),
+    .inputs({ \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1] };
+  assign inputs = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p1 (rst, sum, \port$481$0 , \port$486$0 , \port$487$0 , \port$490$0 , \port$494$0 , \port$497$0 , \port$498$0 , \port$527$0 , \port$530$0 , \port$531$0 , \port$535$0 , \port$536$0 , \port$539$0 , clk);
+module \digits.layer0.p1 (rst, sum, \port$464$0 , \port$469$0 , \port$470$0 , \port$473$0 , \port$477$0 , \port$480$0 , \port$481$0 , \port$510$0 , \port$513$0 , \port$514$0 , \port$518$0 , \port$519$0 , \port$522$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
   input [1:0] \port$481$0 ;
   wire [1:0] \port$481$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p10 (rst, sum, \port$479$0 , \port$480$0 , \port$482$0 , \port$483$0 , \port$488$0 , \port$489$0 , \port$511$0 , \port$514$0 , \port$519$0 , \port$522$0 , \port$523$0 , \port$530$0 , \port$531$0 , \port$536$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
-    .clk(clk),
-    .inputs({ \port$536$0 [0], \port$536$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$536$0 [0], \port$536$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p11 (rst, sum, \port$489$0 , \port$490$0 , \port$496$0 , \port$498$0 , \port$504$0 , \port$512$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$529$0 , \port$530$0 , \port$537$0 , \port$538$0 , \port$540$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
-    .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p12 (rst, sum, \port$480$0 , \port$482$0 , \port$483$0 , \port$490$0 , \port$494$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$512$0 , \port$521$0 , \port$540$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator2 shared (
-    .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p13 (rst, sum, \port$479$0 , \port$482$0 , \port$483$0 , \port$489$0 , \port$497$0 , \port$502$0 , \port$505$0 , \port$529$0 , \port$530$0 , \port$536$0 , \port$537$0 , \port$538$0 , \port$539$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p14 (rst, sum, \port$481$0 , \port$482$0 , \port$483$0 , \port$488$0 , \port$494$0 , \port$504$0 , \port$505$0 , \port$522$0 , \port$523$0 , \port$535$0 , \port$536$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator2 shared (
-    .clk(clk),
-    .inputs({ \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p15 (rst, sum, \port$480$0 , \port$490$0 , \port$494$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$504$0 , \port$505$0 , \port$512$0 , \port$538$0 , \port$540$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$512$0 [0], \port$512$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$480$0 [0], \port$480$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$512$0 [0], \port$512$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$480$0 [0], \port$480$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p16 (rst, sum, \port$487$0 , \port$490$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$504$0 , \port$512$0 , \port$522$0 , \port$523$0 , clk);
-  input clk;
-  wire clk;
-  wire [17:0] inputs;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator5 shared (
-    .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p17 (rst, sum, \port$479$0 , \port$482$0 , \port$487$0 , \port$494$0 , \port$495$0 , \port$503$0 , \port$504$0 , \port$512$0 , \port$537$0 , clk);
-  input clk;
-  wire clk;
-  wire [17:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator5 shared (
-    .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p18 (rst, sum, \port$503$0 , \port$507$0 , \port$510$0 , \port$511$0 , \port$514$0 , \port$515$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$523$0 , \port$528$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
   input [1:0] \port$510$0 ;
   wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator2 shared (
-    .clk(clk),
-    .inputs({ \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p19 (rst, sum, \port$479$0 , \port$481$0 , \port$482$0 , \port$488$0 , \port$495$0 , \port$502$0 , \port$519$0 , \port$520$0 , \port$529$0 , \port$530$0 , \port$535$0 , \port$539$0 , clk);
-  input clk;
-  wire clk;
-  wire [23:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator4 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p2 (rst, sum, \port$481$0 , \port$482$0 , \port$489$0 , \port$490$0 , \port$497$0 , \port$499$0 , \port$505$0 , \port$513$0 , \port$514$0 , \port$523$0 , \port$528$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
   input [1:0] \port$514$0 ;
   wire [1:0] \port$514$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator2 shared (
-    .clk(clk),
-    .inputs({ \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p20 (rst, sum, \port$495$0 , \port$496$0 , \port$503$0 , \port$504$0 , \port$511$0 , \port$513$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$522$0 , \port$530$0 , \port$537$0 , clk);
-  input clk;
-  wire clk;
-  wire [23:0] inputs;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
   input [1:0] \port$519$0 ;
   wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
   input [1:0] \port$522$0 ;
   wire [1:0] \port$522$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
-  digits_sparseaccumulator4 shared (
+  digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1] }),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1] };
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p21 (rst, sum, \port$486$0 , \port$497$0 , \port$499$0 , \port$506$0 , \port$507$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$526$0 , \port$528$0 , clk);
+module \digits.layer0.p10 (rst, sum, \port$462$0 , \port$463$0 , \port$465$0 , \port$466$0 , \port$471$0 , \port$472$0 , \port$494$0 , \port$497$0 , \port$502$0 , \port$505$0 , \port$506$0 , \port$513$0 , \port$514$0 , \port$519$0 , clk);
   input clk;
   wire clk;
-  wire [25:0] inputs;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
+  wire [27:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
   input [1:0] \port$497$0 ;
   wire [1:0] \port$497$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
   input [1:0] \port$506$0 ;
   wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p11 (rst, sum, \port$472$0 , \port$473$0 , \port$479$0 , \port$481$0 , \port$487$0 , \port$495$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$512$0 , \port$513$0 , \port$520$0 , \port$521$0 , \port$523$0 , clk);
+  input clk;
+  wire clk;
+  wire [27:0] inputs;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
   input [1:0] \port$512$0 ;
   wire [1:0] \port$512$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p12 (rst, sum, \port$463$0 , \port$465$0 , \port$466$0 , \port$473$0 , \port$477$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$495$0 , \port$504$0 , \port$523$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator2 shared (
+    .clk(clk),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$504$0 [0], \port$504$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$504$0 [0], \port$504$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p13 (rst, sum, \port$462$0 , \port$465$0 , \port$466$0 , \port$472$0 , \port$480$0 , \port$485$0 , \port$488$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$522$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
   input [1:0] \port$519$0 ;
   wire [1:0] \port$519$0 ;
   input [1:0] \port$520$0 ;
   wire [1:0] \port$520$0 ;
   input [1:0] \port$521$0 ;
   wire [1:0] \port$521$0 ;
-  input [1:0] \port$526$0 ;
-  wire [1:0] \port$526$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$528$0 [0], \port$528$0 [1], \port$526$0 [0], \port$526$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$486$0 [0], \port$486$0 [1] }),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$528$0 [0], \port$528$0 [1], \port$526$0 [0], \port$526$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$486$0 [0], \port$486$0 [1] };
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p22 (rst, sum, \port$496$0 , \port$497$0 , \port$498$0 , \port$502$0 , \port$503$0 , \port$507$0 , \port$510$0 , \port$511$0 , \port$515$0 , \port$520$0 , \port$528$0 , \port$529$0 , \port$540$0 , clk);
+module \digits.layer0.p14 (rst, sum, \port$464$0 , \port$465$0 , \port$466$0 , \port$471$0 , \port$477$0 , \port$487$0 , \port$488$0 , \port$505$0 , \port$506$0 , \port$518$0 , \port$519$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator2 shared (
+    .clk(clk),
+    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p15 (rst, sum, \port$463$0 , \port$473$0 , \port$477$0 , \port$478$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$488$0 , \port$495$0 , \port$521$0 , \port$523$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator1 shared (
+    .clk(clk),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p16 (rst, sum, \port$470$0 , \port$473$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$495$0 , \port$505$0 , \port$506$0 , clk);
+  input clk;
+  wire clk;
+  wire [17:0] inputs;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator5 shared (
+    .clk(clk),
+    .inputs({ \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p17 (rst, sum, \port$462$0 , \port$465$0 , \port$470$0 , \port$477$0 , \port$478$0 , \port$486$0 , \port$487$0 , \port$495$0 , \port$520$0 , clk);
+  input clk;
+  wire clk;
+  wire [17:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator5 shared (
+    .clk(clk),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$470$0 [0], \port$470$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$470$0 [0], \port$470$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p18 (rst, sum, \port$486$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$497$0 , \port$498$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$506$0 , \port$511$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
   input [1:0] \port$497$0 ;
   wire [1:0] \port$497$0 ;
   input [1:0] \port$498$0 ;
@@ -6366,1308 +5906,1474 @@ module \digits.layer0.p22 (rst, sum, \port$496$0 , \port$497$0 , \port$498$0 , \
   wire [1:0] \port$502$0 ;
   input [1:0] \port$503$0 ;
   wire [1:0] \port$503$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
   input [1:0] \port$511$0 ;
   wire [1:0] \port$511$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator2 shared (
+    .clk(clk),
+    .inputs({ \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p19 (rst, sum, \port$462$0 , \port$464$0 , \port$465$0 , \port$471$0 , \port$478$0 , \port$485$0 , \port$502$0 , \port$503$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$522$0 , clk);
+  input clk;
+  wire clk;
+  wire [23:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator4 shared (
+    .clk(clk),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p2 (rst, sum, \port$464$0 , \port$465$0 , \port$472$0 , \port$473$0 , \port$480$0 , \port$482$0 , \port$488$0 , \port$496$0 , \port$497$0 , \port$506$0 , \port$511$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator2 shared (
+    .clk(clk),
+    .inputs({ \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p20 (rst, sum, \port$478$0 , \port$479$0 , \port$486$0 , \port$487$0 , \port$494$0 , \port$496$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$513$0 , \port$520$0 , clk);
+  input clk;
+  wire clk;
+  wire [23:0] inputs;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
   input [1:0] \port$520$0 ;
   wire [1:0] \port$520$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator4 shared (
+    .clk(clk),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p21 (rst, sum, \port$469$0 , \port$480$0 , \port$482$0 , \port$489$0 , \port$490$0 , \port$495$0 , \port$496$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$509$0 , \port$511$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$509$0 ;
+  wire [1:0] \port$509$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] }),
+    .inputs({ \port$511$0 [0], \port$511$0 [1], \port$509$0 [0], \port$509$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$469$0 [0], \port$469$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] };
+  assign inputs = { \port$511$0 [0], \port$511$0 [1], \port$509$0 [0], \port$509$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$469$0 [0], \port$469$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p23 (rst, sum, \port$481$0 , \port$486$0 , \port$510$0 , \port$513$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , \port$530$0 , \port$537$0 , clk);
+module \digits.layer0.p22 (rst, sum, \port$479$0 , \port$480$0 , \port$481$0 , \port$485$0 , \port$486$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$498$0 , \port$503$0 , \port$511$0 , \port$512$0 , \port$523$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator1 shared (
+    .clk(clk),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p23 (rst, sum, \port$464$0 , \port$469$0 , \port$493$0 , \port$496$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$513$0 , \port$520$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] }),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p24 (rst, sum, \port$479$0 , \port$482$0 , \port$490$0 , \port$497$0 , \port$499$0 , \port$505$0 , \port$513$0 , \port$519$0 , \port$520$0 , \port$527$0 , \port$529$0 , \port$530$0 , \port$536$0 , \port$538$0 , \port$539$0 , \port$540$0 , clk);
+module \digits.layer0.p24 (rst, sum, \port$462$0 , \port$465$0 , \port$473$0 , \port$480$0 , \port$482$0 , \port$488$0 , \port$496$0 , \port$502$0 , \port$503$0 , \port$510$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , clk);
   input clk;
   wire clk;
   wire [31:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
   input [1:0] \port$482$0 ;
   wire [1:0] \port$482$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
   input [1:0] \port$519$0 ;
   wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator6 shared (
     .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$527$0 [0], \port$527$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$527$0 [0], \port$527$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p25 (rst, sum, \port$495$0 , \port$496$0 , \port$498$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$512$0 , \port$514$0 , \port$518$0 , \port$522$0 , \port$537$0 , clk);
+module \digits.layer0.p25 (rst, sum, \port$478$0 , \port$479$0 , \port$481$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$495$0 , \port$497$0 , \port$501$0 , \port$505$0 , \port$520$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p26 (rst, sum, \port$488$0 , \port$490$0 , \port$495$0 , \port$498$0 , \port$499$0 , \port$503$0 , \port$504$0 , \port$512$0 , \port$519$0 , \port$523$0 , \port$530$0 , \port$536$0 , \port$537$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$523$0 [0], \port$523$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p27 (rst, sum, \port$479$0 , \port$487$0 , \port$488$0 , \port$494$0 , \port$495$0 , \port$498$0 , \port$503$0 , \port$504$0 , \port$506$0 , \port$511$0 , \port$522$0 , \port$523$0 , \port$535$0 , \port$536$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
-    .clk(clk),
-    .inputs({ \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p28 (rst, sum, \port$481$0 , \port$487$0 , \port$491$0 , \port$504$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , \port$527$0 , \port$530$0 , \port$531$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$491$0 [0], \port$491$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$491$0 [0], \port$491$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p29 (rst, sum, \port$480$0 , \port$482$0 , \port$483$0 , \port$489$0 , \port$496$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$515$0 , \port$528$0 , \port$535$0 , \port$539$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$528$0 [0], \port$528$0 [1], \port$515$0 [0], \port$515$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$528$0 [0], \port$528$0 [1], \port$515$0 [0], \port$515$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p3 (rst, sum, \port$480$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$495$0 , \port$498$0 , \port$499$0 , \port$504$0 , \port$506$0 , \port$507$0 , \port$512$0 , \port$519$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
-    .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$495$0 [0], \port$495$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p30 (rst, sum, \port$497$0 , \port$498$0 , \port$499$0 , \port$502$0 , \port$505$0 , \port$507$0 , \port$510$0 , \port$514$0 , \port$518$0 , \port$521$0 , \port$522$0 , \port$526$0 , \port$531$0 , \port$537$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$526$0 ;
-  wire [1:0] \port$526$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
-    .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$526$0 [0], \port$526$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$526$0 [0], \port$526$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p31 (rst, sum, \port$479$0 , \port$481$0 , \port$482$0 , \port$488$0 , \port$490$0 , \port$495$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$519$0 , \port$522$0 , \port$527$0 , \port$530$0 , \port$536$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
   input [1:0] \port$479$0 ;
   wire [1:0] \port$479$0 ;
   input [1:0] \port$481$0 ;
   wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
-    .clk(clk),
-    .inputs({ \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$527$0 [0], \port$527$0 [1], \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p32 (rst, sum, \port$496$0 , \port$502$0 , \port$503$0 , \port$511$0 , \port$514$0 , \port$515$0 , \port$521$0 , \port$529$0 , \port$537$0 , clk);
-  input clk;
-  wire clk;
-  wire [17:0] inputs;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator5 shared (
-    .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p33 (rst, sum, \port$486$0 , \port$498$0 , \port$499$0 , \port$503$0 , \port$506$0 , \port$507$0 , \port$514$0 , \port$515$0 , \port$518$0 , clk);
-  input clk;
-  wire clk;
-  wire [17:0] inputs;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
   input [1:0] \port$486$0 ;
   wire [1:0] \port$486$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
   input rst;
   wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator5 shared (
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$486$0 [0], \port$486$0 [1] }),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$486$0 [0], \port$486$0 [1] };
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p34 (rst, sum, \port$507$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$522$0 , \port$527$0 , \port$538$0 , clk);
+module \digits.layer0.p26 (rst, sum, \port$471$0 , \port$473$0 , \port$478$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$487$0 , \port$495$0 , \port$502$0 , \port$506$0 , \port$513$0 , \port$519$0 , \port$520$0 , clk);
   input clk;
   wire clk;
-  wire [19:0] inputs;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
+  wire [25:0] inputs;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
   input [1:0] \port$519$0 ;
   wire [1:0] \port$519$0 ;
   input [1:0] \port$520$0 ;
   wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator1 shared (
+    .clk(clk),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p27 (rst, sum, \port$462$0 , \port$470$0 , \port$471$0 , \port$477$0 , \port$478$0 , \port$481$0 , \port$486$0 , \port$487$0 , \port$489$0 , \port$494$0 , \port$505$0 , \port$506$0 , \port$518$0 , \port$519$0 , clk);
+  input clk;
+  wire clk;
+  wire [27:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p28 (rst, sum, \port$464$0 , \port$470$0 , \port$474$0 , \port$487$0 , \port$495$0 , \port$496$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$510$0 , \port$513$0 , \port$514$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator1 shared (
+    .clk(clk),
+    .inputs({ \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p29 (rst, sum, \port$463$0 , \port$465$0 , \port$466$0 , \port$472$0 , \port$479$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$498$0 , \port$511$0 , \port$518$0 , \port$522$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
   input [1:0] \port$522$0 ;
   wire [1:0] \port$522$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator1 shared (
+    .clk(clk),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p3 (rst, sum, \port$463$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$473$0 , \port$474$0 , \port$478$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$489$0 , \port$490$0 , \port$495$0 , \port$502$0 , clk);
+  input clk;
+  wire clk;
+  wire [27:0] inputs;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p30 (rst, sum, \port$480$0 , \port$481$0 , \port$482$0 , \port$485$0 , \port$488$0 , \port$490$0 , \port$493$0 , \port$497$0 , \port$501$0 , \port$504$0 , \port$505$0 , \port$509$0 , \port$514$0 , \port$520$0 , clk);
+  input clk;
+  wire clk;
+  wire [27:0] inputs;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$509$0 ;
+  wire [1:0] \port$509$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p31 (rst, sum, \port$462$0 , \port$464$0 , \port$465$0 , \port$471$0 , \port$473$0 , \port$478$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$502$0 , \port$505$0 , \port$510$0 , \port$513$0 , \port$519$0 , clk);
+  input clk;
+  wire clk;
+  wire [27:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p32 (rst, sum, \port$479$0 , \port$485$0 , \port$486$0 , \port$494$0 , \port$497$0 , \port$498$0 , \port$504$0 , \port$512$0 , \port$520$0 , clk);
+  input clk;
+  wire clk;
+  wire [17:0] inputs;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator5 shared (
+    .clk(clk),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p33 (rst, sum, \port$469$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$489$0 , \port$490$0 , \port$497$0 , \port$498$0 , \port$501$0 , clk);
+  input clk;
+  wire clk;
+  wire [17:0] inputs;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator5 shared (
+    .clk(clk),
+    .inputs({ \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$469$0 [0], \port$469$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$469$0 [0], \port$469$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p34 (rst, sum, \port$490$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$510$0 , \port$521$0 , clk);
+  input clk;
+  wire clk;
+  wire [19:0] inputs;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$527$0 [0], \port$527$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$527$0 [0], \port$527$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p35 (rst, sum, \port$497$0 , \port$499$0 , \port$505$0 , \port$510$0 , \port$513$0 , \port$518$0 , \port$520$0 , \port$528$0 , \port$529$0 , \port$530$0 , \port$535$0 , \port$537$0 , clk);
+module \digits.layer0.p35 (rst, sum, \port$480$0 , \port$482$0 , \port$488$0 , \port$493$0 , \port$496$0 , \port$501$0 , \port$503$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$520$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
   input [1:0] \port$518$0 ;
   wire [1:0] \port$518$0 ;
   input [1:0] \port$520$0 ;
   wire [1:0] \port$520$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1] }),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$497$0 [0], \port$497$0 [1] };
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p36 (rst, sum, \port$481$0 , \port$482$0 , \port$483$0 , \port$487$0 , \port$489$0 , \port$514$0 , \port$520$0 , \port$528$0 , \port$531$0 , \port$535$0 , \port$538$0 , clk);
+module \digits.layer0.p36 (rst, sum, \port$464$0 , \port$465$0 , \port$466$0 , \port$470$0 , \port$472$0 , \port$497$0 , \port$503$0 , \port$511$0 , \port$514$0 , \port$518$0 , \port$521$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
   input [1:0] \port$514$0 ;
   wire [1:0] \port$514$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$497$0 [0], \port$497$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$497$0 [0], \port$497$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p37 (rst, sum, \port$481$0 , \port$483$0 , \port$486$0 , \port$487$0 , \port$505$0 , \port$507$0 , \port$510$0 , \port$511$0 , \port$513$0 , \port$515$0 , \port$518$0 , \port$521$0 , \port$522$0 , \port$523$0 , \port$535$0 , clk);
+module \digits.layer0.p37 (rst, sum, \port$464$0 , \port$466$0 , \port$469$0 , \port$470$0 , \port$488$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$496$0 , \port$498$0 , \port$501$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$518$0 , clk);
   input clk;
   wire clk;
   wire [29:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
   input [1:0] \port$505$0 ;
   wire [1:0] \port$505$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
   input [1:0] \port$518$0 ;
   wire [1:0] \port$518$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator7 shared (
     .clk(clk),
-    .inputs({ \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1], \port$481$0 [0], \port$481$0 [1] }),
+    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$505$0 [0], \port$505$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1], \port$481$0 [0], \port$481$0 [1] };
+  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p38 (rst, sum, \port$480$0 , \port$483$0 , \port$489$0 , \port$490$0 , \port$494$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$503$0 , \port$506$0 , \port$507$0 , \port$511$0 , \port$515$0 , clk);
+module \digits.layer0.p38 (rst, sum, \port$463$0 , \port$466$0 , \port$472$0 , \port$473$0 , \port$477$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$486$0 , \port$489$0 , \port$490$0 , \port$494$0 , \port$498$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
   input [1:0] \port$480$0 ;
   wire [1:0] \port$480$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
   input [1:0] \port$489$0 ;
   wire [1:0] \port$489$0 ;
   input [1:0] \port$490$0 ;
   wire [1:0] \port$490$0 ;
   input [1:0] \port$494$0 ;
   wire [1:0] \port$494$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
   input [1:0] \port$498$0 ;
   wire [1:0] \port$498$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator1 shared (
+    .clk(clk),
+    .inputs({ \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$463$0 [0], \port$463$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p39 (rst, sum, \port$464$0 , \port$469$0 , \port$470$0 , \port$506$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$518$0 , \port$519$0 , \port$521$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
   input [1:0] \port$506$0 ;
   wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
   input [1:0] \port$511$0 ;
   wire [1:0] \port$511$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator1 shared (
-    .clk(clk),
-    .inputs({ \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$480$0 [0], \port$480$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$480$0 [0], \port$480$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p39 (rst, sum, \port$481$0 , \port$486$0 , \port$487$0 , \port$523$0 , \port$528$0 , \port$529$0 , \port$530$0 , \port$531$0 , \port$535$0 , \port$536$0 , \port$538$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$523$0 [0], \port$523$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p4 (rst, sum, \port$480$0 , \port$489$0 , \port$490$0 , \port$494$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$529$0 , \port$530$0 , \port$536$0 , \port$538$0 , clk);
+module \digits.layer0.p4 (rst, sum, \port$463$0 , \port$472$0 , \port$473$0 , \port$477$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
   input [1:0] \port$480$0 ;
   wire [1:0] \port$480$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$480$0 [0], \port$480$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$480$0 [0], \port$480$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p40 (rst, sum, \port$479$0 , \port$496$0 , \port$497$0 , \port$502$0 , \port$506$0 , \port$507$0 , \port$510$0 , \port$520$0 , \port$528$0 , \port$529$0 , \port$538$0 , \port$539$0 , \port$540$0 , clk);
+module \digits.layer0.p40 (rst, sum, \port$462$0 , \port$479$0 , \port$480$0 , \port$485$0 , \port$489$0 , \port$490$0 , \port$493$0 , \port$503$0 , \port$511$0 , \port$512$0 , \port$521$0 , \port$522$0 , \port$523$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
   input [1:0] \port$479$0 ;
   wire [1:0] \port$479$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$462$0 [0], \port$462$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$462$0 [0], \port$462$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p41 (rst, sum, \port$486$0 , \port$489$0 , \port$498$0 , \port$499$0 , \port$503$0 , \port$507$0 , \port$514$0 , \port$515$0 , \port$518$0 , \port$521$0 , \port$539$0 , clk);
+module \digits.layer0.p41 (rst, sum, \port$469$0 , \port$472$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$490$0 , \port$497$0 , \port$498$0 , \port$501$0 , \port$504$0 , \port$522$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator2 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p42 (rst, sum, \port$481$0 , \port$487$0 , \port$490$0 , \port$491$0 , \port$494$0 , \port$498$0 , \port$499$0 , \port$504$0 , \port$519$0 , \port$537$0 , \port$539$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator2 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$537$0 [0], \port$537$0 [1], \port$519$0 [0], \port$519$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$537$0 [0], \port$537$0 [1], \port$519$0 [0], \port$519$0 [1], \port$504$0 [0], \port$504$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p43 (rst, sum, \port$481$0 , \port$483$0 , \port$491$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$505$0 , \port$514$0 , \port$523$0 , \port$535$0 , clk);
-  input clk;
-  wire clk;
-  wire [19:0] inputs;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator0 shared (
-    .clk(clk),
-    .inputs({ \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$491$0 [0], \port$491$0 [1], \port$483$0 [0], \port$483$0 [1], \port$481$0 [0], \port$481$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$491$0 [0], \port$491$0 [1], \port$483$0 [0], \port$483$0 [1], \port$481$0 [0], \port$481$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p44 (rst, sum, \port$479$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$489$0 , \port$494$0 , \port$502$0 , \port$529$0 , \port$530$0 , \port$535$0 , \port$536$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
   input [1:0] \port$481$0 ;
   wire [1:0] \port$481$0 ;
   input [1:0] \port$482$0 ;
   wire [1:0] \port$482$0 ;
   input [1:0] \port$486$0 ;
   wire [1:0] \port$486$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p45 (rst, sum, \port$481$0 , \port$497$0 , \port$505$0 , \port$510$0 , \port$511$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$521$0 , \port$522$0 , clk);
+module \digits.layer0.p42 (rst, sum, \port$464$0 , \port$470$0 , \port$473$0 , \port$474$0 , \port$477$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$502$0 , \port$520$0 , \port$522$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator2 shared (
+    .clk(clk),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$520$0 [0], \port$520$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$477$0 [0], \port$477$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$520$0 [0], \port$520$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$477$0 [0], \port$477$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p43 (rst, sum, \port$464$0 , \port$466$0 , \port$474$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$488$0 , \port$497$0 , \port$506$0 , \port$518$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
   input [1:0] \port$481$0 ;
   wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
   input [1:0] \port$497$0 ;
   wire [1:0] \port$497$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$497$0 [0], \port$497$0 [1], \port$481$0 [0], \port$481$0 [1] }),
+    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$474$0 [0], \port$474$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$497$0 [0], \port$497$0 [1], \port$481$0 [0], \port$481$0 [1] };
+  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$474$0 [0], \port$474$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p46 (rst, sum, \port$483$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$498$0 , \port$499$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$518$0 , \port$526$0 , \port$531$0 , \port$535$0 , \port$539$0 , clk);
+module \digits.layer0.p44 (rst, sum, \port$462$0 , \port$464$0 , \port$465$0 , \port$469$0 , \port$472$0 , \port$477$0 , \port$485$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$519$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$477$0 ;
+  wire [1:0] \port$477$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator2 shared (
+    .clk(clk),
+    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$485$0 [0], \port$485$0 [1], \port$477$0 [0], \port$477$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$485$0 [0], \port$485$0 [1], \port$477$0 [0], \port$477$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p45 (rst, sum, \port$464$0 , \port$480$0 , \port$488$0 , \port$493$0 , \port$494$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$504$0 , \port$505$0 , clk);
+  input clk;
+  wire clk;
+  wire [19:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator0 shared (
+    .clk(clk),
+    .inputs({ \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$480$0 [0], \port$480$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$480$0 [0], \port$480$0 [1], \port$464$0 [0], \port$464$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p46 (rst, sum, \port$466$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$481$0 , \port$482$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$501$0 , \port$509$0 , \port$514$0 , \port$518$0 , \port$522$0 , clk);
   input clk;
   wire clk;
   wire [29:0] inputs;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
   input [1:0] \port$488$0 ;
   wire [1:0] \port$488$0 ;
   input [1:0] \port$489$0 ;
   wire [1:0] \port$489$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$509$0 ;
+  wire [1:0] \port$509$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
   input [1:0] \port$518$0 ;
   wire [1:0] \port$518$0 ;
-  input [1:0] \port$526$0 ;
-  wire [1:0] \port$526$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator7 shared (
     .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$526$0 [0], \port$526$0 [1], \port$518$0 [0], \port$518$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1] }),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$501$0 [0], \port$501$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$531$0 [0], \port$531$0 [1], \port$526$0 [0], \port$526$0 [1], \port$518$0 [0], \port$518$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1] };
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$501$0 [0], \port$501$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p47 (rst, sum, \port$495$0 , \port$507$0 , \port$510$0 , \port$515$0 , \port$518$0 , \port$519$0 , \port$520$0 , \port$528$0 , \port$530$0 , \port$535$0 , \port$538$0 , clk);
+module \digits.layer0.p47 (rst, sum, \port$478$0 , \port$490$0 , \port$493$0 , \port$498$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$511$0 , \port$513$0 , \port$518$0 , \port$521$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
   input [1:0] \port$518$0 ;
   wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$495$0 [0], \port$495$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$478$0 [0], \port$478$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$535$0 [0], \port$535$0 [1], \port$530$0 [0], \port$530$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$495$0 [0], \port$495$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$478$0 [0], \port$478$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p48 (rst, sum, \port$496$0 , \port$497$0 , \port$513$0 , \port$520$0 , \port$528$0 , \port$530$0 , \port$538$0 , \port$540$0 , clk);
+module \digits.layer0.p48 (rst, sum, \port$479$0 , \port$480$0 , \port$496$0 , \port$503$0 , \port$511$0 , \port$513$0 , \port$521$0 , \port$523$0 , clk);
   input clk;
   wire clk;
   wire [15:0] inputs;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
   input [1:0] \port$496$0 ;
   wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator8 shared (
     .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$530$0 [0], \port$530$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] }),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$538$0 [0], \port$538$0 [1], \port$530$0 [0], \port$530$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] };
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p49 (rst, sum, \port$480$0 , \port$490$0 , \port$495$0 , \port$496$0 , \port$498$0 , \port$503$0 , \port$504$0 , \port$506$0 , \port$512$0 , \port$519$0 , \port$521$0 , \port$530$0 , \port$537$0 , \port$538$0 , clk);
+module \digits.layer0.p49 (rst, sum, \port$463$0 , \port$473$0 , \port$478$0 , \port$479$0 , \port$481$0 , \port$486$0 , \port$487$0 , \port$489$0 , \port$495$0 , \port$502$0 , \port$504$0 , \port$513$0 , \port$520$0 , \port$521$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
   input [1:0] \port$495$0 ;
   wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
   input [1:0] \port$504$0 ;
   wire [1:0] \port$504$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$513$0 ;
+  wire [1:0] \port$513$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
   input [1:0] \port$521$0 ;
   wire [1:0] \port$521$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$480$0 [0], \port$480$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$530$0 [0], \port$530$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$480$0 [0], \port$480$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p5 (rst, sum, \port$486$0 , \port$510$0 , \port$511$0 , \port$513$0 , \port$514$0 , \port$518$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$528$0 , \port$535$0 , \port$539$0 , clk);
+module \digits.layer0.p5 (rst, sum, \port$469$0 , \port$493$0 , \port$494$0 , \port$496$0 , \port$497$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$511$0 , \port$518$0 , \port$522$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator4 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$528$0 [0], \port$528$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$486$0 [0], \port$486$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$535$0 [0], \port$535$0 [1], \port$528$0 [0], \port$528$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$486$0 [0], \port$486$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p50 (rst, sum, \port$479$0 , \port$495$0 , \port$496$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$511$0 , \port$514$0 , \port$515$0 , \port$520$0 , \port$521$0 , \port$538$0 , clk);
-  input clk;
-  wire clk;
-  wire [23:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
   input [1:0] \port$496$0 ;
   wire [1:0] \port$496$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
   input [1:0] \port$502$0 ;
   wire [1:0] \port$502$0 ;
   input [1:0] \port$503$0 ;
@@ -7676,242 +7382,324 @@ module \digits.layer0.p50 (rst, sum, \port$479$0 , \port$495$0 , \port$496$0 , \
   wire [1:0] \port$504$0 ;
   input [1:0] \port$511$0 ;
   wire [1:0] \port$511$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p51 (rst, sum, \port$487$0 , \port$489$0 , \port$490$0 , \port$498$0 , \port$499$0 , \port$511$0 , \port$519$0 , clk);
+module \digits.layer0.p50 (rst, sum, \port$462$0 , \port$478$0 , \port$479$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$494$0 , \port$497$0 , \port$498$0 , \port$503$0 , \port$504$0 , \port$521$0 , clk);
+  input clk;
+  wire clk;
+  wire [23:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator4 shared (
+    .clk(clk),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p51 (rst, sum, \port$470$0 , \port$472$0 , \port$473$0 , \port$481$0 , \port$482$0 , \port$494$0 , \port$502$0 , clk);
   input clk;
   wire clk;
   wire [13:0] inputs;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator9 shared (
     .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$511$0 [0], \port$511$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1] }),
+    .inputs({ \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$511$0 [0], \port$511$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1] };
+  assign inputs = { \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p52 (rst, sum, \port$496$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$518$0 , \port$521$0 , \port$537$0 , clk);
+module \digits.layer0.p52 (rst, sum, \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$501$0 , \port$504$0 , \port$520$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator0 shared (
-    .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p53 (rst, sum, \port$483$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$495$0 , \port$503$0 , \port$505$0 , \port$506$0 , \port$535$0 , \port$536$0 , clk);
-  input clk;
-  wire clk;
-  wire [19:0] inputs;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
+  input [1:0] \port$479$0 ;
+  wire [1:0] \port$479$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
   input [1:0] \port$486$0 ;
   wire [1:0] \port$486$0 ;
   input [1:0] \port$487$0 ;
   wire [1:0] \port$487$0 ;
   input [1:0] \port$488$0 ;
   wire [1:0] \port$488$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1] }),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$483$0 [0], \port$483$0 [1] };
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p54 (rst, sum, \port$479$0 , \port$482$0 , \port$483$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$511$0 , \port$521$0 , \port$529$0 , \port$540$0 , clk);
+module \digits.layer0.p53 (rst, sum, \port$466$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$478$0 , \port$486$0 , \port$488$0 , \port$489$0 , \port$518$0 , \port$519$0 , clk);
+  input clk;
+  wire clk;
+  wire [19:0] inputs;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator0 shared (
+    .clk(clk),
+    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p54 (rst, sum, \port$462$0 , \port$465$0 , \port$466$0 , \port$478$0 , \port$479$0 , \port$480$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$494$0 , \port$504$0 , \port$512$0 , \port$523$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
   input [1:0] \port$479$0 ;
   wire [1:0] \port$479$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
   input [1:0] \port$504$0 ;
   wire [1:0] \port$504$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$523$0 ;
+  wire [1:0] \port$523$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$529$0 [0], \port$529$0 [1], \port$521$0 [0], \port$521$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p55 (rst, sum, \port$482$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$511$0 , \port$514$0 , \port$523$0 , \port$531$0 , \port$536$0 , \port$537$0 , \port$538$0 , clk);
+module \digits.layer0.p55 (rst, sum, \port$465$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$494$0 , \port$497$0 , \port$506$0 , \port$514$0 , \port$519$0 , \port$520$0 , \port$521$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$497$0 ;
+  wire [1:0] \port$497$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
   input [1:0] \port$514$0 ;
   wire [1:0] \port$514$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$531$0 [0], \port$531$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$482$0 [0], \port$482$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$465$0 [0], \port$465$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$531$0 [0], \port$531$0 [1], \port$523$0 [0], \port$523$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$482$0 [0], \port$482$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$465$0 [0], \port$465$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p56 (rst, sum, \port$481$0 , \port$486$0 , \port$487$0 , \port$491$0 , \port$498$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , clk);
+module \digits.layer0.p56 (rst, sum, \port$464$0 , \port$469$0 , \port$470$0 , \port$474$0 , \port$481$0 , \port$495$0 , \port$496$0 , \port$501$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
   input [1:0] \port$481$0 ;
   wire [1:0] \port$481$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator4 shared (
+    .clk(clk),
+    .inputs({ \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$481$0 [0], \port$481$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$481$0 [0], \port$481$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p57 (rst, sum, \port$463$0 , \port$472$0 , \port$482$0 , \port$494$0 , \port$502$0 , \port$503$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , clk);
+  input clk;
+  wire clk;
+  wire [27:0] inputs;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
   input [1:0] \port$512$0 ;
   wire [1:0] \port$512$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
   input [1:0] \port$519$0 ;
   wire [1:0] \port$519$0 ;
   input [1:0] \port$521$0 ;
@@ -7924,475 +7712,463 @@ module \digits.layer0.p56 (rst, sum, \port$481$0 , \port$486$0 , \port$487$0 , \
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
-  digits_sparseaccumulator4 shared (
-    .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$498$0 [0], \port$498$0 [1], \port$491$0 [0], \port$491$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$498$0 [0], \port$498$0 [1], \port$491$0 [0], \port$491$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p57 (rst, sum, \port$480$0 , \port$489$0 , \port$499$0 , \port$511$0 , \port$519$0 , \port$520$0 , \port$527$0 , \port$528$0 , \port$529$0 , \port$530$0 , \port$536$0 , \port$538$0 , \port$539$0 , \port$540$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$511$0 [0], \port$511$0 [1], \port$499$0 [0], \port$499$0 [1], \port$489$0 [0], \port$489$0 [1], \port$480$0 [0], \port$480$0 [1] }),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$536$0 [0], \port$536$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$511$0 [0], \port$511$0 [1], \port$499$0 [0], \port$499$0 [1], \port$489$0 [0], \port$489$0 [1], \port$480$0 [0], \port$480$0 [1] };
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p58 (rst, sum, \port$486$0 , \port$487$0 , \port$498$0 , \port$499$0 , \port$519$0 , \port$520$0 , \port$529$0 , \port$530$0 , \port$538$0 , clk);
+module \digits.layer0.p58 (rst, sum, \port$469$0 , \port$470$0 , \port$481$0 , \port$482$0 , \port$502$0 , \port$503$0 , \port$512$0 , \port$513$0 , \port$521$0 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator5 shared (
-    .clk(clk),
-    .inputs({ \port$538$0 [0], \port$538$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$538$0 [0], \port$538$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p59 (rst, sum, \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$487$0 , \port$488$0 , \port$512$0 , \port$535$0 , clk);
-  input clk;
-  wire clk;
-  wire [17:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
   input [1:0] \port$481$0 ;
   wire [1:0] \port$481$0 ;
   input [1:0] \port$482$0 ;
   wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator5 shared (
-    .clk(clk),
-    .inputs({ \port$535$0 [0], \port$535$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$535$0 [0], \port$535$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p6 (rst, sum, \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$488$0 , \port$489$0 , \port$498$0 , \port$507$0 , \port$511$0 , \port$515$0 , \port$522$0 , \port$523$0 , \port$535$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
-    .clk(clk),
-    .inputs({ \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$507$0 [0], \port$507$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$535$0 [0], \port$535$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$507$0 [0], \port$507$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p60 (rst, sum, \port$502$0 , \port$503$0 , \port$510$0 , \port$514$0 , \port$515$0 , \port$518$0 , \port$522$0 , \port$523$0 , \port$527$0 , \port$536$0 , \port$537$0 , clk);
-  input clk;
-  wire clk;
-  wire [21:0] inputs;
   input [1:0] \port$502$0 ;
   wire [1:0] \port$502$0 ;
   input [1:0] \port$503$0 ;
   wire [1:0] \port$503$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator2 shared (
-    .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p61 (rst, sum, \port$491$0 , \port$495$0 , \port$505$0 , \port$506$0 , \port$512$0 , \port$527$0 , \port$529$0 , \port$530$0 , \port$531$0 , \port$537$0 , \port$538$0 , \port$539$0 , clk);
-  input clk;
-  wire clk;
-  wire [23:0] inputs;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator4 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$527$0 [0], \port$527$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$491$0 [0], \port$491$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$527$0 [0], \port$527$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$491$0 [0], \port$491$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p62 (rst, sum, \port$480$0 , \port$487$0 , \port$488$0 , \port$491$0 , \port$499$0 , \port$506$0 , \port$512$0 , \port$519$0 , \port$520$0 , \port$528$0 , \port$531$0 , \port$539$0 , clk);
-  input clk;
-  wire clk;
-  wire [23:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator4 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$491$0 [0], \port$491$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$531$0 [0], \port$531$0 [1], \port$528$0 [0], \port$528$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$512$0 [0], \port$512$0 [1], \port$506$0 [0], \port$506$0 [1], \port$499$0 [0], \port$499$0 [1], \port$491$0 [0], \port$491$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p63 (rst, sum, \port$487$0 , \port$495$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$503$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$520$0 , \port$526$0 , clk);
-  input clk;
-  wire clk;
-  wire [27:0] inputs;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
   input [1:0] \port$512$0 ;
   wire [1:0] \port$512$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$526$0 ;
-  wire [1:0] \port$526$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
   input rst;
   wire rst;
-  output [5:0] sum;
-  wire [5:0] sum;
-  digits_sparseaccumulator3 shared (
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$526$0 [0], \port$526$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1] }),
+    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$526$0 [0], \port$526$0 [1], \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$503$0 [0], \port$503$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1] };
+  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p7 (rst, sum, \port$495$0 , \port$502$0 , \port$503$0 , \port$507$0 , \port$510$0 , \port$511$0 , \port$515$0 , \port$519$0 , \port$520$0 , \port$523$0 , clk);
+module \digits.layer0.p59 (rst, sum, \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$470$0 , \port$471$0 , \port$495$0 , \port$518$0 , clk);
   input clk;
   wire clk;
-  wire [19:0] inputs;
+  wire [17:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
   input [1:0] \port$495$0 ;
   wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
-  digits_sparseaccumulator0 shared (
+  digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1] }),
+    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$495$0 [0], \port$495$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$515$0 [0], \port$515$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$507$0 [0], \port$507$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1] };
+  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$495$0 [0], \port$495$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p8 (rst, sum, \port$479$0 , \port$480$0 , \port$482$0 , \port$483$0 , \port$489$0 , \port$505$0 , \port$528$0 , \port$529$0 , \port$538$0 , \port$539$0 , clk);
+module \digits.layer0.p6 (rst, sum, \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$471$0 , \port$472$0 , \port$481$0 , \port$490$0 , \port$494$0 , \port$498$0 , \port$505$0 , \port$506$0 , \port$518$0 , clk);
   input clk;
   wire clk;
-  wire [19:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator0 shared (
-    .clk(clk),
-    .inputs({ \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$505$0 [0], \port$505$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$505$0 [0], \port$505$0 [1], \port$489$0 [0], \port$489$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.layer0.p9 (rst, sum, \port$490$0 , \port$497$0 , \port$504$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , \port$527$0 , \port$531$0 , \port$537$0 , clk);
-  input clk;
-  wire clk;
-  wire [23:0] inputs;
+  wire [27:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
   input [1:0] \port$490$0 ;
   wire [1:0] \port$490$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$518$0 ;
+  wire [1:0] \port$518$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p60 (rst, sum, \port$485$0 , \port$486$0 , \port$493$0 , \port$497$0 , \port$498$0 , \port$501$0 , \port$505$0 , \port$506$0 , \port$510$0 , \port$519$0 , \port$520$0 , clk);
+  input clk;
+  wire clk;
+  wire [21:0] inputs;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
   input [1:0] \port$497$0 ;
   wire [1:0] \port$497$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
+  input [1:0] \port$519$0 ;
+  wire [1:0] \port$519$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator2 shared (
+    .clk(clk),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p61 (rst, sum, \port$474$0 , \port$478$0 , \port$488$0 , \port$489$0 , \port$495$0 , \port$510$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$520$0 , \port$521$0 , \port$522$0 , clk);
+  input clk;
+  wire clk;
+  wire [23:0] inputs;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
   input [1:0] \port$512$0 ;
   wire [1:0] \port$512$0 ;
   input [1:0] \port$513$0 ;
   wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
   input [1:0] \port$521$0 ;
   wire [1:0] \port$521$0 ;
   input [1:0] \port$522$0 ;
   wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1] }),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$537$0 [0], \port$537$0 [1], \port$531$0 [0], \port$531$0 [1], \port$527$0 [0], \port$527$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1] };
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.q (rst, sum, \port$477$0 , \port$478$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$484$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$492$0 , \port$493$0 , \port$494$0 , \port$495$0 
-, \port$496$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$500$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$508$0 , \port$509$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$516$0 
-, \port$517$0 , \port$518$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$522$0 , \port$523$0 , \port$524$0 , \port$525$0 , \port$526$0 , \port$527$0 , \port$528$0 , \port$529$0 , \port$530$0 , \port$531$0 , \port$532$0 , \port$533$0 , \port$534$0 , \port$535$0 , \port$536$0 , \port$537$0 
-, \port$538$0 , \port$539$0 , \port$540$0 , clk);
+module \digits.layer0.p62 (rst, sum, \port$463$0 , \port$470$0 , \port$471$0 , \port$474$0 , \port$482$0 , \port$489$0 , \port$495$0 , \port$502$0 , \port$503$0 , \port$511$0 , \port$514$0 , \port$522$0 , clk);
+  input clk;
+  wire clk;
+  wire [23:0] inputs;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator4 shared (
+    .clk(clk),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$474$0 [0], \port$474$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$474$0 [0], \port$474$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p63 (rst, sum, \port$470$0 , \port$478$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$495$0 , \port$496$0 , \port$501$0 , \port$503$0 , \port$509$0 , clk);
+  input clk;
+  wire clk;
+  wire [27:0] inputs;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$481$0 ;
+  wire [1:0] \port$481$0 ;
+  input [1:0] \port$482$0 ;
+  wire [1:0] \port$482$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$489$0 ;
+  wire [1:0] \port$489$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$501$0 ;
+  wire [1:0] \port$501$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$509$0 ;
+  wire [1:0] \port$509$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator3 shared (
+    .clk(clk),
+    .inputs({ \port$509$0 [0], \port$509$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$478$0 [0], \port$478$0 [1], \port$470$0 [0], \port$470$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$509$0 [0], \port$509$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$478$0 [0], \port$478$0 [1], \port$470$0 [0], \port$470$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p7 (rst, sum, \port$478$0 , \port$485$0 , \port$486$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$498$0 , \port$502$0 , \port$503$0 , \port$506$0 , clk);
+  input clk;
+  wire clk;
+  wire [19:0] inputs;
+  input [1:0] \port$478$0 ;
+  wire [1:0] \port$478$0 ;
+  input [1:0] \port$485$0 ;
+  wire [1:0] \port$485$0 ;
+  input [1:0] \port$486$0 ;
+  wire [1:0] \port$486$0 ;
+  input [1:0] \port$490$0 ;
+  wire [1:0] \port$490$0 ;
+  input [1:0] \port$493$0 ;
+  wire [1:0] \port$493$0 ;
+  input [1:0] \port$494$0 ;
+  wire [1:0] \port$494$0 ;
+  input [1:0] \port$498$0 ;
+  wire [1:0] \port$498$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$503$0 ;
+  wire [1:0] \port$503$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator0 shared (
+    .clk(clk),
+    .inputs({ \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p8 (rst, sum, \port$462$0 , \port$463$0 , \port$465$0 , \port$466$0 , \port$472$0 , \port$488$0 , \port$511$0 , \port$512$0 , \port$521$0 , \port$522$0 , clk);
+  input clk;
+  wire clk;
+  wire [19:0] inputs;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$488$0 ;
+  wire [1:0] \port$488$0 ;
+  input [1:0] \port$511$0 ;
+  wire [1:0] \port$511$0 ;
+  input [1:0] \port$512$0 ;
+  wire [1:0] \port$512$0 ;
+  input [1:0] \port$521$0 ;
+  wire [1:0] \port$521$0 ;
+  input [1:0] \port$522$0 ;
+  wire [1:0] \port$522$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator0 shared (
+    .clk(clk),
+    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$488$0 [0], \port$488$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$488$0 [0], \port$488$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.p9 (rst, sum, \port$473$0 , \port$480$0 , \port$487$0 , \port$495$0 , \port$496$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$510$0 , \port$514$0 , \port$520$0 , clk);
+  input clk;
+  wire clk;
+  wire [23:0] inputs;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$480$0 ;
+  wire [1:0] \port$480$0 ;
+  input [1:0] \port$487$0 ;
+  wire [1:0] \port$487$0 ;
+  input [1:0] \port$495$0 ;
+  wire [1:0] \port$495$0 ;
+  input [1:0] \port$496$0 ;
+  wire [1:0] \port$496$0 ;
+  input [1:0] \port$502$0 ;
+  wire [1:0] \port$502$0 ;
+  input [1:0] \port$504$0 ;
+  wire [1:0] \port$504$0 ;
+  input [1:0] \port$505$0 ;
+  wire [1:0] \port$505$0 ;
+  input [1:0] \port$506$0 ;
+  wire [1:0] \port$506$0 ;
+  input [1:0] \port$510$0 ;
+  wire [1:0] \port$510$0 ;
+  input [1:0] \port$514$0 ;
+  wire [1:0] \port$514$0 ;
+  input [1:0] \port$520$0 ;
+  wire [1:0] \port$520$0 ;
+  input rst;
+  wire rst;
+  output [5:0] sum;
+  wire [5:0] sum;
+  digits_sparseaccumulator4 shared (
+    .clk(clk),
+    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1] }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.layer0.q (rst, sum, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$467$0 , \port$468$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$473$0 , \port$474$0 , \port$475$0 , \port$476$0 , \port$477$0 , \port$478$0 
+, \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$484$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$492$0 , \port$493$0 , \port$494$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$499$0 
+, \port$500$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$508$0 , \port$509$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$516$0 , \port$517$0 , \port$518$0 , \port$519$0 , \port$520$0 
+, \port$521$0 , \port$522$0 , \port$523$0 , clk);
   input clk;
   wire clk;
   wire [127:0] inputs;
+  input [1:0] \port$460$0 ;
+  wire [1:0] \port$460$0 ;
+  input [1:0] \port$461$0 ;
+  wire [1:0] \port$461$0 ;
+  input [1:0] \port$462$0 ;
+  wire [1:0] \port$462$0 ;
+  input [1:0] \port$463$0 ;
+  wire [1:0] \port$463$0 ;
+  input [1:0] \port$464$0 ;
+  wire [1:0] \port$464$0 ;
+  input [1:0] \port$465$0 ;
+  wire [1:0] \port$465$0 ;
+  input [1:0] \port$466$0 ;
+  wire [1:0] \port$466$0 ;
+  input [1:0] \port$467$0 ;
+  wire [1:0] \port$467$0 ;
+  input [1:0] \port$468$0 ;
+  wire [1:0] \port$468$0 ;
+  input [1:0] \port$469$0 ;
+  wire [1:0] \port$469$0 ;
+  input [1:0] \port$470$0 ;
+  wire [1:0] \port$470$0 ;
+  input [1:0] \port$471$0 ;
+  wire [1:0] \port$471$0 ;
+  input [1:0] \port$472$0 ;
+  wire [1:0] \port$472$0 ;
+  input [1:0] \port$473$0 ;
+  wire [1:0] \port$473$0 ;
+  input [1:0] \port$474$0 ;
+  wire [1:0] \port$474$0 ;
+  input [1:0] \port$475$0 ;
+  wire [1:0] \port$475$0 ;
+  input [1:0] \port$476$0 ;
+  wire [1:0] \port$476$0 ;
   input [1:0] \port$477$0 ;
   wire [1:0] \port$477$0 ;
   input [1:0] \port$478$0 ;
@@ -8487,57 +8263,23 @@ module \digits.layer0.q (rst, sum, \port$477$0 , \port$478$0 , \port$479$0 , \po
   wire [1:0] \port$522$0 ;
   input [1:0] \port$523$0 ;
   wire [1:0] \port$523$0 ;
-  input [1:0] \port$524$0 ;
-  wire [1:0] \port$524$0 ;
-  input [1:0] \port$525$0 ;
-  wire [1:0] \port$525$0 ;
-  input [1:0] \port$526$0 ;
-  wire [1:0] \port$526$0 ;
-  input [1:0] \port$527$0 ;
-  wire [1:0] \port$527$0 ;
-  input [1:0] \port$528$0 ;
-  wire [1:0] \port$528$0 ;
-  input [1:0] \port$529$0 ;
-  wire [1:0] \port$529$0 ;
-  input [1:0] \port$530$0 ;
-  wire [1:0] \port$530$0 ;
-  input [1:0] \port$531$0 ;
-  wire [1:0] \port$531$0 ;
-  input [1:0] \port$532$0 ;
-  wire [1:0] \port$532$0 ;
-  input [1:0] \port$533$0 ;
-  wire [1:0] \port$533$0 ;
-  input [1:0] \port$534$0 ;
-  wire [1:0] \port$534$0 ;
-  input [1:0] \port$535$0 ;
-  wire [1:0] \port$535$0 ;
-  input [1:0] \port$536$0 ;
-  wire [1:0] \port$536$0 ;
-  input [1:0] \port$537$0 ;
-  wire [1:0] \port$537$0 ;
-  input [1:0] \port$538$0 ;
-  wire [1:0] \port$538$0 ;
-  input [1:0] \port$539$0 ;
-  wire [1:0] \port$539$0 ;
-  input [1:0] \port$540$0 ;
-  wire [1:0] \port$540$0 ;
   input rst;
   wire rst;
   output [7:0] sum;
   wire [7:0] sum;
   digits_sparseaccumulator10 shared (
     .clk(clk),
-    .inputs({ \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$534$0 [0], \port$534$0 [1], \port$533$0 [0], \port$533$0 [1], \port$532$0 [0], \port$532$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$526$0 [0], \port$526$0 [1], \port$525$0 [0], \port$525$0 [1], \port$524$0 [0], \port$524$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] }),
+    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$540$0 [0], \port$540$0 [1], \port$539$0 [0], \port$539$0 [1], \port$538$0 [0], \port$538$0 [1], \port$537$0 [0], \port$537$0 [1], \port$536$0 [0], \port$536$0 [1], \port$535$0 [0], \port$535$0 [1], \port$534$0 [0], \port$534$0 [1], \port$533$0 [0], \port$533$0 [1], \port$532$0 [0], \port$532$0 [1], \port$531$0 [0], \port$531$0 [1], \port$530$0 [0], \port$530$0 [1], \port$529$0 [0], \port$529$0 [1], \port$528$0 [0], \port$528$0 [1], \port$527$0 [0], \port$527$0 [1], \port$526$0 [0], \port$526$0 [1], \port$525$0 [0], \port$525$0 [1], \port$524$0 [0], \port$524$0 [1], \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
+  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8549,16 +8291,16 @@ module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8566,8 +8308,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8579,16 +8321,16 @@ module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h5);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8596,8 +8338,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t10 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8609,16 +8351,16 @@ module \digits.layer0.t10 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h7);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8626,8 +8368,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t11 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8639,16 +8381,16 @@ module \digits.layer0.t11 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(5'h08);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8656,8 +8398,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t12 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8669,16 +8411,16 @@ module \digits.layer0.t12 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h0);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8686,8 +8428,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t13 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8699,16 +8441,16 @@ module \digits.layer0.t13 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8716,8 +8458,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t14 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8729,16 +8471,16 @@ module \digits.layer0.t14 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8746,8 +8488,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t15 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8759,16 +8501,16 @@ module \digits.layer0.t15 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8776,8 +8518,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t16 (rst, carry, p, s, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8789,16 +8531,16 @@ module \digits.layer0.t16 (rst, carry, p, s, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8806,8 +8548,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t17 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8819,16 +8561,16 @@ module \digits.layer0.t17 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8836,8 +8578,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t18 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8849,16 +8591,16 @@ module \digits.layer0.t18 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8866,8 +8608,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t19 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8879,16 +8621,16 @@ module \digits.layer0.t19 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8896,8 +8638,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t2 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8909,16 +8651,16 @@ module \digits.layer0.t2 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8926,8 +8668,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t20 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8939,16 +8681,16 @@ module \digits.layer0.t20 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h6);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8956,8 +8698,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t21 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8969,16 +8711,16 @@ module \digits.layer0.t21 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h0);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -8986,8 +8728,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t22 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -8999,16 +8741,16 @@ module \digits.layer0.t22 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9016,8 +8758,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t23 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9029,16 +8771,16 @@ module \digits.layer0.t23 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9046,8 +8788,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t24 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9059,16 +8801,16 @@ module \digits.layer0.t24 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(5'h08);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9076,8 +8818,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t25 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9089,16 +8831,16 @@ module \digits.layer0.t25 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h6);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9106,8 +8848,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t26 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9119,16 +8861,16 @@ module \digits.layer0.t26 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(5'h08);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9136,8 +8878,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t27 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9149,16 +8891,16 @@ module \digits.layer0.t27 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(5'h08);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9166,8 +8908,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t28 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9179,16 +8921,16 @@ module \digits.layer0.t28 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h6);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9196,8 +8938,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t29 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9209,16 +8951,16 @@ module \digits.layer0.t29 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9226,8 +8968,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t3 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9239,16 +8981,16 @@ module \digits.layer0.t3 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h7);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9256,8 +8998,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t30 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9269,16 +9011,16 @@ module \digits.layer0.t30 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9286,8 +9028,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t31 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9299,16 +9041,16 @@ module \digits.layer0.t31 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(5'h0a);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9316,8 +9058,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t32 (rst, carry, p, s, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9329,16 +9071,16 @@ module \digits.layer0.t32 (rst, carry, p, s, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9346,8 +9088,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t33 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9359,16 +9101,16 @@ module \digits.layer0.t33 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'hb);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9376,8 +9118,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t34 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9389,16 +9131,16 @@ module \digits.layer0.t34 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9406,8 +9148,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t35 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9419,16 +9161,16 @@ module \digits.layer0.t35 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9436,8 +9178,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t36 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9449,16 +9191,16 @@ module \digits.layer0.t36 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9466,8 +9208,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t37 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9479,16 +9221,16 @@ module \digits.layer0.t37 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9496,8 +9238,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t38 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9509,16 +9251,16 @@ module \digits.layer0.t38 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9526,8 +9268,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t39 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9539,16 +9281,16 @@ module \digits.layer0.t39 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9556,8 +9298,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t4 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9569,16 +9311,16 @@ module \digits.layer0.t4 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9586,8 +9328,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t40 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9599,16 +9341,16 @@ module \digits.layer0.t40 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h0);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9616,8 +9358,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t41 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9629,16 +9371,16 @@ module \digits.layer0.t41 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h5);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9646,8 +9388,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t42 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9659,16 +9401,16 @@ module \digits.layer0.t42 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9676,8 +9418,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t43 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9689,16 +9431,16 @@ module \digits.layer0.t43 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9706,8 +9448,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t44 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9719,16 +9461,16 @@ module \digits.layer0.t44 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9736,8 +9478,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t45 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9749,16 +9491,16 @@ module \digits.layer0.t45 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9766,8 +9508,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t46 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9779,16 +9521,16 @@ module \digits.layer0.t46 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9796,8 +9538,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t47 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9809,16 +9551,16 @@ module \digits.layer0.t47 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9826,8 +9568,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t48 (rst, carry, p, s, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9839,16 +9581,16 @@ module \digits.layer0.t48 (rst, carry, p, s, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9856,8 +9598,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t49 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9869,16 +9611,16 @@ module \digits.layer0.t49 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(5'h0a);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9886,8 +9628,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t5 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9899,16 +9641,16 @@ module \digits.layer0.t5 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9916,8 +9658,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t50 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9929,16 +9671,16 @@ module \digits.layer0.t50 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9946,8 +9688,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t51 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9959,16 +9701,16 @@ module \digits.layer0.t51 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h5);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -9976,8 +9718,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t52 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -9989,16 +9731,16 @@ module \digits.layer0.t52 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h0);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10006,8 +9748,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t53 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10019,16 +9761,16 @@ module \digits.layer0.t53 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10036,8 +9778,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t54 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10049,16 +9791,16 @@ module \digits.layer0.t54 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10066,8 +9808,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t55 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10079,16 +9821,16 @@ module \digits.layer0.t55 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10096,8 +9838,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t56 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10109,16 +9851,16 @@ module \digits.layer0.t56 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h2);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10126,8 +9868,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t57 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10139,16 +9881,16 @@ module \digits.layer0.t57 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h7);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10156,8 +9898,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t58 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10169,16 +9911,16 @@ module \digits.layer0.t58 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10186,8 +9928,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t59 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10199,16 +9941,16 @@ module \digits.layer0.t59 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10216,8 +9958,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t6 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10229,16 +9971,16 @@ module \digits.layer0.t6 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h5);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10246,8 +9988,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t60 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10259,16 +10001,16 @@ module \digits.layer0.t60 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(2'h1);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10276,8 +10018,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t61 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10289,16 +10031,16 @@ module \digits.layer0.t61 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10306,8 +10048,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t62 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10319,16 +10061,16 @@ module \digits.layer0.t62 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h3);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10336,8 +10078,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t63 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10349,16 +10091,16 @@ module \digits.layer0.t63 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10366,8 +10108,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t7 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10379,16 +10121,16 @@ module \digits.layer0.t7 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(3'h5);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10396,8 +10138,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t8 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10409,16 +10151,16 @@ module \digits.layer0.t8 (rst, carry, s, p, thr_r2, clk);
   wire [4:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(1'h0);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
@@ -10426,8 +10168,8 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
-  wire [8:0] \$1 ;
-  wire [9:0] \$2 ;
+  wire [7:0] \$1 ;
+  wire [8:0] \$2 ;
   wire \$3 ;
   input carry;
   wire carry;
@@ -10439,26 +10181,26 @@ module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
   wire [5:0] p;
   input rst;
   wire rst;
-  input [7:0] s;
-  wire [7:0] s;
-  reg [7:0] thr_r1 = 8'h00;
+  input [6:0] s;
+  wire [6:0] s;
+  reg [6:0] thr_r1 = 7'h00;
   output thr_r2;
   reg thr_r2 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
   assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
   assign \$3  = $signed(thr_r1) >= $signed(4'h4);
   always @(posedge clk)
-    thr_r1 <= \$2 [7:0];
+    thr_r1 <= \$2 [6:0];
   always @(posedge clk)
     thr_r2 <= \$3 ;
   assign fire = thr_r2;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output (rst, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 , \port$1237$0 
-, \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1277$0 , \port$1279$0 
-, \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 , \port$1321$0 
-, \port$1323$0 , \port$1325$0 , scores, clk);
+module \digits.output (rst, \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 , \port$1147$0 
+, \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 , \port$1189$0 
+, \port$1191$0 , \port$1193$0 , \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 
+, \port$1233$0 , \port$1235$0 , scores, clk);
   wire [9:0] \$1 ;
   wire [12:0] \$10 ;
   wire [11:0] \$11 ;
@@ -10537,6 +10279,96 @@ module \digits.output (rst, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1
   wire [26:0] \inputs$7 ;
   wire [25:0] \inputs$8 ;
   wire [27:0] \inputs$9 ;
+  input \port$1109$0 ;
+  wire \port$1109$0 ;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1113$0 ;
+  wire \port$1113$0 ;
+  input \port$1115$0 ;
+  wire \port$1115$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1121$0 ;
+  wire \port$1121$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1127$0 ;
+  wire \port$1127$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1131$0 ;
+  wire \port$1131$0 ;
+  input \port$1133$0 ;
+  wire \port$1133$0 ;
+  input \port$1135$0 ;
+  wire \port$1135$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1139$0 ;
+  wire \port$1139$0 ;
+  input \port$1141$0 ;
+  wire \port$1141$0 ;
+  input \port$1143$0 ;
+  wire \port$1143$0 ;
+  input \port$1145$0 ;
+  wire \port$1145$0 ;
+  input \port$1147$0 ;
+  wire \port$1147$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
+  input \port$1151$0 ;
+  wire \port$1151$0 ;
+  input \port$1153$0 ;
+  wire \port$1153$0 ;
+  input \port$1155$0 ;
+  wire \port$1155$0 ;
+  input \port$1157$0 ;
+  wire \port$1157$0 ;
+  input \port$1159$0 ;
+  wire \port$1159$0 ;
+  input \port$1161$0 ;
+  wire \port$1161$0 ;
+  input \port$1163$0 ;
+  wire \port$1163$0 ;
+  input \port$1165$0 ;
+  wire \port$1165$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1169$0 ;
+  wire \port$1169$0 ;
+  input \port$1171$0 ;
+  wire \port$1171$0 ;
+  input \port$1173$0 ;
+  wire \port$1173$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1177$0 ;
+  wire \port$1177$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1183$0 ;
+  wire \port$1183$0 ;
+  input \port$1185$0 ;
+  wire \port$1185$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1189$0 ;
+  wire \port$1189$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1193$0 ;
+  wire \port$1193$0 ;
+  input \port$1195$0 ;
+  wire \port$1195$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
   input \port$1199$0 ;
   wire \port$1199$0 ;
   input \port$1201$0 ;
@@ -10575,96 +10407,6 @@ module \digits.output (rst, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1
   wire \port$1233$0 ;
   input \port$1235$0 ;
   wire \port$1235$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
-  input \port$1293$0 ;
-  wire \port$1293$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1315$0 ;
-  wire \port$1315$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
   input rst;
   wire rst;
   reg [11:0] score_r1 = 12'h000;
@@ -10797,322 +10539,367 @@ module \digits.output (rst, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1
   assign \$34  = $signed(\$33 [11:0]) + $signed(6'h2a);
   \digits.output.p0  p0 (
     .clk(clk),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1205$0 (\port$1205$0 ),
+    .\port$1111$0 (\port$1111$0 ),
+    .\port$1115$0 (\port$1115$0 ),
+    .\port$1117$0 (\port$1117$0 ),
+    .\port$1121$0 (\port$1121$0 ),
+    .\port$1123$0 (\port$1123$0 ),
+    .\port$1129$0 (\port$1129$0 ),
+    .\port$1137$0 (\port$1137$0 ),
+    .\port$1145$0 (\port$1145$0 ),
+    .\port$1153$0 (\port$1153$0 ),
+    .\port$1161$0 (\port$1161$0 ),
+    .\port$1163$0 (\port$1163$0 ),
+    .\port$1171$0 (\port$1171$0 ),
+    .\port$1173$0 (\port$1173$0 ),
+    .\port$1175$0 (\port$1175$0 ),
+    .\port$1179$0 (\port$1179$0 ),
+    .\port$1185$0 (\port$1185$0 ),
+    .\port$1189$0 (\port$1189$0 ),
+    .\port$1191$0 (\port$1191$0 ),
+    .\port$1193$0 (\port$1193$0 ),
+    .\port$1197$0 (\port$1197$0 ),
+    .\port$1203$0 (\port$1203$0 ),
     .\port$1207$0 (\port$1207$0 ),
     .\port$1211$0 (\port$1211$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1235$0 (\port$1235$0 ),
-    .\port$1243$0 (\port$1243$0 ),
-    .\port$1251$0 (\port$1251$0 ),
-    .\port$1253$0 (\port$1253$0 ),
-    .\port$1261$0 (\port$1261$0 ),
-    .\port$1263$0 (\port$1263$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1269$0 (\port$1269$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1279$0 (\port$1279$0 ),
-    .\port$1281$0 (\port$1281$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1287$0 (\port$1287$0 ),
-    .\port$1293$0 (\port$1293$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1301$0 (\port$1301$0 ),
-    .\port$1313$0 (\port$1313$0 ),
-    .\port$1315$0 (\port$1315$0 ),
-    .\port$1319$0 (\port$1319$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1225$0 (\port$1225$0 ),
+    .\port$1229$0 (\port$1229$0 ),
     .rst(rst),
     .sum(\sum$28 )
   );
   \digits.output.p1  p1 (
     .clk(clk),
-    .\port$1203$0 (\port$1203$0 ),
+    .\port$1113$0 (\port$1113$0 ),
+    .\port$1117$0 (\port$1117$0 ),
+    .\port$1125$0 (\port$1125$0 ),
+    .\port$1127$0 (\port$1127$0 ),
+    .\port$1131$0 (\port$1131$0 ),
+    .\port$1133$0 (\port$1133$0 ),
+    .\port$1135$0 (\port$1135$0 ),
+    .\port$1139$0 (\port$1139$0 ),
+    .\port$1149$0 (\port$1149$0 ),
+    .\port$1153$0 (\port$1153$0 ),
+    .\port$1157$0 (\port$1157$0 ),
+    .\port$1167$0 (\port$1167$0 ),
+    .\port$1173$0 (\port$1173$0 ),
+    .\port$1179$0 (\port$1179$0 ),
+    .\port$1185$0 (\port$1185$0 ),
+    .\port$1189$0 (\port$1189$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1205$0 (\port$1205$0 ),
     .\port$1207$0 (\port$1207$0 ),
-    .\port$1215$0 (\port$1215$0 ),
+    .\port$1209$0 (\port$1209$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1213$0 (\port$1213$0 ),
     .\port$1217$0 (\port$1217$0 ),
-    .\port$1221$0 (\port$1221$0 ),
+    .\port$1219$0 (\port$1219$0 ),
     .\port$1223$0 (\port$1223$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1229$0 (\port$1229$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1243$0 (\port$1243$0 ),
-    .\port$1247$0 (\port$1247$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1263$0 (\port$1263$0 ),
-    .\port$1269$0 (\port$1269$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1279$0 (\port$1279$0 ),
-    .\port$1289$0 (\port$1289$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1299$0 (\port$1299$0 ),
-    .\port$1301$0 (\port$1301$0 ),
-    .\port$1303$0 (\port$1303$0 ),
-    .\port$1307$0 (\port$1307$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1313$0 (\port$1313$0 ),
-    .\port$1325$0 (\port$1325$0 ),
+    .\port$1235$0 (\port$1235$0 ),
     .rst(rst),
     .sum(\sum$30 )
   );
   \digits.output.p2  p2 (
     .clk(clk),
-    .\port$1199$0 (\port$1199$0 ),
+    .\port$1109$0 (\port$1109$0 ),
+    .\port$1111$0 (\port$1111$0 ),
+    .\port$1117$0 (\port$1117$0 ),
+    .\port$1119$0 (\port$1119$0 ),
+    .\port$1125$0 (\port$1125$0 ),
+    .\port$1131$0 (\port$1131$0 ),
+    .\port$1135$0 (\port$1135$0 ),
+    .\port$1147$0 (\port$1147$0 ),
+    .\port$1151$0 (\port$1151$0 ),
+    .\port$1157$0 (\port$1157$0 ),
+    .\port$1175$0 (\port$1175$0 ),
+    .\port$1179$0 (\port$1179$0 ),
+    .\port$1181$0 (\port$1181$0 ),
+    .\port$1187$0 (\port$1187$0 ),
+    .\port$1189$0 (\port$1189$0 ),
+    .\port$1191$0 (\port$1191$0 ),
+    .\port$1193$0 (\port$1193$0 ),
+    .\port$1197$0 (\port$1197$0 ),
     .\port$1201$0 (\port$1201$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1209$0 (\port$1209$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1221$0 (\port$1221$0 ),
+    .\port$1203$0 (\port$1203$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1223$0 (\port$1223$0 ),
     .\port$1225$0 (\port$1225$0 ),
-    .\port$1237$0 (\port$1237$0 ),
-    .\port$1241$0 (\port$1241$0 ),
-    .\port$1247$0 (\port$1247$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1269$0 (\port$1269$0 ),
-    .\port$1271$0 (\port$1271$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1279$0 (\port$1279$0 ),
-    .\port$1281$0 (\port$1281$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1287$0 (\port$1287$0 ),
-    .\port$1291$0 (\port$1291$0 ),
-    .\port$1293$0 (\port$1293$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1313$0 (\port$1313$0 ),
-    .\port$1315$0 (\port$1315$0 ),
-    .\port$1321$0 (\port$1321$0 ),
-    .\port$1323$0 (\port$1323$0 ),
-    .\port$1325$0 (\port$1325$0 ),
+    .\port$1231$0 (\port$1231$0 ),
+    .\port$1233$0 (\port$1233$0 ),
+    .\port$1235$0 (\port$1235$0 ),
     .rst(rst),
     .sum(\sum$32 )
   );
   \digits.output.p3  p3 (
     .clk(clk),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1203$0 (\port$1203$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1211$0 (\port$1211$0 ),
+    .\port$1111$0 (\port$1111$0 ),
+    .\port$1113$0 (\port$1113$0 ),
+    .\port$1117$0 (\port$1117$0 ),
+    .\port$1121$0 (\port$1121$0 ),
+    .\port$1123$0 (\port$1123$0 ),
+    .\port$1125$0 (\port$1125$0 ),
+    .\port$1127$0 (\port$1127$0 ),
+    .\port$1129$0 (\port$1129$0 ),
+    .\port$1135$0 (\port$1135$0 ),
+    .\port$1137$0 (\port$1137$0 ),
+    .\port$1141$0 (\port$1141$0 ),
+    .\port$1155$0 (\port$1155$0 ),
+    .\port$1157$0 (\port$1157$0 ),
+    .\port$1165$0 (\port$1165$0 ),
+    .\port$1169$0 (\port$1169$0 ),
+    .\port$1179$0 (\port$1179$0 ),
+    .\port$1181$0 (\port$1181$0 ),
+    .\port$1183$0 (\port$1183$0 ),
+    .\port$1187$0 (\port$1187$0 ),
+    .\port$1193$0 (\port$1193$0 ),
+    .\port$1195$0 (\port$1195$0 ),
+    .\port$1197$0 (\port$1197$0 ),
+    .\port$1199$0 (\port$1199$0 ),
     .\port$1213$0 (\port$1213$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1231$0 (\port$1231$0 ),
-    .\port$1245$0 (\port$1245$0 ),
-    .\port$1247$0 (\port$1247$0 ),
-    .\port$1255$0 (\port$1255$0 ),
-    .\port$1259$0 (\port$1259$0 ),
-    .\port$1269$0 (\port$1269$0 ),
-    .\port$1271$0 (\port$1271$0 ),
-    .\port$1273$0 (\port$1273$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1287$0 (\port$1287$0 ),
-    .\port$1289$0 (\port$1289$0 ),
-    .\port$1303$0 (\port$1303$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1319$0 (\port$1319$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1229$0 (\port$1229$0 ),
     .rst(rst),
     .sum(\sum$34 )
   );
   \digits.output.p4  p4 (
     .clk(clk),
+    .\port$1109$0 (\port$1109$0 ),
+    .\port$1111$0 (\port$1111$0 ),
+    .\port$1119$0 (\port$1119$0 ),
+    .\port$1123$0 (\port$1123$0 ),
+    .\port$1137$0 (\port$1137$0 ),
+    .\port$1145$0 (\port$1145$0 ),
+    .\port$1149$0 (\port$1149$0 ),
+    .\port$1151$0 (\port$1151$0 ),
+    .\port$1153$0 (\port$1153$0 ),
+    .\port$1155$0 (\port$1155$0 ),
+    .\port$1159$0 (\port$1159$0 ),
+    .\port$1169$0 (\port$1169$0 ),
+    .\port$1175$0 (\port$1175$0 ),
+    .\port$1177$0 (\port$1177$0 ),
+    .\port$1179$0 (\port$1179$0 ),
+    .\port$1183$0 (\port$1183$0 ),
+    .\port$1187$0 (\port$1187$0 ),
+    .\port$1189$0 (\port$1189$0 ),
+    .\port$1191$0 (\port$1191$0 ),
     .\port$1199$0 (\port$1199$0 ),
-    .\port$1201$0 (\port$1201$0 ),
     .\port$1209$0 (\port$1209$0 ),
     .\port$1213$0 (\port$1213$0 ),
-    .\port$1227$0 (\port$1227$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1217$0 (\port$1217$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1229$0 (\port$1229$0 ),
     .\port$1235$0 (\port$1235$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1241$0 (\port$1241$0 ),
-    .\port$1243$0 (\port$1243$0 ),
-    .\port$1245$0 (\port$1245$0 ),
-    .\port$1249$0 (\port$1249$0 ),
-    .\port$1259$0 (\port$1259$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1267$0 (\port$1267$0 ),
-    .\port$1269$0 (\port$1269$0 ),
-    .\port$1273$0 (\port$1273$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1279$0 (\port$1279$0 ),
-    .\port$1281$0 (\port$1281$0 ),
-    .\port$1289$0 (\port$1289$0 ),
-    .\port$1299$0 (\port$1299$0 ),
-    .\port$1303$0 (\port$1303$0 ),
-    .\port$1305$0 (\port$1305$0 ),
-    .\port$1307$0 (\port$1307$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1319$0 (\port$1319$0 ),
-    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$36 )
   );
   \digits.output.p5  p5 (
     .clk(clk),
-    .\port$1199$0 (\port$1199$0 ),
+    .\port$1109$0 (\port$1109$0 ),
+    .\port$1119$0 (\port$1119$0 ),
+    .\port$1121$0 (\port$1121$0 ),
+    .\port$1123$0 (\port$1123$0 ),
+    .\port$1125$0 (\port$1125$0 ),
+    .\port$1129$0 (\port$1129$0 ),
+    .\port$1133$0 (\port$1133$0 ),
+    .\port$1135$0 (\port$1135$0 ),
+    .\port$1137$0 (\port$1137$0 ),
+    .\port$1143$0 (\port$1143$0 ),
+    .\port$1147$0 (\port$1147$0 ),
+    .\port$1149$0 (\port$1149$0 ),
+    .\port$1159$0 (\port$1159$0 ),
+    .\port$1163$0 (\port$1163$0 ),
+    .\port$1167$0 (\port$1167$0 ),
+    .\port$1171$0 (\port$1171$0 ),
+    .\port$1173$0 (\port$1173$0 ),
+    .\port$1181$0 (\port$1181$0 ),
+    .\port$1183$0 (\port$1183$0 ),
+    .\port$1187$0 (\port$1187$0 ),
+    .\port$1197$0 (\port$1197$0 ),
     .\port$1209$0 (\port$1209$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1213$0 (\port$1213$0 ),
     .\port$1215$0 (\port$1215$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1225$0 (\port$1225$0 ),
+    .\port$1217$0 (\port$1217$0 ),
     .\port$1227$0 (\port$1227$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1237$0 (\port$1237$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1249$0 (\port$1249$0 ),
-    .\port$1253$0 (\port$1253$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1261$0 (\port$1261$0 ),
-    .\port$1263$0 (\port$1263$0 ),
-    .\port$1271$0 (\port$1271$0 ),
-    .\port$1273$0 (\port$1273$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1287$0 (\port$1287$0 ),
-    .\port$1299$0 (\port$1299$0 ),
-    .\port$1305$0 (\port$1305$0 ),
-    .\port$1307$0 (\port$1307$0 ),
-    .\port$1317$0 (\port$1317$0 ),
-    .\port$1319$0 (\port$1319$0 ),
-    .\port$1321$0 (\port$1321$0 ),
+    .\port$1229$0 (\port$1229$0 ),
+    .\port$1231$0 (\port$1231$0 ),
     .rst(rst),
     .sum(\sum$38 )
   );
   \digits.output.p6  p6 (
     .clk(clk),
+    .\port$1113$0 (\port$1113$0 ),
+    .\port$1119$0 (\port$1119$0 ),
+    .\port$1123$0 (\port$1123$0 ),
+    .\port$1127$0 (\port$1127$0 ),
+    .\port$1129$0 (\port$1129$0 ),
+    .\port$1145$0 (\port$1145$0 ),
+    .\port$1147$0 (\port$1147$0 ),
+    .\port$1149$0 (\port$1149$0 ),
+    .\port$1155$0 (\port$1155$0 ),
+    .\port$1161$0 (\port$1161$0 ),
+    .\port$1165$0 (\port$1165$0 ),
+    .\port$1167$0 (\port$1167$0 ),
+    .\port$1171$0 (\port$1171$0 ),
+    .\port$1173$0 (\port$1173$0 ),
+    .\port$1177$0 (\port$1177$0 ),
+    .\port$1181$0 (\port$1181$0 ),
+    .\port$1187$0 (\port$1187$0 ),
+    .\port$1195$0 (\port$1195$0 ),
     .\port$1203$0 (\port$1203$0 ),
+    .\port$1205$0 (\port$1205$0 ),
+    .\port$1207$0 (\port$1207$0 ),
     .\port$1209$0 (\port$1209$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1217$0 (\port$1217$0 ),
     .\port$1219$0 (\port$1219$0 ),
-    .\port$1235$0 (\port$1235$0 ),
-    .\port$1237$0 (\port$1237$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1245$0 (\port$1245$0 ),
-    .\port$1251$0 (\port$1251$0 ),
-    .\port$1255$0 (\port$1255$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1261$0 (\port$1261$0 ),
-    .\port$1263$0 (\port$1263$0 ),
-    .\port$1267$0 (\port$1267$0 ),
-    .\port$1271$0 (\port$1271$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1293$0 (\port$1293$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1299$0 (\port$1299$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1313$0 (\port$1313$0 ),
-    .\port$1321$0 (\port$1321$0 ),
-    .\port$1323$0 (\port$1323$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1223$0 (\port$1223$0 ),
+    .\port$1231$0 (\port$1231$0 ),
+    .\port$1233$0 (\port$1233$0 ),
     .rst(rst),
     .sum(\sum$40 )
   );
   \digits.output.p7  p7 (
     .clk(clk),
+    .\port$1113$0 (\port$1113$0 ),
+    .\port$1115$0 (\port$1115$0 ),
+    .\port$1119$0 (\port$1119$0 ),
+    .\port$1121$0 (\port$1121$0 ),
+    .\port$1125$0 (\port$1125$0 ),
+    .\port$1129$0 (\port$1129$0 ),
+    .\port$1133$0 (\port$1133$0 ),
+    .\port$1145$0 (\port$1145$0 ),
+    .\port$1151$0 (\port$1151$0 ),
+    .\port$1167$0 (\port$1167$0 ),
+    .\port$1175$0 (\port$1175$0 ),
+    .\port$1177$0 (\port$1177$0 ),
+    .\port$1181$0 (\port$1181$0 ),
+    .\port$1183$0 (\port$1183$0 ),
+    .\port$1185$0 (\port$1185$0 ),
+    .\port$1191$0 (\port$1191$0 ),
+    .\port$1195$0 (\port$1195$0 ),
+    .\port$1199$0 (\port$1199$0 ),
+    .\port$1201$0 (\port$1201$0 ),
     .\port$1203$0 (\port$1203$0 ),
     .\port$1205$0 (\port$1205$0 ),
-    .\port$1209$0 (\port$1209$0 ),
     .\port$1211$0 (\port$1211$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1223$0 (\port$1223$0 ),
+    .\port$1221$0 (\port$1221$0 ),
+    .\port$1227$0 (\port$1227$0 ),
+    .\port$1233$0 (\port$1233$0 ),
     .\port$1235$0 (\port$1235$0 ),
-    .\port$1241$0 (\port$1241$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1267$0 (\port$1267$0 ),
-    .\port$1271$0 (\port$1271$0 ),
-    .\port$1273$0 (\port$1273$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1281$0 (\port$1281$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1289$0 (\port$1289$0 ),
-    .\port$1291$0 (\port$1291$0 ),
-    .\port$1293$0 (\port$1293$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1301$0 (\port$1301$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1317$0 (\port$1317$0 ),
-    .\port$1323$0 (\port$1323$0 ),
-    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(\sum$42 )
   );
   \digits.output.p8  p8 (
     .clk(clk),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1217$0 (\port$1217$0 ),
+    .\port$1111$0 (\port$1111$0 ),
+    .\port$1115$0 (\port$1115$0 ),
+    .\port$1127$0 (\port$1127$0 ),
+    .\port$1131$0 (\port$1131$0 ),
+    .\port$1133$0 (\port$1133$0 ),
+    .\port$1137$0 (\port$1137$0 ),
+    .\port$1139$0 (\port$1139$0 ),
+    .\port$1141$0 (\port$1141$0 ),
+    .\port$1143$0 (\port$1143$0 ),
+    .\port$1147$0 (\port$1147$0 ),
+    .\port$1149$0 (\port$1149$0 ),
+    .\port$1151$0 (\port$1151$0 ),
+    .\port$1155$0 (\port$1155$0 ),
+    .\port$1157$0 (\port$1157$0 ),
+    .\port$1159$0 (\port$1159$0 ),
+    .\port$1161$0 (\port$1161$0 ),
+    .\port$1163$0 (\port$1163$0 ),
+    .\port$1165$0 (\port$1165$0 ),
+    .\port$1171$0 (\port$1171$0 ),
+    .\port$1177$0 (\port$1177$0 ),
+    .\port$1193$0 (\port$1193$0 ),
+    .\port$1207$0 (\port$1207$0 ),
+    .\port$1211$0 (\port$1211$0 ),
+    .\port$1213$0 (\port$1213$0 ),
     .\port$1221$0 (\port$1221$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1229$0 (\port$1229$0 ),
-    .\port$1231$0 (\port$1231$0 ),
+    .\port$1225$0 (\port$1225$0 ),
     .\port$1233$0 (\port$1233$0 ),
-    .\port$1237$0 (\port$1237$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1241$0 (\port$1241$0 ),
-    .\port$1245$0 (\port$1245$0 ),
-    .\port$1247$0 (\port$1247$0 ),
-    .\port$1249$0 (\port$1249$0 ),
-    .\port$1251$0 (\port$1251$0 ),
-    .\port$1253$0 (\port$1253$0 ),
-    .\port$1255$0 (\port$1255$0 ),
-    .\port$1261$0 (\port$1261$0 ),
-    .\port$1267$0 (\port$1267$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1301$0 (\port$1301$0 ),
-    .\port$1303$0 (\port$1303$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1315$0 (\port$1315$0 ),
-    .\port$1323$0 (\port$1323$0 ),
-    .\port$1325$0 (\port$1325$0 ),
+    .\port$1235$0 (\port$1235$0 ),
     .rst(rst),
     .sum(\sum$44 )
   );
   \digits.output.p9  p9 (
     .clk(clk),
-    .\port$1199$0 (\port$1199$0 ),
+    .\port$1109$0 (\port$1109$0 ),
+    .\port$1111$0 (\port$1111$0 ),
+    .\port$1115$0 (\port$1115$0 ),
+    .\port$1117$0 (\port$1117$0 ),
+    .\port$1119$0 (\port$1119$0 ),
+    .\port$1137$0 (\port$1137$0 ),
+    .\port$1139$0 (\port$1139$0 ),
+    .\port$1141$0 (\port$1141$0 ),
+    .\port$1143$0 (\port$1143$0 ),
+    .\port$1159$0 (\port$1159$0 ),
+    .\port$1161$0 (\port$1161$0 ),
+    .\port$1163$0 (\port$1163$0 ),
+    .\port$1167$0 (\port$1167$0 ),
+    .\port$1169$0 (\port$1169$0 ),
+    .\port$1175$0 (\port$1175$0 ),
+    .\port$1185$0 (\port$1185$0 ),
+    .\port$1187$0 (\port$1187$0 ),
+    .\port$1191$0 (\port$1191$0 ),
+    .\port$1195$0 (\port$1195$0 ),
     .\port$1201$0 (\port$1201$0 ),
-    .\port$1205$0 (\port$1205$0 ),
     .\port$1207$0 (\port$1207$0 ),
-    .\port$1209$0 (\port$1209$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1229$0 (\port$1229$0 ),
+    .\port$1213$0 (\port$1213$0 ),
+    .\port$1215$0 (\port$1215$0 ),
+    .\port$1219$0 (\port$1219$0 ),
+    .\port$1221$0 (\port$1221$0 ),
     .\port$1231$0 (\port$1231$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1249$0 (\port$1249$0 ),
-    .\port$1251$0 (\port$1251$0 ),
-    .\port$1253$0 (\port$1253$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1259$0 (\port$1259$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1281$0 (\port$1281$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1291$0 (\port$1291$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1303$0 (\port$1303$0 ),
-    .\port$1305$0 (\port$1305$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1321$0 (\port$1321$0 ),
-    .\port$1325$0 (\port$1325$0 ),
+    .\port$1235$0 (\port$1235$0 ),
     .rst(rst),
     .sum(\sum$46 )
   );
   \digits.output.q  q (
     .clk(clk),
+    .\port$1109$0 (\port$1109$0 ),
+    .\port$1111$0 (\port$1111$0 ),
+    .\port$1113$0 (\port$1113$0 ),
+    .\port$1115$0 (\port$1115$0 ),
+    .\port$1117$0 (\port$1117$0 ),
+    .\port$1119$0 (\port$1119$0 ),
+    .\port$1121$0 (\port$1121$0 ),
+    .\port$1123$0 (\port$1123$0 ),
+    .\port$1125$0 (\port$1125$0 ),
+    .\port$1127$0 (\port$1127$0 ),
+    .\port$1129$0 (\port$1129$0 ),
+    .\port$1131$0 (\port$1131$0 ),
+    .\port$1133$0 (\port$1133$0 ),
+    .\port$1135$0 (\port$1135$0 ),
+    .\port$1137$0 (\port$1137$0 ),
+    .\port$1139$0 (\port$1139$0 ),
+    .\port$1141$0 (\port$1141$0 ),
+    .\port$1143$0 (\port$1143$0 ),
+    .\port$1145$0 (\port$1145$0 ),
+    .\port$1147$0 (\port$1147$0 ),
+    .\port$1149$0 (\port$1149$0 ),
+    .\port$1151$0 (\port$1151$0 ),
+    .\port$1153$0 (\port$1153$0 ),
+    .\port$1155$0 (\port$1155$0 ),
+    .\port$1157$0 (\port$1157$0 ),
+    .\port$1159$0 (\port$1159$0 ),
+    .\port$1161$0 (\port$1161$0 ),
+    .\port$1163$0 (\port$1163$0 ),
+    .\port$1165$0 (\port$1165$0 ),
+    .\port$1167$0 (\port$1167$0 ),
+    .\port$1169$0 (\port$1169$0 ),
+    .\port$1171$0 (\port$1171$0 ),
+    .\port$1173$0 (\port$1173$0 ),
+    .\port$1175$0 (\port$1175$0 ),
+    .\port$1177$0 (\port$1177$0 ),
+    .\port$1179$0 (\port$1179$0 ),
+    .\port$1181$0 (\port$1181$0 ),
+    .\port$1183$0 (\port$1183$0 ),
+    .\port$1185$0 (\port$1185$0 ),
+    .\port$1187$0 (\port$1187$0 ),
+    .\port$1189$0 (\port$1189$0 ),
+    .\port$1191$0 (\port$1191$0 ),
+    .\port$1193$0 (\port$1193$0 ),
+    .\port$1195$0 (\port$1195$0 ),
+    .\port$1197$0 (\port$1197$0 ),
     .\port$1199$0 (\port$1199$0 ),
     .\port$1201$0 (\port$1201$0 ),
     .\port$1203$0 (\port$1203$0 ),
@@ -11132,66 +10919,21 @@ module \digits.output (rst, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1
     .\port$1231$0 (\port$1231$0 ),
     .\port$1233$0 (\port$1233$0 ),
     .\port$1235$0 (\port$1235$0 ),
-    .\port$1237$0 (\port$1237$0 ),
-    .\port$1239$0 (\port$1239$0 ),
-    .\port$1241$0 (\port$1241$0 ),
-    .\port$1243$0 (\port$1243$0 ),
-    .\port$1245$0 (\port$1245$0 ),
-    .\port$1247$0 (\port$1247$0 ),
-    .\port$1249$0 (\port$1249$0 ),
-    .\port$1251$0 (\port$1251$0 ),
-    .\port$1253$0 (\port$1253$0 ),
-    .\port$1255$0 (\port$1255$0 ),
-    .\port$1257$0 (\port$1257$0 ),
-    .\port$1259$0 (\port$1259$0 ),
-    .\port$1261$0 (\port$1261$0 ),
-    .\port$1263$0 (\port$1263$0 ),
-    .\port$1265$0 (\port$1265$0 ),
-    .\port$1267$0 (\port$1267$0 ),
-    .\port$1269$0 (\port$1269$0 ),
-    .\port$1271$0 (\port$1271$0 ),
-    .\port$1273$0 (\port$1273$0 ),
-    .\port$1275$0 (\port$1275$0 ),
-    .\port$1277$0 (\port$1277$0 ),
-    .\port$1279$0 (\port$1279$0 ),
-    .\port$1281$0 (\port$1281$0 ),
-    .\port$1283$0 (\port$1283$0 ),
-    .\port$1285$0 (\port$1285$0 ),
-    .\port$1287$0 (\port$1287$0 ),
-    .\port$1289$0 (\port$1289$0 ),
-    .\port$1291$0 (\port$1291$0 ),
-    .\port$1293$0 (\port$1293$0 ),
-    .\port$1295$0 (\port$1295$0 ),
-    .\port$1297$0 (\port$1297$0 ),
-    .\port$1299$0 (\port$1299$0 ),
-    .\port$1301$0 (\port$1301$0 ),
-    .\port$1303$0 (\port$1303$0 ),
-    .\port$1305$0 (\port$1305$0 ),
-    .\port$1307$0 (\port$1307$0 ),
-    .\port$1309$0 (\port$1309$0 ),
-    .\port$1311$0 (\port$1311$0 ),
-    .\port$1313$0 (\port$1313$0 ),
-    .\port$1315$0 (\port$1315$0 ),
-    .\port$1317$0 (\port$1317$0 ),
-    .\port$1319$0 (\port$1319$0 ),
-    .\port$1321$0 (\port$1321$0 ),
-    .\port$1323$0 (\port$1323$0 ),
-    .\port$1325$0 (\port$1325$0 ),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1319$0 , \port$1315$0 , \port$1313$0 , \port$1301$0 , \port$1297$0 , \port$1293$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1253$0 , \port$1251$0 , \port$1243$0 , \port$1235$0 , \port$1227$0 , \port$1219$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1205$0 , \port$1201$0  };
-  assign \inputs$1  = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  };
-  assign \inputs$2  = { \port$1325$0 , \port$1313$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1289$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1239$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1207$0 , \port$1203$0  };
-  assign \inputs$3  = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1313$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1247$0 , \port$1241$0 , \port$1237$0 , \port$1225$0 , \port$1221$0 , \port$1215$0 , \port$1209$0 , \port$1207$0 , \port$1201$0 , \port$1199$0  };
-  assign \inputs$4  = { \port$1319$0 , \port$1311$0 , \port$1303$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1259$0 , \port$1255$0 , \port$1247$0 , \port$1245$0 , \port$1231$0 , \port$1227$0 , \port$1225$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
-  assign \inputs$5  = { \port$1325$0 , \port$1319$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1299$0 , \port$1289$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1259$0 , \port$1249$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1235$0 , \port$1227$0 , \port$1213$0 , \port$1209$0 , \port$1201$0 , \port$1199$0  };
-  assign \inputs$6  = { \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1307$0 , \port$1305$0 , \port$1299$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1253$0 , \port$1249$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1199$0  };
-  assign \inputs$7  = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1285$0 , \port$1277$0 , \port$1271$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1245$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1203$0  };
-  assign \inputs$8  = { \port$1325$0 , \port$1323$0 , \port$1317$0 , \port$1311$0 , \port$1301$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1257$0 , \port$1241$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0  };
-  assign \inputs$9  = { \port$1325$0 , \port$1323$0 , \port$1315$0 , \port$1311$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1283$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1205$0 , \port$1201$0  };
-  assign \inputs$10  = { \port$1325$0 , \port$1321$0 , \port$1311$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1277$0 , \port$1275$0 , \port$1265$0 , \port$1259$0 , \port$1257$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
-  assign \inputs$11  = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  };
+  assign inputs = { \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1163$0 , \port$1161$0 , \port$1153$0 , \port$1145$0 , \port$1137$0 , \port$1129$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1115$0 , \port$1111$0  };
+  assign \inputs$1  = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  };
+  assign \inputs$2  = { \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1173$0 , \port$1167$0 , \port$1157$0 , \port$1153$0 , \port$1149$0 , \port$1139$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1125$0 , \port$1117$0 , \port$1113$0  };
+  assign \inputs$3  = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1181$0 , \port$1179$0 , \port$1175$0 , \port$1157$0 , \port$1151$0 , \port$1147$0 , \port$1135$0 , \port$1131$0 , \port$1125$0 , \port$1119$0 , \port$1117$0 , \port$1111$0 , \port$1109$0  };
+  assign \inputs$4  = { \port$1229$0 , \port$1221$0 , \port$1213$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1169$0 , \port$1165$0 , \port$1157$0 , \port$1155$0 , \port$1141$0 , \port$1137$0 , \port$1135$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1113$0 , \port$1111$0  };
+  assign \inputs$5  = { \port$1235$0 , \port$1229$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1209$0 , \port$1199$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1183$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1169$0 , \port$1159$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1145$0 , \port$1137$0 , \port$1123$0 , \port$1119$0 , \port$1111$0 , \port$1109$0  };
+  assign \inputs$6  = { \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1217$0 , \port$1215$0 , \port$1209$0 , \port$1197$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1163$0 , \port$1159$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1109$0  };
+  assign \inputs$7  = { \port$1233$0 , \port$1231$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1195$0 , \port$1187$0 , \port$1181$0 , \port$1177$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1165$0 , \port$1161$0 , \port$1155$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1129$0 , \port$1127$0 , \port$1123$0 , \port$1119$0 , \port$1113$0  };
+  assign \inputs$8  = { \port$1235$0 , \port$1233$0 , \port$1227$0 , \port$1221$0 , \port$1211$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1195$0 , \port$1191$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1177$0 , \port$1175$0 , \port$1167$0 , \port$1151$0 , \port$1145$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1121$0 , \port$1119$0 , \port$1115$0 , \port$1113$0  };
+  assign \inputs$9  = { \port$1235$0 , \port$1233$0 , \port$1225$0 , \port$1221$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1193$0 , \port$1177$0 , \port$1171$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1115$0 , \port$1111$0  };
+  assign \inputs$10  = { \port$1235$0 , \port$1231$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1207$0 , \port$1201$0 , \port$1195$0 , \port$1191$0 , \port$1187$0 , \port$1185$0 , \port$1175$0 , \port$1169$0 , \port$1167$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1111$0 , \port$1109$0  };
+  assign \inputs$11  = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  };
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
   assign \scores[2]  = scores[35:24];
@@ -11237,735 +10979,825 @@ module \digits.output (rst, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p0 (rst, sum, \port$1201$0 , \port$1205$0 , \port$1207$0 , \port$1211$0 , \port$1213$0 , \port$1219$0 , \port$1227$0 , \port$1235$0 , \port$1243$0 , \port$1251$0 , \port$1253$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1269$0 , \port$1275$0 , \port$1279$0 , \port$1281$0 , \port$1283$0 
-, \port$1287$0 , \port$1293$0 , \port$1297$0 , \port$1301$0 , \port$1313$0 , \port$1315$0 , \port$1319$0 , clk);
+module \digits.output.p0 (rst, sum, \port$1111$0 , \port$1115$0 , \port$1117$0 , \port$1121$0 , \port$1123$0 , \port$1129$0 , \port$1137$0 , \port$1145$0 , \port$1153$0 , \port$1161$0 , \port$1163$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1179$0 , \port$1185$0 , \port$1189$0 , \port$1191$0 , \port$1193$0 
+, \port$1197$0 , \port$1203$0 , \port$1207$0 , \port$1211$0 , \port$1223$0 , \port$1225$0 , \port$1229$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1293$0 ;
-  wire \port$1293$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1315$0 ;
-  wire \port$1315$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator11 shared (
-    .clk(clk),
-    .inputs({ \port$1319$0 , \port$1315$0 , \port$1313$0 , \port$1301$0 , \port$1297$0 , \port$1293$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1253$0 , \port$1251$0 , \port$1243$0 , \port$1235$0 , \port$1227$0 , \port$1219$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1205$0 , \port$1201$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1319$0 , \port$1315$0 , \port$1313$0 , \port$1301$0 , \port$1297$0 , \port$1293$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1253$0 , \port$1251$0 , \port$1243$0 , \port$1235$0 , \port$1227$0 , \port$1219$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1205$0 , \port$1201$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p1 (rst, sum, \port$1203$0 , \port$1207$0 , \port$1215$0 , \port$1217$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1229$0 , \port$1239$0 , \port$1243$0 , \port$1247$0 , \port$1257$0 , \port$1263$0 , \port$1269$0 , \port$1275$0 , \port$1279$0 , \port$1289$0 , \port$1295$0 , \port$1297$0 
-, \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1307$0 , \port$1309$0 , \port$1313$0 , \port$1325$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1115$0 ;
+  wire \port$1115$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1121$0 ;
+  wire \port$1121$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1145$0 ;
+  wire \port$1145$0 ;
+  input \port$1153$0 ;
+  wire \port$1153$0 ;
+  input \port$1161$0 ;
+  wire \port$1161$0 ;
+  input \port$1163$0 ;
+  wire \port$1163$0 ;
+  input \port$1171$0 ;
+  wire \port$1171$0 ;
+  input \port$1173$0 ;
+  wire \port$1173$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1185$0 ;
+  wire \port$1185$0 ;
+  input \port$1189$0 ;
+  wire \port$1189$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1193$0 ;
+  wire \port$1193$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
   input \port$1203$0 ;
   wire \port$1203$0 ;
   input \port$1207$0 ;
   wire \port$1207$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
   input \port$1223$0 ;
   wire \port$1223$0 ;
   input \port$1225$0 ;
   wire \port$1225$0 ;
   input \port$1229$0 ;
   wire \port$1229$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1325$0 , \port$1313$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1289$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1239$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1207$0 , \port$1203$0  }),
+    .inputs({ \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1163$0 , \port$1161$0 , \port$1153$0 , \port$1145$0 , \port$1137$0 , \port$1129$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1115$0 , \port$1111$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1325$0 , \port$1313$0 , \port$1309$0 , \port$1307$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1289$0 , \port$1279$0 , \port$1275$0 , \port$1269$0 , \port$1263$0 , \port$1257$0 , \port$1247$0 , \port$1243$0 , \port$1239$0 , \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1207$0 , \port$1203$0  };
+  assign inputs = { \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1163$0 , \port$1161$0 , \port$1153$0 , \port$1145$0 , \port$1137$0 , \port$1129$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1115$0 , \port$1111$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p2 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1207$0 , \port$1209$0 , \port$1215$0 , \port$1221$0 , \port$1225$0 , \port$1237$0 , \port$1241$0 , \port$1247$0 , \port$1265$0 , \port$1269$0 , \port$1271$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1287$0 , \port$1291$0 
-, \port$1293$0 , \port$1295$0 , \port$1313$0 , \port$1315$0 , \port$1321$0 , \port$1323$0 , \port$1325$0 , clk);
+module \digits.output.p1 (rst, sum, \port$1113$0 , \port$1117$0 , \port$1125$0 , \port$1127$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1139$0 , \port$1149$0 , \port$1153$0 , \port$1157$0 , \port$1167$0 , \port$1173$0 , \port$1179$0 , \port$1185$0 , \port$1189$0 , \port$1199$0 , \port$1205$0 , \port$1207$0 
+, \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1217$0 , \port$1219$0 , \port$1223$0 , \port$1235$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
+  input \port$1113$0 ;
+  wire \port$1113$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1127$0 ;
+  wire \port$1127$0 ;
+  input \port$1131$0 ;
+  wire \port$1131$0 ;
+  input \port$1133$0 ;
+  wire \port$1133$0 ;
+  input \port$1135$0 ;
+  wire \port$1135$0 ;
+  input \port$1139$0 ;
+  wire \port$1139$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
+  input \port$1153$0 ;
+  wire \port$1153$0 ;
+  input \port$1157$0 ;
+  wire \port$1157$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1173$0 ;
+  wire \port$1173$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1185$0 ;
+  wire \port$1185$0 ;
+  input \port$1189$0 ;
+  wire \port$1189$0 ;
   input \port$1199$0 ;
   wire \port$1199$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
   input \port$1207$0 ;
   wire \port$1207$0 ;
   input \port$1209$0 ;
   wire \port$1209$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
-  input \port$1293$0 ;
-  wire \port$1293$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1315$0 ;
-  wire \port$1315$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator11 shared (
-    .clk(clk),
-    .inputs({ \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1313$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1247$0 , \port$1241$0 , \port$1237$0 , \port$1225$0 , \port$1221$0 , \port$1215$0 , \port$1209$0 , \port$1207$0 , \port$1201$0 , \port$1199$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1315$0 , \port$1313$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1287$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1271$0 , \port$1269$0 , \port$1265$0 , \port$1247$0 , \port$1241$0 , \port$1237$0 , \port$1225$0 , \port$1221$0 , \port$1215$0 , \port$1209$0 , \port$1207$0 , \port$1201$0 , \port$1199$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p3 (rst, sum, \port$1201$0 , \port$1203$0 , \port$1207$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1225$0 , \port$1227$0 , \port$1231$0 , \port$1245$0 , \port$1247$0 , \port$1255$0 , \port$1259$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1277$0 
-, \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1303$0 , \port$1311$0 , \port$1319$0 , clk);
-  input clk;
-  wire clk;
-  wire [25:0] inputs;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
   input \port$1211$0 ;
   wire \port$1211$0 ;
   input \port$1213$0 ;
   wire \port$1213$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
   input \port$1217$0 ;
   wire \port$1217$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator11 shared (
-    .clk(clk),
-    .inputs({ \port$1319$0 , \port$1311$0 , \port$1303$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1259$0 , \port$1255$0 , \port$1247$0 , \port$1245$0 , \port$1231$0 , \port$1227$0 , \port$1225$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1319$0 , \port$1311$0 , \port$1303$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1259$0 , \port$1255$0 , \port$1247$0 , \port$1245$0 , \port$1231$0 , \port$1227$0 , \port$1225$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1201$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p4 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1209$0 , \port$1213$0 , \port$1227$0 , \port$1235$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1249$0 , \port$1259$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1273$0 , \port$1277$0 , \port$1279$0 , \port$1281$0 
-, \port$1289$0 , \port$1299$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1311$0 , \port$1319$0 , \port$1325$0 , clk);
-  input clk;
-  wire clk;
-  wire [26:0] inputs;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator12 shared (
-    .clk(clk),
-    .inputs({ \port$1325$0 , \port$1319$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1299$0 , \port$1289$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1259$0 , \port$1249$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1235$0 , \port$1227$0 , \port$1213$0 , \port$1209$0 , \port$1201$0 , \port$1199$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1325$0 , \port$1319$0 , \port$1311$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1299$0 , \port$1289$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1273$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1259$0 , \port$1249$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1235$0 , \port$1227$0 , \port$1213$0 , \port$1209$0 , \port$1201$0 , \port$1199$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p5 (rst, sum, \port$1199$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1219$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1233$0 , \port$1237$0 , \port$1239$0 , \port$1249$0 , \port$1253$0 , \port$1257$0 , \port$1261$0 , \port$1263$0 , \port$1271$0 , \port$1273$0 
-, \port$1277$0 , \port$1287$0 , \port$1299$0 , \port$1305$0 , \port$1307$0 , \port$1317$0 , \port$1319$0 , \port$1321$0 , clk);
-  input clk;
-  wire clk;
-  wire [26:0] inputs;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
   input \port$1219$0 ;
   wire \port$1219$0 ;
   input \port$1223$0 ;
   wire \port$1223$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
-  input rst;
-  wire rst;
-  output [4:0] sum;
-  wire [4:0] sum;
-  digits_sparseaccumulator12 shared (
-    .clk(clk),
-    .inputs({ \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1307$0 , \port$1305$0 , \port$1299$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1253$0 , \port$1249$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1199$0  }),
-    .rst(rst),
-    .sum(sum)
-  );
-  assign inputs = { \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1307$0 , \port$1305$0 , \port$1299$0 , \port$1287$0 , \port$1277$0 , \port$1273$0 , \port$1271$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1253$0 , \port$1249$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1199$0  };
-endmodule
-
-(* generator = "Amaranth" *)
-module \digits.output.p6 (rst, sum, \port$1203$0 , \port$1209$0 , \port$1213$0 , \port$1217$0 , \port$1219$0 , \port$1235$0 , \port$1237$0 , \port$1239$0 , \port$1245$0 , \port$1251$0 , \port$1255$0 , \port$1257$0 , \port$1261$0 , \port$1263$0 , \port$1267$0 , \port$1271$0 , \port$1277$0 , \port$1285$0 , \port$1293$0 
-, \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1321$0 , \port$1323$0 , clk);
-  input clk;
-  wire clk;
-  wire [26:0] inputs;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
   input \port$1235$0 ;
   wire \port$1235$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1293$0 ;
-  wire \port$1293$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
-  digits_sparseaccumulator12 shared (
+  digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1285$0 , \port$1277$0 , \port$1271$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1245$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1203$0  }),
+    .inputs({ \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1173$0 , \port$1167$0 , \port$1157$0 , \port$1153$0 , \port$1149$0 , \port$1139$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1125$0 , \port$1117$0 , \port$1113$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1323$0 , \port$1321$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1285$0 , \port$1277$0 , \port$1271$0 , \port$1267$0 , \port$1263$0 , \port$1261$0 , \port$1257$0 , \port$1255$0 , \port$1251$0 , \port$1245$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1209$0 , \port$1203$0  };
+  assign inputs = { \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1173$0 , \port$1167$0 , \port$1157$0 , \port$1153$0 , \port$1149$0 , \port$1139$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1125$0 , \port$1117$0 , \port$1113$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p7 (rst, sum, \port$1203$0 , \port$1205$0 , \port$1209$0 , \port$1211$0 , \port$1215$0 , \port$1219$0 , \port$1223$0 , \port$1235$0 , \port$1241$0 , \port$1257$0 , \port$1265$0 , \port$1267$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1281$0 , \port$1285$0 , \port$1289$0 , \port$1291$0 
-, \port$1293$0 , \port$1295$0 , \port$1301$0 , \port$1311$0 , \port$1317$0 , \port$1323$0 , \port$1325$0 , clk);
+module \digits.output.p2 (rst, sum, \port$1109$0 , \port$1111$0 , \port$1117$0 , \port$1119$0 , \port$1125$0 , \port$1131$0 , \port$1135$0 , \port$1147$0 , \port$1151$0 , \port$1157$0 , \port$1175$0 , \port$1179$0 , \port$1181$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 , \port$1193$0 , \port$1197$0 , \port$1201$0 
+, \port$1203$0 , \port$1205$0 , \port$1223$0 , \port$1225$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
+  input \port$1109$0 ;
+  wire \port$1109$0 ;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1131$0 ;
+  wire \port$1131$0 ;
+  input \port$1135$0 ;
+  wire \port$1135$0 ;
+  input \port$1147$0 ;
+  wire \port$1147$0 ;
+  input \port$1151$0 ;
+  wire \port$1151$0 ;
+  input \port$1157$0 ;
+  wire \port$1157$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1189$0 ;
+  wire \port$1189$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1193$0 ;
+  wire \port$1193$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
   input \port$1203$0 ;
   wire \port$1203$0 ;
   input \port$1205$0 ;
   wire \port$1205$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
   input \port$1223$0 ;
   wire \port$1223$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
   input \port$1235$0 ;
   wire \port$1235$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
-  input \port$1293$0 ;
-  wire \port$1293$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1325$0 , \port$1323$0 , \port$1317$0 , \port$1311$0 , \port$1301$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1257$0 , \port$1241$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0  }),
+    .inputs({ \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1181$0 , \port$1179$0 , \port$1175$0 , \port$1157$0 , \port$1151$0 , \port$1147$0 , \port$1135$0 , \port$1131$0 , \port$1125$0 , \port$1119$0 , \port$1117$0 , \port$1111$0 , \port$1109$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1317$0 , \port$1311$0 , \port$1301$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1285$0 , \port$1281$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1267$0 , \port$1265$0 , \port$1257$0 , \port$1241$0 , \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1215$0 , \port$1211$0 , \port$1209$0 , \port$1205$0 , \port$1203$0  };
+  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1181$0 , \port$1179$0 , \port$1175$0 , \port$1157$0 , \port$1151$0 , \port$1147$0 , \port$1135$0 , \port$1131$0 , \port$1125$0 , \port$1119$0 , \port$1117$0 , \port$1111$0 , \port$1109$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p8 (rst, sum, \port$1201$0 , \port$1205$0 , \port$1217$0 , \port$1221$0 , \port$1223$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1261$0 
-, \port$1267$0 , \port$1283$0 , \port$1297$0 , \port$1301$0 , \port$1303$0 , \port$1311$0 , \port$1315$0 , \port$1323$0 , \port$1325$0 , clk);
+module \digits.output.p3 (rst, sum, \port$1111$0 , \port$1113$0 , \port$1117$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1135$0 , \port$1137$0 , \port$1141$0 , \port$1155$0 , \port$1157$0 , \port$1165$0 , \port$1169$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1187$0 
+, \port$1193$0 , \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1213$0 , \port$1221$0 , \port$1229$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1113$0 ;
+  wire \port$1113$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1121$0 ;
+  wire \port$1121$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1127$0 ;
+  wire \port$1127$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1135$0 ;
+  wire \port$1135$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1141$0 ;
+  wire \port$1141$0 ;
+  input \port$1155$0 ;
+  wire \port$1155$0 ;
+  input \port$1157$0 ;
+  wire \port$1157$0 ;
+  input \port$1165$0 ;
+  wire \port$1165$0 ;
+  input \port$1169$0 ;
+  wire \port$1169$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1183$0 ;
+  wire \port$1183$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1193$0 ;
+  wire \port$1193$0 ;
+  input \port$1195$0 ;
+  wire \port$1195$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator11 shared (
+    .clk(clk),
+    .inputs({ \port$1229$0 , \port$1221$0 , \port$1213$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1169$0 , \port$1165$0 , \port$1157$0 , \port$1155$0 , \port$1141$0 , \port$1137$0 , \port$1135$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1113$0 , \port$1111$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1229$0 , \port$1221$0 , \port$1213$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1169$0 , \port$1165$0 , \port$1157$0 , \port$1155$0 , \port$1141$0 , \port$1137$0 , \port$1135$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1113$0 , \port$1111$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p4 (rst, sum, \port$1109$0 , \port$1111$0 , \port$1119$0 , \port$1123$0 , \port$1137$0 , \port$1145$0 , \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1159$0 , \port$1169$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1183$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 
+, \port$1199$0 , \port$1209$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1221$0 , \port$1229$0 , \port$1235$0 , clk);
+  input clk;
+  wire clk;
+  wire [26:0] inputs;
+  input \port$1109$0 ;
+  wire \port$1109$0 ;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1145$0 ;
+  wire \port$1145$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
+  input \port$1151$0 ;
+  wire \port$1151$0 ;
+  input \port$1153$0 ;
+  wire \port$1153$0 ;
+  input \port$1155$0 ;
+  wire \port$1155$0 ;
+  input \port$1159$0 ;
+  wire \port$1159$0 ;
+  input \port$1169$0 ;
+  wire \port$1169$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1177$0 ;
+  wire \port$1177$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1183$0 ;
+  wire \port$1183$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1189$0 ;
+  wire \port$1189$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator12 shared (
+    .clk(clk),
+    .inputs({ \port$1235$0 , \port$1229$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1209$0 , \port$1199$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1183$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1169$0 , \port$1159$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1145$0 , \port$1137$0 , \port$1123$0 , \port$1119$0 , \port$1111$0 , \port$1109$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1235$0 , \port$1229$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1209$0 , \port$1199$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1183$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1169$0 , \port$1159$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1145$0 , \port$1137$0 , \port$1123$0 , \port$1119$0 , \port$1111$0 , \port$1109$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p5 (rst, sum, \port$1109$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1129$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1143$0 , \port$1147$0 , \port$1149$0 , \port$1159$0 , \port$1163$0 , \port$1167$0 , \port$1171$0 , \port$1173$0 , \port$1181$0 , \port$1183$0 
+, \port$1187$0 , \port$1197$0 , \port$1209$0 , \port$1215$0 , \port$1217$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , clk);
+  input clk;
+  wire clk;
+  wire [26:0] inputs;
+  input \port$1109$0 ;
+  wire \port$1109$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1121$0 ;
+  wire \port$1121$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1133$0 ;
+  wire \port$1133$0 ;
+  input \port$1135$0 ;
+  wire \port$1135$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1143$0 ;
+  wire \port$1143$0 ;
+  input \port$1147$0 ;
+  wire \port$1147$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
+  input \port$1159$0 ;
+  wire \port$1159$0 ;
+  input \port$1163$0 ;
+  wire \port$1163$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1171$0 ;
+  wire \port$1171$0 ;
+  input \port$1173$0 ;
+  wire \port$1173$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1183$0 ;
+  wire \port$1183$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1217$0 ;
+  wire \port$1217$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1229$0 ;
+  wire \port$1229$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator12 shared (
+    .clk(clk),
+    .inputs({ \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1217$0 , \port$1215$0 , \port$1209$0 , \port$1197$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1163$0 , \port$1159$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1109$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1217$0 , \port$1215$0 , \port$1209$0 , \port$1197$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1163$0 , \port$1159$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1109$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p6 (rst, sum, \port$1113$0 , \port$1119$0 , \port$1123$0 , \port$1127$0 , \port$1129$0 , \port$1145$0 , \port$1147$0 , \port$1149$0 , \port$1155$0 , \port$1161$0 , \port$1165$0 , \port$1167$0 , \port$1171$0 , \port$1173$0 , \port$1177$0 , \port$1181$0 , \port$1187$0 , \port$1195$0 , \port$1203$0 
+, \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1231$0 , \port$1233$0 , clk);
+  input clk;
+  wire clk;
+  wire [26:0] inputs;
+  input \port$1113$0 ;
+  wire \port$1113$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1127$0 ;
+  wire \port$1127$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1145$0 ;
+  wire \port$1145$0 ;
+  input \port$1147$0 ;
+  wire \port$1147$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
+  input \port$1155$0 ;
+  wire \port$1155$0 ;
+  input \port$1161$0 ;
+  wire \port$1161$0 ;
+  input \port$1165$0 ;
+  wire \port$1165$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1171$0 ;
+  wire \port$1171$0 ;
+  input \port$1173$0 ;
+  wire \port$1173$0 ;
+  input \port$1177$0 ;
+  wire \port$1177$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1195$0 ;
+  wire \port$1195$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1209$0 ;
+  wire \port$1209$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1223$0 ;
+  wire \port$1223$0 ;
+  input \port$1231$0 ;
+  wire \port$1231$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator12 shared (
+    .clk(clk),
+    .inputs({ \port$1233$0 , \port$1231$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1195$0 , \port$1187$0 , \port$1181$0 , \port$1177$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1165$0 , \port$1161$0 , \port$1155$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1129$0 , \port$1127$0 , \port$1123$0 , \port$1119$0 , \port$1113$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1233$0 , \port$1231$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1195$0 , \port$1187$0 , \port$1181$0 , \port$1177$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1165$0 , \port$1161$0 , \port$1155$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1129$0 , \port$1127$0 , \port$1123$0 , \port$1119$0 , \port$1113$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p7 (rst, sum, \port$1113$0 , \port$1115$0 , \port$1119$0 , \port$1121$0 , \port$1125$0 , \port$1129$0 , \port$1133$0 , \port$1145$0 , \port$1151$0 , \port$1167$0 , \port$1175$0 , \port$1177$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1191$0 , \port$1195$0 , \port$1199$0 , \port$1201$0 
+, \port$1203$0 , \port$1205$0 , \port$1211$0 , \port$1221$0 , \port$1227$0 , \port$1233$0 , \port$1235$0 , clk);
+  input clk;
+  wire clk;
+  wire [25:0] inputs;
+  input \port$1113$0 ;
+  wire \port$1113$0 ;
+  input \port$1115$0 ;
+  wire \port$1115$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1121$0 ;
+  wire \port$1121$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1133$0 ;
+  wire \port$1133$0 ;
+  input \port$1145$0 ;
+  wire \port$1145$0 ;
+  input \port$1151$0 ;
+  wire \port$1151$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1177$0 ;
+  wire \port$1177$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1183$0 ;
+  wire \port$1183$0 ;
+  input \port$1185$0 ;
+  wire \port$1185$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1195$0 ;
+  wire \port$1195$0 ;
+  input \port$1199$0 ;
+  wire \port$1199$0 ;
+  input \port$1201$0 ;
+  wire \port$1201$0 ;
+  input \port$1203$0 ;
+  wire \port$1203$0 ;
+  input \port$1205$0 ;
+  wire \port$1205$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
+  input \port$1227$0 ;
+  wire \port$1227$0 ;
+  input \port$1233$0 ;
+  wire \port$1233$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
+  input rst;
+  wire rst;
+  output [4:0] sum;
+  wire [4:0] sum;
+  digits_sparseaccumulator11 shared (
+    .clk(clk),
+    .inputs({ \port$1235$0 , \port$1233$0 , \port$1227$0 , \port$1221$0 , \port$1211$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1195$0 , \port$1191$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1177$0 , \port$1175$0 , \port$1167$0 , \port$1151$0 , \port$1145$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1121$0 , \port$1119$0 , \port$1115$0 , \port$1113$0  }),
+    .rst(rst),
+    .sum(sum)
+  );
+  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1227$0 , \port$1221$0 , \port$1211$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1195$0 , \port$1191$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1177$0 , \port$1175$0 , \port$1167$0 , \port$1151$0 , \port$1145$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1121$0 , \port$1119$0 , \port$1115$0 , \port$1113$0  };
+endmodule
+
+(* generator = "Amaranth" *)
+module \digits.output.p8 (rst, sum, \port$1111$0 , \port$1115$0 , \port$1127$0 , \port$1131$0 , \port$1133$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1147$0 , \port$1149$0 , \port$1151$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1171$0 
+, \port$1177$0 , \port$1193$0 , \port$1207$0 , \port$1211$0 , \port$1213$0 , \port$1221$0 , \port$1225$0 , \port$1233$0 , \port$1235$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1115$0 ;
+  wire \port$1115$0 ;
+  input \port$1127$0 ;
+  wire \port$1127$0 ;
+  input \port$1131$0 ;
+  wire \port$1131$0 ;
+  input \port$1133$0 ;
+  wire \port$1133$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1139$0 ;
+  wire \port$1139$0 ;
+  input \port$1141$0 ;
+  wire \port$1141$0 ;
+  input \port$1143$0 ;
+  wire \port$1143$0 ;
+  input \port$1147$0 ;
+  wire \port$1147$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
+  input \port$1151$0 ;
+  wire \port$1151$0 ;
+  input \port$1155$0 ;
+  wire \port$1155$0 ;
+  input \port$1157$0 ;
+  wire \port$1157$0 ;
+  input \port$1159$0 ;
+  wire \port$1159$0 ;
+  input \port$1161$0 ;
+  wire \port$1161$0 ;
+  input \port$1163$0 ;
+  wire \port$1163$0 ;
+  input \port$1165$0 ;
+  wire \port$1165$0 ;
+  input \port$1171$0 ;
+  wire \port$1171$0 ;
+  input \port$1177$0 ;
+  wire \port$1177$0 ;
+  input \port$1193$0 ;
+  wire \port$1193$0 ;
+  input \port$1207$0 ;
+  wire \port$1207$0 ;
+  input \port$1211$0 ;
+  wire \port$1211$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
   input \port$1221$0 ;
   wire \port$1221$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
+  input \port$1225$0 ;
+  wire \port$1225$0 ;
   input \port$1233$0 ;
   wire \port$1233$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1315$0 ;
-  wire \port$1315$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator13 shared (
     .clk(clk),
-    .inputs({ \port$1325$0 , \port$1323$0 , \port$1315$0 , \port$1311$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1283$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1205$0 , \port$1201$0  }),
+    .inputs({ \port$1235$0 , \port$1233$0 , \port$1225$0 , \port$1221$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1193$0 , \port$1177$0 , \port$1171$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1115$0 , \port$1111$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1315$0 , \port$1311$0 , \port$1303$0 , \port$1301$0 , \port$1297$0 , \port$1283$0 , \port$1267$0 , \port$1261$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1223$0 , \port$1221$0 , \port$1217$0 , \port$1205$0 , \port$1201$0  };
+  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1225$0 , \port$1221$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1193$0 , \port$1177$0 , \port$1171$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1115$0 , \port$1111$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p9 (rst, sum, \port$1199$0 , \port$1201$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1257$0 , \port$1259$0 , \port$1265$0 , \port$1275$0 , \port$1277$0 , \port$1281$0 , \port$1285$0 
-, \port$1291$0 , \port$1297$0 , \port$1303$0 , \port$1305$0 , \port$1309$0 , \port$1311$0 , \port$1321$0 , \port$1325$0 , clk);
+module \digits.output.p9 (rst, sum, \port$1109$0 , \port$1111$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1167$0 , \port$1169$0 , \port$1175$0 , \port$1185$0 , \port$1187$0 , \port$1191$0 , \port$1195$0 
+, \port$1201$0 , \port$1207$0 , \port$1213$0 , \port$1215$0 , \port$1219$0 , \port$1221$0 , \port$1231$0 , \port$1235$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
+  input \port$1109$0 ;
+  wire \port$1109$0 ;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1115$0 ;
+  wire \port$1115$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1139$0 ;
+  wire \port$1139$0 ;
+  input \port$1141$0 ;
+  wire \port$1141$0 ;
+  input \port$1143$0 ;
+  wire \port$1143$0 ;
+  input \port$1159$0 ;
+  wire \port$1159$0 ;
+  input \port$1161$0 ;
+  wire \port$1161$0 ;
+  input \port$1163$0 ;
+  wire \port$1163$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1169$0 ;
+  wire \port$1169$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1185$0 ;
+  wire \port$1185$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1195$0 ;
+  wire \port$1195$0 ;
   input \port$1201$0 ;
   wire \port$1201$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
   input \port$1207$0 ;
   wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
+  input \port$1213$0 ;
+  wire \port$1213$0 ;
+  input \port$1215$0 ;
+  wire \port$1215$0 ;
+  input \port$1219$0 ;
+  wire \port$1219$0 ;
+  input \port$1221$0 ;
+  wire \port$1221$0 ;
   input \port$1231$0 ;
   wire \port$1231$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
+  input \port$1235$0 ;
+  wire \port$1235$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1325$0 , \port$1321$0 , \port$1311$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1277$0 , \port$1275$0 , \port$1265$0 , \port$1259$0 , \port$1257$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  }),
+    .inputs({ \port$1235$0 , \port$1231$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1207$0 , \port$1201$0 , \port$1195$0 , \port$1191$0 , \port$1187$0 , \port$1185$0 , \port$1175$0 , \port$1169$0 , \port$1167$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1111$0 , \port$1109$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1325$0 , \port$1321$0 , \port$1311$0 , \port$1309$0 , \port$1305$0 , \port$1303$0 , \port$1297$0 , \port$1291$0 , \port$1285$0 , \port$1281$0 , \port$1277$0 , \port$1275$0 , \port$1265$0 , \port$1259$0 , \port$1257$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1201$0 , \port$1199$0  };
+  assign inputs = { \port$1235$0 , \port$1231$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1207$0 , \port$1201$0 , \port$1195$0 , \port$1191$0 , \port$1187$0 , \port$1185$0 , \port$1175$0 , \port$1169$0 , \port$1167$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1111$0 , \port$1109$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.q (rst, sum, \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 
-, \port$1237$0 , \port$1239$0 , \port$1241$0 , \port$1243$0 , \port$1245$0 , \port$1247$0 , \port$1249$0 , \port$1251$0 , \port$1253$0 , \port$1255$0 , \port$1257$0 , \port$1259$0 , \port$1261$0 , \port$1263$0 , \port$1265$0 , \port$1267$0 , \port$1269$0 , \port$1271$0 , \port$1273$0 , \port$1275$0 , \port$1277$0 
-, \port$1279$0 , \port$1281$0 , \port$1283$0 , \port$1285$0 , \port$1287$0 , \port$1289$0 , \port$1291$0 , \port$1293$0 , \port$1295$0 , \port$1297$0 , \port$1299$0 , \port$1301$0 , \port$1303$0 , \port$1305$0 , \port$1307$0 , \port$1309$0 , \port$1311$0 , \port$1313$0 , \port$1315$0 , \port$1317$0 , \port$1319$0 
-, \port$1321$0 , \port$1323$0 , \port$1325$0 , clk);
+module \digits.output.q (rst, sum, \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 
+, \port$1147$0 , \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 
+, \port$1189$0 , \port$1191$0 , \port$1193$0 , \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 
+, \port$1231$0 , \port$1233$0 , \port$1235$0 , clk);
   input clk;
   wire clk;
   wire [63:0] inputs;
+  input \port$1109$0 ;
+  wire \port$1109$0 ;
+  input \port$1111$0 ;
+  wire \port$1111$0 ;
+  input \port$1113$0 ;
+  wire \port$1113$0 ;
+  input \port$1115$0 ;
+  wire \port$1115$0 ;
+  input \port$1117$0 ;
+  wire \port$1117$0 ;
+  input \port$1119$0 ;
+  wire \port$1119$0 ;
+  input \port$1121$0 ;
+  wire \port$1121$0 ;
+  input \port$1123$0 ;
+  wire \port$1123$0 ;
+  input \port$1125$0 ;
+  wire \port$1125$0 ;
+  input \port$1127$0 ;
+  wire \port$1127$0 ;
+  input \port$1129$0 ;
+  wire \port$1129$0 ;
+  input \port$1131$0 ;
+  wire \port$1131$0 ;
+  input \port$1133$0 ;
+  wire \port$1133$0 ;
+  input \port$1135$0 ;
+  wire \port$1135$0 ;
+  input \port$1137$0 ;
+  wire \port$1137$0 ;
+  input \port$1139$0 ;
+  wire \port$1139$0 ;
+  input \port$1141$0 ;
+  wire \port$1141$0 ;
+  input \port$1143$0 ;
+  wire \port$1143$0 ;
+  input \port$1145$0 ;
+  wire \port$1145$0 ;
+  input \port$1147$0 ;
+  wire \port$1147$0 ;
+  input \port$1149$0 ;
+  wire \port$1149$0 ;
+  input \port$1151$0 ;
+  wire \port$1151$0 ;
+  input \port$1153$0 ;
+  wire \port$1153$0 ;
+  input \port$1155$0 ;
+  wire \port$1155$0 ;
+  input \port$1157$0 ;
+  wire \port$1157$0 ;
+  input \port$1159$0 ;
+  wire \port$1159$0 ;
+  input \port$1161$0 ;
+  wire \port$1161$0 ;
+  input \port$1163$0 ;
+  wire \port$1163$0 ;
+  input \port$1165$0 ;
+  wire \port$1165$0 ;
+  input \port$1167$0 ;
+  wire \port$1167$0 ;
+  input \port$1169$0 ;
+  wire \port$1169$0 ;
+  input \port$1171$0 ;
+  wire \port$1171$0 ;
+  input \port$1173$0 ;
+  wire \port$1173$0 ;
+  input \port$1175$0 ;
+  wire \port$1175$0 ;
+  input \port$1177$0 ;
+  wire \port$1177$0 ;
+  input \port$1179$0 ;
+  wire \port$1179$0 ;
+  input \port$1181$0 ;
+  wire \port$1181$0 ;
+  input \port$1183$0 ;
+  wire \port$1183$0 ;
+  input \port$1185$0 ;
+  wire \port$1185$0 ;
+  input \port$1187$0 ;
+  wire \port$1187$0 ;
+  input \port$1189$0 ;
+  wire \port$1189$0 ;
+  input \port$1191$0 ;
+  wire \port$1191$0 ;
+  input \port$1193$0 ;
+  wire \port$1193$0 ;
+  input \port$1195$0 ;
+  wire \port$1195$0 ;
+  input \port$1197$0 ;
+  wire \port$1197$0 ;
   input \port$1199$0 ;
   wire \port$1199$0 ;
   input \port$1201$0 ;
@@ -12004,107 +11836,17 @@ module \digits.output.q (rst, sum, \port$1199$0 , \port$1201$0 , \port$1203$0 , 
   wire \port$1233$0 ;
   input \port$1235$0 ;
   wire \port$1235$0 ;
-  input \port$1237$0 ;
-  wire \port$1237$0 ;
-  input \port$1239$0 ;
-  wire \port$1239$0 ;
-  input \port$1241$0 ;
-  wire \port$1241$0 ;
-  input \port$1243$0 ;
-  wire \port$1243$0 ;
-  input \port$1245$0 ;
-  wire \port$1245$0 ;
-  input \port$1247$0 ;
-  wire \port$1247$0 ;
-  input \port$1249$0 ;
-  wire \port$1249$0 ;
-  input \port$1251$0 ;
-  wire \port$1251$0 ;
-  input \port$1253$0 ;
-  wire \port$1253$0 ;
-  input \port$1255$0 ;
-  wire \port$1255$0 ;
-  input \port$1257$0 ;
-  wire \port$1257$0 ;
-  input \port$1259$0 ;
-  wire \port$1259$0 ;
-  input \port$1261$0 ;
-  wire \port$1261$0 ;
-  input \port$1263$0 ;
-  wire \port$1263$0 ;
-  input \port$1265$0 ;
-  wire \port$1265$0 ;
-  input \port$1267$0 ;
-  wire \port$1267$0 ;
-  input \port$1269$0 ;
-  wire \port$1269$0 ;
-  input \port$1271$0 ;
-  wire \port$1271$0 ;
-  input \port$1273$0 ;
-  wire \port$1273$0 ;
-  input \port$1275$0 ;
-  wire \port$1275$0 ;
-  input \port$1277$0 ;
-  wire \port$1277$0 ;
-  input \port$1279$0 ;
-  wire \port$1279$0 ;
-  input \port$1281$0 ;
-  wire \port$1281$0 ;
-  input \port$1283$0 ;
-  wire \port$1283$0 ;
-  input \port$1285$0 ;
-  wire \port$1285$0 ;
-  input \port$1287$0 ;
-  wire \port$1287$0 ;
-  input \port$1289$0 ;
-  wire \port$1289$0 ;
-  input \port$1291$0 ;
-  wire \port$1291$0 ;
-  input \port$1293$0 ;
-  wire \port$1293$0 ;
-  input \port$1295$0 ;
-  wire \port$1295$0 ;
-  input \port$1297$0 ;
-  wire \port$1297$0 ;
-  input \port$1299$0 ;
-  wire \port$1299$0 ;
-  input \port$1301$0 ;
-  wire \port$1301$0 ;
-  input \port$1303$0 ;
-  wire \port$1303$0 ;
-  input \port$1305$0 ;
-  wire \port$1305$0 ;
-  input \port$1307$0 ;
-  wire \port$1307$0 ;
-  input \port$1309$0 ;
-  wire \port$1309$0 ;
-  input \port$1311$0 ;
-  wire \port$1311$0 ;
-  input \port$1313$0 ;
-  wire \port$1313$0 ;
-  input \port$1315$0 ;
-  wire \port$1315$0 ;
-  input \port$1317$0 ;
-  wire \port$1317$0 ;
-  input \port$1319$0 ;
-  wire \port$1319$0 ;
-  input \port$1321$0 ;
-  wire \port$1321$0 ;
-  input \port$1323$0 ;
-  wire \port$1323$0 ;
-  input \port$1325$0 ;
-  wire \port$1325$0 ;
   input rst;
   wire rst;
   output [6:0] sum;
   wire [6:0] sum;
   digits_sparseaccumulator14 shared (
     .clk(clk),
-    .inputs({ \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  }),
+    .inputs({ \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1325$0 , \port$1323$0 , \port$1321$0 , \port$1319$0 , \port$1317$0 , \port$1315$0 , \port$1313$0 , \port$1311$0 , \port$1309$0 , \port$1307$0 , \port$1305$0 , \port$1303$0 , \port$1301$0 , \port$1299$0 , \port$1297$0 , \port$1295$0 , \port$1293$0 , \port$1291$0 , \port$1289$0 , \port$1287$0 , \port$1285$0 , \port$1283$0 , \port$1281$0 , \port$1279$0 , \port$1277$0 , \port$1275$0 , \port$1273$0 , \port$1271$0 , \port$1269$0 , \port$1267$0 , \port$1265$0 , \port$1263$0 , \port$1261$0 , \port$1259$0 , \port$1257$0 , \port$1255$0 , \port$1253$0 , \port$1251$0 , \port$1249$0 , \port$1247$0 , \port$1245$0 , \port$1243$0 , \port$1241$0 , \port$1239$0 , \port$1237$0 , \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0  };
+  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  };
 endmodule
 
 (* top =  1  *)

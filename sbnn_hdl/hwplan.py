@@ -22,7 +22,7 @@ ints; this module needs NumPy only.
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -90,6 +90,95 @@ def fold_comparison(a, b, t, p_max, r_max):
     if a > 0:
         return Comparison("pq", ">=", ceil_div(t, g), a // g, b // g)
     return Comparison("pq", "<=", (-t) // g, -a // g, -b // g)
+
+
+def _reachable(p_max, q_max):
+    """For each ``q`` in ``[0, q_max]``: the range ``[lo, hi]`` of ``p`` that can occur with it
+    (``0 <= p <= p_max`` and ``0 <= q - p <= q_max - p_max``, as in :func:`fold_comparison`)."""
+    q = np.arange(q_max + 1, dtype=np.int64)
+    return q, np.maximum(q - (q_max - p_max), 0), np.minimum(q, p_max)
+
+
+def _thresholds(c, q, lo, hi):
+    """For each ``q``: the threshold on ``p`` at which ``c`` (a ``"pq"`` comparison) changes,
+    clipped to the reachable ``p``: ``c`` fires for ``p >= T`` (``">="``, ``T`` in
+    ``[lo, hi + 1]``) or for ``p <= T`` (``"<="``, ``T`` in ``[lo - 1, hi]``); at the ends of
+    those ranges it fires for every reachable ``p``, or for none."""
+    if c.op == ">=":
+        return np.clip(-((c.b * q - c.k) // c.a), lo, hi + 1)  # ceil((k - b*q) / a)
+    return np.clip((c.k - c.b * q) // c.a, lo - 1, hi)
+
+
+def _fit_k(op, a, b, T, q, lo, hi):
+    """The constant ``k`` for which ``a*p + b*q`` against ``k`` has the thresholds ``T`` (see
+    :func:`_thresholds`) on every ``q``, or None if there is none. Of the possible ``k``, one whose
+    remainder ``k mod a`` makes the carry constant (see :class:`~sbnn_hdl.gateware.Threshold`)
+    if there is one."""
+    bq = b * q
+    # Each q bounds k from below and from above: (bound, where it applies).
+    if op == ">=":
+        inner = (T > lo) & (T <= hi)
+        lows = [(a * (T - 1) + bq + 1, inner), (a * hi + bq + 1, T > hi)]   # fires at T, not below; never
+        highs = [(a * T + bq, inner), (a * lo + bq, T <= lo)]               # ...; always
+        free = 0   # carry = (r >= 0) = 1
+    else:
+        inner = (T >= lo) & (T < hi)
+        lows = [(a * T + bq, inner), (a * hi + bq, T >= hi)]                # fires at T, not above; always
+        highs = [(a * (T + 1) + bq - 1, inner), (a * lo + bq - 1, T < lo)]  # ...; never
+        free = a - 1   # carry = (r > a - 1) = 0
+    low = max((int(x[m].max()) for x, m in lows if m.any()), default=None)
+    high = min((int(x[m].min()) for x, m in highs if m.any()), default=None)
+    if low is None or high is None or low > high:
+        return None
+    k = low + (free - low) % a
+    return k if k <= high else low
+
+
+def _simplest_pair(group, p_maxes, q_max):
+    """The smallest ``(a', b')`` with the sign of the group's ``b`` for which every comparison in
+    ``group`` (all ``"pq"`` with the same ``a, b``) has an exact ``k'`` on the box ``p`` in
+    ``[0, p_max]``, ``q`` in ``[0, q_max]``; and those ``k'``. The fractions ``|b'|/a'`` are tried
+    along the Stern-Brocot path to ``|b|/a``, which ends at ``(a, b)`` itself, so there is one."""
+    a, b = group[0].a, group[0].b
+    sign = 1 if b > 0 else -1
+    boxes = [_reachable(p_max, q_max) for p_max in p_maxes]
+    targets = [_thresholds(c, *box) for c, box in zip(group, boxes)]
+    (ln, ld), (rn, rd) = (0, 1), (1, 0)
+    while True:
+        n, d = ln + rn, ld + rd
+        ks = []
+        for c, box, T in zip(group, boxes, targets):
+            k = _fit_k(c.op, d, sign * n, T, *box)
+            if k is None:
+                break
+            ks.append(k)
+        else:
+            return d, sign * n, ks
+        if n * a < abs(b) * d:   # n/d < |b|/a: go right
+            ln, ld = n, d
+        else:
+            rn, rd = n, d
+
+
+def narrow_comparisons(comparisons, p_maxes, q_max):
+    """``comparisons`` of one layer with their coefficients made as small as exactness allows.
+
+    Every neuron that compares ``a*p + b*q`` pays for the width of ``a`` (its remainder
+    comparison, see :class:`~sbnn_hdl.gateware.Threshold`), and the layer splits ``b*q`` by ``a``
+    once per distinct ``(a, b)``. The exported ``a`` and ``b`` are large (up to ``2**16``), but
+    ``q`` takes only ``q_max + 1`` values: neurons that share ``(a, b)`` are given the smallest
+    common ``(a', b')`` (and each its own ``k'``) that decides every ``(p, q)`` in the box the same
+    way, which is checked exhaustively. Other comparisons are returned as they are."""
+    result = list(comparisons)
+    groups = {}
+    for index, c in enumerate(comparisons):
+        if c.kind == "pq":
+            groups.setdefault((c.a, c.b), []).append(index)
+    for members in groups.values():
+        a, b, ks = _simplest_pair([comparisons[i] for i in members], [p_maxes[i] for i in members], q_max)
+        for i, k in zip(members, ks):
+            result[i] = Comparison("pq", comparisons[i].op, k, a, b)
+    return result
 
 
 @dataclass(frozen=True)
@@ -209,9 +298,10 @@ def check_xnor(model):
                                 f"(2*b == -a), found a={int(layer.a[j])}, b={int(layer.b[j])}")
 
 
-def plan_network(model, *, arch="sparse"):
+def plan_network(model, *, arch="sparse", narrow=True):
     """Plan the hardware of ``model`` for the datapath ``arch`` (:data:`ARCHS`); raises
-    :class:`HardwareError` for a model that datapath cannot build."""
+    :class:`HardwareError` for a model that datapath cannot build. ``narrow=False`` keeps the
+    exported coefficients of every comparison (see :func:`narrow_comparisons`), for comparison."""
     check_supported(model)
     if arch not in ARCHS:
         raise HardwareError(f"--arch: expected one of {', '.join(ARCHS)}, found {arch!r}")
@@ -225,8 +315,11 @@ def plan_network(model, *, arch="sparse"):
     scale = input_scale(model.input)
     for index, layer in enumerate(model.layers):
         last = index == len(model.layers) - 1
-        plan_layer = _plan_xnor_layer if arch == "xnor" else _plan_layer
-        plan = plan_layer(layer, incoming, source_max, last, scale if index == 0 else 1)
+        layer_scale = scale if index == 0 else 1
+        if arch == "xnor":
+            plan = _plan_xnor_layer(layer, incoming, source_max, last, layer_scale)
+        else:
+            plan = _plan_layer(layer, incoming, source_max, last, layer_scale, narrow)
         plans.append(plan)
         incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
         source_max = [1] * len(plan.units)
@@ -234,7 +327,7 @@ def plan_network(model, *, arch="sparse"):
     return NetworkPlan(model=model, features=features, layers=plans)
 
 
-def _plan_layer(layer, incoming, source_max, last, scale=1):
+def _plan_layer(layer, incoming, source_max, last, scale=1, narrow=True):
     const_value = np.array([v if kind == "const" else 0 for kind, v in incoming], dtype=np.int64)
     variable = np.array([kind == "source" for kind, _ in incoming])
     source_of = np.array([s if kind == "source" else -1 for kind, s in incoming], dtype=np.int64)
@@ -265,12 +358,20 @@ def _plan_layer(layer, incoming, source_max, last, scale=1):
             keys[key] = len(units)
             units.append(unit)
         outputs.append(("unit", keys[key]))
+    coefficients = {}
+    if narrow and not last:
+        before = [u.comparison for u in units]
+        p_maxes = [sum(source_max[s] * c for s, c in u.sources) for u in units]
+        after = narrow_comparisons(before, p_maxes, total_max)
+        units = [replace(u, comparison=c) for u, c in zip(units, after)]
+        coefficients = {(c.a, c.b): (n.a, n.b) for c, n in zip(before, after) if c.kind == "pq"}
     uses_q = any((u.comparison.kind in ("q", "pq")) if not last else u.b != 0 for u in units)
     plan = LayerPlan(name=layer.name, source_max=list(source_max), units=units, outputs=outputs,
                      q_sources=q_all if uses_q else (), last=last)
     plan.report = {"neurons": layer.outputs, "constant_neurons": constants,
                    "merged_neurons": layer.outputs - constants - len(units),
-                   "connections": int(layer.mask.sum())}
+                   "connections": int(layer.mask.sum()),
+                   "coefficients": [{"exported": list(k), "built": list(v)} for k, v in coefficients.items()]}
     return plan
 
 
