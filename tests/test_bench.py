@@ -139,6 +139,7 @@ def test_device_option_places_on_that_part(tmp_path, capsys):
     log = (tmp_path / "out" / "logs" / "tiny-sparse.nextpnr.log").read_text()
     assert f"TRELLIS_COMB: {result['pnr_lut4']:>7}/  43848" in log  # the 45F's capacity, as nextpnr counts it
     assert "Router2 time" in log
+    assert "built on the 45F, with nextpnr's router2" in (tmp_path / "out" / "hardware.md").read_text()
     data = (tmp_path / "tiny.sbnn").read_bytes()
     keys = {bench._key(data, "sparse", 2, 150, True), bench._key(data, "sparse", 2, 150, True, 0, "45F"),
             bench._key(data, "sparse", 2, 150, True, 0, "45F", "router2")}
@@ -148,3 +149,25 @@ def test_device_option_places_on_that_part(tmp_path, capsys):
         bench.main(["hardware", str(tmp_path / "tiny.sbnn"), "--device", "40F"])
     assert error.value.code == 2
     assert "--device: invalid choice: '40F'" in capsys.readouterr().err
+
+
+def test_no_carry_chains_synthesises_adders_as_luts(tmp_path):
+    """``--no-carry-chains``: yosys ``-noccu2``, recorded in the result, the cache key and the table."""
+    rng = np.random.default_rng(3)
+    model = random_model(rng, shape=(24,), bits=1, density=0.5, edge_cases=False, shared_ratio=True,
+                         name="tiny", layers=(LayerPlan("dense", 6), LayerPlan("dense", 3)))
+    save(model, tmp_path / "tiny.sbnn")
+    results = {}
+    for flag in ([], ["--no-carry-chains"]):
+        out = tmp_path / ("out" + "".join(flag))
+        assert bench.main(["hardware", str(tmp_path / "tiny.sbnn"), "--no-pnr", *flag, "--cache",
+                           str(tmp_path / "cache"), "-o", str(out), "--quiet", "--jobs", "1"]) == 0
+        [results[bool(flag)]] = json.loads((out / "hardware.json").read_text())["results"]
+    assert results[False]["carry_chains"] and results[False]["synth_cells"]["CCU2C"] > 0
+    assert results[True]["carry_chains"] is False and "CCU2C" not in results[True]["synth_cells"]
+    assert results[True]["synth_lut4"] == results[True]["synth_cells"]["LUT4"]
+    assert "built without carry chains (-noccu2)" in (tmp_path / "out--no-carry-chains" / "hardware.md").read_text()
+    assert "built" not in (tmp_path / "out" / "hardware.md").read_text()
+    data = (tmp_path / "tiny.sbnn").read_bytes()
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert bench._key(data, "sparse", 2, 150, False) != bench._key(data, "sparse", 2, 150, False, carry_chains=False)
