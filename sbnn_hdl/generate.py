@@ -173,6 +173,9 @@ def main(argv=None):
     parser.add_argument("--relay", type=int, default=0, metavar="N",
                         help="extra register stages on every layer's inputs, for a faster clock (default 0)")
     parser.add_argument("--no-scores", action="store_true", help="no scores port, the prediction only")
+    parser.add_argument("--no-carry-chains", action="store_true",
+                        help="with --board: synthesise adders as LUT logic (yosys -noccu2), for a smaller part "
+                             "at a lower clock")
     parser.add_argument("--arch", choices=ARCHS, default="sparse",
                         help="datapath: sparse (default), or xnor: the dense BNN baseline, for models in the "
                              "symmetric +-1 domain")
@@ -183,12 +186,14 @@ def main(argv=None):
         parser.error(f"--every: expected at least 1, found {args.every}")
     if args.relay < 0:
         parser.error(f"--relay: expected 0 or more register stages, found {args.relay}")
+    if args.no_carry_chains and not args.board:
+        parser.error("--no-carry-chains: expected with --board (a synthesis option), found --verilog alone")
     if args.board:
         from .boards.build import build, format_report
         report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
                        output=args.output or "bitstreams", every=args.every, relay=args.relay,
                        scores=not args.no_scores,
-                       batch_depth=args.batch_depth, arch=args.arch)
+                       batch_depth=args.batch_depth, arch=args.arch, carry_chains=not args.no_carry_chains)
         print(format_report(report))
         return 0
     args.output = args.output or "build"

@@ -45,6 +45,16 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
         "placed and routed reliably); try a larger device (--device 45F) or a sparser model (fewer 1-valued "
         "connections)")
     assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
+    # Without carry chains the core packs into fewer LUT4 slots (1.1 x the estimate, not 1.4 x).
+    status = generate([_save(model, tmp_path), "--board", "ulx3s", "--device", "12F", "--no-carry-chains",
+                       "-o", str(tmp_path / "out")])
+    assert status == 2
+    assert "estimated 27,577 LUT4 (core 25,205) of 12,096" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        generate([_save(model, tmp_path), "--verilog", "--no-carry-chains", "-o", str(tmp_path / "out")])
+    assert error.value.code == 2
+    assert "--no-carry-chains: expected with --board (a synthesis option), found --verilog alone" \
+        in capsys.readouterr().err
 
 
 def test_unknown_board_device_and_bad_baud(tmp_path, capsys):
@@ -95,11 +105,16 @@ def _small(folder, name="small"):
 @needs_tools
 def test_second_board_builds_with_automatic_clock(tmp_path, capsys):
     """The same command on another board (ECPIX-5: ECP5-5G, 100 MHz oscillator, another package):
-    the board layer is generic. The clock is chosen automatically and checked."""
-    status = generate([_small(tmp_path), "--board", "ecpix5", "-o", str(tmp_path)])
+    the board layer is generic. The clock is chosen automatically and checked. Built with
+    ``--no-carry-chains``, which the ULX3S build does not use."""
+    status = generate([_small(tmp_path), "--board", "ecpix5", "--no-carry-chains", "-o", str(tmp_path)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     report = json.loads((tmp_path / "ecpix5" / "small.report.json").read_text())
+    # Built without carry chains (the ULX3S build below has them): yosys ran with -noccu2.
+    assert report["build"]["synthesis"] == "synth_ecp5 -nowidelut -noccu2"
+    assert "-noccu2" in (tmp_path / "ecpix5" / "build" / "top.ys").read_text()
+    assert "synthesis: synth_ecp5 -nowidelut -noccu2" in captured.out
     assert report["timing"]["met"] and report["part"] == "LFE5UM5G-85F"
     assert report["pll"]["input_mhz"] == 100
     assert all(c["met"] for c in report["timing"]["clocks"].values())

