@@ -6,7 +6,8 @@ gateware (:mod:`sbnn_hdl.gateware`) only has to build what is left:
 
 - every neuron's comparison ``a*p + b*q >= t`` is folded into its cheapest exact form
   (:class:`Comparison`): a constant, ``p`` against a constant, ``q`` against a constant, or
-  ``a'*p + b'*q`` against a constant with ``a', b'`` divided by their common factor;
+  ``a'*p + b'*q`` against a constant with ``a', b'`` divided by their common factor, then
+  replaced by the simplest pair that is still exact on every input (:func:`narrow_comparisons`);
 - a neuron whose output is the same for every input the layer can receive becomes a constant,
   and constants are folded into the next layer's thresholds (so they cost no wiring at all);
 - neurons with the same inputs and comparison are built once;
@@ -135,10 +136,11 @@ def _fit_k(op, a, b, T, q, lo, hi):
 
 
 def _simplest_pair(group, p_maxes, q_max):
-    """The smallest ``(a', b')`` with the sign of the group's ``b`` for which every comparison in
-    ``group`` (all ``"pq"`` with the same ``a, b``) has an exact ``k'`` on the box ``p`` in
-    ``[0, p_max]``, ``q`` in ``[0, q_max]``; and those ``k'``. The fractions ``|b'|/a'`` are tried
-    along the Stern-Brocot path to ``|b|/a``, which ends at ``(a, b)`` itself, so there is one."""
+    """The first ``(a', b')`` with the sign of the group's ``b`` for which every comparison in
+    ``group`` (all ``"pq"`` with the same ``a, b``) has a ``k'`` that decides every ``(p, q)`` it
+    can reach (:func:`_reachable`) the same way; and those ``k'``. The fractions ``|b'|/a'`` are
+    tried along the Stern-Brocot path to ``|b|/a``, simplest first; the path ends at ``(a, b)``
+    itself, which always passes."""
     a, b = group[0].a, group[0].b
     sign = 1 if b > 0 else -1
     boxes = [_reachable(p_max, q_max) for p_max in p_maxes]
@@ -166,9 +168,10 @@ def narrow_comparisons(comparisons, p_maxes, q_max):
     Every neuron that compares ``a*p + b*q`` pays for the width of ``a`` (its remainder
     comparison, see :class:`~sbnn_hdl.gateware.Threshold`), and the layer splits ``b*q`` by ``a``
     once per distinct ``(a, b)``. The exported ``a`` and ``b`` are large (up to ``2**16``), but
-    ``q`` takes only ``q_max + 1`` values: neurons that share ``(a, b)`` are given the smallest
-    common ``(a', b')`` (and each its own ``k'``) that decides every ``(p, q)`` in the box the same
-    way, which is checked exhaustively. Other comparisons are returned as they are."""
+    ``q`` takes only ``q_max + 1`` values: neurons that share ``(a, b)`` are given the simplest
+    common ``(a', b')`` (and each its own ``k'``) that decides every ``(p, q)`` the neuron can
+    reach (``p`` up to its ``p_maxes`` entry, ``q`` up to ``q_max``) the same way, which is
+    checked exhaustively. Other comparisons are returned as they are."""
     result = list(comparisons)
     groups = {}
     for index, c in enumerate(comparisons):
