@@ -228,11 +228,11 @@ class LayerPlan:
         return bool(self.q_sources)
 
     def p_max(self, unit):
-        return sum(self.source_max[s] * c for s, c in unit.sources)
+        return _max_sum(unit.sources, self.source_max)
 
     @property
     def q_max(self):
-        return sum(self.source_max[s] * c for s, c in self.q_sources)
+        return _max_sum(self.q_sources, self.source_max)
 
 
 @dataclass
@@ -246,6 +246,12 @@ class NetworkPlan:
     @property
     def classes(self):
         return self.model.outputs
+
+
+def _max_sum(multiset, source_max):
+    """The largest value of a sum over ``multiset`` (source index, count) of sources whose largest
+    values are ``source_max``."""
+    return sum(source_max[s] * c for s, c in multiset)
 
 
 def _multiset(indices):
@@ -336,7 +342,7 @@ def _plan_layer(layer, incoming, source_max, last, scale=1, narrow=True):
     source_of = np.array([s if kind == "source" else -1 for kind, s in incoming], dtype=np.int64)
     q_all = _multiset(source_of[variable].tolist())
     q_const = int(const_value.sum())
-    total_max = sum(source_max[s] * c for s, c in q_all)
+    total_max = _max_sum(q_all, source_max)
     units, keys, outputs = [], {}, []
     constants = 0
     for j in range(layer.outputs):
@@ -345,7 +351,7 @@ def _plan_layer(layer, incoming, source_max, last, scale=1, narrow=True):
         p_const = int(const_value[row].sum())
         t = int(layer.t[j]) - a * p_const - b * q_const  # constant inputs fold into the threshold
         sources = _multiset(source_of[row & variable].tolist())
-        p_max = sum(source_max[s] * c for s, c in sources)
+        p_max = _max_sum(sources, source_max)
         if last:
             # With no variable source, p (or q) is 0: its coefficient no longer matters.
             unit = Unit(sources, a=a if sources else 0, b=b if q_all else 0, t=t)
@@ -364,7 +370,7 @@ def _plan_layer(layer, incoming, source_max, last, scale=1, narrow=True):
     coefficients = {}
     if narrow and not last:
         before = [u.comparison for u in units]
-        p_maxes = [sum(source_max[s] * c for s, c in u.sources) for u in units]
+        p_maxes = [_max_sum(u.sources, source_max) for u in units]
         after = narrow_comparisons(before, p_maxes, total_max)
         units = [replace(u, comparison=c) for u, c in zip(units, after)]
         coefficients = {(c.a, c.b): (n.a, n.b) for c, n in zip(before, after) if c.kind == "pq"}

@@ -10,13 +10,20 @@ import tempfile
 
 from .errors import SbnnError
 
-__all__ = ["ToolError", "SYNTH_OPTIONS", "tool_path", "synth_ecp5", "place_and_route_ecp5"]
+__all__ = ["ToolError", "SYNTH_OPTIONS", "synth_options", "tool_path", "synth_ecp5", "place_and_route_ecp5"]
 
 #: Extra ``synth_ecp5`` options for generated cores (``-nowidelut`` is added unless ``widelut``:
 #: adder trees take fewer LUT4s without the wide-LUT multiplexer combinations). Carry chains stay
 #: on: without them (``-noccu2``) the example core took 18% fewer LUT4-equivalents but missed
 #: 150 MHz (144 MHz against 160 MHz with them; docs/hardware.md).
 SYNTH_OPTIONS = ""
+
+
+def synth_options(*, widelut=False, carry_chains=True):
+    """The ``synth_ecp5`` options for generated cores, here and in board builds:
+    :data:`SYNTH_OPTIONS`, ``-nowidelut`` unless ``widelut``, ``-noccu2`` without ``carry_chains``."""
+    return " ".join(option for option in (SYNTH_OPTIONS, "" if widelut else "-nowidelut",
+                                          "" if carry_chains else "-noccu2") if option)
 
 
 class ToolError(SbnnError):
@@ -42,7 +49,7 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, carry_cha
     """Synthesise ``verilog`` (text) for ECP5 with ``synth_ecp5`` and return its cell counts.
 
     Returns a dict with ``LUT4``, ``CCU2C``, ``TRELLIS_FF``, ... and ``lut4_equivalent``
-    (``LUT4 + 2*CCU2C``: each carry cell holds two LUT4s), with :data:`SYNTH_OPTIONS`. With
+    (``LUT4 + 2*CCU2C``: each carry cell holds two LUT4s), with :func:`synth_options`. With
     ``carry_chains=False`` (``-noccu2``) adders become LUT logic: no CCU2C, fewer LUT4 slots once
     placed, a lower fmax. With ``netlist``, the synthesised netlist is written there as Verilog
     (for gate-level simulation).
@@ -52,8 +59,8 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, carry_cha
     with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
         with open(os.path.join(folder, "design.v"), "w") as file:
             file.write(verilog)
-        script = ["read_verilog design.v", f"synth_ecp5 -top {top} {SYNTH_OPTIONS}" + ("" if widelut else " -nowidelut")
-                  + ("" if carry_chains else " -noccu2")]
+        script = ["read_verilog design.v",
+                  f"synth_ecp5 -top {top} {synth_options(widelut=widelut, carry_chains=carry_chains)}"]
         if netlist:
             script.append("write_verilog -noattr netlist.v")
         if json_netlist:

@@ -27,7 +27,7 @@ from .. import __version__, modelfile, protocol
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import HardwareError, check_supported
-from ..synth import ToolError, tool_path
+from ..synth import ToolError, synth_options, tool_path
 from . import get_board
 from .host import CoreInfo
 from .pll import ecp5_pll
@@ -159,17 +159,13 @@ def _run(tool, args, cwd, log, what):
     return result
 
 
-def _synth_options(carry_chains):
-    return "-nowidelut" + ("" if carry_chains else " -noccu2")
-
-
 def _prepare(board, device, model, generated, pll, host_args, folder, carry_chains=True):
     from .top import BoardTop
     platform = device.platform_class()()
     core_module = model.name
     platform.add_file(f"{core_module}.v", generated.verilog)
     top = BoardTop(board, host_args, core_module, CoreInfo.from_report(generated.report), pll)
-    plan = platform.prepare(top, name="top", synth_opts=_synth_options(carry_chains))
+    plan = platform.prepare(top, name="top", synth_opts=synth_options(carry_chains=carry_chains))
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     plan.extract(folder)
@@ -343,7 +339,7 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
                      "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"]},
         "resources": resources,
         "estimate": estimate,
-        "build": {"synthesis": f"synth_ecp5 {_synth_options(carry_chains)}", "steps": steps.times, "folder": folder,
+        "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=carry_chains)}", "steps": steps.times, "folder": folder,
                   "logs": {"yosys": os.path.join(folder, "top.rpt"), "nextpnr": os.path.join(folder, "top.tim"),
                            "ecppack": os.path.join(folder, "ecppack.log")}},
         "files": files,
