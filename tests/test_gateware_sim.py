@@ -51,11 +51,14 @@ def test_example_model_back_to_back():
     check_core(model, np.load("examples/digits_x.npy")[:60], idle=0.0)
 
 
-def test_relay_stages_add_one_cycle_per_layer_each():
+def test_relay_stages_add_one_cycle_per_layer_each_and_one_for_the_neurons_copies():
     model = load("examples/digits.sbnn")
     plain = NetworkCore(model, every=1)
     core = check_core(model, np.load("examples/digits_x.npy")[:20], every=1, relay=2, idle=0.0)
-    assert core.latency == plain.latency + 2 * len(model.layers)
+    # The hidden layer's 64 neurons read their split in groups, so each also gets its own copy.
+    assert [layer.neuron_copies for layer in core.hidden] == [True]
+    assert [layer.neuron_copies for layer in plain.hidden] == [False]
+    assert core.latency == plain.latency + 2 * len(model.layers) + 1
 
 
 def test_relay_must_not_be_negative():

@@ -29,6 +29,9 @@ class NetworkCore(wiring.Component):
         neurons all over the chip; with a relay register the long route from the neuron that
         computes a bit to the adders that read it has a clock period of its own instead of
         sharing it with the first adder levels (the critical path after place and route).
+        With ``relay`` > 0, each neuron of a hidden layer also reads its own register copy of the
+        layer's shared split (:class:`DenseLayer`'s ``neuron_copies``; one more cycle per layer
+        whose split is copied per group).
     scores : bool
         Also output every class's score.
     arch : str
@@ -69,7 +72,7 @@ class NetworkCore(wiring.Component):
         self.relay = relay
         self.arch = arch
         self.plan = plan_network(model, arch=arch)
-        self.hidden = [DenseLayer(p, every=every) for p in self.plan.layers[:-1]]
+        self.hidden = [DenseLayer(p, every=every, neuron_copies=relay > 0) for p in self.plan.layers[:-1]]
         self.output = OutputLayer(self.plan.layers[-1], every=every)
         # One comparison (a wide subtraction and a multiplexer) per stage: the argmax is short,
         # and two levels in one stage were the slowest path of the whole core.

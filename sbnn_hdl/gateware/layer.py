@@ -116,10 +116,25 @@ class DenseLayer(_LayerBase):
         ``acc_latency + shared_latency + threshold_latency``: the slowest accumulator, the
         slowest shared split and remainder comparison (0 without one), with one more register
         stage when more than :data:`FANOUT` neurons read the split (each group of
-        :data:`FANOUT` neurons then reads its own copy of it), and the slowest comparison.
+        :data:`FANOUT` neurons then reads its own copy of it, and with ``neuron_copies`` one
+        more for each neuron's own copy), and the slowest comparison.
+    neuron_copies : bool
+        Whether the neurons read copies of their own (the parameter, where there are groups).
+
+    Parameters
+    ----------
+    plan : LayerPlan
+    every : int
+        Adder levels per register stage.
+    neuron_copies : bool
+        When the split is copied per group of :data:`FANOUT` neurons, also give every neuron a
+        register copy of its group's ``s`` and carry, next to its own adder: the neurons of one
+        group are spread over the chip (each sits near the inputs it reads), and the route from
+        a group's copy to its farthest neuron was the critical path at one adder level per stage.
+        Costs one cycle and ``width(s) + 1`` flip-flops per neuron; no LUTs.
     """
 
-    def __init__(self, plan, *, every=2):
+    def __init__(self, plan, *, every=2, neuron_copies=False):
         self._make_accumulators(plan, every)
         units = plan.units
         dry = Pipeline(None, every, "dry")
@@ -130,6 +145,9 @@ class DenseLayer(_LayerBase):
         per_unit = self._per_unit(dry, dry.input(None, 0, plan.q_max))
         self.shared_latency = max((x.stage for pair in per_unit for x in pair if x is not None and not x.is_const),
                                   default=0)
+        self.neuron_copies = neuron_copies and self.groups is not None
+        if self.neuron_copies:
+            self.shared_latency += 1  # the neurons' own copies: see elaborate()
         q_range = (0, plan.q_max)
         self.s_ranges = {unit: (s.lo, s.hi) for unit, (s, _) in zip(units, per_unit) if s is not None}
 
@@ -189,6 +207,8 @@ class DenseLayer(_LayerBase):
             elif c.kind == "q":
                 m.d.comb += thr.s.eq(q.value)
             else:
+                if self.neuron_copies:
+                    s, carry = (pipe.fanout(pipe.delay(x, start - 1), start, ("neuron", k)) for x in (s, carry))
                 m.d.comb += [thr.p.eq(pipe.delay(p[k], start).value), thr.s.eq(pipe.delay(s, start).value),
                              thr.carry.eq(pipe.delay(carry, start).value)]
             fires.append(thr.fire)
