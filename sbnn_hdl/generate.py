@@ -171,7 +171,8 @@ def main(argv=None):
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                         help=f"adder levels per register stage (default {DEFAULT_EVERY})")
     parser.add_argument("--relay", type=int, default=0, metavar="N",
-                        help="extra register stages on every layer's inputs, for a faster clock (default 0)")
+                        help="extra register stages on every layer's inputs, and a register copy of the layer's shared "
+                             "split next to each neuron, for a faster clock (default 0)")
     parser.add_argument("--no-scores", action="store_true", help="no scores port, the prediction only")
     parser.add_argument("--no-carry-chains", action="store_true",
                         help="with --board: synthesise adders as LUT logic (yosys -noccu2), for a smaller part "
