@@ -75,7 +75,8 @@ def _report(model, core, every, resources, estimate):
         "input": {"port": "sample", "shape": list(spec.shape), "bits": spec.bits, "encoding": spec.encoding,
                   "planes": list(spec.planes),
                   "packing": f"element i of the sample flattened in C order in bits [i*{spec.bits}, (i+1)*{spec.bits})",
-                  "elements_read": len({element for element, _ in core.plan.features})},
+                  "elements_read": len({element for element, _ in core.plan.features}),
+                  "read_bits": list(core.read_bits)},
         "output": {"prediction": {"port": "prediction", "width": len(core.prediction),
                                   "meaning": "smallest index of the largest score"},
                    "valid": {"port": "out_valid", "meaning": f"prediction belongs to the sample that had valid "

@@ -236,3 +236,39 @@ def test_build_without_scores(small):
         assert await host.request(P.INFER_SCORES, sample) == (P.ERROR, bytes([P.ERR_TYPE, P.INFER_SCORES]))
 
     run_host(dut, script)
+
+
+def test_byte_masks_follow_the_big_endian_sample():
+    # 12 bits in 2 bytes: the first byte holds bits 8 to 15 (9 and 11 read), the second 0 to 7.
+    info = CoreInfo(sample_bits=12, classes=2, score_width=0, latency=1, prediction_width=1, read_bits=(0, 9, 11))
+    assert (info.sample_bytes, info.feature_bits, info.byte_masks()) == (2, 3, [0b1010, 0b1])
+    with pytest.raises(ValueError, match=r"^read_bits: expected ascending distinct bit positions below 12, "
+                                         r"found \[9, 0\]\.\.\.$"):
+        CoreInfo(sample_bits=12, classes=2, score_width=0, latency=1, prediction_width=1, read_bits=(9, 0))
+
+
+def test_only_the_bits_the_core_reads_are_kept():
+    """Two of eight bit planes: the host keeps a quarter of each sample, and still computes what
+    the golden model computes, one sample at a time and from the batch memory."""
+    rng = np.random.default_rng(8)
+    model = random_model(rng, shape=(10,), bits=8, encoding="integer", planes=(7, 5),
+                         layers=(LayerPlan("dense", 5), LayerPlan("dense", 3)))
+    x = random_inputs(rng, model.input, 5)
+    dut, info = make_dut(model)
+    assert info.sample_bits == 80 and len(info.read_bits) <= 20
+    assert all(bit % 8 in (5, 7) for bit in info.read_bits)
+    expected = golden.infer(model, x).predictions.tolist()
+    nbytes = P.sample_bytes(model.input)
+
+    async def script(host):
+        for n in range(len(x)):
+            sample = pack_sample(model.input, x[n]).to_bytes(nbytes, "big")
+            kind, payload = await host.request(P.INFER, sample)
+            assert (kind, payload[0]) == (P.INFER | 0x80, expected[n])
+            kind, _ = await host.request(P.LOAD, struct.pack(">H", len(x) - 1 - n) + sample)
+            assert kind == P.LOAD | 0x80
+        kind, payload = await host.request(P.RUN, struct.pack(">H", len(x)))
+        assert kind == P.RUN | 0x80
+        assert list(payload[6:]) == expected[::-1]
+
+    run_host(dut, script)

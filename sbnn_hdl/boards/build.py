@@ -36,8 +36,8 @@ __all__ = ["BuildError", "TimingError", "HOST_LUT4", "HOST_FF", "check_fits", "u
            "format_report"]
 
 #: Estimated cost of the host interface (UART, protocol engine, CRCs, counters) beside the core:
-#: a fixed part, and per bit of the sample and of the scores (payload buffer, batch read
-#: register, reply register and their multiplexers). Measured: about 1,700 LUT4 and 1,200-1,300 FF
+#: a fixed part, and per bit of the sample that the core reads and of the scores (payload
+#: register, batch read register, reply register and their multiplexers). Measured: about 1,700 LUT4 and 1,200-1,300 FF
 #: on a 16 x 2-bit model and on the example (docs/boards.md); rounded up.
 HOST_LUT4 = 1600
 HOST_FF = 1000
@@ -91,12 +91,12 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     device = board.device(device_name)
     report = generated.report
     info = CoreInfo.from_report(report)
-    extra_bits = info.sample_bits + info.classes * info.score_width
+    extra_bits = info.feature_bits + info.classes * info.score_width
     core = report["estimate_ecp5"]
     core_lut4 = int(round((PNR_LUT_FACTOR if carry_chains else PNR_LUT_FACTOR_NO_CARRY) * core["lut4"]))
     lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits)
     ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits)
-    bram = 2 * batch_blocks(info.sample_bits, batch_depth) + 1
+    bram = 2 * batch_blocks(info.feature_bits, batch_depth) + 1
     estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core_lut4, "core_ff": core["ff"]}
     problems = []
     if lut4 > MAX_FILL * device.lut4:
@@ -105,7 +105,7 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
         problems.append(f"{ff:,} FF of {device.ff:,}")
     if bram > device.bram:
         problems.append(f"{bram} BRAM blocks for the batch memory of {batch_depth} samples of "
-                        f"{info.sample_bits} bits, of {device.bram}")
+                        f"{info.feature_bits} bits, of {device.bram}")
     if problems:
         larger = [name for name, d in board.devices.items() if d.lut4 * MAX_FILL >= lut4 and d.ff * MAX_FILL >= ff]
         hints = []
@@ -336,7 +336,8 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
                  "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"], 3)},
         "protocol": {"version": protocol.VERSION, "sample_bits": info.sample_bits, "sample_bytes": info.sample_bytes,
                      "classes": info.classes, "score_width": info.score_width,
-                     "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"]},
+                     "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"],
+                     "bits_kept_per_sample": info.feature_bits},
         "resources": resources,
         "estimate": estimate,
         "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=carry_chains)}", "steps": steps.times, "folder": folder,
@@ -357,6 +358,10 @@ def format_report(report):
     lines.append(f"  core: latency {c['latency_cycles']} cycles = {c['latency_ns']:.1f} ns; "
                  f"throughput {c['throughput_samples_per_s'] / 1e6:.2f} M samples/s (one per clock)")
     lines.append(f"  UART: {u['baud']:,} baud (divisor {u['divisor']}, {u['error_percent']:.2f}% off)")
+    p = report["protocol"]
+    if "bits_kept_per_sample" in p:
+        lines.append(f"  host: keeps the {p['bits_kept_per_sample']:,} bits the core reads of each "
+                     f"{p['sample_bits']:,}-bit sample; batch memory of {p['batch_depth']:,} samples")
     res = report["resources"]
     lines.append("  resources: " + ", ".join(
         f"{name.upper()} {v['used']:,}/{v['available']:,}" for name, v in res.items()

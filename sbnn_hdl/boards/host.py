@@ -23,12 +23,17 @@ class CoreInfo:
     """What the host interface needs to know about a core (from a generation report).
 
     ``sample_bits`` (the ``sample`` port's width), ``classes``, ``score_width`` (0 without a
-    ``scores`` port), ``latency``, ``prediction_width``.
+    ``scores`` port), ``latency``, ``prediction_width``, and ``read_bits``: the bits of
+    ``sample`` the core reads, ascending (default: all of them).
     """
 
-    def __init__(self, *, sample_bits, classes, score_width, latency, prediction_width):
+    def __init__(self, *, sample_bits, classes, score_width, latency, prediction_width, read_bits=None):
         self.sample_bits, self.classes, self.score_width = sample_bits, classes, score_width
         self.latency, self.prediction_width = latency, prediction_width
+        self.read_bits = tuple(range(sample_bits)) if read_bits is None else tuple(read_bits)
+        if list(self.read_bits) != sorted(set(self.read_bits)) or any(not 0 <= b < sample_bits for b in self.read_bits):
+            raise ValueError(f"read_bits: expected ascending distinct bit positions below {sample_bits}, "
+                             f"found {list(self.read_bits)[:8]}...")
 
     @classmethod
     def from_report(cls, report):
@@ -36,18 +41,31 @@ class CoreInfo:
         width = next(p["width"] for p in report["ports"] if p["name"] == "sample")
         return cls(sample_bits=width, classes=len(report["classes"] or []) or _classes(report),
                    score_width=scores["width"] if scores else 0, latency=report["latency"],
-                   prediction_width=report["output"]["prediction"]["width"])
+                   prediction_width=report["output"]["prediction"]["width"],
+                   read_bits=report["input"]["read_bits"])
 
     @classmethod
     def from_core(cls, core):
         """From a :class:`~sbnn_hdl.gateware.NetworkCore` (for simulation)."""
         return cls(sample_bits=len(core.sample), classes=core.output.classes,
                    score_width=core.output.score_width if core.with_scores else 0, latency=core.latency,
-                   prediction_width=len(core.prediction))
+                   prediction_width=len(core.prediction), read_bits=core.read_bits)
 
     @property
     def sample_bytes(self):
         return (self.sample_bits + 7) // 8
+
+    @property
+    def feature_bits(self):
+        """How many bits the host interface keeps of a sample (at least 1)."""
+        return max(len(self.read_bits), 1)
+
+    def byte_masks(self):
+        """For each byte of a sample as it arrives (the first byte holds the highest bits): the
+        bits of it that the core reads."""
+        read = set(self.read_bits)
+        top = self.sample_bytes - 1
+        return [sum(1 << b for b in range(8) if (top - k) * 8 + b in read) for k in range(self.sample_bytes)]
 
 
 def _classes(report):
@@ -82,6 +100,11 @@ class HostInterface(wiring.Component):
         The model's name (at most 32 ASCII characters are reported).
     batch_depth : int
         Samples the on-chip batch memory holds (LOAD and RUN).
+
+    Of each sample that arrives, only the bits the core reads (``info.read_bits``) are kept, one
+    bit per clock while the next byte is on its way: the payload register and each batch memory
+    entry hold ``info.feature_bits`` bits, not the whole sample (a model that reads 3 of the 8
+    bit planes of a pixel needs 3/8 of the flip-flops and memory).
     timeout : int
         Clocks without a byte after which a partial request frame is abandoned (and an error
         reply sent): nothing the host sends can leave the engine waiting forever.
@@ -135,8 +158,26 @@ class HostInterface(wiring.Component):
         with m.If(rx.data.valid & ~fifo.w_rdy):
             m.d.sync += overflow.eq(overflow + 1)
 
+        # --- sample bits: each arriving sample byte's read bits, shifted in one per clock -------
+        F = info.feature_bits
+        features = Signal(F)       # the read bits of the sample, bit n = info.read_bits[n]
+        m.submodules.masks = masks = Memory(shape=unsigned(8), depth=S, init=info.byte_masks())
+        mask_r = masks.read_port()
+        sample_byte = Signal(range(S + 1))   # the sample byte being received
+        cur_byte, cur_mask = Signal(8), Signal(8)
+        loading = Signal()         # the mask of cur_byte arrives from the mask memory
+        shifting = Signal()
+        m.d.comb += [mask_r.addr.eq(sample_byte), shifting.eq(loading | (cur_mask != 0))]
+        with m.If(loading):
+            m.d.sync += [cur_mask.eq(mask_r.data), loading.eq(0)]
+        with m.Elif(cur_mask != 0):
+            # Highest bit first: the bits enter in descending order, so the lowest ends in bit 0.
+            m.d.sync += [cur_mask.eq(cur_mask << 1), cur_byte.eq(cur_byte << 1)]
+            with m.If(cur_mask[7]):
+                m.d.sync += features.eq(Cat(cur_byte[7], features[:-1]))
+
         depth = self.batch_depth
-        m.submodules.batch = batch = Memory(shape=unsigned(info.sample_bits), depth=depth, init=[])
+        m.submodules.batch = batch = Memory(shape=unsigned(F), depth=depth, init=[])
         m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
         batch_w, batch_r = batch.write_port(), batch.read_port()
         results_w, results_r = results.write_port(), results.read_port()
@@ -145,7 +186,9 @@ class HostInterface(wiring.Component):
         kind = Signal(8)
         length = Signal(16)
         count = Signal(16)         # payload bytes still to come
-        buffer = Signal(8 * max_request)   # the payload as a big-endian integer (last byte lowest)
+        prefix = Signal(16)        # the payload's first two bytes, big-endian (LOAD index, RUN count)
+        prefix_taken = Signal(range(3))
+        after_index = Signal()     # a LOAD: the sample starts after the two index bytes
         idle_timer = Signal(range(self.timeout + 1))
         # The parser reads a registered copy of the FIFO's head (``byte`` valid when ``have``):
         # the FIFO's memory read stays out of the parser's decisions, which feed the wide reply
@@ -186,14 +229,16 @@ class HostInterface(wiring.Component):
         # Block RAM outputs are slow on ECP5 (yosys maps them without the output register:
         # 5.8 ns from clock to data on speed grade 6), so every memory read is registered
         # before it goes anywhere else.
-        batch_data = Signal(info.sample_bits)
+        batch_data = Signal(F)
         m.d.sync += batch_data.eq(batch_r.data)
         mem_byte = Signal(8)
-        m.d.comb += core.sample.eq(Cat(buffer[:info.sample_bits]))
-        with m.If(sample_from_batch):
-            m.d.comb += core.sample.eq(batch_data)
-        sample_index = buffer[8 * S:8 * S + 16]
-        m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(buffer[:info.sample_bits]),
+        selected = Mux(sample_from_batch, batch_data, features)
+        sample_wires = [Const(0, 1)] * info.sample_bits   # the bits the core does not read: 0
+        for n, bit in enumerate(info.read_bits):
+            sample_wires[bit] = selected[n]
+        m.d.comb += core.sample.eq(Cat(*sample_wires))
+        sample_index = prefix
+        m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(features),
                      batch_r.addr.eq(issue), batch_r.en.eq(1),
                      results_w.addr.eq(collected), results_w.data.eq(core.prediction),
                      results_r.en.eq(1)]
@@ -274,7 +319,8 @@ class HostInterface(wiring.Component):
             with m.State("LEN_L"):
                 m.d.comb += [take.eq(have), crc_rx.valid.eq(have)]
                 with m.If(have):
-                    m.d.sync += [length[:8].eq(byte), count.eq(Cat(byte, length[8:16]))]
+                    m.d.sync += [length[:8].eq(byte), count.eq(Cat(byte, length[8:16])), prefix_taken.eq(0),
+                                 sample_byte.eq(0), after_index.eq(kind == P.LOAD)]
                     m.next = "LENGTH"
                 with m.Elif(timed_out):
                     frame_timeout()
@@ -288,9 +334,15 @@ class HostInterface(wiring.Component):
                 with m.Else():
                     m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                m.d.comb += [take.eq(have), crc_rx.valid.eq(have)]
-                with m.If(have):
-                    m.d.sync += [buffer.eq(Cat(byte, buffer[:-8])), count.eq(count - 1)]
+                # A byte is taken once the previous one's bits are in (at most 9 clocks; a byte
+                # takes 10 UART bits of at least 4 clocks to arrive).
+                m.d.comb += [take.eq(have & ~shifting), crc_rx.valid.eq(have & ~shifting)]
+                with m.If(have & ~shifting):
+                    m.d.sync += count.eq(count - 1)
+                    with m.If(prefix_taken != 2):
+                        m.d.sync += [prefix.eq(Cat(byte, prefix[:8])), prefix_taken.eq(prefix_taken + 1)]
+                    with m.If(~(after_index & (prefix_taken != 2)) & (sample_byte != S)):
+                        m.d.sync += [cur_byte.eq(byte), loading.eq(1), sample_byte.eq(sample_byte + 1)]
                     with m.If(count == 1):
                         m.next = "CRC_H"
                 with m.Elif(timed_out):
@@ -311,14 +363,15 @@ class HostInterface(wiring.Component):
                 # The CRC register has taken the last byte: a whole frame leaves the residue 0.
                 # Every test the dispatch needs is registered here, so that DISPATCH decides
                 # from single bits.
-                run_request = buffer[:16]
+                run_request = prefix
                 m.d.sync += [f_crc.eq(crc_rx.match_detected),
                              f_info.eq(kind == P.INFO), f_load.eq(kind == P.LOAD), f_run.eq(kind == P.RUN),
                              f_infer.eq((kind == P.INFER) | ((kind == P.INFER_SCORES) & bool(info.score_width))),
                              f_len0.eq(length == 0), f_len_sample.eq(length == S), f_len_load.eq(length == S + 2),
                              f_len2.eq(length == 2), f_index.eq(sample_index < depth),
                              f_count.eq((run_request != 0) & (run_request <= depth))]
-                m.next = "DISPATCH"
+                with m.If(~shifting):   # the last sample byte's bits are in
+                    m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(~f_crc):
                     m.d.sync += error(P.ERR_CRC)
@@ -352,7 +405,7 @@ class HostInterface(wiring.Component):
                         m.d.sync += error(P.ERR_RANGE)
                         m.next = "COMPOSE"
                     with m.Else():
-                        run_request = buffer[:16]
+                        run_request = prefix
                         m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
                                      issue_left.eq(run_request), collect_left.eq(run_request),
                                      started.eq(0), sample_from_batch.eq(1)]

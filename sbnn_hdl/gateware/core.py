@@ -62,6 +62,9 @@ class NetworkCore(wiring.Component):
         shared products, comparisons), the output layer's scores and the argmax tree.
     plan : NetworkPlan
         What the generator built (see :mod:`sbnn_hdl.hwplan`).
+    read_bits : tuple of int
+        The bits of ``sample`` that the core reads, in ascending order; the others may hold
+        anything (a host interface need not store them).
     """
 
     def __init__(self, model, *, every=2, relay=0, scores=True, arch="sparse"):
@@ -72,6 +75,8 @@ class NetworkCore(wiring.Component):
         self.relay = relay
         self.arch = arch
         self.plan = plan_network(model, arch=arch)
+        bits = model.input.bits
+        self.read_bits = tuple(sorted(element * bits + k for element, planes in self.plan.features for k in planes))
         self.hidden = [DenseLayer(p, every=every, neuron_copies=relay > 0) for p in self.plan.layers[:-1]]
         self.output = OutputLayer(self.plan.layers[-1], every=every)
         # One comparison (a wide subtraction and a multiplexer) per stage: the argmax is short,
