@@ -488,138 +488,138 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
     .\fire$445 (\$85 ),
     .\fire$446 (\$86 ),
     .\fire$447 (\$87 ),
-    .\port$460$0 (x0_p3_2),
-    .\port$461$0 (x1_p3_2),
-    .\port$462$0 (x2_p3_2),
-    .\port$463$0 (x3_p3_2),
-    .\port$464$0 (x4_p3_2),
-    .\port$465$0 (x5_p3_2),
-    .\port$466$0 (x6_p3_2),
-    .\port$467$0 (x7_p3_2),
-    .\port$468$0 (x8_p3_2),
-    .\port$469$0 (x9_p3_2),
-    .\port$470$0 (x10_p3_2),
-    .\port$471$0 (x11_p3_2),
-    .\port$472$0 (x12_p3_2),
-    .\port$473$0 (x13_p3_2),
-    .\port$474$0 (x14_p3_2),
-    .\port$475$0 (x15_p3_2),
-    .\port$476$0 (x16_p3_2),
-    .\port$477$0 (x17_p3_2),
-    .\port$478$0 (x18_p3_2),
-    .\port$479$0 (x19_p3_2),
-    .\port$480$0 (x20_p3_2),
-    .\port$481$0 (x21_p3_2),
-    .\port$482$0 (x22_p3_2),
-    .\port$483$0 (x23_p3_2),
-    .\port$484$0 (x24_p3_2),
-    .\port$485$0 (x25_p3_2),
-    .\port$486$0 (x26_p3_2),
-    .\port$487$0 (x27_p3_2),
-    .\port$488$0 (x28_p3_2),
-    .\port$489$0 (x29_p3_2),
-    .\port$490$0 (x30_p3_2),
-    .\port$491$0 (x31_p3_2),
-    .\port$492$0 (x32_p3_2),
-    .\port$493$0 (x33_p3_2),
-    .\port$494$0 (x34_p3_2),
-    .\port$495$0 (x35_p3_2),
-    .\port$496$0 (x36_p3_2),
-    .\port$497$0 (x37_p3_2),
-    .\port$498$0 (x38_p3_2),
-    .\port$499$0 (x39_p3_2),
-    .\port$500$0 (x40_p3_2),
-    .\port$501$0 (x41_p3_2),
-    .\port$502$0 (x42_p3_2),
-    .\port$503$0 (x43_p3_2),
-    .\port$504$0 (x44_p3_2),
-    .\port$505$0 (x45_p3_2),
-    .\port$506$0 (x46_p3_2),
-    .\port$507$0 (x47_p3_2),
-    .\port$508$0 (x48_p3_2),
-    .\port$509$0 (x49_p3_2),
-    .\port$510$0 (x50_p3_2),
-    .\port$511$0 (x51_p3_2),
-    .\port$512$0 (x52_p3_2),
-    .\port$513$0 (x53_p3_2),
-    .\port$514$0 (x54_p3_2),
-    .\port$515$0 (x55_p3_2),
-    .\port$516$0 (x56_p3_2),
-    .\port$517$0 (x57_p3_2),
-    .\port$518$0 (x58_p3_2),
-    .\port$519$0 (x59_p3_2),
-    .\port$520$0 (x60_p3_2),
-    .\port$521$0 (x61_p3_2),
-    .\port$522$0 (x62_p3_2),
-    .\port$523$0 (x63_p3_2),
+    .\port$2232$0 (x0_p3_2),
+    .\port$2233$0 (x1_p3_2),
+    .\port$2234$0 (x2_p3_2),
+    .\port$2235$0 (x3_p3_2),
+    .\port$2236$0 (x4_p3_2),
+    .\port$2237$0 (x5_p3_2),
+    .\port$2238$0 (x6_p3_2),
+    .\port$2239$0 (x7_p3_2),
+    .\port$2240$0 (x8_p3_2),
+    .\port$2241$0 (x9_p3_2),
+    .\port$2242$0 (x10_p3_2),
+    .\port$2243$0 (x11_p3_2),
+    .\port$2244$0 (x12_p3_2),
+    .\port$2245$0 (x13_p3_2),
+    .\port$2246$0 (x14_p3_2),
+    .\port$2247$0 (x15_p3_2),
+    .\port$2248$0 (x16_p3_2),
+    .\port$2249$0 (x17_p3_2),
+    .\port$2250$0 (x18_p3_2),
+    .\port$2251$0 (x19_p3_2),
+    .\port$2252$0 (x20_p3_2),
+    .\port$2253$0 (x21_p3_2),
+    .\port$2254$0 (x22_p3_2),
+    .\port$2255$0 (x23_p3_2),
+    .\port$2256$0 (x24_p3_2),
+    .\port$2257$0 (x25_p3_2),
+    .\port$2258$0 (x26_p3_2),
+    .\port$2259$0 (x27_p3_2),
+    .\port$2260$0 (x28_p3_2),
+    .\port$2261$0 (x29_p3_2),
+    .\port$2262$0 (x30_p3_2),
+    .\port$2263$0 (x31_p3_2),
+    .\port$2264$0 (x32_p3_2),
+    .\port$2265$0 (x33_p3_2),
+    .\port$2266$0 (x34_p3_2),
+    .\port$2267$0 (x35_p3_2),
+    .\port$2268$0 (x36_p3_2),
+    .\port$2269$0 (x37_p3_2),
+    .\port$2270$0 (x38_p3_2),
+    .\port$2271$0 (x39_p3_2),
+    .\port$2272$0 (x40_p3_2),
+    .\port$2273$0 (x41_p3_2),
+    .\port$2274$0 (x42_p3_2),
+    .\port$2275$0 (x43_p3_2),
+    .\port$2276$0 (x44_p3_2),
+    .\port$2277$0 (x45_p3_2),
+    .\port$2278$0 (x46_p3_2),
+    .\port$2279$0 (x47_p3_2),
+    .\port$2280$0 (x48_p3_2),
+    .\port$2281$0 (x49_p3_2),
+    .\port$2282$0 (x50_p3_2),
+    .\port$2283$0 (x51_p3_2),
+    .\port$2284$0 (x52_p3_2),
+    .\port$2285$0 (x53_p3_2),
+    .\port$2286$0 (x54_p3_2),
+    .\port$2287$0 (x55_p3_2),
+    .\port$2288$0 (x56_p3_2),
+    .\port$2289$0 (x57_p3_2),
+    .\port$2290$0 (x58_p3_2),
+    .\port$2291$0 (x59_p3_2),
+    .\port$2292$0 (x60_p3_2),
+    .\port$2293$0 (x61_p3_2),
+    .\port$2294$0 (x62_p3_2),
+    .\port$2295$0 (x63_p3_2),
     .rst(rst)
   );
   \digits.output  \output  (
     .clk(clk),
-    .\port$1109$0 (\$24 ),
-    .\port$1111$0 (\$25 ),
-    .\port$1113$0 (\$26 ),
-    .\port$1115$0 (\$27 ),
-    .\port$1117$0 (\$28 ),
-    .\port$1119$0 (\$29 ),
-    .\port$1121$0 (\$30 ),
-    .\port$1123$0 (\$31 ),
-    .\port$1125$0 (\$32 ),
-    .\port$1127$0 (\$33 ),
-    .\port$1129$0 (\$34 ),
-    .\port$1131$0 (\$35 ),
-    .\port$1133$0 (\$36 ),
-    .\port$1135$0 (\$37 ),
-    .\port$1137$0 (\$38 ),
-    .\port$1139$0 (\$39 ),
-    .\port$1141$0 (\$40 ),
-    .\port$1143$0 (\$41 ),
-    .\port$1145$0 (\$42 ),
-    .\port$1147$0 (\$43 ),
-    .\port$1149$0 (\$44 ),
-    .\port$1151$0 (\$45 ),
-    .\port$1153$0 (\$46 ),
-    .\port$1155$0 (\$47 ),
-    .\port$1157$0 (\$48 ),
-    .\port$1159$0 (\$49 ),
-    .\port$1161$0 (\$50 ),
-    .\port$1163$0 (\$51 ),
-    .\port$1165$0 (\$52 ),
-    .\port$1167$0 (\$53 ),
-    .\port$1169$0 (\$54 ),
-    .\port$1171$0 (\$55 ),
-    .\port$1173$0 (\$56 ),
-    .\port$1175$0 (\$57 ),
-    .\port$1177$0 (\$58 ),
-    .\port$1179$0 (\$59 ),
-    .\port$1181$0 (\$60 ),
-    .\port$1183$0 (\$61 ),
-    .\port$1185$0 (\$62 ),
-    .\port$1187$0 (\$63 ),
-    .\port$1189$0 (\$64 ),
-    .\port$1191$0 (\$65 ),
-    .\port$1193$0 (\$66 ),
-    .\port$1195$0 (\$67 ),
-    .\port$1197$0 (\$68 ),
-    .\port$1199$0 (\$69 ),
-    .\port$1201$0 (\$70 ),
-    .\port$1203$0 (\$71 ),
-    .\port$1205$0 (\$72 ),
-    .\port$1207$0 (\$73 ),
-    .\port$1209$0 (\$74 ),
-    .\port$1211$0 (\$75 ),
-    .\port$1213$0 (\$76 ),
-    .\port$1215$0 (\$77 ),
-    .\port$1217$0 (\$78 ),
-    .\port$1219$0 (\$79 ),
-    .\port$1221$0 (\$80 ),
-    .\port$1223$0 (\$81 ),
-    .\port$1225$0 (\$82 ),
-    .\port$1227$0 (\$83 ),
-    .\port$1229$0 (\$84 ),
-    .\port$1231$0 (\$85 ),
-    .\port$1233$0 (\$86 ),
-    .\port$1235$0 (\$87 ),
+    .\port$2882$0 (\$24 ),
+    .\port$2885$0 (\$25 ),
+    .\port$2888$0 (\$26 ),
+    .\port$2891$0 (\$27 ),
+    .\port$2894$0 (\$28 ),
+    .\port$2897$0 (\$29 ),
+    .\port$2900$0 (\$30 ),
+    .\port$2903$0 (\$31 ),
+    .\port$2906$0 (\$32 ),
+    .\port$2909$0 (\$33 ),
+    .\port$2912$0 (\$34 ),
+    .\port$2915$0 (\$35 ),
+    .\port$2918$0 (\$36 ),
+    .\port$2921$0 (\$37 ),
+    .\port$2924$0 (\$38 ),
+    .\port$2927$0 (\$39 ),
+    .\port$2930$0 (\$40 ),
+    .\port$2933$0 (\$41 ),
+    .\port$2936$0 (\$42 ),
+    .\port$2939$0 (\$43 ),
+    .\port$2942$0 (\$44 ),
+    .\port$2945$0 (\$45 ),
+    .\port$2948$0 (\$46 ),
+    .\port$2951$0 (\$47 ),
+    .\port$2954$0 (\$48 ),
+    .\port$2957$0 (\$49 ),
+    .\port$2960$0 (\$50 ),
+    .\port$2963$0 (\$51 ),
+    .\port$2966$0 (\$52 ),
+    .\port$2969$0 (\$53 ),
+    .\port$2972$0 (\$54 ),
+    .\port$2975$0 (\$55 ),
+    .\port$2978$0 (\$56 ),
+    .\port$2981$0 (\$57 ),
+    .\port$2984$0 (\$58 ),
+    .\port$2987$0 (\$59 ),
+    .\port$2990$0 (\$60 ),
+    .\port$2993$0 (\$61 ),
+    .\port$2996$0 (\$62 ),
+    .\port$2999$0 (\$63 ),
+    .\port$3002$0 (\$64 ),
+    .\port$3005$0 (\$65 ),
+    .\port$3008$0 (\$66 ),
+    .\port$3011$0 (\$67 ),
+    .\port$3014$0 (\$68 ),
+    .\port$3017$0 (\$69 ),
+    .\port$3020$0 (\$70 ),
+    .\port$3023$0 (\$71 ),
+    .\port$3026$0 (\$72 ),
+    .\port$3029$0 (\$73 ),
+    .\port$3032$0 (\$74 ),
+    .\port$3035$0 (\$75 ),
+    .\port$3038$0 (\$76 ),
+    .\port$3041$0 (\$77 ),
+    .\port$3044$0 (\$78 ),
+    .\port$3047$0 (\$79 ),
+    .\port$3050$0 (\$80 ),
+    .\port$3053$0 (\$81 ),
+    .\port$3056$0 (\$82 ),
+    .\port$3059$0 (\$83 ),
+    .\port$3062$0 (\$84 ),
+    .\port$3065$0 (\$85 ),
+    .\port$3068$0 (\$86 ),
+    .\port$3071$0 (\$87 ),
     .rst(rst),
     .scores(\scores$72 )
   );
@@ -996,88 +996,764 @@ module \digits.argmax (rst, scores, arg4_0, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$467$0 , \port$468$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$473$0 , \port$474$0 , \port$475$0 , \port$476$0 , \port$477$0 , \port$478$0 , \port$479$0 
-, \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$484$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$492$0 , \port$493$0 , \port$494$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$499$0 , \port$500$0 
-, \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$508$0 , \port$509$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$516$0 , \port$517$0 , \port$518$0 , \port$519$0 , \port$520$0 , \port$521$0 
-, \port$522$0 , \port$523$0 , fire, \fire$385 , \fire$386 , \fire$387 , \fire$388 , \fire$389 , \fire$390 , \fire$391 , \fire$392 , \fire$393 , \fire$394 , \fire$395 , \fire$396 , \fire$397 , \fire$398 , \fire$399 , \fire$400 , \fire$401 , \fire$402 
+module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2235$0 , \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2239$0 , \port$2240$0 , \port$2241$0 , \port$2242$0 , \port$2243$0 , \port$2244$0 , \port$2245$0 , \port$2246$0 , \port$2247$0 , \port$2248$0 , \port$2249$0 , \port$2250$0 , \port$2251$0 
+, \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2255$0 , \port$2256$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2261$0 , \port$2262$0 , \port$2263$0 , \port$2264$0 , \port$2265$0 , \port$2266$0 , \port$2267$0 , \port$2268$0 , \port$2269$0 , \port$2270$0 , \port$2271$0 , \port$2272$0 
+, \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2279$0 , \port$2280$0 , \port$2281$0 , \port$2282$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2286$0 , \port$2287$0 , \port$2288$0 , \port$2289$0 , \port$2290$0 , \port$2291$0 , \port$2292$0 , \port$2293$0 
+, \port$2294$0 , \port$2295$0 , fire, \fire$385 , \fire$386 , \fire$387 , \fire$388 , \fire$389 , \fire$390 , \fire$391 , \fire$392 , \fire$393 , \fire$394 , \fire$395 , \fire$396 , \fire$397 , \fire$398 , \fire$399 , \fire$400 , \fire$401 , \fire$402 
 , \fire$403 , \fire$404 , \fire$405 , \fire$406 , \fire$407 , \fire$408 , \fire$409 , \fire$410 , \fire$411 , \fire$412 , \fire$413 , \fire$414 , \fire$415 , \fire$416 , \fire$417 , \fire$418 , \fire$419 , \fire$420 , \fire$421 , \fire$422 , \fire$423 
 , \fire$424 , \fire$425 , \fire$426 , \fire$427 , \fire$428 , \fire$429 , \fire$430 , \fire$431 , \fire$432 , \fire$433 , \fire$434 , \fire$435 , \fire$436 , \fire$437 , \fire$438 , \fire$439 , \fire$440 , \fire$441 , \fire$442 , \fire$443 , \fire$444 
 , \fire$445 , \fire$446 , \fire$447 , clk);
   wire [10:0] \$1 ;
   wire [19:0] \$10 ;
+  wire \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire [14:0] \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire [19:0] \$12 ;
+  wire \$120 ;
+  wire \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire \$126 ;
+  wire \$127 ;
+  wire \$128 ;
+  wire \$129 ;
   wire [20:0] \$13 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire [14:0] \$14 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire \$144 ;
+  wire \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire \$148 ;
+  wire \$149 ;
   wire [27:0] \$15 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire \$152 ;
+  wire \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire [21:0] \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire [26:0] \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire \$175 ;
+  wire \$176 ;
+  wire \$177 ;
+  wire \$178 ;
+  wire \$179 ;
   wire [14:0] \$18 ;
+  wire \$180 ;
+  wire \$181 ;
+  wire \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire [27:0] \$19 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire \$193 ;
+  wire \$194 ;
+  wire \$195 ;
+  wire \$196 ;
+  wire \$197 ;
+  wire \$198 ;
+  wire \$199 ;
   wire [14:0] \$2 ;
   wire [26:0] \$20 ;
+  wire \$200 ;
+  wire \$201 ;
+  wire \$202 ;
+  wire \$203 ;
+  wire \$204 ;
+  wire \$205 ;
+  wire \$206 ;
+  wire \$207 ;
+  wire \$208 ;
+  wire \$209 ;
   wire [26:0] \$21 ;
+  wire \$210 ;
+  wire \$211 ;
+  wire \$212 ;
+  wire \$213 ;
+  wire \$214 ;
+  wire \$215 ;
+  wire \$216 ;
+  wire \$217 ;
+  wire \$218 ;
+  wire \$219 ;
   wire [13:0] \$22 ;
+  wire \$220 ;
+  wire \$221 ;
+  wire \$222 ;
+  wire \$223 ;
+  wire \$224 ;
+  wire \$225 ;
+  wire \$226 ;
+  wire \$227 ;
+  wire \$228 ;
+  wire \$229 ;
   wire [26:0] \$23 ;
+  wire \$230 ;
+  wire \$231 ;
+  wire \$232 ;
+  wire \$233 ;
+  wire \$234 ;
+  wire \$235 ;
+  wire \$236 ;
+  wire \$237 ;
+  wire \$238 ;
+  wire \$239 ;
   wire [26:0] \$24 ;
+  wire \$240 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire [13:0] \$25 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
+  wire \$253 ;
+  wire \$254 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire \$257 ;
+  wire \$258 ;
+  wire \$259 ;
   wire [14:0] \$26 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire \$263 ;
+  wire \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire [26:0] \$27 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire [26:0] \$28 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [14:0] \$29 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire [15:0] \$3 ;
   wire [15:0] \$30 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [15:0] \$31 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [26:0] \$32 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire [26:0] \$33 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire [7:0] \$34 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
   wire \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire \$37 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire \$38 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire \$39 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire [13:0] \$4 ;
   wire \$40 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire \$41 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire \$42 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire \$43 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire \$44 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire \$45 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire \$46 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire \$47 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire \$48 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire [14:0] \$5 ;
   wire \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire \$51 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire \$558 ;
+  wire \$559 ;
   wire \$56 ;
+  wire \$560 ;
+  wire \$561 ;
+  wire \$562 ;
+  wire \$563 ;
+  wire \$564 ;
+  wire \$565 ;
+  wire \$566 ;
+  wire \$567 ;
+  wire \$568 ;
+  wire \$569 ;
   wire \$57 ;
+  wire \$570 ;
+  wire \$571 ;
+  wire \$572 ;
+  wire \$573 ;
+  wire \$574 ;
+  wire \$575 ;
+  wire \$576 ;
+  wire \$577 ;
+  wire \$578 ;
+  wire \$579 ;
   wire \$58 ;
+  wire \$580 ;
+  wire \$581 ;
+  wire \$582 ;
+  wire \$583 ;
+  wire \$584 ;
+  wire \$585 ;
+  wire \$586 ;
+  wire \$587 ;
+  wire \$588 ;
+  wire \$589 ;
   wire \$59 ;
+  wire \$590 ;
+  wire \$591 ;
+  wire \$592 ;
+  wire \$593 ;
+  wire \$594 ;
+  wire \$595 ;
+  wire \$596 ;
+  wire \$597 ;
+  wire \$598 ;
+  wire \$599 ;
   wire [14:0] \$6 ;
   wire \$60 ;
+  wire \$600 ;
+  wire \$601 ;
+  wire \$602 ;
+  wire \$603 ;
+  wire \$604 ;
+  wire \$605 ;
+  wire \$606 ;
+  wire \$607 ;
+  wire \$608 ;
+  wire \$609 ;
   wire \$61 ;
+  wire \$610 ;
+  wire \$611 ;
+  wire \$612 ;
+  wire \$613 ;
+  wire \$614 ;
+  wire \$615 ;
+  wire \$616 ;
+  wire \$617 ;
+  wire \$618 ;
+  wire \$619 ;
   wire \$62 ;
+  wire \$620 ;
+  wire \$621 ;
+  wire \$622 ;
+  wire \$623 ;
+  wire \$624 ;
+  wire \$625 ;
+  wire \$626 ;
+  wire \$627 ;
+  wire \$628 ;
+  wire \$629 ;
   wire \$63 ;
+  wire \$630 ;
+  wire \$631 ;
+  wire \$632 ;
+  wire \$633 ;
+  wire \$634 ;
+  wire \$635 ;
+  wire \$636 ;
+  wire \$637 ;
+  wire \$638 ;
+  wire \$639 ;
   wire \$64 ;
+  wire \$640 ;
+  wire \$641 ;
+  wire \$642 ;
+  wire \$643 ;
+  wire \$644 ;
+  wire \$645 ;
+  wire \$646 ;
+  wire \$647 ;
+  wire \$648 ;
+  wire \$649 ;
   wire \$65 ;
+  wire \$650 ;
+  wire \$651 ;
+  wire \$652 ;
+  wire \$653 ;
+  wire \$654 ;
+  wire \$655 ;
+  wire \$656 ;
+  wire \$657 ;
+  wire \$658 ;
+  wire \$659 ;
   wire \$66 ;
+  wire \$660 ;
+  wire \$661 ;
+  wire \$662 ;
+  wire \$663 ;
+  wire \$664 ;
+  wire \$665 ;
+  wire \$666 ;
+  wire \$667 ;
+  wire \$668 ;
+  wire \$669 ;
   wire \$67 ;
+  wire \$670 ;
+  wire \$671 ;
+  wire \$672 ;
+  wire \$673 ;
+  wire \$674 ;
+  wire \$675 ;
+  wire \$676 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire \$679 ;
   wire \$68 ;
+  wire \$680 ;
+  wire \$681 ;
+  wire \$682 ;
+  wire \$683 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire \$686 ;
+  wire \$687 ;
+  wire \$688 ;
+  wire \$689 ;
   wire \$69 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire \$693 ;
+  wire \$694 ;
+  wire \$695 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire [15:0] \$7 ;
   wire \$70 ;
+  wire \$700 ;
+  wire \$701 ;
+  wire \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
+  wire \$706 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire \$71 ;
+  wire \$710 ;
+  wire \$711 ;
+  wire \$712 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
+  wire \$719 ;
   wire \$72 ;
+  wire \$720 ;
+  wire \$721 ;
+  wire \$722 ;
+  wire \$723 ;
+  wire \$724 ;
+  wire \$725 ;
+  wire \$726 ;
+  wire \$727 ;
+  wire \$728 ;
+  wire \$729 ;
   wire \$73 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
+  wire \$734 ;
+  wire \$735 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire \$74 ;
+  wire \$740 ;
+  wire \$741 ;
+  wire \$742 ;
+  wire \$743 ;
+  wire \$744 ;
+  wire \$745 ;
+  wire \$746 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
+  wire \$750 ;
+  wire \$751 ;
+  wire \$752 ;
+  wire \$753 ;
+  wire \$754 ;
+  wire \$755 ;
+  wire \$756 ;
+  wire \$757 ;
+  wire \$758 ;
+  wire \$759 ;
   wire \$76 ;
+  wire \$760 ;
+  wire \$761 ;
+  wire \$762 ;
+  wire \$763 ;
+  wire \$764 ;
+  wire \$765 ;
+  wire \$766 ;
+  wire \$767 ;
+  wire \$768 ;
+  wire \$769 ;
   wire \$77 ;
+  wire \$770 ;
+  wire \$771 ;
+  wire \$772 ;
+  wire \$773 ;
+  wire \$774 ;
+  wire \$775 ;
   wire \$78 ;
   wire \$79 ;
   wire [16:0] \$8 ;
@@ -1094,6 +1770,14 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
   wire [14:0] \$9 ;
   wire \$90 ;
   wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
   reg carry = 1'h0;
   reg \carry$100  = 1'h0;
   reg \carry$105  = 1'h0;
@@ -2083,134 +2767,134 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
   reg [5:0] \p$87  = 6'h00;
   reg [5:0] \p$92  = 6'h00;
   reg [5:0] \p$97  = 6'h00;
-  input [1:0] \port$460$0 ;
-  wire [1:0] \port$460$0 ;
-  input [1:0] \port$461$0 ;
-  wire [1:0] \port$461$0 ;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$467$0 ;
-  wire [1:0] \port$467$0 ;
-  input [1:0] \port$468$0 ;
-  wire [1:0] \port$468$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$475$0 ;
-  wire [1:0] \port$475$0 ;
-  input [1:0] \port$476$0 ;
-  wire [1:0] \port$476$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$484$0 ;
-  wire [1:0] \port$484$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$492$0 ;
-  wire [1:0] \port$492$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$500$0 ;
-  wire [1:0] \port$500$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$508$0 ;
-  wire [1:0] \port$508$0 ;
-  input [1:0] \port$509$0 ;
-  wire [1:0] \port$509$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$516$0 ;
-  wire [1:0] \port$516$0 ;
-  input [1:0] \port$517$0 ;
-  wire [1:0] \port$517$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2232$0 ;
+  wire [1:0] \port$2232$0 ;
+  input [1:0] \port$2233$0 ;
+  wire [1:0] \port$2233$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2239$0 ;
+  wire [1:0] \port$2239$0 ;
+  input [1:0] \port$2240$0 ;
+  wire [1:0] \port$2240$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2247$0 ;
+  wire [1:0] \port$2247$0 ;
+  input [1:0] \port$2248$0 ;
+  wire [1:0] \port$2248$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2255$0 ;
+  wire [1:0] \port$2255$0 ;
+  input [1:0] \port$2256$0 ;
+  wire [1:0] \port$2256$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2263$0 ;
+  wire [1:0] \port$2263$0 ;
+  input [1:0] \port$2264$0 ;
+  wire [1:0] \port$2264$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2271$0 ;
+  wire [1:0] \port$2271$0 ;
+  input [1:0] \port$2272$0 ;
+  wire [1:0] \port$2272$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2279$0 ;
+  wire [1:0] \port$2279$0 ;
+  input [1:0] \port$2280$0 ;
+  wire [1:0] \port$2280$0 ;
+  input [1:0] \port$2281$0 ;
+  wire [1:0] \port$2281$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2287$0 ;
+  wire [1:0] \port$2287$0 ;
+  input [1:0] \port$2288$0 ;
+  wire [1:0] \port$2288$0 ;
+  input [1:0] \port$2289$0 ;
+  wire [1:0] \port$2289$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   reg [6:0] s = 7'h00;
@@ -2402,79 +3086,472 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
   wire [5:0] \sum$902 ;
   wire [5:0] \sum$909 ;
   wire [5:0] \sum$916 ;
-  assign \$9  = $signed(layer_r1) - $signed(14'h24a1);
-  assign \$11  = $signed(layer_r1) - $signed(14'h24a1);
-  assign \$13  = \$10  + \$12 ;
-  assign \$14  = $signed(layer_r1) - $signed(14'h24a1);
-  assign \$16  = layer_r2 + layer_r3;
-  assign \$17  = \$16 [20:0] + layer_r4;
-  assign \$18  = $signed(layer_r1) - $signed(14'h24a1);
-  assign \$20  = layer_r5 - layer_r7;
-  assign \$23  = layer_r5 - layer_r7;
-  assign \$26  = $signed(\$22 ) + $signed(\$25 );
-  assign \$27  = layer_r5 - layer_r7;
-  assign \$29  = $signed(layer_r1) - $signed(14'h24a1);
-  assign \$30  = $signed(layer_r8) - $signed(layer_r9);
-  assign \$31  = $signed({ 1'h0, layer_r12 }) - $signed(\$30 [14:0]);
-  assign \$32  = layer_r5 - layer_r7;
-  assign \$34  = $signed(\$33 [6:0]) + $signed(7'h4f);
-  assign \$35  = layer_r17 >= 7'h71;
-  assign \$36  = layer_r17 >= 6'h3d;
-  assign \$37  = layer_r17 >= 7'h5d;
-  assign \$38  = layer_r17 >= 7'h6a;
-  assign \$39  = layer_r17 >= 7'h6f;
-  assign \$40  = layer_r17 >= 7'h4c;
-  assign \$41  = layer_r17 >= 3'h5;
-  assign \$42  = layer_r17 >= 7'h49;
-  assign \$43  = layer_r17 >= 7'h65;
-  assign \$44  = layer_r17 >= 4'h9;
-  assign \$45  = layer_r17 >= 6'h35;
-  assign \$46  = layer_r17 >= 6'h21;
-  assign \$47  = layer_r17 >= 8'h8d;
-  assign \$48  = layer_r17 >= 6'h26;
-  assign \$49  = layer_r33 >= 4'hd;
-  assign \$50  = layer_r33 >= 7'h6c;
-  assign \$51  = layer_r33 >= 7'h67;
-  assign \$52  = layer_r33 >= 8'h88;
-  assign \$53  = layer_r33 >= 7'h78;
-  assign \$54  = layer_r33 >= 7'h58;
-  assign \$55  = layer_r33 >= 4'hf;
-  assign \$56  = layer_r33 >= 5'h1d;
-  assign \$57  = layer_r33 >= 6'h2c;
-  assign \$58  = layer_r33 >= 7'h59;
-  assign \$59  = layer_r33 >= 5'h15;
-  assign \$60  = layer_r33 >= 3'h6;
-  assign \$61  = layer_r33 >= 7'h4c;
-  assign \$62  = layer_r33 >= 6'h3d;
-  assign \$63  = layer_r33 >= 7'h54;
-  assign \$64  = layer_r50 >= 7'h6b;
-  assign \$65  = layer_r50 >= 5'h1c;
-  assign \$66  = layer_r50 >= 6'h36;
-  assign \$67  = layer_r50 >= 6'h39;
-  assign \$68  = layer_r50 >= 6'h34;
-  assign \$69  = layer_r50 >= 6'h27;
-  assign \$70  = layer_r50 >= 5'h1b;
-  assign \$71  = layer_r50 >= 5'h11;
-  assign \$72  = layer_r50 >= 7'h58;
-  assign \$73  = layer_r50 >= 7'h5e;
-  assign \$74  = layer_r50 >= 7'h5f;
-  assign \$75  = layer_r50 >= 7'h66;
-  assign \$76  = layer_r50 >= 6'h2b;
-  assign \$77  = layer_r50 >= 7'h72;
-  assign \$78  = layer_r50 >= 7'h78;
-  assign \$79  = layer_r67 >= 6'h37;
-  assign \$80  = layer_r67 >= 7'h46;
-  assign \$81  = layer_r67 >= 7'h47;
-  assign \$82  = layer_r67 >= 7'h5d;
-  assign \$83  = layer_r67 >= 6'h28;
-  assign \$84  = layer_r67 >= 6'h2e;
-  assign \$85  = layer_r67 >= 6'h2f;
-  assign \$86  = layer_r67 >= 7'h45;
-  assign \$87  = layer_r67 >= 5'h10;
-  assign \$88  = layer_r67 >= 7'h7a;
-  assign \$89  = layer_r67 >= 6'h20;
-  assign \$90  = layer_r67 >= 6'h21;
-  assign \$91  = layer_r67 >= 7'h6a;
+  assign \$225  = \$220  & \$224 ;
+  assign \$226  = \$219  | \$225 ;
+  assign \$227  = \$218  & \$226 ;
+  assign \$228  = \$217  | \$227 ;
+  assign \$230  = layer_r33[7:6] > 1'h1;
+  assign \$231  = layer_r33[7:6] == 1'h1;
+  assign \$232  = layer_r33[5:3] > 3'h5;
+  assign \$233  = layer_r33[5:3] == 3'h5;
+  assign \$234  = layer_r33[2:0] > 3'h4;
+  assign \$235  = layer_r33[2:0] == 3'h4;
+  assign \$237  = \$234  | \$236 ;
+  assign \$238  = \$233  & \$237 ;
+  assign \$239  = \$232  | \$238 ;
+  assign \$240  = \$231  & \$239 ;
+  assign \$241  = \$230  | \$240 ;
+  assign \$243  = layer_r33[7:6] > 1'h1;
+  assign \$244  = layer_r33[7:6] == 1'h1;
+  assign \$245  = layer_r33[5:3] > 3'h4;
+  assign \$246  = layer_r33[5:3] == 3'h4;
+  assign \$247  = layer_r33[2:0] > 3'h7;
+  assign \$248  = layer_r33[2:0] == 3'h7;
+  assign \$250  = \$247  | \$249 ;
+  assign \$251  = \$246  & \$250 ;
+  assign \$252  = \$245  | \$251 ;
+  assign \$253  = \$244  & \$252 ;
+  assign \$254  = \$243  | \$253 ;
+  assign \$256  = layer_r33[7:6] > 2'h2;
+  assign \$257  = layer_r33[7:6] == 2'h2;
+  assign \$258  = layer_r33[5:3] > 1'h1;
+  assign \$259  = layer_r33[5:3] == 1'h1;
+  assign \$260  = layer_r33[2:0] > 1'h0;
+  assign \$261  = ! layer_r33[2:0];
+  assign \$263  = \$260  | \$262 ;
+  assign \$264  = \$259  & \$263 ;
+  assign \$265  = \$258  | \$264 ;
+  assign \$266  = \$257  & \$265 ;
+  assign \$267  = \$256  | \$266 ;
+  assign \$269  = layer_r33[7:6] > 1'h1;
+  assign \$270  = layer_r33[7:6] == 1'h1;
+  assign \$271  = layer_r33[5:3] > 3'h7;
+  assign \$272  = layer_r33[5:3] == 3'h7;
+  assign \$273  = layer_r33[2:0] > 1'h0;
+  assign \$274  = ! layer_r33[2:0];
+  assign \$276  = \$273  | \$275 ;
+  assign \$277  = \$272  & \$276 ;
+  assign \$278  = \$271  | \$277 ;
+  assign \$279  = \$270  & \$278 ;
+  assign \$280  = \$269  | \$279 ;
+  assign \$282  = layer_r33[7:6] > 1'h1;
+  assign \$283  = layer_r33[7:6] == 1'h1;
+  assign \$284  = layer_r33[5:3] > 2'h3;
+  assign \$285  = layer_r33[5:3] == 2'h3;
+  assign \$286  = layer_r33[2:0] > 1'h0;
+  assign \$287  = ! layer_r33[2:0];
+  assign \$289  = \$286  | \$288 ;
+  assign \$290  = \$285  & \$289 ;
+  assign \$291  = \$284  | \$290 ;
+  assign \$292  = \$283  & \$291 ;
+  assign \$293  = \$282  | \$292 ;
+  assign \$295  = layer_r33[7:6] > 1'h0;
+  assign \$296  = ! layer_r33[7:6];
+  assign \$297  = layer_r33[5:3] > 1'h1;
+  assign \$298  = layer_r33[5:3] == 1'h1;
+  assign \$299  = layer_r33[2:0] > 3'h7;
+  assign \$300  = layer_r33[2:0] == 3'h7;
+  assign \$302  = \$299  | \$301 ;
+  assign \$303  = \$298  & \$302 ;
+  assign \$304  = \$297  | \$303 ;
+  assign \$305  = \$296  & \$304 ;
+  assign \$306  = \$295  | \$305 ;
+  assign \$308  = layer_r33[7:6] > 1'h0;
+  assign \$309  = ! layer_r33[7:6];
+  assign \$310  = layer_r33[5:3] > 2'h3;
+  assign \$311  = layer_r33[5:3] == 2'h3;
+  assign \$312  = layer_r33[2:0] > 3'h5;
+  assign \$313  = layer_r33[2:0] == 3'h5;
+  assign \$315  = \$312  | \$314 ;
+  assign \$316  = \$311  & \$315 ;
+  assign \$317  = \$310  | \$316 ;
+  assign \$318  = \$309  & \$317 ;
+  assign \$319  = \$308  | \$318 ;
+  assign \$321  = layer_r33[7:6] > 1'h0;
+  assign \$322  = ! layer_r33[7:6];
+  assign \$323  = layer_r33[5:3] > 3'h5;
+  assign \$324  = layer_r33[5:3] == 3'h5;
+  assign \$325  = layer_r33[2:0] > 3'h4;
+  assign \$326  = layer_r33[2:0] == 3'h4;
+  assign \$328  = \$325  | \$327 ;
+  assign \$329  = \$324  & \$328 ;
+  assign \$330  = \$323  | \$329 ;
+  assign \$331  = \$322  & \$330 ;
+  assign \$332  = \$321  | \$331 ;
+  assign \$334  = layer_r33[7:6] > 1'h1;
+  assign \$335  = layer_r33[7:6] == 1'h1;
+  assign \$336  = layer_r33[5:3] > 2'h3;
+  assign \$337  = layer_r33[5:3] == 2'h3;
+  assign \$338  = layer_r33[2:0] > 1'h1;
+  assign \$339  = layer_r33[2:0] == 1'h1;
+  assign \$341  = \$338  | \$340 ;
+  assign \$342  = \$337  & \$341 ;
+  assign \$343  = \$336  | \$342 ;
+  assign \$344  = \$335  & \$343 ;
+  assign \$345  = \$334  | \$344 ;
+  assign \$347  = layer_r33[7:6] > 1'h0;
+  assign \$348  = ! layer_r33[7:6];
+  assign \$349  = layer_r33[5:3] > 2'h2;
+  assign \$350  = layer_r33[5:3] == 2'h2;
+  assign \$351  = layer_r33[2:0] > 3'h5;
+  assign \$352  = layer_r33[2:0] == 3'h5;
+  assign \$354  = \$351  | \$353 ;
+  assign \$355  = \$350  & \$354 ;
+  assign \$356  = \$349  | \$355 ;
+  assign \$357  = \$348  & \$356 ;
+  assign \$358  = \$347  | \$357 ;
+  assign \$360  = layer_r33[7:6] > 1'h0;
+  assign \$361  = ! layer_r33[7:6];
+  assign \$362  = layer_r33[5:3] > 1'h0;
+  assign \$363  = ! layer_r33[5:3];
+  assign \$364  = layer_r33[2:0] > 3'h6;
+  assign \$365  = layer_r33[2:0] == 3'h6;
+  assign \$367  = \$364  | \$366 ;
+  assign \$368  = \$363  & \$367 ;
+  assign \$369  = \$362  | \$368 ;
+  assign \$370  = \$361  & \$369 ;
+  assign \$371  = \$360  | \$370 ;
+  assign \$373  = layer_r33[7:6] > 1'h1;
+  assign \$374  = layer_r33[7:6] == 1'h1;
+  assign \$375  = layer_r33[5:3] > 1'h1;
+  assign \$376  = layer_r33[5:3] == 1'h1;
+  assign \$377  = layer_r33[2:0] > 3'h4;
+  assign \$378  = layer_r33[2:0] == 3'h4;
+  assign \$380  = \$377  | \$379 ;
+  assign \$381  = \$376  & \$380 ;
+  assign \$382  = \$375  | \$381 ;
+  assign \$383  = \$374  & \$382 ;
+  assign \$384  = \$373  | \$383 ;
+  assign \$386  = layer_r33[7:6] > 1'h0;
+  assign \$387  = ! layer_r33[7:6];
+  assign \$388  = layer_r33[5:3] > 3'h7;
+  assign \$389  = layer_r33[5:3] == 3'h7;
+  assign \$390  = layer_r33[2:0] > 3'h5;
+  assign \$391  = layer_r33[2:0] == 3'h5;
+  assign \$393  = \$390  | \$392 ;
+  assign \$394  = \$389  & \$393 ;
+  assign \$395  = \$388  | \$394 ;
+  assign \$396  = \$387  & \$395 ;
+  assign \$397  = \$386  | \$396 ;
+  assign \$399  = layer_r33[7:6] > 1'h1;
+  assign \$400  = layer_r33[7:6] == 1'h1;
+  assign \$401  = layer_r33[5:3] > 2'h2;
+  assign \$402  = layer_r33[5:3] == 2'h2;
+  assign \$403  = layer_r33[2:0] > 3'h4;
+  assign \$404  = layer_r33[2:0] == 3'h4;
+  assign \$406  = \$403  | \$405 ;
+  assign \$407  = \$402  & \$406 ;
+  assign \$408  = \$401  | \$407 ;
+  assign \$409  = \$400  & \$408 ;
+  assign \$410  = \$399  | \$409 ;
+  assign \$412  = layer_r50[7:6] > 1'h1;
+  assign \$413  = layer_r50[7:6] == 1'h1;
+  assign \$414  = layer_r50[5:3] > 3'h5;
+  assign \$415  = layer_r50[5:3] == 3'h5;
+  assign \$416  = layer_r50[2:0] > 2'h3;
+  assign \$417  = layer_r50[2:0] == 2'h3;
+  assign \$419  = \$416  | \$418 ;
+  assign \$420  = \$415  & \$419 ;
+  assign \$421  = \$414  | \$420 ;
+  assign \$422  = \$413  & \$421 ;
+  assign \$423  = \$412  | \$422 ;
+  assign \$425  = layer_r50[7:6] > 1'h0;
+  assign \$426  = ! layer_r50[7:6];
+  assign \$427  = layer_r50[5:3] > 2'h3;
+  assign \$428  = layer_r50[5:3] == 2'h3;
+  assign \$429  = layer_r50[2:0] > 3'h4;
+  assign \$430  = layer_r50[2:0] == 3'h4;
+  assign \$432  = \$429  | \$431 ;
+  assign \$433  = \$428  & \$432 ;
+  assign \$434  = \$427  | \$433 ;
+  assign \$435  = \$426  & \$434 ;
+  assign \$436  = \$425  | \$435 ;
+  assign \$438  = layer_r50[7:6] > 1'h0;
+  assign \$439  = ! layer_r50[7:6];
+  assign \$440  = layer_r50[5:3] > 3'h6;
+  assign \$441  = layer_r50[5:3] == 3'h6;
+  assign \$442  = layer_r50[2:0] > 3'h6;
+  assign \$443  = layer_r50[2:0] == 3'h6;
+  assign \$445  = \$442  | \$444 ;
+  assign \$446  = \$441  & \$445 ;
+  assign \$447  = \$440  | \$446 ;
+  assign \$448  = \$439  & \$447 ;
+  assign \$449  = \$438  | \$448 ;
+  assign \$451  = layer_r50[7:6] > 1'h0;
+  assign \$452  = ! layer_r50[7:6];
+  assign \$453  = layer_r50[5:3] > 3'h7;
+  assign \$454  = layer_r50[5:3] == 3'h7;
+  assign \$455  = layer_r50[2:0] > 1'h1;
+  assign \$456  = layer_r50[2:0] == 1'h1;
+  assign \$458  = \$455  | \$457 ;
+  assign \$459  = \$454  & \$458 ;
+  assign \$460  = \$453  | \$459 ;
+  assign \$461  = \$452  & \$460 ;
+  assign \$462  = \$451  | \$461 ;
+  assign \$464  = layer_r50[7:6] > 1'h0;
+  assign \$465  = ! layer_r50[7:6];
+  assign \$466  = layer_r50[5:3] > 3'h6;
+  assign \$467  = layer_r50[5:3] == 3'h6;
+  assign \$468  = layer_r50[2:0] > 3'h4;
+  assign \$469  = layer_r50[2:0] == 3'h4;
+  assign \$471  = \$468  | \$470 ;
+  assign \$472  = \$467  & \$471 ;
+  assign \$473  = \$466  | \$472 ;
+  assign \$474  = \$465  & \$473 ;
+  assign \$475  = \$464  | \$474 ;
+  assign \$477  = layer_r50[7:6] > 1'h0;
+  assign \$478  = ! layer_r50[7:6];
+  assign \$479  = layer_r50[5:3] > 3'h4;
+  assign \$480  = layer_r50[5:3] == 3'h4;
+  assign \$481  = layer_r50[2:0] > 3'h7;
+  assign \$482  = layer_r50[2:0] == 3'h7;
+  assign \$484  = \$481  | \$483 ;
+  assign \$485  = \$480  & \$484 ;
+  assign \$486  = \$479  | \$485 ;
+  assign \$487  = \$478  & \$486 ;
+  assign \$488  = \$477  | \$487 ;
+  assign \$490  = layer_r50[7:6] > 1'h0;
+  assign \$491  = ! layer_r50[7:6];
+  assign \$492  = layer_r50[5:3] > 2'h3;
+  assign \$493  = layer_r50[5:3] == 2'h3;
+  assign \$494  = layer_r50[2:0] > 2'h3;
+  assign \$495  = layer_r50[2:0] == 2'h3;
+  assign \$497  = \$494  | \$496 ;
+  assign \$498  = \$493  & \$497 ;
+  assign \$499  = \$492  | \$498 ;
+  assign \$500  = \$491  & \$499 ;
+  assign \$501  = \$490  | \$500 ;
+  assign \$503  = layer_r50[7:6] > 1'h0;
+  assign \$504  = ! layer_r50[7:6];
+  assign \$505  = layer_r50[5:3] > 2'h2;
+  assign \$506  = layer_r50[5:3] == 2'h2;
+  assign \$507  = layer_r50[2:0] > 1'h1;
+  assign \$508  = layer_r50[2:0] == 1'h1;
+  assign \$510  = \$507  | \$509 ;
+  assign \$511  = \$506  & \$510 ;
+  assign \$512  = \$505  | \$511 ;
+  assign \$513  = \$504  & \$512 ;
+  assign \$514  = \$503  | \$513 ;
+  assign \$516  = layer_r50[7:6] > 1'h1;
+  assign \$517  = layer_r50[7:6] == 1'h1;
+  assign \$518  = layer_r50[5:3] > 2'h3;
+  assign \$519  = layer_r50[5:3] == 2'h3;
+  assign \$520  = layer_r50[2:0] > 1'h0;
+  assign \$521  = ! layer_r50[2:0];
+  assign \$523  = \$520  | \$522 ;
+  assign \$524  = \$519  & \$523 ;
+  assign \$525  = \$518  | \$524 ;
+  assign \$526  = \$517  & \$525 ;
+  assign \$527  = \$516  | \$526 ;
+  assign \$529  = layer_r50[7:6] > 1'h1;
+  assign \$530  = layer_r50[7:6] == 1'h1;
+  assign \$531  = layer_r50[5:3] > 2'h3;
+  assign \$532  = layer_r50[5:3] == 2'h3;
+  assign \$533  = layer_r50[2:0] > 3'h6;
+  assign \$534  = layer_r50[2:0] == 3'h6;
+  assign \$536  = \$533  | \$535 ;
+  assign \$537  = \$532  & \$536 ;
+  assign \$538  = \$531  | \$537 ;
+  assign \$539  = \$530  & \$538 ;
+  assign \$540  = \$529  | \$539 ;
+  assign \$542  = layer_r50[7:6] > 1'h1;
+  assign \$543  = layer_r50[7:6] == 1'h1;
+  assign \$544  = layer_r50[5:3] > 2'h3;
+  assign \$545  = layer_r50[5:3] == 2'h3;
+  assign \$546  = layer_r50[2:0] > 3'h7;
+  assign \$547  = layer_r50[2:0] == 3'h7;
+  assign \$549  = \$546  | \$548 ;
+  assign \$550  = \$545  & \$549 ;
+  assign \$551  = \$544  | \$550 ;
+  assign \$552  = \$543  & \$551 ;
+  assign \$553  = \$542  | \$552 ;
+  assign \$555  = layer_r50[7:6] > 1'h1;
+  assign \$556  = layer_r50[7:6] == 1'h1;
+  assign \$557  = layer_r50[5:3] > 3'h4;
+  assign \$558  = layer_r50[5:3] == 3'h4;
+  assign \$559  = layer_r50[2:0] > 3'h6;
+  assign \$560  = layer_r50[2:0] == 3'h6;
+  assign \$562  = \$559  | \$561 ;
+  assign \$563  = \$558  & \$562 ;
+  assign \$564  = \$557  | \$563 ;
+  assign \$565  = \$556  & \$564 ;
+  assign \$566  = \$555  | \$565 ;
+  assign \$568  = layer_r50[7:6] > 1'h0;
+  assign \$569  = ! layer_r50[7:6];
+  assign \$570  = layer_r50[5:3] > 3'h5;
+  assign \$571  = layer_r50[5:3] == 3'h5;
+  assign \$572  = layer_r50[2:0] > 2'h3;
+  assign \$573  = layer_r50[2:0] == 2'h3;
+  assign \$575  = \$572  | \$574 ;
+  assign \$576  = \$571  & \$575 ;
+  assign \$577  = \$570  | \$576 ;
+  assign \$578  = \$569  & \$577 ;
+  assign \$579  = \$568  | \$578 ;
+  assign \$581  = layer_r50[7:6] > 1'h1;
+  assign \$582  = layer_r50[7:6] == 1'h1;
+  assign \$583  = layer_r50[5:3] > 3'h6;
+  assign \$584  = layer_r50[5:3] == 3'h6;
+  assign \$585  = layer_r50[2:0] > 2'h2;
+  assign \$586  = layer_r50[2:0] == 2'h2;
+  assign \$588  = \$585  | \$587 ;
+  assign \$589  = \$584  & \$588 ;
+  assign \$590  = \$583  | \$589 ;
+  assign \$591  = \$582  & \$590 ;
+  assign \$592  = \$581  | \$591 ;
+  assign \$594  = layer_r50[7:6] > 1'h1;
+  assign \$595  = layer_r50[7:6] == 1'h1;
+  assign \$596  = layer_r50[5:3] > 3'h7;
+  assign \$597  = layer_r50[5:3] == 3'h7;
+  assign \$598  = layer_r50[2:0] > 1'h0;
+  assign \$599  = ! layer_r50[2:0];
+  assign \$601  = \$598  | \$600 ;
+  assign \$602  = \$597  & \$601 ;
+  assign \$603  = \$596  | \$602 ;
+  assign \$604  = \$595  & \$603 ;
+  assign \$605  = \$594  | \$604 ;
+  assign \$607  = layer_r67[7:6] > 1'h0;
+  assign \$608  = ! layer_r67[7:6];
+  assign \$609  = layer_r67[5:3] > 3'h6;
+  assign \$610  = layer_r67[5:3] == 3'h6;
+  assign \$611  = layer_r67[2:0] > 3'h7;
+  assign \$612  = layer_r67[2:0] == 3'h7;
+  assign \$614  = \$611  | \$613 ;
+  assign \$615  = \$610  & \$614 ;
+  assign \$616  = \$609  | \$615 ;
+  assign \$617  = \$608  & \$616 ;
+  assign \$618  = \$607  | \$617 ;
+  assign \$620  = layer_r67[7:6] > 1'h1;
+  assign \$621  = layer_r67[7:6] == 1'h1;
+  assign \$622  = layer_r67[5:3] > 1'h0;
+  assign \$623  = ! layer_r67[5:3];
+  assign \$624  = layer_r67[2:0] > 3'h6;
+  assign \$625  = layer_r67[2:0] == 3'h6;
+  assign \$627  = \$624  | \$626 ;
+  assign \$628  = \$623  & \$627 ;
+  assign \$629  = \$622  | \$628 ;
+  assign \$630  = \$621  & \$629 ;
+  assign \$631  = \$620  | \$630 ;
+  assign \$633  = layer_r67[7:6] > 1'h1;
+  assign \$634  = layer_r67[7:6] == 1'h1;
+  assign \$635  = layer_r67[5:3] > 1'h0;
+  assign \$636  = ! layer_r67[5:3];
+  assign \$637  = layer_r67[2:0] > 3'h7;
+  assign \$638  = layer_r67[2:0] == 3'h7;
+  assign \$640  = \$637  | \$639 ;
+  assign \$641  = \$636  & \$640 ;
+  assign \$642  = \$635  | \$641 ;
+  assign \$643  = \$634  & \$642 ;
+  assign \$644  = \$633  | \$643 ;
+  assign \$646  = layer_r67[7:6] > 1'h1;
+  assign \$647  = layer_r67[7:6] == 1'h1;
+  assign \$648  = layer_r67[5:3] > 2'h3;
+  assign \$649  = layer_r67[5:3] == 2'h3;
+  assign \$650  = layer_r67[2:0] > 3'h5;
+  assign \$651  = layer_r67[2:0] == 3'h5;
+  assign \$653  = \$650  | \$652 ;
+  assign \$654  = \$649  & \$653 ;
+  assign \$655  = \$648  | \$654 ;
+  assign \$656  = \$647  & \$655 ;
+  assign \$657  = \$646  | \$656 ;
+  assign \$659  = layer_r67[7:6] > 1'h0;
+  assign \$660  = ! layer_r67[7:6];
+  assign \$661  = layer_r67[5:3] > 3'h5;
+  assign \$662  = layer_r67[5:3] == 3'h5;
+  assign \$663  = layer_r67[2:0] > 1'h0;
+  assign \$664  = ! layer_r67[2:0];
+  assign \$666  = \$663  | \$665 ;
+  assign \$667  = \$662  & \$666 ;
+  assign \$668  = \$661  | \$667 ;
+  assign \$669  = \$660  & \$668 ;
+  assign \$670  = \$659  | \$669 ;
+  assign \$672  = layer_r67[7:6] > 1'h0;
+  assign \$673  = ! layer_r67[7:6];
+  assign \$674  = layer_r67[5:3] > 3'h5;
+  assign \$675  = layer_r67[5:3] == 3'h5;
+  assign \$676  = layer_r67[2:0] > 3'h6;
+  assign \$677  = layer_r67[2:0] == 3'h6;
+  assign \$679  = \$676  | \$678 ;
+  assign \$680  = \$675  & \$679 ;
+  assign \$681  = \$674  | \$680 ;
+  assign \$682  = \$673  & \$681 ;
+  assign \$683  = \$672  | \$682 ;
+  assign \$685  = layer_r67[7:6] > 1'h0;
+  assign \$686  = ! layer_r67[7:6];
+  assign \$687  = layer_r67[5:3] > 3'h5;
+  assign \$688  = layer_r67[5:3] == 3'h5;
+  assign \$689  = layer_r67[2:0] > 3'h7;
+  assign \$690  = layer_r67[2:0] == 3'h7;
+  assign \$692  = \$689  | \$691 ;
+  assign \$693  = \$688  & \$692 ;
+  assign \$694  = \$687  | \$693 ;
+  assign \$695  = \$686  & \$694 ;
+  assign \$696  = \$685  | \$695 ;
+  assign \$698  = layer_r67[7:6] > 1'h1;
+  assign \$699  = layer_r67[7:6] == 1'h1;
+  assign \$700  = layer_r67[5:3] > 1'h0;
+  assign \$701  = ! layer_r67[5:3];
+  assign \$702  = layer_r67[2:0] > 3'h5;
+  assign \$703  = layer_r67[2:0] == 3'h5;
+  assign \$705  = \$702  | \$704 ;
+  assign \$706  = \$701  & \$705 ;
+  assign \$707  = \$700  | \$706 ;
+  assign \$708  = \$699  & \$707 ;
+  assign \$709  = \$698  | \$708 ;
+  assign \$711  = layer_r67[7:6] > 1'h0;
+  assign \$712  = ! layer_r67[7:6];
+  assign \$713  = layer_r67[5:3] > 2'h2;
+  assign \$714  = layer_r67[5:3] == 2'h2;
+  assign \$715  = layer_r67[2:0] > 1'h0;
+  assign \$716  = ! layer_r67[2:0];
+  assign \$718  = \$715  | \$717 ;
+  assign \$719  = \$714  & \$718 ;
+  assign \$720  = \$713  | \$719 ;
+  assign \$721  = \$712  & \$720 ;
+  assign \$722  = \$711  | \$721 ;
+  assign \$724  = layer_r67[7:6] > 1'h1;
+  assign \$725  = layer_r67[7:6] == 1'h1;
+  assign \$726  = layer_r67[5:3] > 3'h7;
+  assign \$727  = layer_r67[5:3] == 3'h7;
+  assign \$728  = layer_r67[2:0] > 2'h2;
+  assign \$729  = layer_r67[2:0] == 2'h2;
+  assign \$731  = \$728  | \$730 ;
+  assign \$732  = \$727  & \$731 ;
+  assign \$733  = \$726  | \$732 ;
+  assign \$734  = \$725  & \$733 ;
+  assign \$735  = \$724  | \$734 ;
+  assign \$737  = layer_r67[7:6] > 1'h0;
+  assign \$738  = ! layer_r67[7:6];
+  assign \$739  = layer_r67[5:3] > 3'h4;
+  assign \$740  = layer_r67[5:3] == 3'h4;
+  assign \$741  = layer_r67[2:0] > 1'h0;
+  assign \$742  = ! layer_r67[2:0];
+  assign \$744  = \$741  | \$743 ;
+  assign \$745  = \$740  & \$744 ;
+  assign \$746  = \$739  | \$745 ;
+  assign \$747  = \$738  & \$746 ;
+  assign \$748  = \$737  | \$747 ;
+  assign \$750  = layer_r67[7:6] > 1'h0;
+  assign \$751  = ! layer_r67[7:6];
+  assign \$752  = layer_r67[5:3] > 3'h4;
+  assign \$753  = layer_r67[5:3] == 3'h4;
+  assign \$754  = layer_r67[2:0] > 1'h1;
+  assign \$755  = layer_r67[2:0] == 1'h1;
+  assign \$757  = \$754  | \$756 ;
+  assign \$758  = \$753  & \$757 ;
+  assign \$759  = \$752  | \$758 ;
+  assign \$760  = \$751  & \$759 ;
+  assign \$761  = \$750  | \$760 ;
+  assign \$763  = layer_r67[7:6] > 1'h1;
+  assign \$764  = layer_r67[7:6] == 1'h1;
+  assign \$765  = layer_r67[5:3] > 3'h5;
+  assign \$766  = layer_r67[5:3] == 3'h5;
+  assign \$767  = layer_r67[2:0] > 2'h2;
+  assign \$768  = layer_r67[2:0] == 2'h2;
+  assign \$770  = \$767  | \$769 ;
+  assign \$771  = \$766  & \$770 ;
+  assign \$772  = \$765  | \$771 ;
+  assign \$773  = \$764  & \$772 ;
+  assign \$774  = \$763  | \$773 ;
   always @(posedge clk)
     layer_r1 <= \$4 ;
   always @(posedge clk)
@@ -2510,131 +3587,131 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
   always @(posedge clk)
     layer_r17 <= layer_r13[7:0];
   always @(posedge clk)
-    carry <= \$35 ;
+    carry <= \$47 ;
   always @(posedge clk)
-    \carry$75  <= \$36 ;
+    \carry$75  <= \$60 ;
   always @(posedge clk)
-    \carry$80  <= \$37 ;
+    \carry$80  <= \$73 ;
   always @(posedge clk)
-    \carry$85  <= \$38 ;
+    \carry$85  <= \$86 ;
   always @(posedge clk)
-    \carry$90  <= \$39 ;
+    \carry$90  <= \$99 ;
   always @(posedge clk)
-    \carry$95  <= \$40 ;
+    \carry$95  <= \$112 ;
   always @(posedge clk)
-    \carry$100  <= \$41 ;
+    \carry$100  <= \$125 ;
   always @(posedge clk)
-    \carry$105  <= \$42 ;
+    \carry$105  <= \$138 ;
   always @(posedge clk)
-    \carry$110  <= \$43 ;
+    \carry$110  <= \$151 ;
   always @(posedge clk)
-    \carry$115  <= \$44 ;
+    \carry$115  <= \$164 ;
   always @(posedge clk)
-    \carry$120  <= \$45 ;
+    \carry$120  <= \$177 ;
   always @(posedge clk)
-    \carry$125  <= \$46 ;
+    \carry$125  <= \$190 ;
   always @(posedge clk)
-    \carry$134  <= \$47 ;
+    \carry$134  <= \$203 ;
   always @(posedge clk)
-    \carry$139  <= \$48 ;
+    \carry$139  <= \$216 ;
   always @(posedge clk)
     layer_r32 <= layer_r15;
   always @(posedge clk)
     layer_r33 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$149  <= \$49 ;
+    \carry$149  <= \$229 ;
   always @(posedge clk)
-    \carry$154  <= \$50 ;
+    \carry$154  <= \$242 ;
   always @(posedge clk)
-    \carry$159  <= \$51 ;
+    \carry$159  <= \$255 ;
   always @(posedge clk)
-    \carry$164  <= \$52 ;
+    \carry$164  <= \$268 ;
   always @(posedge clk)
-    \carry$169  <= \$53 ;
+    \carry$169  <= \$281 ;
   always @(posedge clk)
-    \carry$174  <= \$54 ;
+    \carry$174  <= \$294 ;
   always @(posedge clk)
-    \carry$183  <= \$55 ;
+    \carry$183  <= \$307 ;
   always @(posedge clk)
-    \carry$188  <= \$56 ;
+    \carry$188  <= \$320 ;
   always @(posedge clk)
-    \carry$193  <= \$57 ;
+    \carry$193  <= \$333 ;
   always @(posedge clk)
-    \carry$198  <= \$58 ;
+    \carry$198  <= \$346 ;
   always @(posedge clk)
-    \carry$203  <= \$59 ;
+    \carry$203  <= \$359 ;
   always @(posedge clk)
-    \carry$208  <= \$60 ;
+    \carry$208  <= \$372 ;
   always @(posedge clk)
-    \carry$213  <= \$61 ;
+    \carry$213  <= \$385 ;
   always @(posedge clk)
-    \carry$218  <= \$62 ;
+    \carry$218  <= \$398 ;
   always @(posedge clk)
-    \carry$223  <= \$63 ;
+    \carry$223  <= \$411 ;
   always @(posedge clk)
     layer_r49 <= layer_r15;
   always @(posedge clk)
     layer_r50 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$229  <= \$64 ;
+    \carry$229  <= \$424 ;
   always @(posedge clk)
-    \carry$234  <= \$65 ;
+    \carry$234  <= \$437 ;
   always @(posedge clk)
-    \carry$239  <= \$66 ;
+    \carry$239  <= \$450 ;
   always @(posedge clk)
-    \carry$244  <= \$67 ;
+    \carry$244  <= \$463 ;
   always @(posedge clk)
-    \carry$249  <= \$68 ;
+    \carry$249  <= \$476 ;
   always @(posedge clk)
-    \carry$254  <= \$69 ;
+    \carry$254  <= \$489 ;
   always @(posedge clk)
-    \carry$259  <= \$70 ;
+    \carry$259  <= \$502 ;
   always @(posedge clk)
-    \carry$264  <= \$71 ;
+    \carry$264  <= \$515 ;
   always @(posedge clk)
-    \carry$269  <= \$72 ;
+    \carry$269  <= \$528 ;
   always @(posedge clk)
-    \carry$274  <= \$73 ;
+    \carry$274  <= \$541 ;
   always @(posedge clk)
-    \carry$279  <= \$74 ;
+    \carry$279  <= \$554 ;
   always @(posedge clk)
-    \carry$284  <= \$75 ;
+    \carry$284  <= \$567 ;
   always @(posedge clk)
-    \carry$289  <= \$76 ;
+    \carry$289  <= \$580 ;
   always @(posedge clk)
-    \carry$294  <= \$77 ;
+    \carry$294  <= \$593 ;
   always @(posedge clk)
-    \carry$303  <= \$78 ;
+    \carry$303  <= \$606 ;
   always @(posedge clk)
     layer_r66 <= layer_r15;
   always @(posedge clk)
     layer_r67 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$309  <= \$79 ;
+    \carry$309  <= \$619 ;
   always @(posedge clk)
-    \carry$314  <= \$80 ;
+    \carry$314  <= \$632 ;
   always @(posedge clk)
-    \carry$319  <= \$81 ;
+    \carry$319  <= \$645 ;
   always @(posedge clk)
-    \carry$324  <= \$82 ;
+    \carry$324  <= \$658 ;
   always @(posedge clk)
-    \carry$333  <= \$83 ;
+    \carry$333  <= \$671 ;
   always @(posedge clk)
-    \carry$338  <= \$84 ;
+    \carry$338  <= \$684 ;
   always @(posedge clk)
-    \carry$343  <= \$85 ;
+    \carry$343  <= \$697 ;
   always @(posedge clk)
-    \carry$348  <= \$86 ;
+    \carry$348  <= \$710 ;
   always @(posedge clk)
-    \carry$357  <= \$87 ;
+    \carry$357  <= \$723 ;
   always @(posedge clk)
-    \carry$362  <= \$88 ;
+    \carry$362  <= \$736 ;
   always @(posedge clk)
-    \carry$367  <= \$89 ;
+    \carry$367  <= \$749 ;
   always @(posedge clk)
-    \carry$376  <= \$90 ;
+    \carry$376  <= \$762 ;
   always @(posedge clk)
-    \carry$381  <= \$91 ;
+    \carry$381  <= \$775 ;
   always @(posedge clk)
     layer_r81 <= \sum$475 ;
   always @(posedge clk)
@@ -3544,1144 +4621,1321 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
   assign \$5  = $signed(layer_r1) - $signed(14'h24a1);
   assign \$6  = $signed(layer_r1) - $signed(14'h24a1);
   assign \$8  = \$5 [12:0] + \$7 ;
+  assign \$9  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$11  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$13  = \$10  + \$12 ;
+  assign \$14  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$16  = layer_r2 + layer_r3;
+  assign \$17  = \$16 [20:0] + layer_r4;
+  assign \$18  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$20  = layer_r5 - layer_r7;
+  assign \$23  = layer_r5 - layer_r7;
+  assign \$26  = $signed(\$22 ) + $signed(\$25 );
+  assign \$27  = layer_r5 - layer_r7;
+  assign \$29  = $signed(layer_r1) - $signed(14'h24a1);
+  assign \$30  = $signed(layer_r8) - $signed(layer_r9);
+  assign \$31  = $signed({ 1'h0, layer_r12 }) - $signed(\$30 [14:0]);
+  assign \$32  = layer_r5 - layer_r7;
+  assign \$34  = $signed(\$33 [6:0]) + $signed(7'h4f);
+  assign \$35  = layer_r17[7:6] > 1'h1;
+  assign \$36  = layer_r17[7:6] == 1'h1;
+  assign \$37  = layer_r17[5:3] > 3'h6;
+  assign \$38  = layer_r17[5:3] == 3'h6;
+  assign \$39  = layer_r17[2:0] > 1'h1;
+  assign \$40  = layer_r17[2:0] == 1'h1;
+  assign \$42  = \$39  | \$41 ;
+  assign \$43  = \$38  & \$42 ;
+  assign \$44  = \$37  | \$43 ;
+  assign \$45  = \$36  & \$44 ;
+  assign \$46  = \$35  | \$45 ;
+  assign \$48  = layer_r17[7:6] > 1'h0;
+  assign \$49  = ! layer_r17[7:6];
+  assign \$50  = layer_r17[5:3] > 3'h7;
+  assign \$51  = layer_r17[5:3] == 3'h7;
+  assign \$52  = layer_r17[2:0] > 3'h5;
+  assign \$53  = layer_r17[2:0] == 3'h5;
+  assign \$55  = \$52  | \$54 ;
+  assign \$56  = \$51  & \$55 ;
+  assign \$57  = \$50  | \$56 ;
+  assign \$58  = \$49  & \$57 ;
+  assign \$59  = \$48  | \$58 ;
+  assign \$61  = layer_r17[7:6] > 1'h1;
+  assign \$62  = layer_r17[7:6] == 1'h1;
+  assign \$63  = layer_r17[5:3] > 2'h3;
+  assign \$64  = layer_r17[5:3] == 2'h3;
+  assign \$65  = layer_r17[2:0] > 3'h5;
+  assign \$66  = layer_r17[2:0] == 3'h5;
+  assign \$68  = \$65  | \$67 ;
+  assign \$69  = \$64  & \$68 ;
+  assign \$70  = \$63  | \$69 ;
+  assign \$71  = \$62  & \$70 ;
+  assign \$72  = \$61  | \$71 ;
+  assign \$74  = layer_r17[7:6] > 1'h1;
+  assign \$75  = layer_r17[7:6] == 1'h1;
+  assign \$76  = layer_r17[5:3] > 3'h5;
+  assign \$77  = layer_r17[5:3] == 3'h5;
+  assign \$78  = layer_r17[2:0] > 2'h2;
+  assign \$79  = layer_r17[2:0] == 2'h2;
+  assign \$81  = \$78  | \$80 ;
+  assign \$82  = \$77  & \$81 ;
+  assign \$83  = \$76  | \$82 ;
+  assign \$84  = \$75  & \$83 ;
+  assign \$85  = \$74  | \$84 ;
+  assign \$87  = layer_r17[7:6] > 1'h1;
+  assign \$88  = layer_r17[7:6] == 1'h1;
+  assign \$89  = layer_r17[5:3] > 3'h5;
+  assign \$90  = layer_r17[5:3] == 3'h5;
+  assign \$91  = layer_r17[2:0] > 3'h7;
+  assign \$92  = layer_r17[2:0] == 3'h7;
+  assign \$94  = \$91  | \$93 ;
+  assign \$95  = \$90  & \$94 ;
+  assign \$96  = \$89  | \$95 ;
+  assign \$97  = \$88  & \$96 ;
+  assign \$98  = \$87  | \$97 ;
+  assign \$100  = layer_r17[7:6] > 1'h1;
+  assign \$101  = layer_r17[7:6] == 1'h1;
+  assign \$102  = layer_r17[5:3] > 1'h1;
+  assign \$103  = layer_r17[5:3] == 1'h1;
+  assign \$104  = layer_r17[2:0] > 3'h4;
+  assign \$105  = layer_r17[2:0] == 3'h4;
+  assign \$107  = \$104  | \$106 ;
+  assign \$108  = \$103  & \$107 ;
+  assign \$109  = \$102  | \$108 ;
+  assign \$110  = \$101  & \$109 ;
+  assign \$111  = \$100  | \$110 ;
+  assign \$113  = layer_r17[7:6] > 1'h0;
+  assign \$114  = ! layer_r17[7:6];
+  assign \$115  = layer_r17[5:3] > 1'h0;
+  assign \$116  = ! layer_r17[5:3];
+  assign \$117  = layer_r17[2:0] > 3'h5;
+  assign \$118  = layer_r17[2:0] == 3'h5;
+  assign \$120  = \$117  | \$119 ;
+  assign \$121  = \$116  & \$120 ;
+  assign \$122  = \$115  | \$121 ;
+  assign \$123  = \$114  & \$122 ;
+  assign \$124  = \$113  | \$123 ;
+  assign \$126  = layer_r17[7:6] > 1'h1;
+  assign \$127  = layer_r17[7:6] == 1'h1;
+  assign \$128  = layer_r17[5:3] > 1'h1;
+  assign \$129  = layer_r17[5:3] == 1'h1;
+  assign \$130  = layer_r17[2:0] > 1'h1;
+  assign \$131  = layer_r17[2:0] == 1'h1;
+  assign \$133  = \$130  | \$132 ;
+  assign \$134  = \$129  & \$133 ;
+  assign \$135  = \$128  | \$134 ;
+  assign \$136  = \$127  & \$135 ;
+  assign \$137  = \$126  | \$136 ;
+  assign \$139  = layer_r17[7:6] > 1'h1;
+  assign \$140  = layer_r17[7:6] == 1'h1;
+  assign \$141  = layer_r17[5:3] > 3'h4;
+  assign \$142  = layer_r17[5:3] == 3'h4;
+  assign \$143  = layer_r17[2:0] > 3'h5;
+  assign \$144  = layer_r17[2:0] == 3'h5;
+  assign \$146  = \$143  | \$145 ;
+  assign \$147  = \$142  & \$146 ;
+  assign \$148  = \$141  | \$147 ;
+  assign \$149  = \$140  & \$148 ;
+  assign \$150  = \$139  | \$149 ;
+  assign \$152  = layer_r17[7:6] > 1'h0;
+  assign \$153  = ! layer_r17[7:6];
+  assign \$154  = layer_r17[5:3] > 1'h1;
+  assign \$155  = layer_r17[5:3] == 1'h1;
+  assign \$156  = layer_r17[2:0] > 1'h1;
+  assign \$157  = layer_r17[2:0] == 1'h1;
+  assign \$159  = \$156  | \$158 ;
+  assign \$160  = \$155  & \$159 ;
+  assign \$161  = \$154  | \$160 ;
+  assign \$162  = \$153  & \$161 ;
+  assign \$163  = \$152  | \$162 ;
+  assign \$165  = layer_r17[7:6] > 1'h0;
+  assign \$166  = ! layer_r17[7:6];
+  assign \$167  = layer_r17[5:3] > 3'h6;
+  assign \$168  = layer_r17[5:3] == 3'h6;
+  assign \$169  = layer_r17[2:0] > 3'h5;
+  assign \$170  = layer_r17[2:0] == 3'h5;
+  assign \$172  = \$169  | \$171 ;
+  assign \$173  = \$168  & \$172 ;
+  assign \$174  = \$167  | \$173 ;
+  assign \$175  = \$166  & \$174 ;
+  assign \$176  = \$165  | \$175 ;
+  assign \$178  = layer_r17[7:6] > 1'h0;
+  assign \$179  = ! layer_r17[7:6];
+  assign \$180  = layer_r17[5:3] > 3'h4;
+  assign \$181  = layer_r17[5:3] == 3'h4;
+  assign \$182  = layer_r17[2:0] > 1'h1;
+  assign \$183  = layer_r17[2:0] == 1'h1;
+  assign \$185  = \$182  | \$184 ;
+  assign \$186  = \$181  & \$185 ;
+  assign \$187  = \$180  | \$186 ;
+  assign \$188  = \$179  & \$187 ;
+  assign \$189  = \$178  | \$188 ;
+  assign \$191  = layer_r17[7:6] > 2'h2;
+  assign \$192  = layer_r17[7:6] == 2'h2;
+  assign \$193  = layer_r17[5:3] > 1'h1;
+  assign \$194  = layer_r17[5:3] == 1'h1;
+  assign \$195  = layer_r17[2:0] > 3'h5;
+  assign \$196  = layer_r17[2:0] == 3'h5;
+  assign \$198  = \$195  | \$197 ;
+  assign \$199  = \$194  & \$198 ;
+  assign \$200  = \$193  | \$199 ;
+  assign \$201  = \$192  & \$200 ;
+  assign \$202  = \$191  | \$201 ;
+  assign \$204  = layer_r17[7:6] > 1'h0;
+  assign \$205  = ! layer_r17[7:6];
+  assign \$206  = layer_r17[5:3] > 3'h4;
+  assign \$207  = layer_r17[5:3] == 3'h4;
+  assign \$208  = layer_r17[2:0] > 3'h6;
+  assign \$209  = layer_r17[2:0] == 3'h6;
+  assign \$211  = \$208  | \$210 ;
+  assign \$212  = \$207  & \$211 ;
+  assign \$213  = \$206  | \$212 ;
+  assign \$214  = \$205  & \$213 ;
+  assign \$215  = \$204  | \$214 ;
+  assign \$217  = layer_r33[7:6] > 1'h0;
+  assign \$218  = ! layer_r33[7:6];
+  assign \$219  = layer_r33[5:3] > 1'h1;
+  assign \$220  = layer_r33[5:3] == 1'h1;
+  assign \$221  = layer_r33[2:0] > 3'h5;
+  assign \$222  = layer_r33[2:0] == 3'h5;
+  assign \$224  = \$221  | \$223 ;
   \digits.layer0.p0  p0 (
     .clk(clk),
-    .\port$477$0 (\port$477$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$501$0 (\port$501$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2273$0 (\port$2273$0 ),
     .rst(rst),
     .sum(\sum$475 )
   );
   \digits.layer0.p1  p1 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$482 )
   );
   \digits.layer0.p10  p10 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$463$0 (\port$463$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2291$0 (\port$2291$0 ),
     .rst(rst),
     .sum(\sum$545 )
   );
   \digits.layer0.p11  p11 (
     .clk(clk),
-    .\port$472$0 (\port$472$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2292$0 (\port$2292$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$552 )
   );
   \digits.layer0.p12  p12 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$559 )
   );
   \digits.layer0.p13  p13 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2292$0 (\port$2292$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$566 )
   );
   \digits.layer0.p14  p14 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2291$0 (\port$2291$0 ),
     .rst(rst),
     .sum(\sum$573 )
   );
   \digits.layer0.p15  p15 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$580 )
   );
   \digits.layer0.p16  p16 (
     .clk(clk),
-    .\port$470$0 (\port$470$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
     .rst(rst),
     .sum(\sum$587 )
   );
   \digits.layer0.p17  p17 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$594 )
   );
   \digits.layer0.p18  p18 (
     .clk(clk),
-    .\port$486$0 (\port$486$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$511$0 (\port$511$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2283$0 (\port$2283$0 ),
     .rst(rst),
     .sum(\sum$601 )
   );
   \digits.layer0.p19  p19 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$608 )
   );
   \digits.layer0.p2  p2 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$511$0 (\port$511$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2283$0 (\port$2283$0 ),
     .rst(rst),
     .sum(\sum$489 )
   );
   \digits.layer0.p20  p20 (
     .clk(clk),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$615 )
   );
   \digits.layer0.p21  p21 (
     .clk(clk),
-    .\port$469$0 (\port$469$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$509$0 (\port$509$0 ),
-    .\port$511$0 (\port$511$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2281$0 (\port$2281$0 ),
+    .\port$2283$0 (\port$2283$0 ),
     .rst(rst),
     .sum(\sum$622 )
   );
   \digits.layer0.p22  p22 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$629 )
   );
   \digits.layer0.p23  p23 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$636 )
   );
   \digits.layer0.p24  p24 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2294$0 (\port$2294$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$643 )
   );
   \digits.layer0.p25  p25 (
     .clk(clk),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$650 )
   );
   \digits.layer0.p26  p26 (
     .clk(clk),
-    .\port$471$0 (\port$471$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$657 )
   );
   \digits.layer0.p27  p27 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2291$0 (\port$2291$0 ),
     .rst(rst),
     .sum(\sum$664 )
   );
   \digits.layer0.p28  p28 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$474$0 (\port$474$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2286$0 (\port$2286$0 ),
     .rst(rst),
     .sum(\sum$671 )
   );
   \digits.layer0.p29  p29 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$678 )
   );
   \digits.layer0.p3  p3 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$474$0 (\port$474$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$502$0 (\port$502$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2274$0 (\port$2274$0 ),
     .rst(rst),
     .sum(\sum$496 )
   );
   \digits.layer0.p30  p30 (
     .clk(clk),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$509$0 (\port$509$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2281$0 (\port$2281$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$685 )
   );
   \digits.layer0.p31  p31 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2291$0 (\port$2291$0 ),
     .rst(rst),
     .sum(\sum$692 )
   );
   \digits.layer0.p32  p32 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$699 )
   );
   \digits.layer0.p33  p33 (
     .clk(clk),
-    .\port$469$0 (\port$469$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$501$0 (\port$501$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2273$0 (\port$2273$0 ),
     .rst(rst),
     .sum(\sum$706 )
   );
   \digits.layer0.p34  p34 (
     .clk(clk),
-    .\port$490$0 (\port$490$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$713 )
   );
   \digits.layer0.p35  p35 (
     .clk(clk),
-    .\port$480$0 (\port$480$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$720 )
   );
   \digits.layer0.p36  p36 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$727 )
   );
   \digits.layer0.p37  p37 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$518$0 (\port$518$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2290$0 (\port$2290$0 ),
     .rst(rst),
     .sum(\sum$734 )
   );
   \digits.layer0.p38  p38 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$498$0 (\port$498$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2270$0 (\port$2270$0 ),
     .rst(rst),
     .sum(\sum$741 )
   );
   \digits.layer0.p39  p39 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$748 )
   );
   \digits.layer0.p4  p4 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$503 )
   );
   \digits.layer0.p40  p40 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2294$0 (\port$2294$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$755 )
   );
   \digits.layer0.p41  p41 (
     .clk(clk),
-    .\port$469$0 (\port$469$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$762 )
   );
   \digits.layer0.p42  p42 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$474$0 (\port$474$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2292$0 (\port$2292$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$769 )
   );
   \digits.layer0.p43  p43 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$474$0 (\port$474$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$518$0 (\port$518$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2290$0 (\port$2290$0 ),
     .rst(rst),
     .sum(\sum$776 )
   );
   \digits.layer0.p44  p44 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2291$0 (\port$2291$0 ),
     .rst(rst),
     .sum(\sum$783 )
   );
   \digits.layer0.p45  p45 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
     .rst(rst),
     .sum(\sum$790 )
   );
   \digits.layer0.p46  p46 (
     .clk(clk),
-    .\port$466$0 (\port$466$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$509$0 (\port$509$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2281$0 (\port$2281$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$797 )
   );
   \digits.layer0.p47  p47 (
     .clk(clk),
-    .\port$478$0 (\port$478$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$804 )
   );
   \digits.layer0.p48  p48 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$811 )
   );
   \digits.layer0.p49  p49 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2292$0 (\port$2292$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$818 )
   );
   \digits.layer0.p5  p5 (
     .clk(clk),
-    .\port$469$0 (\port$469$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$510 )
   );
   \digits.layer0.p50  p50 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$825 )
   );
   \digits.layer0.p51  p51 (
     .clk(clk),
-    .\port$470$0 (\port$470$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$502$0 (\port$502$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2274$0 (\port$2274$0 ),
     .rst(rst),
     .sum(\sum$832 )
   );
   \digits.layer0.p52  p52 (
     .clk(clk),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$839 )
   );
   \digits.layer0.p53  p53 (
     .clk(clk),
-    .\port$466$0 (\port$466$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2291$0 (\port$2291$0 ),
     .rst(rst),
     .sum(\sum$846 )
   );
   \digits.layer0.p54  p54 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$853 )
   );
   \digits.layer0.p55  p55 (
     .clk(clk),
-    .\port$465$0 (\port$465$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2292$0 (\port$2292$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$860 )
   );
   \digits.layer0.p56  p56 (
     .clk(clk),
-    .\port$464$0 (\port$464$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$474$0 (\port$474$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
     .rst(rst),
     .sum(\sum$867 )
   );
   \digits.layer0.p57  p57 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2294$0 (\port$2294$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(\sum$874 )
   );
   \digits.layer0.p58  p58 (
     .clk(clk),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$521$0 (\port$521$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2293$0 (\port$2293$0 ),
     .rst(rst),
     .sum(\sum$881 )
   );
   \digits.layer0.p59  p59 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$463$0 (\port$463$0 ),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$518$0 (\port$518$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2290$0 (\port$2290$0 ),
     .rst(rst),
     .sum(\sum$888 )
   );
   \digits.layer0.p6  p6 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$463$0 (\port$463$0 ),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$518$0 (\port$518$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2290$0 (\port$2290$0 ),
     .rst(rst),
     .sum(\sum$517 )
   );
   \digits.layer0.p60  p60 (
     .clk(clk),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$895 )
   );
   \digits.layer0.p61  p61 (
     .clk(clk),
-    .\port$474$0 (\port$474$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2292$0 (\port$2292$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$902 )
   );
   \digits.layer0.p62  p62 (
     .clk(clk),
-    .\port$463$0 (\port$463$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$474$0 (\port$474$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$909 )
   );
   \digits.layer0.p63  p63 (
     .clk(clk),
-    .\port$470$0 (\port$470$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$509$0 (\port$509$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2281$0 (\port$2281$0 ),
     .rst(rst),
     .sum(\sum$916 )
   );
   \digits.layer0.p7  p7 (
     .clk(clk),
-    .\port$478$0 (\port$478$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$506$0 (\port$506$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2278$0 (\port$2278$0 ),
     .rst(rst),
     .sum(\sum$524 )
   );
   \digits.layer0.p8  p8 (
     .clk(clk),
-    .\port$462$0 (\port$462$0 ),
-    .\port$463$0 (\port$463$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2294$0 (\port$2294$0 ),
     .rst(rst),
     .sum(\sum$531 )
   );
   \digits.layer0.p9  p9 (
     .clk(clk),
-    .\port$473$0 (\port$473$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$520$0 (\port$520$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2292$0 (\port$2292$0 ),
     .rst(rst),
     .sum(\sum$538 )
   );
   \digits.layer0.q  q (
     .clk(clk),
-    .\port$460$0 (\port$460$0 ),
-    .\port$461$0 (\port$461$0 ),
-    .\port$462$0 (\port$462$0 ),
-    .\port$463$0 (\port$463$0 ),
-    .\port$464$0 (\port$464$0 ),
-    .\port$465$0 (\port$465$0 ),
-    .\port$466$0 (\port$466$0 ),
-    .\port$467$0 (\port$467$0 ),
-    .\port$468$0 (\port$468$0 ),
-    .\port$469$0 (\port$469$0 ),
-    .\port$470$0 (\port$470$0 ),
-    .\port$471$0 (\port$471$0 ),
-    .\port$472$0 (\port$472$0 ),
-    .\port$473$0 (\port$473$0 ),
-    .\port$474$0 (\port$474$0 ),
-    .\port$475$0 (\port$475$0 ),
-    .\port$476$0 (\port$476$0 ),
-    .\port$477$0 (\port$477$0 ),
-    .\port$478$0 (\port$478$0 ),
-    .\port$479$0 (\port$479$0 ),
-    .\port$480$0 (\port$480$0 ),
-    .\port$481$0 (\port$481$0 ),
-    .\port$482$0 (\port$482$0 ),
-    .\port$483$0 (\port$483$0 ),
-    .\port$484$0 (\port$484$0 ),
-    .\port$485$0 (\port$485$0 ),
-    .\port$486$0 (\port$486$0 ),
-    .\port$487$0 (\port$487$0 ),
-    .\port$488$0 (\port$488$0 ),
-    .\port$489$0 (\port$489$0 ),
-    .\port$490$0 (\port$490$0 ),
-    .\port$491$0 (\port$491$0 ),
-    .\port$492$0 (\port$492$0 ),
-    .\port$493$0 (\port$493$0 ),
-    .\port$494$0 (\port$494$0 ),
-    .\port$495$0 (\port$495$0 ),
-    .\port$496$0 (\port$496$0 ),
-    .\port$497$0 (\port$497$0 ),
-    .\port$498$0 (\port$498$0 ),
-    .\port$499$0 (\port$499$0 ),
-    .\port$500$0 (\port$500$0 ),
-    .\port$501$0 (\port$501$0 ),
-    .\port$502$0 (\port$502$0 ),
-    .\port$503$0 (\port$503$0 ),
-    .\port$504$0 (\port$504$0 ),
-    .\port$505$0 (\port$505$0 ),
-    .\port$506$0 (\port$506$0 ),
-    .\port$507$0 (\port$507$0 ),
-    .\port$508$0 (\port$508$0 ),
-    .\port$509$0 (\port$509$0 ),
-    .\port$510$0 (\port$510$0 ),
-    .\port$511$0 (\port$511$0 ),
-    .\port$512$0 (\port$512$0 ),
-    .\port$513$0 (\port$513$0 ),
-    .\port$514$0 (\port$514$0 ),
-    .\port$515$0 (\port$515$0 ),
-    .\port$516$0 (\port$516$0 ),
-    .\port$517$0 (\port$517$0 ),
-    .\port$518$0 (\port$518$0 ),
-    .\port$519$0 (\port$519$0 ),
-    .\port$520$0 (\port$520$0 ),
-    .\port$521$0 (\port$521$0 ),
-    .\port$522$0 (\port$522$0 ),
-    .\port$523$0 (\port$523$0 ),
+    .\port$2232$0 (\port$2232$0 ),
+    .\port$2233$0 (\port$2233$0 ),
+    .\port$2234$0 (\port$2234$0 ),
+    .\port$2235$0 (\port$2235$0 ),
+    .\port$2236$0 (\port$2236$0 ),
+    .\port$2237$0 (\port$2237$0 ),
+    .\port$2238$0 (\port$2238$0 ),
+    .\port$2239$0 (\port$2239$0 ),
+    .\port$2240$0 (\port$2240$0 ),
+    .\port$2241$0 (\port$2241$0 ),
+    .\port$2242$0 (\port$2242$0 ),
+    .\port$2243$0 (\port$2243$0 ),
+    .\port$2244$0 (\port$2244$0 ),
+    .\port$2245$0 (\port$2245$0 ),
+    .\port$2246$0 (\port$2246$0 ),
+    .\port$2247$0 (\port$2247$0 ),
+    .\port$2248$0 (\port$2248$0 ),
+    .\port$2249$0 (\port$2249$0 ),
+    .\port$2250$0 (\port$2250$0 ),
+    .\port$2251$0 (\port$2251$0 ),
+    .\port$2252$0 (\port$2252$0 ),
+    .\port$2253$0 (\port$2253$0 ),
+    .\port$2254$0 (\port$2254$0 ),
+    .\port$2255$0 (\port$2255$0 ),
+    .\port$2256$0 (\port$2256$0 ),
+    .\port$2257$0 (\port$2257$0 ),
+    .\port$2258$0 (\port$2258$0 ),
+    .\port$2259$0 (\port$2259$0 ),
+    .\port$2260$0 (\port$2260$0 ),
+    .\port$2261$0 (\port$2261$0 ),
+    .\port$2262$0 (\port$2262$0 ),
+    .\port$2263$0 (\port$2263$0 ),
+    .\port$2264$0 (\port$2264$0 ),
+    .\port$2265$0 (\port$2265$0 ),
+    .\port$2266$0 (\port$2266$0 ),
+    .\port$2267$0 (\port$2267$0 ),
+    .\port$2268$0 (\port$2268$0 ),
+    .\port$2269$0 (\port$2269$0 ),
+    .\port$2270$0 (\port$2270$0 ),
+    .\port$2271$0 (\port$2271$0 ),
+    .\port$2272$0 (\port$2272$0 ),
+    .\port$2273$0 (\port$2273$0 ),
+    .\port$2274$0 (\port$2274$0 ),
+    .\port$2275$0 (\port$2275$0 ),
+    .\port$2276$0 (\port$2276$0 ),
+    .\port$2277$0 (\port$2277$0 ),
+    .\port$2278$0 (\port$2278$0 ),
+    .\port$2279$0 (\port$2279$0 ),
+    .\port$2280$0 (\port$2280$0 ),
+    .\port$2281$0 (\port$2281$0 ),
+    .\port$2282$0 (\port$2282$0 ),
+    .\port$2283$0 (\port$2283$0 ),
+    .\port$2284$0 (\port$2284$0 ),
+    .\port$2285$0 (\port$2285$0 ),
+    .\port$2286$0 (\port$2286$0 ),
+    .\port$2287$0 (\port$2287$0 ),
+    .\port$2288$0 (\port$2288$0 ),
+    .\port$2289$0 (\port$2289$0 ),
+    .\port$2290$0 (\port$2290$0 ),
+    .\port$2291$0 (\port$2291$0 ),
+    .\port$2292$0 (\port$2292$0 ),
+    .\port$2293$0 (\port$2293$0 ),
+    .\port$2294$0 (\port$2294$0 ),
+    .\port$2295$0 (\port$2295$0 ),
     .rst(rst),
     .sum(sum)
   );
@@ -4691,7 +5945,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(p),
     .rst(rst),
     .s(s),
-    .thr_r2(fire)
+    .thr_r3(fire)
   );
   \digits.layer0.t1  t1 (
     .carry(\carry$75 ),
@@ -4699,7 +5953,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$72 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$385 )
+    .thr_r3(\fire$385 )
   );
   \digits.layer0.t10  t10 (
     .carry(\carry$120 ),
@@ -4707,7 +5961,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$117 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$394 )
+    .thr_r3(\fire$394 )
   );
   \digits.layer0.t11  t11 (
     .carry(\carry$125 ),
@@ -4715,7 +5969,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$122 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$395 )
+    .thr_r3(\fire$395 )
   );
   \digits.layer0.t12  t12 (
     .carry(\carry$80 ),
@@ -4723,7 +5977,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$127 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$396 )
+    .thr_r3(\fire$396 )
   );
   \digits.layer0.t13  t13 (
     .carry(\carry$134 ),
@@ -4731,7 +5985,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$131 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$397 )
+    .thr_r3(\fire$397 )
   );
   \digits.layer0.t14  t14 (
     .carry(\carry$139 ),
@@ -4739,7 +5993,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$136 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$398 )
+    .thr_r3(\fire$398 )
   );
   \digits.layer0.t15  t15 (
     .carry(\carry$90 ),
@@ -4747,7 +6001,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$141 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$399 )
+    .thr_r3(\fire$399 )
   );
   \digits.layer0.t16  t16 (
     .carry(\carry$149 ),
@@ -4755,7 +6009,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$145 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$400 )
+    .thr_r3(\fire$400 )
   );
   \digits.layer0.t17  t17 (
     .carry(\carry$154 ),
@@ -4763,7 +6017,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$151 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$401 )
+    .thr_r3(\fire$401 )
   );
   \digits.layer0.t18  t18 (
     .carry(\carry$159 ),
@@ -4771,7 +6025,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$156 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$402 )
+    .thr_r3(\fire$402 )
   );
   \digits.layer0.t19  t19 (
     .carry(\carry$164 ),
@@ -4779,7 +6033,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$161 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$403 )
+    .thr_r3(\fire$403 )
   );
   \digits.layer0.t2  t2 (
     .carry(\carry$80 ),
@@ -4787,7 +6041,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$77 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$386 )
+    .thr_r3(\fire$386 )
   );
   \digits.layer0.t20  t20 (
     .carry(\carry$169 ),
@@ -4795,7 +6049,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$166 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$404 )
+    .thr_r3(\fire$404 )
   );
   \digits.layer0.t21  t21 (
     .carry(\carry$174 ),
@@ -4803,7 +6057,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$171 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$405 )
+    .thr_r3(\fire$405 )
   );
   \digits.layer0.t22  t22 (
     .carry(\carry$159 ),
@@ -4811,7 +6065,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$176 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$406 )
+    .thr_r3(\fire$406 )
   );
   \digits.layer0.t23  t23 (
     .carry(\carry$183 ),
@@ -4819,7 +6073,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$180 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$407 )
+    .thr_r3(\fire$407 )
   );
   \digits.layer0.t24  t24 (
     .carry(\carry$188 ),
@@ -4827,7 +6081,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$185 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$408 )
+    .thr_r3(\fire$408 )
   );
   \digits.layer0.t25  t25 (
     .carry(\carry$193 ),
@@ -4835,7 +6089,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$190 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$409 )
+    .thr_r3(\fire$409 )
   );
   \digits.layer0.t26  t26 (
     .carry(\carry$198 ),
@@ -4843,7 +6097,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$195 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$410 )
+    .thr_r3(\fire$410 )
   );
   \digits.layer0.t27  t27 (
     .carry(\carry$203 ),
@@ -4851,7 +6105,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$200 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$411 )
+    .thr_r3(\fire$411 )
   );
   \digits.layer0.t28  t28 (
     .carry(\carry$208 ),
@@ -4859,7 +6113,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$205 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$412 )
+    .thr_r3(\fire$412 )
   );
   \digits.layer0.t29  t29 (
     .carry(\carry$213 ),
@@ -4867,7 +6121,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$210 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$413 )
+    .thr_r3(\fire$413 )
   );
   \digits.layer0.t3  t3 (
     .carry(\carry$85 ),
@@ -4875,7 +6129,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$82 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$387 )
+    .thr_r3(\fire$387 )
   );
   \digits.layer0.t30  t30 (
     .carry(\carry$218 ),
@@ -4883,7 +6137,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$215 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$414 )
+    .thr_r3(\fire$414 )
   );
   \digits.layer0.t31  t31 (
     .carry(\carry$223 ),
@@ -4891,7 +6145,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$220 ),
     .rst(rst),
     .s(\s$147 ),
-    .thr_r2(\fire$415 )
+    .thr_r3(\fire$415 )
   );
   \digits.layer0.t32  t32 (
     .carry(\carry$229 ),
@@ -4899,7 +6153,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$225 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$416 )
+    .thr_r3(\fire$416 )
   );
   \digits.layer0.t33  t33 (
     .carry(\carry$234 ),
@@ -4907,7 +6161,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$231 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$417 )
+    .thr_r3(\fire$417 )
   );
   \digits.layer0.t34  t34 (
     .carry(\carry$239 ),
@@ -4915,7 +6169,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$236 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$418 )
+    .thr_r3(\fire$418 )
   );
   \digits.layer0.t35  t35 (
     .carry(\carry$244 ),
@@ -4923,7 +6177,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$241 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$419 )
+    .thr_r3(\fire$419 )
   );
   \digits.layer0.t36  t36 (
     .carry(\carry$249 ),
@@ -4931,7 +6185,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$246 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$420 )
+    .thr_r3(\fire$420 )
   );
   \digits.layer0.t37  t37 (
     .carry(\carry$254 ),
@@ -4939,7 +6193,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$251 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$421 )
+    .thr_r3(\fire$421 )
   );
   \digits.layer0.t38  t38 (
     .carry(\carry$259 ),
@@ -4947,7 +6201,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$256 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$422 )
+    .thr_r3(\fire$422 )
   );
   \digits.layer0.t39  t39 (
     .carry(\carry$264 ),
@@ -4955,7 +6209,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$261 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$423 )
+    .thr_r3(\fire$423 )
   );
   \digits.layer0.t4  t4 (
     .carry(\carry$90 ),
@@ -4963,7 +6217,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$87 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$388 )
+    .thr_r3(\fire$388 )
   );
   \digits.layer0.t40  t40 (
     .carry(\carry$269 ),
@@ -4971,7 +6225,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$266 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$424 )
+    .thr_r3(\fire$424 )
   );
   \digits.layer0.t41  t41 (
     .carry(\carry$274 ),
@@ -4979,7 +6233,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$271 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$425 )
+    .thr_r3(\fire$425 )
   );
   \digits.layer0.t42  t42 (
     .carry(\carry$279 ),
@@ -4987,7 +6241,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$276 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$426 )
+    .thr_r3(\fire$426 )
   );
   \digits.layer0.t43  t43 (
     .carry(\carry$284 ),
@@ -4995,7 +6249,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$281 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$427 )
+    .thr_r3(\fire$427 )
   );
   \digits.layer0.t44  t44 (
     .carry(\carry$289 ),
@@ -5003,7 +6257,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$286 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$428 )
+    .thr_r3(\fire$428 )
   );
   \digits.layer0.t45  t45 (
     .carry(\carry$294 ),
@@ -5011,7 +6265,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$291 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$429 )
+    .thr_r3(\fire$429 )
   );
   \digits.layer0.t46  t46 (
     .carry(\carry$274 ),
@@ -5019,7 +6273,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$296 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$430 )
+    .thr_r3(\fire$430 )
   );
   \digits.layer0.t47  t47 (
     .carry(\carry$303 ),
@@ -5027,7 +6281,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$300 ),
     .rst(rst),
     .s(\s$227 ),
-    .thr_r2(\fire$431 )
+    .thr_r3(\fire$431 )
   );
   \digits.layer0.t48  t48 (
     .carry(\carry$309 ),
@@ -5035,7 +6289,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$305 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$432 )
+    .thr_r3(\fire$432 )
   );
   \digits.layer0.t49  t49 (
     .carry(\carry$314 ),
@@ -5043,7 +6297,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$311 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$433 )
+    .thr_r3(\fire$433 )
   );
   \digits.layer0.t5  t5 (
     .carry(\carry$95 ),
@@ -5051,7 +6305,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$92 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$389 )
+    .thr_r3(\fire$389 )
   );
   \digits.layer0.t50  t50 (
     .carry(\carry$319 ),
@@ -5059,7 +6313,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$316 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$434 )
+    .thr_r3(\fire$434 )
   );
   \digits.layer0.t51  t51 (
     .carry(\carry$324 ),
@@ -5067,7 +6321,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$321 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$435 )
+    .thr_r3(\fire$435 )
   );
   \digits.layer0.t52  t52 (
     .carry(\carry$314 ),
@@ -5075,7 +6329,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$326 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$436 )
+    .thr_r3(\fire$436 )
   );
   \digits.layer0.t53  t53 (
     .carry(\carry$333 ),
@@ -5083,7 +6337,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$330 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$437 )
+    .thr_r3(\fire$437 )
   );
   \digits.layer0.t54  t54 (
     .carry(\carry$338 ),
@@ -5091,7 +6345,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$335 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$438 )
+    .thr_r3(\fire$438 )
   );
   \digits.layer0.t55  t55 (
     .carry(\carry$343 ),
@@ -5099,7 +6353,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$340 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$439 )
+    .thr_r3(\fire$439 )
   );
   \digits.layer0.t56  t56 (
     .carry(\carry$348 ),
@@ -5107,7 +6361,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$345 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$440 )
+    .thr_r3(\fire$440 )
   );
   \digits.layer0.t57  t57 (
     .carry(\carry$319 ),
@@ -5115,7 +6369,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$350 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$441 )
+    .thr_r3(\fire$441 )
   );
   \digits.layer0.t58  t58 (
     .carry(\carry$357 ),
@@ -5123,7 +6377,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$354 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$442 )
+    .thr_r3(\fire$442 )
   );
   \digits.layer0.t59  t59 (
     .carry(\carry$362 ),
@@ -5131,7 +6385,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$359 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$443 )
+    .thr_r3(\fire$443 )
   );
   \digits.layer0.t6  t6 (
     .carry(\carry$100 ),
@@ -5139,7 +6393,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$97 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$390 )
+    .thr_r3(\fire$390 )
   );
   \digits.layer0.t60  t60 (
     .carry(\carry$367 ),
@@ -5147,7 +6401,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$364 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$444 )
+    .thr_r3(\fire$444 )
   );
   \digits.layer0.t61  t61 (
     .carry(\carry$348 ),
@@ -5155,7 +6409,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$369 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$445 )
+    .thr_r3(\fire$445 )
   );
   \digits.layer0.t62  t62 (
     .carry(\carry$376 ),
@@ -5163,7 +6417,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$373 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$446 )
+    .thr_r3(\fire$446 )
   );
   \digits.layer0.t63  t63 (
     .carry(\carry$381 ),
@@ -5171,7 +6425,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$378 ),
     .rst(rst),
     .s(\s$307 ),
-    .thr_r2(\fire$447 )
+    .thr_r3(\fire$447 )
   );
   \digits.layer0.t7  t7 (
     .carry(\carry$105 ),
@@ -5179,7 +6433,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$102 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$391 )
+    .thr_r3(\fire$391 )
   );
   \digits.layer0.t8  t8 (
     .carry(\carry$110 ),
@@ -5187,7 +6441,7 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$107 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$392 )
+    .thr_r3(\fire$392 )
   );
   \digits.layer0.t9  t9 (
     .carry(\carry$115 ),
@@ -5195,74 +6449,74 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
     .p(\p$112 ),
     .rst(rst),
     .s(s),
-    .thr_r2(\fire$393 )
+    .thr_r3(\fire$393 )
   );
-  assign inputs = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
-  assign \inputs$1  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] };
-  assign \inputs$2  = { \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$3  = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$4  = { \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$5  = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$6  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1] };
-  assign \inputs$7  = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$8  = { \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1] };
-  assign \inputs$9  = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$488$0 [0], \port$488$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$10  = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1] };
-  assign \inputs$11  = { \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$12  = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1] };
-  assign \inputs$13  = { \port$523$0 [0], \port$523$0 [1], \port$504$0 [0], \port$504$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$14  = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$15  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$16  = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$17  = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1] };
-  assign \inputs$18  = { \port$520$0 [0], \port$520$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$470$0 [0], \port$470$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$19  = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1] };
-  assign \inputs$20  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$21  = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
-  assign \inputs$22  = { \port$511$0 [0], \port$511$0 [1], \port$509$0 [0], \port$509$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$469$0 [0], \port$469$0 [1] };
-  assign \inputs$23  = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$24  = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$25  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$26  = { \port$520$0 [0], \port$520$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
-  assign \inputs$27  = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1] };
-  assign \inputs$28  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$29  = { \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$30  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$31  = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$32  = { \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$33  = { \port$520$0 [0], \port$520$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$34  = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$469$0 [0], \port$469$0 [1] };
-  assign \inputs$35  = { \port$521$0 [0], \port$521$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1] };
-  assign \inputs$36  = { \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
-  assign \inputs$37  = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$497$0 [0], \port$497$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$38  = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$39  = { \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$40  = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$41  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$42  = { \port$522$0 [0], \port$522$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1] };
-  assign \inputs$43  = { \port$522$0 [0], \port$522$0 [1], \port$520$0 [0], \port$520$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$477$0 [0], \port$477$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$44  = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$474$0 [0], \port$474$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$45  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$485$0 [0], \port$485$0 [1], \port$477$0 [0], \port$477$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$46  = { \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$480$0 [0], \port$480$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$47  = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$501$0 [0], \port$501$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
-  assign \inputs$48  = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$478$0 [0], \port$478$0 [1] };
-  assign \inputs$49  = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$50  = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$51  = { \port$521$0 [0], \port$521$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$52  = { \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1] };
-  assign \inputs$53  = { \port$520$0 [0], \port$520$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
-  assign \inputs$54  = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
-  assign \inputs$55  = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$56  = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$465$0 [0], \port$465$0 [1] };
-  assign \inputs$57  = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$481$0 [0], \port$481$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
-  assign \inputs$58  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$59  = { \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1] };
-  assign \inputs$60  = { \port$518$0 [0], \port$518$0 [1], \port$495$0 [0], \port$495$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
-  assign \inputs$61  = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1] };
-  assign \inputs$62  = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1] };
-  assign \inputs$63  = { \port$522$0 [0], \port$522$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$474$0 [0], \port$474$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
-  assign \inputs$64  = { \port$509$0 [0], \port$509$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$478$0 [0], \port$478$0 [1], \port$470$0 [0], \port$470$0 [1] };
-  assign \inputs$65  = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] };
+  assign inputs = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1] };
+  assign \inputs$1  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
+  assign \inputs$2  = { \port$2294$0 [0], \port$2294$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$3  = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$4  = { \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$5  = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$6  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign \inputs$7  = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$8  = { \port$2278$0 [0], \port$2278$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign \inputs$9  = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$10  = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1] };
+  assign \inputs$11  = { \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$12  = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1] };
+  assign \inputs$13  = { \port$2295$0 [0], \port$2295$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$14  = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$15  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$16  = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$17  = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
+  assign \inputs$18  = { \port$2292$0 [0], \port$2292$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$19  = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1] };
+  assign \inputs$20  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$21  = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign \inputs$22  = { \port$2283$0 [0], \port$2283$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign \inputs$23  = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign \inputs$24  = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$25  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$26  = { \port$2292$0 [0], \port$2292$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign \inputs$27  = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1] };
+  assign \inputs$28  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$29  = { \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$30  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$31  = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
+  assign \inputs$32  = { \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$33  = { \port$2292$0 [0], \port$2292$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign \inputs$34  = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign \inputs$35  = { \port$2293$0 [0], \port$2293$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1] };
+  assign \inputs$36  = { \port$2292$0 [0], \port$2292$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
+  assign \inputs$37  = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$38  = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$39  = { \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$40  = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$41  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$42  = { \port$2294$0 [0], \port$2294$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign \inputs$43  = { \port$2294$0 [0], \port$2294$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$44  = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$45  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$46  = { \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$47  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
+  assign \inputs$48  = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign \inputs$49  = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign \inputs$50  = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$51  = { \port$2293$0 [0], \port$2293$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$52  = { \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
+  assign \inputs$53  = { \port$2292$0 [0], \port$2292$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign \inputs$54  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
+  assign \inputs$55  = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$56  = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2237$0 [0], \port$2237$0 [1] };
+  assign \inputs$57  = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign \inputs$58  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$59  = { \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign \inputs$60  = { \port$2290$0 [0], \port$2290$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign \inputs$61  = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1] };
+  assign \inputs$62  = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1] };
+  assign \inputs$63  = { \port$2294$0 [0], \port$2294$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign \inputs$64  = { \port$2281$0 [0], \port$2281$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
+  assign \inputs$65  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
   assign layer_r87 = p;
   assign layer_r88 = s;
   assign layer_r18 = carry;
@@ -5469,2818 +6723,2949 @@ module \digits.layer0 (rst, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$
   assign \$25  = { \$24 [6:0], 7'h00 };
   assign \$28  = { \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26], \$27 [26:20] };
   assign \$33  = { \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26], \$32 [26:20] };
+  assign \$41  = \$40 ;
+  assign \$47  = \$46 ;
+  assign \$54  = \$53 ;
+  assign \$60  = \$59 ;
+  assign \$67  = \$66 ;
+  assign \$73  = \$72 ;
+  assign \$80  = \$79 ;
+  assign \$86  = \$85 ;
+  assign \$93  = \$92 ;
+  assign \$99  = \$98 ;
+  assign \$106  = \$105 ;
+  assign \$112  = \$111 ;
+  assign \$119  = \$118 ;
+  assign \$125  = \$124 ;
+  assign \$132  = \$131 ;
+  assign \$138  = \$137 ;
+  assign \$145  = \$144 ;
+  assign \$151  = \$150 ;
+  assign \$158  = \$157 ;
+  assign \$164  = \$163 ;
+  assign \$171  = \$170 ;
+  assign \$177  = \$176 ;
+  assign \$184  = \$183 ;
+  assign \$190  = \$189 ;
+  assign \$197  = \$196 ;
+  assign \$203  = \$202 ;
+  assign \$210  = \$209 ;
+  assign \$216  = \$215 ;
+  assign \$223  = \$222 ;
+  assign \$229  = \$228 ;
+  assign \$236  = \$235 ;
+  assign \$242  = \$241 ;
+  assign \$249  = \$248 ;
+  assign \$255  = \$254 ;
+  assign \$262  = \$261 ;
+  assign \$268  = \$267 ;
+  assign \$275  = \$274 ;
+  assign \$281  = \$280 ;
+  assign \$288  = \$287 ;
+  assign \$294  = \$293 ;
+  assign \$301  = \$300 ;
+  assign \$307  = \$306 ;
+  assign \$314  = \$313 ;
+  assign \$320  = \$319 ;
+  assign \$327  = \$326 ;
+  assign \$333  = \$332 ;
+  assign \$340  = \$339 ;
+  assign \$346  = \$345 ;
+  assign \$353  = \$352 ;
+  assign \$359  = \$358 ;
+  assign \$366  = \$365 ;
+  assign \$372  = \$371 ;
+  assign \$379  = \$378 ;
+  assign \$385  = \$384 ;
+  assign \$392  = \$391 ;
+  assign \$398  = \$397 ;
+  assign \$405  = \$404 ;
+  assign \$411  = \$410 ;
+  assign \$418  = \$417 ;
+  assign \$424  = \$423 ;
+  assign \$431  = \$430 ;
+  assign \$437  = \$436 ;
+  assign \$444  = \$443 ;
+  assign \$450  = \$449 ;
+  assign \$457  = \$456 ;
+  assign \$463  = \$462 ;
+  assign \$470  = \$469 ;
+  assign \$476  = \$475 ;
+  assign \$483  = \$482 ;
+  assign \$489  = \$488 ;
+  assign \$496  = \$495 ;
+  assign \$502  = \$501 ;
+  assign \$509  = \$508 ;
+  assign \$515  = \$514 ;
+  assign \$522  = \$521 ;
+  assign \$528  = \$527 ;
+  assign \$535  = \$534 ;
+  assign \$541  = \$540 ;
+  assign \$548  = \$547 ;
+  assign \$554  = \$553 ;
+  assign \$561  = \$560 ;
+  assign \$567  = \$566 ;
+  assign \$574  = \$573 ;
+  assign \$580  = \$579 ;
+  assign \$587  = \$586 ;
+  assign \$593  = \$592 ;
+  assign \$600  = \$599 ;
+  assign \$606  = \$605 ;
+  assign \$613  = \$612 ;
+  assign \$619  = \$618 ;
+  assign \$626  = \$625 ;
+  assign \$632  = \$631 ;
+  assign \$639  = \$638 ;
+  assign \$645  = \$644 ;
+  assign \$652  = \$651 ;
+  assign \$658  = \$657 ;
+  assign \$665  = \$664 ;
+  assign \$671  = \$670 ;
+  assign \$678  = \$677 ;
+  assign \$684  = \$683 ;
+  assign \$691  = \$690 ;
+  assign \$697  = \$696 ;
+  assign \$704  = \$703 ;
+  assign \$710  = \$709 ;
+  assign \$717  = \$716 ;
+  assign \$723  = \$722 ;
+  assign \$730  = \$729 ;
+  assign \$736  = \$735 ;
+  assign \$743  = \$742 ;
+  assign \$749  = \$748 ;
+  assign \$756  = \$755 ;
+  assign \$762  = \$761 ;
+  assign \$769  = \$768 ;
+  assign \$775  = \$774 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p0 (rst, sum, \port$477$0 , \port$478$0 , \port$479$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$490$0 , \port$497$0 , \port$498$0 , \port$501$0 , clk);
+module \digits.layer0.p0 (rst, sum, \port$2249$0 , \port$2250$0 , \port$2251$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2262$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] }),
+    .inputs({ \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1] };
+  assign inputs = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p1 (rst, sum, \port$464$0 , \port$469$0 , \port$470$0 , \port$473$0 , \port$477$0 , \port$480$0 , \port$481$0 , \port$510$0 , \port$513$0 , \port$514$0 , \port$518$0 , \port$519$0 , \port$522$0 , clk);
+module \digits.layer0.p1 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2242$0 , \port$2245$0 , \port$2249$0 , \port$2252$0 , \port$2253$0 , \port$2282$0 , \port$2285$0 , \port$2286$0 , \port$2290$0 , \port$2291$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p10 (rst, sum, \port$462$0 , \port$463$0 , \port$465$0 , \port$466$0 , \port$471$0 , \port$472$0 , \port$494$0 , \port$497$0 , \port$502$0 , \port$505$0 , \port$506$0 , \port$513$0 , \port$514$0 , \port$519$0 , clk);
+module \digits.layer0.p10 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2243$0 , \port$2244$0 , \port$2266$0 , \port$2269$0 , \port$2274$0 , \port$2277$0 , \port$2278$0 , \port$2285$0 , \port$2286$0 , \port$2291$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p11 (rst, sum, \port$472$0 , \port$473$0 , \port$479$0 , \port$481$0 , \port$487$0 , \port$495$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$512$0 , \port$513$0 , \port$520$0 , \port$521$0 , \port$523$0 , clk);
+module \digits.layer0.p11 (rst, sum, \port$2244$0 , \port$2245$0 , \port$2251$0 , \port$2253$0 , \port$2259$0 , \port$2267$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2284$0 , \port$2285$0 , \port$2292$0 , \port$2293$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p12 (rst, sum, \port$463$0 , \port$465$0 , \port$466$0 , \port$473$0 , \port$477$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$495$0 , \port$504$0 , \port$523$0 , clk);
+module \digits.layer0.p12 (rst, sum, \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2245$0 , \port$2249$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2267$0 , \port$2276$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$504$0 [0], \port$504$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$504$0 [0], \port$504$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p13 (rst, sum, \port$462$0 , \port$465$0 , \port$466$0 , \port$472$0 , \port$480$0 , \port$485$0 , \port$488$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$520$0 , \port$521$0 , \port$522$0 , clk);
+module \digits.layer0.p13 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2238$0 , \port$2244$0 , \port$2252$0 , \port$2257$0 , \port$2260$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2292$0 , \port$2293$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p14 (rst, sum, \port$464$0 , \port$465$0 , \port$466$0 , \port$471$0 , \port$477$0 , \port$487$0 , \port$488$0 , \port$505$0 , \port$506$0 , \port$518$0 , \port$519$0 , clk);
+module \digits.layer0.p14 (rst, sum, \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2243$0 , \port$2249$0 , \port$2259$0 , \port$2260$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , \port$2291$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p15 (rst, sum, \port$463$0 , \port$473$0 , \port$477$0 , \port$478$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$488$0 , \port$495$0 , \port$521$0 , \port$523$0 , clk);
+module \digits.layer0.p15 (rst, sum, \port$2235$0 , \port$2245$0 , \port$2249$0 , \port$2250$0 , \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2260$0 , \port$2267$0 , \port$2293$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$495$0 [0], \port$495$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p16 (rst, sum, \port$470$0 , \port$473$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$495$0 , \port$505$0 , \port$506$0 , clk);
+module \digits.layer0.p16 (rst, sum, \port$2242$0 , \port$2245$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2267$0 , \port$2277$0 , \port$2278$0 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1] }),
+    .inputs({ \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1] };
+  assign inputs = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p17 (rst, sum, \port$462$0 , \port$465$0 , \port$470$0 , \port$477$0 , \port$478$0 , \port$486$0 , \port$487$0 , \port$495$0 , \port$520$0 , clk);
+module \digits.layer0.p17 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2242$0 , \port$2249$0 , \port$2250$0 , \port$2258$0 , \port$2259$0 , \port$2267$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$470$0 [0], \port$470$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$470$0 [0], \port$470$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p18 (rst, sum, \port$486$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$497$0 , \port$498$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$506$0 , \port$511$0 , clk);
+module \digits.layer0.p18 (rst, sum, \port$2258$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2269$0 , \port$2270$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2278$0 , \port$2283$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1] }),
+    .inputs({ \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1] };
+  assign inputs = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p19 (rst, sum, \port$462$0 , \port$464$0 , \port$465$0 , \port$471$0 , \port$478$0 , \port$485$0 , \port$502$0 , \port$503$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$522$0 , clk);
+module \digits.layer0.p19 (rst, sum, \port$2234$0 , \port$2236$0 , \port$2237$0 , \port$2243$0 , \port$2250$0 , \port$2257$0 , \port$2274$0 , \port$2275$0 , \port$2284$0 , \port$2285$0 , \port$2290$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p2 (rst, sum, \port$464$0 , \port$465$0 , \port$472$0 , \port$473$0 , \port$480$0 , \port$482$0 , \port$488$0 , \port$496$0 , \port$497$0 , \port$506$0 , \port$511$0 , clk);
+module \digits.layer0.p2 (rst, sum, \port$2236$0 , \port$2237$0 , \port$2244$0 , \port$2245$0 , \port$2252$0 , \port$2254$0 , \port$2260$0 , \port$2268$0 , \port$2269$0 , \port$2278$0 , \port$2283$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p20 (rst, sum, \port$478$0 , \port$479$0 , \port$486$0 , \port$487$0 , \port$494$0 , \port$496$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$513$0 , \port$520$0 , clk);
+module \digits.layer0.p20 (rst, sum, \port$2250$0 , \port$2251$0 , \port$2258$0 , \port$2259$0 , \port$2266$0 , \port$2268$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2277$0 , \port$2285$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p21 (rst, sum, \port$469$0 , \port$480$0 , \port$482$0 , \port$489$0 , \port$490$0 , \port$495$0 , \port$496$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$509$0 , \port$511$0 , clk);
+module \digits.layer0.p21 (rst, sum, \port$2241$0 , \port$2252$0 , \port$2254$0 , \port$2261$0 , \port$2262$0 , \port$2267$0 , \port$2268$0 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2281$0 , \port$2283$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$509$0 ;
-  wire [1:0] \port$509$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2281$0 ;
+  wire [1:0] \port$2281$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$511$0 [0], \port$511$0 [1], \port$509$0 [0], \port$509$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$469$0 [0], \port$469$0 [1] }),
+    .inputs({ \port$2283$0 [0], \port$2283$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$511$0 [0], \port$511$0 [1], \port$509$0 [0], \port$509$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign inputs = { \port$2283$0 [0], \port$2283$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p22 (rst, sum, \port$479$0 , \port$480$0 , \port$481$0 , \port$485$0 , \port$486$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$498$0 , \port$503$0 , \port$511$0 , \port$512$0 , \port$523$0 , clk);
+module \digits.layer0.p22 (rst, sum, \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2257$0 , \port$2258$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2270$0 , \port$2275$0 , \port$2283$0 , \port$2284$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p23 (rst, sum, \port$464$0 , \port$469$0 , \port$493$0 , \port$496$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$513$0 , \port$520$0 , clk);
+module \digits.layer0.p23 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2265$0 , \port$2268$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2285$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p24 (rst, sum, \port$462$0 , \port$465$0 , \port$473$0 , \port$480$0 , \port$482$0 , \port$488$0 , \port$496$0 , \port$502$0 , \port$503$0 , \port$510$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , clk);
+module \digits.layer0.p24 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2245$0 , \port$2252$0 , \port$2254$0 , \port$2260$0 , \port$2268$0 , \port$2274$0 , \port$2275$0 , \port$2282$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2293$0 , \port$2294$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [31:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator6 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p25 (rst, sum, \port$478$0 , \port$479$0 , \port$481$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$495$0 , \port$497$0 , \port$501$0 , \port$505$0 , \port$520$0 , clk);
+module \digits.layer0.p25 (rst, sum, \port$2250$0 , \port$2251$0 , \port$2253$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2261$0 , \port$2267$0 , \port$2269$0 , \port$2273$0 , \port$2277$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p26 (rst, sum, \port$471$0 , \port$473$0 , \port$478$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$487$0 , \port$495$0 , \port$502$0 , \port$506$0 , \port$513$0 , \port$519$0 , \port$520$0 , clk);
+module \digits.layer0.p26 (rst, sum, \port$2243$0 , \port$2245$0 , \port$2250$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2259$0 , \port$2267$0 , \port$2274$0 , \port$2278$0 , \port$2285$0 , \port$2291$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$506$0 [0], \port$506$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p27 (rst, sum, \port$462$0 , \port$470$0 , \port$471$0 , \port$477$0 , \port$478$0 , \port$481$0 , \port$486$0 , \port$487$0 , \port$489$0 , \port$494$0 , \port$505$0 , \port$506$0 , \port$518$0 , \port$519$0 , clk);
+module \digits.layer0.p27 (rst, sum, \port$2234$0 , \port$2242$0 , \port$2243$0 , \port$2249$0 , \port$2250$0 , \port$2253$0 , \port$2258$0 , \port$2259$0 , \port$2261$0 , \port$2266$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , \port$2291$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$494$0 [0], \port$494$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p28 (rst, sum, \port$464$0 , \port$470$0 , \port$474$0 , \port$487$0 , \port$495$0 , \port$496$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$510$0 , \port$513$0 , \port$514$0 , clk);
+module \digits.layer0.p28 (rst, sum, \port$2236$0 , \port$2242$0 , \port$2246$0 , \port$2259$0 , \port$2267$0 , \port$2268$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2282$0 , \port$2285$0 , \port$2286$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p29 (rst, sum, \port$463$0 , \port$465$0 , \port$466$0 , \port$472$0 , \port$479$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$498$0 , \port$511$0 , \port$518$0 , \port$522$0 , clk);
+module \digits.layer0.p29 (rst, sum, \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2244$0 , \port$2251$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2261$0 , \port$2270$0 , \port$2283$0 , \port$2290$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$498$0 [0], \port$498$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$479$0 [0], \port$479$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p3 (rst, sum, \port$463$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$473$0 , \port$474$0 , \port$478$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$489$0 , \port$490$0 , \port$495$0 , \port$502$0 , clk);
+module \digits.layer0.p3 (rst, sum, \port$2235$0 , \port$2242$0 , \port$2243$0 , \port$2244$0 , \port$2245$0 , \port$2246$0 , \port$2250$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2261$0 , \port$2262$0 , \port$2267$0 , \port$2274$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p30 (rst, sum, \port$480$0 , \port$481$0 , \port$482$0 , \port$485$0 , \port$488$0 , \port$490$0 , \port$493$0 , \port$497$0 , \port$501$0 , \port$504$0 , \port$505$0 , \port$509$0 , \port$514$0 , \port$520$0 , clk);
+module \digits.layer0.p30 (rst, sum, \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2257$0 , \port$2260$0 , \port$2262$0 , \port$2265$0 , \port$2269$0 , \port$2273$0 , \port$2276$0 , \port$2277$0 , \port$2281$0 , \port$2286$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$509$0 ;
-  wire [1:0] \port$509$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2281$0 ;
+  wire [1:0] \port$2281$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$485$0 [0], \port$485$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p31 (rst, sum, \port$462$0 , \port$464$0 , \port$465$0 , \port$471$0 , \port$473$0 , \port$478$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$502$0 , \port$505$0 , \port$510$0 , \port$513$0 , \port$519$0 , clk);
+module \digits.layer0.p31 (rst, sum, \port$2234$0 , \port$2236$0 , \port$2237$0 , \port$2243$0 , \port$2245$0 , \port$2250$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2274$0 , \port$2277$0 , \port$2282$0 , \port$2285$0 , \port$2291$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$471$0 [0], \port$471$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p32 (rst, sum, \port$479$0 , \port$485$0 , \port$486$0 , \port$494$0 , \port$497$0 , \port$498$0 , \port$504$0 , \port$512$0 , \port$520$0 , clk);
+module \digits.layer0.p32 (rst, sum, \port$2251$0 , \port$2257$0 , \port$2258$0 , \port$2266$0 , \port$2269$0 , \port$2270$0 , \port$2276$0 , \port$2284$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p33 (rst, sum, \port$469$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$489$0 , \port$490$0 , \port$497$0 , \port$498$0 , \port$501$0 , clk);
+module \digits.layer0.p33 (rst, sum, \port$2241$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2261$0 , \port$2262$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$469$0 [0], \port$469$0 [1] }),
+    .inputs({ \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign inputs = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p34 (rst, sum, \port$490$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$510$0 , \port$521$0 , clk);
+module \digits.layer0.p34 (rst, sum, \port$2262$0 , \port$2267$0 , \port$2268$0 , \port$2269$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2277$0 , \port$2282$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$510$0 [0], \port$510$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p35 (rst, sum, \port$480$0 , \port$482$0 , \port$488$0 , \port$493$0 , \port$496$0 , \port$501$0 , \port$503$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$520$0 , clk);
+module \digits.layer0.p35 (rst, sum, \port$2252$0 , \port$2254$0 , \port$2260$0 , \port$2265$0 , \port$2268$0 , \port$2273$0 , \port$2275$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2290$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$480$0 [0], \port$480$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p36 (rst, sum, \port$464$0 , \port$465$0 , \port$466$0 , \port$470$0 , \port$472$0 , \port$497$0 , \port$503$0 , \port$511$0 , \port$514$0 , \port$518$0 , \port$521$0 , clk);
+module \digits.layer0.p36 (rst, sum, \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2242$0 , \port$2244$0 , \port$2269$0 , \port$2275$0 , \port$2283$0 , \port$2286$0 , \port$2290$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$497$0 [0], \port$497$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$497$0 [0], \port$497$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p37 (rst, sum, \port$464$0 , \port$466$0 , \port$469$0 , \port$470$0 , \port$488$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$496$0 , \port$498$0 , \port$501$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$518$0 , clk);
+module \digits.layer0.p37 (rst, sum, \port$2236$0 , \port$2238$0 , \port$2241$0 , \port$2242$0 , \port$2260$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2268$0 , \port$2270$0 , \port$2273$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , clk);
   input clk;
   wire clk;
   wire [29:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator7 shared (
     .clk(clk),
-    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$488$0 [0], \port$488$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p38 (rst, sum, \port$463$0 , \port$466$0 , \port$472$0 , \port$473$0 , \port$477$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$486$0 , \port$489$0 , \port$490$0 , \port$494$0 , \port$498$0 , clk);
+module \digits.layer0.p38 (rst, sum, \port$2235$0 , \port$2238$0 , \port$2244$0 , \port$2245$0 , \port$2249$0 , \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2258$0 , \port$2261$0 , \port$2262$0 , \port$2266$0 , \port$2270$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p39 (rst, sum, \port$464$0 , \port$469$0 , \port$470$0 , \port$506$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$518$0 , \port$519$0 , \port$521$0 , clk);
+module \digits.layer0.p39 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2242$0 , \port$2278$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2286$0 , \port$2290$0 , \port$2291$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$506$0 [0], \port$506$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p4 (rst, sum, \port$463$0 , \port$472$0 , \port$473$0 , \port$477$0 , \port$479$0 , \port$480$0 , \port$481$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , clk);
+module \digits.layer0.p4 (rst, sum, \port$2235$0 , \port$2244$0 , \port$2245$0 , \port$2249$0 , \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$477$0 [0], \port$477$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p40 (rst, sum, \port$462$0 , \port$479$0 , \port$480$0 , \port$485$0 , \port$489$0 , \port$490$0 , \port$493$0 , \port$503$0 , \port$511$0 , \port$512$0 , \port$521$0 , \port$522$0 , \port$523$0 , clk);
+module \digits.layer0.p40 (rst, sum, \port$2234$0 , \port$2251$0 , \port$2252$0 , \port$2257$0 , \port$2261$0 , \port$2262$0 , \port$2265$0 , \port$2275$0 , \port$2283$0 , \port$2284$0 , \port$2293$0 , \port$2294$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p41 (rst, sum, \port$469$0 , \port$472$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$490$0 , \port$497$0 , \port$498$0 , \port$501$0 , \port$504$0 , \port$522$0 , clk);
+module \digits.layer0.p41 (rst, sum, \port$2241$0 , \port$2244$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2262$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , \port$2276$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p42 (rst, sum, \port$464$0 , \port$470$0 , \port$473$0 , \port$474$0 , \port$477$0 , \port$481$0 , \port$482$0 , \port$487$0 , \port$502$0 , \port$520$0 , \port$522$0 , clk);
+module \digits.layer0.p42 (rst, sum, \port$2236$0 , \port$2242$0 , \port$2245$0 , \port$2246$0 , \port$2249$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2274$0 , \port$2292$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$520$0 [0], \port$520$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$477$0 [0], \port$477$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$520$0 [0], \port$520$0 [1], \port$502$0 [0], \port$502$0 [1], \port$487$0 [0], \port$487$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$477$0 [0], \port$477$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$470$0 [0], \port$470$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p43 (rst, sum, \port$464$0 , \port$466$0 , \port$474$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$488$0 , \port$497$0 , \port$506$0 , \port$518$0 , clk);
+module \digits.layer0.p43 (rst, sum, \port$2236$0 , \port$2238$0 , \port$2246$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2260$0 , \port$2269$0 , \port$2278$0 , \port$2290$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$474$0 [0], \port$474$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$474$0 [0], \port$474$0 [1], \port$466$0 [0], \port$466$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p44 (rst, sum, \port$462$0 , \port$464$0 , \port$465$0 , \port$469$0 , \port$472$0 , \port$477$0 , \port$485$0 , \port$512$0 , \port$513$0 , \port$518$0 , \port$519$0 , clk);
+module \digits.layer0.p44 (rst, sum, \port$2234$0 , \port$2236$0 , \port$2237$0 , \port$2241$0 , \port$2244$0 , \port$2249$0 , \port$2257$0 , \port$2284$0 , \port$2285$0 , \port$2290$0 , \port$2291$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$485$0 [0], \port$485$0 [1], \port$477$0 [0], \port$477$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$485$0 [0], \port$485$0 [1], \port$477$0 [0], \port$477$0 [1], \port$472$0 [0], \port$472$0 [1], \port$469$0 [0], \port$469$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p45 (rst, sum, \port$464$0 , \port$480$0 , \port$488$0 , \port$493$0 , \port$494$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$504$0 , \port$505$0 , clk);
+module \digits.layer0.p45 (rst, sum, \port$2236$0 , \port$2252$0 , \port$2260$0 , \port$2265$0 , \port$2266$0 , \port$2268$0 , \port$2269$0 , \port$2270$0 , \port$2276$0 , \port$2277$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$480$0 [0], \port$480$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$488$0 [0], \port$488$0 [1], \port$480$0 [0], \port$480$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p46 (rst, sum, \port$466$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$481$0 , \port$482$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$501$0 , \port$509$0 , \port$514$0 , \port$518$0 , \port$522$0 , clk);
+module \digits.layer0.p46 (rst, sum, \port$2238$0 , \port$2241$0 , \port$2242$0 , \port$2243$0 , \port$2244$0 , \port$2253$0 , \port$2254$0 , \port$2260$0 , \port$2261$0 , \port$2262$0 , \port$2273$0 , \port$2281$0 , \port$2286$0 , \port$2290$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [29:0] inputs;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$509$0 ;
-  wire [1:0] \port$509$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2281$0 ;
+  wire [1:0] \port$2281$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator7 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$501$0 [0], \port$501$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$514$0 [0], \port$514$0 [1], \port$509$0 [0], \port$509$0 [1], \port$501$0 [0], \port$501$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p47 (rst, sum, \port$478$0 , \port$490$0 , \port$493$0 , \port$498$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$511$0 , \port$513$0 , \port$518$0 , \port$521$0 , clk);
+module \digits.layer0.p47 (rst, sum, \port$2250$0 , \port$2262$0 , \port$2265$0 , \port$2270$0 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2283$0 , \port$2285$0 , \port$2290$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$478$0 [0], \port$478$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$518$0 [0], \port$518$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p48 (rst, sum, \port$479$0 , \port$480$0 , \port$496$0 , \port$503$0 , \port$511$0 , \port$513$0 , \port$521$0 , \port$523$0 , clk);
+module \digits.layer0.p48 (rst, sum, \port$2251$0 , \port$2252$0 , \port$2268$0 , \port$2275$0 , \port$2283$0 , \port$2285$0 , \port$2293$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [15:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator8 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$496$0 [0], \port$496$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p49 (rst, sum, \port$463$0 , \port$473$0 , \port$478$0 , \port$479$0 , \port$481$0 , \port$486$0 , \port$487$0 , \port$489$0 , \port$495$0 , \port$502$0 , \port$504$0 , \port$513$0 , \port$520$0 , \port$521$0 , clk);
+module \digits.layer0.p49 (rst, sum, \port$2235$0 , \port$2245$0 , \port$2250$0 , \port$2251$0 , \port$2253$0 , \port$2258$0 , \port$2259$0 , \port$2261$0 , \port$2267$0 , \port$2274$0 , \port$2276$0 , \port$2285$0 , \port$2292$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$513$0 [0], \port$513$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$481$0 [0], \port$481$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$473$0 [0], \port$473$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p5 (rst, sum, \port$469$0 , \port$493$0 , \port$494$0 , \port$496$0 , \port$497$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$511$0 , \port$518$0 , \port$522$0 , clk);
+module \digits.layer0.p5 (rst, sum, \port$2241$0 , \port$2265$0 , \port$2266$0 , \port$2268$0 , \port$2269$0 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2283$0 , \port$2290$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$518$0 [0], \port$518$0 [1], \port$511$0 [0], \port$511$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p50 (rst, sum, \port$462$0 , \port$478$0 , \port$479$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$494$0 , \port$497$0 , \port$498$0 , \port$503$0 , \port$504$0 , \port$521$0 , clk);
+module \digits.layer0.p50 (rst, sum, \port$2234$0 , \port$2250$0 , \port$2251$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2266$0 , \port$2269$0 , \port$2270$0 , \port$2275$0 , \port$2276$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p51 (rst, sum, \port$470$0 , \port$472$0 , \port$473$0 , \port$481$0 , \port$482$0 , \port$494$0 , \port$502$0 , clk);
+module \digits.layer0.p51 (rst, sum, \port$2242$0 , \port$2244$0 , \port$2245$0 , \port$2253$0 , \port$2254$0 , \port$2266$0 , \port$2274$0 , clk);
   input clk;
   wire clk;
   wire [13:0] inputs;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator9 shared (
     .clk(clk),
-    .inputs({ \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1] }),
+    .inputs({ \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$470$0 [0], \port$470$0 [1] };
+  assign inputs = { \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p52 (rst, sum, \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$501$0 , \port$504$0 , \port$520$0 , clk);
+module \digits.layer0.p52 (rst, sum, \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2273$0 , \port$2276$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$504$0 [0], \port$504$0 [1], \port$501$0 [0], \port$501$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p53 (rst, sum, \port$466$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$478$0 , \port$486$0 , \port$488$0 , \port$489$0 , \port$518$0 , \port$519$0 , clk);
+module \digits.layer0.p53 (rst, sum, \port$2238$0 , \port$2241$0 , \port$2242$0 , \port$2243$0 , \port$2250$0 , \port$2258$0 , \port$2260$0 , \port$2261$0 , \port$2290$0 , \port$2291$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] }),
+    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$478$0 [0], \port$478$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$466$0 [0], \port$466$0 [1] };
+  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p54 (rst, sum, \port$462$0 , \port$465$0 , \port$466$0 , \port$478$0 , \port$479$0 , \port$480$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$494$0 , \port$504$0 , \port$512$0 , \port$523$0 , clk);
+module \digits.layer0.p54 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2238$0 , \port$2250$0 , \port$2251$0 , \port$2252$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2266$0 , \port$2276$0 , \port$2284$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$512$0 [0], \port$512$0 [1], \port$504$0 [0], \port$504$0 [1], \port$494$0 [0], \port$494$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p55 (rst, sum, \port$465$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$494$0 , \port$497$0 , \port$506$0 , \port$514$0 , \port$519$0 , \port$520$0 , \port$521$0 , clk);
+module \digits.layer0.p55 (rst, sum, \port$2237$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2266$0 , \port$2269$0 , \port$2278$0 , \port$2286$0 , \port$2291$0 , \port$2292$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$465$0 [0], \port$465$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2237$0 [0], \port$2237$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$514$0 [0], \port$514$0 [1], \port$506$0 [0], \port$506$0 [1], \port$497$0 [0], \port$497$0 [1], \port$494$0 [0], \port$494$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$465$0 [0], \port$465$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2237$0 [0], \port$2237$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p56 (rst, sum, \port$464$0 , \port$469$0 , \port$470$0 , \port$474$0 , \port$481$0 , \port$495$0 , \port$496$0 , \port$501$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , clk);
+module \digits.layer0.p56 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2242$0 , \port$2246$0 , \port$2253$0 , \port$2267$0 , \port$2268$0 , \port$2273$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$481$0 [0], \port$481$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] }),
+    .inputs({ \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$481$0 [0], \port$481$0 [1], \port$474$0 [0], \port$474$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$464$0 [0], \port$464$0 [1] };
+  assign inputs = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p57 (rst, sum, \port$463$0 , \port$472$0 , \port$482$0 , \port$494$0 , \port$502$0 , \port$503$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$519$0 , \port$521$0 , \port$522$0 , \port$523$0 , clk);
+module \digits.layer0.p57 (rst, sum, \port$2235$0 , \port$2244$0 , \port$2254$0 , \port$2266$0 , \port$2274$0 , \port$2275$0 , \port$2282$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2293$0 , \port$2294$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$519$0 [0], \port$519$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$494$0 [0], \port$494$0 [1], \port$482$0 [0], \port$482$0 [1], \port$472$0 [0], \port$472$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p58 (rst, sum, \port$469$0 , \port$470$0 , \port$481$0 , \port$482$0 , \port$502$0 , \port$503$0 , \port$512$0 , \port$513$0 , \port$521$0 , clk);
+module \digits.layer0.p58 (rst, sum, \port$2241$0 , \port$2242$0 , \port$2253$0 , \port$2254$0 , \port$2274$0 , \port$2275$0 , \port$2284$0 , \port$2285$0 , \port$2293$0 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1] }),
+    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$521$0 [0], \port$521$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1] };
+  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p59 (rst, sum, \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$470$0 , \port$471$0 , \port$495$0 , \port$518$0 , clk);
+module \digits.layer0.p59 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2242$0 , \port$2243$0 , \port$2267$0 , \port$2290$0 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$495$0 [0], \port$495$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$495$0 [0], \port$495$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p6 (rst, sum, \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$471$0 , \port$472$0 , \port$481$0 , \port$490$0 , \port$494$0 , \port$498$0 , \port$505$0 , \port$506$0 , \port$518$0 , clk);
+module \digits.layer0.p6 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2243$0 , \port$2244$0 , \port$2253$0 , \port$2262$0 , \port$2266$0 , \port$2270$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$518$0 [0], \port$518$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$490$0 [0], \port$490$0 [1], \port$481$0 [0], \port$481$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p60 (rst, sum, \port$485$0 , \port$486$0 , \port$493$0 , \port$497$0 , \port$498$0 , \port$501$0 , \port$505$0 , \port$506$0 , \port$510$0 , \port$519$0 , \port$520$0 , clk);
+module \digits.layer0.p60 (rst, sum, \port$2257$0 , \port$2258$0 , \port$2265$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , \port$2277$0 , \port$2278$0 , \port$2282$0 , \port$2291$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$501$0 [0], \port$501$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$493$0 [0], \port$493$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p61 (rst, sum, \port$474$0 , \port$478$0 , \port$488$0 , \port$489$0 , \port$495$0 , \port$510$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$520$0 , \port$521$0 , \port$522$0 , clk);
+module \digits.layer0.p61 (rst, sum, \port$2246$0 , \port$2250$0 , \port$2260$0 , \port$2261$0 , \port$2267$0 , \port$2282$0 , \port$2284$0 , \port$2285$0 , \port$2286$0 , \port$2292$0 , \port$2293$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$510$0 [0], \port$510$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$478$0 [0], \port$478$0 [1], \port$474$0 [0], \port$474$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p62 (rst, sum, \port$463$0 , \port$470$0 , \port$471$0 , \port$474$0 , \port$482$0 , \port$489$0 , \port$495$0 , \port$502$0 , \port$503$0 , \port$511$0 , \port$514$0 , \port$522$0 , clk);
+module \digits.layer0.p62 (rst, sum, \port$2235$0 , \port$2242$0 , \port$2243$0 , \port$2246$0 , \port$2254$0 , \port$2261$0 , \port$2267$0 , \port$2274$0 , \port$2275$0 , \port$2283$0 , \port$2286$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$474$0 [0], \port$474$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$514$0 [0], \port$514$0 [1], \port$511$0 [0], \port$511$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$495$0 [0], \port$495$0 [1], \port$489$0 [0], \port$489$0 [1], \port$482$0 [0], \port$482$0 [1], \port$474$0 [0], \port$474$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$463$0 [0], \port$463$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p63 (rst, sum, \port$470$0 , \port$478$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$486$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$495$0 , \port$496$0 , \port$501$0 , \port$503$0 , \port$509$0 , clk);
+module \digits.layer0.p63 (rst, sum, \port$2242$0 , \port$2250$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2260$0 , \port$2261$0 , \port$2262$0 , \port$2267$0 , \port$2268$0 , \port$2273$0 , \port$2275$0 , \port$2281$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$509$0 ;
-  wire [1:0] \port$509$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2281$0 ;
+  wire [1:0] \port$2281$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$509$0 [0], \port$509$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$478$0 [0], \port$478$0 [1], \port$470$0 [0], \port$470$0 [1] }),
+    .inputs({ \port$2281$0 [0], \port$2281$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2242$0 [0], \port$2242$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$509$0 [0], \port$509$0 [1], \port$503$0 [0], \port$503$0 [1], \port$501$0 [0], \port$501$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$486$0 [0], \port$486$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$478$0 [0], \port$478$0 [1], \port$470$0 [0], \port$470$0 [1] };
+  assign inputs = { \port$2281$0 [0], \port$2281$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p7 (rst, sum, \port$478$0 , \port$485$0 , \port$486$0 , \port$490$0 , \port$493$0 , \port$494$0 , \port$498$0 , \port$502$0 , \port$503$0 , \port$506$0 , clk);
+module \digits.layer0.p7 (rst, sum, \port$2250$0 , \port$2257$0 , \port$2258$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2270$0 , \port$2274$0 , \port$2275$0 , \port$2278$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1] }),
+    .inputs({ \port$2278$0 [0], \port$2278$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$506$0 [0], \port$506$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$498$0 [0], \port$498$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$490$0 [0], \port$490$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$478$0 [0], \port$478$0 [1] };
+  assign inputs = { \port$2278$0 [0], \port$2278$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p8 (rst, sum, \port$462$0 , \port$463$0 , \port$465$0 , \port$466$0 , \port$472$0 , \port$488$0 , \port$511$0 , \port$512$0 , \port$521$0 , \port$522$0 , clk);
+module \digits.layer0.p8 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2244$0 , \port$2260$0 , \port$2283$0 , \port$2284$0 , \port$2293$0 , \port$2294$0 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$488$0 [0], \port$488$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] }),
+    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$488$0 [0], \port$488$0 [1], \port$472$0 [0], \port$472$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1] };
+  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p9 (rst, sum, \port$473$0 , \port$480$0 , \port$487$0 , \port$495$0 , \port$496$0 , \port$502$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$510$0 , \port$514$0 , \port$520$0 , clk);
+module \digits.layer0.p9 (rst, sum, \port$2245$0 , \port$2252$0 , \port$2259$0 , \port$2267$0 , \port$2268$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2282$0 , \port$2286$0 , \port$2292$0 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1] }),
+    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$520$0 [0], \port$520$0 [1], \port$514$0 [0], \port$514$0 [1], \port$510$0 [0], \port$510$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$502$0 [0], \port$502$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$487$0 [0], \port$487$0 [1], \port$480$0 [0], \port$480$0 [1], \port$473$0 [0], \port$473$0 [1] };
+  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.q (rst, sum, \port$460$0 , \port$461$0 , \port$462$0 , \port$463$0 , \port$464$0 , \port$465$0 , \port$466$0 , \port$467$0 , \port$468$0 , \port$469$0 , \port$470$0 , \port$471$0 , \port$472$0 , \port$473$0 , \port$474$0 , \port$475$0 , \port$476$0 , \port$477$0 , \port$478$0 
-, \port$479$0 , \port$480$0 , \port$481$0 , \port$482$0 , \port$483$0 , \port$484$0 , \port$485$0 , \port$486$0 , \port$487$0 , \port$488$0 , \port$489$0 , \port$490$0 , \port$491$0 , \port$492$0 , \port$493$0 , \port$494$0 , \port$495$0 , \port$496$0 , \port$497$0 , \port$498$0 , \port$499$0 
-, \port$500$0 , \port$501$0 , \port$502$0 , \port$503$0 , \port$504$0 , \port$505$0 , \port$506$0 , \port$507$0 , \port$508$0 , \port$509$0 , \port$510$0 , \port$511$0 , \port$512$0 , \port$513$0 , \port$514$0 , \port$515$0 , \port$516$0 , \port$517$0 , \port$518$0 , \port$519$0 , \port$520$0 
-, \port$521$0 , \port$522$0 , \port$523$0 , clk);
+module \digits.layer0.q (rst, sum, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2235$0 , \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2239$0 , \port$2240$0 , \port$2241$0 , \port$2242$0 , \port$2243$0 , \port$2244$0 , \port$2245$0 , \port$2246$0 , \port$2247$0 , \port$2248$0 , \port$2249$0 , \port$2250$0 
+, \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2255$0 , \port$2256$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2261$0 , \port$2262$0 , \port$2263$0 , \port$2264$0 , \port$2265$0 , \port$2266$0 , \port$2267$0 , \port$2268$0 , \port$2269$0 , \port$2270$0 , \port$2271$0 
+, \port$2272$0 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2279$0 , \port$2280$0 , \port$2281$0 , \port$2282$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2286$0 , \port$2287$0 , \port$2288$0 , \port$2289$0 , \port$2290$0 , \port$2291$0 , \port$2292$0 
+, \port$2293$0 , \port$2294$0 , \port$2295$0 , clk);
   input clk;
   wire clk;
   wire [127:0] inputs;
-  input [1:0] \port$460$0 ;
-  wire [1:0] \port$460$0 ;
-  input [1:0] \port$461$0 ;
-  wire [1:0] \port$461$0 ;
-  input [1:0] \port$462$0 ;
-  wire [1:0] \port$462$0 ;
-  input [1:0] \port$463$0 ;
-  wire [1:0] \port$463$0 ;
-  input [1:0] \port$464$0 ;
-  wire [1:0] \port$464$0 ;
-  input [1:0] \port$465$0 ;
-  wire [1:0] \port$465$0 ;
-  input [1:0] \port$466$0 ;
-  wire [1:0] \port$466$0 ;
-  input [1:0] \port$467$0 ;
-  wire [1:0] \port$467$0 ;
-  input [1:0] \port$468$0 ;
-  wire [1:0] \port$468$0 ;
-  input [1:0] \port$469$0 ;
-  wire [1:0] \port$469$0 ;
-  input [1:0] \port$470$0 ;
-  wire [1:0] \port$470$0 ;
-  input [1:0] \port$471$0 ;
-  wire [1:0] \port$471$0 ;
-  input [1:0] \port$472$0 ;
-  wire [1:0] \port$472$0 ;
-  input [1:0] \port$473$0 ;
-  wire [1:0] \port$473$0 ;
-  input [1:0] \port$474$0 ;
-  wire [1:0] \port$474$0 ;
-  input [1:0] \port$475$0 ;
-  wire [1:0] \port$475$0 ;
-  input [1:0] \port$476$0 ;
-  wire [1:0] \port$476$0 ;
-  input [1:0] \port$477$0 ;
-  wire [1:0] \port$477$0 ;
-  input [1:0] \port$478$0 ;
-  wire [1:0] \port$478$0 ;
-  input [1:0] \port$479$0 ;
-  wire [1:0] \port$479$0 ;
-  input [1:0] \port$480$0 ;
-  wire [1:0] \port$480$0 ;
-  input [1:0] \port$481$0 ;
-  wire [1:0] \port$481$0 ;
-  input [1:0] \port$482$0 ;
-  wire [1:0] \port$482$0 ;
-  input [1:0] \port$483$0 ;
-  wire [1:0] \port$483$0 ;
-  input [1:0] \port$484$0 ;
-  wire [1:0] \port$484$0 ;
-  input [1:0] \port$485$0 ;
-  wire [1:0] \port$485$0 ;
-  input [1:0] \port$486$0 ;
-  wire [1:0] \port$486$0 ;
-  input [1:0] \port$487$0 ;
-  wire [1:0] \port$487$0 ;
-  input [1:0] \port$488$0 ;
-  wire [1:0] \port$488$0 ;
-  input [1:0] \port$489$0 ;
-  wire [1:0] \port$489$0 ;
-  input [1:0] \port$490$0 ;
-  wire [1:0] \port$490$0 ;
-  input [1:0] \port$491$0 ;
-  wire [1:0] \port$491$0 ;
-  input [1:0] \port$492$0 ;
-  wire [1:0] \port$492$0 ;
-  input [1:0] \port$493$0 ;
-  wire [1:0] \port$493$0 ;
-  input [1:0] \port$494$0 ;
-  wire [1:0] \port$494$0 ;
-  input [1:0] \port$495$0 ;
-  wire [1:0] \port$495$0 ;
-  input [1:0] \port$496$0 ;
-  wire [1:0] \port$496$0 ;
-  input [1:0] \port$497$0 ;
-  wire [1:0] \port$497$0 ;
-  input [1:0] \port$498$0 ;
-  wire [1:0] \port$498$0 ;
-  input [1:0] \port$499$0 ;
-  wire [1:0] \port$499$0 ;
-  input [1:0] \port$500$0 ;
-  wire [1:0] \port$500$0 ;
-  input [1:0] \port$501$0 ;
-  wire [1:0] \port$501$0 ;
-  input [1:0] \port$502$0 ;
-  wire [1:0] \port$502$0 ;
-  input [1:0] \port$503$0 ;
-  wire [1:0] \port$503$0 ;
-  input [1:0] \port$504$0 ;
-  wire [1:0] \port$504$0 ;
-  input [1:0] \port$505$0 ;
-  wire [1:0] \port$505$0 ;
-  input [1:0] \port$506$0 ;
-  wire [1:0] \port$506$0 ;
-  input [1:0] \port$507$0 ;
-  wire [1:0] \port$507$0 ;
-  input [1:0] \port$508$0 ;
-  wire [1:0] \port$508$0 ;
-  input [1:0] \port$509$0 ;
-  wire [1:0] \port$509$0 ;
-  input [1:0] \port$510$0 ;
-  wire [1:0] \port$510$0 ;
-  input [1:0] \port$511$0 ;
-  wire [1:0] \port$511$0 ;
-  input [1:0] \port$512$0 ;
-  wire [1:0] \port$512$0 ;
-  input [1:0] \port$513$0 ;
-  wire [1:0] \port$513$0 ;
-  input [1:0] \port$514$0 ;
-  wire [1:0] \port$514$0 ;
-  input [1:0] \port$515$0 ;
-  wire [1:0] \port$515$0 ;
-  input [1:0] \port$516$0 ;
-  wire [1:0] \port$516$0 ;
-  input [1:0] \port$517$0 ;
-  wire [1:0] \port$517$0 ;
-  input [1:0] \port$518$0 ;
-  wire [1:0] \port$518$0 ;
-  input [1:0] \port$519$0 ;
-  wire [1:0] \port$519$0 ;
-  input [1:0] \port$520$0 ;
-  wire [1:0] \port$520$0 ;
-  input [1:0] \port$521$0 ;
-  wire [1:0] \port$521$0 ;
-  input [1:0] \port$522$0 ;
-  wire [1:0] \port$522$0 ;
-  input [1:0] \port$523$0 ;
-  wire [1:0] \port$523$0 ;
+  input [1:0] \port$2232$0 ;
+  wire [1:0] \port$2232$0 ;
+  input [1:0] \port$2233$0 ;
+  wire [1:0] \port$2233$0 ;
+  input [1:0] \port$2234$0 ;
+  wire [1:0] \port$2234$0 ;
+  input [1:0] \port$2235$0 ;
+  wire [1:0] \port$2235$0 ;
+  input [1:0] \port$2236$0 ;
+  wire [1:0] \port$2236$0 ;
+  input [1:0] \port$2237$0 ;
+  wire [1:0] \port$2237$0 ;
+  input [1:0] \port$2238$0 ;
+  wire [1:0] \port$2238$0 ;
+  input [1:0] \port$2239$0 ;
+  wire [1:0] \port$2239$0 ;
+  input [1:0] \port$2240$0 ;
+  wire [1:0] \port$2240$0 ;
+  input [1:0] \port$2241$0 ;
+  wire [1:0] \port$2241$0 ;
+  input [1:0] \port$2242$0 ;
+  wire [1:0] \port$2242$0 ;
+  input [1:0] \port$2243$0 ;
+  wire [1:0] \port$2243$0 ;
+  input [1:0] \port$2244$0 ;
+  wire [1:0] \port$2244$0 ;
+  input [1:0] \port$2245$0 ;
+  wire [1:0] \port$2245$0 ;
+  input [1:0] \port$2246$0 ;
+  wire [1:0] \port$2246$0 ;
+  input [1:0] \port$2247$0 ;
+  wire [1:0] \port$2247$0 ;
+  input [1:0] \port$2248$0 ;
+  wire [1:0] \port$2248$0 ;
+  input [1:0] \port$2249$0 ;
+  wire [1:0] \port$2249$0 ;
+  input [1:0] \port$2250$0 ;
+  wire [1:0] \port$2250$0 ;
+  input [1:0] \port$2251$0 ;
+  wire [1:0] \port$2251$0 ;
+  input [1:0] \port$2252$0 ;
+  wire [1:0] \port$2252$0 ;
+  input [1:0] \port$2253$0 ;
+  wire [1:0] \port$2253$0 ;
+  input [1:0] \port$2254$0 ;
+  wire [1:0] \port$2254$0 ;
+  input [1:0] \port$2255$0 ;
+  wire [1:0] \port$2255$0 ;
+  input [1:0] \port$2256$0 ;
+  wire [1:0] \port$2256$0 ;
+  input [1:0] \port$2257$0 ;
+  wire [1:0] \port$2257$0 ;
+  input [1:0] \port$2258$0 ;
+  wire [1:0] \port$2258$0 ;
+  input [1:0] \port$2259$0 ;
+  wire [1:0] \port$2259$0 ;
+  input [1:0] \port$2260$0 ;
+  wire [1:0] \port$2260$0 ;
+  input [1:0] \port$2261$0 ;
+  wire [1:0] \port$2261$0 ;
+  input [1:0] \port$2262$0 ;
+  wire [1:0] \port$2262$0 ;
+  input [1:0] \port$2263$0 ;
+  wire [1:0] \port$2263$0 ;
+  input [1:0] \port$2264$0 ;
+  wire [1:0] \port$2264$0 ;
+  input [1:0] \port$2265$0 ;
+  wire [1:0] \port$2265$0 ;
+  input [1:0] \port$2266$0 ;
+  wire [1:0] \port$2266$0 ;
+  input [1:0] \port$2267$0 ;
+  wire [1:0] \port$2267$0 ;
+  input [1:0] \port$2268$0 ;
+  wire [1:0] \port$2268$0 ;
+  input [1:0] \port$2269$0 ;
+  wire [1:0] \port$2269$0 ;
+  input [1:0] \port$2270$0 ;
+  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2271$0 ;
+  wire [1:0] \port$2271$0 ;
+  input [1:0] \port$2272$0 ;
+  wire [1:0] \port$2272$0 ;
+  input [1:0] \port$2273$0 ;
+  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2274$0 ;
+  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2275$0 ;
+  wire [1:0] \port$2275$0 ;
+  input [1:0] \port$2276$0 ;
+  wire [1:0] \port$2276$0 ;
+  input [1:0] \port$2277$0 ;
+  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2278$0 ;
+  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2279$0 ;
+  wire [1:0] \port$2279$0 ;
+  input [1:0] \port$2280$0 ;
+  wire [1:0] \port$2280$0 ;
+  input [1:0] \port$2281$0 ;
+  wire [1:0] \port$2281$0 ;
+  input [1:0] \port$2282$0 ;
+  wire [1:0] \port$2282$0 ;
+  input [1:0] \port$2283$0 ;
+  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2284$0 ;
+  wire [1:0] \port$2284$0 ;
+  input [1:0] \port$2285$0 ;
+  wire [1:0] \port$2285$0 ;
+  input [1:0] \port$2286$0 ;
+  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2287$0 ;
+  wire [1:0] \port$2287$0 ;
+  input [1:0] \port$2288$0 ;
+  wire [1:0] \port$2288$0 ;
+  input [1:0] \port$2289$0 ;
+  wire [1:0] \port$2289$0 ;
+  input [1:0] \port$2290$0 ;
+  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2291$0 ;
+  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2292$0 ;
+  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2293$0 ;
+  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2294$0 ;
+  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2295$0 ;
+  wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
   output [7:0] sum;
   wire [7:0] sum;
   digits_sparseaccumulator10 shared (
     .clk(clk),
-    .inputs({ \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] }),
+    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$523$0 [0], \port$523$0 [1], \port$522$0 [0], \port$522$0 [1], \port$521$0 [0], \port$521$0 [1], \port$520$0 [0], \port$520$0 [1], \port$519$0 [0], \port$519$0 [1], \port$518$0 [0], \port$518$0 [1], \port$517$0 [0], \port$517$0 [1], \port$516$0 [0], \port$516$0 [1], \port$515$0 [0], \port$515$0 [1], \port$514$0 [0], \port$514$0 [1], \port$513$0 [0], \port$513$0 [1], \port$512$0 [0], \port$512$0 [1], \port$511$0 [0], \port$511$0 [1], \port$510$0 [0], \port$510$0 [1], \port$509$0 [0], \port$509$0 [1], \port$508$0 [0], \port$508$0 [1], \port$507$0 [0], \port$507$0 [1], \port$506$0 [0], \port$506$0 [1], \port$505$0 [0], \port$505$0 [1], \port$504$0 [0], \port$504$0 [1], \port$503$0 [0], \port$503$0 [1], \port$502$0 [0], \port$502$0 [1], \port$501$0 [0], \port$501$0 [1], \port$500$0 [0], \port$500$0 [1], \port$499$0 [0], \port$499$0 [1], \port$498$0 [0], \port$498$0 [1], \port$497$0 [0], \port$497$0 [1], \port$496$0 [0], \port$496$0 [1], \port$495$0 [0], \port$495$0 [1], \port$494$0 [0], \port$494$0 [1], \port$493$0 [0], \port$493$0 [1], \port$492$0 [0], \port$492$0 [1], \port$491$0 [0], \port$491$0 [1], \port$490$0 [0], \port$490$0 [1], \port$489$0 [0], \port$489$0 [1], \port$488$0 [0], \port$488$0 [1], \port$487$0 [0], \port$487$0 [1], \port$486$0 [0], \port$486$0 [1], \port$485$0 [0], \port$485$0 [1], \port$484$0 [0], \port$484$0 [1], \port$483$0 [0], \port$483$0 [1], \port$482$0 [0], \port$482$0 [1], \port$481$0 [0], \port$481$0 [1], \port$480$0 [0], \port$480$0 [1], \port$479$0 [0], \port$479$0 [1], \port$478$0 [0], \port$478$0 [1], \port$477$0 [0], \port$477$0 [1], \port$476$0 [0], \port$476$0 [1], \port$475$0 [0], \port$475$0 [1], \port$474$0 [0], \port$474$0 [1], \port$473$0 [0], \port$473$0 [1], \port$472$0 [0], \port$472$0 [1], \port$471$0 [0], \port$471$0 [1], \port$470$0 [0], \port$470$0 [1], \port$469$0 [0], \port$469$0 [1], \port$468$0 [0], \port$468$0 [1], \port$467$0 [0], \port$467$0 [1], \port$466$0 [0], \port$466$0 [1], \port$465$0 [0], \port$465$0 [1], \port$464$0 [0], \port$464$0 [1], \port$463$0 [0], \port$463$0 [1], \port$462$0 [0], \port$462$0 [1], \port$461$0 [0], \port$461$0 [1], \port$460$0 [0], \port$460$0 [1] };
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
+module \digits.layer0.t0 (rst, carry, p, s, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8294,23 +9679,60 @@ module \digits.layer0.t0 (rst, carry, p, s, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h6;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h6;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t1 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8324,23 +9746,60 @@ module \digits.layer0.t1 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h5);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h4;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h4;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t10 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t10 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8354,23 +9813,60 @@ module \digits.layer0.t10 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h6;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h6;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t11 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t11 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8384,23 +9880,60 @@ module \digits.layer0.t11 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t12 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t12 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8414,23 +9947,60 @@ module \digits.layer0.t12 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t13 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t13 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8444,23 +10014,60 @@ module \digits.layer0.t13 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t14 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t14 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8474,23 +10081,60 @@ module \digits.layer0.t14 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t15 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t15 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8504,23 +10148,60 @@ module \digits.layer0.t15 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t16 (rst, carry, p, s, thr_r2, clk);
+module \digits.layer0.t16 (rst, carry, p, s, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8534,23 +10215,60 @@ module \digits.layer0.t16 (rst, carry, p, s, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h6;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h6;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t17 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t17 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8564,23 +10282,60 @@ module \digits.layer0.t17 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t18 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t18 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8594,23 +10349,60 @@ module \digits.layer0.t18 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h6;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h6;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t19 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t19 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8624,23 +10416,60 @@ module \digits.layer0.t19 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t2 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t2 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8654,23 +10483,60 @@ module \digits.layer0.t2 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t20 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t20 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8684,23 +10550,60 @@ module \digits.layer0.t20 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h5;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h5;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t21 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t21 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8714,23 +10617,60 @@ module \digits.layer0.t21 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t22 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t22 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8744,23 +10684,60 @@ module \digits.layer0.t22 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t23 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t23 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8774,23 +10751,60 @@ module \digits.layer0.t23 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t24 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t24 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8804,23 +10818,60 @@ module \digits.layer0.t24 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t25 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t25 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8834,23 +10885,60 @@ module \digits.layer0.t25 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h5;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h5;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t26 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t26 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8864,23 +10952,60 @@ module \digits.layer0.t26 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t27 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t27 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8894,23 +11019,60 @@ module \digits.layer0.t27 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h08);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t28 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t28 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8924,23 +11086,60 @@ module \digits.layer0.t28 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h6);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h5;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h5;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t29 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t29 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8954,23 +11153,60 @@ module \digits.layer0.t29 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t3 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t3 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -8984,23 +11220,60 @@ module \digits.layer0.t3 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h6;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h6;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t30 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t30 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9014,23 +11287,60 @@ module \digits.layer0.t30 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t31 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t31 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9044,23 +11354,60 @@ module \digits.layer0.t31 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h0a);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h1;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 1'h1;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h1;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 1'h1;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t32 (rst, carry, p, s, thr_r2, clk);
+module \digits.layer0.t32 (rst, carry, p, s, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9074,23 +11421,60 @@ module \digits.layer0.t32 (rst, carry, p, s, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h5;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h5;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t33 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t33 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9104,23 +11488,60 @@ module \digits.layer0.t33 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'hb);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t34 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t34 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9134,23 +11555,60 @@ module \digits.layer0.t34 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t35 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t35 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9164,23 +11622,60 @@ module \digits.layer0.t35 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t36 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t36 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9194,23 +11689,60 @@ module \digits.layer0.t36 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h1;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 1'h1;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t37 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t37 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9224,23 +11756,60 @@ module \digits.layer0.t37 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t38 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t38 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9254,23 +11823,60 @@ module \digits.layer0.t38 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t39 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t39 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9284,23 +11890,60 @@ module \digits.layer0.t39 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t4 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t4 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9314,23 +11957,60 @@ module \digits.layer0.t4 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t40 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t40 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9344,23 +12024,60 @@ module \digits.layer0.t40 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t41 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t41 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9374,23 +12091,60 @@ module \digits.layer0.t41 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h4;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h4;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t42 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t42 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9404,23 +12158,60 @@ module \digits.layer0.t42 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t43 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t43 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9434,23 +12225,60 @@ module \digits.layer0.t43 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h5;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h5;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t44 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t44 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9464,23 +12292,60 @@ module \digits.layer0.t44 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t45 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t45 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9494,23 +12359,60 @@ module \digits.layer0.t45 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t46 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t46 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9524,23 +12426,60 @@ module \digits.layer0.t46 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h1;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 1'h1;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t47 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t47 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9554,23 +12493,60 @@ module \digits.layer0.t47 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h5;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h5;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t48 (rst, carry, p, s, thr_r2, clk);
+module \digits.layer0.t48 (rst, carry, p, s, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9584,23 +12560,60 @@ module \digits.layer0.t48 (rst, carry, p, s, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h5;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h5;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t49 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t49 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9614,23 +12627,60 @@ module \digits.layer0.t49 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(5'h0a);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h1;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 1'h1;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h1;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 1'h1;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t5 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t5 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9644,23 +12694,60 @@ module \digits.layer0.t5 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t50 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t50 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9674,23 +12761,60 @@ module \digits.layer0.t50 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h1;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 1'h1;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t51 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t51 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9704,23 +12828,60 @@ module \digits.layer0.t51 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h4;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h4;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t52 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t52 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9734,23 +12895,60 @@ module \digits.layer0.t52 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t53 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t53 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9764,23 +12962,60 @@ module \digits.layer0.t53 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t54 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t54 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9794,23 +13029,60 @@ module \digits.layer0.t54 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h1;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 1'h1;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t55 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t55 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9824,23 +13096,60 @@ module \digits.layer0.t55 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t56 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t56 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9854,23 +13163,60 @@ module \digits.layer0.t56 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h2);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h1;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 1'h1;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t57 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t57 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9884,23 +13230,60 @@ module \digits.layer0.t57 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h7);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h6;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h6;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t58 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t58 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9914,23 +13297,60 @@ module \digits.layer0.t58 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h6;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h6;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t59 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t59 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9944,23 +13364,60 @@ module \digits.layer0.t59 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t6 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t6 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -9974,23 +13431,60 @@ module \digits.layer0.t6 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h5);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h4;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h4;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t60 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t60 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -10004,23 +13498,60 @@ module \digits.layer0.t60 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(2'h1);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 1'h0;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = ! thr_r1[2:0];
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t61 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t61 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -10034,23 +13565,60 @@ module \digits.layer0.t61 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t62 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t62 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -10064,23 +13632,60 @@ module \digits.layer0.t62 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h3);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h2;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h2;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t63 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t63 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -10094,23 +13699,60 @@ module \digits.layer0.t63 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t7 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t7 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -10124,23 +13766,60 @@ module \digits.layer0.t7 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(3'h5);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h4;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h4;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t8 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t8 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -10154,23 +13833,60 @@ module \digits.layer0.t8 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(1'h0);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h0;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 3'h7;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = thr_r1[5:3] == 3'h7;
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 3'h7;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 3'h7;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$20  = \$19 ;
+  assign \$5  = thr_r1[6];
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
+module \digits.layer0.t9 (rst, carry, s, p, thr_r3, clk);
   wire [7:0] \$1 ;
-  wire [8:0] \$2 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire \$2 ;
+  wire \$20 ;
   wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input carry;
   wire carry;
   input clk;
@@ -10184,23 +13900,43 @@ module \digits.layer0.t9 (rst, carry, s, p, thr_r2, clk);
   input [6:0] s;
   wire [6:0] s;
   reg [6:0] thr_r1 = 7'h00;
-  output thr_r2;
   reg thr_r2 = 1'h0;
+  output thr_r3;
+  reg thr_r3 = 1'h0;
   assign \$1  = $signed({ 1'h0, p }) + $signed(s);
-  assign \$2  = $signed(\$1 ) + $signed({ 1'h0, carry });
-  assign \$3  = $signed(thr_r1) >= $signed(4'h4);
+  assign \$2  = ~ thr_r1[6];
+  assign \$3  = \$2  > 1'h1;
+  assign \$4  = ~ thr_r1[6];
+  assign \$6  = ~ thr_r1[6];
+  assign \$7  = thr_r1[5:3] > 1'h0;
+  assign \$8  = ~ thr_r1[6];
+  assign \$9  = ! thr_r1[5:3];
+  assign \$10  = ~ thr_r1[6];
+  assign \$11  = thr_r1[2:0] > 2'h3;
+  assign \$12  = ~ thr_r1[6];
+  assign \$13  = thr_r1[2:0] == 2'h3;
+  assign \$14  = \$13  & thr_r2;
+  assign \$15  = \$11  | \$14 ;
+  assign \$16  = \$9  & \$15 ;
+  assign \$17  = \$7  | \$16 ;
+  assign \$18  = \$5  & \$17 ;
+  assign \$19  = \$3  | \$18 ;
   always @(posedge clk)
-    thr_r1 <= \$2 [6:0];
+    thr_r1 <= \$1 [6:0];
   always @(posedge clk)
-    thr_r2 <= \$3 ;
-  assign fire = thr_r2;
+    thr_r2 <= carry;
+  always @(posedge clk)
+    thr_r3 <= \$20 ;
+  assign fire = thr_r3;
+  assign \$5  = \$4 ;
+  assign \$20  = \$19 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output (rst, \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 , \port$1147$0 
-, \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 , \port$1189$0 
-, \port$1191$0 , \port$1193$0 , \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 
-, \port$1233$0 , \port$1235$0 , scores, clk);
+module \digits.output (rst, \port$2882$0 , \port$2885$0 , \port$2888$0 , \port$2891$0 , \port$2894$0 , \port$2897$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2909$0 , \port$2912$0 , \port$2915$0 , \port$2918$0 , \port$2921$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2936$0 , \port$2939$0 
+, \port$2942$0 , \port$2945$0 , \port$2948$0 , \port$2951$0 , \port$2954$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2966$0 , \port$2969$0 , \port$2972$0 , \port$2975$0 , \port$2978$0 , \port$2981$0 , \port$2984$0 , \port$2987$0 , \port$2990$0 , \port$2993$0 , \port$2996$0 , \port$2999$0 , \port$3002$0 
+, \port$3005$0 , \port$3008$0 , \port$3011$0 , \port$3014$0 , \port$3017$0 , \port$3020$0 , \port$3023$0 , \port$3026$0 , \port$3029$0 , \port$3032$0 , \port$3035$0 , \port$3038$0 , \port$3041$0 , \port$3044$0 , \port$3047$0 , \port$3050$0 , \port$3053$0 , \port$3056$0 , \port$3059$0 , \port$3062$0 , \port$3065$0 
+, \port$3068$0 , \port$3071$0 , scores, clk);
   wire [9:0] \$1 ;
   wire [12:0] \$10 ;
   wire [11:0] \$11 ;
@@ -10279,134 +14015,134 @@ module \digits.output (rst, \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1
   wire [26:0] \inputs$7 ;
   wire [25:0] \inputs$8 ;
   wire [27:0] \inputs$9 ;
-  input \port$1109$0 ;
-  wire \port$1109$0 ;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1113$0 ;
-  wire \port$1113$0 ;
-  input \port$1115$0 ;
-  wire \port$1115$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1121$0 ;
-  wire \port$1121$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1127$0 ;
-  wire \port$1127$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1131$0 ;
-  wire \port$1131$0 ;
-  input \port$1133$0 ;
-  wire \port$1133$0 ;
-  input \port$1135$0 ;
-  wire \port$1135$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1139$0 ;
-  wire \port$1139$0 ;
-  input \port$1141$0 ;
-  wire \port$1141$0 ;
-  input \port$1143$0 ;
-  wire \port$1143$0 ;
-  input \port$1145$0 ;
-  wire \port$1145$0 ;
-  input \port$1147$0 ;
-  wire \port$1147$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1151$0 ;
-  wire \port$1151$0 ;
-  input \port$1153$0 ;
-  wire \port$1153$0 ;
-  input \port$1155$0 ;
-  wire \port$1155$0 ;
-  input \port$1157$0 ;
-  wire \port$1157$0 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1165$0 ;
-  wire \port$1165$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1169$0 ;
-  wire \port$1169$0 ;
-  input \port$1171$0 ;
-  wire \port$1171$0 ;
-  input \port$1173$0 ;
-  wire \port$1173$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1177$0 ;
-  wire \port$1177$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1183$0 ;
-  wire \port$1183$0 ;
-  input \port$1185$0 ;
-  wire \port$1185$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1189$0 ;
-  wire \port$1189$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1193$0 ;
-  wire \port$1193$0 ;
-  input \port$1195$0 ;
-  wire \port$1195$0 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2882$0 ;
+  wire \port$2882$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2888$0 ;
+  wire \port$2888$0 ;
+  input \port$2891$0 ;
+  wire \port$2891$0 ;
+  input \port$2894$0 ;
+  wire \port$2894$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2900$0 ;
+  wire \port$2900$0 ;
+  input \port$2903$0 ;
+  wire \port$2903$0 ;
+  input \port$2906$0 ;
+  wire \port$2906$0 ;
+  input \port$2909$0 ;
+  wire \port$2909$0 ;
+  input \port$2912$0 ;
+  wire \port$2912$0 ;
+  input \port$2915$0 ;
+  wire \port$2915$0 ;
+  input \port$2918$0 ;
+  wire \port$2918$0 ;
+  input \port$2921$0 ;
+  wire \port$2921$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2927$0 ;
+  wire \port$2927$0 ;
+  input \port$2930$0 ;
+  wire \port$2930$0 ;
+  input \port$2933$0 ;
+  wire \port$2933$0 ;
+  input \port$2936$0 ;
+  wire \port$2936$0 ;
+  input \port$2939$0 ;
+  wire \port$2939$0 ;
+  input \port$2942$0 ;
+  wire \port$2942$0 ;
+  input \port$2945$0 ;
+  wire \port$2945$0 ;
+  input \port$2948$0 ;
+  wire \port$2948$0 ;
+  input \port$2951$0 ;
+  wire \port$2951$0 ;
+  input \port$2954$0 ;
+  wire \port$2954$0 ;
+  input \port$2957$0 ;
+  wire \port$2957$0 ;
+  input \port$2960$0 ;
+  wire \port$2960$0 ;
+  input \port$2963$0 ;
+  wire \port$2963$0 ;
+  input \port$2966$0 ;
+  wire \port$2966$0 ;
+  input \port$2969$0 ;
+  wire \port$2969$0 ;
+  input \port$2972$0 ;
+  wire \port$2972$0 ;
+  input \port$2975$0 ;
+  wire \port$2975$0 ;
+  input \port$2978$0 ;
+  wire \port$2978$0 ;
+  input \port$2981$0 ;
+  wire \port$2981$0 ;
+  input \port$2984$0 ;
+  wire \port$2984$0 ;
+  input \port$2987$0 ;
+  wire \port$2987$0 ;
+  input \port$2990$0 ;
+  wire \port$2990$0 ;
+  input \port$2993$0 ;
+  wire \port$2993$0 ;
+  input \port$2996$0 ;
+  wire \port$2996$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3002$0 ;
+  wire \port$3002$0 ;
+  input \port$3005$0 ;
+  wire \port$3005$0 ;
+  input \port$3008$0 ;
+  wire \port$3008$0 ;
+  input \port$3011$0 ;
+  wire \port$3011$0 ;
+  input \port$3014$0 ;
+  wire \port$3014$0 ;
+  input \port$3017$0 ;
+  wire \port$3017$0 ;
+  input \port$3020$0 ;
+  wire \port$3020$0 ;
+  input \port$3023$0 ;
+  wire \port$3023$0 ;
+  input \port$3026$0 ;
+  wire \port$3026$0 ;
+  input \port$3029$0 ;
+  wire \port$3029$0 ;
+  input \port$3032$0 ;
+  wire \port$3032$0 ;
+  input \port$3035$0 ;
+  wire \port$3035$0 ;
+  input \port$3038$0 ;
+  wire \port$3038$0 ;
+  input \port$3041$0 ;
+  wire \port$3041$0 ;
+  input \port$3044$0 ;
+  wire \port$3044$0 ;
+  input \port$3047$0 ;
+  wire \port$3047$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3053$0 ;
+  wire \port$3053$0 ;
+  input \port$3056$0 ;
+  wire \port$3056$0 ;
+  input \port$3059$0 ;
+  wire \port$3059$0 ;
+  input \port$3062$0 ;
+  wire \port$3062$0 ;
+  input \port$3065$0 ;
+  wire \port$3065$0 ;
+  input \port$3068$0 ;
+  wire \port$3068$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   reg [11:0] score_r1 = 12'h000;
@@ -10539,401 +14275,401 @@ module \digits.output (rst, \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1
   assign \$34  = $signed(\$33 [11:0]) + $signed(6'h2a);
   \digits.output.p0  p0 (
     .clk(clk),
-    .\port$1111$0 (\port$1111$0 ),
-    .\port$1115$0 (\port$1115$0 ),
-    .\port$1117$0 (\port$1117$0 ),
-    .\port$1121$0 (\port$1121$0 ),
-    .\port$1123$0 (\port$1123$0 ),
-    .\port$1129$0 (\port$1129$0 ),
-    .\port$1137$0 (\port$1137$0 ),
-    .\port$1145$0 (\port$1145$0 ),
-    .\port$1153$0 (\port$1153$0 ),
-    .\port$1161$0 (\port$1161$0 ),
-    .\port$1163$0 (\port$1163$0 ),
-    .\port$1171$0 (\port$1171$0 ),
-    .\port$1173$0 (\port$1173$0 ),
-    .\port$1175$0 (\port$1175$0 ),
-    .\port$1179$0 (\port$1179$0 ),
-    .\port$1185$0 (\port$1185$0 ),
-    .\port$1189$0 (\port$1189$0 ),
-    .\port$1191$0 (\port$1191$0 ),
-    .\port$1193$0 (\port$1193$0 ),
-    .\port$1197$0 (\port$1197$0 ),
-    .\port$1203$0 (\port$1203$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1229$0 (\port$1229$0 ),
+    .\port$2885$0 (\port$2885$0 ),
+    .\port$2891$0 (\port$2891$0 ),
+    .\port$2894$0 (\port$2894$0 ),
+    .\port$2900$0 (\port$2900$0 ),
+    .\port$2903$0 (\port$2903$0 ),
+    .\port$2912$0 (\port$2912$0 ),
+    .\port$2924$0 (\port$2924$0 ),
+    .\port$2936$0 (\port$2936$0 ),
+    .\port$2948$0 (\port$2948$0 ),
+    .\port$2960$0 (\port$2960$0 ),
+    .\port$2963$0 (\port$2963$0 ),
+    .\port$2975$0 (\port$2975$0 ),
+    .\port$2978$0 (\port$2978$0 ),
+    .\port$2981$0 (\port$2981$0 ),
+    .\port$2987$0 (\port$2987$0 ),
+    .\port$2996$0 (\port$2996$0 ),
+    .\port$3002$0 (\port$3002$0 ),
+    .\port$3005$0 (\port$3005$0 ),
+    .\port$3008$0 (\port$3008$0 ),
+    .\port$3014$0 (\port$3014$0 ),
+    .\port$3023$0 (\port$3023$0 ),
+    .\port$3029$0 (\port$3029$0 ),
+    .\port$3035$0 (\port$3035$0 ),
+    .\port$3053$0 (\port$3053$0 ),
+    .\port$3056$0 (\port$3056$0 ),
+    .\port$3062$0 (\port$3062$0 ),
     .rst(rst),
     .sum(\sum$28 )
   );
   \digits.output.p1  p1 (
     .clk(clk),
-    .\port$1113$0 (\port$1113$0 ),
-    .\port$1117$0 (\port$1117$0 ),
-    .\port$1125$0 (\port$1125$0 ),
-    .\port$1127$0 (\port$1127$0 ),
-    .\port$1131$0 (\port$1131$0 ),
-    .\port$1133$0 (\port$1133$0 ),
-    .\port$1135$0 (\port$1135$0 ),
-    .\port$1139$0 (\port$1139$0 ),
-    .\port$1149$0 (\port$1149$0 ),
-    .\port$1153$0 (\port$1153$0 ),
-    .\port$1157$0 (\port$1157$0 ),
-    .\port$1167$0 (\port$1167$0 ),
-    .\port$1173$0 (\port$1173$0 ),
-    .\port$1179$0 (\port$1179$0 ),
-    .\port$1185$0 (\port$1185$0 ),
-    .\port$1189$0 (\port$1189$0 ),
-    .\port$1199$0 (\port$1199$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1209$0 (\port$1209$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$2888$0 (\port$2888$0 ),
+    .\port$2894$0 (\port$2894$0 ),
+    .\port$2906$0 (\port$2906$0 ),
+    .\port$2909$0 (\port$2909$0 ),
+    .\port$2915$0 (\port$2915$0 ),
+    .\port$2918$0 (\port$2918$0 ),
+    .\port$2921$0 (\port$2921$0 ),
+    .\port$2927$0 (\port$2927$0 ),
+    .\port$2942$0 (\port$2942$0 ),
+    .\port$2948$0 (\port$2948$0 ),
+    .\port$2954$0 (\port$2954$0 ),
+    .\port$2969$0 (\port$2969$0 ),
+    .\port$2978$0 (\port$2978$0 ),
+    .\port$2987$0 (\port$2987$0 ),
+    .\port$2996$0 (\port$2996$0 ),
+    .\port$3002$0 (\port$3002$0 ),
+    .\port$3017$0 (\port$3017$0 ),
+    .\port$3026$0 (\port$3026$0 ),
+    .\port$3029$0 (\port$3029$0 ),
+    .\port$3032$0 (\port$3032$0 ),
+    .\port$3035$0 (\port$3035$0 ),
+    .\port$3038$0 (\port$3038$0 ),
+    .\port$3044$0 (\port$3044$0 ),
+    .\port$3047$0 (\port$3047$0 ),
+    .\port$3053$0 (\port$3053$0 ),
+    .\port$3071$0 (\port$3071$0 ),
     .rst(rst),
     .sum(\sum$30 )
   );
   \digits.output.p2  p2 (
     .clk(clk),
-    .\port$1109$0 (\port$1109$0 ),
-    .\port$1111$0 (\port$1111$0 ),
-    .\port$1117$0 (\port$1117$0 ),
-    .\port$1119$0 (\port$1119$0 ),
-    .\port$1125$0 (\port$1125$0 ),
-    .\port$1131$0 (\port$1131$0 ),
-    .\port$1135$0 (\port$1135$0 ),
-    .\port$1147$0 (\port$1147$0 ),
-    .\port$1151$0 (\port$1151$0 ),
-    .\port$1157$0 (\port$1157$0 ),
-    .\port$1175$0 (\port$1175$0 ),
-    .\port$1179$0 (\port$1179$0 ),
-    .\port$1181$0 (\port$1181$0 ),
-    .\port$1187$0 (\port$1187$0 ),
-    .\port$1189$0 (\port$1189$0 ),
-    .\port$1191$0 (\port$1191$0 ),
-    .\port$1193$0 (\port$1193$0 ),
-    .\port$1197$0 (\port$1197$0 ),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1203$0 (\port$1203$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1231$0 (\port$1231$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$2882$0 (\port$2882$0 ),
+    .\port$2885$0 (\port$2885$0 ),
+    .\port$2894$0 (\port$2894$0 ),
+    .\port$2897$0 (\port$2897$0 ),
+    .\port$2906$0 (\port$2906$0 ),
+    .\port$2915$0 (\port$2915$0 ),
+    .\port$2921$0 (\port$2921$0 ),
+    .\port$2939$0 (\port$2939$0 ),
+    .\port$2945$0 (\port$2945$0 ),
+    .\port$2954$0 (\port$2954$0 ),
+    .\port$2981$0 (\port$2981$0 ),
+    .\port$2987$0 (\port$2987$0 ),
+    .\port$2990$0 (\port$2990$0 ),
+    .\port$2999$0 (\port$2999$0 ),
+    .\port$3002$0 (\port$3002$0 ),
+    .\port$3005$0 (\port$3005$0 ),
+    .\port$3008$0 (\port$3008$0 ),
+    .\port$3014$0 (\port$3014$0 ),
+    .\port$3020$0 (\port$3020$0 ),
+    .\port$3023$0 (\port$3023$0 ),
+    .\port$3026$0 (\port$3026$0 ),
+    .\port$3053$0 (\port$3053$0 ),
+    .\port$3056$0 (\port$3056$0 ),
+    .\port$3065$0 (\port$3065$0 ),
+    .\port$3068$0 (\port$3068$0 ),
+    .\port$3071$0 (\port$3071$0 ),
     .rst(rst),
     .sum(\sum$32 )
   );
   \digits.output.p3  p3 (
     .clk(clk),
-    .\port$1111$0 (\port$1111$0 ),
-    .\port$1113$0 (\port$1113$0 ),
-    .\port$1117$0 (\port$1117$0 ),
-    .\port$1121$0 (\port$1121$0 ),
-    .\port$1123$0 (\port$1123$0 ),
-    .\port$1125$0 (\port$1125$0 ),
-    .\port$1127$0 (\port$1127$0 ),
-    .\port$1129$0 (\port$1129$0 ),
-    .\port$1135$0 (\port$1135$0 ),
-    .\port$1137$0 (\port$1137$0 ),
-    .\port$1141$0 (\port$1141$0 ),
-    .\port$1155$0 (\port$1155$0 ),
-    .\port$1157$0 (\port$1157$0 ),
-    .\port$1165$0 (\port$1165$0 ),
-    .\port$1169$0 (\port$1169$0 ),
-    .\port$1179$0 (\port$1179$0 ),
-    .\port$1181$0 (\port$1181$0 ),
-    .\port$1183$0 (\port$1183$0 ),
-    .\port$1187$0 (\port$1187$0 ),
-    .\port$1193$0 (\port$1193$0 ),
-    .\port$1195$0 (\port$1195$0 ),
-    .\port$1197$0 (\port$1197$0 ),
-    .\port$1199$0 (\port$1199$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1229$0 (\port$1229$0 ),
+    .\port$2885$0 (\port$2885$0 ),
+    .\port$2888$0 (\port$2888$0 ),
+    .\port$2894$0 (\port$2894$0 ),
+    .\port$2900$0 (\port$2900$0 ),
+    .\port$2903$0 (\port$2903$0 ),
+    .\port$2906$0 (\port$2906$0 ),
+    .\port$2909$0 (\port$2909$0 ),
+    .\port$2912$0 (\port$2912$0 ),
+    .\port$2921$0 (\port$2921$0 ),
+    .\port$2924$0 (\port$2924$0 ),
+    .\port$2930$0 (\port$2930$0 ),
+    .\port$2951$0 (\port$2951$0 ),
+    .\port$2954$0 (\port$2954$0 ),
+    .\port$2966$0 (\port$2966$0 ),
+    .\port$2972$0 (\port$2972$0 ),
+    .\port$2987$0 (\port$2987$0 ),
+    .\port$2990$0 (\port$2990$0 ),
+    .\port$2993$0 (\port$2993$0 ),
+    .\port$2999$0 (\port$2999$0 ),
+    .\port$3008$0 (\port$3008$0 ),
+    .\port$3011$0 (\port$3011$0 ),
+    .\port$3014$0 (\port$3014$0 ),
+    .\port$3017$0 (\port$3017$0 ),
+    .\port$3038$0 (\port$3038$0 ),
+    .\port$3050$0 (\port$3050$0 ),
+    .\port$3062$0 (\port$3062$0 ),
     .rst(rst),
     .sum(\sum$34 )
   );
   \digits.output.p4  p4 (
     .clk(clk),
-    .\port$1109$0 (\port$1109$0 ),
-    .\port$1111$0 (\port$1111$0 ),
-    .\port$1119$0 (\port$1119$0 ),
-    .\port$1123$0 (\port$1123$0 ),
-    .\port$1137$0 (\port$1137$0 ),
-    .\port$1145$0 (\port$1145$0 ),
-    .\port$1149$0 (\port$1149$0 ),
-    .\port$1151$0 (\port$1151$0 ),
-    .\port$1153$0 (\port$1153$0 ),
-    .\port$1155$0 (\port$1155$0 ),
-    .\port$1159$0 (\port$1159$0 ),
-    .\port$1169$0 (\port$1169$0 ),
-    .\port$1175$0 (\port$1175$0 ),
-    .\port$1177$0 (\port$1177$0 ),
-    .\port$1179$0 (\port$1179$0 ),
-    .\port$1183$0 (\port$1183$0 ),
-    .\port$1187$0 (\port$1187$0 ),
-    .\port$1189$0 (\port$1189$0 ),
-    .\port$1191$0 (\port$1191$0 ),
-    .\port$1199$0 (\port$1199$0 ),
-    .\port$1209$0 (\port$1209$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1229$0 (\port$1229$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$2882$0 (\port$2882$0 ),
+    .\port$2885$0 (\port$2885$0 ),
+    .\port$2897$0 (\port$2897$0 ),
+    .\port$2903$0 (\port$2903$0 ),
+    .\port$2924$0 (\port$2924$0 ),
+    .\port$2936$0 (\port$2936$0 ),
+    .\port$2942$0 (\port$2942$0 ),
+    .\port$2945$0 (\port$2945$0 ),
+    .\port$2948$0 (\port$2948$0 ),
+    .\port$2951$0 (\port$2951$0 ),
+    .\port$2957$0 (\port$2957$0 ),
+    .\port$2972$0 (\port$2972$0 ),
+    .\port$2981$0 (\port$2981$0 ),
+    .\port$2984$0 (\port$2984$0 ),
+    .\port$2987$0 (\port$2987$0 ),
+    .\port$2993$0 (\port$2993$0 ),
+    .\port$2999$0 (\port$2999$0 ),
+    .\port$3002$0 (\port$3002$0 ),
+    .\port$3005$0 (\port$3005$0 ),
+    .\port$3017$0 (\port$3017$0 ),
+    .\port$3032$0 (\port$3032$0 ),
+    .\port$3038$0 (\port$3038$0 ),
+    .\port$3041$0 (\port$3041$0 ),
+    .\port$3044$0 (\port$3044$0 ),
+    .\port$3050$0 (\port$3050$0 ),
+    .\port$3062$0 (\port$3062$0 ),
+    .\port$3071$0 (\port$3071$0 ),
     .rst(rst),
     .sum(\sum$36 )
   );
   \digits.output.p5  p5 (
     .clk(clk),
-    .\port$1109$0 (\port$1109$0 ),
-    .\port$1119$0 (\port$1119$0 ),
-    .\port$1121$0 (\port$1121$0 ),
-    .\port$1123$0 (\port$1123$0 ),
-    .\port$1125$0 (\port$1125$0 ),
-    .\port$1129$0 (\port$1129$0 ),
-    .\port$1133$0 (\port$1133$0 ),
-    .\port$1135$0 (\port$1135$0 ),
-    .\port$1137$0 (\port$1137$0 ),
-    .\port$1143$0 (\port$1143$0 ),
-    .\port$1147$0 (\port$1147$0 ),
-    .\port$1149$0 (\port$1149$0 ),
-    .\port$1159$0 (\port$1159$0 ),
-    .\port$1163$0 (\port$1163$0 ),
-    .\port$1167$0 (\port$1167$0 ),
-    .\port$1171$0 (\port$1171$0 ),
-    .\port$1173$0 (\port$1173$0 ),
-    .\port$1181$0 (\port$1181$0 ),
-    .\port$1183$0 (\port$1183$0 ),
-    .\port$1187$0 (\port$1187$0 ),
-    .\port$1197$0 (\port$1197$0 ),
-    .\port$1209$0 (\port$1209$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1229$0 (\port$1229$0 ),
-    .\port$1231$0 (\port$1231$0 ),
+    .\port$2882$0 (\port$2882$0 ),
+    .\port$2897$0 (\port$2897$0 ),
+    .\port$2900$0 (\port$2900$0 ),
+    .\port$2903$0 (\port$2903$0 ),
+    .\port$2906$0 (\port$2906$0 ),
+    .\port$2912$0 (\port$2912$0 ),
+    .\port$2918$0 (\port$2918$0 ),
+    .\port$2921$0 (\port$2921$0 ),
+    .\port$2924$0 (\port$2924$0 ),
+    .\port$2933$0 (\port$2933$0 ),
+    .\port$2939$0 (\port$2939$0 ),
+    .\port$2942$0 (\port$2942$0 ),
+    .\port$2957$0 (\port$2957$0 ),
+    .\port$2963$0 (\port$2963$0 ),
+    .\port$2969$0 (\port$2969$0 ),
+    .\port$2975$0 (\port$2975$0 ),
+    .\port$2978$0 (\port$2978$0 ),
+    .\port$2990$0 (\port$2990$0 ),
+    .\port$2993$0 (\port$2993$0 ),
+    .\port$2999$0 (\port$2999$0 ),
+    .\port$3014$0 (\port$3014$0 ),
+    .\port$3032$0 (\port$3032$0 ),
+    .\port$3041$0 (\port$3041$0 ),
+    .\port$3044$0 (\port$3044$0 ),
+    .\port$3059$0 (\port$3059$0 ),
+    .\port$3062$0 (\port$3062$0 ),
+    .\port$3065$0 (\port$3065$0 ),
     .rst(rst),
     .sum(\sum$38 )
   );
   \digits.output.p6  p6 (
     .clk(clk),
-    .\port$1113$0 (\port$1113$0 ),
-    .\port$1119$0 (\port$1119$0 ),
-    .\port$1123$0 (\port$1123$0 ),
-    .\port$1127$0 (\port$1127$0 ),
-    .\port$1129$0 (\port$1129$0 ),
-    .\port$1145$0 (\port$1145$0 ),
-    .\port$1147$0 (\port$1147$0 ),
-    .\port$1149$0 (\port$1149$0 ),
-    .\port$1155$0 (\port$1155$0 ),
-    .\port$1161$0 (\port$1161$0 ),
-    .\port$1165$0 (\port$1165$0 ),
-    .\port$1167$0 (\port$1167$0 ),
-    .\port$1171$0 (\port$1171$0 ),
-    .\port$1173$0 (\port$1173$0 ),
-    .\port$1177$0 (\port$1177$0 ),
-    .\port$1181$0 (\port$1181$0 ),
-    .\port$1187$0 (\port$1187$0 ),
-    .\port$1195$0 (\port$1195$0 ),
-    .\port$1203$0 (\port$1203$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1209$0 (\port$1209$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1231$0 (\port$1231$0 ),
-    .\port$1233$0 (\port$1233$0 ),
+    .\port$2888$0 (\port$2888$0 ),
+    .\port$2897$0 (\port$2897$0 ),
+    .\port$2903$0 (\port$2903$0 ),
+    .\port$2909$0 (\port$2909$0 ),
+    .\port$2912$0 (\port$2912$0 ),
+    .\port$2936$0 (\port$2936$0 ),
+    .\port$2939$0 (\port$2939$0 ),
+    .\port$2942$0 (\port$2942$0 ),
+    .\port$2951$0 (\port$2951$0 ),
+    .\port$2960$0 (\port$2960$0 ),
+    .\port$2966$0 (\port$2966$0 ),
+    .\port$2969$0 (\port$2969$0 ),
+    .\port$2975$0 (\port$2975$0 ),
+    .\port$2978$0 (\port$2978$0 ),
+    .\port$2984$0 (\port$2984$0 ),
+    .\port$2990$0 (\port$2990$0 ),
+    .\port$2999$0 (\port$2999$0 ),
+    .\port$3011$0 (\port$3011$0 ),
+    .\port$3023$0 (\port$3023$0 ),
+    .\port$3026$0 (\port$3026$0 ),
+    .\port$3029$0 (\port$3029$0 ),
+    .\port$3032$0 (\port$3032$0 ),
+    .\port$3047$0 (\port$3047$0 ),
+    .\port$3050$0 (\port$3050$0 ),
+    .\port$3053$0 (\port$3053$0 ),
+    .\port$3065$0 (\port$3065$0 ),
+    .\port$3068$0 (\port$3068$0 ),
     .rst(rst),
     .sum(\sum$40 )
   );
   \digits.output.p7  p7 (
     .clk(clk),
-    .\port$1113$0 (\port$1113$0 ),
-    .\port$1115$0 (\port$1115$0 ),
-    .\port$1119$0 (\port$1119$0 ),
-    .\port$1121$0 (\port$1121$0 ),
-    .\port$1125$0 (\port$1125$0 ),
-    .\port$1129$0 (\port$1129$0 ),
-    .\port$1133$0 (\port$1133$0 ),
-    .\port$1145$0 (\port$1145$0 ),
-    .\port$1151$0 (\port$1151$0 ),
-    .\port$1167$0 (\port$1167$0 ),
-    .\port$1175$0 (\port$1175$0 ),
-    .\port$1177$0 (\port$1177$0 ),
-    .\port$1181$0 (\port$1181$0 ),
-    .\port$1183$0 (\port$1183$0 ),
-    .\port$1185$0 (\port$1185$0 ),
-    .\port$1191$0 (\port$1191$0 ),
-    .\port$1195$0 (\port$1195$0 ),
-    .\port$1199$0 (\port$1199$0 ),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1203$0 (\port$1203$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$2888$0 (\port$2888$0 ),
+    .\port$2891$0 (\port$2891$0 ),
+    .\port$2897$0 (\port$2897$0 ),
+    .\port$2900$0 (\port$2900$0 ),
+    .\port$2906$0 (\port$2906$0 ),
+    .\port$2912$0 (\port$2912$0 ),
+    .\port$2918$0 (\port$2918$0 ),
+    .\port$2936$0 (\port$2936$0 ),
+    .\port$2945$0 (\port$2945$0 ),
+    .\port$2969$0 (\port$2969$0 ),
+    .\port$2981$0 (\port$2981$0 ),
+    .\port$2984$0 (\port$2984$0 ),
+    .\port$2990$0 (\port$2990$0 ),
+    .\port$2993$0 (\port$2993$0 ),
+    .\port$2996$0 (\port$2996$0 ),
+    .\port$3005$0 (\port$3005$0 ),
+    .\port$3011$0 (\port$3011$0 ),
+    .\port$3017$0 (\port$3017$0 ),
+    .\port$3020$0 (\port$3020$0 ),
+    .\port$3023$0 (\port$3023$0 ),
+    .\port$3026$0 (\port$3026$0 ),
+    .\port$3035$0 (\port$3035$0 ),
+    .\port$3050$0 (\port$3050$0 ),
+    .\port$3059$0 (\port$3059$0 ),
+    .\port$3068$0 (\port$3068$0 ),
+    .\port$3071$0 (\port$3071$0 ),
     .rst(rst),
     .sum(\sum$42 )
   );
   \digits.output.p8  p8 (
     .clk(clk),
-    .\port$1111$0 (\port$1111$0 ),
-    .\port$1115$0 (\port$1115$0 ),
-    .\port$1127$0 (\port$1127$0 ),
-    .\port$1131$0 (\port$1131$0 ),
-    .\port$1133$0 (\port$1133$0 ),
-    .\port$1137$0 (\port$1137$0 ),
-    .\port$1139$0 (\port$1139$0 ),
-    .\port$1141$0 (\port$1141$0 ),
-    .\port$1143$0 (\port$1143$0 ),
-    .\port$1147$0 (\port$1147$0 ),
-    .\port$1149$0 (\port$1149$0 ),
-    .\port$1151$0 (\port$1151$0 ),
-    .\port$1155$0 (\port$1155$0 ),
-    .\port$1157$0 (\port$1157$0 ),
-    .\port$1159$0 (\port$1159$0 ),
-    .\port$1161$0 (\port$1161$0 ),
-    .\port$1163$0 (\port$1163$0 ),
-    .\port$1165$0 (\port$1165$0 ),
-    .\port$1171$0 (\port$1171$0 ),
-    .\port$1177$0 (\port$1177$0 ),
-    .\port$1193$0 (\port$1193$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$2885$0 (\port$2885$0 ),
+    .\port$2891$0 (\port$2891$0 ),
+    .\port$2909$0 (\port$2909$0 ),
+    .\port$2915$0 (\port$2915$0 ),
+    .\port$2918$0 (\port$2918$0 ),
+    .\port$2924$0 (\port$2924$0 ),
+    .\port$2927$0 (\port$2927$0 ),
+    .\port$2930$0 (\port$2930$0 ),
+    .\port$2933$0 (\port$2933$0 ),
+    .\port$2939$0 (\port$2939$0 ),
+    .\port$2942$0 (\port$2942$0 ),
+    .\port$2945$0 (\port$2945$0 ),
+    .\port$2951$0 (\port$2951$0 ),
+    .\port$2954$0 (\port$2954$0 ),
+    .\port$2957$0 (\port$2957$0 ),
+    .\port$2960$0 (\port$2960$0 ),
+    .\port$2963$0 (\port$2963$0 ),
+    .\port$2966$0 (\port$2966$0 ),
+    .\port$2975$0 (\port$2975$0 ),
+    .\port$2984$0 (\port$2984$0 ),
+    .\port$3008$0 (\port$3008$0 ),
+    .\port$3029$0 (\port$3029$0 ),
+    .\port$3035$0 (\port$3035$0 ),
+    .\port$3038$0 (\port$3038$0 ),
+    .\port$3050$0 (\port$3050$0 ),
+    .\port$3056$0 (\port$3056$0 ),
+    .\port$3068$0 (\port$3068$0 ),
+    .\port$3071$0 (\port$3071$0 ),
     .rst(rst),
     .sum(\sum$44 )
   );
   \digits.output.p9  p9 (
     .clk(clk),
-    .\port$1109$0 (\port$1109$0 ),
-    .\port$1111$0 (\port$1111$0 ),
-    .\port$1115$0 (\port$1115$0 ),
-    .\port$1117$0 (\port$1117$0 ),
-    .\port$1119$0 (\port$1119$0 ),
-    .\port$1137$0 (\port$1137$0 ),
-    .\port$1139$0 (\port$1139$0 ),
-    .\port$1141$0 (\port$1141$0 ),
-    .\port$1143$0 (\port$1143$0 ),
-    .\port$1159$0 (\port$1159$0 ),
-    .\port$1161$0 (\port$1161$0 ),
-    .\port$1163$0 (\port$1163$0 ),
-    .\port$1167$0 (\port$1167$0 ),
-    .\port$1169$0 (\port$1169$0 ),
-    .\port$1175$0 (\port$1175$0 ),
-    .\port$1185$0 (\port$1185$0 ),
-    .\port$1187$0 (\port$1187$0 ),
-    .\port$1191$0 (\port$1191$0 ),
-    .\port$1195$0 (\port$1195$0 ),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1231$0 (\port$1231$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$2882$0 (\port$2882$0 ),
+    .\port$2885$0 (\port$2885$0 ),
+    .\port$2891$0 (\port$2891$0 ),
+    .\port$2894$0 (\port$2894$0 ),
+    .\port$2897$0 (\port$2897$0 ),
+    .\port$2924$0 (\port$2924$0 ),
+    .\port$2927$0 (\port$2927$0 ),
+    .\port$2930$0 (\port$2930$0 ),
+    .\port$2933$0 (\port$2933$0 ),
+    .\port$2957$0 (\port$2957$0 ),
+    .\port$2960$0 (\port$2960$0 ),
+    .\port$2963$0 (\port$2963$0 ),
+    .\port$2969$0 (\port$2969$0 ),
+    .\port$2972$0 (\port$2972$0 ),
+    .\port$2981$0 (\port$2981$0 ),
+    .\port$2996$0 (\port$2996$0 ),
+    .\port$2999$0 (\port$2999$0 ),
+    .\port$3005$0 (\port$3005$0 ),
+    .\port$3011$0 (\port$3011$0 ),
+    .\port$3020$0 (\port$3020$0 ),
+    .\port$3029$0 (\port$3029$0 ),
+    .\port$3038$0 (\port$3038$0 ),
+    .\port$3041$0 (\port$3041$0 ),
+    .\port$3047$0 (\port$3047$0 ),
+    .\port$3050$0 (\port$3050$0 ),
+    .\port$3065$0 (\port$3065$0 ),
+    .\port$3071$0 (\port$3071$0 ),
     .rst(rst),
     .sum(\sum$46 )
   );
   \digits.output.q  q (
     .clk(clk),
-    .\port$1109$0 (\port$1109$0 ),
-    .\port$1111$0 (\port$1111$0 ),
-    .\port$1113$0 (\port$1113$0 ),
-    .\port$1115$0 (\port$1115$0 ),
-    .\port$1117$0 (\port$1117$0 ),
-    .\port$1119$0 (\port$1119$0 ),
-    .\port$1121$0 (\port$1121$0 ),
-    .\port$1123$0 (\port$1123$0 ),
-    .\port$1125$0 (\port$1125$0 ),
-    .\port$1127$0 (\port$1127$0 ),
-    .\port$1129$0 (\port$1129$0 ),
-    .\port$1131$0 (\port$1131$0 ),
-    .\port$1133$0 (\port$1133$0 ),
-    .\port$1135$0 (\port$1135$0 ),
-    .\port$1137$0 (\port$1137$0 ),
-    .\port$1139$0 (\port$1139$0 ),
-    .\port$1141$0 (\port$1141$0 ),
-    .\port$1143$0 (\port$1143$0 ),
-    .\port$1145$0 (\port$1145$0 ),
-    .\port$1147$0 (\port$1147$0 ),
-    .\port$1149$0 (\port$1149$0 ),
-    .\port$1151$0 (\port$1151$0 ),
-    .\port$1153$0 (\port$1153$0 ),
-    .\port$1155$0 (\port$1155$0 ),
-    .\port$1157$0 (\port$1157$0 ),
-    .\port$1159$0 (\port$1159$0 ),
-    .\port$1161$0 (\port$1161$0 ),
-    .\port$1163$0 (\port$1163$0 ),
-    .\port$1165$0 (\port$1165$0 ),
-    .\port$1167$0 (\port$1167$0 ),
-    .\port$1169$0 (\port$1169$0 ),
-    .\port$1171$0 (\port$1171$0 ),
-    .\port$1173$0 (\port$1173$0 ),
-    .\port$1175$0 (\port$1175$0 ),
-    .\port$1177$0 (\port$1177$0 ),
-    .\port$1179$0 (\port$1179$0 ),
-    .\port$1181$0 (\port$1181$0 ),
-    .\port$1183$0 (\port$1183$0 ),
-    .\port$1185$0 (\port$1185$0 ),
-    .\port$1187$0 (\port$1187$0 ),
-    .\port$1189$0 (\port$1189$0 ),
-    .\port$1191$0 (\port$1191$0 ),
-    .\port$1193$0 (\port$1193$0 ),
-    .\port$1195$0 (\port$1195$0 ),
-    .\port$1197$0 (\port$1197$0 ),
-    .\port$1199$0 (\port$1199$0 ),
-    .\port$1201$0 (\port$1201$0 ),
-    .\port$1203$0 (\port$1203$0 ),
-    .\port$1205$0 (\port$1205$0 ),
-    .\port$1207$0 (\port$1207$0 ),
-    .\port$1209$0 (\port$1209$0 ),
-    .\port$1211$0 (\port$1211$0 ),
-    .\port$1213$0 (\port$1213$0 ),
-    .\port$1215$0 (\port$1215$0 ),
-    .\port$1217$0 (\port$1217$0 ),
-    .\port$1219$0 (\port$1219$0 ),
-    .\port$1221$0 (\port$1221$0 ),
-    .\port$1223$0 (\port$1223$0 ),
-    .\port$1225$0 (\port$1225$0 ),
-    .\port$1227$0 (\port$1227$0 ),
-    .\port$1229$0 (\port$1229$0 ),
-    .\port$1231$0 (\port$1231$0 ),
-    .\port$1233$0 (\port$1233$0 ),
-    .\port$1235$0 (\port$1235$0 ),
+    .\port$2882$0 (\port$2882$0 ),
+    .\port$2885$0 (\port$2885$0 ),
+    .\port$2888$0 (\port$2888$0 ),
+    .\port$2891$0 (\port$2891$0 ),
+    .\port$2894$0 (\port$2894$0 ),
+    .\port$2897$0 (\port$2897$0 ),
+    .\port$2900$0 (\port$2900$0 ),
+    .\port$2903$0 (\port$2903$0 ),
+    .\port$2906$0 (\port$2906$0 ),
+    .\port$2909$0 (\port$2909$0 ),
+    .\port$2912$0 (\port$2912$0 ),
+    .\port$2915$0 (\port$2915$0 ),
+    .\port$2918$0 (\port$2918$0 ),
+    .\port$2921$0 (\port$2921$0 ),
+    .\port$2924$0 (\port$2924$0 ),
+    .\port$2927$0 (\port$2927$0 ),
+    .\port$2930$0 (\port$2930$0 ),
+    .\port$2933$0 (\port$2933$0 ),
+    .\port$2936$0 (\port$2936$0 ),
+    .\port$2939$0 (\port$2939$0 ),
+    .\port$2942$0 (\port$2942$0 ),
+    .\port$2945$0 (\port$2945$0 ),
+    .\port$2948$0 (\port$2948$0 ),
+    .\port$2951$0 (\port$2951$0 ),
+    .\port$2954$0 (\port$2954$0 ),
+    .\port$2957$0 (\port$2957$0 ),
+    .\port$2960$0 (\port$2960$0 ),
+    .\port$2963$0 (\port$2963$0 ),
+    .\port$2966$0 (\port$2966$0 ),
+    .\port$2969$0 (\port$2969$0 ),
+    .\port$2972$0 (\port$2972$0 ),
+    .\port$2975$0 (\port$2975$0 ),
+    .\port$2978$0 (\port$2978$0 ),
+    .\port$2981$0 (\port$2981$0 ),
+    .\port$2984$0 (\port$2984$0 ),
+    .\port$2987$0 (\port$2987$0 ),
+    .\port$2990$0 (\port$2990$0 ),
+    .\port$2993$0 (\port$2993$0 ),
+    .\port$2996$0 (\port$2996$0 ),
+    .\port$2999$0 (\port$2999$0 ),
+    .\port$3002$0 (\port$3002$0 ),
+    .\port$3005$0 (\port$3005$0 ),
+    .\port$3008$0 (\port$3008$0 ),
+    .\port$3011$0 (\port$3011$0 ),
+    .\port$3014$0 (\port$3014$0 ),
+    .\port$3017$0 (\port$3017$0 ),
+    .\port$3020$0 (\port$3020$0 ),
+    .\port$3023$0 (\port$3023$0 ),
+    .\port$3026$0 (\port$3026$0 ),
+    .\port$3029$0 (\port$3029$0 ),
+    .\port$3032$0 (\port$3032$0 ),
+    .\port$3035$0 (\port$3035$0 ),
+    .\port$3038$0 (\port$3038$0 ),
+    .\port$3041$0 (\port$3041$0 ),
+    .\port$3044$0 (\port$3044$0 ),
+    .\port$3047$0 (\port$3047$0 ),
+    .\port$3050$0 (\port$3050$0 ),
+    .\port$3053$0 (\port$3053$0 ),
+    .\port$3056$0 (\port$3056$0 ),
+    .\port$3059$0 (\port$3059$0 ),
+    .\port$3062$0 (\port$3062$0 ),
+    .\port$3065$0 (\port$3065$0 ),
+    .\port$3068$0 (\port$3068$0 ),
+    .\port$3071$0 (\port$3071$0 ),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1163$0 , \port$1161$0 , \port$1153$0 , \port$1145$0 , \port$1137$0 , \port$1129$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1115$0 , \port$1111$0  };
-  assign \inputs$1  = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  };
-  assign \inputs$2  = { \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1173$0 , \port$1167$0 , \port$1157$0 , \port$1153$0 , \port$1149$0 , \port$1139$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1125$0 , \port$1117$0 , \port$1113$0  };
-  assign \inputs$3  = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1181$0 , \port$1179$0 , \port$1175$0 , \port$1157$0 , \port$1151$0 , \port$1147$0 , \port$1135$0 , \port$1131$0 , \port$1125$0 , \port$1119$0 , \port$1117$0 , \port$1111$0 , \port$1109$0  };
-  assign \inputs$4  = { \port$1229$0 , \port$1221$0 , \port$1213$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1169$0 , \port$1165$0 , \port$1157$0 , \port$1155$0 , \port$1141$0 , \port$1137$0 , \port$1135$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1113$0 , \port$1111$0  };
-  assign \inputs$5  = { \port$1235$0 , \port$1229$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1209$0 , \port$1199$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1183$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1169$0 , \port$1159$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1145$0 , \port$1137$0 , \port$1123$0 , \port$1119$0 , \port$1111$0 , \port$1109$0  };
-  assign \inputs$6  = { \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1217$0 , \port$1215$0 , \port$1209$0 , \port$1197$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1163$0 , \port$1159$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1109$0  };
-  assign \inputs$7  = { \port$1233$0 , \port$1231$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1195$0 , \port$1187$0 , \port$1181$0 , \port$1177$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1165$0 , \port$1161$0 , \port$1155$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1129$0 , \port$1127$0 , \port$1123$0 , \port$1119$0 , \port$1113$0  };
-  assign \inputs$8  = { \port$1235$0 , \port$1233$0 , \port$1227$0 , \port$1221$0 , \port$1211$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1195$0 , \port$1191$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1177$0 , \port$1175$0 , \port$1167$0 , \port$1151$0 , \port$1145$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1121$0 , \port$1119$0 , \port$1115$0 , \port$1113$0  };
-  assign \inputs$9  = { \port$1235$0 , \port$1233$0 , \port$1225$0 , \port$1221$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1193$0 , \port$1177$0 , \port$1171$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1115$0 , \port$1111$0  };
-  assign \inputs$10  = { \port$1235$0 , \port$1231$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1207$0 , \port$1201$0 , \port$1195$0 , \port$1191$0 , \port$1187$0 , \port$1185$0 , \port$1175$0 , \port$1169$0 , \port$1167$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1111$0 , \port$1109$0  };
-  assign \inputs$11  = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  };
+  assign inputs = { \port$3062$0 , \port$3056$0 , \port$3053$0 , \port$3035$0 , \port$3029$0 , \port$3023$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2963$0 , \port$2960$0 , \port$2948$0 , \port$2936$0 , \port$2924$0 , \port$2912$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2891$0 , \port$2885$0  };
+  assign \inputs$1  = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  };
+  assign \inputs$2  = { \port$3071$0 , \port$3053$0 , \port$3047$0 , \port$3044$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3017$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2978$0 , \port$2969$0 , \port$2954$0 , \port$2948$0 , \port$2942$0 , \port$2927$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2906$0 , \port$2894$0 , \port$2888$0  };
+  assign \inputs$3  = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3056$0 , \port$3053$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2990$0 , \port$2987$0 , \port$2981$0 , \port$2954$0 , \port$2945$0 , \port$2939$0 , \port$2921$0 , \port$2915$0 , \port$2906$0 , \port$2897$0 , \port$2894$0 , \port$2885$0 , \port$2882$0  };
+  assign \inputs$4  = { \port$3062$0 , \port$3050$0 , \port$3038$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2972$0 , \port$2966$0 , \port$2954$0 , \port$2951$0 , \port$2930$0 , \port$2924$0 , \port$2921$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2888$0 , \port$2885$0  };
+  assign \inputs$5  = { \port$3071$0 , \port$3062$0 , \port$3050$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3032$0 , \port$3017$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2993$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2972$0 , \port$2957$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2936$0 , \port$2924$0 , \port$2903$0 , \port$2897$0 , \port$2885$0 , \port$2882$0  };
+  assign \inputs$6  = { \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3044$0 , \port$3041$0 , \port$3032$0 , \port$3014$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2963$0 , \port$2957$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2882$0  };
+  assign \inputs$7  = { \port$3068$0 , \port$3065$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3011$0 , \port$2999$0 , \port$2990$0 , \port$2984$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2966$0 , \port$2960$0 , \port$2951$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2912$0 , \port$2909$0 , \port$2903$0 , \port$2897$0 , \port$2888$0  };
+  assign \inputs$8  = { \port$3071$0 , \port$3068$0 , \port$3059$0 , \port$3050$0 , \port$3035$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3011$0 , \port$3005$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2984$0 , \port$2981$0 , \port$2969$0 , \port$2945$0 , \port$2936$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2900$0 , \port$2897$0 , \port$2891$0 , \port$2888$0  };
+  assign \inputs$9  = { \port$3071$0 , \port$3068$0 , \port$3056$0 , \port$3050$0 , \port$3038$0 , \port$3035$0 , \port$3029$0 , \port$3008$0 , \port$2984$0 , \port$2975$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2891$0 , \port$2885$0  };
+  assign \inputs$10  = { \port$3071$0 , \port$3065$0 , \port$3050$0 , \port$3047$0 , \port$3041$0 , \port$3038$0 , \port$3029$0 , \port$3020$0 , \port$3011$0 , \port$3005$0 , \port$2999$0 , \port$2996$0 , \port$2981$0 , \port$2972$0 , \port$2969$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2885$0 , \port$2882$0  };
+  assign \inputs$11  = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  };
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
   assign \scores[2]  = scores[35:24];
@@ -10979,874 +14715,874 @@ module \digits.output (rst, \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p0 (rst, sum, \port$1111$0 , \port$1115$0 , \port$1117$0 , \port$1121$0 , \port$1123$0 , \port$1129$0 , \port$1137$0 , \port$1145$0 , \port$1153$0 , \port$1161$0 , \port$1163$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1179$0 , \port$1185$0 , \port$1189$0 , \port$1191$0 , \port$1193$0 
-, \port$1197$0 , \port$1203$0 , \port$1207$0 , \port$1211$0 , \port$1223$0 , \port$1225$0 , \port$1229$0 , clk);
+module \digits.output.p0 (rst, sum, \port$2885$0 , \port$2891$0 , \port$2894$0 , \port$2900$0 , \port$2903$0 , \port$2912$0 , \port$2924$0 , \port$2936$0 , \port$2948$0 , \port$2960$0 , \port$2963$0 , \port$2975$0 , \port$2978$0 , \port$2981$0 , \port$2987$0 , \port$2996$0 , \port$3002$0 , \port$3005$0 , \port$3008$0 
+, \port$3014$0 , \port$3023$0 , \port$3029$0 , \port$3035$0 , \port$3053$0 , \port$3056$0 , \port$3062$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1115$0 ;
-  wire \port$1115$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1121$0 ;
-  wire \port$1121$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1145$0 ;
-  wire \port$1145$0 ;
-  input \port$1153$0 ;
-  wire \port$1153$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1171$0 ;
-  wire \port$1171$0 ;
-  input \port$1173$0 ;
-  wire \port$1173$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1185$0 ;
-  wire \port$1185$0 ;
-  input \port$1189$0 ;
-  wire \port$1189$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1193$0 ;
-  wire \port$1193$0 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2891$0 ;
+  wire \port$2891$0 ;
+  input \port$2894$0 ;
+  wire \port$2894$0 ;
+  input \port$2900$0 ;
+  wire \port$2900$0 ;
+  input \port$2903$0 ;
+  wire \port$2903$0 ;
+  input \port$2912$0 ;
+  wire \port$2912$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2936$0 ;
+  wire \port$2936$0 ;
+  input \port$2948$0 ;
+  wire \port$2948$0 ;
+  input \port$2960$0 ;
+  wire \port$2960$0 ;
+  input \port$2963$0 ;
+  wire \port$2963$0 ;
+  input \port$2975$0 ;
+  wire \port$2975$0 ;
+  input \port$2978$0 ;
+  wire \port$2978$0 ;
+  input \port$2981$0 ;
+  wire \port$2981$0 ;
+  input \port$2987$0 ;
+  wire \port$2987$0 ;
+  input \port$2996$0 ;
+  wire \port$2996$0 ;
+  input \port$3002$0 ;
+  wire \port$3002$0 ;
+  input \port$3005$0 ;
+  wire \port$3005$0 ;
+  input \port$3008$0 ;
+  wire \port$3008$0 ;
+  input \port$3014$0 ;
+  wire \port$3014$0 ;
+  input \port$3023$0 ;
+  wire \port$3023$0 ;
+  input \port$3029$0 ;
+  wire \port$3029$0 ;
+  input \port$3035$0 ;
+  wire \port$3035$0 ;
+  input \port$3053$0 ;
+  wire \port$3053$0 ;
+  input \port$3056$0 ;
+  wire \port$3056$0 ;
+  input \port$3062$0 ;
+  wire \port$3062$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1163$0 , \port$1161$0 , \port$1153$0 , \port$1145$0 , \port$1137$0 , \port$1129$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1115$0 , \port$1111$0  }),
+    .inputs({ \port$3062$0 , \port$3056$0 , \port$3053$0 , \port$3035$0 , \port$3029$0 , \port$3023$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2963$0 , \port$2960$0 , \port$2948$0 , \port$2936$0 , \port$2924$0 , \port$2912$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2891$0 , \port$2885$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1229$0 , \port$1225$0 , \port$1223$0 , \port$1211$0 , \port$1207$0 , \port$1203$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1163$0 , \port$1161$0 , \port$1153$0 , \port$1145$0 , \port$1137$0 , \port$1129$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1115$0 , \port$1111$0  };
+  assign inputs = { \port$3062$0 , \port$3056$0 , \port$3053$0 , \port$3035$0 , \port$3029$0 , \port$3023$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2963$0 , \port$2960$0 , \port$2948$0 , \port$2936$0 , \port$2924$0 , \port$2912$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2891$0 , \port$2885$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p1 (rst, sum, \port$1113$0 , \port$1117$0 , \port$1125$0 , \port$1127$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1139$0 , \port$1149$0 , \port$1153$0 , \port$1157$0 , \port$1167$0 , \port$1173$0 , \port$1179$0 , \port$1185$0 , \port$1189$0 , \port$1199$0 , \port$1205$0 , \port$1207$0 
-, \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1217$0 , \port$1219$0 , \port$1223$0 , \port$1235$0 , clk);
+module \digits.output.p1 (rst, sum, \port$2888$0 , \port$2894$0 , \port$2906$0 , \port$2909$0 , \port$2915$0 , \port$2918$0 , \port$2921$0 , \port$2927$0 , \port$2942$0 , \port$2948$0 , \port$2954$0 , \port$2969$0 , \port$2978$0 , \port$2987$0 , \port$2996$0 , \port$3002$0 , \port$3017$0 , \port$3026$0 , \port$3029$0 
+, \port$3032$0 , \port$3035$0 , \port$3038$0 , \port$3044$0 , \port$3047$0 , \port$3053$0 , \port$3071$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1113$0 ;
-  wire \port$1113$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1127$0 ;
-  wire \port$1127$0 ;
-  input \port$1131$0 ;
-  wire \port$1131$0 ;
-  input \port$1133$0 ;
-  wire \port$1133$0 ;
-  input \port$1135$0 ;
-  wire \port$1135$0 ;
-  input \port$1139$0 ;
-  wire \port$1139$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1153$0 ;
-  wire \port$1153$0 ;
-  input \port$1157$0 ;
-  wire \port$1157$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1173$0 ;
-  wire \port$1173$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1185$0 ;
-  wire \port$1185$0 ;
-  input \port$1189$0 ;
-  wire \port$1189$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2888$0 ;
+  wire \port$2888$0 ;
+  input \port$2894$0 ;
+  wire \port$2894$0 ;
+  input \port$2906$0 ;
+  wire \port$2906$0 ;
+  input \port$2909$0 ;
+  wire \port$2909$0 ;
+  input \port$2915$0 ;
+  wire \port$2915$0 ;
+  input \port$2918$0 ;
+  wire \port$2918$0 ;
+  input \port$2921$0 ;
+  wire \port$2921$0 ;
+  input \port$2927$0 ;
+  wire \port$2927$0 ;
+  input \port$2942$0 ;
+  wire \port$2942$0 ;
+  input \port$2948$0 ;
+  wire \port$2948$0 ;
+  input \port$2954$0 ;
+  wire \port$2954$0 ;
+  input \port$2969$0 ;
+  wire \port$2969$0 ;
+  input \port$2978$0 ;
+  wire \port$2978$0 ;
+  input \port$2987$0 ;
+  wire \port$2987$0 ;
+  input \port$2996$0 ;
+  wire \port$2996$0 ;
+  input \port$3002$0 ;
+  wire \port$3002$0 ;
+  input \port$3017$0 ;
+  wire \port$3017$0 ;
+  input \port$3026$0 ;
+  wire \port$3026$0 ;
+  input \port$3029$0 ;
+  wire \port$3029$0 ;
+  input \port$3032$0 ;
+  wire \port$3032$0 ;
+  input \port$3035$0 ;
+  wire \port$3035$0 ;
+  input \port$3038$0 ;
+  wire \port$3038$0 ;
+  input \port$3044$0 ;
+  wire \port$3044$0 ;
+  input \port$3047$0 ;
+  wire \port$3047$0 ;
+  input \port$3053$0 ;
+  wire \port$3053$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1173$0 , \port$1167$0 , \port$1157$0 , \port$1153$0 , \port$1149$0 , \port$1139$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1125$0 , \port$1117$0 , \port$1113$0  }),
+    .inputs({ \port$3071$0 , \port$3053$0 , \port$3047$0 , \port$3044$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3017$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2978$0 , \port$2969$0 , \port$2954$0 , \port$2948$0 , \port$2942$0 , \port$2927$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2906$0 , \port$2894$0 , \port$2888$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1235$0 , \port$1223$0 , \port$1219$0 , \port$1217$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1199$0 , \port$1189$0 , \port$1185$0 , \port$1179$0 , \port$1173$0 , \port$1167$0 , \port$1157$0 , \port$1153$0 , \port$1149$0 , \port$1139$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1125$0 , \port$1117$0 , \port$1113$0  };
+  assign inputs = { \port$3071$0 , \port$3053$0 , \port$3047$0 , \port$3044$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3017$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2978$0 , \port$2969$0 , \port$2954$0 , \port$2948$0 , \port$2942$0 , \port$2927$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2906$0 , \port$2894$0 , \port$2888$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p2 (rst, sum, \port$1109$0 , \port$1111$0 , \port$1117$0 , \port$1119$0 , \port$1125$0 , \port$1131$0 , \port$1135$0 , \port$1147$0 , \port$1151$0 , \port$1157$0 , \port$1175$0 , \port$1179$0 , \port$1181$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 , \port$1193$0 , \port$1197$0 , \port$1201$0 
-, \port$1203$0 , \port$1205$0 , \port$1223$0 , \port$1225$0 , \port$1231$0 , \port$1233$0 , \port$1235$0 , clk);
+module \digits.output.p2 (rst, sum, \port$2882$0 , \port$2885$0 , \port$2894$0 , \port$2897$0 , \port$2906$0 , \port$2915$0 , \port$2921$0 , \port$2939$0 , \port$2945$0 , \port$2954$0 , \port$2981$0 , \port$2987$0 , \port$2990$0 , \port$2999$0 , \port$3002$0 , \port$3005$0 , \port$3008$0 , \port$3014$0 , \port$3020$0 
+, \port$3023$0 , \port$3026$0 , \port$3053$0 , \port$3056$0 , \port$3065$0 , \port$3068$0 , \port$3071$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1109$0 ;
-  wire \port$1109$0 ;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1131$0 ;
-  wire \port$1131$0 ;
-  input \port$1135$0 ;
-  wire \port$1135$0 ;
-  input \port$1147$0 ;
-  wire \port$1147$0 ;
-  input \port$1151$0 ;
-  wire \port$1151$0 ;
-  input \port$1157$0 ;
-  wire \port$1157$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1189$0 ;
-  wire \port$1189$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1193$0 ;
-  wire \port$1193$0 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2882$0 ;
+  wire \port$2882$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2894$0 ;
+  wire \port$2894$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2906$0 ;
+  wire \port$2906$0 ;
+  input \port$2915$0 ;
+  wire \port$2915$0 ;
+  input \port$2921$0 ;
+  wire \port$2921$0 ;
+  input \port$2939$0 ;
+  wire \port$2939$0 ;
+  input \port$2945$0 ;
+  wire \port$2945$0 ;
+  input \port$2954$0 ;
+  wire \port$2954$0 ;
+  input \port$2981$0 ;
+  wire \port$2981$0 ;
+  input \port$2987$0 ;
+  wire \port$2987$0 ;
+  input \port$2990$0 ;
+  wire \port$2990$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3002$0 ;
+  wire \port$3002$0 ;
+  input \port$3005$0 ;
+  wire \port$3005$0 ;
+  input \port$3008$0 ;
+  wire \port$3008$0 ;
+  input \port$3014$0 ;
+  wire \port$3014$0 ;
+  input \port$3020$0 ;
+  wire \port$3020$0 ;
+  input \port$3023$0 ;
+  wire \port$3023$0 ;
+  input \port$3026$0 ;
+  wire \port$3026$0 ;
+  input \port$3053$0 ;
+  wire \port$3053$0 ;
+  input \port$3056$0 ;
+  wire \port$3056$0 ;
+  input \port$3065$0 ;
+  wire \port$3065$0 ;
+  input \port$3068$0 ;
+  wire \port$3068$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1181$0 , \port$1179$0 , \port$1175$0 , \port$1157$0 , \port$1151$0 , \port$1147$0 , \port$1135$0 , \port$1131$0 , \port$1125$0 , \port$1119$0 , \port$1117$0 , \port$1111$0 , \port$1109$0  }),
+    .inputs({ \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3056$0 , \port$3053$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2990$0 , \port$2987$0 , \port$2981$0 , \port$2954$0 , \port$2945$0 , \port$2939$0 , \port$2921$0 , \port$2915$0 , \port$2906$0 , \port$2897$0 , \port$2894$0 , \port$2885$0 , \port$2882$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1225$0 , \port$1223$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1197$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1181$0 , \port$1179$0 , \port$1175$0 , \port$1157$0 , \port$1151$0 , \port$1147$0 , \port$1135$0 , \port$1131$0 , \port$1125$0 , \port$1119$0 , \port$1117$0 , \port$1111$0 , \port$1109$0  };
+  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3056$0 , \port$3053$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2990$0 , \port$2987$0 , \port$2981$0 , \port$2954$0 , \port$2945$0 , \port$2939$0 , \port$2921$0 , \port$2915$0 , \port$2906$0 , \port$2897$0 , \port$2894$0 , \port$2885$0 , \port$2882$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p3 (rst, sum, \port$1111$0 , \port$1113$0 , \port$1117$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1135$0 , \port$1137$0 , \port$1141$0 , \port$1155$0 , \port$1157$0 , \port$1165$0 , \port$1169$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1187$0 
-, \port$1193$0 , \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1213$0 , \port$1221$0 , \port$1229$0 , clk);
+module \digits.output.p3 (rst, sum, \port$2885$0 , \port$2888$0 , \port$2894$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2909$0 , \port$2912$0 , \port$2921$0 , \port$2924$0 , \port$2930$0 , \port$2951$0 , \port$2954$0 , \port$2966$0 , \port$2972$0 , \port$2987$0 , \port$2990$0 , \port$2993$0 , \port$2999$0 
+, \port$3008$0 , \port$3011$0 , \port$3014$0 , \port$3017$0 , \port$3038$0 , \port$3050$0 , \port$3062$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1113$0 ;
-  wire \port$1113$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1121$0 ;
-  wire \port$1121$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1127$0 ;
-  wire \port$1127$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1135$0 ;
-  wire \port$1135$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1141$0 ;
-  wire \port$1141$0 ;
-  input \port$1155$0 ;
-  wire \port$1155$0 ;
-  input \port$1157$0 ;
-  wire \port$1157$0 ;
-  input \port$1165$0 ;
-  wire \port$1165$0 ;
-  input \port$1169$0 ;
-  wire \port$1169$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1183$0 ;
-  wire \port$1183$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1193$0 ;
-  wire \port$1193$0 ;
-  input \port$1195$0 ;
-  wire \port$1195$0 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2888$0 ;
+  wire \port$2888$0 ;
+  input \port$2894$0 ;
+  wire \port$2894$0 ;
+  input \port$2900$0 ;
+  wire \port$2900$0 ;
+  input \port$2903$0 ;
+  wire \port$2903$0 ;
+  input \port$2906$0 ;
+  wire \port$2906$0 ;
+  input \port$2909$0 ;
+  wire \port$2909$0 ;
+  input \port$2912$0 ;
+  wire \port$2912$0 ;
+  input \port$2921$0 ;
+  wire \port$2921$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2930$0 ;
+  wire \port$2930$0 ;
+  input \port$2951$0 ;
+  wire \port$2951$0 ;
+  input \port$2954$0 ;
+  wire \port$2954$0 ;
+  input \port$2966$0 ;
+  wire \port$2966$0 ;
+  input \port$2972$0 ;
+  wire \port$2972$0 ;
+  input \port$2987$0 ;
+  wire \port$2987$0 ;
+  input \port$2990$0 ;
+  wire \port$2990$0 ;
+  input \port$2993$0 ;
+  wire \port$2993$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3008$0 ;
+  wire \port$3008$0 ;
+  input \port$3011$0 ;
+  wire \port$3011$0 ;
+  input \port$3014$0 ;
+  wire \port$3014$0 ;
+  input \port$3017$0 ;
+  wire \port$3017$0 ;
+  input \port$3038$0 ;
+  wire \port$3038$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3062$0 ;
+  wire \port$3062$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1229$0 , \port$1221$0 , \port$1213$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1169$0 , \port$1165$0 , \port$1157$0 , \port$1155$0 , \port$1141$0 , \port$1137$0 , \port$1135$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1113$0 , \port$1111$0  }),
+    .inputs({ \port$3062$0 , \port$3050$0 , \port$3038$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2972$0 , \port$2966$0 , \port$2954$0 , \port$2951$0 , \port$2930$0 , \port$2924$0 , \port$2921$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2888$0 , \port$2885$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1229$0 , \port$1221$0 , \port$1213$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1169$0 , \port$1165$0 , \port$1157$0 , \port$1155$0 , \port$1141$0 , \port$1137$0 , \port$1135$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1117$0 , \port$1113$0 , \port$1111$0  };
+  assign inputs = { \port$3062$0 , \port$3050$0 , \port$3038$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2972$0 , \port$2966$0 , \port$2954$0 , \port$2951$0 , \port$2930$0 , \port$2924$0 , \port$2921$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2888$0 , \port$2885$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p4 (rst, sum, \port$1109$0 , \port$1111$0 , \port$1119$0 , \port$1123$0 , \port$1137$0 , \port$1145$0 , \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1159$0 , \port$1169$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1183$0 , \port$1187$0 , \port$1189$0 , \port$1191$0 
-, \port$1199$0 , \port$1209$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1221$0 , \port$1229$0 , \port$1235$0 , clk);
+module \digits.output.p4 (rst, sum, \port$2882$0 , \port$2885$0 , \port$2897$0 , \port$2903$0 , \port$2924$0 , \port$2936$0 , \port$2942$0 , \port$2945$0 , \port$2948$0 , \port$2951$0 , \port$2957$0 , \port$2972$0 , \port$2981$0 , \port$2984$0 , \port$2987$0 , \port$2993$0 , \port$2999$0 , \port$3002$0 , \port$3005$0 
+, \port$3017$0 , \port$3032$0 , \port$3038$0 , \port$3041$0 , \port$3044$0 , \port$3050$0 , \port$3062$0 , \port$3071$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1109$0 ;
-  wire \port$1109$0 ;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1145$0 ;
-  wire \port$1145$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1151$0 ;
-  wire \port$1151$0 ;
-  input \port$1153$0 ;
-  wire \port$1153$0 ;
-  input \port$1155$0 ;
-  wire \port$1155$0 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1169$0 ;
-  wire \port$1169$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1177$0 ;
-  wire \port$1177$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1183$0 ;
-  wire \port$1183$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1189$0 ;
-  wire \port$1189$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2882$0 ;
+  wire \port$2882$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2903$0 ;
+  wire \port$2903$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2936$0 ;
+  wire \port$2936$0 ;
+  input \port$2942$0 ;
+  wire \port$2942$0 ;
+  input \port$2945$0 ;
+  wire \port$2945$0 ;
+  input \port$2948$0 ;
+  wire \port$2948$0 ;
+  input \port$2951$0 ;
+  wire \port$2951$0 ;
+  input \port$2957$0 ;
+  wire \port$2957$0 ;
+  input \port$2972$0 ;
+  wire \port$2972$0 ;
+  input \port$2981$0 ;
+  wire \port$2981$0 ;
+  input \port$2984$0 ;
+  wire \port$2984$0 ;
+  input \port$2987$0 ;
+  wire \port$2987$0 ;
+  input \port$2993$0 ;
+  wire \port$2993$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3002$0 ;
+  wire \port$3002$0 ;
+  input \port$3005$0 ;
+  wire \port$3005$0 ;
+  input \port$3017$0 ;
+  wire \port$3017$0 ;
+  input \port$3032$0 ;
+  wire \port$3032$0 ;
+  input \port$3038$0 ;
+  wire \port$3038$0 ;
+  input \port$3041$0 ;
+  wire \port$3041$0 ;
+  input \port$3044$0 ;
+  wire \port$3044$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3062$0 ;
+  wire \port$3062$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1235$0 , \port$1229$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1209$0 , \port$1199$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1183$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1169$0 , \port$1159$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1145$0 , \port$1137$0 , \port$1123$0 , \port$1119$0 , \port$1111$0 , \port$1109$0  }),
+    .inputs({ \port$3071$0 , \port$3062$0 , \port$3050$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3032$0 , \port$3017$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2993$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2972$0 , \port$2957$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2936$0 , \port$2924$0 , \port$2903$0 , \port$2897$0 , \port$2885$0 , \port$2882$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1235$0 , \port$1229$0 , \port$1221$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1209$0 , \port$1199$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1183$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1169$0 , \port$1159$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1145$0 , \port$1137$0 , \port$1123$0 , \port$1119$0 , \port$1111$0 , \port$1109$0  };
+  assign inputs = { \port$3071$0 , \port$3062$0 , \port$3050$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3032$0 , \port$3017$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2993$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2972$0 , \port$2957$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2936$0 , \port$2924$0 , \port$2903$0 , \port$2897$0 , \port$2885$0 , \port$2882$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p5 (rst, sum, \port$1109$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1129$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1143$0 , \port$1147$0 , \port$1149$0 , \port$1159$0 , \port$1163$0 , \port$1167$0 , \port$1171$0 , \port$1173$0 , \port$1181$0 , \port$1183$0 
-, \port$1187$0 , \port$1197$0 , \port$1209$0 , \port$1215$0 , \port$1217$0 , \port$1227$0 , \port$1229$0 , \port$1231$0 , clk);
+module \digits.output.p5 (rst, sum, \port$2882$0 , \port$2897$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2912$0 , \port$2918$0 , \port$2921$0 , \port$2924$0 , \port$2933$0 , \port$2939$0 , \port$2942$0 , \port$2957$0 , \port$2963$0 , \port$2969$0 , \port$2975$0 , \port$2978$0 , \port$2990$0 , \port$2993$0 
+, \port$2999$0 , \port$3014$0 , \port$3032$0 , \port$3041$0 , \port$3044$0 , \port$3059$0 , \port$3062$0 , \port$3065$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1109$0 ;
-  wire \port$1109$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1121$0 ;
-  wire \port$1121$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1133$0 ;
-  wire \port$1133$0 ;
-  input \port$1135$0 ;
-  wire \port$1135$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1143$0 ;
-  wire \port$1143$0 ;
-  input \port$1147$0 ;
-  wire \port$1147$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1171$0 ;
-  wire \port$1171$0 ;
-  input \port$1173$0 ;
-  wire \port$1173$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1183$0 ;
-  wire \port$1183$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
+  input \port$2882$0 ;
+  wire \port$2882$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2900$0 ;
+  wire \port$2900$0 ;
+  input \port$2903$0 ;
+  wire \port$2903$0 ;
+  input \port$2906$0 ;
+  wire \port$2906$0 ;
+  input \port$2912$0 ;
+  wire \port$2912$0 ;
+  input \port$2918$0 ;
+  wire \port$2918$0 ;
+  input \port$2921$0 ;
+  wire \port$2921$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2933$0 ;
+  wire \port$2933$0 ;
+  input \port$2939$0 ;
+  wire \port$2939$0 ;
+  input \port$2942$0 ;
+  wire \port$2942$0 ;
+  input \port$2957$0 ;
+  wire \port$2957$0 ;
+  input \port$2963$0 ;
+  wire \port$2963$0 ;
+  input \port$2969$0 ;
+  wire \port$2969$0 ;
+  input \port$2975$0 ;
+  wire \port$2975$0 ;
+  input \port$2978$0 ;
+  wire \port$2978$0 ;
+  input \port$2990$0 ;
+  wire \port$2990$0 ;
+  input \port$2993$0 ;
+  wire \port$2993$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3014$0 ;
+  wire \port$3014$0 ;
+  input \port$3032$0 ;
+  wire \port$3032$0 ;
+  input \port$3041$0 ;
+  wire \port$3041$0 ;
+  input \port$3044$0 ;
+  wire \port$3044$0 ;
+  input \port$3059$0 ;
+  wire \port$3059$0 ;
+  input \port$3062$0 ;
+  wire \port$3062$0 ;
+  input \port$3065$0 ;
+  wire \port$3065$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1217$0 , \port$1215$0 , \port$1209$0 , \port$1197$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1163$0 , \port$1159$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1109$0  }),
+    .inputs({ \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3044$0 , \port$3041$0 , \port$3032$0 , \port$3014$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2963$0 , \port$2957$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2882$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1217$0 , \port$1215$0 , \port$1209$0 , \port$1197$0 , \port$1187$0 , \port$1183$0 , \port$1181$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1163$0 , \port$1159$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1109$0  };
+  assign inputs = { \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3044$0 , \port$3041$0 , \port$3032$0 , \port$3014$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2963$0 , \port$2957$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2882$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p6 (rst, sum, \port$1113$0 , \port$1119$0 , \port$1123$0 , \port$1127$0 , \port$1129$0 , \port$1145$0 , \port$1147$0 , \port$1149$0 , \port$1155$0 , \port$1161$0 , \port$1165$0 , \port$1167$0 , \port$1171$0 , \port$1173$0 , \port$1177$0 , \port$1181$0 , \port$1187$0 , \port$1195$0 , \port$1203$0 
-, \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1231$0 , \port$1233$0 , clk);
+module \digits.output.p6 (rst, sum, \port$2888$0 , \port$2897$0 , \port$2903$0 , \port$2909$0 , \port$2912$0 , \port$2936$0 , \port$2939$0 , \port$2942$0 , \port$2951$0 , \port$2960$0 , \port$2966$0 , \port$2969$0 , \port$2975$0 , \port$2978$0 , \port$2984$0 , \port$2990$0 , \port$2999$0 , \port$3011$0 , \port$3023$0 
+, \port$3026$0 , \port$3029$0 , \port$3032$0 , \port$3047$0 , \port$3050$0 , \port$3053$0 , \port$3065$0 , \port$3068$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1113$0 ;
-  wire \port$1113$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1127$0 ;
-  wire \port$1127$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1145$0 ;
-  wire \port$1145$0 ;
-  input \port$1147$0 ;
-  wire \port$1147$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1155$0 ;
-  wire \port$1155$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1165$0 ;
-  wire \port$1165$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1171$0 ;
-  wire \port$1171$0 ;
-  input \port$1173$0 ;
-  wire \port$1173$0 ;
-  input \port$1177$0 ;
-  wire \port$1177$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1195$0 ;
-  wire \port$1195$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
+  input \port$2888$0 ;
+  wire \port$2888$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2903$0 ;
+  wire \port$2903$0 ;
+  input \port$2909$0 ;
+  wire \port$2909$0 ;
+  input \port$2912$0 ;
+  wire \port$2912$0 ;
+  input \port$2936$0 ;
+  wire \port$2936$0 ;
+  input \port$2939$0 ;
+  wire \port$2939$0 ;
+  input \port$2942$0 ;
+  wire \port$2942$0 ;
+  input \port$2951$0 ;
+  wire \port$2951$0 ;
+  input \port$2960$0 ;
+  wire \port$2960$0 ;
+  input \port$2966$0 ;
+  wire \port$2966$0 ;
+  input \port$2969$0 ;
+  wire \port$2969$0 ;
+  input \port$2975$0 ;
+  wire \port$2975$0 ;
+  input \port$2978$0 ;
+  wire \port$2978$0 ;
+  input \port$2984$0 ;
+  wire \port$2984$0 ;
+  input \port$2990$0 ;
+  wire \port$2990$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3011$0 ;
+  wire \port$3011$0 ;
+  input \port$3023$0 ;
+  wire \port$3023$0 ;
+  input \port$3026$0 ;
+  wire \port$3026$0 ;
+  input \port$3029$0 ;
+  wire \port$3029$0 ;
+  input \port$3032$0 ;
+  wire \port$3032$0 ;
+  input \port$3047$0 ;
+  wire \port$3047$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3053$0 ;
+  wire \port$3053$0 ;
+  input \port$3065$0 ;
+  wire \port$3065$0 ;
+  input \port$3068$0 ;
+  wire \port$3068$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1233$0 , \port$1231$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1195$0 , \port$1187$0 , \port$1181$0 , \port$1177$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1165$0 , \port$1161$0 , \port$1155$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1129$0 , \port$1127$0 , \port$1123$0 , \port$1119$0 , \port$1113$0  }),
+    .inputs({ \port$3068$0 , \port$3065$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3011$0 , \port$2999$0 , \port$2990$0 , \port$2984$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2966$0 , \port$2960$0 , \port$2951$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2912$0 , \port$2909$0 , \port$2903$0 , \port$2897$0 , \port$2888$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1233$0 , \port$1231$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1195$0 , \port$1187$0 , \port$1181$0 , \port$1177$0 , \port$1173$0 , \port$1171$0 , \port$1167$0 , \port$1165$0 , \port$1161$0 , \port$1155$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1129$0 , \port$1127$0 , \port$1123$0 , \port$1119$0 , \port$1113$0  };
+  assign inputs = { \port$3068$0 , \port$3065$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3011$0 , \port$2999$0 , \port$2990$0 , \port$2984$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2966$0 , \port$2960$0 , \port$2951$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2912$0 , \port$2909$0 , \port$2903$0 , \port$2897$0 , \port$2888$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p7 (rst, sum, \port$1113$0 , \port$1115$0 , \port$1119$0 , \port$1121$0 , \port$1125$0 , \port$1129$0 , \port$1133$0 , \port$1145$0 , \port$1151$0 , \port$1167$0 , \port$1175$0 , \port$1177$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1191$0 , \port$1195$0 , \port$1199$0 , \port$1201$0 
-, \port$1203$0 , \port$1205$0 , \port$1211$0 , \port$1221$0 , \port$1227$0 , \port$1233$0 , \port$1235$0 , clk);
+module \digits.output.p7 (rst, sum, \port$2888$0 , \port$2891$0 , \port$2897$0 , \port$2900$0 , \port$2906$0 , \port$2912$0 , \port$2918$0 , \port$2936$0 , \port$2945$0 , \port$2969$0 , \port$2981$0 , \port$2984$0 , \port$2990$0 , \port$2993$0 , \port$2996$0 , \port$3005$0 , \port$3011$0 , \port$3017$0 , \port$3020$0 
+, \port$3023$0 , \port$3026$0 , \port$3035$0 , \port$3050$0 , \port$3059$0 , \port$3068$0 , \port$3071$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$1113$0 ;
-  wire \port$1113$0 ;
-  input \port$1115$0 ;
-  wire \port$1115$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1121$0 ;
-  wire \port$1121$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1133$0 ;
-  wire \port$1133$0 ;
-  input \port$1145$0 ;
-  wire \port$1145$0 ;
-  input \port$1151$0 ;
-  wire \port$1151$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1177$0 ;
-  wire \port$1177$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1183$0 ;
-  wire \port$1183$0 ;
-  input \port$1185$0 ;
-  wire \port$1185$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1195$0 ;
-  wire \port$1195$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2888$0 ;
+  wire \port$2888$0 ;
+  input \port$2891$0 ;
+  wire \port$2891$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2900$0 ;
+  wire \port$2900$0 ;
+  input \port$2906$0 ;
+  wire \port$2906$0 ;
+  input \port$2912$0 ;
+  wire \port$2912$0 ;
+  input \port$2918$0 ;
+  wire \port$2918$0 ;
+  input \port$2936$0 ;
+  wire \port$2936$0 ;
+  input \port$2945$0 ;
+  wire \port$2945$0 ;
+  input \port$2969$0 ;
+  wire \port$2969$0 ;
+  input \port$2981$0 ;
+  wire \port$2981$0 ;
+  input \port$2984$0 ;
+  wire \port$2984$0 ;
+  input \port$2990$0 ;
+  wire \port$2990$0 ;
+  input \port$2993$0 ;
+  wire \port$2993$0 ;
+  input \port$2996$0 ;
+  wire \port$2996$0 ;
+  input \port$3005$0 ;
+  wire \port$3005$0 ;
+  input \port$3011$0 ;
+  wire \port$3011$0 ;
+  input \port$3017$0 ;
+  wire \port$3017$0 ;
+  input \port$3020$0 ;
+  wire \port$3020$0 ;
+  input \port$3023$0 ;
+  wire \port$3023$0 ;
+  input \port$3026$0 ;
+  wire \port$3026$0 ;
+  input \port$3035$0 ;
+  wire \port$3035$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3059$0 ;
+  wire \port$3059$0 ;
+  input \port$3068$0 ;
+  wire \port$3068$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$1235$0 , \port$1233$0 , \port$1227$0 , \port$1221$0 , \port$1211$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1195$0 , \port$1191$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1177$0 , \port$1175$0 , \port$1167$0 , \port$1151$0 , \port$1145$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1121$0 , \port$1119$0 , \port$1115$0 , \port$1113$0  }),
+    .inputs({ \port$3071$0 , \port$3068$0 , \port$3059$0 , \port$3050$0 , \port$3035$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3011$0 , \port$3005$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2984$0 , \port$2981$0 , \port$2969$0 , \port$2945$0 , \port$2936$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2900$0 , \port$2897$0 , \port$2891$0 , \port$2888$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1227$0 , \port$1221$0 , \port$1211$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1195$0 , \port$1191$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1177$0 , \port$1175$0 , \port$1167$0 , \port$1151$0 , \port$1145$0 , \port$1133$0 , \port$1129$0 , \port$1125$0 , \port$1121$0 , \port$1119$0 , \port$1115$0 , \port$1113$0  };
+  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3059$0 , \port$3050$0 , \port$3035$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3011$0 , \port$3005$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2984$0 , \port$2981$0 , \port$2969$0 , \port$2945$0 , \port$2936$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2900$0 , \port$2897$0 , \port$2891$0 , \port$2888$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p8 (rst, sum, \port$1111$0 , \port$1115$0 , \port$1127$0 , \port$1131$0 , \port$1133$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1147$0 , \port$1149$0 , \port$1151$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1171$0 
-, \port$1177$0 , \port$1193$0 , \port$1207$0 , \port$1211$0 , \port$1213$0 , \port$1221$0 , \port$1225$0 , \port$1233$0 , \port$1235$0 , clk);
+module \digits.output.p8 (rst, sum, \port$2885$0 , \port$2891$0 , \port$2909$0 , \port$2915$0 , \port$2918$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2939$0 , \port$2942$0 , \port$2945$0 , \port$2951$0 , \port$2954$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2966$0 , \port$2975$0 
+, \port$2984$0 , \port$3008$0 , \port$3029$0 , \port$3035$0 , \port$3038$0 , \port$3050$0 , \port$3056$0 , \port$3068$0 , \port$3071$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1115$0 ;
-  wire \port$1115$0 ;
-  input \port$1127$0 ;
-  wire \port$1127$0 ;
-  input \port$1131$0 ;
-  wire \port$1131$0 ;
-  input \port$1133$0 ;
-  wire \port$1133$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1139$0 ;
-  wire \port$1139$0 ;
-  input \port$1141$0 ;
-  wire \port$1141$0 ;
-  input \port$1143$0 ;
-  wire \port$1143$0 ;
-  input \port$1147$0 ;
-  wire \port$1147$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1151$0 ;
-  wire \port$1151$0 ;
-  input \port$1155$0 ;
-  wire \port$1155$0 ;
-  input \port$1157$0 ;
-  wire \port$1157$0 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1165$0 ;
-  wire \port$1165$0 ;
-  input \port$1171$0 ;
-  wire \port$1171$0 ;
-  input \port$1177$0 ;
-  wire \port$1177$0 ;
-  input \port$1193$0 ;
-  wire \port$1193$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2891$0 ;
+  wire \port$2891$0 ;
+  input \port$2909$0 ;
+  wire \port$2909$0 ;
+  input \port$2915$0 ;
+  wire \port$2915$0 ;
+  input \port$2918$0 ;
+  wire \port$2918$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2927$0 ;
+  wire \port$2927$0 ;
+  input \port$2930$0 ;
+  wire \port$2930$0 ;
+  input \port$2933$0 ;
+  wire \port$2933$0 ;
+  input \port$2939$0 ;
+  wire \port$2939$0 ;
+  input \port$2942$0 ;
+  wire \port$2942$0 ;
+  input \port$2945$0 ;
+  wire \port$2945$0 ;
+  input \port$2951$0 ;
+  wire \port$2951$0 ;
+  input \port$2954$0 ;
+  wire \port$2954$0 ;
+  input \port$2957$0 ;
+  wire \port$2957$0 ;
+  input \port$2960$0 ;
+  wire \port$2960$0 ;
+  input \port$2963$0 ;
+  wire \port$2963$0 ;
+  input \port$2966$0 ;
+  wire \port$2966$0 ;
+  input \port$2975$0 ;
+  wire \port$2975$0 ;
+  input \port$2984$0 ;
+  wire \port$2984$0 ;
+  input \port$3008$0 ;
+  wire \port$3008$0 ;
+  input \port$3029$0 ;
+  wire \port$3029$0 ;
+  input \port$3035$0 ;
+  wire \port$3035$0 ;
+  input \port$3038$0 ;
+  wire \port$3038$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3056$0 ;
+  wire \port$3056$0 ;
+  input \port$3068$0 ;
+  wire \port$3068$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator13 shared (
     .clk(clk),
-    .inputs({ \port$1235$0 , \port$1233$0 , \port$1225$0 , \port$1221$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1193$0 , \port$1177$0 , \port$1171$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1115$0 , \port$1111$0  }),
+    .inputs({ \port$3071$0 , \port$3068$0 , \port$3056$0 , \port$3050$0 , \port$3038$0 , \port$3035$0 , \port$3029$0 , \port$3008$0 , \port$2984$0 , \port$2975$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2891$0 , \port$2885$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1225$0 , \port$1221$0 , \port$1213$0 , \port$1211$0 , \port$1207$0 , \port$1193$0 , \port$1177$0 , \port$1171$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1133$0 , \port$1131$0 , \port$1127$0 , \port$1115$0 , \port$1111$0  };
+  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3056$0 , \port$3050$0 , \port$3038$0 , \port$3035$0 , \port$3029$0 , \port$3008$0 , \port$2984$0 , \port$2975$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2891$0 , \port$2885$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p9 (rst, sum, \port$1109$0 , \port$1111$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1167$0 , \port$1169$0 , \port$1175$0 , \port$1185$0 , \port$1187$0 , \port$1191$0 , \port$1195$0 
-, \port$1201$0 , \port$1207$0 , \port$1213$0 , \port$1215$0 , \port$1219$0 , \port$1221$0 , \port$1231$0 , \port$1235$0 , clk);
+module \digits.output.p9 (rst, sum, \port$2882$0 , \port$2885$0 , \port$2891$0 , \port$2894$0 , \port$2897$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2969$0 , \port$2972$0 , \port$2981$0 , \port$2996$0 , \port$2999$0 , \port$3005$0 , \port$3011$0 
+, \port$3020$0 , \port$3029$0 , \port$3038$0 , \port$3041$0 , \port$3047$0 , \port$3050$0 , \port$3065$0 , \port$3071$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$1109$0 ;
-  wire \port$1109$0 ;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1115$0 ;
-  wire \port$1115$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1139$0 ;
-  wire \port$1139$0 ;
-  input \port$1141$0 ;
-  wire \port$1141$0 ;
-  input \port$1143$0 ;
-  wire \port$1143$0 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1169$0 ;
-  wire \port$1169$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1185$0 ;
-  wire \port$1185$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1195$0 ;
-  wire \port$1195$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2882$0 ;
+  wire \port$2882$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2891$0 ;
+  wire \port$2891$0 ;
+  input \port$2894$0 ;
+  wire \port$2894$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2927$0 ;
+  wire \port$2927$0 ;
+  input \port$2930$0 ;
+  wire \port$2930$0 ;
+  input \port$2933$0 ;
+  wire \port$2933$0 ;
+  input \port$2957$0 ;
+  wire \port$2957$0 ;
+  input \port$2960$0 ;
+  wire \port$2960$0 ;
+  input \port$2963$0 ;
+  wire \port$2963$0 ;
+  input \port$2969$0 ;
+  wire \port$2969$0 ;
+  input \port$2972$0 ;
+  wire \port$2972$0 ;
+  input \port$2981$0 ;
+  wire \port$2981$0 ;
+  input \port$2996$0 ;
+  wire \port$2996$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3005$0 ;
+  wire \port$3005$0 ;
+  input \port$3011$0 ;
+  wire \port$3011$0 ;
+  input \port$3020$0 ;
+  wire \port$3020$0 ;
+  input \port$3029$0 ;
+  wire \port$3029$0 ;
+  input \port$3038$0 ;
+  wire \port$3038$0 ;
+  input \port$3041$0 ;
+  wire \port$3041$0 ;
+  input \port$3047$0 ;
+  wire \port$3047$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3065$0 ;
+  wire \port$3065$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$1235$0 , \port$1231$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1207$0 , \port$1201$0 , \port$1195$0 , \port$1191$0 , \port$1187$0 , \port$1185$0 , \port$1175$0 , \port$1169$0 , \port$1167$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1111$0 , \port$1109$0  }),
+    .inputs({ \port$3071$0 , \port$3065$0 , \port$3050$0 , \port$3047$0 , \port$3041$0 , \port$3038$0 , \port$3029$0 , \port$3020$0 , \port$3011$0 , \port$3005$0 , \port$2999$0 , \port$2996$0 , \port$2981$0 , \port$2972$0 , \port$2969$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2885$0 , \port$2882$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1235$0 , \port$1231$0 , \port$1221$0 , \port$1219$0 , \port$1215$0 , \port$1213$0 , \port$1207$0 , \port$1201$0 , \port$1195$0 , \port$1191$0 , \port$1187$0 , \port$1185$0 , \port$1175$0 , \port$1169$0 , \port$1167$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1111$0 , \port$1109$0  };
+  assign inputs = { \port$3071$0 , \port$3065$0 , \port$3050$0 , \port$3047$0 , \port$3041$0 , \port$3038$0 , \port$3029$0 , \port$3020$0 , \port$3011$0 , \port$3005$0 , \port$2999$0 , \port$2996$0 , \port$2981$0 , \port$2972$0 , \port$2969$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2885$0 , \port$2882$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.q (rst, sum, \port$1109$0 , \port$1111$0 , \port$1113$0 , \port$1115$0 , \port$1117$0 , \port$1119$0 , \port$1121$0 , \port$1123$0 , \port$1125$0 , \port$1127$0 , \port$1129$0 , \port$1131$0 , \port$1133$0 , \port$1135$0 , \port$1137$0 , \port$1139$0 , \port$1141$0 , \port$1143$0 , \port$1145$0 
-, \port$1147$0 , \port$1149$0 , \port$1151$0 , \port$1153$0 , \port$1155$0 , \port$1157$0 , \port$1159$0 , \port$1161$0 , \port$1163$0 , \port$1165$0 , \port$1167$0 , \port$1169$0 , \port$1171$0 , \port$1173$0 , \port$1175$0 , \port$1177$0 , \port$1179$0 , \port$1181$0 , \port$1183$0 , \port$1185$0 , \port$1187$0 
-, \port$1189$0 , \port$1191$0 , \port$1193$0 , \port$1195$0 , \port$1197$0 , \port$1199$0 , \port$1201$0 , \port$1203$0 , \port$1205$0 , \port$1207$0 , \port$1209$0 , \port$1211$0 , \port$1213$0 , \port$1215$0 , \port$1217$0 , \port$1219$0 , \port$1221$0 , \port$1223$0 , \port$1225$0 , \port$1227$0 , \port$1229$0 
-, \port$1231$0 , \port$1233$0 , \port$1235$0 , clk);
+module \digits.output.q (rst, sum, \port$2882$0 , \port$2885$0 , \port$2888$0 , \port$2891$0 , \port$2894$0 , \port$2897$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2909$0 , \port$2912$0 , \port$2915$0 , \port$2918$0 , \port$2921$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2936$0 
+, \port$2939$0 , \port$2942$0 , \port$2945$0 , \port$2948$0 , \port$2951$0 , \port$2954$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2966$0 , \port$2969$0 , \port$2972$0 , \port$2975$0 , \port$2978$0 , \port$2981$0 , \port$2984$0 , \port$2987$0 , \port$2990$0 , \port$2993$0 , \port$2996$0 , \port$2999$0 
+, \port$3002$0 , \port$3005$0 , \port$3008$0 , \port$3011$0 , \port$3014$0 , \port$3017$0 , \port$3020$0 , \port$3023$0 , \port$3026$0 , \port$3029$0 , \port$3032$0 , \port$3035$0 , \port$3038$0 , \port$3041$0 , \port$3044$0 , \port$3047$0 , \port$3050$0 , \port$3053$0 , \port$3056$0 , \port$3059$0 , \port$3062$0 
+, \port$3065$0 , \port$3068$0 , \port$3071$0 , clk);
   input clk;
   wire clk;
   wire [63:0] inputs;
-  input \port$1109$0 ;
-  wire \port$1109$0 ;
-  input \port$1111$0 ;
-  wire \port$1111$0 ;
-  input \port$1113$0 ;
-  wire \port$1113$0 ;
-  input \port$1115$0 ;
-  wire \port$1115$0 ;
-  input \port$1117$0 ;
-  wire \port$1117$0 ;
-  input \port$1119$0 ;
-  wire \port$1119$0 ;
-  input \port$1121$0 ;
-  wire \port$1121$0 ;
-  input \port$1123$0 ;
-  wire \port$1123$0 ;
-  input \port$1125$0 ;
-  wire \port$1125$0 ;
-  input \port$1127$0 ;
-  wire \port$1127$0 ;
-  input \port$1129$0 ;
-  wire \port$1129$0 ;
-  input \port$1131$0 ;
-  wire \port$1131$0 ;
-  input \port$1133$0 ;
-  wire \port$1133$0 ;
-  input \port$1135$0 ;
-  wire \port$1135$0 ;
-  input \port$1137$0 ;
-  wire \port$1137$0 ;
-  input \port$1139$0 ;
-  wire \port$1139$0 ;
-  input \port$1141$0 ;
-  wire \port$1141$0 ;
-  input \port$1143$0 ;
-  wire \port$1143$0 ;
-  input \port$1145$0 ;
-  wire \port$1145$0 ;
-  input \port$1147$0 ;
-  wire \port$1147$0 ;
-  input \port$1149$0 ;
-  wire \port$1149$0 ;
-  input \port$1151$0 ;
-  wire \port$1151$0 ;
-  input \port$1153$0 ;
-  wire \port$1153$0 ;
-  input \port$1155$0 ;
-  wire \port$1155$0 ;
-  input \port$1157$0 ;
-  wire \port$1157$0 ;
-  input \port$1159$0 ;
-  wire \port$1159$0 ;
-  input \port$1161$0 ;
-  wire \port$1161$0 ;
-  input \port$1163$0 ;
-  wire \port$1163$0 ;
-  input \port$1165$0 ;
-  wire \port$1165$0 ;
-  input \port$1167$0 ;
-  wire \port$1167$0 ;
-  input \port$1169$0 ;
-  wire \port$1169$0 ;
-  input \port$1171$0 ;
-  wire \port$1171$0 ;
-  input \port$1173$0 ;
-  wire \port$1173$0 ;
-  input \port$1175$0 ;
-  wire \port$1175$0 ;
-  input \port$1177$0 ;
-  wire \port$1177$0 ;
-  input \port$1179$0 ;
-  wire \port$1179$0 ;
-  input \port$1181$0 ;
-  wire \port$1181$0 ;
-  input \port$1183$0 ;
-  wire \port$1183$0 ;
-  input \port$1185$0 ;
-  wire \port$1185$0 ;
-  input \port$1187$0 ;
-  wire \port$1187$0 ;
-  input \port$1189$0 ;
-  wire \port$1189$0 ;
-  input \port$1191$0 ;
-  wire \port$1191$0 ;
-  input \port$1193$0 ;
-  wire \port$1193$0 ;
-  input \port$1195$0 ;
-  wire \port$1195$0 ;
-  input \port$1197$0 ;
-  wire \port$1197$0 ;
-  input \port$1199$0 ;
-  wire \port$1199$0 ;
-  input \port$1201$0 ;
-  wire \port$1201$0 ;
-  input \port$1203$0 ;
-  wire \port$1203$0 ;
-  input \port$1205$0 ;
-  wire \port$1205$0 ;
-  input \port$1207$0 ;
-  wire \port$1207$0 ;
-  input \port$1209$0 ;
-  wire \port$1209$0 ;
-  input \port$1211$0 ;
-  wire \port$1211$0 ;
-  input \port$1213$0 ;
-  wire \port$1213$0 ;
-  input \port$1215$0 ;
-  wire \port$1215$0 ;
-  input \port$1217$0 ;
-  wire \port$1217$0 ;
-  input \port$1219$0 ;
-  wire \port$1219$0 ;
-  input \port$1221$0 ;
-  wire \port$1221$0 ;
-  input \port$1223$0 ;
-  wire \port$1223$0 ;
-  input \port$1225$0 ;
-  wire \port$1225$0 ;
-  input \port$1227$0 ;
-  wire \port$1227$0 ;
-  input \port$1229$0 ;
-  wire \port$1229$0 ;
-  input \port$1231$0 ;
-  wire \port$1231$0 ;
-  input \port$1233$0 ;
-  wire \port$1233$0 ;
-  input \port$1235$0 ;
-  wire \port$1235$0 ;
+  input \port$2882$0 ;
+  wire \port$2882$0 ;
+  input \port$2885$0 ;
+  wire \port$2885$0 ;
+  input \port$2888$0 ;
+  wire \port$2888$0 ;
+  input \port$2891$0 ;
+  wire \port$2891$0 ;
+  input \port$2894$0 ;
+  wire \port$2894$0 ;
+  input \port$2897$0 ;
+  wire \port$2897$0 ;
+  input \port$2900$0 ;
+  wire \port$2900$0 ;
+  input \port$2903$0 ;
+  wire \port$2903$0 ;
+  input \port$2906$0 ;
+  wire \port$2906$0 ;
+  input \port$2909$0 ;
+  wire \port$2909$0 ;
+  input \port$2912$0 ;
+  wire \port$2912$0 ;
+  input \port$2915$0 ;
+  wire \port$2915$0 ;
+  input \port$2918$0 ;
+  wire \port$2918$0 ;
+  input \port$2921$0 ;
+  wire \port$2921$0 ;
+  input \port$2924$0 ;
+  wire \port$2924$0 ;
+  input \port$2927$0 ;
+  wire \port$2927$0 ;
+  input \port$2930$0 ;
+  wire \port$2930$0 ;
+  input \port$2933$0 ;
+  wire \port$2933$0 ;
+  input \port$2936$0 ;
+  wire \port$2936$0 ;
+  input \port$2939$0 ;
+  wire \port$2939$0 ;
+  input \port$2942$0 ;
+  wire \port$2942$0 ;
+  input \port$2945$0 ;
+  wire \port$2945$0 ;
+  input \port$2948$0 ;
+  wire \port$2948$0 ;
+  input \port$2951$0 ;
+  wire \port$2951$0 ;
+  input \port$2954$0 ;
+  wire \port$2954$0 ;
+  input \port$2957$0 ;
+  wire \port$2957$0 ;
+  input \port$2960$0 ;
+  wire \port$2960$0 ;
+  input \port$2963$0 ;
+  wire \port$2963$0 ;
+  input \port$2966$0 ;
+  wire \port$2966$0 ;
+  input \port$2969$0 ;
+  wire \port$2969$0 ;
+  input \port$2972$0 ;
+  wire \port$2972$0 ;
+  input \port$2975$0 ;
+  wire \port$2975$0 ;
+  input \port$2978$0 ;
+  wire \port$2978$0 ;
+  input \port$2981$0 ;
+  wire \port$2981$0 ;
+  input \port$2984$0 ;
+  wire \port$2984$0 ;
+  input \port$2987$0 ;
+  wire \port$2987$0 ;
+  input \port$2990$0 ;
+  wire \port$2990$0 ;
+  input \port$2993$0 ;
+  wire \port$2993$0 ;
+  input \port$2996$0 ;
+  wire \port$2996$0 ;
+  input \port$2999$0 ;
+  wire \port$2999$0 ;
+  input \port$3002$0 ;
+  wire \port$3002$0 ;
+  input \port$3005$0 ;
+  wire \port$3005$0 ;
+  input \port$3008$0 ;
+  wire \port$3008$0 ;
+  input \port$3011$0 ;
+  wire \port$3011$0 ;
+  input \port$3014$0 ;
+  wire \port$3014$0 ;
+  input \port$3017$0 ;
+  wire \port$3017$0 ;
+  input \port$3020$0 ;
+  wire \port$3020$0 ;
+  input \port$3023$0 ;
+  wire \port$3023$0 ;
+  input \port$3026$0 ;
+  wire \port$3026$0 ;
+  input \port$3029$0 ;
+  wire \port$3029$0 ;
+  input \port$3032$0 ;
+  wire \port$3032$0 ;
+  input \port$3035$0 ;
+  wire \port$3035$0 ;
+  input \port$3038$0 ;
+  wire \port$3038$0 ;
+  input \port$3041$0 ;
+  wire \port$3041$0 ;
+  input \port$3044$0 ;
+  wire \port$3044$0 ;
+  input \port$3047$0 ;
+  wire \port$3047$0 ;
+  input \port$3050$0 ;
+  wire \port$3050$0 ;
+  input \port$3053$0 ;
+  wire \port$3053$0 ;
+  input \port$3056$0 ;
+  wire \port$3056$0 ;
+  input \port$3059$0 ;
+  wire \port$3059$0 ;
+  input \port$3062$0 ;
+  wire \port$3062$0 ;
+  input \port$3065$0 ;
+  wire \port$3065$0 ;
+  input \port$3068$0 ;
+  wire \port$3068$0 ;
+  input \port$3071$0 ;
+  wire \port$3071$0 ;
   input rst;
   wire rst;
   output [6:0] sum;
   wire [6:0] sum;
   digits_sparseaccumulator14 shared (
     .clk(clk),
-    .inputs({ \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  }),
+    .inputs({ \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$1235$0 , \port$1233$0 , \port$1231$0 , \port$1229$0 , \port$1227$0 , \port$1225$0 , \port$1223$0 , \port$1221$0 , \port$1219$0 , \port$1217$0 , \port$1215$0 , \port$1213$0 , \port$1211$0 , \port$1209$0 , \port$1207$0 , \port$1205$0 , \port$1203$0 , \port$1201$0 , \port$1199$0 , \port$1197$0 , \port$1195$0 , \port$1193$0 , \port$1191$0 , \port$1189$0 , \port$1187$0 , \port$1185$0 , \port$1183$0 , \port$1181$0 , \port$1179$0 , \port$1177$0 , \port$1175$0 , \port$1173$0 , \port$1171$0 , \port$1169$0 , \port$1167$0 , \port$1165$0 , \port$1163$0 , \port$1161$0 , \port$1159$0 , \port$1157$0 , \port$1155$0 , \port$1153$0 , \port$1151$0 , \port$1149$0 , \port$1147$0 , \port$1145$0 , \port$1143$0 , \port$1141$0 , \port$1139$0 , \port$1137$0 , \port$1135$0 , \port$1133$0 , \port$1131$0 , \port$1129$0 , \port$1127$0 , \port$1125$0 , \port$1123$0 , \port$1121$0 , \port$1119$0 , \port$1117$0 , \port$1115$0 , \port$1113$0 , \port$1111$0 , \port$1109$0  };
+  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  };
 endmodule
 
 (* top =  1  *)

@@ -1,7 +1,7 @@
 """The pipelined arithmetic under the generated layers: exact sums, carry-in trees, latency."""
 
 import pytest
-from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, Module, Signal
 from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
@@ -69,3 +69,45 @@ def test_carry_must_be_a_bit():
     pipe = Pipeline(None, 2, "dry")
     with pytest.raises(ValueError, match=r"^carry: expected a bit, found a value in \[0, 2\]$"):
         pipe.add(pipe.input(None, 0, 3), pipe.input(None, 0, 3), carry=pipe.input(None, 0, 2))
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 13), (0, 1), (-9, 6), (-20, -3), (5, 70)])
+def test_comparisons_are_exact_for_every_value_constant_and_carry(lo, hi):
+    """Every op, with and without a carry bit, against every constant from below the range to
+    above it, for every value of the range: the comparison chain of 3-bit steps is exact."""
+    m = Module()
+    pipe = Pipeline(m, 1, "t")
+    x, c = Signal(shape_for(lo, hi)), Signal()
+    xt, ct = pipe.input(x, lo, hi), pipe.input(c, 0, 1)
+    cases = [(op, k, carry) for op in (">=", ">", "<=", "<") for k in range(lo - 2, hi + 4)
+             for carry in (None, ct, pipe.const(1))]
+    results = [pipe.compare(xt, op, k, carry=carry) for op, k, carry in cases]
+    assert {r.stage for r in results} == {1}
+    outs = Signal(len(results))
+    m.d.comb += outs.eq(Cat(*[r.value for r in results]))
+    python = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b}
+    wrong = []
+
+    async def testbench(ctx):
+        for value in range(lo, hi + 1):
+            for bit in (0, 1):
+                ctx.set(x, value)
+                ctx.set(c, bit)
+                await ctx.tick()
+                got = ctx.get(outs)
+                for n, (op, k, carry) in enumerate(cases):
+                    added = 0 if carry is None else (bit if carry is ct else 1)
+                    if (got >> n) & 1 != python[op](value + added, k):
+                        wrong.append((value, bit, op, k, carry is not None))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert wrong == []
+
+
+def test_comparison_op_must_be_known():
+    pipe = Pipeline(None, 2, "dry")
+    with pytest.raises(ValueError, match=r"^op: expected one of >=, >, <=, <, found '=='$"):
+        pipe.compare(pipe.input(None, 0, 3), "==", 1)

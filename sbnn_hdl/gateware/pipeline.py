@@ -280,17 +280,58 @@ class Pipeline:
             return x
         return Timed(None if self.dry else self._fit(x.value, lo, hi), lo, hi, x.stage, x.depth)
 
-    def compare(self, x, op, constant):
-        """The bit ``x >= constant`` (``op == ">="``), ``x <= constant`` or ``x < constant``,
-        registered."""
+    #: Bits of the compared value per LUT of a comparison chain (a LUT4 also takes the result
+    #: of the bits below).
+    CHAIN_BITS = 3
+
+    def compare(self, x, op, constant, carry=None):
+        """The bit ``x op constant`` for ``op`` in ``>=``, ``>``, ``<=``, ``<``, or
+        ``(x + carry) op constant`` with a bit ``carry``; registered.
+
+        Built as a chain of small comparisons, each of :data:`CHAIN_BITS` bits of ``x`` with
+        the constant's and of the result of the bits below (one LUT4 each; ``carry`` enters at
+        the bottom). Yosys builds ``x >= constant`` as a carry chain, which nextpnr packs into
+        about three times as many LUT4 slots (13 to 15 against 4 to 5 for 7 to 11 bits, and
+        twice that with a carry: ``docs/hardware.md``).
+        """
+        if op not in (">=", ">", "<=", "<"):
+            raise ValueError(f"op: expected one of >=, >, <=, <, found {op!r}")
+        if carry is not None and not (carry.lo >= 0 and carry.hi <= 1):
+            raise ValueError(f"carry: expected a bit, found a value in [{carry.lo}, {carry.hi}]")
         x = self.register(x) if x.depth else x
+        if carry is not None and not carry.is_const:
+            x = self.delay(x, max(x.stage, carry.stage)) if carry.stage > x.stage else x
+            carry = self.delay(carry, x.stage)
         self.stats["compare_bits"] += shape_for(x.lo, x.hi).width
         if self.dry:
-            bit = None
+            return self.register(Timed(None, 0, 1, x.stage, 0))
+        # (x + carry) >= k, negated for <= and <.
+        k = {">=": constant, ">": constant + 1, "<=": constant + 1, "<": constant}[op]
+        return self.register(Timed(self._at_least(x.value, k, carry) ^ (op in ("<=", "<")), 0, 1, x.stage, 0))
+
+    def _at_least(self, value, k, carry):
+        """``value + carry >= k`` (``carry`` a :class:`Timed` bit or ``None``) as a chain from
+        the lowest bits up: ``ge = (chunk > t) | ((chunk == t) & ge)`` over ``t``'s chunks."""
+        width = len(value)
+        unsigned_value = value.as_unsigned()
+        if value.shape().signed:
+            # Two's complement with the sign bit flipped is the value plus 2**(width-1), unsigned.
+            unsigned_value = Cat(value[:-1], ~value[-1])
+            k += 1 << (width - 1)
+        if carry is None:
+            t, ge = k, Const(1, 1)       # x >= k: (x > k) | (x == k)
         else:
-            bit = {">=": x.value >= constant, "<=": x.value <= constant, "<": x.value < constant,
-                   ">": x.value > constant}[op]
-        return self.register(Timed(bit, 0, 1, x.stage, 0))
+            # x + c >= k: (x > k-1) | ((x == k-1) & c)
+            t, ge = k - 1, carry.value if not carry.is_const else Const(carry.lo, 1)
+        if t < 0:
+            return Const(1, 1)
+        if t >= 1 << width:
+            return Const(0, 1)
+        for lo in range(0, width, self.CHAIN_BITS):
+            hi = min(lo + self.CHAIN_BITS, width)
+            chunk, part = unsigned_value[lo:hi], (t >> lo) & ((1 << (hi - lo)) - 1)
+            ge = (chunk > part) | ((chunk == part) & ge)
+        return ge
 
     def negate(self, x):
         return self.add(self.const(0), x, subtract=True)

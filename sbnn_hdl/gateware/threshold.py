@@ -21,8 +21,8 @@ class Threshold(wiring.Component):
       ``p + s + carry >= u + 1`` where ``carry = (r >= v)`` (for ``<=``: ``p + s + carry <= u``
       with ``carry = (r > v)``), which the layer also computes once per distinct ``v`` (and per
       group of neurons that reads its own copy of ``r``, see :class:`DenseLayer`). So each
-      neuron needs one narrow adder, with ``carry`` as its carry-in, and one comparison, whatever
-      ``a'`` and ``b'`` are.
+      neuron needs one narrow adder and one comparison, which takes ``carry`` as its lowest
+      input (:meth:`Pipeline.compare`), whatever ``a'`` and ``b'`` are.
 
     Parameters
     ----------
@@ -83,8 +83,10 @@ class Threshold(wiring.Component):
         if c.kind == "q":
             return pipe.compare(s, c.op, c.k)
         u, _ = Threshold.split(c)
-        # a'p + b'q >= a'u + v  <=>  p + s + r/a' >= u + v/a'  <=>  p + s + (r >= v) >= u + 1
-        return pipe.compare(pipe.add(p, s, carry=carry), c.op, u + 1 if c.op == ">=" else u)
+        # a'p + b'q >= a'u + v  <=>  p + s + r/a' >= u + v/a'  <=>  p + s + (r >= v) >= u + 1.
+        # The carry enters the comparison, not the adder: an adder's carry-in from logic costs
+        # nextpnr a carry cell of its own to feed it in.
+        return pipe.compare(pipe.add(p, s), c.op, u + 1 if c.op == ">=" else u, carry=carry)
 
     def elaborate(self, platform):
         m = Module()
