@@ -84,6 +84,11 @@ def core_signature(info):
 class HostInterface(wiring.Component):
     """Serves the protocol of ``docs/protocol.md`` on a UART for ``core``.
 
+    Of each sample that arrives, only the bits the core reads (``info.read_bits``) are kept, one
+    bit per clock while the next byte is on its way: the payload register and each batch memory
+    entry hold ``info.feature_bits`` bits, not the whole sample (a model that reads 3 of the 8
+    bit planes of a pixel needs 3/8 of the flip-flops and memory).
+
     Parameters
     ----------
     core : wiring.Component
@@ -100,11 +105,6 @@ class HostInterface(wiring.Component):
         The model's name (at most 32 ASCII characters are reported).
     batch_depth : int
         Samples the on-chip batch memory holds (LOAD and RUN).
-
-    Of each sample that arrives, only the bits the core reads (``info.read_bits``) are kept, one
-    bit per clock while the next byte is on its way: the payload register and each batch memory
-    entry hold ``info.feature_bits`` bits, not the whole sample (a model that reads 3 of the 8
-    bit planes of a pixel needs 3/8 of the flip-flops and memory).
     timeout : int
         Clocks without a byte after which a partial request frame is abandoned (and an error
         reply sent): nothing the host sends can leave the engine waiting forever.
