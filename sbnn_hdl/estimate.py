@@ -15,8 +15,10 @@ __all__ = ["LUT_PER_ADDER_BIT", "LUT_PER_COMPARE_BIT", "LUT_PER_ARGMAX_BIT", "FF
 
 #: LUT4s per output bit of an adder (carry chains and ABC's LUT logic of the carry-in trees).
 LUT_PER_ADDER_BIT = 1.17
-#: LUT4s per bit of a comparison (and, for a folded threshold, its narrow adder).
-LUT_PER_COMPARE_BIT = 0.58
+#: LUT4s per bit of a comparison with a constant: a chain of one LUT4 per 3 bits
+#: (:meth:`~sbnn_hdl.gateware.pipeline.Pipeline.compare`; 2 to 4 LUT4 for 7 to 11 bits,
+#: ``benchmarks/compare_cost.py``), with some slack for the bits ABC cannot fold.
+LUT_PER_COMPARE_BIT = 0.35
 #: LUT4s per bit of an argmax comparison and its multiplexers.
 LUT_PER_ARGMAX_BIT = 3.0
 #: Flip-flops per register bit built (synthesis removes constant and duplicate ones: 0.72 to 0.92
