@@ -79,16 +79,23 @@ def split_product(pipe, q, a, b):
     return quotient, remainder
 
 
+def _carry_known(c, r):
+    """The carry of a ``"pq"`` comparison when the range of ``r`` decides it, else ``None``."""
+    _, v = Threshold.split(c)
+    if (c.op == ">=" and v <= r.lo) or (c.op != ">=" and v < r.lo):
+        return 1
+    if (c.op == ">=" and v > r.hi) or (c.op != ">=" and v >= r.hi):
+        return 0
+    return None
+
+
 def _carry(c, pipe, r):
     """The bit that completes a ``"pq"`` comparison (see :class:`Threshold`) from the remainder
     ``r``, or a constant: ``r >= v`` for ``>=``, ``r > v`` for ``<=``."""
-    _, v = Threshold.split(c)
-    op = ">=" if c.op == ">=" else ">"
-    if (op == ">=" and v <= r.lo) or (op == ">" and v < r.lo):
-        return pipe.const(1)
-    if (op == ">=" and v > r.hi) or (op == ">" and v >= r.hi):
-        return pipe.const(0)
-    return pipe.compare(r, op, v)
+    known = _carry_known(c, r)
+    if known is not None:
+        return pipe.const(known)
+    return pipe.compare(r, ">=" if c.op == ">=" else ">", Threshold.split(c)[1])
 
 
 #: Neurons that read one register copy of a layer-shared value (see :meth:`Pipeline.fanout`).
@@ -127,11 +134,12 @@ class DenseLayer(_LayerBase):
     every : int
         Adder levels per register stage.
     neuron_copies : bool
-        When the split is copied per group of :data:`FANOUT` neurons, also give every neuron a
-        register copy of its group's ``s`` and carry, next to its own adder: the neurons of one
-        group are spread over the chip (each sits near the inputs it reads), and the route from
-        a group's copy to its farthest neuron was the critical path at one adder level per stage.
-        Costs one cycle and ``width(s) + 1`` flip-flops per neuron; no LUTs.
+        When the split is copied per group of :data:`FANOUT` neurons, also give every neuron
+        register copies of its group's ``r`` (which it then compares itself) and ``s``: the
+        neurons of one group are spread over the chip (each sits near the inputs it reads), and
+        the route from a group's copy to its farthest neuron, then from a copy of ``r`` to a far
+        comparison, were the critical paths at one adder level per stage. Costs one cycle and
+        ``width(r) + width(s)`` flip-flops per neuron; no LUTs.
     """
 
     def __init__(self, plan, *, every=2, neuron_copies=False):
@@ -142,12 +150,13 @@ class DenseLayer(_LayerBase):
         # adders and comparisons was the critical path after place and route (routing, not logic).
         readers = [k for k, u in enumerate(units) if u.comparison.kind == "pq"]
         self.groups = {k: n // FANOUT for n, k in enumerate(readers)} if len(readers) > FANOUT else None
+        self.neuron_copies = neuron_copies and self.groups is not None
         per_unit = self._per_unit(dry, dry.input(None, 0, plan.q_max))
         self.shared_latency = max((x.stage for pair in per_unit for x in pair if x is not None and not x.is_const),
                                   default=0)
-        self.neuron_copies = neuron_copies and self.groups is not None
         if self.neuron_copies:
-            self.shared_latency += 1  # the neurons' own copies: see elaborate()
+            # Room for the neurons' own copies of s, at the end (see elaborate()).
+            self.shared_latency = max([self.shared_latency] + [s.stage + 1 for s, _ in per_unit if s is not None])
         q_range = (0, plan.q_max)
         self.s_ranges = {unit: (s.lo, s.hi) for unit, (s, _) in zip(units, per_unit) if s is not None}
 
@@ -173,7 +182,8 @@ class DenseLayer(_LayerBase):
     def _per_unit(self, pipe, q):
         """For each unit: ``(s, carry)`` of a ``"pq"`` comparison, ``(None, None)`` otherwise.
         With :attr:`groups`, each group of neurons gets its own register copy of ``s`` and ``r``
-        and compares its own copy of ``r``."""
+        and compares its own copy of ``r``; with :attr:`neuron_copies`, each neuron copies its
+        group's ``r`` and compares that (the copies of ``s`` are made in :meth:`elaborate`)."""
         splits = self._splits(pipe, q)
         copied = max((x.stage for sr in splits.values() for x in sr if not x.is_const), default=0) + 1
         carries, result = {}, []
@@ -186,6 +196,9 @@ class DenseLayer(_LayerBase):
             group = self.groups[k] if self.groups else None
             if group is not None:
                 s, r = pipe.fanout(s, copied, group), pipe.fanout(r, copied, group)
+                if self.neuron_copies and _carry_known(c, r) is None:
+                    group = ("neuron", k)
+                    r = pipe.fanout(r, copied + 1, group)
             key = (c.a, c.b, c.op, Threshold.split(c)[1], group)
             if key not in carries:
                 carries[key] = _carry(c, pipe, r)
@@ -208,7 +221,7 @@ class DenseLayer(_LayerBase):
                 m.d.comb += thr.s.eq(q.value)
             else:
                 if self.neuron_copies:
-                    s, carry = (pipe.fanout(pipe.delay(x, start - 1), start, ("neuron", k)) for x in (s, carry))
+                    s = pipe.fanout(pipe.delay(s, start - 1), start, ("neuron", k))
                 m.d.comb += [thr.p.eq(pipe.delay(p[k], start).value), thr.s.eq(pipe.delay(s, start).value),
                              thr.carry.eq(pipe.delay(carry, start).value)]
             fires.append(thr.fire)
