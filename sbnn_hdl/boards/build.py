@@ -37,8 +37,8 @@ __all__ = ["BuildError", "TimingError", "HOST_LUT4", "HOST_FF", "check_fits", "u
 
 #: Estimated cost of the host interface (UART, protocol engine, CRCs, counters) beside the core:
 #: a fixed part, and per bit of the sample that the core reads and of the scores (payload
-#: register, batch read register, reply register and their multiplexers). Measured: about 1,700 LUT4 and 1,200-1,300 FF
-#: on a 16 x 2-bit model and on the example (docs/boards.md); rounded up.
+#: register, batch read register, reply register and their multiplexers). Measured: about 1,700
+#: LUT4 and 1,200-1,300 FF on a 16 x 2-bit model and on the example (docs/boards.md); rounded up.
 HOST_LUT4 = 1600
 HOST_FF = 1000
 HOST_LUT4_PER_BIT = 2.0

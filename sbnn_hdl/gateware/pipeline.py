@@ -290,9 +290,9 @@ class Pipeline:
 
         Built as a chain of small comparisons, each of :data:`CHAIN_BITS` bits of ``x`` with
         the constant's and of the result of the bits below (one LUT4 each; ``carry`` enters at
-        the bottom). Yosys builds ``x >= constant`` as a carry chain, which nextpnr packs into
-        about three times as many LUT4 slots (13 to 15 against 4 to 5 for 7 to 11 bits, and
-        twice that with a carry: ``docs/hardware.md``).
+        the bottom). Yosys builds ``x >= constant`` as a carry chain, which nextpnr places in
+        13 to 17 LUT4 slots for 7 to 11 bits (26 to 34 with a carry) against 3 to 5 for the
+        chain (``benchmarks/compare_cost.py``).
         """
         if op not in (">=", ">", "<=", "<"):
             raise ValueError(f"op: expected one of >=, >, <=, <, found {op!r}")
@@ -300,8 +300,8 @@ class Pipeline:
             raise ValueError(f"carry: expected a bit, found a value in [{carry.lo}, {carry.hi}]")
         x = self.register(x) if x.depth else x
         if carry is not None and not carry.is_const:
-            x = self.delay(x, max(x.stage, carry.stage)) if carry.stage > x.stage else x
-            carry = self.delay(carry, x.stage)
+            stage = max(x.stage, carry.stage)
+            x, carry = self.delay(x, stage), self.delay(carry, stage)
         self.stats["compare_bits"] += shape_for(x.lo, x.hi).width
         if self.dry:
             return self.register(Timed(None, 0, 1, x.stage, 0))
