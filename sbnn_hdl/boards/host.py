@@ -232,7 +232,10 @@ class HostInterface(wiring.Component):
         batch_data = Signal(F)
         m.d.sync += batch_data.eq(batch_r.data)
         mem_byte = Signal(8)
-        selected = Mux(sample_from_batch, batch_data, features)
+        # A signal, not an expression: each slice of a Mux expression would be a whole Mux of
+        # its own in RTLIL (2,352 multiplexers of 2,352 bits, and 50 minutes of synthesis).
+        selected = Signal(F)
+        m.d.comb += selected.eq(Mux(sample_from_batch, batch_data, features))
         sample_wires = [Const(0, 1)] * info.sample_bits   # the bits the core does not read: 0
         for n, bit in enumerate(info.read_bits):
             sample_wires[bit] = selected[n]
