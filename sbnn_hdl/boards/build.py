@@ -359,9 +359,8 @@ def format_report(report):
                  f"throughput {c['throughput_samples_per_s'] / 1e6:.2f} M samples/s (one per clock)")
     lines.append(f"  UART: {u['baud']:,} baud (divisor {u['divisor']}, {u['error_percent']:.2f}% off)")
     p = report["protocol"]
-    if "bits_kept_per_sample" in p:
-        lines.append(f"  host: keeps the {p['bits_kept_per_sample']:,} bits the core reads of each "
-                     f"{p['sample_bits']:,}-bit sample; batch memory of {p['batch_depth']:,} samples")
+    lines.append(f"  host: keeps the {p['bits_kept_per_sample']:,} bits the core reads of each "
+                 f"{p['sample_bits']:,}-bit sample; batch memory of {p['batch_depth']:,} samples")
     res = report["resources"]
     lines.append("  resources: " + ", ".join(
         f"{name.upper()} {v['used']:,}/{v['available']:,}" for name, v in res.items()

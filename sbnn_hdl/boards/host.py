@@ -240,7 +240,7 @@ class HostInterface(wiring.Component):
         for n, bit in enumerate(info.read_bits):
             sample_wires[bit] = selected[n]
         m.d.comb += core.sample.eq(Cat(*sample_wires))
-        sample_index = prefix
+        sample_index, run_request = prefix, prefix   # what the prefix is, for a LOAD and a RUN
         m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(features),
                      batch_r.addr.eq(issue), batch_r.en.eq(1),
                      results_w.addr.eq(collected), results_w.data.eq(core.prediction),
@@ -366,7 +366,6 @@ class HostInterface(wiring.Component):
                 # The CRC register has taken the last byte: a whole frame leaves the residue 0.
                 # Every test the dispatch needs is registered here, so that DISPATCH decides
                 # from single bits.
-                run_request = prefix
                 m.d.sync += [f_crc.eq(crc_rx.match_detected),
                              f_info.eq(kind == P.INFO), f_load.eq(kind == P.LOAD), f_run.eq(kind == P.RUN),
                              f_infer.eq((kind == P.INFER) | ((kind == P.INFER_SCORES) & bool(info.score_width))),
@@ -408,7 +407,6 @@ class HostInterface(wiring.Component):
                         m.d.sync += error(P.ERR_RANGE)
                         m.next = "COMPOSE"
                     with m.Else():
-                        run_request = prefix
                         m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
                                      issue_left.eq(run_request), collect_left.eq(run_request),
                                      started.eq(0), sample_from_batch.eq(1)]

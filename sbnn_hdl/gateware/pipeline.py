@@ -168,8 +168,7 @@ class Pipeline:
         ``carry`` becomes the adder's carry-in, which a carry chain has anyway: it adds a bit
         without adding an adder.
         """
-        if carry is not None and not (carry.lo >= 0 and carry.hi <= 1):
-            raise ValueError(f"carry: expected a bit, found a value in [{carry.lo}, {carry.hi}]")
+        self._check_carry(carry)
         lo, hi = (x.lo - y.hi, x.hi - y.lo) if subtract else (x.lo + y.lo, x.hi + y.hi)
         if carry is not None:
             lo, hi = lo + carry.lo, hi + carry.hi
@@ -189,6 +188,11 @@ class Pipeline:
         self.stats["adder_bits"] += shape_for(lo, hi).width
         depth = max((v.depth for v in operands if not v.is_const), default=0) + 1
         return self._level(Timed(self._fit(value, lo, hi), lo, hi, stage, depth))
+
+    @staticmethod
+    def _check_carry(carry):
+        if carry is not None and not (carry.lo >= 0 and carry.hi <= 1):
+            raise ValueError(f"carry: expected a bit, found a value in [{carry.lo}, {carry.hi}]")
 
     @staticmethod
     def _is_bit(x):
@@ -296,8 +300,7 @@ class Pipeline:
         """
         if op not in (">=", ">", "<=", "<"):
             raise ValueError(f"op: expected one of >=, >, <=, <, found {op!r}")
-        if carry is not None and not (carry.lo >= 0 and carry.hi <= 1):
-            raise ValueError(f"carry: expected a bit, found a value in [{carry.lo}, {carry.hi}]")
+        self._check_carry(carry)
         x = self.register(x) if x.depth else x
         if carry is not None and not carry.is_const:
             stage = max(x.stage, carry.stage)
