@@ -11,7 +11,7 @@ import pytest
 
 from sbnn_hdl import load, modelfile
 from sbnn_hdl.gateware import NetworkCore
-from sbnn_hdl.boards.build import BuildError, _run, uart_divisor
+from sbnn_hdl.boards.build import BuildError, _run, memory_blocks, uart_divisor
 from sbnn_hdl.boards.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
 from sbnn_hdl.generate import main as generate
@@ -55,6 +55,22 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
     assert error.value.code == 2
     assert "--no-carry-chains: expected with --board (a synthesis option), found --verilog alone" \
         in capsys.readouterr().err
+
+
+def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
+    """The block RAM estimate is the measured mapping (one DP16KD per 36 bits of the sample per 512
+    samples, one for the results); a batch memory too large names the depth that fits."""
+    assert memory_blocks(256, 512) == 9     # the example, as placed (docs/boards.md)
+    assert memory_blocks(2352, 512) == 67   # three bits of 784 pixels, as synthesised
+    assert memory_blocks(2352, 16) == 0     # distributed RAM
+    model = random_model(np.random.default_rng(0), shape=(2000,), bits=1, density=0.002, edge_cases=False,
+                         layers=(LayerPlan("dense", 2),), name="wide")
+    status = generate([_save(model, tmp_path), "--board", "ulx3s", "--device", "12F", "-o", str(tmp_path / "out")])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: model 'wide' does not fit the ULX3S (Radiona) LFE5U-12F: estimated 57 BRAM "
+        "blocks for the batch and result memories of 512 samples (2,000 bits each), of 32; try a larger device "
+        "(--device 45F) or a smaller --batch-depth (at most 16 fits)")
 
 
 def test_unknown_board_device_and_bad_baud(tmp_path, capsys):

@@ -82,8 +82,16 @@ def uart_divisor(clock_hz, baud):
 
 
 def batch_blocks(sample_bits, depth):
-    """DP16KD blocks of a ``sample_bits``-wide, ``depth``-deep memory (512 x 36 per block)."""
+    """DP16KD blocks of a ``sample_bits``-wide, ``depth``-deep memory with one write and one read
+    port (yosys maps it 512 x 36 per block; up to 16 deep, to distributed RAM)."""
     return math.ceil(sample_bits / 36) * math.ceil(depth / 512) if depth > 16 else 0
+
+
+def memory_blocks(sample_bits, depth):
+    """DP16KD blocks of the host's batch memory and its results memory (8 bits, 2,048 x 9 per
+    block). Measured: 9 for the example (256 bits), 67 for a 2,352-bit sample, at depth 512
+    (docs/boards.md)."""
+    return batch_blocks(sample_bits, depth) + (math.ceil(depth / 2048) if depth > 16 else 0)
 
 
 def check_fits(model_name, generated, board, device_name, batch_depth, carry_chains=True):
@@ -96,27 +104,32 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     core_lut4 = int(round((PNR_LUT_FACTOR if carry_chains else PNR_LUT_FACTOR_NO_CARRY) * core["lut4"]))
     lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits)
     ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits)
-    bram = 2 * batch_blocks(info.feature_bits, batch_depth) + 1
+    bram = memory_blocks(info.feature_bits, batch_depth)
     estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core_lut4, "core_ff": core["ff"]}
-    problems = []
+    logic = lut4 > MAX_FILL * device.lut4 or ff > MAX_FILL * device.ff
+    problems, hints = [], []
     if lut4 > MAX_FILL * device.lut4:
         problems.append(f"{lut4:,} LUT4 (core {core_lut4:,}) of {device.lut4:,}")
     if ff > MAX_FILL * device.ff:
         problems.append(f"{ff:,} FF of {device.ff:,}")
+    if logic:
+        problems[-1] += f" (at most {100 * MAX_FILL:g}% of the LUT4s and FFs can be placed and routed reliably)"
     if bram > device.bram:
-        problems.append(f"{bram} BRAM blocks for the batch memory of {batch_depth} samples of "
-                        f"{info.feature_bits} bits, of {device.bram}")
+        problems.append(f"{bram} BRAM blocks for the batch and result memories of {batch_depth:,} samples "
+                        f"({info.feature_bits:,} bits each), of {device.bram}")
     if problems:
-        larger = [name for name, d in board.devices.items() if d.lut4 * MAX_FILL >= lut4 and d.ff * MAX_FILL >= ff]
-        hints = []
+        larger = [name for name, d in board.devices.items()
+                  if d.lut4 * MAX_FILL >= lut4 and d.ff * MAX_FILL >= ff and d.bram >= bram]
         if larger and larger[0] != device_name:
             hints.append(f"a larger device (--device {larger[0]})")
-        hints.append("a sparser model (fewer 1-valued connections)")
+        if logic:
+            hints.append("a sparser model (fewer 1-valued connections)")
         if bram > device.bram:
-            hints.append("a smaller --batch-depth")
+            depth = max((d for d in (2 ** k for k in range(4, 17)) if d <= 65535
+                         and memory_blocks(info.feature_bits, d) <= device.bram), default=16)
+            hints.append(f"a smaller --batch-depth (at most {depth:,} fits)")
         raise BuildError(f"model '{model_name}' does not fit the {board.title} {device.part}: estimated "
-                         f"{'; '.join(problems)} (at most {100 * MAX_FILL:g}% of the LUT4s and FFs can be "
-                         f"placed and routed reliably); try {' or '.join(hints)}")
+                         f"{'; '.join(problems)}; try {' or '.join(hints)}")
     return estimate
 
 
