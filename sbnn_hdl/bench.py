@@ -306,7 +306,7 @@ def format_results(results):
     lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
     legend = []
     unplaced = {r.get("device", DEFAULT_DEVICE) for r in results
-                if "skipped" not in r and "pnr_lut4" not in r and not r.get("estimated")}
+                if "skipped" not in r and "pnr_lut4" not in r and not r.get("estimated") and not r.get("synth_parts")}
     if unplaced:
         legend.append(f"(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the "
                       f"{', '.join(sorted(unplaced))}")
