@@ -108,8 +108,8 @@ def _modules(verilog):
 
 
 def _multiplicity(modules):
-    """How many instances of each module the design holds (a module can be instantiated more than
-    once: Amaranth writes identical submodules once)."""
+    """How many instances of each module the design holds (a module can have several: the
+    generator writes accumulators of the same shape as one module, ``SharedModules``)."""
     parents = {name: [] for name in modules}
     for name, (*_, children) in modules.items():
         for child in children:
@@ -182,8 +182,9 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None
     with open(log or os.devnull, "w") as log_file:   # written part by part: progress can be followed
         for index, part in enumerate(parts):
             outside = sorted({c for name in part for c in modules[name][3]} - set(part))
-            stubs = [f"(* blackbox *)\n{modules[c][1]}\n" + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2])
-                     + "endmodule\n" for c in outside]
+            stubs = [f"(* blackbox *)\n{modules[c][1]}\n"
+                     + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2]) + "endmodule\n"
+                     for c in outside]
             with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
                 with open(os.path.join(folder, "design.v"), "w") as file:
                     file.write("".join(modules[name][0] for name in part) + "".join(stubs)
