@@ -117,12 +117,12 @@ class HostInterface(wiring.Component):
         High while a request is being served (for an LED).
     """
 
-    #: The memories whose read port never reads an address in the cycle it is written (LOAD
-    #: writes the batch memory and RUN reads it; RUN writes the results and its reply reads
-    #: them, in other states): what a read returns then does not matter, and the board build
-    #: tells yosys so (:func:`sbnn_hdl.boards.build.yosys_after_read`). Amaranth 0.5 cannot say
-    #: it, and without it yosys emulates read-first behaviour for the batch memory with two
-    #: registers and a multiplexer as wide as a sample.
+    #: The memories whose read data is never used in a cycle that writes them (LOAD writes the
+    #: batch memory and RUN reads it; RUN writes the results and its reply reads them; each in
+    #: its own state): what a read returns when it meets a write to the same address does not
+    #: matter, and the board build tells yosys so (:func:`sbnn_hdl.boards.build.yosys_after_read`).
+    #: Amaranth 0.5 cannot say it, and without it yosys emulates read-first behaviour for the
+    #: batch memory with two registers and a multiplexer as wide as a sample.
     NO_COLLISIONS = ("batch", "results")
 
     def __init__(self, core, info, *, divisor, clock_hz, baud, digest, name, batch_depth=256,
