@@ -60,7 +60,7 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
 def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
     """The block RAM estimate is the measured mapping (one DP16KD per 36 bits of the sample per 512
     samples, one for the results); a batch memory too large names the depth that fits."""
-    assert memory_blocks(256, 512) == 9     # the example, as placed (docs/boards.md)
+    assert memory_blocks(128, 512) == 5     # the example (128 bits kept), as placed (docs/boards.md)
     assert memory_blocks(2352, 512) == 67   # three bits of 784 pixels, as synthesised
     assert memory_blocks(2352, 16) == 0     # distributed RAM
     model = random_model(np.random.default_rng(0), shape=(2000,), bits=1, density=0.002, edge_cases=False,

@@ -91,8 +91,8 @@ def batch_blocks(sample_bits, depth):
 
 def memory_blocks(sample_bits, depth):
     """DP16KD blocks of the host's batch memory and its results memory (8 bits, 2,048 x 9 per
-    block). Measured: 9 for the example (256 bits), 67 for a 2,352-bit sample, at depth 512
-    (docs/boards.md)."""
+    block). Measured: 5 for the example (128 bits kept), 67 for a 2,352-bit sample, at depth
+    512 (docs/boards.md)."""
     return batch_blocks(sample_bits, depth) + (math.ceil(depth / 2048) if depth > 16 else 0)
 
 
