@@ -312,7 +312,8 @@ def format_results(results):
                       f"{', '.join(sorted(unplaced))}")
     if any(r.get("synth_parts") for r in results):
         legend.append("(synth, parts): synthesised in parts of a few layers' neurons (too large for one run of "
-                      "YoWASP's yosys); nothing optimised across parts, so at or a little above a whole synthesis")
+                      "YoWASP's yosys); nothing optimised across parts, so at or above a whole synthesis (up to 8.5% "
+                      "on the cores compared)")
     if any(r.get("estimated") for r in results):
         legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
     flows = sorted({_flow(r) for r in results if "skipped" not in r} - {""})
