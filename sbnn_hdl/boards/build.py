@@ -49,7 +49,8 @@ HOST_FF_PER_BIT = 2.0
 #: on the example (8,870 placed for 6,405 estimated, docs/hardware.md); FFs match the estimate.
 PNR_LUT_FACTOR = 1.4
 #: The same without carry chains (``--no-carry-chains``): 34,312 placed for 33,209 estimated on
-#: examples/fmnist_i3_128_s955_seed1.sbnn (docs/results.md); rounded up.
+#: examples/fmnist_i3_128_s955_seed1.sbnn, and 33,759 for 32,171 with the comparison chains
+#: (docs/results.md); rounded up.
 PNR_LUT_FACTOR_NO_CARRY = 1.1
 #: Share of the device's LUT4s above which a build is refused: routing a nearly full ECP5 fails
 #: or misses timing badly.
