@@ -16,9 +16,10 @@ to synthesise). A design estimated above ``PARTS_ABOVE`` LUT4 (larger than any U
 large for one run of YoWASP's yosys) is synthesised in parts, a few layers' neurons at a time
 (:func:`sbnn_hdl.synth.synth_ecp5_in_parts`), and marked as such.
 
-Builds run in parallel (``--jobs``, default the core count) with a progress display, and each
-result is cached by the model file's hash, the datapath, the options, the tool versions and the
-generator's source (``--cache``), so a rerun only builds what changed. Writes ``DIR/hardware.json``,
+Builds run in parallel (``--jobs``, default the core count; jobs left over by fewer builds go to
+the parts of a design synthesised in parts) with a progress display, and each result is cached
+by the model file's hash, the datapath, the options, the tool versions and the generator's
+source (``--cache``), so a rerun only builds what changed. Writes ``DIR/hardware.json``,
 ``DIR/hardware.md`` (the table) and PNG plots: accuracy against LUT4 (with the Pareto front),
 LUT4 against connections, fmax against sparsity.
 """
@@ -109,12 +110,13 @@ def _totals(result, lut4, ff, connections):
 
 
 def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-            device=DEFAULT_DEVICE, router=None, carry_chains=True, logs=None):
+            device=DEFAULT_DEVICE, router=None, carry_chains=True, part_jobs=1, logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
     A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
     generator's estimate as its LUT4 and FF, with ``estimated`` true. Runs in a worker process of
-    :func:`sweep`. ``logs`` is a folder for the tools' logs.
+    :func:`sweep`. ``logs`` is a folder for the tools' logs; ``part_jobs`` how many parts of a
+    design synthesised in parts run at once.
     """
     from amaranth.hdl import Fragment
 
@@ -142,7 +144,8 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
         if result["estimate_lut4"] > PARTS_ABOVE:
-            cells = synth_ecp5_in_parts(generated.verilog, carry_chains=carry_chains, log=log("yosys"))
+            cells = synth_ecp5_in_parts(generated.verilog, carry_chains=carry_chains, jobs=part_jobs,
+                                        log=log("yosys"))
             result["synth_parts"] = cells.pop("parts")
         else:
             cells = synth_ecp5(generated.verilog, top, carry_chains=carry_chains, json_netlist=netlist,
@@ -224,10 +227,12 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                 todo.append((path, arch, accuracy, measured, estimated))
     if progress:
         progress(0, len(todo))
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+    jobs = jobs or os.cpu_count() or 1
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        # Cores left over by fewer builds than jobs go to the parts of designs synthesised in parts.
         futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
                                synth_max=synth_max, device=device, router=router, carry_chains=carry_chains,
-                               logs=logs):
+                               part_jobs=max(1, jobs // max(1, len(todo))), logs=logs):
                    (path, arch, accuracy, measured, estimated)
                    for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):

