@@ -144,10 +144,11 @@ def _multiplicity(modules):
     return counts
 
 
-def _part_top(modules, part, multiplicity):
+def _part_top(modules, part, multiplicity, once=False):
     """A top module for a part, with every port of what it instantiates on a port of its own (so
     that synthesis keeps all of the logic): each module of the part as many times as modules
-    outside the part instantiate it (its instances inside the part come with their parents)."""
+    outside the part instantiate it (its instances inside the part come with their parents), or
+    just once with ``once``."""
     inside = set(part)
     outside_instances = {name: 0 for name in part}
     for name, (*_, children) in modules.items():
@@ -158,7 +159,7 @@ def _part_top(modules, part, multiplicity):
     tops = set(modules) - {child for *_, children in modules.values() for child in children}
     ports, lines = [], []
     for name in part:
-        for _ in range(1 if name in tops else outside_instances[name]):
+        for _ in range(1 if name in tops or once else outside_instances[name]):
             index = len(lines)
             connections = []
             for direction, bits, port in modules[name][2]:
@@ -175,8 +176,12 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, jobs=1, 
     parts: its modules go, in file order (a layer's neurons together), into parts of at most
     ``part_bytes`` (default :data:`PART_BYTES`) of Verilog, a module counted once per instance.
     Each part is synthesised whole, flattened under a top of its own that brings every port out,
-    with the modules of other parts as black boxes. Returns the summed cell counts as
-    :func:`synth_ecp5` does, with ``parts``.
+    with the modules of other parts as black boxes. A module whose instances alone exceed a part
+    (the generator writes accumulators of the same shape as one module, ``SharedModules``:
+    a dense layer's are all alike) is a part of its own, synthesised once and counted once per
+    instance: with every port its own, instances cannot share logic, so that is what synthesising
+    them all would count. Returns the summed cell counts as :func:`synth_ecp5` does, with
+    ``parts`` (the number of yosys runs).
 
     Logic is not optimised across parts (a whole synthesis merges, for instance, identical
     registers of neurons that are far apart), so the count is at or above a whole synthesis'
@@ -189,13 +194,22 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, jobs=1, 
     if not modules:
         raise ToolError("synthesis in parts: expected Verilog modules written by yosys, found none")
     multiplicity = _multiplicity(modules)
-    parts, size = [[]], 0
+    parts, copies, size = [[]], [1], 0  # copies: how many times a part's counts are taken
     for name, (text, *_) in modules.items():
-        if parts[-1] and size + len(text) * multiplicity[name] > part_bytes:
+        weight = len(text) * multiplicity[name]
+        if weight > part_bytes and multiplicity[name] > 1:
+            parts.insert(-1, [name])
+            copies.insert(-1, multiplicity[name])
+            continue
+        if parts[-1] and size + weight > part_bytes:
             parts.append([])
+            copies.append(1)
             size = 0
         parts[-1].append(name)
-        size += len(text) * multiplicity[name]
+        size += weight
+    if not parts[-1]:
+        parts.pop()
+        copies.pop()
     command = f"synth_ecp5 -top sbnn_part {synth_options(carry_chains=carry_chains)}"
 
     def run(index):
@@ -207,9 +221,11 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, jobs=1, 
         part_log = io.StringIO()
         part_log.write(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n")
         cells = _run_yosys("".join(modules[name][0] for name in part) + "".join(stubs)
-                           + _part_top(modules, part, multiplicity),
+                           + _part_top(modules, part, multiplicity, once=copies[index] > 1),
                            [command], f"part {index + 1} of {len(parts)}", log=part_log)
-        return cells, part_log.getvalue()
+        if copies[index] > 1:
+            part_log.write(f"--- part {index + 1} of {len(parts)}: counted {copies[index]} times\n")
+        return {cell: count * copies[index] for cell, count in cells.items()}, part_log.getvalue()
 
     totals = {}
     with open(log or os.devnull, "w") as log_file, \
