@@ -1,6 +1,6 @@
 """A dense layer as hardware: sparse accumulators, the shared input sum, thresholds or scores."""
 
-from amaranth.hdl import Cat, Module, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,7 +43,12 @@ class _LayerBase(wiring.Component):
         self.q_accumulator = accumulator(plan.q_sources, self.acc_latency) if plan.uses_q else None
 
     def _connect_accumulators(self, m, pipe):
-        sources = Cat(self.inputs, ~self.inputs) if self.plan.complements else self.inputs
+        sources = self.inputs
+        if self.plan.complements:
+            # A signal of its own: slices of an expression are converted as the whole expression
+            # per slice (the first layer of a dense BNN took over 16 GB).
+            sources = Signal(2 * len(self.inputs))
+            m.d.comb += sources.eq(Cat(self.inputs, ~self.inputs))
 
         def wire(acc, multiset, name):
             m.submodules[name] = acc
