@@ -3,7 +3,7 @@ host interface, the PLL and the pins (:class:`BoardTop`); and the same without P
 simulation (:func:`simulation_verilog`)."""
 
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .host import HostInterface, core_signature
@@ -46,7 +46,7 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        clk_in = platform.request(self.board.clock, 0)
+        m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(self.board.clock, 0, dir="-"))
         m.submodules.pll = pll = ECP5PLL(self.pll)
         m.d.comb += pll.clk_in.eq(clk_in.i)
         m.domains.sync = sync = ClockDomain("sync")
@@ -56,13 +56,17 @@ class BoardTop(Elaboratable):
 
         m.submodules.host = host = HostInterface(CoreInstance(self.core_module, self.info), self.info,
                                                  **self.host_args)
-        uart = platform.request(self.board.uart, 0)
-        m.d.comb += [host.rx.eq(uart.rx.i), uart.tx.o.eq(host.tx)]
+        uart = platform.request(self.board.uart, 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [host.rx.eq(rx.i), tx.o.eq(host.tx)]
         try:
-            m.d.comb += platform.request("led", 0).o.eq(host.busy)
-            m.d.comb += platform.request("led", 1).o.eq(pll.locked)
+            leds = [platform.request("led", n, dir="-") for n in (0, 1)]
         except Exception:  # a board without two plain LEDs
-            pass
+            leds = []
+        for n, (led, value) in enumerate(zip(leds, (host.busy, pll.locked))):
+            m.submodules[f"led{n}"] = buffer = io.Buffer("o", led)
+            m.d.comb += buffer.o.eq(value)
         return m
 
 
