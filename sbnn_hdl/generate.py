@@ -178,6 +178,9 @@ def main(argv=None):
     parser.add_argument("--no-carry-chains", action="store_true",
                         help="with --board: synthesise adders as LUT logic (yosys -noccu2), for a smaller part "
                              "at a lower clock")
+    parser.add_argument("--router", choices=["router1", "router2"],
+                        help="with --board: nextpnr's router (default: nextpnr's own, router1; router2 copes "
+                             "better with a congested design)")
     parser.add_argument("--arch", choices=ARCHS, default="sparse",
                         help="datapath: sparse (default), or xnor: the dense BNN baseline, for models in the "
                              "symmetric +-1 domain")
@@ -190,12 +193,15 @@ def main(argv=None):
         parser.error(f"--relay: expected 0 or more register stages, found {args.relay}")
     if args.no_carry_chains and not args.board:
         parser.error("--no-carry-chains: expected with --board (a synthesis option), found --verilog alone")
+    if args.router and not args.board:
+        parser.error("--router: expected with --board (a place and route option), found --verilog alone")
     if args.board:
         from .boards.build import build, format_report
         report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
                        output=args.output or "bitstreams", every=args.every, relay=args.relay,
                        scores=not args.no_scores,
-                       batch_depth=args.batch_depth, arch=args.arch, carry_chains=not args.no_carry_chains)
+                       batch_depth=args.batch_depth, arch=args.arch, carry_chains=not args.no_carry_chains,
+                       router=args.router)
         print(format_report(report))
         return 0
     args.output = args.output or "build"

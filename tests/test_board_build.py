@@ -123,15 +123,18 @@ def _small(folder, name="small"):
 def test_second_board_builds_with_automatic_clock(tmp_path, capsys):
     """The same command on another board (ECPIX-5: ECP5-5G, 100 MHz oscillator, another package):
     the board layer is generic. The clock is chosen automatically and checked. Built with
-    ``--no-carry-chains``, which the ULX3S build does not use."""
-    status = generate([_small(tmp_path), "--board", "ecpix5", "--no-carry-chains", "-o", str(tmp_path)])
+    ``--no-carry-chains`` and ``--router router2``, which the ULX3S build does not use."""
+    status = generate([_small(tmp_path), "--board", "ecpix5", "--no-carry-chains", "--router", "router2",
+                       "-o", str(tmp_path)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     report = json.loads((tmp_path / "ecpix5" / "small.report.json").read_text())
     # Built without carry chains (the ULX3S build below has them): yosys ran with -noccu2.
     assert report["build"]["synthesis"] == "synth_ecp5 -nowidelut -noccu2"
     assert "-noccu2" in (tmp_path / "ecpix5" / "build" / "top.ys").read_text()
-    assert "synthesis: synth_ecp5 -nowidelut -noccu2" in captured.out
+    assert "synthesis: synth_ecp5 -nowidelut -noccu2; router: router2" in captured.out
+    assert report["build"]["router"] == "router2"
+    assert "router2" in (tmp_path / "ecpix5" / "build" / "top.tim").read_text().lower()
     assert report["timing"]["met"] and report["part"] == "LFE5UM5G-85F"
     assert report["pll"]["input_mhz"] == 100
     assert all(c["met"] for c in report["timing"]["clocks"].values())

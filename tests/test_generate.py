@@ -84,6 +84,8 @@ def test_conv_models_are_refused_naming_the_layer(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--verilog", "--every", "0"], "--every: expected at least 1, found 0"),
     ([], "expected --verilog"),
+    (["--verilog", "--router", "router2"], "--router: expected with --board (a place and route option), "
+                                           "found --verilog alone"),
 ])
 def test_bad_options(capsys, argv, message):
     with pytest.raises(SystemExit) as info:

