@@ -230,7 +230,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     """Build ``model_path`` for a board; returns the report (a dict). ``carry_chains=False``
     synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.
     ``router`` is nextpnr's ``--router`` (default nextpnr's own, ``router1``). nextpnr writes its
-    progress to ``build/top.tim`` in the output folder as it runs.
+    progress to ``<output>/<board>/build/top.tim`` as it runs.
 
     Raises :class:`BuildError` (refusals), :class:`TimingError` (timing missed; the report is
     written first) and :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines).
