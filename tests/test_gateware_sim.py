@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from hypothesis import given, settings, strategies as st
 
 from sbnn_hdl import golden, load
@@ -54,6 +55,7 @@ def test_example_model_back_to_back():
 def test_relay_stages_add_one_cycle_per_layer_each_and_one_for_the_neurons_copies():
     model = load("examples/digits.sbnn")
     plain = NetworkCore(model, every=1)
+    Fragment.get(plain, None)  # built whole, as a generated core is (and no warning of an unused core)
     core = check_core(model, np.load("examples/digits_x.npy")[:20], every=1, relay=2, idle=0.0)
     # The hidden layer's 64 neurons read their split in groups, so each also gets its own copy.
     assert [layer.neuron_copies for layer in core.hidden] == [True]
