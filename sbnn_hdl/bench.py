@@ -45,6 +45,7 @@ from .boards import BOARDS
 from .errors import InputError
 from .generate import DEFAULT_EVERY
 from .hwplan import ARCHS, HardwareError, check_supported, check_xnor
+from .synth import ROUTERS
 
 __all__ = ["ULX3S_DEVICES", "measure", "sweep", "pareto_front", "format_results", "plot_results", "main"]
 
@@ -228,11 +229,12 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     if progress:
         progress(0, len(todo))
     jobs = jobs or os.cpu_count() or 1
+    # Cores left over by fewer builds than jobs go to the parts of designs synthesised in parts.
+    part_jobs = max(1, jobs // max(1, len(todo)))
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        # Cores left over by fewer builds than jobs go to the parts of designs synthesised in parts.
         futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
                                synth_max=synth_max, device=device, router=router, carry_chains=carry_chains,
-                               part_jobs=max(1, jobs // max(1, len(todo))), logs=logs):
+                               part_jobs=part_jobs, logs=logs):
                    (path, arch, accuracy, measured, estimated)
                    for path, arch, accuracy, measured, estimated in todo}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
@@ -422,7 +424,7 @@ def _hardware(argv):
     parser.add_argument("--no-pnr", action="store_true", help="synthesis only (no fmax)")
     parser.add_argument("--device", choices=ULX3S_DEVICES, default=DEFAULT_DEVICE,
                         help=f"the ULX3S part to place and route on (default {DEFAULT_DEVICE})")
-    parser.add_argument("--router", choices=["router1", "router2"],
+    parser.add_argument("--router", choices=ROUTERS,
                         help="nextpnr's router (default: nextpnr's own, router1 on the ECP5; router2 copes "
                              "better with a congested, nearly full device)")
     parser.add_argument("--no-carry-chains", action="store_true",

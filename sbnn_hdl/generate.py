@@ -20,6 +20,7 @@ from . import __version__, modelfile
 from ._cli import command, format_table
 from ._files import write_atomic
 from .hwplan import ARCHS, check_supported, check_xnor
+from .synth import ROUTERS
 
 __all__ = ["DEFAULT_EVERY", "GeneratedCore", "generate_verilog", "estimate_model", "format_summary", "main"]
 
@@ -178,7 +179,7 @@ def main(argv=None):
     parser.add_argument("--no-carry-chains", action="store_true",
                         help="with --board: synthesise adders as LUT logic (yosys -noccu2), for a smaller part "
                              "at a lower clock")
-    parser.add_argument("--router", choices=["router1", "router2"],
+    parser.add_argument("--router", choices=ROUTERS,
                         help="with --board: nextpnr's router (default: nextpnr's own, router1; router2 copes "
                              "better with a congested design)")
     parser.add_argument("--arch", choices=ARCHS, default="sparse",

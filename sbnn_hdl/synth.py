@@ -12,13 +12,16 @@ import tempfile
 
 from .errors import SbnnError
 
-__all__ = ["ToolError", "SYNTH_OPTIONS", "synth_options", "tool_path", "synth_ecp5", "synth_ecp5_in_parts",
+__all__ = ["ToolError", "ROUTERS", "SYNTH_OPTIONS", "synth_options", "tool_path", "synth_ecp5", "synth_ecp5_in_parts",
            "place_and_route_ecp5"]
 
 #: Verilog per part in :func:`synth_ecp5_in_parts`. YoWASP's yosys is a 32-bit WebAssembly
 #: program: it has 4 GB of memory, and a core of about 180,000 LUT4 needs more (it stops with a
 #: "thrown Wasm exception"); 102,000 synthesised whole. A part of 4 MB is about 35,000 LUT4.
 PART_BYTES = 4_000_000
+
+#: nextpnr's routers (its ``--router``), for the bench and board builds.
+ROUTERS = ("router1", "router2")
 
 #: Extra ``synth_ecp5`` options for generated cores (``-nowidelut`` is added unless ``widelut``:
 #: adder trees take fewer LUT4s without the wide-LUT multiplexer combinations). Carry chains stay
@@ -194,26 +197,23 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, jobs=1, 
     if not modules:
         raise ToolError("synthesis in parts: expected Verilog modules written by yosys, found none")
     multiplicity = _multiplicity(modules)
-    parts, copies, size = [[]], [1], 0  # copies: how many times a part's counts are taken
+    parts, current, size = [], [], 0  # parts: (modules, how many times its counts are taken)
     for name, (text, *_) in modules.items():
         weight = len(text) * multiplicity[name]
         if weight > part_bytes and multiplicity[name] > 1:
-            parts.insert(-1, [name])
-            copies.insert(-1, multiplicity[name])
+            parts.append(([name], multiplicity[name]))
             continue
-        if parts[-1] and size + weight > part_bytes:
-            parts.append([])
-            copies.append(1)
-            size = 0
-        parts[-1].append(name)
+        if current and size + weight > part_bytes:
+            parts.append((current, 1))
+            current, size = [], 0
+        current.append(name)
         size += weight
-    if not parts[-1]:
-        parts.pop()
-        copies.pop()
+    if current:
+        parts.append((current, 1))
     command = f"synth_ecp5 -top sbnn_part {synth_options(carry_chains=carry_chains)}"
 
     def run(index):
-        part = parts[index]
+        part, copies = parts[index]
         outside = sorted({c for name in part for c in modules[name][3]} - set(part))
         stubs = [f"(* blackbox *)\n{modules[c][1]}\n"
                  + "".join(f"  {d} {b} {n} ;\n" for d, b, n in modules[c][2]) + "endmodule\n"
@@ -221,11 +221,11 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, jobs=1, 
         part_log = io.StringIO()
         part_log.write(f"--- part {index + 1} of {len(parts)}: {len(part)} modules, {len(outside)} outside\n")
         cells = _run_yosys("".join(modules[name][0] for name in part) + "".join(stubs)
-                           + _part_top(modules, part, multiplicity, once=copies[index] > 1),
+                           + _part_top(modules, part, multiplicity, once=copies > 1),
                            [command], f"part {index + 1} of {len(parts)}", log=part_log)
-        if copies[index] > 1:
-            part_log.write(f"--- part {index + 1} of {len(parts)}: counted {copies[index]} times\n")
-        return {cell: count * copies[index] for cell, count in cells.items()}, part_log.getvalue()
+        if copies > 1:
+            part_log.write(f"--- part {index + 1} of {len(parts)}: counted {copies} times\n")
+        return {cell: count * copies for cell, count in cells.items()}, part_log.getvalue()
 
     totals = {}
     with open(log or os.devnull, "w") as log_file, \
@@ -236,8 +236,7 @@ def synth_ecp5_in_parts(verilog, *, part_bytes=None, carry_chains=True, jobs=1, 
             try:
                 cells, text = future.result()
             except BaseException:
-                for waiting in futures:  # a failed part fails the whole: do not wait for the rest
-                    waiting.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)  # a failed part fails the whole
                 raise
             log_file.write(text)
             log_file.flush()
