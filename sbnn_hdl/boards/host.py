@@ -128,6 +128,7 @@ class HostInterface(wiring.Component):
     def __init__(self, core, info, *, divisor, clock_hz, baud, digest, name, batch_depth=256,
                  timeout=1_000_000):
         if info.classes > 256:
+            self._MustUse__silence = True   # refused, so never meant to be elaborated: no warning
             raise ValueError(f"host interface: expected at most 256 classes (one byte per prediction), "
                              f"found {info.classes}")
         self.core, self.info = core, info

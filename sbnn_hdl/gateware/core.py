@@ -69,6 +69,7 @@ class NetworkCore(wiring.Component):
 
     def __init__(self, model, *, every=2, relay=0, scores=True, arch="sparse"):
         if relay < 0:
+            self._MustUse__silence = True   # refused, so never meant to be elaborated: no warning
             raise ValueError(f"relay: expected 0 or more register stages, found {relay}")
         self.model = model
         self.every = every
