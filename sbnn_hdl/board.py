@@ -85,7 +85,7 @@ def run_model(client, model, x, *, labels=None, scores=False, batch=True, progre
     }
     if labels is not None:
         result["accuracy"] = {"correct": int((np.asarray(predictions) == labels).sum()), "of": len(x)}
-    if batch and len(x):
+    if batch and len(x) and info.batch_depth:   # (a build without a batch memory has INFER only)
         count = min(len(x), info.batch_depth)
         for n in range(count):
             client.load(n, packed[n])

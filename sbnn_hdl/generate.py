@@ -167,7 +167,8 @@ def main(argv=None):
                         "meets timing, found by trying)")
     parser.add_argument("--baud", type=int, metavar="BAUD", help="UART baud rate (default 3000000)")
     parser.add_argument("--batch-depth", type=int, default=512, metavar="N",
-                        help="samples the on-chip batch memory holds (default 512)")
+                        help="samples the on-chip batch memory holds (default 512; 0: no batch memory, "
+                        "INFER only, the core fed straight from the sample's shift register)")
     parser.add_argument("-o", "--output", metavar="DIR", help="output folder (default: build, or bitstreams "
                         "with --board)")
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",

@@ -64,6 +64,7 @@ def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
     assert memory_blocks(128, 512) == 5     # the example (128 bits kept), as placed (docs/boards.md)
     assert memory_blocks(2352, 512) == 67   # three bits of 784 pixels, as synthesised
     assert memory_blocks(2352, 16) == 0     # distributed RAM
+    assert memory_blocks(2352, 0) == 0      # --batch-depth 0: no batch memory at all
     model = random_model(np.random.default_rng(0), shape=(2000,), bits=1, density=0.002, edge_cases=False,
                          layers=(LayerPlan("dense", 2),), name="wide")
     status = generate([_save(model, tmp_path), "--board", "ulx3s", "--device", "12F", "-o", str(tmp_path / "out")])
@@ -72,6 +73,12 @@ def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
         "sbnn_hdl.generate: error: model 'wide' does not fit the ULX3S (Radiona) LFE5U-12F: estimated 57 BRAM "
         "blocks for the batch and result memories of 512 samples (2,000 bits each), of 32; try a larger device "
         "(--device 45F) or a smaller --batch-depth (at most 16 fits)")
+
+
+def test_batch_depth_out_of_range(capsys):
+    assert generate(["examples/digits.sbnn", "--board", "ulx3s", "--batch-depth", "-1"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: --batch-depth: expected 0 (no batch memory) to 65535 samples, found -1")
 
 
 def test_unknown_board_device_and_bad_baud(tmp_path, capsys):

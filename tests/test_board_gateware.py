@@ -272,3 +272,27 @@ def test_only_the_bits_the_core_reads_are_kept():
         assert list(payload[6:]) == expected[::-1]
 
     run_host(dut, script)
+
+
+def test_without_a_batch_memory_infer_only(small):
+    """``batch_depth=0`` (``generate --board --batch-depth 0``): no block RAMs, the core reads the
+    shift register that assembles each sample; INFO says depth 0, INFER computes what the golden
+    model computes, LOAD and RUN are out of range."""
+    model, x = small
+    dut, info = make_dut(model, depth=0)
+    expected = golden.infer(model, x).predictions.tolist()
+    nbytes = P.sample_bytes(model.input)
+
+    async def script(host):
+        kind, payload = await host.request(P.INFO)
+        assert P.Info.decode(payload).batch_depth == 0
+        for n in range(len(x)):
+            sample = pack_sample(model.input, x[n]).to_bytes(nbytes, "big")
+            kind, payload = await host.request(P.INFER, sample)
+            assert (kind, payload[0], payload[1:]) == (P.INFER | 0x80, expected[n], struct.pack(">I", info.latency))
+        assert await host.request(P.LOAD, struct.pack(">H", 0) + sample) == (P.ERROR, bytes([P.ERR_RANGE, P.LOAD]))
+        assert await host.request(P.RUN, struct.pack(">H", 1)) == (P.ERROR, bytes([P.ERR_RANGE, P.RUN]))
+        # A LOAD of the wrong length is still a length error, as with a batch memory.
+        assert await host.request(P.LOAD, b"\0") == (P.ERROR, bytes([P.ERR_LENGTH, P.LOAD]))
+
+    run_host(dut, script)

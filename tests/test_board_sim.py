@@ -105,3 +105,17 @@ def test_wrong_model_is_refused(board, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert "sbnn_hdl.board: error: the board runs model 'digits'" in err and "program the matching bitstream" in err
+
+
+def test_run_on_a_board_without_a_batch_memory(tmp_path, capsys):
+    """``--batch-depth 0``: ``board run`` checks every sample one INFER at a time and skips the
+    on-chip batch, which such a build does not have."""
+    out = tmp_path / "run.json"
+    with BoardSimulation(MODEL, batch_depth=0) as sim:
+        status = main(["run", "--port", sim.url, "--model", MODEL, "--inputs", "examples/digits_x.npy",
+                       "--limit", "12", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    result = json.loads(out.read_text())
+    assert result["agree"] == result["samples"] == 12 and result["ok"]
+    assert "batch" not in result and "on-chip batch" not in text

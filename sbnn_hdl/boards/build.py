@@ -241,8 +241,8 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     device_name = device or board.default_device
     dev = board.device(device_name)
     baud = baud or board.baud
-    if not 1 <= batch_depth <= 65535:
-        raise BuildError(f"--batch-depth: expected 1 to 65535 samples, found {batch_depth}")
+    if not 0 <= batch_depth <= 65535:
+        raise BuildError(f"--batch-depth: expected 0 (no batch memory) to 65535 samples, found {batch_depth}")
     with open(model_path, "rb") as file:
         model_bytes = file.read()
     model = modelfile.load(model_path)
@@ -391,7 +391,9 @@ def format_report(report):
     lines.append(f"  UART: {u['baud']:,} baud (divisor {u['divisor']}, {u['error_percent']:.2f}% off)")
     p = report["protocol"]
     lines.append(f"  host: keeps the {p['bits_kept_per_sample']:,} bits the core reads of each "
-                 f"{p['sample_bits']:,}-bit sample; batch memory of {p['batch_depth']:,} samples")
+                 f"{p['sample_bits']:,}-bit sample; "
+                 + (f"batch memory of {p['batch_depth']:,} samples" if p["batch_depth"]
+                    else "no batch memory (INFER only)"))
     res = report["resources"]
     lines.append("  resources: " + ", ".join(
         f"{name.upper()} {v['used']:,}/{v['available']:,}" for name, v in res.items()

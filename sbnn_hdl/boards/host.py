@@ -104,7 +104,10 @@ class HostInterface(wiring.Component):
     name : str
         The model's name (at most 32 ASCII characters are reported).
     batch_depth : int
-        Samples the on-chip batch memory holds (LOAD and RUN).
+        Samples the on-chip batch memory holds (LOAD and RUN). 0 builds no batch memory: LOAD
+        and RUN are answered "out of range", and the core reads its sample straight from the
+        shift register that assembles it (no block RAMs, and no multiplexer in front of the core:
+        the board build of a core with thousands of input bits routes like the core alone).
     timeout : int
         Clocks without a byte after which a partial request frame is abandoned (and an error
         reply sent): nothing the host sends can leave the engine waiting forever.
@@ -186,11 +189,12 @@ class HostInterface(wiring.Component):
                 m.d.sync += features.eq(Cat(cur_byte[7], features[:-1]))
 
         depth = self.batch_depth
-        # Named as in NO_COLLISIONS.
-        m.submodules.batch = batch = Memory(shape=unsigned(F), depth=depth, init=[])
-        m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
-        batch_w, batch_r = batch.write_port(), batch.read_port()
-        results_w, results_r = results.write_port(), results.read_port()
+        if depth:
+            # Named as in NO_COLLISIONS.
+            m.submodules.batch = batch = Memory(shape=unsigned(F), depth=depth, init=[])
+            m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
+            batch_w, batch_r = batch.write_port(), batch.read_port()
+            results_w, results_r = results.write_port(), results.read_port()
 
         # --- request parser ---------------------------------------------------------------
         kind = Signal(8)
@@ -239,22 +243,28 @@ class HostInterface(wiring.Component):
         # Block RAM outputs are slow on ECP5 (yosys maps them without the output register:
         # 5.8 ns from clock to data on speed grade 6), so every memory read is registered
         # before it goes anywhere else.
-        batch_data = Signal(F)
-        m.d.sync += batch_data.eq(batch_r.data)
         mem_byte = Signal(8)
         # A signal, not an expression: each slice of a Mux expression would be a whole Mux of
         # its own in RTLIL (2,352 multiplexers of 2,352 bits, and 50 minutes of synthesis).
         selected = Signal(F)
-        m.d.comb += selected.eq(Mux(sample_from_batch, batch_data, features))
+        if depth:
+            batch_data = Signal(F)
+            m.d.sync += batch_data.eq(batch_r.data)
+            m.d.comb += selected.eq(Mux(sample_from_batch, batch_data, features))
+        else:
+            # Without a batch memory the core reads the shift register itself: no multiplexer,
+            # and no wires from block RAMs to the core's first layer.
+            m.d.comb += selected.eq(features)
         sample_wires = [Const(0, 1)] * info.sample_bits   # the bits the core does not read: 0
         for n, bit in enumerate(info.read_bits):
             sample_wires[bit] = selected[n]
         m.d.comb += core.sample.eq(Cat(*sample_wires))
         sample_index, run_request = prefix, prefix   # what the prefix is, for a LOAD and a RUN
-        m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(features),
-                     batch_r.addr.eq(issue), batch_r.en.eq(1),
-                     results_w.addr.eq(collected), results_w.data.eq(core.prediction),
-                     results_r.en.eq(1)]
+        if depth:
+            m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(features),
+                         batch_r.addr.eq(issue), batch_r.en.eq(1),
+                         results_w.addr.eq(collected), results_w.data.eq(core.prediction),
+                         results_r.en.eq(1), results_r.addr.eq(mem_addr)]
 
         def reply(kind_value, payload, memory=None):
             """Statements that start a reply: ``payload`` is a list of (value, bytes) fields, each
@@ -405,8 +415,9 @@ class HostInterface(wiring.Component):
                         m.d.sync += error(P.ERR_LENGTH)
                     with m.Elif(~f_index):
                         m.d.sync += error(P.ERR_RANGE)
-                    with m.Else():
-                        m.d.comb += batch_w.en.eq(1)
+                    with m.Else():   # (never, without a batch memory: f_index is 0)
+                        if depth:
+                            m.d.comb += batch_w.en.eq(1)
                         m.d.sync += reply_sel.eq(R_LOAD)
                     m.next = "COMPOSE"
                 with m.Elif(f_run):
@@ -416,11 +427,12 @@ class HostInterface(wiring.Component):
                     with m.Elif(~f_count):
                         m.d.sync += error(P.ERR_RANGE)
                         m.next = "COMPOSE"
-                    with m.Else():
-                        m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
-                                     issue_left.eq(run_request), collect_left.eq(run_request),
-                                     started.eq(0), sample_from_batch.eq(1)]
-                        m.next = "RUN"
+                    with m.Else():   # (never, without a batch memory: f_count is 0)
+                        if depth:
+                            m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
+                                         issue_left.eq(run_request), collect_left.eq(run_request),
+                                         started.eq(0), sample_from_batch.eq(1)]
+                            m.next = "RUN"
                 with m.Else():
                     m.d.sync += error(P.ERR_TYPE)
                     m.next = "COMPOSE"
@@ -432,25 +444,26 @@ class HostInterface(wiring.Component):
                     if info.score_width:
                         m.d.sync += scores_r.eq(core.scores.as_value())
                     m.next = "COMPOSE"
-            with m.State("RUN"):
-                # Entry `issue` is read this cycle; it enters the core on the next one.
-                with m.If(issuing):
-                    m.d.sync += [issue.eq(issue + 1), issue_left.eq(issue_left - 1)]
-                    with m.If(issue_left == 1):
-                        m.d.sync += issuing.eq(0)
-                read, valid = Signal(), Signal()   # entry on the read port, in batch_data
-                m.d.sync += [read.eq(issuing), valid.eq(read)]
-                m.d.comb += core.valid.eq(valid)
-                with m.If(valid & ~started):
-                    m.d.sync += [started.eq(1), cycles.eq(1)]
-                with m.Else():
-                    m.d.sync += cycles.eq(cycles + 1)
-                with m.If(core.out_valid):
-                    m.d.comb += results_w.en.eq(1)
-                    m.d.sync += [collected.eq(collected + 1), collect_left.eq(collect_left - 1)]
-                    with m.If(collect_left == 1):
-                        m.d.sync += [reply_sel.eq(R_RUN), result_cycles.eq(cycles), sample_from_batch.eq(0)]
-                        m.next = "COMPOSE"
+            if depth:   # RUN needs the batch memory; without one, DISPATCH never comes here
+                with m.State("RUN"):
+                    # Entry `issue` is read this cycle; it enters the core on the next one.
+                    with m.If(issuing):
+                        m.d.sync += [issue.eq(issue + 1), issue_left.eq(issue_left - 1)]
+                        with m.If(issue_left == 1):
+                            m.d.sync += issuing.eq(0)
+                    read, valid = Signal(), Signal()   # entry on the read port, in batch_data
+                    m.d.sync += [read.eq(issuing), valid.eq(read)]
+                    m.d.comb += core.valid.eq(valid)
+                    with m.If(valid & ~started):
+                        m.d.sync += [started.eq(1), cycles.eq(1)]
+                    with m.Else():
+                        m.d.sync += cycles.eq(cycles + 1)
+                    with m.If(core.out_valid):
+                        m.d.comb += results_w.en.eq(1)
+                        m.d.sync += [collected.eq(collected + 1), collect_left.eq(collect_left - 1)]
+                        with m.If(collect_left == 1):
+                            m.d.sync += [reply_sel.eq(R_RUN), result_cycles.eq(cycles), sample_from_batch.eq(0)]
+                            m.next = "COMPOSE"
             with m.State("COMPOSE"):
                 with m.Switch(reply_sel):
                     with m.Case(R_INFO):
@@ -473,7 +486,8 @@ class HostInterface(wiring.Component):
             # address has been stable since the previous byte), LATCH picks the next byte, SEND
             # hands it to the UART.
             with m.State("FETCH"):
-                m.d.sync += mem_byte.eq(results_r.data)
+                if depth:   # (without one, no reply reads the result memory)
+                    m.d.sync += mem_byte.eq(results_r.data)
                 m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.sync += out_last.eq(0)
@@ -498,7 +512,6 @@ class HostInterface(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "FETCH"
-        m.d.comb += results_r.addr.eq(mem_addr)
 
         # A partial frame times out; waiting between frames does not.
         with m.If(~in_frame | have | timed_out):
