@@ -1,10 +1,15 @@
 """The shipped trained models: what they were trained as, and their accuracy on the shipped inputs
 (no torch needed; the README and ./dev example quote these figures)."""
 
+import glob
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from sbnn_hdl import golden, load
+from sbnn_hdl.protocol import model_digest
 
 
 @pytest.mark.parametrize("model, x, y, correct, meta", [
@@ -23,3 +28,13 @@ def test_shipped_model(model, x, y, correct, meta):
     assert int((predictions == np.load(y)).sum()) == correct
     assert {k: model.metadata[k] for k in meta} == meta
     assert model.metadata["command"].startswith("python -m sbnn_hdl.train ")
+
+
+@pytest.mark.parametrize("report", sorted(glob.glob("bitstreams/*/*.report.json")))
+def test_shipped_bitstream_matches_its_model(report):
+    """Each committed bitstream was built from the example model of its name, as it is now (the
+    digest the board reports is the model file's), and met timing."""
+    data = json.loads(Path(report).read_text())
+    name = Path(report).name.removesuffix(".report.json")
+    assert data["model_digest"] == model_digest(Path(f"examples/{name}.sbnn").read_bytes()).hex()
+    assert data["timing"]["met"] and Path(report).with_name(f"{name}.bit").stat().st_size > 100_000
