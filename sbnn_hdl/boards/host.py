@@ -107,7 +107,8 @@ class HostInterface(wiring.Component):
         Samples the on-chip batch memory holds (LOAD and RUN). 0 builds no batch memory: LOAD
         and RUN are answered "out of range", and the core reads its sample straight from the
         shift register that assembles it (no block RAMs, and no multiplexer in front of the core:
-        the board build of a core with thousands of input bits routes like the core alone).
+        the 85% Fashion-MNIST model's board build routes without them and did not with them;
+        docs/results.md).
     timeout : int
         Clocks without a byte after which a partial request frame is abandoned (and an error
         reply sent): nothing the host sends can leave the engine waiting forever.
