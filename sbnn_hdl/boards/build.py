@@ -288,7 +288,8 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met})
         if met or not automatic or len(attempts) == AUTO_ATTEMPTS or worst is None:
             break
-        lowest = min(min(a["fmax_mhz"], a["clock_mhz"]) for a in attempts)
+        # Every attempt so far missed, so each one's fmax is below the clock it asked for.
+        lowest = min(a["fmax_mhz"] for a in attempts)
         lower = ecp5_pll(board.clock_mhz, lowest * AUTO_MARGIN ** len(attempts))
         if not quiet:
             print(f"           timing missed at {pll.output_mhz:.1f} MHz (fmax {worst:.1f} MHz): "
