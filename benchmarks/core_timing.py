@@ -13,7 +13,8 @@ import tempfile
 import time
 
 from sbnn_hdl import load
-from sbnn_hdl.generate import DEFAULT_EVERY, generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
+from sbnn_hdl.hwplan import DEFAULT_EVERY
 from sbnn_hdl.synth import place_and_route_ecp5, synth_ecp5
 
 

@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.synth import synth_ecp5
 from sbnn_hdl.testing import LayerPlan, random_model
 

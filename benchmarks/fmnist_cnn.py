@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from sbnn_hdl import Conv2d, datasets, modelfile  # noqa: E402
-from sbnn_hdl._cli import format_table  # noqa: E402
+from sbnn_hdl.tables import format_table  # noqa: E402
 from sbnn_hdl._files import write_atomic  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def kernel_histogram(layer):
 
 
 def main():
-    from sbnn_hdl.train.loop import Config, export, train
+    from sbnn_hdl.train.loop import Config, export_model, train
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="cnn:16,p,32,p,fc64")
     parser.add_argument("--targets", default="dense,0.9,0.99")
@@ -55,7 +55,7 @@ def main():
                             train_limit=args.train_limit, threads=args.threads, gamma=args.gamma, name="fmnist_cnn",
                             argv=argv)
             net, _, log = train(config, log_path=output[:-5] + ".log.json", data=data)
-            export(net, data, config, log, output)
+            export_model(net, data, config, log, output)
         model = modelfile.load(output)
         layers = {}
         for layer in model.layers:

@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from sbnn_hdl import datasets, modelfile  # noqa: E402
-from sbnn_hdl._cli import format_table  # noqa: E402
+from sbnn_hdl.tables import format_table  # noqa: E402
 from sbnn_hdl._files import write_atomic  # noqa: E402
 
 SPARSITIES = (0.95, 0.5, 0.75, 0.9, 0.98, 0.99)
@@ -33,7 +33,7 @@ def runs():
 
 
 def main():
-    from sbnn_hdl.train.loop import Config, export, train
+    from sbnn_hdl.train.loop import Config, export_model, train
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=512)
@@ -60,7 +60,7 @@ def main():
             stem = output[:-5]
             net, _, log = train(config, checkpoint=stem + ".ckpt", log_path=stem + ".log.json", data=data,
                                 resume=os.path.exists(stem + ".ckpt"))
-            export(net, data, config, log, output)
+            export_model(net, data, config, log, output)
             with open(stem + ".log.json") as file:
                 log = json.load(file)
             results[name] = {"seconds_per_epoch": sum(e["seconds"] for e in log) / len(log)}

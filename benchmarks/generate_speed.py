@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from sbnn_hdl.generate import DEFAULT_EVERY, generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
+from sbnn_hdl.hwplan import DEFAULT_EVERY
 from sbnn_hdl.testing import LayerPlan, random_model
 
 

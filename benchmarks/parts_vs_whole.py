@@ -11,7 +11,7 @@ import argparse
 import time
 
 from sbnn_hdl import load
-from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.synth import PART_BYTES, synth_ecp5, synth_ecp5_in_parts
 
 

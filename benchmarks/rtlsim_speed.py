@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from sbnn_hdl import golden, load
-from sbnn_hdl.generate import generate_verilog
-from sbnn_hdl.rtlsim import BulkSimulator
+from sbnn_hdl.gateware.verilog import generate_verilog
+from sbnn_hdl.simulation.bulk import BulkSimulator
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
 
@@ -66,7 +66,7 @@ def main():
             if not exact:
                 raise SystemExit(1)
         if args.cocotb:
-            from sbnn_hdl.cocotb_run import run_cocotb
+            from sbnn_hdl.simulation.testbench import run_cocotb
             start = time.perf_counter()
             result = run_cocotb(model, x[:args.cocotb], generated=generated, simulator=args.sim,
                                 build_dir=f"{cache}/cocotb")

@@ -7,8 +7,9 @@ import sys
 import numpy as np
 
 from .errors import InputError, SbnnError
+from .hwplan import ARCHS, DEFAULT_EVERY
 
-__all__ = ["command", "parser_for", "load_array", "format_table"]
+__all__ = ["command", "parser_for", "add_core_options", "check_core_options", "load_array"]
 
 EXIT_USAGE = 2
 
@@ -50,6 +51,34 @@ def parser_for(module_doc, prog):
     return parser
 
 
+def add_core_options(parser, *, many_archs=False):
+    """The options that shape a generated core, shared by every command that builds one:
+    ``--every``, ``--relay`` and ``--arch`` (several datapaths at once with ``many_archs``).
+    Check them with :func:`check_core_options` after parsing."""
+    group = parser.add_argument_group("core")
+    group.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
+                       help=f"adder levels per register stage (default {DEFAULT_EVERY})")
+    group.add_argument("--relay", type=int, default=0, metavar="N",
+                       help="extra register stages on every layer's inputs, and a register copy of the layer's "
+                            "shared split next to each neuron, for a faster clock (default 0)")
+    if many_archs:
+        group.add_argument("--arch", nargs="+", choices=ARCHS, default=["sparse"],
+                           help="datapaths (default sparse)")
+    else:
+        group.add_argument("--arch", choices=ARCHS, default="sparse",
+                           help="datapath: sparse (default), or xnor: the dense BNN baseline, for models in the "
+                                "symmetric +-1 domain")
+    return group
+
+
+def check_core_options(parser, args):
+    """Refuse core options out of range through ``parser.error`` (exit status 2)."""
+    if args.every < 1:
+        parser.error(f"--every: expected at least 1, found {args.every}")
+    if args.relay < 0:
+        parser.error(f"--relay: expected 0 or more register stages, found {args.relay}")
+
+
 def load_array(path, what):
     """Load a ``.npy`` file without pickles; any failure becomes an :class:`InputError`."""
     where = f"{what} file {os.fspath(path)!r}"
@@ -62,13 +91,3 @@ def load_array(path, what):
     if not isinstance(array, np.ndarray):
         raise InputError(where, "a NumPy .npy array", f"a {type(array).__name__} archive")
     return array
-
-
-def format_table(header, rows):
-    """A plain-text table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(row):
-        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])

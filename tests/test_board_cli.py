@@ -2,7 +2,7 @@
 
 import stat
 
-from sbnn_hdl.board import main
+from sbnn_hdl.board.__main__ import main
 
 
 def _fake_loader(tmp_path, output, status):

@@ -1,5 +1,5 @@
 """The board's UART and host interface (protocol engine) in amaranth.sim, against the golden
-model and the host side of the protocol (sbnn_hdl.protocol)."""
+model and the host side of the protocol (sbnn_hdl.board.protocol)."""
 
 import struct
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sbnn_hdl import golden, protocol as P
-from sbnn_hdl.boards.host import CoreInfo, HostInterface
-from sbnn_hdl.boards.uart import UARTRx, UARTTx
+from sbnn_hdl import golden
+from sbnn_hdl.board import protocol as P
+from sbnn_hdl.board.host import CoreInfo, HostInterface
+from sbnn_hdl.board.uart import UARTRx, UARTTx
 from sbnn_hdl.gateware import NetworkCore
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model

@@ -9,16 +9,18 @@ import re
 import numpy as np
 import pytest
 
-from sbnn_hdl import golden, load, protocol as P
-from sbnn_hdl.board import main, open_port
+from sbnn_hdl import golden, load
+from sbnn_hdl.board import protocol as P
+from sbnn_hdl.board.__main__ import main
+from sbnn_hdl.board.client import open_port
 from sbnn_hdl.hwplan import pack_sample
-from sbnn_hdl.boards.simulation import SIM_BATCH, BoardSimulation
+from sbnn_hdl.simulation.board import SIM_BATCH, BoardSimulation
 from sbnn_hdl.synth import ToolError
 
 MODEL = "examples/digits.sbnn"
 
 try:
-    from sbnn_hdl.simulators import configure
+    from sbnn_hdl.simulation.tools import configure
     configure("verilator")
 except ToolError as error:
     pytest.skip(str(error), allow_module_level=True)

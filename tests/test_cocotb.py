@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from sbnn_hdl import golden, load
-from sbnn_hdl.cocotb_run import run_cocotb
-from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.simulation.testbench import run_cocotb
+from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
 from rtl_faults import faulty

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sbnn_hdl import golden, load
-from sbnn_hdl.protocol import model_digest
+from sbnn_hdl.board.protocol import model_digest
 
 
 @pytest.mark.parametrize("model, x, y, correct, meta", [

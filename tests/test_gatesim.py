@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from sbnn_hdl import golden, simulate as simulate_cli
-from sbnn_hdl.gatesim import ecp5_netlist
-from sbnn_hdl.generate import generate_verilog
-from sbnn_hdl.rtlsim import BulkSimulator
+from sbnn_hdl.simulation.netlist import ecp5_netlist
+from sbnn_hdl.gateware.verilog import generate_verilog
+from sbnn_hdl.simulation.bulk import BulkSimulator
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
 

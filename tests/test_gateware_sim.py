@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from sbnn_hdl import golden, load
 from sbnn_hdl.gateware import NetworkCore
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
-from sbnn_hdl.testing.simulate import simulate_core
+from sbnn_hdl.simulation.pysim import simulate_core
 from sbnn_hdl.testing.strategies import dense_models
 
 

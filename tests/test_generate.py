@@ -9,7 +9,7 @@ import pytest
 
 from sbnn_hdl import load, save
 from sbnn_hdl import generate as generate_cli
-from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.model import Conv2d, Dense, InputSpec, Model
 from sbnn_hdl.testing import LayerPlan, random_model
 

@@ -1,4 +1,4 @@
-"""The host side of the board protocol (sbnn_hdl.protocol): CRC, framing, resynchronisation,
+"""The host side of the board protocol (sbnn_hdl.board.protocol): CRC, framing, resynchronisation,
 and the same CRC in the gateware (amaranth.lib.crc) as on the host."""
 
 import struct
@@ -8,7 +8,7 @@ import pytest
 from amaranth.lib.crc import catalog
 from amaranth.sim import Simulator
 
-from sbnn_hdl import protocol as P
+from sbnn_hdl.board import protocol as P
 
 
 def test_crc_is_crc16_ibm_3740():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from sbnn_hdl import golden, load
-from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.model import InputSpec
-from sbnn_hdl.rtlsim import BulkSimulator, hex_samples
+from sbnn_hdl.simulation.bulk import BulkSimulator, hex_samples
 from sbnn_hdl.synth import ToolError
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 

@@ -6,6 +6,7 @@ import pytest
 
 import spec_reference as ref
 from sbnn_hdl import golden, load, save, simulate as simulate_cli
+from sbnn_hdl.simulation import rtl
 from sbnn_hdl.testing import random_inputs, random_model
 
 from rtl_faults import faulty
@@ -58,8 +59,8 @@ def test_check_reports_the_first_mismatch(tmp_path, capsys, monkeypatch):
     model_path = tmp_path / "m.sbnn"
     save(model, model_path)
     np.save(tmp_path / "x.npy", x)
-    generate = simulate_cli.generate_verilog
-    monkeypatch.setattr(simulate_cli, "generate_verilog", lambda *a, **k: faulty(generate(*a, **k), "prediction"))
+    generate = rtl.generate_verilog
+    monkeypatch.setattr(rtl, "generate_verilog", lambda *a, **k: faulty(generate(*a, **k), "prediction"))
     status = simulate_cli.main([str(model_path), "--inputs", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"),
                                 "--sim", "icarus", "--check", "--quiet"])
     text = capsys.readouterr().out

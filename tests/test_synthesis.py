@@ -9,7 +9,7 @@ import pytest
 
 from sbnn_hdl import load
 from sbnn_hdl.model import Dense, Model
-from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.synth import ToolError, synth_ecp5, synth_ecp5_in_parts, tool_path
 from sbnn_hdl.testing import LayerPlan, random_model
 

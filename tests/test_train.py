@@ -13,9 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sbnn_hdl import datasets, golden, load  # noqa: E402
-from sbnn_hdl.export import ExportError, fold_hidden, fold_output, verify, Folded  # noqa: E402
+from sbnn_hdl.train.fold import ExportError, fold_hidden, fold_output, verify, Folded  # noqa: E402
 from sbnn_hdl.train import quant  # noqa: E402
-from sbnn_hdl.train.loop import Config, augment, export, train  # noqa: E402
+from sbnn_hdl.train.loop import Config, augment, export_model, train  # noqa: E402
 from sbnn_hdl.train.nets import parse_arch  # noqa: E402
 
 
@@ -188,7 +188,7 @@ def test_tiny_model_exports_exactly(tmp_path, digits, arch, encoding, planes, do
     net, data, log = train(config, progress=False, data=digits)
     assert len(log) == 2 and 0 <= log[-1]["val_accuracy"] <= 1
     path = tmp_path / "tiny.sbnn"
-    model, report = export(net, data, config, log, path)  # raises on any disagreement
+    model, report = export_model(net, data, config, log, path)  # raises on any disagreement
     loaded = load(path)
     assert loaded == model
     meta = loaded.metadata
@@ -208,7 +208,7 @@ def test_same_seed_same_model(tmp_path, digits):
     for i in range(2):
         net, data, log = train(Config(**config), progress=False, data=digits)
         paths.append(tmp_path / f"m{i}.sbnn")
-        export(net, data, Config(**config), log, paths[-1])
+        export_model(net, data, Config(**config), log, paths[-1])
     assert paths[0].read_bytes() == paths[1].read_bytes()
     net, *_ = train(Config(**{**config, "seed": 4}), progress=False, data=digits)
     assert not torch.equal(net.binary_layers[0].weight, train(Config(**config), progress=False, data=digits)[0]
@@ -246,7 +246,7 @@ def test_augment_shifts_and_flips_whole_images():
 def test_augmented_training_exports_exactly(tmp_path, digits):
     config = Config(arch="mlp:16", sparsity=0.7, shift=1, flip=True, **TINY)
     net, data, log = train(config, progress=False, data=digits)
-    model, report = export(net, data, config, log, tmp_path / "a.sbnn")  # raises on any mismatch
+    model, report = export_model(net, data, config, log, tmp_path / "a.sbnn")  # raises on any mismatch
     assert np.mean(golden.infer(load(tmp_path / "a.sbnn"), data.x_test.reshape(len(data.x_test), -1)).predictions
                    == data.y_test) == \
         report["accuracy"]

@@ -8,12 +8,12 @@ import pytest
 
 from sbnn_hdl import generate as generate_cli, golden, save
 from sbnn_hdl.gateware import NetworkCore
-from sbnn_hdl.generate import generate_verilog
+from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.hwplan import HardwareError, plan_network
 from sbnn_hdl.model import Dense, Model
-from sbnn_hdl.rtlsim import BulkSimulator
+from sbnn_hdl.simulation.bulk import BulkSimulator
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
-from sbnn_hdl.testing.simulate import simulate_core
+from sbnn_hdl.simulation.pysim import simulate_core
 
 CASES = [
     dict(shape=(12,), bits=3, encoding="bitplanes", planes=(2, 0)),

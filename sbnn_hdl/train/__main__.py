@@ -10,6 +10,9 @@ import os
 import sys
 
 from .._cli import command
+from ..datasets import NAMES
+from .loop import Config, TrainError, export_model, summary, train
+from .quant import DOMAINS, STES
 
 __all__ = ["main"]
 
@@ -23,10 +26,6 @@ def _planes(text):
 
 @command("sbnn_hdl.train")
 def main(argv=None):
-    from ..datasets import NAMES
-    from .loop import Config, TrainError, export, summary, train
-    from .quant import DOMAINS, STES
-
     parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.train", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", choices=NAMES, default="fashion-mnist", help="data set")
@@ -72,7 +71,7 @@ def main(argv=None):
     checkpoint = args.checkpoint or stem + ".ckpt"
     net, data, log = train(config, checkpoint=checkpoint, resume=args.resume,
                            log_path=args.log or stem + ".log.json", progress=not args.quiet)
-    model, report = export(net, data, config, log, args.output)
+    model, report = export_model(net, data, config, log, args.output)
     print(summary(model, report, args.output))
 
 

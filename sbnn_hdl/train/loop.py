@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from .. import __version__, datasets, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
-from ..export import check_agreement, exact_scores, fold, to_model
+from .fold import check_agreement, exact_scores, fold, to_model
 from ..stats import binary_entropy
 from .nets import SbnnNet, encode_batch, input_spec, parse_arch
 from .quant import DOMAINS, STES, eq18_lambda, ir_net_t, sparsity_penalty
@@ -135,7 +135,8 @@ def _setup(config):
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def _accuracy(net, x, y):
+def exact_accuracy(net, x, y):
+    """The share of ``x`` that ``net``, folded exactly as the export folds it, classifies as ``y``."""
     folded = fold(net)
     return float((exact_scores(net, folded, x).argmax(axis=1) == y).mean())
 
@@ -244,7 +245,7 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
                  "lr_end": optimizer.param_groups[0]["lr"], "irnet_t": net.t,
                  "sparsity": 1 - ones / weights, "entropy_bits_per_weight": binary_entropy(ones / weights),
                  "layer_density": {layer.name: o / w for layer, (o, w) in zip(net.binary_layers, density)},
-                 "val_accuracy": _accuracy(net, data.x_val, data.y_val),
+                 "val_accuracy": exact_accuracy(net, data.x_val, data.y_val),
                  "seconds": round(time.perf_counter() - began, 2)}
         log.append(entry)
         if bar is not None:
@@ -266,7 +267,7 @@ def versions():
             "python": platform.python_version()}
 
 
-def export(net, data, config, log, output, *, name=None, metadata=None):
+def export_model(net, data, config, log, output, *, name=None, metadata=None):
     """Fold, verify neuron by neuron, check the PyTorch model against the golden model on the whole
     test set, and save ``output``. Returns ``(model, report)``; raises ExportError on any mismatch.
 
@@ -322,14 +323,14 @@ def load_net(path, *, threads=None, data=None):
 
 
 def export_checkpoint(path, output, *, name=None):
-    """``python -m sbnn_hdl.export``: rebuild the net from a checkpoint and export it."""
+    """Rebuild the net of checkpoint ``path`` and export it to ``output`` as :func:`export_model`
+    does; returns ``(model, report)``."""
     net, config, data, log = load_net(path)
-    model, report = export(net, data, config, log, output, name=name)
-    print(summary(model, report, output))
-    return model
+    return export_model(net, data, config, log, output, name=name)
 
 
 def summary(model, report, output):
+    """Two lines on an exported model: its size, sparsity and test accuracy, and its folding."""
     layers = ", ".join(f"{n}: {'exact ratio' if r['exact_ratio'] else 'ratio'} {r['ratio'][1]}/{r['ratio'][0]}"
                        for n, r in report["proof"]["layers"].items())
     return (f"{output}: {model.name}, {model.connections:,} connections, sparsity {100 * report['sparsity']:.2f}%, "

@@ -7,7 +7,7 @@ plusargs, so one build runs any vector set. :class:`BulkSimulator` builds it wit
 (``--binary --timing``) or Icarus Verilog, caches the build by the hash of everything that goes
 into it, runs it, and reads the outputs back as arrays.
 
-The same testbench runs the synthesised netlist (:mod:`sbnn_hdl.gatesim` supplies the sources),
+The same testbench runs the synthesised netlist (:mod:`sbnn_hdl.simulation.netlist` supplies the sources),
 because synthesis keeps the core's ports.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .simulators import configure, version
-from .synth import ToolError
+from .tools import configure, version
+from ..synth import ToolError
 
 __all__ = ["testbench", "hex_samples", "BulkSimulator", "default_cache"]
 

@@ -20,7 +20,7 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
-from .synth import ToolError
+from ..synth import ToolError
 
 __all__ = ["SIMULATORS", "configure", "version"]
 

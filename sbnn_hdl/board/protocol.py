@@ -1,7 +1,7 @@
 """The host protocol of a board build (``docs/protocol.md``): framing, CRC, requests and replies.
 
 Pure Python (no Amaranth, no pyserial): the host tool (:mod:`sbnn_hdl.board`) and the tests use
-it, and the gateware (:mod:`sbnn_hdl.boards.host`) takes its constants from here, so the two sides
+it, and the gateware (:mod:`sbnn_hdl.board.host`) takes its constants from here, so the two sides
 cannot disagree on a number.
 
 A frame, in both directions::
@@ -20,7 +20,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from .errors import SbnnError
+from ..errors import SbnnError
 
 __all__ = ["SYNC", "INFO", "INFER", "INFER_SCORES", "LOAD", "RUN", "ERROR", "ERROR_NAMES", "VERSION",
            "crc16", "encode", "FrameReader", "ProtocolError", "BoardError", "Info", "Client",

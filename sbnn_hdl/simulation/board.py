@@ -16,13 +16,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .. import modelfile, protocol
+from .. import modelfile
+from ..board import protocol
 from ..hwplan import check_supported
-from ..rtlsim import default_cache
-from ..simulators import configure, version
+from .bulk import default_cache
+from .tools import configure, version
 from ..synth import ToolError
-from .host import CoreInfo
-from .top import simulation_verilog
+from ..board.host import CoreInfo
+from ..board.top import simulation_verilog
 
 __all__ = ["SIM_DIVISOR", "SIM_TIMEOUT", "SIM_BATCH", "SIM_CLOCK_HZ", "BoardSimulation"]
 
@@ -43,7 +44,7 @@ class BoardSimulation:
 
     def __init__(self, model_path, *, every=2, scores=True, divisor=SIM_DIVISOR, timeout=SIM_TIMEOUT,
                  batch_depth=SIM_BATCH, cache=None, progress=None):
-        from ..generate import generate_verilog
+        from ..gateware.verilog import generate_verilog
         with open(model_path, "rb") as file:
             model_bytes = file.read()
         model = modelfile.load(model_path)

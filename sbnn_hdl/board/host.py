@@ -3,7 +3,7 @@ around a network core (``docs/protocol.md``).
 
 Everything runs in one clock domain (``sync``, the core's clock): the UART divides that clock,
 so there is no clock-domain crossing; the only asynchronous input, the UART's ``rx`` pin, goes
-through a two-flip-flop synchroniser inside :class:`~sbnn_hdl.boards.uart.UARTRx`.
+through a two-flip-flop synchroniser inside :class:`~sbnn_hdl.board.uart.UARTRx`.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
@@ -13,7 +13,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .. import protocol as P
+from . import protocol as P
 from .uart import UARTRx, UARTTx
 
 __all__ = ["CoreInfo", "HostInterface", "core_signature"]
@@ -100,7 +100,7 @@ class HostInterface(wiring.Component):
     clock_hz, baud : int
         Reported by the INFO request (the host converts cycles to time with ``clock_hz``).
     digest : bytes
-        8 bytes identifying the model (:func:`sbnn_hdl.protocol.model_digest`).
+        8 bytes identifying the model (:func:`sbnn_hdl.board.protocol.model_digest`).
     name : str
         The model's name (at most 32 ASCII characters are reported).
     batch_depth : int
@@ -124,7 +124,7 @@ class HostInterface(wiring.Component):
     #: The memories whose read data is never used in a cycle that writes them (LOAD writes the
     #: batch memory and RUN reads it; RUN writes the results and its reply reads them; each in
     #: its own state): what a read returns when it meets a write to the same address does not
-    #: matter, and the board build tells yosys so (:func:`sbnn_hdl.boards.build.yosys_after_read`).
+    #: matter, and the board build tells yosys so (:func:`sbnn_hdl.board.build.yosys_after_read`).
     #: Amaranth 0.5 cannot say it, and without it yosys emulates read-first behaviour for the
     #: batch memory with two registers and a multiplexer as wide as a sample.
     NO_COLLISIONS = ("batch", "results")

@@ -3,7 +3,7 @@
 Every board is registered here, in :data:`BOARDS`, and nowhere else. A board names its
 ``amaranth-boards`` platform per device, the clock and UART resources it uses, and its FPGA's
 capacity (for refusing a model before place and route). Cores never request pins: only the top
-level (:mod:`sbnn_hdl.boards.top`) does, through these names.
+level (:mod:`sbnn_hdl.board.top`) does, through these names.
 """
 
 from dataclasses import dataclass

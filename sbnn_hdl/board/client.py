@@ -1,34 +1,23 @@
-"""``python -m sbnn_hdl.board``: run a model on a board built by ``generate --board``.
+"""The host's side of a board built by ``generate --board``: open its port, run samples on it
+and check every prediction against the golden model (:func:`run_model`), probe the protocol's
+error handling (:func:`check_protocol`), load a bitstream (:func:`program`).
 
-Subcommands:
-
-  run       send samples, check every prediction against the golden model, measure latency
-            and throughput (on chip and round trip)
-  check     protocol robustness on a live board: bad CRC, bad length, unknown type, garbage,
-            a partial frame that must time out; then a normal request
-  program   load a bitstream with openFPGALoader (SRAM, or --flash)
-  simulate  serve the board-in-the-loop simulation (Verilator) on a TCP port, for
-            ``run --port socket://127.0.0.1:PORT``
-
-``--port`` is a serial device (``/dev/ttyUSB0``) or any pyserial URL (``socket://host:port``).
+The frames and the client are :mod:`sbnn_hdl.board.protocol`'s.
 """
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
 
-from . import golden, modelfile, protocol as P
-from ._cli import command, load_array
-from .errors import SbnnError
-from .hwplan import pack_sample
+from .. import golden
+from ..errors import SbnnError
+from ..hwplan import pack_sample
+from . import protocol as P
 
-__all__ = ["main", "open_port", "run_model", "check_protocol", "format_run"]
+__all__ = ["open_port", "check_model", "run_model", "format_run", "check_protocol", "program"]
 
 
 def open_port(url, baud, timeout=0.02):
@@ -44,7 +33,9 @@ def open_port(url, baud, timeout=0.02):
                         f"port right (ls /dev/ttyUSB*)?") from None
 
 
-def _check_model(info, model, model_bytes, path):
+def check_model(info, model, model_bytes, path):
+    """Refuse a board (its :class:`~sbnn_hdl.board.protocol.Info`) that does not run ``model``
+    (read from ``path`` as ``model_bytes``)."""
     digest = P.model_digest(model_bytes)
     if info.digest != digest:
         raise SbnnError(f"the board runs model '{info.name}' (digest {info.digest.hex()}), not {path} "
@@ -171,56 +162,22 @@ def _unpack(model, value):
     return np.array([(value >> (i * spec.bits)) & mask for i in range(spec.size)]).reshape(spec.shape)
 
 
-def _run(args):
-    model = modelfile.load(args.model)
-    with open(args.model, "rb") as file:
-        model_bytes = file.read()
-    x = load_array(args.inputs, "inputs")
-    if args.limit:
-        x = x[:args.limit]
-    labels = load_array(args.labels, "labels")[:len(x)] if args.labels else None
-    golden.infer(model, x[:1])  # refuses badly shaped inputs with the usual message
-    with open_port(args.port, args.baud) as port:
-        client = P.Client(port, timeout=args.timeout)
-        client.resync()
-        info = client.info
-        _check_model(info, model, model_bytes, args.model)
-        result = run_model(client, model, x, labels=labels, scores=args.scores, batch=not args.no_batch)
-    print(format_run(result))
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=2)
-    return 0 if result["ok"] else 1
-
-
-def _check(args):
-    model = modelfile.load(args.model) if args.model else None
-    with open_port(args.port, args.baud) as port:
-        client = P.Client(port, timeout=args.timeout)
-        client.resync()
-        sample = 0
-        if model is not None:
-            x = np.random.default_rng(0).integers(0, 1 << model.input.bits, model.input.shape)
-            sample = pack_sample(model.input, x)
-        results = check_protocol(client, model, sample)
-    for name, ok, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    return 0 if all(ok for _, ok, _ in results) else 1
-
-
-def _program(args):
+def program(board, bitstream, *, flash=False, log=None):
+    """Load ``bitstream`` into ``board`` (a :class:`~sbnn_hdl.board.Board`) with openFPGALoader
+    (``$OPENFPGALOADER`` or the one on PATH), into SRAM or, with ``flash``, the SPI flash; returns
+    openFPGALoader's last line; ``log`` is told the command line. Raises :class:`~sbnn_hdl.errors.SbnnError` naming what is missing
+    when the tool, the file or the board is not there."""
     tool = os.environ.get("OPENFPGALOADER", "openFPGALoader")
     found = shutil.which(tool)
     if not found:
         raise SbnnError(f"{tool}: expected openFPGALoader on PATH, found none; install it with "
                         f"'sudo apt-get install openfpgaloader' (Debian 12 and later)")
-    from .boards import get_board
-    board = get_board(args.board)
-    if not os.path.exists(args.bitstream):
-        raise SbnnError(f"{args.bitstream}: expected a bitstream (build one with python -m sbnn_hdl.generate "
+    if not os.path.exists(bitstream):
+        raise SbnnError(f"{bitstream}: expected a bitstream (build one with python -m sbnn_hdl.generate "
                         f"MODEL --board {board.name}), found no file")
-    command = [found, "-b", board.loader] + (["-f"] if args.flash else []) + [args.bitstream]
-    print(" ".join(command), file=sys.stderr)
+    command = [found, "-b", board.loader] + (["-f"] if flash else []) + [bitstream]
+    if log:
+        log(" ".join(command))
     result = subprocess.run(command, capture_output=True, text=True)
     text = result.stdout + result.stderr
     if result.returncode != 0:
@@ -231,53 +188,4 @@ def _program(args):
                             f"and may this user open it (udev rule or plugdev group)? openFPGALoader said: "
                             f"{' | '.join(l for l in text.splitlines() if l.strip())[-400:]}")
         raise SbnnError(f"openFPGALoader failed: {' | '.join(l for l in text.splitlines() if l.strip())[-600:]}")
-    print(text.strip().splitlines()[-1] if text.strip() else "programmed")
-    return 0
-
-
-def _simulate(args):
-    from .boards.simulation import BoardSimulation
-    sim = BoardSimulation(args.model, progress=lambda m: print(m, file=sys.stderr))
-    url = sim.start(args.listen)
-    print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
-          f"  python -m sbnn_hdl.board run --port {url} --model {args.model} --inputs X.npy", flush=True)
-    try:
-        sim.process.wait()
-    finally:
-        sim.stop()
-    return 0
-
-
-@command("sbnn_hdl.board")
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m sbnn_hdl.board", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    sub = parser.add_subparsers(dest="job", required=True)
-    for name in ("run", "check"):
-        p = sub.add_parser(name)
-        p.add_argument("--port", required=True, help="serial device or pyserial URL (socket://127.0.0.1:PORT)")
-        p.add_argument("--baud", type=int, default=3_000_000, help="baud rate (default 3000000, as built)")
-        p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (default 2)")
-        if name == "run":
-            p.add_argument("--model", required=True, help="the .sbnn file the board was built from")
-            p.add_argument("--inputs", required=True, help="samples, .npy [N, *input shape]")
-            p.add_argument("--labels", help="labels, .npy [N], for the accuracy")
-            p.add_argument("--limit", type=int, help="only the first N samples")
-            p.add_argument("--scores", action="store_true", help="also fetch and check every score")
-            p.add_argument("--no-batch", action="store_true", help="skip the on-chip batch (throughput) run")
-            p.add_argument("--json", help="also write the results here")
-        else:
-            p.add_argument("--model", help="the .sbnn file (to check the valid request's prediction)")
-    p = sub.add_parser("program")
-    p.add_argument("bitstream", help="the .bit file (e.g. bitstreams/ulx3s/digits.bit)")
-    p.add_argument("--board", default="ulx3s", help="board name (default ulx3s)")
-    p.add_argument("--flash", action="store_true", help="write the SPI flash (kept after power-off)")
-    p = sub.add_parser("simulate")
-    p.add_argument("model", help="the .sbnn file")
-    p.add_argument("--listen", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
-    args = parser.parse_args(argv)
-    return {"run": _run, "check": _check, "program": _program, "simulate": _simulate}[args.job](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return text.strip().splitlines()[-1] if text.strip() else "programmed"

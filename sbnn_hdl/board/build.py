@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 
-from .. import __version__, modelfile, protocol
+from .. import __version__, modelfile
+from . import protocol
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import HardwareError, check_supported
@@ -239,7 +240,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     Raises :class:`BuildError` (refusals), :class:`TimingError` (timing missed; the report is
     written first) and :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines).
     """
-    from ..generate import generate_verilog
+    from ..gateware.verilog import generate_verilog
 
     board = get_board(board_name)
     device_name = device or board.default_device

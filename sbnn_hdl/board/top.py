@@ -16,7 +16,7 @@ class CoreInstance(wiring.Component):
     """The generated core (module ``module`` of its Verilog) with the ports of a
     :class:`~sbnn_hdl.gateware.NetworkCore`, clocked by ``sync``.
 
-    The core's Verilog comes from :func:`sbnn_hdl.generate.generate_verilog` (which shares
+    The core's Verilog comes from :func:`sbnn_hdl.gateware.verilog.generate_verilog` (which shares
     identical accumulators as one module each); instantiating it keeps that sharing in a board
     build and makes the board's Verilog the very text that the co-simulation checks.
     """
@@ -37,7 +37,7 @@ class CoreInstance(wiring.Component):
 
 class BoardTop(Elaboratable):
     """What goes on the FPGA: the board oscillator into a PLL (``pll``, a
-    :class:`~sbnn_hdl.boards.pll.PLLConfig`) that clocks everything else (domain ``sync``, held in
+    :class:`~sbnn_hdl.board.pll.PLLConfig`) that clocks everything else (domain ``sync``, held in
     reset until the PLL locks); the host interface on the board's UART; LED 0 lit while a request
     is served, LED 1 when the PLL has locked (on boards that have LEDs)."""
 
