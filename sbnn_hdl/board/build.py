@@ -24,12 +24,11 @@ import sys
 import time
 
 from .. import __version__, modelfile
-from . import protocol
 from .._files import write_atomic
 from ..errors import SbnnError
-from ..hwplan import HardwareError, check_supported
+from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported
 from ..synth import ToolError, synth_options, tool_path
-from . import get_board
+from . import get_board, protocol
 from .host import CoreInfo, HostInterface
 from .pll import ecp5_pll
 
@@ -230,7 +229,7 @@ def _clocks(pnr):
             for name, v in pnr.get("fmax", {}).items()}
 
 
-def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=2,
+def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=DEFAULT_EVERY,
           relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, router=None, quiet=False):
     """Build ``model_path`` for a board; returns the report (a dict). ``carry_chains=False``
     synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.

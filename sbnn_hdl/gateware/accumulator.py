@@ -4,6 +4,7 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hwplan import DEFAULT_EVERY
 from .pipeline import Pipeline, shape_for
 from .shared import SharedModules
 
@@ -51,7 +52,7 @@ class SparseAccumulator(wiring.Component):
         output is the constant 0), or the requested ``latency``.
     """
 
-    def __init__(self, input_max, counts=None, *, every=2, latency=None):
+    def __init__(self, input_max, counts=None, *, every=DEFAULT_EVERY, latency=None):
         self.input_max = list(input_max)
         self.counts = [1] * len(self.input_max) if counts is None else list(counts)
         self.every = every

@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hwplan import DEFAULT_EVERY
+
 __all__ = ["Argmax"]
 
 
@@ -33,7 +35,7 @@ class Argmax(wiring.Component):
         ``ceil(ceil(log2(count)) / every)``; 0 for a single score (the index is the constant 0).
     """
 
-    def __init__(self, width, count, *, every=2):
+    def __init__(self, width, count, *, every=DEFAULT_EVERY):
         if count < 1:
             raise ValueError(f"count: expected at least 1 score, found {count}")
         self.width, self.count, self.every = width, count, every

@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hwplan import plan_network
+from ..hwplan import DEFAULT_EVERY, plan_network
 from .argmax import Argmax
 from .layer import DenseLayer, OutputLayer
 
@@ -67,7 +67,7 @@ class NetworkCore(wiring.Component):
         anything (a host interface need not store them).
     """
 
-    def __init__(self, model, *, every=2, relay=0, scores=True, arch="sparse"):
+    def __init__(self, model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
         if relay < 0:
             self._MustUse__silence = True   # refused, so never meant to be elaborated: no warning
             raise ValueError(f"relay: expected 0 or more register stages, found {relay}")

@@ -5,6 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .accumulator import SparseAccumulator
+from ..hwplan import DEFAULT_EVERY
 from .pipeline import Pipeline, shape_for
 from .threshold import Threshold
 
@@ -147,7 +148,7 @@ class DenseLayer(_LayerBase):
         ``width(r) + width(s)`` flip-flops per neuron; no LUTs.
     """
 
-    def __init__(self, plan, *, every=2, neuron_copies=False):
+    def __init__(self, plan, *, every=DEFAULT_EVERY, neuron_copies=False):
         self._make_accumulators(plan, every)
         units = plan.units
         dry = Pipeline(None, every, "dry")
@@ -253,7 +254,7 @@ class OutputLayer(_LayerBase):
         Wide enough for every class's exact score range.
     """
 
-    def __init__(self, plan, *, every=2):
+    def __init__(self, plan, *, every=DEFAULT_EVERY):
         self._make_accumulators(plan, every)
         dry = Pipeline(None, every, "dry")
         p = [dry.input(None, 0, plan.p_max(u), self.acc_latency) for u in plan.units]

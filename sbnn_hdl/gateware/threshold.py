@@ -4,6 +4,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..hwplan import DEFAULT_EVERY
 from .pipeline import Pipeline, shape_for
 
 __all__ = ["Threshold"]
@@ -44,7 +45,7 @@ class Threshold(wiring.Component):
     fire : Out(1) — valid ``latency`` cycles after the inputs
     """
 
-    def __init__(self, comparison, *, p_max=0, s_range=(0, 0), every=2, latency=None):
+    def __init__(self, comparison, *, p_max=0, s_range=(0, 0), every=DEFAULT_EVERY, latency=None):
         if comparison.kind not in ("p", "q", "pq"):
             raise ValueError(f"comparison: expected kind 'p', 'q' or 'pq', found {comparison.kind!r}")
         self.comparison = comparison

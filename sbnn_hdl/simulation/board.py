@@ -18,12 +18,12 @@ from pathlib import Path
 
 from .. import modelfile
 from ..board import protocol
-from ..hwplan import check_supported
-from .bulk import default_cache
-from .tools import configure, version
-from ..synth import ToolError
 from ..board.host import CoreInfo
 from ..board.top import simulation_verilog
+from ..hwplan import DEFAULT_EVERY, check_supported
+from ..synth import ToolError
+from .bulk import default_cache
+from .tools import configure, version
 
 __all__ = ["SIM_DIVISOR", "SIM_TIMEOUT", "SIM_BATCH", "SIM_CLOCK_HZ", "BoardSimulation"]
 
@@ -42,7 +42,7 @@ class BoardSimulation:
     simulation process is stopped on exit.
     """
 
-    def __init__(self, model_path, *, every=2, scores=True, divisor=SIM_DIVISOR, timeout=SIM_TIMEOUT,
+    def __init__(self, model_path, *, every=DEFAULT_EVERY, scores=True, divisor=SIM_DIVISOR, timeout=SIM_TIMEOUT,
                  batch_depth=SIM_BATCH, cache=None, progress=None):
         from ..gateware.verilog import generate_verilog
         with open(model_path, "rb") as file:

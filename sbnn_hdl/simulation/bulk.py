@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .tools import configure, version
 from ..synth import ToolError
+from .tools import configure, version
 
 __all__ = ["testbench", "hex_samples", "BulkSimulator", "default_cache"]
 

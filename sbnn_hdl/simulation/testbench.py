@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..modelfile import save
+from ..synth import ToolError
 from .bulk import default_cache
 from .tools import configure
-from ..synth import ToolError
 
 __all__ = ["SIM_DIR", "CocotbResult", "run_cocotb"]
 
