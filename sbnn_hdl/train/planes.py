@@ -1,4 +1,4 @@
-"""Bit-plane input pruning (issue #7, after Li et al., "Build a compact binary neural network through
+"""Bit-plane input pruning (after Li et al., "Build a compact binary neural network through
 bit-level sensitivity and data pruning"): measures how much each input bit plane of a trained SBNN
 matters, removes planes greedily while the validation accuracy stays within a budget of the
 unpruned network's, optionally fine-tunes, and exports the smaller network exactly (the same
