@@ -1,5 +1,6 @@
 """Plumbing shared by the command-line tools: one-line errors, exit status 2, input files."""
 
+import argparse
 import functools
 import os
 import sys
@@ -41,7 +42,6 @@ def parser_for(module_doc, prog):
     """An argument parser for ``python -m <prog>`` described by the module's docstring, with the
     arguments that the tools which run a model on samples share: the model file, ``--inputs``,
     ``--out`` and ``--scores``."""
-    import argparse
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=module_doc.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the .sbnn file")

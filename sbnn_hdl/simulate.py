@@ -18,6 +18,7 @@ import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from . import golden, modelfile
 from ._cli import add_core_options, check_core_options, command, load_array, parser_for
@@ -42,7 +43,6 @@ class _Progress:
             return
         if stage == "simulate" and total > 0:
             if self.bar is None:
-                from tqdm import tqdm
                 self.bar = tqdm(total=total, unit="sample", desc="simulate", file=sys.stderr, leave=False)
             self.bar.update(done - self.bar.n)
             return

@@ -120,7 +120,7 @@ def test_large_design_synthesised_in_parts(tmp_path, monkeypatch):
     model = random_model(rng, shape=(32,), bits=1, density=0.3, edge_cases=False, shared_ratio=True,
                          name="tiny", layers=(LayerPlan("dense", 12), LayerPlan("dense", 4)))
     save(model, tmp_path / "tiny.sbnn")
-    monkeypatch.setattr(bench, "PARTS_ABOVE", 0)
+    monkeypatch.setattr(sweep, "PARTS_ABOVE", 0)
     monkeypatch.setattr("sbnn_hdl.synth.PART_BYTES", 20_000)
     result = sweep.measure(tmp_path / "tiny.sbnn", logs=tmp_path)
     whole = synth_ecp5(generate_verilog(model).verilog, model.name)
