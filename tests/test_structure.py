@@ -103,3 +103,42 @@ def test_commands_are_thin():
         top = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
         assert "main" in top, f"{name}: expected a main(argv) function"
         assert not graph[name] & COMMANDS, f"{name}: imports another command"
+
+
+def _private_names(tree):
+    """``(used, defined)``: the private attribute names read as ``x._name`` and the private names
+    the module defines (functions, classes, assignments, attributes it assigns)."""
+    used, defined = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            (defined if isinstance(node.ctx, ast.Store) else used).add(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] != "sbnn_hdl" and node.level == 0:
+            used |= {alias.name for alias in node.names if alias.name.startswith("_")}
+    return used, defined
+
+
+def test_no_private_names_of_other_packages():
+    """Every ``x._name`` the package reads is a name it defines itself: none of Amaranth's,
+    amaranth-boards' or any other library's private names (and no name-mangled ``_Class__attr``
+    of another class, read or assigned)."""
+    used, defined = set(), set()
+    for path, _ in _modules().values():
+        u, d = _private_names(ast.parse(path.read_text()))
+        used |= u
+        defined |= d
+    mangled = {name for name in used | defined if name[1:2].isupper() and "__" in name[2:]}
+    assert not mangled, f"expected no name-mangled private names of other classes, found {sorted(mangled)}"
+    foreign = used - defined
+    assert not foreign, f"expected only the package's own private names, found {sorted(foreign)}"
+
+
+def test_private_name_check_can_fail():
+    used, defined = _private_names(ast.parse(
+        "from amaranth.back.verilog import _convert_rtlil_text\n"
+        "def f(platform):\n    self._MustUse__silence = True\n    return platform._nextpnr_device_options\n"))
+    assert {"_convert_rtlil_text", "_nextpnr_device_options"} <= used - defined
+    assert "_MustUse__silence" in defined
