@@ -154,7 +154,7 @@ def _run(*args, cwd=None):
 
 
 def _slim(checkpoint, path):
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     del state["optimizer"]
     torch.save(state, path)
     return path

@@ -3,6 +3,7 @@ tiny models trained on scikit-learn's digits and checked against the golden mode
 resume, and the command-line error paths."""
 
 import math
+import pickle
 import subprocess
 import sys
 from fractions import Fraction
@@ -226,6 +227,11 @@ def test_resume_continues_exactly(tmp_path, digits):
         assert torch.equal(x, y)
     with pytest.raises(Exception, match="expected the settings of this run"):
         train(Config(**{**config, "seed": 9}), checkpoint=ckpt, resume=True, progress=False, data=digits)
+    # Tensors and plain data only: the safe loader (weights_only=True) reads it.
+    state = torch.load(ckpt, weights_only=True)
+    assert sorted(state) == ["config", "epoch", "log", "model", "optimizer"]
+    assert state["config"] == {**config, **{k: v for k, v in state["config"].items() if k not in config}}
+    assert state["epoch"] == 2 and [e["epoch"] for e in state["log"]] == [1, 2, 3]  # as the resumed run ended
 
 
 def test_augment_shifts_and_flips_whole_images():
@@ -300,3 +306,57 @@ def test_export_refuses_a_foreign_checkpoint(tmp_path):
     r = _run("sbnn_hdl.export", str(tmp_path / "bad.ckpt"), "-o", str(tmp_path / "x.sbnn"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "expected a checkpoint written by sbnn_hdl.train, found unreadable data" in r.stderr
+
+
+class _RunsCode:
+    """Unpickling this creates ``marker``: what a checkpoint from elsewhere could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def _malicious_checkpoint(path, marker, write):
+    state = {"config": _RunsCode(marker), "epoch": 0, "model": {}, "optimizer": {}, "log": []}
+    if write == "torch.save":
+        torch.save(state, path)
+    else:
+        with open(path, "wb") as file:
+            pickle.dump(state, file)
+    # The test can fail: unpickled as the old loader did (weights_only=False), the file runs code.
+    assert not marker.exists()
+
+
+REFUSED = ("{prog}: error: checkpoint 'evil.ckpt': expected a checkpoint of plain tensors and data written by "
+           "sbnn_hdl.train, found a pickle that imports builtins.exec (refused: loading it could run code)")
+
+
+@pytest.mark.parametrize("write", ["torch.save", "pickle.dump"])
+@pytest.mark.parametrize("prog, args", [
+    ("sbnn_hdl.export", ["evil.ckpt", "-o", "x.sbnn"]),
+    ("sbnn_hdl.bitprune", ["evil.ckpt", "-o", "x.sbnn"]),
+    ("sbnn_hdl.train", ["--data", "digits", "--arch", "mlp:16", "--epochs", "1", "--train-limit", "64",
+                        "--threads", "1", "--quiet", "--checkpoint", "evil.ckpt", "--resume", "-o", "x.sbnn"]),
+])
+def test_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch, capsys, prog, args, write):
+    # In this process: had anything unpickled the file, the marker would be there.
+    import importlib
+    main = importlib.import_module(prog if prog != "sbnn_hdl.train" else "sbnn_hdl.train.__main__").main
+    marker = tmp_path / "ran"
+    _malicious_checkpoint(tmp_path / "evil.ckpt", marker, write)
+    monkeypatch.chdir(tmp_path)
+    status, err = main(args), capsys.readouterr().err
+    assert not marker.exists(), "the checkpoint ran code"
+    assert status == 2 and err.strip() == REFUSED.format(prog=prog) and "Traceback" not in err
+    assert not (tmp_path / "x.sbnn").exists()
+
+
+def test_checkpoint_that_runs_code_is_refused_by_the_command(tmp_path):
+    marker = tmp_path / "ran"
+    _malicious_checkpoint(tmp_path / "evil.ckpt", marker, "torch.save")
+    r = subprocess.run([sys.executable, "-m", "sbnn_hdl.export", "evil.ckpt", "-o", "x.sbnn"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert not marker.exists(), "the checkpoint ran code"
+    assert r.returncode == 2 and r.stderr.strip() == REFUSED.format(prog="sbnn_hdl.export")

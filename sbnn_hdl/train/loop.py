@@ -13,9 +13,15 @@ import io
 import json
 import math
 import os
+import pickle
+import pickletools
 import platform
+import re
 import sys
 import time
+import warnings
+import zipfile
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -141,20 +147,118 @@ def exact_accuracy(net, x, y):
     return float((exact_scores(net, folded, x).argmax(axis=1) == y).mean())
 
 
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _plain(value, where="checkpoint"):
+    """``value`` with NumPy scalars turned into Python numbers; a TypeError (a bug, not bad
+    input) for anything else that is not plain data or a tensor."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict):
+        if isinstance(value, OrderedDict):  # a state dict, with its per-module versions
+            out = OrderedDict((_plain(k, where), _plain(v, f"{where}[{k!r}]")) for k, v in value.items())
+            if hasattr(value, "_metadata"):
+                out._metadata = value._metadata
+            return out
+        return {_plain(k, where): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item, f"{where}[{i}]") for i, item in enumerate(value))
+    raise TypeError(f"{where}: a checkpoint holds tensors and plain data only, found {type(value).__name__}")
+
+
 def _checkpoint_bytes(state):
+    """A checkpoint: ``state``, a dict of tensors and plain data only, so that it loads with
+    ``torch.load(weights_only=True)``, which rebuilds those and refuses every other object (see
+    docs/training.md). ``config``: the :class:`Config` as a dict of plain values; ``epoch``: the
+    last epoch done (from 0); ``model`` and ``optimizer``: the state dicts (a slim checkpoint has no
+    ``optimizer``); ``log``: the JSON log so far, a list of dicts. No random generator state: epoch
+    ``e`` draws from ``numpy.random.default_rng([seed, e])``, rebuilt on resume."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(_plain(state), buffer)
     return buffer.getvalue()
 
 
-def _load_checkpoint(path):
+#: The globals that torch.save writes for tensors and plain data, which weights_only accepts.
+_TENSOR_GLOBALS = re.compile(r"collections\.OrderedDict|torch\._utils\._rebuild_\w+|torch\.\w*Storage")
+
+
+def _pickled_imports(path):
+    """The ``module.name`` globals that the pickles of file ``path`` (a torch.save zip file: its
+    ``data.pkl``) import, read with :mod:`pickletools`, which parses and runs nothing; None when
+    the file holds no pickle at all."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(member) if member else b""
+        else:
+            with open(path, "rb") as file:
+                data = file.read()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    stream, imports, parsed = io.BytesIO(data), [], False
+    while stream.tell() < len(data):  # a legacy torch.save file is several pickles, then raw data
+        recent, memo = [None, None], {}
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    module, name = arg.split(" ", 1)
+                elif op.name == "STACK_GLOBAL":
+                    module, name = recent[-2], recent[-1]
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = recent[-1]
+                    continue
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = recent[-1]
+                    continue
+                else:
+                    recent.append(memo.get(arg) if op.name in ("GET", "BINGET", "LONG_BINGET")
+                                  else arg if isinstance(arg, str) else None)
+                    continue
+                module = {"__builtin__": "builtins"}.get(module, module)  # protocol 2 names
+                imports.append(f"{module}.{name}")
+                recent.append(None)
+        except Exception:  # not (or no more) pickle data
+            break
+        parsed = True
+    return imports if parsed else None
+
+
+def _load_checkpoint(path):
+    """The state dict of checkpoint ``path``, loaded with ``weights_only=True``: tensors and plain
+    data only. A pickle of other objects is refused (unpickling it could run any code)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it was not written with
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise TrainError(f"checkpoint {path!r}: expected a checkpoint file, found no such file") from None
+    except pickle.UnpicklingError as error:  # weights_only refuses what it would not rebuild, and garbage
+        imports = _pickled_imports(path)
+        if imports is None:
+            raise TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train, "
+                             f"found unreadable data ({type(error).__name__})") from None
+        others = list(dict.fromkeys(n for n in imports if not _TENSOR_GLOBALS.fullmatch(n)))
+        found = (f"a pickle that imports {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}" if others
+                 else "a pickle of objects other than tensors and plain data")
+        raise TrainError(f"checkpoint {path!r}: expected a checkpoint of plain tensors and data written by "
+                         f"sbnn_hdl.train, found {found} (refused: loading it could run code)") from None
     except Exception as error:  # torch raises many types for a damaged or foreign file
         raise TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train, "
                          f"found unreadable data ({type(error).__name__})") from None
+    if not isinstance(state, dict):
+        raise TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train (a dict), "
+                         f"found a {type(state).__name__}")
+    return state
+
+
+def _unusable(path, error):
+    """The error for a checkpoint that loaded but is not one that sbnn_hdl.train wrote."""
+    return TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train, "
+                      f"found {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
 
 def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True, data=None, stop_after=None,
@@ -177,7 +281,10 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
             raise TrainError(f"checkpoint {checkpoint!r}: expected a full checkpoint (with the optimiser state) "
                              f"to resume from, found a slim one without it (it can be exported or pruned, "
                              f"not resumed)")
-        saved = Config(**state["config"])
+        try:
+            saved = Config(**state["config"])
+        except (KeyError, TypeError) as error:
+            raise _unusable(checkpoint, error) from None
         if {k: v for k, v in asdict(saved).items() if k not in ("epochs", "argv")} != \
                 {k: v for k, v in asdict(config).items() if k not in ("epochs", "argv")}:
             raise TrainError(f"checkpoint {checkpoint!r}: expected the settings of this run, found a run "
@@ -189,9 +296,12 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
     if init is not None:
         net.load_state_dict(init)
     if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        log, start = state["log"], state["epoch"] + 1
+        try:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            log, start = list(state["log"]), int(state["epoch"]) + 1
+        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as error:
+            raise _unusable(checkpoint, error) from None
     x, y = data.x_train, data.y_train
     if config.train_limit:
         x, y = x[:config.train_limit], y[:config.train_limit]
@@ -316,8 +426,7 @@ def load_net(path, *, threads=None, data=None):
         net = build_net(config, data)
         net.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as error:
-        raise TrainError(f"checkpoint {path!r}: expected a checkpoint written by sbnn_hdl.train, "
-                         f"found {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        raise _unusable(path, error) from None
     net.eval()
     return net, config, data, log
 
