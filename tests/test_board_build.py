@@ -171,7 +171,7 @@ def test_timing_failure_exits_nonzero_saying_by_how_much(tmp_path, capsys):
 @needs_tools
 @pytest.mark.slow
 def test_ulx3s_example_build_meets_timing(tmp_path, capsys):
-    """The README's main command on the shipped example (the slow test: several minutes)."""
+    """The digits bitstream that `./dev example` builds (the slow test: several minutes)."""
     status = generate(["examples/digits.sbnn", "--board", "ulx3s", "--clock", os.environ.get("SBNN_ULX3S_CLOCK", "110"),
                        "-o", str(tmp_path)])
     captured = capsys.readouterr()

