@@ -7,5 +7,6 @@
 - :mod:`.netlist`: the ECP5 netlist after synthesis, for gate-level simulation;
 - :mod:`.board`: the whole board top level, UART included, served on a TCP port (board in the loop);
 - :mod:`.pysim`: a core in Amaranth's own simulator, for the tests;
-- :mod:`.tools`: Verilator and Icarus Verilog, found and set up.
+- :mod:`.tools`: Verilator and Icarus Verilog, found and set up;
+- :mod:`.sources`: where the testbench sources of ``sim/`` are (installed as ``sbnn_hdl.testbenches``).
 """

@@ -2,11 +2,12 @@
 replaced by the simulator's clock) in Verilator, on a TCP port that pyserial opens as
 ``socket://127.0.0.1:PORT``, so that the host tool runs unchanged against real RTL.
 
-The bridge (``sim/board_bridge.cpp``) turns TCP bytes into UART frames on the design's ``rx``
-pin and decodes its ``tx`` pin, so the UART RTL is exercised bit by bit. To keep simulated
-serial traffic short, the simulation build uses :data:`SIM_DIVISOR` clocks per bit instead of
-the board's ``clock / baud`` (the only difference from the board's logic besides the PLL), a
-frame timeout of :data:`SIM_TIMEOUT` cycles and a batch memory of :data:`SIM_BATCH` samples.
+The bridge (``board_bridge.cpp`` in ``sim/``, shipped as package data: :mod:`.sources`) turns TCP
+bytes into UART frames on the design's ``rx`` pin and decodes its ``tx`` pin, so the UART RTL is
+exercised bit by bit. To keep simulated serial traffic short, the simulation build uses
+:data:`SIM_DIVISOR` clocks per bit instead of the board's ``clock / baud`` (the only difference
+from the board's logic besides the PLL), a frame timeout of :data:`SIM_TIMEOUT` cycles and a
+batch memory of :data:`SIM_BATCH` samples.
 """
 
 import hashlib
@@ -23,6 +24,7 @@ from ..board.top import simulation_verilog
 from ..hwplan import DEFAULT_EVERY, check_supported
 from ..synth import ToolError
 from .bulk import default_cache
+from .sources import testbench_sources
 from .tools import configure, version
 
 __all__ = ["SIM_DIVISOR", "SIM_TIMEOUT", "SIM_BATCH", "SIM_CLOCK_HZ", "BoardSimulation"]
@@ -32,7 +34,6 @@ SIM_TIMEOUT = 40_000
 SIM_BATCH = 64
 #: The clock the simulated build reports (INFO): cycles convert to time as on a 100 MHz board.
 SIM_CLOCK_HZ = 100_000_000
-BRIDGE = Path(__file__).resolve().parents[2] / "sim" / "board_bridge.cpp"
 
 
 class BoardSimulation:
@@ -57,7 +58,7 @@ class BoardSimulation:
                               batch_depth=batch_depth, timeout=timeout)
         self.sources = [(f"{model.name}.v", generated.verilog),
                         ("sbnn_sim_top.v", simulation_verilog(model.name, self.info, self.host_args)),
-                        ("board_bridge.cpp", BRIDGE.read_text())]
+                        ("board_bridge.cpp", testbench_sources().joinpath("board_bridge.cpp").read_text())]
         self.divisor, self.timeout = divisor, timeout
         key = hashlib.sha256(version("verilator").encode())
         for name, text in self.sources:

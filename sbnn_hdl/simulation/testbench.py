@@ -1,11 +1,12 @@
-"""Running the cocotb testbench (``sim/core_tests.py``) on a generated core, from Python.
+"""Running the cocotb testbench (``core_tests.py`` of ``sim/``) on a generated core, from Python.
 
 :func:`run_cocotb` builds the core's Verilog with ``cocotb_tools.runner`` for Verilator or Icarus,
 runs the test (driver with random idle cycles, monitor, scoreboard against the golden model) and
 returns what the core produced. Python runs every clock cycle here, so this mode is for protocol
 checks and a few thousand vectors; :mod:`sbnn_hdl.simulation.bulk` is the bulk mode.
 
-The cocotb code lives in the repository's ``sim/`` folder, beside this package.
+The cocotb code lives in the repository's ``sim/`` folder, shipped as the package data
+``sbnn_hdl.testbenches`` (:mod:`.sources` finds it).
 """
 
 import hashlib
@@ -21,12 +22,10 @@ import numpy as np
 from ..modelfile import save
 from ..synth import ToolError
 from .bulk import default_cache
+from .sources import testbench_folder, testbench_sources
 from .tools import configure
 
-__all__ = ["SIM_DIR", "CocotbResult", "run_cocotb"]
-
-#: The folder of the in-simulator cocotb code.
-SIM_DIR = Path(__file__).resolve().parent.parent / "sim"
+__all__ = ["CocotbResult", "run_cocotb"]
 
 
 @dataclass
@@ -52,8 +51,7 @@ def run_cocotb(model, x, *, generated, simulator="verilator", build_dir=None, id
     simulator is missing or the build or the run breaks down (not when outputs mismatch: see
     ``passed``).
     """
-    if not (SIM_DIR / "core_tests.py").exists():
-        raise ToolError(f"cocotb: expected the testbench in {SIM_DIR} (the repository's sim/ folder), found none")
+    testbench_sources()  # raises ToolError before anything is built if the testbench is missing
     configure(simulator)
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -91,17 +89,19 @@ def run_cocotb(model, x, *, generated, simulator="verilator", build_dir=None, id
             del os.environ["MAKEFLAGS"]
         else:
             os.environ["MAKEFLAGS"] = makeflags
-    # The runner passes this process's sys.path to the simulator's Python as PYTHONPATH.
-    sys.path.insert(0, str(SIM_DIR))
     started = time.perf_counter()
-    try:
-        runner.test(test_module="core_tests", hdl_toplevel=top, build_dir=build, test_dir=run,
-                    extra_env={"SBNN_COCOTB_CONFIG": str(run / "config.json")}, log_file=log, seed=seed,
-                    results_xml=str(run / "results.xml"))
-    except SystemExit:
-        pass  # a failed test (under pytest the runner exits): the results file tells
-    finally:
-        sys.path.remove(str(SIM_DIR))
+    with testbench_folder() as folder:
+        # The runner passes this process's sys.path to the simulator's Python as PYTHONPATH, and the
+        # simulator imports the test module core_tests (which imports sbnn_cocotb) from there.
+        sys.path.insert(0, str(folder))
+        try:
+            runner.test(test_module="core_tests", hdl_toplevel=top, build_dir=build, test_dir=run,
+                        extra_env={"SBNN_COCOTB_CONFIG": str(run / "config.json")}, log_file=log, seed=seed,
+                        results_xml=str(run / "results.xml"))
+        except SystemExit:
+            pass  # a failed test (under pytest the runner exits): the results file tells
+        finally:
+            sys.path.remove(str(folder))
     wall = time.perf_counter() - started
     if not (run / "results.xml").exists():
         raise ToolError(f"cocotb ({simulator}): the run of {top} ended without results; see {log}")
