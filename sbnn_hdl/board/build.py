@@ -25,7 +25,7 @@ from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported
-from ..synth import lowest_fmax, pnr_clocks, run_tool, synth_options, tool_path
+from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import get_board, protocol
 from .host import CoreInfo, HostInterface
 from .pll import ecp5_pll
@@ -320,9 +320,8 @@ def _top_verilog(folder):
     """The board top (PLL, host interface, core instance) as Verilog, for reading; the core's
     module is in ``<name>.v``."""
     try:
-        from amaranth.back.verilog import _convert_rtlil_text
         with open(os.path.join(folder, "top.il")) as file:
-            return _convert_rtlil_text(file.read())
+            return rtlil_to_verilog(file.read())
     except Exception:  # only a convenience copy: the bitstream does not depend on it
         return None
 
