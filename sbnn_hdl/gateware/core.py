@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..hwplan import DEFAULT_EVERY, plan_network
+from ..hwplan import DEFAULT_EVERY, check_buildable, plan_network
 from .argmax import Argmax
 from .layer import DenseLayer, OutputLayer
 
@@ -65,12 +65,29 @@ class NetworkCore(wiring.Component):
     read_bits : tuple of int
         The bits of ``sample`` that the core reads, in ascending order; the others may hold
         anything (a host interface need not store them).
+
+    Raises
+    ------
+    ValueError
+        ``relay`` below 0 or ``every`` below 1.
+    HardwareError
+        A model that the datapath ``arch`` cannot build (:func:`~sbnn_hdl.hwplan.check_buildable`).
+
+    Both are raised before the core exists, so a refused core is never half-built.
     """
 
-    def __init__(self, model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
+    def __new__(cls, model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
+        # The arguments are checked before the core exists: a refused core is never half-built
+        # (Amaranth warns of an elaboratable that is created and never elaborated).
         if relay < 0:
-            self._MustUse__silence = True   # refused, so never meant to be elaborated: no warning
             raise ValueError(f"relay: expected 0 or more register stages, found {relay}")
+        if every < 1:
+            raise ValueError(f"every: expected at least 1 adder level per stage, found {every}")
+        check_buildable(model, arch)
+        # src_loc_at=1: Amaranth's unused-elaboratable warning names the caller, not this line.
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
         self.model = model
         self.every = every
         self.relay = relay

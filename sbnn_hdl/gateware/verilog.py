@@ -9,7 +9,7 @@ The same model and options give the same bytes.
 from dataclasses import dataclass
 
 from amaranth import __version__ as amaranth_version
-from amaranth.back import rtlil as amaranth_rtlil, verilog as amaranth_verilog
+from amaranth.back import rtlil as amaranth_rtlil
 from amaranth.hdl import Fragment, Value
 from amaranth.lib.wiring import In
 
@@ -17,6 +17,7 @@ from .. import __version__
 from ..tables import format_table
 from ..estimate import estimate_ecp5
 from ..hwplan import DEFAULT_EVERY
+from ..synth import rtlil_to_verilog
 from .core import NetworkCore
 from .shared import SharedModules
 
@@ -96,8 +97,7 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="
     step("elaborating and converting to Verilog")
     shared = SharedModules(model.name)
     top = amaranth_rtlil.convert(core, name=model.name, platform=shared, emit_src=False)
-    # amaranth.back.verilog.convert() does this same step for a single RTLIL text.
-    text = amaranth_verilog._convert_rtlil_text("\n".join([*shared.rtlil_texts, top]))
+    text = rtlil_to_verilog("\n".join([*shared.rtlil_texts, top]))
     resources = core.resources()
     return GeneratedCore(text, _report(model, core, every, resources, estimate_ecp5(resources)), core)
 
