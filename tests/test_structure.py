@@ -142,3 +142,15 @@ def test_private_name_check_can_fail():
         "def f(platform):\n    self._MustUse__silence = True\n    return platform._nextpnr_device_options\n"))
     assert {"_convert_rtlil_text", "_nextpnr_device_options"} <= used - defined
     assert "_MustUse__silence" in defined
+
+
+def test_package_imports_stand_at_the_top():
+    """The package's own modules are imported at module level only: an import of one inside a
+    function is how an import loop hides (third-party imports may wait until they are needed)."""
+    late = []
+    for name, (path, _) in _modules().items():
+        for func in ast.walk(ast.parse(path.read_text())):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                late += [f"{name}:{node.lineno}" for node in ast.walk(func)
+                         if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("sbnn_hdl"))]
+    assert not late, f"expected the package's imports at module level, found some in functions at {late}"

@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
-from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported
+from ..gateware.verilog import generate_verilog
+from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported, check_xnor
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
 from .host import CoreInfo, HostInterface
 from .pll import ecp5_pll
+from .top import BoardTop
 
 __all__ = ["BuildError", "TimingError", "BuildResult", "HOST_LUT4", "HOST_FF", "check_fits", "uart_divisor",
            "build", "format_report"]
@@ -179,7 +181,6 @@ class Steps:
 
 
 def _prepare(board, device, model, generated, pll, host_args, folder, carry_chains=True):
-    from .top import BoardTop
     platform = device.platform_class()()
     core_module = model.name
     platform.add_file(f"{core_module}.v", generated.verilog)
@@ -230,8 +231,6 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     Raises :class:`BuildError` (refusals), :class:`TimingError` (timing missed; the report is
     written first) and :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines).
     """
-    from ..gateware.verilog import generate_verilog
-
     board = get_board(board_name)
     device_name = device or board.default_device
     dev = board.device(device_name)
@@ -243,7 +242,6 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     model = modelfile.load(model_path)
     check_supported(model)
     if arch == "xnor":
-        from ..hwplan import check_xnor
         check_xnor(model)
     if model.outputs > 256:
         raise HardwareError(f"board builds report a prediction in one byte: expected at most 256 classes, "

@@ -21,6 +21,7 @@ from .. import modelfile
 from ..board import protocol
 from ..board.host import CoreInfo
 from ..board.top import simulation_verilog
+from ..gateware.verilog import generate_verilog
 from ..hwplan import DEFAULT_EVERY, check_supported
 from ..synth import ToolError
 from .bulk import default_cache
@@ -45,7 +46,6 @@ class BoardSimulation:
 
     def __init__(self, model_path, *, every=DEFAULT_EVERY, scores=True, divisor=SIM_DIVISOR, timeout=SIM_TIMEOUT,
                  batch_depth=SIM_BATCH, cache=None, progress=None):
-        from ..gateware.verilog import generate_verilog
         with open(model_path, "rb") as file:
             model_bytes = file.read()
         model = modelfile.load(model_path)
