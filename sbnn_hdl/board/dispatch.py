@@ -125,8 +125,8 @@ class SampleShifter(wiring.Component):
         loading = Signal()         # the mask of cur_byte arrives from the mask memory
         # The shift register's enable reaches every one of its flip-flops, which sit beside the
         # core's first layer all over the chip: it comes straight from a register (with the bit
-        # it shifts in), one clock after the mask says so. Decoded from the mask by a LUT, that
-        # one net takes most of a clock period at 60 MHz.
+        # it shifts in), one clock after the mask says so. Decoded from the mask by a LUT instead,
+        # that one net takes 9.9 ns of the 16.6 ns clock period of a 60 MHz board build.
         shift_en, shift_bit = Signal(), Signal()
         m.d.comb += [mask_r.addr.eq(sample_before),
                      self.busy.eq(loading | (cur_mask != 0) | shift_en),
