@@ -1,0 +1,352 @@
+"""The host interface's components in amaranth.sim, each fed through its own stream ports and
+checked against the host side of the protocol (sbnn_hdl.board.protocol: frames, CRC, replies)
+and the golden model: the frame receiver, the reply sender, the sample shifter and the
+dispatcher."""
+
+import gc
+import random
+import struct
+import warnings
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, UnusedElaboratable
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from sbnn_hdl import golden
+from sbnn_hdl.board import protocol as P
+from sbnn_hdl.board.dispatch import CoreInfo, Dispatcher, SampleShifter
+from sbnn_hdl.board.frames import FrameReceiver, ReplySender
+from sbnn_hdl.board.host import HostInterface
+from sbnn_hdl.gateware import NetworkCore
+from sbnn_hdl.hwplan import pack_sample
+from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+
+
+async def put(ctx, stream, **fields):
+    """One transfer into ``stream`` (a plain payload as ``payload=``, a struct's by field)."""
+    for name, value in fields.items():
+        ctx.set(stream.payload if name == "payload" else getattr(stream.payload, name), value)
+    ctx.set(stream.valid, 1)
+    # A loop rather than ``until``: a background testbench may be left waiting here when the
+    # simulation ends, which ``until`` (and ``repeat``) report as an error while closing.
+    while not (await ctx.tick().sample(stream.ready))[2]:
+        pass
+    ctx.set(stream.valid, 0)
+
+
+async def get(ctx, stream):
+    """One transfer out of ``stream``; returns its payload."""
+    ctx.set(stream.ready, 1)
+    while True:
+        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        if valid:
+            break
+    ctx.set(stream.ready, 0)
+    return payload
+
+
+async def idle(ctx, clocks):
+    for _ in range(clocks):   # (not ``repeat``, for the reason given in ``put``)
+        await ctx.tick()
+
+
+def simulate(dut, *testbenches, background=()):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for bench in testbenches:
+        sim.add_testbench(bench)
+    for bench in background:
+        sim.add_testbench(bench, background=True)
+    sim.run()
+
+
+# --- FrameReceiver ------------------------------------------------------------------------------
+
+def test_receiver_hands_on_what_the_protocol_frames():
+    """Frames made by ``protocol.encode`` (between garbage without a sync pattern) come out as
+    their payload bytes and one good request each; a damaged CRC, a length beyond the longest
+    request and a partial frame come out as the matching error, the first two after their
+    payload is skipped or not awaited. The consumers stall at random."""
+    rng = random.Random(1)
+    dut = FrameReceiver(max_length=12, timeout=200)
+    good = [(P.INFER, bytes(rng.randrange(256) for _ in range(12))), (P.INFO, b""), (0x42, b"ab"),
+            (P.RUN, b"\x00\x07")]
+    bad_crc = bytearray(P.encode(P.LOAD, b"\x00\x01" + bytes(10)))
+    bad_crc[-2] ^= 0x10
+    stream = [b"\x00\xa5\x00\x5a\xff", P.encode(*good[0]), P.encode(*good[1]), bytes(bad_crc),
+              b"\xa5\xa5" + P.encode(*good[2])[1:], P.SYNC + bytes([P.INFER, 0x00, 13]), P.encode(*good[3]),
+              P.encode(P.INFER, bytes(12))[:9]]
+    expected = [(P.INFER, 12, 0, good[0][1]), (P.INFO, 0, 0, b""), (P.LOAD, 12, P.ERR_CRC, bad_crc[5:-2]),
+                (0x42, 2, 0, b"ab"), (P.INFER, 13, P.ERR_LENGTH, b""), (P.RUN, 2, 0, b"\x00\x07"),
+                (P.INFER, 12, P.ERR_TIMEOUT, bytes(4))]
+    payload, requests = [], []
+
+    async def producer(ctx):
+        for data in stream:
+            for byte in data:
+                await put(ctx, dut.bytes, payload=byte)
+                await idle(ctx, rng.randrange(3))
+
+    async def payload_consumer(ctx):
+        while True:
+            await idle(ctx, rng.randrange(4))
+            byte = await get(ctx, dut.payload)
+            if byte.first:
+                payload.append(bytearray())
+            payload[-1].append(byte.data)
+
+    async def request_consumer(ctx):
+        for _ in expected:
+            request = await get(ctx, dut.request)
+            requests.append((request.kind, request.length, request.error, bytes(payload.pop(0)) if request.length
+                             and request.error != P.ERR_LENGTH else b""))
+            assert not payload
+        assert requests == expected
+
+    simulate(dut, producer, request_consumer, background=[payload_consumer])
+
+
+def test_receiver_times_out_inside_a_frame_only():
+    """Silence between frames is no error; silence after ``A5 5A`` (before the type: kind 0)
+    ends the frame with a timeout, ``timeout`` clocks after the last byte; waiting for the
+    payload to be taken is no silence."""
+    dut = FrameReceiver(max_length=4, timeout=50)
+    frame = P.encode(P.RUN, b"\x00\x02")
+    go = []
+
+    async def bench(ctx):
+        await ctx.tick().repeat(500)
+        assert not ctx.get(dut.request.valid) and not ctx.get(dut.busy)
+        for byte in P.SYNC:
+            await put(ctx, dut.bytes, payload=byte)
+        waited = 0
+        while not ctx.get(dut.request.valid):
+            await ctx.tick()
+            waited += 1
+        assert 50 <= waited <= 55
+        request = await get(ctx, dut.request)
+        assert (request.kind, request.error) == (0, P.ERR_TIMEOUT)
+        go.append(True)
+        await ctx.tick().repeat(200)
+        assert not ctx.get(dut.request.valid) and ctx.get(dut.payload.valid)
+        for byte in frame[5:7]:
+            assert (await get(ctx, dut.payload)).data == byte
+        request = await get(ctx, dut.request)
+        assert (request.kind, request.length, request.error) == (P.RUN, 2, 0)
+
+    async def producer(ctx):
+        while not go:
+            await ctx.tick()
+        for byte in frame:
+            await put(ctx, dut.bytes, payload=byte)
+
+    simulate(dut, bench, background=[producer])
+
+
+def test_receiver_takes_one_frame_at_a_time():
+    """Until its request is taken, the receiver takes at most one byte of what follows a frame."""
+    dut = FrameReceiver(max_length=4, timeout=1000)
+    taken = []
+
+    async def producer(ctx):
+        for byte in P.encode(P.INFO) * 2:
+            await put(ctx, dut.bytes, payload=byte)
+            taken.append(byte)
+
+    async def consumer(ctx):
+        await ctx.tick().until(dut.request.valid)
+        await ctx.tick().repeat(300)
+        assert len(taken) <= len(P.encode(P.INFO)) + 1
+        for _ in range(2):
+            request = await get(ctx, dut.request)
+            assert (request.kind, request.error) == (P.INFO, 0)
+
+    simulate(dut, consumer, background=[producer])
+
+
+# --- ReplySender --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, fixed, tail", [(P.INFO | 0x80, bytes(range(40, 77)), b""),
+                                               (P.RUN | 0x80, struct.pack(">HI", 5, 1234), b"\x03\x01\x04\x01\x05"),
+                                               (P.ERROR, bytes([P.ERR_CRC, P.LOAD]), b""),
+                                               (P.RUN | 0x80, b"", b"\xa5\x5a")])
+def test_sender_frames_what_the_protocol_encodes(kind, fixed, tail):
+    """The bytes out are ``protocol.encode(kind, fixed + tail)``, whatever the stalls on either
+    side; the reply is taken on the clock its last byte is."""
+    rng = random.Random(len(fixed) + len(tail))
+    max_fixed = 40
+    dut = ReplySender(max_fixed)
+    out = []
+
+    async def replier(ctx):
+        for repeat in range(2):
+            ctx.set(dut.reply.payload.kind, kind)
+            ctx.set(dut.reply.payload.fixed, int.from_bytes(fixed.ljust(max_fixed, b"\0"), "big"))
+            ctx.set(dut.reply.payload.fixed_length, len(fixed))
+            ctx.set(dut.reply.payload.tail_length, len(tail))
+            ctx.set(dut.reply.valid, 1)
+            await ctx.tick().until(dut.reply.ready)
+            ctx.set(dut.reply.valid, 0)
+            await ctx.tick()   # (for the UART testbench to note the last byte)
+            assert not ctx.get(dut.bytes.valid)
+            assert bytes(out) == P.encode(kind, fixed + tail) * (repeat + 1)
+            assert P.FrameReader().feed(bytes(out)) == [(kind, fixed + tail)] * (repeat + 1)
+
+    async def tail_source(ctx):
+        while tail:
+            for byte in tail:
+                await idle(ctx, rng.randrange(5))
+                await put(ctx, dut.tail, payload=byte)
+
+    async def uart(ctx):
+        while True:
+            await idle(ctx, rng.randrange(6))
+            out.append(await get(ctx, dut.bytes))
+
+    simulate(dut, replier, background=[tail_source, uart])
+
+
+# --- SampleShifter ------------------------------------------------------------------------------
+
+def test_shifter_keeps_the_read_bits_of_the_big_endian_sample():
+    """``features`` bit n is bit ``read_bits[n]`` of the sample sent as big-endian bytes (after
+    a LOAD's two index bytes), and ``prefix`` the payload's first two bytes, frame after frame."""
+    rng = random.Random(5)
+    info = CoreInfo(sample_bits=21, classes=2, score_width=0, latency=1, prediction_width=1,
+                    read_bits=(0, 3, 4, 8, 13, 15, 16, 20))
+    dut = SampleShifter(info)
+
+    async def bench(ctx):
+        for kind in (P.INFER, P.LOAD, P.INFER, P.LOAD, P.RUN):
+            sample = rng.getrandbits(21)
+            payload = (struct.pack(">H", rng.randrange(1 << 16)) if kind != P.INFER else b"") + \
+                sample.to_bytes(info.sample_bytes, "big")
+            if kind == P.RUN:
+                payload = payload[:2]
+            for n, byte in enumerate(payload):
+                await put(ctx, dut.payload, data=byte, first=n == 0, kind=kind)
+            await ctx.tick().until(~dut.busy)
+            assert ctx.get(dut.prefix) == int.from_bytes(payload[:2], "big")
+            if kind != P.RUN:
+                assert ctx.get(dut.features) == sum(((sample >> b) & 1) << n for n, b in enumerate(info.read_bits))
+
+    simulate(dut, bench)
+
+
+# --- Dispatcher ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(3)
+    model = random_model(rng, shape=(12,), bits=3, layers=(LayerPlan("dense", 6), LayerPlan("dense", 4)))
+    return model, random_inputs(rng, model.input, 4)
+
+
+class DispatchBench:
+    """A dispatcher around a core, fed requests directly; plays receiver and sender."""
+
+    def __init__(self, model, depth):
+        self.core = NetworkCore(model)
+        self.info = CoreInfo.from_core(self.core)
+        self.info_payload = P.Info(P.VERSION, True, self.info.sample_bits, self.info.sample_bytes, self.info.classes,
+                                   self.info.score_width, self.info.latency, 1000, 250, depth, b"abcdefgh",
+                                   "m").encode()
+        self.dut = Dispatcher(self.info, info_payload=self.info_payload, batch_depth=depth)
+        self.top = Module()
+        self.top.submodules.core, self.top.submodules.dut = self.core, self.dut
+        wiring.connect(self.top, self.dut.core, self.core)
+
+    async def request(self, ctx, kind, payload=b"", error=0):
+        """Serve one request; returns the reply as ``(type, payload)``."""
+        dut = self.dut
+        for n, byte in enumerate(payload):
+            await put(ctx, dut.payload, data=byte, first=n == 0, kind=kind)
+        ctx.set(dut.request.payload.kind, kind)
+        ctx.set(dut.request.payload.length, len(payload))
+        ctx.set(dut.request.payload.error, error)
+        ctx.set(dut.request.valid, 1)
+        reply, = await ctx.tick().sample(dut.reply.payload).until(dut.reply.valid)
+        fixed = reply.fixed.to_bytes(self.dut.max_fixed, "big")[:reply.fixed_length]
+        tail = bytes([(await get(ctx, dut.tail)) for _ in range(reply.tail_length)])
+        ctx.set(dut.reply.ready, 1)
+        assert ctx.get(dut.request.ready)   # taken with its reply
+        await ctx.tick()
+        ctx.set(dut.reply.ready, 0)
+        ctx.set(dut.request.valid, 0)
+        return reply.kind, fixed + tail
+
+
+def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(small):
+    """INFO, INFER, INFER_SCORES, LOAD and RUN replies as docs/protocol.md defines them, with
+    the golden model's predictions and scores and the core's cycle counts."""
+    model, x = small
+    bench = DispatchBench(model, depth=4)
+    info = bench.info
+    expected = golden.infer(model, x)
+    nbytes = P.sample_bytes(model.input)
+    samples = [pack_sample(model.input, x[n]).to_bytes(nbytes, "big") for n in range(len(x))]
+
+    async def script(ctx):
+        assert await bench.request(ctx, P.INFO) == (P.INFO | 0x80, bench.info_payload)
+        for n, sample in enumerate(samples):
+            prediction = bytes([expected.predictions[n]]) + struct.pack(">I", info.latency)
+            assert await bench.request(ctx, P.INFER, sample) == (P.INFER | 0x80, prediction)
+            scores = b"".join(int(s).to_bytes(info.score_bytes, "big", signed=True) for s in expected.scores[n])
+            assert await bench.request(ctx, P.INFER_SCORES, sample) == (P.INFER_SCORES | 0x80, prediction + scores)
+            load = struct.pack(">H", 3 - n)
+            assert await bench.request(ctx, P.LOAD, load + sample) == (P.LOAD | 0x80, load)
+        for count in (4, 1):
+            predictions = bytes(expected.predictions[::-1][:count].tolist())
+            assert await bench.request(ctx, P.RUN, struct.pack(">H", count)) == \
+                (P.RUN | 0x80, struct.pack(">HI", count, count - 1 + info.latency) + predictions)
+
+    simulate(bench.top, script)
+
+
+@pytest.mark.parametrize("depth", [4, 0])
+def test_dispatcher_errors(small, depth):
+    """Every refusal is the error reply ``code, type`` (protocol.ERROR) and changes nothing: a
+    frame error from the receiver, a bad length, an unknown type, an index or count out of range
+    (every LOAD and RUN without a batch memory)."""
+    model, x = small
+    bench = DispatchBench(model, depth=depth)
+    nbytes = P.sample_bytes(model.input)
+    sample = pack_sample(model.input, x[0]).to_bytes(nbytes, "big")
+
+    def error(code, kind):
+        return P.ERROR, bytes([code, kind])
+
+    async def script(ctx):
+        for code in (P.ERR_CRC, P.ERR_LENGTH, P.ERR_TIMEOUT):
+            assert await bench.request(ctx, P.INFER, sample, error=code) == error(code, P.INFER)
+        assert await bench.request(ctx, P.INFO, b"\0") == error(P.ERR_LENGTH, P.INFO)
+        assert await bench.request(ctx, P.INFER, sample + b"\0") == error(P.ERR_LENGTH, P.INFER)
+        assert await bench.request(ctx, P.LOAD, sample) == error(P.ERR_LENGTH, P.LOAD)
+        assert await bench.request(ctx, P.RUN, b"\0") == error(P.ERR_LENGTH, P.RUN)
+        assert await bench.request(ctx, 0x42, b"ab") == error(P.ERR_TYPE, 0x42)
+        assert await bench.request(ctx, P.LOAD, struct.pack(">H", depth) + sample) == error(P.ERR_RANGE, P.LOAD)
+        assert await bench.request(ctx, P.RUN, struct.pack(">H", 0)) == error(P.ERR_RANGE, P.RUN)
+        assert await bench.request(ctx, P.RUN, struct.pack(">H", depth + 1)) == error(P.ERR_RANGE, P.RUN)
+        kind, payload = await bench.request(ctx, P.INFER, sample)
+        assert (kind, payload[0]) == (P.INFER | 0x80, golden.infer(model, x[:1]).predictions[0])
+
+    simulate(bench.top, script)
+
+
+# --- HostInterface ------------------------------------------------------------------------------
+
+def test_host_refuses_more_than_256_classes_and_leaves_no_warning():
+    """The refusal comes before the object exists: nothing is left to warn UnusedElaboratable
+    (which Amaranth does, once elaboration has started in the process, for an elaboratable that
+    is collected without having been elaborated)."""
+    info = CoreInfo(sample_bits=8, classes=257, score_width=0, latency=1, prediction_width=9)
+    Simulator(Module())   # elaboration has started
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=r"^host interface: expected at most 256 classes \(one byte per "
+                                             r"prediction\), found 257$"):
+            HostInterface(None, info, divisor=4, clock_hz=1000, baud=250, digest=bytes(8), name="n")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, UnusedElaboratable)]
