@@ -157,12 +157,9 @@ def _plain(value, where="checkpoint"):
         return value.item()
     if isinstance(value, _PLAIN):
         return value
+    if isinstance(value, OrderedDict):  # a module's state dict: tensors, as torch writes them
+        return value
     if isinstance(value, dict):
-        if isinstance(value, OrderedDict):  # a state dict, with its per-module versions
-            out = OrderedDict((_plain(k, where), _plain(v, f"{where}[{k!r}]")) for k, v in value.items())
-            if hasattr(value, "_metadata"):
-                out._metadata = value._metadata
-            return out
         return {_plain(k, where): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(item, f"{where}[{i}]") for i, item in enumerate(value))
