@@ -1,0 +1,214 @@
+"""The streaming core of a convolutional model: one pixel per clock in, one prediction per image out."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..hwplan import DEFAULT_EVERY
+from ..streamplan import plan_stream, stream_timing
+from .argmax import Argmax
+from .layer import DenseLayer, OutputLayer
+from .pipeline import shape_for
+from .window import WindowStream
+
+__all__ = ["StreamingCore"]
+
+
+class StreamingCore(wiring.Component):
+    """A convolutional SBNN (conv2d and maxpool2d layers, then dense layers) as a stream.
+
+    Each conv or pool layer is a stage: a :class:`WindowStream` (line buffers and the window,
+    padding included), then, for a conv layer, a :class:`DenseLayer` over the window's taps: per
+    output channel a sparse accumulator over exactly the taps whose mask bit is 1 (nothing for a
+    K0 kernel, a wire for a K1 kernel), the window sum ``q`` once for all channels, and the folded
+    thresholds; for a pool layer, per channel the OR of the window, registered. Each stage sends
+    its output map on as pixels in raster order. The dense layers collect the bits of the last
+    map that they read and run, fully unrolled, once per image (:mod:`sbnn_hdl.streamplan`
+    plans what is built).
+
+    Parameters
+    ----------
+    model : Model
+        A model that :func:`~sbnn_hdl.streamplan.check_streamable` accepts.
+    every : int
+        Adder levels per register stage.
+    scores : bool
+        Also output every class's score.
+
+    Ports
+    -----
+    pixel : In(unsigned(C * bits))
+        One raw pixel of an ``[H, W, C]`` sample: channel ``c`` in bits ``[c*bits, (c+1)*bits)``.
+        The pixels of a sample come in raster order (row by row, each row left to right), and
+        the next sample's first pixel follows its last.
+    valid : In(1)
+        ``pixel`` holds the next pixel. It may be low on any cycle; a new sample's first pixel
+        may come on the cycle after the last one's, as long as first pixels are at least
+        :attr:`image_cycles` cycles apart (``H*W`` unless a stage has more output positions than
+        input pixels).
+    prediction, scores, out_valid
+        As for :class:`~sbnn_hdl.gateware.NetworkCore`: ``out_valid`` is high for one cycle per
+        sample, exactly :attr:`latency` cycles after the cycle on which the sample's last pixel
+        had ``valid``.
+
+    Attributes
+    ----------
+    latency : int
+        ``1 + plan.stream_latency + 1 + head_latency``: the input register, the stages (from the
+        last pixel to the last stage's last output, :func:`~sbnn_hdl.streamplan.stream_timing`),
+        the collection register, then the dense layers, the output layer and the argmax.
+    image_cycles : int
+        The fewest cycles from one sample's first pixel to the next one's.
+    pixels : int
+        ``H * W``: the pixels of one sample.
+    plan : StreamPlan
+
+    Raises
+    ------
+    HardwareError
+        A model that the streaming core cannot build, before anything is built.
+    """
+
+    def __new__(cls, model, *, every=DEFAULT_EVERY, scores=True):
+        if every < 1:
+            raise ValueError(f"every: expected at least 1 adder level per stage, found {every}")
+        plan_stream(model)  # refuses what it cannot build before the component exists
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, model, *, every=DEFAULT_EVERY, scores=True):
+        self.model, self.every = model, every
+        self.plan = plan = plan_stream(model)
+        self.convs = {}
+        delays = []
+        for index, stage in enumerate(plan.stages):
+            if stage.is_conv:
+                self.convs[index] = DenseLayer(stage.layer_plan, every=every)
+                delays.append(WindowStream.latency + self.convs[index].latency)
+            else:
+                delays.append(WindowStream.latency + 1)
+        stream_timing(plan, delays)
+        self.hidden = [DenseLayer(p, every=every) for p in plan.dense[:-1]]
+        self.output = OutputLayer(plan.dense[-1], every=every)
+        self.argmax = Argmax(self.output.score_width, self.output.classes, every=1)
+        self.head_latency = sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
+        self.latency = 1 + plan.stream_latency + 1 + self.head_latency
+        self.image_cycles = plan.image_cycles
+        self.pixels = plan.pixels
+        self.with_scores = scores
+        spec = model.input
+        ports = {
+            "pixel": In(unsigned(spec.bits * spec.shape[2])),
+            "valid": In(1),
+            "prediction": Out(self.argmax.index.shape()),
+            "out_valid": Out(1),
+        }
+        if scores:
+            ports["scores"] = Out(data.ArrayLayout(self.output.signature.members["scores"].shape.elem_shape,
+                                                   self.output.classes))
+        super().__init__(ports)
+
+    def _features(self, m):
+        """The first stage's input stream from the registered raw pixel (wiring only): an
+        ``integer`` channel rebuilt from the planes read, divided by 2**(lowest plane); a
+        ``bitplanes`` channel one plane's bit."""
+        bits = self.model.input.bits
+        pixel = Signal(len(self.pixel), name="pixel_reg", reset_less=True)
+        valid = Signal(name="pixel_valid")
+        m.d.sync += [pixel.eq(self.pixel), valid.eq(self.valid)]
+        self.stats["register_bits"] += len(pixel) + 1
+        values = []
+        for channel, planes in self.plan.features:
+            low = min(planes)
+            value = [Const(0, 1)] * (max(planes) + 1 - low)
+            for k in planes:
+                value[k - low] = pixel[channel * bits + k]
+            values.append(Cat(*value))
+        return Cat(*values), valid, [len(v) for v in values]
+
+    def _pool(self, m, index, window, valid, stage):
+        """Per channel the OR of the window's taps, registered."""
+        n, taps = len(stage.channels), stage.geometry.kernel[0] * stage.geometry.kernel[1]
+        out = Signal(max(n, 1), name=f"pool{index}_out", reset_less=True)
+        out_valid = Signal(name=f"pool{index}_valid")
+        if n:
+            m.d.sync += out.eq(Cat(*[Cat(*[window[t * n + c] for t in range(taps)]).any() for c in range(n)]))
+        m.d.sync += out_valid.eq(valid)
+        self.stats["register_bits"] += len(out) + 1
+        return out, out_valid
+
+    def _delayed(self, m, signal, cycles, name):
+        for stage in range(cycles):
+            delayed = Signal(len(signal), name=f"{name}_d{stage + 1}")
+            m.d.sync += delayed.eq(signal)
+            self.stats["register_bits"] += len(signal)
+            signal = delayed
+        return signal
+
+    def resources(self):
+        """What the last elaboration built (as :meth:`NetworkCore.resources`), with the line
+        buffers' bits as ``memory_bits``."""
+        totals = dict(self.stats)
+        parts = [*self.convs.values(), *self.hidden, self.output, self.argmax, *self.windows]
+        for layer in [*self.convs.values(), *self.hidden, self.output]:
+            parts += layer.p_accumulators + ([layer.q_accumulator] if layer.q_accumulator else [])
+        parts += [t for layer in [*self.convs.values(), *self.hidden] for t in layer.thresholds]
+        for part in parts:
+            for key, value in getattr(part, "stats", {}).items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    def elaborate(self, platform):
+        m = Module()
+        width = self.output.score_width
+        self.stats = {"register_bits": 0, "argmax_bits": max(self.output.classes - 1, 0) * width,
+                      "adder_bits": 0, "compare_bits": 0, "adders": 0, "memory_bits": 0}
+        stream, valid, widths = self._features(m)
+        self.windows = []
+        for index, stage in enumerate(self.plan.stages):
+            window = WindowStream(stage.geometry, stage.channels, widths, stage.rows)
+            self.windows.append(window)
+            m.submodules[f"window{index}"] = window
+            m.d.comb += [window.pixel.eq(stream), window.valid.eq(valid)]
+            if stage.is_conv:
+                layer = self.convs[index]
+                m.submodules[f"conv{index}"] = layer
+                m.d.comb += layer.inputs.eq(window.window)
+                stream = layer.outputs
+                valid = self._delayed(m, window.out_valid, layer.latency, f"conv{index}_valid")
+            else:
+                stream, valid = self._pool(m, index, window.window, window.out_valid, stage)
+            widths = [shape_for(0, v).width for v in stage.stream_out]
+        source = self._collect(m, stream, valid)
+        for n, layer in enumerate(self.hidden):
+            m.submodules[f"layer{n}"] = layer
+            m.d.comb += layer.inputs.eq(source)
+            source = layer.outputs
+        m.submodules.output = self.output
+        m.d.comb += self.output.inputs.eq(source)
+        m.submodules.argmax = self.argmax
+        m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
+        if self.with_scores:
+            m.d.comb += self.scores.eq(self._delayed(m, self.output.scores.as_value(), self.argmax.latency, "scores"))
+        m.d.comb += self.out_valid.eq(self._delayed(m, self._head_valid, self.head_latency, "valid"))
+        return m
+
+    def _collect(self, m, stream, valid):
+        """The last map's bits that the dense layers read, each in a register written when its
+        position passes; :attr:`_head_valid` is high on the cycle after an image's last position,
+        when every register holds that image (a position of the next image is written only at
+        the end of that cycle)."""
+        geometry = self.plan.stages[-1].geometry
+        position = Signal(range(geometry.positions), name="position")
+        with m.If(valid):
+            m.d.sync += position.eq(Mux(position == geometry.positions - 1, 0, position + 1))
+        by_position = {}
+        for n, (where, channel) in enumerate(self.plan.collect):
+            by_position.setdefault(where, []).append((n, channel))
+        bits = Signal(max(len(self.plan.collect), 1), name="collected", reset_less=True)
+        for where, entries in by_position.items():
+            with m.If(valid & (position == where)):
+                m.d.sync += [bits[n].eq(stream[channel]) for n, channel in entries]
+        self._head_valid = Signal(name="head_valid")
+        m.d.sync += self._head_valid.eq(valid & (position == geometry.positions - 1))
+        self.stats["register_bits"] += len(bits) + len(position) + 1
+        return bits

@@ -1,0 +1,159 @@
+"""The window generator of a streaming stage: line buffers and the ``kh x kw`` window with padding."""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+
+__all__ = ["WindowStream"]
+
+
+class WindowStream(wiring.Component):
+    """Reads a map's pixels as they arrive in raster order and presents every window of a
+    stage, in raster order of the output positions, with the padding filled in.
+
+    The input pixels are written into ``rows`` line buffers (one :class:`~amaranth.lib.memory.Memory`
+    of ``in_w`` words, a word holding one pixel per buffered row, so that yosys maps it to block
+    or LUT RAM as it sees fit). A scanner walks the output positions; position ``(oy, ox)`` fires
+    on the first cycle after the previous one's on which the last pixel its window reads
+    (:meth:`~sbnn_hdl.streamplan.Geometry.need`) was written on an earlier cycle. Firing reads
+    the window's ``kw`` columns (one read port each), and the window's rows are chosen from the
+    buffered rows; taps in the padding hold ``pad_value``, and a constant channel holds its
+    constant inside the image. The scanner may fall behind the writer (by up to the rows that
+    :func:`~sbnn_hdl.streamplan.stream_timing` sized the buffers for), so the writer may start the
+    next image while the scanner finishes this one; and the scanner may finish an image before the
+    writer does (its last windows need not read the last rows). Both count images modulo 4 to
+    tell these apart.
+
+    Parameters
+    ----------
+    geometry : Geometry
+    channels : list of StageChannel
+        The window's channels, in the order of the window's sources.
+    widths : list of int
+        The bit width of each channel of the input stream.
+    rows : int
+        Line-buffer rows, a power of two, at least 2.
+
+    Ports
+    -----
+    pixel : In(unsigned(sum(widths)))
+        One input pixel: stream channel ``k`` in its own bits, channel 0 from bit 0 up.
+    valid : In(1)
+        ``pixel`` holds the next pixel of the input map.
+    window : Out(unsigned)
+        The window: source ``(dy*kw + dx)*len(channels) + c`` (channel ``c`` at tap ``dy, dx``)
+        in bits of its channel's width, packed from bit 0 up.
+    out_valid : Out(1)
+        ``window`` holds the window of the next output position; :attr:`latency` cycles
+        after the scanner fired.
+    """
+
+    #: Cycles from the scanner firing to ``out_valid``: the read, then the selection.
+    latency = 2
+
+    def __init__(self, geometry, channels, widths, rows):
+        if rows < 2 or rows & (rows - 1):
+            raise ValueError(f"rows: expected a power of two, at least 2, found {rows}")
+        self.geometry, self.channels, self.widths, self.rows = geometry, list(channels), list(widths), rows
+        self.offsets = [sum(self.widths[:k]) for k in range(len(self.widths))]
+        self.channel_widths = [self.widths[c.index] if c.kind == "stream" else 1 for c in self.channels]
+        kh, kw = geometry.kernel
+        super().__init__({
+            "pixel": In(unsigned(max(sum(self.widths), 1))),
+            "valid": In(1),
+            "window": Out(unsigned(max(kh * kw * sum(self.channel_widths), 1))),
+            "out_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geometry
+        (kh, kw), (h, w) = g.kernel, (g.in_h, g.in_w)
+        slot_bits = self.rows.bit_length() - 1
+        stored = [c.index for c in self.channels if c.kind == "stream"]
+        stored_width = sum(self.widths[k] for k in stored)
+
+        # The writer: the next pixel's row and column, the buffer row it goes to, its image's parity.
+        w_row, w_col = Signal(range(h), name="w_row"), Signal(range(w), name="w_col")
+        w_slot, w_img = Signal(slot_bits, name="w_slot"), Signal(2, name="w_img")
+        with m.If(self.valid):
+            with m.If(w_col == w - 1):
+                m.d.sync += [w_col.eq(0), w_slot.eq(w_slot + 1)]
+                with m.If(w_row == h - 1):
+                    m.d.sync += [w_row.eq(0), w_img.eq(w_img + 1)]
+                with m.Else():
+                    m.d.sync += w_row.eq(w_row + 1)
+            with m.Else():
+                m.d.sync += w_col.eq(w_col + 1)
+
+        # The scanner: the position it waits to fire, its image's parity and the buffer row of
+        # that image's row 0. Per output row and column, the window's geometry is a table.
+        oy, ox = Signal(range(g.out_h), name="oy"), Signal(range(g.out_w), name="ox")
+        s_img, s_slot0 = Signal(2, name="s_img"), Signal(slot_bits, name="s_slot0")
+        needs_r = [g.need(y, 0)[0] for y in range(g.out_h)]
+        needs_c = [g.need(0, x)[1] for x in range(g.out_w)]
+        need_r = Array(Const(v, range(h)) for v in needs_r)[oy]
+        need_c = Array(Const(v, range(w)) for v in needs_c)[ox]
+        fire = Signal(name="fire")
+        ahead = Signal(2, name="ahead")   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
+        m.d.comb += [ahead.eq(w_img - s_img),
+                     fire.eq((ahead == 1) | ((ahead == 0) & ((w_row > need_r) | ((w_row == need_r) & (w_col > need_c)))))]
+        with m.If(fire):
+            with m.If(ox == g.out_w - 1):
+                m.d.sync += ox.eq(0)
+                with m.If(oy == g.out_h - 1):
+                    m.d.sync += [oy.eq(0), s_img.eq(s_img + 1), s_slot0.eq(s_slot0 + h % self.rows)]
+                with m.Else():
+                    m.d.sync += oy.eq(oy + 1)
+            with m.Else():
+                m.d.sync += ox.eq(ox + 1)
+
+        # What the fired window needs: per row its buffer row and whether it is in the image,
+        # per column its address and whether it is in the image.
+        row_in = Array(Const(sum(1 << dy for dy, r in enumerate(g.rows(y)) if 0 <= r < h), kh)
+                       for y in range(g.out_h))[oy]
+        col_in = Array(Const(sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w), kw)
+                       for x in range(g.out_w))[ox]
+        top = Array(Const(g.rows(y)[0] % self.rows, slot_bits) for y in range(g.out_h))[oy]
+        v1 = Signal(name="fired")
+        rows_ok, cols_ok = Signal(kh, name="rows_in"), Signal(kw, name="cols_in")
+        slots = [Signal(slot_bits, name=f"slot{dy}") for dy in range(kh)]
+        m.d.sync += [v1.eq(fire), rows_ok.eq(row_in), cols_ok.eq(col_in)]
+        m.d.sync += [slot.eq(s_slot0 + top + dy) for dy, slot in enumerate(slots)]
+
+        columns = []
+        if stored_width:
+            memory = Memory(shape=unsigned(self.rows * stored_width), depth=w, init=[])
+            m.submodules.lines = memory
+            write = memory.write_port(granularity=stored_width)
+            pixel = Cat(*[self.pixel[self.offsets[k]:self.offsets[k] + self.widths[k]] for k in stored])
+            m.d.comb += [write.addr.eq(w_col), write.data.eq(Cat(*[pixel] * self.rows)),
+                         write.en.eq(Mux(self.valid, Const(1, self.rows) << w_slot, 0))]
+            for dx in range(kw):
+                port = memory.read_port()
+                address = Array(Const(min(max(g.cols(x)[dx], 0), w - 1), range(w)) for x in range(g.out_w))[ox]
+                m.d.comb += port.addr.eq(address)
+                columns.append(port.data)
+
+        offsets = {k: sum(self.widths[j] for j in stored[:n]) for n, k in enumerate(stored)}
+        taps = []
+        pad = g.pad_value
+        for dy in range(kh):
+            for dx in range(kw):
+                inside = rows_ok[dy] & cols_ok[dx]
+                word = columns[dx].word_select(slots[dy], stored_width) if stored_width else None
+                for channel, width in zip(self.channels, self.channel_widths):
+                    if channel.kind == "const":
+                        taps.append(Mux(inside, channel.index, pad))
+                    else:
+                        offset = offsets[channel.index]
+                        taps.append(Mux(inside, word[offset:offset + width], Const(pad, width)))
+        window = Signal(len(self.window), name="window_reg")
+        if taps:
+            m.d.sync += window.eq(Cat(*taps))
+        v2 = Signal(name="window_valid")
+        m.d.sync += v2.eq(v1)
+        m.d.comb += [self.window.eq(window), self.out_valid.eq(v2)]
+        return m
