@@ -110,10 +110,21 @@ class Geometry:
         return range(left, left + self.kernel[1])
 
     def need(self, oy, ox):
-        """``(row, col)`` of the last input pixel in raster order that window ``(oy, ox)`` reads,
-        clipped into the image (a window that reads no pixel waits for the first one)."""
-        rows, cols = self.rows(oy), self.cols(ox)
-        return (min(max(rows[-1], 0), self.in_h - 1), min(max(cols[-1], 0), self.in_w - 1))
+        """``(row, col)`` of the input pixel that window ``(oy, ox)`` waits for: the last one in
+        raster order that it reads, clipped into the image (a window that reads no pixel waits
+        for the first one). The image's last window waits for its last pixel, even when it does
+        not read it (a stride that skips the last rows or columns): so every image's output
+        comes a fixed number of cycles after its last pixel."""
+        if (oy, ox) == (self.out_h - 1, self.out_w - 1):
+            return (self.in_h - 1, self.in_w - 1)
+        return (self.last_row(oy), self.last_col(ox))
+
+    def last_row(self, oy):
+        """The last image row that the windows of output row ``oy`` read, clipped into the image."""
+        return min(max(self.rows(oy)[-1], 0), self.in_h - 1)
+
+    def last_col(self, ox):
+        return min(max(self.cols(ox)[-1], 0), self.in_w - 1)
 
 
 @dataclass(frozen=True)
@@ -136,7 +147,8 @@ class StagePlan:
     those sources, whose units are the output stream's channels. For a pool layer the output
     stream's channel ``k`` is the OR of input channel ``k`` over the window. ``outputs[j]`` says
     what the model's output channel ``j`` became: ``("const", v)``, ``("stream", k)`` or
-    ``("unread", None)``. ``rows``: the line buffer's rows (:func:`schedule`).
+    ``("unread", None)``. ``rows`` (the line buffer's rows) and ``hold`` (the cycles an image's
+    last window waits after its last pixel) are set by :func:`stream_timing`.
     """
 
     layer: object
@@ -145,6 +157,7 @@ class StagePlan:
     outputs: list
     layer_plan: object = None
     rows: int = 2
+    hold: int = 0
     report: dict = field(default_factory=dict)
 
     @property
@@ -166,9 +179,9 @@ class StreamPlan:
     as the first layer reads them; only the channels in ``stages[0].channels`` are built);
     ``collect``: the ``(position, stream channel)`` bits of the
     last stage's output that the dense layers read, in the order of their first layer's sources;
-    ``dense``: the dense layers' :class:`~sbnn_hdl.hwplan.LayerPlan`; ``image_cycles``: the
-    fewest clock cycles from one image's first pixel to the next one's that keep the latency
-    (``pixels`` when images may follow back to back); ``stream_latency``: cycles from an image's
+    ``dense``: the dense layers' :class:`~sbnn_hdl.hwplan.LayerPlan`; ``image_gap``: the fewest
+    cycles without ``valid`` between an image's last pixel and the next image's first that keep
+    the latency (0: images may follow back to back); ``stream_latency``: cycles from an image's
     last pixel (its ``valid`` cycle) to the last stage's last output (its ``valid`` cycle). Both
     are set by :func:`stream_timing`."""
 
@@ -177,7 +190,7 @@ class StreamPlan:
     stages: list
     collect: list
     dense: list
-    image_cycles: int = 0
+    image_gap: int = 0
     stream_latency: int = 0
 
     @property
@@ -311,69 +324,87 @@ def _keep_read(stage, read):
 
 
 def stream_timing(plan, delays):
-    """Fill in ``plan.image_cycles``, ``plan.stream_latency`` and each stage's line-buffer
-    ``rows`` from :func:`schedule`, given ``delays[s]``: the cycles from stage ``s``'s window
-    generator firing to its output pixel's ``valid`` (the gateware knows them).
+    """Fill in ``plan.image_gap``, ``plan.stream_latency``, and each stage's line-buffer
+    ``rows`` and ``hold`` from :func:`schedule`, given ``delays[s]``: the cycles from stage
+    ``s``'s window generator firing to its output pixel's ``valid`` (the gateware knows them).
 
-    The latency is that of a lone image; the image spacing is the smallest, from back to back
-    (or one position per cycle, if a stage has more output positions than input pixels), at
-    which four images in a row each keep it and every writer stays within one image of its
-    reader. Input that pauses only gives the stages more time, so neither the latency nor the
-    line buffers' need grows with pauses (the tests run random pauses against this)."""
+    How long a stage takes after an image's last pixel depends on how far behind it was when
+    the pixel came, which depends on the pauses in the input. So each stage's last window of an
+    image waits ``hold`` cycles after the image's last pixel: the longest it can take, which is
+    when pixels and images come back to back. With that, every image's output comes the same
+    number of cycles after its last pixel, whatever the pauses. The gap between images is the
+    smallest, from none (or enough for one position per cycle, if a stage has more output
+    positions than input pixels), at which six images in a row each keep the latency of a lone
+    image and every writer stays within one image of its reader. Pauses only give the stages
+    more time, so neither the latency nor the line buffers' need grows with them (the tests run
+    random pauses against this)."""
     geometries = [s.geometry for s in plan.stages]
     pixels = geometries[0].pixels
-    single = schedule(geometries, delays, [list(range(pixels))])
-    latency = single.last_out[0] - (pixels - 1)
     period = max([pixels] + [g.positions for g in geometries])
-    for _ in range(4 * period + 64):
-        images = [list(range(n * period, n * period + pixels)) for n in range(4)]
-        run = schedule(geometries, delays, images)
-        if run.ok and all(out - image[-1] == latency for out, image in zip(run.last_out, images)):
-            for stage, rows in zip(plan.stages, run.rows):
-                stage.rows = max(2, 1 << (max(rows, 1) - 1).bit_length())
-            plan.image_cycles, plan.stream_latency = period, latency
+    for _ in range(4 * period + 64):  # a gap of period - pixels cycles
+        images = [list(range(n * period, n * period + pixels)) for n in range(6)]
+        holds = [0] * len(geometries)
+        for _ in range(len(geometries) + 1):
+            run = schedule(geometries, delays, images, holds)
+            if run.waits == holds:
+                break
+            holds = run.waits
+        single = schedule(geometries, delays, [images[0]], holds)
+        latency = single.last_out[0] - (pixels - 1)
+        if run.ok and run.waits == holds and all(out - image[-1] == latency
+                                                 for out, image in zip(run.last_out, images)):
+            for stage, rows, hold in zip(plan.stages, run.rows, holds):
+                stage.rows, stage.hold = max(2, 1 << (max(rows, 1) - 1).bit_length()), hold
+            plan.image_gap, plan.stream_latency = period - pixels, latency
             return plan
         period += 1
-    raise HardwareError(f"layer '{plan.stages[0].layer.name}': no image spacing up to {period} cycles keeps the "
-                        f"stream's latency constant")
+    raise HardwareError(f"layer '{plan.stages[0].layer.name}': no gap between images up to {period - pixels} "
+                        f"cycles keeps the stream's latency constant")
 
 
 @dataclass
 class Schedule:
     """What :func:`schedule` found: ``fires[s]``, per stage the cycles its window generator
     fires; ``last_out``, per image the cycle of the last stage's last output; ``rows[s]`` the
-    line-buffer rows stage ``s`` needs; ``ok`` whether every stage's writer stayed within one
-    image of its reader (the gateware tells images apart by one bit)."""
+    line-buffer rows stage ``s`` needs; ``waits[s]`` the most cycles that stage ``s``'s last
+    window of an image fired after one cycle past the image's last pixel; ``ok`` whether every
+    stage's writer stayed within one image of its reader (the gateware counts images modulo 4)."""
 
     fires: list
     last_out: list
     rows: list
+    waits: list
     ok: bool
 
 
-def schedule(geometries, delays, images):
+def schedule(geometries, delays, images, holds=None):
     """The cycle model of a chain of stages fed the input pixels whose ``valid`` cycles are
     ``images`` (one sorted list of cycles per image, each of ``geometries[0].pixels`` cycles).
 
     Stage ``s`` receives pixels at cycles ``c``; the window of position ``k`` fires at the first
-    cycle after the previous one's at which its last pixel (:meth:`Geometry.need`) was received
-    on an earlier cycle; its output pixel is valid ``delays[s]`` cycles later, which is when the
+    cycle after the previous one's at which its pixel (:meth:`Geometry.need`) was received on an
+    earlier cycle, and an image's last window no earlier than ``holds[s] + 1`` cycles after the
+    image's last pixel; its output pixel is valid ``delays[s]`` cycles later, which is when the
     next stage receives it.
     """
+    holds = holds or [0] * len(geometries)
     arrivals = [c for image in images for c in image]
-    fires_all, rows_all, ok = [], [], True
-    for g, delay in zip(geometries, delays):
+    fires_all, rows_all, waits, ok = [], [], [], True
+    for g, delay, hold in zip(geometries, delays, holds):
         hw = g.pixels
         needs = [g.need(oy, ox) for oy in range(g.out_h) for ox in range(g.out_w)]
         need_index = [r * g.in_w + c for r, c in needs]
         first_row = [max(min(g.rows(oy)[0], g.in_h - 1), 0) for oy in range(g.out_h) for ox in range(g.out_w)]
         first_col = [max(min(g.cols(ox)[0], g.in_w - 1), 0) for oy in range(g.out_h) for ox in range(g.out_w)]
         count = len(arrivals) // hw
-        fires, t, rows = [], -1, 1
+        fires, t, rows, wait = [], -1, 1, 0
         for n in range(count):
             for k in range(g.positions):
                 pixel = n * hw + need_index[k]
                 t = max(t + 1, arrivals[pixel] + 1)
+                if k == g.positions - 1:
+                    t = max(t, arrivals[pixel] + 1 + hold)
+                    wait = max(wait, t - arrivals[pixel] - 1)
                 fires.append(t)
                 written = _count_before(arrivals, t)
                 ok &= written < (n + 2) * hw
@@ -382,10 +413,11 @@ def schedule(geometries, delays, images):
                 rows = max(rows, -(-(written - first_col[k]) // g.in_w) - row)
         fires_all.append(fires)
         rows_all.append(rows)
+        waits.append(wait)
         arrivals = [f + delay for f in fires]
     positions = geometries[-1].positions
     last_out = [arrivals[(n + 1) * positions - 1] for n in range(len(images))]
-    return Schedule(fires_all, last_out, rows_all, ok)
+    return Schedule(fires_all, last_out, rows_all, waits, ok)
 
 
 def _count_before(arrivals, t):

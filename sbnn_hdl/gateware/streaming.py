@@ -42,10 +42,10 @@ class StreamingCore(wiring.Component):
         The pixels of a sample come in raster order (row by row, each row left to right), and
         the next sample's first pixel follows its last.
     valid : In(1)
-        ``pixel`` holds the next pixel. It may be low on any cycle; a new sample's first pixel
-        may come on the cycle after the last one's, as long as first pixels are at least
-        :attr:`image_cycles` cycles apart (``H*W`` unless a stage has more output positions than
-        input pixels).
+        ``pixel`` holds the next pixel. It may be low on any cycle. A sample's first pixel may
+        come on the cycle after the previous sample's last one, unless a stage has more output
+        positions than input pixels: then at least :attr:`image_gap` cycles without ``valid``
+        must lie between them.
     prediction, scores, out_valid
         As for :class:`~sbnn_hdl.gateware.NetworkCore`: ``out_valid`` is high for one cycle per
         sample, exactly :attr:`latency` cycles after the cycle on which the sample's last pixel
@@ -57,8 +57,10 @@ class StreamingCore(wiring.Component):
         ``1 + plan.stream_latency + 1 + head_latency``: the input register, the stages (from the
         last pixel to the last stage's last output, :func:`~sbnn_hdl.streamplan.stream_timing`),
         the collection register, then the dense layers, the output layer and the argmax.
-    image_cycles : int
-        The fewest cycles from one sample's first pixel to the next one's.
+    image_gap : int
+        The fewest cycles without ``valid`` between a sample's last pixel and the next one's
+        first: 0 (back to back) unless a stage has more output positions than input pixels.
+        Throughput: one sample per ``pixels + image_gap`` cycles.
     pixels : int
         ``H * W``: the pixels of one sample.
     plan : StreamPlan
@@ -92,7 +94,7 @@ class StreamingCore(wiring.Component):
         self.argmax = Argmax(self.output.score_width, self.output.classes, every=1)
         self.head_latency = sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
         self.latency = 1 + plan.stream_latency + 1 + self.head_latency
-        self.image_cycles = plan.image_cycles
+        self.image_gap = plan.image_gap
         self.pixels = plan.pixels
         self.with_scores = scores
         spec = model.input
@@ -165,7 +167,7 @@ class StreamingCore(wiring.Component):
         stream, valid, widths = self._features(m)
         self.windows = []
         for index, stage in enumerate(self.plan.stages):
-            window = WindowStream(stage.geometry, stage.channels, widths, stage.rows)
+            window = WindowStream(stage.geometry, stage.channels, widths, stage.rows, stage.hold)
             self.windows.append(window)
             m.submodules[f"window{index}"] = window
             m.d.comb += [window.pixel.eq(stream), window.valid.eq(valid)]

@@ -35,6 +35,9 @@ class WindowStream(wiring.Component):
         The bit width of each channel of the input stream.
     rows : int
         Line-buffer rows, a power of two, at least 2.
+    hold : int
+        An image's last window fires no earlier than ``hold + 1`` cycles after the image's last
+        pixel was written (see :func:`~sbnn_hdl.streamplan.stream_timing`).
 
     Ports
     -----
@@ -53,10 +56,11 @@ class WindowStream(wiring.Component):
     #: Cycles from the scanner firing to ``out_valid``: the read, then the selection.
     latency = 2
 
-    def __init__(self, geometry, channels, widths, rows):
+    def __init__(self, geometry, channels, widths, rows, hold=0):
         if rows < 2 or rows & (rows - 1):
             raise ValueError(f"rows: expected a power of two, at least 2, found {rows}")
         self.geometry, self.channels, self.widths, self.rows = geometry, list(channels), list(widths), rows
+        self.hold = hold
         self.offsets = [sum(self.widths[:k]) for k in range(len(self.widths))]
         self.channel_widths = [self.widths[c.index] if c.kind == "stream" else 1 for c in self.channels]
         kh, kw = geometry.kernel
@@ -92,14 +96,22 @@ class WindowStream(wiring.Component):
         # that image's row 0. Per output row and column, the window's geometry is a table.
         oy, ox = Signal(range(g.out_h), name="oy"), Signal(range(g.out_w), name="ox")
         s_img, s_slot0 = Signal(2, name="s_img"), Signal(slot_bits, name="s_slot0")
-        needs_r = [g.need(y, 0)[0] for y in range(g.out_h)]
-        needs_c = [g.need(0, x)[1] for x in range(g.out_w)]
-        need_r = Array(Const(v, range(h)) for v in needs_r)[oy]
-        need_c = Array(Const(v, range(w)) for v in needs_c)[ox]
+        last = (oy == g.out_h - 1) & (ox == g.out_w - 1)   # waits for the last pixel (Geometry.need)
+        held = Const(0, 1)
+        if self.hold:
+            timer = Signal(range(self.hold + 1), name="hold")
+            with m.If(self.valid & (w_row == h - 1) & (w_col == w - 1)):
+                m.d.sync += timer.eq(self.hold)
+            with m.Elif(timer != 0):
+                m.d.sync += timer.eq(timer - 1)
+            held = last & (timer != 0)
+        need_r = Mux(last, h - 1, Array(Const(g.last_row(y), range(h)) for y in range(g.out_h))[oy])
+        need_c = Mux(last, w - 1, Array(Const(g.last_col(x), range(w)) for x in range(g.out_w))[ox])
         fire = Signal(name="fire")
         ahead = Signal(2, name="ahead")   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
         m.d.comb += [ahead.eq(w_img - s_img),
-                     fire.eq((ahead == 1) | ((ahead == 0) & ((w_row > need_r) | ((w_row == need_r) & (w_col > need_c)))))]
+                     fire.eq(~held & ((ahead == 1) |
+                                      ((ahead == 0) & ((w_row > need_r) | ((w_row == need_r) & (w_col > need_c))))))]
         with m.If(fire):
             with m.If(ox == g.out_w - 1):
                 m.d.sync += ox.eq(0)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ..model import ENCODINGS, MAX_BITS
 from .models import LayerPlan, random_inputs, random_model
 
-__all__ = ["models", "dense_models", "conv_models", "inputs_for"]
+__all__ = ["models", "dense_models", "conv_models", "stream_models", "inputs_for"]
 
 
 @st.composite
@@ -57,6 +57,40 @@ def conv_models(draw, *, bits=None, encoding=None):
     if h >= 2 and w >= 2 and draw(st.booleans()):
         plans.append(LayerPlan("maxpool2d", kernel=(2, 2), stride=(draw(st.integers(1, 2)),) * 2))
     plans.append(LayerPlan("dense", draw(st.integers(1, 6))))
+    return _common(draw, spec, plans)
+
+
+@st.composite
+def stream_models(draw, *, max_side=7, max_channels=3):
+    """Convolutional models as the streaming core meets them: odd and non-square images, 1 to 3
+    conv layers in a row with kernels from 1x1 to 5x5 (non-square too), stride 1 or 2, padding 0
+    to 2 with ``pad_value`` 0 or 1, max-pools 2x2 or 3x3 with stride 1 to 3 between or after
+    them, ``integer`` and ``bitplanes`` first layers, densities from empty to full, then one or
+    two dense layers."""
+    bits = draw(st.integers(1, 4))
+    spec = draw(_input(image=True, bits=bits))
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    spec["shape"] = (h, w, draw(st.integers(1, 2)))
+    if spec["encoding"] == "integer" and spec["planes"] and min(spec["planes"]) > 0:
+        pad_values = st.just(0)   # the streaming core sums the elements divided by 2**(lowest plane)
+    else:
+        pad_values = st.integers(0, 1)
+    plans, binary = [], spec["encoding"] == "bitplanes" or len(spec["planes"] or range(bits)) == 1
+    for _ in range(draw(st.integers(1, 3))):
+        if binary and h >= 2 and w >= 2 and draw(st.integers(0, 3)) == 0:
+            k = draw(st.integers(2, min(3, h, w)))
+            plans.append(LayerPlan("maxpool2d", kernel=(k, k), stride=(draw(st.integers(1, 3)),) * 2))
+            h, w = (h - k) // plans[-1].stride[0] + 1, (w - k) // plans[-1].stride[1] + 1
+            continue
+        ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+        kh = draw(st.sampled_from([k for k in (1, 2, 3, 5) if k <= h + 2 * ph]))
+        kw = draw(st.sampled_from([k for k in (1, 2, 3, 5) if k <= w + 2 * pw]))
+        sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+        plans.append(LayerPlan("conv2d", draw(st.integers(1, max_channels)), kernel=(kh, kw), stride=(sh, sw),
+                               padding=(ph, pw), pad_value=draw(pad_values if not plans else st.integers(0, 1))))
+        h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        binary = True
+    plans += [LayerPlan("dense", draw(st.integers(1, 5))) for _ in range(draw(st.integers(1, 2)))]
     return _common(draw, spec, plans)
 
 

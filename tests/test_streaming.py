@@ -1,0 +1,97 @@
+"""The streaming core of convolutional models against the golden model, in amaranth.sim: every
+score, and the exact latency from each image's last pixel, with random pauses and back to back."""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sbnn_hdl import golden
+from sbnn_hdl.gateware.streaming import StreamingCore
+from sbnn_hdl.hwplan import HardwareError
+from sbnn_hdl.model import Conv2d, Dense, InputSpec, MaxPool2d, Model
+from sbnn_hdl.simulation.pysim import simulate_core
+from sbnn_hdl.streamplan import Geometry, plan_stream, schedule
+from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+from sbnn_hdl.testing.strategies import stream_models
+
+
+def check_stream(model, x, *, every=2, idle=0.3, seed=0):
+    core = StreamingCore(model, every=every)
+    predictions, scores, latencies = simulate_core(core, x, rng=np.random.default_rng(seed), idle=idle)
+    expected = golden.infer(model, x)
+    assert scores == expected.scores.tolist()
+    assert predictions == expected.predictions.tolist()
+    assert set(latencies) == {core.latency}
+    return core
+
+
+@settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")), deadline=None)
+@given(model=stream_models(), every=st.integers(1, 3), idle=st.sampled_from([0.0, 0.0, 0.2, 0.6]),
+       seed=st.integers(0, 2**16))
+def test_random_conv_models_match_golden(model, every, idle, seed):
+    rng = np.random.default_rng(seed)
+    check_stream(model, random_inputs(rng, model.input, 5), every=every, idle=idle, seed=seed)
+
+
+def _model(rng, layers, shape=(5, 7, 2), bits=2, encoding="bitplanes", **kwargs):
+    return random_model(rng, shape=shape, bits=bits, encoding=encoding, layers=layers, **kwargs)
+
+
+@pytest.mark.parametrize("idle", [0.0, 0.4])
+def test_same_padding_conv_pool_conv_back_to_back_and_paused(idle):
+    rng = np.random.default_rng(3)
+    model = _model(rng, (LayerPlan("conv2d", 4, kernel=(3, 3), padding=(1, 1)),
+                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                         LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1), pad_value=1),
+                         LayerPlan("dense", 4)), shape=(8, 9, 1), bits=3, encoding="integer", planes=(2, 1))
+    core = check_stream(model, random_inputs(rng, model.input, 6), idle=idle)
+    assert core.image_gap == 0   # images may follow back to back
+
+
+def test_expanding_padding_spaces_images():
+    """A 1x1 kernel with padding 2 has more output positions than input pixels: the core needs
+    a gap between images of at least the difference, and says so."""
+    rng = np.random.default_rng(4)
+    model = _model(rng, (LayerPlan("conv2d", 2, kernel=(1, 1), padding=(2, 2)), LayerPlan("dense", 3)),
+                   shape=(3, 4, 1))
+    core = check_stream(model, random_inputs(rng, model.input, 4), idle=0.0)
+    assert core.image_gap >= 7 * 8 - 3 * 4
+
+
+def test_k0_kernels_cost_nothing_and_k1_kernels_are_wires():
+    rng = np.random.default_rng(5)
+    spec = InputSpec(shape=(6, 6, 2), bits=1, encoding="integer")
+    mask = np.zeros((3, 3, 3, 2), np.uint8)
+    mask[1, 1, 1, 0] = 1          # channel 1: one tap (K1 for input channel 0, K0 for channel 1)
+    mask[2, :, :, 1] = 1          # channel 2: a full kernel on input channel 1
+    conv = Conv2d("c", (6, 6, 2), mask, np.array([1, 1, 1]), np.array([0, 0, 0]), np.array([1, 1, 5]),
+                  padding=(1, 1))
+    dense = Dense("out", rng.integers(0, 2, (3, 6 * 6 * 3)), np.ones(3, np.int64), np.zeros(3, np.int64),
+                  np.zeros(3, np.int64))
+    model = Model("k", spec, [conv, dense])
+    plan = plan_stream(model).stages[0].layer_plan
+    # Channel 0 has no connection: a constant (0 >= 1 never fires), so it is not built.
+    assert plan.outputs[0] == ("const", 0)
+    wired = sorted(sum(c for _, c in unit.sources) for unit in plan.units)
+    assert wired == [1, 9]
+    check_stream(model, random_inputs(rng, spec, 4))
+
+
+def test_refuses_pad_value_one_on_an_integer_input_without_plane_zero():
+    rng = np.random.default_rng(6)
+    model = _model(rng, (LayerPlan("conv2d", 2, kernel=(3, 3), padding=(1, 1), pad_value=1), LayerPlan("dense", 2)),
+                   bits=4, encoding="integer", planes=(3, 2))
+    with pytest.raises(HardwareError, match=r"^layer 'conv2d0': expected pad_value 0 when the integer input's "
+                                            r"lowest plane read is above 0, found pad_value 1 with planes \[3, 2\]$"):
+        StreamingCore(model)
+
+
+def test_schedule_of_a_same_convolution():
+    """Windows of a 3x3 'same' convolution fire one cycle after the pixel below and to the
+    right of their centre arrives, the last row's after the image's last pixel."""
+    g = Geometry(3, 4, (3, 3), (1, 1), (1, 1))
+    run = schedule([g], [0], [list(range(12))])
+    assert run.fires[0] == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+    assert run.last_out == [17]
