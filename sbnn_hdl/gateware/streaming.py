@@ -89,6 +89,7 @@ class StreamingCore(wiring.Component):
             else:
                 delays.append(WindowStream.latency + 1)
         stream_timing(plan, delays)
+        self.stage_delays = delays
         self.hidden = [DenseLayer(p, every=every) for p in plan.dense[:-1]]
         self.output = OutputLayer(plan.dense[-1], every=every)
         self.argmax = Argmax(self.output.score_width, self.output.classes, every=1)

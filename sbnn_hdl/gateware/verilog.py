@@ -1,5 +1,6 @@
 """A model's core as Verilog: :func:`generate_verilog` elaborates a
-:class:`~sbnn_hdl.gateware.NetworkCore` and converts it, with a report (ports, input packing,
+:class:`~sbnn_hdl.gateware.NetworkCore` (dense models) or a
+:class:`~sbnn_hdl.gateware.StreamingCore` (models with conv and pool layers) and converts it, with a report (ports, input packing,
 latency, connection counts, what the planner removed, an ECP5 estimate) that describes the core
 to whoever instantiates it; :func:`estimate_model` gives the estimate alone.
 
@@ -16,12 +17,14 @@ from amaranth.lib.wiring import In
 from .. import __version__
 from ..tables import format_table
 from ..estimate import estimate_ecp5
-from ..hwplan import DEFAULT_EVERY
+from ..hwplan import DEFAULT_EVERY, HardwareError
+from ..streamplan import is_streaming
 from ..synth import rtlil_to_verilog
 from .core import NetworkCore
 from .shared import SharedModules
+from .streaming import StreamingCore
 
-__all__ = ["GeneratedCore", "generate_verilog", "estimate_model", "format_summary"]
+__all__ = ["GeneratedCore", "build_core", "generate_verilog", "estimate_model", "format_summary"]
 
 
 @dataclass(frozen=True)
@@ -41,19 +44,107 @@ def _ports(core):
     return ports
 
 
-def _report(model, core, every, resources, estimate):
-    spec = model.input
-    layers = []
-    for plan, layer in zip(core.plan.layers, [*core.hidden, core.output]):
+def build_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
+    """The core of ``model``: a :class:`StreamingCore` when it has conv or pool layers, else a
+    :class:`NetworkCore` (see there for the options). Raises
+    :class:`~sbnn_hdl.hwplan.HardwareError` for what neither can build."""
+    if not is_streaming(model):
+        return NetworkCore(model, every=every, relay=relay, scores=scores, arch=arch)
+    if arch != "sparse":
+        raise HardwareError(f"--arch: expected sparse for a model with conv2d or maxpool2d layers (the streaming "
+                            f"core has no {arch} datapath), found {arch}")
+    if relay:
+        raise HardwareError(f"--relay: expected 0 for a model with conv2d or maxpool2d layers (the streaming core "
+                            f"has no relay stages), found {relay}")
+    return StreamingCore(model, every=every, scores=scores)
+
+
+def _dense_layers(plans, layers):
+    result = []
+    for plan, layer in zip(plans, layers):
         entry = dict(name=plan.name, **plan.report, units_built=len(plan.units), uses_q=plan.uses_q,
                      wired_connections=sum(c for u in plan.units for _, c in u.sources),
                      latency=layer.latency)
-        layers.append(entry)
+        result.append(entry)
+    return result
+
+
+def _scores(core):
+    if not core.with_scores:
+        return None
+    width = core.output.score_width
+    return {"port": "scores", "classes": core.output.classes, "width": width,
+            "packing": f"class j in bits [j*{width}, (j+1)*{width}), two's complement"}
+
+
+def _stages(core):
+    stages = []
+    for stage, window, delay in zip(core.plan.stages, core.windows, core.stage_delays):
+        g, layer = stage.geometry, stage.layer
+        entry = {"name": layer.name, "kind": layer.kind, "in_shape": list(layer.in_shape),
+                 "out_shape": list(layer.out_shape), "kernel": list(g.kernel), "stride": list(g.stride),
+                 "padding": list(g.padding), "pad_value": g.pad_value,
+                 "window_channels": len(stage.channels), "line_buffer_rows": stage.rows,
+                 "line_buffer_bits": window.stats["memory_bits"], "hold": stage.hold, "latency": delay}
+        if stage.is_conv:
+            plan = stage.layer_plan
+            entry.update(channels=layer.out_channels, **{k: v for k, v in plan.report.items() if k != "neurons"},
+                         units_built=len(plan.units), uses_q=plan.uses_q,
+                         wired_connections=sum(c for u in plan.units for _, c in u.sources))
+        else:
+            entry.update(channels=layer.in_shape[2], unread_channels=stage.report.get("unread_channels", 0))
+        stages.append(entry)
+    return stages
+
+
+def _stream_report(model, core, every, resources, estimate):
+    spec = model.input
+    h, w, c = spec.shape
+    layers = _dense_layers(core.plan.dense, [*core.hidden, core.output])
+    stages = _stages(core)
+    gap = core.image_gap
+    return {
+        "name": model.name,
+        "top": model.name,
+        "kind": "stream",
+        "generator": {"sbnn_hdl": __version__, "amaranth": amaranth_version, "every": every, "relay": 0,
+                      "arch": "sparse"},
+        "latency": core.latency,
+        "throughput": f"one sample per {core.pixels + gap} clocks" + ("" if gap else " (its pixels, back to back)"),
+        "clock": {"port": "clk", "edge": "rising"},
+        "reset": {"port": "rst", "kind": "synchronous, active high; clears the stream's counters and valid pipelines"},
+        "ports": _ports(core),
+        "input": {"port": "pixel", "shape": list(spec.shape), "bits": spec.bits, "encoding": spec.encoding,
+                  "planes": list(spec.planes), "pixel_width": c * spec.bits,
+                  "packing": f"pixel channel c in bits [c*{spec.bits}, (c+1)*{spec.bits})",
+                  "order": "raster: rows from the top, each row from the left; a sample's pixels, then the next "
+                           "sample's",
+                  "pixels_per_sample": core.pixels, "image_gap": gap,
+                  "valid": "high on the cycles that carry a pixel; it may be low on any cycle"
+                           + (f"; at least {gap} cycles low between a sample's last pixel and the next "
+                              f"sample's first" if gap else "")},
+        "output": {"prediction": {"port": "prediction", "width": len(core.prediction),
+                                  "meaning": "smallest index of the largest score"},
+                   "valid": {"port": "out_valid", "meaning": f"prediction belongs to the sample whose last pixel "
+                                                             f"had valid {core.latency} cycles earlier"},
+                   "scores": _scores(core)},
+        "classes": list(model.classes) if model.classes else None,
+        "connections": {"model": model.connections,
+                        "wired": sum(l.get("wired_connections", 0) for l in [*stages, *layers])},
+        "stages": stages,
+        "layers": layers,
+        "resources": resources,
+        "estimate_ecp5": estimate,
+    }
+
+
+def _report(model, core, every, resources, estimate):
+    if isinstance(core, StreamingCore):
+        return _stream_report(model, core, every, resources, estimate)
+    spec = model.input
+    layers = _dense_layers(core.plan.layers, [*core.hidden, core.output])
     scores = None
-    if core.with_scores:
-        width = core.output.score_width
-        scores = {"port": "scores", "classes": core.output.classes, "width": width,
-                  "packing": f"class j in bits [j*{width}, (j+1)*{width}), two's complement"}
+    scores = _scores(core)
     return {
         "name": model.name,
         "top": model.name,
@@ -93,7 +184,7 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="
     """
     step = progress or (lambda message: None)
     step("planning and building the core")
-    core = NetworkCore(model, every=every, relay=relay, scores=scores, arch=arch)
+    core = build_core(model, every=every, relay=relay, scores=scores, arch=arch)
     step("elaborating and converting to Verilog")
     shared = SharedModules(model.name)
     top = amaranth_rtlil.convert(core, name=model.name, platform=shared, emit_src=False)
@@ -105,7 +196,7 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="
 def estimate_model(model, *, every=DEFAULT_EVERY, relay=0, arch="sparse"):
     """The ECP5 estimate (:func:`sbnn_hdl.estimate.estimate_ecp5`) of the core that
     :func:`generate_verilog` would build, from the elaboration alone (no Verilog conversion)."""
-    core = NetworkCore(model, every=every, relay=relay, arch=arch)
+    core = build_core(model, every=every, relay=relay, arch=arch)
     Fragment.get(core, None)  # the elaboration counts what it builds (core.resources())
     return estimate_ecp5(core.resources())
 
@@ -118,11 +209,30 @@ def format_summary(report):
              l.get("unread_neurons", 0), l["unwired_inputs"], "yes" if l["uses_q"] else "no",
              f"{l['wired_connections']:,}/{l['connections']:,}", l["latency"]] for l in report["layers"]]
     est = report["estimate_ecp5"]
-    return "\n".join([
-        f"{report['name']}: latency {report['latency']} cycles (input register, layers, argmax), "
-        f"one sample per clock, register every {report['generator']['every']} adder levels"
-        + (f", {report['generator']['relay']} relay stage(s) on each layer's inputs" if report['generator']['relay'] else ""),
-        format_table(head, rows),
-        f"wired connections {report['connections']['wired']:,} of {report['connections']['model']:,} in the model; "
-        f"ECP5 estimate {est['lut4']:,} LUT4, {est['ff']:,} FF",
-    ])
+    every = report["generator"]["every"]
+    lines = []
+    if report.get("kind") == "stream":
+        spec = report["input"]
+        lines.append(f"{report['name']}: streaming core, {spec['shape'][0]}x{spec['shape'][1]} pixels of "
+                     f"{spec['pixel_width']} bits in raster order, {report['throughput']}; latency "
+                     f"{report['latency']} cycles from a sample's last pixel to its prediction; register every "
+                     f"{every} adder levels")
+        stage_rows = [[s["name"], s["kind"], "x".join(map(str, s["in_shape"])), "x".join(map(str, s["out_shape"])),
+                       "x".join(map(str, s["kernel"])), "x".join(map(str, s["stride"])),
+                       "x".join(map(str, s["padding"])) + (f" ({s['pad_value']})" if any(s["padding"]) else ""),
+                       s.get("units_built", "-"), s.get("constant_neurons", "-"),
+                       s.get("unread_neurons", s.get("unread_channels", 0)),
+                       f"{s['wired_connections']:,}/{s['connections']:,}" if "wired_connections" in s else "-",
+                       f"{s['line_buffer_rows']} x {s['line_buffer_bits'] // max(s['line_buffer_rows'], 1):,}",
+                       s["latency"]] for s in report["stages"]]
+        lines.append(format_table(["stage", "kind", "in", "out", "kernel", "stride", "padding", "built",
+                                   "constant", "unread", "connections", "line buffer bits", "latency"], stage_rows))
+    else:
+        lines.append(f"{report['name']}: latency {report['latency']} cycles (input register, layers, argmax), "
+                     f"one sample per clock, register every {every} adder levels"
+                     + (f", {report['generator']['relay']} relay stage(s) on each layer's inputs"
+                        if report['generator']['relay'] else ""))
+    lines += [format_table(head, rows),
+              f"wired connections {report['connections']['wired']:,} of {report['connections']['model']:,} in the "
+              f"model; ECP5 estimate {est['lut4']:,} LUT4, {est['ff']:,} FF"]
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """The window generator of a streaming stage: line buffers and the ``kh x kw`` window with padding."""
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -71,6 +71,14 @@ class WindowStream(wiring.Component):
             "out_valid": Out(1),
         })
 
+    @staticmethod
+    def _table(m, name, layout, index, rows):
+        rom = Memory(shape=layout, depth=len(rows), init=rows)
+        m.submodules[name] = rom
+        port = rom.read_port(domain="comb")
+        m.d.comb += port.addr.eq(index)
+        return port.data
+
     def elaborate(self, platform):
         m = Module()
         g = self.geometry
@@ -96,6 +104,16 @@ class WindowStream(wiring.Component):
         # that image's row 0. Per output row and column, the window's geometry is a table.
         oy, ox = Signal(range(g.out_h), name="oy"), Signal(range(g.out_w), name="ox")
         s_img, s_slot0 = Signal(2, name="s_img"), Signal(slot_bits, name="s_slot0")
+        # Per output row and column, what its windows need, as tables (ROMs: continuous reads,
+        # which simulators also evaluate at time 0, unlike case statements).
+        by_row = self._table(m, "by_row", data.StructLayout({
+            "need": range(h), "inside": kh, "top": slot_bits}), oy, [
+            {"need": g.last_row(y), "inside": sum(1 << dy for dy, r in enumerate(g.rows(y)) if 0 <= r < h),
+             "top": g.rows(y)[0] % self.rows} for y in range(g.out_h)])
+        by_col = self._table(m, "by_col", data.StructLayout({
+            "need": range(w), "inside": kw, "address": data.ArrayLayout(range(w), kw)}), ox, [
+            {"need": g.last_col(x), "inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w),
+             "address": [min(max(c, 0), w - 1) for c in g.cols(x)]} for x in range(g.out_w)])
         last = (oy == g.out_h - 1) & (ox == g.out_w - 1)   # waits for the last pixel (Geometry.need)
         held = Const(0, 1)
         if self.hold:
@@ -105,8 +123,8 @@ class WindowStream(wiring.Component):
             with m.Elif(timer != 0):
                 m.d.sync += timer.eq(timer - 1)
             held = last & (timer != 0)
-        need_r = Mux(last, h - 1, Array(Const(g.last_row(y), range(h)) for y in range(g.out_h))[oy])
-        need_c = Mux(last, w - 1, Array(Const(g.last_col(x), range(w)) for x in range(g.out_w))[ox])
+        need_r = Mux(last, h - 1, by_row.need)
+        need_c = Mux(last, w - 1, by_col.need)
         fire = Signal(name="fire")
         ahead = Signal(2, name="ahead")   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
         m.d.comb += [ahead.eq(w_img - s_img),
@@ -124,11 +142,7 @@ class WindowStream(wiring.Component):
 
         # What the fired window needs: per row its buffer row and whether it is in the image,
         # per column its address and whether it is in the image.
-        row_in = Array(Const(sum(1 << dy for dy, r in enumerate(g.rows(y)) if 0 <= r < h), kh)
-                       for y in range(g.out_h))[oy]
-        col_in = Array(Const(sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w), kw)
-                       for x in range(g.out_w))[ox]
-        top = Array(Const(g.rows(y)[0] % self.rows, slot_bits) for y in range(g.out_h))[oy]
+        row_in, col_in, top = by_row.inside, by_col.inside, by_row.top
         v1 = Signal(name="fired")
         rows_ok, cols_ok = Signal(kh, name="rows_in"), Signal(kw, name="cols_in")
         slots = [Signal(slot_bits, name=f"slot{dy}") for dy in range(kh)]
@@ -145,8 +159,7 @@ class WindowStream(wiring.Component):
                          write.en.eq(Mux(self.valid, Const(1, self.rows) << w_slot, 0))]
             for dx in range(kw):
                 port = memory.read_port()
-                address = Array(Const(min(max(g.cols(x)[dx], 0), w - 1), range(w)) for x in range(g.out_w))[ox]
-                m.d.comb += port.addr.eq(address)
+                m.d.comb += port.addr.eq(by_col.address[dx])
                 columns.append(port.data)
 
         offsets = {k: sum(self.widths[j] for j in stored[:n]) for n, k in enumerate(stored)}
@@ -167,5 +180,13 @@ class WindowStream(wiring.Component):
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
+        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, v1, rows_ok, cols_ok, *slots, v2]
+        self.stats = {
+            "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if self.hold else 0),
+            # Each stored tap bit is chosen from `rows` buffered rows, then from the padding.
+            "select_bits": kh * kw * stored_width * self.rows,
+            "memory_bits": self.rows * stored_width * w,
+            "memory_read_bits": kw * self.rows * stored_width * w,
+        }
         m.d.comb += [self.window.eq(window), self.out_valid.eq(v2)]
         return m
