@@ -20,8 +20,7 @@ from ._cli import add_core_options, check_core_options, command
 from ._files import write_atomic
 from .board import BOARDS
 from .board.build import build, format_report
-from .gateware.verilog import format_summary, generate_verilog
-from .hwplan import check_supported, check_xnor
+from .gateware.verilog import check_model, format_summary, generate_verilog
 from .synth import ROUTERS
 
 __all__ = ["main"]
@@ -71,9 +70,7 @@ def main(argv=None):
         return 0
     args.output = args.output or "build"
     model = modelfile.load(args.model)
-    check_supported(model)
-    if args.arch == "xnor":
-        check_xnor(model)
+    check_model(model, arch=args.arch, relay=args.relay)
     start = time.perf_counter()
 
     def progress(message):

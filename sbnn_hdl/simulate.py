@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import golden, modelfile
 from ._cli import add_core_options, check_core_options, command, load_array, parser_for
 from ._files import save_npy
-from .hwplan import check_supported, check_xnor
+from .gateware.verilog import check_model
 from .simulation.rtl import format_mismatch, simulate
 from .simulation.tools import SIMULATORS
 
@@ -79,9 +79,7 @@ def main(argv=None):
         parser.error(f"--idle: expected a probability in [0, 1), found {args.idle}")
 
     model = modelfile.load(args.model)
-    check_supported(model)
-    if args.arch == "xnor":
-        check_xnor(model)
+    check_model(model, arch=args.arch, relay=args.relay)
     x = golden.check_inputs(model, load_array(args.inputs, "inputs"), where=f"inputs file {args.inputs!r}")
     progress = _Progress(not args.quiet)
     started = time.perf_counter()

@@ -40,9 +40,8 @@ from . import golden, modelfile
 from ._files import write_atomic
 from .board import BOARDS
 from .estimate import estimate_ecp5
-from .gateware import NetworkCore
-from .gateware.verilog import generate_verilog
-from .hwplan import DEFAULT_EVERY, HardwareError, check_supported, check_xnor
+from .gateware.verilog import build_core, check_model, generate_verilog
+from .hwplan import DEFAULT_EVERY, HardwareError
 from .synth import ToolError, place_and_route_ecp5, synth_ecp5, synth_ecp5_in_parts, tool_path
 
 __all__ = ["ULX3S_DEVICES", "DEFAULT_DEVICE", "tool_versions", "measure", "sweep", "pareto_front",
@@ -88,13 +87,18 @@ def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _figures(path, model, arch, every, relay, device, router, carry_chains, latency, estimate):
-    weights = sum(layer.mask.size for layer in model.layers)
+def _cycles_per_sample(core):
+    """Clocks per sample: 1 for a dense core, the pixels and the gap for a streaming one."""
+    return getattr(core, "pixels", 1) + getattr(core, "image_gap", 0)
+
+
+def _figures(path, model, arch, every, relay, device, router, carry_chains, latency, estimate, cycles):
+    weights = sum(layer.mask.size for layer in model.layers if hasattr(layer, "mask"))
     return {
         "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
         "relay": relay, "device": device, "router": router, "carry_chains": carry_chains,
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
-        "latency_cycles": latency, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
+        "latency_cycles": latency, "cycles_per_sample": cycles, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
     }
 
 
@@ -117,11 +121,12 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     model = modelfile.load(path)
     started = time.perf_counter()
     if synth_max is not None:
-        core = NetworkCore(model, every=every, relay=relay, arch=arch)
+        core = build_core(model, every=every, relay=relay, arch=arch)
         Fragment.get(core, None)  # the elaboration counts what it builds
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
-            result = _figures(path, model, arch, every, relay, device, router, carry_chains, core.latency, estimate)
+            result = _figures(path, model, arch, every, relay, device, router, carry_chains, core.latency, estimate,
+                              _cycles_per_sample(core))
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
     generated = generate_verilog(model, every=every, relay=relay, arch=arch)
@@ -129,7 +134,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
     result = _figures(path, model, arch, every, relay, device, router, carry_chains, generated.report["latency"],
-                      generated.report["estimate_ecp5"])
+                      generated.report["estimate_ecp5"], _cycles_per_sample(generated.core))
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
         if result["estimate_lut4"] > PARTS_ABOVE:
@@ -162,7 +167,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     fmax = result.get("fmax_mhz")
     if fmax:
         result["latency_ns"] = result["latency_cycles"] * 1000 / fmax
-        result["throughput_per_s"] = fmax * 1e6  # one inference per clock
+        result["throughput_per_s"] = fmax * 1e6 / result["cycles_per_sample"]
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -194,12 +199,12 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     for path in paths:
         data = Path(path).read_bytes()
         model = modelfile.loads(data, path=str(path))
-        check_supported(model)
+        check_model(model)
         accuracy = _accuracy(path, x, labels) if x is not None else None
         for arch in archs:
             if arch == "xnor":
                 try:
-                    check_xnor(model)
+                    check_model(model, arch=arch)
                 except HardwareError as error:
                     results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
                                     "skipped": str(error)})

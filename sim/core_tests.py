@@ -8,7 +8,8 @@ the environment variable ``SBNN_COCOTB_CONFIG``:
 ``report``  the generation report (``<name>.json``: ports, latency, output layout);
 ``inputs``  the samples, ``.npy``;
 ``outputs`` where to write what the core produced (``.npz``: ``predictions``, ``scores``, ``latencies``);
-``idle``    probability of an idle cycle before each sample; ``seed`` for the idle pattern.
+``idle``    probability of an idle cycle before each sample (a streaming core: each pixel); ``seed``
+            for the idle pattern.
 
 The test drives every sample, waits for the outputs, then checks with the scoreboard: each output
 bit-exact with the golden model, exactly ``latency`` cycles after its sample, and no output that
@@ -25,7 +26,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from sbnn_cocotb import OutputMonitor, SampleDriver, Scoreboard
+from sbnn_cocotb import OutputMonitor, PixelDriver, SampleDriver, Scoreboard
 from sbnn_hdl import load
 
 PERIOD_NS = 10
@@ -55,8 +56,12 @@ async def golden_agreement(dut):
     scoreboard = Scoreboard(model, x, report["latency"])
     monitor = OutputMonitor(dut, PERIOD_NS, score_width=layout["width"] if layout else None,
                             classes=layout["classes"] if layout else 0)
-    driver = SampleDriver(dut, model.input, PERIOD_NS, idle=config.get("idle", 0.0),
-                          rng=random.Random(config.get("seed", 0)))
+    rng = random.Random(config.get("seed", 0))
+    if report.get("kind") == "stream":  # one pixel per clock; latency from a sample's last pixel
+        driver = PixelDriver(dut, model.input, PERIOD_NS, idle=config.get("idle", 0.0), rng=rng,
+                             gap=report["input"]["image_gap"])
+    else:
+        driver = SampleDriver(dut, model.input, PERIOD_NS, idle=config.get("idle", 0.0), rng=rng)
     started = time.perf_counter()
     for index, sample in enumerate(x):
         driver.send(index, sample)

@@ -16,6 +16,8 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
@@ -23,7 +25,7 @@ from cocotb.utils import get_sim_time
 from sbnn_hdl import golden
 from sbnn_hdl.hwplan import pack_sample
 
-__all__ = ["cycle", "SampleDriver", "OutputMonitor", "Output", "Scoreboard", "Mismatch"]
+__all__ = ["cycle", "SampleDriver", "PixelDriver", "OutputMonitor", "Output", "Scoreboard", "Mismatch"]
 
 
 def cycle(period_ns):
@@ -70,6 +72,47 @@ class SampleDriver:
             dut.valid.value = 1
             await RisingEdge(dut.clk)
             self.sent.append((cycle(self.period_ns), index))
+        dut.valid.value = 0
+
+
+class PixelDriver(SampleDriver):
+    """Feeds samples into a streaming core, one pixel per clock in raster order.
+
+    ``idle`` is the probability of an idle cycle before each pixel (``pixel`` then carries
+    garbage); after a sample's last pixel come at least ``gap`` idle cycles (the core's
+    ``image_gap``). :attr:`sent` lists ``(edge, index)`` with the edge that took the sample's
+    last pixel, from which the core's latency counts.
+    """
+
+    def __init__(self, dut, spec, period_ns, *, idle=0.0, rng=None, gap=0):
+        super().__init__(dut, spec, period_ns, idle=idle, rng=rng)
+        self.gap = gap
+
+    def send(self, index, sample):
+        h, w, c = self.spec.shape
+        pixels = [pack_sample(self.spec, p) for p in np.asarray(sample).reshape(h * w, c)]
+        self._queue.append((index, pixels))
+        if self._task is None or self._task.done():
+            self._task = cocotb.start_soon(self._run())
+
+    async def _idle(self):
+        self.dut.valid.value = 0
+        self.dut.pixel.value = self.rng.getrandbits(len(self.dut.pixel))
+        await RisingEdge(self.dut.clk)
+
+    async def _run(self):
+        dut = self.dut
+        while self._queue:
+            index, pixels = self._queue.popleft()
+            for word in pixels:
+                while self.rng.random() < self.idle:
+                    await self._idle()
+                dut.pixel.value = word
+                dut.valid.value = 1
+                await RisingEdge(dut.clk)
+            self.sent.append((cycle(self.period_ns), index))
+            for _ in range(self.gap):
+                await self._idle()
         dut.valid.value = 0
 
 

@@ -17,14 +17,14 @@ from amaranth.lib.wiring import In
 from .. import __version__
 from ..tables import format_table
 from ..estimate import estimate_ecp5
-from ..hwplan import DEFAULT_EVERY, HardwareError
-from ..streamplan import is_streaming
+from ..hwplan import DEFAULT_EVERY, HardwareError, check_buildable
+from ..streamplan import is_streaming, plan_stream
 from ..synth import rtlil_to_verilog
 from .core import NetworkCore
 from .shared import SharedModules
 from .streaming import StreamingCore
 
-__all__ = ["GeneratedCore", "build_core", "generate_verilog", "estimate_model", "format_summary"]
+__all__ = ["GeneratedCore", "check_model", "build_core", "generate_verilog", "estimate_model", "format_summary"]
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,29 @@ def _ports(core):
     return ports
 
 
-def build_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
-    """The core of ``model``: a :class:`StreamingCore` when it has conv or pool layers, else a
-    :class:`NetworkCore` (see there for the options). Raises
-    :class:`~sbnn_hdl.hwplan.HardwareError` for what neither can build."""
+def check_model(model, *, arch="sparse", relay=0):
+    """Raise :class:`~sbnn_hdl.hwplan.HardwareError` unless :func:`build_core` can build ``model``
+    with these options; builds nothing (for commands that check their input before long work)."""
     if not is_streaming(model):
-        return NetworkCore(model, every=every, relay=relay, scores=scores, arch=arch)
+        check_buildable(model, arch)
+        return
     if arch != "sparse":
         raise HardwareError(f"--arch: expected sparse for a model with conv2d or maxpool2d layers (the streaming "
                             f"core has no {arch} datapath), found {arch}")
     if relay:
         raise HardwareError(f"--relay: expected 0 for a model with conv2d or maxpool2d layers (the streaming core "
                             f"has no relay stages), found {relay}")
-    return StreamingCore(model, every=every, scores=scores)
+    plan_stream(model)
+
+
+def build_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
+    """The core of ``model``: a :class:`StreamingCore` when it has conv or pool layers, else a
+    :class:`NetworkCore` (see there for the options). Raises
+    :class:`~sbnn_hdl.hwplan.HardwareError` for what neither can build (:func:`check_model`)."""
+    check_model(model, arch=arch, relay=relay)
+    if is_streaming(model):
+        return StreamingCore(model, every=every, scores=scores)
+    return NetworkCore(model, every=every, relay=relay, scores=scores, arch=arch)
 
 
 def _dense_layers(plans, layers):
