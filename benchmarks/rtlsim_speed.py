@@ -2,12 +2,14 @@
 
     ./dev python benchmarks/rtlsim_speed.py [--samples 10000] [--sim verilator|icarus] [--density 0.05]
     ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_mlp95.sbnn --inputs x.npy
+    ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_cnn.sbnn --inputs fashion-mnist
 
 Without ``--model``: a random 784-input 8-bit (integer encoding), 256-256-10 model with
 coefficients shaped as a trained SBNN exports them, and random 8-bit samples. Prints, for the
 bulk mode (vectors read inside the simulator): the generation time, the build time (first run;
 a second run finds the build cached), the simulation time and vectors/s, and checks every output
-against the golden model. ``--cocotb N`` also runs N samples through the cocotb testbench
+against the golden model. ``--inputs fashion-mnist`` takes the data set's test images (for a
+convolutional model, whose streaming core takes them one pixel per clock). ``--cocotb N`` also runs N samples through the cocotb testbench
 (driver, monitor and scoreboard in Python) and prints its vectors/s.
 """
 
@@ -17,7 +19,7 @@ import time
 
 import numpy as np
 
-from sbnn_hdl import golden, load
+from sbnn_hdl import datasets, golden, load
 from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.simulation.bulk import BulkSimulator
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
@@ -29,7 +31,8 @@ def main():
     parser.add_argument("--sim", default="verilator", choices=["verilator", "icarus"])
     parser.add_argument("--density", type=float, default=0.05)
     parser.add_argument("--model", help="a .sbnn file instead of the random model")
-    parser.add_argument("--inputs", help="its samples (.npy); default: random")
+    parser.add_argument("--inputs", help="its samples (.npy), or a data set's name for its test images; "
+                                         "default: random")
     parser.add_argument("--cache", help="build cache folder (default: a fresh temporary folder, so the "
                                         "first run builds)")
     parser.add_argument("--cocotb", type=int, default=0, metavar="N", help="also run N samples in cocotb mode")
@@ -40,7 +43,12 @@ def main():
     else:
         model = random_model(rng, shape=(784,), bits=8, density=args.density, edge_cases=False, shared_ratio=True,
                              layers=(LayerPlan("dense", 256), LayerPlan("dense", 256), LayerPlan("dense", 10)))
-    x = np.load(args.inputs)[:args.samples] if args.inputs else random_inputs(rng, model.input, args.samples)
+    if args.inputs in datasets.NAMES:
+        x = datasets.load(args.inputs).x_test.reshape(-1, *model.input.shape)[:args.samples]
+    elif args.inputs:
+        x = np.load(args.inputs)[:args.samples]
+    else:
+        x = random_inputs(rng, model.input, args.samples)
     print(f"model {model.name}: {model.input.shape} {model.input.bits}-bit {model.input.encoding}, "
           f"{model.connections:,} connections; {len(x):,} samples; simulator {args.sim}")
 
