@@ -39,13 +39,14 @@ def main(argv=None):
     parser.add_argument("--sparsity", type=float, help="target sparsity (share of 0 weights); omit for a dense BNN")
     parser.add_argument("--controller", choices=CONTROLLERS, default="ramp",
                         help="ramp: the targets move from the starting sparsity to the final ones over --ramp of "
-                             "the steps, gamma adjusted by feedback; fixed: the paper's fixed target and gamma")
+                             "the steps, the push set by feedback; fixed: the paper's fixed target and --gamma")
     parser.add_argument("--ramp", type=float, default=0.5, metavar="SHARE",
                         help="the share of the steps over which the ramp controller reaches the targets")
-    parser.add_argument("--ramp-shape", choices=RAMP_SHAPES, default="cosine", help="the ramp's shape")
+    parser.add_argument("--ramp-shape", choices=RAMP_SHAPES, default="cosine",
+                        help="progress along the ramp (geometric in density)")
     parser.add_argument("--gamma", type=float,
-                        help="Eq. 18 gamma (default: with --controller ramp 0.2, where the feedback starts; "
-                             "with fixed 0.2 up to 96.5%%, 0.4 up to 98%%, else 0.5)")
+                        help="Eq. 18 gamma, with --controller fixed only (default: 0.2 up to 96.5%%, 0.4 up to 98%%, "
+                             "else 0.5)")
     parser.add_argument("--layer-sparsity", action="append", metavar="NAME=VALUE",
                         help="a budget of its own for layer NAME (conv1, fc2, out, ...); repeatable. The other "
                              "layers' target is solved so that --sparsity is the share of all weights")
