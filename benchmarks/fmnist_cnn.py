@@ -37,7 +37,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--gamma", type=float, help="Eq. 18 gamma (default: the trainer's default)")
+    parser.add_argument("--controller", choices=("ramp", "fixed"), default="ramp",
+                        help="the trainer's sparsity controller (the results in docs/results.md predate it: fixed)")
+    parser.add_argument("--gamma", type=float, help="Eq. 18 gamma, with --controller fixed (default: the trainer's)")
     parser.add_argument("--out", default="build/cnn")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -50,9 +52,11 @@ def main():
             argv = ["python", "-m", "sbnn_hdl.train", "--data", "fashion-mnist", "--arch", args.arch,
                     "--planes", "7,6", *(["--sparsity", target] if sparsity else []), "--epochs", str(args.epochs),
                     "--train-limit", str(args.train_limit), "--threads", str(args.threads),
+                    "--controller", args.controller,
                     *(["--gamma", str(args.gamma)] if args.gamma is not None else []), "-o", output]
             config = Config(arch=args.arch, planes=[7, 6], sparsity=sparsity, epochs=args.epochs,
-                            train_limit=args.train_limit, threads=args.threads, gamma=args.gamma, name="fmnist_cnn",
+                            train_limit=args.train_limit, threads=args.threads, controller=args.controller,
+                            gamma=args.gamma, name="fmnist_cnn",
                             argv=argv)
             net, _, log = train(config, log_path=output[:-5] + ".log.json", data=data)
             export_model(net, data, config, log, output)

@@ -1,8 +1,8 @@
 """``python -m sbnn_hdl.inspect model.sbnn [--json]``: what a model holds, layer by layer.
 
 Per layer: kind, shapes, 1-valued connections, density, weight entropy (bits/weight), for conv
-layers the share of kernels with Hamming weight 0 and 1 (K0, K1), coefficient ranges, and binary
-operations against a dense BNN of the same shape. See :mod:`sbnn_hdl.stats`.
+layers the share of kernels with Hamming weight 0, 1, and 2 or more (K0, K1, K>=2), coefficient
+ranges, and binary operations against a dense BNN of the same shape. See :mod:`sbnn_hdl.stats`.
 """
 
 import argparse
@@ -35,23 +35,23 @@ def format_report(stats):
     for s in stats["layers"]:
         if "weights" not in s:
             rows.append([s["name"], s["kind"], _shape(s["in_shape"]), _shape(s["out_shape"]),
-                         "-", "-", "-", "-", "-", "-", "-", "-"])
+                         "-", "-", "-", "-", "-", "-", "-", "-", "-"])
             continue
         conv = s["kind"] == "conv2d"
         rows.append([s["name"], s["kind"], _shape(s["in_shape"]), _shape(s["out_shape"]),
                      f"{s['connections']:,}/{s['weights']:,}", f"{100 * s['density']:.2f}%",
                      f"{s['entropy_bits_per_weight']:.3f}",
-                     f"{100 * s['k0']:.1f}%" if conv else "-", f"{100 * s['k1']:.1f}%" if conv else "-",
+                     *([f"{100 * s[k]:.1f}%" for k in ("k0", "k1", "k2plus")] if conv else ["-"] * 3),
                      f"{s['bnn_ops']:,}", f"{s['sbnn_ops']:,}", f"{s['bnn_ops'] / s['sbnn_ops']:.1f}x"])
         coeffs.append([s["name"], "{}..{}".format(*s["a_range"]), "{}..{}".format(*s["b_range"]),
                        "{}..{}".format(*s["t_range"]), s["max_fan_in"], s["unconnected_neurons"],
                        "yes" if s["shared_sum_used"] else "no"])
     t = stats["totals"]
     rows.append(["total", "", "", "", f"{t['connections']:,}/{t['weights']:,}",
-                 f"{100 * t['density']:.2f}%", f"{t['entropy_bits_per_weight']:.3f}", "", "",
+                 f"{100 * t['density']:.2f}%", f"{t['entropy_bits_per_weight']:.3f}", "", "", "",
                  f"{t['bnn_ops']:,}", f"{t['sbnn_ops']:,}", f"{t['ops_reduction']:.1f}x"])
     out += ["", format_table(["layer", "kind", "in", "out", "connections", "density", "bits/w",
-                        "K0", "K1", "BNN ops", "SBNN ops", "saving"], rows)]
+                        "K0", "K1", "K>=2", "BNN ops", "SBNN ops", "saving"], rows)]
     out += ["", format_table(["layer", "a", "b", "t", "max fan-in", "unconnected", "uses q"], coeffs)]
     out += ["", "BNN ops: 2 per weight (XNOR + popcount); SBNN ops: 1 per connection + the shared "
                 "input sum q; conv layers count every output position."]

@@ -1,5 +1,6 @@
-"""Per-layer statistics of a model: sparsity, weight entropy, kernel Hamming weights, coefficient
-ranges and binary operations against a dense BNN of the same shape.
+"""Per-layer statistics of a model: sparsity, weight entropy, kernel Hamming weights (for conv
+layers the shares K0, K1 and K>=2 of kernels with no, one, and two or more connections: ``k0``,
+``k1``, ``k2plus``), coefficient ranges and binary operations against a dense BNN of the same shape.
 
 Binary operations follow the SBNN paper (Section 3.5): a dense BNN spends 2 per weight (an XNOR
 and a popcount step); an SBNN spends 1 per 1-valued connection plus the shared input sum ``q``
@@ -52,7 +53,8 @@ def layer_stats(layer):
         hamming = layer.kernel_hamming_weights
         stats.update(kernel=list(layer.kernel), stride=list(layer.stride),
                      padding=list(layer.padding), pad_value=layer.pad_value,
-                     k0=float((hamming == 0).mean()), k1=float((hamming == 1).mean()))
+                     k0=float((hamming == 0).mean()), k1=float((hamming == 1).mean()),
+                     k2plus=float((hamming >= 2).mean()))
     return stats
 
 

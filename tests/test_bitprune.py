@@ -185,7 +185,8 @@ def test_command_end_to_end(checkpoint, tmp_path, digits):
     model = load(out)
     assert list(model.input.planes) == report["exported"]["planes"]
     assert model.input.encoding == encoding
-    assert model.layers[0].mask.shape[1] == 64 * (len(chosen["planes"]) if encoding == "bitplanes" else 1)
+    exported = report["exported"]["planes"]  # the chosen set, or a smaller one that fine-tuning kept within budget
+    assert model.layers[0].mask.shape[1] == 64 * (len(exported) if encoding == "bitplanes" else 1)
     assert model.metadata["bitprune"]["from_planes"] == [3, 2, 1, 0]
     assert model.metadata["command"].startswith("python -m sbnn_hdl.bitprune")
     x = digits.x_test.reshape(len(digits.x_test), -1)

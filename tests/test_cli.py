@@ -15,7 +15,7 @@ EXAMPLE = "examples/digits.sbnn"
 
 
 def _conv_model():
-    # Four 2x2 kernels per (out, in) pair: Hamming weights [[0, 1], [4, 2]] -> K0 = K1 = 1/4.
+    # Four 2x2 kernels per (out, in) pair: Hamming weights [[0, 1], [4, 2]] -> K0 = K1 = 1/4, K>=2 = 1/2.
     mask = np.zeros((2, 2, 2, 2), np.uint8)
     mask[0, 0, 0, 1] = 1
     mask[1, :, :, 0] = 1
@@ -32,7 +32,7 @@ def test_conv_statistics():
     assert conv["weights"] == 16 and conv["connections"] == 7
     assert conv["density"] == pytest.approx(7 / 16)
     assert conv["entropy_bits_per_weight"] == pytest.approx(binary_entropy(7 / 16))
-    assert conv["k0"] == 0.25 and conv["k1"] == 0.25
+    assert conv["k0"] == 0.25 and conv["k1"] == 0.25 and conv["k2plus"] == 0.5
     assert conv["a_range"] == [-2, 1] and conv["b_range"] == [0, 3] and conv["t_range"] == [0, 1]
     # 4 output positions; BNN: 2 ops x 16 weights; SBNN: 7 connections + an 8-input window sum q.
     assert conv["bnn_ops"] == 2 * 16 * 4 and conv["sbnn_ops"] == (7 + 8) * 4
@@ -55,13 +55,22 @@ def test_inspect_report_on_example(capsys):
     assert "total                  1,018/4,736   21.49%" in out
 
 
+def test_inspect_report_of_a_conv_layer(tmp_path, capsys):
+    save(_conv_model(), tmp_path / "c.sbnn")
+    assert inspect_cli.main([str(tmp_path / "c.sbnn")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "density  bits/w     K0     K1   K>=2  BNN ops" in out[3]
+    assert out[5] == ("conv   conv2d  3x3x2  2x2x2         7/16   43.75%   0.989  25.0%  25.0%  50.0%      128"
+                      "        60    2.1x")
+
+
 def test_inspect_json(tmp_path, capsys):
     save(_conv_model(), tmp_path / "c.sbnn")
     assert inspect_cli.main([str(tmp_path / "c.sbnn"), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["name"] == "convnet" and stats["classes"] == ["a", "b"]
     assert [l["kind"] for l in stats["layers"]] == ["conv2d", "dense"]
-    assert stats["layers"][0]["k1"] == 0.25
+    assert stats["layers"][0]["k1"] == 0.25 and stats["layers"][0]["k2plus"] == 0.5
     assert stats == json.loads(json.dumps(model_stats(_conv_model())))
 
 

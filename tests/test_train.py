@@ -15,8 +15,8 @@ torch = pytest.importorskip("torch")
 
 from sbnn_hdl import datasets, golden, load  # noqa: E402
 from sbnn_hdl.train.fold import ExportError, fold_hidden, fold_output, verify, Folded  # noqa: E402
-from sbnn_hdl.train import quant  # noqa: E402
-from sbnn_hdl.train.loop import Config, augment, export_model, train  # noqa: E402
+from sbnn_hdl.train import controller, quant  # noqa: E402
+from sbnn_hdl.train.loop import Config, TrainError, augment, export_model, load_net, train  # noqa: E402
 from sbnn_hdl.train.nets import parse_arch  # noqa: E402
 
 
@@ -216,8 +216,11 @@ def test_same_seed_same_model(tmp_path, digits):
                            .binary_layers[0].weight)
 
 
-def test_resume_continues_exactly(tmp_path, digits):
-    config = dict(arch="mlp:24", sparsity=0.8, mixup=0.4, **{**TINY, "epochs": 3})
+@pytest.mark.parametrize("arch, controller_mode", [("mlp:24", "ramp"), ("cnn:4,p,fc16", "ramp"),
+                                                   ("mlp:24", "fixed")])
+def test_resume_continues_exactly(tmp_path, digits, arch, controller_mode):
+    # The ramp ends half-way through epoch 2: the resumed epoch 3 runs on the feedback's saved state.
+    config = dict(arch=arch, sparsity=0.8, mixup=0.4, controller=controller_mode, **{**TINY, "epochs": 3})
     straight, _, log = train(Config(**config), progress=False, data=digits)
     ckpt = tmp_path / "run.ckpt"
     train(Config(**config), checkpoint=ckpt, progress=False, data=digits, stop_after=2)
@@ -225,13 +228,36 @@ def test_resume_continues_exactly(tmp_path, digits):
     assert [e["epoch"] for e in log2] == [1, 2, 3]
     for x, y in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(x, y)
+    assert log2[-1]["groups"] == log[-1]["groups"]  # the controller's pushes and lambdas too
     with pytest.raises(Exception, match="expected the settings of this run"):
         train(Config(**{**config, "seed": 9}), checkpoint=ckpt, resume=True, progress=False, data=digits)
     # Tensors and plain data only: the safe loader (weights_only=True) reads it.
     state = torch.load(ckpt, weights_only=True)
-    assert sorted(state) == ["config", "epoch", "log", "model", "optimizer"]
+    assert sorted(state) == ["config", "controller", "epoch", "log", "model", "optimizer"]
+    assert sorted(state["controller"]) == ["ms", "push", "start"]
     assert state["config"] == {**config, **{k: v for k, v in state["config"].items() if k not in config}}
     assert state["epoch"] == 2 and [e["epoch"] for e in state["log"]] == [1, 2, 3]  # as the resumed run ended
+
+
+def test_checkpoint_from_before_the_controller(tmp_path, digits):
+    """A checkpoint written before the controller existed (no controller settings or state) was a
+    fixed-gamma run with one budget: it loads as one, and resumes as one, exactly."""
+    config = dict(arch="cnn:4,p,fc16", sparsity=0.8, controller="fixed", **{**TINY, "epochs": 3})
+    straight, *_ = train(Config(**config), progress=False, data=digits)
+    ckpt = tmp_path / "old.ckpt"
+    train(Config(**config), checkpoint=ckpt, progress=False, data=digits, stop_after=2)
+    state = torch.load(ckpt, weights_only=True)
+    new = ("controller", "ramp", "ramp_shape", "layer_sparsity", "edge_budgets")
+    state["config"] = {k: v for k, v in state["config"].items() if k not in new}
+    del state["controller"]
+    torch.save(state, ckpt)
+    assert load_net(ckpt, data=digits)[1].controller == "fixed"
+    with pytest.raises(TrainError, match="differing: gamma 0.2, here None; controller 'fixed', here 'ramp'; "
+                                         "edge_budgets False, here True"):  # today's default is the ramp
+        train(Config(**{**config, "controller": "ramp"}), checkpoint=ckpt, resume=True, progress=False, data=digits)
+    resumed, *_ = train(Config(**config), checkpoint=ckpt, resume=True, progress=False, data=digits)
+    for x, y in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(x, y)
 
 
 def test_augment_shifts_and_flips_whole_images():
@@ -258,6 +284,155 @@ def test_augmented_training_exports_exactly(tmp_path, digits):
         report["accuracy"]
     straight, *_ = train(Config(arch="mlp:16", sparsity=0.7, **TINY), progress=False, data=digits)
     assert not torch.equal(net.binary_layers[0].weight, straight.binary_layers[0].weight)
+
+
+# --- the sparsity controller ---------------------------------------------------------------------
+
+def test_budgets_solve_the_rest_so_the_total_is_the_target():
+    layers = [("conv1", 288), ("conv2", 4608), ("conv3", 9216), ("out", 2880)]
+    groups = controller.budgets(layers, 0.9)
+    assert [(name, members) for name, members, _ in groups] == [("conv1", ["conv1"]), ("out", ["out"]),
+                                                                 ("rest", ["conv2", "conv3"])]
+    targets = {name: target for name, _, target in groups}
+    d, middle = 0.1, 4608 + 9216
+    # The default rule: D + min(sqrt(D) - D, D*R/(4*N_e)).
+    assert 1 - targets["conv1"] == pytest.approx(math.sqrt(d))  # small: the sqrt(D) term
+    assert 1 - targets["out"] == pytest.approx(d + d * middle / (4 * 2880))  # the quarter-of-the-middle cap
+    zeros = sum(targets[name if name in targets else "rest"] * n for name, n in layers)
+    assert zeros / sum(n for _, n in layers) == pytest.approx(0.9)
+    # An override wins over the rule, and the rest is solved again.
+    groups = controller.budgets(layers, 0.9, {"out": 0.95, "conv2": 0.8})
+    targets = {name: target for name, _, target in groups}
+    assert targets["out"] == 0.95 and targets["conv2"] == 0.8 and [m for n, m, _ in groups if n == "rest"] == [["conv3"]]
+    zeros = sum(targets.get(name, targets["rest"]) * n for name, n in layers)
+    assert zeros / sum(n for _, n in layers) == pytest.approx(0.9)
+
+
+def test_budgets_rule_spares_big_first_layers_and_two_layer_nets():
+    mlp = [("fc1", 802816), ("fc2", 65536), ("out", 2560)]
+    assert [name for name, _, _ in controller.budgets(mlp, 0.95)] == ["out", "rest"]  # fc1 holds most weights
+    assert controller.budgets([("fc1", 1000), ("out", 100)], 0.9) == [("all", ["fc1", "out"], 0.9)]
+    assert controller.budgets(mlp, 0.95, edges=False) == [("all", ["fc1", "fc2", "out"], 0.95)]
+    # Overrides on every layer but the rule's: the rule yields, those layers take the rest.
+    groups = controller.budgets([("conv1", 288), ("conv2", 4608), ("out", 2880)], 0.9, {"conv2": 0.92})
+    assert [(name, members) for name, members, _ in groups] == [("conv2", ["conv2"]), ("rest", ["conv1", "out"])]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"conv9": 0.5}, "expected a layer name of this network (conv1, conv2, out), found 'conv9'"),
+    ({"conv2": 0.5}, "expected budgets that leave the other layers (conv1, out) a target strictly between 0 and 1 "
+                     "for a total of 0.9, found 1.4818"),
+    ({"conv1": 0.9, "conv2": 0.9, "out": 0.8},
+     "expected a layer without a budget of its own to take the rest of the global 0.9, found every layer listed "
+     "(their budgets give 0.8630)"),
+])
+def test_budgets_that_cannot_be_met(overrides, message):
+    with pytest.raises(controller.BudgetError) as error:
+        controller.budgets([("conv1", 288), ("conv2", 4608), ("out", 2880)], 0.9, overrides)
+    assert str(error.value) == message
+
+
+def test_ramp_schedule():
+    ramp = controller.SparsityController([("all", [0], 0.99)], [1000], mode="ramp", gamma=None, ramp=0.5,
+                                         shape="cosine", total_steps=100)
+    ramp.start_from([(500, 1000)])
+    steps = [ramp.scheduled("all", 0.99, step) for step in range(100)]
+    assert steps[0] == pytest.approx(0.5, abs=0.005) and steps[49] == steps[-1] == pytest.approx(0.99)
+    assert all(a < b for a, b in zip(steps[:50], steps[1:50]))
+    # Geometric in density: half-way along the cosine, the density is the geometric mean.
+    assert 1 - steps[24] == pytest.approx(math.sqrt(0.5 * 0.01))
+    fixed = controller.SparsityController([("all", [0], 0.99)], [1000], mode="fixed", gamma=0.5, ramp=0.5,
+                                          shape="cosine", total_steps=100)
+    assert {fixed.scheduled("all", 0.99, step) for step in range(100)} == {0.99}
+    assert controller.ramp_share(0.25, "linear") == 0.25 and controller.ramp_share(2, "cosine") == 1
+
+
+def test_fixed_controller_is_the_papers_regulariser():
+    """One budget, fixed gamma: the term is Eq. 18's lambda times Eq. 16's j, as before the controller."""
+    w = torch.tensor([[0.5, -0.5, 0.2], [-0.1, 2.0, 0.3]], requires_grad=True)
+    task = torch.tensor(1.3)
+    fixed = controller.SparsityController([("all", [0, 1], 0.7)], [3, 3], mode="fixed", gamma=0.2, ramp=0.5,
+                                          shape="cosine", total_steps=10)
+    wbars = [quant.binary_sign(w[0], "ste"), quant.binary_sign(w[1], "ste")]
+    term, used = fixed.penalty(task, wbars, 0)
+    j = quant.sparsity_penalty(wbars, 0.7)
+    lam = quant.eq18_lambda(task, j, 0.2)
+    assert float(term.detach()) == float(lam * j.detach()) and used == {"all": lam}
+    config = Config(data="digits", controller="fixed", sparsity=0.7)
+    config.check(4)
+    assert config.gamma == 0.2 and config.edge_budgets is False
+
+
+def test_ramp_controller_pushes_by_the_task_gradient():
+    """A group behind its schedule gets kappa * sigma on every weight, sigma the RMS of the task's
+    gradient over the group; the feedback raises kappa while behind and lowers it while ahead."""
+    ramp = controller.SparsityController([("all", [0], 0.5)], [4], mode="ramp", gamma=None, ramp=0.0,
+                                         shape="cosine", total_steps=10)
+    ramp.start_from([(2, 4)])
+    w = torch.tensor([0.5, 0.4, 0.3, -0.2], requires_grad=True)
+    term, used = ramp.penalty(torch.tensor(1.0), [quant.binary_sign(w, "ste")], 0)
+    assert term == 0.0 and used == {"all": 0.0}  # no sigma yet: no push at the first step
+    assert ramp.push["all"] == pytest.approx(controller.PUSH_START * math.exp(controller.FEEDBACK_RATE))
+    ramp.observe([torch.tensor([0.3, -0.4, 0.0, 0.0])])  # task gradient RMS 0.25
+    kappa = ramp.push["all"]
+    term, used = ramp.penalty(torch.tensor(1.0), [quant.binary_sign(w, "ste")], 1)
+    term.backward()
+    assert w.grad.tolist() == pytest.approx([kappa * 0.25] * 4)
+    ramp.observe([w.grad + torch.tensor([0.3, -0.4, 0.0, 0.0])])  # the push is taken out again
+    assert ramp.ms[0] == pytest.approx(0.25 ** 2)
+    w2 = torch.tensor([-0.5, -0.4, -0.3, 0.2])  # ahead: no push, kappa shrinks
+    before = ramp.push["all"]
+    assert ramp.penalty(torch.tensor(1.0), [quant.sign(w2)], 2) == (0.0, {"all": 0.0})
+    assert ramp.push["all"] == pytest.approx(before * math.exp(-controller.FEEDBACK_RATE * controller.FEEDBACK_DOWN))
+
+
+DIGITS = dict(data="digits", epochs=4, batch_size=64, seed=3, threads=1)  # the whole training split: 84 steps
+
+
+@pytest.mark.parametrize("arch", ["mlp:64,32", "cnn:8,p,16,p,fc32"])
+@pytest.mark.parametrize("target", [0.5, 0.95])
+def test_ramp_controller_reaches_the_target(digits, arch, target):
+    net, _, log = train(Config(arch=arch, sparsity=target, **DIGITS), progress=False, data=digits)
+    last = log[-1]
+    # Eq. 16 is one-sided: a net that is sparser on its own is not pushed back (at 50% some are).
+    assert target - 0.02 <= last["sparsity"] <= max(target + 0.02, log[0]["sparsity"])
+    assert last["target"] == pytest.approx(target)  # the ramp is over, the groups' targets add up to it
+    for name, group in last["groups"].items():
+        assert group["sparsity"] >= group["target"] - 0.02, name
+    for entry in log:  # no layer emptied at any point: the budget never asks for it
+        assert all(figures["sparsity"] < 1 for figures in entry["layers"].values()), entry["epoch"]
+        assert entry["target"] <= target + 1e-9 and 0 <= entry["gamma"] < 1
+        assert set(entry["groups"]["rest"]) == {"layers", "target", "scheduled", "sparsity", "lambda", "push"}
+    assert [e["target"] for e in log] == sorted(e["target"] for e in log)
+
+
+def test_per_layer_budgets_are_met(digits):
+    config = Config(arch="cnn:8,p,16,p,fc32", sparsity=0.9, layer_sparsity={"conv1": 0.6, "fc1": 0.95}, **DIGITS)
+    net, _, log = train(config, progress=False, data=digits)
+    groups = log[-1]["groups"]
+    assert {name: group["layers"] for name, group in groups.items()} == {
+        "conv1": ["conv1"], "fc1": ["fc1"], "out": ["out"], "rest": ["conv2"]}  # out: the default rule
+    assert groups["conv1"]["target"] == 0.6 and groups["fc1"]["target"] == 0.95
+    for name, group in groups.items():
+        assert group["target"] - 0.02 <= group["sparsity"] <= group["target"] + 0.03, name
+    assert log[-1]["sparsity"] == pytest.approx(0.9, abs=0.02)
+    # The log's kernel shares are those of the weights' signs.
+    mask = net.binary_layers[1].weight >= 0
+    hamming = mask.sum(dim=(2, 3))
+    figures = log[-1]["layers"]["conv2"]
+    assert figures["k0"] == float((hamming == 0).float().mean()) and figures["k1"] == float((hamming == 1).float().mean())
+    assert figures["k0"] + figures["k1"] + figures["k2plus"] == pytest.approx(1)
+    assert "k0" not in log[-1]["layers"]["fc1"]
+
+
+def test_controller_settings_are_checked():
+    with pytest.raises(TrainError, match=r"^option --gamma: expected --controller fixed as well \(the ramp controller "
+                                         r"sets its push by feedback\), found --controller ramp$"):
+        Config(data="digits", sparsity=0.9, gamma=0.3).check(4)
+    with pytest.raises(TrainError, match=r"^option --layer-sparsity: expected --sparsity as well"):
+        Config(data="digits", layer_sparsity={"fc1": 0.5}).check(4)
+    with pytest.raises(TrainError, match=r"^option --ramp: expected a share of the steps in \[0, 1\], found 1.5$"):
+        Config(data="digits", sparsity=0.9, ramp=1.5).check(4)
 
 
 # --- command line -----------------------------------------------------------------------------------
@@ -291,6 +466,12 @@ def test_train_and_export_cli(tmp_path):
      "sbnn_hdl.train: error: output 'nowhere/x.sbnn': expected an existing folder '{tmp}/nowhere', found none"),
     (["sbnn_hdl.train", "--data", "digits", "--shift", "-1", "-o", "x.sbnn"],
      "sbnn_hdl.train: error: option --shift: expected a number of pixels, 0 or more, found -1"),
+    (["sbnn_hdl.train", "--data", "digits", "--arch", "mlp:16,8", "--sparsity", "0.9", "--layer-sparsity", "fc1=0.8",
+      "--layer-sparsity", "conv1=0.5", "--threads", "1", "-o", "x.sbnn"],
+     "sbnn_hdl.train: error: option --layer-sparsity: expected a layer name of this network (fc1, fc2, out), "
+     "found 'conv1'"),
+    (["sbnn_hdl.train", "--data", "digits", "--sparsity", "0.9", "--layer-sparsity", "fc1:0.5", "-o", "x.sbnn"],
+     "sbnn_hdl.train: error: option --layer-sparsity: expected NAME=VALUE such as conv1=0.5, found 'fc1:0.5'"),
     (["sbnn_hdl.export", "missing.ckpt", "-o", "x.sbnn"],
      "sbnn_hdl.export: error: checkpoint 'missing.ckpt': expected a checkpoint file, found no such file"),
 ])

@@ -11,7 +11,8 @@ import sys
 
 from .._cli import command
 from ..datasets import NAMES
-from .loop import Config, TrainError, export_model, summary, train
+from .controller import CONTROLLERS, RAMP_SHAPES
+from .loop import Config, TrainError, export_model, parse_layer_sparsity, summary, train
 from .quant import DOMAINS, STES
 
 __all__ = ["main"]
@@ -36,7 +37,23 @@ def main(argv=None):
     parser.add_argument("--domain", choices=DOMAINS, default="learned", help="binary weight domain")
     parser.add_argument("--ste", choices=STES, default="ste", help="activation gradient estimator")
     parser.add_argument("--sparsity", type=float, help="target sparsity (share of 0 weights); omit for a dense BNN")
-    parser.add_argument("--gamma", type=float, help="Eq. 18 gamma (default: 0.2 up to 96.5%%, 0.4 up to 98%%, else 0.5)")
+    parser.add_argument("--controller", choices=CONTROLLERS, default="ramp",
+                        help="ramp: the targets move from the starting sparsity to the final ones over --ramp of "
+                             "the steps, the push set by feedback; fixed: the paper's fixed target and --gamma")
+    parser.add_argument("--ramp", type=float, default=0.5, metavar="SHARE",
+                        help="the share of the steps over which the ramp controller reaches the targets")
+    parser.add_argument("--ramp-shape", choices=RAMP_SHAPES, default="cosine",
+                        help="progress along the ramp (geometric in density)")
+    parser.add_argument("--gamma", type=float,
+                        help="Eq. 18 gamma, with --controller fixed only (default: 0.2 up to 96.5%%, 0.4 up to 98%%, "
+                             "else 0.5)")
+    parser.add_argument("--layer-sparsity", action="append", metavar="NAME=VALUE",
+                        help="a budget of its own for layer NAME (conv1, fc2, out, ...); repeatable. The other "
+                             "layers' target is solved so that --sparsity is the share of all weights")
+    parser.add_argument("--edge-budgets", choices=("on", "off"),
+                        help="the default rule: gentler budgets of their own for the first and last layers when "
+                             "they hold fewer weights than the middle layers (default: on with --controller ramp, "
+                             "off with fixed)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine schedule to 0)")
@@ -63,6 +80,9 @@ def main(argv=None):
             raise TrainError(f"output {path!r}: expected an existing folder {folder!r}, found none")
     config = Config(data=args.data, arch=args.arch, encoding=args.encoding, planes=args.planes,
                     domain=args.domain, ste=args.ste, sparsity=args.sparsity, gamma=args.gamma,
+                    controller=args.controller, ramp=args.ramp, ramp_shape=args.ramp_shape,
+                    layer_sparsity=parse_layer_sparsity(args.layer_sparsity),
+                    edge_budgets=None if args.edge_budgets is None else args.edge_budgets == "on",
                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mixup=args.mixup,
                     shift=args.shift, flip=args.flip,
                     seed=args.seed, threads=args.threads, pad_value=args.pad_value, name=args.name,

@@ -1,12 +1,15 @@
-"""The training loop: Adam with a cosine schedule, the Eq. 18 sparsity regulariser, optional
+"""The training loop: Adam with a cosine schedule, the sparsity regulariser (Eq. 16 to 18, driven by
+:mod:`.controller`: a ramp with feedback by default, or the paper's fixed gamma), optional
 data augmentation (random shifts and horizontal flips) and mixup, a JSON log per epoch,
 checkpoints every epoch with exact resume, and the export.
 
 Determinism: the weights are initialised from ``torch.manual_seed(seed)``; epoch ``e`` shuffles
 (and draws augmentation and mixup) from ``numpy.random.default_rng([seed, e])``; the learning
-rate and IR-Net's ``t`` are functions of the step number. A run resumed from the checkpoint of epoch ``e`` thus
-continues exactly as the uninterrupted run, and the same seed, data and thread count give the
-same model (``torch.use_deterministic_algorithms``).
+rate, IR-Net's ``t`` and the sparsity controller's schedule are functions of the step number, and
+the controller's own state (the starting sparsities, its pushes and gradient averages) is saved
+in every checkpoint. A run resumed from the checkpoint of epoch ``e`` thus continues exactly as
+the uninterrupted run, and the same seed, data and thread count give the same model
+(``torch.use_deterministic_algorithms``).
 """
 
 import io
@@ -34,10 +37,11 @@ from ..errors import SbnnError
 from .fold import check_agreement, exact_scores, fold, to_model
 from ..stats import binary_entropy
 from .nets import SbnnNet, encode_batch, input_spec, parse_arch
-from .quant import DOMAINS, STES, eq18_lambda, ir_net_t, sparsity_penalty
+from .controller import CONTROLLERS, RAMP_SHAPES, BudgetError, SparsityController, budgets, kernel_shares
+from .quant import DOMAINS, STES, ir_net_t
 
-__all__ = ["TrainError", "Config", "default_gamma", "augment", "build_net", "train", "load_net", "export",
-           "export_checkpoint"]
+__all__ = ["TrainError", "Config", "default_gamma", "parse_layer_sparsity", "augment", "build_net", "budget_groups",
+           "train", "load_net", "export", "export_checkpoint"]
 
 
 class TrainError(SbnnError):
@@ -45,10 +49,36 @@ class TrainError(SbnnError):
 
 
 def default_gamma(sparsity):
-    """The Eq. 18 ``gamma`` used when none is given (see docs/training.md for how it was chosen)."""
+    """The Eq. 18 ``gamma`` of the fixed controller when none is given (see docs/training.md for
+    how it was chosen)."""
     if sparsity is None:
         return 0.0
     return 0.2 if sparsity <= 0.965 else 0.4 if sparsity <= 0.98 else 0.5
+
+
+def parse_layer_sparsity(items):
+    """``["conv1=0.5", "out=0.8"]`` (``--layer-sparsity``, repeatable) -> ``{"conv1": 0.5, "out": 0.8}``;
+    None for none. Raises :class:`TrainError` for a malformed item or a layer named twice."""
+    if not items:
+        return None
+    targets = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            target = float(value)
+        except ValueError:
+            target = None
+        if not name or target is None:
+            raise TrainError(f"option --layer-sparsity: expected NAME=VALUE such as conv1=0.5, found {item!r}")
+        if name in targets:
+            raise TrainError(f"option --layer-sparsity: expected each layer once, found {name!r} twice")
+        targets[name] = target
+    return targets
+
+
+#: Settings that a checkpoint written before they existed implies: those runs had the fixed
+#: controller with one global budget (the dataclass defaults would make them ramp runs).
+_LEGACY = {"controller": "fixed", "edge_budgets": False}
 
 
 @dataclass
@@ -62,7 +92,12 @@ class Config:
     domain: str = "learned"
     ste: str = "ste"
     sparsity: float = None       # target share of 0-valued weights; None: a dense BNN
-    gamma: float = None          # None: default_gamma(sparsity)
+    gamma: float = None          # fixed controller: Eq. 18's gamma, None: default_gamma(sparsity)
+    controller: str = "ramp"     # "ramp" (schedule + feedback) or "fixed" (the paper's fixed gamma)
+    ramp: float = 0.5            # the share of the steps over which the ramp controller's targets move
+    ramp_shape: str = "cosine"   # "cosine" or "linear"
+    layer_sparsity: dict = None  # {layer name: target}: layers with budgets of their own
+    edge_budgets: bool = None    # the default rule for the first and last layers; None: on with the ramp
     epochs: int = 15
     batch_size: int = 256
     lr: float = 2e-3
@@ -75,6 +110,15 @@ class Config:
     name: str = None
     train_limit: int = None      # use only the first N training samples (tests)
     argv: list = field(default_factory=list)
+
+    @classmethod
+    def from_saved(cls, settings):
+        """The Config of a checkpoint's ``settings`` (a dict); one written before the controller
+        existed gets the settings it was trained with (:data:`_LEGACY`), not today's defaults.
+        Raises TypeError for unknown keys."""
+        if "controller" not in settings:
+            settings = {**_LEGACY, **settings}
+        return cls(**settings)
 
     def check(self, bits):
         def bad(key, expected, found):
@@ -93,6 +137,21 @@ class Config:
             raise bad("sparsity", "a share strictly between 0 and 1", self.sparsity)
         if self.gamma is not None and not 0 <= self.gamma < 1:
             raise bad("gamma", "a value in [0, 1)", self.gamma)
+        if self.controller not in CONTROLLERS:
+            raise bad("controller", " or ".join(CONTROLLERS), repr(self.controller))
+        if self.gamma is not None and self.controller != "fixed":
+            raise bad("gamma", "--controller fixed as well (the ramp controller sets its push by feedback)",
+                      f"--controller {self.controller}")
+        if not 0 <= self.ramp <= 1:
+            raise bad("ramp", "a share of the steps in [0, 1]", self.ramp)
+        if self.ramp_shape not in RAMP_SHAPES:
+            raise bad("ramp-shape", " or ".join(RAMP_SHAPES), repr(self.ramp_shape))
+        if self.layer_sparsity:
+            if self.sparsity is None:
+                raise bad("layer-sparsity", "--sparsity as well (the share of all weights)", "none")
+            for name, target in self.layer_sparsity.items():
+                if not 0 < target < 1:
+                    raise bad("layer-sparsity", f"a share strictly between 0 and 1 for {name}", target)
         if self.planes is None:
             self.planes = list(range(bits - 1, max(bits - 5, -1), -1))
         if not self.planes or len(set(self.planes)) != len(self.planes) or \
@@ -103,8 +162,10 @@ class Config:
         for key in ("epochs", "batch_size", "threads"):
             if getattr(self, key) < 1:
                 raise bad(key.replace("_", "-"), "a positive number", getattr(self, key))
-        if self.gamma is None:
+        if self.gamma is None and self.controller == "fixed":
             self.gamma = default_gamma(self.sparsity)
+        if self.edge_budgets is None:
+            self.edge_budgets = self.controller == "ramp"
         if self.name is None:
             self.name = "".join(c if c.isalnum() else "_" for c in f"{self.data}_{self.arch.split(':')[0]}")
 
@@ -131,6 +192,46 @@ def build_net(config, data):
     kind, _ = parse_arch(config.arch)
     spec = input_spec(kind, data.image_shape, data.bits, config.encoding, config.planes)
     return SbnnNet(spec, config.arch, len(data.classes), config.domain, config.ste, config.pad_value)
+
+
+def budget_groups(config, net):
+    """:func:`sbnn_hdl.train.controller.budgets` of ``net``'s layers for ``config``, with layer indices
+    instead of names: ``[(group, [layer indices], target)]``; None for a dense BNN. Raises
+    :class:`TrainError` (naming ``--layer-sparsity``) for budgets that cannot be met."""
+    if config.sparsity is None:
+        return None
+    names = [layer.name for layer in net.binary_layers]
+    try:
+        groups = budgets([(layer.name, layer.weight.numel()) for layer in net.binary_layers], config.sparsity,
+                         config.layer_sparsity, config.edge_budgets)
+    except BudgetError as error:
+        raise TrainError(f"option --layer-sparsity: {error}") from None
+    return [(name, [names.index(layer) for layer in layers], target) for name, layers, target in groups]
+
+
+def layer_figures(net):
+    """Per binary layer of ``net``: ``{"sparsity": share of 0-valued weights}`` and, for a conv layer,
+    the kernel shares K0, K1, K>=2 (:func:`sbnn_hdl.train.controller.kernel_shares`)."""
+    figures = {}
+    with torch.no_grad():
+        for layer in net.binary_layers:
+            mask = layer.weight >= 0
+            figures[layer.name] = {"sparsity": 1 - float(mask.float().mean()),
+                                   **(kernel_shares(mask) if layer.kind == "conv" else {})}
+    return figures
+
+
+def _postfix(entry):
+    """The progress bar's summary of a log entry: accuracy, sparsity (reached/scheduled) and per
+    layer the sparsity in percent, with K0/K1/K>=2 in percent for conv layers."""
+    text = f"val {entry['val_accuracy']:.4f} sparsity {entry['sparsity']:.4f}"
+    if entry.get("target") is not None:
+        text += f"/{entry['target']:.4f} gamma {entry['gamma']:.2f}"
+    for name, figures in entry["layers"].items():
+        text += f" {name} {100 * figures['sparsity']:.0f}%"
+        if "k0" in figures:
+            text += " K{:.0f}/{:.0f}/{:.0f}".format(*(100 * figures[k] for k in ("k0", "k1", "k2plus")))
+    return text
 
 
 def _setup(config):
@@ -171,8 +272,10 @@ def _checkpoint_bytes(state):
     ``torch.load(weights_only=True)``, which rebuilds those and refuses every other object (see
     docs/training.md). ``config``: the :class:`Config` as a dict of plain values; ``epoch``: the
     last epoch done (from 0); ``model`` and ``optimizer``: the state dicts (a slim checkpoint has no
-    ``optimizer``); ``log``: the JSON log so far, a list of dicts. No random generator state: epoch
-    ``e`` draws from ``numpy.random.default_rng([seed, e])``, rebuilt on resume."""
+    ``optimizer``); ``log``: the JSON log so far, a list of dicts; ``controller``: the sparsity
+    controller's state (plain floats; None for a dense BNN; absent before the controller existed).
+    No random generator state: epoch ``e`` draws from ``numpy.random.default_rng([seed, e])``,
+    rebuilt on resume."""
     buffer = io.BytesIO()
     torch.save(_plain(state), buffer)
     return buffer.getvalue()
@@ -264,7 +367,8 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
 
     ``stop_after``: return after that many epochs (of ``config.epochs``), as an interrupted run would.
     ``init``: a state dict (of a net that ``config`` builds) to start from instead of fresh weights,
-    with a fresh optimiser and schedule (a fine-tune, as :mod:`sbnn_hdl.bitprune` runs).
+    with a fresh optimiser and schedule (a fine-tune, as :mod:`sbnn_hdl.bitprune` runs; the ramp
+    controller's targets start from the sparsity of ``init``).
     Writes ``checkpoint`` (when given) after every epoch and ``log_path`` (JSON, a list with one
     object per epoch) likewise, both atomically.
     """
@@ -279,13 +383,18 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
                              f"to resume from, found a slim one without it (it can be exported or pruned, "
                              f"not resumed)")
         try:
-            saved = Config(**state["config"])
+            saved = Config.from_saved(state["config"])
         except (KeyError, TypeError) as error:
             raise _unusable(checkpoint, error) from None
-        if {k: v for k, v in asdict(saved).items() if k not in ("epochs", "argv")} != \
-                {k: v for k, v in asdict(config).items() if k not in ("epochs", "argv")}:
+        try:
+            saved.check(data.bits)  # the defaults filled in as for this run
+        except TrainError as error:
+            raise _unusable(checkpoint, error) from None
+        differ = [k for k, v in asdict(config).items() if k not in ("epochs", "argv") and getattr(saved, k) != v]
+        if differ:
             raise TrainError(f"checkpoint {checkpoint!r}: expected the settings of this run, found a run "
-                             f"with other settings ({saved.arch}, {saved.domain}, seed {saved.seed})")
+                             f"with other settings ({saved.arch}, {saved.domain}, seed {saved.seed}; differing: "
+                             f"{'; '.join(f'{k} {getattr(saved, k)!r}, here {getattr(config, k)!r}' for k in differ)})")
     torch.manual_seed(config.seed)
     net = build_net(config, data)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -304,6 +413,20 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
         x, y = x[:config.train_limit], y[:config.train_limit]
     batches = math.ceil(len(x) / config.batch_size)
     total_steps = config.epochs * batches
+    groups, controller = budget_groups(config, net), None
+    if groups is not None:
+        controller = SparsityController(groups, [layer.weight.numel() for layer in net.binary_layers],
+                                        mode=config.controller, gamma=config.gamma, ramp=config.ramp,
+                                        shape=config.ramp_shape, total_steps=total_steps)
+        if state is None:
+            controller.start_from(net.density())
+        else:
+            try:
+                controller.load_state_dict(state["controller"])
+            except (KeyError, TypeError, AttributeError) as error:
+                # A checkpoint from before the controller: the fixed controller keeps no state.
+                if config.controller != "fixed" or "controller" in state:
+                    raise _unusable(checkpoint, error) from None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -315,6 +438,7 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
         order = rng.permutation(len(x))
         net.train()
         sums = {"loss": 0.0, "task_loss": 0.0, "lambda": 0.0}
+        group_lambda, penalty_share = {name: 0.0 for name, _, _ in groups or ()}, 0.0
         for i in range(batches):
             step = epoch * batches + i
             for group in optimizer.param_groups:
@@ -332,12 +456,18 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
                 task = F.cross_entropy(net(v), target)
             loss = task
             lam_reg = 0.0
-            if config.sparsity is not None:
-                penalty = sparsity_penalty(net.binary_weights(), config.sparsity)
-                lam_reg = eq18_lambda(task, penalty, config.gamma)
-                loss = task + lam_reg * penalty
+            if controller is not None:
+                term, used = controller.penalty(task, net.binary_weights(), step)
+                loss = task + term
+                if torch.is_tensor(term):  # the penalty's share of the loss: Eq. 18's gamma, as it came out
+                    penalty_share += float(term.detach()) / float(loss.detach())
+                lam_reg = sum(used.values())
+                for name, lam in used.items():
+                    group_lambda[name] += lam
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if controller is not None:
+                controller.observe([layer.weight.grad for layer in net.binary_layers])
             optimizer.step()
             net.clamp_()
             sums["loss"] += float(loss.detach())
@@ -352,15 +482,28 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
                  "lr_end": optimizer.param_groups[0]["lr"], "irnet_t": net.t,
                  "sparsity": 1 - ones / weights, "entropy_bits_per_weight": binary_entropy(ones / weights),
                  "layer_density": {layer.name: o / w for layer, (o, w) in zip(net.binary_layers, density)},
-                 "val_accuracy": exact_accuracy(net, data.x_val, data.y_val),
-                 "seconds": round(time.perf_counter() - began, 2)}
+                 "layers": layer_figures(net)}
+        if controller is not None:
+            last = (epoch + 1) * batches - 1  # the epoch's last step
+            entry.update(target=controller.overall(last), gamma=penalty_share / batches,
+                         groups={name: {"layers": [net.binary_layers[i].name for i in layers], "target": target,
+                                        "scheduled": controller.scheduled(name, target, last),
+                                        "sparsity": 1 - sum(density[i][0] for i in layers) /
+                                        sum(density[i][1] for i in layers),
+                                        "lambda": group_lambda[name] / batches,
+                                        **({"push": controller.push[name]} if config.controller == "ramp" else {})}
+                                 for name, layers, target in groups})
+        entry.update(val_accuracy=exact_accuracy(net, data.x_val, data.y_val),
+                     seconds=round(time.perf_counter() - began, 2))
         log.append(entry)
         if bar is not None:
-            bar.set_postfix(val=f"{entry['val_accuracy']:.4f}", sparsity=f"{entry['sparsity']:.4f}")
+            bar.set_postfix_str(_postfix(entry))
         if checkpoint:
             write_atomic(checkpoint, _checkpoint_bytes({"config": asdict(config), "epoch": epoch,
                                                          "model": net.state_dict(),
-                                                         "optimizer": optimizer.state_dict(), "log": log}))
+                                                         "optimizer": optimizer.state_dict(), "log": log,
+                                                         "controller": controller.state_dict() if controller
+                                                         else None}))
         if log_path:
             write_atomic(log_path, (json.dumps(log, indent=1) + "\n").encode())
     if bar is not None:
@@ -391,7 +534,12 @@ def export_model(net, data, config, log, output, *, name=None, metadata=None):
     metadata = {
         "dataset": data.name, "dataset_source": data.source, "command": " ".join(config.argv) or None,
         "seed": config.seed, "arch": config.arch, "domain": config.domain, "ste": config.ste,
-        "target_sparsity": config.sparsity, "gamma": config.gamma, "epochs": len(log),
+        "target_sparsity": config.sparsity, "gamma": config.gamma,
+        **({"controller": config.controller,
+            "budgets": {name: {"layers": [net.binary_layers[i].name for i in layers], "target": round(target, 6)}
+                        for name, layers, target in budget_groups(config, net)}}
+           if config.sparsity is not None else {}),
+        "epochs": len(log),
         "sparsity": round(1 - ones / weights, 6),
         "entropy_bits_per_weight": round(binary_entropy(ones / weights), 6),
         "val_accuracy": log[-1]["val_accuracy"] if log else None, "versions": versions(),
@@ -414,7 +562,7 @@ def load_net(path, *, threads=None, data=None):
     such a checkpoint."""
     state = _load_checkpoint(path)
     try:
-        config = Config(**state["config"])
+        config = Config.from_saved(state["config"])
         if threads is not None:
             config.threads = threads
         log = list(state["log"])
