@@ -147,7 +147,7 @@ class PixelDispatcher(Dispatcher):
 
     Latency: ``reply`` is valid ``pixels + 4 + latency`` clocks after ``request.valid`` rises
     (or after the sample's last pixel is written, if later) for INFER, ``pixels + 4`` for LOAD,
-    ``count * (pixels + image_gap) - image_gap + 3 + latency`` for RUN, 2 for the rest.
+    ``count * (pixels + image_gap) - image_gap + 4 + latency`` for RUN, 2 for the rest.
     """
 
     #: The memories whose read data is never used in a cycle that writes them (the pixel memory
