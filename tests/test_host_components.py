@@ -4,12 +4,14 @@ and the golden model: the frame receiver, the reply sender, the sample shifter a
 dispatcher; for a streaming core (a conv model), the pixel shifter and the pixel dispatcher."""
 
 import gc
+import os
 import random
 import struct
 import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -25,6 +27,7 @@ from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.streamplan import is_streaming
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+from sbnn_hdl.testing.strategies import stream_models
 
 
 async def put(ctx, stream, **fields):
@@ -386,6 +389,34 @@ def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(which, requ
 
     if which == "gapped":
         assert info.image_gap > 0
+    simulate(bench.top, script)
+
+
+@settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")) // 3 + 1, deadline=None)
+@given(model=stream_models(max_side=6), seed=st.integers(0, 2**16))
+def test_pixel_dispatcher_on_random_conv_models(model, seed):
+    """Random streamable models (pixel widths of 1 to 8 bits, either encoding, planes skipped,
+    padding, strides, gaps between images): INFER_SCORES and a RUN of the loaded samples give
+    the golden model's results and the core's cycle counts."""
+    x = random_inputs(np.random.default_rng(seed), model.input, 3)
+    bench = DispatchBench(model, depth=3)
+    info = bench.info
+    expected = golden.infer(model, x)
+    nbytes = P.sample_bytes(model.input)
+
+    async def script(ctx):
+        for n in range(len(x)):
+            sample = pack_sample(model.input, x[n]).to_bytes(nbytes, "big")
+            kind, payload = await bench.request(ctx, P.INFER_SCORES, sample)
+            assert (kind, payload[0], struct.unpack(">I", payload[1:5])[0]) == \
+                (P.INFER_SCORES | 0x80, expected.predictions[n], info.latency)
+            scores = [int.from_bytes(payload[5 + j * info.score_bytes:5 + (j + 1) * info.score_bytes], "big",
+                                     signed=True) for j in range(info.classes)]
+            assert scores == expected.scores[n].tolist()
+            assert (await bench.request(ctx, P.LOAD, struct.pack(">H", n) + sample))[0] == P.LOAD | 0x80
+        assert await bench.request(ctx, P.RUN, struct.pack(">H", 3)) == \
+            (P.RUN | 0x80, struct.pack(">HI", 3, run_cycles(info, 3)) + bytes(expected.predictions.tolist()))
+
     simulate(bench.top, script)
 
 
