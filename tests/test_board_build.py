@@ -1,5 +1,5 @@
 """Board builds (generate --board): refusals before any tool runs, the PLL search, tool errors,
-and real builds with yosys, nextpnr and ecppack: the shipped example on the ULX3S (the slow one,
+conv models' top levels up to synthesis on every board, and real builds with yosys, nextpnr and ecppack: the shipped example on the ULX3S (the slow one,
 marked ``slow``) and a small model on a second board (ECPIX-5), with its timing failure case."""
 
 import json
@@ -14,7 +14,9 @@ from amaranth.hdl import Fragment
 from sbnn_hdl import load, modelfile
 from sbnn_hdl.gateware import NetworkCore
 from sbnn_hdl.board import BOARDS
-from sbnn_hdl.board.build import BuildError, memory_blocks, uart_divisor
+from sbnn_hdl.board.build import (BuildError, BuildResult, _prepare, check_fits, format_report, memory_blocks,
+                                  pixel_memory_blocks, uart_divisor)
+from sbnn_hdl.board.cores import generate_core
 from sbnn_hdl.board.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
 from sbnn_hdl.generate import main as generate
@@ -153,6 +155,68 @@ def _small(folder, name="small"):
     model = random_model(np.random.default_rng(4), shape=(16,), bits=2, layers=(LayerPlan("dense", 8), LayerPlan("dense", 4)),
                          name=name)
     return _save(model, folder)
+
+
+def _conv(folder, name="conv", shape=(6, 5, 1), bits=3, **kwargs):
+    model = random_model(np.random.default_rng(1), shape=shape, bits=bits, encoding="integer", name=name,
+                         layers=(LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1)),
+                                 LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)), LayerPlan("dense", 4)), **kwargs)
+    return _save(model, folder)
+
+
+def test_conv_model_refused_before_place_and_route(tmp_path, capsys):
+    """A conv model's samples are kept pixel by pixel in block RAM (``batch_depth + 1`` samples):
+    a pixel memory too large names the depth that fits; the streaming core has neither the xnor
+    datapath nor relay stages."""
+    path = _conv(tmp_path, "tall", shape=(28, 28, 1), bits=2, density=0.5, edge_cases=False)
+    status = generate([path, "--board", "ulx3s", "--device", "12F", "-o", str(tmp_path / "out")])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: model 'tall' does not fit the ULX3S (Radiona) LFE5U-12F: estimated 51 BRAM "
+        "blocks for the pixel and result memories of 512 samples (1,568 bits each), of 32; try a larger device "
+        "(--device 25F) or a smaller --batch-depth (at most 256 fits)")
+    assert pixel_memory_blocks(2, 784, 512) == 51 and pixel_memory_blocks(3, 784, 512) == 76
+    assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
+    assert generate([path, "--board", "ulx3s", "--arch", "xnor", "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: --arch xnor: expected a dense model (a conv model's streaming core has the "
+        "sparse datapath only), found conv2d/maxpool2d layers")
+    assert generate([path, "--board", "ecpix5", "--relay", "1", "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: --relay 1: expected 0 for a conv model (its streaming core has no relay stages), "
+        "found 1")
+
+
+@pytest.mark.parametrize("board_name", sorted(BOARDS))
+def test_conv_model_top_level_on_every_board(board_name, tmp_path):
+    """Up to synthesis (no tool runs): a conv model's core fits, the top level is prepared with
+    the core's Verilog instantiated through its ``pixel`` port, and the build report says the
+    core streams (one sample per 30 clocks for a 6x5 image)."""
+    board = BOARDS[board_name]
+    model = load(_conv(tmp_path))
+    generated = generate_core(model)
+    estimate = check_fits(model.name, generated, board, board.default_device, 512)
+    assert estimate["bram"] == pixel_memory_blocks(3, 30, 512) == 4
+    pll = ecp5_pll(board.clock_mhz, 100)
+    clock_hz = round(pll.output_mhz * 1e6)
+    host = dict(divisor=uart_divisor(clock_hz, board.baud), clock_hz=clock_hz, baud=board.baud, digest=bytes(8),
+                name=model.name, batch_depth=512, timeout=clock_hz // 100)
+    folder = tmp_path / "build"
+    _prepare(board, board.device(), model, generated, pll, host, str(folder))
+    assert "module conv(" in (folder / "conv.v").read_text()
+    top = (folder / "top.il").read_text()
+    instance = top[top.index("cell \\conv \\core"):]
+    assert "connect \\pixel \\pixel [2:0]" in instance[:instance.index("end")]
+    report = BuildResult(model=model, digest=bytes(8), board=board, device_name=board.default_device,
+                         generated=generated, estimate=estimate, pll=pll, host=host, pnr={}, clocks={}, met=False,
+                         attempts=[], steps=[], folder=str(folder), files={}).report()
+    info = generated.core
+    assert report["core"] == {**report["core"], "kind": "streaming", "pixels_per_sample": 30, "image_gap": 0,
+                              "latency_cycles": info.latency, "throughput_samples_per_s": round(clock_hz / 30)}
+    assert report["protocol"]["bits_kept_per_sample"] == 90 and report["protocol"]["bits_kept_per_pixel"] == 3
+    text = format_report(report)
+    assert "(one per 30 clocks, pixel by pixel; latency from the last pixel)" in text
+    assert "keeps the 90 bits the core reads of each 90-bit sample (3 per pixel, in block RAM)" in text
 
 
 @needs_tools

@@ -1,17 +1,22 @@
 """The board's UART and host interface (protocol engine) in amaranth.sim, against the golden
-model and the host side of the protocol (sbnn_hdl.board.protocol)."""
+model and the host side of the protocol (sbnn_hdl.board.protocol); for dense models and for conv
+models (their streaming core, fed pixel by pixel from block RAM)."""
 
+import re
 import struct
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from sbnn_hdl import golden
 from sbnn_hdl.board import protocol as P
-from sbnn_hdl.board.host import CoreInfo, HostInterface
+from sbnn_hdl.board.host import CoreInfo, HostInterface, StreamCoreInfo
+from sbnn_hdl.board.top import CoreInstance
 from sbnn_hdl.board.uart import UARTRx, UARTTx
 from sbnn_hdl.gateware import NetworkCore
+from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
@@ -297,3 +302,82 @@ def test_without_a_batch_memory_infer_only(small):
         assert await host.request(P.LOAD, b"\0") == (P.ERROR, bytes([P.ERR_LENGTH, P.LOAD]))
 
     run_host(dut, script)
+
+
+# --- Conv models: the streaming core behind the same protocol -----------------------------------
+
+def conv_model(rng):
+    """A small conv model: a 6x5 image of 3-bit pixels, a 3x3 conv with padding 1 and 3 channels,
+    a 2x2 max-pool, a dense layer of 4."""
+    return random_model(rng, shape=(6, 5, 1), bits=3, encoding="integer", name="conv",
+                        layers=(LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1)),
+                                LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)), LayerPlan("dense", 4)))
+
+
+def test_conv_model_through_the_uart_matches_golden():
+    """A conv model's streaming core behind the host interface, through its UART: INFO says it
+    streams, every INFER_SCORES gives the golden model's prediction and scores and the core's
+    latency from the last pixel, and a batch RUN gives every prediction and one sample per
+    ``pixels + image_gap`` clocks."""
+    rng = np.random.default_rng(1)
+    model = conv_model(rng)
+    x = random_inputs(rng, model.input, 5)
+    core = StreamingCore(model)
+    info = CoreInfo.from_core(core)
+    assert info.streaming and (info.pixels, info.pixel_bits, info.sample_bits) == (30, 3, 90)
+    dut = HostInterface(core, info, divisor=DIVISOR, clock_hz=100_000_000, baud=25_000_000, digest=b"12345678",
+                        name=model.name, batch_depth=4, timeout=3000)
+    expected = golden.infer(model, x)
+    nbytes = P.sample_bytes(model.input)
+    samples = [pack_sample(model.input, s).to_bytes(nbytes, "big") for s in x]
+
+    async def script(host):
+        kind, payload = await host.request(P.INFO)
+        got = P.Info.decode(payload)
+        assert (got.streaming, got.scores, got.sample_bits, got.sample_bytes, got.latency, got.batch_depth) == \
+            (True, True, 90, nbytes, core.latency, 4)
+        for n, sample in enumerate(samples):
+            kind, payload = await host.request(P.INFER_SCORES, sample)
+            assert (kind, payload[0], struct.unpack(">I", payload[1:5])[0]) == \
+                (P.INFER_SCORES | 0x80, expected.predictions[n], core.latency)
+            scores = [int.from_bytes(payload[5 + j * info.score_bytes:5 + (j + 1) * info.score_bytes], "big",
+                                     signed=True) for j in range(4)]
+            assert scores == expected.scores[n].tolist()
+            if n < 4:
+                assert await host.request(P.LOAD, struct.pack(">H", n) + sample) == (P.LOAD | 0x80, struct.pack(">H", n))
+        kind, payload = await host.request(P.RUN, struct.pack(">H", 4))
+        assert (kind, payload) == (P.RUN | 0x80, struct.pack(">HI", 4, 3 * info.period + core.latency)
+                                   + bytes(expected.predictions[:4].tolist()))
+        assert await host.request(P.LOAD, struct.pack(">H", 4) + samples[0]) == (P.ERROR, bytes([P.ERR_RANGE, P.LOAD]))
+
+    run_host(dut, script)
+
+
+def _host_registers(info, depth):
+    """``(flip-flop bits, widest wire)`` of a host interface around a black-box core (its RTLIL)."""
+    host = HostInterface(CoreInstance("core", info), info, divisor=4, clock_hz=100_000_000, baud=25_000_000,
+                         digest=bytes(8), name="m", batch_depth=depth, timeout=1000)
+    text = rtlil.convert(host, ports=[host.rx, host.tx, host.busy], emit_src=False)
+    flops = sum(int(w) for w in re.findall(r"cell \$a?dff\S* \S+\n\s+parameter \\WIDTH (\d+)", text))
+    return flops, max(int(w) for w in re.findall(r"wire width (\d+)", text))
+
+
+@pytest.mark.parametrize("shape, bits, planes", [((28, 28, 1), 8, (7, 6, 5)), ((16, 16, 3), 8, None)])
+def test_streaming_host_has_no_register_as_wide_as_a_sample(shape, bits, planes):
+    """A conv model's samples are kept in block RAM, a pixel at a time in registers: the host's
+    flip-flops do not grow with the sample (measured: about 1,000 bits with a batch memory,
+    870 without, for 6,272- and 6,144-bit samples), and no wire is a tenth as
+    wide as a sample (the widest, about 300 bits, is a reply's fixed part). A dense core's host
+    holds the bits read of a sample in a register, and as many again around its batch memory."""
+    h, w, c = shape
+    read = [ch * bits + k for ch in range(c) for k in sorted(planes or range(bits))]
+    info = StreamCoreInfo(pixels=h * w, pixel_bits=c * bits, classes=10, score_width=12, latency=30,
+                          prediction_width=4, pixel_read_bits=read)
+    dense = CoreInfo(sample_bits=info.sample_bits, classes=10, score_width=12, latency=30, prediction_width=4,
+                     read_bits=info.read_bits)
+    for depth in (64, 0):   # (a deep pixel memory is slow to convert: Amaranth writes out its initial zeros)
+        flops, widest = _host_registers(info, depth)
+        assert flops < 1200 and widest < info.sample_bits / 10
+    if planes:   # (once: a dense host is slow to convert)
+        dense_flops, dense_widest = _host_registers(dense, 0)
+        assert dense_widest >= info.feature_bits and dense_flops > info.feature_bits

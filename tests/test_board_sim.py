@@ -121,3 +121,48 @@ def test_run_on_a_board_without_a_batch_memory(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["agree"] == result["samples"] == 12 and result["ok"]
     assert "batch" not in result and "on-chip batch" not in text
+
+
+@pytest.fixture(scope="module")
+def conv_board(tmp_path_factory):
+    """The board simulation of a small conv model (its streaming core behind the same host
+    interface), with 40 inputs for it."""
+    from sbnn_hdl import modelfile
+    from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+    folder = tmp_path_factory.mktemp("conv")
+    rng = np.random.default_rng(1)
+    model = random_model(rng, shape=(6, 5, 1), bits=3, encoding="integer", name="conv",
+                         layers=(LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1)),
+                                 LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)), LayerPlan("dense", 4)))
+    path, inputs = folder / "conv.sbnn", folder / "conv_x.npy"
+    modelfile.save(model, path)
+    np.save(inputs, random_inputs(rng, model.input, 40))
+    with BoardSimulation(str(path)) as sim:
+        yield sim, str(path), str(inputs)
+
+
+def test_conv_model_on_simulated_board_matches_golden(conv_board, tmp_path, capsys):
+    """``board run`` and ``board check`` on a conv model as on an MLP: every prediction and score
+    as the golden model's, the latency from a sample's last pixel, and the batch at one sample
+    per ``pixels + image_gap`` clocks (30 pixels, no gap)."""
+    sim, model_path, inputs = conv_board
+    out = tmp_path / "run.json"
+    status = main(["run", "--port", sim.url, "--model", model_path, "--inputs", inputs, "--scores",
+                   "--json", str(out)])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    result = json.loads(out.read_text())
+    info = sim.info
+    assert info.streaming and (info.pixels, info.image_gap) == (30, 0)
+    assert result["agree"] == result["samples"] == 40 and result["scores_checked"]
+    assert result["latency_cycles"] == [info.latency]
+    count = min(40, SIM_BATCH)
+    assert result["batch"] == {**result["batch"], "samples": count, "agree": count, "streaming": True,
+                               "cycles": (count - 1) * 30 + info.latency, "cycles_per_sample": 30.0}
+    assert "conv: 40/40 predictions agree with the golden model (scores too)" in text
+    assert "cycles from the first sample's last pixel in to the last prediction out" in text
+    assert "(one per 30 cycles, pixel by pixel)" in text
+    status = main(["check", "--port", sim.url, "--model", model_path])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    assert text.count("ok   ") == 6

@@ -1,27 +1,33 @@
 """The host interface's components in amaranth.sim, each fed through its own stream ports and
 checked against the host side of the protocol (sbnn_hdl.board.protocol: frames, CRC, replies)
 and the golden model: the frame receiver, the reply sender, the sample shifter and the
-dispatcher."""
+dispatcher; for a streaming core (a conv model), the pixel shifter and the pixel dispatcher."""
 
 import gc
+import os
 import random
 import struct
 import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from sbnn_hdl import golden
 from sbnn_hdl.board import protocol as P
-from sbnn_hdl.board.dispatch import CoreInfo, Dispatcher, SampleShifter
+from sbnn_hdl.board.dispatch import CoreInfo, Dispatcher, SampleShifter, StreamCoreInfo
 from sbnn_hdl.board.frames import FrameReceiver, ReplySender
 from sbnn_hdl.board.host import HostInterface
+from sbnn_hdl.board.pixels import PixelDispatcher, PixelShifter
 from sbnn_hdl.gateware import NetworkCore
+from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.hwplan import pack_sample
+from sbnn_hdl.streamplan import is_streaming
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
+from sbnn_hdl.testing.strategies import stream_models
 
 
 async def put(ctx, stream, **fields):
@@ -235,6 +241,50 @@ def test_shifter_keeps_the_read_bits_of_the_big_endian_sample():
     simulate(dut, bench)
 
 
+# --- PixelShifter -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pixels, pixel_bits, read", [
+    (7, 5, (0, 2, 3)),     # 35 bits in 5 bytes: 5 padding bits, pixels across byte boundaries
+    (12, 1, None),         # a bit per pixel: a pixel written on every clock
+    (4, 16, (1, 15)),      # no padding, two bytes per pixel
+    (3, 3, ()),            # a core that reads nothing of its input: words of 0
+])
+def test_pixel_shifter_writes_each_pixel_of_the_big_endian_sample(pixels, pixel_bits, read):
+    """Pixel ``p`` of the sample (bits ``[p*B, (p+1)*B)`` of the big-endian integer) is written at
+    ``base + p``, its read bits packed from bit 0 up; the last pixel comes first. ``prefix`` is
+    the payload's first two bytes; frame after frame (INFER, LOAD with its index first)."""
+    rng = random.Random(pixels * pixel_bits)
+    info = StreamCoreInfo(pixels=pixels, pixel_bits=pixel_bits, classes=2, score_width=0, latency=1,
+                          prediction_width=1, pixel_read_bits=read)
+    base = 5
+    dut = PixelShifter(info, base=base)
+    writes = []
+
+    async def recorder(ctx):
+        async for _, _, en, addr, data in ctx.tick().sample(dut.write_en, dut.write_addr, dut.write_data):
+            if en:
+                writes.append((addr, data))
+
+    async def bench(ctx):
+        for kind in (P.INFER, P.LOAD, P.INFER, P.LOAD):
+            sample = rng.getrandbits(info.sample_bits)
+            index = rng.randrange(1 << 16)
+            payload = (struct.pack(">H", index) if kind == P.LOAD else b"") + sample.to_bytes(info.sample_bytes, "big")
+            writes.clear()
+            for n, byte in enumerate(payload):
+                await put(ctx, dut.payload, data=byte, first=n == 0, kind=kind)
+            await ctx.tick().until(~dut.busy)
+            await ctx.tick()
+            assert ctx.get(dut.prefix) == int.from_bytes(payload[:2], "big")
+            expected = []
+            for p in reversed(range(pixels)):
+                pixel = sample >> (p * pixel_bits) & ((1 << pixel_bits) - 1)
+                expected.append((base + p, sum((pixel >> b & 1) << n for n, b in enumerate(info.pixel_read_bits))))
+            assert writes == expected
+
+    simulate(dut, bench, background=[recorder])
+
+
 # --- Dispatcher ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -244,16 +294,49 @@ def small():
     return model, random_inputs(rng, model.input, 4)
 
 
+def conv_model(rng):
+    """A small conv model: a 6x5 image of 3-bit pixels, a 3x3 conv with padding 1 and 3 channels,
+    a 2x2 max-pool, a dense layer of 4."""
+    return random_model(rng, shape=(6, 5, 1), bits=3, encoding="integer", name="conv",
+                        layers=(LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1)),
+                                LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)), LayerPlan("dense", 4)))
+
+
+@pytest.fixture(scope="module")
+def conv():
+    rng = np.random.default_rng(1)
+    model = conv_model(rng)
+    return model, random_inputs(rng, model.input, 4)
+
+
+@pytest.fixture(scope="module")
+def gapped():
+    """A conv model whose streaming core needs idle cycles between images (a 1x1 kernel with
+    padding 2: more output positions than input pixels), read as two bit planes."""
+    rng = np.random.default_rng(4)
+    model = random_model(rng, shape=(3, 4, 1), bits=2, encoding="bitplanes", name="gapped",
+                         layers=(LayerPlan("conv2d", 2, kernel=(1, 1), padding=(2, 2)), LayerPlan("dense", 3)))
+    return model, random_inputs(rng, model.input, 4)
+
+
+def run_cycles(info, count):
+    """A RUN's cycles (docs/protocol.md): one sample per clock on a dense core, one per
+    ``pixels + image_gap`` clocks on a streaming core, counted from its last pixel."""
+    return (count - 1) * (info.period if info.streaming else 1) + info.latency
+
+
 class DispatchBench:
-    """A dispatcher around a core, fed requests directly; plays receiver and sender."""
+    """A dispatcher around a core (a streaming core for a conv model), fed requests directly;
+    plays receiver and sender."""
 
     def __init__(self, model, depth):
-        self.core = NetworkCore(model)
+        self.core = StreamingCore(model) if is_streaming(model) else NetworkCore(model)
         self.info = CoreInfo.from_core(self.core)
         self.info_payload = P.Info(P.VERSION, True, self.info.sample_bits, self.info.sample_bytes, self.info.classes,
                                    self.info.score_width, self.info.latency, 1000, 250, depth, b"abcdefgh",
-                                   "m").encode()
-        self.dut = Dispatcher(self.info, info_payload=self.info_payload, batch_depth=depth)
+                                   "m", streaming=self.info.streaming).encode()
+        serve = PixelDispatcher if self.info.streaming else Dispatcher
+        self.dut = serve(self.info, info_payload=self.info_payload, batch_depth=depth)
         self.top = Module()
         self.top.submodules.core, self.top.submodules.dut = self.core, self.dut
         wiring.connect(self.top, self.dut.core, self.core)
@@ -278,10 +361,12 @@ class DispatchBench:
         return reply.kind, fixed + tail
 
 
-def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(small):
+@pytest.mark.parametrize("which", ["small", "conv", "gapped"])
+def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(which, request):
     """INFO, INFER, INFER_SCORES, LOAD and RUN replies as docs/protocol.md defines them, with
-    the golden model's predictions and scores and the core's cycle counts."""
-    model, x = small
+    the golden model's predictions and scores and the core's cycle counts: on a dense core, and
+    on streaming cores (the pixel dispatcher), one of which needs a gap between images."""
+    model, x = request.getfixturevalue(which)
     bench = DispatchBench(model, depth=4)
     info = bench.info
     expected = golden.infer(model, x)
@@ -300,17 +385,48 @@ def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(small):
         for count in (4, 1):
             predictions = bytes(expected.predictions[::-1][:count].tolist())
             assert await bench.request(ctx, P.RUN, struct.pack(">H", count)) == \
-                (P.RUN | 0x80, struct.pack(">HI", count, count - 1 + info.latency) + predictions)
+                (P.RUN | 0x80, struct.pack(">HI", count, run_cycles(info, count)) + predictions)
+
+    if which == "gapped":
+        assert info.image_gap > 0
+    simulate(bench.top, script)
+
+
+@settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")) // 3 + 1, deadline=None)
+@given(model=stream_models(max_side=6), seed=st.integers(0, 2**16))
+def test_pixel_dispatcher_on_random_conv_models(model, seed):
+    """Random streamable models (pixel widths of 1 to 8 bits, either encoding, planes skipped,
+    padding, strides, gaps between images): INFER_SCORES and a RUN of the loaded samples give
+    the golden model's results and the core's cycle counts."""
+    x = random_inputs(np.random.default_rng(seed), model.input, 3)
+    bench = DispatchBench(model, depth=3)
+    info = bench.info
+    expected = golden.infer(model, x)
+    nbytes = P.sample_bytes(model.input)
+
+    async def script(ctx):
+        for n in range(len(x)):
+            sample = pack_sample(model.input, x[n]).to_bytes(nbytes, "big")
+            kind, payload = await bench.request(ctx, P.INFER_SCORES, sample)
+            assert (kind, payload[0], struct.unpack(">I", payload[1:5])[0]) == \
+                (P.INFER_SCORES | 0x80, expected.predictions[n], info.latency)
+            scores = [int.from_bytes(payload[5 + j * info.score_bytes:5 + (j + 1) * info.score_bytes], "big",
+                                     signed=True) for j in range(info.classes)]
+            assert scores == expected.scores[n].tolist()
+            assert (await bench.request(ctx, P.LOAD, struct.pack(">H", n) + sample))[0] == P.LOAD | 0x80
+        assert await bench.request(ctx, P.RUN, struct.pack(">H", 3)) == \
+            (P.RUN | 0x80, struct.pack(">HI", 3, run_cycles(info, 3)) + bytes(expected.predictions.tolist()))
 
     simulate(bench.top, script)
 
 
+@pytest.mark.parametrize("which", ["small", "conv"])
 @pytest.mark.parametrize("depth", [4, 0])
-def test_dispatcher_errors(small, depth):
+def test_dispatcher_errors(which, depth, request):
     """Every refusal is the error reply ``code, type`` (protocol.ERROR) and changes nothing: a
     frame error from the receiver, a bad length, an unknown type, an index or count out of range
-    (every LOAD and RUN without a batch memory)."""
-    model, x = small
+    (every LOAD and RUN without a batch memory); on a dense and a streaming core."""
+    model, x = request.getfixturevalue(which)
     bench = DispatchBench(model, depth=depth)
     nbytes = P.sample_bytes(model.input)
     sample = pack_sample(model.input, x[0]).to_bytes(nbytes, "big")
@@ -331,6 +447,19 @@ def test_dispatcher_errors(small, depth):
         assert await bench.request(ctx, P.RUN, struct.pack(">H", depth + 1)) == error(P.ERR_RANGE, P.RUN)
         kind, payload = await bench.request(ctx, P.INFER, sample)
         assert (kind, payload[0]) == (P.INFER | 0x80, golden.infer(model, x[:1]).predictions[0])
+        if depth:
+            # A LOAD refused for its frame leaves the entry as it was (a streaming core's host
+            # keeps every arriving sample, good or bad, in its staging area, never in the entry).
+            want = golden.infer(model, x).predictions.tolist()
+            other = [n for n in range(len(x)) if want[n] != want[0]]
+            assert other, "the test needs samples with different predictions"
+            loaded = pack_sample(model.input, x[other[0]]).to_bytes(nbytes, "big")
+            assert (await bench.request(ctx, P.LOAD, struct.pack(">H", 0) + sample))[0] == P.LOAD | 0x80
+            for code in (P.ERR_CRC, P.ERR_TIMEOUT):
+                assert await bench.request(ctx, P.LOAD, struct.pack(">H", 0) + loaded, error=code) == \
+                    error(code, P.LOAD)
+            kind, payload = await bench.request(ctx, P.RUN, struct.pack(">H", 1))
+            assert (kind, payload[6:]) == (P.RUN | 0x80, bytes([want[0]]))
 
     simulate(bench.top, script)
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
-from ..gateware.verilog import generate_verilog
-from ..hwplan import DEFAULT_EVERY, HardwareError, check_supported, check_xnor
+from ..hwplan import DEFAULT_EVERY, HardwareError
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
-from .host import CoreInfo, HostInterface
+from .cores import check_board_model, core_info, generate_core
+from .host import HostInterface
 from .pll import ecp5_pll
 from .top import BoardTop
 
@@ -105,6 +105,28 @@ def memory_blocks(sample_bits, depth):
     return batch_blocks(sample_bits, depth) + (math.ceil(depth / 2048) if depth > 16 else 0)
 
 
+#: The DP16KD's shapes (depth, width) for a memory with one write and one read port.
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def pixel_memory_blocks(word_bits, pixels, depth):
+    """DP16KD blocks of a streaming core's host memories: the pixel memory (``depth + 1``
+    samples of ``pixels`` words of ``word_bits``, in the DP16KD shape that takes fewest blocks;
+    up to 16 words, distributed RAM) and the results memory (as :func:`memory_blocks`). An
+    estimate (yosys may map a small memory to distributed RAM instead), not measured on a board."""
+    words = (depth + 1) * pixels
+    pixel_blocks = 0 if words <= 16 else min(math.ceil(word_bits / width) * math.ceil(words / rows)
+                                             for rows, width in DP16KD_SHAPES)
+    return pixel_blocks + (math.ceil(depth / 2048) if depth > 16 else 0)
+
+
+def host_memory_blocks(info, depth):
+    """DP16KD blocks of the host interface's memories for the core ``info`` describes."""
+    if info.streaming:
+        return pixel_memory_blocks(info.word_bits, info.pixels, depth)
+    return memory_blocks(info.feature_bits, depth)
+
+
 def yosys_after_read():
     """Yosys commands run on the top level before synthesis: a read that collides with a write
     to the same address returns don't-care data, for the host's memories that never see one
@@ -119,13 +141,15 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     """Refuse a model that cannot fit the device, from the estimate; returns the estimate."""
     device = board.device(device_name)
     report = generated.report
-    info = CoreInfo.from_report(report)
-    extra_bits = info.feature_bits + info.classes * info.score_width
+    info = core_info(generated)
+    # The host's registers that grow with the core: the sample (a dense core) or one pixel (a
+    # streaming core: the sample is in block RAM), and the scores.
+    extra_bits = (info.word_bits if info.streaming else info.feature_bits) + info.classes * info.score_width
     core = report["estimate_ecp5"]
     core_lut4 = int(round((PNR_LUT_FACTOR if carry_chains else PNR_LUT_FACTOR_NO_CARRY) * core["lut4"]))
     lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits)
     ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits)
-    bram = memory_blocks(info.feature_bits, batch_depth)
+    bram = host_memory_blocks(info, batch_depth)
     estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core_lut4, "core_ff": core["ff"]}
     problems, hints = [], []
     if lut4 > MAX_FILL * device.lut4:
@@ -136,7 +160,8 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     if logic:
         problems[-1] += f" (at most {100 * MAX_FILL:g}% of the LUT4s and FFs can be placed and routed reliably)"
     if bram > device.bram:
-        problems.append(f"{bram} BRAM blocks for the batch and result memories of {batch_depth:,} samples "
+        what = "pixel" if info.streaming else "batch"
+        problems.append(f"{bram} BRAM blocks for the {what} and result memories of {batch_depth:,} samples "
                         f"({info.feature_bits:,} bits each), of {device.bram}")
     if problems:
         larger = [name for name, d in board.devices.items()
@@ -147,7 +172,7 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
             hints.append("a sparser model (fewer 1-valued connections)")
         if bram > device.bram:
             depth = max((d for d in (2 ** k for k in range(4, 16))
-                         if memory_blocks(info.feature_bits, d) <= device.bram), default=16)
+                         if host_memory_blocks(info, d) <= device.bram), default=16)
             hints.append(f"a smaller --batch-depth (at most {depth:,} fits)")
         raise BuildError(f"model '{model_name}' does not fit the {board.title} {device.part}: estimated "
                          f"{'; '.join(problems)}; try {' or '.join(hints)}")
@@ -184,7 +209,7 @@ def _prepare(board, device, model, generated, pll, host_args, folder, carry_chai
     platform = device.platform_class()()
     core_module = model.name
     platform.add_file(f"{core_module}.v", generated.verilog)
-    top = BoardTop(board, host_args, core_module, CoreInfo.from_report(generated.report), pll)
+    top = BoardTop(board, host_args, core_module, core_info(generated), pll)
     plan = platform.prepare(top, name="top", synth_opts=synth_options(carry_chains=carry_chains),
                             script_after_read=yosys_after_read())
     if os.path.isdir(folder):
@@ -240,15 +265,13 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     with open(model_path, "rb") as file:
         model_bytes = file.read()
     model = modelfile.load(model_path)
-    check_supported(model)
-    if arch == "xnor":
-        check_xnor(model)
+    check_board_model(model, arch, relay)   # a dense model, or a conv model's streaming core
     if model.outputs > 256:
         raise HardwareError(f"board builds report a prediction in one byte: expected at most 256 classes, "
                             f"found {model.outputs}")
     steps = Steps(quiet=quiet)
     steps.begin("generating the core (sbnn_hdl.generate)")
-    generated = generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch)
+    generated = generate_core(model, every=every, relay=relay, scores=scores, arch=arch)
     steps.begin("checking the size against the device (resource estimate)")
     estimate = check_fits(model.name, generated, board, device_name, batch_depth, carry_chains)
     steps.end()
@@ -370,7 +393,7 @@ class BuildResult:
     def report(self):
         """The build report (a dict, as ``<name>.report.json`` holds it)."""
         model, board, pll, host = self.model, self.board, self.pll, self.host
-        info = CoreInfo.from_report(self.generated.report)
+        info = core_info(self.generated)
         util = self.pnr.get("utilization", {})
         resources = {key: {"used": util.get(cell, {}).get("used", 0), "available": util.get(cell, {}).get("available")}
                      for key, cell in _RESOURCES.items()}
@@ -379,7 +402,7 @@ class BuildResult:
         return {
             "model": model.name, "model_digest": self.digest.hex(), "board": board.name, "board_title": board.title,
             "device": self.device_name, "part": self.device.part,
-            "generator": {"sbnn_hdl": __version__, "every": self.every, "relay": self.generated.core.relay,
+            "generator": {"sbnn_hdl": __version__, "every": self.every, "relay": getattr(self.generated.core, "relay", 0),
                           "scores": self.scores, "arch": self.arch},
             "timing": {"met": self.met, "clock_mhz": round(clock, 4),
                        "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then "
@@ -390,8 +413,14 @@ class BuildResult:
             "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
                     "clkop_div": pll.clkop_div, "vco_mhz": round(pll.vco_mhz, 3), "output_mhz": round(clock, 4)},
             "core": {"latency_cycles": latency, "latency_ns": round(latency * 1000 / clock, 2),
-                     "throughput_samples_per_s": round(clock * 1e6),
-                     "throughput": "one sample per clock by design; the RUN request measures it on the board"},
+                     **({"kind": "streaming", "pixels_per_sample": info.pixels, "image_gap": info.image_gap,
+                         "throughput_samples_per_s": round(clock * 1e6 / info.period),
+                         "throughput": f"one sample per {info.period} clocks by design (one pixel per clock; "
+                                       f"latency from a sample's last pixel); the RUN request measures it "
+                                       f"on the board"}
+                        if info.streaming else
+                        {"throughput_samples_per_s": round(clock * 1e6),
+                         "throughput": "one sample per clock by design; the RUN request measures it on the board"})},
             "uart": {"baud": host["baud"], "divisor": host["divisor"],
                      "actual_baud": round(host["clock_hz"] / host["divisor"]),
                      "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"],
@@ -399,7 +428,8 @@ class BuildResult:
             "protocol": {"version": protocol.VERSION, "sample_bits": info.sample_bits,
                          "sample_bytes": info.sample_bytes, "classes": info.classes, "score_width": info.score_width,
                          "batch_depth": host["batch_depth"], "timeout_cycles": host["timeout"],
-                         "bits_kept_per_sample": info.feature_bits},
+                         "bits_kept_per_sample": info.feature_bits,
+                         **({"bits_kept_per_pixel": info.word_bits} if info.streaming else {})},
             "resources": resources,
             "estimate": self.estimate,
             "build": {"synthesis": f"synth_ecp5 {synth_options(carry_chains=self.carry_chains)}",
@@ -420,12 +450,16 @@ def format_report(report):
     for name, clock in t["clocks"].items():
         lines.append(f"  clock {name}: fmax {clock['achieved_mhz']:.2f} MHz for {clock['constraint_mhz']:.2f} MHz "
                      f"{'(met)' if clock['met'] else '(FAILED)'}")
+    per = (f"one per {c['pixels_per_sample'] + c['image_gap']} clocks, pixel by pixel; latency from the last pixel"
+           if c.get("kind") == "streaming" else "one per clock")
     lines.append(f"  core: latency {c['latency_cycles']} cycles = {c['latency_ns']:.1f} ns; "
-                 f"throughput {c['throughput_samples_per_s'] / 1e6:.2f} M samples/s (one per clock)")
+                 f"throughput {c['throughput_samples_per_s'] / 1e6:.2f} M samples/s ({per})")
     lines.append(f"  UART: {u['baud']:,} baud (divisor {u['divisor']}, {u['error_percent']:.2f}% off)")
     p = report["protocol"]
     lines.append(f"  host: keeps the {p['bits_kept_per_sample']:,} bits the core reads of each "
-                 f"{p['sample_bits']:,}-bit sample; "
+                 f"{p['sample_bits']:,}-bit sample"
+                 + (f" ({p['bits_kept_per_pixel']} per pixel, in block RAM)" if "bits_kept_per_pixel" in p else "")
+                 + "; "
                  + (f"batch memory of {p['batch_depth']:,} samples" if p["batch_depth"]
                     else "no batch memory (INFER only)"))
     res = report["resources"]

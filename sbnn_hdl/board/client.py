@@ -83,9 +83,11 @@ def run_model(client, model, x, *, labels=None, scores=False, batch=True, progre
         run_cycles, run_predictions = client.run(count)
         bad = [n for n in range(count) if run_predictions[n] != expected.predictions[n]]
         result["batch"] = {"samples": count, "cycles": run_cycles, "agree": count - len(bad),
-                           "mismatches": bad[:10],
+                           "mismatches": bad[:10], "streaming": info.streaming,
                            "samples_per_cycle": round((count - 1) / (run_cycles - info.latency), 4)
                            if count > 1 and run_cycles > info.latency else None,
+                           "cycles_per_sample": round((run_cycles - info.latency) / (count - 1), 2)
+                           if count > 1 else None,
                            "samples_per_s": round(count * info.clock_hz / run_cycles) if run_cycles else None}
     result["ok"] = not mismatches and (not result.get("batch") or not result["batch"]["mismatches"])
     return result
@@ -107,9 +109,12 @@ def format_run(result):
                      f"p99 {r['p99']:.3f} ms; {result['host_samples_per_s']:,.0f} samples/s")
     if "batch" in result:
         b = result["batch"]
+        start = "the first sample's last pixel" if b.get("streaming") else "the first sample"
         lines.append(f"on-chip batch of {b['samples']}: {b['agree']}/{b['samples']} agree; {b['cycles']} cycles "
-                     f"from the first sample in to the last prediction out"
-                     + (f"; {b['samples_per_cycle']:g} samples per cycle after the pipeline fills, "
+                     f"from {start} in to the last prediction out"
+                     + (f"; {b['samples_per_cycle']:g} samples per cycle after the pipeline fills"
+                        + (f" (one per {b['cycles_per_sample']:g} cycles, pixel by pixel)" if b.get("streaming") else "")
+                        + ", "
                         f"{b['samples_per_s'] / 1e6:.2f} M samples/s including the fill" if b["samples_per_cycle"] else ""))
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from . import protocol as P
 from .frames import PayloadByte, Request, reply_layout
 
-__all__ = ["CoreInfo", "core_signature", "SampleShifter", "Dispatcher"]
+__all__ = ["CoreInfo", "StreamCoreInfo", "core_signature", "SampleShifter", "Dispatcher"]
 
 
 class CoreInfo:
@@ -18,8 +18,12 @@ class CoreInfo:
 
     ``sample_bits`` (the ``sample`` port's width), ``classes``, ``score_width`` (0 without a
     ``scores`` port), ``latency``, ``prediction_width``, and ``read_bits``: the bits of
-    ``sample`` the core reads, ascending (default: all of them).
+    ``sample`` the core reads, ascending (default: all of them). A streaming core (a conv
+    model) is described by :class:`StreamCoreInfo`.
     """
+
+    #: The core takes a whole sample on one clock (a :class:`~sbnn_hdl.gateware.NetworkCore`).
+    streaming = False
 
     def __init__(self, *, sample_bits, classes, score_width, latency, prediction_width, read_bits=None):
         self.sample_bits, self.classes, self.score_width = sample_bits, classes, score_width
@@ -40,10 +44,21 @@ class CoreInfo:
 
     @classmethod
     def from_core(cls, core):
-        """From a :class:`~sbnn_hdl.gateware.NetworkCore` (for simulation)."""
+        """From a :class:`~sbnn_hdl.gateware.NetworkCore`, or a
+        :class:`~sbnn_hdl.gateware.streaming.StreamingCore` (a :class:`StreamCoreInfo`)."""
+        if "pixel" in core.signature.members:
+            return StreamCoreInfo.from_core(core)
         return cls(sample_bits=len(core.sample), classes=core.output.classes,
                    score_width=core.output.score_width if core.with_scores else 0, latency=core.latency,
                    prediction_width=len(core.prediction), read_bits=core.read_bits)
+
+    @classmethod
+    def from_generated(cls, generated):
+        """From a :class:`~sbnn_hdl.gateware.verilog.GeneratedCore`: its report, or for a
+        streaming core the core itself (what the host needs of it is not in the report)."""
+        if "pixel" in generated.core.signature.members:
+            return StreamCoreInfo.from_core(generated.core)
+        return cls.from_report(generated.report)
 
     @property
     def sample_bytes(self):
@@ -70,9 +85,69 @@ def _classes(report):
     return report["layers"][-1]["neurons"]
 
 
+class StreamCoreInfo(CoreInfo):
+    """What the host interface needs to know about a streaming core
+    (:class:`~sbnn_hdl.gateware.streaming.StreamingCore`, a conv model): its ``pixel`` port is
+    ``pixel_bits`` wide (``C * bits``), a sample is ``pixels`` pixels (``H * W``) in raster
+    order, ``image_gap`` idle cycles must follow an image's last pixel, and ``latency`` counts
+    from an image's last pixel. ``pixel_read_bits``: the bits of ``pixel`` the core reads,
+    ascending (default: all). ``read_bits`` (of the whole sample) follows from them.
+    """
+
+    streaming = True
+
+    def __init__(self, *, pixels, pixel_bits, classes, score_width, latency, prediction_width, image_gap=0,
+                 pixel_read_bits=None):
+        self.pixels, self.pixel_bits, self.image_gap = pixels, pixel_bits, image_gap
+        self.pixel_read_bits = tuple(range(pixel_bits)) if pixel_read_bits is None else tuple(pixel_read_bits)
+        if list(self.pixel_read_bits) != sorted(set(self.pixel_read_bits)) \
+                or any(not 0 <= b < pixel_bits for b in self.pixel_read_bits):
+            raise ValueError(f"pixel_read_bits: expected ascending distinct bit positions below {pixel_bits}, "
+                             f"found {list(self.pixel_read_bits)[:8]}...")
+        if pixels < 1 or image_gap < 0:
+            raise ValueError(f"expected at least 1 pixel and a gap of at least 0, found {pixels} and {image_gap}")
+        super().__init__(sample_bits=pixels * pixel_bits, classes=classes, score_width=score_width,
+                         latency=latency, prediction_width=prediction_width,
+                         read_bits=[p * pixel_bits + b for p in range(pixels) for b in self.pixel_read_bits])
+
+    @classmethod
+    def from_core(cls, core):
+        """From a :class:`~sbnn_hdl.gateware.streaming.StreamingCore`: the bits it reads of a
+        pixel are the planes of the pixel channels that its first stage reads."""
+        bits = core.model.input.bits
+        first = core.plan.stages[0]
+        read = sorted({channel * bits + k
+                       for index in {ch.index for ch in first.channels if ch.kind == "stream"}
+                       for channel, planes in [core.plan.features[index]] for k in planes})
+        return cls(pixels=core.pixels, pixel_bits=len(core.pixel), classes=core.output.classes,
+                   score_width=core.output.score_width if core.with_scores else 0, latency=core.latency,
+                   prediction_width=len(core.prediction), image_gap=core.image_gap, pixel_read_bits=read)
+
+    @classmethod
+    def from_report(cls, report):
+        raise ValueError("a streaming core's CoreInfo comes from the core (CoreInfo.from_generated), "
+                         "not from its report")
+
+    @property
+    def word_bits(self):
+        """Bits the host interface keeps of each pixel (at least 1): a word of its pixel memory."""
+        return max(len(self.pixel_read_bits), 1)
+
+    @property
+    def period(self):
+        """Cycles per sample when samples follow each other as fast as the core takes them."""
+        return self.pixels + self.image_gap
+
+    def byte_masks(self):
+        raise ValueError("a streaming core's samples are kept pixel by pixel (PixelShifter), not by byte masks")
+
+
 def core_signature(info):
-    """The signature of a :class:`~sbnn_hdl.gateware.NetworkCore` described by ``info``."""
-    ports = {"sample": In(unsigned(info.sample_bits)), "valid": In(1),
+    """The signature of a :class:`~sbnn_hdl.gateware.NetworkCore` described by ``info``, or of a
+    :class:`~sbnn_hdl.gateware.streaming.StreamingCore` (port ``pixel`` instead of ``sample``)
+    for a :class:`StreamCoreInfo`."""
+    first = {"pixel": In(unsigned(info.pixel_bits))} if info.streaming else {"sample": In(unsigned(info.sample_bits))}
+    ports = {**first, "valid": In(1),
              "prediction": Out(unsigned(info.prediction_width)), "out_valid": Out(1)}
     if info.score_width:
         ports["scores"] = Out(data.ArrayLayout(signed(info.score_width), info.classes))
@@ -258,7 +333,7 @@ class Dispatcher(wiring.Component):
         # what the reply carries); ``reply`` is a multiplexer on ``reply_sel``, which the sender
         # loads into its wide shift register on a clock of its own. That keeps the decision
         # logic (CRC check, type and length comparisons) away from that register's enables.
-        R_INFO, R_INFER, R_SCORES, R_LOAD, R_RUN, R_ERROR = range(6)
+        R_INFO, R_INFER, R_SCORES, R_LOAD, R_RUN, R_ERROR = range(6)   # as self.R_INFO, ...
         reply_sel = Signal(range(6))
         err_code = Signal(8)
         pred_r = Signal(8)
@@ -268,16 +343,9 @@ class Dispatcher(wiring.Component):
         def error(code):
             return [reply_sel.eq(R_ERROR), err_code.eq(code)]
 
-        # Every test the dispatch needs, registered, so that DISPATCH decides from single bits.
-        f_ok, f_info, f_infer, f_load, f_run = Signal(), Signal(), Signal(), Signal(), Signal()
-        f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count = (Signal() for _ in range(6))
-        kind, length = request.kind, request.length
-        m.d.sync += [f_ok.eq(request.error == 0),
-                     f_info.eq(kind == P.INFO), f_load.eq(kind == P.LOAD), f_run.eq(kind == P.RUN),
-                     f_infer.eq((kind == P.INFER) | ((kind == P.INFER_SCORES) & bool(info.score_width))),
-                     f_len0.eq(length == 0), f_len_sample.eq(length == S), f_len_load.eq(length == S + 2),
-                     f_len2.eq(length == 2), f_index.eq(sample_index < depth),
-                     f_count.eq((run_request != 0) & (run_request <= depth))]
+        kind = request.kind
+        f_ok, f_info, f_infer, f_load, f_run, f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count = \
+            self._flags(m, sample_index, run_request)
 
         with m.FSM(name="dispatcher") as fsm:
             with m.State("IDLE"):
@@ -358,41 +426,71 @@ class Dispatcher(wiring.Component):
                     m.d.comb += self.request.ready.eq(1)
                     m.next = "IDLE"
 
-        with m.Switch(reply_sel):
-            with m.Case(R_INFO):
-                m.d.comb += self._reply(P.INFO | 0x80, [(int.from_bytes(self.info_payload, "big"),
-                                                         len(self.info_payload))])
-            with m.Case(R_INFER):
-                m.d.comb += self._reply(P.INFER | 0x80, [(pred_r, 1), (result_cycles, 4)])
-            with m.Case(R_SCORES):
-                w = info.score_width
-                scores = [(scores_r[j * w:(j + 1) * w].as_signed(), info.score_bytes)
-                          for j in range(info.classes)] if w else []
-                m.d.comb += self._reply(P.INFER_SCORES | 0x80, [(pred_r, 1), (result_cycles, 4)] + scores)
-            with m.Case(R_LOAD):
-                m.d.comb += self._reply(P.LOAD | 0x80, [(sample_index, 2)])
-            with m.Case(R_RUN):
-                m.d.comb += self._reply(P.RUN | 0x80, [(run_count, 2), (result_cycles, 4)], tail=run_count)
-            with m.Default():
-                m.d.comb += self._reply(P.ERROR, [(err_code, 1), (kind, 1)])
+        self._replies(m, reply_sel, err_code=err_code, kind=kind, pred_r=pred_r, scores_r=scores_r,
+                      result_cycles=result_cycles, sample_index=sample_index, run_count=run_count)
 
         if depth:
             m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(shifter.features),
                          batch_r.addr.eq(issue), batch_r.en.eq(1),
                          results_w.addr.eq(collected), results_w.data.eq(core.prediction)]
-            # The tail: the result at ``tail_addr`` is registered (``tail.payload``) two clocks
-            # after the address is set; ``settle`` counts those clocks down.
-            tail_addr, settle = Signal(16), Signal(range(3))
-            m.d.comb += [results_r.en.eq(1), results_r.addr.eq(tail_addr),
-                         self.tail.valid.eq(fsm.ongoing("REPLY") & (settle == 0))]
-            m.d.sync += self.tail.payload.eq(results_r.data)
-            with m.If(~fsm.ongoing("REPLY")):
-                m.d.sync += [tail_addr.eq(0), settle.eq(2)]
-            with m.Elif(self.tail.valid & self.tail.ready):
-                m.d.sync += [tail_addr.eq(tail_addr + 1), settle.eq(2)]
-            with m.Elif(settle != 0):
-                m.d.sync += settle.eq(settle - 1)
+            self._tail(m, fsm, results_r)
         return m
+
+    # The replies: ``reply_sel`` chooses one of these (as ``Dispatcher.elaborate`` numbers them).
+    R_INFO, R_INFER, R_SCORES, R_LOAD, R_RUN, R_ERROR = range(6)
+
+    def _flags(self, m, sample_index, run_request):
+        """Every test the dispatch needs, registered, so that DISPATCH decides from single bits:
+        ``f_ok, f_info, f_infer, f_load, f_run, f_len0, f_len_sample, f_len_load, f_len2,
+        f_index, f_count``."""
+        info, depth, S = self.info, self.batch_depth, self.info.sample_bytes
+        request = self.request.payload
+        f_ok, f_info, f_infer, f_load, f_run = Signal(), Signal(), Signal(), Signal(), Signal()
+        f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count = (Signal() for _ in range(6))
+        kind, length = request.kind, request.length
+        m.d.sync += [f_ok.eq(request.error == 0),
+                     f_info.eq(kind == P.INFO), f_load.eq(kind == P.LOAD), f_run.eq(kind == P.RUN),
+                     f_infer.eq((kind == P.INFER) | ((kind == P.INFER_SCORES) & bool(info.score_width))),
+                     f_len0.eq(length == 0), f_len_sample.eq(length == S), f_len_load.eq(length == S + 2),
+                     f_len2.eq(length == 2), f_index.eq(sample_index < depth),
+                     f_count.eq((run_request != 0) & (run_request <= depth))]
+        return f_ok, f_info, f_infer, f_load, f_run, f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count
+
+    def _replies(self, m, reply_sel, *, err_code, kind, pred_r, scores_r, result_cycles, sample_index, run_count):
+        """``reply`` as ``reply_sel`` chooses it."""
+        info = self.info
+        with m.Switch(reply_sel):
+            with m.Case(self.R_INFO):
+                m.d.comb += self._reply(P.INFO | 0x80, [(int.from_bytes(self.info_payload, "big"),
+                                                         len(self.info_payload))])
+            with m.Case(self.R_INFER):
+                m.d.comb += self._reply(P.INFER | 0x80, [(pred_r, 1), (result_cycles, 4)])
+            with m.Case(self.R_SCORES):
+                w = info.score_width
+                scores = [(scores_r[j * w:(j + 1) * w].as_signed(), info.score_bytes)
+                          for j in range(info.classes)] if w else []
+                m.d.comb += self._reply(P.INFER_SCORES | 0x80, [(pred_r, 1), (result_cycles, 4)] + scores)
+            with m.Case(self.R_LOAD):
+                m.d.comb += self._reply(P.LOAD | 0x80, [(sample_index, 2)])
+            with m.Case(self.R_RUN):
+                m.d.comb += self._reply(P.RUN | 0x80, [(run_count, 2), (result_cycles, 4)], tail=run_count)
+            with m.Default():
+                m.d.comb += self._reply(P.ERROR, [(err_code, 1), (kind, 1)])
+
+    def _tail(self, m, fsm, results_r):
+        """The tail of a RUN reply from the results memory's read port ``results_r``: the result
+        at ``tail_addr`` is registered (``tail.payload``) two clocks after the address is set;
+        ``settle`` counts those clocks down."""
+        tail_addr, settle = Signal(16), Signal(range(3))
+        m.d.comb += [results_r.en.eq(1), results_r.addr.eq(tail_addr),
+                     self.tail.valid.eq(fsm.ongoing("REPLY") & (settle == 0))]
+        m.d.sync += self.tail.payload.eq(results_r.data)
+        with m.If(~fsm.ongoing("REPLY")):
+            m.d.sync += [tail_addr.eq(0), settle.eq(2)]
+        with m.Elif(self.tail.valid & self.tail.ready):
+            m.d.sync += [tail_addr.eq(tail_addr + 1), settle.eq(2)]
+        with m.Elif(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
 
     def _reply(self, kind, fields, tail=0):
         """Statements that set ``reply`` to a reply of type ``kind`` whose fixed part is

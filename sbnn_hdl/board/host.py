@@ -17,11 +17,12 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from . import protocol as P
-from .dispatch import CoreInfo, Dispatcher, core_signature
+from .dispatch import CoreInfo, Dispatcher, StreamCoreInfo, core_signature
 from .frames import FrameReceiver, ReplySender
+from .pixels import PixelDispatcher
 from .uart import UARTRx, UARTTx
 
-__all__ = ["CoreInfo", "HostInterface", "core_signature"]
+__all__ = ["CoreInfo", "StreamCoreInfo", "HostInterface", "core_signature"]
 
 
 class HostInterface(wiring.Component):
@@ -32,11 +33,16 @@ class HostInterface(wiring.Component):
     entry hold ``info.feature_bits`` bits, not the whole sample (a model that reads 3 of the 8
     bit planes of a pixel needs 3/8 of the flip-flops and memory).
 
+    A streaming core (a conv model; ``info`` a :class:`StreamCoreInfo`) is served by a
+    :class:`~sbnn_hdl.board.pixels.PixelDispatcher` instead: the samples are kept pixel by pixel
+    in block RAM (the bits of each pixel that the core reads) and streamed into the core one
+    pixel per clock; no register is as wide as a sample.
+
     Parameters
     ----------
     core : wiring.Component
-        A network core (or a stand-in with the same ports, such as an ``Instance`` wrapper);
-        it becomes a submodule.
+        A network core or a streaming core (or a stand-in with the same ports, such as an
+        ``Instance`` wrapper); it becomes a submodule.
     info : CoreInfo
     divisor : int
         Clocks per UART bit (``clock / baud``, rounded).
@@ -89,7 +95,7 @@ class HostInterface(wiring.Component):
         """The INFO reply's payload."""
         return P.Info(P.VERSION, bool(self.info.score_width), self.info.sample_bits, self.info.sample_bytes,
                       self.info.classes, self.info.score_width, self.info.latency, self.clock_hz, self.baud,
-                      self.batch_depth, self.digest, self.name).encode()
+                      self.batch_depth, self.digest, self.name, streaming=self.info.streaming).encode()
 
     def elaborate(self, platform):
         m = Module()
@@ -107,8 +113,9 @@ class HostInterface(wiring.Component):
 
         m.submodules.receiver = receiver = FrameReceiver(max_length=self.info.sample_bytes + 2,
                                                          timeout=self.timeout)
-        m.submodules.dispatcher = dispatcher = Dispatcher(self.info, info_payload=self.info_payload(),
-                                                          batch_depth=self.batch_depth)
+        serve = PixelDispatcher if self.info.streaming else Dispatcher
+        m.submodules.dispatcher = dispatcher = serve(self.info, info_payload=self.info_payload(),
+                                                     batch_depth=self.batch_depth)
         m.submodules.sender = sender = ReplySender(dispatcher.max_fixed)
         wiring.connect(m, fifo.r_stream, receiver.bytes)
         wiring.connect(m, receiver.payload, dispatcher.payload)

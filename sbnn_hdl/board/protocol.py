@@ -136,6 +136,9 @@ class Info:
     batch_depth: int
     digest: bytes
     name: str
+    #: Flags bit 1: a streaming core (a conv model): samples enter it pixel by pixel, ``latency``
+    #: counts from a sample's last pixel, RUN takes ``pixels + image_gap`` clocks per sample.
+    streaming: bool = False
 
     @classmethod
     def decode(cls, payload):
@@ -145,11 +148,13 @@ class Info:
         (version, flags, bits, nbytes, classes, width, latency, clock, baud, depth, digest,
          name_length) = struct.unpack(INFO_FORMAT, payload[:size])
         name = payload[size:size + name_length].decode("ascii", "replace")
-        return cls(version, bool(flags & 1), bits, nbytes, classes, width, latency, clock, baud, depth, digest, name)
+        return cls(version, bool(flags & 1), bits, nbytes, classes, width, latency, clock, baud, depth, digest, name,
+                   streaming=bool(flags & 2))
 
     def encode(self):
         name = self.name.encode("ascii", "replace")[:MAX_NAME]
-        return struct.pack(INFO_FORMAT, self.version, int(self.scores), self.sample_bits, self.sample_bytes,
+        flags = int(self.scores) | int(self.streaming) << 1
+        return struct.pack(INFO_FORMAT, self.version, flags, self.sample_bits, self.sample_bytes,
                            self.classes, self.score_width, self.latency, self.clock_hz, self.baud,
                            self.batch_depth, self.digest, len(name)) + name
 

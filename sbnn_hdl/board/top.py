@@ -14,7 +14,8 @@ __all__ = ["CoreInstance", "BoardTop", "simulation_verilog"]
 
 class CoreInstance(wiring.Component):
     """The generated core (module ``module`` of its Verilog) with the ports of a
-    :class:`~sbnn_hdl.gateware.NetworkCore`, clocked by ``sync``.
+    :class:`~sbnn_hdl.gateware.NetworkCore` (or, for a :class:`~sbnn_hdl.board.dispatch.StreamCoreInfo`,
+    of a :class:`~sbnn_hdl.gateware.streaming.StreamingCore`), clocked by ``sync``.
 
     The core's Verilog comes from :func:`sbnn_hdl.gateware.verilog.generate_verilog` (which shares
     identical accumulators as one module each); instantiating it keeps that sharing in a board
@@ -26,7 +27,8 @@ class CoreInstance(wiring.Component):
         super().__init__(core_signature(info))
 
     def elaborate(self, platform):
-        ports = dict(i_clk=ClockSignal(), i_rst=ResetSignal(), i_sample=self.sample, i_valid=self.valid,
+        first = dict(i_pixel=self.pixel) if self.info.streaming else dict(i_sample=self.sample)
+        ports = dict(i_clk=ClockSignal(), i_rst=ResetSignal(), **first, i_valid=self.valid,
                      o_prediction=self.prediction, o_out_valid=self.out_valid)
         if self.info.score_width:
             ports["o_scores"] = self.scores.as_value()

@@ -1,5 +1,5 @@
-"""Board-in-the-loop simulation: the board's top level (host interface, UART, core; the PLL
-replaced by the simulator's clock) in Verilator, on a TCP port that pyserial opens as
+"""Board-in-the-loop simulation: the board's top level (host interface, UART, core, for a dense
+or a conv model; the PLL replaced by the simulator's clock) in Verilator, on a TCP port that pyserial opens as
 ``socket://127.0.0.1:PORT``, so that the host tool runs unchanged against real RTL.
 
 The bridge (``board_bridge.cpp`` in ``sim/``, shipped as package data: :mod:`.sources`) turns TCP
@@ -19,10 +19,9 @@ from pathlib import Path
 
 from .. import modelfile
 from ..board import protocol
-from ..board.host import CoreInfo
+from ..board.cores import core_info, generate_core
 from ..board.top import simulation_verilog
-from ..gateware.verilog import generate_verilog
-from ..hwplan import DEFAULT_EVERY, check_supported
+from ..hwplan import DEFAULT_EVERY
 from ..synth import ToolError
 from .bulk import default_cache
 from .sources import testbench_sources
@@ -49,10 +48,9 @@ class BoardSimulation:
         with open(model_path, "rb") as file:
             model_bytes = file.read()
         model = modelfile.load(model_path)
-        check_supported(model)
         self.model = model
-        generated = generate_verilog(model, every=every, scores=scores)
-        self.info = CoreInfo.from_report(generated.report)
+        generated = generate_core(model, every=every, scores=scores)   # a dense or a streaming (conv) core
+        self.info = core_info(generated)
         self.host_args = dict(divisor=divisor, clock_hz=SIM_CLOCK_HZ, baud=SIM_CLOCK_HZ // divisor,
                               digest=protocol.model_digest(model_bytes), name=model.name,
                               batch_depth=batch_depth, timeout=timeout)
