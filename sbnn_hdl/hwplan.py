@@ -288,11 +288,13 @@ def _input_features(model):
 
 
 def check_supported(model):
-    """Raise :class:`HardwareError` naming the first layer that the generator cannot build."""
+    """Raise :class:`HardwareError` naming the first layer that the unrolled core
+    (:class:`~sbnn_hdl.gateware.NetworkCore`) cannot build: conv and pool layers are the
+    streaming core's (:mod:`sbnn_hdl.streamplan`)."""
     for layer in model.layers:
         if not isinstance(layer, Dense):
-            raise HardwareError(f"layer '{layer.name}': expected a dense layer (conv2d and maxpool2d "
-                                f"hardware is not generated yet), found a {layer.kind} layer")
+            raise HardwareError(f"layer '{layer.name}': expected a dense layer in an unrolled core (conv2d and "
+                                f"maxpool2d layers are built by the streaming core), found a {layer.kind} layer")
 
 
 def check_xnor(model):

@@ -179,12 +179,12 @@ def test_conv_model_refused_before_place_and_route(tmp_path, capsys):
     assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
     assert generate([path, "--board", "ulx3s", "--arch", "xnor", "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "sbnn_hdl.generate: error: --arch xnor: expected a dense model (a conv model's streaming core has the "
-        "sparse datapath only), found conv2d/maxpool2d layers")
+        "sbnn_hdl.generate: error: --arch: expected sparse for a model with conv2d or maxpool2d layers (the "
+        "streaming core has no xnor datapath), found xnor")
     assert generate([path, "--board", "ecpix5", "--relay", "1", "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "sbnn_hdl.generate: error: --relay 1: expected 0 for a conv model (its streaming core has no relay stages), "
-        "found 1")
+        "sbnn_hdl.generate: error: --relay: expected 0 for a model with conv2d or maxpool2d layers (the streaming "
+        "core has no relay stages), found 1")
 
 
 @pytest.mark.parametrize("board_name", sorted(BOARDS))

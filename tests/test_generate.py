@@ -69,15 +69,17 @@ def test_edge_case_models_convert(seed):
     assert f"module {model.name}(" in generated.verilog
 
 
-def test_conv_models_are_refused_naming_the_layer(tmp_path):
-    conv = Conv2d("conv1", (4, 4, 1), np.ones((2, 3, 3, 1), np.uint8), [1, 1], [0, 0], [3, 3])
-    out = Dense("out", np.ones((2, 8), np.uint8), [1, 1], [0, 0], [0, 0])
-    save(Model("cnn", InputSpec((4, 4, 1), 1), [conv, out]), tmp_path / "cnn.sbnn")
+def test_unbuildable_conv_models_are_refused_naming_the_layer(tmp_path):
+    spec = InputSpec((4, 4, 1), 4, planes=(3, 2))
+    conv = Conv2d("conv1", (4, 4, 1), np.ones((2, 3, 3, 1), np.uint8), [1, 1], [0, 0], [3, 3], padding=(1, 1),
+                  pad_value=1)
+    out = Dense("out", np.ones((2, 32), np.uint8), [1, 1], [0, 0], [0, 0])
+    save(Model("cnn", spec, [conv, out]), tmp_path / "cnn.sbnn")
     result = subprocess.run([sys.executable, "-m", "sbnn_hdl.generate", str(tmp_path / "cnn.sbnn"), "--verilog",
                              "-o", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr == ("sbnn_hdl.generate: error: layer 'conv1': expected a dense layer (conv2d and maxpool2d "
-                             "hardware is not generated yet), found a conv2d layer\n")
+    assert result.stderr == ("sbnn_hdl.generate: error: layer 'conv1': expected pad_value 0 when the integer input's "
+                             "lowest plane read is above 0, found pad_value 1 with planes [3, 2]\n")
     assert not (tmp_path / "out").exists()
 
 
