@@ -31,7 +31,7 @@ from .errors import SbnnError
 from .model import Dense
 
 __all__ = ["ARCHS", "DEFAULT_EVERY", "HardwareError", "Comparison", "Unit", "LayerPlan", "NetworkPlan", "check_supported",
-           "check_xnor", "check_buildable", "plan_network", "pack_sample", "ceil_div"]
+           "check_xnor", "check_buildable", "plan_network", "plan_layer", "remove_unused", "pack_sample", "ceil_div"]
 
 #: The datapaths: ``"sparse"`` (popcounts over the 1-valued connections, the shared ``q``) and
 #: ``"xnor"``, the conventional dense BNN baseline (an XNOR per weight, a popcount over all inputs).
@@ -341,15 +341,20 @@ def plan_network(model, *, arch="sparse", narrow=True):
         if arch == "xnor":
             plan = _plan_xnor_layer(layer, incoming, source_max, last, layer_scale)
         else:
-            plan = _plan_layer(layer, incoming, source_max, last, layer_scale, narrow)
+            plan = plan_layer(layer, incoming, source_max, last, layer_scale, narrow)
         plans.append(plan)
         incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
         source_max = [1] * len(plan.units)
-    _remove_unused(plans, features)
+    remove_unused(plans, features)
     return NetworkPlan(model=model, features=features, layers=plans)
 
 
-def _plan_layer(layer, incoming, source_max, last, scale=1, narrow=True):
+def plan_layer(layer, incoming, source_max, last, scale=1, narrow=True):
+    """The :class:`LayerPlan` of dense ``layer`` (anything with ``mask [outputs, inputs]``, ``a``,
+    ``b``, ``t`` and ``outputs``) whose input ``i`` is ``incoming[i]``: ``("const", v)`` or
+    ``("source", s)`` with source ``s``'s largest value ``source_max[s]``; ``last`` for the output
+    layer; ``scale`` multiplies ``a`` and ``b`` (:func:`input_scale`); ``narrow`` as in
+    :func:`plan_network`. Also plans a conv layer over its window (:mod:`sbnn_hdl.streamplan`)."""
     const_value = np.array([v if kind == "const" else 0 for kind, v in incoming], dtype=np.int64)
     variable = np.array([kind == "source" for kind, _ in incoming])
     source_of = np.array([s if kind == "source" else -1 for kind, s in incoming], dtype=np.int64)
@@ -439,8 +444,9 @@ def _plan_xnor_layer(layer, incoming, source_max, last, scale=1):
     return plan
 
 
-def _remove_unused(plans, features):
-    """Drop units that no later layer reads and sources that feed nothing; renumber."""
+def remove_unused(plans, features):
+    """Drop units that no later layer reads and sources that feed nothing, in the chain of dense
+    layer ``plans``; renumber. ``features`` (the first layer's sources) is filtered in place."""
     for index in range(len(plans) - 1, -1, -1):
         plan = plans[index]
         n = plan.inputs

@@ -28,8 +28,8 @@ This module needs NumPy only.
 import bisect
 from dataclasses import dataclass, field
 
-from .hwplan import HardwareError, _plan_layer, _remove_unused, input_scale
-from .model import Conv2d, Dense, MaxPool2d
+from .hwplan import HardwareError, plan_layer, remove_unused, input_scale
+from .model import Conv2d, Dense
 
 __all__ = ["MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan", "is_streaming",
            "check_streamable", "plan_stream", "stream_timing", "schedule"]
@@ -230,7 +230,7 @@ def _plan_conv(layer, model_channels, stream_max, scale):
                 incoming.append(("source", _tap * n + column[(kind, value)]))
     source_max = [ch.max for _ in range(kh * kw) for ch in channels]
     dense = Dense(layer.name, layer.mask.reshape(layer.out_channels, -1), layer.a, layer.b, layer.t)
-    plan = _plan_layer(dense, incoming, source_max, False, scale)
+    plan = plan_layer(dense, incoming, source_max, False, scale)
     geometry = Geometry(*layer.in_shape[:2], layer.kernel, layer.stride, layer.padding, layer.pad_value)
     outputs = [("const", v) if kind == "const" else ("stream", v) for kind, v in plan.outputs]
     return StagePlan(layer, geometry, channels, outputs, plan)
@@ -272,11 +272,11 @@ def plan_stream(model):
                 source_max.append(stream_max[value])
     dense = []
     for index, layer in enumerate(dense_layers):
-        plan = _plan_layer(layer, incoming, source_max, index == len(dense_layers) - 1)
+        plan = plan_layer(layer, incoming, source_max, index == len(dense_layers) - 1)
         dense.append(plan)
         incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
         source_max = [1] * len(plan.units)
-    _remove_unused(dense, collect)
+    remove_unused(dense, collect)
     read = {k for _, k in collect}
     for index in range(len(stages) - 1, -1, -1):
         renumber, read = _keep_read(stages[index], read)

@@ -8,7 +8,16 @@ from ..hwplan import DEFAULT_EVERY, check_buildable, plan_network
 from .argmax import Argmax
 from .layer import DenseLayer, OutputLayer
 
-__all__ = ["NetworkCore"]
+__all__ = ["NetworkCore", "result_ports"]
+
+
+def result_ports(output, argmax, scores):
+    """The ports by which a core gives its results (``prediction``, ``out_valid`` and, with
+    ``scores``, ``scores``), for its :class:`OutputLayer` ``output`` and :class:`Argmax` ``argmax``."""
+    ports = {"prediction": Out(argmax.index.shape()), "out_valid": Out(1)}
+    if scores:
+        ports["scores"] = Out(data.ArrayLayout(output.signature.members["scores"].shape.elem_shape, output.classes))
+    return ports
 
 
 class NetworkCore(wiring.Component):
@@ -104,16 +113,8 @@ class NetworkCore(wiring.Component):
                         + self.output.latency + self.argmax.latency)
         self.with_scores = scores
         spec = model.input
-        ports = {
-            "sample": In(unsigned(spec.bits * spec.size)),
-            "valid": In(1),
-            "prediction": Out(self.argmax.index.shape()),
-            "out_valid": Out(1),
-        }
-        if scores:
-            ports["scores"] = Out(data.ArrayLayout(self.output.signature.members["scores"].shape.elem_shape,
-                                                   self.output.classes))
-        super().__init__(ports)
+        super().__init__({"sample": In(unsigned(spec.bits * spec.size)), "valid": In(1),
+                          **result_ports(self.output, self.argmax, scores)})
 
     def _features(self, m):
         """The first layer's sources from the raw sample: only the bits of the planes read, of

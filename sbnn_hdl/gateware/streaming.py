@@ -1,12 +1,13 @@
 """The streaming core of a convolutional model: one pixel per clock in, one prediction per image out."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
 
 from ..hwplan import DEFAULT_EVERY
 from ..streamplan import plan_stream, stream_timing
 from .argmax import Argmax
+from .core import result_ports
 from .layer import DenseLayer, OutputLayer
 from .pipeline import shape_for
 from .window import WindowStream
@@ -99,16 +100,8 @@ class StreamingCore(wiring.Component):
         self.pixels = plan.pixels
         self.with_scores = scores
         spec = model.input
-        ports = {
-            "pixel": In(unsigned(spec.bits * spec.shape[2])),
-            "valid": In(1),
-            "prediction": Out(self.argmax.index.shape()),
-            "out_valid": Out(1),
-        }
-        if scores:
-            ports["scores"] = Out(data.ArrayLayout(self.output.signature.members["scores"].shape.elem_shape,
-                                                   self.output.classes))
-        super().__init__(ports)
+        super().__init__({"pixel": In(unsigned(spec.bits * spec.shape[2])), "valid": In(1),
+                          **result_ports(self.output, self.argmax, scores)})
 
     def _features(self, m):
         """The first stage's input stream from the registered raw pixel (wiring only): an

@@ -55,126 +55,13 @@ def testbench(report):
     packed the same way, so that pixel ``p`` is bits ``[p*pixel_width, (p+1)*pixel_width)``; the
     testbench sends its pixels one per clock, back to back, then ``image_gap`` idle cycles.
     """
+    scores = report["output"]["scores"]
     if report.get("kind") == "stream":
-        return _stream_testbench(report)
-    top, width = report["top"], _port_width(report, "sample")
-    scores = report["output"]["scores"]
-    pred = report["output"]["prediction"]["width"]
-    score_port = "\n    .scores(scores)," if scores else ""
-    score_decl = f"  wire [{scores['classes'] * scores['width'] - 1}:0] scores;\n" if scores else ""
-    display = '"%h %h", prediction, scores' if scores else '"%h", prediction'
-    return f"""`timescale 1ns/1ps
-module sbnn_tb;
-  reg clk = 0, rst = 0, valid = 0;
-  reg [{width - 1}:0] sample = 0, next_sample = 0;
-  wire [{pred - 1}:0] prediction;
-  wire out_valid;
-{score_decl}  integer count = 0, sent = 0, seen = 0, step = 0, fin = 0, fout = 0, status = 0;
-  reg [8*4096-1:0] vectors, outputs, waves;
-  {top} dut (
-    .clk(clk), .rst(rst), .sample(sample), .valid(valid),{score_port}
-    .prediction(prediction), .out_valid(out_valid));
-  always #5 clk = ~clk;
-  initial begin
-    if (!$value$plusargs("count=%d", count) || !$value$plusargs("vectors=%s", vectors)
-        || !$value$plusargs("outputs=%s", outputs)) begin
-      $display("sbnn-error expected plusargs +count= +vectors= +outputs=");
-      $finish;
-    end
-    if (!$value$plusargs("progress=%d", step)) step = 0;
-    if ($value$plusargs("waves=%s", waves)) begin
-      $dumpfile(waves);
-      $dumpvars(0, sbnn_tb);
-    end
-    fin = $fopen(vectors, "r");
-    fout = $fopen(outputs, "w");
-    if (fin == 0 || fout == 0) begin
-      $display("sbnn-error cannot open the vector or output file");
-      $finish;
-    end
-    if (count == 0) begin $fclose(fout); $finish; end
-    // Reset rises after time 0, so that Icarus evaluates every block that reads it with the
-    // registers' initial values (at time 0 the order of evaluation is not defined).
-    #1 rst = 1;
-    repeat (2) @(posedge clk);
-    rst <= 0;
-    wait (sent == count);
-    repeat ({report['latency']} + 64) @(posedge clk);
-    $display("sbnn-timeout %0d", seen);
-    $fclose(fout);
-    $finish;
-  end
-  always @(posedge clk) if (!rst) begin
-    if (sent < count) begin
-      status = $fscanf(fin, "%h\\n", next_sample);
-      sample <= next_sample;
-      valid <= 1;
-      sent <= sent + 1;
-    end else valid <= 0;
-    if (out_valid) begin
-      $fdisplay(fout, {display});
-      seen = seen + 1;
-      if (step != 0 && seen % step == 0) begin $display("sbnn-progress %0d", seen); $fflush; end
-      if (seen == count) begin $fclose(fout); $finish; end
-    end
-  end
-endmodule
-"""
-
-
-def _stream_testbench(report):
-    top, spec = report["top"], report["input"]
-    pw, pixels, gap = spec["pixel_width"], spec["pixels_per_sample"], spec["image_gap"]
-    width = pw * pixels
-    scores = report["output"]["scores"]
-    pred = report["output"]["prediction"]["width"]
-    score_port = "\n    .scores(scores)," if scores else ""
-    score_decl = f"  wire [{scores['classes'] * scores['width'] - 1}:0] scores;\n" if scores else ""
-    display = '"%h %h", prediction, scores' if scores else '"%h", prediction'
-    return f"""`timescale 1ns/1ps
-module sbnn_tb;
-  reg clk = 0, rst = 0, valid = 0;
-  reg [{width - 1}:0] current = 0;
-  reg [{pw - 1}:0] pixel = 0;
-  wire [{pred - 1}:0] prediction;
-  wire out_valid;
-{score_decl}  integer count = 0, sent = 0, seen = 0, step = 0, fin = 0, fout = 0, status = 0, index = 0, rest = 0;
-  reg [8*4096-1:0] vectors, outputs, waves;
-  {top} dut (
-    .clk(clk), .rst(rst), .pixel(pixel), .valid(valid),{score_port}
-    .prediction(prediction), .out_valid(out_valid));
-  always #5 clk = ~clk;
-  initial begin
-    if (!$value$plusargs("count=%d", count) || !$value$plusargs("vectors=%s", vectors)
-        || !$value$plusargs("outputs=%s", outputs)) begin
-      $display("sbnn-error expected plusargs +count= +vectors= +outputs=");
-      $finish;
-    end
-    if (!$value$plusargs("progress=%d", step)) step = 0;
-    if ($value$plusargs("waves=%s", waves)) begin
-      $dumpfile(waves);
-      $dumpvars(0, sbnn_tb);
-    end
-    fin = $fopen(vectors, "r");
-    fout = $fopen(outputs, "w");
-    if (fin == 0 || fout == 0) begin
-      $display("sbnn-error cannot open the vector or output file");
-      $finish;
-    end
-    if (count == 0) begin $fclose(fout); $finish; end
-    // Reset rises after time 0, so that Icarus evaluates every block that reads it with the
-    // registers' initial values (at time 0 the order of evaluation is not defined).
-    #1 rst = 1;
-    repeat (2) @(posedge clk);
-    rst <= 0;
-    wait (sent == count);
-    repeat ({report['latency']} + 64) @(posedge clk);
-    $display("sbnn-timeout %0d", seen);
-    $fclose(fout);
-    $finish;
-  end
-  always @(posedge clk) if (!rst) begin
-    if (rest != 0) begin
+        spec = report["input"]
+        pw, pixels, gap = spec["pixel_width"], spec["pixels_per_sample"], spec["image_gap"]
+        port, counters = "pixel", ", index = 0, rest = 0"
+        registers = f"reg [{pw * pixels - 1}:0] current = 0;\n  reg [{pw - 1}:0] pixel = 0;"
+        drive = f"""    if (rest != 0) begin
       valid <= 0;
       rest <= rest - 1;
     end else if (index == 0 && sent == count) valid <= 0;
@@ -187,7 +74,63 @@ module sbnn_tb;
         sent <= sent + 1;
         rest <= {gap};
       end else index <= index + 1;
+    end"""
+    else:
+        port, counters = "sample", ""
+        registers = f"reg [{_port_width(report, 'sample') - 1}:0] sample = 0, next_sample = 0;"
+        drive = """    if (sent < count) begin
+      status = $fscanf(fin, "%h\\n", next_sample);
+      sample <= next_sample;
+      valid <= 1;
+      sent <= sent + 1;
+    end else valid <= 0;"""
+    pred = report["output"]["prediction"]["width"]
+    score_port = "\n    .scores(scores)," if scores else ""
+    score_decl = f"  wire [{scores['classes'] * scores['width'] - 1}:0] scores;\n" if scores else ""
+    display = '"%h %h", prediction, scores' if scores else '"%h", prediction'
+    return f"""`timescale 1ns/1ps
+module sbnn_tb;
+  reg clk = 0, rst = 0, valid = 0;
+  {registers}
+  wire [{pred - 1}:0] prediction;
+  wire out_valid;
+{score_decl}  integer count = 0, sent = 0, seen = 0, step = 0, fin = 0, fout = 0, status = 0{counters};
+  reg [8*4096-1:0] vectors, outputs, waves;
+  {report["top"]} dut (
+    .clk(clk), .rst(rst), .{port}({port}), .valid(valid),{score_port}
+    .prediction(prediction), .out_valid(out_valid));
+  always #5 clk = ~clk;
+  initial begin
+    if (!$value$plusargs("count=%d", count) || !$value$plusargs("vectors=%s", vectors)
+        || !$value$plusargs("outputs=%s", outputs)) begin
+      $display("sbnn-error expected plusargs +count= +vectors= +outputs=");
+      $finish;
     end
+    if (!$value$plusargs("progress=%d", step)) step = 0;
+    if ($value$plusargs("waves=%s", waves)) begin
+      $dumpfile(waves);
+      $dumpvars(0, sbnn_tb);
+    end
+    fin = $fopen(vectors, "r");
+    fout = $fopen(outputs, "w");
+    if (fin == 0 || fout == 0) begin
+      $display("sbnn-error cannot open the vector or output file");
+      $finish;
+    end
+    if (count == 0) begin $fclose(fout); $finish; end
+    // Reset rises after time 0, so that Icarus evaluates every block that reads it with the
+    // registers' initial values (at time 0 the order of evaluation is not defined).
+    #1 rst = 1;
+    repeat (2) @(posedge clk);
+    rst <= 0;
+    wait (sent == count);
+    repeat ({report['latency']} + 64) @(posedge clk);
+    $display("sbnn-timeout %0d", seen);
+    $fclose(fout);
+    $finish;
+  end
+  always @(posedge clk) if (!rst) begin
+{drive}
     if (out_valid) begin
       $fdisplay(fout, {display});
       seen = seen + 1;
