@@ -8,7 +8,21 @@ from ..hwplan import DEFAULT_EVERY, check_buildable, plan_network
 from .argmax import Argmax
 from .layer import DenseLayer, OutputLayer
 
-__all__ = ["NetworkCore", "result_ports"]
+__all__ = ["NetworkCore", "result_ports", "total_stats"]
+
+
+def total_stats(own, hidden, output, others=()):
+    """``own`` counts plus those of every part of the layers ``hidden`` (which compare) and
+    ``output`` (which scores), their accumulators and thresholds, and of ``others``."""
+    totals = dict(own)
+    parts = [*hidden, output, *others]
+    for layer in [*hidden, output]:
+        parts += layer.p_accumulators + ([layer.q_accumulator] if layer.q_accumulator else [])
+    parts += [t for layer in hidden for t in layer.thresholds]
+    for part in parts:
+        for key, value in getattr(part, "stats", {}).items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 def result_ports(output, argmax, scores):
@@ -149,15 +163,7 @@ class NetworkCore(wiring.Component):
     def resources(self):
         """What the last elaboration built: register bits (flip-flops), adder output bits,
         comparison bits and argmax bits, summed over every component."""
-        totals = dict(self.stats)
-        parts = [*self.hidden, self.output, self.argmax]
-        for layer in [*self.hidden, self.output]:
-            parts += layer.p_accumulators + ([layer.q_accumulator] if layer.q_accumulator else [])
-        parts += [t for layer in self.hidden for t in layer.thresholds]
-        for part in parts:
-            for key, value in getattr(part, "stats", {}).items():
-                totals[key] = totals.get(key, 0) + value
-        return totals
+        return total_stats(self.stats, self.hidden, self.output, [self.argmax])
 
     def elaborate(self, platform):
         m = Module()

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In
 from ..hwplan import DEFAULT_EVERY
 from ..streamplan import plan_stream, stream_timing
 from .argmax import Argmax
-from .core import result_ports
+from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
 from .pipeline import shape_for
 from .window import WindowStream
@@ -143,15 +143,8 @@ class StreamingCore(wiring.Component):
     def resources(self):
         """What the last elaboration built (as :meth:`NetworkCore.resources`), with the line
         buffers' bits as ``memory_bits``."""
-        totals = dict(self.stats)
-        parts = [*self.convs.values(), *self.hidden, self.output, self.argmax, *self.windows]
-        for layer in [*self.convs.values(), *self.hidden, self.output]:
-            parts += layer.p_accumulators + ([layer.q_accumulator] if layer.q_accumulator else [])
-        parts += [t for layer in [*self.convs.values(), *self.hidden] for t in layer.thresholds]
-        for part in parts:
-            for key, value in getattr(part, "stats", {}).items():
-                totals[key] = totals.get(key, 0) + value
-        return totals
+        return total_stats(self.stats, [*self.convs.values(), *self.hidden], self.output,
+                           [self.argmax, *self.windows])
 
     def elaborate(self, platform):
         m = Module()
