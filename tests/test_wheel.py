@@ -134,7 +134,7 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=60)  # a loaded machine (CI beside a training run) is slow to stop
             except subprocess.TimeoutExpired:
                 pass
         try:
