@@ -108,7 +108,11 @@ class Server:
         self.log = open(setup.base / "board-simulate.log", "w")
         self.process = subprocess.Popen([str(setup.python), "-m", "sbnn_hdl.board", "simulate", "digits.sbnn"],
                                         cwd=setup.work, env=setup.env, stdout=subprocess.PIPE, stderr=self.log,
-                                        text=True, start_new_session=True)
+                                        text=True, start_new_session=True,
+                                        # A shell's background job ignores SIGINT, and its children
+                                        # inherit that: the server must take Ctrl-C however the
+                                        # tests were started.
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -134,7 +138,7 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=60)  # a loaded machine (CI beside a training run) is slow to stop
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 pass
         try:
