@@ -201,7 +201,7 @@ class StreamPlan:
 def _first_channels(spec):
     """The first stage's input stream: one channel per feature the first layer reads, with the
     raw pixel's ``(channel, planes)`` it is made of, and its largest value."""
-    h, w, c = spec.shape
+    c = spec.shape[2]
     scale = input_scale(spec)
     if spec.encoding == "integer":
         return [(ch, spec.planes) for ch in range(c)], [spec.plane_mask // scale] * c
@@ -222,12 +222,12 @@ def _plan_conv(layer, model_channels, stream_max, scale):
             channels.append(StageChannel("const", value, 1))
     n = len(channels)
     incoming = []
-    for _tap in range(kh * kw):
+    for tap in range(kh * kw):
         for kind, value in model_channels:
             if kind == "const" and value == layer.pad_value:
                 incoming.append(("const", value))   # the same value inside the image and in the padding
             else:
-                incoming.append(("source", _tap * n + column[(kind, value)]))
+                incoming.append(("source", tap * n + column[(kind, value)]))
     source_max = [ch.max for _ in range(kh * kw) for ch in channels]
     dense = Dense(layer.name, layer.mask.reshape(layer.out_channels, -1), layer.a, layer.b, layer.t)
     plan = plan_layer(dense, incoming, source_max, False, scale)
