@@ -204,7 +204,10 @@ class LayerPlan:
     """One dense layer as hardware.
 
     ``source_max[s]`` is the largest value of source ``s`` (the layer's variable inputs);
-    ``q_sources`` the multiset that ``q`` sums (empty when no unit needs ``q``); ``units`` the
+    ``q_sources`` the multiset that ``q`` sums (empty when no unit needs ``q``, or when ``q`` comes
+    summed from outside); ``q_input`` the largest ``q`` when the layer receives ``q`` already
+    summed (the streaming core sums it over the positions of the last map as they pass), else 0;
+    ``units`` the
     neurons that are built; ``outputs[j]`` says what original neuron ``j`` became:
     ``("const", 0 or 1)``, ``("unit", index)``, or ``("unread", None)`` when no later layer reads
     it (in the last layer, always a unit).
@@ -218,6 +221,7 @@ class LayerPlan:
     units: list
     outputs: list
     q_sources: tuple = ()
+    q_input: int = 0
     last: bool = False
     report: dict = field(default_factory=dict)
     complements: bool = False
@@ -229,14 +233,14 @@ class LayerPlan:
 
     @property
     def uses_q(self):
-        return bool(self.q_sources)
+        return bool(self.q_sources) or self.q_input > 0
 
     def p_max(self, unit):
         return _max_sum(unit.sources, self.source_max)
 
     @property
     def q_max(self):
-        return _max_sum(self.q_sources, self.source_max)
+        return self.q_input or _max_sum(self.q_sources, self.source_max)
 
 
 @dataclass

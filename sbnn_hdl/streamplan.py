@@ -178,7 +178,10 @@ class StreamPlan:
     ``(pixel channel, planes)`` per channel (the planes' bits of that channel of the raw pixel,
     as the first layer reads them; only the channels in ``stages[0].channels`` are built);
     ``collect``: the ``(position, stream channel)`` bits of the
-    last stage's output that the dense layers read, in the order of their first layer's sources;
+    last stage's output that the dense layers' units read, in the order of their first layer's
+    sources; ``q_channels``: the last stage's output channels whose sum over every position is the
+    first dense layer's ``q`` (its plan's ``q_input``), summed as the positions pass instead of
+    collected (empty when that layer needs no ``q``);
     ``dense``: the dense layers' :class:`~sbnn_hdl.hwplan.LayerPlan`; ``image_gap``: the fewest
     cycles without ``valid`` between an image's last pixel and the next image's first that keep
     the latency (0: images may follow back to back); ``stream_latency``: cycles from an image's
@@ -190,6 +193,7 @@ class StreamPlan:
     stages: list
     collect: list
     dense: list
+    q_channels: list = field(default_factory=list)
     image_gap: int = 0
     stream_latency: int = 0
 
@@ -276,17 +280,33 @@ def plan_stream(model):
         dense.append(plan)
         incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
         source_max = [1] * len(plan.units)
+    q_channels = _stream_q(dense[0], collect, model_channels)
     remove_unused(dense, collect)
-    read = {k for _, k in collect}
+    read = {k for _, k in collect} | set(q_channels)
     for index in range(len(stages) - 1, -1, -1):
         renumber, read = _keep_read(stages[index], read)
         if index == len(stages) - 1:
             collect[:] = [(position, renumber[k]) for position, k in collect]
+            q_channels = [renumber[k] for k in q_channels]
         else:
             consumer = stages[index + 1]
             consumer.channels = [StageChannel(ch.kind, renumber[ch.index], ch.max) if ch.kind == "stream" else ch
                                  for ch in consumer.channels]
-    return StreamPlan(model, features, stages, collect, dense)
+    return StreamPlan(model, features, stages, collect, dense, q_channels)
+
+
+def _stream_q(plan, collect, model_channels):
+    """Move the ``q`` of the first dense layer ``plan`` out of the layer: ``q`` sums every
+    variable input once, i.e. every stream channel of the last map at every position, so a
+    running sum over the positions as they pass gives it, without collecting the map's bits or
+    building an adder tree over all of them. Returns the stream channels summed (empty when the
+    layer needs no ``q``)."""
+    if not plan.q_sources:
+        return []
+    # plan_layer's q is each variable source once; only then is it the same sum at every position.
+    assert plan.q_sources == tuple((s, 1) for s in range(len(collect)))
+    plan.q_input, plan.q_sources = plan.q_max, ()
+    return sorted({value for kind, value in model_channels if kind == "stream"})
 
 
 def _keep_read(stage, read):

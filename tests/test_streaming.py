@@ -79,6 +79,31 @@ def test_k0_kernels_cost_nothing_and_k1_kernels_are_wires():
     check_stream(model, random_inputs(rng, spec, 4))
 
 
+@pytest.mark.parametrize("hidden", [False, True])
+def test_first_dense_q_is_summed_as_positions_pass(hidden):
+    """The first dense layer's q (the sum of the whole last map) is a running sum on the stream:
+    only the bits its neurons' p reads are collected."""
+    rng = np.random.default_rng(7)
+    spec = InputSpec(shape=(5, 6, 1), bits=2, encoding="integer")
+    conv = Conv2d("c", (5, 6, 1), rng.integers(0, 2, (4, 3, 3, 1)), np.full(4, 2), np.full(4, -1),
+                  rng.integers(-6, 7, 4), padding=(1, 1))
+    features = 5 * 6 * 4
+    mask = np.zeros((3, features), np.uint8)
+    mask[0, [0, 17, 95]] = mask[1, [17, 40]] = mask[2, 119] = 1
+    layers = [conv, Dense("d", mask, np.full(3, 3), np.full(3, -1), rng.integers(-30, 5, 3))]
+    if hidden:
+        layers.append(Dense("out", rng.integers(0, 2, (2, 3)), np.ones(2, np.int64), np.zeros(2, np.int64),
+                            np.zeros(2, np.int64)))
+    model = Model("q", spec, layers)
+    plan = plan_stream(model)
+    built = {k for k, (kind, _) in enumerate(plan.stages[0].layer_plan.outputs) if kind == "unit"}
+    assert plan.dense[0].q_input == 5 * 6 * len(plan.q_channels) and plan.dense[0].q_sources == ()
+    assert len(plan.q_channels) == len(built)
+    read = {(i // 4, i % 4) for i in np.flatnonzero(mask.any(axis=0))}
+    assert len(plan.collect) <= len(read) < 30
+    check_stream(model, random_inputs(rng, spec, 6), idle=0.3)
+
+
 def test_refuses_pad_value_one_on_an_integer_input_without_plane_zero():
     rng = np.random.default_rng(6)
     model = _model(rng, (LayerPlan("conv2d", 2, kernel=(3, 3), padding=(1, 1), pad_value=1), LayerPlan("dense", 2)),

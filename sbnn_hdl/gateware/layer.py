@@ -18,11 +18,15 @@ def _source_widths(plan):
 
 class _LayerBase(wiring.Component):
     """What hidden and output layers share: ports for the sources, one accumulator per unit and
-    one for ``q``, all padded to the same latency ``acc_latency``."""
+    one for ``q`` (or a ``q`` port, with ``plan.q_input``), all padded to the same latency
+    ``acc_latency``."""
 
-    def _make_accumulators(self, plan, every):
+    def _make_accumulators(self, plan, every, q_stage):
         self.plan = plan
         self.every = every
+        if q_stage < 0:
+            raise ValueError(f"q_stage: expected 0 or more cycles, found {q_stage}")
+        self.q_stage = q_stage
         self.widths = _source_widths(plan)
         self.offsets = [sum(self.widths[:k]) for k in range(len(self.widths))]
         # The inputs port: the sources without the complements of the xnor datapath.
@@ -37,11 +41,18 @@ class _LayerBase(wiring.Component):
                                                  [c for _, c in multiset], every=every)
 
         natural = [natural_latency(u.sources) for u in plan.units]
-        if plan.uses_q:
+        if plan.q_input:
+            natural.append(q_stage)
+        elif plan.uses_q:
             natural.append(natural_latency(plan.q_sources))
         self.acc_latency = max(natural, default=0)
         self.p_accumulators = [accumulator(u.sources, self.acc_latency) for u in plan.units]
-        self.q_accumulator = accumulator(plan.q_sources, self.acc_latency) if plan.uses_q else None
+        self.q_accumulator = accumulator(plan.q_sources, self.acc_latency) if plan.q_sources else None
+
+    def _ports(self, **ports):
+        if self.plan.q_input:
+            ports["q"] = In(shape_for(0, self.plan.q_max))
+        return ports
 
     def _connect_accumulators(self, m, pipe):
         sources = self.inputs
@@ -58,7 +69,12 @@ class _LayerBase(wiring.Component):
             return pipe.input(acc.sum, 0, acc.max_value, self.acc_latency)
 
         p = [wire(acc, u.sources, f"p{k}") for k, (acc, u) in enumerate(zip(self.p_accumulators, self.plan.units))]
-        q = wire(self.q_accumulator, self.plan.q_sources, "q") if self.q_accumulator else None
+        if self.q_accumulator:
+            q = wire(self.q_accumulator, self.plan.q_sources, "q")
+        elif self.plan.q_input:
+            q = pipe.delay(pipe.input(self.q, 0, self.plan.q_max, self.q_stage), self.acc_latency)
+        else:
+            q = None
         return p, q
 
 
@@ -121,6 +137,8 @@ class DenseLayer(_LayerBase):
     -----
     inputs : In(unsigned) — the layer's sources packed from bit 0 up (source ``k`` is
         ``shape_for(0, plan.source_max[k])`` bits wide)
+    q : In(unsigned) — only with ``plan.q_input``: the layer's ``q``, summed outside, valid
+        ``q_stage`` cycles after ``inputs``
     outputs : Out(len(plan.units)) — bit ``u`` is unit ``u``'s output
 
     Attributes
@@ -139,6 +157,9 @@ class DenseLayer(_LayerBase):
     plan : LayerPlan
     every : int
         Adder levels per register stage.
+    q_stage : int
+        With ``plan.q_input``: the cycles by which ``q`` follows ``inputs`` (the accumulators
+        then take at least as long).
     neuron_copies : bool
         When the split is copied per group of :data:`FANOUT` neurons, also give every neuron
         register copies of its group's ``r`` (which it then compares itself) and ``s``: the
@@ -148,8 +169,8 @@ class DenseLayer(_LayerBase):
         ``width(r) + width(s)`` flip-flops per neuron; no LUTs.
     """
 
-    def __init__(self, plan, *, every=DEFAULT_EVERY, neuron_copies=False):
-        self._make_accumulators(plan, every)
+    def __init__(self, plan, *, every=DEFAULT_EVERY, q_stage=0, neuron_copies=False):
+        self._make_accumulators(plan, every, q_stage)
         units = plan.units
         dry = Pipeline(None, every, "dry")
         # A register copy of s and r per FANOUT neurons: one register driving a whole layer's
@@ -179,7 +200,7 @@ class DenseLayer(_LayerBase):
                       latency=self.threshold_latency + (0 if u.comparison.kind == "pq" else self.shared_latency))
             for u in units]
         self.latency = self.acc_latency + self.shared_latency + self.threshold_latency
-        super().__init__({"inputs": In(unsigned(self.input_width)), "outputs": Out(len(units))})
+        super().__init__(self._ports(inputs=In(unsigned(self.input_width)), outputs=Out(len(units))))
 
     def _splits(self, pipe, q):
         pairs = sorted({(u.comparison.a, u.comparison.b) for u in self.plan.units if u.comparison.kind == "pq"})
@@ -224,7 +245,7 @@ class DenseLayer(_LayerBase):
             if c.kind == "p":
                 m.d.comb += thr.p.eq(p[k].value)
             elif c.kind == "q":
-                m.d.comb += thr.s.eq(q.value)
+                m.d.comb += thr.s.eq(pipe.delay(q, self.acc_latency).value)
             else:
                 if self.neuron_copies:
                     s = pipe.fanout(pipe.delay(s, start - 1), start, ("neuron", k))
@@ -242,7 +263,7 @@ class OutputLayer(_LayerBase):
 
     Ports
     -----
-    inputs : In(unsigned) — as for :class:`DenseLayer`
+    inputs, q : as for :class:`DenseLayer`
     scores : Out(ArrayLayout(signed(score_width), classes)) — class ``j``'s exact score
 
     Attributes
@@ -252,10 +273,14 @@ class OutputLayer(_LayerBase):
         canonical signed digits, shared ``b*q`` products, the subtraction of ``t``), registered.
     score_width : int
         Wide enough for every class's exact score range.
+
+    Parameters
+    ----------
+    plan, every, q_stage : as for :class:`DenseLayer`
     """
 
-    def __init__(self, plan, *, every=DEFAULT_EVERY):
-        self._make_accumulators(plan, every)
+    def __init__(self, plan, *, every=DEFAULT_EVERY, q_stage=0):
+        self._make_accumulators(plan, every, q_stage)
         dry = Pipeline(None, every, "dry")
         p = [dry.input(None, 0, plan.p_max(u), self.acc_latency) for u in plan.units]
         q = dry.input(None, 0, plan.q_max, self.acc_latency)
@@ -264,8 +289,8 @@ class OutputLayer(_LayerBase):
         self.score_ranges = [(s.lo, s.hi) for s in scores]
         self.score_width = max(shape_for(min(lo, -1), hi).width for lo, hi in self.score_ranges)
         self.classes = len(plan.outputs)
-        super().__init__({"inputs": In(unsigned(self.input_width)),
-                          "scores": Out(data.ArrayLayout(signed(self.score_width), self.classes))})
+        super().__init__(self._ports(inputs=In(unsigned(self.input_width)),
+                                     scores=Out(data.ArrayLayout(signed(self.score_width), self.classes))))
 
     def _scores(self, pipe, p, q):
         units = self.plan.units

@@ -9,7 +9,7 @@ from ..streamplan import plan_stream, stream_timing
 from .argmax import Argmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
-from .pipeline import shape_for
+from .pipeline import Pipeline, shape_for
 from .window import WindowStream
 
 __all__ = ["StreamingCore"]
@@ -24,8 +24,9 @@ class StreamingCore(wiring.Component):
     K0 kernel, a wire for a K1 kernel), the window sum ``q`` once for all channels, and the folded
     thresholds; for a pool layer, per channel the OR of the window, registered. Each stage sends
     its output map on as pixels in raster order. The dense layers collect the bits of the last
-    map that they read and run, fully unrolled, once per image (:mod:`sbnn_hdl.streamplan`
-    plans what is built).
+    map that their neurons read and run, fully unrolled, once per image; the first dense layer's
+    ``q`` (the sum of the whole last map) is a running sum over the positions as they pass
+    (:mod:`sbnn_hdl.streamplan` plans what is built).
 
     Parameters
     ----------
@@ -91,8 +92,10 @@ class StreamingCore(wiring.Component):
                 delays.append(WindowStream.latency + 1)
         stream_timing(plan, delays)
         self.stage_delays = delays
-        self.hidden = [DenseLayer(p, every=every) for p in plan.dense[:-1]]
-        self.output = OutputLayer(plan.dense[-1], every=every)
+        self.q_latency = self._q_increment(Pipeline(None, every, "dry"), None).stage if plan.q_channels else 0
+        first = {"q_stage": self.q_latency}
+        self.hidden = [DenseLayer(p, every=every, **(first if n == 0 else {})) for n, p in enumerate(plan.dense[:-1])]
+        self.output = OutputLayer(plan.dense[-1], every=every, **({} if self.hidden else first))
         self.argmax = Argmax(self.output.score_width, self.output.classes, every=1)
         self.head_latency = sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
         self.latency = 1 + plan.stream_latency + 1 + self.head_latency
@@ -168,12 +171,17 @@ class StreamingCore(wiring.Component):
                 stream, valid = self._pool(m, index, window.window, window.out_valid, stage)
             widths = [shape_for(0, v).width for v in stage.stream_out]
         source = self._collect(m, stream, valid)
+        q = self._stream_q(m, stream, valid) if self.plan.q_channels else None
         for n, layer in enumerate(self.hidden):
             m.submodules[f"layer{n}"] = layer
             m.d.comb += layer.inputs.eq(source)
+            if n == 0 and q is not None:
+                m.d.comb += layer.q.eq(q)
             source = layer.outputs
         m.submodules.output = self.output
         m.d.comb += self.output.inputs.eq(source)
+        if not self.hidden and q is not None:
+            m.d.comb += self.output.q.eq(q)
         m.submodules.argmax = self.argmax
         m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
         if self.with_scores:
@@ -181,13 +189,42 @@ class StreamingCore(wiring.Component):
         m.d.comb += self.out_valid.eq(self._delayed(m, self._head_valid, self.head_latency, "valid"))
         return m
 
+    def _q_increment(self, pipe, stream):
+        """The sum of the ``q`` channels of one position of the last map, registered."""
+        stage = self.plan.stages[-1]
+        widths = [shape_for(0, v).width for v in stage.stream_out]
+        offsets = [sum(widths[:k]) for k in range(len(widths))]
+        terms = [pipe.input(None if pipe.dry else stream[offsets[c]:offsets[c] + widths[c]], 0, stage.stream_out[c])
+                 for c in self.plan.q_channels]
+        return pipe.finish(pipe.sum(terms))
+
+    def _stream_q(self, m, stream, valid):
+        """The first dense layer's ``q`` (:attr:`StreamPlan.q_channels`): a running sum over the
+        positions of the last map, restarted at each image's first position. It holds an image's
+        whole sum :attr:`q_latency` cycles after :attr:`_head_valid` (the first dense layer's
+        ``q_stage``), for one cycle at least: the next image's first position reaches the sum
+        no earlier than that cycle's end."""
+        pipe = Pipeline(m, self.every, "qsum")
+        increment = self._q_increment(pipe, stream)
+        first = self._delayed(m, valid & (self._position == 0), self.q_latency, "qsum_first")
+        add = self._delayed(m, valid, self.q_latency, "qsum_valid")
+        total = Signal(range(self.plan.dense[0].q_max + 1), name="qsum")
+        with m.If(add):
+            m.d.sync += total.eq(Mux(first, 0, total) + increment.value)
+        for key, value in pipe.stats.items():
+            self.stats[key] += value
+        self.stats["register_bits"] += len(total)
+        self.stats["adder_bits"] += len(total)
+        self.stats["adders"] += 1
+        return total
+
     def _collect(self, m, stream, valid):
         """The last map's bits that the dense layers read, each in a register written when its
         position passes; :attr:`_head_valid` is high on the cycle after an image's last position,
         when every register holds that image (a position of the next image is written only at
         the end of that cycle)."""
         geometry = self.plan.stages[-1].geometry
-        position = Signal(range(geometry.positions), name="position")
+        self._position = position = Signal(range(geometry.positions), name="position")
         with m.If(valid):
             m.d.sync += position.eq(Mux(position == geometry.positions - 1, 0, position + 1))
         by_position = {}
