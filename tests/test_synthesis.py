@@ -37,6 +37,12 @@ def synthesised():
         "example": load("examples/digits.sbnn"),
         "integer": random_model(np.random.default_rng(2), shape=(49,), bits=8, planes=(7, 6, 5), density=0.1,
                                 edge_cases=False, shared_ratio=True, layers=(LayerPlan("dense", 32), LayerPlan("dense", 10))),
+        # A streaming core: window generators, per-channel thresholds and the dense head's running q.
+        "conv": random_model(np.random.default_rng(3), shape=(12, 12, 1), bits=8, encoding="integer", planes=(7, 6, 5),
+                             density=0.2, edge_cases=False, shared_ratio=True,
+                             layers=(LayerPlan("conv2d", 8, kernel=(3, 3), padding=(1, 1)),
+                                     LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                                     LayerPlan("conv2d", 16, kernel=(3, 3), padding=(1, 1)), LayerPlan("dense", 4))),
     }
     results = {}
     for name, model in models.items():
@@ -59,7 +65,7 @@ def test_luts_follow_connections_not_weights(synthesised):
 # Not "sparse": ~14 connections per neuron compared with a constant are folded by ABC into
 # threshold logic much smaller than an adder tree, and the estimate is twice too high there
 # (205 LUT4 synthesised, 395 estimated; docs/hardware.md).
-@pytest.mark.parametrize("name", ["dense", "example", "integer"])
+@pytest.mark.parametrize("name", ["dense", "example", "integer", "conv"])
 def test_estimate_within_25_percent(synthesised, name):
     _, generated, cells = synthesised[name]
     estimate = generated.report["estimate_ecp5"]

@@ -184,10 +184,24 @@ class StreamingCore(wiring.Component):
             m.d.comb += self.output.q.eq(q)
         m.submodules.argmax = self.argmax
         m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
+        scores_valid = self._delayed(m, self._head_valid, self.head_latency - self.argmax.latency, "scores_valid")
         if self.with_scores:
-            m.d.comb += self.scores.eq(self._delayed(m, self.output.scores.as_value(), self.argmax.latency, "scores"))
-        m.d.comb += self.out_valid.eq(self._delayed(m, self._head_valid, self.head_latency, "valid"))
+            m.d.comb += self.scores.eq(self._held_scores(m, scores_valid))
+        m.d.comb += self.out_valid.eq(self._delayed(m, scores_valid, self.argmax.latency, "valid"))
         return m
+
+    def _held_scores(self, m, scores_valid):
+        """The scores as the argmax's result comes out. Samples are at least ``pixels +
+        image_gap`` cycles apart, so when that exceeds the argmax's latency one register, written
+        when the scores are valid, holds them until then (instead of a pipeline of that depth)."""
+        scores = self.output.scores.as_value()
+        if self.argmax.latency == 0 or self.pixels + self.image_gap <= self.argmax.latency:
+            return self._delayed(m, scores, self.argmax.latency, "scores")
+        held = Signal(len(scores), name="scores_held", reset_less=True)
+        with m.If(scores_valid):
+            m.d.sync += held.eq(scores)
+        self.stats["register_bits"] += len(held)
+        return held
 
     def _q_increment(self, pipe, stream):
         """The sum of the ``q`` channels of one position of the last map, registered."""
