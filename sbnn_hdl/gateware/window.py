@@ -106,15 +106,27 @@ class WindowStream(wiring.Component):
         s_img, s_slot0 = Signal(2, name="s_img"), Signal(slot_bits, name="s_slot0")
         # Per output row and column, what its windows need, as tables (ROMs: continuous reads,
         # which simulators also evaluate at time 0, unlike case statements).
-        by_row = self._table(m, "by_row", data.StructLayout({
-            "need": range(h), "inside": kh, "top": slot_bits}), oy, [
-            {"need": g.last_row(y), "inside": sum(1 << dy for dy, r in enumerate(g.rows(y)) if 0 <= r < h),
+        by_row = self._table(m, "by_row", data.StructLayout({"inside": kh, "top": slot_bits}), oy, [
+            {"inside": sum(1 << dy for dy, r in enumerate(g.rows(y)) if 0 <= r < h),
              "top": g.rows(y)[0] % self.rows} for y in range(g.out_h)])
         by_col = self._table(m, "by_col", data.StructLayout({
-            "need": range(w), "inside": kw, "address": data.ArrayLayout(range(w), kw)}), ox, [
-            {"need": g.last_col(x), "inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w),
+            "inside": kw, "address": data.ArrayLayout(range(w), kw)}), ox, [
+            {"inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w),
              "address": [min(max(c, 0), w - 1) for c in g.cols(x)]} for x in range(g.out_w)])
-        last = (oy == g.out_h - 1) & (ox == g.out_w - 1)   # waits for the last pixel (Geometry.need)
+        # What the position waiting to fire needs is kept in registers, loaded from the tables
+        # for the next position when it fires: the tables are then off the path from the
+        # comparisons to `fire` (which the scanner's registers take as their enable).
+        next_ox = Mux(ox == g.out_w - 1, 0, ox + 1)
+        next_oy = Mux(ox == g.out_w - 1, Mux(oy == g.out_h - 1, 0, oy + 1), oy)
+        # (At least one bit wide: yosys fails on a memory of 0-bit words.)
+        next_row = self._table(m, "next_row", range(max(h, 2)), next_oy, [g.last_row(y) for y in range(g.out_h)])
+        next_col = self._table(m, "next_col", range(max(w, 2)), next_ox, [g.last_col(x) for x in range(g.out_w)])
+        next_last = (next_oy == g.out_h - 1) & (next_ox == g.out_w - 1)
+        first_last = g.out_h == 1 and g.out_w == 1
+        # The last window waits for the image's last pixel (Geometry.need).
+        last = Signal(name="last", init=first_last)
+        need_r = Signal(range(h), name="need_row", init=h - 1 if first_last else g.last_row(0))
+        need_c = Signal(range(w), name="need_col", init=w - 1 if first_last else g.last_col(0))
         held = Const(0, 1)
         if self.hold:
             timer = Signal(range(self.hold + 1), name="hold")
@@ -123,14 +135,14 @@ class WindowStream(wiring.Component):
             with m.Elif(timer != 0):
                 m.d.sync += timer.eq(timer - 1)
             held = last & (timer != 0)
-        need_r = Mux(last, h - 1, by_row.need)
-        need_c = Mux(last, w - 1, by_col.need)
         fire = Signal(name="fire")
         ahead = Signal(2, name="ahead")   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
         m.d.comb += [ahead.eq(w_img - s_img),
                      fire.eq(~held & ((ahead == 1) |
                                       ((ahead == 0) & ((w_row > need_r) | ((w_row == need_r) & (w_col > need_c))))))]
         with m.If(fire):
+            m.d.sync += [last.eq(next_last), need_r.eq(Mux(next_last, h - 1, next_row)),
+                         need_c.eq(Mux(next_last, w - 1, next_col))]
             with m.If(ox == g.out_w - 1):
                 m.d.sync += ox.eq(0)
                 with m.If(oy == g.out_h - 1):
@@ -180,7 +192,8 @@ class WindowStream(wiring.Component):
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
-        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, v1, rows_ok, cols_ok, *slots, v2]
+        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, last, need_r, need_c, v1, rows_ok, cols_ok,
+                    *slots, v2]
         self.stats = {
             "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if self.hold else 0),
             # Each stored tap bit is chosen from `rows` buffered rows, then from the padding.
