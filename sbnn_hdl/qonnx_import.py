@@ -446,9 +446,11 @@ class _Reader:
                 # A padding position holds the value 0, which must be one of the input's levels.
                 v = -c / d
                 if v not in (0, 1) or v > top:
+                    why = (f"the padded 0 is level {v}, and the format pads with level 0 or 1 only"
+                           if v.denominator == 1 and 0 <= v <= top else
+                           "the padded 0 is neither level (a +-1 activation has no 0)")
                     raise self.error(node, "zero padding on an input whose levels include 0 ({0, 1} activations)",
-                                     f"padding {list(padding)} on values {float(c):g} + {float(d):g}*v: the padded 0 "
-                                     f"is neither level (a +-1 activation has no 0)")
+                                     f"padding {list(padding)} on values {float(c):g} + {float(d):g}*v: {why}")
                 pad_value = int(v)
             strides = tuple(self.attr(node, "strides", [1, 1]))
             cout, cin, kh, kw = wshape

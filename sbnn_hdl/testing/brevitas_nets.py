@@ -75,15 +75,16 @@ def cnv(channels=(8, 8, 16), pool_after=(1,), dense=(32,), in_channels=1, size=1
         padding=0):
     """A small bnn_pynq ``CNV``: 3x3 binary convolutions (``channels``), 2x2 max-pooling after the
     convolutions listed in ``pool_after``, then dense layers. ``groups``/``padding`` make graphs
-    the converter must refuse (or, for padding of {0, 1} activations, accept)."""
+    the converter must refuse; both apply to the convolutions after the first."""
     features = [QuantIdentity(act_quant=CommonActQuant, bit_width=8, min_val=-1.0, max_val=1.0 - 2.0 ** -7,
                               narrow_range=False)]
     c, h = in_channels, size
     for index, out in enumerate(channels):
-        features += [QuantConv2d(c, out, 3, bias=False, padding=padding, groups=groups if index else 1,
+        pad = padding if index else 0
+        features += [QuantConv2d(c, out, 3, bias=False, padding=pad, groups=groups if index else 1,
                                  weight_quant=CommonWeightQuant, weight_bit_width=1),
                      nn.BatchNorm2d(out, eps=1e-4), _binary_act()]
-        h = h - 2 + 2 * padding
+        h = h - 2 + 2 * pad
         if index in pool_after:
             features.append(nn.MaxPool2d(2))
             h //= 2
