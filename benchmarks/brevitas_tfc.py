@@ -7,7 +7,8 @@ converted with ``python -m sbnn_hdl.convert``: accuracy in Brevitas, after conve
 As bnn_pynq: pixels in [0, 1], ``2*x - 1``, a 1-bit input quantizer (so the model reads the bit
 ``pixel >= 128``), 1-bit weights and activations, batch norm, TensorNorm at the end, weights
 clipped to [-1, 1] after each step; Adam with a cosine schedule and cross-entropy (bnn_pynq uses a
-squared hinge loss). One torch thread. Prints the figures docs/convert.md reports.
+squared hinge loss). One torch thread. Prints the figures docs/convert.md reports. ``--input-bits 8``
+quantizes the pixels to 8-bit unsigned integers instead (the first layer then reads integers).
 """
 
 import argparse
@@ -30,6 +31,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--hidden", default="64,64,64", help="hidden layer sizes (TFC 64, SFC 256, LFC 1024)")
+    parser.add_argument("--input-bits", type=int, default=1,
+                        help="1: bnn_pynq's binary input; 8: the pixels as 8-bit unsigned integers (the converted "
+                             "model's 'integer' input)")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
@@ -44,7 +48,7 @@ def main():
     x_train, y_train = flat(data.x_train), torch.from_numpy(data.y_train)
     x_test, y_test = data.x_test.reshape(len(data.x_test), -1).astype(np.float32) / 255, data.y_test
     hidden = tuple(int(n) for n in args.hidden.split(","))
-    net = brevitas_nets.fc(hidden)
+    net = brevitas_nets.fc(hidden, input_bits=args.input_bits)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
     steps = args.epochs * (len(x_train) // args.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
