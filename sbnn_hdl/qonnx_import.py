@@ -239,7 +239,7 @@ class _Reader:
         elif op in LAYOUT_OPS:
             self.pre_ops.append(op)
         elif op in AFFINE_OPS:
-            c = self.const(node, node.input[1], "the other operand")
+            c = self.const(node, node.input[1] if node.input[0] == tensor else node.input[0], "the other operand")
             self.pre_ops.append(f"{op} {float(c.ravel()[0]):g}" if c.size == 1 else f"{op} by a {list(c.shape)} constant")
             # Scalar ops keep the quantizer's input an affine a*x + b of the graph input x.
             if self.affine is not None and c.size == 1:
@@ -367,7 +367,7 @@ class _Reader:
         if top != 1:
             raise self.error(node, "MaxPool on binary values", f"{top + 1}-level integer input")
         kernel = tuple(self.attr(node, "kernel_shape"))
-        strides = tuple(self.attr(node, "strides", kernel)) or kernel
+        strides = tuple(self.attr(node, "strides", [1] * len(kernel)))  # ONNX's default stride is 1
         pads = list(self.attr(node, "pads", [0] * 4))
         if len(kernel) != 2 or any(pads) or self.attr(node, "ceil_mode", 0) or \
                 any(x != 1 for x in self.attr(node, "dilations", [1, 1])) or \
