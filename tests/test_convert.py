@@ -102,8 +102,6 @@ def test_trained_on_digits_agrees_with_brevitas_and_qonnx(tmp_path):
     assert len(report["differ"]) == 0 and report["compared"] >= 1500
     with torch.no_grad():
         brevitas = net.eval()(torch.from_numpy(x)).numpy().argmax(axis=1)
-    compared = np.ones(len(x), bool)
-    compared[np.flatnonzero(report["graph_predictions"] != report["predictions"])] = False
     assert (brevitas == report["predictions"]).mean() > 0.99
     accuracy = (report["predictions"][:len(data.x_test)] == data.y_test).mean()
     assert accuracy > 0.6  # one epoch learns the digits
@@ -257,3 +255,49 @@ def test_sign_and_bipolar_annotations(tmp_path):
     report = check(conversion, x)
     assert len(report["differ"]) == 0 and report["compared"] > 500
     assert np.array_equal(report["inputs"], (x > 0).astype(np.uint8))
+
+
+def _unsigned_activations(source, path):
+    """The graph at ``source`` with every activation BipolarQuant replaced by an unsigned 1-bit Quant
+    (levels {0, scale}, round half to even: a strict threshold at 1/2), as ``path``. Brevitas
+    exports 1-bit activations as BipolarQuant only, so this graph is edited by hand."""
+    model = ModelWrapper(source)
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "BipolarQuant" or model.get_initializer(node.input[0]) is not None:
+            continue
+        zero, bits = f"uq_zero_{index}", f"uq_bits_{index}"
+        model.set_initializer(zero, np.zeros((), np.float32))
+        model.set_initializer(bits, np.ones((), np.float32))
+        replacement = helper.make_node("Quant", [node.input[0], node.input[1], zero, bits], list(node.output),
+                                       name=node.name, domain=node.domain, signed=0, narrow=0, rounding_mode="ROUND")
+        model.graph.node.remove(node)
+        model.graph.node.insert(index, replacement)
+    onnx.save(model.model, path)
+    return path
+
+
+def test_unsigned_activations_and_zero_padding(tmp_path):
+    """{0, 1} activations: zero padding is the bit 0, and rounding's strict threshold folds exactly."""
+    torch.manual_seed(4)
+    source = _export(brevitas_nets.cnv(channels=(6, 8, 8), pool_after=(1,), dense=(16,), padding=1), tmp_path,
+                     "padded", (1, 10, 10), 4)
+    conversion = convert(_unsigned_activations(source, str(tmp_path / "unsigned.onnx")))
+    convs = [l for l in conversion.model.layers if l.kind == "conv2d"]
+    assert [c.padding for c in convs] == [(0, 0), (1, 1), (1, 1)] and {c.pad_value for c in convs} == {0}
+    x = np.random.default_rng(4).random((3000, 1, 10, 10), dtype=np.float32)
+    report = check(conversion, x)
+    assert len(report["differ"]) == 0 and report["compared"] >= 1500
+
+
+@pytest.mark.parametrize("which, samples", [("tfc", 2000), ("cnv", 300)])
+def test_bnn_pynq_reference_networks(which, samples, tmp_path):
+    """brevitas_examples.bnn_pynq's own W1A1 TFC and CNV classes (untrained, random batch norms)."""
+    torch.manual_seed(0)
+    net, shape = brevitas_nets.bnn_pynq(which)
+    path = _export(net, tmp_path, which, shape, 1)
+    conversion = convert(path)
+    kinds = [l.kind for l in conversion.model.layers]
+    assert kinds == (["dense"] * 4 if which == "tfc" else ["conv2d", "conv2d", "maxpool2d"] * 2 + ["conv2d"] * 2
+                     + ["dense"] * 3)
+    report = check(conversion, np.random.default_rng(8).random((samples, *shape), dtype=np.float32))
+    assert len(report["differ"]) == 0 and report["compared"] >= samples // 2

@@ -5,17 +5,20 @@ and ``benchmarks/brevitas_tfc.py``: built, given random batch-norm statistics, e
 [0, 1], ``2*x - 1``, an input quantizer, then QuantLinear, BatchNorm1d and a 1-bit QuantIdentity
 per hidden layer, a last QuantLinear and bnn_pynq's TensorNorm. :func:`cnv` is a small ``CNV``:
 the 8-bit Q1.7 input quantizer, 3x3 QuantConv2d without padding, BatchNorm2d, 1-bit activations,
-2x2 max-pooling, then dense layers. This module imports torch and brevitas.
+2x2 max-pooling, then dense layers. :func:`bnn_pynq` returns bnn_pynq's own classes at W1A1.
+This module imports torch and brevitas.
 """
 
 import torch
 from brevitas.export import export_qonnx
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+from brevitas_examples.bnn_pynq.models.CNV import CNV
+from brevitas_examples.bnn_pynq.models.FC import FC
 from brevitas_examples.bnn_pynq.models.common import CommonActQuant, CommonWeightQuant
 from brevitas_examples.bnn_pynq.models.tensor_norm import TensorNorm
 from torch import nn
 
-__all__ = ["fc", "cnv", "randomize_batch_norms", "export"]
+__all__ = ["fc", "cnv", "bnn_pynq", "randomize_batch_norms", "export"]
 
 
 def _binary_act():
@@ -99,6 +102,17 @@ def cnv(channels=(8, 8, 16), pool_after=(1,), dense=(32,), in_channels=1, size=1
         if isinstance(module, (QuantConv2d, QuantLinear)):
             nn.init.uniform_(module.weight.data, -1, 1)
     return net
+
+
+def bnn_pynq(which):
+    """bnn_pynq's own network ``which`` ("tfc", "sfc", "lfc": MLPs of 3x64, 3x256, 3x1024 on
+    28x28 inputs; "cnv": the CIFAR-10 CNN) at W1A1 (a 1-bit input for the MLPs, 8-bit for CNV, as
+    bnn_pynq's configurations), and one sample's shape."""
+    if which == "cnv":
+        return CNV(num_classes=10, weight_bit_width=1, act_bit_width=1, in_bit_width=8, in_ch=3), (3, 32, 32)
+    size = {"tfc": 64, "sfc": 256, "lfc": 1024}[which]
+    return FC(num_classes=10, weight_bit_width=1, act_bit_width=1, in_bit_width=1, in_channels=1,
+              out_features=[size] * 3), (1, 28, 28)
 
 
 @torch.no_grad()
