@@ -15,10 +15,11 @@ The library, in the order a model travels through it:
 - :mod:`.synth`, :mod:`.sweep`: yosys and nextpnr, and the hardware sweep built on them;
 - :mod:`.board`: board builds, the UART host interface and the host's client;
 - :mod:`.train`: training in PyTorch, the exact export, bit-plane pruning;
+- :mod:`.qonnx_import`: binary networks from QONNX (Brevitas) as exact models;
 - :mod:`.datasets`, :mod:`.tables`, :mod:`.testing`: data sets, report tables, test helpers.
 
 The command lines are thin layers over it, one module each: :mod:`.inspect`, :mod:`.infer`,
-:mod:`.generate`, :mod:`.simulate`, :mod:`.bench`, :mod:`.export`, :mod:`.bitprune`, and the
+:mod:`.generate`, :mod:`.simulate`, :mod:`.bench`, :mod:`.export`, :mod:`.bitprune`, :mod:`.convert`, and the
 packages' ``__main__`` of :mod:`.board` and :mod:`.train`.
 """
 

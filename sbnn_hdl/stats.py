@@ -5,15 +5,18 @@ layers the shares K0, K1 and K>=2 of kernels with no, one, and two or more conne
 Binary operations follow the SBNN paper (Section 3.5): a dense BNN spends 2 per weight (an XNOR
 and a popcount step); an SBNN spends 1 per 1-valued connection plus the shared input sum ``q``
 (1 per input of the layer or window). Convolutions count every output position.
+:func:`format_report` is the readable report of ``python -m sbnn_hdl.inspect`` (and of ``convert``).
 """
 
+import json
 import math
 
 import numpy as np
 
 from .model import Conv2d, MaxPool2d
+from .tables import format_table
 
-__all__ = ["binary_entropy", "layer_stats", "model_stats"]
+__all__ = ["binary_entropy", "layer_stats", "model_stats", "format_report"]
 
 
 def binary_entropy(p):
@@ -84,3 +87,44 @@ def model_stats(model):
             "ops_reduction": bnn_ops / sbnn_ops if sbnn_ops else math.inf,
         },
     }
+
+
+def _shape(shape):
+    return "x".join(str(n) for n in shape)
+
+
+def format_report(stats):
+    """The human-readable report of :func:`sbnn_hdl.stats.model_stats`."""
+    spec = stats["input"]
+    out = [f"model {stats['name']}: input {_shape(spec['shape'])} x {spec['bits']} bits, "
+           f"{spec['encoding']} encoding, planes {','.join(map(str, spec['planes']))} "
+           f"({spec['features']} first-layer inputs)"]
+    if stats["classes"]:
+        out.append("classes: " + ", ".join(stats["classes"]))
+    for key, value in stats["metadata"].items():
+        out.append(f"{key}: {json.dumps(value, ensure_ascii=False)}")
+    rows, coeffs = [], []
+    for s in stats["layers"]:
+        if "weights" not in s:
+            rows.append([s["name"], s["kind"], _shape(s["in_shape"]), _shape(s["out_shape"]),
+                         "-", "-", "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        conv = s["kind"] == "conv2d"
+        rows.append([s["name"], s["kind"], _shape(s["in_shape"]), _shape(s["out_shape"]),
+                     f"{s['connections']:,}/{s['weights']:,}", f"{100 * s['density']:.2f}%",
+                     f"{s['entropy_bits_per_weight']:.3f}",
+                     *([f"{100 * s[k]:.1f}%" for k in ("k0", "k1", "k2plus")] if conv else ["-"] * 3),
+                     f"{s['bnn_ops']:,}", f"{s['sbnn_ops']:,}", f"{s['bnn_ops'] / s['sbnn_ops']:.1f}x"])
+        coeffs.append([s["name"], "{}..{}".format(*s["a_range"]), "{}..{}".format(*s["b_range"]),
+                       "{}..{}".format(*s["t_range"]), s["max_fan_in"], s["unconnected_neurons"],
+                       "yes" if s["shared_sum_used"] else "no"])
+    t = stats["totals"]
+    rows.append(["total", "", "", "", f"{t['connections']:,}/{t['weights']:,}",
+                 f"{100 * t['density']:.2f}%", f"{t['entropy_bits_per_weight']:.3f}", "", "", "",
+                 f"{t['bnn_ops']:,}", f"{t['sbnn_ops']:,}", f"{t['ops_reduction']:.1f}x"])
+    out += ["", format_table(["layer", "kind", "in", "out", "connections", "density", "bits/w",
+                        "K0", "K1", "K>=2", "BNN ops", "SBNN ops", "saving"], rows)]
+    out += ["", format_table(["layer", "a", "b", "t", "max fan-in", "unconnected", "uses q"], coeffs)]
+    out += ["", "BNN ops: 2 per weight (XNOR + popcount); SBNN ops: 1 per connection + the shared "
+                "input sum q; conv layers count every output position."]
+    return "\n".join(out)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sbnn_hdl"
 
 #: The modules behind ``python -m sbnn_hdl.X``: the only ones that may parse arguments and print.
 COMMANDS = {"sbnn_hdl.inspect", "sbnn_hdl.infer", "sbnn_hdl.generate", "sbnn_hdl.simulate", "sbnn_hdl.bench",
-            "sbnn_hdl.export", "sbnn_hdl.bitprune", "sbnn_hdl.board.__main__", "sbnn_hdl.train.__main__"}
+            "sbnn_hdl.convert", "sbnn_hdl.export", "sbnn_hdl.bitprune", "sbnn_hdl.board.__main__", "sbnn_hdl.train.__main__"}
 
 
 def _modules():

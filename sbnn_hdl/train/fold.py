@@ -40,7 +40,8 @@ from ..errors import SbnnError
 from ..model import Conv2d, Dense, MaxPool2d, Model
 from .nets import encode_batch
 
-__all__ = ["ExportError", "Folded", "fold", "verify", "exact_scores", "to_model", "check_agreement"]
+__all__ = ["ExportError", "Folded", "fold", "fold_hidden", "fold_output", "fold_thresholds", "fold_scores",
+           "clip_thresholds", "fold_smallest", "verify", "exact_scores", "to_model", "check_agreement"]
 
 LIMIT = 2**24 - 1
 #: The coefficient bounds tried in turn for each layer: the first whose folding verifies is kept,
@@ -95,23 +96,41 @@ def fold_hidden(name, tau, phi, max_value, mean, var, eps, gamma, beta, limit=LI
     if tau == 0:
         raise ExportError(f"layer {name!r}: expected tau != 0, found tau = 0 (every weight equal)")
     k = (phi - tau) / (2 * tau)
-    A, K = best_ratio(k, name, limit)
     sd = np.sqrt(np.asarray(var, np.float64) + np.float64(eps))
     gamma, beta, mean = (np.asarray(x, np.float64) for x in (gamma, beta, mean))
-    m = len(gamma)
-    a, b, t = np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64)
-    exact = []
-    for j in range(m):
+    neurons = []
+    for j in range(len(gamma)):
         if gamma[j] == 0:  # batch norm outputs the constant beta: always or never fires
-            t[j] = 0 if beta[j] >= 0 else 1
-            exact.append(None)
+            neurons.append(bool(beta[j] >= 0))
             continue
         theta = mean[j] - beta[j] * sd[j] / gamma[j]
         h = Fraction(float(theta)) * max_value / (2 * tau)
         s = 1 if (gamma[j] > 0) == (tau > 0) else -1
+        neurons.append((s, h))
+    return (k, *fold_thresholds(name, k, neurons, limit))
+
+
+def fold_thresholds(name, k, neurons, limit=LIMIT):
+    """``(A, K), a, b, t, exact`` of hidden neurons that fire when ``s*(p + k*q - h) >= 0``.
+
+    ``k`` is the layer's ratio (a :class:`Fraction`); ``neurons[j]`` is ``(s, h)`` (``s`` = +-1,
+    ``h`` a :class:`Fraction`), or a bool for a neuron that always (True) or never fires. Each
+    neuron becomes ``a = s*A``, ``b = s*K``, ``t = ceil(s*A*h)`` with ``K/A`` the best ratio of
+    :func:`best_ratio`; ``exact`` is what :func:`verify` checks (``None`` for a constant neuron).
+    """
+    A, K = best_ratio(k, name, limit)
+    m = len(neurons)
+    a, b, t = np.zeros(m, np.int64), np.zeros(m, np.int64), np.zeros(m, np.int64)
+    exact = []
+    for j, item in enumerate(neurons):
+        if isinstance(item, bool):
+            t[j] = 0 if item else 1
+            exact.append(None)
+            continue
+        s, h = item
         a[j], b[j], t[j] = s * A, s * K, math.ceil(s * A * h)
         exact.append((s, h))
-    return k, (A, K), a, b, t, exact
+    return (A, K), a, b, t, exact
 
 
 def fold_output(name, tau, phi, max_value, mean, var, eps, gain, bias, limit=LIMIT):
@@ -121,15 +140,25 @@ def fold_output(name, tau, phi, max_value, mean, var, eps, gain, bias, limit=LIM
         raise ExportError(f"layer {name!r}: expected tau != 0 and gain != 0, found tau = {float(tau)}, "
                           f"gain = {float(gain)}")
     k = (phi - tau) / (2 * tau)
+    G = np.float64(gain) / np.sqrt(np.float64(var) + np.float64(eps))
+    H = np.asarray(bias, np.float64) - G * np.float64(mean)
+    u = Fraction(float(G)) * 2 * tau / max_value
+    o = [Fraction(float(h)) / u for h in H]
+    return (k, *fold_scores(name, k, u, o, limit))
+
+
+def fold_scores(name, k, u, o, limit=LIMIT):
+    """``(A, K), a, b, t, o, s`` of a last layer whose real scores are ``u*(p_j + k*q + o_j)``.
+
+    ``k``, ``u`` (the scale all classes share, non-zero) and the offsets ``o_j`` are exact
+    :class:`Fraction` values; ``s`` is the sign of ``u``. The integer scores order the classes as
+    the real ones do, ties to the lower index included (see the module docstring).
+    """
     A, K = best_ratio(k, name, limit)
     # Unlike a hidden threshold, the class offsets A*o_j are rounded: scale (A, K) up to the bound.
     scale = max(1, limit // max(A, abs(K)))
     A, K = A * scale, K * scale
-    G = np.float64(gain) / np.sqrt(np.float64(var) + np.float64(eps))
-    H = np.asarray(bias, np.float64) - G * np.float64(mean)
-    u = Fraction(float(G)) * 2 * tau / max_value
     s = 1 if u > 0 else -1
-    o = [Fraction(float(h)) / u for h in H]
     # Scores compare as p_j + o_j; for integer p only floor(o_j) and the order of the fractional
     # parts matter (ties to the lower class). T_j/A keeps floor(o_j) and the fractional part to
     # within 1/A, plus its rank among the distinct fractional parts, so that order is kept exactly.
@@ -141,8 +170,31 @@ def fold_output(name, tau, phi, max_value, mean, var, eps, gain, bias, limit=LIM
     T = [A * math.floor(x) + math.floor(f * (A - m)) + rank[f] for x, f in zip(o, fractions)]
     if max(abs(x) for x in T) >= 2**60:
         raise ExportError(f"layer {name!r}: expected thresholds below 2**60, found {max(abs(x) for x in T)}")
-    return (k, (A, K), np.full(m, s * A, np.int64), np.full(m, s * K, np.int64),
+    return ((A, K), np.full(m, s * A, np.int64), np.full(m, s * K, np.int64),
             np.array([-s * x for x in T], np.int64), o, s)
+
+
+def clip_thresholds(a, b, t, mask, max_value):
+    """``t`` of a hidden layer clipped to just beyond every reachable ``a*p + b*q``: thresholds
+    further out decide nothing more, and this keeps them within the format's range."""
+    bound = int(np.abs(a).max()) * int(mask.reshape(len(a), -1).sum(1).max()) * max_value \
+        + int(np.abs(b).max()) * mask[0].size * max_value
+    return np.clip(t, -bound - 1, bound + 1)
+
+
+def fold_smallest(make, search=True):
+    """The :class:`Folded` layer that ``make(limit)`` builds for the first bound of :data:`LIMITS`
+    whose folding :func:`verify` accepts, with its ``proof`` (``search=False``: the format's
+    limit, unverified). Raises :class:`ExportError` when even the format's limit fails."""
+    for limit in LIMITS if search else (LIMIT,):
+        try:
+            f = make(limit)
+            f.proof = verify([f])["layers"][f.name] if search else None
+        except ExportError:
+            if limit == LIMIT:
+                raise
+            continue
+        return f
 
 
 def _reachable_p(q, fan, ones, M):
@@ -247,16 +299,8 @@ def fold(net, *, search=False):
         if layer.kind == "conv":
             mask = mask.permute(0, 2, 3, 1)
         mask = np.ascontiguousarray(mask.numpy())
-        for limit in LIMITS if search else (LIMIT,):
-            try:
-                f = _fold_layer(layer, tau, phi, mask, max_value, step, limit)
-                f.proof = verify([f])["layers"][layer.name] if search else None
-            except ExportError:
-                if limit == LIMIT:
-                    raise
-                continue
-            break
-        folded.append(f)
+        folded.append(fold_smallest(
+            lambda limit: _fold_layer(layer, tau, phi, mask, max_value, step, limit), search))
         max_value, step = 1, 1
     return folded
 
@@ -273,10 +317,7 @@ def _fold_layer(layer, tau, phi, mask, max_value, step, limit):
             bn.running_var.double().numpy(), bn.eps, bn.weight.detach().double().numpy(),
             bn.bias.detach().double().numpy(), limit)
         sign = 1
-        # Thresholds beyond every reachable acc decide nothing more; keep them within the format.
-        bound = int(np.abs(a).max()) * int(mask.reshape(len(a), -1).sum(1).max()) * max_value \
-            + int(np.abs(b).max()) * mask[0].size * max_value
-        t = np.clip(t, -bound - 1, bound + 1)
+        t = clip_thresholds(a, b, t, mask, max_value)
     return Folded(layer.name, "conv2d" if layer.kind == "conv" else "dense", mask, a, b, t,
                   layer.last, max_value, step, ratio, k, exact, sign)
 
