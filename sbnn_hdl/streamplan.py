@@ -179,8 +179,8 @@ class StreamPlan:
     as the first layer reads them; only the channels in ``stages[0].channels`` are built);
     ``collect``: the ``(position, stream channel)`` bits of the
     last stage's output that the dense layers' units read, in the order of their first layer's
-    sources; ``q_channels``: the last stage's output channels whose sum over every position is the
-    first dense layer's ``q`` (its plan's ``q_input``), summed as the positions pass instead of
+    sources; ``q_channels``: the last stage's output channels (repeated where the first dense layer
+    reads a channel twice) whose sum over every position is the first dense layer's ``q`` (its plan's ``q_input``), summed as the positions pass instead of
     collected (empty when that layer needs no ``q``);
     ``dense``: the dense layers' :class:`~sbnn_hdl.hwplan.LayerPlan`; ``image_gap``: the fewest
     cycles without ``valid`` between an image's last pixel and the next image's first that keep
@@ -256,9 +256,13 @@ def plan_stream(model):
     model_channels = [("stream", k) for k in range(len(features))]
     stages = []
     dense_layers = [layer for layer in model.layers if isinstance(layer, Dense)]
-    for index, layer in enumerate(model.layers[:len(model.layers) - len(dense_layers)]):
+    # The stream carries integer inputs divided by 2**(lowest plane) (pools pass them on as they
+    # are): the first layer with weights takes the factor into its coefficients.
+    scale = input_scale(spec)
+    for layer in model.layers[:len(model.layers) - len(dense_layers)]:
         if isinstance(layer, Conv2d):
-            stage = _plan_conv(layer, model_channels, stream_max, input_scale(spec) if index == 0 else 1)
+            stage = _plan_conv(layer, model_channels, stream_max, scale)
+            scale = 1
         else:
             stage = _plan_pool(layer, model_channels, stream_max)
         stages.append(stage)
@@ -276,7 +280,7 @@ def plan_stream(model):
                 source_max.append(stream_max[value])
     dense = []
     for index, layer in enumerate(dense_layers):
-        plan = plan_layer(layer, incoming, source_max, index == len(dense_layers) - 1)
+        plan = plan_layer(layer, incoming, source_max, index == len(dense_layers) - 1, scale if index == 0 else 1)
         dense.append(plan)
         incoming = [("const", o[1]) if o[0] == "const" else ("source", o[1]) for o in plan.outputs]
         source_max = [1] * len(plan.units)
@@ -300,13 +304,14 @@ def _stream_q(plan, collect, model_channels):
     variable input once, i.e. every stream channel of the last map at every position, so a
     running sum over the positions as they pass gives it, without collecting the map's bits or
     building an adder tree over all of them. Returns the stream channels summed (empty when the
-    layer needs no ``q``)."""
+    layer needs no ``q``), a channel as often as the layer's inputs read it (duplicate channels
+    of the last conv layer are one stream channel)."""
     if not plan.q_sources:
         return []
     # plan_layer's q is each variable source once; only then is it the same sum at every position.
     assert plan.q_sources == tuple((s, 1) for s in range(len(collect)))
     plan.q_input, plan.q_sources = plan.q_max, ()
-    return sorted({value for kind, value in model_channels if kind == "stream"})
+    return [value for kind, value in model_channels if kind == "stream"]
 
 
 def _keep_read(stage, read):

@@ -104,6 +104,34 @@ def test_first_dense_q_is_summed_as_positions_pass(hidden):
     check_stream(model, random_inputs(rng, spec, 6), idle=0.3)
 
 
+def test_first_dense_q_counts_a_duplicate_channel_twice():
+    """Two identical channels of the last conv layer are one stream channel, which the running q
+    adds twice (as the dense layer's inputs read it twice)."""
+    rng = np.random.default_rng(8)
+    spec = InputSpec(shape=(5, 4, 1), bits=1, encoding="integer")
+    mask = rng.integers(0, 2, (3, 3, 3, 1))
+    mask[2] = mask[0]
+    conv = Conv2d("c", (5, 4, 1), mask, np.array([2, 3, 2]), np.array([-1, -1, -1]), np.array([1, 2, 1]),
+                  padding=(1, 1))
+    dense = Dense("out", rng.integers(0, 2, (2, 5 * 4 * 3)), np.array([3, 2]), np.array([-2, -1]), np.zeros(2, np.int64))
+    model = Model("dup", spec, [conv, dense])
+    plan = plan_stream(model)
+    assert len(plan.q_channels) == 3 and len(set(plan.q_channels)) == 2
+    check_stream(model, random_inputs(rng, spec, 6), idle=0.0)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_pool_first_on_an_integer_input_above_plane_zero(conv):
+    """A pool passes the input's integers on as the stream carries them (divided by 2**(lowest
+    plane)): the first layer with weights after it, conv or dense, takes the factor."""
+    rng = np.random.default_rng(9)
+    layers = (LayerPlan("maxpool2d", kernel=(2, 2), stride=(1, 1)),)
+    if conv:
+        layers += (LayerPlan("conv2d", 3, kernel=(2, 2)),)
+    model = _model(rng, layers + (LayerPlan("dense", 3),), shape=(4, 5, 2), bits=4, encoding="integer", planes=(2,))
+    check_stream(model, random_inputs(rng, model.input, 8))
+
+
 def test_refuses_pad_value_one_on_an_integer_input_without_plane_zero():
     rng = np.random.default_rng(6)
     model = _model(rng, (LayerPlan("conv2d", 2, kernel=(3, 3), padding=(1, 1), pad_value=1), LayerPlan("dense", 2)),
