@@ -5,9 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from sbnn_hdl import golden
+from sbnn_hdl.gateware.argmax import SerialArgmax
 from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.hwplan import HardwareError
 from sbnn_hdl.model import Conv2d, Dense, InputSpec, MaxPool2d, Model
@@ -130,6 +132,38 @@ def test_pool_first_on_an_integer_input_above_plane_zero(conv):
         layers += (LayerPlan("conv2d", 3, kernel=(2, 2)),)
     model = _model(rng, layers + (LayerPlan("dense", 3),), shape=(4, 5, 2), bits=4, encoding="integer", planes=(2,))
     check_stream(model, random_inputs(rng, model.input, 8))
+
+
+@pytest.mark.parametrize("count", [2, 5, 10])
+def test_serial_argmax_ties_to_the_lowest_index_and_holds(count):
+    """SerialArgmax's index is np.argmax's (the first maximum) exactly `latency` cycles after
+    start, and holds until the next search starts; scores from a small range, so ties are common."""
+    rng = np.random.default_rng(count)
+    dut = SerialArgmax(6, count)
+    cases = rng.integers(-3, 3, (40, count))
+    seen = []
+
+    async def bench(ctx):
+        for scores in cases:
+            for j, v in enumerate(scores):
+                ctx.set(dut.scores[j], int(v))
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            for j in range(count):
+                ctx.set(dut.scores[j], int(rng.integers(-32, 32)))   # read only on start
+            await ctx.tick().repeat(max(dut.latency - 1, 0))
+            held = []
+            for _ in range(3):
+                held.append(ctx.get(dut.index))
+                await ctx.tick()
+            seen.append(held)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [[int(np.argmax(scores))] * 3 for scores in cases]
 
 
 def test_refuses_pad_value_one_on_an_integer_input_without_plane_zero():

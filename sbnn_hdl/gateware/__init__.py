@@ -3,14 +3,16 @@
 - :class:`SparseAccumulator`: one neuron's sum over exactly the wires its mask selects;
 - :class:`Threshold`: one neuron's folded comparison;
 - :class:`DenseLayer`, :class:`OutputLayer`: a hidden layer (bits out) and the last layer (scores);
-- :class:`Argmax`: the pipelined argmax, ties to the lowest index;
-- :class:`NetworkCore`: the whole network, one sample per clock, with a fixed :attr:`latency`.
+- :class:`Argmax`: the pipelined argmax, ties to the lowest index; :class:`SerialArgmax`: one
+  comparison per cycle, for samples that come many cycles apart;
+- :class:`NetworkCore`: the whole network, one sample per clock, with a fixed :attr:`latency`;
+- :class:`StreamingCore` (:mod:`.streaming`): a convolutional network, one pixel per clock.
 """
 
 from .accumulator import SparseAccumulator
-from .argmax import Argmax
+from .argmax import Argmax, SerialArgmax
 from .core import NetworkCore
 from .layer import DenseLayer, OutputLayer
 from .threshold import Threshold
 
-__all__ = ["SparseAccumulator", "Threshold", "DenseLayer", "OutputLayer", "Argmax", "NetworkCore"]
+__all__ = ["SparseAccumulator", "Threshold", "DenseLayer", "OutputLayer", "Argmax", "SerialArgmax", "NetworkCore"]

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..hwplan import DEFAULT_EVERY
 
-__all__ = ["Argmax"]
+__all__ = ["Argmax", "SerialArgmax"]
 
 
 class Argmax(wiring.Component):
@@ -68,4 +68,65 @@ class Argmax(wiring.Component):
                 candidates = registered
         m.d.comb += self.index.eq(candidates[0][1])
         self.stats = {"register_bits": registers}
+        return m
+
+
+class SerialArgmax(wiring.Component):
+    """``index`` of the largest of ``scores``, one comparison per cycle; of equal scores, the
+    lowest index wins (as :class:`Argmax`).
+
+    For cores whose samples are far apart (the streaming core: a sample every ``H x W`` cycles):
+    one comparator and a shift register of the scores instead of a tree of ``count - 1``
+    comparisons and multiplexers, so it is smaller, and its one comparison per cycle drives
+    nothing but the enables of the best score and its index.
+
+    Parameters
+    ----------
+    width : int
+        Width of each signed score.
+    count : int
+        Number of scores (at least 1).
+
+    Ports
+    -----
+    scores : In(ArrayLayout(signed(width), count)) — read on the cycle ``start`` is high
+    start : In(1) — start a search; another may start no earlier than :attr:`latency` cycles later
+    index : Out(unsigned(max(1, bits(count - 1)))) — valid from ``latency`` cycles after
+        ``start`` until the next search has started
+
+    Attributes
+    ----------
+    latency : int
+        ``count`` (``count - 1`` comparisons after the load); 0 for a single score (the index is
+        the constant 0).
+    """
+
+    def __init__(self, width, count):
+        if count < 1:
+            raise ValueError(f"count: expected at least 1 score, found {count}")
+        self.width, self.count = width, count
+        self.latency = count if count > 1 else 0
+        super().__init__({"scores": In(data.ArrayLayout(signed(width), count)), "start": In(1),
+                          "index": Out(unsigned(max(1, (count - 1).bit_length())))})
+
+    def elaborate(self, platform):
+        m = Module()
+        self.stats = {"register_bits": 0, "adder_bits": 0, "adders": 0}
+        if self.count == 1:
+            return m
+        rest = Signal(data.ArrayLayout(signed(self.width), self.count - 1), name="rest", reset_less=True)
+        best = Signal(signed(self.width), name="best", reset_less=True)
+        index = Signal(self.index.shape(), name="best_index", reset_less=True)
+        # The index of rest[0]; 0 when no search is running.
+        k = Signal(range(self.count), name="k")
+        with m.If(self.start):
+            m.d.sync += [rest.eq(self.scores.as_value()[self.width:]), best.eq(self.scores[0]), index.eq(0),
+                         k.eq(1)]
+        with m.Elif(k != 0):
+            with m.If(rest[0] > best):   # strictly larger: a tie keeps the lower index
+                m.d.sync += [best.eq(rest[0]), index.eq(k)]
+            m.d.sync += [rest.eq(rest.as_value() >> self.width), k.eq(Mux(k == self.count - 1, 0, k + 1))]
+        m.d.comb += self.index.eq(index)
+        self.stats = {"register_bits": len(rest.as_value()) + len(best) + len(index) + len(k),
+                      "adder_bits": self.width + 1, "adders": 1}
         return m

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In
 
 from ..hwplan import DEFAULT_EVERY
 from ..streamplan import plan_stream, stream_timing
-from .argmax import Argmax
+from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
 from .pipeline import Pipeline, shape_for
@@ -96,7 +96,13 @@ class StreamingCore(wiring.Component):
         first = {"q_stage": self.q_latency}
         self.hidden = [DenseLayer(p, every=every, **(first if n == 0 else {})) for n, p in enumerate(plan.dense[:-1])]
         self.output = OutputLayer(plan.dense[-1], every=every, **({} if self.hidden else first))
-        self.argmax = Argmax(self.output.score_width, self.output.classes, every=1)
+        # Samples come at least `pixels + image_gap` cycles apart: time enough, nearly always,
+        # for one comparison per class.
+        classes = self.output.classes
+        if classes <= plan.pixels + plan.image_gap:
+            self.argmax = SerialArgmax(self.output.score_width, classes)
+        else:
+            self.argmax = Argmax(self.output.score_width, classes, every=1)
         self.head_latency = sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
         self.latency = 1 + plan.stream_latency + 1 + self.head_latency
         self.image_gap = plan.image_gap
@@ -152,7 +158,8 @@ class StreamingCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = self.output.score_width
-        self.stats = {"register_bits": 0, "argmax_bits": max(self.output.classes - 1, 0) * width,
+        tree = isinstance(self.argmax, Argmax)
+        self.stats = {"register_bits": 0, "argmax_bits": max(self.output.classes - 1, 0) * width if tree else 0,
                       "adder_bits": 0, "compare_bits": 0, "adders": 0, "memory_bits": 0}
         stream, valid, widths = self._features(m)
         self.windows = []
@@ -185,6 +192,8 @@ class StreamingCore(wiring.Component):
         m.submodules.argmax = self.argmax
         m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
         scores_valid = self._delayed(m, self._head_valid, self.head_latency - self.argmax.latency, "scores_valid")
+        if isinstance(self.argmax, SerialArgmax):
+            m.d.comb += self.argmax.start.eq(scores_valid)
         if self.with_scores:
             m.d.comb += self.scores.eq(self._held_scores(m, scores_valid))
         m.d.comb += self.out_valid.eq(self._delayed(m, scores_valid, self.argmax.latency, "valid"))
@@ -192,10 +201,10 @@ class StreamingCore(wiring.Component):
 
     def _held_scores(self, m, scores_valid):
         """The scores as the argmax's result comes out. Samples are at least ``pixels +
-        image_gap`` cycles apart, so when that exceeds the argmax's latency one register, written
+        image_gap`` cycles apart, so when that is at least the argmax's latency one register, written
         when the scores are valid, holds them until then (instead of a pipeline of that depth)."""
         scores = self.output.scores.as_value()
-        if self.argmax.latency == 0 or self.pixels + self.image_gap <= self.argmax.latency:
+        if self.argmax.latency == 0 or self.pixels + self.image_gap < self.argmax.latency:
             return self._delayed(m, scores, self.argmax.latency, "scores")
         held = Signal(len(scores), name="scores_held", reset_less=True)
         with m.If(scores_valid):
