@@ -1,0 +1,155 @@
+"""The hardware sweep's builds as tasks of a Dask distributed cluster (``bench hardware --cluster``).
+
+:func:`builds` is the executor that :func:`sbnn_hdl.sweep.sweep` uses instead of its local process
+pool when given a scheduler's address: each build (one model file on one datapath) becomes one
+task. A task carries the model file's bytes, its file name and the build options, so a worker needs
+only the project's pip install, no shared filesystem; it answers with the figures of
+:func:`sbnn_hdl.sweep.measure` and the text of the tools' logs, which are written into the local
+logs folder here. The caller caches the figures as it caches the local pool's.
+
+Faults: a task that raises other than :class:`~sbnn_hdl.errors.SbnnError` is run again up to
+``retries`` times (Dask's ``retries``); a task whose worker dies is run again on another worker
+as often as the scheduler's ``distributed.scheduler.allowed-failures`` allows (default 3). A task
+that fails past those bounds, or fails with an :class:`~sbnn_hdl.errors.SbnnError` (a tool's
+error: the same on every worker, so not retried), comes back as a failure, ``{"failed": message,
+"log_tail": lines}``, never as a result; the lines are the last its worker streamed to the
+scheduler (:data:`TAIL_LINES` of the tools' logs, every :data:`TAIL_SECONDS`), so they survive the
+worker. Importing this module imports Dask; :mod:`sbnn_hdl.sweep` does so only with a cluster.
+"""
+
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from distributed import Client, get_worker
+
+from ._files import write_atomic
+from .errors import InputError, SbnnError
+
+__all__ = ["connect", "builds", "build", "TAIL_LINES", "TAIL_SECONDS"]
+
+#: Lines of a build's logs that its worker keeps sending to the scheduler, for a failure report.
+TAIL_LINES = 20
+#: Seconds between two such reports (and between two progress reports of :func:`builds`).
+TAIL_SECONDS = 2.0
+
+
+def connect(address, timeout):
+    """A :class:`distributed.Client` of the scheduler at ``address`` (``tcp://host:port``), or
+    :class:`InputError` (a one-line message) when none answers within ``timeout`` seconds."""
+    where = f"--cluster {address}"
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as error:  # connection refused, unknown host, no answer in time
+        found = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(where, f"a Dask scheduler answering within {timeout:g} s", found) from None
+    except ValueError as error:  # an address Dask cannot parse
+        raise InputError(where, "a scheduler address such as tcp://host:8786", str(error)) from None
+
+
+def _tail(folder):
+    """The last :data:`TAIL_LINES` lines of the logs in ``folder``, the most recently written last."""
+    lines = []
+    for log in sorted(Path(folder).iterdir(), key=lambda f: f.stat().st_mtime):
+        lines += [f"{log.name}: {line}" for line in log.read_text(errors="replace").splitlines()[-TAIL_LINES:]]
+    return lines[-TAIL_LINES:]
+
+
+def build(model_bytes, name, arch, options, expected, topic):
+    """Runs on a worker: :func:`sbnn_hdl.sweep.measure` of the model file ``model_bytes`` (written
+    as ``name`` in a scratch folder, since the file name is the result's label) on ``arch`` with
+    ``options``. Returns ``{"result": figures, "logs": {file name: text}}``, or ``{"failed":
+    message, "logs": ...}`` for an :class:`SbnnError`; ``file`` in the figures is the scratch
+    file's. ``expected`` is the client's ``{"tools": ..., "generator": ...}`` (what its cache key
+    holds): a worker with other tool versions or another generator refuses, as its figures would
+    be cached under a key that does not describe them. While it runs, the logs' last lines go to
+    the scheduler's event log under ``topic`` (see :func:`builds`)."""
+    from . import sweep  # the worker imports the flow here, not when it unpickles the task
+
+    found = {"tools": sweep.tool_versions(), "generator": sweep._generator_digest()}
+    if found != expected:
+        differ = [k for k in ("tools", "generator") if found[k] != expected[k]]
+        return {"failed": f"worker {get_worker().address}: expected the client's {' and '.join(differ)} "
+                          f"{[expected[k] for k in differ]}, found {[found[k] for k in differ]}", "logs": {}}
+    worker = get_worker()
+    with tempfile.TemporaryDirectory(prefix="sbnn-cluster-") as folder:
+        path, logs = Path(folder) / name, Path(folder) / "logs"
+        path.write_bytes(model_bytes)
+        logs.mkdir()
+        stop = threading.Event()
+
+        def report():
+            sent = None
+            while not stop.wait(TAIL_SECONDS):
+                lines = _tail(logs)
+                if lines and lines != sent:
+                    worker.log_event(topic, {"worker": worker.address, "lines": lines})
+                    sent = lines
+
+        reporter = threading.Thread(target=report, daemon=True)
+        reporter.start()
+        try:
+            outcome = {"result": sweep.measure(path, arch, logs=logs, **options)}
+        except SbnnError as error:
+            outcome = {"failed": str(error)}
+        finally:
+            stop.set()
+            reporter.join()
+        outcome["logs"] = {log.name: log.read_text(errors="replace") for log in logs.iterdir()}
+    return outcome
+
+
+def _last_lines(client, topic):
+    """The last log lines a task's worker sent (see :func:`build`), or []."""
+    events = client.get_events(topic)
+    return events[-1][1]["lines"] if events else []
+
+
+def builds(address, jobs, options, *, expected, logs=None, timeout=10, retries=2, status=None):
+    """Run the builds ``jobs`` (``(path, arch)`` pairs) on the cluster at ``address``; yields
+    ``(index in jobs, outcome)`` as they finish: the figures of :func:`sbnn_hdl.sweep.measure`
+    (``file`` being ``path``), or a failure (see the module docstring). The tools' logs are
+    written into ``logs`` as the local pool's builds write them. ``status(running, queued)`` is
+    called every :data:`TAIL_SECONDS` while builds are left. An unreachable scheduler is an
+    :class:`InputError` (see :func:`connect`), raised before any build."""
+    with connect(address, timeout) as client:
+        futures = {}
+        for index, (path, arch) in enumerate(jobs):
+            # One key per attempt at a sweep: a key the scheduler still remembers from an earlier
+            # sweep (pure=True) would hand back that result instead of building the current code.
+            key = f"sbnn-build-{Path(path).stem}-{arch}-{uuid.uuid4().hex[:12]}"
+            future = client.submit(build, Path(path).read_bytes(), Path(path).name, arch, options, expected, key,
+                                   key=key, retries=retries, pure=False)
+            futures[future] = index
+        pending, reported = set(futures), time.monotonic()
+        while pending:
+            for future in [future for future in pending if future.done()]:
+                pending.discard(future)
+                index = futures[future]
+                yield index, _outcome(client, future, jobs[index][0], logs)
+            if pending and status and time.monotonic() - reported >= TAIL_SECONDS:
+                processing = {key for keys in client.processing().values() for key in keys}
+                running = sum(future.key in processing for future in pending)
+                status(running, len(pending) - running)
+                reported = time.monotonic()
+            time.sleep(0.1 if pending else 0)
+
+
+def _outcome(client, future, path, logs):
+    """What the finished task ``future`` of the model file ``path`` yields (see :func:`builds`)."""
+    if future.status == "finished":
+        outcome = future.result()
+        if logs is not None:
+            for name, text in outcome["logs"].items():
+                write_atomic(Path(logs) / name, text.encode())
+        if "failed" in outcome:
+            lines = [line for text in outcome["logs"].values() for line in text.splitlines()]
+            return {"failed": outcome["failed"], "log_tail": lines[-TAIL_LINES:]}
+        result = outcome["result"]
+        result["file"] = str(path)
+        return result
+    error = future.exception() if future.status == "error" else None
+    message = f"{type(error).__name__}: {error}" if error is not None else f"the task was {future.status}"
+    return {"failed": " ".join(message.split()), "log_tail": _last_lines(client, future.key)}
