@@ -12,9 +12,10 @@ Faults: a task that raises other than :class:`~sbnn_hdl.errors.SbnnError` is run
 as often as the scheduler's ``distributed.scheduler.allowed-failures`` allows (default 3). A task
 that fails past those bounds, or fails with an :class:`~sbnn_hdl.errors.SbnnError` (a tool's
 error: the same on every worker, so not retried), comes back as a failure, ``{"failed": message,
-"log_tail": lines}``, never as a result; the lines are the last its worker streamed to the
-scheduler (:data:`TAIL_LINES` of the tools' logs, every :data:`TAIL_SECONDS`), so they survive the
-worker. Importing this module imports Dask; :mod:`sbnn_hdl.sweep` does so only with a cluster.
+"log_tail": lines}``, never as a result. For a task whose last worker died, the lines are what
+its workers sent the scheduler's event log (the task's key is the topic), so they survive the
+workers: the worker of each attempt, and the last :data:`TAIL_LINES` lines of the tools' logs,
+sent every :data:`TAIL_SECONDS`. Importing this module imports Dask; :mod:`sbnn_hdl.sweep` does so only with a cluster.
 """
 
 import tempfile
@@ -24,6 +25,8 @@ import uuid
 from pathlib import Path
 
 from distributed import Client, get_worker
+from distributed.comm import parse_address
+from distributed.comm.registry import get_backend
 
 from ._files import write_atomic
 from .errors import InputError, SbnnError
@@ -41,12 +44,15 @@ def connect(address, timeout):
     :class:`InputError` (a one-line message) when none answers within ``timeout`` seconds."""
     where = f"--cluster {address}"
     try:
+        # Checked before a Client exists: one that fails on its address complains again when collected.
+        get_backend(parse_address(address)[0])
+    except ValueError as error:
+        raise InputError(where, "a scheduler address such as tcp://host:8786", str(error)) from None
+    try:
         return Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as error:  # connection refused, unknown host, no answer in time
         found = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(where, f"a Dask scheduler answering within {timeout:g} s", found) from None
-    except ValueError as error:  # an address Dask cannot parse
-        raise InputError(where, "a scheduler address such as tcp://host:8786", str(error)) from None
+        raise InputError(where, f"a Dask scheduler answering within {timeout:g} s", f"none ({found})") from None
 
 
 def _tail(folder):
@@ -74,6 +80,7 @@ def build(model_bytes, name, arch, options, expected, topic):
         return {"failed": f"worker {get_worker().address}: expected the client's {' and '.join(differ)} "
                           f"{[expected[k] for k in differ]}, found {[found[k] for k in differ]}", "logs": {}}
     worker = get_worker()
+    worker.log_event(topic, {"kind": "start", "lines": [f"started {name} ({arch}) on {worker.address}"]})
     with tempfile.TemporaryDirectory(prefix="sbnn-cluster-") as folder:
         path, logs = Path(folder) / name, Path(folder) / "logs"
         path.write_bytes(model_bytes)
@@ -85,7 +92,7 @@ def build(model_bytes, name, arch, options, expected, topic):
             while not stop.wait(TAIL_SECONDS):
                 lines = _tail(logs)
                 if lines and lines != sent:
-                    worker.log_event(topic, {"worker": worker.address, "lines": lines})
+                    worker.log_event(topic, {"kind": "tail", "lines": lines})
                     sent = lines
 
         reporter = threading.Thread(target=report, daemon=True)
@@ -102,9 +109,11 @@ def build(model_bytes, name, arch, options, expected, topic):
 
 
 def _last_lines(client, topic):
-    """The last log lines a task's worker sent (see :func:`build`), or []."""
-    events = client.get_events(topic)
-    return events[-1][1]["lines"] if events else []
+    """What the workers of a task's attempts sent (see :func:`build`): a line per attempt naming
+    its worker, then the last log lines of the last attempt, if it sent any."""
+    events = [message for _, message in client.get_events(topic)]
+    starts = [line for message in events if message["kind"] == "start" for line in message["lines"]]
+    return starts + (events[-1]["lines"] if events and events[-1]["kind"] == "tail" else [])
 
 
 def builds(address, jobs, options, *, expected, logs=None, timeout=10, retries=2, status=None):

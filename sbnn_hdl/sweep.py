@@ -39,6 +39,7 @@ from amaranth.hdl import Fragment
 from . import golden, modelfile
 from ._files import write_atomic
 from .board import BOARDS
+from .errors import InputError
 from .estimate import estimate_ecp5
 from .gateware.verilog import build_core, check_model, generate_verilog
 from .hwplan import DEFAULT_EVERY, HardwareError
@@ -251,7 +252,13 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     elif not todo:
         outcomes = []  # all cached: no need of the cluster, nor of its scheduler being up
     else:
-        from . import cluster as dask_cluster  # Dask is imported only for a cluster
+        try:
+            from . import cluster as dask_cluster  # Dask is imported only for a cluster
+        except ModuleNotFoundError as error:
+            if error.name not in ("dask", "distributed"):
+                raise
+            raise InputError(f"--cluster {cluster}", "Dask distributed installed (requirements.txt)",
+                             f"no module {error.name!r}") from None
 
         def status(running, queued):
             if progress:
