@@ -1,8 +1,8 @@
 """The hardware sweep's builds as tasks of a Dask distributed cluster (``bench hardware --cluster``).
 
 :func:`builds` is the executor that :func:`sbnn_hdl.sweep.sweep` uses instead of its local process
-pool when given a scheduler's address: each build (one model file on one datapath) becomes one
-task. A task carries the model file's bytes, its file name and the build options, so a worker needs
+pool when given a scheduler's address: each build (one model file on one datapath, measured by the
+function the sweep hands over, pickled by name) becomes one task. A task carries the model file's bytes, its file name and the build options, so a worker needs
 only the project's pip install, no shared filesystem; it answers with the figures of
 :func:`sbnn_hdl.sweep.measure` and the text of the tools' logs, which are written into the local
 logs folder here. The caller caches the figures as it caches the local pool's.
@@ -15,7 +15,8 @@ error: the same on every worker, so not retried), comes back as a failure, ``{"f
 "log_tail": lines}``, never as a result. For a task whose last worker died, the lines are what
 its workers sent the scheduler's event log (the task's key is the topic), so they survive the
 workers: the worker of each attempt, and the last :data:`TAIL_LINES` lines of the tools' logs,
-sent every :data:`TAIL_SECONDS`. Importing this module imports Dask; :mod:`sbnn_hdl.sweep` does so only with a cluster.
+sent every :data:`TAIL_SECONDS`. Dask is imported when a cluster is used, not with this module:
+the local pool needs none.
 """
 
 import tempfile
@@ -23,10 +24,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-
-from distributed import Client, get_worker
-from distributed.comm import parse_address
-from distributed.comm.registry import get_backend
 
 from ._files import write_atomic
 from .errors import InputError, SbnnError
@@ -43,6 +40,13 @@ def connect(address, timeout):
     """A :class:`distributed.Client` of the scheduler at ``address`` (``tcp://host:port``), or
     :class:`InputError` (a one-line message) when none answers within ``timeout`` seconds."""
     where = f"--cluster {address}"
+    try:
+        from distributed import Client
+        from distributed.comm import parse_address
+        from distributed.comm.registry import get_backend
+    except ModuleNotFoundError as error:
+        raise InputError(where, "Dask distributed installed (pip install sbnn-hdl[cluster])",
+                         f"no module {error.name!r}") from None
     try:
         # Checked before a Client exists: one that fails on its address complains again when collected.
         get_backend(parse_address(address)[0])
@@ -63,23 +67,23 @@ def _tail(folder):
     return lines[-TAIL_LINES:]
 
 
-def build(model_bytes, name, arch, options, expected, topic):
-    """Runs on a worker: :func:`sbnn_hdl.sweep.measure` of the model file ``model_bytes`` (written
-    as ``name`` in a scratch folder, since the file name is the result's label) on ``arch`` with
-    ``options``. Returns ``{"result": figures, "logs": {file name: text}}``, or ``{"failed":
-    message, "logs": ...}`` for an :class:`SbnnError`; ``file`` in the figures is the scratch
-    file's. ``expected`` is the client's ``{"tools": ..., "generator": ...}`` (what its cache key
-    holds): a worker with other tool versions or another generator refuses, as its figures would
-    be cached under a key that does not describe them. While it runs, the logs' last lines go to
-    the scheduler's event log under ``topic`` (see :func:`builds`)."""
-    from . import sweep  # the worker imports the flow here, not when it unpickles the task
+def build(measure, environment, expected, model_bytes, name, arch, options, topic):
+    """Runs on a worker: ``measure(path, arch, logs=folder, **options)`` of the model file
+    ``model_bytes``, written as ``name`` in a scratch folder (the file name is the result's label).
+    Returns ``{"result": figures, "logs": {file name: text}}``, or ``{"failed": message, "logs":
+    ...}`` for an :class:`SbnnError`; ``file`` in the figures is the scratch file's. ``expected``
+    is the client's ``environment()`` (for the sweep its tool versions and generator, which its
+    cache key holds): a worker whose own differs refuses, as its figures would be cached under a
+    key that does not describe them. While it runs, the logs' last lines go to the scheduler's
+    event log under ``topic`` (see :func:`builds`)."""
+    from distributed import get_worker
 
-    found = {"tools": sweep.tool_versions(), "generator": sweep._generator_digest()}
-    if found != expected:
-        differ = [k for k in ("tools", "generator") if found[k] != expected[k]]
-        return {"failed": f"worker {get_worker().address}: expected the client's {' and '.join(differ)} "
-                          f"{[expected[k] for k in differ]}, found {[found[k] for k in differ]}", "logs": {}}
     worker = get_worker()
+    found = environment()
+    if found != expected:
+        differ = sorted(k for k in expected if found.get(k) != expected[k])
+        return {"failed": f"worker {worker.address}: expected the client's {' and '.join(differ)} "
+                          f"{[expected[k] for k in differ]}, found {[found.get(k) for k in differ]}", "logs": {}}
     worker.log_event(topic, {"kind": "start", "lines": [f"started {name} ({arch}) on {worker.address}"]})
     with tempfile.TemporaryDirectory(prefix="sbnn-cluster-") as folder:
         path, logs = Path(folder) / name, Path(folder) / "logs"
@@ -98,7 +102,7 @@ def build(model_bytes, name, arch, options, expected, topic):
         reporter = threading.Thread(target=report, daemon=True)
         reporter.start()
         try:
-            outcome = {"result": sweep.measure(path, arch, logs=logs, **options)}
+            outcome = {"result": measure(path, arch, logs=logs, **options)}
         except SbnnError as error:
             outcome = {"failed": str(error)}
         finally:
@@ -116,21 +120,23 @@ def _last_lines(client, topic):
     return starts + (events[-1]["lines"] if events and events[-1]["kind"] == "tail" else [])
 
 
-def builds(address, jobs, options, *, expected, logs=None, timeout=10, retries=2, status=None):
-    """Run the builds ``jobs`` (``(path, arch)`` pairs) on the cluster at ``address``; yields
-    ``(index in jobs, outcome)`` as they finish: the figures of :func:`sbnn_hdl.sweep.measure`
+def builds(address, jobs, measure, options, *, environment, logs=None, timeout=10, retries=2, status=None):
+    """Run the builds ``jobs`` (``(path, arch)`` pairs) on the cluster at ``address``, each a
+    :func:`build` of ``measure`` (:func:`sbnn_hdl.sweep.measure`), with ``options`` and checked
+    against ``environment``; yields ``(index in jobs, outcome)`` as they finish: the figures
     (``file`` being ``path``), or a failure (see the module docstring). The tools' logs are
     written into ``logs`` as the local pool's builds write them. ``status(running, queued)`` is
     called every :data:`TAIL_SECONDS` while builds are left. An unreachable scheduler is an
     :class:`InputError` (see :func:`connect`), raised before any build."""
+    expected = environment()
     with connect(address, timeout) as client:
         futures = {}
         for index, (path, arch) in enumerate(jobs):
             # One key per attempt at a sweep: a key the scheduler still remembers from an earlier
             # sweep (pure=True) would hand back that result instead of building the current code.
             key = f"sbnn-build-{Path(path).stem}-{arch}-{uuid.uuid4().hex[:12]}"
-            future = client.submit(build, Path(path).read_bytes(), Path(path).name, arch, options, expected, key,
-                                   key=key, retries=retries, pure=False)
+            future = client.submit(build, measure, environment, expected, Path(path).read_bytes(), Path(path).name,
+                                   arch, options, key, key=key, retries=retries, pure=False)
             futures[future] = index
         pending, reported = set(futures), time.monotonic()
         while pending:

