@@ -19,7 +19,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from sbnn_hdl import bench, save
-from sbnn_hdl.cluster import build
+from sbnn_hdl.cluster import build, builds
 from sbnn_hdl.sweep import _environment, measure, sweep
 from sbnn_hdl.testing import LayerPlan, random_model
 
@@ -139,6 +139,18 @@ def test_a_build_whose_workers_keep_dying_is_reported_failed(tmp_path, cluster):
     assert result["log_tail"] == [f"started digits.sbnn (sparse) on {first}",
                                   f"started digits.sbnn (sparse) on {second}"]
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_a_build_that_raises_every_time_is_retried_then_reported_failed(tmp_path, cluster):
+    """The executor on a function that raises on every worker (divmod takes no keywords): run
+    ``retries`` more times, then a failure naming the error, with each attempt's worker."""
+    address, _ = cluster
+    [(index, outcome)] = builds(address, [(DIGITS, "sparse")], divmod, {}, environment=dict, logs=tmp_path,
+                                retries=1)
+    assert index == 0 and outcome["failed"] == "TypeError: divmod() takes no keyword arguments"
+    assert len(outcome["log_tail"]) == 2
+    assert all(line.startswith("started digits.sbnn (sparse) on tcp://127.0.0.1:") for line in outcome["log_tail"])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_worker_with_other_tools_refuses_to_build(cluster):
