@@ -375,12 +375,15 @@ def _groups(results, markers):
 
 
 def plot_results(results, folder):
-    """PNG plots into ``folder``; returns their paths. Needs matplotlib."""
+    """PNG plots into ``folder``; returns their paths (none when no result was measured: every
+    build skipped or failed). Needs matplotlib."""
+    measured = [r for r in results if "skipped" not in r and "failed" not in r]
+    if not measured:
+        return []
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [r for r in results if "skipped" not in r and "failed" not in r]
     folder = Path(folder)
     paths = []
     markers = {"sparse": ("o", "tab:blue"), "xnor": ("s", "tab:red")}

@@ -33,7 +33,7 @@ def cluster():
     """Two single-threaded worker processes; a build whose worker dies twice is failed."""
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address=None) as local, Client(local, set_as_default=False) as client:
+                          dashboard_address="127.0.0.1:0") as local, Client(local, set_as_default=False) as client:
             yield local.scheduler_address, client
 
 
