@@ -20,7 +20,7 @@ from distributed import Client, LocalCluster
 
 from sbnn_hdl import bench, save
 from sbnn_hdl.cluster import build, builds
-from sbnn_hdl.sweep import _environment, measure, sweep
+from sbnn_hdl.sweep import _environment, format_results, measure, plot_results, sweep
 from sbnn_hdl.testing import LayerPlan, random_model
 
 DIGITS = os.path.join(os.path.dirname(__file__), "..", "examples", "digits.sbnn")
@@ -139,6 +139,12 @@ def test_a_build_whose_workers_keep_dying_is_reported_failed(tmp_path, cluster):
     assert result["log_tail"] == [f"started digits.sbnn (sparse) on {first}",
                                   f"started digits.sbnn (sparse) on {second}"]
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+    # The table lists it, with its note; there is nothing to plot.
+    table = format_results(outcome[0])
+    assert table.splitlines()[2].startswith("| digits     | sparse | failed [1] |")
+    assert (f"[1] digits (sparse): KilledWorker: Attempted to run task 'sbnn-build-digits-sparse-" in table
+            and table.endswith(f"; its last log line: started digits.sbnn (sparse) on {second}"))
+    assert plot_results(outcome[0], tmp_path) == [] and not list(tmp_path.glob("*.png"))
 
 
 def test_a_build_that_raises_every_time_is_retried_then_reported_failed(tmp_path, cluster):
