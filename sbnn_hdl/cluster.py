@@ -28,12 +28,15 @@ from pathlib import Path
 from ._files import write_atomic
 from .errors import InputError, SbnnError
 
-__all__ = ["connect", "builds", "build", "TAIL_LINES", "TAIL_SECONDS"]
+__all__ = ["connect", "builds", "build", "TAIL_LINES", "TAIL_SECONDS", "STATUS_SECONDS"]
 
 #: Lines of a build's logs that its worker keeps sending to the scheduler, for a failure report.
 TAIL_LINES = 20
-#: Seconds between two such reports (and between two progress reports of :func:`builds`).
-TAIL_SECONDS = 2.0
+#: Seconds between two such reports. The scheduler keeps every report of a task until it stops:
+#: every 30 s, an hour of nextpnr's routing is 120 reports of 20 lines, not thousands.
+TAIL_SECONDS = 30.0
+#: Seconds between two progress reports of :func:`builds` (running, queued).
+STATUS_SECONDS = 2.0
 
 
 def connect(address, timeout):
@@ -67,7 +70,7 @@ def _tail(folder):
     return lines[-TAIL_LINES:]
 
 
-def build(measure, environment, expected, model_bytes, name, arch, options, topic):
+def build(measure, environment, expected, model_bytes, name, arch, options, topic, tail_seconds=TAIL_SECONDS):
     """Runs on a worker: ``measure(path, arch, logs=folder, **options)`` of the model file
     ``model_bytes``, written as ``name`` in a scratch folder (the file name is the result's label).
     Returns ``{"result": figures, "logs": {file name: text}}``, or ``{"failed": message, "logs":
@@ -75,7 +78,7 @@ def build(measure, environment, expected, model_bytes, name, arch, options, topi
     is the client's ``environment()`` (for the sweep its tool versions and generator, which its
     cache key holds): a worker whose own differs refuses, as its figures would be cached under a
     key that does not describe them. While it runs, the logs' last lines go to the scheduler's
-    event log under ``topic`` (see :func:`builds`)."""
+    event log under ``topic`` every ``tail_seconds`` (see :func:`builds`)."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -93,7 +96,7 @@ def build(measure, environment, expected, model_bytes, name, arch, options, topi
 
         def report():
             sent = None
-            while not stop.wait(TAIL_SECONDS):
+            while not stop.wait(tail_seconds):
                 lines = _tail(logs)
                 if lines and lines != sent:
                     worker.log_event(topic, {"kind": "tail", "lines": lines})
@@ -117,16 +120,19 @@ def _last_lines(client, topic):
     its worker, then the last log lines of the last attempt, if it sent any."""
     events = [message for _, message in client.get_events(topic)]
     starts = [line for message in events if message["kind"] == "start" for line in message["lines"]]
-    return starts + (events[-1]["lines"] if events and events[-1]["kind"] == "tail" else [])
+    # The messages come back through msgpack: lists as tuples.
+    return starts + (list(events[-1]["lines"]) if events and events[-1]["kind"] == "tail" else [])
 
 
-def builds(address, jobs, measure, options, *, environment, logs=None, timeout=10, retries=2, status=None):
+def builds(address, jobs, measure, options, *, environment, logs=None, timeout=10, retries=2, status=None,
+           tail_seconds=TAIL_SECONDS):
     """Run the builds ``jobs`` (``(path, arch)`` pairs) on the cluster at ``address``, each a
-    :func:`build` of ``measure`` (:func:`sbnn_hdl.sweep.measure`), with ``options`` and checked
-    against ``environment``; yields ``(index in jobs, outcome)`` as they finish: the figures
-    (``file`` being ``path``), or a failure (see the module docstring). The tools' logs are
-    written into ``logs`` as the local pool's builds write them. ``status(running, queued)`` is
-    called every :data:`TAIL_SECONDS` while builds are left. An unreachable scheduler is an
+    :func:`build` of ``measure`` (:func:`sbnn_hdl.sweep.measure`) with ``options``, checked
+    against ``environment``, sending its logs' last lines every ``tail_seconds``; yields ``(index
+    in jobs, outcome)`` as they finish: the figures (``file`` being ``path``), or a failure (see
+    the module docstring). The tools' logs are written into ``logs`` as the local pool's builds
+    write them. ``status(running, queued)`` is
+    called every :data:`STATUS_SECONDS` while builds are left. An unreachable scheduler is an
     :class:`InputError` (see :func:`connect`), raised before any build."""
     expected = environment()
     with connect(address, timeout) as client:
@@ -136,7 +142,7 @@ def builds(address, jobs, measure, options, *, environment, logs=None, timeout=1
             # sweep (pure=True) would hand back that result instead of building the current code.
             key = f"sbnn-build-{Path(path).stem}-{arch}-{uuid.uuid4().hex[:12]}"
             future = client.submit(build, measure, environment, expected, Path(path).read_bytes(), Path(path).name,
-                                   arch, options, key, key=key, retries=retries, pure=False)
+                                   arch, options, key, tail_seconds, key=key, retries=retries, pure=False)
             futures[future] = index
         pending, reported = set(futures), time.monotonic()
         while pending:
@@ -144,7 +150,7 @@ def builds(address, jobs, measure, options, *, environment, logs=None, timeout=1
                 pending.discard(future)
                 index = futures[future]
                 yield index, _outcome(client, future, jobs[index][0], logs)
-            if pending and status and time.monotonic() - reported >= TAIL_SECONDS:
+            if pending and status and time.monotonic() - reported >= STATUS_SECONDS:
                 processing = {key for keys in client.processing().values() for key in keys}
                 running = sum(future.key in processing for future in pending)
                 status(running, len(pending) - running)

@@ -84,10 +84,10 @@ def test_cluster_sweep_gives_the_local_pools_results_and_cache(tmp_path, cluster
     assert [r.get("cached") for r in again if "skipped" not in r] == [True, True, True]
 
 
-def _kill_during_synthesis(client, stem, not_on=()):
-    """Kill the worker that synthesises the build of ``stem`` (seen in the scheduler's processing
-    state, with yosys running under it) and yosys with it, as a machine that dies would; returns
-    the worker's address and the task's key."""
+def _kill_while(client, stem, tool, not_on=(), ready=lambda key: True):
+    """Kill the worker that builds ``stem`` while ``tool`` (yosys, nextpnr) runs under it and
+    ``ready(key)`` holds (seen in the scheduler's processing state), and the tool with it, as a
+    machine that dies would; returns the worker's address and the task's key."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for address, keys in client.processing().items():
@@ -96,12 +96,12 @@ def _kill_during_synthesis(client, stem, not_on=()):
                 continue
             process = psutil.Process(client.run(os.getpid, workers=[address])[address])
             children = process.children(recursive=True)
-            if any("yosys" in " ".join(child.cmdline()) for child in children):
+            if any(tool in " ".join(child.cmdline()) for child in children) and ready(key):
                 for victim in [process, *children]:
                     victim.send_signal(signal.SIGKILL)
                 return address, key
-        time.sleep(0.2)
-    raise AssertionError(f"no worker was seen synthesising {stem} within 120 s")
+        time.sleep(0.1)
+    raise AssertionError(f"no worker was seen running {tool} on {stem} within 120 s")
 
 
 def _sweep_in_background(address, cache, outcome):
@@ -115,7 +115,7 @@ def test_a_build_whose_worker_dies_runs_again_on_another(tmp_path, cluster):
     address, client = cluster
     outcome = []
     thread = _sweep_in_background(address, tmp_path / "cache", outcome)
-    killed, key = _kill_during_synthesis(client, "digits")
+    killed, key = _kill_while(client, "digits", "yosys")
     thread.join(timeout=180)
     [result] = outcome[0]
     assert "failed" not in result and result["synth_lut4"] > 0 and not result["cached"]
@@ -129,8 +129,8 @@ def test_a_build_whose_workers_keep_dying_is_reported_failed(tmp_path, cluster):
     address, client = cluster
     outcome = []
     thread = _sweep_in_background(address, tmp_path / "cache", outcome)
-    first, _ = _kill_during_synthesis(client, "digits")
-    second, _ = _kill_during_synthesis(client, "digits", not_on=[first])
+    first, _ = _kill_while(client, "digits", "yosys")
+    second, _ = _kill_while(client, "digits", "yosys", not_on=[first])
     thread.join(timeout=180)
     [result] = outcome[0]
     assert result["model"] == "digits" and result["arch"] == "sparse"
@@ -145,6 +145,36 @@ def test_a_build_whose_workers_keep_dying_is_reported_failed(tmp_path, cluster):
     assert (f"[1] digits (sparse): KilledWorker: Attempted to run task 'sbnn-build-digits-sparse-" in table
             and table.endswith(f"; its last log line: started digits.sbnn (sparse) on {second}"))
     assert plot_results(outcome[0], tmp_path) == [] and not list(tmp_path.glob("*.png"))
+
+
+def test_a_failed_build_reports_its_workers_last_log_lines(tmp_path, cluster):
+    """Workers killed during place and route, once each has sent its nextpnr log's last lines:
+    the failure carries the second attempt's lines (its worker is gone, the scheduler kept them)."""
+    address, client = cluster
+    dense = _tiny_models(tmp_path)[1]
+    (tmp_path / "logs").mkdir()
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.extend(builds(
+        address, [(dense, "xnor")], measure, {}, environment=_environment, logs=tmp_path / "logs",
+        tail_seconds=0.2)), daemon=True)
+    thread.start()
+
+    def sent(attempt):
+        def ready(key):
+            kinds = [message["kind"] for _, message in client.get_events(key)]
+            return kinds.count("start") == attempt and kinds[-1] == "tail"
+        return ready
+
+    first, key = _kill_while(client, "dense", "nextpnr", ready=sent(1))
+    second, _ = _kill_while(client, "dense", "nextpnr", not_on=[first], ready=sent(2))
+    thread.join(timeout=120)
+    [(index, failure)] = outcome
+    assert failure["failed"].startswith("KilledWorker: ") and second in failure["failed"]
+    starts, tail = failure["log_tail"][:2], failure["log_tail"][2:]
+    assert starts == [f"started dense.sbnn (xnor) on {first}", f"started dense.sbnn (xnor) on {second}"]
+    [last] = [list(message["lines"]) for _, message in client.get_events(key)][-1:]
+    assert tail == last and tail and all(line.startswith("dense-xnor.nextpnr.log: ") for line in tail)
+    assert list((tmp_path / "logs").iterdir()) == []
 
 
 def test_a_build_that_raises_every_time_is_retried_then_reported_failed(tmp_path, cluster):
