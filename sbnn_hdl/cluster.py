@@ -1,11 +1,12 @@
 """The hardware sweep's builds as tasks of a Dask distributed cluster (``bench hardware --cluster``).
 
 :func:`builds` is the executor that :func:`sbnn_hdl.sweep.sweep` uses instead of its local process
-pool when given a scheduler's address: each build (one model file on one datapath, measured by the
-function the sweep hands over, pickled by name) becomes one task. A task carries the model file's bytes, its file name and the build options, so a worker needs
-only the project's pip install, no shared filesystem; it answers with the figures of
-:func:`sbnn_hdl.sweep.measure` and the text of the tools' logs, which are written into the local
-logs folder here. The caller caches the figures as it caches the local pool's.
+pool when given a scheduler's address: each build (one model file on one datapath, measured by
+the function the sweep hands over, pickled by name) becomes one task. A task carries the model
+file's bytes, its file name and the build options, so a worker needs only the project's pip
+install, no shared filesystem; it answers with the figures of :func:`sbnn_hdl.sweep.measure` and
+the text of the tools' logs, which are written into the local logs folder here. The caller caches
+the figures as it caches the local pool's.
 
 Faults: a task that raises other than :class:`~sbnn_hdl.errors.SbnnError` is run again up to
 ``retries`` times (Dask's ``retries``); a task whose worker dies is run again on another worker
@@ -131,15 +132,16 @@ def builds(address, jobs, measure, options, *, environment, logs=None, timeout=1
     against ``environment``, sending its logs' last lines every ``tail_seconds``; yields ``(index
     in jobs, outcome)`` as they finish: the figures (``file`` being ``path``), or a failure (see
     the module docstring). The tools' logs are written into ``logs`` as the local pool's builds
-    write them. ``status(running, queued)`` is
-    called every :data:`STATUS_SECONDS` while builds are left. An unreachable scheduler is an
-    :class:`InputError` (see :func:`connect`), raised before any build."""
+    write them. ``status(running, queued)`` is called every :data:`STATUS_SECONDS` while builds
+    are left: running, the builds that a worker is executing; queued, the others left. An
+    unreachable scheduler is an :class:`InputError` (see :func:`connect`), raised before any
+    build."""
     expected = environment()
     with connect(address, timeout) as client:
         futures = {}
         for index, (path, arch) in enumerate(jobs):
-            # One key per attempt at a sweep: a key the scheduler still remembers from an earlier
-            # sweep (pure=True) would hand back that result instead of building the current code.
+            # A new key for every sweep: a key the scheduler still remembers from an earlier sweep
+            # (pure=True) would hand back that result instead of building again.
             key = f"sbnn-build-{Path(path).stem}-{arch}-{uuid.uuid4().hex[:12]}"
             future = client.submit(build, measure, environment, expected, Path(path).read_bytes(), Path(path).name,
                                    arch, options, key, tail_seconds, key=key, retries=retries, pure=False)
@@ -151,11 +153,17 @@ def builds(address, jobs, measure, options, *, environment, logs=None, timeout=1
                 index = futures[future]
                 yield index, _outcome(client, future, jobs[index][0], logs)
             if pending and status and time.monotonic() - reported >= STATUS_SECONDS:
-                processing = {key for keys in client.processing().values() for key in keys}
-                running = sum(future.key in processing for future in pending)
+                # Not the scheduler's "processing": that counts the tasks a worker holds queued too.
+                executing = {key for keys in client.run(_executing, on_error="ignore").values() for key in keys}
+                running = sum(future.key in executing for future in pending)
                 status(running, len(pending) - running)
                 reported = time.monotonic()
             time.sleep(0.1 if pending else 0)
+
+
+def _executing(dask_worker):
+    """Runs on each worker (:meth:`distributed.Client.run`): the keys of the tasks it executes."""
+    return [task.key for task in dask_worker.state.executing]
 
 
 def _outcome(client, future, path, logs):

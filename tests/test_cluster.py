@@ -220,6 +220,27 @@ def test_unreachable_scheduler_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--retries", "-1"], "--retries: expected 0 or more, found -1"),
+    (["--cluster-timeout", "0"], "--cluster-timeout: expected a number of seconds above 0, found 0"),
+    (["--cluster", "nonsense://x"], "sbnn_hdl.bench: error: --cluster nonsense://x: expected a scheduler address such "
+                                    "as tcp://host:8786, found unknown address scheme 'nonsense'"),
+])
+def test_cluster_options_are_checked(tmp_path, capsys, option, message):
+    argv = ["hardware", DIGITS, "--no-pnr", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out"),
+            "--quiet", *option]
+    try:
+        status = bench.main(argv)
+    except SystemExit as error:  # argparse's refusal
+        status = error.code
+    assert status == 2
+    err = capsys.readouterr().err
+    if option[0] == "--cluster":
+        assert err.count("\n") == 1 and err.startswith(message)
+    else:  # argparse's usage, then the error's line
+        assert err.splitlines()[-1] == f"python -m sbnn_hdl.bench hardware: error: {message}"
+
+
 def test_the_local_pool_does_not_import_dask(tmp_path):
     """Dask is needed only with --cluster: a sweep without it never imports it."""
     paths = _tiny_models(tmp_path)
