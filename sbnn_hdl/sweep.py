@@ -15,10 +15,11 @@ ULX3S, and too large for one run of YoWASP's yosys) is synthesised in parts, a f
 neurons at a time (:func:`sbnn_hdl.synth.synth_ecp5_in_parts`), and marked as such.
 
 :func:`sweep` measures many models and datapaths in parallel (``jobs``; jobs left over by fewer
-builds go to the parts of a design synthesised in parts), adds their test accuracy from the golden
-model (which the RTL matches bit for bit), and caches each result by the model file's hash, the
-datapath, the options, the tool versions and the generator's source, so a rerun only builds what
-changed. :func:`format_results` and :func:`plot_results` make the table and the PNG plots
+builds go to the parts of a design synthesised in parts; or ``cluster``: on the workers of a Dask
+scheduler, :mod:`sbnn_hdl.cluster`), adds their test accuracy from the golden model (which the
+RTL matches bit for bit), and caches each result by the model file's hash, the datapath, the
+options, the tool versions and the generator's source, so a rerun only builds what changed.
+:func:`format_results` and :func:`plot_results` make the table and the PNG plots
 (accuracy against LUT4 with the Pareto front, LUT4 against connections, fmax against sparsity).
 """
 
@@ -191,6 +192,11 @@ def _pool_builds(pairs, options, jobs, logs):
             yield futures[future], future.result()
 
 
+def _measured(result):
+    """Whether ``result`` holds figures: not a datapath skipped, nor a build failed on a cluster."""
+    return "skipped" not in result and "failed" not in result
+
+
 def _accuracy(path, x, labels):
     model = modelfile.load(path)
     x = golden.check_inputs(model, x, where="inputs")
@@ -251,7 +257,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     options = dict(every=every, relay=relay, frequency=frequency, pnr=pnr, synth_max=synth_max, device=device,
                    router=router, carry_chains=carry_chains)
     pairs = [(path, arch) for path, arch, *_ in todo]
-    done, failed, last = 0, 0, ""
+    done, failed, last = 0, 0, None
     if cluster is None:
         outcomes = _pool_builds(pairs, options, jobs, logs)
     elif not todo:
@@ -259,7 +265,8 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     else:
         def status(running, queued):
             if progress:
-                progress(done, len(todo), f"{last}running {running}, queued {queued}, failed {failed}")
+                counts = f"running {running}, queued {queued}, failed {failed}"
+                progress(done, len(todo), f"{last}; {counts}" if last else counts)
 
         outcomes = dask_builds(cluster, pairs, measure, options, environment=_environment, logs=logs,
                                timeout=cluster_timeout, retries=retries, status=status)
@@ -276,10 +283,9 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                 write_atomic(cached, json.dumps(result, indent=1).encode())
             result.update(accuracy=accuracy, cached=False, label=Path(path).stem)
             results.append(result)
-        what = f"{Path(path).stem} ({arch})" + (" failed" if "failed" in result else "")
-        last = f"{what}; "
+        last = f"{Path(path).stem} ({arch})" + (" failed" if "failed" in result else "")
         if progress:
-            progress(done, len(todo), what if cluster is None else f"{what}; failed {failed}")
+            progress(done, len(todo), last if cluster is None else f"{last}; failed {failed}")
     order = {(str(p), a): n for n, (p, a) in enumerate((str(p), a) for p in paths for a in archs)}
     return sorted(results, key=lambda r: order.get((r["file"], r["arch"]), 0))
 
@@ -322,10 +328,11 @@ def format_results(results):
               "fmax MHz", "latency", "inferences/s", "LUT4/conn", "fits ULX3S"]
     rows, notes = [], []
     for r in results:
-        if "skipped" in r or "failed" in r:
+        if not _measured(r):
             kind = "skipped" if "skipped" in r else "failed"
             tail = r.get("log_tail")
-            notes.append(f"{r['label']} ({r['arch']}): {r[kind]}" + (f"; its last log line: {tail[-1]}" if tail else ""))
+            notes.append(f"{r['label']} ({r['arch']}): {r[kind]}"
+                         + (f"; its last log line: {tail[-1]}" if tail else ""))
             rows.append([r["label"], r["arch"], f"{kind} [{len(notes)}]"] + [""] * (len(header) - 3))
             continue
         mark = ""
@@ -347,7 +354,7 @@ def format_results(results):
     lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
     legend = []
     unplaced = {r.get("device", DEFAULT_DEVICE) for r in results
-                if "skipped" not in r and "failed" not in r and "pnr_lut4" not in r and not r.get("estimated") and not r.get("synth_parts")}
+                if _measured(r) and "pnr_lut4" not in r and not r.get("estimated") and not r.get("synth_parts")}
     if unplaced:
         legend.append(f"(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the "
                       f"{', '.join(sorted(unplaced))}")
@@ -357,7 +364,7 @@ def format_results(results):
                       "on the cores compared)")
     if any(r.get("estimated") for r in results):
         legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
-    flows = sorted({_flow(r) for r in results if "skipped" not in r and "failed" not in r} - {""})
+    flows = sorted({_flow(r) for r in results if _measured(r)} - {""})
     legend += [f"built {flow}" for flow in flows]
     footer = [f"[{n}] {note}" for n, note in enumerate(notes, 1)] + legend
     return "\n".join(lines + ([""] + footer if footer else []))
@@ -377,7 +384,7 @@ def _groups(results, markers):
 def plot_results(results, folder):
     """PNG plots into ``folder``; returns their paths (none when no result was measured: every
     build skipped or failed). Needs matplotlib."""
-    measured = [r for r in results if "skipped" not in r and "failed" not in r]
+    measured = [r for r in results if _measured(r)]
     if not measured:
         return []
     import matplotlib
