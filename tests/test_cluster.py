@@ -3,6 +3,7 @@ on 127.0.0.1 (a ``LocalCluster``): the same results and cache entries as the loc
 killed during a synthesis (the build retried elsewhere, or reported failed past the scheduler's
 ``allowed-failures``; the cache only ever holds complete entries), and an unreachable scheduler."""
 
+import contextlib
 import json
 import os
 import signal
@@ -84,6 +85,13 @@ def test_cluster_sweep_gives_the_local_pools_results_and_cache(tmp_path, cluster
     assert [r.get("cached") for r in again if "skipped" not in r] == [True, True, True]
 
 
+def _command_line(process):
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return []
+
+
 def _kill_while(client, stem, tool, not_on=(), ready=lambda key: True):
     """Kill the worker that builds ``stem`` while ``tool`` (yosys, nextpnr) runs under it and
     ``ready(key)`` holds (seen in the scheduler's processing state), and the tool with it, as a
@@ -94,12 +102,20 @@ def _kill_while(client, stem, tool, not_on=(), ready=lambda key: True):
             key = next((k for k in keys if k.startswith(f"sbnn-build-{stem}-")), None)
             if key is None or address in not_on:
                 continue
-            process = psutil.Process(client.run(os.getpid, workers=[address])[address])
-            children = process.children(recursive=True)
-            if any(tool in " ".join(child.cmdline()) for child in children) and ready(key):
-                for victim in [process, *children]:
-                    victim.send_signal(signal.SIGKILL)
-                return address, key
+            # Processes come and go meanwhile (a worker just killed, a tool that just ended).
+            pid = client.run(os.getpid, workers=[address], on_error="ignore").get(address)
+            if pid is None:  # the worker is gone
+                continue
+            try:
+                process = psutil.Process(pid)
+                children = process.children(recursive=True)
+                if any(tool in " ".join(_command_line(child)) for child in children) and ready(key):
+                    for victim in [process, *children]:
+                        with contextlib.suppress(psutil.NoSuchProcess):
+                            victim.send_signal(signal.SIGKILL)
+                    return address, key
+            except psutil.NoSuchProcess:
+                continue
         time.sleep(0.1)
     raise AssertionError(f"no worker was seen running {tool} on {stem} within 120 s")
 
