@@ -2,10 +2,12 @@
 
 Measures the hardware of each model: the generated core synthesised with yosys and placed and
 routed out of context on an ECP5-85F (``--device``: another of the ULX3S's parts) with nextpnr,
-both from YoWASP, in parallel (``--jobs``) and cached by content (``--cache``): accuracy (with
-``--inputs``/``--labels``), connections, LUT4 and FF, fmax, latency, LUT4 per connection, and which
-ULX3S devices hold it. Writes ``DIR/hardware.json``, ``DIR/hardware.md`` (the table) and PNG
-plots; the measurement is :mod:`sbnn_hdl.sweep`'s (docs/hardware.md).
+both from YoWASP, in parallel (``--jobs``, or ``--cluster``: on the workers of a Dask scheduler)
+and cached by content (``--cache``): accuracy (with ``--inputs``/``--labels``), connections, LUT4
+and FF, fmax, latency, LUT4 per connection, and which ULX3S devices hold it. Writes
+``DIR/hardware.json``, ``DIR/hardware.md`` (the table) and PNG plots; the measurement is
+:mod:`sbnn_hdl.sweep`'s (docs/hardware.md), the cluster :mod:`sbnn_hdl.cluster`'s
+(docs/cluster.md). Exit status 1 when a build on the cluster failed (it is in the table).
 """
 
 import argparse
@@ -46,6 +48,14 @@ def _hardware(argv):
     parser.add_argument("--synth-max", type=int, metavar="LUT4",
                         help="report designs estimated above this by the estimate, without synthesis")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel builds (default: cores)")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the builds on the workers of the Dask scheduler at ADDRESS (tcp://host:8786) "
+                             "instead of --jobs local processes (docs/cluster.md)")
+    parser.add_argument("--cluster-timeout", type=float, default=10, metavar="S",
+                        help="seconds to wait for the scheduler to answer (default 10)")
+    parser.add_argument("--retries", type=int, default=2, metavar="N",
+                        help="with --cluster: runs again of a build whose task raised (default 2; a build whose "
+                             "worker died is run again as the scheduler's allowed-failures says)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "sbnn-hdl" / "bench"), metavar="DIR",
                         help="result cache (default ~/.cache/sbnn-hdl/bench)")
     parser.add_argument("-o", "--output", default="build/bench", metavar="DIR", help="default build/bench")
@@ -56,6 +66,10 @@ def _hardware(argv):
     check_core_options(parser, args)
     if args.jobs < 1:
         parser.error(f"--jobs: expected at least 1, found {args.jobs}")
+    if args.retries < 0:
+        parser.error(f"--retries: expected 0 or more, found {args.retries}")
+    if args.cluster_timeout <= 0:
+        parser.error(f"--cluster-timeout: expected a number of seconds above 0, found {args.cluster_timeout:g}")
     if args.synth_max is not None and args.synth_max < 0:
         parser.error(f"--synth-max: expected a LUT4 count of 0 or more, found {args.synth_max}")
     x = labels = None
@@ -82,7 +96,8 @@ def _hardware(argv):
                         pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, router=args.router,
                         carry_chains=not args.no_carry_chains,
                         jobs=args.jobs, cache=args.cache, logs=output / "logs", x=x, labels=labels,
-                        progress=progress)
+                        progress=progress, cluster=args.cluster, cluster_timeout=args.cluster_timeout,
+                        retries=args.retries)
     finally:
         if bar is not None:
             bar.close()
@@ -94,6 +109,11 @@ def _hardware(argv):
     print(table)
     print(f"wrote {output / 'hardware.json'}, {output / 'hardware.md'}"
           + "".join(f", {p}" for p in plots) + f"; tool logs in {output / 'logs'}")
+    failed = [r for r in results if "failed" in r]
+    if failed:
+        print(f"python -m sbnn_hdl.bench hardware: {len(failed)} of {len(results)} builds failed, not cached "
+              f"(their last log lines: {output / 'hardware.json'})", file=sys.stderr)
+        return 1
 
 
 @command("sbnn_hdl.bench")

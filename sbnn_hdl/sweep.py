@@ -15,10 +15,11 @@ ULX3S, and too large for one run of YoWASP's yosys) is synthesised in parts, a f
 neurons at a time (:func:`sbnn_hdl.synth.synth_ecp5_in_parts`), and marked as such.
 
 :func:`sweep` measures many models and datapaths in parallel (``jobs``; jobs left over by fewer
-builds go to the parts of a design synthesised in parts), adds their test accuracy from the golden
-model (which the RTL matches bit for bit), and caches each result by the model file's hash, the
-datapath, the options, the tool versions and the generator's source, so a rerun only builds what
-changed. :func:`format_results` and :func:`plot_results` make the table and the PNG plots
+builds go to the parts of a design synthesised in parts; or ``cluster``: on the workers of a Dask
+scheduler, :mod:`sbnn_hdl.cluster`), adds their test accuracy from the golden model (which the
+RTL matches bit for bit), and caches each result by the model file's hash, the datapath, the
+options, the tool versions and the generator's source, so a rerun only builds what changed.
+:func:`format_results` and :func:`plot_results` make the table and the PNG plots
 (accuracy against LUT4 with the Pareto front, LUT4 against connections, fmax against sparsity).
 """
 
@@ -39,6 +40,7 @@ from amaranth.hdl import Fragment
 from . import golden, modelfile
 from ._files import write_atomic
 from .board import BOARDS
+from .cluster import builds as dask_builds
 from .estimate import estimate_ecp5
 from .gateware.verilog import build_core, check_model, generate_verilog
 from .hwplan import DEFAULT_EVERY, HardwareError
@@ -79,6 +81,11 @@ def _generator_digest():
     files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "estimate.py",
                     package / "synth.py"])
     return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
+
+
+def _environment():
+    """What a build depends on besides the model and the options: a cluster's worker must have the same."""
+    return {"tools": tool_versions(), "generator": _generator_digest()}
 
 
 def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains):
@@ -172,6 +179,24 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     return result
 
 
+def _pool_builds(pairs, options, jobs, logs):
+    """:func:`measure` of each ``(path, arch)`` of ``pairs`` in a pool of ``jobs`` local processes;
+    yields ``(index in pairs, figures)`` as they finish. A failing build raises its error."""
+    jobs = jobs or os.cpu_count() or 1
+    # Cores left over by fewer builds than jobs go to the parts of designs synthesised in parts.
+    part_jobs = max(1, jobs // max(1, len(pairs)))
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(measure, path, arch, part_jobs=part_jobs, logs=logs, **options): index
+                   for index, (path, arch) in enumerate(pairs)}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _measured(result):
+    """Whether ``result`` holds figures: not a datapath skipped, nor a build failed on a cluster."""
+    return "skipped" not in result and "failed" not in result
+
+
 def _accuracy(path, x, labels):
     model = modelfile.load(path)
     x = golden.check_inputs(model, x, where="inputs")
@@ -180,13 +205,21 @@ def _accuracy(path, x, labels):
 
 def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
           device=DEFAULT_DEVICE, router=None, carry_chains=True, jobs=None, cache=None, logs=None, x=None,
-          labels=None, progress=None):
+          labels=None, progress=None, cluster=None, cluster_timeout=10, retries=2):
     """Measure every model with every datapath it supports; returns the list of results.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
     others are listed in the result with ``skipped`` and the reason). Designs estimated above
     ``synth_max`` LUT4 are reported by the estimate (see :func:`measure`). Cached results are
     reused: a measured one wherever it exists, else an estimate that is still above ``synth_max``.
+
+    The builds run in a local pool of ``jobs`` processes, where a failing build raises its error;
+    or, with ``cluster`` (a Dask scheduler's address), as tasks of that cluster
+    (:mod:`sbnn_hdl.cluster`: ``cluster_timeout`` seconds to connect, ``retries``), where a build
+    that fails past its retries is listed in the result with ``failed``, its message, and
+    ``log_tail``, its logs' last lines, and is not cached. Either way a result is the same and is
+    cached under the same key. ``progress(done, total, what)`` follows the builds; with a cluster,
+    ``what`` also counts the builds running, queued and failed.
     """
     cache = Path(cache) if cache else None
     results, todo = [], []
@@ -218,29 +251,41 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                   and json.loads(estimated.read_text())["estimate_lut4"] > synth_max):
                 reuse(estimated, accuracy, path)
             else:
-                todo.append((path, arch, accuracy, measured, estimated))
+                todo.append((path, arch, accuracy, measured, estimated, model.name))
     if progress:
         progress(0, len(todo))
-    jobs = jobs or os.cpu_count() or 1
-    # Cores left over by fewer builds than jobs go to the parts of designs synthesised in parts.
-    part_jobs = max(1, jobs // max(1, len(todo)))
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(measure, path, arch, every=every, relay=relay, frequency=frequency, pnr=pnr,
-                               synth_max=synth_max, device=device, router=router, carry_chains=carry_chains,
-                               part_jobs=part_jobs, logs=logs):
-                   (path, arch, accuracy, measured, estimated)
-                   for path, arch, accuracy, measured, estimated in todo}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            path, arch, accuracy, measured, estimated = futures[future]
-            result = future.result()
+    options = dict(every=every, relay=relay, frequency=frequency, pnr=pnr, synth_max=synth_max, device=device,
+                   router=router, carry_chains=carry_chains)
+    pairs = [(path, arch) for path, arch, *_ in todo]
+    done, failed, last = 0, 0, None
+    if cluster is None:
+        outcomes = _pool_builds(pairs, options, jobs, logs)
+    elif not todo:
+        outcomes = []  # all cached: no need of the cluster, nor of its scheduler being up
+    else:
+        def status(running, queued):
+            if progress:
+                counts = f"running {running}, queued {queued}, failed {failed}"
+                progress(done, len(todo), f"{last}; {counts}" if last else counts)
+
+        outcomes = dask_builds(cluster, pairs, measure, options, environment=_environment, logs=logs,
+                               timeout=cluster_timeout, retries=retries, status=status)
+    for index, result in outcomes:
+        path, arch, accuracy, measured, estimated, name = todo[index]
+        done += 1
+        if "failed" in result:
+            failed += 1
+            results.append({"model": name, "label": Path(path).stem, "file": str(path), "arch": arch, **result})
+        else:
             cached = estimated if result.get("estimated") else measured
             if cached:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(cached, json.dumps(result, indent=1).encode())
             result.update(accuracy=accuracy, cached=False, label=Path(path).stem)
             results.append(result)
-            if progress:
-                progress(done, len(todo), f"{result['label']} ({arch})")
+        last = f"{Path(path).stem} ({arch})" + (" failed" if "failed" in result else "")
+        if progress:
+            progress(done, len(todo), last if cluster is None else f"{last}; failed {failed}")
     order = {(str(p), a): n for n, (p, a) in enumerate((str(p), a) for p in paths for a in archs)}
     return sorted(results, key=lambda r: order.get((r["file"], r["arch"]), 0))
 
@@ -283,9 +328,12 @@ def format_results(results):
               "fmax MHz", "latency", "inferences/s", "LUT4/conn", "fits ULX3S"]
     rows, notes = [], []
     for r in results:
-        if "skipped" in r:
-            notes.append(f"{r['label']} ({r['arch']}): {r['skipped']}")
-            rows.append([r["label"], r["arch"], f"skipped [{len(notes)}]"] + [""] * (len(header) - 3))
+        if not _measured(r):
+            kind = "skipped" if "skipped" in r else "failed"
+            tail = r.get("log_tail")
+            notes.append(f"{r['label']} ({r['arch']}): {r[kind]}"
+                         + (f"; its last log line: {tail[-1]}" if tail else ""))
+            rows.append([r["label"], r["arch"], f"{kind} [{len(notes)}]"] + [""] * (len(header) - 3))
             continue
         mark = ""
         if "pnr_error" in r:
@@ -306,7 +354,7 @@ def format_results(results):
     lines = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
     legend = []
     unplaced = {r.get("device", DEFAULT_DEVICE) for r in results
-                if "skipped" not in r and "pnr_lut4" not in r and not r.get("estimated") and not r.get("synth_parts")}
+                if _measured(r) and "pnr_lut4" not in r and not r.get("estimated") and not r.get("synth_parts")}
     if unplaced:
         legend.append(f"(synth): after synthesis (LUT4 + 2 x CCU2C), not placed and routed on the "
                       f"{', '.join(sorted(unplaced))}")
@@ -316,7 +364,7 @@ def format_results(results):
                       "on the cores compared)")
     if any(r.get("estimated") for r in results):
         legend.append("(est.): the generator's estimate, not synthesised (above --synth-max)")
-    flows = sorted({_flow(r) for r in results if "skipped" not in r} - {""})
+    flows = sorted({_flow(r) for r in results if _measured(r)} - {""})
     legend += [f"built {flow}" for flow in flows]
     footer = [f"[{n}] {note}" for n, note in enumerate(notes, 1)] + legend
     return "\n".join(lines + ([""] + footer if footer else []))
@@ -334,12 +382,15 @@ def _groups(results, markers):
 
 
 def plot_results(results, folder):
-    """PNG plots into ``folder``; returns their paths. Needs matplotlib."""
+    """PNG plots into ``folder``; returns their paths (none when no result was measured: every
+    build skipped or failed). Needs matplotlib."""
+    measured = [r for r in results if _measured(r)]
+    if not measured:
+        return []
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [r for r in results if "skipped" not in r]
     folder = Path(folder)
     paths = []
     markers = {"sparse": ("o", "tab:blue"), "xnor": ("s", "tab:red")}
