@@ -114,8 +114,7 @@ class WindowStream(wiring.Component):
             {"inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w),
              "address": [min(max(c, 0), w - 1) for c in g.cols(x)]} for x in range(g.out_w)])
         # What the position waiting to fire needs is kept in registers, loaded from the tables
-        # for the next position when it fires: the tables are then off the path from the
-        # comparisons to `fire` (which the scanner's registers take as their enable).
+        # for the next position when it fires.
         next_ox = Mux(ox == g.out_w - 1, 0, ox + 1)
         next_oy = Mux(ox == g.out_w - 1, Mux(oy == g.out_h - 1, 0, oy + 1), oy)
         # (At least one bit wide: yosys fails on a memory of 0-bit words.)
@@ -127,19 +126,39 @@ class WindowStream(wiring.Component):
         last = Signal(name="last", init=first_last)
         need_r = Signal(range(h), name="need_row", init=h - 1 if first_last else g.last_row(0))
         need_c = Signal(range(w), name="need_col", init=w - 1 if first_last else g.last_col(0))
-        held = Const(0, 1)
-        if self.hold:
-            timer = Signal(range(self.hold + 1), name="hold")
+        timer = Signal(range(self.hold + 1), name="hold") if self.hold else None
+        if timer is not None:
             with m.If(self.valid & (w_row == h - 1) & (w_col == w - 1)):
                 m.d.sync += timer.eq(self.hold)
             with m.Elif(timer != 0):
                 m.d.sync += timer.eq(timer - 1)
-            held = last & (timer != 0)
+
+        # Whether a position fires is decided a cycle ahead, for both positions the scanner may
+        # wait at on the next cycle (this one, or the next if this one fires), from the writer's
+        # state on the next cycle: `fire` is then a choice between two registers, and the
+        # comparisons are off its path to the scanner's enables (the critical path otherwise).
+        end_col, end_row = w_col == w - 1, w_row == h - 1
+        w_col1 = Mux(self.valid, Mux(end_col, 0, w_col + 1), w_col)
+        w_row1 = Mux(self.valid & end_col, Mux(end_row, 0, w_row + 1), w_row)
+        w_img1 = Mux(self.valid & end_col & end_row, w_img + 1, w_img)[:2]
+        held1 = Const(0, 1)
+        if timer is not None:
+            timer1 = Mux(self.valid & end_col & end_row, self.hold, Mux(timer != 0, timer - 1, 0))
+            held1 = timer1 != 0
+
+        def ready(need_row, need_col, is_last, image):
+            # A position fires once the last pixel it reads was written on an earlier cycle.
+            ahead = (w_img1 - image)[:2]   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
+            arrived = (ahead == 1) | ((ahead == 0) & ((w_row1 > need_row) | ((w_row1 == need_row) & (w_col1 > need_col))))
+            return arrived & ~(is_last & held1)
+
+        stay, advance, fired = Signal(name="ready_stay"), Signal(name="ready_next"), Signal(name="fired_last")
+        m.d.sync += [stay.eq(ready(need_r, need_c, last, s_img)),
+                     advance.eq(ready(Mux(next_last, h - 1, next_row), Mux(next_last, w - 1, next_col), next_last,
+                                      (s_img + last)[:2]))]
         fire = Signal(name="fire")
-        ahead = Signal(2, name="ahead")   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
-        m.d.comb += [ahead.eq(w_img - s_img),
-                     fire.eq(~held & ((ahead == 1) |
-                                      ((ahead == 0) & ((w_row > need_r) | ((w_row == need_r) & (w_col > need_c))))))]
+        m.d.comb += fire.eq(Mux(fired, advance, stay))
+        m.d.sync += fired.eq(fire)
         with m.If(fire):
             m.d.sync += [last.eq(next_last), need_r.eq(Mux(next_last, h - 1, next_row)),
                          need_c.eq(Mux(next_last, w - 1, next_col))]
@@ -192,10 +211,10 @@ class WindowStream(wiring.Component):
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
-        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, last, need_r, need_c, v1, rows_ok, cols_ok,
-                    *slots, v2]
+        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, last, need_r, need_c, stay, advance, fired,
+                    v1, rows_ok, cols_ok, *slots, v2]
         self.stats = {
-            "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if self.hold else 0),
+            "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if timer is not None else 0),
             # Each stored tap bit is chosen from `rows` buffered rows, then from the padding.
             "select_bits": kh * kw * stored_width * self.rows,
             "memory_bits": self.rows * stored_width * w,
