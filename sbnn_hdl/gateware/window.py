@@ -113,22 +113,30 @@ class WindowStream(wiring.Component):
             "inside": kw, "address": data.ArrayLayout(range(w), kw)}), ox, [
             {"inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w),
              "address": [min(max(c, 0), w - 1) for c in g.cols(x)]} for x in range(g.out_w)])
-        # What the position waiting to fire needs is kept in registers, loaded from the tables
-        # for the next position when it fires.
-        next_ox = Mux(ox == g.out_w - 1, 0, ox + 1)
-        next_oy = Mux(ox == g.out_w - 1, Mux(oy == g.out_h - 1, 0, oy + 1), oy)
-        # (At least one bit wide: yosys fails on a memory of 0-bit words.)
-        next_row = self._table(m, "next_row", range(max(h, 2)), next_oy, [g.last_row(y) for y in range(g.out_h)])
-        next_col = self._table(m, "next_col", range(max(w, 2)), next_ox, [g.last_col(x) for x in range(g.out_w)])
-        next_last = (next_oy == g.out_h - 1) & (next_ox == g.out_w - 1)
+        # What the position waiting to fire needs is kept in registers, loaded when it fires
+        # from tables of what the position after each one needs (indexed by the current
+        # position, so that no increment comes before the table).
+        ox_end = ox == g.out_w - 1
+        after = [(x + 1) % g.out_w for x in range(g.out_w)]
+        col_next = self._table(m, "col_next", data.StructLayout({"need": range(max(w, 2)), "last": 1}), ox, [
+            {"need": g.last_col(x), "last": x == g.out_w - 1} for x in after])
+        below = [(y + 1) % g.out_h for y in range(g.out_h)]
+        row_next = self._table(m, "row_next", data.StructLayout({
+            "need": range(max(h, 2)), "need_below": range(max(h, 2)), "last": 1, "last_below": 1}), oy, [
+            {"need": g.last_row(y), "need_below": g.last_row(b), "last": y == g.out_h - 1, "last_below": b == g.out_h - 1}
+            for y, b in zip(range(g.out_h), below)])
+        next_last = col_next.last & Mux(ox_end, row_next.last_below, row_next.last)
+        next_row = Mux(ox_end, row_next.need_below, row_next.need)
+        next_col = col_next.need
         first_last = g.out_h == 1 and g.out_w == 1
         # The last window waits for the image's last pixel (Geometry.need).
         last = Signal(name="last", init=first_last)
         need_r = Signal(range(h), name="need_row", init=h - 1 if first_last else g.last_row(0))
         need_c = Signal(range(w), name="need_col", init=w - 1 if first_last else g.last_col(0))
         timer = Signal(range(self.hold + 1), name="hold") if self.hold else None
+        image_end = self.valid & (w_row == h - 1) & (w_col == w - 1)
         if timer is not None:
-            with m.If(self.valid & (w_row == h - 1) & (w_col == w - 1)):
+            with m.If(image_end):
                 m.d.sync += timer.eq(self.hold)
             with m.Elif(timer != 0):
                 m.d.sync += timer.eq(timer - 1)
@@ -137,19 +145,17 @@ class WindowStream(wiring.Component):
         # wait at on the next cycle (this one, or the next if this one fires), from the writer's
         # state on the next cycle: `fire` is then a choice between two registers, and the
         # comparisons are off its path to the scanner's enables (the critical path otherwise).
-        end_col, end_row = w_col == w - 1, w_row == h - 1
-        w_col1 = Mux(self.valid, Mux(end_col, 0, w_col + 1), w_col)
-        w_row1 = Mux(self.valid & end_col, Mux(end_row, 0, w_row + 1), w_row)
-        w_img1 = Mux(self.valid & end_col & end_row, w_img + 1, w_img)[:2]
+        # The writer moves one pixel in raster order when `valid`, so "written before the next
+        # cycle" is "written before this one, or written on this one".
         held1 = Const(0, 1)
         if timer is not None:
-            timer1 = Mux(self.valid & end_col & end_row, self.hold, Mux(timer != 0, timer - 1, 0))
-            held1 = timer1 != 0
+            held1 = image_end | (timer > 1)
 
         def ready(need_row, need_col, is_last, image):
             # A position fires once the last pixel it reads was written on an earlier cycle.
-            ahead = (w_img1 - image)[:2]   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
-            arrived = (ahead == 1) | ((ahead == 0) & ((w_row1 > need_row) | ((w_row1 == need_row) & (w_col1 > need_col))))
+            ahead = (w_img - image)[:2]   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
+            col_done = (w_col > need_col) | (self.valid & (w_col == need_col))
+            arrived = (ahead == 1) | ((ahead == 0) & ((w_row > need_row) | ((w_row == need_row) & col_done)))
             return arrived & ~(is_last & held1)
 
         stay, advance, fired = Signal(name="ready_stay"), Signal(name="ready_next"), Signal(name="fired_last")
