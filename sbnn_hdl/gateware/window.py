@@ -113,26 +113,33 @@ class WindowStream(wiring.Component):
             "inside": kw, "address": data.ArrayLayout(range(w), kw)}), ox, [
             {"inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w),
              "address": [min(max(c, 0), w - 1) for c in g.cols(x)]} for x in range(g.out_w)])
-        # What the position waiting to fire needs is kept in registers, loaded when it fires
-        # from tables of what the position after each one needs (indexed by the current
-        # position, so that no increment comes before the table).
-        ox_end = ox == g.out_w - 1
-        after = [(x + 1) % g.out_w for x in range(g.out_w)]
-        col_next = self._table(m, "col_next", data.StructLayout({"need": range(max(w, 2)), "last": 1}), ox, [
-            {"need": g.last_col(x), "last": x == g.out_w - 1} for x in after])
-        below = [(y + 1) % g.out_h for y in range(g.out_h)]
-        row_next = self._table(m, "row_next", data.StructLayout({
-            "need": range(max(h, 2)), "need_below": range(max(h, 2)), "last": 1, "last_below": 1}), oy, [
-            {"need": g.last_row(y), "need_below": g.last_row(b), "last": y == g.out_h - 1, "last_below": b == g.out_h - 1}
-            for y, b in zip(range(g.out_h), below)])
-        next_last = col_next.last & Mux(ox_end, row_next.last_below, row_next.last)
-        next_row = Mux(ox_end, row_next.need_below, row_next.need)
-        next_col = col_next.need
-        first_last = g.out_h == 1 and g.out_w == 1
+        # What the position waiting to fire needs, and what the one after it needs, are kept in
+        # registers; when a position fires, the first take the second and the second are loaded
+        # from tables of what the position two after each one needs (indexed by the current
+        # position: no arithmetic before a table, and the tables are off the paths to `fire`).
+        def needs(y, x):
+            last = y == g.out_h - 1 and x == g.out_w - 1
+            return (h - 1 if last else g.last_row(y), w - 1 if last else g.last_col(x), last)
+
+        steps = range(3)   # rows moved on by two positions: 0, 1 or 2
+        col_two = self._table(m, "col_two", data.StructLayout({"col": range(max(g.out_w, 2)), "rows": 2}), ox, [
+            {"col": (x + 2) % g.out_w, "rows": (x + 2) // g.out_w} for x in range(g.out_w)])
+        col_need = self._table(m, "col_need", range(max(w, 2)), col_two.col, [g.last_col(x) for x in range(g.out_w)])
+        row_two = self._table(m, "row_two", data.StructLayout({
+            "need": data.ArrayLayout(range(max(h, 2)), len(steps)), "last": len(steps)}), oy, [
+            {"need": [g.last_row((y + k) % g.out_h) for k in steps],
+             "last": sum(1 << k for k in steps if (y + k) % g.out_h == g.out_h - 1)} for y in range(g.out_h)])
+        two_last = (col_two.col == g.out_w - 1) & row_two.last.bit_select(col_two.rows, 1)
+        two_row = Mux(two_last, h - 1, row_two.need[col_two.rows])
+        two_col = Mux(two_last, w - 1, col_need)
         # The last window waits for the image's last pixel (Geometry.need).
-        last = Signal(name="last", init=first_last)
-        need_r = Signal(range(h), name="need_row", init=h - 1 if first_last else g.last_row(0))
-        need_c = Signal(range(w), name="need_col", init=w - 1 if first_last else g.last_col(0))
+        first, second = needs(0, 0), needs(*divmod(1 % (g.out_h * g.out_w), g.out_w))
+        need_r = Signal(range(h), name="need_row", init=first[0])
+        need_c = Signal(range(w), name="need_col", init=first[1])
+        last = Signal(name="last", init=first[2])
+        next_row = Signal(range(h), name="next_need_row", init=second[0])
+        next_col = Signal(range(w), name="next_need_col", init=second[1])
+        next_last = Signal(name="next_last", init=second[2])
         timer = Signal(range(self.hold + 1), name="hold") if self.hold else None
         image_end = self.valid & (w_row == h - 1) & (w_col == w - 1)
         if timer is not None:
@@ -160,14 +167,13 @@ class WindowStream(wiring.Component):
 
         stay, advance, fired = Signal(name="ready_stay"), Signal(name="ready_next"), Signal(name="fired_last")
         m.d.sync += [stay.eq(ready(need_r, need_c, last, s_img)),
-                     advance.eq(ready(Mux(next_last, h - 1, next_row), Mux(next_last, w - 1, next_col), next_last,
-                                      (s_img + last)[:2]))]
+                     advance.eq(ready(next_row, next_col, next_last, (s_img + last)[:2]))]
         fire = Signal(name="fire")
         m.d.comb += fire.eq(Mux(fired, advance, stay))
         m.d.sync += fired.eq(fire)
         with m.If(fire):
-            m.d.sync += [last.eq(next_last), need_r.eq(Mux(next_last, h - 1, next_row)),
-                         need_c.eq(Mux(next_last, w - 1, next_col))]
+            m.d.sync += [need_r.eq(next_row), need_c.eq(next_col), last.eq(next_last),
+                         next_row.eq(two_row), next_col.eq(two_col), next_last.eq(two_last)]
             with m.If(ox == g.out_w - 1):
                 m.d.sync += ox.eq(0)
                 with m.If(oy == g.out_h - 1):
@@ -217,7 +223,8 @@ class WindowStream(wiring.Component):
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
-        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, last, need_r, need_c, stay, advance, fired,
+        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
+                    next_col, stay, advance, fired,
                     v1, rows_ok, cols_ok, *slots, v2]
         self.stats = {
             "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if timer is not None else 0),
