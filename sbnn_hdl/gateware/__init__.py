@@ -4,7 +4,7 @@
 - :class:`Threshold`: one neuron's folded comparison;
 - :class:`DenseLayer`, :class:`OutputLayer`: a hidden layer (bits out) and the last layer (scores);
 - :class:`Argmax`: the pipelined argmax, ties to the lowest index; :class:`SerialArgmax`: one
-  comparison per cycle, for samples that come many cycles apart;
+  comparison every two cycles, for samples that come many cycles apart;
 - :class:`NetworkCore`: the whole network, one sample per clock, with a fixed :attr:`latency`;
 - :class:`StreamingCore` (:mod:`.streaming`): a convolutional network, one pixel per clock.
 """

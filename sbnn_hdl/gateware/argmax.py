@@ -72,13 +72,13 @@ class Argmax(wiring.Component):
 
 
 class SerialArgmax(wiring.Component):
-    """``index`` of the largest of ``scores``, one comparison per cycle; of equal scores, the
-    lowest index wins (as :class:`Argmax`).
+    """``index`` of the largest of ``scores``, one comparison every two cycles; of equal scores,
+    the lowest index wins (as :class:`Argmax`).
 
     For cores whose samples are far apart (the streaming core: a sample every ``H x W`` cycles):
     one comparator and a shift register of the scores instead of a tree of ``count - 1``
-    comparisons and multiplexers, so it is smaller, and its one comparison per cycle drives
-    nothing but the enables of the best score and its index.
+    comparisons and multiplexers, so it is smaller, and its one comparison (into a register)
+    drives nothing but the enables of the best score and its index.
 
     Parameters
     ----------
@@ -97,15 +97,15 @@ class SerialArgmax(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``count`` (``count - 1`` comparisons after the load); 0 for a single score (the index is
-        the constant 0).
+        ``2 * count - 1`` (the load, then two cycles for each of the other ``count - 1`` scores);
+        0 for a single score (the index is the constant 0).
     """
 
     def __init__(self, width, count):
         if count < 1:
             raise ValueError(f"count: expected at least 1 score, found {count}")
         self.width, self.count = width, count
-        self.latency = count if count > 1 else 0
+        self.latency = 2 * count - 1 if count > 1 else 0
         super().__init__({"scores": In(data.ArrayLayout(signed(width), count)), "start": In(1),
                           "index": Out(unsigned(max(1, (count - 1).bit_length())))})
 
@@ -119,14 +119,21 @@ class SerialArgmax(wiring.Component):
         index = Signal(self.index.shape(), name="best_index", reset_less=True)
         # The index of rest[0]; 0 when no search is running.
         k = Signal(range(self.count), name="k")
+        # Two cycles per score: the comparison into a register, then the update it enables (in one
+        # cycle, the comparison's carry chain and the enables' fan-out were the critical path).
+        larger, update = Signal(name="larger"), Signal(name="update")
         with m.If(self.start):
             m.d.sync += [rest.eq(self.scores.as_value()[self.width:]), best.eq(self.scores[0]), index.eq(0),
-                         k.eq(1)]
+                         k.eq(1), update.eq(0)]
         with m.Elif(k != 0):
-            with m.If(rest[0] > best):   # strictly larger: a tie keeps the lower index
-                m.d.sync += [best.eq(rest[0]), index.eq(k)]
-            m.d.sync += [rest.eq(rest.as_value() >> self.width), k.eq(Mux(k == self.count - 1, 0, k + 1))]
+            m.d.sync += update.eq(~update)
+            with m.If(~update):
+                m.d.sync += larger.eq(rest[0] > best)   # strictly larger: a tie keeps the lower index
+            with m.Else():
+                with m.If(larger):
+                    m.d.sync += [best.eq(rest[0]), index.eq(k)]
+                m.d.sync += [rest.eq(rest.as_value() >> self.width), k.eq(Mux(k == self.count - 1, 0, k + 1))]
         m.d.comb += self.index.eq(index)
-        self.stats = {"register_bits": len(rest.as_value()) + len(best) + len(index) + len(k),
+        self.stats = {"register_bits": len(rest.as_value()) + len(best) + len(index) + len(k) + 2,
                       "adder_bits": self.width + 1, "adders": 1}
         return m

@@ -97,9 +97,9 @@ class StreamingCore(wiring.Component):
         self.hidden = [DenseLayer(p, every=every, **(first if n == 0 else {})) for n, p in enumerate(plan.dense[:-1])]
         self.output = OutputLayer(plan.dense[-1], every=every, **({} if self.hidden else first))
         # Samples come at least `pixels + image_gap` cycles apart: time enough, nearly always,
-        # for one comparison per class.
+        # for a serial argmax.
         classes = self.output.classes
-        if classes <= plan.pixels + plan.image_gap:
+        if 2 * classes - 1 <= plan.pixels + plan.image_gap:
             self.argmax = SerialArgmax(self.output.score_width, classes)
         else:
             self.argmax = Argmax(self.output.score_width, classes, every=1)
