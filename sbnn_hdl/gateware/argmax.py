@@ -1,6 +1,6 @@
 """A pipelined argmax over signed scores; ties go to the lowest index."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -114,8 +114,13 @@ class SerialArgmax(wiring.Component):
         self.stats = {"register_bits": 0, "adder_bits": 0, "adders": 0}
         if self.count == 1:
             return m
-        rest = Signal(data.ArrayLayout(signed(self.width), self.count - 1), name="rest", reset_less=True)
-        best = Signal(signed(self.width), name="best", reset_less=True)
+        # The scores are kept as offset binary (the sign bit inverted), whose unsigned order is
+        # the signed order: an unsigned comparison is one carry chain, without the sign logic.
+        def offset(score):
+            return Cat(score[:-1], ~score[-1])
+
+        rest = Signal(data.ArrayLayout(unsigned(self.width), self.count - 1), name="rest", reset_less=True)
+        best = Signal(unsigned(self.width), name="best", reset_less=True)
         index = Signal(self.index.shape(), name="best_index", reset_less=True)
         # The index of rest[0]; 0 when no search is running.
         k = Signal(range(self.count), name="k")
@@ -123,8 +128,8 @@ class SerialArgmax(wiring.Component):
         # cycle, the comparison's carry chain and the enables' fan-out were the critical path).
         larger, update = Signal(name="larger"), Signal(name="update")
         with m.If(self.start):
-            m.d.sync += [rest.eq(self.scores.as_value()[self.width:]), best.eq(self.scores[0]), index.eq(0),
-                         k.eq(1), update.eq(0)]
+            m.d.sync += [rest.eq(Cat(*[offset(self.scores[j]) for j in range(1, self.count)])),
+                         best.eq(offset(self.scores[0])), index.eq(0), k.eq(1), update.eq(0)]
         with m.Elif(k != 0):
             m.d.sync += update.eq(~update)
             with m.If(~update):
