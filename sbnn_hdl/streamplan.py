@@ -29,7 +29,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from .hwplan import HardwareError, plan_layer, remove_unused, input_scale
-from .model import Conv2d, Dense
+from .model import Conv2d, Dense, MaxPool2d
 
 __all__ = ["MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan", "is_streaming",
            "check_streamable", "plan_stream", "stream_timing", "schedule"]
@@ -61,10 +61,11 @@ def check_streamable(model):
         if h > MAX_STREAM_WIDTH or w > MAX_STREAM_WIDTH:
             raise HardwareError(f"layer '{layer.name}': expected an input of at most {MAX_STREAM_WIDTH} x "
                                 f"{MAX_STREAM_WIDTH} pixels for a streaming stage, found {h} x {w}")
-        if index == 0 and isinstance(layer, Conv2d) and layer.pad_value and layer.padding != (0, 0) \
+        first_weights = all(isinstance(before, MaxPool2d) for before in model.layers[:index])
+        if first_weights and isinstance(layer, Conv2d) and layer.pad_value and layer.padding != (0, 0) \
                 and input_scale(spec) > 1:
-            # The first layer sums each element divided by 2**(lowest plane read); a padding value
-            # of 1 is not a multiple of it.
+            # The first layer with weights (pools pass the elements on) sums each element divided
+            # by 2**(lowest plane read); a padding value of 1 is not a multiple of it.
             raise HardwareError(f"layer '{layer.name}': expected pad_value 0 when the integer input's lowest plane "
                                 f"read is above 0, found pad_value 1 with planes {list(spec.planes)}")
     if not isinstance(model.layers[-1], Dense):

@@ -166,12 +166,18 @@ def test_serial_argmax_ties_to_the_lowest_index_and_holds(count):
     assert seen == [[int(np.argmax(scores))] * 3 for scores in cases]
 
 
-def test_refuses_pad_value_one_on_an_integer_input_without_plane_zero():
+@pytest.mark.parametrize("pool", [False, True])
+def test_refuses_pad_value_one_on_an_integer_input_without_plane_zero(pool):
+    """Also after pools, which pass the elements on to the first layer with weights."""
     rng = np.random.default_rng(6)
-    model = _model(rng, (LayerPlan("conv2d", 2, kernel=(3, 3), padding=(1, 1), pad_value=1), LayerPlan("dense", 2)),
-                   bits=4, encoding="integer", planes=(3, 2))
-    with pytest.raises(HardwareError, match=r"^layer 'conv2d0': expected pad_value 0 when the integer input's "
-                                            r"lowest plane read is above 0, found pad_value 1 with planes \[3, 2\]$"):
+    first = (LayerPlan("maxpool2d", kernel=(2, 2), stride=(1, 1)),) if pool else ()
+    planes = (2,) if pool else (3, 2)   # a pool reads bits: one plane
+    model = _model(rng, first + (LayerPlan("conv2d", 2, kernel=(3, 3), padding=(1, 1), pad_value=1),
+                                 LayerPlan("dense", 2)), bits=4, encoding="integer", planes=planes)
+    name = "conv2d1" if pool else "conv2d0"
+    with pytest.raises(HardwareError, match=rf"^layer '{name}': expected pad_value 0 when the integer input's "
+                                            rf"lowest plane read is above 0, found pad_value 1 with planes "
+                                            rf"\[{', '.join(map(str, planes))}\]$"):
         StreamingCore(model)
 
 

@@ -87,7 +87,8 @@ def stream_models(draw, *, max_side=7, max_channels=3):
         kw = draw(st.sampled_from([k for k in (1, 2, 3, 5) if k <= w + 2 * pw]))
         sh, sw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
         plans.append(LayerPlan("conv2d", draw(st.integers(1, max_channels)), kernel=(kh, kw), stride=(sh, sw),
-                               padding=(ph, pw), pad_value=draw(pad_values if not plans else st.integers(0, 1))))
+                               padding=(ph, pw), pad_value=draw(pad_values if all(p.kind == "maxpool2d" for p in plans)
+                                                                else st.integers(0, 1))))
         h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         binary = True
     plans += [LayerPlan("dense", draw(st.integers(1, 5))) for _ in range(draw(st.integers(1, 2)))]
