@@ -12,10 +12,7 @@ from .layer import DenseLayer, OutputLayer
 from .pipeline import Pipeline, shape_for
 from .window import WindowStream
 
-__all__ = ["StreamingCore", "RELAY"]
-
-#: Registers between a stage's output and the next stage (or the dense head).
-RELAY = 1
+__all__ = ["StreamingCore"]
 
 
 class StreamingCore(wiring.Component):
@@ -90,9 +87,9 @@ class StreamingCore(wiring.Component):
         for index, stage in enumerate(plan.stages):
             if stage.is_conv:
                 self.convs[index] = DenseLayer(stage.layer_plan, every=every)
-                delays.append(WindowStream.latency + self.convs[index].latency + RELAY)
+                delays.append(WindowStream.latency + self.convs[index].latency)
             else:
-                delays.append(WindowStream.latency + 1 + RELAY)
+                delays.append(WindowStream.latency + 1)
         stream_timing(plan, delays)
         self.stage_delays = delays
         self.q_latency = self._q_increment(Pipeline(None, every, "dry"), None).stage if plan.q_channels else 0
@@ -144,17 +141,6 @@ class StreamingCore(wiring.Component):
         self.stats["register_bits"] += len(out) + 1
         return out, out_valid
 
-    def _relay(self, m, stream, valid, name):
-        """A stage's output stream and valid through :data:`RELAY` more registers, which the
-        placer puts between the stage and the next (whose writer and scanner logic the valid
-        drives): the route from one stage to the next was the critical path."""
-        for n in range(RELAY):
-            out, out_valid = Signal(len(stream), name=f"{name}_relay{n}", reset_less=True), Signal(name=f"{name}_relay{n}_valid")
-            m.d.sync += [out.eq(stream), out_valid.eq(valid)]
-            self.stats["register_bits"] += len(out) + 1
-            stream, valid = out, out_valid
-        return stream, valid
-
     def _delayed(self, m, signal, cycles, name):
         for stage in range(cycles):
             delayed = Signal(len(signal), name=f"{name}_d{stage + 1}")
@@ -190,7 +176,6 @@ class StreamingCore(wiring.Component):
                 valid = self._delayed(m, window.out_valid, layer.latency, f"conv{index}_valid")
             else:
                 stream, valid = self._pool(m, index, window.window, window.out_valid, stage)
-            stream, valid = self._relay(m, stream, valid, f"stage{index}")
             widths = [shape_for(0, v).width for v in stage.stream_out]
         source = self._collect(m, stream, valid)
         q = self._stream_q(m, stream, valid) if self.plan.q_channels else None
