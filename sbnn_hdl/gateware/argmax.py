@@ -82,10 +82,7 @@ class SerialArgmax(wiring.Component):
 
     Parameters
     ----------
-    width : int
-        Width of each signed score.
-    count : int
-        Number of scores (at least 1).
+    width, count : as for :class:`Argmax`
 
     Ports
     -----
