@@ -15,7 +15,6 @@ calibration samples (:func:`calibrate`): the thresholds of the export follow fro
 The command line is ``python -m sbnn_hdl.bitprune`` (:mod:`sbnn_hdl.bitprune`).
 """
 
-import io
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .._files import write_atomic
+from ..plots import new_axes, png_bytes
 from ..tables import markdown_table
 from .loop import build_net, exact_accuracy, export_model, load_net
 from .shrink import (DEFAULT_WIDTHS, SHRINK_LR_SHARE, candidate_widths, hidden_widths, parse_widths, plot_shrink,
@@ -252,13 +252,9 @@ def format_markdown(report):
 
 def plot(report):
     """``bitprune.png`` as bytes: validation accuracy against planes kept, with the budget line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curve = report["curve"]
     base = report["base"]["val_accuracy"]
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure, axes = new_axes()
     x = [len(c["planes"]) for c in curve]
     axes.plot(x, [100 * c["val_accuracy"] for c in curve], "o-", color="tab:blue", label="greedy removal (re-calibrated)")
     for count, c in zip(x, curve):
@@ -277,12 +273,7 @@ def plot(report):
     axes.invert_xaxis()
     axes.set_xlabel("input bit planes kept")
     axes.set_ylabel("validation accuracy (%)")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, axes)
 
 
 def write_report(report, folder):

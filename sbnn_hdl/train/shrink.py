@@ -12,7 +12,6 @@ whose validation accuracy is within the budget of the reference.
 Only MLPs: CNN channel shrinking waits for the shipped CNN of issue #24.
 """
 
-import io
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..plots import new_axes, png_bytes
 from .fold import check_agreement, fold, to_model
 from .loop import build_net, exact_accuracy
 from .nets import encode_batch, parse_arch
@@ -237,14 +237,10 @@ def shrink_table(report, pct, count, describe_planes):
 def plot_shrink(report):
     """``shrink.png`` as bytes: validation and test accuracy against the LUT4 estimate, for the
     unpruned model, the plane-pruned start and every candidate, with the budget line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shrink = report["shrink"]
     points = [shrink["unpruned"], shrink["start"], *shrink["candidates"]]
     points = [p for p in points if p["lut4"] is not None]
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure, axes = new_axes()
     for key, marker, colour in (("val_accuracy", "o", "tab:blue"), ("test_accuracy", "s", "tab:orange")):
         axes.plot([p["lut4"] for p in points], [100 * p[key] for p in points], marker, color=colour,
                   label=key.replace("_", " "))
@@ -260,9 +256,4 @@ def plot_shrink(report):
     axes.set_xscale("log")
     axes.set_xlabel("LUT4 (estimate)")
     axes.set_ylabel("accuracy (%)")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, axes)
