@@ -238,15 +238,19 @@ def plot_shrink(report):
     """``shrink.png`` as bytes: validation and test accuracy against the LUT4 estimate, for the
     unpruned model, the plane-pruned start and every candidate, with the budget line."""
     shrink = report["shrink"]
-    points = [shrink["unpruned"], shrink["start"], *shrink["candidates"]]
-    points = [p for p in points if p["lut4"] is not None]
+    points = [p for p in [shrink["unpruned"], shrink["start"], *shrink["candidates"]] if p["lut4"] is not None]
     figure, axes = new_axes()
     for key, marker, colour in (("val_accuracy", "o", "tab:blue"), ("test_accuracy", "s", "tab:orange")):
         axes.plot([p["lut4"] for p in points], [100 * p[key] for p in points], marker, color=colour,
                   label=key.replace("_", " "))
+    for p, text in ((shrink["unpruned"], "unpruned, planes {}"), (shrink["start"], "planes {} kept")):
+        if p["lut4"] is not None:
+            axes.plot([p["lut4"]], [100 * p["val_accuracy"]], "D", ms=9, mfc="none",
+                      label=text.format(",".join(map(str, p["planes"]))),
+                      color="tab:purple" if p is shrink["unpruned"] else "tab:green")
     for p in points:
         axes.annotate(",".join(map(str, p["widths"])), (p["lut4"], 100 * p["val_accuracy"]), fontsize=7,
-                      xytext=(4, 4), textcoords="offset points")
+                      xytext=(4, -10), textcoords="offset points")
     axes.axhline(100 * (shrink["reference_val_accuracy"] - report["settings"]["budget"]), color="tab:red", lw=1,
                  ls="--", label="budget (validation)")
     selected = [c for c in shrink["candidates"] if c["widths"] == shrink["selected"]]
