@@ -46,16 +46,16 @@ def main(argv=None):
     shrink = parser.add_argument_group("shrinking (after the planes: smaller hidden widths, MLPs only)")
     shrink.add_argument("--shrink", action="store_true",
                         help="search smaller hidden widths and export the smallest (LUT4 estimate) within the budget")
-    shrink.add_argument("--widths", metavar="LIST",
+    shrink.add_argument("--widths", metavar="LIST", default=argparse.SUPPRESS,
                         help=f"candidates: widths for every hidden layer (integers) or shares of each layer's "
                              f"width (in (0, 1)), e.g. 192,128,96,64 (default {DEFAULT_WIDTHS})")
-    shrink.add_argument("--shrink-epochs", type=int, metavar="EPOCHS",
+    shrink.add_argument("--shrink-epochs", type=int, metavar="EPOCHS", default=argparse.SUPPRESS,
                         help="fine-tune epochs of each candidate (default 3)")
-    shrink.add_argument("--shrink-lr", type=float, metavar="SHARE",
+    shrink.add_argument("--shrink-lr", type=float, metavar="SHARE", default=argparse.SUPPRESS,
                         help=f"the candidates' learning rate as a share of the checkpoint's "
                              f"(default {SHRINK_LR_SHARE:g})")
     args = parser.parse_args(argv)
-    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    settings = Settings(**{f.name: getattr(args, f.name, f.default) for f in fields(Settings)})  # shrink options: absent unless given
     settings.check()
     report = prune(settings, ["python", "-m", "sbnn_hdl.bitprune", *argv])
     for title, header, rows in tables(report):
