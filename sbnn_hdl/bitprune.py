@@ -51,6 +51,9 @@ def main(argv=None):
                              f"width (in (0, 1)), e.g. 192,128,96,64 (default {DEFAULT_WIDTHS})")
     shrink.add_argument("--shrink-epochs", type=int, metavar="EPOCHS", default=argparse.SUPPRESS,
                         help="fine-tune epochs of each candidate (default 3)")
+    shrink.add_argument("--shrink-init", metavar="HOW", default=argparse.SUPPRESS,
+                        help="kept: fine-tune from the most-used neurons (default); scratch: train each candidate "
+                             "anew with the recipe and the kept planes")
     shrink.add_argument("--shrink-lr", type=float, metavar="SHARE", default=argparse.SUPPRESS,
                         help=f"the candidates' learning rate as a share of the checkpoint's "
                              f"(default {SHRINK_LR_SHARE:g})")

@@ -210,6 +210,8 @@ def test_command_falls_back_to_the_planes_when_no_width_fits(checkpoint, tmp_pat
     (["--widths", "16"], "option --widths: expected --shrink as well, found none"),
     (["--shrink-epochs", "2"], "option --shrink-epochs: expected --shrink as well, found none"),
     (["--shrink", "--shrink-epochs", "-1"], "option --shrink-epochs: expected a non-negative number, found -1"),
+    (["--shrink", "--shrink-init", "random"], "option --shrink-init: expected kept or scratch, found 'random'"),
+    (["--shrink-init", "scratch"], "option --shrink-init: expected --shrink as well, found none"),
     (["--shrink", "--shrink-lr", "0"], "option --shrink-lr: expected a share of the checkpoint's learning rate in "
                                        "(0, 1], found 0.0"),
 ])
@@ -229,3 +231,34 @@ def test_a_cnn_is_refused(tmp_path, digits, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == ("sbnn_hdl.bitprune: error: option --shrink: expected an MLP (CNN "
                                                "channel shrinking waits for the shipped CNN of issue #24), found "
                                                "'cnn:4,p,fc8'")
+
+
+def test_scratch_trains_the_recipe_anew(trained):
+    """``init="scratch"``: each candidate is the recipe trained from fresh weights at its widths
+    (the same net as training it directly), not the kept neurons."""
+    from dataclasses import replace
+    from sbnn_hdl.train.tune import calibrate
+    net, config, data = trained
+    calibration = data.x_train[:512]
+    (c,) = search(net, config, data, calibration, [(16, 12)], epochs=2, reference=1.0, budget=0.0, threads=1, seed=3,
+                  lr_share=0.5, init="scratch")
+    assert c.kept == [] and len(c.log) == 2 and not c.within_budget
+    direct, _, _ = train(replace(config, arch="mlp:16,12", epochs=2, lr=config.lr * 0.5, seed=3, threads=1),
+                         data=data, progress=False)
+    calibrate(direct, calibration)
+    for (name, a), b in zip(direct.state_dict().items(), c.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    kept, _ = shrink_net(net, config, data, [most_used(u, w) for u, w in zip(neuron_usage(net, calibration), (16, 12))])
+    assert not torch.equal(kept.binary_layers[0].weight, c.net.binary_layers[0].weight)
+
+
+def test_shrink_rate_is_a_share_of_the_checkpoints(checkpoint, tmp_path):
+    """After a plane fine-tune (a tenth of the checkpoint's rate), the candidates still start at
+    --shrink-lr of the checkpoint's rate."""
+    _, report = _run_command(checkpoint, tmp_path, "--finetune", "1", "--widths", "16", "--shrink-epochs", "2",
+                             "--shrink-lr", "0.5")
+    lr = Config(**TINY).lr
+    assert report["settings"]["shrink_lr"] == lr * 0.5
+    steps = 512 // 64  # per epoch; the cosine's value at the first epoch's last step
+    first = report["shrink"]["candidates"][0]["log"][0]["lr_end"]
+    assert first == pytest.approx(lr * 0.5 * 0.5 * (1 + np.cos(np.pi * (steps - 1) / (2 * steps))), rel=1e-9)

@@ -29,7 +29,7 @@ from .._files import write_atomic
 from ..plots import new_axes, png_bytes
 from ..tables import markdown_table
 from .loop import build_net, exact_accuracy, export_model, load_net
-from .shrink import (DEFAULT_WIDTHS, SHRINK_LR_SHARE, candidate_widths, hidden_widths, parse_widths, plot_shrink,
+from .shrink import (DEFAULT_WIDTHS, INITS, SHRINK_LR_SHARE, candidate_widths, hidden_widths, parse_widths, plot_shrink,
                      search, select, shrink_table)
 from .tune import FINETUNE_LR_SHARE, BitpruneError, calibrate, finetune, hardware_figures, population_moments
 
@@ -67,6 +67,7 @@ class Settings:
     widths: str = None
     shrink_epochs: int = None
     shrink_lr: float = None
+    shrink_init: str = None
 
     def check(self):
         """Refuse settings out of range, and an output folder that does not exist, with
@@ -79,7 +80,7 @@ class Settings:
             if value is not None and value < (0 if key == "finetune" else 1):
                 raise BitpruneError(f"option --{key}: expected a {'non-negative' if key == 'finetune' else 'positive'} "
                                     f"number, found {value}")
-        for key in ("widths", "shrink_epochs", "shrink_lr"):
+        for key in ("widths", "shrink_epochs", "shrink_lr", "shrink_init"):
             if getattr(self, key) is not None and not self.shrink:
                 raise BitpruneError(f"option --{key.replace('_', '-')}: expected --shrink as well, found none")
         if self.shrink_epochs is not None and self.shrink_epochs < 0:
@@ -87,6 +88,8 @@ class Settings:
         if self.shrink_lr is not None and not 0 < self.shrink_lr <= 1:
             raise BitpruneError(f"option --shrink-lr: expected a share of the checkpoint's learning rate in (0, 1], "
                                 f"found {self.shrink_lr}")
+        if self.shrink_init is not None and self.shrink_init not in INITS:
+            raise BitpruneError(f"option --shrink-init: expected {' or '.join(INITS)}, found {self.shrink_init!r}")
         parse_widths(self.widths or DEFAULT_WIDTHS)
         folder = os.path.dirname(os.path.abspath(self.output))
         if not os.path.isdir(folder):
@@ -366,13 +369,16 @@ def prune(settings, command):
     if settings.shrink:
         announce = None if settings.quiet else (
             lambda w: print(f"shrinking to {','.join(map(str, w))}", file=sys.stderr, flush=True))
-        shrink_tried = search(final["net"], final["config"], data, calibration, widths, epochs=shrink_epochs,
+        start_config = replace(final["config"], lr=config.lr)  # the rates are shares of the checkpoint's
+        shrink_tried = search(final["net"], start_config, data, calibration, widths, epochs=shrink_epochs,
                               reference=base.val_accuracy, budget=settings.budget, threads=settings.threads,
-                              seed=settings.seed, lr_share=shrink_lr, progress=not settings.quiet, announce=announce)
+                              seed=settings.seed, lr_share=shrink_lr, init=settings.shrink_init or "kept",
+                              progress=not settings.quiet, announce=announce)
         shrunk = select(shrink_tried)
         history["shrink"] = {"from_widths": _widths(final["net"]), "widths": list(shrunk.widths) if shrunk else None,
                              "candidates": [list(w) for w in widths], "epochs": shrink_epochs,
-                             "lr": final["config"].lr * shrink_lr}
+                             "init": settings.shrink_init or "kept",
+                             "lr": config.lr * shrink_lr}
     out = final if shrunk is None else {"net": shrunk.net, "config": shrunk.config,
                                          "log": final["log"] + shrunk.log, "val_accuracy": shrunk.val_accuracy}
     model, exported = export_model(out["net"], data, replace(out["config"], argv=command, name=name), log + out["log"],
@@ -424,6 +430,7 @@ def prune(settings, command):
     }
     if settings.shrink:
         report["settings"].update(shrink_epochs=shrink_epochs, shrink_lr=config.lr * shrink_lr,
+                                  shrink_init=settings.shrink_init or "kept",
                                   widths=[list(w) for w in widths])
         report["shrink"] = {
             "reference_val_accuracy": base.val_accuracy, "unpruned": summary[0],

@@ -21,17 +21,20 @@ import torch
 
 from ..plots import new_axes, png_bytes
 from .fold import check_agreement, fold, to_model
-from .loop import build_net, exact_accuracy
+from .loop import build_net, exact_accuracy, train
 from .nets import encode_batch, parse_arch
 from .quant import binary_sign
 from .tune import BitpruneError, calibrate, finetune, model_figures
 
-__all__ = ["DEFAULT_WIDTHS", "SHRINK_LR_SHARE", "parse_widths", "hidden_widths", "candidate_widths", "activation_rates",
+__all__ = ["DEFAULT_WIDTHS", "INITS", "SHRINK_LR_SHARE", "parse_widths", "hidden_widths", "candidate_widths", "activation_rates",
            "neuron_usage", "most_used", "shrink_net", "ShrinkCandidate", "search", "select", "shrink_table",
            "plot_shrink"]
 
 #: The default candidates: shares of every hidden layer's width.
 DEFAULT_WIDTHS = "0.75,0.5,0.375,0.25"
+#: How a candidate starts: from the kept neurons' weights (a fine-tune), or from fresh weights
+#: (the recipe trained anew at the candidate's widths and the kept planes).
+INITS = ("kept", "scratch")
 #: The shrunk net's fine-tune learning rate, as a share of the checkpoint's: larger than the plane
 #: fine-tune's 0.1, since a net that lost most of its neurons has more to re-learn (not tuned).
 SHRINK_LR_SHARE = 0.5
@@ -169,10 +172,11 @@ def verified_figures(net, data, name="candidate"):
 
 
 def search(net, config, data, calibration, candidates, *, epochs, reference, budget, threads, seed,
-           lr_share=SHRINK_LR_SHARE, progress=False, announce=None):
+           lr_share=SHRINK_LR_SHARE, init="kept", progress=False, announce=None):
     """Every width tuple of ``candidates`` (largest first), from ``net``: keep the most-used
     neurons (usage over ``calibration``), re-calibrate, fine-tune ``epochs`` epochs (0: none) and
-    verify. ``reference``: the validation accuracy that the ``budget`` (a share) is counted from.
+    verify. With ``init="scratch"``, each candidate is instead trained ``epochs`` epochs from
+    fresh weights (seed ``seed``) with ``net``'s recipe and planes, then re-calibrated. ``reference``: the validation accuracy that the ``budget`` (a share) is counted from.
     ``announce(widths)`` is called before each. Returns the :class:`ShrinkCandidate` list in order."""
     usage = neuron_usage(net, calibration)
     tried = []
@@ -183,7 +187,13 @@ def search(net, config, data, calibration, candidates, *, epochs, reference, bud
         shrunk, shrunk_config = shrink_net(net, config, data, keep)
         calibrate(shrunk, calibration)
         log = []
-        if epochs:
+        if init == "scratch":
+            keep = []
+            shrunk_config = replace(shrunk_config, epochs=max(epochs, 1), lr=config.lr * lr_share, threads=threads,
+                                    seed=seed)
+            shrunk, _, log = train(shrunk_config, data=data, progress=progress)
+            calibrate(shrunk, calibration)
+        elif epochs:
             shrunk, shrunk_config, log = finetune(shrunk, shrunk_config, data, epochs, threads=threads, seed=seed,
                                                   calibration=calibration, lr_share=lr_share, progress=progress)
         val = exact_accuracy(shrunk, data.x_val, data.y_val)
