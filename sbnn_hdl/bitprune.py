@@ -1,11 +1,12 @@
-"""``python -m sbnn_hdl.bitprune CHECKPOINT [--budget 0.01] [--finetune N] -o pruned.sbnn [--report DIR]``
+"""``python -m sbnn_hdl.bitprune CHECKPOINT [--budget 0.01] [--finetune N] [--shrink] -o pruned.sbnn [--report DIR]``
 
 Bit-plane input pruning (after Li et al., "Build a compact binary neural network through
 bit-level sensitivity and data pruning"): measures how much each input bit plane of a trained SBNN
 matters, removes planes greedily while the validation accuracy stays within a budget of the
-unpruned network's, optionally fine-tunes, and exports the smaller network exactly (the same
-per-neuron proof and golden-model check as training). See docs/bitprune.md; the method is
-:mod:`sbnn_hdl.train.planes`.
+unpruned network's, optionally fine-tunes and then (``--shrink``) searches smaller hidden widths,
+and exports the smaller network exactly (the same per-neuron proof and golden-model check as
+training). See docs/bitprune.md; the methods are :mod:`sbnn_hdl.train.planes` and
+:mod:`sbnn_hdl.train.shrink`.
 """
 
 import argparse
@@ -15,6 +16,7 @@ from dataclasses import fields
 from ._cli import command
 from .tables import format_table
 from .train.planes import FINETUNE_LR_SHARE, Settings, describe_planes, prune, tables
+from .train.shrink import DEFAULT_WIDTHS, SHRINK_LR_SHARE
 
 __all__ = ["main"]
 
@@ -41,14 +43,29 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", required=True, metavar="PRUNED.sbnn")
     parser.add_argument("--report", metavar="DIR", help="report folder (default: the output's folder)")
+    shrink = parser.add_argument_group("shrinking (after the planes: smaller hidden widths, MLPs only)")
+    shrink.add_argument("--shrink", action="store_true",
+                        help="search smaller hidden widths and export the smallest (LUT4 estimate) within the budget")
+    shrink.add_argument("--widths", metavar="LIST", default=argparse.SUPPRESS,
+                        help=f"candidates: widths for every hidden layer (integers) or shares of each layer's "
+                             f"width (in (0, 1)), e.g. 192,128,96,64 (default {DEFAULT_WIDTHS})")
+    shrink.add_argument("--shrink-epochs", type=int, metavar="EPOCHS", default=argparse.SUPPRESS,
+                        help="fine-tune epochs of each candidate (default 3)")
+    shrink.add_argument("--shrink-init", metavar="HOW", default=argparse.SUPPRESS,
+                        help="kept: fine-tune from the most-used neurons (default); scratch: train each candidate "
+                             "anew with the recipe and the kept planes")
+    shrink.add_argument("--shrink-lr", type=float, metavar="SHARE", default=argparse.SUPPRESS,
+                        help=f"the candidates' learning rate as a share of the checkpoint's "
+                             f"(default {SHRINK_LR_SHARE:g})")
     args = parser.parse_args(argv)
-    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    settings = Settings(**{f.name: getattr(args, f.name, f.default) for f in fields(Settings)})  # shrink options: absent unless given
     settings.check()
     report = prune(settings, ["python", "-m", "sbnn_hdl.bitprune", *argv])
     for title, header, rows in tables(report):
         print(f"{title}\n{format_table(header, rows)}\n")
     e = report["exported"]
-    print(f"{args.output}: {report['model']}, planes {describe_planes(e['planes'])}, {e['connections']:,} connections, "
+    print(f"{args.output}: {report['model']}, planes {describe_planes(e['planes'])}, hidden widths "
+          f"{','.join(map(str, e['widths']))}, {e['connections']:,} connections, "
           f"test accuracy {100 * e['test_accuracy']:.2f}% (exact folding proven, PyTorch and golden agree "
           f"on every test prediction and score)")
 

@@ -15,9 +15,7 @@ calibration samples (:func:`calibrate`): the thresholds of the export follow fro
 The command line is ``python -m sbnn_hdl.bitprune`` (:mod:`sbnn_hdl.bitprune`).
 """
 
-import io
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -28,25 +26,15 @@ import torch
 from tqdm import tqdm
 
 from .._files import write_atomic
-from ..errors import SbnnError
-from ..gateware.verilog import estimate_model
-from ..hwplan import HardwareError
-from ..tables import format_table, markdown_table
-from .fold import fold, to_model
-from .loop import build_net, exact_accuracy, export_model, load_net, train
-from .nets import encode_batch
+from ..plots import new_axes, png_bytes
+from ..tables import markdown_table
+from .loop import build_net, exact_accuracy, export_model, load_net
+from .shrink import (DEFAULT_WIDTHS, INITS, SHRINK_LR_SHARE, candidate_widths, hidden_widths, parse_widths, plot_shrink,
+                     search, select, shrink_table)
+from .tune import FINETUNE_LR_SHARE, BitpruneError, calibrate, finetune, hardware_figures, population_moments
 
 __all__ = ["BitpruneError", "Settings", "Candidate", "remove_planes", "calibrate", "population_moments",
            "analyse", "choose", "finetune", "prune", "tables", "describe_planes"]
-
-#: The fine-tune's learning rate, as a share of the checkpoint's (the run starts from a trained
-#: net: a full rate would undo much of what it learned before the sparsity penalty settles).
-FINETUNE_LR_SHARE = 0.1
-
-
-class BitpruneError(SbnnError):
-    """Bad pruning settings."""
-
 
 @dataclass
 class Settings:
@@ -57,7 +45,10 @@ class Settings:
     ``finetune``: epochs of fine-tuning at :data:`FINETUNE_LR_SHARE` of the checkpoint's rate;
     ``calibration``: training samples for the statistics (None: the whole training split);
     ``data``: the data set, which must be the checkpoint's; ``report``: the report folder (None:
-    the output's folder); ``quiet``: no progress bars.
+    the output's folder); ``quiet``: no progress bars. ``shrink``: then search smaller hidden
+    widths (:mod:`.shrink`): ``widths`` (None: :data:`~.shrink.DEFAULT_WIDTHS`), fine-tuned
+    ``shrink_epochs`` epochs (None: 3) at ``shrink_lr`` (None: :data:`~.shrink.SHRINK_LR_SHARE`) of
+    the checkpoint's learning rate.
     """
 
     checkpoint: str
@@ -72,6 +63,11 @@ class Settings:
     name: str = None
     report: str = None
     quiet: bool = False
+    shrink: bool = False
+    widths: str = None
+    shrink_epochs: int = None
+    shrink_lr: float = None
+    shrink_init: str = None
 
     def check(self):
         """Refuse settings out of range, and an output folder that does not exist, with
@@ -84,6 +80,17 @@ class Settings:
             if value is not None and value < (0 if key == "finetune" else 1):
                 raise BitpruneError(f"option --{key}: expected a {'non-negative' if key == 'finetune' else 'positive'} "
                                     f"number, found {value}")
+        for key in ("widths", "shrink_epochs", "shrink_lr", "shrink_init"):
+            if getattr(self, key) is not None and not self.shrink:
+                raise BitpruneError(f"option --{key.replace('_', '-')}: expected --shrink as well, found none")
+        if self.shrink_epochs is not None and self.shrink_epochs < 0:
+            raise BitpruneError(f"option --shrink-epochs: expected a non-negative number, found {self.shrink_epochs}")
+        if self.shrink_lr is not None and not 0 < self.shrink_lr <= 1:
+            raise BitpruneError(f"option --shrink-lr: expected a share of the checkpoint's learning rate in (0, 1], "
+                                f"found {self.shrink_lr}")
+        if self.shrink_init is not None and self.shrink_init not in INITS:
+            raise BitpruneError(f"option --shrink-init: expected {' or '.join(INITS)}, found {self.shrink_init!r}")
+        parse_widths(self.widths or DEFAULT_WIDTHS)
         folder = os.path.dirname(os.path.abspath(self.output))
         if not os.path.isdir(folder):
             raise BitpruneError(f"output {self.output!r}: expected an existing folder {folder!r}, found none")
@@ -114,68 +121,6 @@ def remove_planes(net, config, data, keep):
     reduced.load_state_dict(state)
     reduced.eval()
     return reduced, reduced_config
-
-
-class _Moments:
-    """Mean and sum of squared deviations per channel, merged batch by batch in float64 (Chan et
-    al.'s pairwise update: no cancellation, unlike a running sum of squares)."""
-
-    def __init__(self):
-        self.count, self.mean, self.m2 = 0, None, None
-
-    def add(self, z, dims):
-        z = z.double()
-        n = math.prod(z.shape[d] for d in dims)
-        mean = z.mean(dim=dims)
-        m2 = ((z - mean.reshape([1 if d in dims else -1 for d in range(z.dim())])) ** 2).sum(dim=dims)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
-        self.count = total
-
-
-def _normalised_dims(layer, z):
-    """The dimensions that a layer's normalisation averages over: all but the channel for batch
-    norm, all for the output layer's single shared statistic."""
-    return list(range(z.dim())) if layer.last else [d for d in range(z.dim()) if d != 1]
-
-
-def population_moments(net, layer, x, *, batch=2048):
-    """``(mean, variance)`` (float64 tensors) of ``layer``'s output before its normalisation over
-    all samples ``x`` (uint8 ``[N, *input.shape]``), with the layers before it in evaluation mode.
-    The variance is the unbiased one (divisor ``N - 1``), the convention of PyTorch's
-    ``running_var`` and of the output layer's ``out_var``."""
-    moments = _Moments()
-    with torch.no_grad():
-        for start in range(0, len(x), batch):
-            z = net(encode_batch(net.spec, x[start:start + batch], net.conv_first), until=layer)
-            moments.add(z, _normalised_dims(layer, z))
-    if moments.count < 2:
-        raise BitpruneError(f"calibration: expected at least 2 values per statistic, found {moments.count}")
-    return moments.mean, moments.m2 / (moments.count - 1)
-
-
-def calibrate(net, x, *, batch=2048):
-    """Replace every normalisation statistic of ``net`` by the exact population statistics of its
-    input over samples ``x``, first layer first (each layer sees the re-calibrated layers before
-    it), not by momentum updates. Returns ``{layer name: (mean, var)}`` as float64 arrays."""
-    net.eval()
-    stats = {}
-    for layer in net.binary_layers:
-        mean, var = population_moments(net, layer, x, batch=batch)
-        with torch.no_grad():
-            if layer.last:
-                layer.out_mean.copy_(mean.float())
-                layer.out_var.copy_(var.float())
-            else:
-                layer.bn.running_mean.copy_(mean.float())
-                layer.bn.running_var.copy_(var.float())
-        stats[layer.name] = (mean.numpy(), var.numpy())
-    return stats
 
 
 # --- the analysis ---------------------------------------------------------------------------------
@@ -245,30 +190,7 @@ def choose(curve, base, budget):
     return min(fits, key=lambda c: len(c.planes))
 
 
-def finetune(candidate, data, epochs, *, threads, seed, calibration, progress=True):
-    """Train ``candidate``'s net ``epochs`` more epochs with the checkpoint's settings (sparsity
-    target, gamma, domain, estimator, batch size) at :data:`FINETUNE_LR_SHARE` of its learning rate
-    (cosine to 0), then re-calibrate. Returns ``(net, config, log)``."""
-    config = replace(candidate.config, epochs=epochs, lr=candidate.config.lr * FINETUNE_LR_SHARE,
-                     threads=threads, seed=seed)
-    net, _, log = train(config, data=data, init=candidate.net.state_dict(), progress=progress)
-    calibrate(net, calibration)
-    return net, config, log
-
-
 # --- figures of a net -------------------------------------------------------------------------------
-
-def hardware_figures(net, name="candidate"):
-    """``{"first_layer": connections, "connections": all, "lut4": estimate or None}`` of ``net``'s
-    folded form as the export folds it (the LUT4 estimate of :func:`sbnn_hdl.gateware.verilog.estimate_model`; None for a model
-    that the generator cannot build)."""
-    model = to_model(net, fold(net, search=True), name)  # the export's (narrowest proven) coefficients
-    try:
-        lut4 = estimate_model(model)["lut4"]
-    except HardwareError:
-        lut4 = None
-    return {"first_layer": int(model.layers[0].mask.sum()), "connections": model.connections, "lut4": lut4}
-
 
 # --- the report -------------------------------------------------------------------------------------
 
@@ -297,16 +219,19 @@ def tables(report):
               " ".join(["selected"] * (c["planes"] == report["chosen"]["planes"])
                        + ["exported"] * (c["planes"] == exported))]
              for c in report["curve"]]
-    summary = [[row["model"], describe_planes(row["planes"]), _pct(row["val_accuracy"]), _pct(row["test_accuracy"]),
-                _count(row["first_layer"]), _count(row["connections"]), _count(row["lut4"])]
+    summary = [[row["model"], describe_planes(row["planes"]), ",".join(map(str, row["widths"])),
+                _pct(row["val_accuracy"]), _pct(row["test_accuracy"]), _count(row["first_layer"]),
+                _count(row["connections"]), _count(row["lut4"])]
                for row in report["summary"]]
+    shrinking = [shrink_table(report, _pct, _count, describe_planes)] if report.get("shrink") else []
     return [
         ("Sensitivity: each plane removed alone (re-calibrated)",
          ["removed plane", "planes kept", "val accuracy", "drop (points)"], sensitivity),
         ("Greedy removal", ["planes", "kept", "val accuracy", "drop (points)", "after fine-tune",
                             "first-layer conn", "all conn", "LUT4 est", ""], curve),
-        ("Before and after", ["model", "planes", "val accuracy", "test accuracy", "first-layer conn",
+        ("Before and after", ["model", "planes", "widths", "val accuracy", "test accuracy", "first-layer conn",
                               "all conn", "LUT4 est"], summary),
+        *shrinking,
     ]
 
 
@@ -323,18 +248,16 @@ def format_markdown(report):
     for title, header, rows in tables(report):
         out += ["", f"## {title}", "", markdown_table(header, rows)]
     out += ["", "![validation accuracy against planes kept](bitprune.png)", ""]
+    if report.get("shrink"):
+        out += ["![accuracy against the LUT4 estimate](shrink.png)", ""]
     return "\n".join(out)
 
 
 def plot(report):
     """``bitprune.png`` as bytes: validation accuracy against planes kept, with the budget line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curve = report["curve"]
     base = report["base"]["val_accuracy"]
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure, axes = new_axes()
     x = [len(c["planes"]) for c in curve]
     axes.plot(x, [100 * c["val_accuracy"] for c in curve], "o-", color="tab:blue", label="greedy removal (re-calibrated)")
     for count, c in zip(x, curve):
@@ -353,20 +276,18 @@ def plot(report):
     axes.invert_xaxis()
     axes.set_xlabel("input bit planes kept")
     axes.set_ylabel("validation accuracy (%)")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, axes)
 
 
 def write_report(report, folder):
-    """``bitprune.json``, ``bitprune.md`` and ``bitprune.png`` in ``folder`` (each atomically)."""
+    """``bitprune.json``, ``bitprune.md``, ``bitprune.png`` and (with a shrink search) ``shrink.png`` in
+    ``folder`` (each atomically)."""
     os.makedirs(folder, exist_ok=True)
     write_atomic(os.path.join(folder, "bitprune.json"), (json.dumps(report, indent=1) + "\n").encode())
     write_atomic(os.path.join(folder, "bitprune.md"), format_markdown(report).encode())
     write_atomic(os.path.join(folder, "bitprune.png"), plot(report))
+    if report.get("shrink"):
+        write_atomic(os.path.join(folder, "shrink.png"), plot_shrink(report))
 
 
 # --- the whole run ------------------------------------------------------------------------------------
@@ -379,6 +300,11 @@ def _calibration_samples(data, config, count, seed):
         return x
     return x[np.sort(np.random.default_rng(seed).choice(len(x), count, replace=False))]
 
+
+
+def _widths(net):
+    """The output counts of ``net``'s hidden layers (an MLP's widths)."""
+    return [layer.weight.shape[0] for layer in net.binary_layers[:-1]]
 
 
 def _bar(total, desc, enabled):
@@ -394,8 +320,8 @@ def _fine_tuned(curve, chosen, base, settings, data, calibration, progress):
     ``{"candidate", "net", "config", "log", "val_accuracy", "within_budget"}`` tried, in order."""
     tried = []
     for candidate in curve[curve.index(chosen):]:
-        net, config, log = finetune(candidate, data, settings.finetune, threads=settings.threads, seed=settings.seed,
-                                    calibration=calibration, progress=progress)
+        net, config, log = finetune(candidate.net, candidate.config, data, settings.finetune, threads=settings.threads,
+                                    seed=settings.seed, calibration=calibration, progress=progress)
         accuracy = exact_accuracy(net, data.x_val, data.y_val)
         fits = settings.keep is not None or base.val_accuracy - accuracy <= settings.budget + 1e-12
         tried.append({"candidate": candidate, "net": net, "config": config, "log": log,
@@ -418,6 +344,10 @@ def prune(settings, command):
                             f"found {settings.keep}")
     calibration = _calibration_samples(data, config, settings.calibration, settings.seed)
     name = settings.name or f"{config.name}_pruned"
+    shrink_epochs = 3 if settings.shrink_epochs is None else settings.shrink_epochs
+    shrink_lr = SHRINK_LR_SHARE if settings.shrink_lr is None else settings.shrink_lr
+    widths = candidate_widths(hidden_widths(net), parse_widths(settings.widths or DEFAULT_WIDTHS)) \
+        if settings.shrink else []
 
     bar = _bar(analysis_steps(len(config.planes)), "sensitivity and greedy removal", not settings.quiet)
     base, sensitivity, curve = analyse(net, config, data, calibration, progress=bar.update if bar else None)
@@ -434,13 +364,30 @@ def prune(settings, command):
                "calibration_samples": int(len(calibration)),
                "finetune_epochs": settings.finetune if accepted else 0,
                "finetune_lr": final["config"].lr if accepted else None}
-    model, exported = export_model(final["net"], data, replace(final["config"], argv=command, name=name), log + final["log"],
-                             settings.output, name=name,
-                             metadata={"val_accuracy": final["val_accuracy"], "bitprune": history})
+
+    shrunk, shrink_tried = None, []
+    if settings.shrink:
+        announce = None if settings.quiet else (
+            lambda w: print(f"shrinking to {','.join(map(str, w))}", file=sys.stderr, flush=True))
+        start_config = replace(final["config"], lr=config.lr)  # the rates are shares of the checkpoint's
+        shrink_tried = search(final["net"], start_config, data, calibration, widths, epochs=shrink_epochs,
+                              reference=base.val_accuracy, budget=settings.budget, threads=settings.threads,
+                              seed=settings.seed, lr_share=shrink_lr, init=settings.shrink_init or "kept",
+                              progress=not settings.quiet, announce=announce)
+        shrunk = select(shrink_tried)
+        history["shrink"] = {"from_widths": _widths(final["net"]), "widths": list(shrunk.widths) if shrunk else None,
+                             "candidates": [list(w) for w in widths], "epochs": shrink_epochs,
+                             "init": settings.shrink_init or "kept",
+                             "lr": config.lr * shrink_lr}
+    out = final if shrunk is None else {"net": shrunk.net, "config": shrunk.config,
+                                         "log": final["log"] + shrunk.log, "val_accuracy": shrunk.val_accuracy}
+    model, exported = export_model(out["net"], data, replace(out["config"], argv=command, name=name), log + out["log"],
+                                   settings.output, name=name,
+                                   metadata={"val_accuracy": out["val_accuracy"], "bitprune": history})
 
     nets = [net, *[c.net for c in curve], *[t["net"] for t in tried]]
     bar = _bar(len(nets), "hardware estimates", not settings.quiet)
-    figures = {}
+    figures = {id(c.net): c.figures for c in shrink_tried}
     for item in nets:
         figures[id(item)] = hardware_figures(item, name)
         if bar:
@@ -450,14 +397,16 @@ def prune(settings, command):
 
     def row(label, item, val, test=None):
         test = exact_accuracy(item, data.x_test, data.y_test) if test is None else test
-        return {"model": label, "planes": list(item.spec.planes), "val_accuracy": val, "test_accuracy": test,
-                **figures[id(item)]}
+        return {"model": label, "planes": list(item.spec.planes), "widths": _widths(item), "val_accuracy": val,
+                "test_accuracy": test, **figures[id(item)]}
 
     summary = [row("checkpoint (as trained)", net, exact_accuracy(net, data.x_val, data.y_val)),
                row("all planes, re-calibrated", base.net, base.val_accuracy),
                row("selected, re-calibrated", chosen.net, chosen.val_accuracy)]
     summary += [row(f"{len(t['candidate'].planes)} planes + fine-tune", t["net"], t["val_accuracy"])
                 for t in tried]
+    if shrunk is not None:
+        summary.append(row("shrunk + fine-tune", shrunk.net, shrunk.val_accuracy, shrunk.test_accuracy))
     report = {
         "command": " ".join(command), "output": settings.output, "model": model.name,
         "settings": {"checkpoint": settings.checkpoint, "data": config.data, "encoding": config.encoding,
@@ -472,11 +421,24 @@ def prune(settings, command):
         "chosen": {"planes": list(chosen.planes), "val_accuracy": chosen.val_accuracy},
         "finetune": [{"planes": list(t["candidate"].planes), "val_accuracy": t["val_accuracy"],
                       "within_budget": t["within_budget"], "log": t["log"]} for t in tried],
-        "exported": {"planes": list(model.input.planes), "val_accuracy": final["val_accuracy"],
+        "exported": {"planes": list(model.input.planes), "widths": _widths(out["net"]),
+                     "val_accuracy": out["val_accuracy"], "shrunk": shrunk is not None,
                      "fine_tuned": bool(accepted), "test_accuracy": exported["accuracy"],
                      "connections": model.connections, "first_layer": int(model.layers[0].mask.sum()),
-                     "proof": exported["proof"]},
+                     "lut4": figures[id(out["net"])]["lut4"], "proof": exported["proof"]},
         "summary": summary,
     }
+    if settings.shrink:
+        report["settings"].update(shrink_epochs=shrink_epochs, shrink_lr=config.lr * shrink_lr,
+                                  shrink_init=settings.shrink_init or "kept",
+                                  widths=[list(w) for w in widths])
+        report["shrink"] = {
+            "reference_val_accuracy": base.val_accuracy, "unpruned": summary[0],
+            "start": row("planes pruned", final["net"], final["val_accuracy"]),
+            "candidates": [{"planes": list(c.net.spec.planes), "widths": list(c.widths), "val_accuracy": c.val_accuracy,
+                            "test_accuracy": c.test_accuracy, "within_budget": c.within_budget, **c.figures,
+                            "kept": [list(map(int, k)) for k in c.kept], "proof": c.proof, "log": c.log}
+                           for c in shrink_tried],
+            "selected": list(shrunk.widths) if shrunk else None}
     write_report(report, settings.report or os.path.dirname(os.path.abspath(settings.output)))
     return report

@@ -1,0 +1,273 @@
+"""Shrinking the hidden layers of a (plane-pruned) MLP: the second half of the CBNN recipe (issue
+#29; docs/bitprune.md, "Shrinking").
+
+For every candidate width list, in decreasing size, a smaller net is initialised from the given
+one by keeping, in each hidden layer, its **most-used neurons** (:func:`neuron_usage`: the number
+of 1-valued outgoing connections times the standard deviation of the neuron's output bit over the
+calibration samples), re-calibrated, fine-tuned with the run's recipe (domain, sparsity target and
+controller) and folded exactly (the export's per-neuron proof and the PyTorch model against the
+golden model on the whole test set). :func:`select` keeps the smallest candidate by LUT4 estimate
+whose validation accuracy is within the budget of the reference.
+
+Only MLPs: CNN channel shrinking waits for the shipped CNN of issue #24.
+"""
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ..plots import new_axes, png_bytes
+from .fold import check_agreement, fold, to_model
+from .loop import build_net, exact_accuracy, train
+from .nets import encode_batch, parse_arch
+from .quant import binary_sign
+from .tune import BitpruneError, calibrate, finetune, model_figures
+
+__all__ = ["DEFAULT_WIDTHS", "INITS", "SHRINK_LR_SHARE", "parse_widths", "hidden_widths", "candidate_widths", "activation_rates",
+           "neuron_usage", "most_used", "shrink_net", "ShrinkCandidate", "search", "select", "shrink_table",
+           "plot_shrink"]
+
+#: The default candidates: shares of every hidden layer's width.
+DEFAULT_WIDTHS = "0.75,0.5,0.375,0.25"
+#: How a candidate starts: from the kept neurons' weights (a fine-tune), or from fresh weights
+#: (the recipe trained anew at the candidate's widths and the kept planes).
+INITS = ("kept", "scratch")
+#: The shrunk net's fine-tune learning rate, as a share of the checkpoint's: larger than the plane
+#: fine-tune's 0.1, since a net that lost most of its neurons has more to re-learn (not tuned).
+SHRINK_LR_SHARE = 0.5
+
+
+def parse_widths(text):
+    """``"192,128,0.5"`` -> ``[192, 128, 0.5]``: integers are a width for every hidden layer,
+    numbers in (0, 1) a share of each layer's width. Raises :class:`BitpruneError`."""
+    items = []
+    for token in (text or "").split(","):
+        token = token.strip()
+        value = None
+        if re.fullmatch(r"[1-9][0-9]*", token):
+            value = int(token)
+        elif re.fullmatch(r"0?\.[0-9]+", token) and 0 < float(token) < 1:
+            value = float(token)
+        if value is None:
+            raise BitpruneError(f"option --widths: expected comma-separated widths (positive integers) or shares "
+                                f"in (0, 1), found {token!r}")
+        items.append(value)
+    return items
+
+
+def hidden_widths(net):
+    """The hidden layers' widths of MLP ``net``; :class:`BitpruneError` for a CNN."""
+    kind, _ = parse_arch(net.arch)
+    if kind != "mlp":
+        raise BitpruneError(f"option --shrink: expected an MLP (CNN channel shrinking waits for the shipped CNN "
+                            f"of issue #24), found {net.arch!r}")
+    return [layer.weight.shape[0] for layer in net.binary_layers[:-1]]
+
+
+def candidate_widths(widths, items):
+    """The candidates' width tuples for hidden ``widths`` and :func:`parse_widths` ``items``: each
+    layer capped at its own width, those equal to ``widths`` dropped, duplicates once, largest
+    first (by the sum of the widths, then layer by layer). Raises :class:`BitpruneError` when none
+    is smaller than ``widths``."""
+    candidates = set()
+    for item in items:
+        shrunk = tuple(min(item, w) if isinstance(item, int) else max(1, round(item * w)) for w in widths)
+        if shrunk != tuple(widths):
+            candidates.add(shrunk)
+    if not candidates:
+        raise BitpruneError(f"option --widths: expected at least one candidate smaller than the hidden widths "
+                            f"{','.join(map(str, widths))}, found none")
+    return sorted(candidates, key=lambda c: (sum(c), c), reverse=True)
+
+
+def _hidden_bits(net, v):
+    """The output bits of every hidden layer of MLP ``net`` for encoded input ``v`` (evaluation mode)."""
+    bits = []
+    for layer in net.binary_layers[:-1]:
+        v = (binary_sign(layer.normalise(layer.linear(v, layer.binary_weight())), net.ste, net.t) + 1) / 2
+        bits.append(v)
+    return bits
+
+
+def activation_rates(net, x, *, batch=2048):
+    """Per hidden layer of MLP ``net``, the share of samples ``x`` on which each neuron outputs 1
+    (float64 arrays)."""
+    net.eval()
+    ones = None
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            bits = _hidden_bits(net, encode_batch(net.spec, x[start:start + batch], net.conv_first))
+            sums = [b.double().sum(0) for b in bits]
+            ones = sums if ones is None else [a + b for a, b in zip(ones, sums)]
+    return [o.numpy() / len(x) for o in ones]
+
+
+def neuron_usage(net, x):
+    """Per hidden layer of MLP ``net``, each neuron's use: its 1-valued outgoing connections (the
+    next layer's weights on it that are +1, the adder inputs it feeds) times the standard deviation
+    ``sqrt(p (1 - p))`` of its output bit over samples ``x`` (``p``: its rate of 1s). A neuron
+    that never or always fires adds a constant to the next layer's sums, which the re-calibration
+    absorbs; one without outgoing connections adds nothing."""
+    rates = activation_rates(net, x)
+    usage = []
+    for rate, after in zip(rates, net.binary_layers[1:]):
+        outgoing = (after.weight.detach() >= 0).sum(0).double().numpy()
+        usage.append(outgoing * np.sqrt(rate * (1 - rate)))
+    return usage
+
+
+def most_used(usage, width):
+    """The indices (ascending) of the ``width`` neurons of highest ``usage`` (ties: the lower index)."""
+    order = sorted(range(len(usage)), key=lambda j: (-usage[j], j))
+    return sorted(order[:width])
+
+
+def shrink_net(net, config, data, keep):
+    """A new MLP with hidden layer ``i`` holding the neurons ``keep[i]`` of ``net``'s (in their
+    order): their weight rows, batch-norm parameters and statistics, and the next layer's weight
+    columns on them; everything else copied. Returns ``(net, config)``."""
+    arch = f"mlp:{','.join(str(len(k)) for k in keep)}"
+    shrunk_config = replace(config, arch=arch)
+    shrunk = build_net(shrunk_config, data)
+    state = {name: value.clone() for name, value in net.state_dict().items()}
+    for i, index in enumerate(keep):
+        index = torch.as_tensor(list(index), dtype=torch.long)
+        prefix = f"binary_layers.{i}."
+        for key in ("weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+            state[prefix + key] = state[prefix + key][index].contiguous()
+        after = f"binary_layers.{i + 1}.weight"
+        state[after] = state[after][:, index].contiguous()
+    shrunk.load_state_dict(state)
+    shrunk.eval()
+    return shrunk, shrunk_config
+
+
+@dataclass
+class ShrinkCandidate:
+    """A shrunk, fine-tuned, re-calibrated net with its exact figures."""
+
+    widths: tuple
+    val_accuracy: float
+    test_accuracy: float
+    figures: dict
+    proof: dict
+    within_budget: bool = False
+    net: object = field(default=None, repr=False)
+    config: object = field(default=None, repr=False)
+    log: list = field(default_factory=list, repr=False)
+    kept: list = field(default_factory=list, repr=False)
+
+
+def verified_figures(net, data, name="candidate"):
+    """Fold ``net`` as the export does (per-neuron proof), check it against the golden model on
+    the whole test set (any difference raises ExportError). Returns ``(test accuracy, figures,
+    proof)``."""
+    folded = fold(net, search=True)
+    model = to_model(net, folded, name, list(data.classes))
+    _, accuracy = check_agreement(net, folded, model, data.x_test, data.y_test)
+    return accuracy, model_figures(model), {f.name: f.proof for f in folded}
+
+
+def search(net, config, data, calibration, candidates, *, epochs, reference, budget, threads, seed,
+           lr_share=SHRINK_LR_SHARE, init="kept", progress=False, announce=None):
+    """Every width tuple of ``candidates`` (largest first), from ``net``: keep the most-used
+    neurons (usage over ``calibration``), re-calibrate, fine-tune ``epochs`` epochs (0: none) and
+    verify. With ``init="scratch"``, each candidate is instead trained ``epochs`` epochs from
+    fresh weights (seed ``seed``) with ``net``'s recipe and planes, then re-calibrated. ``reference``: the validation accuracy that the ``budget`` (a share) is counted from.
+    ``announce(widths)`` is called before each. Returns the :class:`ShrinkCandidate` list in order."""
+    usage = neuron_usage(net, calibration)
+    tried = []
+    for widths in candidates:
+        if announce:
+            announce(widths)
+        keep = [most_used(u, w) for u, w in zip(usage, widths)]
+        shrunk, shrunk_config = shrink_net(net, config, data, keep)
+        calibrate(shrunk, calibration)
+        log = []
+        if init == "scratch":
+            keep = []
+            shrunk_config = replace(shrunk_config, epochs=max(epochs, 1), lr=config.lr * lr_share, threads=threads,
+                                    seed=seed)
+            shrunk, _, log = train(shrunk_config, data=data, progress=progress)
+            calibrate(shrunk, calibration)
+        elif epochs:
+            shrunk, shrunk_config, log = finetune(shrunk, shrunk_config, data, epochs, threads=threads, seed=seed,
+                                                  calibration=calibration, lr_share=lr_share, progress=progress)
+        val = exact_accuracy(shrunk, data.x_val, data.y_val)
+        test, figures, proof = verified_figures(shrunk, data)
+        tried.append(ShrinkCandidate(tuple(widths), val, test, figures, proof,
+                                     reference - val <= budget + 1e-12, shrunk, shrunk_config, log, keep))
+    return tried
+
+
+def select(candidates):
+    """The candidate within the budget with the smallest LUT4 estimate (ties: fewer connections,
+    then the higher validation accuracy); None when none is within it. A model the generator
+    cannot build (no estimate) is compared by connections alone."""
+    fits = [c for c in candidates if c.within_budget]
+    if not fits:
+        return None
+    return min(fits, key=lambda c: (c.figures["lut4"] if c.figures["lut4"] is not None else math.inf,
+                                    c.figures["connections"], -c.val_accuracy))
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+def _ratio(before, after):
+    return "-" if not before or not after else f"{before / after:.2f}x"
+
+
+def shrink_table(report, pct, count, describe_planes):
+    """``(title, header, rows)``: the unpruned model, the plane-pruned start and every candidate:
+    planes, widths, connections, LUT4 estimate, their reduction against the unpruned model,
+    validation accuracy (and its drop from the reference) and test accuracy."""
+    shrink = report["shrink"]
+    reference = shrink["reference_val_accuracy"]
+    unpruned = shrink["unpruned"]
+
+    def row(label, entry, mark=""):
+        return [label, describe_planes(entry["planes"]), ",".join(map(str, entry["widths"])),
+                count(entry["connections"]), count(entry["lut4"]),
+                _ratio(unpruned["connections"], entry["connections"]), _ratio(unpruned["lut4"], entry["lut4"]),
+                pct(entry["val_accuracy"]), f"{100 * (reference - entry['val_accuracy']):+.2f}",
+                pct(entry["test_accuracy"]), mark]
+
+    rows = [row("unpruned (as trained)", unpruned), row("planes pruned (start)", shrink["start"])]
+    for c in shrink["candidates"]:
+        marks = ["within budget"] * c["within_budget"] + ["exported"] * (c["widths"] == shrink["selected"])
+        rows.append(row("shrunk + fine-tune", c, " ".join(marks)))
+    return ("Shrinking (reduction against the unpruned model; drop against the re-calibrated unpruned net)",
+            ["model", "planes", "widths", "all conn", "LUT4 est", "conn less", "LUT4 less", "val accuracy",
+             "drop (points)", "test accuracy", ""], rows)
+
+
+def plot_shrink(report):
+    """``shrink.png`` as bytes: validation and test accuracy against the LUT4 estimate, for the
+    unpruned model, the plane-pruned start and every candidate, with the budget line."""
+    shrink = report["shrink"]
+    points = [p for p in [shrink["unpruned"], shrink["start"], *shrink["candidates"]] if p["lut4"] is not None]
+    figure, axes = new_axes()
+    for key, marker, colour in (("val_accuracy", "o", "tab:blue"), ("test_accuracy", "s", "tab:orange")):
+        axes.plot([p["lut4"] for p in points], [100 * p[key] for p in points], marker, color=colour,
+                  label=key.replace("_", " "))
+    for p, text in ((shrink["unpruned"], "unpruned, planes {}"), (shrink["start"], "planes {} kept")):
+        if p["lut4"] is not None:
+            axes.plot([p["lut4"]], [100 * p["val_accuracy"]], "D", ms=9, mfc="none",
+                      label=text.format(",".join(map(str, p["planes"]))),
+                      color="tab:purple" if p is shrink["unpruned"] else "tab:green")
+    for p in points:
+        axes.annotate(",".join(map(str, p["widths"])), (p["lut4"], 100 * p["val_accuracy"]), fontsize=7,
+                      xytext=(4, -10), textcoords="offset points")
+    axes.axhline(100 * (shrink["reference_val_accuracy"] - report["settings"]["budget"]), color="tab:red", lw=1,
+                 ls="--", label="budget (validation)")
+    selected = [c for c in shrink["candidates"] if c["widths"] == shrink["selected"]]
+    if selected and selected[0]["lut4"] is not None:
+        axes.plot([selected[0]["lut4"]], [100 * selected[0]["val_accuracy"]], "o", ms=12, mfc="none", color="k",
+                  label="exported")
+    axes.set_xscale("log")
+    axes.set_xlabel("LUT4 (estimate)")
+    axes.set_ylabel("accuracy (%)")
+    return png_bytes(figure, axes)

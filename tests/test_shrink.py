@@ -1,0 +1,264 @@
+"""Shrinking the hidden layers after the planes (``bitprune --shrink``, sbnn_hdl.train.shrink) on
+tiny two-hidden-layer MLPs trained on scikit-learn's digits: the candidates' widths, the
+most-used neurons, the copied weights, the budget rule and its fallback, every candidate's exact
+export, the command's report and its one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sbnn_hdl import datasets, golden, load  # noqa: E402
+from sbnn_hdl.bitprune import main  # noqa: E402
+from sbnn_hdl.train.fold import fold, to_model  # noqa: E402
+from sbnn_hdl.train.loop import Config, exact_accuracy, load_net, train  # noqa: E402
+from sbnn_hdl.train.nets import encode_batch  # noqa: E402
+from sbnn_hdl.train.shrink import (ShrinkCandidate, candidate_widths, most_used, neuron_usage, parse_widths,  # noqa: E402
+                                   search, select, shrink_net)
+from sbnn_hdl.train.tune import BitpruneError  # noqa: E402
+
+TINY = dict(data="digits", arch="mlp:32,24", sparsity=0.7, epochs=3, batch_size=64, train_limit=512, seed=5,
+            threads=1, encoding="bitplanes", planes=[3, 2, 1, 0])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load("digits")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, digits):
+    path = tmp_path_factory.mktemp("shrink") / "tiny.ckpt"
+    train(Config(**TINY), checkpoint=path, progress=False, data=digits)
+    return path
+
+
+@pytest.fixture
+def trained(checkpoint, digits):
+    net, config, data, _ = load_net(checkpoint, threads=1, data=digits)
+    return net, config, data
+
+
+# --- the candidates ---------------------------------------------------------------------------------------
+
+def test_candidate_widths_decrease():
+    # Integers: every hidden layer that wide (capped at its own width); shares: of each layer.
+    assert candidate_widths([32, 24], [0.25, 16, 32, 24, 0.5]) == [(24, 24), (16, 16), (16, 12), (8, 6)]
+    assert candidate_widths([32, 24], parse_widths("192,128,0.75")) == [(24, 18)]
+    with pytest.raises(BitpruneError, match=r"^option --widths: expected at least one candidate smaller than the "
+                                            r"hidden widths 32,24, found none$"):
+        candidate_widths([32, 24], [32, 40])
+
+
+@pytest.mark.parametrize("text, bad", [("abc", "abc"), ("0", "0"), ("1.5", "1.5"), ("", ""), ("64,,32", ""),
+                                       ("-8", "-8"), ("0.5,1.0", "1.0")])
+def test_parse_widths_refuses(text, bad):
+    with pytest.raises(BitpruneError) as error:
+        parse_widths(text)
+    assert str(error.value) == (f"option --widths: expected comma-separated widths (positive integers) or shares in "
+                                f"(0, 1), found {bad!r}")
+
+
+# --- the most-used neurons ----------------------------------------------------------------------------------
+
+def test_most_used_takes_the_highest_usage():
+    assert most_used([0.1, 3.0, 2.0, 3.0, 0.0], 2) == [1, 3]
+    assert most_used([0.1, 3.0, 2.0, 3.0, 0.0], 3) == [1, 2, 3]
+    assert most_used([1.0, 1.0, 1.0], 2) == [0, 1]  # ties: the lower index
+
+
+def test_usage_is_outgoing_connections_times_the_bit_deviation(trained):
+    net, _, data = trained
+    x = data.x_train[:400]
+    usage = neuron_usage(net, x)
+    v = encode_batch(net.spec, x, net.conv_first)
+    assert [len(u) for u in usage] == [32, 24]
+    for i, layer in enumerate(net.binary_layers[:-1]):  # directly: the layer's normalised output >= 0
+        with torch.no_grad():
+            bits = (layer.normalise(net(v, until=layer)) >= 0).double()
+        rate = bits.mean(0).numpy()
+        outgoing = (net.binary_layers[i + 1].weight >= 0).sum(0).numpy()
+        np.testing.assert_allclose(usage[i], outgoing * np.sqrt(rate * (1 - rate)), rtol=1e-12)
+    assert len(set(np.round(usage[0], 9))) > 5  # a ranking, not a constant
+
+
+def test_shrunk_net_keeps_the_most_used_neurons_and_their_weights(trained):
+    net, config, data = trained
+    x = data.x_train[:400]
+    usage = neuron_usage(net, x)
+    keep = [most_used(u, w) for u, w in zip(usage, (12, 8))]
+    for u, k in zip(usage, keep):
+        dropped = [j for j in range(len(u)) if j not in k]
+        assert min(u[k]) >= max(u[dropped])
+    shrunk, shrunk_config = shrink_net(net, config, data, keep)
+    assert shrunk_config.arch == "mlp:12,8" and config.arch == "mlp:32,24"
+    a, b = net.binary_layers, shrunk.binary_layers
+    k0, k1 = (torch.tensor(k) for k in keep)
+    assert torch.equal(b[0].weight, a[0].weight[k0])
+    assert torch.equal(b[1].weight, a[1].weight[k1][:, k0])
+    assert torch.equal(b[2].weight, a[2].weight[:, k1])
+    assert torch.equal(b[0].bn.running_var, a[0].bn.running_var[k0])
+    assert torch.equal(b[1].bn.bias, a[1].bn.bias[k1])
+    assert b[2].gain.item() == a[2].gain.item() and torch.equal(b[2].bias, a[2].bias)
+    # The first hidden layer computes the kept neurons' bits exactly as before.
+    v = encode_batch(net.spec, x, net.conv_first)
+    with torch.no_grad():
+        before = net.binary_layers[0].normalise(net(v, until=a[0]))[:, k0]
+        after = shrunk.binary_layers[0].normalise(shrunk(v, until=b[0]))
+    torch.testing.assert_close(after, before)
+
+
+# --- the budget rule ----------------------------------------------------------------------------------------
+
+def _candidate(widths, lut4, connections, val, fits):
+    return ShrinkCandidate(widths, val, val, {"lut4": lut4, "connections": connections, "first_layer": 0}, {}, fits)
+
+
+def test_select_takes_the_smallest_lut4_within_the_budget():
+    candidates = [_candidate((24,), 900, 300, 0.90, True), _candidate((16,), 700, 200, 0.89, True),
+                  _candidate((12,), 650, 180, 0.80, False), _candidate((8,), 500, 100, 0.88, True)]
+    assert select(candidates).widths == (8,)  # past a candidate beyond the budget
+    assert select(candidates[:3]).widths == (16,)
+    assert select([_candidate((16,), 700, 200, 0.85, True), _candidate((15,), 700, 190, 0.86, True)]).widths == (15,)
+    assert select([c for c in candidates if not c.within_budget]) is None
+
+
+def test_search_tries_every_width_and_exports_each_exactly(trained):
+    net, config, data = trained
+    calibration = data.x_train[:512]
+    reference = exact_accuracy(net, data.x_val, data.y_val)
+    order = []
+    tried = search(net, config, data, calibration, [(24, 16), (16, 12), (4, 4)], epochs=1, reference=reference,
+                   budget=0.05, threads=1, seed=0, announce=order.append)
+    assert order == [(24, 16), (16, 12), (4, 4)] and [c.widths for c in tried] == order
+    assert [c.figures["connections"] for c in tried] == sorted((c.figures["connections"] for c in tried), reverse=True)
+    for c in tried:
+        assert [layer.weight.shape[0] for layer in c.net.binary_layers[:-1]] == list(c.widths)
+        assert c.within_budget == (reference - c.val_accuracy <= 0.05 + 1e-12)
+        assert c.val_accuracy == exact_accuracy(c.net, data.x_val, data.y_val)
+        assert set(c.proof) == {"fc1", "fc2", "out"} and len(c.log) == 1
+        model = to_model(c.net, fold(c.net, search=True), "c")
+        x = data.x_test.reshape(len(data.x_test), -1)
+        assert float((golden.infer(model, x).predictions == data.y_test).mean()) == c.test_accuracy
+        assert model.connections == c.figures["connections"] and c.figures["lut4"] > 0
+    assert not tried[-1].within_budget  # 4 neurons per layer: far below the budget
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+def _run_command(checkpoint, tmp_path, *args):
+    out = tmp_path / "shrunk.sbnn"
+    code = main([str(checkpoint), "--budget", "0.03", "--calibration", "512", "--quiet", "--shrink",
+                 *map(str, args), "-o", str(out)])
+    assert code == 0
+    return out, json.loads((tmp_path / "bitprune.json").read_text())
+
+
+def test_command_exports_the_smallest_within_budget(checkpoint, tmp_path, digits, capsys):
+    out, report = _run_command(checkpoint, tmp_path, "--widths", "24,0.5,4", "--shrink-epochs", "2")
+    shrink = report["shrink"]
+    candidates = shrink["candidates"]
+    assert [c["widths"] for c in candidates] == [[24, 24], [16, 12], [4, 4]]
+    reference = shrink["reference_val_accuracy"]
+    assert reference == report["base"]["val_accuracy"]
+    assert [c["within_budget"] for c in candidates] == [reference - c["val_accuracy"] <= 0.03 + 1e-12
+                                                        for c in candidates]
+    fits = [c for c in candidates if c["within_budget"]]
+    assert fits, "the tiny net keeps 24 neurons per layer within 3 points"
+    best = min(fits, key=lambda c: c["lut4"])
+    assert shrink["selected"] == best["widths"] and report["exported"]["widths"] == best["widths"]
+    assert report["exported"]["shrunk"] and report["exported"]["connections"] == best["connections"]
+    assert report["exported"]["lut4"] == best["lut4"]
+    model = load(out)
+    assert [layer.mask.shape[0] for layer in model.layers[:-1]] == best["widths"]
+    assert model.metadata["bitprune"]["shrink"]["widths"] == best["widths"]
+    x = digits.x_test.reshape(len(digits.x_test), -1)
+    assert float((golden.infer(model, x).predictions == digits.y_test).mean()) == best["test_accuracy"]
+    # Reductions are counted against the unpruned model as trained, on the whole network.
+    assert shrink["unpruned"]["widths"] == [32, 24] and shrink["unpruned"]["planes"] == [3, 2, 1, 0]
+    assert shrink["unpruned"]["connections"] > shrink["start"]["connections"] >= best["connections"]
+    markdown = (tmp_path / "bitprune.md").read_text()
+    assert "## Shrinking" in markdown and "![accuracy against the LUT4 estimate](shrink.png)" in markdown
+    assert (tmp_path / "shrink.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = markdown.split("## Shrinking")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 2 + len(candidates)
+    ratio = shrink["unpruned"]["lut4"] / best["lut4"]
+    assert f"{ratio:.2f}x" in [cell.strip() for cell in rows[2 + candidates.index(best)].split("|")]
+    assert "exported" in rows[2 + candidates.index(best)]
+    printed = capsys.readouterr().out
+    assert "Shrinking" in printed and f"hidden widths {','.join(map(str, best['widths']))}," in printed
+
+
+def test_command_falls_back_to_the_planes_when_no_width_fits(checkpoint, tmp_path):
+    out, report = _run_command(checkpoint, tmp_path, "--widths", "1", "--shrink-epochs", "0")
+    shrink = report["shrink"]
+    assert [c["widths"] for c in shrink["candidates"]] == [[1, 1]]
+    assert not shrink["candidates"][0]["within_budget"] and shrink["selected"] is None
+    assert not report["exported"]["shrunk"] and report["exported"]["widths"] == [32, 24]
+    assert report["exported"]["connections"] == shrink["start"]["connections"]
+    assert load(out).metadata["bitprune"]["shrink"]["widths"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shrink", "--widths", "12,x"], "option --widths: expected comma-separated widths (positive integers) or "
+                                       "shares in (0, 1), found 'x'"),
+    (["--shrink", "--widths", "32,64"], "option --widths: expected at least one candidate smaller than the hidden "
+                                        "widths 32,24, found none"),
+    (["--widths", "16"], "option --widths: expected --shrink as well, found none"),
+    (["--shrink-epochs", "2"], "option --shrink-epochs: expected --shrink as well, found none"),
+    (["--shrink", "--shrink-epochs", "-1"], "option --shrink-epochs: expected a non-negative number, found -1"),
+    (["--shrink", "--shrink-init", "random"], "option --shrink-init: expected kept or scratch, found 'random'"),
+    (["--shrink-init", "scratch"], "option --shrink-init: expected --shrink as well, found none"),
+    (["--shrink", "--shrink-lr", "0"], "option --shrink-lr: expected a share of the checkpoint's learning rate in "
+                                       "(0, 1], found 0.0"),
+])
+def test_errors_are_one_line(checkpoint, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(checkpoint), *args, "-o", "x.sbnn"]) == 2
+    assert capsys.readouterr().err.strip() == f"sbnn_hdl.bitprune: error: {message}"
+    assert not (tmp_path / "x.sbnn").exists() and not (tmp_path / "bitprune.json").exists()
+
+
+def test_a_cnn_is_refused(tmp_path, digits, monkeypatch, capsys):
+    path = tmp_path / "cnn.ckpt"
+    train(Config(**{**TINY, "arch": "cnn:4,p,fc8", "epochs": 1, "train_limit": 128}), checkpoint=path,
+          progress=False, data=digits)
+    monkeypatch.chdir(tmp_path)
+    assert main([str(path), "--shrink", "-o", "x.sbnn"]) == 2
+    assert capsys.readouterr().err.strip() == ("sbnn_hdl.bitprune: error: option --shrink: expected an MLP (CNN "
+                                               "channel shrinking waits for the shipped CNN of issue #24), found "
+                                               "'cnn:4,p,fc8'")
+
+
+def test_scratch_trains_the_recipe_anew(trained):
+    """``init="scratch"``: each candidate is the recipe trained from fresh weights at its widths
+    (the same net as training it directly), not the kept neurons."""
+    from dataclasses import replace
+    from sbnn_hdl.train.tune import calibrate
+    net, config, data = trained
+    calibration = data.x_train[:512]
+    (c,) = search(net, config, data, calibration, [(16, 12)], epochs=2, reference=1.0, budget=0.0, threads=1, seed=3,
+                  lr_share=0.5, init="scratch")
+    assert c.kept == [] and len(c.log) == 2 and not c.within_budget
+    direct, _, _ = train(replace(config, arch="mlp:16,12", epochs=2, lr=config.lr * 0.5, seed=3, threads=1),
+                         data=data, progress=False)
+    calibrate(direct, calibration)
+    for (name, a), b in zip(direct.state_dict().items(), c.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    kept, _ = shrink_net(net, config, data, [most_used(u, w) for u, w in zip(neuron_usage(net, calibration), (16, 12))])
+    assert not torch.equal(kept.binary_layers[0].weight, c.net.binary_layers[0].weight)
+
+
+def test_shrink_rate_is_a_share_of_the_checkpoints(checkpoint, tmp_path):
+    """After a plane fine-tune (a tenth of the checkpoint's rate), the candidates still start at
+    --shrink-lr of the checkpoint's rate."""
+    _, report = _run_command(checkpoint, tmp_path, "--finetune", "1", "--widths", "16", "--shrink-epochs", "2",
+                             "--shrink-lr", "0.5")
+    lr = Config(**TINY).lr
+    assert report["settings"]["shrink_lr"] == lr * 0.5
+    steps = 512 // 64  # per epoch; the cosine's value at the first epoch's last step
+    first = report["shrink"]["candidates"][0]["log"][0]["lr_end"]
+    assert first == pytest.approx(lr * 0.5 * 0.5 * (1 + np.cos(np.pi * (steps - 1) / (2 * steps))), rel=1e-9)
