@@ -93,9 +93,10 @@ class StreamingCore(wiring.Component):
         stream_timing(plan, delays)
         self.stage_delays = delays
         self.q_latency = self._q_increment(Pipeline(None, every, "dry"), None).stage if plan.q_channels else 0
-        first = {"q_stage": self.q_latency}
-        self.hidden = [DenseLayer(p, every=every, **(first if n == 0 else {})) for n, p in enumerate(plan.dense[:-1])]
-        self.output = OutputLayer(plan.dense[-1], every=every, **({} if self.hidden else first))
+        # Only the first dense layer reads the stream's q.
+        q_stages = [self.q_latency] + [0] * (len(plan.dense) - 1)
+        self.hidden = [DenseLayer(p, every=every, q_stage=s) for p, s in zip(plan.dense[:-1], q_stages)]
+        self.output = OutputLayer(plan.dense[-1], every=every, q_stage=q_stages[-1])
         # Samples come at least `pixels + image_gap` cycles apart: time enough, nearly always,
         # for a serial argmax.
         classes = self.output.classes
@@ -178,17 +179,14 @@ class StreamingCore(wiring.Component):
                 stream, valid = self._pool(m, index, window.window, window.out_valid, stage)
             widths = [shape_for(0, v).width for v in stage.stream_out]
         source = self._collect(m, stream, valid)
-        q = self._stream_q(m, stream, valid) if self.plan.q_channels else None
+        if self.plan.q_channels:
+            m.d.comb += (self.hidden or [self.output])[0].q.eq(self._stream_q(m, stream, valid))
         for n, layer in enumerate(self.hidden):
             m.submodules[f"layer{n}"] = layer
             m.d.comb += layer.inputs.eq(source)
-            if n == 0 and q is not None:
-                m.d.comb += layer.q.eq(q)
             source = layer.outputs
         m.submodules.output = self.output
         m.d.comb += self.output.inputs.eq(source)
-        if not self.hidden and q is not None:
-            m.d.comb += self.output.q.eq(q)
         m.submodules.argmax = self.argmax
         m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
         scores_valid = self._delayed(m, self._head_valid, self.head_latency - self.argmax.latency, "scores_valid")
