@@ -1,6 +1,6 @@
 """RTL simulation throughput: the Fashion-MNIST-sized test set through the RTL of a 256-256-10 core.
 
-    ./dev python benchmarks/rtlsim_speed.py [--samples 10000] [--sim verilator|icarus] [--density 0.05]
+    ./dev python benchmarks/rtlsim_speed.py [--samples 10000] [--sim verilator|icarus] [--density 0.05] [--jobs N]
     ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_mlp95.sbnn --inputs x.npy
     ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_cnn.sbnn --inputs fashion-mnist
 
@@ -35,6 +35,8 @@ def main():
                                          "default: random")
     parser.add_argument("--cache", help="build cache folder (default: a fresh temporary folder, so the "
                                         "first run builds)")
+    parser.add_argument("--jobs", type=int, help="simulator processes (default: one per 2,000 samples, "
+                                                 "at most one per CPU core)")
     parser.add_argument("--cocotb", type=int, default=0, metavar="N", help="also run N samples in cocotb mode")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -64,7 +66,7 @@ def main():
             built = simulator.build()
             build = time.perf_counter() - start
             start = time.perf_counter()
-            predictions, scores = simulator.run(model, x)
+            predictions, scores = simulator.run(model, x, jobs=args.jobs)
             run = time.perf_counter() - start
             expected = golden.infer(model, x)
             exact = np.array_equal(predictions, expected.predictions) and np.array_equal(scores, expected.scores)

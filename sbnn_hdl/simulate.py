@@ -10,7 +10,8 @@ Modes: ``bulk`` (default) reads the vectors inside the simulator, no Python per 
 ``cocotb`` runs the cocotb testbench of ``sim/`` (driver with random idle cycles, monitor,
 scoreboard) and also checks each output's latency. ``--netlist ecp5`` simulates the core after
 ``synth_ecp5`` with Yosys's ECP5 cell models instead of the RTL. ``--every``, ``--relay`` and
-``--arch`` choose the core as ``generate`` does. Builds are cached by content
+``--arch`` choose the core as ``generate`` does. ``--jobs N`` splits the samples between N
+simulator processes (default one per 2,000 samples, at most one per CPU core). Builds are cached by content
 (``$SBNN_SIM_CACHE``, default ``~/.cache/sbnn-hdl``): a second run of the same core starts at once.
 """
 
@@ -69,12 +70,19 @@ def main(argv=None):
     parser.add_argument("--idle", type=float, default=0.25, metavar="P",
                         help="cocotb mode: probability of an idle cycle before each sample (default 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="cocotb mode: seed of the idle pattern")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="bulk mode: simulator processes sharing the samples (default: one per 2,000 "
+                             "samples, at most one per CPU core)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     add_core_options(parser)
     args = parser.parse_args(argv)
     if args.mode == "cocotb" and (args.netlist or args.waves):
         parser.error("--netlist and --waves: expected the bulk mode, found --mode cocotb")
     check_core_options(parser, args)
+    if args.jobs is not None and (args.jobs < 1 or args.mode != "bulk" or args.waves):
+        parser.error(f"--jobs: expected at least 1, in bulk mode without --waves, found {args.jobs}"
+                     + (f" with --mode {args.mode}" if args.mode != "bulk" else "")
+                     + (" with --waves" if args.waves else ""))
     if not 0 <= args.idle < 1:
         parser.error(f"--idle: expected a probability in [0, 1), found {args.idle}")
 
@@ -86,7 +94,7 @@ def main(argv=None):
     try:
         predictions, scores = simulate(model, x, simulator=args.sim, mode=args.mode, netlist=args.netlist,
                                        every=args.every, relay=args.relay, arch=args.arch, waves=args.waves,
-                                       idle=args.idle, seed=args.seed, progress=progress)
+                                       idle=args.idle, seed=args.seed, progress=progress, jobs=args.jobs)
     finally:
         progress.close()
     elapsed = time.perf_counter() - started

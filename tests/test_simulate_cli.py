@@ -111,6 +111,11 @@ def test_user_errors(tmp_path, capsys, monkeypatch):
                            "--netlist", "ecp5"])
     assert exit.value.code == 2
     assert "--netlist and --waves: expected the bulk mode, found --mode cocotb" in capsys.readouterr().err
+    for extra, found in ((["--jobs", "0"], "0"), (["--jobs", "2", "--mode", "cocotb"], "2 with --mode cocotb")):
+        with pytest.raises(SystemExit) as exit:
+            simulate_cli.main([EXAMPLE, "--inputs", "examples/digits_x.npy", "--out", out, *extra])
+        assert exit.value.code == 2
+        assert f"--jobs: expected at least 1, in bulk mode without --waves, found {found}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit:
         simulate_cli.main([EXAMPLE, "--inputs", "examples/digits_x.npy", "--out", out, "--relay", "-1"])
     assert exit.value.code == 2

@@ -8,7 +8,7 @@ from sbnn_hdl import golden, load
 from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.model import InputSpec
-from sbnn_hdl.simulation.bulk import BulkSimulator, hex_samples
+from sbnn_hdl.simulation.bulk import BulkSimulator, default_jobs, hex_samples
 from sbnn_hdl.synth import ToolError
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
@@ -61,6 +61,28 @@ def test_random_models(seed):
     generated = generate_verilog(model, every=1 + seed % 3, scores=seed % 4 != 3)
     # Each case runs once on each simulator (seed and seed + len(CASES)).
     check_exact(model, random_inputs(rng, model.input, 300), generated, SIMULATORS[(seed + seed // len(CASES)) % 2])
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_samples_split_between_processes(simulator):
+    """Three processes over 200 samples give the golden outputs in order; an unreasonable ``jobs``
+    is refused; a process count above the samples runs one process per sample."""
+    model = load("examples/digits.sbnn")
+    x = np.load("examples/digits_x.npy")[:200]
+    generated = generate_verilog(model)
+    bulk = BulkSimulator(generated.report, [(f"{model.name}.v", generated.verilog)], simulator=simulator)
+    expected = golden.infer(model, x)
+    for samples, jobs in ((200, 3), (2, 5)):
+        predictions, scores = bulk.run(model, x[:samples], jobs=jobs)
+        np.testing.assert_array_equal(predictions, expected.predictions[:samples])
+        np.testing.assert_array_equal(scores, expected.scores[:samples])
+    with pytest.raises(ValueError, match="jobs: expected at least 1 simulator process, found 0"):
+        bulk.run(model, x, jobs=0)
+
+
+def test_default_jobs(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert [default_jobs(n) for n in (0, 1999, 4000, 10000)] == [1, 1, 2, 2]
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)

@@ -29,11 +29,13 @@ def _cnn(seed=1, shape=(8, 9, 2)):
                                 LayerPlan("dense", 3)))
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-def test_bulk_run_matches_golden(simulator):
+@pytest.mark.parametrize("simulator, jobs", [("verilator", 3), ("icarus", 1)])
+def test_bulk_run_matches_golden(simulator, jobs):
+    """Also split between simulator processes: 301 images in slices of 100 and 101, each slice from
+    a reset core, concatenated in order."""
     model = _cnn()
-    x = random_inputs(np.random.default_rng(2), model.input, 300)
-    predictions, scores = simulate(model, x, simulator=simulator)
+    x = random_inputs(np.random.default_rng(2), model.input, 301)
+    predictions, scores = simulate(model, x, simulator=simulator, jobs=jobs)
     expected = golden.infer(model, x)
     np.testing.assert_array_equal(predictions, expected.predictions)
     np.testing.assert_array_equal(scores, expected.scores)

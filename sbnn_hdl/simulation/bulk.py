@@ -16,6 +16,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ import numpy as np
 from ..synth import ToolError
 from .tools import configure, version
 
-__all__ = ["testbench", "hex_samples", "BulkSimulator", "default_cache"]
+__all__ = ["testbench", "hex_samples", "BulkSimulator", "default_cache", "default_jobs"]
 
 #: Verilator's C++ optimisation level: -O1 builds in about half the time of the default -Os
 #: and simulates the short runs here no slower in total (docs/simulation.md).
@@ -216,46 +218,91 @@ class BulkSimulator:
         self._progress("build", 1, 1)
         return True
 
-    def run(self, model, x, *, waves=None):
+    def run(self, model, x, *, waves=None, jobs=None):
         """Run the samples ``x`` (``[N, *model.input.shape]``) and return ``(predictions, scores)``
         as ``int64`` arrays (``scores`` is ``None`` when the core has no scores port).
 
         ``waves`` names an FST file to write (the simulator must be built with ``waves=True``).
+        ``jobs`` simulator processes share the samples, each a contiguous slice from a reset core
+        (the outputs do not depend on it: every sample's result is independent of the others);
+        default :func:`default_jobs`. A waveform needs one process.
         """
         if waves and not self.waves:
             raise ValueError("waves: the simulator was built without waveform support (waves=True)")
+        if jobs is not None and jobs < 1:
+            raise ValueError(f"jobs: expected at least 1 simulator process, found {jobs}")
         self.build()
-        width = _sample_width(self.report)
         count = len(x)
-        step = max(1, count // 100)
+        jobs = 1 if waves else min(jobs or default_jobs(count), max(count, 1))
+        bounds = np.linspace(0, count, jobs + 1).round().astype(int)
+        width = _sample_width(self.report)
         with tempfile.TemporaryDirectory(prefix="sbnn-bulk-") as folder:
-            vectors, outputs = Path(folder, "vectors.hex"), Path(folder, "outputs.txt")
-            with open(vectors, "w") as file:
-                file.writelines(line + "\n" for line in hex_samples(model.input, x, width))
-            plusargs = [f"+count={count}", f"+vectors={vectors}", f"+outputs={outputs}", f"+progress={step}"]
-            if waves:
-                plusargs.append(f"+waves={Path(waves).resolve()}")
-            if self.simulator == "verilator":
-                command = [str(self.executable)] + plusargs
-            else:
-                command = ["vvp", "-n", str(self.executable)] + (["-fst"] if waves else []) + plusargs
+            runs = [_Run(self, Path(folder, f"part{k}"), hex_samples(model.input, x[lo:hi], width), waves)
+                    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))]
             self._progress("simulate", 0, count)
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       cwd=folder)
-            tail = []
-            for line in process.stdout:
-                if line.startswith("sbnn-progress "):
-                    self._progress("simulate", int(line.split()[1]), count)
-                else:
-                    tail = (tail + [line.rstrip()])[-20:]
-            process.wait()
-            text = outputs.read_text() if outputs.exists() else ""
+            while any(run.process.poll() is None for run in runs):
+                time.sleep(0.1)
+                self._progress("simulate", sum(run.done for run in runs), count)
+            results = [run.finish() for run in runs]
+        predictions = np.concatenate([p for p, _ in results])
+        scores = None if results[0][1] is None else np.concatenate([s for _, s in results])
+        return predictions, scores
+
+
+#: Samples per simulator process below which :func:`default_jobs` does not start another one:
+#: a process costs a start-up and a reset, and short runs are not worth splitting.
+SAMPLES_PER_JOB = 2000
+
+
+def default_jobs(count):
+    """Simulator processes for ``count`` samples: one per :data:`SAMPLES_PER_JOB` samples, at
+    most one per CPU core."""
+    return max(1, min(os.cpu_count() or 1, count // SAMPLES_PER_JOB))
+
+
+class _Run:
+    """One simulator process over a slice of the samples; ``done`` follows its progress lines."""
+
+    def __init__(self, bulk, folder, lines, waves):
+        folder.mkdir()
+        self.bulk, self.count, self.done, self.tail = bulk, len(lines), 0, []
+        self.outputs = folder / "outputs.txt"
+        vectors = folder / "vectors.hex"
+        with open(vectors, "w") as file:
+            file.writelines(line + "\n" for line in lines)
+        plusargs = [f"+count={self.count}", f"+vectors={vectors}", f"+outputs={self.outputs}",
+                    f"+progress={max(1, self.count // 100)}"]
+        if waves:
+            plusargs.append(f"+waves={Path(waves).resolve()}")
+        if bulk.simulator == "verilator":
+            command = [str(bulk.executable)] + plusargs
+        else:
+            command = ["vvp", "-n", str(bulk.executable)] + (["-fst"] if waves else []) + plusargs
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        cwd=folder)
+        # A thread per process drains its output, so that no pipe fills and stalls a simulator.
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            if line.startswith("sbnn-progress "):
+                self.done = int(line.split()[1])
+            else:
+                self.tail = (self.tail + [line.rstrip()])[-20:]
+
+    def finish(self):
+        """``(predictions, scores)`` of this slice, or :class:`ToolError` if it did not complete."""
+        self.process.wait()
+        self.reader.join()
+        bulk = self.bulk
+        text = self.outputs.read_text() if self.outputs.exists() else ""
         lines = [line.split() for line in text.splitlines() if line.strip()]
-        failed = next((l for l in tail if l.startswith(("sbnn-timeout", "sbnn-error"))), None)
-        if process.returncode != 0 or failed or len(lines) != count:
-            raise ToolError(f"{self.simulator}: simulation of {self.report['top']} expected {count} outputs, "
-                            f"found {len(lines)}: {failed or _error_lines(chr(10).join(tail))}")
-        return _parse_outputs(self.report, lines)
+        failed = next((l for l in self.tail if l.startswith(("sbnn-timeout", "sbnn-error"))), None)
+        if self.process.returncode != 0 or failed or len(lines) != self.count:
+            raise ToolError(f"{bulk.simulator}: simulation of {bulk.report['top']} expected {self.count} outputs, "
+                            f"found {len(lines)}: {failed or _error_lines(chr(10).join(self.tail))}")
+        return _parse_outputs(bulk.report, lines)
 
 
 def hex_samples(spec, x, width):

@@ -18,11 +18,12 @@ __all__ = ["simulate", "format_mismatch"]
 
 
 def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, every=DEFAULT_EVERY, relay=0,
-             arch="sparse", waves=None, idle=0.25, seed=0, cache=None, progress=None):
+             arch="sparse", waves=None, idle=0.25, seed=0, cache=None, progress=None, jobs=None):
     """Run ``x`` through the hardware of ``model`` in an RTL simulator; return
     ``(predictions, scores)`` as ``int64`` arrays.
 
     ``every``, ``relay`` and ``arch`` choose the core as in :func:`~sbnn_hdl.gateware.verilog.generate_verilog`.
+    ``jobs``: simulator processes in bulk mode (:meth:`~sbnn_hdl.simulation.bulk.BulkSimulator.run`).
 
     ``progress(stage, done, total)`` is told of each stage (``generate``, ``synthesise``,
     ``build``, ``simulate``). Raises :class:`~sbnn_hdl.synth.ToolError` when a tool is missing or
@@ -53,7 +54,7 @@ def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, ever
         progress("synthesise", 1, 1)
     bulk = BulkSimulator(generated.report, sources, simulator=simulator, include=include, waves=bool(waves),
                          cache=cache, progress=progress)
-    return bulk.run(model, x, waves=waves)
+    return bulk.run(model, x, waves=waves, jobs=jobs)
 
 
 def _bits(row):
