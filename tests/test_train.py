@@ -2,8 +2,11 @@
 tiny models trained on scikit-learn's digits and checked against the golden model, determinism,
 resume, and the command-line error paths."""
 
+import dataclasses
+import hashlib
 import math
 import pickle
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -18,6 +21,7 @@ from sbnn_hdl.train.fold import ExportError, fold_hidden, fold_output, verify, F
 from sbnn_hdl.train import controller, quant  # noqa: E402
 from sbnn_hdl.train.loop import Config, TrainError, augment, export_model, load_net, train  # noqa: E402
 from sbnn_hdl.train.nets import parse_arch  # noqa: E402
+from sbnn_hdl.train.teacher import TeacherConfig, load_teacher, save_teacher, teacher_input, train_teacher  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +241,73 @@ def test_resume_continues_exactly(tmp_path, digits, arch, controller_mode):
     assert sorted(state["controller"]) == ["ms", "push", "start"]
     assert state["config"] == {**config, **{k: v for k, v in state["config"].items() if k not in config}}
     assert state["epoch"] == 2 and [e["epoch"] for e in state["log"]] == [1, 2, 3]  # as the resumed run ended
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory, digits):
+    """A real-valued cnn:8,p,fc32 teacher trained on digits for 3 epochs, and its test accuracy."""
+    path = tmp_path_factory.mktemp("teacher") / "t.pt"
+    config = TeacherConfig(data="digits", arch="cnn:8,p,fc32", epochs=3, batch_size=64, seed=1, threads=1)
+    net, data, log = train_teacher(config, data=digits, progress=False)
+    return path, save_teacher(path, net, config, data, log)
+
+
+def test_teacher_trains_and_loads(teacher_file, digits):
+    path, accuracy = teacher_file
+    assert accuracy > 0.8  # a real-valued CNN on 8x8 digits, 3 epochs
+    net, info = load_teacher(path, digits)
+    assert info["test_accuracy"] == accuracy and info["arch"] == "cnn:8,p,fc32" and len(info["sha256"]) == 64
+    x = digits.x_test.reshape(len(digits.x_test), *digits.image_shape)
+    predictions = net(teacher_input(net, x, digits.bits)).argmax(1).numpy()
+    assert (predictions == digits.y_test).mean() == pytest.approx(accuracy)
+    assert sorted(torch.load(path, weights_only=True)) == ["classes", "config", "data", "image_shape", "kind",
+                                                           "log", "model", "test_accuracy"]
+
+
+def test_distillation_shapes_the_student(tmp_path, teacher_file, digits):
+    """With the teacher's term at weight 0 the student is the one trained without a teacher, weight
+    for weight; at 0.7 it differs. Either way the export is exact, and the model's metadata names
+    the teacher."""
+    path, accuracy = teacher_file
+    config = dict(arch="cnn:4,p,fc16", sparsity=0.8, **TINY)
+    plain = train(Config(**config), progress=False, data=digits)[0]
+    muted = train(Config(**config, teacher=str(path), distill=0.0), progress=False, data=digits)[0]
+    for x, y in zip(plain.state_dict().values(), muted.state_dict().values()):
+        assert torch.equal(x, y)
+    distilled = Config(**config, teacher=str(path), distill=0.7, temperature=3.0, mixup=0.3)
+    net, data, log = train(distilled, progress=False, data=digits)
+    assert not torch.equal(net.binary_layers[0].weight, plain.binary_layers[0].weight)
+    export_model(net, data, distilled, log, tmp_path / "d.sbnn")  # raises unless exact on the whole test set
+    meta = load(tmp_path / "d.sbnn").metadata["distillation"]
+    assert meta["weight"] == 0.7 and meta["temperature"] == 3.0 and meta["test_accuracy"] == accuracy
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_distilled_run_resumes_exactly(tmp_path, teacher_file, digits):
+    config = dict(arch="mlp:24", sparsity=0.8, teacher=str(teacher_file[0]), **{**TINY, "epochs": 3})
+    straight = train(Config(**config), progress=False, data=digits)[0]
+    ckpt = tmp_path / "run.ckpt"
+    train(Config(**config), checkpoint=ckpt, progress=False, data=digits, stop_after=2)
+    resumed = train(Config(**config), checkpoint=ckpt, resume=True, progress=False, data=digits)[0]
+    for x, y in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_teacher_refusals(tmp_path, teacher_file, digits):
+    path = str(teacher_file[0])
+    other = dataclasses.replace(digits, name="mnist5k")
+    with pytest.raises(TrainError, match=re.escape(
+            f"teacher {path!r}: expected a teacher of mnist5k (10 classes of 8x8x1 images), found one of digits "
+            f"(10 classes of 8x8x1 images)")):
+        load_teacher(path, other)
+    ckpt = tmp_path / "s.ckpt"
+    train(Config(arch="mlp:8", **{**TINY, "epochs": 1}), checkpoint=ckpt, progress=False, data=digits)
+    with pytest.raises(TrainError, match=re.escape(
+            f"teacher {str(ckpt)!r}: expected a teacher written by python -m sbnn_hdl.train.teacher, "
+            f"found a student checkpoint")):
+        load_teacher(str(ckpt), digits)
+    with pytest.raises(TrainError, match="option --distill: expected a share in \\[0, 1\\], found 1.5"):
+        train(Config(arch="mlp:8", teacher=path, distill=1.5, **TINY), progress=False, data=digits)
 
 
 def test_checkpoint_from_before_the_controller(tmp_path, digits):
@@ -472,6 +543,11 @@ def test_train_and_export_cli(tmp_path):
      "found 'conv1'"),
     (["sbnn_hdl.train", "--data", "digits", "--sparsity", "0.9", "--layer-sparsity", "fc1:0.5", "-o", "x.sbnn"],
      "sbnn_hdl.train: error: option --layer-sparsity: expected NAME=VALUE such as conv1=0.5, found 'fc1:0.5'"),
+    (["sbnn_hdl.train", "--data", "digits", "--teacher", "none.pt", "-o", "x.sbnn"],
+     "sbnn_hdl.train: error: teacher 'none.pt': expected a teacher file (python -m sbnn_hdl.train.teacher), "
+     "found no such file"),
+    (["sbnn_hdl.train.teacher", "--data", "digits", "--arch", "cnn:p", "-o", "x.sbnn"],
+     "sbnn_hdl.train.teacher: error: option --arch: expected a cnn to start with a conv width, found 'cnn:p'"),
     (["sbnn_hdl.export", "missing.ckpt", "-o", "x.sbnn"],
      "sbnn_hdl.export: error: checkpoint 'missing.ckpt': expected a checkpoint file, found no such file"),
 ])
@@ -480,6 +556,18 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     assert r.returncode == 2
     assert r.stderr.strip() == message.format(tmp=tmp_path)
     assert not (tmp_path / "x.sbnn").exists()
+
+
+def test_teacher_and_student_cli(tmp_path):
+    r = _run("sbnn_hdl.train.teacher", "--data", "digits", "--arch", "mlp:32", "--epochs", "1", "--train-limit",
+             "512", "--quiet", "--threads", "1", "-o", str(tmp_path / "t.pt"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{tmp_path / 't.pt'}: real-valued teacher mlp:32 on digits, validation accuracy ")
+    r = _run("sbnn_hdl.train", "--data", "digits", "--arch", "mlp:16", "--sparsity", "0.75", "--epochs", "1",
+             "--train-limit", "256", "--quiet", "--threads", "1", "--teacher", str(tmp_path / "t.pt"),
+             "-o", str(tmp_path / "d.sbnn"))
+    assert r.returncode == 0, r.stderr
+    assert load(tmp_path / "d.sbnn").metadata["distillation"]["arch"] == "mlp:32"
 
 
 def test_export_refuses_a_foreign_checkpoint(tmp_path):

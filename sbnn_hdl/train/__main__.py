@@ -61,6 +61,11 @@ def main(argv=None):
     parser.add_argument("--shift", type=int, default=0, metavar="PIXELS",
                         help="augmentation: move each training image by up to this many pixels")
     parser.add_argument("--flip", action="store_true", help="augmentation: mirror half of the training images")
+    parser.add_argument("--teacher", metavar="TEACHER.pt",
+                        help="distil from this real-valued teacher (python -m sbnn_hdl.train.teacher)")
+    parser.add_argument("--distill", type=float, default=0.5,
+                        help="with --teacher: the soft-target term's share of the task loss")
+    parser.add_argument("--temperature", type=float, default=4.0, help="with --teacher: the softmax temperature")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it)")
     parser.add_argument("--pad-value", type=int, choices=(0, 1), default=0, help="conv padding bit value")
@@ -84,7 +89,8 @@ def main(argv=None):
                     layer_sparsity=parse_layer_sparsity(args.layer_sparsity),
                     edge_budgets=None if args.edge_budgets is None else args.edge_budgets == "on",
                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mixup=args.mixup,
-                    shift=args.shift, flip=args.flip,
+                    shift=args.shift, flip=args.flip, teacher=args.teacher, distill=args.distill,
+                    temperature=args.temperature,
                     seed=args.seed, threads=args.threads, pad_value=args.pad_value, name=args.name,
                     train_limit=args.train_limit,
                     argv=["python", "-m", "sbnn_hdl.train", *(sys.argv[1:] if argv is None else argv)])

@@ -39,6 +39,7 @@ from ..stats import binary_entropy
 from .nets import SbnnNet, encode_batch, input_spec, parse_arch
 from .controller import CONTROLLERS, RAMP_SHAPES, BudgetError, SparsityController, budgets, kernel_shares
 from .quant import DOMAINS, STES, ir_net_t
+from .teacher import distillation_loss, load_teacher, teacher_input
 
 __all__ = ["TrainError", "Config", "default_gamma", "parse_layer_sparsity", "augment", "build_net", "budget_groups",
            "train", "load_net", "export", "export_checkpoint"]
@@ -107,6 +108,9 @@ class Config:
     seed: int = 0
     threads: int = 2
     pad_value: int = 0
+    teacher: str = None          # a real-valued teacher's file (sbnn_hdl.train.teacher): distillation
+    distill: float = 0.5         # the soft-target term's share of the task loss, with a teacher
+    temperature: float = 4.0     # the softmax temperature of distillation
     name: str = None
     train_limit: int = None      # use only the first N training samples (tests)
     argv: list = field(default_factory=list)
@@ -159,6 +163,10 @@ class Config:
             raise bad("planes", f"distinct plane numbers in [0, {bits})", self.planes)
         if self.shift < 0:
             raise bad("shift", "a number of pixels, 0 or more", self.shift)
+        if not 0 <= self.distill <= 1:
+            raise bad("distill", "a share in [0, 1]", self.distill)
+        if not self.temperature > 0:
+            raise bad("temperature", "a positive temperature", self.temperature)
         for key in ("epochs", "batch_size", "threads"):
             if getattr(self, key) < 1:
                 raise bad(key.replace("_", "-"), "a positive number", getattr(self, key))
@@ -395,6 +403,7 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
             raise TrainError(f"checkpoint {checkpoint!r}: expected the settings of this run, found a run "
                              f"with other settings ({saved.arch}, {saved.domain}, seed {saved.seed}; differing: "
                              f"{'; '.join(f'{k} {getattr(saved, k)!r}, here {getattr(config, k)!r}' for k in differ)})")
+    teacher = load_teacher(config.teacher, data)[0] if config.teacher else None
     torch.manual_seed(config.seed)
     net = build_net(config, data)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -447,13 +456,21 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             images = augment(x[idx], rng, shift=config.shift, flip=config.flip)
             v, target = encode_batch(net.spec, images, net.conv_first), torch.from_numpy(y[idx])
+            mix = lambda t: t  # noqa: E731
             if config.mixup > 0:
                 lam = float(rng.beta(config.mixup, config.mixup))
                 perm = torch.from_numpy(rng.permutation(len(idx)))
-                scores = net(lam * v + (1 - lam) * v[perm])
+                mix = lambda t: lam * t + (1 - lam) * t[perm]  # noqa: E731
+                scores = net(mix(v))
                 task = lam * F.cross_entropy(scores, target) + (1 - lam) * F.cross_entropy(scores, target[perm])
             else:
-                task = F.cross_entropy(net(v), target)
+                scores = net(v)
+                task = F.cross_entropy(scores, target)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(mix(teacher_input(teacher, images, data.bits)))
+                task = (1 - config.distill) * task + config.distill * distillation_loss(scores, soft,
+                                                                                        config.temperature)
             loss = task
             lam_reg = 0.0
             if controller is not None:
@@ -539,6 +556,7 @@ def export_model(net, data, config, log, output, *, name=None, metadata=None):
             "budgets": {name: {"layers": [net.binary_layers[i].name for i in layers], "target": round(target, 6)}
                         for name, layers, target in budget_groups(config, net)}}
            if config.sparsity is not None else {}),
+        **({"distillation": _distillation(config, data)} if config.teacher else {}),
         "epochs": len(log),
         "sparsity": round(1 - ones / weights, 6),
         "entropy_bits_per_weight": round(binary_entropy(ones / weights), 6),
@@ -553,6 +571,15 @@ def export_model(net, data, config, log, output, *, name=None, metadata=None):
     model = to_model(net, folded, name or config.name, classes, metadata)
     modelfile.save(model, output)
     return model, {"accuracy": accuracy, "proof": proof, **metadata}
+
+
+def _distillation(config, data):
+    """The metadata of a distilled run: the teacher (its file's name and SHA-256, its test accuracy,
+    when the file is at hand), the weight and the temperature."""
+    entry = {"teacher": config.teacher, "weight": config.distill, "temperature": config.temperature}
+    if os.path.exists(config.teacher):
+        entry.update(load_teacher(config.teacher, data)[1])
+    return entry
 
 
 def load_net(path, *, threads=None, data=None):
