@@ -46,6 +46,15 @@ def test_run_without_a_port(capsys):
     assert "error: --port /dev/nonexistent-tty: cannot open it" in capsys.readouterr().err
 
 
+def test_run_refuses_a_json_file_in_a_missing_folder_before_running(tmp_path, capsys):
+    missing = tmp_path / "no" / "run.json"
+    assert main(["run", "--port", "/dev/nonexistent-tty", "--model", "examples/digits.sbnn",
+                 "--inputs", "examples/digits_x.npy", "--json", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"sbnn_hdl.board: error: --json {missing}: expected an existing folder for it, "
+                   f"found no {missing.parent}\n")
+
+
 def test_help_lists_the_subcommands():
     import subprocess
     import sys
