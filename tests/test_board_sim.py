@@ -85,7 +85,7 @@ def _check_figures(figures, text, report, *, kind, requests, batch, period, star
                      text, re.M)
     assert re.search(rf"^round trip +host +{kind} x {requests} +median [0-9.]+ ms, p99 [0-9.]+, min [0-9.]+, "
                      rf"max [0-9.]+ \(its bytes on the line: [0-9.]+ ms\)$", text, re.M)
-    assert re.search(r"^end to end +host +LOAD each, then RUN +[0-9,]+ samples/s$", text, re.M)
+    assert re.search(r"^end to end +host +LOAD each, then RUN +[0-9.,]+ samples/s$", text, re.M)
     assert "on chip: exact, from the board's cycle counters; ns and samples/s at the clock INFO reports." in text
     assert "host: this computer's clock around each request, one request at a time; includes a TCP socket" in text
 

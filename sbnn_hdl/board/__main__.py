@@ -17,6 +17,7 @@ Subcommands:
 import argparse
 import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -86,6 +87,8 @@ def _simulate(args):
     url = sim.start(args.listen)
     print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
           f"  python -m sbnn_hdl.board run --port {url} --model {args.model} --inputs X.npy", flush=True)
+    # SIGTERM as Ctrl-C: either way the simulation process is stopped with this one, not left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         sim.process.wait()
     finally:

@@ -197,7 +197,9 @@ def format_run(result):
 
 
 def _rate(per_s):
-    return f"{per_s / 1e6:,.2f} M samples/s" if per_s >= 1e5 else f"{per_s:,.0f} samples/s"
+    if per_s >= 1e5:
+        return f"{per_s / 1e6:,.2f} M samples/s"
+    return f"{per_s:,.0f} samples/s" if per_s >= 100 else f"{per_s:.3g} samples/s"
 
 
 def format_figures(figures):
