@@ -206,3 +206,27 @@ def test_conv_model_on_simulated_board_matches_golden(conv_board, tmp_path, caps
     text = capsys.readouterr().out
     assert status == 0, text
     assert text.count("ok   ") == 6
+
+
+def test_simulate_stops_its_simulation_on_sigterm(board):
+    """``board simulate`` terminated (as a service manager or ``kill`` does, not Ctrl-C) stops the
+    simulation process it started: its port closes. (The build is the ``board`` fixture's, cached.)"""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    process = subprocess.Popen([sys.executable, "-m", "sbnn_hdl.board", "simulate", MODEL], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        url = process.stdout.readline().split(" on ")[1].split()[0]
+        host, port = url.removeprefix("socket://").rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=5).close()   # served
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5).close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -83,13 +83,14 @@ def _program(args):
 
 
 def _simulate(args):
-    sim = BoardSimulation(args.model, progress=lambda m: print(m, file=sys.stderr))
-    url = sim.start(args.listen)
-    print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
-          f"  python -m sbnn_hdl.board run --port {url} --model {args.model} --inputs X.npy", flush=True)
-    # SIGTERM as Ctrl-C: either way the simulation process is stopped with this one, not left behind.
+    # SIGTERM as Ctrl-C: either way the simulation process is stopped with this one, not left
+    # behind (and a build in progress cleans up after itself).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
+    sim = BoardSimulation(args.model, progress=lambda m: print(m, file=sys.stderr))
+    try:   # (from the start: a signal may come as soon as the address is out)
+        url = sim.start(args.listen)
+        print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
+              f"  python -m sbnn_hdl.board run --port {url} --model {args.model} --inputs X.npy", flush=True)
         sim.process.wait()
     finally:
         sim.stop()
