@@ -132,7 +132,8 @@ def board_figures(info, *, kind, cycles, times, run=None, link=None):
       host's ``load_times`` and ``time`` in seconds): ``cycles_per_sample``, the clocks between
       samples once the pipeline is full, ``(cycles - latency) / (count - 1)`` (None for a batch
       of one), ``samples_per_s`` at the clock, and ``samples_per_s_with_fill``,
-      ``count * clock / cycles``.
+      ``count * clock / cycles``, for a dense core only (a streaming core's count starts at the
+      first sample's last pixel, after most of that sample went in: None).
 
     ``host`` (this computer's clock around each request, one request at a time; ``link`` says what
     that includes): per kind ``requests`` and ``round_trip_ms`` (median, p99 by linear
@@ -165,7 +166,8 @@ def board_figures(info, *, kind, cycles, times, run=None, link=None):
         on_chip["RUN"] = {"samples": count, "cycles": run_cycles,
                           "cycles_per_sample": round(per, 4) if per is not None else None,
                           "samples_per_s": round(clock / per, 1) if per else None,
-                          "samples_per_s_with_fill": round(count * clock / run_cycles, 1) if run_cycles else None}
+                          "samples_per_s_with_fill": round(count * clock / run_cycles, 1)
+                          if run_cycles and not info.streaming else None}
         host["LOAD"] = {"requests": len(run["load_times"]), "round_trip_ms": _round_trips(run["load_times"]),
                         "uart_ms": uart_ms(2 + info.sample_bytes, 2)}
         host["RUN"] = {"requests": 1, "samples": count, "round_trip_ms": _round_trips([run["time"]]),
@@ -197,7 +199,7 @@ def format_run(result):
 
 
 def _rate(per_s):
-    if per_s >= 1e5:
+    if per_s >= 1e6:
         return f"{per_s / 1e6:,.2f} M samples/s"
     return f"{per_s:,.0f} samples/s" if per_s >= 100 else f"{per_s:.3g} samples/s"
 
@@ -210,11 +212,15 @@ def format_figures(figures):
     rows = []
     for kind, f in figures["on_chip"].items():
         if kind == "RUN":
-            value = f"{f['samples']} samples in {f['cycles']:,} cycles = {_rate(f['samples_per_s_with_fill'])}"
+            value = f"{f['samples']} samples in {f['cycles']:,} cycles"
+            if figures["streaming"]:
+                value += " from the first sample's last pixel"
+            else:
+                value += f" = {_rate(f['samples_per_s_with_fill'])} with the fill"
             if f["cycles_per_sample"] is not None:
                 per = f["cycles_per_sample"]
                 value = (f"{per:g} cycle{'' if per == 1 else 's'} per sample once full = {_rate(f['samples_per_s'])}"
-                         f" ({value} with the fill)")
+                         f" ({value})")
             rows.append(("throughput", "on chip", f"RUN of {f['samples']}", value))
         else:
             value = f"{f['latency_cycles']} cycles = {f['latency_ns']:g} ns from {f['from']}"
