@@ -199,6 +199,8 @@ def format_run(result):
 
 
 def _rate(per_s):
+    if per_s is None:   # (a RUN whose count does not exceed the latency: a board that is not right)
+        return "no rate"
     if per_s >= 1e6:
         return f"{per_s / 1e6:,.2f} M samples/s"
     return f"{per_s:,.0f} samples/s" if per_s >= 100 else f"{per_s:.3g} samples/s"
@@ -212,7 +214,7 @@ def format_figures(figures):
     rows = []
     for kind, f in figures["on_chip"].items():
         if kind == "RUN":
-            value = f"{f['samples']} samples in {f['cycles']:,} cycles"
+            value = f"{f['samples']} sample{'' if f['samples'] == 1 else 's'} in {f['cycles']:,} cycles"
             if figures["streaming"]:
                 value += " from the first sample's last pixel"
             else:
