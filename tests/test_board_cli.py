@@ -88,7 +88,8 @@ def test_figures_of_an_odd_run_say_what_they_saw():
     text = format_figures(figures)
     assert "on-board figures (clock 50 MHz, as INFO reports it):" in text
     assert "24 cycles = 480 ns from the sample into the core (counters read 23, 24) (INFO says 23)" in text
-    assert re.search(r"^throughput +on chip +RUN of 1 +1 sample in 24 cycles = 2.08 M samples/s with the fill$", text, re.M)
+    assert re.search(r"^throughput +on chip +RUN of 1 +1 sample in 24 cycles = 2.08 M samples/s with the fill$",
+                     text, re.M)
     assert "median 2.000 ms, p99 2.980, min 1.000, max 3.000 (its bytes on the line: 0.170 ms)" in text
     assert text.endswith("includes the serial port /dev/ttyUSB0 (3 Mbaud, 10 bits a byte): the UART, the USB-serial "
                          "adapter's latency and the operating system.")
