@@ -3,7 +3,8 @@
 Subcommands:
 
   run       send samples, check every prediction against the golden model, measure latency
-            and throughput (on chip and round trip)
+            and throughput (on chip, from the board's cycle counters) and the host's round trip;
+            prints them as a table (and with --json FILE writes them as JSON)
   check     protocol robustness on a live board: bad CRC, bad length, unknown type, garbage,
             a partial frame that must time out; then a normal request
   program   load a bitstream with openFPGALoader (SRAM, or --flash)
@@ -15,6 +16,8 @@ Subcommands:
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 import numpy as np
@@ -22,15 +25,21 @@ import numpy as np
 from .. import golden, modelfile
 from .._cli import command, load_array
 from .._files import write_atomic
+from ..errors import SbnnError
 from ..hwplan import pack_sample
 from ..simulation.board import BoardSimulation
 from . import get_board, protocol as P
-from .client import check_model, check_protocol, format_run, open_port, program, run_model
+from .client import check_model, check_protocol, describe_link, format_run, open_port, program, run_model
 
 __all__ = ["main"]
 
 
 def _run(args):
+    if args.json:
+        # Refused before the run, not after it: the samples may take minutes over a real UART.
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder):
+            raise SbnnError(f"--json {args.json}: expected an existing folder for it, found no {folder}")
     model = modelfile.load(args.model)
     with open(args.model, "rb") as file:
         model_bytes = file.read()
@@ -44,7 +53,8 @@ def _run(args):
         client.resync()
         info = client.info
         check_model(info, model, model_bytes, args.model)
-        result = run_model(client, model, x, labels=labels, scores=args.scores, batch=not args.no_batch)
+        result = run_model(client, model, x, labels=labels, scores=args.scores, batch=not args.no_batch,
+                           link=describe_link(args.port, info))
     print(format_run(result))
     if args.json:
         write_atomic(args.json, (json.dumps(result, indent=2) + "\n").encode())
@@ -73,11 +83,14 @@ def _program(args):
 
 
 def _simulate(args):
+    # SIGTERM as Ctrl-C: either way the simulation process is stopped with this one, not left
+    # behind (and a build in progress cleans up after itself).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sim = BoardSimulation(args.model, progress=lambda m: print(m, file=sys.stderr))
-    url = sim.start(args.listen)
-    print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
-          f"  python -m sbnn_hdl.board run --port {url} --model {args.model} --inputs X.npy", flush=True)
-    try:
+    try:   # (from the start: a signal may come as soon as the address is out)
+        url = sim.start(args.listen)
+        print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
+              f"  python -m sbnn_hdl.board run --port {url} --model {args.model} --inputs X.npy", flush=True)
         sim.process.wait()
     finally:
         sim.stop()
@@ -101,7 +114,8 @@ def main(argv=None):
             p.add_argument("--limit", type=int, help="only the first N samples")
             p.add_argument("--scores", action="store_true", help="also fetch and check every score")
             p.add_argument("--no-batch", action="store_true", help="skip the on-chip batch (throughput) run")
-            p.add_argument("--json", help="also write the results here")
+            p.add_argument("--json", metavar="FILE", help="also write the results and the on-board figures here "
+                                                          "(JSON, written atomically)")
         else:
             p.add_argument("--model", help="the .sbnn file (to check the valid request's prediction)")
     p = sub.add_parser("program")

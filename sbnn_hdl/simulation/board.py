@@ -50,6 +50,9 @@ class BoardSimulation:
         model = modelfile.load(model_path)
         self.model = model
         generated = generate_core(model, every=every, scores=scores)   # a dense or a streaming (conv) core
+        #: The core's generation report (its documented ``latency`` and ``throughput``) and what
+        #: the host interface knows of it.
+        self.report = generated.report
         self.info = core_info(generated)
         self.host_args = dict(divisor=divisor, clock_hz=SIM_CLOCK_HZ, baud=SIM_CLOCK_HZ // divisor,
                               digest=protocol.model_digest(model_bytes), name=model.name,
