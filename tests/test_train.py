@@ -4,6 +4,7 @@ resume, and the command-line error paths."""
 
 import dataclasses
 import hashlib
+import json
 import math
 import pickle
 import re
@@ -563,6 +564,7 @@ def test_teacher_and_student_cli(tmp_path):
              "512", "--quiet", "--threads", "1", "-o", str(tmp_path / "t.pt"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"{tmp_path / 't.pt'}: real-valued teacher mlp:32 on digits, validation accuracy ")
+    assert [e["epoch"] for e in json.loads((tmp_path / "t.log.json").read_text())] == [1]
     r = _run("sbnn_hdl.train", "--data", "digits", "--arch", "mlp:16", "--sparsity", "0.75", "--epochs", "1",
              "--train-limit", "256", "--quiet", "--threads", "1", "--teacher", str(tmp_path / "t.pt"),
              "-o", str(tmp_path / "d.sbnn"))

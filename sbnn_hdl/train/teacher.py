@@ -12,13 +12,15 @@ linear output layer. It reads the whole image (every bit of every pixel, scaled 
 the student's bit planes: the teacher should know as much as it can.
 
 ``python -m sbnn_hdl.train.teacher --data fashion-mnist --arch cnn:64,p,128,p,128,p,fc128 -o t.pt``
-trains one (Adam, cosine schedule, the student's augmentation options) and writes a file of plain
-tensors and data (``torch.load(weights_only=True)`` reads it), atomically.
+trains one (Adam, cosine schedule, the student's augmentation options), writes its log after every
+epoch (``t.log.json``) and then a file of plain tensors and data (``torch.load(weights_only=True)``
+reads it), atomically.
 """
 
 import argparse
 import hashlib
 import io
+import json
 import math
 import os
 import sys
@@ -116,9 +118,10 @@ def _accuracy(net, x, y, bits):
     return float((scores.argmax(1).numpy() == y).mean())
 
 
-def train_teacher(config, *, data=None, progress=True):
+def train_teacher(config, *, data=None, progress=True, log_path=None):
     """Train a :class:`TeacherNet` as ``config`` says; returns ``(net, data, log)`` (one dict per
-    epoch: loss, validation accuracy, seconds). Deterministic for a seed and thread count."""
+    epoch: loss, validation accuracy, seconds), also written to ``log_path`` (JSON) after every
+    epoch when given. Deterministic for a seed and thread count."""
     from .loop import TrainError, augment, _setup  # the student's loop imports this module
     data = data or datasets.load(config.data)
     try:
@@ -170,6 +173,8 @@ def train_teacher(config, *, data=None, progress=True):
                     "seconds": round(time.perf_counter() - began, 2)})
         if bar is not None:
             bar.set_postfix_str(f"val {log[-1]['val_accuracy']:.4f}")
+        if log_path:
+            write_atomic(log_path, (json.dumps(log, indent=1) + "\n").encode())
     if bar is not None:
         bar.close()
     net.eval()
@@ -252,7 +257,8 @@ def main(argv=None):
                            lr=args.lr, shift=args.shift, flip=args.flip, seed=args.seed, threads=args.threads,
                            train_limit=args.train_limit,
                            argv=["python", "-m", "sbnn_hdl.train.teacher", *(sys.argv[1:] if argv is None else argv)])
-    net, data, log = train_teacher(config, progress=not args.quiet)
+    stem = args.output[:-3] if args.output.endswith(".pt") else args.output
+    net, data, log = train_teacher(config, progress=not args.quiet, log_path=stem + ".log.json")
     test = save_teacher(args.output, net, config, data, log)
     print(f"{args.output}: real-valued teacher {config.arch} on {data.name}, validation accuracy "
           f"{100 * log[-1]['val_accuracy']:.2f}%, test accuracy {100 * test:.2f}%")
