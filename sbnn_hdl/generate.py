@@ -19,7 +19,7 @@ from . import modelfile
 from ._cli import add_core_options, check_core_options, command
 from ._files import write_atomic
 from .board import BOARDS
-from .board.build import build, format_report
+from .board.build import DEFAULT_CACHE, build, format_report
 from .gateware.verilog import check_model, format_summary, generate_verilog
 from .synth import ROUTERS
 
@@ -51,6 +51,11 @@ def main(argv=None):
     parser.add_argument("--router", choices=ROUTERS,
                         help="with --board: nextpnr's router (default: nextpnr's own, router1; router2 copes "
                              "better with a congested design)")
+    parser.add_argument("--cache", metavar="DIR", default=str(DEFAULT_CACHE),
+                        help="with --board: the folder of board builds by content; a build asked before is "
+                             "served from it (default ~/.cache/sbnn-hdl/board)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="with --board: build even if the same build is cached, and do not cache it")
     add_core_options(parser)
     args = parser.parse_args(argv)
     if not args.verilog and not args.board:
@@ -65,7 +70,7 @@ def main(argv=None):
                        output=args.output or "bitstreams", every=args.every, relay=args.relay,
                        scores=not args.no_scores,
                        batch_depth=args.batch_depth, arch=args.arch, carry_chains=not args.no_carry_chains,
-                       router=args.router)
+                       router=args.router, cache=None if args.no_cache else args.cache)
         print(format_report(report))
         return 0
     args.output = args.output or "build"
