@@ -1,12 +1,13 @@
 """``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--relay N] [--no-scores]``
-``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams]``
+``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams] [--no-cache]``
 
 Generates the hardware of a model: a fully pipelined network core in which only the 1-valued
 connections become wiring. With ``--verilog``, writes ``DIR/<name>.v`` (Verilog) and
 ``DIR/<name>.json`` (ports, input packing, latency, connection counts, what the optimisations
 removed, a LUT4/FF estimate for ECP5) and prints a summary; the same model and options give the
 same bytes. With ``--board``, builds a bitstream for that board with a UART host interface
-(``DIR/<board>/<name>.bit``, ``.svf``, Verilog and a report; see docs/boards.md).
+(``DIR/<board>/<name>.bit``, ``.svf``, Verilog and a report; see docs/boards.md); a build asked
+before is served from the cache (``~/.cache/sbnn-hdl/board``, ``--cache DIR``) unless ``--no-cache``.
 """
 
 import argparse

@@ -8,13 +8,30 @@ that the model fits the device (refused before any tool runs otherwise); prepare
 their logs there.
 
 The core clock: ``clock_mhz`` when given (the PLL's nearest frequency not above it; one place and
-route). Without it, the build first tries the board's ``max_clock_mhz``; each time timing is
-missed it rebuilds at the PLL frequency just under a widening margin below the lowest fmax that
-place and route has reached so far: 97% of it after the first miss, 94% after the second, 91%
-after the third (:data:`AUTO_MARGIN` to the power of the misses; the margin absorbs the
-difference between two placements), for at most :data:`AUTO_ATTEMPTS` attempts in all. Either
-way the report's clock is one that timing was met for, or the build fails saying by how much it
-was missed.
+route). Without it, the first attempt asks for the PLL frequency just under :data:`FIRST_MARGIN`
+(97%) of the fmax predicted for the core's size from the board's measured builds
+(:data:`CALIBRATION`, :func:`predicted_fmax`, :func:`first_clock`), so that the usual build needs
+one place and route. Each time timing is missed, the build places and routes again at the PLL
+frequency just under a widening margin below the lowest fmax that place and route has reached so
+far: 97% of it after the first miss, 94% after the second, 91% after the third
+(:data:`AUTO_MARGIN` to the power of the misses), for at most :data:`AUTO_ATTEMPTS` attempts in
+all. Either way the report's clock is one that timing was met for, or the build fails saying by
+how much it was missed.
+
+A retry does not synthesise again. What depends on the clock in the synthesised design is the
+PLL's dividers and the host interface's UART divisor, frame timeout and stated clock; the
+latter are built as tunable constants (:mod:`sbnn_hdl.board.tunable`: constant LUT4 cells,
+sized for the first attempt's clock, which is the highest), and a retry sets them and the PLL's
+parameters in yosys's JSON netlist (and the clock constraint in ``top.lpf``) before running
+nextpnr alone. The report's ``timing.attempts`` says for each attempt whether synthesis ran.
+
+Builds are cached by content (``cache``; ``generate --board`` uses ``~/.cache/sbnn-hdl/board``,
+beside the bench's ``~/.cache/sbnn-hdl/bench``, unless given ``--cache DIR`` or ``--no-cache``):
+the key (:func:`cache_key`) is a hash of the model file's bytes, every build option, the tools'
+versions and the code of the generator and of the board layer, as the bench's
+(:mod:`sbnn_hdl.sweep`) is. The same build asked again is served from the cache without running
+a tool: the same files are written (atomically), and the report says where it came from. Only
+builds that met timing are kept.
 """
 
 import hashlib
@@ -521,6 +538,7 @@ def _store(entry, report, folder, quiet=False):
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(entry)}.")
         try:
+            os.chmod(staging, 0o755)   # as a folder made by os.makedirs (mkdtemp's is private)
             os.makedirs(os.path.join(staging, "files"))
             os.makedirs(os.path.join(staging, "logs"))
             for path in report["files"].values():
