@@ -50,6 +50,7 @@ from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError
+from ..sweep import _generator_digest, _source_digest, tool_versions
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
 from .cores import check_board_model, core_info, generate_core
@@ -520,7 +521,6 @@ def cache_key(model_bytes, **options):
     (``options``), the tools' versions (the bench's, :func:`sbnn_hdl.sweep.tool_versions`, and
     amaranth-boards'), and the code of the generator (:func:`sbnn_hdl.sweep._generator_digest`)
     and of the board layer (``sbnn_hdl/board/*.py``, without comments and docstrings)."""
-    from ..sweep import _generator_digest, _source_digest, tool_versions
     package = Path(__file__).parent.parent
     board_code = _source_digest(sorted([*(package / "board").glob("*.py"), package / "streamplan.py",
                                         package / "modelfile.py", package / "model.py"]))

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Const, Instance, Signal
 
+from .._files import write_atomic
+
 __all__ = ["Tunable", "bound", "derive", "tunable_value", "tunables_in", "patch_netlist"]
 
 #: The attribute that marks a tunable's LUT4 cells in the netlist.
@@ -134,7 +136,6 @@ def patch_netlist(netlist, values, pll=None):
 
 def patch_netlist_file(path, values, pll=None):
     """:func:`patch_netlist` on the JSON file at ``path``, rewritten atomically."""
-    from .._files import write_atomic
     with open(path) as file:
         netlist = json.load(file)
     patch_netlist(netlist, values, pll)
