@@ -18,7 +18,7 @@ from sbnn_hdl.board import build as board_build
 from sbnn_hdl.board.build import (BuildError, BuildResult, Measured, _prepare, check_fits, first_clock, format_report,
                                   memory_blocks, pixel_memory_blocks, predicted_fmax, uart_divisor)
 from sbnn_hdl.board.top import tunable_values
-from sbnn_hdl.board.tunable import patch_netlist, tunables_in
+from sbnn_hdl.board.tunable import Tunable, patch_netlist, tunables_in
 from sbnn_hdl.board.cores import generate_core
 from sbnn_hdl.board.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
@@ -396,3 +396,34 @@ def test_retry_places_and_routes_again_without_synthesis_and_builds_are_cached(t
     # --no-cache builds even when the build is cached.
     assert generate([model, "--board", "ulx3s", "--no-cache", "-o", str(again), "--cache", str(cache)]) == 2
     assert "served from the cache" not in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path, capsys):
+    """A build that met timing but cannot be kept (the cache folder is a file here) says so on
+    one line and goes on; nothing half-written is left."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "small.bit").write_bytes(b"bits")
+    report = {"files": {"bit": str(tmp_path / "small.bit")}}
+    assert not board_build._store(str(tmp_path / "file" / "key"), report, str(tmp_path))
+    assert capsys.readouterr().err == (f"           not cached: expected a cache folder that can be written at "
+                                       f"{tmp_path / 'file'}, found file exists ({tmp_path / 'file'})\n")
+    assert board_build._store(str(tmp_path / "cache" / "key"), report, str(tmp_path))
+    assert (tmp_path / "cache" / "key" / "files" / "small.bit").read_bytes() == b"bits"
+    assert os.listdir(tmp_path / "cache") == ["key"]
+    with pytest.raises(ValueError, match=r"^tunable t: expected 0 <= value <= bound, found 5 and 4$"):
+        Tunable("t", 5, 4)
+
+
+@needs_tools
+def test_a_netlist_without_the_expected_constants_is_refused(tmp_path, capsys, monkeypatch):
+    """After synthesis the build checks the netlist's tunables against the values it would set
+    at that clock: a constant that a retry would not set is refused before place and route."""
+    expected = board_build.tunable_values
+    monkeypatch.setattr(board_build, "tunable_values", lambda args: {**expected(args), "clock_hz": 1})
+    status = generate([_small(tmp_path), "--board", "ulx3s", "--clock", "100", "--no-cache", "-o", str(tmp_path)])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: synthesised netlist: expected the clock-dependent constants {'clock_hz': 1, "
+        "'divisor_half': 15, 'divisor_last': 32, 'timeout_last': 999999}, found {'clock_hz': 100000000, "
+        "'divisor_half': 15, 'divisor_last': 32, 'timeout_last': 999999}")
+    assert not (tmp_path / "ulx3s" / "build" / "report.json").exists()   # no place and route

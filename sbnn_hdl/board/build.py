@@ -342,8 +342,8 @@ def _synthesise(board, device, model, generated, pll, host_args, folder, steps, 
              log=os.path.join(folder, "yosys.log"))
     with open(os.path.join(folder, "top.json")) as file:
         found = tunables_in(json.load(file))
-    expected = tunable_values(host_args)
-    values = {name: sum(bit << n for n, bit in bits.items()) for name, bits in found.items()}
+    expected = dict(sorted(tunable_values(host_args).items()))
+    values = {name: sum(bit << n for n, bit in bits.items()) for name, bits in sorted(found.items())}
     if values != expected:   # a retry would set constants the design does not have
         raise BuildError(f"synthesised netlist: expected the clock-dependent constants {expected}, found {values}")
 
@@ -554,7 +554,8 @@ def _store(entry, report, folder, quiet=False):
             raise
     except OSError as error:   # the bitstream is built: a cache that cannot take it is only a warning
         if not quiet:
-            print(f"           not cached: {error}", file=sys.stderr)
+            print(f"           not cached: expected a cache folder that can be written at {parent}, found "
+                  f"{error.strerror.lower()} ({error.filename})", file=sys.stderr)
         return False
     return True
 
