@@ -382,6 +382,7 @@ def test_retry_places_and_routes_again_without_synthesis_and_builds_are_cached(t
     assert generate([model, "--board", "ulx3s", "-o", str(again), "--cache", str(cache)]) == 0
     captured = capsys.readouterr()
     assert f"served from the cache: {cache / report['build']['cache']['key']}" in captured.err
+    assert f"cache: served from {cache / report['build']['cache']['key']} (no tool ran;" in captured.out
     assert (again / "ulx3s" / "small.bit").read_bytes() == bitstream
     served = json.loads((again / "ulx3s" / "small.report.json").read_text())
     assert served["build"]["cache"]["served"] is True and served["timing"] == report["timing"]

@@ -736,7 +736,8 @@ def format_report(report):
                else " (place and route only)") for a in t["attempts"]))
     cache = report["build"].get("cache")
     if cache:
-        lines.append(f"  cache: {'served from' if cache['served'] else 'stored in'} {cache['entry']}")
+        lines.append(f"  cache: served from {cache['entry']} (no tool ran; the attempts and steps are those of the "
+                     f"build it keeps)" if cache["served"] else f"  cache: stored in {cache['entry']}")
     lines.append("  build steps: " + ", ".join(f"{s['step'].split(' (')[0]} {s['seconds']:.1f} s"
                                                for s in report["build"]["steps"]))
     lines.append(f"  logs: {report['build']['logs']['yosys']}, {report['build']['logs']['nextpnr']}")
