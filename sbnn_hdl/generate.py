@@ -64,6 +64,8 @@ def main(argv=None):
     check_core_options(parser, args)
     if args.no_carry_chains and not args.board:
         parser.error("--no-carry-chains: expected with --board (a synthesis option), found --verilog alone")
+    if args.no_cache and not args.board:
+        parser.error("--no-cache: expected with --board (board builds are cached), found --verilog alone")
     if args.router and not args.board:
         parser.error("--router: expected with --board (a place and route option), found --verilog alone")
     if args.board:

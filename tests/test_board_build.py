@@ -63,6 +63,11 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
     assert error.value.code == 2
     assert "--no-carry-chains: expected with --board (a synthesis option), found --verilog alone" \
         in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        generate([_save(model, tmp_path), "--verilog", "--no-cache", "-o", str(tmp_path / "out")])
+    assert error.value.code == 2
+    assert "--no-cache: expected with --board (board builds are cached), found --verilog alone" \
+        in capsys.readouterr().err
 
 
 def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
