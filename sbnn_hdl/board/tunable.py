@@ -23,7 +23,8 @@ from amaranth.hdl import Const, Instance, Signal
 
 from .._files import write_atomic
 
-__all__ = ["Tunable", "bound", "derive", "tunable_value", "tunables_in", "patch_netlist"]
+__all__ = ["Tunable", "bound", "derive", "tunable_value", "tunables_in", "idle_tunables", "patch_netlist",
+           "patch_netlist_file"]
 
 #: The attribute that marks a tunable's LUT4 cells in the netlist.
 ATTRIBUTE = "sbnn_tunable"
@@ -94,6 +95,20 @@ def tunables_in(netlist):
     return found
 
 
+def idle_tunables(netlist):
+    """The marks (``"name[bit]"``) of the tunable cells of ``netlist`` whose output no cell reads:
+    a constant that synthesis folded into the logic after all, which setting its ``INIT`` would
+    not change (sorted)."""
+    read = set()
+    for cell in _cells(netlist):
+        directions = cell.get("port_directions", {})
+        for port, bits in cell.get("connections", {}).items():
+            if directions.get(port) == "input":
+                read.update(bit for bit in bits if isinstance(bit, int))
+    return sorted(cell["attributes"][ATTRIBUTE] for cell in _cells(netlist)
+                  if ATTRIBUTE in cell.get("attributes", {}) and not read & set(cell["connections"]["Z"]))
+
+
 def _integer(value, width=32):
     """A parameter as yosys's JSON writes an integer: its bits, most significant first."""
     return format(value, f"0{width}b")
@@ -121,7 +136,9 @@ def patch_netlist(netlist, values, pll=None):
         mark = cell.get("attributes", {}).get(ATTRIBUTE)
         if mark is not None:
             name, bit = mark.rstrip(" ]").split("[")
-            cell["parameters"]["INIT"] = _integer(0xFFFF if values[name] >> int(bit) & 1 else 0, 16)
+            init = str(cell["parameters"]["INIT"])
+            width = len(init) if set(init) <= set("01") else 16   # as yosys wrote it (Amaranth's: 32 bits)
+            cell["parameters"]["INIT"] = _integer(0xFFFF if values[name] >> int(bit) & 1 else 0, width)
     if pll is not None:
         plls = [cell for cell in _cells(netlist) if cell["type"] == "EHXPLLL"]
         if len(plls) != 1:
