@@ -1,12 +1,13 @@
 """``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--relay N] [--no-scores]``
-``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams]``
+``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams] [--no-cache]``
 
 Generates the hardware of a model: a fully pipelined network core in which only the 1-valued
 connections become wiring. With ``--verilog``, writes ``DIR/<name>.v`` (Verilog) and
 ``DIR/<name>.json`` (ports, input packing, latency, connection counts, what the optimisations
 removed, a LUT4/FF estimate for ECP5) and prints a summary; the same model and options give the
 same bytes. With ``--board``, builds a bitstream for that board with a UART host interface
-(``DIR/<board>/<name>.bit``, ``.svf``, Verilog and a report; see docs/boards.md).
+(``DIR/<board>/<name>.bit``, ``.svf``, Verilog and a report; see docs/boards.md); a build asked
+before is served from the cache (``~/.cache/sbnn-hdl/board``, ``--cache DIR``) unless ``--no-cache``.
 """
 
 import argparse
@@ -19,7 +20,7 @@ from . import modelfile
 from ._cli import add_core_options, check_core_options, command
 from ._files import write_atomic
 from .board import BOARDS
-from .board.build import build, format_report
+from .board.build import DEFAULT_CACHE, build, format_report
 from .gateware.verilog import check_model, format_summary, generate_verilog
 from .synth import ROUTERS
 
@@ -51,6 +52,11 @@ def main(argv=None):
     parser.add_argument("--router", choices=ROUTERS,
                         help="with --board: nextpnr's router (default: nextpnr's own, router1; router2 copes "
                              "better with a congested design)")
+    parser.add_argument("--cache", metavar="DIR", default=str(DEFAULT_CACHE),
+                        help="with --board: the folder of board builds by content; a build asked before is "
+                             "served from it (default ~/.cache/sbnn-hdl/board)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="with --board: build even if the same build is cached, and do not cache it")
     add_core_options(parser)
     args = parser.parse_args(argv)
     if not args.verilog and not args.board:
@@ -58,6 +64,8 @@ def main(argv=None):
     check_core_options(parser, args)
     if args.no_carry_chains and not args.board:
         parser.error("--no-carry-chains: expected with --board (a synthesis option), found --verilog alone")
+    if args.no_cache and not args.board:
+        parser.error("--no-cache: expected with --board (board builds are cached), found --verilog alone")
     if args.router and not args.board:
         parser.error("--router: expected with --board (a place and route option), found --verilog alone")
     if args.board:
@@ -65,7 +73,7 @@ def main(argv=None):
                        output=args.output or "bitstreams", every=args.every, relay=args.relay,
                        scores=not args.no_scores,
                        batch_depth=args.batch_depth, arch=args.arch, carry_chains=not args.no_carry_chains,
-                       router=args.router)
+                       router=args.router, cache=None if args.no_cache else args.cache)
         print(format_report(report))
         return 0
     args.output = args.output or "build"

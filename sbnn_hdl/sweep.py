@@ -75,12 +75,17 @@ def _code(path):
     return ast.dump(tree).encode()
 
 
+def _source_digest(files):
+    """A hash of the code (:func:`_code`) of the Python ``files``, in the order given."""
+    return hashlib.sha256(b"".join(_code(Path(f)) for f in files)).hexdigest()
+
+
 def _generator_digest():
     """A hash of the generator's and the flow's code, so that a changed generator is measured anew."""
     package = Path(__file__).parent
     files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "estimate.py",
                     package / "synth.py"])
-    return hashlib.sha256(b"".join(_code(f) for f in files)).hexdigest()
+    return _source_digest(files)
 
 
 def _environment():

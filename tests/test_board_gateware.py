@@ -381,3 +381,55 @@ def test_streaming_host_has_no_register_as_wide_as_a_sample(shape, bits, planes)
     if planes:   # (once: a dense host is slow to convert)
         dense_flops, dense_widest = _host_registers(dense, 0)
         assert dense_widest >= info.feature_bits and dense_flops > info.feature_bits
+
+
+def test_tunable_constants_behave_as_the_integers(small):
+    """A board build gives the host's clock-dependent constants as tunables, sized for the first
+    (highest) clock and set in the netlist for a lower one (sbnn_hdl.board.tunable): with wider
+    bounds, the host interface's lines are the same, clock for clock, as with the plain integers
+    (INFO with its clock field, INFER, and a frame abandoned at the timeout)."""
+    from sbnn_hdl.board.top import tunable_host_args
+    model, x = small
+    nbytes = P.sample_bytes(model.input)
+    args = dict(divisor=DIVISOR, clock_hz=100_000_000, baud=25_000_000, digest=b"12345678", name=model.name,
+                batch_depth=8, timeout=700)
+    bounds = dict(args, divisor=53, clock_hz=160_000_000, timeout=1_600_000)
+    stimulus = (P.encode(P.INFO) + P.encode(P.INFER, pack_sample(model.input, x[0]).to_bytes(nbytes, "big"))
+                + bytes(P.SYNC))
+
+    def trace(host_args):
+        core = NetworkCore(model)
+        dut = HostInterface(core, CoreInfo.from_core(core), **host_args)
+        lines = []
+
+        async def bench(ctx):
+            await send_bytes(ctx, dut.rx, stimulus)
+            await ctx.tick().repeat(4000)
+
+        async def record(ctx):
+            async for _, _, tx, busy in ctx.tick().sample(dut.tx, dut.busy):
+                lines.append((tx, busy))
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.add_testbench(record, background=True)
+        sim.run()
+        return lines
+
+    plain = trace(args)
+    tuned = tunable_host_args(args, bounds)
+    assert tuned["divisor"].bound == 53 and tuned["timeout"].width == 21
+    assert trace(tuned) == plain
+    # The replies that went out: INFO (its clock field the tunable's value), INFER, and the
+    # timeout's error reply.
+    line, data, n = [tx for tx, _ in plain], [], 0
+    while n < len(line):
+        if line[n]:
+            n += 1
+            continue
+        data.append(sum(line[n + DIVISOR // 2 + DIVISOR * (k + 1)] << k for k in range(8)))
+        n += 10 * DIVISOR
+    frames = P.FrameReader().feed(bytes(data))
+    assert [kind for kind, _ in frames] == [P.INFO | 0x80, P.INFER | 0x80, P.ERROR]
+    assert P.Info.decode(frames[0][1]).clock_hz == 100_000_000

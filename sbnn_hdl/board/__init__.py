@@ -46,7 +46,8 @@ class Board:
 
     ``clock``: the resource of the board's oscillator (``clock_mhz``); ``uart``: the resource of
     the USB-serial port; ``loader``: the ``openFPGALoader -b`` name; ``max_clock_mhz``: the
-    highest core clock tried when ``--clock`` is not given; ``baud``: the default baud rate.
+    highest core clock tried when ``--clock`` is not given (the first clock asked when no
+    measured build of the board predicts one: :func:`sbnn_hdl.board.build.first_clock`); ``baud``: the default baud rate.
     """
 
     name: str

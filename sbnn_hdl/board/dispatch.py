@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import protocol as P
 from .frames import PayloadByte, Request, reply_layout
+from .tunable import tunable_value
 
 __all__ = ["CoreInfo", "StreamCoreInfo", "core_signature", "SampleShifter", "Dispatcher"]
 
@@ -236,6 +237,10 @@ class Dispatcher(wiring.Component):
     info : CoreInfo
     info_payload : bytes
         The INFO reply's payload.
+    info_clock : Tunable or None
+        With a :class:`~sbnn_hdl.board.tunable.Tunable`, the INFO reply's clock field
+        (:data:`~sbnn_hdl.board.protocol.INFO_CLOCK_OFFSET`) is that tunable, not the bytes of
+        ``info_payload`` there (a board build sets it after synthesis).
     batch_depth : int
         Samples the batch memory holds. 0 builds no batch memory: LOAD and RUN are answered
         "out of range", and the core reads its sample straight from the shift register that
@@ -276,8 +281,9 @@ class Dispatcher(wiring.Component):
     #: batch memory with two registers and a multiplexer as wide as a sample.
     NO_COLLISIONS = ("batch", "results")
 
-    def __init__(self, info, *, info_payload, batch_depth):
+    def __init__(self, info, *, info_payload, batch_depth, info_clock=None):
         self.info, self.info_payload, self.batch_depth = info, bytes(info_payload), batch_depth
+        self.info_clock = info_clock
         self.max_fixed = max(len(self.info_payload), 5 + info.classes * info.score_bytes, 6, 2)
         super().__init__({"payload": In(stream.Signature(PayloadByte)), "request": In(stream.Signature(Request)),
                           "core": In(core_signature(info)),
@@ -426,7 +432,7 @@ class Dispatcher(wiring.Component):
                     m.d.comb += self.request.ready.eq(1)
                     m.next = "IDLE"
 
-        self._replies(m, reply_sel, err_code=err_code, kind=kind, pred_r=pred_r, scores_r=scores_r,
+        self._replies(m, reply_sel, platform=platform, err_code=err_code, kind=kind, pred_r=pred_r, scores_r=scores_r,
                       result_cycles=result_cycles, sample_index=sample_index, run_count=run_count)
 
         if depth:
@@ -456,13 +462,12 @@ class Dispatcher(wiring.Component):
                      f_count.eq((run_request != 0) & (run_request <= depth))]
         return f_ok, f_info, f_infer, f_load, f_run, f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count
 
-    def _replies(self, m, reply_sel, *, err_code, kind, pred_r, scores_r, result_cycles, sample_index, run_count):
+    def _replies(self, m, reply_sel, *, platform=None, err_code, kind, pred_r, scores_r, result_cycles, sample_index, run_count):
         """``reply`` as ``reply_sel`` chooses it."""
         info = self.info
         with m.Switch(reply_sel):
             with m.Case(self.R_INFO):
-                m.d.comb += self._reply(P.INFO | 0x80, [(int.from_bytes(self.info_payload, "big"),
-                                                         len(self.info_payload))])
+                m.d.comb += self._reply(P.INFO | 0x80, self._info_fields(m, platform))
             with m.Case(self.R_INFER):
                 m.d.comb += self._reply(P.INFER | 0x80, [(pred_r, 1), (result_cycles, 4)])
             with m.Case(self.R_SCORES):
@@ -491,6 +496,16 @@ class Dispatcher(wiring.Component):
             m.d.sync += [tail_addr.eq(tail_addr + 1), settle.eq(2)]
         with m.Elif(settle != 0):
             m.d.sync += settle.eq(settle - 1)
+
+    def _info_fields(self, m, platform):
+        """The INFO reply's fixed part as :meth:`_reply`'s fields."""
+        payload = self.info_payload
+        if self.info_clock is None:
+            return [(int.from_bytes(payload, "big"), len(payload))]
+        start, end = P.INFO_CLOCK_OFFSET, P.INFO_CLOCK_OFFSET + 4
+        fields = [(int.from_bytes(payload[:start], "big"), start), (tunable_value(m, self.info_clock, platform), 4),
+                  (int.from_bytes(payload[end:], "big"), len(payload) - end)]
+        return [(value, n) for value, n in fields if n]
 
     def _reply(self, kind, fields, tail=0):
         """Statements that set ``reply`` to a reply of type ``kind`` whose fixed part is

@@ -13,6 +13,8 @@ from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
 from . import protocol as P
+from .tunable import bound, derive, tunable_value
+from .uart import last_clock
 
 __all__ = ["PayloadByte", "Request", "FrameReceiver", "reply_layout", "ReplySender"]
 
@@ -50,7 +52,7 @@ class FrameReceiver(wiring.Component):
     max_length : int
         The longest payload of any request. A longer length field ends the frame at once with
         ``P.ERR_LENGTH`` (its payload is not awaited).
-    timeout : int
+    timeout : int or Tunable
         Clocks without a byte, inside a frame (after ``A5 5A``), after which the frame ends with
         ``P.ERR_TIMEOUT``: nothing the host sends can leave the receiver waiting forever.
         Waiting between frames, or for ``payload`` to be taken, does not count.
@@ -101,7 +103,8 @@ class FrameReceiver(wiring.Component):
                      self.payload.payload.data.eq(byte), self.payload.payload.first.eq(first),
                      self.payload.payload.kind.eq(kind)]
 
-        timer = Signal(range(self.timeout + 1))
+        timer = Signal(range(bound(self.timeout) + 1))
+        timeout_last = tunable_value(m, derive(self.timeout, "_last", last_clock), platform)
         timed_out = Signal()     # registered: the timer reached the timeout
         in_frame = Signal()
 
@@ -172,7 +175,7 @@ class FrameReceiver(wiring.Component):
         with m.If(~in_frame | have | timed_out):
             m.d.sync += [timer.eq(0), timed_out.eq(0)]
         with m.Else():
-            m.d.sync += [timer.eq(timer + 1), timed_out.eq(timer == self.timeout - 1)]
+            m.d.sync += [timer.eq(timer + 1), timed_out.eq(timer == timeout_last)]
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 

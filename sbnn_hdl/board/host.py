@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from . import protocol as P
 from .dispatch import CoreInfo, Dispatcher, StreamCoreInfo, core_signature
 from .frames import FrameReceiver, ReplySender
+from .tunable import Tunable
 from .pixels import PixelDispatcher
 from .uart import UARTRx, UARTTx
 
@@ -44,10 +45,12 @@ class HostInterface(wiring.Component):
         A network core or a streaming core (or a stand-in with the same ports, such as an
         ``Instance`` wrapper); it becomes a submodule.
     info : CoreInfo
-    divisor : int
+    divisor : int or Tunable
         Clocks per UART bit (``clock / baud``, rounded).
-    clock_hz, baud : int
+    clock_hz : int or Tunable
         Reported by the INFO request (the host converts cycles to time with ``clock_hz``).
+    baud : int
+        Reported by the INFO request.
     digest : bytes
         8 bytes identifying the model (:func:`sbnn_hdl.board.protocol.model_digest`).
     name : str
@@ -58,9 +61,13 @@ class HostInterface(wiring.Component):
         shift register that assembles it (no block RAMs, and no multiplexer in front of the core:
         the 85% Fashion-MNIST model's board build routes without them and not with them;
         docs/results.md).
-    timeout : int
+    timeout : int or Tunable
         Clocks without a byte after which a partial request frame is abandoned (and an error
         reply sent): nothing the host sends can leave the engine waiting forever.
+
+    ``divisor``, ``clock_hz`` and ``timeout`` depend on the clock: a board build gives them as
+    :class:`~sbnn_hdl.board.tunable.Tunable` constants, which it sets again in the synthesised
+    netlist to place and route at another clock; a simulation gives plain integers.
 
     Ports
     -----
@@ -94,7 +101,7 @@ class HostInterface(wiring.Component):
     def info_payload(self):
         """The INFO reply's payload."""
         return P.Info(P.VERSION, bool(self.info.score_width), self.info.sample_bits, self.info.sample_bytes,
-                      self.info.classes, self.info.score_width, self.info.latency, self.clock_hz, self.baud,
+                      self.info.classes, self.info.score_width, self.info.latency, _value(self.clock_hz), self.baud,
                       self.batch_depth, self.digest, self.name, streaming=self.info.streaming).encode()
 
     def elaborate(self, platform):
@@ -114,8 +121,9 @@ class HostInterface(wiring.Component):
         m.submodules.receiver = receiver = FrameReceiver(max_length=self.info.sample_bytes + 2,
                                                          timeout=self.timeout)
         serve = PixelDispatcher if self.info.streaming else Dispatcher
+        clock = self.clock_hz if isinstance(self.clock_hz, Tunable) else None
         m.submodules.dispatcher = dispatcher = serve(self.info, info_payload=self.info_payload(),
-                                                     batch_depth=self.batch_depth)
+                                                     batch_depth=self.batch_depth, info_clock=clock)
         m.submodules.sender = sender = ReplySender(dispatcher.max_fixed)
         wiring.connect(m, fifo.r_stream, receiver.bytes)
         wiring.connect(m, receiver.payload, dispatcher.payload)
@@ -129,3 +137,8 @@ class HostInterface(wiring.Component):
         wiring.connect(m, dispatcher.core, core)
         m.d.comb += self.busy.eq(receiver.busy)
         return m
+
+
+def _value(x):
+    """A constant's value now: an ``int`` or a :class:`Tunable`'s value."""
+    return x.value if isinstance(x, Tunable) else x

@@ -155,10 +155,10 @@ class PixelDispatcher(Dispatcher):
     #: the sample bytes of a request or by that copy, at another address).
     NO_COLLISIONS = Dispatcher.NO_COLLISIONS
 
-    def __init__(self, info, *, info_payload, batch_depth):
+    def __init__(self, info, *, info_payload, batch_depth, info_clock=None):
         if not info.streaming:
             raise ValueError("PixelDispatcher: expected a streaming core's StreamCoreInfo, found a CoreInfo")
-        super().__init__(info, info_payload=info_payload, batch_depth=batch_depth)
+        super().__init__(info, info_payload=info_payload, batch_depth=batch_depth, info_clock=info_clock)
 
     def elaborate(self, platform):
         m = Module()
@@ -313,7 +313,7 @@ class PixelDispatcher(Dispatcher):
                     m.d.comb += self.request.ready.eq(1)
                     m.next = "IDLE"
 
-        self._replies(m, reply_sel, err_code=err_code, kind=kind, pred_r=pred_r, scores_r=scores_r,
+        self._replies(m, reply_sel, platform=platform, err_code=err_code, kind=kind, pred_r=pred_r, scores_r=scores_r,
                       result_cycles=result_cycles, sample_index=sample_index, run_count=run_count)
 
         # The shifter writes while a request arrives, the copy while a LOAD is served: never both.

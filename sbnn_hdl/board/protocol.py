@@ -41,6 +41,8 @@ CRC_POLY, CRC_INIT = 0x1021, 0xFFFF
 #: classes, score width, latency, clock (Hz), baud rate, batch depth, model digest, name length.
 INFO_FORMAT = ">BBHHHBHIIH8sB"
 MAX_NAME = 32
+#: Where the INFO payload's clock (``clock_hz``, 4 bytes) begins.
+INFO_CLOCK_OFFSET = struct.calcsize(INFO_FORMAT[:INFO_FORMAT.index("I")])
 
 
 def crc16(data, crc=CRC_INIT):

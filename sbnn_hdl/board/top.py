@@ -8,8 +8,30 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from .host import HostInterface, core_signature
 from .pll import ECP5PLL
+from .tunable import Tunable
+from .uart import half_bit, last_clock
 
-__all__ = ["CoreInstance", "BoardTop", "simulation_verilog"]
+__all__ = ["CoreInstance", "BoardTop", "simulation_verilog", "TUNED", "tunable_host_args", "tunable_values"]
+
+#: The host interface's arguments that depend on the core clock.
+TUNED = ("divisor", "clock_hz", "timeout")
+
+
+def tunable_host_args(host_args, bounds):
+    """``host_args`` (the :class:`HostInterface`'s arguments) with its clock-dependent constants
+    (:data:`TUNED`) as :class:`~sbnn_hdl.board.tunable.Tunable` ones, each bounded by its value in
+    ``bounds`` (the arguments at the highest clock the design will be placed and routed at)."""
+    return {**host_args, **{key: Tunable(key, host_args[key], bounds[key]) for key in TUNED}}
+
+
+def tunable_values(host_args):
+    """The value of each tunable of a board's netlist for the host interface's arguments
+    ``host_args``: what :func:`~sbnn_hdl.board.tunable.patch_netlist` sets for another clock.
+    These are the tunables that the UARTs and the frame receiver derive (``uart.py``,
+    ``frames.py``); the build checks them against the synthesised netlist."""
+    divisor, timeout = host_args["divisor"], host_args["timeout"]
+    return {"divisor_half": half_bit(divisor), "divisor_last": last_clock(divisor),
+            "timeout_last": last_clock(timeout), "clock_hz": host_args["clock_hz"]}
 
 
 class CoreInstance(wiring.Component):
@@ -41,10 +63,16 @@ class BoardTop(Elaboratable):
     """What goes on the FPGA: the board oscillator into a PLL (``pll``, a
     :class:`~sbnn_hdl.board.pll.PLLConfig`) that clocks everything else (domain ``sync``, held in
     reset until the PLL locks); the host interface on the board's UART; LED 0 lit while a request
-    is served, LED 1 when the PLL has locked (on boards that have LEDs)."""
+    is served, LED 1 when the PLL has locked (on boards that have LEDs).
 
-    def __init__(self, board, host_args, core_module, info, pll):
+    The host interface's clock-dependent constants are tunables bounded by ``bounds`` (host
+    arguments at the highest clock this design will run at; default ``host_args``): with the
+    PLL's dividers, a build sets them in the netlist for a lower clock without synthesising
+    again (:mod:`sbnn_hdl.board.tunable`)."""
+
+    def __init__(self, board, host_args, core_module, info, pll, bounds=None):
         self.board, self.host_args, self.core_module, self.info, self.pll = board, host_args, core_module, info, pll
+        self.bounds = bounds or host_args
 
     def elaborate(self, platform):
         m = Module()
@@ -57,7 +85,7 @@ class BoardTop(Elaboratable):
         platform.add_clock_constraint(pll.clk_out, self.pll.output_mhz * 1e6)
 
         m.submodules.host = host = HostInterface(CoreInstance(self.core_module, self.info), self.info,
-                                                 **self.host_args)
+                                                 **tunable_host_args(self.host_args, self.bounds))
         uart = platform.request(self.board.uart, 0, dir="-")
         m.submodules.rx = rx = io.Buffer("i", uart.rx)
         m.submodules.tx = tx = io.Buffer("o", uart.tx)

@@ -5,16 +5,29 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UARTRx", "UARTTx"]
+from .tunable import Tunable, bound, derive, tunable_value
+
+__all__ = ["UARTRx", "UARTTx", "half_bit", "last_clock"]
+
+
+def half_bit(divisor):
+    """What the receiver's timer starts from at a start bit: half a bit time, less one clock."""
+    return divisor // 2 - 1
+
+
+def last_clock(clocks):
+    """What a timer of ``clocks`` clocks starts from (counting down to 0) or stops at (counting up)."""
+    return clocks - 1
 
 
 def _check(divisor):
-    if divisor < 4:
+    if (divisor.value if isinstance(divisor, Tunable) else divisor) < 4:
         raise ValueError(f"UART divisor: expected at least 4 clocks per bit, found {divisor}")
 
 
 class UARTRx(wiring.Component):
-    """Receiver: ``divisor`` clocks per bit.
+    """Receiver: ``divisor`` clocks per bit (an ``int``, or a
+    :class:`~sbnn_hdl.board.tunable.Tunable` that a board build sets after synthesis).
 
     Ports
     -----
@@ -42,14 +55,16 @@ class UARTRx(wiring.Component):
         m = Module()
         line = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, line, init=1)
-        timer = Signal(range(self.divisor * 3 // 2 + 1))
+        timer = Signal(range(bound(self.divisor) * 3 // 2 + 1))
+        half = tunable_value(m, derive(self.divisor, "_half", half_bit), platform)
+        last = tunable_value(m, derive(self.divisor, "_last", last_clock), platform)
         bits = Signal(range(9))
         shift = Signal(8)
         m.d.comb += self.data.payload.eq(shift)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
-                    m.d.sync += timer.eq(self.divisor // 2 - 1)
+                    m.d.sync += timer.eq(half)
                     m.next = "START"
             with m.State("START"):
                 with m.If(timer != 0):
@@ -57,13 +72,13 @@ class UARTRx(wiring.Component):
                 with m.Elif(line):
                     m.next = "IDLE"  # a glitch, not a start bit
                 with m.Else():
-                    m.d.sync += [timer.eq(self.divisor - 1), bits.eq(0)]
+                    m.d.sync += [timer.eq(last), bits.eq(0)]
                     m.next = "DATA"
             with m.State("DATA"):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
-                    m.d.sync += [timer.eq(self.divisor - 1), shift.eq((shift >> 1) | (line << 7)),
+                    m.d.sync += [timer.eq(last), shift.eq((shift >> 1) | (line << 7)),
                                  bits.eq(bits + 1)]
                     with m.If(bits == 7):
                         m.next = "STOP"
@@ -83,7 +98,8 @@ class UARTRx(wiring.Component):
 
 
 class UARTTx(wiring.Component):
-    """Transmitter: ``divisor`` clocks per bit.
+    """Transmitter: ``divisor`` clocks per bit (an ``int`` or a
+    :class:`~sbnn_hdl.board.tunable.Tunable`).
 
     Ports
     -----
@@ -101,7 +117,8 @@ class UARTTx(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        timer = Signal(range(self.divisor))
+        timer = Signal(range(bound(self.divisor)))
+        last = tunable_value(m, derive(self.divisor, "_last", last_clock), platform)
         shift = Signal(9)   # data bits then the stop bit
         bits = Signal(range(10))
         with m.FSM():
@@ -109,7 +126,7 @@ class UARTTx(wiring.Component):
                 m.d.comb += self.data.ready.eq(1)
                 with m.If(self.data.valid):
                     m.d.sync += [self.tx.eq(0), shift.eq(self.data.payload | (1 << 8)), bits.eq(0),
-                                 timer.eq(self.divisor - 1)]
+                                 timer.eq(last)]
                     m.next = "SEND"
             with m.State("SEND"):
                 with m.If(timer != 0):
@@ -118,5 +135,5 @@ class UARTTx(wiring.Component):
                     m.next = "IDLE"   # the stop bit has lasted a whole bit time
                 with m.Else():
                     m.d.sync += [self.tx.eq(shift[0]), shift.eq(shift >> 1), bits.eq(bits + 1),
-                                 timer.eq(self.divisor - 1)]
+                                 timer.eq(last)]
         return m
