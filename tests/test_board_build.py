@@ -46,7 +46,7 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
     assert status == 2
     assert err.splitlines()[-1] == (
         "sbnn_hdl.generate: error: model 'dense64' does not fit the ULX3S (Radiona) LFE5U-12F: estimated "
-        "33,802 LUT4 (core 31,816) of 12,096; 14,978 FF of 12,096 (at most 90% of the LUT4s and FFs can be "
+        "33,574 LUT4 (core 31,816) of 12,096; 14,754 FF of 12,096 (at most 90% of the LUT4s and FFs can be "
         "placed and routed reliably); try a larger device (--device 45F) or a sparser model (fewer 1-valued "
         "connections)")
     assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
@@ -67,7 +67,8 @@ def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
     samples, one for the results); a batch memory too large names the depth that fits."""
     assert memory_blocks(128, 512) == 5     # the example (128 bits kept), as placed (docs/boards.md)
     assert memory_blocks(2352, 512) == 67   # three bits of 784 pixels, as synthesised
-    assert memory_blocks(2352, 16) == 0     # distributed RAM
+    assert memory_blocks(2352, 16) == 4     # 528 words of 72 bits, two blocks wide
+    assert memory_blocks(36, 16) == 0       # 16 words: distributed RAM
     assert memory_blocks(2352, 0) == 0      # --batch-depth 0: no batch memory at all
     model = random_model(np.random.default_rng(0), shape=(2000,), bits=1, density=0.002, edge_cases=False,
                          layers=(LayerPlan("dense", 2),), name="wide")
@@ -76,7 +77,7 @@ def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         "sbnn_hdl.generate: error: model 'wide' does not fit the ULX3S (Radiona) LFE5U-12F: estimated 57 BRAM "
         "blocks for the batch and result memories of 512 samples (2,000 bits each), of 32; try a larger device "
-        "(--device 45F) or a smaller --batch-depth (at most 16 fits)")
+        "(--device 45F) or a smaller --batch-depth (at most 256 fits)")
 
 
 def test_batch_depth_out_of_range(capsys):
