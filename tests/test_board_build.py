@@ -54,7 +54,7 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
     status = generate([_save(model, tmp_path), "--board", "ulx3s", "--device", "12F", "--no-carry-chains",
                        "-o", str(tmp_path / "out")])
     assert status == 2
-    assert "estimated 26,985 LUT4 (core 24,999) of 12,096" in capsys.readouterr().err
+    assert "estimated 26,757 LUT4 (core 24,999) of 12,096" in capsys.readouterr().err
     with pytest.raises(SystemExit) as error:
         generate([_save(model, tmp_path), "--verilog", "--no-carry-chains", "-o", str(tmp_path / "out")])
     assert error.value.code == 2
