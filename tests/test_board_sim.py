@@ -13,6 +13,7 @@ from sbnn_hdl import golden, load
 from sbnn_hdl.board import protocol as P
 from sbnn_hdl.board.__main__ import main
 from sbnn_hdl.board.client import open_port
+from sbnn_hdl.board.dispatch import run_period
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.simulation.board import SIM_BATCH, BoardSimulation
 from sbnn_hdl.synth import ToolError
@@ -46,9 +47,13 @@ def test_run_on_simulated_board_matches_golden(board, tmp_path, capsys):
     assert result["accuracy"] == {"correct": int((expected == y).sum()), "of": 80}
     latency = board.info.latency
     assert result["latency_cycles"] == [latency]
-    # The batch ran back to back: one sample per clock once the pipeline is full.
+    # The batch ran back to back: one sample per 2 clocks once the pipeline is full (the 128
+    # bits the core reads of a sample are two 72-bit words of the batch memory).
+    assert run_period(board.info) == 2
     assert result["batch"] == {**result["batch"], "samples": SIM_BATCH, "agree": SIM_BATCH,
-                               "cycles": SIM_BATCH - 1 + latency, "samples_per_cycle": 1.0}
+                               "cycles": (SIM_BATCH - 1) * 2 + latency, "samples_per_cycle": 0.5,
+                               "cycles_per_sample": 2.0}
+    assert "(one per 2 cycles, a word of the batch memory per clock)" in text
     assert re.search(r"digits: 80/80 predictions agree with the golden model \(scores too\)", text)
     assert f"on-chip latency: {latency} cycles = {latency * 10:g} ns at 100 MHz" in text
 

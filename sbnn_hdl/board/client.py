@@ -113,7 +113,9 @@ def format_run(result):
         lines.append(f"on-chip batch of {b['samples']}: {b['agree']}/{b['samples']} agree; {b['cycles']} cycles "
                      f"from {start} in to the last prediction out"
                      + (f"; {b['samples_per_cycle']:g} samples per cycle after the pipeline fills"
-                        + (f" (one per {b['cycles_per_sample']:g} cycles, pixel by pixel)" if b.get("streaming") else "")
+                        + (f" (one per {b['cycles_per_sample']:g} cycles, "
+                           + ("pixel by pixel)" if b.get("streaming") else "a word of the batch memory per clock)")
+                           if b["cycles_per_sample"] else "")
                         + ", "
                         f"{b['samples_per_s'] / 1e6:.2f} M samples/s including the fill" if b["samples_per_cycle"] else ""))
     return "\n".join(lines)
