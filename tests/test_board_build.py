@@ -281,3 +281,31 @@ def test_ulx3s_example_build_meets_timing(tmp_path, capsys):
     for name in ("digits.bit", "digits.svf", "digits.v", "digits.report.txt"):
         assert (out / name).stat().st_size > 0
     assert "timing met at 110.000 MHz" in captured.out
+
+
+def test_dense_top_level_keeps_the_enable_copies_and_reports_the_run_period(tmp_path):
+    """Up to synthesis (no tool runs): the example's top level asks yosys to keep the sample
+    register's enable copies apart (after ``proc``, which makes them flip-flops), and the build
+    report gives RUN's clocks per sample: 2 for the 128 bits the example's core reads (two
+    72-bit words)."""
+    board = BOARDS["ulx3s"]
+    model = load("examples/digits.sbnn")
+    generated = generate_core(model)
+    estimate = check_fits(model.name, generated, board, board.default_device, 512)
+    assert estimate["bram"] == memory_blocks(128, 512) == 5
+    pll = ecp5_pll(board.clock_mhz, 100)
+    clock_hz = round(pll.output_mhz * 1e6)
+    host = dict(divisor=uart_divisor(clock_hz, board.baud), clock_hz=clock_hz, baud=board.baud, digest=bytes(8),
+                name=model.name, batch_depth=512, timeout=clock_hz // 100)
+    folder = tmp_path / "build"
+    _prepare(board, board.device(), model, generated, pll, host, str(folder))
+    script = (folder / "top.ys").read_text()
+    assert "proc\nsetattr -set keep 1 w:*sample_en* %ci1 t:$*dff* %i" in script
+    assert script.index("setattr -set keep") < script.index("synth_ecp5")
+    assert len(re.findall(r"wire width 1 \\sample_en\d+\n", (folder / "top.il").read_text())) == 2
+    report = BuildResult(model=model, digest=bytes(8), board=board, device_name=board.default_device,
+                         generated=generated, estimate=estimate, pll=pll, host=host, pnr={}, clocks={}, met=False,
+                         attempts=[], steps=[], folder=str(folder), files={}).report()
+    assert report["core"] == {**report["core"], "run_clocks_per_sample": 2,
+                              "run_samples_per_s": round(clock_hz / 2), "throughput_samples_per_s": clock_hz}
+    assert "RUN from the batch memory: one sample per 2 clocks" in format_report(report)
