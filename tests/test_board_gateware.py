@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from sbnn_hdl import golden
 from sbnn_hdl.board import protocol as P
-from sbnn_hdl.board.dispatch import WORD_BITS, run_period, sample_words
+from sbnn_hdl.board.dispatch import run_period, sample_words, word_width
 from sbnn_hdl.board.host import CoreInfo, HostInterface, StreamCoreInfo
 from sbnn_hdl.board.top import CoreInstance
 from sbnn_hdl.board.uart import UARTRx, UARTTx
@@ -404,7 +404,7 @@ def test_dense_host_has_one_register_as_wide_as_a_sample():
     read = [p * 8 + k for p in range(28 * 28) for k in (5, 6, 7)]
     info = CoreInfo(sample_bits=28 * 28 * 8, classes=10, score_width=12, latency=30, prediction_width=4,
                     read_bits=read)
-    register = sample_words(info) * WORD_BITS
+    register = sample_words(info) * word_width(info)
     assert (info.feature_bits, register) == (2352, 2376)
     for depth in (16, 0):
         widths = _flop_widths(info, depth)

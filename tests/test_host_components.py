@@ -333,7 +333,7 @@ class DispatchBench:
     """A dispatcher around a core (a streaming core for a conv model), fed requests directly;
     plays receiver and sender."""
 
-    def __init__(self, model, depth, word_bits=72):
+    def __init__(self, model, depth, word_bits=72, bank_words=1024):
         self.core = StreamingCore(model) if is_streaming(model) else NetworkCore(model)
         self.info = CoreInfo.from_core(self.core)
         self.info_payload = P.Info(P.VERSION, True, self.info.sample_bits, self.info.sample_bytes, self.info.classes,
@@ -343,7 +343,8 @@ class DispatchBench:
         if self.info.streaming:
             self.dut = PixelDispatcher(self.info, info_payload=self.info_payload, batch_depth=depth)
         else:
-            self.dut = Dispatcher(self.info, info_payload=self.info_payload, batch_depth=depth, word_bits=word_bits)
+            self.dut = Dispatcher(self.info, info_payload=self.info_payload, batch_depth=depth, max_word=word_bits,
+                                  bank_words=bank_words)
         self.top = Module()
         self.top.submodules.core, self.top.submodules.dut = self.core, self.dut
         wiring.connect(self.top, self.dut.core, self.core)
@@ -472,16 +473,17 @@ def test_dispatcher_errors(which, word_bits, depth, request):
     simulate(bench.top, script)
 
 
-@pytest.mark.parametrize("word_bits", [72, 12, 5, 1])
-def test_run_feeds_every_sample_to_the_core_bit_exactly(small, word_bits):
+@pytest.mark.parametrize("word_bits, bank_words", [(72, 1024), (12, 1024), (12, 4), (5, 4), (5, 32), (1, 8)])
+def test_run_feeds_every_sample_to_the_core_bit_exactly(small, word_bits, bank_words):
     """The narrow path from the batch memory: LOADs in any order with idle clocks between
     requests (and an INFER among them, which uses the same sample register), then RUNs: the
     core takes every entry, bit for bit as it was sent (the bits it does not read 0), in order,
     one every ``ceil(F / word_bits)`` clocks exactly, and the RUN's cycles are
     ``(count - 1) * that + latency``; a LOAD refused for its frame changes nothing. With the
-    sample in one word, in words that divide it, in words with spare bits, and a bit per word."""
+    sample in one word, in words that divide it, in words with spare bits, and a bit per word;
+    the batch memory in one bank, and in several (a bank's words not a multiple of a sample's)."""
     model, x = small
-    bench = DispatchBench(model, depth=4, word_bits=word_bits)
+    bench = DispatchBench(model, depth=4, word_bits=word_bits, bank_words=bank_words)
     info, core = bench.info, bench.dut.core
     words = -(-info.feature_bits // word_bits)
     assert run_period(info, word_bits) == words

@@ -32,7 +32,7 @@ from ..hwplan import DEFAULT_EVERY, HardwareError
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
 from .cores import check_board_model, core_info, generate_core
-from .dispatch import WORD_BITS, run_period, sample_words
+from .dispatch import BANK_WORDS, WORD_BITS, run_period, sample_words, word_width
 from .host import HostInterface
 from .pll import ecp5_pll
 from .top import BoardTop
@@ -100,12 +100,21 @@ def uart_divisor(clock_hz, baud):
 
 
 def batch_blocks(sample_bits, depth, word_bits=WORD_BITS):
-    """DP16KD blocks of the batch memory of ``depth`` samples of ``sample_bits`` kept bits, in
-    words of ``word_bits`` (``ceil(sample_bits / word_bits)`` words a sample; one write and one
-    read port: yosys maps it 512 x 36 per block, a 72-bit word in two side by side; up to 16
-    words, to distributed RAM)."""
-    words = depth * -(-sample_bits // word_bits)
-    return math.ceil(word_bits / 36) * math.ceil(words / 512) if words > 16 else 0
+    """DP16KD blocks of the batch memory of ``depth`` samples of ``sample_bits`` kept bits: in
+    ``ceil(sample_bits / word_bits)`` words of ``K = ceil(sample_bits / words)`` bits a sample,
+    in banks of :data:`~sbnn_hdl.board.dispatch.BANK_WORDS` words (one write and one read port).
+    A full bank is ``ceil(K / 18)`` blocks of 1,024 x 18 side by side (as yosys maps it: 4 for a
+    72-bit word); a bank of at most 512 words ``ceil(K / 36)`` of 512 x 36; up to 16 words,
+    distributed RAM."""
+    if not depth:
+        return 0
+    words = -(-sample_bits // word_bits)
+    width, total = -(-sample_bits // words), depth * words
+    blocks = 0
+    for start in range(0, total, BANK_WORDS):
+        n = min(BANK_WORDS, total - start)
+        blocks += 0 if n <= 16 else math.ceil(width / 36) if n <= 512 else math.ceil(width / 18)
+    return blocks
 
 
 def memory_blocks(sample_bits, depth, word_bits=WORD_BITS):
@@ -164,7 +173,7 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     # bits in whole words) or one pixel (a streaming core: the sample is in block RAM), and the
     # scores.
     extra_bits = (info.word_bits if info.streaming else 0) + info.classes * info.score_width
-    sample_bits = 0 if info.streaming else sample_words(info) * WORD_BITS
+    sample_bits = 0 if info.streaming else sample_words(info) * word_width(info)
     core = report["estimate_ecp5"]
     core_lut4 = int(round((PNR_LUT_FACTOR if carry_chains else PNR_LUT_FACTOR_NO_CARRY) * core["lut4"]))
     lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits + HOST_LUT4_PER_SAMPLE_BIT * sample_bits)

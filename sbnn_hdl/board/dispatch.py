@@ -10,8 +10,8 @@ from amaranth.lib.wiring import In, Out
 from . import protocol as P
 from .frames import PayloadByte, Request, reply_layout
 
-__all__ = ["CoreInfo", "StreamCoreInfo", "core_signature", "WORD_BITS", "sample_words", "run_period", "SampleShifter",
-           "Dispatcher"]
+__all__ = ["CoreInfo", "StreamCoreInfo", "core_signature", "WORD_BITS", "BANK_WORDS", "sample_words", "word_width",
+           "run_period", "SampleShifter", "Dispatcher"]
 
 
 class CoreInfo:
@@ -155,16 +155,28 @@ def core_signature(info):
     return wiring.Signature(ports)
 
 
-#: Bits of a batch memory word: what RUN moves from block RAM into the sample register per clock
-#: (two DP16KD side by side, each 512 x 36 with one write and one read port). A sample of ``F``
-#: kept bits is ``ceil(F / WORD_BITS)`` words, so RUN feeds the core one sample per that many
-#: clocks (:func:`run_period`); 72 rather than 36 halves that for the same block RAMs.
+#: The widest word of the batch memory: what RUN moves from block RAM into the sample register
+#: per clock (four DP16KD side by side, 1,024 x 18 each). A sample of ``F`` kept bits is
+#: ``ceil(F / WORD_BITS)`` words, so RUN feeds the core one sample per that many clocks
+#: (:func:`run_period`); 72 rather than 36 halves that for the same block RAMs.
 WORD_BITS = 72
+
+#: Words per bank of the batch memory: one DP16KD deep (1,024 x 18), so that yosys puts no
+#: multiplexer between a block's output and the bank's output register (a deeper memory is
+#: mapped as rows of blocks whose outputs a LUT multiplexer chooses from, after the block RAM's
+#: own 5.8 ns from clock to data).
+BANK_WORDS = 1024
 
 
 def sample_words(info, word_bits=WORD_BITS):
-    """Words of ``word_bits`` in which the host keeps a dense core's sample (its kept bits)."""
+    """Words of at most ``word_bits`` in which the host keeps a dense core's sample (its kept bits)."""
     return -(-info.feature_bits // word_bits)
+
+
+def word_width(info, word_bits=WORD_BITS):
+    """Bits of each of those words: the kept bits spread over them evenly (fewer than
+    ``sample_words`` bits of the last word unused)."""
+    return -(-info.feature_bits // sample_words(info, word_bits))
 
 
 def run_period(info, word_bits=WORD_BITS):
@@ -179,9 +191,9 @@ class SampleShifter(wiring.Component):
     a request's payload or, a word per clock, from the batch memory; and the words of it for a
     copy into the batch memory. It is the only register as wide as a sample in the host.
 
-    The register is ``words`` words of ``word_bits`` (``words = ceil(F / word_bits)`` for ``F =
-    info.feature_bits``, the top ``words * word_bits - F`` bits unused) and moves a whole word at
-    a time, from word ``g`` into word ``g + 1``, the new word into word 0: every flip-flop takes
+    The register is ``words`` words of ``word_bits`` bits (``words = ceil(F / max_word)`` for ``F
+    = info.feature_bits``, ``word_bits = ceil(F / words)``, the top ``words * word_bits - F``
+    bits unused) and moves a whole word at a time, from word ``g`` into word ``g + 1``, the new word into word 0: every flip-flop takes
     the flip-flop ``word_bits`` below it or one bit of the new word, so no flip-flop has a
     multiplexer in front of it (only the new word, ``word_bits`` wide, is chosen from three
     sources). Its enable is one register per word (``words`` copies, each driving
@@ -226,8 +238,9 @@ class SampleShifter(wiring.Component):
     rotates only while no payload arrives (between a request's end and its reply's).
     """
 
-    def __init__(self, info, word_bits=WORD_BITS):
-        self.info, self.word_bits, self.words = info, word_bits, sample_words(info, word_bits)
+    def __init__(self, info, max_word=WORD_BITS):
+        self.info, self.words = info, sample_words(info, max_word)
+        self.word_bits = word_bits = word_width(info, max_word)
         super().__init__({"payload": In(stream.Signature(PayloadByte)), "features": Out(info.feature_bits),
                           "prefix": Out(16), "busy": Out(1),
                           "fill_next": In(1), "fill_data": In(word_bits), "rotate_next": In(1),
@@ -326,13 +339,16 @@ class Dispatcher(wiring.Component):
     info_payload : bytes
         The INFO reply's payload.
     batch_depth : int
-        Samples the batch memory holds: ``batch_depth * words`` words of ``word_bits``
-        (``words = ceil(info.feature_bits / word_bits)``), entry ``n`` in words
-        ``n * words ..``, its highest word first. 0 builds no batch memory: LOAD and RUN are
-        answered "out of range".
-    word_bits : int
-        Bits moved between the batch memory and the sample register per clock
+        Samples the batch memory holds: ``batch_depth * words`` words
+        (``words = ceil(info.feature_bits / max_word)``, of ``ceil(info.feature_bits / words)``
+        bits), entry ``n`` in words ``n * words ..``, its highest word first, in banks of
+        :data:`BANK_WORDS` words (bank ``a // BANK_WORDS`` holds word ``a``). 0 builds no
+        batch memory: LOAD and RUN are answered "out of range".
+    max_word : int
+        The most bits moved between the batch memory and the sample register per clock
         (:data:`WORD_BITS`).
+    bank_words : int
+        Words per bank, a power of 2 (:data:`BANK_WORDS`; smaller in tests, for many banks).
 
     Ports
     -----
@@ -356,7 +372,7 @@ class Dispatcher(wiring.Component):
     Latency: ``reply`` is valid 2 clocks after ``request.valid`` rises (or after the last
     sample byte's bits are in, if later), plus the core's latency for INFER, plus
     ``index_bits + words + 3`` for a good LOAD (``index_bits`` the bits of a batch index: the
-    entry's address is computed by shift and add), plus ``(count - 1) * words + latency + 4``
+    entry's address is computed by shift and add), plus ``(count - 1) * words + latency + 5``
     for RUN. The ``cycles`` a reply carries are the core's, as ``docs/protocol.md`` defines
     them: a RUN's are ``(count - 1) * words + latency``.
     """
@@ -366,12 +382,16 @@ class Dispatcher(wiring.Component):
     #: its own state): what a read returns when it meets a write to the same address does not
     #: matter, and the board build tells yosys so (:func:`sbnn_hdl.board.build.yosys_after_read`).
     #: Amaranth 0.5 cannot say it, and without it yosys emulates read-first behaviour for the
-    #: batch memory with two registers and a multiplexer as wide as its word.
-    NO_COLLISIONS = ("batch", "results")
+    #: batch memory with two registers and a multiplexer as wide as its word. (Name patterns:
+    #: the batch memory is banks ``batch0``, ``batch1``, ...)
+    NO_COLLISIONS = ("batch*", "results")
 
-    def __init__(self, info, *, info_payload, batch_depth, word_bits=WORD_BITS):
+    def __init__(self, info, *, info_payload, batch_depth, max_word=WORD_BITS, bank_words=BANK_WORDS):
+        if bank_words < 1 or bank_words & (bank_words - 1):
+            raise ValueError(f"bank_words: expected a power of 2, found {bank_words}")
         self.info, self.info_payload, self.batch_depth = info, bytes(info_payload), batch_depth
-        self.word_bits, self.words = word_bits, sample_words(info, word_bits)
+        self.bank_words = bank_words
+        self.max_word, self.word_bits, self.words = max_word, word_width(info, max_word), sample_words(info, max_word)
         self.max_fixed = max(len(self.info_payload), 5 + info.classes * info.score_bytes, 6, 2)
         super().__init__({"payload": In(stream.Signature(PayloadByte)), "request": In(stream.Signature(Request)),
                           "core": In(core_signature(info)),
@@ -383,7 +403,7 @@ class Dispatcher(wiring.Component):
         info, depth, K, W = self.info, self.batch_depth, self.word_bits, self.words
         core, request = self.core, self.request.payload
 
-        m.submodules.shifter = shifter = SampleShifter(info, K)
+        m.submodules.shifter = shifter = SampleShifter(info, self.max_word)
         wiring.connect(m, wiring.flipped(self.payload), shifter.payload)
         sample_index, run_request = shifter.prefix, shifter.prefix   # what the prefix is, for a LOAD and a RUN
 
@@ -395,11 +415,17 @@ class Dispatcher(wiring.Component):
 
         if depth:
             # Named as in NO_COLLISIONS.
-            m.submodules.batch = batch = Memory(shape=unsigned(K), depth=depth * W, init=[])
+            total = depth * W
+            banks = []
+            for b in range(-(-total // self.bank_words)):
+                m.submodules[f"batch{b}"] = bank = Memory(shape=unsigned(K), init=[],
+                                                          depth=min(self.bank_words, total - b * self.bank_words))
+                banks.append(bank)
             m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
-            batch_w, batch_r = batch.write_port(), batch.read_port()
             results_w, results_r = results.write_port(), results.read_port()
             index_bits = len(Signal(range(max(depth, 2))))
+            low_bits = (self.bank_words - 1).bit_length() if total > self.bank_words \
+                else len(Signal(range(total)))   # bits of a word's address in its bank
 
         cycles = Signal(32)
         run_count = Signal(16)
@@ -427,31 +453,42 @@ class Dispatcher(wiring.Component):
 
         if depth:
             # RUN: words are read from `read_addr` on the clocks `reading` is high, the last word
-            # of a sample when `word_left` is 0; each word is on the read port a clock later,
-            # registered (`batch_data`) the clock after, and enters the sample register at the
-            # end of that clock (`fill_next` is the read of a clock before); the clock after a
-            # sample's last word went in, the core takes the sample (`feed`).
-            read_addr = Signal(range(depth * W))
-            word_left = Signal(range(W))
-            issue_left = Signal(16)
-            reading, read1, last1, last2, feed = Signal(), Signal(), Signal(), Signal(), Signal()
+            # of a sample when `word_left` is 0; each word is on its bank's read port a clock
+            # later, in that bank's output register the clock after (the other banks' registers
+            # hold 0), ORed into `batch_data` the clock after that, and enters the sample
+            # register at the end of that clock (`fill_next` is the read of two clocks before);
+            # the clock after a sample's last word went in, the core takes the sample (`feed`).
             # Block RAM outputs are slow on ECP5 (yosys maps them without the output register:
             # 5.8 ns from clock to data on speed grade 6), so every memory read is registered
-            # before it goes anywhere else (here and in ``tail``).
-            batch_data = Signal(K)
-            m.d.sync += [batch_data.eq(batch_r.data), read1.eq(reading), last1.eq(reading & (word_left == 0)),
-                         last2.eq(last1), feed.eq(last2)]
-            m.d.comb += [batch_r.addr.eq(read_addr), batch_r.en.eq(1),
-                         shifter.fill_next.eq(read1), shifter.fill_data.eq(batch_data),
-                         core.valid.eq(feed)]
+            # before it goes anywhere else (here and in ``tail``); registering each bank's
+            # output apart puts no logic on that path, and its 0 when not chosen (the
+            # flip-flops' synchronous reset) leaves an OR of registers instead of a
+            # multiplexer to choose the bank.
+            read_addr = Signal(range(total))
+            word_left = Signal(range(W))
+            issue_left = Signal(16)
+            reading, read1, read2, last1, last2, last3, feed = (Signal() for _ in range(7))
+            m.d.sync += [read1.eq(reading), read2.eq(read1), last1.eq(reading & (word_left == 0)),
+                         last2.eq(last1), last3.eq(last2), feed.eq(last3)]
+            batch_data, chosen = Signal(K), Const(0, K)
+            for b, bank in enumerate(banks):
+                port, hit, bank_data = bank.read_port(), Signal(name=f"bank_hit{b}"), Signal(K, name=f"bank_data{b}")
+                m.d.comb += port.addr.eq(read_addr[:low_bits])
+                m.d.sync += [hit.eq(read_addr[low_bits:] == b), bank_data.eq(Mux(hit, port.data, 0))]
+                chosen = chosen | bank_data
+            m.d.sync += batch_data.eq(chosen)
+            m.d.comb += [shifter.fill_next.eq(read2), shifter.fill_data.eq(batch_data), core.valid.eq(feed)]
             # LOAD: the entry's first word address (`write_addr = index * W`) by shift and add,
             # a bit of the index per clock from the highest, then `words` rotations of the sample
             # register write its words there, the highest first.
-            write_addr = Signal(range(depth * W))
+            write_addr = Signal(range(total))
             index_left = Signal(index_bits)       # bits of the index still to add, at the top
             steps_left = Signal(range(index_bits + 1))
             copy_left = Signal(range(W + 1))
-            m.d.comb += [batch_w.addr.eq(write_addr), batch_w.data.eq(shifter.top), batch_w.en.eq(shifter.rotating)]
+            for b, bank in enumerate(banks):
+                port = bank.write_port()
+                m.d.comb += [port.addr.eq(write_addr[:low_bits]), port.data.eq(shifter.top),
+                             port.en.eq(shifter.rotating & (write_addr[low_bits:] == b))]
             with m.If(shifter.rotating):
                 m.d.sync += write_addr.eq(write_addr + 1)
 
