@@ -330,8 +330,10 @@ class Dispatcher(wiring.Component):
     LOAD then copies it into its batch entry a word per clock (so a refused LOAD changes
     nothing); RUN fills it from the batch memory a word per clock and feeds the core one
     sample per ``words`` clocks (:func:`run_period`). Nothing as wide as a sample runs between
-    the block RAMs and the core: the memory's read data is one word, registered, into the
-    register's lowest word.
+    the block RAMs and the core: a word is read per clock, registered at its bank's output
+    (each bank one block RAM deep, so nothing stands between a block and its register), chosen
+    from the banks by an OR of those registers (the others hold 0), registered again, and
+    shifted into the register's lowest word.
 
     Parameters
     ----------
