@@ -456,7 +456,7 @@ class BuildResult:
                          "run_clocks_per_sample": run_period(info),
                          "run_samples_per_s": round(clock * 1e6 / run_period(info)),
                          "run_throughput": f"RUN feeds the core one sample per {run_period(info)} clocks (the "
-                                           f"batch memory's {WORD_BITS}-bit words into the sample register, "
+                                           f"batch memory's {word_width(info)}-bit words into the sample register, "
                                            f"one a clock); the RUN request measures it on the board"})},
             "uart": {"baud": host["baud"], "divisor": host["divisor"],
                      "actual_baud": round(host["clock_hz"] / host["divisor"]),
