@@ -119,8 +119,8 @@ def batch_blocks(sample_bits, depth, word_bits=WORD_BITS):
 
 def memory_blocks(sample_bits, depth, word_bits=WORD_BITS):
     """DP16KD blocks of the host's batch memory and its results memory (8 bits, 2,048 x 9 per
-    block). Measured: 5 for the example (128 bits kept), 67 for a 2,352-bit sample, at depth
-    512 (docs/boards.md)."""
+    block). Measured, in banks: 5 for the example (128 bits kept; placed), 67 for the 85% model's
+    2,352-bit sample (66 + 1; placed), at depth 512 (docs/boards.md)."""
     return batch_blocks(sample_bits, depth, word_bits) + (math.ceil(depth / 2048) if depth > 16 else 0)
 
 
