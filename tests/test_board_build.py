@@ -49,7 +49,7 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
     assert status == 2
     assert err.splitlines()[-1] == (
         "sbnn_hdl.generate: error: model 'dense64' does not fit the ULX3S (Radiona) LFE5U-12F: estimated "
-        "33,802 LUT4 (core 31,816) of 12,096; 14,978 FF of 12,096 (at most 90% of the LUT4s and FFs can be "
+        "33,571 LUT4 (core 31,816) of 12,096; 14,850 FF of 12,096 (at most 90% of the LUT4s and FFs can be "
         "placed and routed reliably); try a larger device (--device 45F) or a sparser model (fewer 1-valued "
         "connections)")
     assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
@@ -57,7 +57,7 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
     status = generate([_save(model, tmp_path), "--board", "ulx3s", "--device", "12F", "--no-carry-chains",
                        "-o", str(tmp_path / "out")])
     assert status == 2
-    assert "estimated 26,985 LUT4 (core 24,999) of 12,096" in capsys.readouterr().err
+    assert "estimated 26,754 LUT4 (core 24,999) of 12,096" in capsys.readouterr().err
     with pytest.raises(SystemExit) as error:
         generate([_save(model, tmp_path), "--verilog", "--no-carry-chains", "-o", str(tmp_path / "out")])
     assert error.value.code == 2
@@ -75,7 +75,8 @@ def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
     samples, one for the results); a batch memory too large names the depth that fits."""
     assert memory_blocks(128, 512) == 5     # the example (128 bits kept), as placed (docs/boards.md)
     assert memory_blocks(2352, 512) == 67   # three bits of 784 pixels, as synthesised
-    assert memory_blocks(2352, 16) == 0     # distributed RAM
+    assert memory_blocks(2352, 16) == 4     # 528 words of 72 bits, two blocks wide
+    assert memory_blocks(36, 16) == 0       # 16 words: distributed RAM
     assert memory_blocks(2352, 0) == 0      # --batch-depth 0: no batch memory at all
     model = random_model(np.random.default_rng(0), shape=(2000,), bits=1, density=0.002, edge_cases=False,
                          layers=(LayerPlan("dense", 2),), name="wide")
@@ -84,7 +85,7 @@ def test_batch_memory_refused_with_the_depth_that_fits(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         "sbnn_hdl.generate: error: model 'wide' does not fit the ULX3S (Radiona) LFE5U-12F: estimated 57 BRAM "
         "blocks for the batch and result memories of 512 samples (2,000 bits each), of 32; try a larger device "
-        "(--device 45F) or a smaller --batch-depth (at most 16 fits)")
+        "(--device 45F) or a smaller --batch-depth (at most 256 fits)")
 
 
 def test_batch_depth_out_of_range(capsys):
@@ -447,3 +448,31 @@ def test_a_netlist_without_the_expected_constants_is_refused(tmp_path, capsys, m
     assert capsys.readouterr().err.splitlines()[-1] == (
         "sbnn_hdl.generate: error: synthesised netlist: expected every tunable constant to drive logic, found "
         "clock_hz[0], clock_hz[1] driving nothing")
+
+
+def test_dense_top_level_keeps_the_enable_copies_and_reports_the_run_period(tmp_path):
+    """Up to synthesis (no tool runs): the example's top level asks yosys to keep the sample
+    register's enable copies apart (after ``proc``, which makes them flip-flops), and the build
+    report gives RUN's clocks per sample: 2 for the 128 bits the example's core reads (two
+    72-bit words)."""
+    board = BOARDS["ulx3s"]
+    model = load("examples/digits.sbnn")
+    generated = generate_core(model)
+    estimate = check_fits(model.name, generated, board, board.default_device, 512)
+    assert estimate["bram"] == memory_blocks(128, 512) == 5
+    pll = ecp5_pll(board.clock_mhz, 100)
+    clock_hz = round(pll.output_mhz * 1e6)
+    host = dict(divisor=uart_divisor(clock_hz, board.baud), clock_hz=clock_hz, baud=board.baud, digest=bytes(8),
+                name=model.name, batch_depth=512, timeout=clock_hz // 100)
+    folder = tmp_path / "build"
+    _prepare(board, board.device(), model, generated, pll, host, str(folder))
+    script = (folder / "top.ys").read_text()
+    assert "proc\nsetattr -set keep 1 w:*sample_en* %ci1 t:$*dff* %i" in script
+    assert script.index("setattr -set keep") < script.index("synth_ecp5")
+    assert len(re.findall(r"wire width 1 \\sample_en\d+\n", (folder / "top.il").read_text())) == 2
+    report = BuildResult(model=model, digest=bytes(8), board=board, device_name=board.default_device,
+                         generated=generated, estimate=estimate, pll=pll, host=host, pnr={}, clocks={}, met=False,
+                         attempts=[], steps=[], folder=str(folder), files={}).report()
+    assert report["core"] == {**report["core"], "run_clocks_per_sample": 2,
+                              "run_samples_per_s": round(clock_hz / 2), "throughput_samples_per_s": clock_hz}
+    assert "RUN from the batch memory: one sample per 2 clocks" in format_report(report)

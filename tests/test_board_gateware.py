@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 
 from sbnn_hdl import golden
 from sbnn_hdl.board import protocol as P
+from sbnn_hdl.board.dispatch import run_period, sample_words, word_width
 from sbnn_hdl.board.host import CoreInfo, HostInterface, StreamCoreInfo
 from sbnn_hdl.board.top import CoreInstance
 from sbnn_hdl.board.uart import UARTRx, UARTTx
@@ -177,8 +178,10 @@ def test_batch_run_matches_golden(small):
         assert kind == P.RUN | 0x80
         count, cycles = struct.unpack(">HI", payload[:6])
         assert count == len(x)
-        # Back to back: one sample per clock, so the last result comes (count - 1) cycles after
-        # the first one, which comes `latency` cycles after the first sample went in.
+        # Back to back: one sample per ceil(F / 72) clocks (one here: F = 36), so the last result
+        # comes (count - 1) of those after the first one, which comes `latency` cycles after the
+        # first sample went in.
+        assert run_period(info) == 1
         assert cycles == len(x) - 1 + info.latency
         assert list(payload[6:]) == expected
         kind, payload = await host.request(P.RUN, struct.pack(">H", 9))
@@ -353,11 +356,20 @@ def test_conv_model_through_the_uart_matches_golden():
     run_host(dut, script)
 
 
-def _host_registers(info, depth):
-    """``(flip-flop bits, widest wire)`` of a host interface around a black-box core (its RTLIL)."""
+def _host_rtlil(info, depth):
     host = HostInterface(CoreInstance("core", info), info, divisor=4, clock_hz=100_000_000, baud=25_000_000,
                          digest=bytes(8), name="m", batch_depth=depth, timeout=1000)
-    text = rtlil.convert(host, ports=[host.rx, host.tx, host.busy], emit_src=False)
+    return rtlil.convert(host, ports=[host.rx, host.tx, host.busy], emit_src=False)
+
+
+def _flop_widths(info, depth):
+    """The widths of the flip-flop cells of a host interface around a black-box core (its RTLIL)."""
+    return [int(w) for w in re.findall(r"cell \$a?dff\S* \S+\n\s+parameter \\WIDTH (\d+)", _host_rtlil(info, depth))]
+
+
+def _host_registers(info, depth):
+    """``(flip-flop bits, widest wire)`` of a host interface around a black-box core (its RTLIL)."""
+    text = _host_rtlil(info, depth)
     flops = sum(int(w) for w in re.findall(r"cell \$a?dff\S* \S+\n\s+parameter \\WIDTH (\d+)", text))
     return flops, max(int(w) for w in re.findall(r"wire width (\d+)", text))
 
@@ -433,3 +445,20 @@ def test_tunable_constants_behave_as_the_integers(small):
     frames = P.FrameReader().feed(bytes(data))
     assert [kind for kind, _ in frames] == [P.INFO | 0x80, P.INFER | 0x80, P.ERROR]
     assert P.Info.decode(frames[0][1]).clock_hz == 100_000_000
+
+
+def test_dense_host_has_one_register_as_wide_as_a_sample():
+    """A dense core's host keeps a sample in one register, the sample register, with or without
+    a batch memory: the batch memory reaches it a word (72 bits) per clock, so every other
+    register is a word or narrower, bar the reply's fixed part (about 300 bits), and the
+    flip-flops are the sample register's plus about a thousand (2,352 kept bits of a 28 x 28 x
+    8-bit image read as 3 planes: 2,376 in 33 words)."""
+    read = [p * 8 + k for p in range(28 * 28) for k in (5, 6, 7)]
+    info = CoreInfo(sample_bits=28 * 28 * 8, classes=10, score_width=12, latency=30, prediction_width=4,
+                    read_bits=read)
+    register = sample_words(info) * word_width(info)
+    assert (info.feature_bits, register) == (2352, 2376)
+    for depth in (16, 0):
+        widths = _flop_widths(info, depth)
+        assert [w for w in widths if w > 400] == [register]
+        assert register < sum(widths) < register + 1300

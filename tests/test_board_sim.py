@@ -13,6 +13,7 @@ from sbnn_hdl import golden, load
 from sbnn_hdl.board import protocol as P
 from sbnn_hdl.board.__main__ import main
 from sbnn_hdl.board.client import open_port
+from sbnn_hdl.board.dispatch import run_period
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.simulation.board import SIM_BATCH, SIM_CLOCK_HZ, BoardSimulation
 from sbnn_hdl.synth import ToolError
@@ -45,21 +46,25 @@ def test_run_on_simulated_board_matches_golden(board, tmp_path, capsys):
     assert result["agree"] == result["samples"] == 80 and result["scores_checked"]
     assert result["accuracy"] == {"correct": int((expected == y).sum()), "of": 80}
     assert result["batch"] == {"samples": SIM_BATCH, "agree": SIM_BATCH, "mismatches": []}
+    # RUN feeds the core one sample per 2 clocks: the 128 bits the core reads of a sample are two
+    # 72-bit words of the batch memory (docs/protocol.md).
+    assert run_period(board.info) == 2
     assert re.search(r"digits: 80/80 predictions agree with the golden model \(scores too\)", text)
     assert f"on-chip batch (LOAD, RUN): {SIM_BATCH}/{SIM_BATCH} predictions agree" in text
     _check_figures(result["figures"], text, board.report, kind="INFER_SCORES", requests=80, batch=SIM_BATCH,
-                   period=1, start="the sample into the core")
+                   period=run_period(board.info), start="the sample into the core")
 
 
-def _check_figures(figures, text, report, *, kind, requests, batch, period, start):
+def _check_figures(figures, text, report, *, kind, requests, batch, period, start, streaming=False):
     """The on-board figures of a ``board run`` on the simulation, against what is documented:
     the counter of an INFER reads the core's latency (its generation report's ``latency``; the
     host interface adds no cycles to it, docs/protocol.md), a RUN of ``batch`` samples takes
-    ``(batch - 1) * period + latency`` cycles, ``period`` as the report's ``throughput`` says,
+    ``(batch - 1) * period + latency`` cycles, ``period`` as the report's ``throughput`` says for
+    a streaming core and as :func:`~sbnn_hdl.board.dispatch.run_period` (a word per clock) for a dense one,
     and the simulation reports a 100 MHz clock (10 ns a cycle). The host's round trips are
     whatever the machine gives: only their form is checked."""
     latency = report["latency"]
-    assert report["throughput"].startswith("one sample per clock" if period == 1 else f"one sample per {period} clocks")
+    assert report["throughput"].startswith(f"one sample per {period} clocks" if streaming else "one sample per clock")
     assert figures["clock_hz"] == SIM_CLOCK_HZ == 100_000_000
     on_chip, host = figures["on_chip"], figures["host"]
     assert list(on_chip) == [kind, "RUN"] and list(host) == [kind, "LOAD", "RUN"]
@@ -68,9 +73,9 @@ def _check_figures(figures, text, report, *, kind, requests, batch, period, star
     assert on_chip["RUN"] == {"samples": batch, "cycles": (batch - 1) * period + latency,
                               "cycles_per_sample": period, "samples_per_s": round(100e6 / period, 1),
                               "samples_per_s_with_fill": on_chip["RUN"]["samples_per_s_with_fill"]}
-    if period == 1:   # a dense core: the count covers the whole batch, from its first sample in
+    if not streaming:   # a dense core: the count covers the whole batch, from its first sample in
         assert batch / on_chip["RUN"]["samples_per_s_with_fill"] == pytest.approx(on_chip["RUN"]["cycles"] * 10e-9)
-    else:             # a streaming core's starts at the first sample's last pixel
+    else:               # a streaming core's starts at the first sample's last pixel
         assert on_chip["RUN"]["samples_per_s_with_fill"] is None
     for name, count in ((kind, requests), ("LOAD", batch), ("RUN", 1)):
         f = host[name]
@@ -85,7 +90,7 @@ def _check_figures(figures, text, report, *, kind, requests, batch, period, star
     per = "1 cycle" if period == 1 else f"{period} cycles"
     assert re.search(rf"^throughput +on chip +RUN of {batch} +{per} per sample once full = "
                      rf"{100 / period:,.2f} M samples/s \({batch} samples in {(batch - 1) * period + latency:,} cycles"
-                     + (" = " if period == 1 else " from the first sample's last pixel\\)$"),
+                     + (" = " if not streaming else " from the first sample's last pixel\\)$"),
                      text, re.M)
     assert re.search(rf"^round trip +host +{kind} x {requests} +median [0-9.]+ ms, p99 [0-9.]+, min [0-9.]+, "
                      rf"max [0-9.]+ \(its bytes on the line: [0-9.]+ ms\)$", text, re.M)

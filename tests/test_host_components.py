@@ -18,7 +18,7 @@ from amaranth.sim import Simulator
 
 from sbnn_hdl import golden
 from sbnn_hdl.board import protocol as P
-from sbnn_hdl.board.dispatch import CoreInfo, Dispatcher, SampleShifter, StreamCoreInfo
+from sbnn_hdl.board.dispatch import CoreInfo, Dispatcher, SampleShifter, StreamCoreInfo, run_period
 from sbnn_hdl.board.frames import FrameReceiver, ReplySender
 from sbnn_hdl.board.host import HostInterface
 from sbnn_hdl.board.pixels import PixelDispatcher, PixelShifter
@@ -216,13 +216,16 @@ def test_sender_frames_what_the_protocol_encodes(kind, fixed, tail):
 
 # --- SampleShifter ------------------------------------------------------------------------------
 
-def test_shifter_keeps_the_read_bits_of_the_big_endian_sample():
+@pytest.mark.parametrize("word_bits", [72, 8, 3])
+def test_shifter_keeps_the_read_bits_of_the_big_endian_sample(word_bits):
     """``features`` bit n is bit ``read_bits[n]`` of the sample sent as big-endian bytes (after
-    a LOAD's two index bytes), and ``prefix`` the payload's first two bytes, frame after frame."""
+    a LOAD's two index bytes), and ``prefix`` the payload's first two bytes, frame after frame;
+    with the sample register in one word, in one word exactly, and in three words with a
+    spare bit."""
     rng = random.Random(5)
     info = CoreInfo(sample_bits=21, classes=2, score_width=0, latency=1, prediction_width=1,
                     read_bits=(0, 3, 4, 8, 13, 15, 16, 20))
-    dut = SampleShifter(info)
+    dut = SampleShifter(info, word_bits)
 
     async def bench(ctx):
         for kind in (P.INFER, P.LOAD, P.INFER, P.LOAD, P.RUN):
@@ -319,24 +322,29 @@ def gapped():
     return model, random_inputs(rng, model.input, 4)
 
 
-def run_cycles(info, count):
-    """A RUN's cycles (docs/protocol.md): one sample per clock on a dense core, one per
-    ``pixels + image_gap`` clocks on a streaming core, counted from its last pixel."""
-    return (count - 1) * (info.period if info.streaming else 1) + info.latency
+def run_cycles(info, count, word_bits=72):
+    """A RUN's cycles (docs/protocol.md): one sample per ``ceil(feature_bits / word_bits)``
+    clocks on a dense core, one per ``pixels + image_gap`` clocks on a streaming core, counted
+    from its last pixel."""
+    return (count - 1) * run_period(info, word_bits) + info.latency
 
 
 class DispatchBench:
     """A dispatcher around a core (a streaming core for a conv model), fed requests directly;
     plays receiver and sender."""
 
-    def __init__(self, model, depth):
+    def __init__(self, model, depth, word_bits=72, bank_words=1024):
         self.core = StreamingCore(model) if is_streaming(model) else NetworkCore(model)
         self.info = CoreInfo.from_core(self.core)
         self.info_payload = P.Info(P.VERSION, True, self.info.sample_bits, self.info.sample_bytes, self.info.classes,
                                    self.info.score_width, self.info.latency, 1000, 250, depth, b"abcdefgh",
                                    "m", streaming=self.info.streaming).encode()
-        serve = PixelDispatcher if self.info.streaming else Dispatcher
-        self.dut = serve(self.info, info_payload=self.info_payload, batch_depth=depth)
+        self.word_bits = word_bits
+        if self.info.streaming:
+            self.dut = PixelDispatcher(self.info, info_payload=self.info_payload, batch_depth=depth)
+        else:
+            self.dut = Dispatcher(self.info, info_payload=self.info_payload, batch_depth=depth, max_word=word_bits,
+                                  bank_words=bank_words)
         self.top = Module()
         self.top.submodules.core, self.top.submodules.dut = self.core, self.dut
         wiring.connect(self.top, self.dut.core, self.core)
@@ -361,13 +369,14 @@ class DispatchBench:
         return reply.kind, fixed + tail
 
 
-@pytest.mark.parametrize("which", ["small", "conv", "gapped"])
-def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(which, request):
+@pytest.mark.parametrize("which, word_bits", [("small", 72), ("small", 5), ("conv", None), ("gapped", None)])
+def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(which, word_bits, request):
     """INFO, INFER, INFER_SCORES, LOAD and RUN replies as docs/protocol.md defines them, with
-    the golden model's predictions and scores and the core's cycle counts: on a dense core, and
-    on streaming cores (the pixel dispatcher), one of which needs a gap between images."""
+    the golden model's predictions and scores and the core's cycle counts: on a dense core (its
+    sample in one word of the batch memory, and in several), and on streaming cores (the pixel
+    dispatcher), one of which needs a gap between images."""
     model, x = request.getfixturevalue(which)
-    bench = DispatchBench(model, depth=4)
+    bench = DispatchBench(model, depth=4, word_bits=word_bits or 72)
     info = bench.info
     expected = golden.infer(model, x)
     nbytes = P.sample_bytes(model.input)
@@ -385,7 +394,7 @@ def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(which, requ
         for count in (4, 1):
             predictions = bytes(expected.predictions[::-1][:count].tolist())
             assert await bench.request(ctx, P.RUN, struct.pack(">H", count)) == \
-                (P.RUN | 0x80, struct.pack(">HI", count, run_cycles(info, count)) + predictions)
+                (P.RUN | 0x80, struct.pack(">HI", count, run_cycles(info, count, bench.word_bits)) + predictions)
 
     if which == "gapped":
         assert info.image_gap > 0
@@ -420,14 +429,14 @@ def test_pixel_dispatcher_on_random_conv_models(model, seed):
     simulate(bench.top, script)
 
 
-@pytest.mark.parametrize("which", ["small", "conv"])
+@pytest.mark.parametrize("which, word_bits", [("small", 72), ("small", 7), ("conv", 72)])
 @pytest.mark.parametrize("depth", [4, 0])
-def test_dispatcher_errors(which, depth, request):
+def test_dispatcher_errors(which, word_bits, depth, request):
     """Every refusal is the error reply ``code, type`` (protocol.ERROR) and changes nothing: a
     frame error from the receiver, a bad length, an unknown type, an index or count out of range
     (every LOAD and RUN without a batch memory); on a dense and a streaming core."""
     model, x = request.getfixturevalue(which)
-    bench = DispatchBench(model, depth=depth)
+    bench = DispatchBench(model, depth=depth, word_bits=word_bits)
     nbytes = P.sample_bytes(model.input)
     sample = pack_sample(model.input, x[0]).to_bytes(nbytes, "big")
 
@@ -462,6 +471,68 @@ def test_dispatcher_errors(which, depth, request):
             assert (kind, payload[6:]) == (P.RUN | 0x80, bytes([want[0]]))
 
     simulate(bench.top, script)
+
+
+@pytest.mark.parametrize("word_bits, bank_words", [(72, 1024), (12, 1024), (12, 4), (5, 4), (5, 32), (1, 8)])
+def test_run_feeds_every_sample_to_the_core_bit_exactly(small, word_bits, bank_words):
+    """The narrow path from the batch memory: LOADs in any order with idle clocks between
+    requests (and an INFER among them, which uses the same sample register), then RUNs: the
+    core takes every entry, bit for bit as it was sent (the bits it does not read 0), in order,
+    one every ``ceil(F / word_bits)`` clocks exactly, and the RUN's cycles are
+    ``(count - 1) * that + latency``; a LOAD refused for its frame changes nothing. With the
+    sample in one word, in words that divide it, in words with spare bits, and a bit per word;
+    the batch memory in one bank, and in several (a bank's words not a multiple of a sample's)."""
+    model, x = small
+    bench = DispatchBench(model, depth=4, word_bits=word_bits, bank_words=bank_words)
+    info, core = bench.info, bench.dut.core
+    words = -(-info.feature_bits // word_bits)
+    assert run_period(info, word_bits) == words
+    nbytes = P.sample_bytes(model.input)
+    packed = [pack_sample(model.input, x[n]) for n in range(len(x))]
+    mask = sum(1 << b for b in info.read_bits)
+    expected = golden.infer(model, x).predictions.tolist()
+    fed = []   # (clock, sample) on each clock the core takes a sample
+
+    async def probe(ctx):
+        clock = 0
+        async for _, _, valid, sample in ctx.tick().sample(core.valid, core.sample):
+            if valid:
+                fed.append((clock, sample))
+            clock += 1
+
+    async def run(ctx, count):
+        del fed[:]
+        kind, payload = await bench.request(ctx, P.RUN, struct.pack(">H", count))
+        assert (kind, payload[:6]) == (P.RUN | 0x80, struct.pack(">HI", count, (count - 1) * words + info.latency))
+        assert list(payload[6:]) == expected[:count]
+        assert [sample for _, sample in fed] == [packed[n] & mask for n in range(count)]
+        assert [b - a for (a, _), (b, _) in zip(fed, fed[1:])] == [words] * (count - 1)
+
+    async def script(ctx):
+        rng = random.Random(word_bits)
+        for n in (2, 0, 3, 1):
+            await idle(ctx, rng.randrange(0, 20))
+            load = struct.pack(">H", n)
+            assert await bench.request(ctx, P.LOAD, load + packed[n].to_bytes(nbytes, "big")) == (P.LOAD | 0x80, load)
+        await idle(ctx, 7)
+        kind, payload = await bench.request(ctx, P.INFER, packed[3].to_bytes(nbytes, "big"))
+        assert (kind, payload[0]) == (P.INFER | 0x80, expected[3])
+        assert fed[-1][1] == packed[3] & mask
+        await idle(ctx, 5)
+        await run(ctx, 4)
+        await run(ctx, 3)
+        await run(ctx, 1)
+        # A LOAD refused for its frame (CRC, timeout) or its index leaves the entries as they were.
+        other = packed[0].to_bytes(nbytes, "big")
+        for code in (P.ERR_CRC, P.ERR_TIMEOUT):
+            assert await bench.request(ctx, P.LOAD, struct.pack(">H", 1) + other, error=code) == \
+                (P.ERROR, bytes([code, P.LOAD]))
+        assert await bench.request(ctx, P.LOAD, struct.pack(">H", 4) + other) == \
+            (P.ERROR, bytes([P.ERR_RANGE, P.LOAD]))
+        await idle(ctx, 3)
+        await run(ctx, 4)
+
+    simulate(bench.top, script, background=[probe])
 
 
 # --- HostInterface ------------------------------------------------------------------------------

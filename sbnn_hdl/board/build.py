@@ -54,6 +54,7 @@ from ..sweep import _generator_digest, _source_digest, tool_versions
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
 from .cores import check_board_model, core_info, generate_core
+from .dispatch import BANK_WORDS, WORD_BITS, run_period, sample_words, word_width
 from .host import HostInterface
 from .pll import ecp5_pll
 from .top import BoardTop, tunable_values
@@ -64,15 +65,21 @@ __all__ = ["BuildError", "TimingError", "BuildResult", "HOST_LUT4", "HOST_FF", "
            "DEFAULT_CACHE"]
 
 #: Estimated cost of the host interface (UART, protocol engine, CRCs, counters) beside the core:
-#: a fixed part, and per bit of the sample that the core reads and of the scores (payload
-#: register, batch read register, reply register and their multiplexers). Measured: about 1,700
-#: LUT4 and 1,200-1,300 FF on a 16 x 2-bit model and on the example; 3,611 LUT4 and 5,647 FF
-#: beside examples/fmnist_i3_128_s955_seed1.sbnn (2,452 bits: 0.82 LUT4 and 1.9 FF per bit,
-#: synthesised without the block RAMs' read-first emulation; docs/boards.md); rounded up.
+#: a fixed part (with the batch memory's word path: the word being assembled, the memory's
+#: registered read word and the 3-way choice of the sample register's new word, each 72 bits),
+#: per bit of the sample register (the bits the core reads, rounded up to whole 72-bit words: one
+#: flip-flop each and no LUT, as each takes the flip-flop a word below it), and per bit of the
+#: scores (the score register, the reply register and their multiplexers). Measured before the
+#: sample register (``HOST_*_PER_BIT`` then applied to the sample bits too): about 1,700 LUT4 and
+#: 1,200-1,300 FF on a 16 x 2-bit model and on the example; 3,611 LUT4 and 5,647 FF beside
+#: examples/fmnist_i3_128_s955_seed1.sbnn (2,352 kept bits: 0.82 LUT4 and 1.9 FF per bit,
+#: docs/boards.md); rounded up. The sample register's own figures: docs/boards.md.
 HOST_LUT4 = 1600
 HOST_FF = 1000
 HOST_LUT4_PER_BIT = 1.0
 HOST_FF_PER_BIT = 2.0
+HOST_LUT4_PER_SAMPLE_BIT = 0.1
+HOST_FF_PER_SAMPLE_BIT = 1.0
 #: nextpnr's LUT4 count (TRELLIS_COMB: carry cells count twice) over the core's estimate, measured
 #: on the example (8,870 placed for 6,405 estimated, docs/hardware.md); FFs match the estimate.
 PNR_LUT_FACTOR = 1.4
@@ -139,10 +146,12 @@ CALIBRATION = (
              "docs/boards.md, Build times: before (b1b2481), second attempt"),
     Measured("ulx3s", "85F", "examples/digits.sbnn", 5331, 115.625, 122.71,
              "docs/boards.md, Build times: after (the tunable constants), one attempt"),
-    # examples/fmnist_i3_128_s955_seed1.sbnn without the batch memory: met at 50 MHz asked, so
-    # a lower bound of what this size reaches on the board.
-    Measured("ulx3s", "85F", "examples/fmnist_i3_128_s955_seed1.sbnn (--batch-depth 0)", 32171, 50.0, 62.09,
+    # examples/fmnist_i3_128_s955_seed1.sbnn with the batch memory's narrow path (the earlier
+    # builds without it, 62.09 MHz at best, were of a host interface that no longer exists).
+    Measured("ulx3s", "85F", "examples/fmnist_i3_128_s955_seed1.sbnn", 32171, 100.0, 104.45,
              "bitstreams/ulx3s/fmnist_i3_128_s955_seed1.report.json"),
+    Measured("ulx3s", "85F", "examples/fmnist_i3_128_s955_seed1.sbnn", 32171, 115.0, 102.94,
+             "docs/boards.md: the 85% model with the batch memory, the build at --clock 115"),
 )
 
 
@@ -205,17 +214,29 @@ def uart_divisor(clock_hz, baud):
     return divisor
 
 
-def batch_blocks(sample_bits, depth):
-    """DP16KD blocks of a ``sample_bits``-wide, ``depth``-deep memory with one write and one read
-    port (yosys maps it 512 x 36 per block; up to 16 deep, to distributed RAM)."""
-    return math.ceil(sample_bits / 36) * math.ceil(depth / 512) if depth > 16 else 0
+def batch_blocks(sample_bits, depth, word_bits=WORD_BITS):
+    """DP16KD blocks of the batch memory of ``depth`` samples of ``sample_bits`` kept bits: in
+    ``ceil(sample_bits / word_bits)`` words of ``K = ceil(sample_bits / words)`` bits a sample,
+    in banks of :data:`~sbnn_hdl.board.dispatch.BANK_WORDS` words (one write and one read port).
+    A full bank is ``ceil(K / 18)`` blocks of 1,024 x 18 side by side (as yosys maps it: 4 for a
+    72-bit word); a bank of at most 512 words ``ceil(K / 36)`` of 512 x 36; up to 16 words,
+    distributed RAM."""
+    if not depth:
+        return 0
+    words = -(-sample_bits // word_bits)
+    width, total = -(-sample_bits // words), depth * words
+    blocks = 0
+    for start in range(0, total, BANK_WORDS):
+        n = min(BANK_WORDS, total - start)
+        blocks += 0 if n <= 16 else math.ceil(width / 36) if n <= 512 else math.ceil(width / 18)
+    return blocks
 
 
-def memory_blocks(sample_bits, depth):
+def memory_blocks(sample_bits, depth, word_bits=WORD_BITS):
     """DP16KD blocks of the host's batch memory and its results memory (8 bits, 2,048 x 9 per
-    block). Measured: 5 for the example (128 bits kept), 67 for a 2,352-bit sample, at depth
-    512 (docs/boards.md)."""
-    return batch_blocks(sample_bits, depth) + (math.ceil(depth / 2048) if depth > 16 else 0)
+    block). Measured, in banks: 5 for the example (128 bits kept; placed), 67 for the 85% model's
+    2,352-bit sample (66 + 1; placed), at depth 512 (docs/boards.md)."""
+    return batch_blocks(sample_bits, depth, word_bits) + (math.ceil(depth / 2048) if depth > 16 else 0)
 
 
 #: The DP16KD's shapes (depth, width) for a memory with one write and one read port.
@@ -241,13 +262,21 @@ def host_memory_blocks(info, depth):
 
 
 def yosys_after_read():
-    """Yosys commands run on the top level before synthesis: a read that collides with a write
-    to the same address returns don't-care data, for the host's memories that never see one
-    (:data:`HostInterface.NO_COLLISIONS`), so that yosys maps them to block RAM as they are
-    instead of emulating read-first behaviour (2 x 2,352 FF and 2,352 LUT4 for the 85% model's
-    batch memory)."""
-    return "\n".join(f"setparam -set COLLISION_X_MASK 1 t:$memrd_v2 r:MEMID=*{name} %i"
-                      for name in HostInterface.NO_COLLISIONS)
+    """Yosys commands run on the top level before synthesis.
+
+    A read that collides with a write to the same address returns don't-care data, for the
+    host's memories that never see one (:data:`HostInterface.NO_COLLISIONS`), so that yosys maps
+    them to block RAM as they are instead of emulating read-first behaviour (2 x 2,352 FF and
+    2,352 LUT4 for the 85% model's batch memory, when its entries were whole samples).
+
+    The copies of the sample register's enable (``sample_en<g>``, one per word,
+    :class:`~sbnn_hdl.board.dispatch.SampleShifter`) are kept apart: they hold the same value,
+    and yosys' ``opt_merge`` would make them one flip-flop driving every bit of the register.
+    The flip-flops exist once ``proc`` has run (Amaranth writes processes).
+    """
+    collisions = [f"setparam -set COLLISION_X_MASK 1 t:$memrd_v2 r:MEMID=*{name} %i"
+                  for name in HostInterface.NO_COLLISIONS]
+    return "\n".join(collisions + ["proc", "setattr -set keep 1 w:*sample_en* %ci1 t:$*dff* %i"])
 
 
 def check_fits(model_name, generated, board, device_name, batch_depth, carry_chains=True):
@@ -255,13 +284,18 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     device = board.device(device_name)
     report = generated.report
     info = core_info(generated)
-    # The host's registers that grow with the core: the sample (a dense core) or one pixel (a
-    # streaming core: the sample is in block RAM), and the scores.
-    extra_bits = (info.word_bits if info.streaming else info.feature_bits) + info.classes * info.score_width
+    # The host's registers that grow with the core: the sample register (a dense core: the kept
+    # bits in whole words) or one pixel (a streaming core: the sample is in block RAM), and the
+    # scores.
+    extra_bits = (info.word_bits if info.streaming else 0) + info.classes * info.score_width
+    sample_bits = 0 if info.streaming else sample_words(info) * word_width(info)
+    # Each bank of the batch memory has an output register of a word (1,224 FF for the 85%
+    # model's 17 banks of 72-bit words).
+    bank_bits = 0 if info.streaming else -(-batch_depth * sample_words(info) // BANK_WORDS) * word_width(info)
     core = report["estimate_ecp5"]
     core_lut4 = int(round((PNR_LUT_FACTOR if carry_chains else PNR_LUT_FACTOR_NO_CARRY) * core["lut4"]))
-    lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits)
-    ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits)
+    lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits + HOST_LUT4_PER_SAMPLE_BIT * sample_bits)
+    ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits + HOST_FF_PER_SAMPLE_BIT * sample_bits) + bank_bits
     bram = host_memory_blocks(info, batch_depth)
     estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core_lut4, "core_ff": core["ff"]}
     problems, hints = [], []
@@ -684,7 +718,12 @@ class BuildResult:
                                        f"on the board"}
                         if info.streaming else
                         {"throughput_samples_per_s": round(clock * 1e6),
-                         "throughput": "one sample per clock by design; the RUN request measures it on the board"})},
+                         "throughput": "one sample per clock by design (the core)",
+                         "run_clocks_per_sample": run_period(info),
+                         "run_samples_per_s": round(clock * 1e6 / run_period(info)),
+                         "run_throughput": f"RUN feeds the core one sample per {run_period(info)} clocks (the "
+                                           f"batch memory's {word_width(info)}-bit words into the sample register, "
+                                           f"one a clock); the RUN request measures it on the board"})},
             "uart": {"baud": host["baud"], "divisor": host["divisor"],
                      "actual_baud": round(host["clock_hz"] / host["divisor"]),
                      "error_percent": round(100 * abs(host["clock_hz"] / host["divisor"] - host["baud"]) / host["baud"],
@@ -717,7 +756,10 @@ def format_report(report):
     per = (f"one per {c['pixels_per_sample'] + c['image_gap']} clocks, pixel by pixel; latency from the last pixel"
            if c.get("kind") == "streaming" else "one per clock")
     lines.append(f"  core: latency {c['latency_cycles']} cycles = {c['latency_ns']:.1f} ns; "
-                 f"throughput {c['throughput_samples_per_s'] / 1e6:.2f} M samples/s ({per})")
+                 f"throughput {c['throughput_samples_per_s'] / 1e6:.2f} M samples/s ({per})"
+                 + (f"; RUN from the batch memory: one sample per {c['run_clocks_per_sample']} clocks, "
+                    f"{c['run_samples_per_s'] / 1e6:.2f} M samples/s" if "run_clocks_per_sample" in c
+                    and report["protocol"]["batch_depth"] else ""))
     lines.append(f"  UART: {u['baud']:,} baud (divisor {u['divisor']}, {u['error_percent']:.2f}% off)")
     p = report["protocol"]
     lines.append(f"  host: keeps the {p['bits_kept_per_sample']:,} bits the core reads of each "

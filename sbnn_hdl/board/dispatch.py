@@ -11,7 +11,8 @@ from . import protocol as P
 from .frames import PayloadByte, Request, reply_layout
 from .tunable import tunable_value
 
-__all__ = ["CoreInfo", "StreamCoreInfo", "core_signature", "SampleShifter", "Dispatcher"]
+__all__ = ["CoreInfo", "StreamCoreInfo", "core_signature", "WORD_BITS", "BANK_WORDS", "sample_words", "word_width",
+           "run_period", "SampleShifter", "Dispatcher"]
 
 
 class CoreInfo:
@@ -155,42 +156,115 @@ def core_signature(info):
     return wiring.Signature(ports)
 
 
-class SampleShifter(wiring.Component):
-    """The bits of a sample that the core reads (``info.read_bits``), from a request's payload.
+#: The widest word of the batch memory: what RUN moves from block RAM into the sample register
+#: per clock (four DP16KD side by side, 1,024 x 18 each). A sample of ``F`` kept bits is
+#: ``ceil(F / WORD_BITS)`` words, so RUN feeds the core one sample per that many clocks
+#: (:func:`run_period`); 72 rather than 36 halves that for the same block RAMs.
+WORD_BITS = 72
 
-    The sample is the payload from its first byte, or from its third in a LOAD (after the
-    index); its first byte holds its highest bits. Of each sample byte, the bits the core reads
-    are shifted into ``features`` one per clock, while the next byte is on its way: ``features``
-    holds ``info.feature_bits`` bits, not the whole sample (a model that reads 3 of the 8 bit
-    planes of a pixel needs 3/8 of the flip-flops).
+#: Words per bank of the batch memory: one DP16KD deep (1,024 x 18), so that yosys puts no
+#: multiplexer between a block's output and the bank's output register (a deeper memory is
+#: mapped as rows of blocks whose outputs a LUT multiplexer chooses from, after the block RAM's
+#: own 5.8 ns from clock to data).
+BANK_WORDS = 1024
+
+
+def sample_words(info, word_bits=WORD_BITS):
+    """Words of at most ``word_bits`` in which the host keeps a dense core's sample (its kept bits)."""
+    return -(-info.feature_bits // word_bits)
+
+
+def word_width(info, word_bits=WORD_BITS):
+    """Bits of each of those words: the kept bits spread over them evenly (fewer than
+    ``sample_words`` bits of the last word unused)."""
+    return -(-info.feature_bits // sample_words(info, word_bits))
+
+
+def run_period(info, word_bits=WORD_BITS):
+    """Clocks per sample of a RUN once the core's pipeline is full: one word of the batch memory
+    per clock into the sample register (a dense core), or one pixel per clock plus the image
+    gap (a streaming core)."""
+    return info.period if info.streaming else sample_words(info, word_bits)
+
+
+class SampleShifter(wiring.Component):
+    """The sample register: the bits of a sample that the core reads (``info.read_bits``), from
+    a request's payload or, a word per clock, from the batch memory; and the words of it for a
+    copy into the batch memory. It is the only register as wide as a sample in the host.
+
+    The register is ``words`` words of ``word_bits`` bits (``words = ceil(F / max_word)`` for
+    ``F = info.feature_bits``, ``word_bits = ceil(F / words)``, the top ``words * word_bits - F``
+    bits unused) and moves a whole word at a time, from word ``g`` into word ``g + 1`` and the
+    new word into word 0: every flip-flop takes the flip-flop ``word_bits`` below it or one bit
+    of the new word, so no flip-flop has a multiplexer in front of it (only the new word,
+    ``word_bits`` wide, is chosen from three sources). Its enable is one register per word
+    (``words`` copies, each driving the clock enables of its word's ``word_bits`` flip-flops and
+    nothing else; all set from one decision a clock ahead, whose net reaches the ``words``
+    copies): one net to every flip-flop of a sample, which sit beside the core's first layer all
+    over the chip, would be the slowest net of the design (9.9 ns of routing alone at 62.5 MHz,
+    docs/results.md). The build keeps the copies apart
+    (:func:`sbnn_hdl.board.build.yosys_after_read`; yosys would merge them into one register).
+    For the 85% Fashion-MNIST model: 33 copies of 72 flip-flops each.
+
+    From the payload: the sample is the payload from its first byte, or from its third in a
+    LOAD (after the index); its first byte holds its highest bits. Of each sample byte, the bits
+    the core reads go one per clock into a word register, while the next byte is on its way;
+    each full word enters the sample register on the clock after its last bit (the first word
+    is short by the unused bits, so the last bit of the sample completes a word).
+
+    Parameters
+    ----------
+    info : CoreInfo
+    max_word : int
+        The most bits of a word (:data:`WORD_BITS`).
 
     Ports
     -----
     payload : In(stream.Signature(PayloadByte))
         A request's payload bytes. A byte is taken once the previous one's bits are in: at most
-        10 clocks after it (a byte takes 10 UART bits of at least 4 clocks to arrive, so a
+        11 clocks after it (a byte takes 10 UART bits of at least 4 clocks to arrive, so a
         UART is never held up). Bytes after the sample are taken and ignored.
     features : Out(info.feature_bits)
         Bit ``n`` is bit ``info.read_bits[n]`` of the sample, once ``busy`` is low after its
-        last byte was taken.
+        last byte was taken (or on the clock after a fill's last word went in).
     prefix : Out(16)
         The payload's first two bytes, big-endian (a LOAD's index, a RUN's count), from the
         clock after the second was taken.
     busy : Out(1)
-        Bits of a taken byte are still to go into ``features``.
+        Bits of a taken byte are still to go into the sample register.
+    fill_next : In(1)
+        On the next clock, ``fill_data`` (as it is on that clock) enters the register as word 0.
+    fill_data : In(word_bits)
+    rotate_next : In(1)
+        On the next clock, ``top`` moves into word 0 (``words`` rotations leave the register as
+        it was, having shown every word in ``top``, the highest first).
+    top : Out(word_bits)
+        The register's highest word.
+    rotating : Out(1)
+        ``top`` moves this clock (``rotate_next`` was high on the clock before).
+
+    The payload, ``fill_next`` and ``rotate_next`` must not meet: the dispatcher fills and
+    rotates only while no payload arrives (between a request's end and its reply's).
     """
 
-    def __init__(self, info):
-        self.info = info
+    def __init__(self, info, max_word=WORD_BITS):
+        self.info, self.words = info, sample_words(info, max_word)
+        self.word_bits = word_bits = word_width(info, max_word)
         super().__init__({"payload": In(stream.Signature(PayloadByte)), "features": Out(info.feature_bits),
-                          "prefix": Out(16), "busy": Out(1)})
+                          "prefix": Out(16), "busy": Out(1),
+                          "fill_next": In(1), "fill_data": In(word_bits), "rotate_next": In(1),
+                          "top": Out(word_bits), "rotating": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        S = self.info.sample_bytes
+        S, F, K, W = self.info.sample_bytes, self.info.feature_bits, self.word_bits, self.words
         byte = self.payload.payload
         m.submodules.masks = masks = Memory(shape=unsigned(8), depth=S, init=self.info.byte_masks())
         mask_r = masks.read_port()
+
+        # No reset: what the register holds before a whole sample is in is never read.
+        sample = Signal(W * K, reset_less=True)
+        m.d.comb += [self.features.eq(sample[:F]), self.top.eq(sample[-K:])]
 
         # A frame's first byte restarts the count of the prefix and of the sample bytes.
         prefix_taken, taken_before = Signal(range(3)), Signal(range(3))
@@ -199,13 +273,14 @@ class SampleShifter(wiring.Component):
                      sample_before.eq(Mux(byte.first, 0, sample_byte))]
         cur_byte, cur_mask = Signal(8), Signal(8)
         loading = Signal()         # the mask of cur_byte arrives from the mask memory
-        # The shift register's enable reaches every one of its flip-flops, which sit beside the
-        # core's first layer all over the chip: it comes straight from a register (with the bit
-        # it shifts in), one clock after the mask says so. Decoded from the mask by a LUT instead,
-        # that one net takes 9.9 ns of the 16.6 ns clock period of a 60 MHz board build.
+        # The bit to shift into the word comes from a register (with its enable), one clock after
+        # the mask says so, rather than decoded from the mask by LUTs on the same clock.
         shift_en, shift_bit = Signal(), Signal()
+        word = Signal(K, reset_less=True)     # the bits of the word being assembled, the last in bit 0
+        word_bits = Signal(range(K))          # bits in it
+        push = Signal()                       # the word enters the sample register this clock
         m.d.comb += [mask_r.addr.eq(sample_before),
-                     self.busy.eq(loading | (cur_mask != 0) | shift_en),
+                     self.busy.eq(loading | (cur_mask != 0) | shift_en | push),
                      self.payload.ready.eq(~self.busy)]
 
         with m.If(self.payload.valid & self.payload.ready):
@@ -214,6 +289,9 @@ class SampleShifter(wiring.Component):
                 m.d.sync += [self.prefix.eq(Cat(byte.data, self.prefix[:8])), prefix_taken.eq(taken_before + 1)]
             with m.If(~((byte.kind == P.LOAD) & (taken_before != 2)) & (sample_before != S)):
                 m.d.sync += [cur_byte.eq(byte.data), loading.eq(1), sample_byte.eq(sample_before + 1)]
+                with m.If(sample_before == 0):
+                    # The first word holds the unused top bits of the register.
+                    m.d.sync += word_bits.eq(W * K - F)
 
         m.d.sync += shift_en.eq(0)
         with m.If(loading):
@@ -223,14 +301,48 @@ class SampleShifter(wiring.Component):
             m.d.sync += [cur_mask.eq(cur_mask << 1), cur_byte.eq(cur_byte << 1)]
             with m.If(cur_mask[7]):
                 m.d.sync += [shift_en.eq(1), shift_bit.eq(cur_byte[7])]
+        push_next = Signal()
+        m.d.comb += push_next.eq(shift_en & (word_bits == K - 1))
         with m.If(shift_en):
-            m.d.sync += self.features.eq(Cat(shift_bit, self.features[:-1]))
+            m.d.sync += [word.eq(Cat(shift_bit, word[:-1])), word_bits.eq(Mux(word_bits == K - 1, 0, word_bits + 1))]
+        m.d.sync += [push.eq(push_next), self.rotating.eq(self.rotate_next)]
+
+        # The new word's source, set a clock ahead as the enables are.
+        FROM_WORD, FROM_FILL, FROM_TOP = range(3)
+        source, incoming = Signal(range(3)), Signal(K)
+        m.d.sync += source.eq(Mux(self.fill_next, FROM_FILL, Mux(self.rotate_next, FROM_TOP, FROM_WORD)))
+        with m.Switch(source):
+            with m.Case(FROM_FILL):
+                m.d.comb += incoming.eq(self.fill_data)
+            with m.Case(FROM_TOP):
+                m.d.comb += incoming.eq(self.top)
+            with m.Default():
+                m.d.comb += incoming.eq(word)
+
+        move_next = Signal()
+        m.d.comb += move_next.eq(push_next | self.fill_next | self.rotate_next)
+        for g in range(W):
+            # Named as yosys_after_read finds them.
+            enable = Signal(name=f"sample_en{g}")
+            m.d.sync += enable.eq(move_next)
+            with m.If(enable):
+                m.d.sync += sample[g * K:(g + 1) * K].eq(incoming if g == 0 else sample[(g - 1) * K:g * K])
         return m
 
 
 class Dispatcher(wiring.Component):
     """Serves requests (INFO, INFER, INFER_SCORES, LOAD, RUN) on a core and the batch memory,
     and says what to reply.
+
+    The core reads its sample from the sample register of a :class:`SampleShifter`, and only
+    from there: INFER's sample is assembled in it from the payload; a LOAD's too, and a good
+    LOAD then copies it into its batch entry a word per clock (so a refused LOAD changes
+    nothing); RUN fills it from the batch memory a word per clock and feeds the core one
+    sample per ``words`` clocks (:func:`run_period`). Nothing as wide as a sample runs between
+    the block RAMs and the core: a word is read per clock, registered at its bank's output
+    (each bank one block RAM deep, so nothing stands between a block and its register), chosen
+    from the banks by an OR of those registers (the others hold 0), registered again, and
+    shifted into the register's lowest word.
 
     Parameters
     ----------
@@ -242,11 +354,16 @@ class Dispatcher(wiring.Component):
         (:data:`~sbnn_hdl.board.protocol.INFO_CLOCK_OFFSET`) is that tunable, not the bytes of
         ``info_payload`` there (a board build sets it after synthesis).
     batch_depth : int
-        Samples the batch memory holds. 0 builds no batch memory: LOAD and RUN are answered
-        "out of range", and the core reads its sample straight from the shift register that
-        assembles it (no block RAMs, and no multiplexer in front of the core: the 85%
-        Fashion-MNIST model's board build routes without them and not with them;
-        docs/results.md).
+        Samples the batch memory holds: ``batch_depth * words`` words
+        (``words = ceil(info.feature_bits / max_word)``, of ``ceil(info.feature_bits / words)``
+        bits), entry ``n`` in words ``n * words ..``, its highest word first, in banks of
+        :data:`BANK_WORDS` words (bank ``a // BANK_WORDS`` holds word ``a``). 0 builds no
+        batch memory: LOAD and RUN are answered "out of range".
+    max_word : int
+        The most bits moved between the batch memory and the sample register per clock
+        (:data:`WORD_BITS`).
+    bank_words : int
+        Words per bank, a power of 2 (:data:`BANK_WORDS`; smaller in tests, for many banks).
 
     Ports
     -----
@@ -269,8 +386,10 @@ class Dispatcher(wiring.Component):
 
     Latency: ``reply`` is valid 2 clocks after ``request.valid`` rises (or after the last
     sample byte's bits are in, if later), plus the core's latency for INFER, plus
-    ``count + latency + 2`` for RUN. The ``cycles`` a reply carries are the core's, as
-    ``docs/protocol.md`` defines them.
+    ``index_bits + words + 3`` for a good LOAD (``index_bits`` the bits of a batch index: the
+    entry's address is computed by shift and add), plus ``(count - 1) * words + latency + 5``
+    for RUN. The ``cycles`` a reply carries are the core's, as ``docs/protocol.md`` defines
+    them: a RUN's are ``(count - 1) * words + latency``.
     """
 
     #: The memories whose read data is never used in a cycle that writes them (LOAD writes the
@@ -278,12 +397,18 @@ class Dispatcher(wiring.Component):
     #: its own state): what a read returns when it meets a write to the same address does not
     #: matter, and the board build tells yosys so (:func:`sbnn_hdl.board.build.yosys_after_read`).
     #: Amaranth 0.5 cannot say it, and without it yosys emulates read-first behaviour for the
-    #: batch memory with two registers and a multiplexer as wide as a sample.
-    NO_COLLISIONS = ("batch", "results")
+    #: batch memory with two registers and a multiplexer as wide as its word. (Name patterns:
+    #: the batch memory is banks ``batch0``, ``batch1``, ...)
+    NO_COLLISIONS = ("batch*", "results")
 
-    def __init__(self, info, *, info_payload, batch_depth, info_clock=None):
+    def __init__(self, info, *, info_payload, batch_depth, info_clock=None, max_word=WORD_BITS,
+                 bank_words=BANK_WORDS):
+        if bank_words < 1 or bank_words & (bank_words - 1):
+            raise ValueError(f"bank_words: expected a power of 2, found {bank_words}")
         self.info, self.info_payload, self.batch_depth = info, bytes(info_payload), batch_depth
         self.info_clock = info_clock
+        self.bank_words = bank_words
+        self.max_word, self.word_bits, self.words = max_word, word_width(info, max_word), sample_words(info, max_word)
         self.max_fixed = max(len(self.info_payload), 5 + info.classes * info.score_bytes, 6, 2)
         super().__init__({"payload": In(stream.Signature(PayloadByte)), "request": In(stream.Signature(Request)),
                           "core": In(core_signature(info)),
@@ -292,48 +417,38 @@ class Dispatcher(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        info, depth = self.info, self.batch_depth
-        S, F = info.sample_bytes, info.feature_bits
+        info, depth, K, W = self.info, self.batch_depth, self.word_bits, self.words
         core, request = self.core, self.request.payload
 
-        m.submodules.shifter = shifter = SampleShifter(info)
+        m.submodules.shifter = shifter = SampleShifter(info, self.max_word)
         wiring.connect(m, wiring.flipped(self.payload), shifter.payload)
         sample_index, run_request = shifter.prefix, shifter.prefix   # what the prefix is, for a LOAD and a RUN
 
-        if depth:
-            # Named as in NO_COLLISIONS.
-            m.submodules.batch = batch = Memory(shape=unsigned(F), depth=depth, init=[])
-            m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
-            batch_w, batch_r = batch.write_port(), batch.read_port()
-            results_w, results_r = results.write_port(), results.read_port()
-
-        cycles = Signal(32)
-        sample_from_batch = Signal()
-        issue = Signal(16)        # next batch entry to read
-        issuing = Signal()
-        run_count = Signal(16)
-        collected = Signal(16)    # predictions written back in a RUN
-        issue_left = Signal(16)   # down-counters: compared with 1, not with run_count
-        collect_left = Signal(16)
-        started = Signal()
-        # A signal, not an expression: each slice of a Mux expression would be a whole Mux of
-        # its own in RTLIL (2,352 multiplexers of 2,352 bits, and 50 minutes of synthesis).
-        selected = Signal(F)
-        if depth:
-            # Block RAM outputs are slow on ECP5 (yosys maps them without the output register:
-            # 5.8 ns from clock to data on speed grade 6), so every memory read is registered
-            # before it goes anywhere else (here and in ``tail``).
-            batch_data = Signal(F)
-            m.d.sync += batch_data.eq(batch_r.data)
-            m.d.comb += selected.eq(Mux(sample_from_batch, batch_data, shifter.features))
-        else:
-            # Without a batch memory the core reads the shift register itself: no multiplexer,
-            # and no wires from block RAMs to the core's first layer.
-            m.d.comb += selected.eq(shifter.features)
+        # The core reads the sample register itself: no multiplexer in front of it.
         sample_wires = [Const(0, 1)] * info.sample_bits   # the bits the core does not read: 0
         for n, bit in enumerate(info.read_bits):
-            sample_wires[bit] = selected[n]
+            sample_wires[bit] = shifter.features[n]
         m.d.comb += core.sample.eq(Cat(*sample_wires))
+
+        if depth:
+            # Named as in NO_COLLISIONS.
+            total = depth * W
+            banks = []
+            for b in range(-(-total // self.bank_words)):
+                m.submodules[f"batch{b}"] = bank = Memory(shape=unsigned(K), init=[],
+                                                          depth=min(self.bank_words, total - b * self.bank_words))
+                banks.append(bank)
+            m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
+            results_w, results_r = results.write_port(), results.read_port()
+            index_bits = len(Signal(range(max(depth, 2))))
+            low_bits = (self.bank_words - 1).bit_length() if total > self.bank_words \
+                else len(Signal(range(total)))   # bits of a word's address in its bank
+
+        cycles = Signal(32)
+        run_count = Signal(16)
+        collected = Signal(16)    # predictions written back in a RUN
+        collect_left = Signal(16)   # down-counters: compared with 1, not with run_count
+        started = Signal()
 
         # The reply is chosen in two steps: a decision only sets ``reply_sel`` (and captures
         # what the reply carries); ``reply`` is a multiplexer on ``reply_sel``, which the sender
@@ -352,6 +467,47 @@ class Dispatcher(wiring.Component):
         kind = request.kind
         f_ok, f_info, f_infer, f_load, f_run, f_len0, f_len_sample, f_len_load, f_len2, f_index, f_count = \
             self._flags(m, sample_index, run_request)
+
+        if depth:
+            # RUN: words are read from `read_addr` on the clocks `reading` is high, the last word
+            # of a sample when `word_left` is 0; each word is on its bank's read port a clock
+            # later, in that bank's output register the clock after (the other banks' registers
+            # hold 0), ORed into `batch_data` the clock after that, and enters the sample
+            # register at the end of that clock (`fill_next` is the read of two clocks before);
+            # the clock after a sample's last word went in, the core takes the sample (`feed`).
+            # Block RAM outputs are slow on ECP5 (yosys maps them without the output register:
+            # 5.8 ns from clock to data on speed grade 6), so every memory read is registered
+            # before it goes anywhere else (here and in ``tail``); registering each bank's
+            # output apart puts no logic on that path, and its 0 when not chosen (the
+            # flip-flops' synchronous reset) leaves an OR of registers instead of a
+            # multiplexer to choose the bank.
+            read_addr = Signal(range(total))
+            word_left = Signal(range(W))
+            issue_left = Signal(16)
+            reading, read1, read2, last1, last2, last3, feed = (Signal() for _ in range(7))
+            m.d.sync += [read1.eq(reading), read2.eq(read1), last1.eq(reading & (word_left == 0)),
+                         last2.eq(last1), last3.eq(last2), feed.eq(last3)]
+            batch_data, chosen = Signal(K), Const(0, K)
+            for b, bank in enumerate(banks):
+                port, hit, bank_data = bank.read_port(), Signal(name=f"bank_hit{b}"), Signal(K, name=f"bank_data{b}")
+                m.d.comb += port.addr.eq(read_addr[:low_bits])
+                m.d.sync += [hit.eq(read_addr[low_bits:] == b), bank_data.eq(Mux(hit, port.data, 0))]
+                chosen = chosen | bank_data
+            m.d.sync += batch_data.eq(chosen)
+            m.d.comb += [shifter.fill_next.eq(read2), shifter.fill_data.eq(batch_data), core.valid.eq(feed)]
+            # LOAD: the entry's first word address (`write_addr = index * W`) by shift and add,
+            # a bit of the index per clock from the highest, then `words` rotations of the sample
+            # register write its words there, the highest first.
+            write_addr = Signal(range(total))
+            index_left = Signal(index_bits)       # bits of the index still to add, at the top
+            steps_left = Signal(range(index_bits + 1))
+            copy_left = Signal(range(W + 1))
+            for b, bank in enumerate(banks):
+                port = bank.write_port()
+                m.d.comb += [port.addr.eq(write_addr[:low_bits]), port.data.eq(shifter.top),
+                             port.en.eq(shifter.rotating & (write_addr[low_bits:] == b))]
+            with m.If(shifter.rotating):
+                m.d.sync += write_addr.eq(write_addr + 1)
 
         with m.FSM(name="dispatcher") as fsm:
             with m.State("IDLE"):
@@ -375,13 +531,15 @@ class Dispatcher(wiring.Component):
                 with m.Elif(f_load):
                     with m.If(~f_len_load):
                         m.d.sync += error(P.ERR_LENGTH)
+                        m.next = "REPLY"
                     with m.Elif(~f_index):
                         m.d.sync += error(P.ERR_RANGE)
+                        m.next = "REPLY"
                     with m.Else():   # (never, without a batch memory: f_index is 0)
                         if depth:
-                            m.d.comb += batch_w.en.eq(1)
-                        m.d.sync += reply_sel.eq(R_LOAD)
-                    m.next = "REPLY"
+                            m.d.sync += [write_addr.eq(0), index_left.eq(sample_index[:index_bits]),
+                                         steps_left.eq(index_bits), copy_left.eq(W)]
+                            m.next = "ADDRESS"
                 with m.Elif(f_run):
                     with m.If(~f_len2):
                         m.d.sync += error(P.ERR_LENGTH)
@@ -391,9 +549,9 @@ class Dispatcher(wiring.Component):
                         m.next = "REPLY"
                     with m.Else():   # (never, without a batch memory: f_count is 0)
                         if depth:
-                            m.d.sync += [run_count.eq(run_request), issue.eq(0), issuing.eq(1), collected.eq(0),
-                                         issue_left.eq(run_request), collect_left.eq(run_request),
-                                         started.eq(0), sample_from_batch.eq(1)]
+                            m.d.sync += [run_count.eq(run_request), read_addr.eq(0), word_left.eq(W - 1),
+                                         reading.eq(1), issue_left.eq(run_request), collected.eq(0),
+                                         collect_left.eq(run_request), started.eq(0)]
                             m.next = "RUN"
                 with m.Else():
                     m.d.sync += error(P.ERR_TYPE)
@@ -406,17 +564,30 @@ class Dispatcher(wiring.Component):
                     if info.score_width:
                         m.d.sync += scores_r.eq(core.scores.as_value())
                     m.next = "REPLY"
-            if depth:   # RUN needs the batch memory; without one, DISPATCH never comes here
+            if depth:   # LOAD and RUN need the batch memory; without one, DISPATCH never comes here
+                with m.State("ADDRESS"):
+                    with m.If(steps_left != 0):
+                        m.d.sync += [write_addr.eq((write_addr << 1) + Mux(index_left[-1], W, 0)),
+                                     index_left.eq(index_left << 1), steps_left.eq(steps_left - 1)]
+                    with m.Else():
+                        m.next = "COPY"
+                with m.State("COPY"):
+                    with m.If(copy_left != 0):
+                        m.d.comb += shifter.rotate_next.eq(1)
+                        m.d.sync += copy_left.eq(copy_left - 1)
+                    with m.Elif(~shifter.rotating):   # the last word is written
+                        m.d.sync += reply_sel.eq(R_LOAD)
+                        m.next = "REPLY"
                 with m.State("RUN"):
-                    # Entry `issue` is read this cycle; it enters the core on the next one.
-                    with m.If(issuing):
-                        m.d.sync += [issue.eq(issue + 1), issue_left.eq(issue_left - 1)]
-                        with m.If(issue_left == 1):
-                            m.d.sync += issuing.eq(0)
-                    read, valid = Signal(), Signal()   # entry on the read port, in batch_data
-                    m.d.sync += [read.eq(issuing), valid.eq(read)]
-                    m.d.comb += core.valid.eq(valid)
-                    with m.If(valid & ~started):
+                    with m.If(reading):
+                        m.d.sync += read_addr.eq(read_addr + 1)
+                        with m.If(word_left == 0):
+                            m.d.sync += [word_left.eq(W - 1), issue_left.eq(issue_left - 1)]
+                            with m.If(issue_left == 1):
+                                m.d.sync += reading.eq(0)
+                        with m.Else():
+                            m.d.sync += word_left.eq(word_left - 1)
+                    with m.If(feed & ~started):
                         m.d.sync += [started.eq(1), cycles.eq(1)]
                     with m.Else():
                         m.d.sync += cycles.eq(cycles + 1)
@@ -424,7 +595,7 @@ class Dispatcher(wiring.Component):
                         m.d.comb += results_w.en.eq(1)
                         m.d.sync += [collected.eq(collected + 1), collect_left.eq(collect_left - 1)]
                         with m.If(collect_left == 1):
-                            m.d.sync += [reply_sel.eq(R_RUN), result_cycles.eq(cycles), sample_from_batch.eq(0)]
+                            m.d.sync += [reply_sel.eq(R_RUN), result_cycles.eq(cycles)]
                             m.next = "REPLY"
             with m.State("REPLY"):
                 m.d.comb += self.reply.valid.eq(1)
@@ -436,9 +607,7 @@ class Dispatcher(wiring.Component):
                       result_cycles=result_cycles, sample_index=sample_index, run_count=run_count)
 
         if depth:
-            m.d.comb += [batch_w.addr.eq(sample_index), batch_w.data.eq(shifter.features),
-                         batch_r.addr.eq(issue), batch_r.en.eq(1),
-                         results_w.addr.eq(collected), results_w.data.eq(core.prediction)]
+            m.d.comb += [results_w.addr.eq(collected), results_w.data.eq(core.prediction)]
             self._tail(m, fsm, results_r)
         return m
 

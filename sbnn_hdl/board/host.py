@@ -30,9 +30,13 @@ class HostInterface(wiring.Component):
     """Serves the protocol of ``docs/protocol.md`` on a UART for ``core``.
 
     Of each sample that arrives, only the bits the core reads (``info.read_bits``) are kept, one
-    bit per clock while the next byte is on its way: the payload register and each batch memory
-    entry hold ``info.feature_bits`` bits, not the whole sample (a model that reads 3 of the 8
-    bit planes of a pixel needs 3/8 of the flip-flops and memory).
+    bit per clock while the next byte is on its way: the sample register and each batch memory
+    entry hold ``info.feature_bits`` bits (rounded up to whole 72-bit words), not the whole
+    sample (a model that reads 3 of the 8 bit planes of a pixel needs 3/8 of the flip-flops and
+    memory). The sample register is the only register as wide as a sample: the core reads it,
+    INFER assembles its sample in it, and the batch memory reaches it one 72-bit word per clock
+    (LOAD copies it into an entry, RUN fills it from one; RUN feeds the core one sample per
+    ``ceil(feature_bits / 72)`` clocks; :class:`~sbnn_hdl.board.dispatch.Dispatcher`).
 
     A streaming core (a conv model; ``info`` a :class:`StreamCoreInfo`) is served by a
     :class:`~sbnn_hdl.board.pixels.PixelDispatcher` instead: the samples are kept pixel by pixel
@@ -56,11 +60,8 @@ class HostInterface(wiring.Component):
     name : str
         The model's name (at most 32 ASCII characters are reported).
     batch_depth : int
-        Samples the on-chip batch memory holds (LOAD and RUN). 0 builds no batch memory: LOAD
-        and RUN are answered "out of range", and the core reads its sample straight from the
-        shift register that assembles it (no block RAMs, and no multiplexer in front of the core:
-        the 85% Fashion-MNIST model's board build routes without them and not with them;
-        docs/results.md).
+        Samples the on-chip batch memory holds (LOAD and RUN). 0 builds no batch memory (no
+        block RAMs): LOAD and RUN are answered "out of range".
     timeout : int or Tunable
         Clocks without a byte after which a partial request frame is abandoned (and an error
         reply sent): nothing the host sends can leave the engine waiting forever.
