@@ -196,6 +196,24 @@ def test_conv_model_refused_before_place_and_route(tmp_path, capsys):
         "core has no relay stages), found 1")
 
 
+def _prepared(board, model, tmp_path):
+    """Up to synthesis, at 100 MHz with a 512-sample batch memory: the core, the size check's
+    estimate, the folder the top level was prepared in, and the report such a build would write
+    (no place and route)."""
+    generated = generate_core(model)
+    estimate = check_fits(model.name, generated, board, board.default_device, 512)
+    pll = ecp5_pll(board.clock_mhz, 100)
+    clock_hz = round(pll.output_mhz * 1e6)
+    host = dict(divisor=uart_divisor(clock_hz, board.baud), clock_hz=clock_hz, baud=board.baud, digest=bytes(8),
+                name=model.name, batch_depth=512, timeout=clock_hz // 100)
+    folder = tmp_path / "build"
+    _prepare(board, board.device(), model, generated, pll, host, str(folder))
+    report = BuildResult(model=model, digest=bytes(8), board=board, device_name=board.default_device,
+                         generated=generated, estimate=estimate, pll=pll, host=host, pnr={}, clocks={}, met=False,
+                         attempts=[], steps=[], folder=str(folder), files={}).report()
+    return generated, estimate, folder, report
+
+
 @pytest.mark.parametrize("board_name", sorted(BOARDS))
 def test_conv_model_top_level_on_every_board(board_name, tmp_path):
     """Up to synthesis (no tool runs): a conv model's core fits, the top level is prepared with
@@ -203,22 +221,13 @@ def test_conv_model_top_level_on_every_board(board_name, tmp_path):
     core streams (one sample per 30 clocks for a 6x5 image)."""
     board = BOARDS[board_name]
     model = load(_conv(tmp_path))
-    generated = generate_core(model)
-    estimate = check_fits(model.name, generated, board, board.default_device, 512)
+    generated, estimate, folder, report = _prepared(board, model, tmp_path)
     assert estimate["bram"] == pixel_memory_blocks(3, 30, 512) == 4
-    pll = ecp5_pll(board.clock_mhz, 100)
-    clock_hz = round(pll.output_mhz * 1e6)
-    host = dict(divisor=uart_divisor(clock_hz, board.baud), clock_hz=clock_hz, baud=board.baud, digest=bytes(8),
-                name=model.name, batch_depth=512, timeout=clock_hz // 100)
-    folder = tmp_path / "build"
-    _prepare(board, board.device(), model, generated, pll, host, str(folder))
     assert "module conv(" in (folder / "conv.v").read_text()
     top = (folder / "top.il").read_text()
     instance = top[top.index("cell \\conv \\core"):]
     assert "connect \\pixel \\pixel [2:0]" in instance[:instance.index("end")]
-    report = BuildResult(model=model, digest=bytes(8), board=board, device_name=board.default_device,
-                         generated=generated, estimate=estimate, pll=pll, host=host, pnr={}, clocks={}, met=False,
-                         attempts=[], steps=[], folder=str(folder), files={}).report()
+    clock_hz = round(report["timing"]["clock_mhz"] * 1e6)   # 100 MHz exactly
     info = generated.core
     assert report["core"] == {**report["core"], "kind": "streaming", "pixels_per_sample": 30, "image_gap": 0,
                               "latency_cycles": info.latency, "throughput_samples_per_s": round(clock_hz / 30)}
@@ -460,22 +469,13 @@ def test_dense_top_level_keeps_the_enable_copies_and_reports_the_run_period(tmp_
     72-bit words)."""
     board = BOARDS["ulx3s"]
     model = load("examples/digits.sbnn")
-    generated = generate_core(model)
-    estimate = check_fits(model.name, generated, board, board.default_device, 512)
+    generated, estimate, folder, report = _prepared(board, model, tmp_path)
     assert estimate["bram"] == memory_blocks(128, 512) == 5
-    pll = ecp5_pll(board.clock_mhz, 100)
-    clock_hz = round(pll.output_mhz * 1e6)
-    host = dict(divisor=uart_divisor(clock_hz, board.baud), clock_hz=clock_hz, baud=board.baud, digest=bytes(8),
-                name=model.name, batch_depth=512, timeout=clock_hz // 100)
-    folder = tmp_path / "build"
-    _prepare(board, board.device(), model, generated, pll, host, str(folder))
+    clock_hz = round(report["timing"]["clock_mhz"] * 1e6)   # 100 MHz exactly
     script = (folder / "top.ys").read_text()
     assert "proc\nsetattr -set keep 1 w:*sample_en* %ci1 t:$*dff* %i" in script
     assert script.index("setattr -set keep") < script.index("synth_ecp5")
     assert len(re.findall(r"wire width 1 \\sample_en\d+\n", (folder / "top.il").read_text())) == 2
-    report = BuildResult(model=model, digest=bytes(8), board=board, device_name=board.default_device,
-                         generated=generated, estimate=estimate, pll=pll, host=host, pnr={}, clocks={}, met=False,
-                         attempts=[], steps=[], folder=str(folder), files={}).report()
     assert report["core"] == {**report["core"], "run_clocks_per_sample": 2,
                               "run_samples_per_s": round(clock_hz / 2), "throughput_samples_per_s": clock_hz}
     assert "RUN from the batch memory: one sample per 2 clocks" in format_report(report)
