@@ -210,7 +210,7 @@ def test_conv_model_on_simulated_board_matches_golden(conv_board, tmp_path, caps
     assert "conv: 40/40 predictions agree with the golden model (scores too)" in text
     assert sim.report["input"]["pixels_per_sample"] + sim.report["input"]["image_gap"] == 30
     _check_figures(result["figures"], text, sim.report, kind="INFER_SCORES", requests=40, batch=count, period=30,
-                   start="the sample's last pixel into the core")
+                   start="the sample's last pixel into the core", streaming=True)
     status = main(["check", "--port", sim.url, "--model", model_path])
     text = capsys.readouterr().out
     assert status == 0, text
