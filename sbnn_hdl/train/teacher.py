@@ -226,7 +226,7 @@ def load_teacher(path, data):
         parameter.requires_grad_(False)
     with open(path, "rb") as file:
         digest = hashlib.sha256(file.read()).hexdigest()
-    return net, {"file": str(path).rsplit("/", 1)[-1], "sha256": digest, "arch": state["config"]["arch"],
+    return net, {"file": os.path.basename(path), "sha256": digest, "arch": state["config"]["arch"],
                  "test_accuracy": state.get("test_accuracy")}
 
 
