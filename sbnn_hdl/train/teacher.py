@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from .. import datasets
 from .._cli import command
 from .._files import write_atomic
+from .common import TrainError, _load_checkpoint, _plain, _setup, augment
 from .nets import parse_arch
 
 __all__ = ["TeacherNet", "TeacherConfig", "teacher_input", "train_teacher", "save_teacher", "load_teacher",
@@ -122,7 +123,6 @@ def train_teacher(config, *, data=None, progress=True, log_path=None):
     """Train a :class:`TeacherNet` as ``config`` says; returns ``(net, data, log)`` (one dict per
     epoch: loss, validation accuracy, seconds), also written to ``log_path`` (JSON) after every
     epoch when given. Deterministic for a seed and thread count."""
-    from .loop import TrainError, augment, _setup  # the student's loop imports this module
     data = data or datasets.load(config.data)
     try:
         parse_arch(config.arch)
@@ -184,7 +184,6 @@ def train_teacher(config, *, data=None, progress=True, log_path=None):
 def save_teacher(path, net, config, data, log):
     """Write the teacher (its settings, weights, log and test accuracy) to ``path`` atomically, as
     plain tensors and data. Returns the test accuracy."""
-    from .loop import _plain
     test = _accuracy(net, data.x_test.reshape(len(data.x_test), *data.image_shape), data.y_test, data.bits)
     state = {"kind": KIND, "config": asdict(config), "data": data.name, "image_shape": list(data.image_shape),
              "classes": len(data.classes), "model": net.state_dict(), "log": log, "test_accuracy": test}
@@ -197,9 +196,8 @@ def save_teacher(path, net, config, data, log):
 def load_teacher(path, data):
     """The :class:`TeacherNet` of file ``path``, in evaluation mode, for a student trained on
     ``data``; and a summary dict (file name, SHA-256, test accuracy) for the student's metadata.
-    Raises :class:`~sbnn_hdl.train.loop.TrainError` for a file that is not a teacher, or a
+    Raises :class:`~sbnn_hdl.train.common.TrainError` for a file that is not a teacher, or a
     teacher of another data set."""
-    from .loop import TrainError, _load_checkpoint
     if not os.path.isfile(path):
         raise TrainError(f"teacher {path!r}: expected a teacher file (python -m sbnn_hdl.train.teacher), "
                          f"found no such file")
@@ -249,7 +247,6 @@ def main(argv=None):
     parser.add_argument("-o", "--output", required=True, metavar="TEACHER.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    from .loop import TrainError
     folder = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(folder):
         raise TrainError(f"output {args.output!r}: expected an existing folder {folder!r}, found none")
