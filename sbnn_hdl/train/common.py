@@ -3,6 +3,7 @@ bad settings and unusable files, the augmentation, the torch settings of a deter
 and checkpoint files of plain tensors and data (written and read safely)."""
 
 import io
+import math
 import pickle
 import pickletools
 import re
@@ -15,7 +16,7 @@ import torch
 
 from ..errors import SbnnError
 
-__all__ = ["TrainError", "augment"]
+__all__ = ["TrainError", "augment", "cosine_rate"]
 
 
 class TrainError(SbnnError):
@@ -38,6 +39,11 @@ def augment(x, rng, *, shift=0, flip=False):
         mirrored = rng.random(len(x)) < 0.5
         x = np.where(mirrored.reshape(-1, *[1] * (x.ndim - 1)), x[:, :, ::-1], x)
     return x
+
+
+def cosine_rate(lr, step, total_steps):
+    """The learning rate at ``step`` of ``total_steps``: ``lr`` on a cosine schedule to 0."""
+    return lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
 
 
 def _setup(config):
@@ -75,7 +81,8 @@ def _checkpoint_bytes(state):
     ``optimizer``); ``log``: the JSON log so far, a list of dicts; ``controller``: the sparsity
     controller's state (plain floats; None for a dense BNN; absent before the controller existed).
     No random generator state: epoch ``e`` draws from ``numpy.random.default_rng([seed, e])``,
-    rebuilt on resume."""
+    rebuilt on resume. A teacher's file (:func:`~sbnn_hdl.train.teacher.save_teacher`) is written
+    the same way, with keys of its own."""
     buffer = io.BytesIO()
     torch.save(_plain(state), buffer)
     return buffer.getvalue()

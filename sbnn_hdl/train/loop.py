@@ -31,7 +31,7 @@ from ..stats import binary_entropy
 from .nets import SbnnNet, encode_batch, input_spec, parse_arch
 from .controller import CONTROLLERS, RAMP_SHAPES, BudgetError, SparsityController, budgets, kernel_shares
 from .quant import DOMAINS, STES, ir_net_t
-from .common import TrainError, _checkpoint_bytes, _load_checkpoint, _setup, _unusable, augment
+from .common import TrainError, _checkpoint_bytes, _load_checkpoint, _setup, _unusable, augment, cosine_rate
 from .teacher import distillation_loss, load_teacher, teacher_input
 
 __all__ = ["TrainError", "Config", "default_gamma", "parse_layer_sparsity", "augment", "build_net", "budget_groups",
@@ -301,7 +301,7 @@ def train(config, *, checkpoint=None, resume=False, log_path=None, progress=True
         for i in range(batches):
             step = epoch * batches + i
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                group["lr"] = cosine_rate(config.lr, step, total_steps)
             net.t = ir_net_t(step / max(total_steps - 1, 1))
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             images = augment(x[idx], rng, shift=config.shift, flip=config.flip)

@@ -19,7 +19,6 @@ reads it), atomically.
 
 import argparse
 import hashlib
-import io
 import json
 import math
 import os
@@ -35,7 +34,7 @@ from torch.nn import functional as F
 from .. import datasets
 from .._cli import command
 from .._files import write_atomic
-from .common import TrainError, _load_checkpoint, _plain, _setup, augment
+from .common import TrainError, _checkpoint_bytes, _load_checkpoint, _setup, augment, cosine_rate
 from .nets import parse_arch
 
 __all__ = ["TeacherNet", "TeacherConfig", "teacher_input", "train_teacher", "save_teacher", "load_teacher",
@@ -156,7 +155,7 @@ def train_teacher(config, *, data=None, progress=True, log_path=None):
         for i in range(batches):
             step = epoch * batches + i
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                group["lr"] = cosine_rate(config.lr, step, total)
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
             images = augment(x[idx], rng, shift=config.shift, flip=config.flip)
             loss = F.cross_entropy(net(teacher_input(net, images, data.bits)), torch.from_numpy(y[idx]))
@@ -187,9 +186,7 @@ def save_teacher(path, net, config, data, log):
     test = _accuracy(net, data.x_test.reshape(len(data.x_test), *data.image_shape), data.y_test, data.bits)
     state = {"kind": KIND, "config": asdict(config), "data": data.name, "image_shape": list(data.image_shape),
              "classes": len(data.classes), "model": net.state_dict(), "log": log, "test_accuracy": test}
-    buffer = io.BytesIO()
-    torch.save(_plain(state), buffer)
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, _checkpoint_bytes(state))
     return test
 
 
