@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from ._cli import add_core_options, check_core_options, command, load_array
 from ._files import write_atomic
+from .digests import tool_versions
 from .errors import InputError
 from .synth import ROUTERS
-from .sweep import DEFAULT_DEVICE, ULX3S_DEVICES, format_results, plot_results, sweep, tool_versions
+from .sweep import DEFAULT_DEVICE, ULX3S_DEVICES, format_results, plot_results, sweep
 
 __all__ = ["main"]
 

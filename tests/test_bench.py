@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from sbnn_hdl import bench, golden, save, sweep
+from sbnn_hdl import bench, digests, golden, save, sweep
 from sbnn_hdl.sweep import pareto_front
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
@@ -138,7 +138,7 @@ def test_cache_key_ignores_comments_and_docstrings(tmp_path):
     def code(text):
         path = tmp_path / "module.py"
         path.write_text(text)
-        return sweep._code(path)
+        return digests._code(path)
 
     original = code('"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # why\n')
     assert code('"""Other words."""\n\ndef f(x):\n    """More."""\n    # a comment\n    return x + 1\n') == original

@@ -59,8 +59,8 @@ def test_check_reports_the_first_mismatch(tmp_path, capsys, monkeypatch):
     model_path = tmp_path / "m.sbnn"
     save(model, model_path)
     np.save(tmp_path / "x.npy", x)
-    generate = rtl.generate_verilog
-    monkeypatch.setattr(rtl, "generate_verilog", lambda *a, **k: faulty(generate(*a, **k), "prediction"))
+    generate = rtl.generated_core
+    monkeypatch.setattr(rtl, "generated_core", lambda *a, **k: faulty(generate(*a, **k), "prediction"))
     status = simulate_cli.main([str(model_path), "--inputs", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy"),
                                 "--sim", "icarus", "--check", "--quiet"])
     text = capsys.readouterr().out

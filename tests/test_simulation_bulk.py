@@ -8,7 +8,9 @@ from sbnn_hdl import golden, load
 from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.hwplan import pack_sample
 from sbnn_hdl.model import InputSpec
+from sbnn_hdl.simulation import cores
 from sbnn_hdl.simulation.bulk import BulkSimulator, default_jobs, hex_samples
+from sbnn_hdl.simulation.cores import generated_core
 from sbnn_hdl.synth import ToolError
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 
@@ -106,6 +108,31 @@ def test_build_is_cached_and_reused(tmp_path):
     changed = BulkSimulator(generated.report, [(f"{model.name}.v", generated.verilog + "\n// changed\n")],
                             simulator="icarus", cache=tmp_path)
     assert changed.folder != first.folder
+
+
+def test_generated_core_is_cached_by_model_and_options(tmp_path, monkeypatch):
+    model = random_model(np.random.default_rng(3), shape=(5,), bits=2)
+    first = generated_core(model, cache=tmp_path, every=1)
+    assert first.core is not None
+    fresh = generate_verilog(model, every=1)
+    assert (first.verilog, first.report) == (fresh.verilog, fresh.report)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generated again although cached")
+
+    monkeypatch.setattr(cores, "generate_verilog", refuse)
+    served = generated_core(model, cache=tmp_path, every=1)
+    assert served.core is None and (served.verilog, served.report) == (fresh.verilog, fresh.report)
+    monkeypatch.undo()
+    other_option = generated_core(model, cache=tmp_path, every=2)
+    other_model = generated_core(random_model(np.random.default_rng(4), shape=(5,), bits=2), cache=tmp_path, every=1)
+    assert other_option.core is not None and other_model.core is not None
+    assert other_option.report["generator"]["every"] == 2
+    assert len(list(tmp_path.glob("verilog-*"))) == 3
+
+    # A changed generator is a different key: the digest of its code is part of it.
+    monkeypatch.setattr(cores, "generator_digest", lambda: "changed")
+    assert generated_core(model, cache=tmp_path, every=1).core is not None
 
 
 def test_empty_and_single_sample_runs():

@@ -50,7 +50,7 @@ from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError
-from ..sweep import _generator_digest, _source_digest, tool_versions
+from ..digests import generator_digest, source_digest, tool_versions
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
 from .cores import check_board_model, core_info, generate_core
@@ -561,14 +561,14 @@ _CACHED_LOGS = ("top.rpt", "top.tim", "ecppack.log", "yosys.log", "nextpnr.log",
 
 def cache_key(model_bytes, **options):
     """The cache key of a board build: a hash of the model file's bytes, every build option
-    (``options``), the tools' versions (the bench's, :func:`sbnn_hdl.sweep.tool_versions`, and
-    amaranth-boards'), and the code of the generator (:func:`sbnn_hdl.sweep._generator_digest`)
+    (``options``), the tools' versions (the bench's, :func:`sbnn_hdl.digests.tool_versions`, and
+    amaranth-boards'), and the code of the generator (:func:`sbnn_hdl.digests.generator_digest`)
     and of the board layer (``sbnn_hdl/board/*.py``, without comments and docstrings)."""
     package = Path(__file__).parent.parent
-    board_code = _source_digest(sorted([*(package / "board").glob("*.py"), package / "streamplan.py",
-                                        package / "modelfile.py", package / "model.py"]))
+    board_code = source_digest(sorted([*(package / "board").glob("*.py"), package / "modelfile.py",
+                                       package / "model.py"]))
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), sorted(options.items()), tool_versions(),
-                       metadata.version("amaranth-boards"), _generator_digest(), board_code])
+                       metadata.version("amaranth-boards"), generator_digest(), board_code])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -2,6 +2,7 @@
 
 - :mod:`.rtl`: :func:`~.rtl.simulate`, a model's core in an RTL simulator (what
   ``python -m sbnn_hdl.simulate`` runs), and the readable diff of a mismatch;
+- :mod:`.cores`: generated cores kept by content, so a repeated run does not generate again;
 - :mod:`.bulk`: the vectors read inside the simulator, no Python per cycle;
 - :mod:`.testbench`: the cocotb testbench of ``sim/`` (driver, monitor, scoreboard);
 - :mod:`.netlist`: the ECP5 netlist after synthesis, for gate-level simulation;

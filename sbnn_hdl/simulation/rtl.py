@@ -8,9 +8,9 @@ through it in bulk (:mod:`.bulk`) or under the cocotb testbench (:mod:`.testbenc
 import numpy as np
 
 from .. import golden
-from ..gateware.verilog import generate_verilog
 from ..hwplan import DEFAULT_EVERY
 from .bulk import BulkSimulator
+from .cores import generated_core
 from .netlist import ecp5_netlist
 from .testbench import run_cocotb
 
@@ -22,7 +22,8 @@ def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, ever
     """Run ``x`` through the hardware of ``model`` in an RTL simulator; return
     ``(predictions, scores)`` as ``int64`` arrays.
 
-    ``every``, ``relay`` and ``arch`` choose the core as in :func:`~sbnn_hdl.gateware.verilog.generate_verilog`.
+    ``every``, ``relay`` and ``arch`` choose the core as in :func:`~sbnn_hdl.gateware.verilog.generate_verilog`;
+    the generated core is kept in ``cache`` too (:func:`~sbnn_hdl.simulation.cores.generated_core`).
     ``jobs``: simulator processes in bulk mode (:meth:`~sbnn_hdl.simulation.bulk.BulkSimulator.run`).
 
     ``progress(stage, done, total)`` is told of each stage (``generate``, ``synthesise``,
@@ -32,7 +33,7 @@ def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, ever
     """
     progress = progress or (lambda stage, done, total: None)
     progress("generate", 0, 1)
-    generated = generate_verilog(model, every=every, relay=relay, arch=arch)
+    generated = generated_core(model, cache=cache, every=every, relay=relay, arch=arch)
     progress("generate", 1, 1)
     if mode == "cocotb":
         if netlist or waves:
