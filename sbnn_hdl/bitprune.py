@@ -47,8 +47,9 @@ def main(argv=None):
     shrink.add_argument("--shrink", action="store_true",
                         help="search smaller hidden widths and export the smallest (LUT4 estimate) within the budget")
     shrink.add_argument("--widths", metavar="LIST", default=argparse.SUPPRESS,
-                        help=f"candidates: widths for every hidden layer (integers) or shares of each layer's "
-                             f"width (in (0, 1)), e.g. 192,128,96,64 (default {DEFAULT_WIDTHS})")
+                        help=f"candidates: widths for every hidden layer (integers), shares of each layer's "
+                             f"width (in (0, 1)) or one width per hidden layer (W1:W2), e.g. 192,128,96,64:128 "
+                             f"(default {DEFAULT_WIDTHS})")
     shrink.add_argument("--shrink-epochs", type=int, metavar="EPOCHS", default=argparse.SUPPRESS,
                         help="fine-tune epochs of each candidate (default 3)")
     shrink.add_argument("--shrink-init", metavar="HOW", default=argparse.SUPPRESS,

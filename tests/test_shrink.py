@@ -50,15 +50,21 @@ def test_candidate_widths_decrease():
     with pytest.raises(BitpruneError, match=r"^option --widths: expected at least one candidate smaller than the "
                                             r"hidden widths 32,24, found none$"):
         candidate_widths([32, 24], [32, 40])
+    # Per-layer widths: one per hidden layer, each capped at its own width.
+    assert candidate_widths([32, 24], parse_widths("8:32,16,16:16")) == [(16, 16), (8, 24)]
+    with pytest.raises(BitpruneError, match=r"^option --widths: expected 2 per-layer widths \(one per hidden layer, "
+                                            r"32:24\), found 8:16:4$"):
+        candidate_widths([32, 24], [(8, 16, 4)])
 
 
 @pytest.mark.parametrize("text, bad", [("abc", "abc"), ("0", "0"), ("1.5", "1.5"), ("", ""), ("64,,32", ""),
-                                       ("-8", "-8"), ("0.5,1.0", "1.0")])
+                                       ("-8", "-8"), ("0.5,1.0", "1.0"), ("64:", "64:"), ("64:0", "64:0"),
+                                       ("0.5:64", "0.5:64")])
 def test_parse_widths_refuses(text, bad):
     with pytest.raises(BitpruneError) as error:
         parse_widths(text)
-    assert str(error.value) == (f"option --widths: expected comma-separated widths (positive integers) or shares in "
-                                f"(0, 1), found {bad!r}")
+    assert str(error.value) == (f"option --widths: expected comma-separated widths (positive integers), shares in "
+                                f"(0, 1) or per-layer widths (e.g. 64:128), found {bad!r}")
 
 
 # --- the most-used neurons ----------------------------------------------------------------------------------
@@ -203,8 +209,10 @@ def test_command_falls_back_to_the_planes_when_no_width_fits(checkpoint, tmp_pat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--shrink", "--widths", "12,x"], "option --widths: expected comma-separated widths (positive integers) or "
-                                       "shares in (0, 1), found 'x'"),
+    (["--shrink", "--widths", "12,x"], "option --widths: expected comma-separated widths (positive integers), "
+                                       "shares in (0, 1) or per-layer widths (e.g. 64:128), found 'x'"),
+    (["--shrink", "--widths", "12:8:4"], "option --widths: expected 2 per-layer widths (one per hidden layer, "
+                                         "32:24), found 12:8:4"),
     (["--shrink", "--widths", "32,64"], "option --widths: expected at least one candidate smaller than the hidden "
                                         "widths 32,24, found none"),
     (["--widths", "16"], "option --widths: expected --shrink as well, found none"),

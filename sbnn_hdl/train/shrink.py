@@ -41,19 +41,22 @@ SHRINK_LR_SHARE = 0.5
 
 
 def parse_widths(text):
-    """``"192,128,0.5"`` -> ``[192, 128, 0.5]``: integers are a width for every hidden layer,
-    numbers in (0, 1) a share of each layer's width. Raises :class:`BitpruneError`."""
+    """``"192,128,0.5,64:128"`` -> ``[192, 128, 0.5, (64, 128)]``: integers are a width for every
+    hidden layer, numbers in (0, 1) a share of each layer's width, and colon-separated integers one
+    width per hidden layer (first to last). Raises :class:`BitpruneError`."""
     items = []
     for token in (text or "").split(","):
         token = token.strip()
         value = None
         if re.fullmatch(r"[1-9][0-9]*", token):
             value = int(token)
+        elif re.fullmatch(r"[1-9][0-9]*(:[1-9][0-9]*)+", token):
+            value = tuple(int(part) for part in token.split(":"))
         elif re.fullmatch(r"0?\.[0-9]+", token) and 0 < float(token) < 1:
             value = float(token)
         if value is None:
-            raise BitpruneError(f"option --widths: expected comma-separated widths (positive integers) or shares "
-                                f"in (0, 1), found {token!r}")
+            raise BitpruneError(f"option --widths: expected comma-separated widths (positive integers), shares "
+                                f"in (0, 1) or per-layer widths (e.g. 64:128), found {token!r}")
         items.append(value)
     return items
 
@@ -70,11 +73,17 @@ def hidden_widths(net):
 def candidate_widths(widths, items):
     """The candidates' width tuples for hidden ``widths`` and :func:`parse_widths` ``items``: each
     layer capped at its own width, those equal to ``widths`` dropped, duplicates once, largest
-    first (by the sum of the widths, then layer by layer). Raises :class:`BitpruneError` when none
-    is smaller than ``widths``."""
+    first (by the sum of the widths, then layer by layer). Raises :class:`BitpruneError` for
+    per-layer widths of another depth, or when no candidate is smaller than ``widths``."""
     candidates = set()
     for item in items:
-        shrunk = tuple(min(item, w) if isinstance(item, int) else max(1, round(item * w)) for w in widths)
+        if isinstance(item, tuple):
+            if len(item) != len(widths):
+                raise BitpruneError(f"option --widths: expected {len(widths)} per-layer widths (one per hidden "
+                                    f"layer, {':'.join(map(str, widths))}), found {':'.join(map(str, item))}")
+            shrunk = tuple(min(v, w) for v, w in zip(item, widths))
+        else:
+            shrunk = tuple(min(item, w) if isinstance(item, int) else max(1, round(item * w)) for w in widths)
         if shrunk != tuple(widths):
             candidates.add(shrunk)
     if not candidates:
