@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from ..hwplan import DEFAULT_EVERY
-from ..streamplan import plan_stream, stream_timing
+from ..streamplan import HEADS, plan_stream, stream_timing
 from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
@@ -13,10 +13,7 @@ from .pipeline import Pipeline, shape_for
 from .serial import SerialEngine
 from .window import WindowStream
 
-__all__ = ["HEADS", "StreamingCore"]
-
-#: How a streaming core computes its first dense layer's sums (see :class:`StreamingCore`).
-HEADS = ("unrolled", "serial")
+__all__ = ["StreamingCore"]
 
 
 class StreamingCore(wiring.Component):
