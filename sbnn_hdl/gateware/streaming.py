@@ -83,7 +83,9 @@ class StreamingCore(wiring.Component):
     Raises
     ------
     HardwareError
-        A model that the streaming core cannot build, before anything is built.
+        A model that the streaming core cannot build, before anything is built; except a
+        stream whose timing cannot be kept and, with ``head="serial"``, images too short for the
+        serial engine (a few pixels), found once the layers that decide them exist.
     """
 
     def __new__(cls, model, *, every=DEFAULT_EVERY, scores=True, head="unrolled"):
