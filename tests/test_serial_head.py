@@ -70,12 +70,14 @@ def test_layouts_back_to_back_and_paused(shape, conv, dense, seed, lanes, per_wo
 
 
 def _folded_model(hidden, b):
-    """A conv layer, then a first dense layer whose neurons include a duplicate, a constant and
-    (with a hidden layer) one that no later layer reads."""
+    """A conv layer with two identical channels (one stream channel, which the dense layer reads
+    twice), then a first dense layer whose neurons include a duplicate, a constant and (with a
+    hidden layer) one that no later layer reads."""
     rng = np.random.default_rng(11)
     spec = InputSpec(shape=(5, 4, 1), bits=2, encoding="integer")
-    conv = Conv2d("c", (5, 4, 1), rng.integers(0, 2, (3, 3, 3, 1)), np.full(3, 2), np.full(3, -1),
-                  rng.integers(-4, 5, 3), padding=(1, 1))
+    kernels, thresholds = rng.integers(0, 2, (3, 3, 3, 1)), rng.integers(-4, 5, 3)
+    kernels[2], thresholds[2] = kernels[0], thresholds[0]
+    conv = Conv2d("c", (5, 4, 1), kernels, np.full(3, 2), np.full(3, -1), thresholds, padding=(1, 1))
     n = 5 * 4 * 3
     mask = (rng.random((5, n)) < 0.3).astype(np.uint8)
     mask[1] = mask[0]                 # a duplicate of neuron 0
@@ -107,6 +109,7 @@ def test_duplicate_constant_and_unread_units_and_an_output_layer_first(hidden, b
         assert len(plan.units) == 4   # the duplicate class is built once
     core = check_serial(model, random_inputs(np.random.default_rng(12), model.input, 8), idle=0.2)
     assert core.engine is not None and len(core.engine.units) == sum(1 for u in plan.units if u.sources)
+    assert len(set(core.engine.columns)) < len(core.engine.columns)   # a stream channel in two columns
     assert bool(core.plan.q_channels) == (b != 0)
     check_serial(model, random_inputs(np.random.default_rng(13), model.input, 6), idle=0.0)
 
@@ -138,6 +141,12 @@ def test_option_errors(tmp_path, capsys):
         StreamingCore(conv, head="fast")
     with pytest.raises(HardwareError, match=r"^--head: expected one of unrolled, serial, found 'fast'$"):
         build_core(conv, head="fast")
+    save(conv, tmp_path / "conv.sbnn")
+    with pytest.raises(SystemExit) as exit:
+        generate_cli.main([str(tmp_path / "conv.sbnn"), "--board", "ulx3s", "--head", "serial"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.endswith("error: --head: expected unrolled with --board (board builds take the "
+                                            "unrolled head), found serial\n")
 
 
 def test_generate_reports_the_head(tmp_path, capsys):
