@@ -1,4 +1,4 @@
-"""``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--relay N] [--no-scores]``
+"""``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--relay N] [--no-scores] [--head serial]``
 ``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams] [--no-cache]``
 
 Generates the hardware of a model: a fully pipelined network core in which only the 1-valued
