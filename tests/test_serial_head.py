@@ -57,7 +57,7 @@ def _conv_model(shape, conv, dense, seed, density=0.5):
 @pytest.mark.parametrize("shape, conv, dense, seed, lanes, per_word", [
     ((5, 6, 1), 3, (12, 3), 1, 1, 10),   # several positions per map word
     ((3, 3, 1), 4, (7, 3), 4, 2, 3),     # two lanes, a first group with one unit
-    ((6, 6, 1), 2, (20, 2), 3, 1, 18),
+    ((6, 6, 1), 2, (20, 2), 3, 2, 9),     # two lanes over words of several positions
 ])
 @pytest.mark.parametrize("idle", [0.0, 0.5])
 def test_layouts_back_to_back_and_paused(shape, conv, dense, seed, lanes, per_word, idle):
