@@ -95,8 +95,8 @@ class SerialEngine(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``steps + popcount stages + 1`` (the map and ROM reads, the popcount, the accumulator
-        and chain), or ``window[0]`` if that is later.
+        ``steps + popcount stages + 1``: the map and ROM reads, the registered ANDs and the
+        popcount, the accumulator and chain; or ``window[0]`` if that is later.
     steps, lanes, per_word : int
         Cycles per image that the engine reads; units per cycle; positions per map word.
     columns : list of int
@@ -165,7 +165,9 @@ class SerialEngine(wiring.Component):
         ROM word (``None`` in a dry run)."""
         counts, offset = [], 0
         for lane, slots in enumerate(layout.slots):
-            bits = [pipe.input(None if pipe.dry else word[b] & weights[offset + n], 0, 1)
+            # The ANDs registered before the popcount: the memories' reads come late in the cycle
+            # (the block RAM's own output register is not used), so no adder follows them.
+            bits = [pipe.register(pipe.input(None if pipe.dry else word[b] & weights[offset + n], 0, 1))
                     for n, b in enumerate(slots)]
             pipe.stats["select_bits"] = pipe.stats.get("select_bits", 0) + len(slots)
             offset += len(slots)
