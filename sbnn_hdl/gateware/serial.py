@@ -121,9 +121,9 @@ class SerialEngine(wiring.Component):
         for position, channel in collect:
             seen[(position, channel)] = seen.get((position, channel), 0) + 1
             column_of.append((channel, seen[(position, channel)] - 1))
-        self.columns_keys = sorted(set(column_of))
-        self.columns = [channel for channel, _ in self.columns_keys]
-        index = {key: c for c, key in enumerate(self.columns_keys)}
+        keys = sorted(set(column_of))
+        self.columns = [channel for channel, _ in keys]
+        index = {key: c for c, key in enumerate(keys)}
         self._where = [(position, index[key]) for (position, _), key in zip(collect, column_of)]
         units = [k for k, u in enumerate(plan.units) if u.sources]
         self.units = sorted(units, key=lambda k: plan.p_max(plan.units[k]))
