@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from sbnn_hdl import generate as generate_cli, golden, save
+from sbnn_hdl import generate as generate_cli, golden, save, simulate as simulate_cli
 from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.gateware.verilog import build_core, estimate_model
 from sbnn_hdl.hwplan import HardwareError
@@ -136,6 +136,10 @@ def test_option_errors(tmp_path, capsys):
     save(dense, tmp_path / "dense.sbnn")
     assert generate_cli.main([str(tmp_path / "dense.sbnn"), "--verilog", "-o", str(tmp_path), "--head", "serial"]) == 2
     assert capsys.readouterr().err == f"sbnn_hdl.generate: error: {message}\n"
+    np.save(tmp_path / "x.npy", random_inputs(np.random.default_rng(1), dense.input, 3))
+    assert simulate_cli.main([str(tmp_path / "dense.sbnn"), "--inputs", str(tmp_path / "x.npy"), "--out",
+                              str(tmp_path / "y.npy"), "--head", "serial", "--quiet"]) == 2
+    assert capsys.readouterr().err == f"sbnn_hdl.simulate: error: {message}\n"
     conv = _conv_model((4, 4, 1), 2, (3,), 1)
     with pytest.raises(ValueError, match=r"^head: expected one of unrolled, serial, found 'fast'$"):
         StreamingCore(conv, head="fast")
