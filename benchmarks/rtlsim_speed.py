@@ -2,7 +2,7 @@
 
     ./dev python benchmarks/rtlsim_speed.py [--samples 10000] [--sim verilator|icarus] [--density 0.05] [--jobs N]
     ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_mlp95.sbnn --inputs x.npy
-    ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_cnn.sbnn --inputs fashion-mnist
+    ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_cnn.sbnn --inputs fashion-mnist [--head serial]
 
 Without ``--model``: a random 784-input 8-bit (integer encoding), 256-256-10 model with
 coefficients shaped as a trained SBNN exports them, and random 8-bit samples. Prints, for the
@@ -37,6 +37,8 @@ def main():
                                         "first run builds)")
     parser.add_argument("--jobs", type=int, help="simulator processes (default: one per 2,000 samples, "
                                                  "at most one per CPU core)")
+    parser.add_argument("--head", choices=["unrolled", "serial"], default="unrolled",
+                        help="a conv model's first dense layer: unrolled or serial (docs/hardware.md)")
     parser.add_argument("--cocotb", type=int, default=0, metavar="N", help="also run N samples in cocotb mode")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -58,7 +60,7 @@ def main():
         cache = args.cache or scratch
         for attempt in ("first run", "second run"):
             start = time.perf_counter()
-            generated = generated_core(model, cache=cache)
+            generated = generated_core(model, cache=cache, head=args.head)
             generate = time.perf_counter() - start
             simulator = BulkSimulator(generated.report, [("core.v", generated.verilog)], simulator=args.sim,
                                       cache=cache)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import InputError, SbnnError
 from .hwplan import ARCHS, DEFAULT_EVERY
+from .streamplan import HEADS
 
 __all__ = ["command", "parser_for", "add_core_options", "check_core_options", "load_array"]
 
@@ -51,10 +52,10 @@ def parser_for(module_doc, prog):
     return parser
 
 
-def add_core_options(parser, *, many_archs=False):
+def add_core_options(parser, *, many_archs=False, head=True):
     """The options that shape a generated core, shared by every command that builds one:
-    ``--every``, ``--relay`` and ``--arch`` (several datapaths at once with ``many_archs``).
-    Check them with :func:`check_core_options` after parsing."""
+    ``--every``, ``--relay``, ``--arch`` (several datapaths at once with ``many_archs``) and,
+    with ``head``, ``--head``. Check them with :func:`check_core_options` after parsing."""
     group = parser.add_argument_group("core")
     group.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                        help=f"adder levels per register stage (default {DEFAULT_EVERY})")
@@ -68,6 +69,11 @@ def add_core_options(parser, *, many_archs=False):
         group.add_argument("--arch", choices=ARCHS, default="sparse",
                            help="datapath: sparse (default), or xnor: the dense BNN baseline, for models in the "
                                 "symmetric +-1 domain")
+    if head:
+        group.add_argument("--head", choices=HEADS, default="unrolled",
+                           help="for a model with conv2d or maxpool2d layers: the first dense layer's sums as "
+                                "adder trees (unrolled, default) or from a serial engine over the last feature "
+                                "map, a few neurons per clock between images (serial: far fewer LUT4, block RAM)")
     return group
 
 

@@ -33,7 +33,7 @@ def _hardware(argv):
                                      description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL.sbnn")
-    add_core_options(parser, many_archs=True)
+    add_core_options(parser, many_archs=True, head=False)
     parser.add_argument("--inputs", metavar="X.npy", help="test inputs, for the accuracy")
     parser.add_argument("--labels", metavar="Y.npy", help="their labels")
     parser.add_argument("--frequency", type=float, default=150, metavar="MHZ", help="nextpnr target (default 150)")

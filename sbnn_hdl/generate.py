@@ -1,4 +1,4 @@
-"""``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--relay N] [--no-scores]``
+"""``python -m sbnn_hdl.generate model.sbnn --verilog -o DIR [--every K] [--relay N] [--no-scores] [--head serial]``
 ``python -m sbnn_hdl.generate model.sbnn --board ulx3s [--device 85F] [--clock MHZ] [-o bitstreams] [--no-cache]``
 
 Generates the hardware of a model: a fully pipelined network core in which only the 1-valued
@@ -68,6 +68,9 @@ def main(argv=None):
         parser.error("--no-cache: expected with --board (board builds are cached), found --verilog alone")
     if args.router and not args.board:
         parser.error("--router: expected with --board (a place and route option), found --verilog alone")
+    if args.board and args.head != "unrolled":
+        parser.error(f"--head: expected unrolled with --board (board builds take the unrolled head), found "
+                     f"{args.head}")
     if args.board:
         report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
                        output=args.output or "bitstreams", every=args.every, relay=args.relay,
@@ -78,14 +81,14 @@ def main(argv=None):
         return 0
     args.output = args.output or "build"
     model = modelfile.load(args.model)
-    check_model(model, arch=args.arch, relay=args.relay)
+    check_model(model, arch=args.arch, relay=args.relay, head=args.head)
     start = time.perf_counter()
 
     def progress(message):
         print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr)
 
     generated = generate_verilog(model, every=args.every, relay=args.relay, scores=not args.no_scores,
-                                 arch=args.arch, progress=progress)
+                                 arch=args.arch, head=args.head, progress=progress)
     os.makedirs(args.output, exist_ok=True)
     verilog_path = os.path.join(args.output, f"{model.name}.v")
     report_path = os.path.join(args.output, f"{model.name}.json")

@@ -31,8 +31,13 @@ from dataclasses import dataclass, field
 from .hwplan import HardwareError, plan_layer, remove_unused, input_scale
 from .model import Conv2d, Dense, MaxPool2d
 
-__all__ = ["MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan", "is_streaming",
+__all__ = ["HEADS", "MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan", "is_streaming",
            "check_streamable", "plan_stream", "stream_timing", "schedule"]
+
+#: How a streaming core computes its first dense layer's sums: adder trees over the collected
+#: map (``"unrolled"``) or a serial engine over it (``"serial"``, see
+#: :class:`~sbnn_hdl.gateware.streaming.StreamingCore`).
+HEADS = ("unrolled", "serial")
 
 #: The most pixels a stage's input row may have, and the most rows (a documented limit: the
 #: window generator's counters and look-up tables grow with them).

@@ -6,7 +6,9 @@
 - :class:`Argmax`: the pipelined argmax, ties to the lowest index; :class:`SerialArgmax`: one
   comparison every two cycles, for samples that come many cycles apart;
 - :class:`NetworkCore`: the whole network, one sample per clock, with a fixed :attr:`latency`;
-- :class:`StreamingCore` (:mod:`.streaming`): a convolutional network, one pixel per clock.
+- :class:`StreamingCore` (:mod:`.streaming`): a convolutional network, one pixel per clock;
+- :class:`SerialEngine` (:mod:`.serial`): a streaming core's first dense layer's sums over many
+  cycles between images, from block RAM (``head="serial"``).
 """
 
 from .accumulator import SparseAccumulator

@@ -19,14 +19,22 @@ def _source_widths(plan):
 class _LayerBase(wiring.Component):
     """What hidden and output layers share: ports for the sources, one accumulator per unit and
     one for ``q`` (or a ``q`` port, with ``plan.q_input``), all padded to the same latency
-    ``acc_latency``."""
+    ``acc_latency``; or, with ``p_input``, no accumulators: a ``p`` port that carries every
+    unit's ``p`` from outside (a serial engine, :class:`~sbnn_hdl.gateware.serial.SerialEngine`),
+    valid at stage :attr:`p_stage`, and ``q`` from the ``q`` port at stage 0 (``acc_latency`` is 0).
+    ``p_stage`` is then the stage at which the layer's own work on ``q`` is done, so that ``p``
+    waits in no register: the engine holds it."""
 
-    def _make_accumulators(self, plan, every, q_stage):
+    def _make_accumulators(self, plan, every, q_stage, p_input=False):
         self.plan = plan
         self.every = every
         if q_stage < 0:
             raise ValueError(f"q_stage: expected 0 or more cycles, found {q_stage}")
+        if p_input and plan.q_sources:
+            raise ValueError("p_input: expected q from the q port (plan.q_input), found a summed q_sources")
         self.q_stage = q_stage
+        self.p_input = p_input
+        self.p_widths = [shape_for(0, plan.p_max(u)).width for u in plan.units]
         self.widths = _source_widths(plan)
         self.offsets = [sum(self.widths[:k]) for k in range(len(self.widths))]
         # The inputs port: the sources without the complements of the xnor datapath.
@@ -40,6 +48,9 @@ class _LayerBase(wiring.Component):
             return SparseAccumulator.latency_for([plan.source_max[s] for s, _ in multiset],
                                                  [c for _, c in multiset], every=every)
 
+        if p_input:
+            self.acc_latency, self.p_accumulators, self.q_accumulator = 0, [], None
+            return
         natural = [natural_latency(u.sources) for u in plan.units]
         if plan.q_input:
             natural.append(q_stage)
@@ -50,11 +61,20 @@ class _LayerBase(wiring.Component):
         self.q_accumulator = accumulator(plan.q_sources, self.acc_latency) if plan.q_sources else None
 
     def _ports(self, **ports):
+        if self.p_input:
+            del ports["inputs"]
+            ports["p"] = In(unsigned(max(sum(self.p_widths), 1)))
         if self.plan.q_input:
             ports["q"] = In(shape_for(0, self.plan.q_max))
         return ports
 
     def _connect_accumulators(self, m, pipe):
+        if self.p_input:
+            offsets = [sum(self.p_widths[:k]) for k in range(len(self.p_widths))]
+            p = [pipe.input(self.p[o:o + w], 0, self.plan.p_max(u), self.p_stage)
+                 for u, o, w in zip(self.plan.units, offsets, self.p_widths)]
+            q = pipe.input(self.q, 0, self.plan.q_max) if self.plan.q_input else None
+            return p, q
         sources = self.inputs
         if self.plan.complements:
             # A signal of its own: slices of an expression are converted as the whole expression
@@ -139,6 +159,8 @@ class DenseLayer(_LayerBase):
         ``shape_for(0, plan.source_max[k])`` bits wide)
     q : In(unsigned) — only with ``plan.q_input``: the layer's ``q``, summed outside, valid
         ``q_stage`` cycles after ``inputs``
+    p : In(unsigned) — with ``p_input``, instead of ``inputs``: unit ``u``'s ``p`` in
+        ``p_widths[u]`` bits, packed from bit 0 up, valid :attr:`p_stage` cycles after ``q``
     outputs : Out(len(plan.units)) — bit ``u`` is unit ``u``'s output
 
     Attributes
@@ -167,10 +189,13 @@ class DenseLayer(_LayerBase):
         the route from a group's copy to its farthest neuron, then from a copy of ``r`` to a far
         comparison, were the critical paths at one adder level per stage. Costs one cycle and
         ``width(r) + width(s)`` flip-flops per neuron; no LUTs.
+    p_input : bool
+        Take every unit's ``p`` from the ``p`` port (see :class:`_LayerBase`): then
+        :attr:`p_stage` is :attr:`shared_latency`, and ``latency`` counts from ``q``.
     """
 
-    def __init__(self, plan, *, every=DEFAULT_EVERY, q_stage=0, neuron_copies=False):
-        self._make_accumulators(plan, every, q_stage)
+    def __init__(self, plan, *, every=DEFAULT_EVERY, q_stage=0, neuron_copies=False, p_input=False):
+        self._make_accumulators(plan, every, q_stage, p_input)
         units = plan.units
         dry = Pipeline(None, every, "dry")
         # A register copy of s and r per FANOUT neurons: one register driving a whole layer's
@@ -190,14 +215,21 @@ class DenseLayer(_LayerBase):
         def s_range(u):
             return self.s_ranges[u] if u.comparison.kind == "pq" else q_range
 
+        self.p_stage = self.shared_latency if p_input else self.acc_latency
+
+        def slack(u):
+            """The stages between the unit's own input and the comparisons of ``"pq"`` units."""
+            start = self.acc_latency + self.shared_latency
+            return {"pq": 0, "q": self.shared_latency, "p": start - self.p_stage}[u.comparison.kind]
+
         def natural(u):
             own = Threshold.latency_for(u.comparison, p_max=plan.p_max(u), s_range=s_range(u), every=every)
-            return own if u.comparison.kind == "pq" else own - self.shared_latency
+            return own - slack(u)
 
         self.threshold_latency = max((natural(u) for u in units), default=0)
         self.thresholds = [
             Threshold(u.comparison, p_max=plan.p_max(u), s_range=s_range(u), every=every,
-                      latency=self.threshold_latency + (0 if u.comparison.kind == "pq" else self.shared_latency))
+                      latency=self.threshold_latency + slack(u))
             for u in units]
         self.latency = self.acc_latency + self.shared_latency + self.threshold_latency
         super().__init__(self._ports(inputs=In(unsigned(self.input_width)), outputs=Out(len(units))))
@@ -277,13 +309,18 @@ class OutputLayer(_LayerBase):
     Parameters
     ----------
     plan, every, q_stage : as for :class:`DenseLayer`
+    p_input : bool
+        As for :class:`DenseLayer`: :attr:`p_stage` is then the stage of the ``b*q`` products,
+        and ``latency`` counts from ``q``.
     """
 
-    def __init__(self, plan, *, every=DEFAULT_EVERY, q_stage=0):
-        self._make_accumulators(plan, every, q_stage)
+    def __init__(self, plan, *, every=DEFAULT_EVERY, q_stage=0, p_input=False):
+        self._make_accumulators(plan, every, q_stage, p_input)
         dry = Pipeline(None, every, "dry")
-        p = [dry.input(None, 0, plan.p_max(u), self.acc_latency) for u in plan.units]
         q = dry.input(None, 0, plan.q_max, self.acc_latency)
+        self.p_stage = (max((x.stage or 0 for x in self._products(dry, q).values()), default=0) if p_input
+                        else self.acc_latency)
+        p = [dry.input(None, 0, plan.p_max(u), self.p_stage) for u in plan.units]
         scores = self._scores(dry, p, q)
         self.latency = max((s.stage or 0 for s in scores), default=0)
         self.score_ranges = [(s.lo, s.hi) for s in scores]
@@ -292,12 +329,15 @@ class OutputLayer(_LayerBase):
         super().__init__(self._ports(inputs=In(unsigned(self.input_width)),
                                      scores=Out(data.ArrayLayout(signed(self.score_width), self.classes))))
 
+    def _products(self, pipe, q):
+        """``b*q`` once per distinct ``b``."""
+        factors = sorted({u.b for u in self.plan.units if u.b}) if q is not None else []
+        return {b: pipe.multiply(q, b) for b in factors}
+
     def _scores(self, pipe, p, q):
-        units = self.plan.units
-        factors = sorted({u.b for u in units if u.b}) if q is not None else []
-        products = {b: pipe.multiply(q, b) for b in factors}  # b*q once per distinct b
+        products = self._products(pipe, q)
         scores = []
-        for unit, pk in zip(units, p):
+        for unit, pk in zip(self.plan.units, p):
             terms = [pipe.multiply(pk, unit.a), pipe.const(-unit.t)]
             if unit.b:
                 terms.append(products[unit.b])

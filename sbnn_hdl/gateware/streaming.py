@@ -5,11 +5,12 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from ..hwplan import DEFAULT_EVERY
-from ..streamplan import plan_stream, stream_timing
+from ..streamplan import HEADS, plan_stream, stream_timing
 from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
 from .pipeline import Pipeline, shape_for
+from .serial import SerialEngine
 from .window import WindowStream
 
 __all__ = ["StreamingCore"]
@@ -26,7 +27,11 @@ class StreamingCore(wiring.Component):
     its output map on as pixels in raster order. The dense layers collect the bits of the last
     map that their neurons read and run, fully unrolled, once per image; the first dense layer's
     ``q`` (the sum of the whole last map) is a running sum over the positions as they pass
-    (:mod:`sbnn_hdl.streamplan` plans what is built).
+    (:mod:`sbnn_hdl.streamplan` plans what is built). With ``head="serial"`` the first dense
+    layer's ``p`` of every neuron comes instead from a :class:`~sbnn_hdl.gateware.serial.SerialEngine`,
+    which computes them over :attr:`SerialEngine.steps` cycles after each image from the last
+    map's bits in RAM and the weights in ROM (the layer's thresholds, or the scores if it is the
+    output layer, are built as before); ``q`` then waits for it in a register.
 
     Parameters
     ----------
@@ -36,6 +41,10 @@ class StreamingCore(wiring.Component):
         Adder levels per register stage.
     scores : bool
         Also output every class's score.
+    head : str
+        ``"unrolled"`` (default): the first dense layer's sums as adder trees over the collected
+        bits; ``"serial"``: from the serial engine. A first dense layer without connections
+        (nothing to sum) is built unrolled either way.
 
     Ports
     -----
@@ -58,7 +67,11 @@ class StreamingCore(wiring.Component):
     latency : int
         ``1 + plan.stream_latency + 1 + head_latency``: the input register, the stages (from the
         last pixel to the last stage's last output, :func:`~sbnn_hdl.streamplan.stream_timing`),
-        the collection register, then the dense layers, the output layer and the argmax.
+        the collection register, then the dense layers, the output layer and the argmax; with the
+        serial engine, ``head_latency`` starts with ``engine.latency - first.p_stage`` (the
+        engine's run, less the stages in which the first dense layer works on ``q`` alone).
+    engine : SerialEngine or None
+        The serial engine, with ``head="serial"``.
     image_gap : int
         The fewest cycles without ``valid`` between a sample's last pixel and the next one's
         first: 0 (back to back) unless a stage has more output positions than input pixels.
@@ -70,17 +83,21 @@ class StreamingCore(wiring.Component):
     Raises
     ------
     HardwareError
-        A model that the streaming core cannot build, before anything is built.
+        A model that the streaming core cannot build, before anything is built; except a
+        stream whose timing cannot be kept and, with ``head="serial"``, images too short for the
+        serial engine (a few pixels), found once the layers that decide them exist.
     """
 
-    def __new__(cls, model, *, every=DEFAULT_EVERY, scores=True):
+    def __new__(cls, model, *, every=DEFAULT_EVERY, scores=True, head="unrolled"):
         if every < 1:
             raise ValueError(f"every: expected at least 1 adder level per stage, found {every}")
+        if head not in HEADS:
+            raise ValueError(f"head: expected one of {', '.join(HEADS)}, found {head!r}")
         plan_stream(model)  # refuses what it cannot build before the component exists
         return super().__new__(cls, src_loc_at=1)
 
-    def __init__(self, model, *, every=DEFAULT_EVERY, scores=True):
-        self.model, self.every = model, every
+    def __init__(self, model, *, every=DEFAULT_EVERY, scores=True, head="unrolled"):
+        self.model, self.every, self.head = model, every, head
         self.plan = plan = plan_stream(model)
         self.convs = {}
         delays = []
@@ -95,8 +112,12 @@ class StreamingCore(wiring.Component):
         self.q_latency = self._q_increment(Pipeline(None, every, "dry"), None).stage if plan.q_channels else 0
         # Only the first dense layer reads the stream's q.
         q_stages = [self.q_latency] + [0] * (len(plan.dense) - 1)
-        self.hidden = [DenseLayer(p, every=every, q_stage=s) for p, s in zip(plan.dense[:-1], q_stages)]
-        self.output = OutputLayer(plan.dense[-1], every=every, q_stage=q_stages[-1])
+        serial = head == "serial" and any(u.sources for u in plan.dense[0].units)
+        p_input = [serial] + [False] * (len(plan.dense) - 1)
+        self.hidden = [DenseLayer(p, every=every, q_stage=s, p_input=i)
+                       for p, s, i in zip(plan.dense[:-1], q_stages, p_input)]
+        self.output = OutputLayer(plan.dense[-1], every=every, q_stage=q_stages[-1], p_input=p_input[-1])
+        self.engine = self._engine(self.first) if serial else None
         # Samples come at least `pixels + image_gap` cycles apart: time enough, nearly always,
         # for a serial argmax.
         classes = self.output.classes
@@ -105,6 +126,8 @@ class StreamingCore(wiring.Component):
         else:
             self.argmax = Argmax(self.output.score_width, classes, every=1)
         self.head_latency = sum(l.latency for l in self.hidden) + self.output.latency + self.argmax.latency
+        if self.engine:
+            self.head_latency += self.engine.latency - self.first.p_stage
         self.latency = 1 + plan.stream_latency + 1 + self.head_latency
         self.image_gap = plan.image_gap
         self.pixels = plan.pixels
@@ -112,6 +135,24 @@ class StreamingCore(wiring.Component):
         spec = model.input
         super().__init__({"pixel": In(unsigned(spec.bits * spec.shape[2])), "valid": In(1),
                           **result_ports(self.output, self.argmax, scores)})
+
+    @property
+    def first(self):
+        """The first dense layer (the output layer when there is no hidden one)."""
+        return (self.hidden or [self.output])[0]
+
+    def _engine(self, first):
+        """The serial engine of ``first``, its ``ready`` when the layer may read ``p`` at its
+        ``p_stage``: ``q`` is read ``p_stage`` cycles earlier from a register written
+        :attr:`q_latency` cycles after :attr:`_head_valid` and rewritten as much after the next
+        image's (at least ``pixels + image_gap`` cycles later)."""
+        plan, period = self.plan, self.plan.pixels + self.plan.image_gap
+        if plan.q_channels:
+            window = (self.q_latency + 1 + first.p_stage, period + self.q_latency + first.p_stage)
+        else:
+            window = (0, float("inf"))
+        return SerialEngine(plan.dense[0], plan.collect, plan.stages[-1].geometry.positions, period, window,
+                            every=self.every)
 
     def _features(self, m):
         """The first stage's input stream from the registered raw pixel (wiring only): an
@@ -154,7 +195,7 @@ class StreamingCore(wiring.Component):
         """What the last elaboration built (as :meth:`NetworkCore.resources`), with the line
         buffers' bits as ``memory_bits``."""
         return total_stats(self.stats, [*self.convs.values(), *self.hidden], self.output,
-                           [self.argmax, *self.windows])
+                           [self.argmax, *self.windows, *([self.engine] if self.engine else [])])
 
     def elaborate(self, platform):
         m = Module()
@@ -179,17 +220,27 @@ class StreamingCore(wiring.Component):
                 stream, valid = self._pool(m, index, window.window, window.out_valid, stage)
             widths = [shape_for(0, v).width for v in stage.stream_out]
         source = self._collect(m, stream, valid)
+        start, wait = self._head_valid, self.head_latency - self.argmax.latency
         if self.plan.q_channels:
-            m.d.comb += (self.hidden or [self.output])[0].q.eq(self._stream_q(m, stream, valid))
+            q = self._stream_q(m, stream, valid)
+            m.d.comb += self.first.q.eq(self._held_q(m, q) if self.engine else q)
+        if self.engine:
+            m.submodules.engine = self.engine
+            m.d.comb += [self.engine.bits.eq(Cat(*[stream[c] for c in self.engine.columns])),
+                         self.engine.valid.eq(valid),
+                         self.first.p.eq(self.engine.p)]
+            start, wait = self.engine.ready, wait - self.engine.latency
         for n, layer in enumerate(self.hidden):
             m.submodules[f"layer{n}"] = layer
-            m.d.comb += layer.inputs.eq(source)
+            if not layer.p_input:
+                m.d.comb += layer.inputs.eq(source)
             source = layer.outputs
         m.submodules.output = self.output
-        m.d.comb += self.output.inputs.eq(source)
+        if not self.output.p_input:
+            m.d.comb += self.output.inputs.eq(source)
         m.submodules.argmax = self.argmax
         m.d.comb += [self.argmax.scores.eq(self.output.scores), self.prediction.eq(self.argmax.index)]
-        scores_valid = self._delayed(m, self._head_valid, self.head_latency - self.argmax.latency, "scores_valid")
+        scores_valid = self._delayed(m, start, wait, "scores_valid")
         if isinstance(self.argmax, SerialArgmax):
             m.d.comb += self.argmax.start.eq(scores_valid)
         if self.with_scores:
@@ -239,15 +290,30 @@ class StreamingCore(wiring.Component):
         self.stats["adders"] += 1
         return total
 
+    def _held_q(self, m, q):
+        """``q`` of the last image, held for the serial engine's run: written on the cycle that
+        :meth:`_stream_q` holds the whole sum, until the next image's."""
+        held = Signal(len(q), name="q_held", reset_less=True)
+        with m.If(self._delayed(m, self._head_valid, self.q_latency, "q_done")):
+            m.d.sync += held.eq(q)
+        self.stats["register_bits"] += len(held)
+        return held
+
     def _collect(self, m, stream, valid):
         """The last map's bits that the dense layers read, each in a register written when its
-        position passes; :attr:`_head_valid` is high on the cycle after an image's last position,
-        when every register holds that image (a position of the next image is written only at
-        the end of that cycle)."""
+        position passes (none with the serial engine, which keeps them in RAM);
+        :attr:`_head_valid` is high on the cycle after an image's last position, when every
+        register holds that image (a position of the next image is written only at the end of
+        that cycle)."""
         geometry = self.plan.stages[-1].geometry
         self._position = position = Signal(range(geometry.positions), name="position")
         with m.If(valid):
             m.d.sync += position.eq(Mux(position == geometry.positions - 1, 0, position + 1))
+        self._head_valid = Signal(name="head_valid")
+        m.d.sync += self._head_valid.eq(valid & (position == geometry.positions - 1))
+        self.stats["register_bits"] += len(position) + 1
+        if self.engine:
+            return None
         by_position = {}
         for n, (where, channel) in enumerate(self.plan.collect):
             by_position.setdefault(where, []).append((n, channel))
@@ -255,7 +321,5 @@ class StreamingCore(wiring.Component):
         for where, entries in by_position.items():
             with m.If(valid & (position == where)):
                 m.d.sync += [bits[n].eq(stream[channel]) for n, channel in entries]
-        self._head_valid = Signal(name="head_valid")
-        m.d.sync += self._head_valid.eq(valid & (position == geometry.positions - 1))
-        self.stats["register_bits"] += len(bits) + len(position) + 1
+        self.stats["register_bits"] += len(bits)
         return bits

@@ -18,7 +18,7 @@ from .. import __version__
 from ..tables import format_table
 from ..estimate import estimate_ecp5
 from ..hwplan import DEFAULT_EVERY, HardwareError, check_buildable
-from ..streamplan import is_streaming, plan_stream
+from ..streamplan import HEADS, is_streaming, plan_stream
 from ..synth import rtlil_to_verilog
 from .core import NetworkCore
 from .shared import SharedModules
@@ -44,10 +44,15 @@ def _ports(core):
     return ports
 
 
-def check_model(model, *, arch="sparse", relay=0):
+def check_model(model, *, arch="sparse", relay=0, head="unrolled"):
     """Raise :class:`~sbnn_hdl.hwplan.HardwareError` unless :func:`build_core` can build ``model``
     with these options; builds nothing (for commands that check their input before long work)."""
+    if head not in HEADS:
+        raise HardwareError(f"--head: expected one of {', '.join(HEADS)}, found {head!r}")
     if not is_streaming(model):
+        if head != "unrolled":
+            raise HardwareError(f"--head: expected unrolled for a model without conv2d or maxpool2d layers (the "
+                                f"{head} head is the streaming core's), found {head}")
         check_buildable(model, arch)
         return
     if arch != "sparse":
@@ -59,13 +64,13 @@ def check_model(model, *, arch="sparse", relay=0):
     plan_stream(model)
 
 
-def build_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse"):
+def build_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", head="unrolled"):
     """The core of ``model``: a :class:`StreamingCore` when it has conv or pool layers, else a
-    :class:`NetworkCore` (see there for the options). Raises
+    :class:`NetworkCore` (see there for the options; ``head`` is the streaming core's). Raises
     :class:`~sbnn_hdl.hwplan.HardwareError` for what neither can build (:func:`check_model`)."""
-    check_model(model, arch=arch, relay=relay)
+    check_model(model, arch=arch, relay=relay, head=head)
     if is_streaming(model):
-        return StreamingCore(model, every=every, scores=scores)
+        return StreamingCore(model, every=every, scores=scores, head=head)
     return NetworkCore(model, every=every, relay=relay, scores=scores, arch=arch)
 
 
@@ -107,6 +112,13 @@ def _stages(core):
     return stages
 
 
+def _engine(engine):
+    if engine is None:
+        return None
+    return {"steps_per_image": engine.steps, "lanes": engine.lanes, "positions_per_word": engine.per_word,
+            "latency": engine.latency}
+
+
 def _stream_report(model, core, every, resources, estimate):
     spec = model.input
     h, w, c = spec.shape
@@ -118,7 +130,8 @@ def _stream_report(model, core, every, resources, estimate):
         "top": model.name,
         "kind": "stream",
         "generator": {"sbnn_hdl": __version__, "amaranth": amaranth_version, "every": every, "relay": 0,
-                      "arch": "sparse"},
+                      "arch": "sparse", "head": core.head},
+        "serial_engine": _engine(core.engine),
         "latency": core.latency,
         "throughput": f"one sample per {core.pixels + gap} clocks" + ("" if gap else " (its pixels, back to back)"),
         "clock": {"port": "clk", "edge": "rising"},
@@ -184,17 +197,19 @@ def _report(model, core, every, resources, estimate):
     }
 
 
-def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", progress=None):
+def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", head="unrolled",
+                     progress=None):
     """Generate the core of ``model`` with the datapath ``arch`` (``"sparse"``, or the dense
     ``"xnor"`` baseline), ``every`` adder levels per register stage and ``relay`` extra register
-    stages on every layer's inputs (see :class:`~sbnn_hdl.gateware.NetworkCore`); returns a
-    :class:`GeneratedCore`.
+    stages on every layer's inputs (see :class:`~sbnn_hdl.gateware.NetworkCore`), and for a
+    streaming core the first dense layer's ``head`` (see
+    :class:`~sbnn_hdl.gateware.streaming.StreamingCore`); returns a :class:`GeneratedCore`.
 
     Raises :class:`~sbnn_hdl.hwplan.HardwareError` for a model the generator cannot build.
     """
     step = progress or (lambda message: None)
     step("planning and building the core")
-    core = build_core(model, every=every, relay=relay, scores=scores, arch=arch)
+    core = build_core(model, every=every, relay=relay, scores=scores, arch=arch, head=head)
     step("elaborating and converting to Verilog")
     shared = SharedModules(model.name)
     top = amaranth_rtlil.convert(core, name=model.name, platform=shared, emit_src=False)
@@ -203,10 +218,10 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="
     return GeneratedCore(text, _report(model, core, every, resources, estimate_ecp5(resources)), core)
 
 
-def estimate_model(model, *, every=DEFAULT_EVERY, relay=0, arch="sparse"):
+def estimate_model(model, *, every=DEFAULT_EVERY, relay=0, arch="sparse", head="unrolled"):
     """The ECP5 estimate (:func:`sbnn_hdl.estimate.estimate_ecp5`) of the core that
     :func:`generate_verilog` would build, from the elaboration alone (no Verilog conversion)."""
-    core = build_core(model, every=every, relay=relay, arch=arch)
+    core = build_core(model, every=every, relay=relay, arch=arch, head=head)
     Fragment.get(core, None)  # the elaboration counts what it builds (core.resources())
     return estimate_ecp5(core.resources())
 
@@ -227,6 +242,11 @@ def format_summary(report):
                      f"{spec['pixel_width']} bits in raster order, {report['throughput']}; latency "
                      f"{report['latency']} cycles from a sample's last pixel to its prediction; register every "
                      f"{every} adder levels")
+        engine = report["serial_engine"]
+        if engine:
+            lines.append(f"first dense layer's sums from a serial engine: {engine['lanes']} neuron(s) per clock "
+                         f"over {engine['positions_per_word']} position(s) of the last map, "
+                         f"{engine['steps_per_image']} clocks per sample")
         stage_rows = [[s["name"], s["kind"], "x".join(map(str, s["in_shape"])), "x".join(map(str, s["out_shape"])),
                        "x".join(map(str, s["kernel"])), "x".join(map(str, s["stride"])),
                        "x".join(map(str, s["padding"])) + (f" ({s['pad_value']})" if any(s["padding"]) else ""),

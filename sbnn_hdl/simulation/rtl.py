@@ -18,12 +18,13 @@ __all__ = ["simulate", "format_mismatch"]
 
 
 def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, every=DEFAULT_EVERY, relay=0,
-             arch="sparse", waves=None, idle=0.25, seed=0, cache=None, progress=None, jobs=None):
+             arch="sparse", head="unrolled", waves=None, idle=0.25, seed=0, cache=None, progress=None, jobs=None):
     """Run ``x`` through the hardware of ``model`` in an RTL simulator; return
     ``(predictions, scores)`` as ``int64`` arrays.
 
-    ``every``, ``relay`` and ``arch`` choose the core as in :func:`~sbnn_hdl.gateware.verilog.generate_verilog`;
-    the generated core is kept in ``cache`` too (:func:`~sbnn_hdl.simulation.cores.generated_core`).
+    ``every``, ``relay``, ``arch`` and ``head`` choose the core as in
+    :func:`~sbnn_hdl.gateware.verilog.generate_verilog`; the generated core is kept in ``cache`` too
+    (:func:`~sbnn_hdl.simulation.cores.generated_core`).
     ``jobs``: simulator processes in bulk mode (:meth:`~sbnn_hdl.simulation.bulk.BulkSimulator.run`).
 
     ``progress(stage, done, total)`` is told of each stage (``generate``, ``synthesise``,
@@ -33,7 +34,7 @@ def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, ever
     """
     progress = progress or (lambda stage, done, total: None)
     progress("generate", 0, 1)
-    generated = generated_core(model, cache=cache, every=every, relay=relay, arch=arch)
+    generated = generated_core(model, cache=cache, every=every, relay=relay, arch=arch, head=head)
     progress("generate", 1, 1)
     if mode == "cocotb":
         if netlist or waves:
