@@ -68,14 +68,12 @@ def main(argv=None):
         parser.error("--no-cache: expected with --board (board builds are cached), found --verilog alone")
     if args.router and not args.board:
         parser.error("--router: expected with --board (a place and route option), found --verilog alone")
-    if args.board and args.head != "unrolled":
-        parser.error(f"--head: expected unrolled with --board (board builds take the unrolled head), found "
-                     f"{args.head}")
     if args.board:
         report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
                        output=args.output or "bitstreams", every=args.every, relay=args.relay,
                        scores=not args.no_scores,
-                       batch_depth=args.batch_depth, arch=args.arch, carry_chains=not args.no_carry_chains,
+                       batch_depth=args.batch_depth, arch=args.arch, head=args.head,
+                       carry_chains=not args.no_carry_chains,
                        router=args.router, cache=None if args.no_cache else args.cache)
         print(format_report(report))
         return 0

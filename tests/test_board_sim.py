@@ -173,10 +173,10 @@ def test_run_on_a_board_without_a_batch_memory(tmp_path, capsys):
     assert "RUN" not in text and "LOAD" not in text
 
 
-@pytest.fixture(scope="module")
-def conv_board(tmp_path_factory):
+@pytest.fixture(scope="module", params=["unrolled", "serial"])
+def conv_board(tmp_path_factory, request):
     """The board simulation of a small conv model (its streaming core behind the same host
-    interface), with 40 inputs for it."""
+    interface, with either head: docs/hardware.md), with 40 inputs for it."""
     from sbnn_hdl import modelfile
     from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
     folder = tmp_path_factory.mktemp("conv")
@@ -187,7 +187,7 @@ def conv_board(tmp_path_factory):
     path, inputs = folder / "conv.sbnn", folder / "conv_x.npy"
     modelfile.save(model, path)
     np.save(inputs, random_inputs(rng, model.input, 40))
-    with BoardSimulation(str(path)) as sim:
+    with BoardSimulation(str(path), head=request.param) as sim:
         yield sim, str(path), str(inputs)
 
 
@@ -204,6 +204,7 @@ def test_conv_model_on_simulated_board_matches_golden(conv_board, tmp_path, caps
     result = json.loads(out.read_text())
     info = sim.info
     assert info.streaming and (info.pixels, info.image_gap) == (30, 0)
+    assert (sim.report["serial_engine"] is not None) == (sim.report["generator"]["head"] == "serial")
     assert result["agree"] == result["samples"] == 40 and result["scores_checked"]
     count = min(40, SIM_BATCH)
     assert result["batch"] == {"samples": count, "agree": count, "mismatches": []}

@@ -145,12 +145,11 @@ def test_option_errors(tmp_path, capsys):
         StreamingCore(conv, head="fast")
     with pytest.raises(HardwareError, match=r"^--head: expected one of unrolled, serial, found 'fast'$"):
         build_core(conv, head="fast")
-    save(conv, tmp_path / "conv.sbnn")
-    with pytest.raises(SystemExit) as exit:
-        generate_cli.main([str(tmp_path / "conv.sbnn"), "--board", "ulx3s", "--head", "serial"])
-    assert exit.value.code == 2
-    assert capsys.readouterr().err.endswith("error: --head: expected unrolled with --board (board builds take the "
-                                            "unrolled head), found serial\n")
+    # A board build takes the head too, and refuses the serial one for a dense model before any tool runs.
+    assert generate_cli.main([str(tmp_path / "dense.sbnn"), "--board", "ulx3s", "--head", "serial", "-o",
+                              str(tmp_path / "boards"), "--no-cache"]) == 2
+    assert capsys.readouterr().err == f"sbnn_hdl.generate: error: {message}\n"
+    assert not (tmp_path / "boards").exists()
 
 
 def test_generate_reports_the_head(tmp_path, capsys):

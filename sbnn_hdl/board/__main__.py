@@ -28,6 +28,7 @@ from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import pack_sample
 from ..simulation.board import BoardSimulation
+from ..streamplan import HEADS
 from . import get_board, protocol as P
 from .client import check_model, check_protocol, describe_link, format_run, open_port, program, run_model
 
@@ -86,7 +87,7 @@ def _simulate(args):
     # SIGTERM as Ctrl-C: either way the simulation process is stopped with this one, not left
     # behind (and a build in progress cleans up after itself).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    sim = BoardSimulation(args.model, progress=lambda m: print(m, file=sys.stderr))
+    sim = BoardSimulation(args.model, head=args.head, progress=lambda m: print(m, file=sys.stderr))
     try:   # (from the start: a signal may come as soon as the address is out)
         url = sim.start(args.listen)
         print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
@@ -125,6 +126,8 @@ def main(argv=None):
     p = sub.add_parser("simulate")
     p.add_argument("model", help="the .sbnn file")
     p.add_argument("--listen", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
+    p.add_argument("--head", choices=HEADS, default="unrolled",
+                   help="a conv model's first dense layer, as generate --head (default unrolled)")
     args = parser.parse_args(argv)
     return {"run": _run, "check": _check, "program": _program, "simulate": _simulate}[args.job](args)
 

@@ -11,19 +11,21 @@ from .dispatch import CoreInfo
 __all__ = ["check_board_model", "generate_core", "core_info"]
 
 
-def check_board_model(model, arch="sparse", relay=0):
+def check_board_model(model, arch="sparse", relay=0, head="unrolled"):
     """Raise :class:`~sbnn_hdl.hwplan.HardwareError` for a model whose core cannot be built
     with these options (:func:`~sbnn_hdl.gateware.verilog.check_model`: a conv model's
-    streaming core has neither the ``xnor`` datapath nor relay stages)."""
-    check_model(model, arch=arch, relay=relay)
+    streaming core has neither the ``xnor`` datapath nor relay stages; a dense model's core has
+    no serial head)."""
+    check_model(model, arch=arch, relay=relay, head=head)
 
 
-def generate_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", progress=None):
+def generate_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", head="unrolled",
+                  progress=None):
     """The core of ``model`` as :func:`~sbnn_hdl.gateware.verilog.generate_verilog` generates it
     (a :class:`~sbnn_hdl.gateware.verilog.GeneratedCore` whose ``core`` the host interface reads).
     Raises :class:`~sbnn_hdl.hwplan.HardwareError` (:func:`check_board_model`)."""
-    check_board_model(model, arch, relay)
-    return generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch, progress=progress)
+    check_board_model(model, arch, relay, head)
+    return generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch, head=head, progress=progress)
 
 
 def core_info(generated):
