@@ -8,22 +8,16 @@ import pytest
 from amaranth.hdl import Elaboratable, Fragment, Module, UnusedElaboratable
 from hypothesis import given, settings, strategies as st
 
-from sbnn_hdl import golden, load
+from sbnn_hdl import load
 from sbnn_hdl.gateware import NetworkCore
 from sbnn_hdl.hwplan import HardwareError
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
-from sbnn_hdl.simulation.pysim import simulate_core
+from sbnn_hdl.simulation import pysim
 from sbnn_hdl.testing.strategies import dense_models
 
 
 def check_core(model, x, *, every=2, relay=0, idle=0.3, seed=0):
-    core = NetworkCore(model, every=every, relay=relay)
-    predictions, scores, latencies = simulate_core(core, x, rng=np.random.default_rng(seed), idle=idle)
-    expected = golden.infer(model, x)
-    assert scores == expected.scores.tolist()
-    assert predictions == expected.predictions.tolist()
-    assert set(latencies) == {core.latency}
-    return core
+    return pysim.check_core(NetworkCore(model, every=every, relay=relay), x, idle=idle, seed=seed)
 
 
 @settings(max_examples=int(__import__("os").environ.get("SBNN_SIM_EXAMPLES", "25")))

@@ -15,7 +15,7 @@ from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.gateware.verilog import build_core, estimate_model
 from sbnn_hdl.hwplan import HardwareError
 from sbnn_hdl.model import Conv2d, Dense, InputSpec, Model
-from sbnn_hdl.simulation.pysim import simulate_core
+from sbnn_hdl.simulation.pysim import check_core
 from sbnn_hdl.simulation.rtl import simulate
 from sbnn_hdl.streamplan import plan_stream
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
@@ -25,13 +25,7 @@ TOO_SHORT = "--head serial: expected a serial engine that finishes within"
 
 
 def check_serial(model, x, *, every=2, idle=0.3, seed=0):
-    core = StreamingCore(model, every=every, head="serial")
-    predictions, scores, latencies = simulate_core(core, x, rng=np.random.default_rng(seed), idle=idle)
-    expected = golden.infer(model, x)
-    assert scores == expected.scores.tolist()
-    assert predictions == expected.predictions.tolist()
-    assert set(latencies) == {core.latency}
-    return core
+    return check_core(StreamingCore(model, every=every, head="serial"), x, idle=idle, seed=seed)
 
 
 @settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")), deadline=None)

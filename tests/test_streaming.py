@@ -8,25 +8,18 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
-from sbnn_hdl import golden
 from sbnn_hdl.gateware.argmax import SerialArgmax
 from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.hwplan import HardwareError
 from sbnn_hdl.model import Conv2d, Dense, InputSpec, MaxPool2d, Model
-from sbnn_hdl.simulation.pysim import simulate_core
+from sbnn_hdl.simulation.pysim import check_core
 from sbnn_hdl.streamplan import Geometry, plan_stream, schedule
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 from sbnn_hdl.testing.strategies import stream_models
 
 
 def check_stream(model, x, *, every=2, idle=0.3, seed=0):
-    core = StreamingCore(model, every=every)
-    predictions, scores, latencies = simulate_core(core, x, rng=np.random.default_rng(seed), idle=idle)
-    expected = golden.infer(model, x)
-    assert scores == expected.scores.tolist()
-    assert predictions == expected.predictions.tolist()
-    assert set(latencies) == {core.latency}
-    return core
+    return check_core(StreamingCore(model, every=every), x, idle=idle, seed=seed)
 
 
 @settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")), deadline=None)

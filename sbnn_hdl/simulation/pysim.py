@@ -4,9 +4,10 @@
 import numpy as np
 from amaranth.sim import Simulator
 
+from .. import golden
 from ..hwplan import pack_sample
 
-__all__ = ["simulate_core", "pixel_words"]
+__all__ = ["simulate_core", "check_core", "pixel_words"]
 
 
 def pixel_words(spec, sample):
@@ -63,3 +64,17 @@ def simulate_core(core, x, *, rng=None, idle=0.0):
         raise AssertionError(f"expected {len(ends)} outputs, found {len(received)}")
     latencies = [r[0] - s + 1 for s, r in zip(ends, received)]
     return [r[1] for r in received], [r[2] for r in received] if has_scores else None, latencies
+
+
+def check_core(core, x, *, idle=0.3, seed=0):
+    """Run ``x`` through ``core`` (:func:`simulate_core`, idle cycles at random with probability
+    ``idle``, drawn from ``seed``) and assert that every prediction and score is the golden
+    model's and every output comes exactly ``core.latency`` cycles after its sample. Returns ``core``."""
+    predictions, scores, latencies = simulate_core(core, x, rng=np.random.default_rng(seed), idle=idle)
+    expected = golden.infer(core.model, x)
+    if scores is not None:   # (a core without a scores port gives the prediction only)
+        assert scores == expected.scores.tolist()
+    assert predictions == expected.predictions.tolist()
+    assert set(latencies) == {core.latency}
+    return core
+
