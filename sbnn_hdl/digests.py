@@ -6,11 +6,19 @@ to comments or docstrings does not.
 """
 
 import ast
+import functools
+import gc
 import hashlib
+import threading
 from importlib import metadata
 from pathlib import Path
 
 __all__ = ["tool_versions", "source_digest", "generator_digest"]
+
+#: ``ast.parse`` in a Dask worker's thread failed in CPython 3.11 ("AST constructor recursion
+#: depth mismatch", as in python/cpython#106905): Python code run while the tree is converted
+#: (the garbage collector's finalisers, another thread's parse) moves the depth it checks.
+_PARSING = threading.Lock()
 
 
 def tool_versions():
@@ -21,13 +29,21 @@ def tool_versions():
 def _code(path):
     """The code of a Python file without its comments and docstrings: what a cached result
     depends on, so that editing documentation does not throw measurements away."""
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree).encode()
+    text = path.read_text()
+    with _PARSING:
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            tree = ast.parse(text)
+        finally:
+            if collecting:
+                gc.enable()
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        return ast.dump(tree).encode()
 
 
 def source_digest(files):
@@ -35,9 +51,11 @@ def source_digest(files):
     return hashlib.sha256(b"".join(_code(Path(f)) for f in files)).hexdigest()
 
 
+@functools.cache
 def generator_digest():
     """A hash of the generator's and the flow's code (the gateware, both planners, the estimate
-    and the synthesis flow), so that a changed generator is measured anew."""
+    and the synthesis flow), so that a changed generator is measured anew. Computed once per
+    process: the code a process runs is the code it loaded."""
     package = Path(__file__).parent
     files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "streamplan.py",
                     package / "estimate.py", package / "synth.py"])
