@@ -16,8 +16,9 @@ from pathlib import Path
 __all__ = ["tool_versions", "source_digest", "generator_digest"]
 
 #: ``ast.parse`` in a Dask worker's thread failed in CPython 3.11 ("AST constructor recursion
-#: depth mismatch", as in python/cpython#106905): Python code run while the tree is converted
-#: (the garbage collector's finalisers, another thread's parse) moves the depth it checks.
+#: depth mismatch", as in python/cpython#106905), with this lock alone too; with the garbage
+#: collector off during the parse it did not (tests/test_cluster.py), so presumably Python code
+#: run while the tree is converted (finalisers) moves the depth that the conversion checks.
 _PARSING = threading.Lock()
 
 
