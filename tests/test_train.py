@@ -21,7 +21,7 @@ from sbnn_hdl import datasets, golden, load  # noqa: E402
 from sbnn_hdl.train.fold import ExportError, fold_hidden, fold_output, verify, Folded  # noqa: E402
 from sbnn_hdl.train import controller, quant  # noqa: E402
 from sbnn_hdl.train.loop import Config, TrainError, augment, export_model, load_net, train  # noqa: E402
-from sbnn_hdl.train.nets import parse_arch  # noqa: E402
+from sbnn_hdl.train.nets import POOLS, SbnnNet, input_spec, parse_arch  # noqa: E402
 from sbnn_hdl.train.teacher import TeacherConfig, load_teacher, save_teacher, teacher_input, train_teacher  # noqa: E402
 
 
@@ -182,15 +182,16 @@ def test_fold_output_orders_classes_as_the_real_scores():
 TINY = dict(data="digits", epochs=2, batch_size=64, train_limit=512, seed=3, threads=1)
 
 
-@pytest.mark.parametrize("arch, encoding, planes, domain, ste, pad", [
-    ("mlp:32", "integer", [3, 2], "learned", "ste", 0),
-    ("mlp:32,16", "bitplanes", [3, 2, 1], "closed-form", "irnet", 0),
-    ("cnn:4,p,fc16", "bitplanes", [3, 2], "symmetric", "approxsign", 0),
-    ("cnn:4,p", "integer", [3], "learned", "ste", 1),
+@pytest.mark.parametrize("arch, encoding, planes, domain, ste, pad, pool", [
+    ("mlp:32", "integer", [3, 2], "learned", "ste", 0, "values"),
+    ("mlp:32,16", "bitplanes", [3, 2, 1], "closed-form", "irnet", 0, "values"),
+    ("cnn:4,p,fc16", "bitplanes", [3, 2], "symmetric", "approxsign", 0, "values"),
+    ("cnn:4,p", "integer", [3], "learned", "ste", 1, "values"),
+    ("cnn:4,p,4,p", "integer", [3, 2], "learned", "ste", 0, "bits"),
 ])
-def test_tiny_model_exports_exactly(tmp_path, digits, arch, encoding, planes, domain, ste, pad):
+def test_tiny_model_exports_exactly(tmp_path, digits, arch, encoding, planes, domain, ste, pad, pool):
     config = Config(arch=arch, encoding=encoding, planes=planes, domain=domain, ste=ste, sparsity=0.7,
-                    pad_value=pad, **TINY)
+                    pad_value=pad, pool=pool, **TINY)
     net, data, log = train(config, progress=False, data=digits)
     assert len(log) == 2 and 0 <= log[-1]["val_accuracy"] <= 1
     path = tmp_path / "tiny.sbnn"
@@ -199,6 +200,7 @@ def test_tiny_model_exports_exactly(tmp_path, digits, arch, encoding, planes, do
     assert loaded == model
     meta = loaded.metadata
     assert meta["dataset"] == "digits" and meta["domain"] == domain and meta["seed"] == 3
+    assert meta.get("pool") == (pool if ",p" in arch else None)
     assert set(meta["versions"]) == {"sbnn_hdl", "torch", "numpy", "python"}
     x = data.x_test.reshape(len(data.x_test), *model.input.shape)
     accuracy = float((golden.infer(loaded, x).predictions == data.y_test).mean())
@@ -327,6 +329,46 @@ def test_checkpoint_from_before_the_controller(tmp_path, digits):
     with pytest.raises(TrainError, match="differing: gamma 0.2, here None; controller 'fixed', here 'ramp'; "
                                          "edge_budgets False, here True"):  # today's default is the ramp
         train(Config(**{**config, "controller": "ramp"}), checkpoint=ckpt, resume=True, progress=False, data=digits)
+    resumed, *_ = train(Config(**config), checkpoint=ckpt, resume=True, progress=False, data=digits)
+    for x, y in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_pooling_the_values_gives_the_bits_of_pooling_the_bits():
+    """``pool="values"`` (the default) max-pools the normalised values before the sign: the same
+    forward pass as OR-pooling the bits, with the gradient sent to each window's largest value."""
+    torch.manual_seed(0)
+    spec = input_spec("cnn", (8, 8, 1), 4, "integer", [3, 2])
+    nets = [SbnnNet(spec, "cnn:6,p,5,p,p,fc8", 3, pool=pool) for pool in POOLS]
+    nets[1].load_state_dict(nets[0].state_dict())
+    v = torch.randint(0, 4, (16, 1, 8, 8)).float()
+    grads = []
+    for net in nets:
+        net.train()
+        scores = net(v)
+        scores.square().sum().backward()
+        grads.append([layer.weight.grad.clone() for layer in net.binary_layers])
+        net.eval()
+        with torch.no_grad():
+            grads[-1].append(net(v))
+        grads[-1].append(scores.detach())
+    assert torch.equal(grads[0][-1], grads[1][-1]) and torch.equal(grads[0][-2], grads[1][-2])
+    assert not torch.equal(grads[0][0], grads[1][0])
+    with pytest.raises(ValueError, match="expected pool values or bits, found 'avg'"):
+        SbnnNet(spec, "cnn:6,p", 3, pool="avg")
+
+
+def test_checkpoint_from_before_the_pool_option_pooled_the_bits(tmp_path, digits):
+    config = dict(arch="cnn:4,p,fc16", sparsity=0.8, pool="bits", **{**TINY, "epochs": 3})
+    straight, *_ = train(Config(**config), progress=False, data=digits)
+    ckpt = tmp_path / "old.ckpt"
+    train(Config(**config), checkpoint=ckpt, progress=False, data=digits, stop_after=2)
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]["pool"]
+    torch.save(state, ckpt)
+    assert load_net(ckpt, data=digits)[1].pool == "bits"
+    with pytest.raises(TrainError, match="differing: pool 'bits', here 'values'"):
+        train(Config(**{**config, "pool": "values"}), checkpoint=ckpt, resume=True, progress=False, data=digits)
     resumed, *_ = train(Config(**config), checkpoint=ckpt, resume=True, progress=False, data=digits)
     for x, y in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(x, y)

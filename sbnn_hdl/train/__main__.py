@@ -13,6 +13,7 @@ from .._cli import command
 from ..datasets import NAMES
 from .controller import CONTROLLERS, RAMP_SHAPES
 from .loop import Config, TrainError, export_model, parse_layer_sparsity, summary, train
+from .nets import POOLS
 from .quant import DOMAINS, STES
 
 __all__ = ["main"]
@@ -36,6 +37,9 @@ def main(argv=None):
     parser.add_argument("--planes", type=_planes, help="bit planes read, e.g. 7,6,5,4 (default: the top 4)")
     parser.add_argument("--domain", choices=DOMAINS, default="learned", help="binary weight domain")
     parser.add_argument("--ste", choices=STES, default="ste", help="activation gradient estimator")
+    parser.add_argument("--pool", choices=POOLS, default="values",
+                        help="how training max-pools: the normalised values, then the sign (the gradient to each "
+                             "window's largest value), or the bits after the sign; the same bits either way")
     parser.add_argument("--sparsity", type=float, help="target sparsity (share of 0 weights); omit for a dense BNN")
     parser.add_argument("--controller", choices=CONTROLLERS, default="ramp",
                         help="ramp: the targets move from the starting sparsity to the final ones over --ramp of "
@@ -84,7 +88,7 @@ def main(argv=None):
         if folder and not os.path.isdir(folder):  # fail now, not after hours of training
             raise TrainError(f"output {path!r}: expected an existing folder {folder!r}, found none")
     config = Config(data=args.data, arch=args.arch, encoding=args.encoding, planes=args.planes,
-                    domain=args.domain, ste=args.ste, sparsity=args.sparsity, gamma=args.gamma,
+                    domain=args.domain, ste=args.ste, pool=args.pool, sparsity=args.sparsity, gamma=args.gamma,
                     controller=args.controller, ramp=args.ramp, ramp_shape=args.ramp_shape,
                     layer_sparsity=parse_layer_sparsity(args.layer_sparsity),
                     edge_budgets=None if args.edge_budgets is None else args.edge_budgets == "on",

@@ -28,7 +28,7 @@ from .. import __version__, datasets, modelfile
 from .._files import write_atomic
 from .fold import check_agreement, exact_scores, fold, to_model
 from ..stats import binary_entropy
-from .nets import SbnnNet, encode_batch, input_spec, parse_arch
+from .nets import POOLS, SbnnNet, encode_batch, input_spec, parse_arch
 from .controller import CONTROLLERS, RAMP_SHAPES, BudgetError, SparsityController, budgets, kernel_shares
 from .quant import DOMAINS, STES, ir_net_t
 from .common import TrainError, _checkpoint_bytes, _load_checkpoint, _setup, _unusable, augment, cosine_rate
@@ -81,6 +81,7 @@ class Config:
     planes: list = None          # default: the top 4 planes (all for 4-bit data)
     domain: str = "learned"
     ste: str = "ste"
+    pool: str = "values"         # max-pool the normalised "values" before the sign, or the "bits" after it
     sparsity: float = None       # target share of 0-valued weights; None: a dense BNN
     gamma: float = None          # fixed controller: Eq. 18's gamma, None: default_gamma(sparsity)
     controller: str = "ramp"     # "ramp" (schedule + feedback) or "fixed" (the paper's fixed gamma)
@@ -111,6 +112,8 @@ class Config:
         Raises TypeError for unknown keys."""
         if "controller" not in settings:
             settings = {**_LEGACY, **settings}
+        if "pool" not in settings:  # written before the option: those runs pooled the bits
+            settings = {**settings, "pool": "bits"}
         return cls(**settings)
 
     def check(self, bits):
@@ -124,6 +127,8 @@ class Config:
             raise bad("domain", " or ".join(DOMAINS), repr(self.domain))
         if self.ste not in STES:
             raise bad("ste", " or ".join(STES), repr(self.ste))
+        if self.pool not in POOLS:
+            raise bad("pool", " or ".join(POOLS), repr(self.pool))
         if self.encoding not in ("integer", "bitplanes"):
             raise bad("encoding", "integer or bitplanes", repr(self.encoding))
         if self.sparsity is not None and not 0 < self.sparsity < 1:
@@ -170,7 +175,8 @@ class Config:
 def build_net(config, data):
     kind, _ = parse_arch(config.arch)
     spec = input_spec(kind, data.image_shape, data.bits, config.encoding, config.planes)
-    return SbnnNet(spec, config.arch, len(data.classes), config.domain, config.ste, config.pad_value)
+    return SbnnNet(spec, config.arch, len(data.classes), config.domain, config.ste, config.pad_value,
+                   config.pool)
 
 
 def budget_groups(config, net):
@@ -401,6 +407,7 @@ def export_model(net, data, config, log, output, *, name=None, metadata=None):
     metadata = {
         "dataset": data.name, "dataset_source": data.source, "command": " ".join(config.argv) or None,
         "seed": config.seed, "arch": config.arch, "domain": config.domain, "ste": config.ste,
+        **({"pool": config.pool} if "p" in config.arch.split(":")[1].split(",") else {}),
         "target_sparsity": config.sparsity, "gamma": config.gamma,
         **({"controller": config.controller,
             "budgets": {name: {"layers": [net.binary_layers[i].name for i in layers], "target": round(target, 6)}

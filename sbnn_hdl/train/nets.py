@@ -3,7 +3,9 @@
 Every dense and conv layer is binary (the first one too) and followed by batch norm; hidden
 layers output bits ``v = (sign(y) + 1) / 2`` in {0, 1}, exactly the values the next layer of the
 format reads, so padding holds the format's ``pad_value`` and max-pooling after the sign is the
-format's OR. The last layer's scores are ``gain * (z - m) / sd + bias[j]`` with one scalar
+format's OR. Training pools the normalised values before the sign by default (``pool="values"``):
+a window's largest value has the bit of the window's OR, so the bits are the same, and the gradient
+goes to the value that set the bit. The last layer's scores are ``gain * (z - m) / sd + bias[j]`` with one scalar
 normalisation for all classes (not a per-class batch norm): that keeps the classes on one scale,
 so the argmax folds exactly into integers.
 
@@ -24,7 +26,11 @@ from ..golden import encode_input
 from ..model import InputSpec
 from .quant import binary_sign, domain_params
 
-__all__ = ["parse_arch", "input_spec", "SbnnNet", "encode_batch"]
+__all__ = ["parse_arch", "input_spec", "SbnnNet", "encode_batch", "POOLS"]
+
+#: How training max-pools: the normalised values before the sign, or the bits after it (the same
+#: forward pass; the gradient differs).
+POOLS = ("values", "bits")
 
 
 def parse_arch(arch):
@@ -131,10 +137,13 @@ class SbnnNet(nn.Module):
     """A whole SBNN. ``forward`` takes the encoded input (:func:`encode_batch`) and returns the
     scores; hidden activations use estimator ``ste`` with IR-Net parameter :attr:`t`."""
 
-    def __init__(self, spec, arch, classes, domain="learned", ste="ste", pad_value=0):
+    def __init__(self, spec, arch, classes, domain="learned", ste="ste", pad_value=0, pool="values"):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"expected pool {' or '.join(POOLS)}, found {pool!r}")
         kind, plan = parse_arch(arch)
         self.spec, self.arch, self.domain, self.ste, self.pad_value = spec, arch, domain, ste, pad_value
+        self.pool = pool
         self.conv_first = kind == "cnn"
         self.t = 1.0
         layers, names = nn.ModuleList(), []
@@ -180,9 +189,14 @@ class SbnnNet(nn.Module):
         layer's output before its normalisation instead (what batch-norm statistics are taken of)."""
         self._wbars = []
         flat_done = not self.conv_first
-        for kind, item in self.layers_in_order():
+        order = self.layers_in_order()
+        pooled = 0  # pools already applied to the values before the sign
+        for n, (kind, item) in enumerate(order):
             if kind == "pool":
-                v = F.max_pool2d(v, 2)
+                if pooled:
+                    pooled -= 1
+                else:
+                    v = F.max_pool2d(v, 2)
                 continue
             layer = item
             if layer.kind == "fc" and not flat_done:
@@ -196,6 +210,13 @@ class SbnnNet(nn.Module):
             y = layer.normalise(z)
             if layer.last:
                 return y
+            if self.pool == "values":
+                # The OR of a window's bits is the bit of its largest value, so pooling the values
+                # first gives the same bits, and the gradient reaches the value that decided the bit
+                # (OR-pooling the bits sends it to the window's first 1, or its first 0 if none).
+                while n + 1 + pooled < len(order) and order[n + 1 + pooled][0] == "pool":
+                    y = F.max_pool2d(y, 2)
+                    pooled += 1
             v = (binary_sign(y, self.ste, self.t) + 1) / 2
         raise AssertionError("the last layer returns")
 
