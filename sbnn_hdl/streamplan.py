@@ -31,13 +31,21 @@ from dataclasses import dataclass, field
 from .hwplan import HardwareError, plan_layer, remove_unused, input_scale
 from .model import Conv2d, Dense, MaxPool2d
 
-__all__ = ["HEADS", "MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan", "is_streaming",
+__all__ = ["HEADS", "SHARES", "MAX_SHARE", "MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan", "is_streaming",
            "check_streamable", "plan_stream", "stream_timing", "schedule"]
 
 #: How a streaming core computes its first dense layer's sums: adder trees over the collected
 #: map (``"unrolled"``) or a serial engine over it (``"serial"``, see
 #: :class:`~sbnn_hdl.gateware.streaming.StreamingCore`).
 HEADS = ("unrolled", "serial")
+
+#: Whether conv stages may compute a window's sums over several cycles (``"auto"``) or not
+#: (``"off"``); see :class:`~sbnn_hdl.gateware.streaming.StreamingCore`.
+SHARES = ("auto", "off")
+
+#: The most cycles over which a shared conv stage computes one window's sums (a documented
+#: limit: each popcount input selects among up to this many window bits).
+MAX_SHARE = 16
 
 #: The most pixels a stage's input row may have, and the most rows (a documented limit: the
 #: window generator's counters and look-up tables grow with them).
@@ -154,7 +162,9 @@ class StagePlan:
     stream's channel ``k`` is the OR of input channel ``k`` over the window. ``outputs[j]`` says
     what the model's output channel ``j`` became: ``("const", v)``, ``("stream", k)`` or
     ``("unread", None)``. ``rows`` (the line buffer's rows) and ``hold`` (the cycles an image's
-    last window waits after its last pixel) are set by :func:`stream_timing`.
+    last window waits after its last pixel) are set by :func:`stream_timing`. ``share``: the
+    fewest cycles between two windows of the stage; a conv stage with ``share > 1`` computes each
+    window's sums over that many cycles (:class:`~sbnn_hdl.gateware.phased.PhasedLayer`).
     """
 
     layer: object
@@ -164,6 +174,7 @@ class StagePlan:
     layer_plan: object = None
     rows: int = 2
     hold: int = 0
+    share: int = 1
     report: dict = field(default_factory=dict)
 
     @property
@@ -370,17 +381,18 @@ def stream_timing(plan, delays):
     more time, so neither the latency nor the line buffers' need grows with them (the tests run
     random pauses against this)."""
     geometries = [s.geometry for s in plan.stages]
+    spacings = [s.share for s in plan.stages]
     pixels = geometries[0].pixels
-    period = max([pixels] + [g.positions for g in geometries])
+    period = max([pixels] + [g.positions * k for g, k in zip(geometries, spacings)])
     for _ in range(4 * period + 64):  # a gap of period - pixels cycles
         images = [list(range(n * period, n * period + pixels)) for n in range(6)]
         holds = [0] * len(geometries)
         for _ in range(len(geometries) + 1):
-            run = schedule(geometries, delays, images, holds)
+            run = schedule(geometries, delays, images, holds, spacings)
             if run.waits == holds:
                 break
             holds = run.waits
-        single = schedule(geometries, delays, [images[0]], holds)
+        single = schedule(geometries, delays, [images[0]], holds, spacings)
         latency = single.last_out[0] - (pixels - 1)
         if run.ok and run.waits == holds and all(out - image[-1] == latency
                                                  for out, image in zip(run.last_out, images)):
@@ -408,31 +420,32 @@ class Schedule:
     ok: bool
 
 
-def schedule(geometries, delays, images, holds=None):
+def schedule(geometries, delays, images, holds=None, spacings=None):
     """The cycle model of a chain of stages fed the input pixels whose ``valid`` cycles are
     ``images`` (one sorted list of cycles per image, each of ``geometries[0].pixels`` cycles).
 
     Stage ``s`` receives pixels at cycles ``c``; the window of position ``k`` fires at the first
-    cycle after the previous one's at which its pixel (:meth:`Geometry.need`) was received on an
-    earlier cycle, and an image's last window no earlier than ``holds[s] + 1`` cycles after the
-    image's last pixel; its output pixel is valid ``delays[s]`` cycles later, which is when the
-    next stage receives it.
+    cycle at least ``spacings[s]`` (default 1) after the previous one's at which its pixel
+    (:meth:`Geometry.need`) was received on an earlier cycle, and an image's last window no
+    earlier than ``holds[s] + 1`` cycles after the image's last pixel; its output pixel is valid
+    ``delays[s]`` cycles later, which is when the next stage receives it.
     """
     holds = holds or [0] * len(geometries)
+    spacings = spacings or [1] * len(geometries)
     arrivals = [c for image in images for c in image]
     fires_all, rows_all, waits, ok = [], [], [], True
-    for g, delay, hold in zip(geometries, delays, holds):
+    for g, delay, hold, spacing in zip(geometries, delays, holds, spacings):
         hw = g.pixels
         needs = [g.need(oy, ox) for oy in range(g.out_h) for ox in range(g.out_w)]
         need_index = [r * g.in_w + c for r, c in needs]
         first_row = [max(min(g.rows(oy)[0], g.in_h - 1), 0) for oy in range(g.out_h) for ox in range(g.out_w)]
         first_col = [max(min(g.cols(ox)[0], g.in_w - 1), 0) for oy in range(g.out_h) for ox in range(g.out_w)]
         count = len(arrivals) // hw
-        fires, t, rows, wait = [], -1, 1, 0
+        fires, t, rows, wait = [], -spacing, 1, 0
         for n in range(count):
             for k in range(g.positions):
                 pixel = n * hw + need_index[k]
-                t = max(t + 1, arrivals[pixel] + 1)
+                t = max(t + spacing, arrivals[pixel] + 1)
                 if k == g.positions - 1:
                     t = max(t, arrivals[pixel] + 1 + hold)
                     wait = max(wait, t - arrivals[pixel] - 1)

@@ -18,16 +18,16 @@ from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
 from sbnn_hdl.testing.strategies import stream_models
 
 
-def check_stream(model, x, *, every=2, idle=0.3, seed=0):
-    return check_core(StreamingCore(model, every=every), x, idle=idle, seed=seed)
+def check_stream(model, x, *, every=2, idle=0.3, seed=0, share="auto"):
+    return check_core(StreamingCore(model, every=every, share=share), x, idle=idle, seed=seed)
 
 
 @settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")), deadline=None)
 @given(model=stream_models(), every=st.integers(1, 3), idle=st.sampled_from([0.0, 0.0, 0.2, 0.6]),
-       seed=st.integers(0, 2**16))
-def test_random_conv_models_match_golden(model, every, idle, seed):
+       seed=st.integers(0, 2**16), share=st.sampled_from(["auto", "off", 2, 3, 16]))
+def test_random_conv_models_match_golden(model, every, idle, seed, share):
     rng = np.random.default_rng(seed)
-    check_stream(model, random_inputs(rng, model.input, 5), every=every, idle=idle, seed=seed)
+    check_stream(model, random_inputs(rng, model.input, 5), every=every, idle=idle, seed=seed, share=share)
 
 
 def _model(rng, layers, shape=(5, 7, 2), bits=2, encoding="bitplanes", **kwargs):

@@ -4,11 +4,12 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from ..hwplan import DEFAULT_EVERY
-from ..streamplan import HEADS, plan_stream, stream_timing
+from ..hwplan import DEFAULT_EVERY, HardwareError
+from ..streamplan import HEADS, MAX_SHARE, SHARES, plan_stream, stream_timing
 from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
+from .phased import PhasedLayer
 from .pipeline import Pipeline, shape_for
 from .serial import SerialEngine
 from .window import WindowStream
@@ -45,6 +46,16 @@ class StreamingCore(wiring.Component):
         ``"unrolled"`` (default): the first dense layer's sums as adder trees over the collected
         bits; ``"serial"``: from the serial engine. A first dense layer without connections
         (nothing to sum) is built unrolled either way.
+    share : str or int
+        ``"auto"`` (default): a conv stage that sees a window at most every ``k`` cycles on
+        average (``k`` input pixels per output position, as after pools) computes each window's
+        sums over up to ``k`` cycles (at most :data:`~sbnn_hdl.streamplan.MAX_SHARE`) with a
+        :class:`~sbnn_hdl.gateware.phased.PhasedLayer`, as many as the estimate finds smallest
+        (:meth:`PhasedLayer.best_share`); its window generator then fires at most every that
+        many cycles. ``"off"``: every conv stage finishes a window per cycle. A number ``N``:
+        every conv stage with binary inputs shares over ``min(N, k)`` cycles, whatever the
+        estimate. Only conv stages with binary inputs are shared (not a first layer on an
+        ``integer`` input).
 
     Ports
     -----
@@ -88,27 +99,20 @@ class StreamingCore(wiring.Component):
         serial engine (a few pixels), found once the layers that decide them exist.
     """
 
-    def __new__(cls, model, *, every=DEFAULT_EVERY, scores=True, head="unrolled"):
+    def __new__(cls, model, *, every=DEFAULT_EVERY, scores=True, head="unrolled", share="auto"):
         if every < 1:
             raise ValueError(f"every: expected at least 1 adder level per stage, found {every}")
         if head not in HEADS:
             raise ValueError(f"head: expected one of {', '.join(HEADS)}, found {head!r}")
+        if share not in SHARES and not (isinstance(share, int) and share >= 1):
+            raise ValueError(f"share: expected one of {', '.join(SHARES)} or a number of cycles, found {share!r}")
         plan_stream(model)  # refuses what it cannot build before the component exists
         return super().__new__(cls, src_loc_at=1)
 
-    def __init__(self, model, *, every=DEFAULT_EVERY, scores=True, head="unrolled"):
-        self.model, self.every, self.head = model, every, head
+    def __init__(self, model, *, every=DEFAULT_EVERY, scores=True, head="unrolled", share="auto"):
+        self.model, self.every, self.head, self.share = model, every, head, share
         self.plan = plan = plan_stream(model)
-        self.convs = {}
-        delays = []
-        for index, stage in enumerate(plan.stages):
-            if stage.is_conv:
-                self.convs[index] = DenseLayer(stage.layer_plan, every=every)
-                delays.append(WindowStream.latency + self.convs[index].latency)
-            else:
-                delays.append(WindowStream.latency + 1)
-        stream_timing(plan, delays)
-        self.stage_delays = delays
+        self._build_stages(plan, every, share)
         self.q_latency = self._q_increment(Pipeline(None, every, "dry"), None).stage if plan.q_channels else 0
         # Only the first dense layer reads the stream's q.
         q_stages = [self.q_latency] + [0] * (len(plan.dense) - 1)
@@ -135,6 +139,48 @@ class StreamingCore(wiring.Component):
         spec = model.input
         super().__init__({"pixel": In(unsigned(spec.bits * spec.shape[2])), "valid": In(1),
                           **result_ports(self.output, self.argmax, scores)})
+
+    def _build_stages(self, plan, every, share):
+        """The conv stages' layers, each stage's ``share`` and the stream's timing. A stage is
+        shared over at most ``pixels // positions`` cycles, so that it keeps up with images back
+        to back; should the timing still need a longer gap between images than the unshared
+        stream, the longest share is halved until it does not."""
+        for stage in plan.stages:
+            most = min(MAX_SHARE, plan.pixels // stage.geometry.positions)
+            binary = stage.is_conv and all(v == 1 for v in stage.layer_plan.source_max)
+            if share == "auto" and stage.is_conv:
+                stage.share = PhasedLayer.best_share(stage.layer_plan, most, every=every)
+            elif isinstance(share, int) and binary:
+                stage.share = max(1, min(share, plan.pixels // stage.geometry.positions))
+            else:
+                stage.share = 1
+        natural_gap = max(0, max(stage.geometry.positions for stage in plan.stages) - plan.pixels)
+        self.convs = {}
+        while True:
+            for layer in self.convs.values():
+                _discard(layer)
+            self.convs, delays = {}, []
+            for index, stage in enumerate(plan.stages):
+                if stage.is_conv:
+                    layer = (PhasedLayer(stage.layer_plan, stage.share, every=every) if stage.share > 1
+                             else DenseLayer(stage.layer_plan, every=every))
+                    self.convs[index] = layer
+                    delays.append(WindowStream.latency + layer.latency)
+                else:
+                    delays.append(WindowStream.latency + 1)
+            try:
+                stream_timing(plan, delays)
+                if plan.image_gap <= natural_gap:
+                    break
+            except HardwareError:
+                if all(stage.share == 1 for stage in plan.stages):
+                    raise
+            shared = [stage for stage in plan.stages if stage.share > 1]
+            if not shared:
+                break
+            longest = max(shared, key=lambda stage: stage.share * stage.geometry.positions)
+            longest.share //= 2
+        self.stage_delays = delays
 
     @property
     def first(self):
@@ -194,8 +240,11 @@ class StreamingCore(wiring.Component):
     def resources(self):
         """What the last elaboration built (as :meth:`NetworkCore.resources`), with the line
         buffers' bits as ``memory_bits``."""
-        return total_stats(self.stats, [*self.convs.values(), *self.hidden], self.output,
-                           [self.argmax, *self.windows, *([self.engine] if self.engine else [])])
+        convs = [layer for layer in self.convs.values() if isinstance(layer, DenseLayer)]
+        phased = [part for layer in self.convs.values() if isinstance(layer, PhasedLayer)
+                  for part in (layer, *layer.parts)]
+        return total_stats(self.stats, [*convs, *self.hidden], self.output,
+                           [self.argmax, *self.windows, *phased, *([self.engine] if self.engine else [])])
 
     def elaborate(self, platform):
         m = Module()
@@ -206,7 +255,7 @@ class StreamingCore(wiring.Component):
         stream, valid, widths = self._features(m)
         self.windows = []
         for index, stage in enumerate(self.plan.stages):
-            window = WindowStream(stage.geometry, stage.channels, widths, stage.rows, stage.hold)
+            window = WindowStream(stage.geometry, stage.channels, widths, stage.rows, stage.hold, stage.share)
             self.windows.append(window)
             m.submodules[f"window{index}"] = window
             m.d.comb += [window.pixel.eq(stream), window.valid.eq(valid)]
@@ -214,6 +263,8 @@ class StreamingCore(wiring.Component):
                 layer = self.convs[index]
                 m.submodules[f"conv{index}"] = layer
                 m.d.comb += layer.inputs.eq(window.window)
+                if stage.share > 1:
+                    m.d.comb += layer.start.eq(window.out_valid)
                 stream = layer.outputs
                 valid = self._delayed(m, window.out_valid, layer.latency, f"conv{index}_valid")
             else:
@@ -323,3 +374,14 @@ class StreamingCore(wiring.Component):
                 m.d.sync += [bits[n].eq(stream[channel]) for n, channel in entries]
         self.stats["register_bits"] += len(bits)
         return bits
+
+
+def _discard(layer):
+    """Silence Amaranth's warning about a layer built but not used (a retried timing)."""
+    parts = [layer, *getattr(layer, "p_accumulators", []), *getattr(layer, "thresholds", [])]
+    if getattr(layer, "q_accumulator", None):
+        parts.append(layer.q_accumulator)
+    if isinstance(layer, PhasedLayer):
+        parts += [layer.comparisons, *layer.comparisons.thresholds]
+    for part in parts:
+        part._MustUse__silence = True

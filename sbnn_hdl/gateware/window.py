@@ -38,6 +38,10 @@ class WindowStream(wiring.Component):
     hold : int
         An image's last window fires no earlier than ``hold + 1`` cycles after the image's last
         pixel was written (see :func:`~sbnn_hdl.streamplan.stream_timing`).
+    spacing : int
+        A window fires no earlier than ``spacing`` cycles after the previous one (1: on any
+        cycle). With ``spacing > 1``, ``window`` holds each window until the next one, so for
+        ``spacing`` cycles at least from ``out_valid`` on (otherwise for that cycle only).
 
     Ports
     -----
@@ -56,9 +60,12 @@ class WindowStream(wiring.Component):
     #: Cycles from the scanner firing to ``out_valid``: the read, then the selection.
     latency = 2
 
-    def __init__(self, geometry, channels, widths, rows, hold=0):
+    def __init__(self, geometry, channels, widths, rows, hold=0, spacing=1):
         if rows < 2 or rows & (rows - 1):
             raise ValueError(f"rows: expected a power of two, at least 2, found {rows}")
+        if spacing < 1:
+            raise ValueError(f"spacing: expected at least 1 cycle, found {spacing}")
+        self.spacing = spacing
         self.geometry, self.channels, self.widths, self.rows = geometry, list(channels), list(widths), rows
         self.hold = hold
         self.offsets = [sum(self.widths[:k]) for k in range(len(self.widths))]
@@ -169,7 +176,20 @@ class WindowStream(wiring.Component):
         m.d.sync += [stay.eq(ready(need_r, need_c, last, s_img)),
                      advance.eq(ready(next_row, next_col, next_last, (s_img + last)[:2]))]
         fire = Signal(name="fire")
-        m.d.comb += fire.eq(Mux(fired, advance, stay))
+        spaced = []
+        if self.spacing > 1:
+            # `rested` is high on the cycles at least `spacing` after the last firing (a register,
+            # like the readiness, so that `fire` stays a choice between registers and one gate).
+            since = Signal(range(self.spacing), name="since_fire")
+            rested = Signal(name="rested", init=1)
+            with m.If(fire):
+                m.d.sync += [since.eq(self.spacing - 1), rested.eq(0)]
+            with m.Elif(since != 0):
+                m.d.sync += [since.eq(since - 1), rested.eq(since == 1)]
+            m.d.comb += fire.eq(Mux(fired, advance, stay) & rested)
+            spaced = [since, rested]
+        else:
+            m.d.comb += fire.eq(Mux(fired, advance, stay))
         m.d.sync += fired.eq(fire)
         with m.If(fire):
             m.d.sync += [need_r.eq(next_row), need_c.eq(next_col), last.eq(next_last),
@@ -219,13 +239,17 @@ class WindowStream(wiring.Component):
                         offset = offsets[channel.index]
                         taps.append(Mux(inside, word[offset:offset + width], Const(pad, width)))
         window = Signal(len(self.window), name="window_reg")
-        if taps:
+        if taps and self.spacing > 1:
+            # Held until the next window: the reads move on to the next position after a firing.
+            with m.If(v1):
+                m.d.sync += window.eq(Cat(*taps))
+        elif taps:
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
         counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
                     next_col, stay, advance, fired,
-                    v1, rows_ok, cols_ok, *slots, v2]
+                    v1, rows_ok, cols_ok, *slots, v2, *spaced]
         self.stats = {
             "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if timer is not None else 0),
             # Each stored tap bit is chosen from `rows` buffered rows, then from the padding.

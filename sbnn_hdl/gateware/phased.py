@@ -1,0 +1,213 @@
+"""A conv stage's sums over several cycles, for stages that see a window only every few cycles."""
+
+from dataclasses import replace
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..estimate import LUT_PER_ADDER_BIT, LUT_PER_SELECT_BIT
+from ..hwplan import DEFAULT_EVERY
+from .accumulator import SparseAccumulator
+from .layer import DenseLayer
+from .pipeline import Pipeline, shape_for
+
+__all__ = ["PhasedLayer"]
+
+
+class PhasedLayer(wiring.Component):
+    """A conv stage's layer that takes ``share`` cycles per window, with about ``1/share`` of the
+    adders of a :class:`~sbnn_hdl.gateware.layer.DenseLayer`.
+
+    After a pool of stride 2 a conv stage sees a new window at most every 4 cycles, after two
+    pools every 16: a layer that finishes every window in one cycle is idle most of the time.
+    Here each unit's connections (its sources, each as often as it counts) are dealt out over
+    ``share`` *phases*: input ``i`` of the unit's popcount takes the unit's source
+    ``i*share + phase`` on the cycle of that phase (a selection among at most ``share`` window
+    bits, or 0), so the popcount has ``ceil(connections / share)`` inputs. A running total adds
+    the popcounts of the phases. ``q`` is summed the same way. Then the
+    thresholds are those of a :class:`DenseLayer` that takes ``p`` and ``q`` from these totals
+    (``p_input``): the comparisons are built exactly as in the unshared layer. A unit with no
+    connection still costs nothing but its threshold (none for K0 kernels), and only the
+    1-valued taps are wired, now through a selection.
+
+    Only for layers whose sources are bits (every conv layer after the first: its window holds
+    the previous layer's output bits).
+
+    Parameters
+    ----------
+    plan : LayerPlan
+        The stage's layer (:attr:`StagePlan.layer_plan <sbnn_hdl.streamplan.StagePlan>`).
+    share : int
+        Cycles per window, at least 2.
+    every : int
+        Adder levels per register stage.
+
+    Ports
+    -----
+    inputs : In(unsigned)
+        The window, as :class:`DenseLayer`'s ``inputs``; it must hold still for ``share`` cycles
+        from ``start`` on (:class:`~sbnn_hdl.gateware.window.WindowStream` with ``spacing=share``).
+    start : In(1)
+        High for one cycle when ``inputs`` holds a new window; at least ``share`` cycles apart.
+    outputs : Out(len(plan.units))
+        Bit ``u`` is unit ``u``'s output, valid :attr:`latency` cycles after ``start`` (for at
+        least that cycle).
+
+    Attributes
+    ----------
+    latency : int
+        ``1 + acc_latency + share`` (the selection register, the slowest popcount and the
+        phases: then the totals hold the window's sums), plus one cycle when ``p`` waits in a
+        register while the thresholds work on ``q`` (when their ``p_stage`` is from 1 to
+        ``share - 1``), plus the comparisons' :attr:`DenseLayer.latency`.
+    share : int
+    comparisons : DenseLayer
+        The thresholds (``p_input``).
+
+    Raises
+    ------
+    ValueError
+        For ``share < 2`` or a source that is not a bit.
+    """
+
+    def __init__(self, plan, share, *, every=DEFAULT_EVERY):
+        if share < 2:
+            raise ValueError(f"share: expected at least 2 cycles per window, found {share}")
+        if any(v != 1 for v in plan.source_max):
+            raise ValueError(f"layer '{plan.name}': expected binary sources for a shared layer, found largest "
+                             f"values up to {max(plan.source_max)}")
+        self.plan, self.share, self.every = plan, share, every
+        lists = [_expand(u.sources) for u in plan.units]
+        if plan.q_sources:
+            lists.append(_expand(plan.q_sources))
+        self.lists = lists
+        self.inputs_per_sum = [-(-len(sources) // share) for sources in lists]
+        self.acc_latency = max((SparseAccumulator.latency_for([1] * n, [1] * n, every=every)
+                                for n in self.inputs_per_sum), default=0)
+        self.sums_ready = 1 + self.acc_latency + share
+        q_input = plan.q_max if plan.q_sources else 0
+        self.comparisons = DenseLayer(replace(plan, q_sources=(), q_input=q_input), every=every, p_input=True)
+        p_stage = self.comparisons.p_stage
+        # p must reach the thresholds p_stage cycles after q. The totals are rewritten as soon as
+        # the next window's first popcount arrives (on the cycle after sums_ready at the
+        # earliest), so p waits in a register: one written on sums_ready holds it for `share`
+        # cycles, or, when p_stage is longer, a chain of p_stage registers.
+        self.latch = 0 < p_stage < share
+        self.q_stage = self.sums_ready + self.latch
+        self.latency = self.q_stage + self.comparisons.latency
+        self.p_accumulators = []   # built in elaborate()
+        super().__init__({"inputs": In(unsigned(max(sum(shape_for(0, v).width for v in plan.source_max[:plan.inputs]),
+                                                    1))),
+                          "start": In(1), "outputs": Out(len(plan.units))})
+
+    @staticmethod
+    def best_share(plan, most, *, every=DEFAULT_EVERY):
+        """The cycles per window, from 1 (not shared) to ``most``, for which the estimate of the
+        layer's popcounts, totals and selections is smallest (the thresholds are the same
+        either way); 1 for a layer whose sources are not all bits."""
+        if most < 2 or any(v != 1 for v in plan.source_max):
+            return 1
+        sizes = [len(_expand(u.sources)) for u in plan.units] + [len(_expand(plan.q_sources))]
+
+        def cost(share):
+            if share == 1:
+                return LUT_PER_ADDER_BIT * sum(_popcount_bits(n, every) for n in sizes)
+            return sum(LUT_PER_ADDER_BIT * (_popcount_bits(-(-n // share), every) + shape_for(0, n).width)
+                       + LUT_PER_SELECT_BIT * n for n in sizes if n)
+
+        return min(range(1, most + 1), key=lambda share: (cost(share), share))
+
+    @property
+    def parts(self):
+        """The parts whose counts :meth:`~sbnn_hdl.gateware.StreamingCore.resources` adds."""
+        return [*self.p_accumulators, self.comparisons, *self.comparisons.thresholds]
+
+    def elaborate(self, platform):
+        m = Module()
+        share, plan = self.share, self.plan
+        stats = {"register_bits": 0, "adder_bits": 0, "adders": 0, "compare_bits": 0, "select_bits": 0}
+        phase = Signal(range(share), name="phase")
+        active = self.start | (phase != 0)
+        with m.If(active):
+            m.d.sync += phase.eq(Mux(phase == share - 1, 0, phase + 1))
+        sources = self.inputs
+        if plan.complements:
+            sources = Signal(2 * len(self.inputs), name="sources")
+            m.d.comb += sources.eq(Cat(self.inputs, ~self.inputs))
+        delay = 1 + self.acc_latency
+        add = _delayed(m, active, delay, "add", stats)
+        first = _delayed(m, self.start, delay, "first", stats)
+        stats["register_bits"] += len(phase)
+
+        totals = []
+        self.p_accumulators = []
+        for k, (connections, n) in enumerate(zip(self.lists, self.inputs_per_sum)):
+            total = Signal(shape_for(0, len(connections)), name=f"total{k}")
+            totals.append(total)
+            if not n:
+                continue
+            chosen = []
+            for i in range(n):
+                choices = [sources[connections[i * share + j]] if i * share + j < len(connections) else Const(0, 1)
+                           for j in range(share)]
+                chosen.append(Cat(*choices).bit_select(phase, 1))
+                stats["select_bits"] += sum(i * share + j < len(connections) for j in range(share))
+            selected = Signal(n, name=f"selected{k}", reset_less=True)
+            m.d.sync += selected.eq(Cat(*chosen))
+            acc = SparseAccumulator([1] * n, every=self.every, latency=self.acc_latency)
+            self.p_accumulators.append(acc)
+            m.submodules[f"sum{k}"] = acc
+            m.d.comb += acc.inputs.eq(selected)
+            with m.If(add):
+                m.d.sync += total.eq(Mux(first, 0, total) + acc.sum)
+            stats["register_bits"] += n + len(total)
+            stats["adder_bits"] += len(total)
+            stats["adders"] += 1
+
+        units = len(plan.units)
+        p_totals, q_total = totals[:units], (totals[units] if plan.q_sources else None)
+        layer = self.comparisons
+        m.submodules.thresholds = layer
+        if self.latch:
+            ready = _delayed(m, self.start, self.sums_ready, "ready", stats)
+            held = [Signal(len(t), name=f"held{k}", reset_less=True) for k, t in enumerate(totals)]
+            with m.If(ready):
+                m.d.sync += [h.eq(t) for h, t in zip(held, totals)]
+            stats["register_bits"] += sum(len(h) for h in held)
+            p_totals, q_total = held[:units], (held[units] if plan.q_sources else None)
+        elif layer.p_stage:
+            p_totals = [_delayed(m, t, layer.p_stage, f"p{k}", stats) for k, t in enumerate(p_totals)]
+        if units:
+            m.d.comb += layer.p.eq(Cat(*p_totals))
+        if q_total is not None:
+            m.d.comb += layer.q.eq(q_total)
+        m.d.comb += self.outputs.eq(layer.outputs)
+        self.stats = stats
+        return m
+
+
+_POPCOUNT_BITS = {}
+
+
+def _popcount_bits(n, every):
+    """The adder bits of a popcount of ``n`` bits."""
+    if (n, every) not in _POPCOUNT_BITS:
+        dry = Pipeline(None, every, "dry")
+        SparseAccumulator._build(dry, [dry.input(None, 0, 1) for _ in range(n)], [1] * n)
+        _POPCOUNT_BITS[n, every] = dry.stats["adder_bits"]
+    return _POPCOUNT_BITS[n, every]
+
+
+def _expand(multiset):
+    """Each source of ``(source, count)`` pairs as often as it counts."""
+    return [s for s, c in multiset for _ in range(c)]
+
+
+def _delayed(m, signal, cycles, name, stats):
+    for stage in range(cycles):
+        delayed = Signal(len(signal), name=f"{name}_d{stage + 1}")
+        m.d.sync += delayed.eq(signal)
+        stats["register_bits"] += len(signal)
+        signal = delayed
+    return signal
