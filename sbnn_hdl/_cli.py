@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InputError, SbnnError
 from .hwplan import ARCHS, DEFAULT_EVERY
-from .streamplan import HEADS
+from .streamplan import HEADS, SHARES
 
 __all__ = ["command", "parser_for", "add_core_options", "check_core_options", "load_array"]
 
@@ -74,7 +74,25 @@ def add_core_options(parser, *, many_archs=False, head=True):
                            help="for a model with conv2d or maxpool2d layers: the first dense layer's sums as "
                                 "adder trees (unrolled, default) or from a serial engine over the last feature "
                                 "map, a few neurons per clock between images (serial: far fewer LUT4, block RAM)")
+        group.add_argument("--share", type=share_option, default="auto", metavar="auto|off|N",
+                           help="for a model with conv2d layers after pools or strides: compute a conv stage's sums "
+                                "over up to as many cycles as it has input pixels per output position (auto, "
+                                "default: as many as the estimate finds smallest; N: up to N whatever the "
+                                "estimate), or one window per cycle (off)")
     return group
+
+
+def share_option(text):
+    """``--share``: ``auto``, ``off`` or a number of cycles (1 or more)."""
+    if text in SHARES:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a number of cycles (1 or more), found {text!r}")
+    return value
 
 
 def check_core_options(parser, args):

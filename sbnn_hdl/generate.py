@@ -72,21 +72,21 @@ def main(argv=None):
         report = build(args.model, args.board, device=args.device, clock_mhz=args.clock, baud=args.baud,
                        output=args.output or "bitstreams", every=args.every, relay=args.relay,
                        scores=not args.no_scores,
-                       batch_depth=args.batch_depth, arch=args.arch, head=args.head,
+                       batch_depth=args.batch_depth, arch=args.arch, head=args.head, share=args.share,
                        carry_chains=not args.no_carry_chains,
                        router=args.router, cache=None if args.no_cache else args.cache)
         print(format_report(report))
         return 0
     args.output = args.output or "build"
     model = modelfile.load(args.model)
-    check_model(model, arch=args.arch, relay=args.relay, head=args.head)
+    check_model(model, arch=args.arch, relay=args.relay, head=args.head, share=args.share)
     start = time.perf_counter()
 
     def progress(message):
         print(f"[{time.perf_counter() - start:6.1f} s] {message}", file=sys.stderr)
 
     generated = generate_verilog(model, every=args.every, relay=args.relay, scores=not args.no_scores,
-                                 arch=args.arch, head=args.head, progress=progress)
+                                 arch=args.arch, head=args.head, share=args.share, progress=progress)
     os.makedirs(args.output, exist_ok=True)
     verilog_path = os.path.join(args.output, f"{model.name}.v")
     report_path = os.path.join(args.output, f"{model.name}.json")

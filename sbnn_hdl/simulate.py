@@ -87,13 +87,14 @@ def main(argv=None):
         parser.error(f"--idle: expected a probability in [0, 1), found {args.idle}")
 
     model = modelfile.load(args.model)
-    check_model(model, arch=args.arch, relay=args.relay, head=args.head)
+    check_model(model, arch=args.arch, relay=args.relay, head=args.head, share=args.share)
     x = golden.check_inputs(model, load_array(args.inputs, "inputs"), where=f"inputs file {args.inputs!r}")
     progress = _Progress(not args.quiet)
     started = time.perf_counter()
     try:
         predictions, scores = simulate(model, x, simulator=args.sim, mode=args.mode, netlist=args.netlist,
                                        every=args.every, relay=args.relay, arch=args.arch, head=args.head,
+                                       share=args.share,
                                        waves=args.waves,
                                        idle=args.idle, seed=args.seed, progress=progress, jobs=args.jobs)
     finally:

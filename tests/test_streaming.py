@@ -5,10 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from sbnn_hdl.gateware.argmax import SerialArgmax
+from sbnn_hdl.gateware.phased import PhasedLayer
 from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.hwplan import HardwareError
 from sbnn_hdl.model import Conv2d, Dense, InputSpec, MaxPool2d, Model
@@ -27,7 +29,9 @@ def check_stream(model, x, *, every=2, idle=0.3, seed=0, share="auto"):
        seed=st.integers(0, 2**16), share=st.sampled_from(["auto", "off", 2, 3, 16]))
 def test_random_conv_models_match_golden(model, every, idle, seed, share):
     rng = np.random.default_rng(seed)
-    check_stream(model, random_inputs(rng, model.input, 5), every=every, idle=idle, seed=seed, share=share)
+    core = check_stream(model, random_inputs(rng, model.input, 5), every=every, idle=idle, seed=seed, share=share)
+    # Shared stages keep up: images may follow each other as closely as without sharing.
+    assert core.image_gap == StreamingCore(model, every=every, share="off").image_gap
 
 
 def _model(rng, layers, shape=(5, 7, 2), bits=2, encoding="bitplanes", **kwargs):
@@ -181,3 +185,79 @@ def test_schedule_of_a_same_convolution():
     run = schedule([g], [0], [list(range(12))])
     assert run.fires[0] == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
     assert run.last_out == [17]
+
+
+# --- shared conv stages (PhasedLayer) ----------------------------------------------------------------
+
+def _pooled_cnn(rng, channels=12, density=0.3):
+    """conv, 2x2 pool, conv: the second conv sees a window every 4 cycles at most on average."""
+    return _model(rng, (LayerPlan("conv2d", 4, kernel=(3, 3), padding=(1, 1)),
+                        LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                        LayerPlan("conv2d", channels, kernel=(3, 3), padding=(1, 1), pad_value=1),
+                        LayerPlan("dense", 4)), shape=(8, 10, 1), bits=3, encoding="integer", planes=(2, 1),
+                  density=density)
+
+
+@pytest.mark.parametrize("idle", [0.0, 0.4])
+def test_a_stage_after_a_pool_is_shared_and_exact(idle):
+    rng = np.random.default_rng(11)
+    model = _pooled_cnn(rng)
+    shared = check_stream(model, random_inputs(rng, model.input, 6), idle=idle, seed=1)
+    assert [stage.share for stage in shared.plan.stages] == [1, 1, 4]   # 80 pixels, 20 positions
+    assert shared.image_gap == 0   # still back to back
+    unshared = check_stream(model, random_inputs(rng, model.input, 6), idle=idle, seed=1, share="off")
+    assert [stage.share for stage in unshared.plan.stages] == [1, 1, 1]
+    # The shared stage costs fewer adder bits; the first stage is the same either way.
+    Fragment.get(shared, None), Fragment.get(unshared, None)
+    adders = [sum(part.stats["adder_bits"] for part in (core.convs[2], *_parts(core.convs[2])))
+              for core in (shared, unshared)]
+    assert adders[0] < adders[1]
+
+
+def _parts(layer):
+    if isinstance(layer, PhasedLayer):
+        return layer.parts
+    return [*layer.p_accumulators, *([layer.q_accumulator] if layer.q_accumulator else []), *layer.thresholds]
+
+
+def test_share_is_bounded_by_pixels_per_position():
+    rng = np.random.default_rng(12)
+    model = _pooled_cnn(rng)
+    core = StreamingCore(model, share=16)
+    assert [stage.share for stage in core.plan.stages] == [1, 1, 4]
+    assert StreamingCore(model, share=3).plan.stages[2].share == 3
+    # The first conv layer reads 2-bit integers: never shared.
+    assert StreamingCore(model, share=16).plan.stages[0].share == 1
+
+
+def test_windows_fire_spaced_by_the_share():
+    """A 1x1 kernel could fire on the cycle after each pixel; spaced by 3, the scanner falls
+    behind and fires every third cycle, which the line buffers must absorb."""
+    g = Geometry(2, 3, (1, 1), (1, 1))
+    run = schedule([g], [0], [list(range(6))], spacings=[3])
+    assert run.fires[0] == [1, 4, 7, 10, 13, 16]
+    assert run.rows[0] >= 2
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((1,), ValueError, "share: expected at least 2 cycles per window, found 1"),
+])
+def test_phased_layer_refusals(args, error, message):
+    rng = np.random.default_rng(13)
+    plan = plan_stream(_pooled_cnn(rng)).stages[2].layer_plan
+    with pytest.raises(error, match=f"^{message}$"):
+        PhasedLayer(plan, *args)
+
+
+def test_phased_layer_refuses_multi_bit_sources():
+    rng = np.random.default_rng(13)
+    plan = plan_stream(_pooled_cnn(rng)).stages[0].layer_plan   # the integer input's layer
+    with pytest.raises(ValueError, match=r"^layer 'conv2d0': expected binary sources for a shared layer, found "
+                                         r"largest values up to 3$"):
+        PhasedLayer(plan, 2)
+
+
+def test_share_option_is_checked():
+    rng = np.random.default_rng(14)
+    with pytest.raises(ValueError, match=r"^share: expected one of auto, off or a number of cycles, found 0$"):
+        StreamingCore(_pooled_cnn(rng), share=0)

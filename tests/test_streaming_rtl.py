@@ -3,6 +3,7 @@ cocotb testbench, and files written from the spec alone, against the golden mode
 plain-loop evaluation."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -94,6 +95,8 @@ def test_generate_describes_the_streaming_interface(tmp_path, capsys):
     assert report["input"]["image_gap"] == 0
     assert report["input"]["packing"] == "pixel channel c in bits [c*3, (c+1)*3)"
     assert [s["name"] for s in report["stages"]] == ["conv2d0", "maxpool2d1", "conv2d2"]
+    # The last conv sees 20 windows per 72 pixels: shared over 4 cycles (the estimate's choice).
+    assert [s["share"] for s in report["stages"]] == [1, 1, 4] and report["generator"]["share"] == "auto"
     assert {p["name"]: p["width"] for p in report["ports"]}["pixel"] == 6
     assert "streaming core, 8x9 pixels of 6 bits in raster order" in capsys.readouterr().out
 
@@ -108,3 +111,16 @@ def test_generate_refuses_dense_only_options(option, message, tmp_path, capsys):
     save(_cnn(), tmp_path / "cnn.sbnn")
     assert generate_cli.main([str(tmp_path / "cnn.sbnn"), "--verilog", "-o", str(tmp_path), *option]) == 2
     assert capsys.readouterr().err == f"sbnn_hdl.generate: error: {message}\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["examples/digits.sbnn", "--share", "off"], "sbnn_hdl.generate: error: --share: expected auto for a model "
+     "without conv2d or maxpool2d layers (sharing is the streaming core's), found off"),
+    (["examples/digits.sbnn", "--share", "0"], "python -m sbnn_hdl.generate: error: argument --share: expected "
+     "auto, off or a number of cycles (1 or more), found '0'"),
+])
+def test_generate_share_option_errors(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(generate_cli.main([*args, "--verilog", "-o", str(tmp_path)]))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == message

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from .. import golden, modelfile
-from .._cli import command, load_array
+from .._cli import command, load_array, share_option
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import pack_sample
@@ -87,7 +87,7 @@ def _simulate(args):
     # SIGTERM as Ctrl-C: either way the simulation process is stopped with this one, not left
     # behind (and a build in progress cleans up after itself).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    sim = BoardSimulation(args.model, head=args.head, progress=lambda m: print(m, file=sys.stderr))
+    sim = BoardSimulation(args.model, head=args.head, share=args.share, progress=lambda m: print(m, file=sys.stderr))
     try:   # (from the start: a signal may come as soon as the address is out)
         url = sim.start(args.listen)
         print(f"board simulation of {args.model} on {url} (Ctrl-C stops it); e.g.\n"
@@ -128,6 +128,8 @@ def main(argv=None):
     p.add_argument("--listen", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one)")
     p.add_argument("--head", choices=HEADS, default="unrolled",
                    help="a conv model's first dense layer, as generate --head (default unrolled)")
+    p.add_argument("--share", type=share_option, default="auto", metavar="auto|off|N",
+                   help="a conv model's shared conv stages, as generate --share (default auto)")
     args = parser.parse_args(argv)
     return {"run": _run, "check": _check, "program": _program, "simulate": _simulate}[args.job](args)
 

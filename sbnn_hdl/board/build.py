@@ -427,13 +427,15 @@ def _clocks(pnr):
 
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=DEFAULT_EVERY,
-          relay=0, scores=True, batch_depth=512, arch="sparse", head="unrolled", carry_chains=True, router=None,
+          relay=0, scores=True, batch_depth=512, arch="sparse", head="unrolled", share="auto", carry_chains=True,
+          router=None,
           quiet=False, cache=None):
     """Build ``model_path`` for a board; returns the report (a dict, :meth:`BuildResult.report`).
     ``clock_mhz`` is the core clock (the PLL's nearest frequency not above it); without it the
     clock is chosen as the module's description says. ``carry_chains=False``
     synthesises adders as LUT logic (``-noccu2``): fewer LUT4 once placed, a lower clock.
-    ``head`` is a conv model's first dense layer (``"serial"``: :class:`~sbnn_hdl.gateware.serial.SerialEngine`).
+    ``head`` is a conv model's first dense layer (``"serial"``: :class:`~sbnn_hdl.gateware.serial.SerialEngine`),
+    ``share`` its conv stages' sharing (:class:`~sbnn_hdl.gateware.streaming.StreamingCore`).
     ``router`` is nextpnr's ``--router`` (default nextpnr's own, ``router1``). nextpnr writes its
     progress to ``<output>/<board>/build/top.tim`` as it runs.
 
@@ -453,7 +455,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     with open(model_path, "rb") as file:
         model_bytes = file.read()
     model = modelfile.load(model_path)
-    check_board_model(model, arch, relay, head)   # a dense model, or a conv model's streaming core
+    check_board_model(model, arch, relay, head, share)   # a dense model, or a conv model's streaming core
     if model.outputs > 256:
         raise HardwareError(f"board builds report a prediction in one byte: expected at most 256 classes, "
                             f"found {model.outputs}")
@@ -462,14 +464,14 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     if cache is not None:
         key = cache_key(model_bytes, board=board.name, device=device_name, clock_mhz=clock_mhz, baud=baud,
                         every=every, relay=relay, scores=scores, batch_depth=batch_depth, arch=arch, head=head,
-                        carry_chains=carry_chains, router=router)
+                        share=share, carry_chains=carry_chains, router=router)
         entry = os.path.join(cache, key)
         if os.path.isfile(os.path.join(entry, "report.json")):
             return _from_cache(entry, key, model.name, out, quiet)
 
     steps = Steps(quiet=quiet)
     steps.begin("generating the core (sbnn_hdl.generate)")
-    generated = generate_core(model, every=every, relay=relay, scores=scores, arch=arch, head=head)
+    generated = generate_core(model, every=every, relay=relay, scores=scores, arch=arch, head=head, share=share)
     steps.begin("checking the size against the device (resource estimate)")
     estimate = check_fits(model.name, generated, board, device_name, batch_depth, carry_chains)
     steps.end()
@@ -534,7 +536,7 @@ def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, out
     report = BuildResult(model=model, digest=digest, board=board, device_name=device_name, generated=generated,
                          estimate=estimate, pll=pll, host=host_args(pll), pnr=pnr, clocks=clocks, met=met,
                          attempts=attempts, steps=steps.times, folder=folder, files=files, clock_mhz=clock_mhz,
-                         every=every, scores=scores, arch=arch, head=head, carry_chains=carry_chains,
+                         every=every, scores=scores, arch=arch, head=head, share=share, carry_chains=carry_chains,
                          router=router).report()
     if entry is not None and met:
         report["build"]["cache"] = {"served": False, "key": os.path.basename(entry), "entry": entry}
@@ -673,6 +675,7 @@ class BuildResult:
     scores: bool = True
     arch: str = "sparse"
     head: str = "unrolled"
+    share: object = "auto"
     carry_chains: bool = True
     router: str = None
 
@@ -703,7 +706,8 @@ class BuildResult:
             "model": model.name, "model_digest": self.digest.hex(), "board": board.name, "board_title": board.title,
             "device": self.device_name, "part": self.device.part,
             "generator": {"sbnn_hdl": __version__, "every": self.every, "relay": getattr(self.generated.core, "relay", 0),
-                          "scores": self.scores, "arch": self.arch, "head": self.head},
+                          "scores": self.scores, "arch": self.arch, "head": self.head,
+                          "share": self.share},
             "timing": {"met": self.met, "clock_mhz": round(clock, 4),
                        "clock_choice": (f"automatic: first {self._first_choice()}, then "
                                         f"{_margins()} of the lowest fmax that place and route reached, until "

@@ -11,21 +11,22 @@ from .dispatch import CoreInfo
 __all__ = ["check_board_model", "generate_core", "core_info"]
 
 
-def check_board_model(model, arch="sparse", relay=0, head="unrolled"):
+def check_board_model(model, arch="sparse", relay=0, head="unrolled", share="auto"):
     """Raise :class:`~sbnn_hdl.hwplan.HardwareError` for a model whose core cannot be built
     with these options (:func:`~sbnn_hdl.gateware.verilog.check_model`: a conv model's
     streaming core has neither the ``xnor`` datapath nor relay stages; a dense model's core has
-    no serial head)."""
-    check_model(model, arch=arch, relay=relay, head=head)
+    no serial head and no shared conv stages)."""
+    check_model(model, arch=arch, relay=relay, head=head, share=share)
 
 
 def generate_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", head="unrolled",
-                  progress=None):
+                  share="auto", progress=None):
     """The core of ``model`` as :func:`~sbnn_hdl.gateware.verilog.generate_verilog` generates it
     (a :class:`~sbnn_hdl.gateware.verilog.GeneratedCore` whose ``core`` the host interface reads).
     Raises :class:`~sbnn_hdl.hwplan.HardwareError` (:func:`check_board_model`)."""
-    check_board_model(model, arch, relay, head)
-    return generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch, head=head, progress=progress)
+    check_board_model(model, arch, relay, head, share)
+    return generate_verilog(model, every=every, relay=relay, scores=scores, arch=arch, head=head, share=share,
+                            progress=progress)
 
 
 def core_info(generated):

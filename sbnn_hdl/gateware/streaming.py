@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from ..hwplan import DEFAULT_EVERY, HardwareError
+from ..hwplan import DEFAULT_EVERY
 from ..streamplan import HEADS, MAX_SHARE, SHARES, plan_stream, stream_timing
 from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
@@ -143,8 +143,8 @@ class StreamingCore(wiring.Component):
     def _build_stages(self, plan, every, share):
         """The conv stages' layers, each stage's ``share`` and the stream's timing. A stage is
         shared over at most ``pixels // positions`` cycles, so that it keeps up with images back
-        to back; should the timing still need a longer gap between images than the unshared
-        stream, the longest share is halved until it does not."""
+        to back (the Hypothesis tests check that the gap between images is the unshared
+        stream's)."""
         for stage in plan.stages:
             most = min(MAX_SHARE, plan.pixels // stage.geometry.positions)
             binary = stage.is_conv and all(v == 1 for v in stage.layer_plan.source_max)
@@ -154,32 +154,16 @@ class StreamingCore(wiring.Component):
                 stage.share = max(1, min(share, plan.pixels // stage.geometry.positions))
             else:
                 stage.share = 1
-        natural_gap = max(0, max(stage.geometry.positions for stage in plan.stages) - plan.pixels)
-        self.convs = {}
-        while True:
-            for layer in self.convs.values():
-                _discard(layer)
-            self.convs, delays = {}, []
-            for index, stage in enumerate(plan.stages):
-                if stage.is_conv:
-                    layer = (PhasedLayer(stage.layer_plan, stage.share, every=every) if stage.share > 1
-                             else DenseLayer(stage.layer_plan, every=every))
-                    self.convs[index] = layer
-                    delays.append(WindowStream.latency + layer.latency)
-                else:
-                    delays.append(WindowStream.latency + 1)
-            try:
-                stream_timing(plan, delays)
-                if plan.image_gap <= natural_gap:
-                    break
-            except HardwareError:
-                if all(stage.share == 1 for stage in plan.stages):
-                    raise
-            shared = [stage for stage in plan.stages if stage.share > 1]
-            if not shared:
-                break
-            longest = max(shared, key=lambda stage: stage.share * stage.geometry.positions)
-            longest.share //= 2
+        self.convs, delays = {}, []
+        for index, stage in enumerate(plan.stages):
+            if stage.is_conv:
+                layer = (PhasedLayer(stage.layer_plan, stage.share, every=every) if stage.share > 1
+                         else DenseLayer(stage.layer_plan, every=every))
+                self.convs[index] = layer
+                delays.append(WindowStream.latency + layer.latency)
+            else:
+                delays.append(WindowStream.latency + 1)
+        stream_timing(plan, delays)
         self.stage_delays = delays
 
     @property
@@ -375,13 +359,3 @@ class StreamingCore(wiring.Component):
         self.stats["register_bits"] += len(bits)
         return bits
 
-
-def _discard(layer):
-    """Silence Amaranth's warning about a layer built but not used (a retried timing)."""
-    parts = [layer, *getattr(layer, "p_accumulators", []), *getattr(layer, "thresholds", [])]
-    if getattr(layer, "q_accumulator", None):
-        parts.append(layer.q_accumulator)
-    if isinstance(layer, PhasedLayer):
-        parts += [layer.comparisons, *layer.comparisons.thresholds]
-    for part in parts:
-        part._MustUse__silence = True

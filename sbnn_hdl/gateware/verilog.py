@@ -18,7 +18,7 @@ from .. import __version__
 from ..tables import format_table
 from ..estimate import estimate_ecp5
 from ..hwplan import DEFAULT_EVERY, HardwareError, check_buildable
-from ..streamplan import HEADS, is_streaming, plan_stream
+from ..streamplan import HEADS, SHARES, is_streaming, plan_stream
 from ..synth import rtlil_to_verilog
 from .core import NetworkCore
 from .shared import SharedModules
@@ -44,15 +44,20 @@ def _ports(core):
     return ports
 
 
-def check_model(model, *, arch="sparse", relay=0, head="unrolled"):
+def check_model(model, *, arch="sparse", relay=0, head="unrolled", share="auto"):
     """Raise :class:`~sbnn_hdl.hwplan.HardwareError` unless :func:`build_core` can build ``model``
     with these options; builds nothing (for commands that check their input before long work)."""
     if head not in HEADS:
         raise HardwareError(f"--head: expected one of {', '.join(HEADS)}, found {head!r}")
+    if share not in SHARES and not (isinstance(share, int) and share >= 1):
+        raise HardwareError(f"--share: expected one of {', '.join(SHARES)} or a number of cycles, found {share!r}")
     if not is_streaming(model):
         if head != "unrolled":
             raise HardwareError(f"--head: expected unrolled for a model without conv2d or maxpool2d layers (the "
                                 f"{head} head is the streaming core's), found {head}")
+        if share != "auto":
+            raise HardwareError(f"--share: expected auto for a model without conv2d or maxpool2d layers (sharing "
+                                f"is the streaming core's), found {share}")
         check_buildable(model, arch)
         return
     if arch != "sparse":
@@ -64,13 +69,14 @@ def check_model(model, *, arch="sparse", relay=0, head="unrolled"):
     plan_stream(model)
 
 
-def build_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", head="unrolled"):
+def build_core(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", head="unrolled", share="auto"):
     """The core of ``model``: a :class:`StreamingCore` when it has conv or pool layers, else a
-    :class:`NetworkCore` (see there for the options; ``head`` is the streaming core's). Raises
-    :class:`~sbnn_hdl.hwplan.HardwareError` for what neither can build (:func:`check_model`)."""
-    check_model(model, arch=arch, relay=relay, head=head)
+    :class:`NetworkCore` (see there for the options; ``head`` and ``share`` are the streaming
+    core's). Raises :class:`~sbnn_hdl.hwplan.HardwareError` for what neither can build
+    (:func:`check_model`)."""
+    check_model(model, arch=arch, relay=relay, head=head, share=share)
     if is_streaming(model):
-        return StreamingCore(model, every=every, scores=scores, head=head)
+        return StreamingCore(model, every=every, scores=scores, head=head, share=share)
     return NetworkCore(model, every=every, relay=relay, scores=scores, arch=arch)
 
 
@@ -100,7 +106,8 @@ def _stages(core):
                  "out_shape": list(layer.out_shape), "kernel": list(g.kernel), "stride": list(g.stride),
                  "padding": list(g.padding), "pad_value": g.pad_value,
                  "window_channels": len(stage.channels), "line_buffer_rows": stage.rows,
-                 "line_buffer_bits": window.stats["memory_bits"], "hold": stage.hold, "latency": delay}
+                 "line_buffer_bits": window.stats["memory_bits"], "hold": stage.hold, "share": stage.share,
+                 "latency": delay}
         if stage.is_conv:
             plan = stage.layer_plan
             entry.update(channels=layer.out_channels, **{k: v for k, v in plan.report.items() if k != "neurons"},
@@ -130,7 +137,7 @@ def _stream_report(model, core, every, resources, estimate):
         "top": model.name,
         "kind": "stream",
         "generator": {"sbnn_hdl": __version__, "amaranth": amaranth_version, "every": every, "relay": 0,
-                      "arch": "sparse", "head": core.head},
+                      "arch": "sparse", "head": core.head, "share": core.share},
         "serial_engine": _engine(core.engine),
         "latency": core.latency,
         "throughput": f"one sample per {core.pixels + gap} clocks" + ("" if gap else " (its pixels, back to back)"),
@@ -198,18 +205,18 @@ def _report(model, core, every, resources, estimate):
 
 
 def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="sparse", head="unrolled",
-                     progress=None):
+                     share="auto", progress=None):
     """Generate the core of ``model`` with the datapath ``arch`` (``"sparse"``, or the dense
     ``"xnor"`` baseline), ``every`` adder levels per register stage and ``relay`` extra register
     stages on every layer's inputs (see :class:`~sbnn_hdl.gateware.NetworkCore`), and for a
-    streaming core the first dense layer's ``head`` (see
+    streaming core the first dense layer's ``head`` and the conv stages' ``share`` (see
     :class:`~sbnn_hdl.gateware.streaming.StreamingCore`); returns a :class:`GeneratedCore`.
 
     Raises :class:`~sbnn_hdl.hwplan.HardwareError` for a model the generator cannot build.
     """
     step = progress or (lambda message: None)
     step("planning and building the core")
-    core = build_core(model, every=every, relay=relay, scores=scores, arch=arch, head=head)
+    core = build_core(model, every=every, relay=relay, scores=scores, arch=arch, head=head, share=share)
     step("elaborating and converting to Verilog")
     shared = SharedModules(model.name)
     top = amaranth_rtlil.convert(core, name=model.name, platform=shared, emit_src=False)
@@ -218,10 +225,10 @@ def generate_verilog(model, *, every=DEFAULT_EVERY, relay=0, scores=True, arch="
     return GeneratedCore(text, _report(model, core, every, resources, estimate_ecp5(resources)), core)
 
 
-def estimate_model(model, *, every=DEFAULT_EVERY, relay=0, arch="sparse", head="unrolled"):
+def estimate_model(model, *, every=DEFAULT_EVERY, relay=0, arch="sparse", head="unrolled", share="auto"):
     """The ECP5 estimate (:func:`sbnn_hdl.estimate.estimate_ecp5`) of the core that
     :func:`generate_verilog` would build, from the elaboration alone (no Verilog conversion)."""
-    core = build_core(model, every=every, relay=relay, arch=arch, head=head)
+    core = build_core(model, every=every, relay=relay, arch=arch, head=head, share=share)
     Fragment.get(core, None)  # the elaboration counts what it builds (core.resources())
     return estimate_ecp5(core.resources())
 

@@ -40,17 +40,17 @@ class BoardSimulation:
     """Build (cached) and run the board-in-the-loop simulation of ``model_path``.
 
     Use as a context manager: ``with BoardSimulation(path) as sim: ... sim.url ...``; the
-    simulation process is stopped on exit. ``every``, ``scores`` and ``head`` choose the core as
+    simulation process is stopped on exit. ``every``, ``scores``, ``head`` and ``share`` choose the core as
     ``generate --board`` does.
     """
 
-    def __init__(self, model_path, *, every=DEFAULT_EVERY, scores=True, head="unrolled", divisor=SIM_DIVISOR,
+    def __init__(self, model_path, *, every=DEFAULT_EVERY, scores=True, head="unrolled", share="auto", divisor=SIM_DIVISOR,
                  timeout=SIM_TIMEOUT, batch_depth=SIM_BATCH, cache=None, progress=None):
         with open(model_path, "rb") as file:
             model_bytes = file.read()
         model = modelfile.load(model_path)
         self.model = model
-        generated = generate_core(model, every=every, scores=scores, head=head)   # a dense or a streaming (conv) core
+        generated = generate_core(model, every=every, scores=scores, head=head, share=share)   # a dense or a streaming (conv) core
         #: The core's generation report (its documented ``latency`` and ``throughput``) and what
         #: the host interface knows of it.
         self.report = generated.report

@@ -18,11 +18,11 @@ __all__ = ["simulate", "format_mismatch"]
 
 
 def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, every=DEFAULT_EVERY, relay=0,
-             arch="sparse", head="unrolled", waves=None, idle=0.25, seed=0, cache=None, progress=None, jobs=None):
+             arch="sparse", head="unrolled", share="auto", waves=None, idle=0.25, seed=0, cache=None, progress=None, jobs=None):
     """Run ``x`` through the hardware of ``model`` in an RTL simulator; return
     ``(predictions, scores)`` as ``int64`` arrays.
 
-    ``every``, ``relay``, ``arch`` and ``head`` choose the core as in
+    ``every``, ``relay``, ``arch``, ``head`` and ``share`` choose the core as in
     :func:`~sbnn_hdl.gateware.verilog.generate_verilog`; the generated core is kept in ``cache`` too
     (:func:`~sbnn_hdl.simulation.cores.generated_core`).
     ``jobs``: simulator processes in bulk mode (:meth:`~sbnn_hdl.simulation.bulk.BulkSimulator.run`).
@@ -34,7 +34,7 @@ def simulate(model, x, *, simulator="verilator", mode="bulk", netlist=None, ever
     """
     progress = progress or (lambda stage, done, total: None)
     progress("generate", 0, 1)
-    generated = generated_core(model, cache=cache, every=every, relay=relay, arch=arch, head=head)
+    generated = generated_core(model, cache=cache, every=every, relay=relay, arch=arch, head=head, share=share)
     progress("generate", 1, 1)
     if mode == "cocotb":
         if netlist or waves:
