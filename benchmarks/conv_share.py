@@ -1,0 +1,60 @@
+"""The ECP5 estimate of a conv model's streaming core with shared conv stages and without (issue #25).
+
+    ./dev python benchmarks/conv_share.py MODEL.sbnn [--head serial] [--every 2]
+
+Prints, for ``--share off`` and ``--share auto``, the estimate of the whole core (from the
+elaboration alone: no synthesis), its latency and gap between images, and per stage the share,
+the line buffer's rows and the estimate of the stage's layer (a conv stage's accumulators,
+selections, totals and thresholds; the window generator apart).
+"""
+
+import argparse
+
+from amaranth.hdl import Fragment
+
+from sbnn_hdl import load
+from sbnn_hdl.estimate import estimate_ecp5
+from sbnn_hdl.gateware.phased import PhasedLayer
+from sbnn_hdl.gateware.verilog import build_core
+from sbnn_hdl.hwplan import DEFAULT_EVERY
+from sbnn_hdl.streamplan import HEADS, SHARES
+
+
+def _parts(layer):
+    if isinstance(layer, PhasedLayer):
+        return [layer, *layer.parts]
+    return [layer, *layer.p_accumulators, *([layer.q_accumulator] if layer.q_accumulator else []), *layer.thresholds]
+
+
+def _estimate(parts):
+    totals = {"adder_bits": 0, "compare_bits": 0, "argmax_bits": 0, "register_bits": 0}
+    for part in parts:
+        for key, value in part.stats.items():
+            totals[key] = totals.get(key, 0) + value
+    return estimate_ecp5(totals)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--head", choices=HEADS, default="serial")
+    parser.add_argument("--every", type=int, default=DEFAULT_EVERY)
+    args = parser.parse_args()
+    model = load(args.model)
+    for share in SHARES:
+        core = build_core(model, every=args.every, head=args.head, share=share)
+        Fragment.get(core, None)  # the elaboration counts what it builds
+        estimate = estimate_ecp5(core.resources())
+        print(f"--share {share}: {estimate['lut4']:,} LUT4, {estimate['ff']:,} FF; latency {core.latency}, "
+              f"one sample per {core.pixels + core.image_gap} clocks")
+        for index, stage in enumerate(core.plan.stages):
+            line = f"  {stage.layer.name:>8}: share {stage.share:>2}, {stage.rows} line-buffer rows"
+            if stage.is_conv:
+                connections = sum(c for u in stage.layer_plan.units for _, c in u.sources)
+                layer = _estimate(_parts(core.convs[index]))
+                line += f", {connections:,} connections: {layer['lut4']:,} LUT4, {layer['ff']:,} FF"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
