@@ -189,8 +189,9 @@ def test_schedule_of_a_same_convolution():
 
 # --- shared conv stages (PhasedLayer) ----------------------------------------------------------------
 
-def _pooled_cnn(rng, channels=12, density=0.3):
-    """conv, 2x2 pool, conv: the second conv sees a window every 4 cycles at most on average."""
+def _pooled_cnn(rng, channels=20, density=0.3):
+    """conv, 2x2 pool, conv: the second conv sees a window every 4 cycles at most on average;
+    with 20 channels and q, the shared layer's sums come in two groups of register copies."""
     return _model(rng, (LayerPlan("conv2d", 4, kernel=(3, 3), padding=(1, 1)),
                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
                         LayerPlan("conv2d", channels, kernel=(3, 3), padding=(1, 1), pad_value=1),
@@ -204,6 +205,7 @@ def test_a_stage_after_a_pool_is_shared_and_exact(idle):
     model = _pooled_cnn(rng)
     shared = check_stream(model, random_inputs(rng, model.input, 6), idle=idle, seed=1)
     assert [stage.share for stage in shared.plan.stages] == [1, 1, 4]   # 80 pixels, 20 positions
+    assert len(shared.convs[2].lists) > 16   # two groups of phase and enable copies
     assert shared.image_gap == 0   # still back to back
     unshared = check_stream(model, random_inputs(rng, model.input, 6), idle=idle, seed=1, share="off")
     assert [stage.share for stage in unshared.plan.stages] == [1, 1, 1]

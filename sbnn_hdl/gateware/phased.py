@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from ..estimate import LUT_PER_ADDER_BIT, LUT_PER_SELECT_BIT
 from ..hwplan import DEFAULT_EVERY
 from .accumulator import SparseAccumulator
-from .layer import DenseLayer
+from .layer import FANOUT, DenseLayer
 from .pipeline import Pipeline, shape_for
 
 __all__ = ["PhasedLayer"]
@@ -127,18 +127,28 @@ class PhasedLayer(wiring.Component):
         m = Module()
         share, plan = self.share, self.plan
         stats = {"register_bits": 0, "adder_bits": 0, "adders": 0, "compare_bits": 0, "select_bits": 0}
+        # The phase and the running totals' enables go to every sum: each group of FANOUT sums
+        # reads register copies of its own (one register driving a whole layer was the critical
+        # path of the unshared layers' shared values, see DenseLayer).
+        groups = -(-len(self.lists) // FANOUT)
         phase = Signal(range(share), name="phase")
         active = self.start | (phase != 0)
-        with m.If(active):
-            m.d.sync += phase.eq(Mux(phase == share - 1, 0, phase + 1))
+        phase_next = Signal(range(share), name="phase_next")
+        m.d.comb += phase_next.eq(Mux(active, Mux(phase == share - 1, 0, phase + 1), phase))
+        m.d.sync += phase.eq(phase_next)
+        phases = [Signal(range(share), name=f"phase_g{g}") for g in range(groups)]
+        m.d.sync += [copy.eq(phase_next) for copy in phases]
         sources = self.inputs
         if plan.complements:
             sources = Signal(2 * len(self.inputs), name="sources")
             m.d.comb += sources.eq(Cat(self.inputs, ~self.inputs))
-        delay = 1 + self.acc_latency
-        add = _delayed(m, active, delay, "add", stats)
-        first = _delayed(m, self.start, delay, "first", stats)
-        stats["register_bits"] += len(phase)
+        delay = 1 + self.acc_latency   # >= 1: the last of the delays is the groups' copies
+        add_before = _delayed(m, active, delay - 1, "add", stats)
+        first_before = _delayed(m, self.start, delay - 1, "first", stats)
+        adds = [Signal(name=f"add_g{g}") for g in range(groups)]
+        firsts = [Signal(name=f"first_g{g}") for g in range(groups)]
+        m.d.sync += [signal.eq(add_before) for signal in adds] + [signal.eq(first_before) for signal in firsts]
+        stats["register_bits"] += len(phase) * (1 + groups) + 2 * groups
 
         totals = []
         self.p_accumulators = []
@@ -151,7 +161,7 @@ class PhasedLayer(wiring.Component):
             for i in range(n):
                 choices = [sources[connections[i * share + j]] if i * share + j < len(connections) else Const(0, 1)
                            for j in range(share)]
-                chosen.append(Cat(*choices).bit_select(phase, 1))
+                chosen.append(Cat(*choices).bit_select(phases[k // FANOUT], 1))
                 stats["select_bits"] += sum(i * share + j < len(connections) for j in range(share))
             selected = Signal(n, name=f"selected{k}", reset_less=True)
             m.d.sync += selected.eq(Cat(*chosen))
@@ -159,8 +169,8 @@ class PhasedLayer(wiring.Component):
             self.p_accumulators.append(acc)
             m.submodules[f"sum{k}"] = acc
             m.d.comb += acc.inputs.eq(selected)
-            with m.If(add):
-                m.d.sync += total.eq(Mux(first, 0, total) + acc.sum)
+            with m.If(adds[k // FANOUT]):
+                m.d.sync += total.eq(Mux(firsts[k // FANOUT], 0, total) + acc.sum)
             stats["register_bits"] += n + len(total)
             stats["adder_bits"] += len(total)
             stats["adders"] += 1
