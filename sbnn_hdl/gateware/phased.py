@@ -97,9 +97,8 @@ class PhasedLayer(wiring.Component):
         self.q_stage = self.sums_ready + self.latch
         self.latency = self.q_stage + self.comparisons.latency
         self.p_accumulators = []   # built in elaborate()
-        super().__init__({"inputs": In(unsigned(max(sum(shape_for(0, v).width for v in plan.source_max[:plan.inputs]),
-                                                    1))),
-                          "start": In(1), "outputs": Out(len(plan.units))})
+        super().__init__({"inputs": In(unsigned(max(plan.inputs, 1))), "start": In(1),
+                          "outputs": Out(len(plan.units))})
 
     @staticmethod
     def best_share(plan, most, *, every=DEFAULT_EVERY):
