@@ -216,6 +216,22 @@ def test_a_stage_after_a_pool_is_shared_and_exact(idle):
     assert adders[0] < adders[1]
 
 
+def test_a_stage_after_two_pools_selects_in_two_steps():
+    """16 pixels per position after two pools: a share of 16, each selection in two registered
+    steps of 4 (PhasedLayer.select_stages)."""
+    rng = np.random.default_rng(15)
+    model = _model(rng, (LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1)),
+                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                         LayerPlan("conv2d", 4, kernel=(3, 3), padding=(1, 1)),
+                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                         LayerPlan("conv2d", 18, kernel=(3, 3), padding=(1, 1)),
+                         LayerPlan("dense", 3)), shape=(8, 8, 1), bits=1, encoding="bitplanes", density=0.4)
+    core = check_stream(model, random_inputs(rng, model.input, 4), idle=0.2, seed=2, share=16)
+    assert [stage.share for stage in core.plan.stages] == [1, 1, 4, 1, 16]
+    assert core.convs[4].select_stages == 2 and core.convs[2].select_stages == 1
+    assert core.image_gap == 0
+
+
 def _parts(layer):
     if isinstance(layer, PhasedLayer):
         return layer.parts

@@ -12,7 +12,11 @@ from .accumulator import SparseAccumulator
 from .layer import FANOUT, DenseLayer
 from .pipeline import Pipeline, shape_for
 
-__all__ = ["PhasedLayer"]
+__all__ = ["PhasedLayer", "WAYS"]
+
+#: The most window bits one registered selection step chooses from: a 4:1 selection is two LUT4
+#: levels, a 16:1 one four or five, which was the critical path at 148 MHz on the 12F.
+WAYS = 4
 
 
 class PhasedLayer(wiring.Component):
@@ -57,11 +61,13 @@ class PhasedLayer(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``1 + acc_latency + share`` (the selection register, the slowest popcount and the
-        phases: then the totals hold the window's sums), plus one cycle when ``p`` waits in a
+        ``select_stages + acc_latency + share`` (the selection's registers, the slowest popcount
+        and the phases: then the totals hold the window's sums), plus one cycle when ``p`` waits in a
         register while the thresholds work on ``q`` (when their ``p_stage`` is from 1 to
         ``share - 1``), plus the comparisons' :attr:`DenseLayer.latency`.
     share : int
+    select_stages : int
+        1, or 2 for a share above :data:`WAYS`: the selection then takes two registered steps.
     comparisons : DenseLayer
         The thresholds (``p_input``).
 
@@ -85,7 +91,8 @@ class PhasedLayer(wiring.Component):
         self.inputs_per_sum = [-(-len(sources) // share) for sources in lists]
         self.acc_latency = max((SparseAccumulator.latency_for([1] * n, [1] * n, every=every)
                                 for n in self.inputs_per_sum), default=0)
-        self.sums_ready = 1 + self.acc_latency + share
+        self.select_stages = 1 if share <= WAYS else 2
+        self.sums_ready = self.select_stages + self.acc_latency + share
         q_input = plan.q_max if plan.q_sources else 0
         self.comparisons = DenseLayer(replace(plan, q_sources=(), q_input=q_input), every=every, p_input=True)
         p_stage = self.comparisons.p_stage
@@ -137,11 +144,15 @@ class PhasedLayer(wiring.Component):
         m.d.sync += phase.eq(phase_next)
         phases = [Signal(range(share), name=f"phase_g{g}") for g in range(groups)]
         m.d.sync += [copy.eq(phase_next) for copy in phases]
+        late = [Signal(range(share), name=f"phase_late_g{g}") for g in range(groups)]   # a cycle later
+        if self.select_stages == 2:
+            m.d.sync += [copy.eq(now) for copy, now in zip(late, phases)]
+            stats["register_bits"] += len(phase) * groups
         sources = self.inputs
         if plan.complements:
             sources = Signal(2 * len(self.inputs), name="sources")
             m.d.comb += sources.eq(Cat(self.inputs, ~self.inputs))
-        delay = 1 + self.acc_latency   # >= 1: the last of the delays is the groups' copies
+        delay = self.select_stages + self.acc_latency   # >= 1: the last delay is the groups' copies
         add_before = _delayed(m, active, delay - 1, "add", stats)
         first_before = _delayed(m, self.start, delay - 1, "first", stats)
         adds = [Signal(name=f"add_g{g}") for g in range(groups)]
@@ -157,11 +168,20 @@ class PhasedLayer(wiring.Component):
             if not n:
                 continue
             chosen = []
+            phase_now, phase_late = phases[k // FANOUT], late[k // FANOUT]
             for i in range(n):
                 choices = [sources[connections[i * share + j]] if i * share + j < len(connections) else Const(0, 1)
                            for j in range(share)]
-                chosen.append(Cat(*choices).bit_select(phases[k // FANOUT], 1))
                 stats["select_bits"] += sum(i * share + j < len(connections) for j in range(share))
+                if self.select_stages == 1:
+                    chosen.append(Cat(*choices).bit_select(phase_now, 1))
+                    continue
+                # Two steps of at most WAYS: each a LUT level or two instead of four or five.
+                partial = Signal(-(-share // WAYS), name=f"partial{k}_{i}", reset_less=True)
+                m.d.sync += partial.eq(Cat(*[Cat(*choices[h * WAYS:(h + 1) * WAYS]).bit_select(phase_now[:2], 1)
+                                             for h in range(len(partial))]))
+                chosen.append(partial.bit_select(phase_late[2:], 1))
+                stats["register_bits"] += len(partial)
             selected = Signal(n, name=f"selected{k}", reset_less=True)
             m.d.sync += selected.eq(Cat(*chosen))
             acc = SparseAccumulator([1] * n, every=self.every, latency=self.acc_latency)
