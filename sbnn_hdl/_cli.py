@@ -11,7 +11,7 @@ from .errors import InputError, SbnnError
 from .hwplan import ARCHS, DEFAULT_EVERY
 from .streamplan import HEADS, SHARES
 
-__all__ = ["command", "parser_for", "add_core_options", "check_core_options", "load_array"]
+__all__ = ["command", "parser_for", "add_core_options", "check_core_options", "share_option", "load_array"]
 
 EXIT_USAGE = 2
 
@@ -54,8 +54,9 @@ def parser_for(module_doc, prog):
 
 def add_core_options(parser, *, many_archs=False, head=True):
     """The options that shape a generated core, shared by every command that builds one:
-    ``--every``, ``--relay``, ``--arch`` (several datapaths at once with ``many_archs``) and,
-    with ``head``, ``--head``. Check them with :func:`check_core_options` after parsing."""
+    ``--every``, ``--relay``, ``--arch`` (several datapaths at once with ``many_archs``),
+    ``--share`` and, with ``head``, ``--head``. Check them with :func:`check_core_options` after
+    parsing."""
     group = parser.add_argument_group("core")
     group.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                        help=f"adder levels per register stage (default {DEFAULT_EVERY})")
@@ -74,11 +75,11 @@ def add_core_options(parser, *, many_archs=False, head=True):
                            help="for a model with conv2d or maxpool2d layers: the first dense layer's sums as "
                                 "adder trees (unrolled, default) or from a serial engine over the last feature "
                                 "map, a few neurons per clock between images (serial: far fewer LUT4, block RAM)")
-        group.add_argument("--share", type=share_option, default="auto", metavar="auto|off|N",
-                           help="for a model with conv2d layers after pools or strides: compute a conv stage's sums "
-                                "over up to as many cycles as it has input pixels per output position (auto, "
-                                "default: as many as the estimate finds smallest; N: up to N whatever the "
-                                "estimate), or one window per cycle (off)")
+    group.add_argument("--share", type=share_option, default="auto", metavar="auto|off|N",
+                       help="for a model with conv2d layers after pools or strides: compute a conv stage's sums "
+                            "over up to as many cycles as it has input pixels per output position (auto, "
+                            "default: as many as the estimate finds smallest; N: up to N whatever the "
+                            "estimate), or one window per cycle (off)")
     return group
 
 

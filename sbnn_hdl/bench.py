@@ -95,7 +95,7 @@ def _hardware(argv):
     try:
         results = sweep(args.models, archs=args.arch, every=args.every, relay=args.relay, frequency=args.frequency,
                         pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, router=args.router,
-                        carry_chains=not args.no_carry_chains,
+                        carry_chains=not args.no_carry_chains, share=args.share,
                         jobs=args.jobs, cache=args.cache, logs=output / "logs", x=x, labels=labels,
                         progress=progress, cluster=args.cluster, cluster_timeout=args.cluster_timeout,
                         retries=args.retries)

@@ -43,6 +43,7 @@ from .digests import generator_digest, tool_versions
 from .estimate import estimate_ecp5
 from .gateware.verilog import build_core, check_model, generate_verilog
 from .hwplan import DEFAULT_EVERY, HardwareError
+from .streamplan import is_streaming
 from .synth import ToolError, place_and_route_ecp5, synth_ecp5, synth_ecp5_in_parts, tool_path
 
 __all__ = ["ULX3S_DEVICES", "DEFAULT_DEVICE", "measure", "sweep", "pareto_front",
@@ -62,9 +63,9 @@ def _environment():
     return {"tools": tool_versions(), "generator": generator_digest()}
 
 
-def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains):
+def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains, share):
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, tool_versions(),
-                       generator_digest(), relay, device, router, carry_chains])
+                       generator_digest(), relay, device, router, carry_chains, share])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -73,11 +74,12 @@ def _cycles_per_sample(core):
     return getattr(core, "pixels", 1) + getattr(core, "image_gap", 0)
 
 
-def _figures(path, model, arch, every, relay, device, router, carry_chains, latency, estimate, cycles):
+def _figures(path, model, arch, every, relay, device, router, carry_chains, share, latency, estimate, cycles):
     weights = sum(layer.mask.size for layer in model.layers if hasattr(layer, "mask"))
     return {
         "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
         "relay": relay, "device": device, "router": router, "carry_chains": carry_chains,
+        **({"share": share} if is_streaming(model) else {}),
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
         "latency_cycles": latency, "cycles_per_sample": cycles, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
     }
@@ -91,7 +93,7 @@ def _totals(result, lut4, ff, connections):
 
 
 def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-            device=DEFAULT_DEVICE, router=None, carry_chains=True, part_jobs=1, logs=None):
+            device=DEFAULT_DEVICE, router=None, carry_chains=True, share="auto", part_jobs=1, logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
     A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
@@ -100,21 +102,23 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     design synthesised in parts run at once.
     """
     model = modelfile.load(path)
+    share = share if is_streaming(model) else "auto"
     started = time.perf_counter()
     if synth_max is not None:
-        core = build_core(model, every=every, relay=relay, arch=arch)
+        core = build_core(model, every=every, relay=relay, arch=arch, share=share)
         Fragment.get(core, None)  # the elaboration counts what it builds
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
-            result = _figures(path, model, arch, every, relay, device, router, carry_chains, core.latency, estimate,
+            result = _figures(path, model, arch, every, relay, device, router, carry_chains, share, core.latency,
+                              estimate,
                               _cycles_per_sample(core))
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
-    generated = generate_verilog(model, every=every, relay=relay, arch=arch)
+    generated = generate_verilog(model, every=every, relay=relay, arch=arch, share=share)
     top = generated.report["top"]
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
-    result = _figures(path, model, arch, every, relay, device, router, carry_chains, generated.report["latency"],
+    result = _figures(path, model, arch, every, relay, device, router, carry_chains, share, generated.report["latency"],
                       generated.report["estimate_ecp5"], _cycles_per_sample(generated.core))
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
@@ -178,9 +182,11 @@ def _accuracy(path, x, labels):
 
 
 def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-          device=DEFAULT_DEVICE, router=None, carry_chains=True, jobs=None, cache=None, logs=None, x=None,
-          labels=None, progress=None, cluster=None, cluster_timeout=10, retries=2):
+          device=DEFAULT_DEVICE, router=None, carry_chains=True, share="auto", jobs=None, cache=None, logs=None,
+          x=None, labels=None, progress=None, cluster=None, cluster_timeout=10, retries=2):
     """Measure every model with every datapath it supports; returns the list of results.
+    ``share`` is the streaming cores' (:class:`~sbnn_hdl.gateware.streaming.StreamingCore`); dense
+    models take the default.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
     others are listed in the result with ``skipped`` and the reason). Designs estimated above
@@ -206,7 +212,8 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     for path in paths:
         data = Path(path).read_bytes()
         model = modelfile.loads(data, path=str(path))
-        check_model(model)
+        model_share = share if is_streaming(model) else "auto"   # (a dense core has no stages to share)
+        check_model(model, share=model_share)
         accuracy = _accuracy(path, x, labels) if x is not None else None
         for arch in archs:
             if arch == "xnor":
@@ -216,7 +223,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                     results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
                                     "skipped": str(error)})
                     continue
-            key = _key(data, arch, every, frequency, pnr, relay, device, router, carry_chains)
+            key = _key(data, arch, every, frequency, pnr, relay, device, router, carry_chains, model_share)
             measured = cache / f"{key}.json" if cache else None
             estimated = cache / f"{key}.estimate.json" if cache else None
             if measured and measured.exists():
@@ -229,7 +236,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     if progress:
         progress(0, len(todo))
     options = dict(every=every, relay=relay, frequency=frequency, pnr=pnr, synth_max=synth_max, device=device,
-                   router=router, carry_chains=carry_chains)
+                   router=router, carry_chains=carry_chains, share=share)
     pairs = [(path, arch) for path, arch, *_ in todo]
     done, failed, last = 0, 0, None
     if cluster is None:
