@@ -63,7 +63,7 @@ def _environment():
     return {"tools": tool_versions(), "generator": generator_digest()}
 
 
-def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains, share):
+def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains, share="auto"):
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, tool_versions(),
                        generator_digest(), relay, device, router, carry_chains, share])
     return hashlib.sha256(text.encode()).hexdigest()[:20]

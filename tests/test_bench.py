@@ -87,6 +87,36 @@ def test_sweep_reports_large_designs_by_estimate(tmp_path, capsys):
     assert result["cached"] and result["estimated"]
 
 
+def test_share_option_for_conv_models(tmp_path, capsys):
+    """``--share`` reaches the streaming cores (recorded, cached apart); a dense model in the same
+    sweep takes the default."""
+    from sbnn_hdl.gateware.verilog import estimate_model
+
+    rng = np.random.default_rng(2)
+    conv = random_model(rng, shape=(8, 8, 1), bits=1, density=0.4, edge_cases=False, shared_ratio=True, name="conv",
+                        layers=(LayerPlan("conv2d", 4, kernel=(3, 3), padding=(1, 1)),
+                                LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                                LayerPlan("conv2d", 24, kernel=(3, 3), padding=(1, 1)), LayerPlan("dense", 3)))
+    dense = random_model(rng, shape=(16,), bits=1, density=0.3, edge_cases=False, name="dense",
+                         layers=(LayerPlan("dense", 6), LayerPlan("dense", 3)))
+    save(conv, tmp_path / "conv.sbnn")
+    save(dense, tmp_path / "dense.sbnn")
+    results = {}
+    for share in ("auto", "off"):
+        argv = ["hardware", str(tmp_path / "conv.sbnn"), str(tmp_path / "dense.sbnn"), "--synth-max", "0",
+                "--share", share, "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / share), "--quiet",
+                "--jobs", "1"]
+        assert bench.main(argv) == 0
+        results[share] = {r["model"]: r for r in json.loads((tmp_path / share / "hardware.json").read_text())["results"]}
+    for share in ("auto", "off"):
+        assert results[share]["conv"]["share"] == share
+        assert results[share]["conv"]["lut4"] == estimate_model(conv, share=share)["lut4"]
+        assert "share" not in results[share]["dense"]
+    assert results["auto"]["conv"]["lut4"] < results["off"]["conv"]["lut4"]
+    assert results["off"]["dense"]["cached"]   # the same build as with auto
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
 def test_synth_max_must_not_be_negative(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         bench.main(["hardware", str(tmp_path / "any.sbnn"), "--synth-max", "-1"])
