@@ -2,7 +2,7 @@
 
     ./dev python benchmarks/rtlsim_speed.py [--samples 10000] [--sim verilator|icarus] [--density 0.05] [--jobs N]
     ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_mlp95.sbnn --inputs x.npy
-    ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_cnn.sbnn --inputs fashion-mnist [--head serial]
+    ./dev python benchmarks/rtlsim_speed.py --model examples/fmnist_cnn.sbnn --inputs fashion-mnist [--head serial] [--share off]
 
 Without ``--model``: a random 784-input 8-bit (integer encoding), 256-256-10 model with
 coefficients shaped as a trained SBNN exports them, and random 8-bit samples. Prints, for the
@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from sbnn_hdl import datasets, golden, load
+from sbnn_hdl._cli import share_option
 from sbnn_hdl.simulation.bulk import BulkSimulator
 from sbnn_hdl.simulation.cores import generated_core
 from sbnn_hdl.testing import LayerPlan, random_inputs, random_model
@@ -39,6 +40,8 @@ def main():
                                                  "at most one per CPU core)")
     parser.add_argument("--head", choices=["unrolled", "serial"], default="unrolled",
                         help="a conv model's first dense layer: unrolled or serial (docs/hardware.md)")
+    parser.add_argument("--share", type=share_option, default="auto", metavar="auto|off|N",
+                        help="a conv model's shared conv stages, as generate --share (docs/hardware.md)")
     parser.add_argument("--cocotb", type=int, default=0, metavar="N", help="also run N samples in cocotb mode")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -60,7 +63,7 @@ def main():
         cache = args.cache or scratch
         for attempt in ("first run", "second run"):
             start = time.perf_counter()
-            generated = generated_core(model, cache=cache, head=args.head)
+            generated = generated_core(model, cache=cache, head=args.head, share=args.share)
             generate = time.perf_counter() - start
             simulator = BulkSimulator(generated.report, [("core.v", generated.verilog)], simulator=args.sim,
                                       cache=cache)
