@@ -110,6 +110,17 @@ def test_build_is_cached_and_reused(tmp_path):
     assert changed.folder != first.folder
 
 
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_relative_cache_folder(tmp_path, monkeypatch, simulator):
+    """The simulators run in folders of their own: a cache given relative to the working
+    directory still finds the built simulator (it failed with "No such file" before)."""
+    monkeypatch.chdir(tmp_path)
+    model = random_model(np.random.default_rng(3), shape=(5,), bits=2)
+    x = random_inputs(np.random.default_rng(0), model.input, 40)
+    _, (predictions, _) = run_bulk(model, x, generate_verilog(model), simulator, cache="relative/cache")
+    np.testing.assert_array_equal(predictions, golden.infer(model, x).predictions)
+
+
 def test_generated_core_is_cached_by_model_and_options(tmp_path, monkeypatch):
     model = random_model(np.random.default_rng(3), shape=(5,), bits=2)
     first = generated_core(model, cache=tmp_path, every=1)

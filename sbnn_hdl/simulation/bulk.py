@@ -173,7 +173,7 @@ class BulkSimulator:
         key = hashlib.sha256()
         for part in [version(simulator), VERILATOR_OPT, str(waves)] + [t for pair in self._sources for t in pair]:
             key.update(part.encode() + b"\0")
-        self.folder = Path(cache or default_cache()) / f"{simulator}-{report['top']}-{key.hexdigest()[:16]}"
+        self.folder = Path(cache or default_cache()).resolve() / f"{simulator}-{report['top']}-{key.hexdigest()[:16]}"
 
     @property
     def executable(self):
