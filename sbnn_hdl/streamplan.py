@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from .hwplan import HardwareError, plan_layer, remove_unused, input_scale
 from .model import Conv2d, Dense, MaxPool2d
 
-__all__ = ["HEADS", "SHARES", "MAX_SHARE", "MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan", "is_streaming",
-           "check_streamable", "plan_stream", "stream_timing", "schedule"]
+__all__ = ["HEADS", "SHARES", "MAX_SHARE", "MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan",
+           "is_streaming", "check_streamable", "plan_stream", "stream_timing", "schedule"]
 
 #: How a streaming core computes its first dense layer's sums: adder trees over the collected
 #: map (``"unrolled"``) or a serial engine over it (``"serial"``, see

@@ -107,7 +107,8 @@ def test_share_option_for_conv_models(tmp_path, capsys):
                 "--share", share, "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / share), "--quiet",
                 "--jobs", "1"]
         assert bench.main(argv) == 0
-        results[share] = {r["model"]: r for r in json.loads((tmp_path / share / "hardware.json").read_text())["results"]}
+        report = json.loads((tmp_path / share / "hardware.json").read_text())
+        results[share] = {r["model"]: r for r in report["results"]}
     for share in ("auto", "off"):
         assert results[share]["conv"]["share"] == share
         assert results[share]["conv"]["lut4"] == estimate_model(conv, share=share)["lut4"]

@@ -4,10 +4,10 @@ Every dense and conv layer is binary (the first one too) and followed by batch n
 layers output bits ``v = (sign(y) + 1) / 2`` in {0, 1}, exactly the values the next layer of the
 format reads, so padding holds the format's ``pad_value`` and max-pooling after the sign is the
 format's OR. Training pools the normalised values before the sign by default (``pool="values"``):
-a window's largest value has the bit of the window's OR, so the bits are the same, and the gradient
-goes to the value that set the bit. The last layer's scores are ``gain * (z - m) / sd + bias[j]`` with one scalar
-normalisation for all classes (not a per-class batch norm): that keeps the classes on one scale,
-so the argmax folds exactly into integers.
+a window's largest value has the bit of the window's OR, so the bits are the same, and the
+gradient goes to the value that set the bit. The last layer's scores are
+``gain * (z - m) / sd + bias[j]`` with one scalar normalisation for all classes (not a per-class
+batch norm): that keeps the classes on one scale, so the argmax folds exactly into integers.
 
 Architectures (``--arch``): ``mlp:256,256`` (hidden widths), ``cnn:32,p,64,p,fc128`` (3x3 convs
 with padding 1, ``p`` a 2x2 max-pool, ``fcN`` dense hidden layers); the output layer is added.
@@ -135,7 +135,9 @@ class BinaryLayer(nn.Module):
 
 class SbnnNet(nn.Module):
     """A whole SBNN. ``forward`` takes the encoded input (:func:`encode_batch`) and returns the
-    scores; hidden activations use estimator ``ste`` with IR-Net parameter :attr:`t`."""
+    scores; hidden activations use estimator ``ste`` with IR-Net parameter :attr:`t`; a max-pool
+    after a layer pools its normalised values before the sign (``pool="values"``) or its bits
+    (``"bits"``), the same bits either way. Raises ValueError for another ``pool``."""
 
     def __init__(self, spec, arch, classes, domain="learned", ste="ste", pad_value=0, pool="values"):
         super().__init__()
