@@ -19,6 +19,7 @@ import numpy as np
 from amaranth.hdl import Fragment
 
 from sbnn_hdl.estimate import estimate_ecp5
+from sbnn_hdl.gateware.core import sum_stats
 from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.gateware.verilog import generate_verilog
 from sbnn_hdl.model import Conv2d
@@ -75,13 +76,8 @@ def conv_part_estimate(model):
     Fragment.get(core, None)
     parts = list(core.windows)
     for layer in core.convs.values():
-        parts += [layer, *layer.p_accumulators, *layer.thresholds]
-        parts += [layer.q_accumulator] if layer.q_accumulator else []
-    totals = {}
-    for part in parts:
-        for key, value in part.stats.items():
-            totals[key] = totals.get(key, 0) + value
-    return estimate_ecp5({"adder_bits": 0, "compare_bits": 0, "argmax_bits": 0, "register_bits": 0, **totals})["lut4"]
+        parts += [layer, *layer.parts]
+    return estimate_ecp5(sum_stats(parts))["lut4"]
 
 
 if __name__ == "__main__":

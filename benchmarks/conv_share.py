@@ -14,24 +14,10 @@ from amaranth.hdl import Fragment
 
 from sbnn_hdl import load
 from sbnn_hdl.estimate import estimate_ecp5
-from sbnn_hdl.gateware.phased import PhasedLayer
+from sbnn_hdl.gateware.core import sum_stats
 from sbnn_hdl.gateware.verilog import build_core
 from sbnn_hdl.hwplan import DEFAULT_EVERY
 from sbnn_hdl.streamplan import HEADS, SHARES
-
-
-def _parts(layer):
-    if isinstance(layer, PhasedLayer):
-        return [layer, *layer.parts]
-    return [layer, *layer.p_accumulators, *([layer.q_accumulator] if layer.q_accumulator else []), *layer.thresholds]
-
-
-def _estimate(parts):
-    totals = {"adder_bits": 0, "compare_bits": 0, "argmax_bits": 0, "register_bits": 0}
-    for part in parts:
-        for key, value in part.stats.items():
-            totals[key] = totals.get(key, 0) + value
-    return estimate_ecp5(totals)
 
 
 def main():
@@ -51,7 +37,7 @@ def main():
             line = f"  {stage.layer.name:>8}: share {stage.share:>2}, {stage.rows} line-buffer rows"
             if stage.is_conv:
                 connections = sum(c for u in stage.layer_plan.units for _, c in u.sources)
-                layer = _estimate(_parts(core.convs[index]))
+                layer = estimate_ecp5(sum_stats([core.convs[index], *core.convs[index].parts]))
                 line += f", {connections:,} connections: {layer['lut4']:,} LUT4, {layer['ff']:,} FF"
             print(line)
 

@@ -17,18 +17,11 @@ from amaranth.hdl import Fragment
 from sbnn_hdl import modelfile
 from sbnn_hdl.estimate import estimate_ecp5
 from sbnn_hdl.gateware import NetworkCore
-
-
-def _sum(parts):
-    total = {}
-    for part in parts:
-        for key, value in getattr(part, "stats", {}).items():
-            total[key] = total.get(key, 0) + value
-    return total
+from sbnn_hdl.gateware.core import sum_stats
 
 
 def _lut(stats):
-    return estimate_ecp5({"adder_bits": 0, "compare_bits": 0, "argmax_bits": 0, "register_bits": 0, **stats})["lut4"]
+    return estimate_ecp5(stats)["lut4"]
 
 
 def breakdown(model, arch="sparse"):
@@ -37,9 +30,9 @@ def breakdown(model, arch="sparse"):
     Fragment.get(core, None)  # elaborate: the parts count what they build
     rows = []
     for layer, built in zip(model.layers, [*core.hidden, core.output]):
-        parts = [_lut(_sum(built.p_accumulators)),
-                 _lut(_sum([built.q_accumulator] if built.q_accumulator else [])),
-                 _lut(_sum(getattr(built, "thresholds", []))), _lut(_sum([built]))]
+        parts = [_lut(sum_stats(built.p_accumulators)),
+                 _lut(sum_stats([built.q_accumulator] if built.q_accumulator else [])),
+                 _lut(sum_stats(getattr(built, "thresholds", []))), _lut(sum_stats([built]))]
         rows.append((layer.name, layer.connections, *parts, sum(parts)))
     argmax = _lut({"argmax_bits": core.resources()["argmax_bits"]})
     rows.append(("argmax", 0, 0, 0, 0, argmax, argmax))

@@ -33,7 +33,9 @@ FF_PER_REGISTER_BIT = 0.85
 
 
 def estimate_ecp5(resources):
-    """``{"lut4": ..., "ff": ...}`` from a core's :meth:`resources` counts."""
-    lut = (LUT_PER_ADDER_BIT * resources["adder_bits"] + LUT_PER_COMPARE_BIT * resources["compare_bits"]
-           + LUT_PER_ARGMAX_BIT * resources["argmax_bits"] + LUT_PER_SELECT_BIT * resources.get("select_bits", 0))
-    return {"lut4": int(round(lut)), "ff": int(round(FF_PER_REGISTER_BIT * resources["register_bits"]))}
+    """``{"lut4": ..., "ff": ...}`` from a core's :meth:`resources` counts, or any part's (a
+    count it does not have is 0)."""
+    count = lambda key: resources.get(key, 0)
+    lut = (LUT_PER_ADDER_BIT * count("adder_bits") + LUT_PER_COMPARE_BIT * count("compare_bits")
+           + LUT_PER_ARGMAX_BIT * count("argmax_bits") + LUT_PER_SELECT_BIT * count("select_bits"))
+    return {"lut4": int(round(lut)), "ff": int(round(FF_PER_REGISTER_BIT * count("register_bits")))}

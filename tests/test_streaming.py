@@ -211,7 +211,7 @@ def test_a_stage_after_a_pool_is_shared_and_exact(idle):
     assert [stage.share for stage in unshared.plan.stages] == [1, 1, 1]
     # The shared stage costs fewer adder bits; the first stage is the same either way.
     Fragment.get(shared, None), Fragment.get(unshared, None)
-    adders = [sum(part.stats["adder_bits"] for part in (core.convs[2], *_parts(core.convs[2])))
+    adders = [sum(part.stats["adder_bits"] for part in (core.convs[2], *core.convs[2].parts))
               for core in (shared, unshared)]
     assert adders[0] < adders[1]
 
@@ -230,12 +230,6 @@ def test_a_stage_after_two_pools_selects_in_two_steps():
     assert [stage.share for stage in core.plan.stages] == [1, 1, 4, 1, 16]
     assert core.convs[4].select_stages == 2 and core.convs[2].select_stages == 1
     assert core.image_gap == 0
-
-
-def _parts(layer):
-    if isinstance(layer, PhasedLayer):
-        return layer.parts
-    return [*layer.p_accumulators, *([layer.q_accumulator] if layer.q_accumulator else []), *layer.thresholds]
 
 
 def test_share_is_bounded_by_pixels_per_position():

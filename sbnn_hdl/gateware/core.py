@@ -8,20 +8,27 @@ from ..hwplan import DEFAULT_EVERY, check_buildable, plan_network
 from .argmax import Argmax
 from .layer import DenseLayer, OutputLayer
 
-__all__ = ["NetworkCore", "result_ports", "total_stats"]
+__all__ = ["NetworkCore", "result_ports", "total_stats", "sum_stats"]
+
+
+def sum_stats(parts):
+    """The counts (``stats``) of the elaborated ``parts`` added up, key by key."""
+    totals = {}
+    for part in parts:
+        for key, value in getattr(part, "stats", {}).items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 def total_stats(own, hidden, output, others=()):
     """``own`` counts plus those of every part of the layers ``hidden`` (which compare) and
     ``output`` (which scores), their accumulators and thresholds, and of ``others``."""
-    totals = dict(own)
     parts = [*hidden, output, *others]
     for layer in [*hidden, output]:
-        parts += layer.p_accumulators + ([layer.q_accumulator] if layer.q_accumulator else [])
-    parts += [t for layer in hidden for t in layer.thresholds]
-    for part in parts:
-        for key, value in getattr(part, "stats", {}).items():
-            totals[key] = totals.get(key, 0) + value
+        parts += layer.parts
+    totals = dict(own)
+    for key, value in sum_stats(parts).items():
+        totals[key] = totals.get(key, 0) + value
     return totals
 
 

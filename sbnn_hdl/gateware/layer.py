@@ -60,6 +60,11 @@ class _LayerBase(wiring.Component):
         self.p_accumulators = [accumulator(u.sources, self.acc_latency) for u in plan.units]
         self.q_accumulator = accumulator(plan.q_sources, self.acc_latency) if plan.q_sources else None
 
+    @property
+    def parts(self):
+        """The components inside the layer whose counts a core's ``resources()`` adds."""
+        return [*self.p_accumulators, *([self.q_accumulator] if self.q_accumulator else [])]
+
     def _ports(self, **ports):
         if self.p_input:
             del ports["inputs"]
@@ -233,6 +238,10 @@ class DenseLayer(_LayerBase):
             for u in units]
         self.latency = self.acc_latency + self.shared_latency + self.threshold_latency
         super().__init__(self._ports(inputs=In(unsigned(self.input_width)), outputs=Out(len(units))))
+
+    @property
+    def parts(self):
+        return [*super().parts, *self.thresholds]
 
     def _splits(self, pipe, q):
         pairs = sorted({(u.comparison.a, u.comparison.b) for u in self.plan.units if u.comparison.kind == "pq"})

@@ -10,7 +10,7 @@ from ..estimate import LUT_PER_ADDER_BIT, LUT_PER_SELECT_BIT
 from ..hwplan import DEFAULT_EVERY
 from .accumulator import SparseAccumulator
 from .layer import FANOUT, DenseLayer
-from .pipeline import Pipeline, shape_for
+from .pipeline import Pipeline, delayed, shape_for
 
 __all__ = ["PhasedLayer", "WAYS"]
 
@@ -126,8 +126,8 @@ class PhasedLayer(wiring.Component):
 
     @property
     def parts(self):
-        """The parts whose counts :meth:`~sbnn_hdl.gateware.StreamingCore.resources` adds."""
-        return [*self.p_accumulators, self.comparisons, *self.comparisons.thresholds]
+        """The components inside the layer whose counts a core's ``resources()`` adds."""
+        return [*self.p_accumulators, self.comparisons, *self.comparisons.parts]
 
     def elaborate(self, platform):
         m = Module()
@@ -153,8 +153,8 @@ class PhasedLayer(wiring.Component):
             sources = Signal(2 * len(self.inputs), name="sources")
             m.d.comb += sources.eq(Cat(self.inputs, ~self.inputs))
         delay = self.select_stages + self.acc_latency   # >= 1: the last delay is the groups' copies
-        add_before = _delayed(m, active, delay - 1, "add", stats)
-        first_before = _delayed(m, self.start, delay - 1, "first", stats)
+        add_before = delayed(m, active, delay - 1, "add", stats)
+        first_before = delayed(m, self.start, delay - 1, "first", stats)
         adds = [Signal(name=f"add_g{g}") for g in range(groups)]
         firsts = [Signal(name=f"first_g{g}") for g in range(groups)]
         m.d.sync += [signal.eq(add_before) for signal in adds] + [signal.eq(first_before) for signal in firsts]
@@ -199,14 +199,14 @@ class PhasedLayer(wiring.Component):
         layer = self.comparisons
         m.submodules.thresholds = layer
         if self.latch:
-            ready = _delayed(m, self.start, self.sums_ready, "ready", stats)
+            ready = delayed(m, self.start, self.sums_ready, "ready", stats)
             held = [Signal(len(t), name=f"held{k}", reset_less=True) for k, t in enumerate(totals)]
             with m.If(ready):
                 m.d.sync += [h.eq(t) for h, t in zip(held, totals)]
             stats["register_bits"] += sum(len(h) for h in held)
             p_totals, q_total = held[:units], (held[units] if plan.q_sources else None)
         elif layer.p_stage:
-            p_totals = [_delayed(m, t, layer.p_stage, f"p{k}", stats) for k, t in enumerate(p_totals)]
+            p_totals = [delayed(m, t, layer.p_stage, f"p{k}", stats) for k, t in enumerate(p_totals)]
         if units:
             m.d.comb += layer.p.eq(Cat(*p_totals))
         if q_total is not None:
@@ -232,11 +232,3 @@ def _expand(multiset):
     """Each source of ``(source, count)`` pairs as often as it counts."""
     return [s for s, c in multiset for _ in range(c)]
 
-
-def _delayed(m, signal, cycles, name, stats):
-    for stage in range(cycles):
-        delayed = Signal(len(signal), name=f"{name}_d{stage + 1}")
-        m.d.sync += delayed.eq(signal)
-        stats["register_bits"] += len(signal)
-        signal = delayed
-    return signal

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Signal, signed, unsigned
 
-__all__ = ["Timed", "Pipeline", "shape_for", "csd"]
+__all__ = ["Timed", "Pipeline", "shape_for", "csd", "delayed"]
 
 
 def shape_for(lo, hi):
@@ -24,6 +24,17 @@ def shape_for(lo, hi):
     if lo >= 0:
         return unsigned(max(hi.bit_length(), 1))
     return signed(max(hi.bit_length(), (-lo - 1).bit_length()) + 1)
+
+
+def delayed(m, signal, cycles, name, stats):
+    """``signal`` through a chain of ``cycles`` registers in module ``m`` (named ``name_d1``,
+    ``name_d2``, ...), their bits added to ``stats["register_bits"]``; ``signal`` itself for 0."""
+    for stage in range(cycles):
+        register = Signal(len(signal), name=f"{name}_d{stage + 1}")
+        m.d.sync += register.eq(signal)
+        stats["register_bits"] += len(signal)
+        signal = register
+    return signal
 
 
 def csd(value):

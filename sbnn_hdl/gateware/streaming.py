@@ -10,7 +10,7 @@ from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
 from .phased import PhasedLayer
-from .pipeline import Pipeline, shape_for
+from .pipeline import Pipeline, delayed, shape_for
 from .serial import SerialEngine
 from .window import WindowStream
 
@@ -214,21 +214,13 @@ class StreamingCore(wiring.Component):
         return out, out_valid
 
     def _delayed(self, m, signal, cycles, name):
-        for stage in range(cycles):
-            delayed = Signal(len(signal), name=f"{name}_d{stage + 1}")
-            m.d.sync += delayed.eq(signal)
-            self.stats["register_bits"] += len(signal)
-            signal = delayed
-        return signal
+        return delayed(m, signal, cycles, name, self.stats)
 
     def resources(self):
         """What the last elaboration built (as :meth:`NetworkCore.resources`), with the line
         buffers' bits as ``memory_bits``."""
-        convs = [layer for layer in self.convs.values() if isinstance(layer, DenseLayer)]
-        phased = [part for layer in self.convs.values() if isinstance(layer, PhasedLayer)
-                  for part in (layer, *layer.parts)]
-        return total_stats(self.stats, [*convs, *self.hidden], self.output,
-                           [self.argmax, *self.windows, *phased, *([self.engine] if self.engine else [])])
+        return total_stats(self.stats, [*self.convs.values(), *self.hidden], self.output,
+                           [self.argmax, *self.windows, *([self.engine] if self.engine else [])])
 
     def elaborate(self, platform):
         m = Module()
