@@ -299,7 +299,8 @@ def _flow(result):
              f"with nextpnr's {result['router']}" if result.get("router") else "",
              f"with --relay {result['relay']}" if result.get("relay") else "",
              f"with --every {result['every']}" if result.get("every", DEFAULT_EVERY) != DEFAULT_EVERY else "",
-             "without carry chains (-noccu2)" if result.get("carry_chains") is False else ""]
+             "without carry chains (-noccu2)" if result.get("carry_chains") is False else "",
+             f"with --share {result['share']}" if result.get("share", "auto") != "auto" else ""]
     return ", ".join(p for p in parts if p)
 
 

@@ -114,6 +114,8 @@ def test_share_option_for_conv_models(tmp_path, capsys):
         assert results[share]["conv"]["lut4"] == estimate_model(conv, share=share)["lut4"]
         assert "share" not in results[share]["dense"]
     assert results["auto"]["conv"]["lut4"] < results["off"]["conv"]["lut4"]
+    assert "built with --share off" in (tmp_path / "off" / "hardware.md").read_text()
+    assert "--share" not in (tmp_path / "auto" / "hardware.md").read_text()
     assert results["off"]["dense"]["cached"]   # the same build as with auto
     assert len(list((tmp_path / "cache").iterdir())) == 3
 
