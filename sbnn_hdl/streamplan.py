@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from .hwplan import HardwareError, plan_layer, remove_unused, input_scale
 from .model import Conv2d, Dense, MaxPool2d
 
-__all__ = ["HEADS", "SHARES", "MAX_SHARE", "MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan",
+__all__ = ["HEADS", "SHARES", "is_share", "MAX_SHARE", "MAX_STREAM_WIDTH", "Geometry", "StageChannel", "StagePlan", "StreamPlan",
            "is_streaming", "check_streamable", "plan_stream", "stream_timing", "schedule"]
 
 #: How a streaming core computes its first dense layer's sums: adder trees over the collected
@@ -42,6 +42,11 @@ HEADS = ("unrolled", "serial")
 #: Whether conv stages may compute a window's sums over several cycles (``"auto"``) or not
 #: (``"off"``); see :class:`~sbnn_hdl.gateware.streaming.StreamingCore`.
 SHARES = ("auto", "off")
+
+def is_share(value):
+    """Whether ``value`` is a ``share`` option: one of :data:`SHARES` or a number of cycles (1 or more)."""
+    return value in SHARES or (isinstance(value, int) and value >= 1)
+
 
 #: The most cycles over which a shared conv stage computes one window's sums (a documented
 #: limit: each popcount input selects among up to this many window bits).

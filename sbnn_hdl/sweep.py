@@ -69,6 +69,11 @@ def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def _model_share(model, share):
+    """The ``share`` a sweep's ``share`` means for ``model``: a dense core has no stages to share."""
+    return share if is_streaming(model) else "auto"
+
+
 def _cycles_per_sample(core):
     """Clocks per sample: 1 for a dense core, the pixels and the gap for a streaming one."""
     return getattr(core, "pixels", 1) + getattr(core, "image_gap", 0)
@@ -102,7 +107,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     design synthesised in parts run at once.
     """
     model = modelfile.load(path)
-    share = share if is_streaming(model) else "auto"
+    share = _model_share(model, share)
     started = time.perf_counter()
     if synth_max is not None:
         core = build_core(model, every=every, relay=relay, arch=arch, share=share)
@@ -110,8 +115,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
             result = _figures(path, model, arch, every, relay, device, router, carry_chains, share, core.latency,
-                              estimate,
-                              _cycles_per_sample(core))
+                              estimate, _cycles_per_sample(core))
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
     generated = generate_verilog(model, every=every, relay=relay, arch=arch, share=share)
@@ -212,7 +216,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     for path in paths:
         data = Path(path).read_bytes()
         model = modelfile.loads(data, path=str(path))
-        model_share = share if is_streaming(model) else "auto"   # (a dense core has no stages to share)
+        model_share = _model_share(model, share)
         check_model(model, share=model_share)
         accuracy = _accuracy(path, x, labels) if x is not None else None
         for arch in archs:

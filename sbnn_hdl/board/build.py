@@ -428,8 +428,7 @@ def _clocks(pnr):
 
 def build(model_path, board_name, *, device=None, clock_mhz=None, baud=None, output="bitstreams", every=DEFAULT_EVERY,
           relay=0, scores=True, batch_depth=512, arch="sparse", head="unrolled", share="auto", carry_chains=True,
-          router=None,
-          quiet=False, cache=None):
+          router=None, quiet=False, cache=None):
     """Build ``model_path`` for a board; returns the report (a dict, :meth:`BuildResult.report`).
     ``clock_mhz`` is the core clock (the PLL's nearest frequency not above it); without it the
     clock is chosen as the module's description says. ``carry_chains=False``

@@ -80,7 +80,7 @@ class PhasedLayer(wiring.Component):
     def __init__(self, plan, share, *, every=DEFAULT_EVERY):
         if share < 2:
             raise ValueError(f"share: expected at least 2 cycles per window, found {share}")
-        if any(v != 1 for v in plan.source_max):
+        if not self.shareable(plan):
             raise ValueError(f"layer '{plan.name}': expected binary sources for a shared layer, found largest "
                              f"values up to {max(plan.source_max)}")
         self.plan, self.share, self.every = plan, share, every
@@ -108,11 +108,16 @@ class PhasedLayer(wiring.Component):
                           "outputs": Out(len(plan.units))})
 
     @staticmethod
+    def shareable(plan):
+        """Whether the layer of ``plan`` can be shared: all its sources are bits."""
+        return all(v == 1 for v in plan.source_max)
+
+    @staticmethod
     def best_share(plan, most, *, every=DEFAULT_EVERY):
         """The cycles per window, from 1 (not shared) to ``most``, for which the estimate of the
         layer's popcounts, totals and selections is smallest (the thresholds are the same
         either way); 1 for a layer whose sources are not all bits."""
-        if most < 2 or any(v != 1 for v in plan.source_max):
+        if most < 2 or not PhasedLayer.shareable(plan):
             return 1
         sizes = [len(_expand(u.sources)) for u in plan.units] + [len(_expand(plan.q_sources))]
 
@@ -144,8 +149,9 @@ class PhasedLayer(wiring.Component):
         m.d.sync += phase.eq(phase_next)
         phases = [Signal(range(share), name=f"phase_g{g}") for g in range(groups)]
         m.d.sync += [copy.eq(phase_next) for copy in phases]
-        late = [Signal(range(share), name=f"phase_late_g{g}") for g in range(groups)]   # a cycle later
+        late = phases   # the phase a cycle later, for the second step of two-step selections
         if self.select_stages == 2:
+            late = [Signal(range(share), name=f"phase_late_g{g}") for g in range(groups)]
             m.d.sync += [copy.eq(now) for copy, now in zip(late, phases)]
             stats["register_bits"] += len(phase) * groups
         sources = self.inputs
@@ -231,4 +237,3 @@ def _popcount_bits(n, every):
 def _expand(multiset):
     """Each source of ``(source, count)`` pairs as often as it counts."""
     return [s for s, c in multiset for _ in range(c)]
-

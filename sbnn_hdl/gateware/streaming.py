@@ -5,7 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from ..hwplan import DEFAULT_EVERY
-from ..streamplan import HEADS, MAX_SHARE, SHARES, plan_stream, stream_timing
+from ..streamplan import HEADS, MAX_SHARE, SHARES, is_share, plan_stream, stream_timing
 from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
@@ -104,7 +104,7 @@ class StreamingCore(wiring.Component):
             raise ValueError(f"every: expected at least 1 adder level per stage, found {every}")
         if head not in HEADS:
             raise ValueError(f"head: expected one of {', '.join(HEADS)}, found {head!r}")
-        if share not in SHARES and not (isinstance(share, int) and share >= 1):
+        if not is_share(share):
             raise ValueError(f"share: expected one of {', '.join(SHARES)} or a number of cycles, found {share!r}")
         plan_stream(model)  # refuses what it cannot build before the component exists
         return super().__new__(cls, src_loc_at=1)
@@ -146,14 +146,13 @@ class StreamingCore(wiring.Component):
         to back (the Hypothesis tests check that the gap between images is the unshared
         stream's)."""
         for stage in plan.stages:
-            most = min(MAX_SHARE, plan.pixels // stage.geometry.positions)
-            binary = stage.is_conv and all(v == 1 for v in stage.layer_plan.source_max)
-            if share == "auto" and stage.is_conv:
-                stage.share = PhasedLayer.best_share(stage.layer_plan, most, every=every)
-            elif isinstance(share, int) and binary:
-                stage.share = max(1, min(share, plan.pixels // stage.geometry.positions))
-            else:
+            fits = plan.pixels // stage.geometry.positions
+            if share == "off" or not stage.is_conv or not PhasedLayer.shareable(stage.layer_plan):
                 stage.share = 1
+            elif share == "auto":
+                stage.share = PhasedLayer.best_share(stage.layer_plan, min(MAX_SHARE, fits), every=every)
+            else:
+                stage.share = max(1, min(share, fits))
         self.convs, delays = {}, []
         for index, stage in enumerate(plan.stages):
             if stage.is_conv:
@@ -350,4 +349,3 @@ class StreamingCore(wiring.Component):
                 m.d.sync += [bits[n].eq(stream[channel]) for n, channel in entries]
         self.stats["register_bits"] += len(bits)
         return bits
-

@@ -18,7 +18,7 @@ from .. import __version__
 from ..tables import format_table
 from ..estimate import estimate_ecp5
 from ..hwplan import DEFAULT_EVERY, HardwareError, check_buildable
-from ..streamplan import HEADS, SHARES, is_streaming, plan_stream
+from ..streamplan import HEADS, SHARES, is_share, is_streaming, plan_stream
 from ..synth import rtlil_to_verilog
 from .core import NetworkCore
 from .shared import SharedModules
@@ -49,7 +49,7 @@ def check_model(model, *, arch="sparse", relay=0, head="unrolled", share="auto")
     with these options; builds nothing (for commands that check their input before long work)."""
     if head not in HEADS:
         raise HardwareError(f"--head: expected one of {', '.join(HEADS)}, found {head!r}")
-    if share not in SHARES and not (isinstance(share, int) and share >= 1):
+    if not is_share(share):
         raise HardwareError(f"--share: expected one of {', '.join(SHARES)} or a number of cycles, found {share!r}")
     if not is_streaming(model):
         if head != "unrolled":
