@@ -425,69 +425,69 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   \digits.layer0  layer0 (
     .clk(clk),
     .fire(\$24 ),
-    .\fire$385 (\$25 ),
-    .\fire$386 (\$26 ),
-    .\fire$387 (\$27 ),
-    .\fire$388 (\$28 ),
-    .\fire$389 (\$29 ),
-    .\fire$390 (\$30 ),
-    .\fire$391 (\$31 ),
-    .\fire$392 (\$32 ),
-    .\fire$393 (\$33 ),
-    .\fire$394 (\$34 ),
-    .\fire$395 (\$35 ),
-    .\fire$396 (\$36 ),
-    .\fire$397 (\$37 ),
-    .\fire$398 (\$38 ),
-    .\fire$399 (\$39 ),
-    .\fire$400 (\$40 ),
-    .\fire$401 (\$41 ),
-    .\fire$402 (\$42 ),
-    .\fire$403 (\$43 ),
-    .\fire$404 (\$44 ),
-    .\fire$405 (\$45 ),
-    .\fire$406 (\$46 ),
-    .\fire$407 (\$47 ),
-    .\fire$408 (\$48 ),
-    .\fire$409 (\$49 ),
-    .\fire$410 (\$50 ),
-    .\fire$411 (\$51 ),
-    .\fire$412 (\$52 ),
-    .\fire$413 (\$53 ),
-    .\fire$414 (\$54 ),
-    .\fire$415 (\$55 ),
-    .\fire$416 (\$56 ),
-    .\fire$417 (\$57 ),
-    .\fire$418 (\$58 ),
-    .\fire$419 (\$59 ),
-    .\fire$420 (\$60 ),
-    .\fire$421 (\$61 ),
-    .\fire$422 (\$62 ),
-    .\fire$423 (\$63 ),
-    .\fire$424 (\$64 ),
-    .\fire$425 (\$65 ),
-    .\fire$426 (\$66 ),
-    .\fire$427 (\$67 ),
-    .\fire$428 (\$68 ),
-    .\fire$429 (\$69 ),
-    .\fire$430 (\$70 ),
-    .\fire$431 (\$71 ),
-    .\fire$432 (\$72 ),
-    .\fire$433 (\$73 ),
-    .\fire$434 (\$74 ),
-    .\fire$435 (\$75 ),
-    .\fire$436 (\$76 ),
-    .\fire$437 (\$77 ),
-    .\fire$438 (\$78 ),
-    .\fire$439 (\$79 ),
-    .\fire$440 (\$80 ),
-    .\fire$441 (\$81 ),
-    .\fire$442 (\$82 ),
-    .\fire$443 (\$83 ),
-    .\fire$444 (\$84 ),
-    .\fire$445 (\$85 ),
-    .\fire$446 (\$86 ),
-    .\fire$447 (\$87 ),
+    .\fire$418 (\$25 ),
+    .\fire$419 (\$26 ),
+    .\fire$420 (\$27 ),
+    .\fire$421 (\$28 ),
+    .\fire$422 (\$29 ),
+    .\fire$423 (\$30 ),
+    .\fire$424 (\$31 ),
+    .\fire$425 (\$32 ),
+    .\fire$426 (\$33 ),
+    .\fire$427 (\$34 ),
+    .\fire$428 (\$35 ),
+    .\fire$429 (\$36 ),
+    .\fire$430 (\$37 ),
+    .\fire$431 (\$38 ),
+    .\fire$432 (\$39 ),
+    .\fire$433 (\$40 ),
+    .\fire$434 (\$41 ),
+    .\fire$435 (\$42 ),
+    .\fire$436 (\$43 ),
+    .\fire$437 (\$44 ),
+    .\fire$438 (\$45 ),
+    .\fire$439 (\$46 ),
+    .\fire$440 (\$47 ),
+    .\fire$441 (\$48 ),
+    .\fire$442 (\$49 ),
+    .\fire$443 (\$50 ),
+    .\fire$444 (\$51 ),
+    .\fire$445 (\$52 ),
+    .\fire$446 (\$53 ),
+    .\fire$447 (\$54 ),
+    .\fire$448 (\$55 ),
+    .\fire$449 (\$56 ),
+    .\fire$450 (\$57 ),
+    .\fire$451 (\$58 ),
+    .\fire$452 (\$59 ),
+    .\fire$453 (\$60 ),
+    .\fire$454 (\$61 ),
+    .\fire$455 (\$62 ),
+    .\fire$456 (\$63 ),
+    .\fire$457 (\$64 ),
+    .\fire$458 (\$65 ),
+    .\fire$459 (\$66 ),
+    .\fire$460 (\$67 ),
+    .\fire$461 (\$68 ),
+    .\fire$462 (\$69 ),
+    .\fire$463 (\$70 ),
+    .\fire$464 (\$71 ),
+    .\fire$465 (\$72 ),
+    .\fire$466 (\$73 ),
+    .\fire$467 (\$74 ),
+    .\fire$468 (\$75 ),
+    .\fire$469 (\$76 ),
+    .\fire$470 (\$77 ),
+    .\fire$471 (\$78 ),
+    .\fire$472 (\$79 ),
+    .\fire$473 (\$80 ),
+    .\fire$474 (\$81 ),
+    .\fire$475 (\$82 ),
+    .\fire$476 (\$83 ),
+    .\fire$477 (\$84 ),
+    .\fire$478 (\$85 ),
+    .\fire$479 (\$86 ),
+    .\fire$480 (\$87 ),
     .\port$2232$0 (x0_p3_2),
     .\port$2233$0 (x1_p3_2),
     .\port$2234$0 (x2_p3_2),
@@ -556,70 +556,70 @@ module digits(valid, clk, rst, prediction, out_valid, scores, sample);
   );
   \digits.output  \output  (
     .clk(clk),
-    .\port$2882$0 (\$24 ),
-    .\port$2885$0 (\$25 ),
-    .\port$2888$0 (\$26 ),
-    .\port$2891$0 (\$27 ),
-    .\port$2894$0 (\$28 ),
-    .\port$2897$0 (\$29 ),
-    .\port$2900$0 (\$30 ),
-    .\port$2903$0 (\$31 ),
-    .\port$2906$0 (\$32 ),
-    .\port$2909$0 (\$33 ),
-    .\port$2912$0 (\$34 ),
-    .\port$2915$0 (\$35 ),
-    .\port$2918$0 (\$36 ),
-    .\port$2921$0 (\$37 ),
-    .\port$2924$0 (\$38 ),
-    .\port$2927$0 (\$39 ),
-    .\port$2930$0 (\$40 ),
-    .\port$2933$0 (\$41 ),
-    .\port$2936$0 (\$42 ),
-    .\port$2939$0 (\$43 ),
-    .\port$2942$0 (\$44 ),
-    .\port$2945$0 (\$45 ),
-    .\port$2948$0 (\$46 ),
-    .\port$2951$0 (\$47 ),
-    .\port$2954$0 (\$48 ),
-    .\port$2957$0 (\$49 ),
-    .\port$2960$0 (\$50 ),
-    .\port$2963$0 (\$51 ),
-    .\port$2966$0 (\$52 ),
-    .\port$2969$0 (\$53 ),
-    .\port$2972$0 (\$54 ),
-    .\port$2975$0 (\$55 ),
-    .\port$2978$0 (\$56 ),
-    .\port$2981$0 (\$57 ),
-    .\port$2984$0 (\$58 ),
-    .\port$2987$0 (\$59 ),
-    .\port$2990$0 (\$60 ),
-    .\port$2993$0 (\$61 ),
-    .\port$2996$0 (\$62 ),
-    .\port$2999$0 (\$63 ),
-    .\port$3002$0 (\$64 ),
-    .\port$3005$0 (\$65 ),
-    .\port$3008$0 (\$66 ),
-    .\port$3011$0 (\$67 ),
-    .\port$3014$0 (\$68 ),
-    .\port$3017$0 (\$69 ),
-    .\port$3020$0 (\$70 ),
-    .\port$3023$0 (\$71 ),
-    .\port$3026$0 (\$72 ),
-    .\port$3029$0 (\$73 ),
-    .\port$3032$0 (\$74 ),
-    .\port$3035$0 (\$75 ),
-    .\port$3038$0 (\$76 ),
-    .\port$3041$0 (\$77 ),
-    .\port$3044$0 (\$78 ),
-    .\port$3047$0 (\$79 ),
-    .\port$3050$0 (\$80 ),
-    .\port$3053$0 (\$81 ),
-    .\port$3056$0 (\$82 ),
-    .\port$3059$0 (\$83 ),
-    .\port$3062$0 (\$84 ),
-    .\port$3065$0 (\$85 ),
-    .\port$3068$0 (\$86 ),
-    .\port$3071$0 (\$87 ),
+    .\port$2450$0 (\$24 ),
+    .\port$2453$0 (\$25 ),
+    .\port$2456$0 (\$26 ),
+    .\port$2459$0 (\$27 ),
+    .\port$2462$0 (\$28 ),
+    .\port$2465$0 (\$29 ),
+    .\port$2468$0 (\$30 ),
+    .\port$2471$0 (\$31 ),
+    .\port$2474$0 (\$32 ),
+    .\port$2477$0 (\$33 ),
+    .\port$2480$0 (\$34 ),
+    .\port$2483$0 (\$35 ),
+    .\port$2486$0 (\$36 ),
+    .\port$2489$0 (\$37 ),
+    .\port$2492$0 (\$38 ),
+    .\port$2495$0 (\$39 ),
+    .\port$2498$0 (\$40 ),
+    .\port$2501$0 (\$41 ),
+    .\port$2504$0 (\$42 ),
+    .\port$2507$0 (\$43 ),
+    .\port$2510$0 (\$44 ),
+    .\port$2513$0 (\$45 ),
+    .\port$2516$0 (\$46 ),
+    .\port$2519$0 (\$47 ),
+    .\port$2522$0 (\$48 ),
+    .\port$2525$0 (\$49 ),
+    .\port$2528$0 (\$50 ),
+    .\port$2531$0 (\$51 ),
+    .\port$2534$0 (\$52 ),
+    .\port$2537$0 (\$53 ),
+    .\port$2540$0 (\$54 ),
+    .\port$2543$0 (\$55 ),
+    .\port$2546$0 (\$56 ),
+    .\port$2549$0 (\$57 ),
+    .\port$2552$0 (\$58 ),
+    .\port$2555$0 (\$59 ),
+    .\port$2558$0 (\$60 ),
+    .\port$2561$0 (\$61 ),
+    .\port$2564$0 (\$62 ),
+    .\port$2567$0 (\$63 ),
+    .\port$2570$0 (\$64 ),
+    .\port$2573$0 (\$65 ),
+    .\port$2576$0 (\$66 ),
+    .\port$2579$0 (\$67 ),
+    .\port$2582$0 (\$68 ),
+    .\port$2585$0 (\$69 ),
+    .\port$2588$0 (\$70 ),
+    .\port$2591$0 (\$71 ),
+    .\port$2594$0 (\$72 ),
+    .\port$2597$0 (\$73 ),
+    .\port$2600$0 (\$74 ),
+    .\port$2603$0 (\$75 ),
+    .\port$2606$0 (\$76 ),
+    .\port$2609$0 (\$77 ),
+    .\port$2612$0 (\$78 ),
+    .\port$2615$0 (\$79 ),
+    .\port$2618$0 (\$80 ),
+    .\port$2621$0 (\$81 ),
+    .\port$2624$0 (\$82 ),
+    .\port$2627$0 (\$83 ),
+    .\port$2630$0 (\$84 ),
+    .\port$2633$0 (\$85 ),
+    .\port$2636$0 (\$86 ),
+    .\port$2639$0 (\$87 ),
     .rst(rst),
     .scores(\scores$72 )
   );
@@ -999,10 +999,11 @@ endmodule
 module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2235$0 , \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2239$0 , \port$2240$0 , \port$2241$0 , \port$2242$0 , \port$2243$0 , \port$2244$0 , \port$2245$0 , \port$2246$0 , \port$2247$0 , \port$2248$0 , \port$2249$0 , \port$2250$0 , \port$2251$0 
 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2255$0 , \port$2256$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2261$0 , \port$2262$0 , \port$2263$0 , \port$2264$0 , \port$2265$0 , \port$2266$0 , \port$2267$0 , \port$2268$0 , \port$2269$0 , \port$2270$0 , \port$2271$0 , \port$2272$0 
 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2279$0 , \port$2280$0 , \port$2281$0 , \port$2282$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2286$0 , \port$2287$0 , \port$2288$0 , \port$2289$0 , \port$2290$0 , \port$2291$0 , \port$2292$0 , \port$2293$0 
-, \port$2294$0 , \port$2295$0 , fire, \fire$385 , \fire$386 , \fire$387 , \fire$388 , \fire$389 , \fire$390 , \fire$391 , \fire$392 , \fire$393 , \fire$394 , \fire$395 , \fire$396 , \fire$397 , \fire$398 , \fire$399 , \fire$400 , \fire$401 , \fire$402 
-, \fire$403 , \fire$404 , \fire$405 , \fire$406 , \fire$407 , \fire$408 , \fire$409 , \fire$410 , \fire$411 , \fire$412 , \fire$413 , \fire$414 , \fire$415 , \fire$416 , \fire$417 , \fire$418 , \fire$419 , \fire$420 , \fire$421 , \fire$422 , \fire$423 
-, \fire$424 , \fire$425 , \fire$426 , \fire$427 , \fire$428 , \fire$429 , \fire$430 , \fire$431 , \fire$432 , \fire$433 , \fire$434 , \fire$435 , \fire$436 , \fire$437 , \fire$438 , \fire$439 , \fire$440 , \fire$441 , \fire$442 , \fire$443 , \fire$444 
-, \fire$445 , \fire$446 , \fire$447 , clk);
+, \port$2294$0 , \port$2295$0 , fire, \fire$418 , \fire$419 , \fire$420 , \fire$421 , \fire$422 , \fire$423 , \fire$424 , \fire$425 , \fire$426 , \fire$427 , \fire$428 , \fire$429 , \fire$430 , \fire$431 , \fire$432 , \fire$433 , \fire$434 , \fire$435 
+, \fire$436 , \fire$437 , \fire$438 , \fire$439 , \fire$440 , \fire$441 , \fire$442 , \fire$443 , \fire$444 , \fire$445 , \fire$446 , \fire$447 , \fire$448 , \fire$449 , \fire$450 , \fire$451 , \fire$452 , \fire$453 , \fire$454 , \fire$455 , \fire$456 
+, \fire$457 , \fire$458 , \fire$459 , \fire$460 , \fire$461 , \fire$462 , \fire$463 , \fire$464 , \fire$465 , \fire$466 , \fire$467 , \fire$468 , \fire$469 , \fire$470 , \fire$471 , \fire$472 , \fire$473 , \fire$474 , \fire$475 , \fire$476 , \fire$477 
+, \fire$478 , \fire$479 , \fire$480 , clk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [10:0] \$1 ;
   wire [19:0] \$10 ;
   wire \$100 ;
@@ -1754,7 +1755,14 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
   wire \$773 ;
   wire \$774 ;
   wire \$775 ;
+  reg [127:0] \$776 ;
+  reg [127:0] \$777 ;
+  reg [127:0] \$778 ;
+  reg [127:0] \$779 ;
   wire \$78 ;
+  reg [127:0] \$780 ;
+  reg [127:0] \$781 ;
+  reg [127:0] \$782 ;
   wire \$79 ;
   wire [16:0] \$8 ;
   wire \$80 ;
@@ -1778,147 +1786,138 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  reg carry = 1'h0;
-  reg \carry$100  = 1'h0;
-  reg \carry$105  = 1'h0;
-  reg \carry$110  = 1'h0;
-  reg \carry$115  = 1'h0;
-  reg \carry$120  = 1'h0;
-  reg \carry$125  = 1'h0;
   (* init = 1'h0 *)
-  wire \carry$130 ;
-  reg \carry$134  = 1'h0;
-  reg \carry$139  = 1'h0;
+  wire carry;
   (* init = 1'h0 *)
-  wire \carry$144 ;
-  reg \carry$149  = 1'h0;
-  reg \carry$154  = 1'h0;
-  reg \carry$159  = 1'h0;
-  reg \carry$164  = 1'h0;
-  reg \carry$169  = 1'h0;
-  reg \carry$174  = 1'h0;
+  wire \carry$167 ;
+  (* init = 1'h0 *)
+  wire \carry$171 ;
+  (* init = 1'h0 *)
+  wire \carry$175 ;
   (* init = 1'h0 *)
   wire \carry$179 ;
-  reg \carry$183  = 1'h0;
-  reg \carry$188  = 1'h0;
-  reg \carry$193  = 1'h0;
-  reg \carry$198  = 1'h0;
-  reg \carry$203  = 1'h0;
-  reg \carry$208  = 1'h0;
-  reg \carry$213  = 1'h0;
-  reg \carry$218  = 1'h0;
-  reg \carry$223  = 1'h0;
-  reg \carry$229  = 1'h0;
-  reg \carry$234  = 1'h0;
-  reg \carry$239  = 1'h0;
-  reg \carry$244  = 1'h0;
-  reg \carry$249  = 1'h0;
-  reg \carry$254  = 1'h0;
-  reg \carry$259  = 1'h0;
-  reg \carry$264  = 1'h0;
-  reg \carry$269  = 1'h0;
-  reg \carry$274  = 1'h0;
-  reg \carry$279  = 1'h0;
-  reg \carry$284  = 1'h0;
-  reg \carry$289  = 1'h0;
-  reg \carry$294  = 1'h0;
+  (* init = 1'h0 *)
+  wire \carry$183 ;
+  (* init = 1'h0 *)
+  wire \carry$187 ;
+  (* init = 1'h0 *)
+  wire \carry$191 ;
+  (* init = 1'h0 *)
+  wire \carry$195 ;
+  (* init = 1'h0 *)
+  wire \carry$199 ;
+  (* init = 1'h0 *)
+  wire \carry$203 ;
+  (* init = 1'h0 *)
+  wire \carry$207 ;
+  (* init = 1'h0 *)
+  wire \carry$211 ;
+  (* init = 1'h0 *)
+  wire \carry$215 ;
+  (* init = 1'h0 *)
+  wire \carry$219 ;
+  (* init = 1'h0 *)
+  wire \carry$223 ;
+  (* init = 1'h0 *)
+  wire \carry$227 ;
+  (* init = 1'h0 *)
+  wire \carry$231 ;
+  (* init = 1'h0 *)
+  wire \carry$235 ;
+  (* init = 1'h0 *)
+  wire \carry$239 ;
+  (* init = 1'h0 *)
+  wire \carry$243 ;
+  (* init = 1'h0 *)
+  wire \carry$247 ;
+  (* init = 1'h0 *)
+  wire \carry$251 ;
+  (* init = 1'h0 *)
+  wire \carry$255 ;
+  (* init = 1'h0 *)
+  wire \carry$259 ;
+  (* init = 1'h0 *)
+  wire \carry$263 ;
+  (* init = 1'h0 *)
+  wire \carry$267 ;
+  (* init = 1'h0 *)
+  wire \carry$271 ;
+  (* init = 1'h0 *)
+  wire \carry$275 ;
+  (* init = 1'h0 *)
+  wire \carry$279 ;
+  (* init = 1'h0 *)
+  wire \carry$283 ;
+  (* init = 1'h0 *)
+  wire \carry$287 ;
+  (* init = 1'h0 *)
+  wire \carry$291 ;
+  (* init = 1'h0 *)
+  wire \carry$295 ;
   (* init = 1'h0 *)
   wire \carry$299 ;
-  reg \carry$303  = 1'h0;
-  reg \carry$309  = 1'h0;
-  reg \carry$314  = 1'h0;
-  reg \carry$319  = 1'h0;
-  reg \carry$324  = 1'h0;
   (* init = 1'h0 *)
-  wire \carry$329 ;
-  reg \carry$333  = 1'h0;
-  reg \carry$338  = 1'h0;
-  reg \carry$343  = 1'h0;
-  reg \carry$348  = 1'h0;
+  wire \carry$303 ;
   (* init = 1'h0 *)
-  wire \carry$353 ;
-  reg \carry$357  = 1'h0;
-  reg \carry$362  = 1'h0;
-  reg \carry$367  = 1'h0;
+  wire \carry$307 ;
   (* init = 1'h0 *)
-  wire \carry$372 ;
-  reg \carry$376  = 1'h0;
-  reg \carry$381  = 1'h0;
-  reg \carry$75  = 1'h0;
-  reg \carry$80  = 1'h0;
-  reg \carry$85  = 1'h0;
-  reg \carry$90  = 1'h0;
-  reg \carry$95  = 1'h0;
+  wire \carry$311 ;
+  (* init = 1'h0 *)
+  wire \carry$315 ;
+  (* init = 1'h0 *)
+  wire \carry$319 ;
+  (* init = 1'h0 *)
+  wire \carry$323 ;
+  (* init = 1'h0 *)
+  wire \carry$327 ;
+  (* init = 1'h0 *)
+  wire \carry$331 ;
+  (* init = 1'h0 *)
+  wire \carry$335 ;
+  (* init = 1'h0 *)
+  wire \carry$339 ;
+  (* init = 1'h0 *)
+  wire \carry$343 ;
+  (* init = 1'h0 *)
+  wire \carry$347 ;
+  (* init = 1'h0 *)
+  wire \carry$351 ;
+  (* init = 1'h0 *)
+  wire \carry$355 ;
+  (* init = 1'h0 *)
+  wire \carry$359 ;
+  (* init = 1'h0 *)
+  wire \carry$363 ;
+  (* init = 1'h0 *)
+  wire \carry$367 ;
+  (* init = 1'h0 *)
+  wire \carry$371 ;
+  (* init = 1'h0 *)
+  wire \carry$375 ;
+  (* init = 1'h0 *)
+  wire \carry$379 ;
+  (* init = 1'h0 *)
+  wire \carry$383 ;
+  (* init = 1'h0 *)
+  wire \carry$387 ;
+  (* init = 1'h0 *)
+  wire \carry$391 ;
+  (* init = 1'h0 *)
+  wire \carry$395 ;
+  (* init = 1'h0 *)
+  wire \carry$399 ;
+  (* init = 1'h0 *)
+  wire \carry$403 ;
+  (* init = 1'h0 *)
+  wire \carry$407 ;
+  (* init = 1'h0 *)
+  wire \carry$411 ;
+  (* init = 1'h0 *)
+  wire \carry$415 ;
   input clk;
   wire clk;
   output fire;
   wire fire;
-  output \fire$385 ;
-  wire \fire$385 ;
-  output \fire$386 ;
-  wire \fire$386 ;
-  output \fire$387 ;
-  wire \fire$387 ;
-  output \fire$388 ;
-  wire \fire$388 ;
-  output \fire$389 ;
-  wire \fire$389 ;
-  output \fire$390 ;
-  wire \fire$390 ;
-  output \fire$391 ;
-  wire \fire$391 ;
-  output \fire$392 ;
-  wire \fire$392 ;
-  output \fire$393 ;
-  wire \fire$393 ;
-  output \fire$394 ;
-  wire \fire$394 ;
-  output \fire$395 ;
-  wire \fire$395 ;
-  output \fire$396 ;
-  wire \fire$396 ;
-  output \fire$397 ;
-  wire \fire$397 ;
-  output \fire$398 ;
-  wire \fire$398 ;
-  output \fire$399 ;
-  wire \fire$399 ;
-  output \fire$400 ;
-  wire \fire$400 ;
-  output \fire$401 ;
-  wire \fire$401 ;
-  output \fire$402 ;
-  wire \fire$402 ;
-  output \fire$403 ;
-  wire \fire$403 ;
-  output \fire$404 ;
-  wire \fire$404 ;
-  output \fire$405 ;
-  wire \fire$405 ;
-  output \fire$406 ;
-  wire \fire$406 ;
-  output \fire$407 ;
-  wire \fire$407 ;
-  output \fire$408 ;
-  wire \fire$408 ;
-  output \fire$409 ;
-  wire \fire$409 ;
-  output \fire$410 ;
-  wire \fire$410 ;
-  output \fire$411 ;
-  wire \fire$411 ;
-  output \fire$412 ;
-  wire \fire$412 ;
-  output \fire$413 ;
-  wire \fire$413 ;
-  output \fire$414 ;
-  wire \fire$414 ;
-  output \fire$415 ;
-  wire \fire$415 ;
-  output \fire$416 ;
-  wire \fire$416 ;
-  output \fire$417 ;
-  wire \fire$417 ;
   output \fire$418 ;
   wire \fire$418 ;
   output \fire$419 ;
@@ -1979,794 +1978,294 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
   wire \fire$446 ;
   output \fire$447 ;
   wire \fire$447 ;
-  wire [19:0] inputs;
-  wire [127:0] \inputs$1 ;
-  wire [23:0] \inputs$10 ;
-  wire [27:0] \inputs$11 ;
-  wire [27:0] \inputs$12 ;
-  wire [21:0] \inputs$13 ;
-  wire [25:0] \inputs$14 ;
-  wire [21:0] \inputs$15 ;
-  wire [25:0] \inputs$16 ;
-  wire [17:0] \inputs$17 ;
-  wire [17:0] \inputs$18 ;
-  wire [21:0] \inputs$19 ;
-  wire [25:0] \inputs$2 ;
-  wire [23:0] \inputs$20 ;
-  wire [23:0] \inputs$21 ;
-  wire [25:0] \inputs$22 ;
-  wire [25:0] \inputs$23 ;
-  wire [19:0] \inputs$24 ;
-  wire [31:0] \inputs$25 ;
-  wire [25:0] \inputs$26 ;
-  wire [25:0] \inputs$27 ;
-  wire [27:0] \inputs$28 ;
-  wire [25:0] \inputs$29 ;
-  wire [21:0] \inputs$3 ;
-  wire [25:0] \inputs$30 ;
-  wire [27:0] \inputs$31 ;
-  wire [27:0] \inputs$32 ;
-  wire [17:0] \inputs$33 ;
-  wire [17:0] \inputs$34 ;
-  wire [19:0] \inputs$35 ;
-  wire [23:0] \inputs$36 ;
-  wire [21:0] \inputs$37 ;
-  wire [29:0] \inputs$38 ;
-  wire [25:0] \inputs$39 ;
-  wire [27:0] \inputs$4 ;
-  wire [21:0] \inputs$40 ;
-  wire [25:0] \inputs$41 ;
-  wire [21:0] \inputs$42 ;
-  wire [21:0] \inputs$43 ;
-  wire [19:0] \inputs$44 ;
-  wire [21:0] \inputs$45 ;
-  wire [19:0] \inputs$46 ;
-  wire [29:0] \inputs$47 ;
-  wire [21:0] \inputs$48 ;
-  wire [15:0] \inputs$49 ;
-  wire [21:0] \inputs$5 ;
-  wire [27:0] \inputs$50 ;
-  wire [23:0] \inputs$51 ;
-  wire [13:0] \inputs$52 ;
-  wire [19:0] \inputs$53 ;
-  wire [19:0] \inputs$54 ;
-  wire [25:0] \inputs$55 ;
-  wire [21:0] \inputs$56 ;
-  wire [23:0] \inputs$57 ;
-  wire [27:0] \inputs$58 ;
-  wire [17:0] \inputs$59 ;
-  wire [23:0] \inputs$6 ;
-  wire [17:0] \inputs$60 ;
-  wire [21:0] \inputs$61 ;
-  wire [23:0] \inputs$62 ;
-  wire [23:0] \inputs$63 ;
-  wire [27:0] \inputs$64 ;
-  wire [127:0] \inputs$65 ;
-  wire [27:0] \inputs$7 ;
-  wire [19:0] \inputs$8 ;
-  wire [19:0] \inputs$9 ;
+  output \fire$448 ;
+  wire \fire$448 ;
+  output \fire$449 ;
+  wire \fire$449 ;
+  output \fire$450 ;
+  wire \fire$450 ;
+  output \fire$451 ;
+  wire \fire$451 ;
+  output \fire$452 ;
+  wire \fire$452 ;
+  output \fire$453 ;
+  wire \fire$453 ;
+  output \fire$454 ;
+  wire \fire$454 ;
+  output \fire$455 ;
+  wire \fire$455 ;
+  output \fire$456 ;
+  wire \fire$456 ;
+  output \fire$457 ;
+  wire \fire$457 ;
+  output \fire$458 ;
+  wire \fire$458 ;
+  output \fire$459 ;
+  wire \fire$459 ;
+  output \fire$460 ;
+  wire \fire$460 ;
+  output \fire$461 ;
+  wire \fire$461 ;
+  output \fire$462 ;
+  wire \fire$462 ;
+  output \fire$463 ;
+  wire \fire$463 ;
+  output \fire$464 ;
+  wire \fire$464 ;
+  output \fire$465 ;
+  wire \fire$465 ;
+  output \fire$466 ;
+  wire \fire$466 ;
+  output \fire$467 ;
+  wire \fire$467 ;
+  output \fire$468 ;
+  wire \fire$468 ;
+  output \fire$469 ;
+  wire \fire$469 ;
+  output \fire$470 ;
+  wire \fire$470 ;
+  output \fire$471 ;
+  wire \fire$471 ;
+  output \fire$472 ;
+  wire \fire$472 ;
+  output \fire$473 ;
+  wire \fire$473 ;
+  output \fire$474 ;
+  wire \fire$474 ;
+  output \fire$475 ;
+  wire \fire$475 ;
+  output \fire$476 ;
+  wire \fire$476 ;
+  output \fire$477 ;
+  wire \fire$477 ;
+  output \fire$478 ;
+  wire \fire$478 ;
+  output \fire$479 ;
+  wire \fire$479 ;
+  output \fire$480 ;
+  wire \fire$480 ;
+  wire [127:0] inputs;
+  wire [23:0] \inputs$100 ;
+  wire [27:0] \inputs$101 ;
+  wire [19:0] \inputs$102 ;
+  wire [19:0] \inputs$103 ;
+  wire [23:0] \inputs$104 ;
+  wire [27:0] \inputs$105 ;
+  wire [27:0] \inputs$106 ;
+  wire [21:0] \inputs$107 ;
+  wire [25:0] \inputs$108 ;
+  wire [21:0] \inputs$109 ;
+  wire [25:0] \inputs$110 ;
+  wire [17:0] \inputs$111 ;
+  wire [17:0] \inputs$112 ;
+  wire [21:0] \inputs$113 ;
+  wire [23:0] \inputs$114 ;
+  wire [23:0] \inputs$115 ;
+  wire [25:0] \inputs$116 ;
+  wire [25:0] \inputs$117 ;
+  wire [19:0] \inputs$118 ;
+  wire [31:0] \inputs$119 ;
+  wire [25:0] \inputs$120 ;
+  wire [25:0] \inputs$121 ;
+  wire [27:0] \inputs$122 ;
+  wire [25:0] \inputs$123 ;
+  wire [25:0] \inputs$124 ;
+  wire [27:0] \inputs$125 ;
+  wire [27:0] \inputs$126 ;
+  wire [17:0] \inputs$127 ;
+  wire [17:0] \inputs$128 ;
+  wire [19:0] \inputs$129 ;
+  wire [23:0] \inputs$130 ;
+  wire [21:0] \inputs$131 ;
+  wire [29:0] \inputs$132 ;
+  wire [25:0] \inputs$133 ;
+  wire [21:0] \inputs$134 ;
+  wire [25:0] \inputs$135 ;
+  wire [21:0] \inputs$136 ;
+  wire [21:0] \inputs$137 ;
+  wire [19:0] \inputs$138 ;
+  wire [21:0] \inputs$139 ;
+  wire [19:0] \inputs$140 ;
+  wire [29:0] \inputs$141 ;
+  wire [21:0] \inputs$142 ;
+  wire [15:0] \inputs$143 ;
+  wire [27:0] \inputs$144 ;
+  wire [23:0] \inputs$145 ;
+  wire [13:0] \inputs$146 ;
+  wire [19:0] \inputs$147 ;
+  wire [19:0] \inputs$148 ;
+  wire [25:0] \inputs$149 ;
+  wire [21:0] \inputs$150 ;
+  wire [23:0] \inputs$151 ;
+  wire [27:0] \inputs$152 ;
+  wire [17:0] \inputs$153 ;
+  wire [17:0] \inputs$154 ;
+  wire [21:0] \inputs$155 ;
+  wire [23:0] \inputs$156 ;
+  wire [23:0] \inputs$157 ;
+  wire [27:0] \inputs$158 ;
+  wire [127:0] \inputs$159 ;
+  wire [19:0] \inputs$95 ;
+  wire [25:0] \inputs$96 ;
+  wire [21:0] \inputs$97 ;
+  wire [27:0] \inputs$98 ;
+  wire [21:0] \inputs$99 ;
+  reg [127:0] late_inputs_d1 = 128'h00000000000000000000000000000000;
+  reg [127:0] late_inputs_d2 = 128'h00000000000000000000000000000000;
+  reg [127:0] late_inputs_d3 = 128'h00000000000000000000000000000000;
+  reg [127:0] late_inputs_d4 = 128'h00000000000000000000000000000000;
+  reg [127:0] late_inputs_d5 = 128'h00000000000000000000000000000000;
+  reg [127:0] late_inputs_d6 = 128'h00000000000000000000000000000000;
+  reg [127:0] late_inputs_d7 = 128'h00000000000000000000000000000000;
   reg [13:0] layer_r1 = 14'h0000;
   reg [12:0] layer_r10 = 13'h0000;
-  reg [5:0] layer_r100 = 6'h00;
-  reg [5:0] layer_r101 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r102;
-  reg [5:0] layer_r103 = 6'h00;
-  reg [5:0] layer_r104 = 6'h00;
-  reg [5:0] layer_r105 = 6'h00;
-  reg [5:0] layer_r106 = 6'h00;
-  reg [5:0] layer_r107 = 6'h00;
-  reg [5:0] layer_r108 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r109;
   reg [12:0] layer_r11 = 13'h0000;
-  reg [5:0] layer_r110 = 6'h00;
-  reg [5:0] layer_r111 = 6'h00;
-  reg [5:0] layer_r112 = 6'h00;
-  reg [5:0] layer_r113 = 6'h00;
-  reg [5:0] layer_r114 = 6'h00;
-  reg [5:0] layer_r115 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r116;
-  reg [5:0] layer_r117 = 6'h00;
-  reg [5:0] layer_r118 = 6'h00;
-  reg [5:0] layer_r119 = 6'h00;
   reg [12:0] layer_r12 = 13'h0000;
-  reg [5:0] layer_r120 = 6'h00;
-  reg [5:0] layer_r121 = 6'h00;
-  reg [5:0] layer_r122 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r123;
-  reg [5:0] layer_r124 = 6'h00;
-  reg [5:0] layer_r125 = 6'h00;
-  reg [5:0] layer_r126 = 6'h00;
-  reg [5:0] layer_r127 = 6'h00;
-  reg [5:0] layer_r128 = 6'h00;
-  reg [5:0] layer_r129 = 6'h00;
   reg [14:0] layer_r13 = 15'h0000;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r130;
-  reg [4:0] layer_r131 = 5'h00;
-  reg [4:0] layer_r132 = 5'h00;
-  reg [4:0] layer_r133 = 5'h00;
-  reg [4:0] layer_r134 = 5'h00;
-  reg [4:0] layer_r135 = 5'h00;
-  reg [4:0] layer_r136 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r137;
-  reg [4:0] layer_r138 = 5'h00;
-  reg [4:0] layer_r139 = 5'h00;
   reg [6:0] layer_r14 = 7'h00;
-  reg [4:0] layer_r140 = 5'h00;
-  reg [4:0] layer_r141 = 5'h00;
-  reg [4:0] layer_r142 = 5'h00;
-  reg [4:0] layer_r143 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r144;
-  reg [5:0] layer_r145 = 6'h00;
-  reg [5:0] layer_r146 = 6'h00;
-  reg [5:0] layer_r147 = 6'h00;
-  reg [5:0] layer_r148 = 6'h00;
-  reg [5:0] layer_r149 = 6'h00;
   reg [6:0] layer_r15 = 7'h00;
-  reg [5:0] layer_r150 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r151;
-  reg [5:0] layer_r152 = 6'h00;
-  reg [5:0] layer_r153 = 6'h00;
-  reg [5:0] layer_r154 = 6'h00;
-  reg [5:0] layer_r155 = 6'h00;
-  reg [5:0] layer_r156 = 6'h00;
-  reg [5:0] layer_r157 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r158;
-  reg [5:0] layer_r159 = 6'h00;
   reg [6:0] layer_r16 = 7'h00;
-  reg [5:0] layer_r160 = 6'h00;
-  reg [5:0] layer_r161 = 6'h00;
-  reg [5:0] layer_r162 = 6'h00;
-  reg [5:0] layer_r163 = 6'h00;
-  reg [5:0] layer_r164 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r165;
-  reg [5:0] layer_r166 = 6'h00;
-  reg [5:0] layer_r167 = 6'h00;
-  reg [5:0] layer_r168 = 6'h00;
-  reg [5:0] layer_r169 = 6'h00;
   reg [7:0] layer_r17 = 8'h00;
-  reg [5:0] layer_r170 = 6'h00;
-  reg [5:0] layer_r171 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r172;
-  reg [5:0] layer_r173 = 6'h00;
-  reg [5:0] layer_r174 = 6'h00;
-  reg [5:0] layer_r175 = 6'h00;
-  reg [5:0] layer_r176 = 6'h00;
-  reg [5:0] layer_r177 = 6'h00;
-  reg [5:0] layer_r178 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r179;
-  (* init = 1'h0 *)
-  wire layer_r18;
-  reg [5:0] layer_r180 = 6'h00;
-  reg [5:0] layer_r181 = 6'h00;
-  reg [5:0] layer_r182 = 6'h00;
-  reg [5:0] layer_r183 = 6'h00;
-  reg [5:0] layer_r184 = 6'h00;
-  reg [5:0] layer_r185 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r186;
-  reg [5:0] layer_r187 = 6'h00;
-  reg [5:0] layer_r188 = 6'h00;
-  reg [5:0] layer_r189 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r19;
-  reg [5:0] layer_r190 = 6'h00;
-  reg [5:0] layer_r191 = 6'h00;
-  reg [5:0] layer_r192 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r193;
-  reg [4:0] layer_r194 = 5'h00;
-  reg [4:0] layer_r195 = 5'h00;
-  reg [4:0] layer_r196 = 5'h00;
-  reg [4:0] layer_r197 = 5'h00;
-  reg [4:0] layer_r198 = 5'h00;
-  reg [4:0] layer_r199 = 5'h00;
+  reg layer_r18 = 1'h0;
+  reg layer_r19 = 1'h0;
   reg [15:0] layer_r2 = 16'h0000;
-  (* init = 1'h0 *)
-  wire layer_r20;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r200;
-  (* init = 7'h00 *)
-  wire [6:0] layer_r201;
-  reg [4:0] layer_r202 = 5'h00;
-  reg [4:0] layer_r203 = 5'h00;
-  reg [4:0] layer_r204 = 5'h00;
-  reg [4:0] layer_r205 = 5'h00;
-  reg [4:0] layer_r206 = 5'h00;
-  reg [4:0] layer_r207 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r208;
-  reg [5:0] layer_r209 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r21;
-  reg [5:0] layer_r210 = 6'h00;
-  reg [5:0] layer_r211 = 6'h00;
-  reg [5:0] layer_r212 = 6'h00;
-  reg [5:0] layer_r213 = 6'h00;
-  reg [5:0] layer_r214 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r215;
-  reg [5:0] layer_r216 = 6'h00;
-  reg [5:0] layer_r217 = 6'h00;
-  reg [5:0] layer_r218 = 6'h00;
-  reg [5:0] layer_r219 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r22;
-  reg [5:0] layer_r220 = 6'h00;
-  reg [5:0] layer_r221 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r222;
-  reg [5:0] layer_r223 = 6'h00;
-  reg [5:0] layer_r224 = 6'h00;
-  reg [5:0] layer_r225 = 6'h00;
-  reg [5:0] layer_r226 = 6'h00;
-  reg [5:0] layer_r227 = 6'h00;
-  reg [5:0] layer_r228 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r229;
-  (* init = 1'h0 *)
-  wire layer_r23;
-  reg [5:0] layer_r230 = 6'h00;
-  reg [5:0] layer_r231 = 6'h00;
-  reg [5:0] layer_r232 = 6'h00;
-  reg [5:0] layer_r233 = 6'h00;
-  reg [5:0] layer_r234 = 6'h00;
-  reg [5:0] layer_r235 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r236;
-  reg [5:0] layer_r237 = 6'h00;
-  reg [5:0] layer_r238 = 6'h00;
-  reg [5:0] layer_r239 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r24;
-  reg [5:0] layer_r240 = 6'h00;
-  reg [5:0] layer_r241 = 6'h00;
-  reg [5:0] layer_r242 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r243;
-  reg [4:0] layer_r244 = 5'h00;
-  reg [4:0] layer_r245 = 5'h00;
-  reg [4:0] layer_r246 = 5'h00;
-  reg [4:0] layer_r247 = 5'h00;
-  reg [4:0] layer_r248 = 5'h00;
-  reg [4:0] layer_r249 = 5'h00;
-  (* init = 1'h0 *)
-  wire layer_r25;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r250;
-  reg [5:0] layer_r251 = 6'h00;
-  reg [5:0] layer_r252 = 6'h00;
-  reg [5:0] layer_r253 = 6'h00;
-  reg [5:0] layer_r254 = 6'h00;
-  reg [5:0] layer_r255 = 6'h00;
-  reg [5:0] layer_r256 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r257;
-  reg [5:0] layer_r258 = 6'h00;
-  reg [5:0] layer_r259 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r26;
-  reg [5:0] layer_r260 = 6'h00;
-  reg [5:0] layer_r261 = 6'h00;
-  reg [5:0] layer_r262 = 6'h00;
-  reg [5:0] layer_r263 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r264;
-  reg [5:0] layer_r265 = 6'h00;
-  reg [5:0] layer_r266 = 6'h00;
-  reg [5:0] layer_r267 = 6'h00;
-  reg [5:0] layer_r268 = 6'h00;
-  reg [5:0] layer_r269 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r27;
-  reg [5:0] layer_r270 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r271;
-  reg [5:0] layer_r272 = 6'h00;
-  reg [5:0] layer_r273 = 6'h00;
-  reg [5:0] layer_r274 = 6'h00;
-  reg [5:0] layer_r275 = 6'h00;
-  reg [5:0] layer_r276 = 6'h00;
-  reg [5:0] layer_r277 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r278;
-  reg [5:0] layer_r279 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r28;
-  reg [5:0] layer_r280 = 6'h00;
-  reg [5:0] layer_r281 = 6'h00;
-  reg [5:0] layer_r282 = 6'h00;
-  reg [5:0] layer_r283 = 6'h00;
-  reg [5:0] layer_r284 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r285;
-  reg [5:0] layer_r286 = 6'h00;
-  reg [5:0] layer_r287 = 6'h00;
-  reg [5:0] layer_r288 = 6'h00;
-  reg [5:0] layer_r289 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r29;
-  reg [5:0] layer_r290 = 6'h00;
-  reg [5:0] layer_r291 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r292;
-  reg [5:0] layer_r293 = 6'h00;
-  reg [5:0] layer_r294 = 6'h00;
-  reg [5:0] layer_r295 = 6'h00;
-  reg [5:0] layer_r296 = 6'h00;
-  reg [5:0] layer_r297 = 6'h00;
-  reg [5:0] layer_r298 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r299;
+  reg layer_r20 = 1'h0;
+  reg layer_r21 = 1'h0;
+  reg layer_r22 = 1'h0;
+  reg layer_r23 = 1'h0;
+  reg layer_r24 = 1'h0;
+  reg layer_r25 = 1'h0;
+  reg layer_r26 = 1'h0;
+  reg layer_r27 = 1'h0;
+  reg layer_r28 = 1'h0;
+  reg layer_r29 = 1'h0;
   reg [20:0] layer_r3 = 21'h000000;
-  (* init = 1'h0 *)
-  wire layer_r30;
-  reg [5:0] layer_r300 = 6'h00;
-  reg [5:0] layer_r301 = 6'h00;
-  reg [5:0] layer_r302 = 6'h00;
-  reg [5:0] layer_r303 = 6'h00;
-  reg [5:0] layer_r304 = 6'h00;
-  reg [5:0] layer_r305 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r306;
-  reg [4:0] layer_r307 = 5'h00;
-  reg [4:0] layer_r308 = 5'h00;
-  reg [4:0] layer_r309 = 5'h00;
-  (* init = 1'h0 *)
-  wire layer_r31;
-  reg [4:0] layer_r310 = 5'h00;
-  reg [4:0] layer_r311 = 5'h00;
-  reg [4:0] layer_r312 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r313;
-  (* init = 7'h00 *)
-  wire [6:0] layer_r314;
-  reg [4:0] layer_r315 = 5'h00;
-  reg [4:0] layer_r316 = 5'h00;
-  reg [4:0] layer_r317 = 5'h00;
-  reg [4:0] layer_r318 = 5'h00;
-  reg [4:0] layer_r319 = 5'h00;
+  reg layer_r30 = 1'h0;
+  reg layer_r31 = 1'h0;
   reg [6:0] layer_r32 = 7'h00;
-  reg [4:0] layer_r320 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r321;
-  reg [4:0] layer_r322 = 5'h00;
-  reg [4:0] layer_r323 = 5'h00;
-  reg [4:0] layer_r324 = 5'h00;
-  reg [4:0] layer_r325 = 5'h00;
-  reg [4:0] layer_r326 = 5'h00;
-  reg [4:0] layer_r327 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r328;
-  reg [5:0] layer_r329 = 6'h00;
   reg [7:0] layer_r33 = 8'h00;
-  reg [5:0] layer_r330 = 6'h00;
-  reg [5:0] layer_r331 = 6'h00;
-  reg [5:0] layer_r332 = 6'h00;
-  reg [5:0] layer_r333 = 6'h00;
-  reg [5:0] layer_r334 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r335;
-  reg [5:0] layer_r336 = 6'h00;
-  reg [5:0] layer_r337 = 6'h00;
-  reg [5:0] layer_r338 = 6'h00;
-  reg [5:0] layer_r339 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r34;
-  reg [5:0] layer_r340 = 6'h00;
-  reg [5:0] layer_r341 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r342;
-  reg [5:0] layer_r343 = 6'h00;
-  reg [5:0] layer_r344 = 6'h00;
-  reg [5:0] layer_r345 = 6'h00;
-  reg [5:0] layer_r346 = 6'h00;
-  reg [5:0] layer_r347 = 6'h00;
-  reg [5:0] layer_r348 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r349;
-  (* init = 1'h0 *)
-  wire layer_r35;
-  reg [5:0] layer_r350 = 6'h00;
-  reg [5:0] layer_r351 = 6'h00;
-  reg [5:0] layer_r352 = 6'h00;
-  reg [5:0] layer_r353 = 6'h00;
-  reg [5:0] layer_r354 = 6'h00;
-  reg [5:0] layer_r355 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r356;
-  reg [5:0] layer_r357 = 6'h00;
-  reg [5:0] layer_r358 = 6'h00;
-  reg [5:0] layer_r359 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r36;
-  reg [5:0] layer_r360 = 6'h00;
-  reg [5:0] layer_r361 = 6'h00;
-  reg [5:0] layer_r362 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r363;
-  reg [5:0] layer_r364 = 6'h00;
-  reg [5:0] layer_r365 = 6'h00;
-  reg [5:0] layer_r366 = 6'h00;
-  reg [5:0] layer_r367 = 6'h00;
-  reg [5:0] layer_r368 = 6'h00;
-  reg [5:0] layer_r369 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r37;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r370;
-  reg [5:0] layer_r371 = 6'h00;
-  reg [5:0] layer_r372 = 6'h00;
-  reg [5:0] layer_r373 = 6'h00;
-  reg [5:0] layer_r374 = 6'h00;
-  reg [5:0] layer_r375 = 6'h00;
-  reg [5:0] layer_r376 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r377;
-  reg [5:0] layer_r378 = 6'h00;
-  reg [5:0] layer_r379 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r38;
-  reg [5:0] layer_r380 = 6'h00;
-  reg [5:0] layer_r381 = 6'h00;
-  reg [5:0] layer_r382 = 6'h00;
-  reg [5:0] layer_r383 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r384;
-  reg [4:0] layer_r385 = 5'h00;
-  reg [4:0] layer_r386 = 5'h00;
-  reg [4:0] layer_r387 = 5'h00;
-  reg [4:0] layer_r388 = 5'h00;
-  reg [4:0] layer_r389 = 5'h00;
-  (* init = 1'h0 *)
-  wire layer_r39;
-  reg [4:0] layer_r390 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r391;
-  reg [5:0] layer_r392 = 6'h00;
-  reg [5:0] layer_r393 = 6'h00;
-  reg [5:0] layer_r394 = 6'h00;
-  reg [5:0] layer_r395 = 6'h00;
-  reg [5:0] layer_r396 = 6'h00;
-  reg [5:0] layer_r397 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r398;
-  reg [4:0] layer_r399 = 5'h00;
+  reg layer_r34 = 1'h0;
+  reg layer_r35 = 1'h0;
+  reg layer_r36 = 1'h0;
+  reg layer_r37 = 1'h0;
+  reg layer_r38 = 1'h0;
+  reg layer_r39 = 1'h0;
   reg [25:0] layer_r4 = 26'h0000000;
-  (* init = 1'h0 *)
-  wire layer_r40;
-  reg [4:0] layer_r400 = 5'h00;
-  reg [4:0] layer_r401 = 5'h00;
-  reg [4:0] layer_r402 = 5'h00;
-  reg [4:0] layer_r403 = 5'h00;
-  reg [4:0] layer_r404 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r405;
-  reg [5:0] layer_r406 = 6'h00;
-  reg [5:0] layer_r407 = 6'h00;
-  reg [5:0] layer_r408 = 6'h00;
-  reg [5:0] layer_r409 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r41;
-  reg [5:0] layer_r410 = 6'h00;
-  reg [5:0] layer_r411 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r412;
-  reg [5:0] layer_r413 = 6'h00;
-  reg [5:0] layer_r414 = 6'h00;
-  reg [5:0] layer_r415 = 6'h00;
-  reg [5:0] layer_r416 = 6'h00;
-  reg [5:0] layer_r417 = 6'h00;
-  reg [5:0] layer_r418 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r419;
-  (* init = 1'h0 *)
-  wire layer_r42;
-  reg [4:0] layer_r420 = 5'h00;
-  reg [4:0] layer_r421 = 5'h00;
-  reg [4:0] layer_r422 = 5'h00;
-  reg [4:0] layer_r423 = 5'h00;
-  reg [4:0] layer_r424 = 5'h00;
-  reg [4:0] layer_r425 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r426;
-  (* init = 7'h00 *)
-  wire [6:0] layer_r427;
-  reg [5:0] layer_r428 = 6'h00;
-  reg [5:0] layer_r429 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r43;
-  reg [5:0] layer_r430 = 6'h00;
-  reg [5:0] layer_r431 = 6'h00;
-  reg [5:0] layer_r432 = 6'h00;
-  reg [5:0] layer_r433 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r434;
-  reg [5:0] layer_r435 = 6'h00;
-  reg [5:0] layer_r436 = 6'h00;
-  reg [5:0] layer_r437 = 6'h00;
-  reg [5:0] layer_r438 = 6'h00;
-  reg [5:0] layer_r439 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r44;
-  reg [5:0] layer_r440 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r441;
-  reg [4:0] layer_r442 = 5'h00;
-  reg [4:0] layer_r443 = 5'h00;
-  reg [4:0] layer_r444 = 5'h00;
-  reg [4:0] layer_r445 = 5'h00;
-  reg [4:0] layer_r446 = 5'h00;
-  reg [4:0] layer_r447 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r448;
-  reg [4:0] layer_r449 = 5'h00;
-  (* init = 1'h0 *)
-  wire layer_r45;
-  reg [4:0] layer_r450 = 5'h00;
-  reg [4:0] layer_r451 = 5'h00;
-  reg [4:0] layer_r452 = 5'h00;
-  reg [4:0] layer_r453 = 5'h00;
-  reg [4:0] layer_r454 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r455;
-  reg [4:0] layer_r456 = 5'h00;
-  reg [4:0] layer_r457 = 5'h00;
-  reg [4:0] layer_r458 = 5'h00;
-  reg [4:0] layer_r459 = 5'h00;
-  (* init = 1'h0 *)
-  wire layer_r46;
-  reg [4:0] layer_r460 = 5'h00;
-  reg [4:0] layer_r461 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r462;
-  reg [5:0] layer_r463 = 6'h00;
-  reg [5:0] layer_r464 = 6'h00;
-  reg [5:0] layer_r465 = 6'h00;
-  reg [5:0] layer_r466 = 6'h00;
-  reg [5:0] layer_r467 = 6'h00;
-  reg [5:0] layer_r468 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r469;
-  (* init = 1'h0 *)
-  wire layer_r47;
-  reg [5:0] layer_r470 = 6'h00;
-  reg [5:0] layer_r471 = 6'h00;
-  reg [5:0] layer_r472 = 6'h00;
-  reg [5:0] layer_r473 = 6'h00;
-  reg [5:0] layer_r474 = 6'h00;
-  reg [5:0] layer_r475 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r476;
-  reg [5:0] layer_r477 = 6'h00;
-  reg [5:0] layer_r478 = 6'h00;
-  reg [5:0] layer_r479 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r48;
-  reg [5:0] layer_r480 = 6'h00;
-  reg [5:0] layer_r481 = 6'h00;
-  reg [5:0] layer_r482 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r483;
-  reg [5:0] layer_r484 = 6'h00;
-  reg [5:0] layer_r485 = 6'h00;
-  reg [5:0] layer_r486 = 6'h00;
-  reg [5:0] layer_r487 = 6'h00;
-  reg [5:0] layer_r488 = 6'h00;
-  reg [5:0] layer_r489 = 6'h00;
+  reg layer_r40 = 1'h0;
+  reg layer_r41 = 1'h0;
+  reg layer_r42 = 1'h0;
+  reg layer_r43 = 1'h0;
+  reg layer_r44 = 1'h0;
+  reg layer_r45 = 1'h0;
+  reg layer_r46 = 1'h0;
+  reg layer_r47 = 1'h0;
+  reg layer_r48 = 1'h0;
   reg [6:0] layer_r49 = 7'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r490;
-  reg [4:0] layer_r491 = 5'h00;
-  reg [4:0] layer_r492 = 5'h00;
-  reg [4:0] layer_r493 = 5'h00;
-  reg [4:0] layer_r494 = 5'h00;
-  reg [4:0] layer_r495 = 5'h00;
-  reg [4:0] layer_r496 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r497;
-  reg [4:0] layer_r498 = 5'h00;
-  reg [4:0] layer_r499 = 5'h00;
   reg [25:0] layer_r5 = 26'h0000000;
   reg [7:0] layer_r50 = 8'h00;
-  reg [4:0] layer_r500 = 5'h00;
-  reg [4:0] layer_r501 = 5'h00;
-  reg [4:0] layer_r502 = 5'h00;
-  reg [4:0] layer_r503 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r504;
-  reg [5:0] layer_r505 = 6'h00;
-  reg [5:0] layer_r506 = 6'h00;
-  reg [5:0] layer_r507 = 6'h00;
-  reg [5:0] layer_r508 = 6'h00;
-  reg [5:0] layer_r509 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r51;
-  reg [5:0] layer_r510 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r511;
-  reg [5:0] layer_r512 = 6'h00;
-  reg [5:0] layer_r513 = 6'h00;
-  reg [5:0] layer_r514 = 6'h00;
-  reg [5:0] layer_r515 = 6'h00;
-  reg [5:0] layer_r516 = 6'h00;
-  reg [5:0] layer_r517 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r518;
-  reg [5:0] layer_r519 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r52;
-  reg [5:0] layer_r520 = 6'h00;
-  reg [5:0] layer_r521 = 6'h00;
-  reg [5:0] layer_r522 = 6'h00;
-  reg [5:0] layer_r523 = 6'h00;
-  reg [5:0] layer_r524 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r525;
-  reg [5:0] layer_r526 = 6'h00;
-  reg [5:0] layer_r527 = 6'h00;
-  reg [5:0] layer_r528 = 6'h00;
-  reg [5:0] layer_r529 = 6'h00;
-  (* init = 1'h0 *)
-  wire layer_r53;
-  reg [5:0] layer_r530 = 6'h00;
-  reg [5:0] layer_r531 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r532;
-  (* init = 1'h0 *)
-  wire layer_r54;
-  (* init = 1'h0 *)
-  wire layer_r55;
-  (* init = 1'h0 *)
-  wire layer_r56;
-  (* init = 1'h0 *)
-  wire layer_r57;
-  (* init = 1'h0 *)
-  wire layer_r58;
-  (* init = 1'h0 *)
-  wire layer_r59;
+  reg layer_r51 = 1'h0;
+  reg layer_r52 = 1'h0;
+  reg layer_r53 = 1'h0;
+  reg layer_r54 = 1'h0;
+  reg layer_r55 = 1'h0;
+  reg layer_r56 = 1'h0;
+  reg layer_r57 = 1'h0;
+  reg layer_r58 = 1'h0;
+  reg layer_r59 = 1'h0;
   reg [22:0] layer_r6 = 23'h000000;
-  (* init = 1'h0 *)
-  wire layer_r60;
-  (* init = 1'h0 *)
-  wire layer_r61;
-  (* init = 1'h0 *)
-  wire layer_r62;
-  (* init = 1'h0 *)
-  wire layer_r63;
-  (* init = 1'h0 *)
-  wire layer_r64;
-  (* init = 1'h0 *)
-  wire layer_r65;
+  reg layer_r60 = 1'h0;
+  reg layer_r61 = 1'h0;
+  reg layer_r62 = 1'h0;
+  reg layer_r63 = 1'h0;
+  reg layer_r64 = 1'h0;
+  reg layer_r65 = 1'h0;
   reg [6:0] layer_r66 = 7'h00;
   reg [7:0] layer_r67 = 8'h00;
-  (* init = 1'h0 *)
-  wire layer_r68;
-  (* init = 1'h0 *)
-  wire layer_r69;
+  reg layer_r68 = 1'h0;
+  reg layer_r69 = 1'h0;
   reg [22:0] layer_r7 = 23'h000000;
-  (* init = 1'h0 *)
-  wire layer_r70;
-  (* init = 1'h0 *)
-  wire layer_r71;
-  (* init = 1'h0 *)
-  wire layer_r72;
-  (* init = 1'h0 *)
-  wire layer_r73;
-  (* init = 1'h0 *)
-  wire layer_r74;
-  (* init = 1'h0 *)
-  wire layer_r75;
-  (* init = 1'h0 *)
-  wire layer_r76;
-  (* init = 1'h0 *)
-  wire layer_r77;
-  (* init = 1'h0 *)
-  wire layer_r78;
-  (* init = 1'h0 *)
-  wire layer_r79;
+  reg layer_r70 = 1'h0;
+  reg layer_r71 = 1'h0;
+  reg layer_r72 = 1'h0;
+  reg layer_r73 = 1'h0;
+  reg layer_r74 = 1'h0;
+  reg layer_r75 = 1'h0;
+  reg layer_r76 = 1'h0;
+  reg layer_r77 = 1'h0;
+  reg layer_r78 = 1'h0;
+  reg layer_r79 = 1'h0;
   reg [14:0] layer_r8 = 15'h0000;
-  (* init = 1'h0 *)
-  wire layer_r80;
-  reg [4:0] layer_r81 = 5'h00;
-  reg [4:0] layer_r82 = 5'h00;
-  reg [4:0] layer_r83 = 5'h00;
-  reg [4:0] layer_r84 = 5'h00;
-  reg [4:0] layer_r85 = 5'h00;
-  reg [4:0] layer_r86 = 5'h00;
-  (* init = 5'h00 *)
-  wire [4:0] layer_r87;
-  (* init = 7'h00 *)
-  wire [6:0] layer_r88;
-  reg [5:0] layer_r89 = 6'h00;
+  reg layer_r80 = 1'h0;
+  reg [6:0] layer_r81 = 7'h00;
+  reg [6:0] layer_r82 = 7'h00;
+  reg [6:0] layer_r83 = 7'h00;
+  reg [6:0] layer_r84 = 7'h00;
   reg [6:0] layer_r9 = 7'h00;
-  reg [5:0] layer_r90 = 6'h00;
-  reg [5:0] layer_r91 = 6'h00;
-  reg [5:0] layer_r92 = 6'h00;
-  reg [5:0] layer_r93 = 6'h00;
-  reg [5:0] layer_r94 = 6'h00;
-  (* init = 6'h00 *)
-  wire [5:0] layer_r95;
-  reg [5:0] layer_r96 = 6'h00;
-  reg [5:0] layer_r97 = 6'h00;
-  reg [5:0] layer_r98 = 6'h00;
-  reg [5:0] layer_r99 = 6'h00;
   wire [63:0] outputs;
-  reg [4:0] p = 5'h00;
-  reg [4:0] \p$102  = 5'h00;
-  reg [4:0] \p$107  = 5'h00;
-  reg [5:0] \p$112  = 6'h00;
-  reg [5:0] \p$117  = 6'h00;
-  reg [5:0] \p$122  = 6'h00;
-  reg [5:0] \p$127  = 6'h00;
-  reg [5:0] \p$131  = 6'h00;
-  reg [5:0] \p$136  = 6'h00;
-  reg [5:0] \p$141  = 6'h00;
-  reg [4:0] \p$145  = 5'h00;
-  reg [4:0] \p$151  = 5'h00;
-  reg [5:0] \p$156  = 6'h00;
-  reg [5:0] \p$161  = 6'h00;
-  reg [5:0] \p$166  = 6'h00;
-  reg [5:0] \p$171  = 6'h00;
-  reg [5:0] \p$176  = 6'h00;
-  reg [4:0] \p$180  = 5'h00;
-  reg [5:0] \p$185  = 6'h00;
-  reg [5:0] \p$190  = 6'h00;
-  reg [5:0] \p$195  = 6'h00;
-  reg [5:0] \p$200  = 6'h00;
-  reg [5:0] \p$205  = 6'h00;
-  reg [5:0] \p$210  = 6'h00;
-  reg [5:0] \p$215  = 6'h00;
-  reg [5:0] \p$220  = 6'h00;
-  reg [4:0] \p$225  = 5'h00;
-  reg [4:0] \p$231  = 5'h00;
-  reg [4:0] \p$236  = 5'h00;
-  reg [5:0] \p$241  = 6'h00;
-  reg [5:0] \p$246  = 6'h00;
-  reg [5:0] \p$251  = 6'h00;
-  reg [5:0] \p$256  = 6'h00;
-  reg [5:0] \p$261  = 6'h00;
-  reg [5:0] \p$266  = 6'h00;
-  reg [5:0] \p$271  = 6'h00;
-  reg [5:0] \p$276  = 6'h00;
-  reg [4:0] \p$281  = 5'h00;
-  reg [5:0] \p$286  = 6'h00;
-  reg [4:0] \p$291  = 5'h00;
-  reg [5:0] \p$296  = 6'h00;
-  reg [5:0] \p$300  = 6'h00;
-  reg [4:0] \p$305  = 5'h00;
-  reg [5:0] \p$311  = 6'h00;
-  reg [5:0] \p$316  = 6'h00;
-  reg [4:0] \p$321  = 5'h00;
-  reg [4:0] \p$326  = 5'h00;
-  reg [4:0] \p$330  = 5'h00;
-  reg [5:0] \p$335  = 6'h00;
-  reg [5:0] \p$340  = 6'h00;
-  reg [5:0] \p$345  = 6'h00;
-  reg [5:0] \p$350  = 6'h00;
-  reg [4:0] \p$354  = 5'h00;
-  reg [4:0] \p$359  = 5'h00;
-  reg [5:0] \p$364  = 6'h00;
-  reg [5:0] \p$369  = 6'h00;
-  reg [5:0] \p$373  = 6'h00;
-  reg [5:0] \p$378  = 6'h00;
-  reg [5:0] \p$72  = 6'h00;
-  reg [5:0] \p$77  = 6'h00;
-  reg [5:0] \p$82  = 6'h00;
-  reg [5:0] \p$87  = 6'h00;
-  reg [5:0] \p$92  = 6'h00;
-  reg [5:0] \p$97  = 6'h00;
+  wire [4:0] p;
+  wire [5:0] \p$164 ;
+  wire [5:0] \p$168 ;
+  wire [5:0] \p$172 ;
+  wire [5:0] \p$176 ;
+  wire [5:0] \p$180 ;
+  wire [5:0] \p$184 ;
+  wire [4:0] \p$188 ;
+  wire [4:0] \p$192 ;
+  wire [5:0] \p$196 ;
+  wire [5:0] \p$200 ;
+  wire [5:0] \p$204 ;
+  wire [5:0] \p$208 ;
+  wire [5:0] \p$212 ;
+  wire [5:0] \p$216 ;
+  wire [5:0] \p$220 ;
+  wire [4:0] \p$224 ;
+  wire [4:0] \p$228 ;
+  wire [5:0] \p$232 ;
+  wire [5:0] \p$236 ;
+  wire [5:0] \p$240 ;
+  wire [5:0] \p$244 ;
+  wire [5:0] \p$248 ;
+  wire [4:0] \p$252 ;
+  wire [5:0] \p$256 ;
+  wire [5:0] \p$260 ;
+  wire [5:0] \p$264 ;
+  wire [5:0] \p$268 ;
+  wire [5:0] \p$272 ;
+  wire [5:0] \p$276 ;
+  wire [5:0] \p$280 ;
+  wire [5:0] \p$284 ;
+  wire [4:0] \p$288 ;
+  wire [4:0] \p$292 ;
+  wire [4:0] \p$296 ;
+  wire [5:0] \p$300 ;
+  wire [5:0] \p$304 ;
+  wire [5:0] \p$308 ;
+  wire [5:0] \p$312 ;
+  wire [5:0] \p$316 ;
+  wire [5:0] \p$320 ;
+  wire [5:0] \p$324 ;
+  wire [5:0] \p$328 ;
+  wire [4:0] \p$332 ;
+  wire [5:0] \p$336 ;
+  wire [4:0] \p$340 ;
+  wire [5:0] \p$344 ;
+  wire [5:0] \p$348 ;
+  wire [4:0] \p$352 ;
+  wire [5:0] \p$356 ;
+  wire [5:0] \p$360 ;
+  wire [4:0] \p$364 ;
+  wire [4:0] \p$368 ;
+  wire [4:0] \p$372 ;
+  wire [5:0] \p$376 ;
+  wire [5:0] \p$380 ;
+  wire [5:0] \p$384 ;
+  wire [5:0] \p$388 ;
+  wire [4:0] \p$392 ;
+  wire [4:0] \p$396 ;
+  wire [5:0] \p$400 ;
+  wire [5:0] \p$404 ;
+  wire [5:0] \p$408 ;
+  wire [5:0] \p$412 ;
   input [1:0] \port$2232$0 ;
   wire [1:0] \port$2232$0 ;
   input [1:0] \port$2233$0 ;
@@ -2897,195 +2396,205 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
   wire [1:0] \port$2295$0 ;
   input rst;
   wire rst;
-  reg [6:0] s = 7'h00;
   (* init = 7'h00 *)
-  wire [6:0] \s$104 ;
+  wire [6:0] s;
   (* init = 7'h00 *)
-  wire [6:0] \s$109 ;
+  wire [6:0] \s$166 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$114 ;
+  wire [6:0] \s$170 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$119 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$124 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$129 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$133 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$138 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$143 ;
-  reg [6:0] \s$147  = 7'h00;
-  (* init = 7'h00 *)
-  wire [6:0] \s$153 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$158 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$163 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$168 ;
-  (* init = 7'h00 *)
-  wire [6:0] \s$173 ;
+  wire [6:0] \s$174 ;
   (* init = 7'h00 *)
   wire [6:0] \s$178 ;
   (* init = 7'h00 *)
   wire [6:0] \s$182 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$187 ;
+  wire [6:0] \s$186 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$192 ;
+  wire [6:0] \s$190 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$197 ;
+  wire [6:0] \s$194 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$198 ;
   (* init = 7'h00 *)
   wire [6:0] \s$202 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$207 ;
+  wire [6:0] \s$206 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$212 ;
+  wire [6:0] \s$210 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$217 ;
+  wire [6:0] \s$214 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$218 ;
   (* init = 7'h00 *)
   wire [6:0] \s$222 ;
-  reg [6:0] \s$227  = 7'h00;
   (* init = 7'h00 *)
-  wire [6:0] \s$233 ;
+  wire [6:0] \s$226 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$230 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$234 ;
   (* init = 7'h00 *)
   wire [6:0] \s$238 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$243 ;
+  wire [6:0] \s$242 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$248 ;
+  wire [6:0] \s$246 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$253 ;
+  wire [6:0] \s$250 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$254 ;
   (* init = 7'h00 *)
   wire [6:0] \s$258 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$263 ;
+  wire [6:0] \s$262 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$268 ;
+  wire [6:0] \s$266 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$273 ;
+  wire [6:0] \s$270 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$274 ;
   (* init = 7'h00 *)
   wire [6:0] \s$278 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$283 ;
+  wire [6:0] \s$282 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$288 ;
+  wire [6:0] \s$286 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$293 ;
+  wire [6:0] \s$290 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$294 ;
   (* init = 7'h00 *)
   wire [6:0] \s$298 ;
   (* init = 7'h00 *)
   wire [6:0] \s$302 ;
-  reg [6:0] \s$307  = 7'h00;
   (* init = 7'h00 *)
-  wire [6:0] \s$313 ;
+  wire [6:0] \s$306 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$310 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$314 ;
   (* init = 7'h00 *)
   wire [6:0] \s$318 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$323 ;
+  wire [6:0] \s$322 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$328 ;
+  wire [6:0] \s$326 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$332 ;
+  wire [6:0] \s$330 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$337 ;
+  wire [6:0] \s$334 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$338 ;
   (* init = 7'h00 *)
   wire [6:0] \s$342 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$347 ;
+  wire [6:0] \s$346 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$352 ;
+  wire [6:0] \s$350 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$356 ;
+  wire [6:0] \s$354 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$361 ;
+  wire [6:0] \s$358 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$362 ;
   (* init = 7'h00 *)
   wire [6:0] \s$366 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$371 ;
+  wire [6:0] \s$370 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$375 ;
+  wire [6:0] \s$374 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$380 ;
+  wire [6:0] \s$378 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$74 ;
+  wire [6:0] \s$382 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$79 ;
+  wire [6:0] \s$386 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$84 ;
+  wire [6:0] \s$390 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$89 ;
+  wire [6:0] \s$394 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$94 ;
+  wire [6:0] \s$398 ;
   (* init = 7'h00 *)
-  wire [6:0] \s$99 ;
+  wire [6:0] \s$402 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$406 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$410 ;
+  (* init = 7'h00 *)
+  wire [6:0] \s$414 ;
   wire [7:0] sum;
-  wire [4:0] \sum$475 ;
-  wire [5:0] \sum$482 ;
-  wire [5:0] \sum$489 ;
-  wire [5:0] \sum$496 ;
-  wire [5:0] \sum$503 ;
-  wire [5:0] \sum$510 ;
-  wire [5:0] \sum$517 ;
-  wire [4:0] \sum$524 ;
-  wire [4:0] \sum$531 ;
-  wire [5:0] \sum$538 ;
-  wire [5:0] \sum$545 ;
-  wire [5:0] \sum$552 ;
-  wire [5:0] \sum$559 ;
-  wire [5:0] \sum$566 ;
-  wire [5:0] \sum$573 ;
-  wire [5:0] \sum$580 ;
-  wire [4:0] \sum$587 ;
-  wire [4:0] \sum$594 ;
-  wire [5:0] \sum$601 ;
-  wire [5:0] \sum$608 ;
-  wire [5:0] \sum$615 ;
-  wire [5:0] \sum$622 ;
-  wire [5:0] \sum$629 ;
-  wire [4:0] \sum$636 ;
-  wire [5:0] \sum$643 ;
-  wire [5:0] \sum$650 ;
-  wire [5:0] \sum$657 ;
-  wire [5:0] \sum$664 ;
-  wire [5:0] \sum$671 ;
-  wire [5:0] \sum$678 ;
-  wire [5:0] \sum$685 ;
-  wire [5:0] \sum$692 ;
-  wire [4:0] \sum$699 ;
-  wire [4:0] \sum$706 ;
-  wire [4:0] \sum$713 ;
-  wire [5:0] \sum$720 ;
-  wire [5:0] \sum$727 ;
-  wire [5:0] \sum$734 ;
-  wire [5:0] \sum$741 ;
-  wire [5:0] \sum$748 ;
-  wire [5:0] \sum$755 ;
-  wire [5:0] \sum$762 ;
-  wire [5:0] \sum$769 ;
-  wire [4:0] \sum$776 ;
-  wire [5:0] \sum$783 ;
-  wire [4:0] \sum$790 ;
-  wire [5:0] \sum$797 ;
-  wire [5:0] \sum$804 ;
-  wire [4:0] \sum$811 ;
-  wire [5:0] \sum$818 ;
-  wire [5:0] \sum$825 ;
-  wire [4:0] \sum$832 ;
-  wire [4:0] \sum$839 ;
-  wire [4:0] \sum$846 ;
-  wire [5:0] \sum$853 ;
-  wire [5:0] \sum$860 ;
-  wire [5:0] \sum$867 ;
-  wire [5:0] \sum$874 ;
-  wire [4:0] \sum$881 ;
-  wire [4:0] \sum$888 ;
-  wire [5:0] \sum$895 ;
-  wire [5:0] \sum$902 ;
-  wire [5:0] \sum$909 ;
-  wire [5:0] \sum$916 ;
+  wire [4:0] \sum$161 ;
+  wire [5:0] \sum$165 ;
+  wire [5:0] \sum$169 ;
+  wire [5:0] \sum$173 ;
+  wire [5:0] \sum$177 ;
+  wire [5:0] \sum$181 ;
+  wire [5:0] \sum$185 ;
+  wire [4:0] \sum$189 ;
+  wire [4:0] \sum$193 ;
+  wire [5:0] \sum$197 ;
+  wire [5:0] \sum$201 ;
+  wire [5:0] \sum$205 ;
+  wire [5:0] \sum$209 ;
+  wire [5:0] \sum$213 ;
+  wire [5:0] \sum$217 ;
+  wire [5:0] \sum$221 ;
+  wire [4:0] \sum$225 ;
+  wire [4:0] \sum$229 ;
+  wire [5:0] \sum$233 ;
+  wire [5:0] \sum$237 ;
+  wire [5:0] \sum$241 ;
+  wire [5:0] \sum$245 ;
+  wire [5:0] \sum$249 ;
+  wire [4:0] \sum$253 ;
+  wire [5:0] \sum$257 ;
+  wire [5:0] \sum$261 ;
+  wire [5:0] \sum$265 ;
+  wire [5:0] \sum$269 ;
+  wire [5:0] \sum$273 ;
+  wire [5:0] \sum$277 ;
+  wire [5:0] \sum$281 ;
+  wire [5:0] \sum$285 ;
+  wire [4:0] \sum$289 ;
+  wire [4:0] \sum$293 ;
+  wire [4:0] \sum$297 ;
+  wire [5:0] \sum$301 ;
+  wire [5:0] \sum$305 ;
+  wire [5:0] \sum$309 ;
+  wire [5:0] \sum$313 ;
+  wire [5:0] \sum$317 ;
+  wire [5:0] \sum$321 ;
+  wire [5:0] \sum$325 ;
+  wire [5:0] \sum$329 ;
+  wire [4:0] \sum$333 ;
+  wire [5:0] \sum$337 ;
+  wire [4:0] \sum$341 ;
+  wire [5:0] \sum$345 ;
+  wire [5:0] \sum$349 ;
+  wire [4:0] \sum$353 ;
+  wire [5:0] \sum$357 ;
+  wire [5:0] \sum$361 ;
+  wire [4:0] \sum$365 ;
+  wire [4:0] \sum$369 ;
+  wire [4:0] \sum$373 ;
+  wire [5:0] \sum$377 ;
+  wire [5:0] \sum$381 ;
+  wire [5:0] \sum$385 ;
+  wire [5:0] \sum$389 ;
+  wire [4:0] \sum$393 ;
+  wire [4:0] \sum$397 ;
+  wire [5:0] \sum$401 ;
+  wire [5:0] \sum$405 ;
+  wire [5:0] \sum$409 ;
+  wire [5:0] \sum$413 ;
+  assign \$218  = ! layer_r33[7:6];
+  assign \$219  = layer_r33[5:3] > 1'h1;
+  assign \$220  = layer_r33[5:3] == 1'h1;
+  assign \$221  = layer_r33[2:0] > 3'h5;
+  assign \$222  = layer_r33[2:0] == 3'h5;
+  assign \$224  = \$221  | \$223 ;
   assign \$225  = \$220  & \$224 ;
   assign \$226  = \$219  | \$225 ;
   assign \$227  = \$218  & \$226 ;
@@ -3553,6 +3062,20 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
   assign \$773  = \$764  & \$772 ;
   assign \$774  = \$763  | \$773 ;
   always @(posedge clk)
+    late_inputs_d1 <= \$776 ;
+  always @(posedge clk)
+    late_inputs_d2 <= \$777 ;
+  always @(posedge clk)
+    late_inputs_d3 <= \$778 ;
+  always @(posedge clk)
+    late_inputs_d4 <= \$779 ;
+  always @(posedge clk)
+    late_inputs_d5 <= \$780 ;
+  always @(posedge clk)
+    late_inputs_d6 <= \$781 ;
+  always @(posedge clk)
+    late_inputs_d7 <= \$782 ;
+  always @(posedge clk)
     layer_r1 <= \$4 ;
   always @(posedge clk)
     layer_r2 <= \$8 [15:0];
@@ -3587,1035 +3110,139 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
   always @(posedge clk)
     layer_r17 <= layer_r13[7:0];
   always @(posedge clk)
-    carry <= \$47 ;
+    layer_r18 <= \$47 ;
   always @(posedge clk)
-    \carry$75  <= \$60 ;
+    layer_r19 <= \$60 ;
   always @(posedge clk)
-    \carry$80  <= \$73 ;
+    layer_r20 <= \$73 ;
   always @(posedge clk)
-    \carry$85  <= \$86 ;
+    layer_r21 <= \$86 ;
   always @(posedge clk)
-    \carry$90  <= \$99 ;
+    layer_r22 <= \$99 ;
   always @(posedge clk)
-    \carry$95  <= \$112 ;
+    layer_r23 <= \$112 ;
   always @(posedge clk)
-    \carry$100  <= \$125 ;
+    layer_r24 <= \$125 ;
   always @(posedge clk)
-    \carry$105  <= \$138 ;
+    layer_r25 <= \$138 ;
   always @(posedge clk)
-    \carry$110  <= \$151 ;
+    layer_r26 <= \$151 ;
   always @(posedge clk)
-    \carry$115  <= \$164 ;
+    layer_r27 <= \$164 ;
   always @(posedge clk)
-    \carry$120  <= \$177 ;
+    layer_r28 <= \$177 ;
   always @(posedge clk)
-    \carry$125  <= \$190 ;
+    layer_r29 <= \$190 ;
   always @(posedge clk)
-    \carry$134  <= \$203 ;
+    layer_r30 <= \$203 ;
   always @(posedge clk)
-    \carry$139  <= \$216 ;
+    layer_r31 <= \$216 ;
   always @(posedge clk)
     layer_r32 <= layer_r15;
   always @(posedge clk)
     layer_r33 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$149  <= \$229 ;
+    layer_r34 <= \$229 ;
   always @(posedge clk)
-    \carry$154  <= \$242 ;
+    layer_r35 <= \$242 ;
   always @(posedge clk)
-    \carry$159  <= \$255 ;
+    layer_r36 <= \$255 ;
   always @(posedge clk)
-    \carry$164  <= \$268 ;
+    layer_r37 <= \$268 ;
   always @(posedge clk)
-    \carry$169  <= \$281 ;
+    layer_r38 <= \$281 ;
   always @(posedge clk)
-    \carry$174  <= \$294 ;
+    layer_r39 <= \$294 ;
   always @(posedge clk)
-    \carry$183  <= \$307 ;
+    layer_r40 <= \$307 ;
   always @(posedge clk)
-    \carry$188  <= \$320 ;
+    layer_r41 <= \$320 ;
   always @(posedge clk)
-    \carry$193  <= \$333 ;
+    layer_r42 <= \$333 ;
   always @(posedge clk)
-    \carry$198  <= \$346 ;
+    layer_r43 <= \$346 ;
   always @(posedge clk)
-    \carry$203  <= \$359 ;
+    layer_r44 <= \$359 ;
   always @(posedge clk)
-    \carry$208  <= \$372 ;
+    layer_r45 <= \$372 ;
   always @(posedge clk)
-    \carry$213  <= \$385 ;
+    layer_r46 <= \$385 ;
   always @(posedge clk)
-    \carry$218  <= \$398 ;
+    layer_r47 <= \$398 ;
   always @(posedge clk)
-    \carry$223  <= \$411 ;
+    layer_r48 <= \$411 ;
   always @(posedge clk)
     layer_r49 <= layer_r15;
   always @(posedge clk)
     layer_r50 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$229  <= \$424 ;
+    layer_r51 <= \$424 ;
   always @(posedge clk)
-    \carry$234  <= \$437 ;
+    layer_r52 <= \$437 ;
   always @(posedge clk)
-    \carry$239  <= \$450 ;
+    layer_r53 <= \$450 ;
   always @(posedge clk)
-    \carry$244  <= \$463 ;
+    layer_r54 <= \$463 ;
   always @(posedge clk)
-    \carry$249  <= \$476 ;
+    layer_r55 <= \$476 ;
   always @(posedge clk)
-    \carry$254  <= \$489 ;
+    layer_r56 <= \$489 ;
   always @(posedge clk)
-    \carry$259  <= \$502 ;
+    layer_r57 <= \$502 ;
   always @(posedge clk)
-    \carry$264  <= \$515 ;
+    layer_r58 <= \$515 ;
   always @(posedge clk)
-    \carry$269  <= \$528 ;
+    layer_r59 <= \$528 ;
   always @(posedge clk)
-    \carry$274  <= \$541 ;
+    layer_r60 <= \$541 ;
   always @(posedge clk)
-    \carry$279  <= \$554 ;
+    layer_r61 <= \$554 ;
   always @(posedge clk)
-    \carry$284  <= \$567 ;
+    layer_r62 <= \$567 ;
   always @(posedge clk)
-    \carry$289  <= \$580 ;
+    layer_r63 <= \$580 ;
   always @(posedge clk)
-    \carry$294  <= \$593 ;
+    layer_r64 <= \$593 ;
   always @(posedge clk)
-    \carry$303  <= \$606 ;
+    layer_r65 <= \$606 ;
   always @(posedge clk)
     layer_r66 <= layer_r15;
   always @(posedge clk)
     layer_r67 <= layer_r13[7:0];
   always @(posedge clk)
-    \carry$309  <= \$619 ;
+    layer_r68 <= \$619 ;
   always @(posedge clk)
-    \carry$314  <= \$632 ;
+    layer_r69 <= \$632 ;
   always @(posedge clk)
-    \carry$319  <= \$645 ;
+    layer_r70 <= \$645 ;
   always @(posedge clk)
-    \carry$324  <= \$658 ;
+    layer_r71 <= \$658 ;
   always @(posedge clk)
-    \carry$333  <= \$671 ;
+    layer_r72 <= \$671 ;
   always @(posedge clk)
-    \carry$338  <= \$684 ;
+    layer_r73 <= \$684 ;
   always @(posedge clk)
-    \carry$343  <= \$697 ;
+    layer_r74 <= \$697 ;
   always @(posedge clk)
-    \carry$348  <= \$710 ;
+    layer_r75 <= \$710 ;
   always @(posedge clk)
-    \carry$357  <= \$723 ;
+    layer_r76 <= \$723 ;
   always @(posedge clk)
-    \carry$362  <= \$736 ;
+    layer_r77 <= \$736 ;
   always @(posedge clk)
-    \carry$367  <= \$749 ;
+    layer_r78 <= \$749 ;
   always @(posedge clk)
-    \carry$376  <= \$762 ;
+    layer_r79 <= \$762 ;
   always @(posedge clk)
-    \carry$381  <= \$775 ;
+    layer_r80 <= \$775 ;
   always @(posedge clk)
-    layer_r81 <= \sum$475 ;
+    layer_r81 <= layer_r16;
   always @(posedge clk)
-    layer_r82 <= layer_r81;
+    layer_r82 <= layer_r32;
   always @(posedge clk)
-    layer_r83 <= layer_r82;
+    layer_r83 <= layer_r49;
   always @(posedge clk)
-    layer_r84 <= layer_r83;
-  always @(posedge clk)
-    layer_r85 <= layer_r84;
-  always @(posedge clk)
-    layer_r86 <= layer_r85;
-  always @(posedge clk)
-    p <= layer_r86;
-  always @(posedge clk)
-    s <= layer_r16;
-  always @(posedge clk)
-    layer_r89 <= \sum$482 ;
-  always @(posedge clk)
-    layer_r90 <= layer_r89;
-  always @(posedge clk)
-    layer_r91 <= layer_r90;
-  always @(posedge clk)
-    layer_r92 <= layer_r91;
-  always @(posedge clk)
-    layer_r93 <= layer_r92;
-  always @(posedge clk)
-    layer_r94 <= layer_r93;
-  always @(posedge clk)
-    \p$72  <= layer_r94;
-  always @(posedge clk)
-    layer_r96 <= \sum$489 ;
-  always @(posedge clk)
-    layer_r97 <= layer_r96;
-  always @(posedge clk)
-    layer_r98 <= layer_r97;
-  always @(posedge clk)
-    layer_r99 <= layer_r98;
-  always @(posedge clk)
-    layer_r100 <= layer_r99;
-  always @(posedge clk)
-    layer_r101 <= layer_r100;
-  always @(posedge clk)
-    \p$77  <= layer_r101;
-  always @(posedge clk)
-    layer_r103 <= \sum$496 ;
-  always @(posedge clk)
-    layer_r104 <= layer_r103;
-  always @(posedge clk)
-    layer_r105 <= layer_r104;
-  always @(posedge clk)
-    layer_r106 <= layer_r105;
-  always @(posedge clk)
-    layer_r107 <= layer_r106;
-  always @(posedge clk)
-    layer_r108 <= layer_r107;
-  always @(posedge clk)
-    \p$82  <= layer_r108;
-  always @(posedge clk)
-    layer_r110 <= \sum$503 ;
-  always @(posedge clk)
-    layer_r111 <= layer_r110;
-  always @(posedge clk)
-    layer_r112 <= layer_r111;
-  always @(posedge clk)
-    layer_r113 <= layer_r112;
-  always @(posedge clk)
-    layer_r114 <= layer_r113;
-  always @(posedge clk)
-    layer_r115 <= layer_r114;
-  always @(posedge clk)
-    \p$87  <= layer_r115;
-  always @(posedge clk)
-    layer_r117 <= \sum$510 ;
-  always @(posedge clk)
-    layer_r118 <= layer_r117;
-  always @(posedge clk)
-    layer_r119 <= layer_r118;
-  always @(posedge clk)
-    layer_r120 <= layer_r119;
-  always @(posedge clk)
-    layer_r121 <= layer_r120;
-  always @(posedge clk)
-    layer_r122 <= layer_r121;
-  always @(posedge clk)
-    \p$92  <= layer_r122;
-  always @(posedge clk)
-    layer_r124 <= \sum$517 ;
-  always @(posedge clk)
-    layer_r125 <= layer_r124;
-  always @(posedge clk)
-    layer_r126 <= layer_r125;
-  always @(posedge clk)
-    layer_r127 <= layer_r126;
-  always @(posedge clk)
-    layer_r128 <= layer_r127;
-  always @(posedge clk)
-    layer_r129 <= layer_r128;
-  always @(posedge clk)
-    \p$97  <= layer_r129;
-  always @(posedge clk)
-    layer_r131 <= \sum$524 ;
-  always @(posedge clk)
-    layer_r132 <= layer_r131;
-  always @(posedge clk)
-    layer_r133 <= layer_r132;
-  always @(posedge clk)
-    layer_r134 <= layer_r133;
-  always @(posedge clk)
-    layer_r135 <= layer_r134;
-  always @(posedge clk)
-    layer_r136 <= layer_r135;
-  always @(posedge clk)
-    \p$102  <= layer_r136;
-  always @(posedge clk)
-    layer_r138 <= \sum$531 ;
-  always @(posedge clk)
-    layer_r139 <= layer_r138;
-  always @(posedge clk)
-    layer_r140 <= layer_r139;
-  always @(posedge clk)
-    layer_r141 <= layer_r140;
-  always @(posedge clk)
-    layer_r142 <= layer_r141;
-  always @(posedge clk)
-    layer_r143 <= layer_r142;
-  always @(posedge clk)
-    \p$107  <= layer_r143;
-  always @(posedge clk)
-    layer_r145 <= \sum$538 ;
-  always @(posedge clk)
-    layer_r146 <= layer_r145;
-  always @(posedge clk)
-    layer_r147 <= layer_r146;
-  always @(posedge clk)
-    layer_r148 <= layer_r147;
-  always @(posedge clk)
-    layer_r149 <= layer_r148;
-  always @(posedge clk)
-    layer_r150 <= layer_r149;
-  always @(posedge clk)
-    \p$112  <= layer_r150;
-  always @(posedge clk)
-    layer_r152 <= \sum$545 ;
-  always @(posedge clk)
-    layer_r153 <= layer_r152;
-  always @(posedge clk)
-    layer_r154 <= layer_r153;
-  always @(posedge clk)
-    layer_r155 <= layer_r154;
-  always @(posedge clk)
-    layer_r156 <= layer_r155;
-  always @(posedge clk)
-    layer_r157 <= layer_r156;
-  always @(posedge clk)
-    \p$117  <= layer_r157;
-  always @(posedge clk)
-    layer_r159 <= \sum$552 ;
-  always @(posedge clk)
-    layer_r160 <= layer_r159;
-  always @(posedge clk)
-    layer_r161 <= layer_r160;
-  always @(posedge clk)
-    layer_r162 <= layer_r161;
-  always @(posedge clk)
-    layer_r163 <= layer_r162;
-  always @(posedge clk)
-    layer_r164 <= layer_r163;
-  always @(posedge clk)
-    \p$122  <= layer_r164;
-  always @(posedge clk)
-    layer_r166 <= \sum$559 ;
-  always @(posedge clk)
-    layer_r167 <= layer_r166;
-  always @(posedge clk)
-    layer_r168 <= layer_r167;
-  always @(posedge clk)
-    layer_r169 <= layer_r168;
-  always @(posedge clk)
-    layer_r170 <= layer_r169;
-  always @(posedge clk)
-    layer_r171 <= layer_r170;
-  always @(posedge clk)
-    \p$127  <= layer_r171;
-  always @(posedge clk)
-    layer_r173 <= \sum$566 ;
-  always @(posedge clk)
-    layer_r174 <= layer_r173;
-  always @(posedge clk)
-    layer_r175 <= layer_r174;
-  always @(posedge clk)
-    layer_r176 <= layer_r175;
-  always @(posedge clk)
-    layer_r177 <= layer_r176;
-  always @(posedge clk)
-    layer_r178 <= layer_r177;
-  always @(posedge clk)
-    \p$131  <= layer_r178;
-  always @(posedge clk)
-    layer_r180 <= \sum$573 ;
-  always @(posedge clk)
-    layer_r181 <= layer_r180;
-  always @(posedge clk)
-    layer_r182 <= layer_r181;
-  always @(posedge clk)
-    layer_r183 <= layer_r182;
-  always @(posedge clk)
-    layer_r184 <= layer_r183;
-  always @(posedge clk)
-    layer_r185 <= layer_r184;
-  always @(posedge clk)
-    \p$136  <= layer_r185;
-  always @(posedge clk)
-    layer_r187 <= \sum$580 ;
-  always @(posedge clk)
-    layer_r188 <= layer_r187;
-  always @(posedge clk)
-    layer_r189 <= layer_r188;
-  always @(posedge clk)
-    layer_r190 <= layer_r189;
-  always @(posedge clk)
-    layer_r191 <= layer_r190;
-  always @(posedge clk)
-    layer_r192 <= layer_r191;
-  always @(posedge clk)
-    \p$141  <= layer_r192;
-  always @(posedge clk)
-    layer_r194 <= \sum$587 ;
-  always @(posedge clk)
-    layer_r195 <= layer_r194;
-  always @(posedge clk)
-    layer_r196 <= layer_r195;
-  always @(posedge clk)
-    layer_r197 <= layer_r196;
-  always @(posedge clk)
-    layer_r198 <= layer_r197;
-  always @(posedge clk)
-    layer_r199 <= layer_r198;
-  always @(posedge clk)
-    \p$145  <= layer_r199;
-  always @(posedge clk)
-    \s$147  <= layer_r32;
-  always @(posedge clk)
-    layer_r202 <= \sum$594 ;
-  always @(posedge clk)
-    layer_r203 <= layer_r202;
-  always @(posedge clk)
-    layer_r204 <= layer_r203;
-  always @(posedge clk)
-    layer_r205 <= layer_r204;
-  always @(posedge clk)
-    layer_r206 <= layer_r205;
-  always @(posedge clk)
-    layer_r207 <= layer_r206;
-  always @(posedge clk)
-    \p$151  <= layer_r207;
-  always @(posedge clk)
-    layer_r209 <= \sum$601 ;
-  always @(posedge clk)
-    layer_r210 <= layer_r209;
-  always @(posedge clk)
-    layer_r211 <= layer_r210;
-  always @(posedge clk)
-    layer_r212 <= layer_r211;
-  always @(posedge clk)
-    layer_r213 <= layer_r212;
-  always @(posedge clk)
-    layer_r214 <= layer_r213;
-  always @(posedge clk)
-    \p$156  <= layer_r214;
-  always @(posedge clk)
-    layer_r216 <= \sum$608 ;
-  always @(posedge clk)
-    layer_r217 <= layer_r216;
-  always @(posedge clk)
-    layer_r218 <= layer_r217;
-  always @(posedge clk)
-    layer_r219 <= layer_r218;
-  always @(posedge clk)
-    layer_r220 <= layer_r219;
-  always @(posedge clk)
-    layer_r221 <= layer_r220;
-  always @(posedge clk)
-    \p$161  <= layer_r221;
-  always @(posedge clk)
-    layer_r223 <= \sum$615 ;
-  always @(posedge clk)
-    layer_r224 <= layer_r223;
-  always @(posedge clk)
-    layer_r225 <= layer_r224;
-  always @(posedge clk)
-    layer_r226 <= layer_r225;
-  always @(posedge clk)
-    layer_r227 <= layer_r226;
-  always @(posedge clk)
-    layer_r228 <= layer_r227;
-  always @(posedge clk)
-    \p$166  <= layer_r228;
-  always @(posedge clk)
-    layer_r230 <= \sum$622 ;
-  always @(posedge clk)
-    layer_r231 <= layer_r230;
-  always @(posedge clk)
-    layer_r232 <= layer_r231;
-  always @(posedge clk)
-    layer_r233 <= layer_r232;
-  always @(posedge clk)
-    layer_r234 <= layer_r233;
-  always @(posedge clk)
-    layer_r235 <= layer_r234;
-  always @(posedge clk)
-    \p$171  <= layer_r235;
-  always @(posedge clk)
-    layer_r237 <= \sum$629 ;
-  always @(posedge clk)
-    layer_r238 <= layer_r237;
-  always @(posedge clk)
-    layer_r239 <= layer_r238;
-  always @(posedge clk)
-    layer_r240 <= layer_r239;
-  always @(posedge clk)
-    layer_r241 <= layer_r240;
-  always @(posedge clk)
-    layer_r242 <= layer_r241;
-  always @(posedge clk)
-    \p$176  <= layer_r242;
-  always @(posedge clk)
-    layer_r244 <= \sum$636 ;
-  always @(posedge clk)
-    layer_r245 <= layer_r244;
-  always @(posedge clk)
-    layer_r246 <= layer_r245;
-  always @(posedge clk)
-    layer_r247 <= layer_r246;
-  always @(posedge clk)
-    layer_r248 <= layer_r247;
-  always @(posedge clk)
-    layer_r249 <= layer_r248;
-  always @(posedge clk)
-    \p$180  <= layer_r249;
-  always @(posedge clk)
-    layer_r251 <= \sum$643 ;
-  always @(posedge clk)
-    layer_r252 <= layer_r251;
-  always @(posedge clk)
-    layer_r253 <= layer_r252;
-  always @(posedge clk)
-    layer_r254 <= layer_r253;
-  always @(posedge clk)
-    layer_r255 <= layer_r254;
-  always @(posedge clk)
-    layer_r256 <= layer_r255;
-  always @(posedge clk)
-    \p$185  <= layer_r256;
-  always @(posedge clk)
-    layer_r258 <= \sum$650 ;
-  always @(posedge clk)
-    layer_r259 <= layer_r258;
-  always @(posedge clk)
-    layer_r260 <= layer_r259;
-  always @(posedge clk)
-    layer_r261 <= layer_r260;
-  always @(posedge clk)
-    layer_r262 <= layer_r261;
-  always @(posedge clk)
-    layer_r263 <= layer_r262;
-  always @(posedge clk)
-    \p$190  <= layer_r263;
-  always @(posedge clk)
-    layer_r265 <= \sum$657 ;
-  always @(posedge clk)
-    layer_r266 <= layer_r265;
-  always @(posedge clk)
-    layer_r267 <= layer_r266;
-  always @(posedge clk)
-    layer_r268 <= layer_r267;
-  always @(posedge clk)
-    layer_r269 <= layer_r268;
-  always @(posedge clk)
-    layer_r270 <= layer_r269;
-  always @(posedge clk)
-    \p$195  <= layer_r270;
-  always @(posedge clk)
-    layer_r272 <= \sum$664 ;
-  always @(posedge clk)
-    layer_r273 <= layer_r272;
-  always @(posedge clk)
-    layer_r274 <= layer_r273;
-  always @(posedge clk)
-    layer_r275 <= layer_r274;
-  always @(posedge clk)
-    layer_r276 <= layer_r275;
-  always @(posedge clk)
-    layer_r277 <= layer_r276;
-  always @(posedge clk)
-    \p$200  <= layer_r277;
-  always @(posedge clk)
-    layer_r279 <= \sum$671 ;
-  always @(posedge clk)
-    layer_r280 <= layer_r279;
-  always @(posedge clk)
-    layer_r281 <= layer_r280;
-  always @(posedge clk)
-    layer_r282 <= layer_r281;
-  always @(posedge clk)
-    layer_r283 <= layer_r282;
-  always @(posedge clk)
-    layer_r284 <= layer_r283;
-  always @(posedge clk)
-    \p$205  <= layer_r284;
-  always @(posedge clk)
-    layer_r286 <= \sum$678 ;
-  always @(posedge clk)
-    layer_r287 <= layer_r286;
-  always @(posedge clk)
-    layer_r288 <= layer_r287;
-  always @(posedge clk)
-    layer_r289 <= layer_r288;
-  always @(posedge clk)
-    layer_r290 <= layer_r289;
-  always @(posedge clk)
-    layer_r291 <= layer_r290;
-  always @(posedge clk)
-    \p$210  <= layer_r291;
-  always @(posedge clk)
-    layer_r293 <= \sum$685 ;
-  always @(posedge clk)
-    layer_r294 <= layer_r293;
-  always @(posedge clk)
-    layer_r295 <= layer_r294;
-  always @(posedge clk)
-    layer_r296 <= layer_r295;
-  always @(posedge clk)
-    layer_r297 <= layer_r296;
-  always @(posedge clk)
-    layer_r298 <= layer_r297;
-  always @(posedge clk)
-    \p$215  <= layer_r298;
-  always @(posedge clk)
-    layer_r300 <= \sum$692 ;
-  always @(posedge clk)
-    layer_r301 <= layer_r300;
-  always @(posedge clk)
-    layer_r302 <= layer_r301;
-  always @(posedge clk)
-    layer_r303 <= layer_r302;
-  always @(posedge clk)
-    layer_r304 <= layer_r303;
-  always @(posedge clk)
-    layer_r305 <= layer_r304;
-  always @(posedge clk)
-    \p$220  <= layer_r305;
-  always @(posedge clk)
-    layer_r307 <= \sum$699 ;
-  always @(posedge clk)
-    layer_r308 <= layer_r307;
-  always @(posedge clk)
-    layer_r309 <= layer_r308;
-  always @(posedge clk)
-    layer_r310 <= layer_r309;
-  always @(posedge clk)
-    layer_r311 <= layer_r310;
-  always @(posedge clk)
-    layer_r312 <= layer_r311;
-  always @(posedge clk)
-    \p$225  <= layer_r312;
-  always @(posedge clk)
-    \s$227  <= layer_r49;
-  always @(posedge clk)
-    layer_r315 <= \sum$706 ;
-  always @(posedge clk)
-    layer_r316 <= layer_r315;
-  always @(posedge clk)
-    layer_r317 <= layer_r316;
-  always @(posedge clk)
-    layer_r318 <= layer_r317;
-  always @(posedge clk)
-    layer_r319 <= layer_r318;
-  always @(posedge clk)
-    layer_r320 <= layer_r319;
-  always @(posedge clk)
-    \p$231  <= layer_r320;
-  always @(posedge clk)
-    layer_r322 <= \sum$713 ;
-  always @(posedge clk)
-    layer_r323 <= layer_r322;
-  always @(posedge clk)
-    layer_r324 <= layer_r323;
-  always @(posedge clk)
-    layer_r325 <= layer_r324;
-  always @(posedge clk)
-    layer_r326 <= layer_r325;
-  always @(posedge clk)
-    layer_r327 <= layer_r326;
-  always @(posedge clk)
-    \p$236  <= layer_r327;
-  always @(posedge clk)
-    layer_r329 <= \sum$720 ;
-  always @(posedge clk)
-    layer_r330 <= layer_r329;
-  always @(posedge clk)
-    layer_r331 <= layer_r330;
-  always @(posedge clk)
-    layer_r332 <= layer_r331;
-  always @(posedge clk)
-    layer_r333 <= layer_r332;
-  always @(posedge clk)
-    layer_r334 <= layer_r333;
-  always @(posedge clk)
-    \p$241  <= layer_r334;
-  always @(posedge clk)
-    layer_r336 <= \sum$727 ;
-  always @(posedge clk)
-    layer_r337 <= layer_r336;
-  always @(posedge clk)
-    layer_r338 <= layer_r337;
-  always @(posedge clk)
-    layer_r339 <= layer_r338;
-  always @(posedge clk)
-    layer_r340 <= layer_r339;
-  always @(posedge clk)
-    layer_r341 <= layer_r340;
-  always @(posedge clk)
-    \p$246  <= layer_r341;
-  always @(posedge clk)
-    layer_r343 <= \sum$734 ;
-  always @(posedge clk)
-    layer_r344 <= layer_r343;
-  always @(posedge clk)
-    layer_r345 <= layer_r344;
-  always @(posedge clk)
-    layer_r346 <= layer_r345;
-  always @(posedge clk)
-    layer_r347 <= layer_r346;
-  always @(posedge clk)
-    layer_r348 <= layer_r347;
-  always @(posedge clk)
-    \p$251  <= layer_r348;
-  always @(posedge clk)
-    layer_r350 <= \sum$741 ;
-  always @(posedge clk)
-    layer_r351 <= layer_r350;
-  always @(posedge clk)
-    layer_r352 <= layer_r351;
-  always @(posedge clk)
-    layer_r353 <= layer_r352;
-  always @(posedge clk)
-    layer_r354 <= layer_r353;
-  always @(posedge clk)
-    layer_r355 <= layer_r354;
-  always @(posedge clk)
-    \p$256  <= layer_r355;
-  always @(posedge clk)
-    layer_r357 <= \sum$748 ;
-  always @(posedge clk)
-    layer_r358 <= layer_r357;
-  always @(posedge clk)
-    layer_r359 <= layer_r358;
-  always @(posedge clk)
-    layer_r360 <= layer_r359;
-  always @(posedge clk)
-    layer_r361 <= layer_r360;
-  always @(posedge clk)
-    layer_r362 <= layer_r361;
-  always @(posedge clk)
-    \p$261  <= layer_r362;
-  always @(posedge clk)
-    layer_r364 <= \sum$755 ;
-  always @(posedge clk)
-    layer_r365 <= layer_r364;
-  always @(posedge clk)
-    layer_r366 <= layer_r365;
-  always @(posedge clk)
-    layer_r367 <= layer_r366;
-  always @(posedge clk)
-    layer_r368 <= layer_r367;
-  always @(posedge clk)
-    layer_r369 <= layer_r368;
-  always @(posedge clk)
-    \p$266  <= layer_r369;
-  always @(posedge clk)
-    layer_r371 <= \sum$762 ;
-  always @(posedge clk)
-    layer_r372 <= layer_r371;
-  always @(posedge clk)
-    layer_r373 <= layer_r372;
-  always @(posedge clk)
-    layer_r374 <= layer_r373;
-  always @(posedge clk)
-    layer_r375 <= layer_r374;
-  always @(posedge clk)
-    layer_r376 <= layer_r375;
-  always @(posedge clk)
-    \p$271  <= layer_r376;
-  always @(posedge clk)
-    layer_r378 <= \sum$769 ;
-  always @(posedge clk)
-    layer_r379 <= layer_r378;
-  always @(posedge clk)
-    layer_r380 <= layer_r379;
-  always @(posedge clk)
-    layer_r381 <= layer_r380;
-  always @(posedge clk)
-    layer_r382 <= layer_r381;
-  always @(posedge clk)
-    layer_r383 <= layer_r382;
-  always @(posedge clk)
-    \p$276  <= layer_r383;
-  always @(posedge clk)
-    layer_r385 <= \sum$776 ;
-  always @(posedge clk)
-    layer_r386 <= layer_r385;
-  always @(posedge clk)
-    layer_r387 <= layer_r386;
-  always @(posedge clk)
-    layer_r388 <= layer_r387;
-  always @(posedge clk)
-    layer_r389 <= layer_r388;
-  always @(posedge clk)
-    layer_r390 <= layer_r389;
-  always @(posedge clk)
-    \p$281  <= layer_r390;
-  always @(posedge clk)
-    layer_r392 <= \sum$783 ;
-  always @(posedge clk)
-    layer_r393 <= layer_r392;
-  always @(posedge clk)
-    layer_r394 <= layer_r393;
-  always @(posedge clk)
-    layer_r395 <= layer_r394;
-  always @(posedge clk)
-    layer_r396 <= layer_r395;
-  always @(posedge clk)
-    layer_r397 <= layer_r396;
-  always @(posedge clk)
-    \p$286  <= layer_r397;
-  always @(posedge clk)
-    layer_r399 <= \sum$790 ;
-  always @(posedge clk)
-    layer_r400 <= layer_r399;
-  always @(posedge clk)
-    layer_r401 <= layer_r400;
-  always @(posedge clk)
-    layer_r402 <= layer_r401;
-  always @(posedge clk)
-    layer_r403 <= layer_r402;
-  always @(posedge clk)
-    layer_r404 <= layer_r403;
-  always @(posedge clk)
-    \p$291  <= layer_r404;
-  always @(posedge clk)
-    layer_r406 <= \sum$797 ;
-  always @(posedge clk)
-    layer_r407 <= layer_r406;
-  always @(posedge clk)
-    layer_r408 <= layer_r407;
-  always @(posedge clk)
-    layer_r409 <= layer_r408;
-  always @(posedge clk)
-    layer_r410 <= layer_r409;
-  always @(posedge clk)
-    layer_r411 <= layer_r410;
-  always @(posedge clk)
-    \p$296  <= layer_r411;
-  always @(posedge clk)
-    layer_r413 <= \sum$804 ;
-  always @(posedge clk)
-    layer_r414 <= layer_r413;
-  always @(posedge clk)
-    layer_r415 <= layer_r414;
-  always @(posedge clk)
-    layer_r416 <= layer_r415;
-  always @(posedge clk)
-    layer_r417 <= layer_r416;
-  always @(posedge clk)
-    layer_r418 <= layer_r417;
-  always @(posedge clk)
-    \p$300  <= layer_r418;
-  always @(posedge clk)
-    layer_r420 <= \sum$811 ;
-  always @(posedge clk)
-    layer_r421 <= layer_r420;
-  always @(posedge clk)
-    layer_r422 <= layer_r421;
-  always @(posedge clk)
-    layer_r423 <= layer_r422;
-  always @(posedge clk)
-    layer_r424 <= layer_r423;
-  always @(posedge clk)
-    layer_r425 <= layer_r424;
-  always @(posedge clk)
-    \p$305  <= layer_r425;
-  always @(posedge clk)
-    \s$307  <= layer_r66;
-  always @(posedge clk)
-    layer_r428 <= \sum$818 ;
-  always @(posedge clk)
-    layer_r429 <= layer_r428;
-  always @(posedge clk)
-    layer_r430 <= layer_r429;
-  always @(posedge clk)
-    layer_r431 <= layer_r430;
-  always @(posedge clk)
-    layer_r432 <= layer_r431;
-  always @(posedge clk)
-    layer_r433 <= layer_r432;
-  always @(posedge clk)
-    \p$311  <= layer_r433;
-  always @(posedge clk)
-    layer_r435 <= \sum$825 ;
-  always @(posedge clk)
-    layer_r436 <= layer_r435;
-  always @(posedge clk)
-    layer_r437 <= layer_r436;
-  always @(posedge clk)
-    layer_r438 <= layer_r437;
-  always @(posedge clk)
-    layer_r439 <= layer_r438;
-  always @(posedge clk)
-    layer_r440 <= layer_r439;
-  always @(posedge clk)
-    \p$316  <= layer_r440;
-  always @(posedge clk)
-    layer_r442 <= \sum$832 ;
-  always @(posedge clk)
-    layer_r443 <= layer_r442;
-  always @(posedge clk)
-    layer_r444 <= layer_r443;
-  always @(posedge clk)
-    layer_r445 <= layer_r444;
-  always @(posedge clk)
-    layer_r446 <= layer_r445;
-  always @(posedge clk)
-    layer_r447 <= layer_r446;
-  always @(posedge clk)
-    \p$321  <= layer_r447;
-  always @(posedge clk)
-    layer_r449 <= \sum$839 ;
-  always @(posedge clk)
-    layer_r450 <= layer_r449;
-  always @(posedge clk)
-    layer_r451 <= layer_r450;
-  always @(posedge clk)
-    layer_r452 <= layer_r451;
-  always @(posedge clk)
-    layer_r453 <= layer_r452;
-  always @(posedge clk)
-    layer_r454 <= layer_r453;
-  always @(posedge clk)
-    \p$326  <= layer_r454;
-  always @(posedge clk)
-    layer_r456 <= \sum$846 ;
-  always @(posedge clk)
-    layer_r457 <= layer_r456;
-  always @(posedge clk)
-    layer_r458 <= layer_r457;
-  always @(posedge clk)
-    layer_r459 <= layer_r458;
-  always @(posedge clk)
-    layer_r460 <= layer_r459;
-  always @(posedge clk)
-    layer_r461 <= layer_r460;
-  always @(posedge clk)
-    \p$330  <= layer_r461;
-  always @(posedge clk)
-    layer_r463 <= \sum$853 ;
-  always @(posedge clk)
-    layer_r464 <= layer_r463;
-  always @(posedge clk)
-    layer_r465 <= layer_r464;
-  always @(posedge clk)
-    layer_r466 <= layer_r465;
-  always @(posedge clk)
-    layer_r467 <= layer_r466;
-  always @(posedge clk)
-    layer_r468 <= layer_r467;
-  always @(posedge clk)
-    \p$335  <= layer_r468;
-  always @(posedge clk)
-    layer_r470 <= \sum$860 ;
-  always @(posedge clk)
-    layer_r471 <= layer_r470;
-  always @(posedge clk)
-    layer_r472 <= layer_r471;
-  always @(posedge clk)
-    layer_r473 <= layer_r472;
-  always @(posedge clk)
-    layer_r474 <= layer_r473;
-  always @(posedge clk)
-    layer_r475 <= layer_r474;
-  always @(posedge clk)
-    \p$340  <= layer_r475;
-  always @(posedge clk)
-    layer_r477 <= \sum$867 ;
-  always @(posedge clk)
-    layer_r478 <= layer_r477;
-  always @(posedge clk)
-    layer_r479 <= layer_r478;
-  always @(posedge clk)
-    layer_r480 <= layer_r479;
-  always @(posedge clk)
-    layer_r481 <= layer_r480;
-  always @(posedge clk)
-    layer_r482 <= layer_r481;
-  always @(posedge clk)
-    \p$345  <= layer_r482;
-  always @(posedge clk)
-    layer_r484 <= \sum$874 ;
-  always @(posedge clk)
-    layer_r485 <= layer_r484;
-  always @(posedge clk)
-    layer_r486 <= layer_r485;
-  always @(posedge clk)
-    layer_r487 <= layer_r486;
-  always @(posedge clk)
-    layer_r488 <= layer_r487;
-  always @(posedge clk)
-    layer_r489 <= layer_r488;
-  always @(posedge clk)
-    \p$350  <= layer_r489;
-  always @(posedge clk)
-    layer_r491 <= \sum$881 ;
-  always @(posedge clk)
-    layer_r492 <= layer_r491;
-  always @(posedge clk)
-    layer_r493 <= layer_r492;
-  always @(posedge clk)
-    layer_r494 <= layer_r493;
-  always @(posedge clk)
-    layer_r495 <= layer_r494;
-  always @(posedge clk)
-    layer_r496 <= layer_r495;
-  always @(posedge clk)
-    \p$354  <= layer_r496;
-  always @(posedge clk)
-    layer_r498 <= \sum$888 ;
-  always @(posedge clk)
-    layer_r499 <= layer_r498;
-  always @(posedge clk)
-    layer_r500 <= layer_r499;
-  always @(posedge clk)
-    layer_r501 <= layer_r500;
-  always @(posedge clk)
-    layer_r502 <= layer_r501;
-  always @(posedge clk)
-    layer_r503 <= layer_r502;
-  always @(posedge clk)
-    \p$359  <= layer_r503;
-  always @(posedge clk)
-    layer_r505 <= \sum$895 ;
-  always @(posedge clk)
-    layer_r506 <= layer_r505;
-  always @(posedge clk)
-    layer_r507 <= layer_r506;
-  always @(posedge clk)
-    layer_r508 <= layer_r507;
-  always @(posedge clk)
-    layer_r509 <= layer_r508;
-  always @(posedge clk)
-    layer_r510 <= layer_r509;
-  always @(posedge clk)
-    \p$364  <= layer_r510;
-  always @(posedge clk)
-    layer_r512 <= \sum$902 ;
-  always @(posedge clk)
-    layer_r513 <= layer_r512;
-  always @(posedge clk)
-    layer_r514 <= layer_r513;
-  always @(posedge clk)
-    layer_r515 <= layer_r514;
-  always @(posedge clk)
-    layer_r516 <= layer_r515;
-  always @(posedge clk)
-    layer_r517 <= layer_r516;
-  always @(posedge clk)
-    \p$369  <= layer_r517;
-  always @(posedge clk)
-    layer_r519 <= \sum$909 ;
-  always @(posedge clk)
-    layer_r520 <= layer_r519;
-  always @(posedge clk)
-    layer_r521 <= layer_r520;
-  always @(posedge clk)
-    layer_r522 <= layer_r521;
-  always @(posedge clk)
-    layer_r523 <= layer_r522;
-  always @(posedge clk)
-    layer_r524 <= layer_r523;
-  always @(posedge clk)
-    \p$373  <= layer_r524;
-  always @(posedge clk)
-    layer_r526 <= \sum$916 ;
-  always @(posedge clk)
-    layer_r527 <= layer_r526;
-  always @(posedge clk)
-    layer_r528 <= layer_r527;
-  always @(posedge clk)
-    layer_r529 <= layer_r528;
-  always @(posedge clk)
-    layer_r530 <= layer_r529;
-  always @(posedge clk)
-    layer_r531 <= layer_r530;
-  always @(posedge clk)
-    \p$378  <= layer_r531;
+    layer_r84 <= layer_r66;
   assign \$3  = \$1  + \$2 ;
   assign \$4  = sum - \$3 [12:0];
   assign \$5  = $signed(layer_r1) - $signed(14'h24a1);
@@ -4792,1083 +3419,827 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
   assign \$214  = \$205  & \$213 ;
   assign \$215  = \$204  | \$214 ;
   assign \$217  = layer_r33[7:6] > 1'h0;
-  assign \$218  = ! layer_r33[7:6];
-  assign \$219  = layer_r33[5:3] > 1'h1;
-  assign \$220  = layer_r33[5:3] == 1'h1;
-  assign \$221  = layer_r33[2:0] > 3'h5;
-  assign \$222  = layer_r33[2:0] == 3'h5;
-  assign \$224  = \$221  | \$223 ;
   \digits.layer0.p0  p0 (
     .clk(clk),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2273$0 (\port$2273$0 ),
+    .\port$2363$34 (late_inputs_d7[39:34]),
+    .\port$2363$52 (late_inputs_d7[57:52]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$74 (late_inputs_d7[77:74]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
     .rst(rst),
-    .sum(\sum$475 )
+    .sum(p)
   );
   \digits.layer0.p1  p1 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$106 (late_inputs_d7[109:106]),
+    .\port$2363$116 (late_inputs_d7[119:116]),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$18 (late_inputs_d7[21:18]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$34 (late_inputs_d7[35:34]),
+    .\port$2363$40 (late_inputs_d7[43:40]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
     .rst(rst),
-    .sum(\sum$482 )
+    .sum(\p$164 )
   );
   \digits.layer0.p10  p10 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2291$0 (\port$2291$0 ),
+    .\port$2363$10 (late_inputs_d7[13:10]),
+    .\port$2363$106 (late_inputs_d7[109:106]),
+    .\port$2363$118 (late_inputs_d7[119:118]),
+    .\port$2363$22 (late_inputs_d7[25:22]),
+    .\port$2363$4 (late_inputs_d7[7:4]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$74 (late_inputs_d7[75:74]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
+    .\port$2363$90 (late_inputs_d7[93:90]),
     .rst(rst),
-    .sum(\sum$545 )
+    .sum(\p$200 )
   );
   \digits.layer0.p11  p11 (
     .clk(clk),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2292$0 (\port$2292$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$104 (late_inputs_d7[107:104]),
+    .\port$2363$120 (late_inputs_d7[123:120]),
+    .\port$2363$126 (late_inputs_d7[127:126]),
+    .\port$2363$24 (late_inputs_d7[27:24]),
+    .\port$2363$38 (late_inputs_d7[39:38]),
+    .\port$2363$42 (late_inputs_d7[43:42]),
+    .\port$2363$54 (late_inputs_d7[55:54]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$84 (late_inputs_d7[89:84]),
     .rst(rst),
-    .sum(\sum$552 )
+    .sum(\p$204 )
   );
   \digits.layer0.p12  p12 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$10 (late_inputs_d7[13:10]),
+    .\port$2363$126 (late_inputs_d7[127:126]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$34 (late_inputs_d7[35:34]),
+    .\port$2363$52 (late_inputs_d7[57:52]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$88 (late_inputs_d7[89:88]),
     .rst(rst),
-    .sum(\sum$559 )
+    .sum(\p$208 )
   );
   \digits.layer0.p13  p13 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2292$0 (\port$2292$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$10 (late_inputs_d7[13:10]),
+    .\port$2363$104 (late_inputs_d7[107:104]),
+    .\port$2363$118 (late_inputs_d7[125:118]),
+    .\port$2363$24 (late_inputs_d7[25:24]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$40 (late_inputs_d7[41:40]),
+    .\port$2363$50 (late_inputs_d7[51:50]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
     .rst(rst),
-    .sum(\sum$566 )
+    .sum(\p$212 )
   );
   \digits.layer0.p14  p14 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2291$0 (\port$2291$0 ),
+    .\port$2363$116 (late_inputs_d7[119:116]),
+    .\port$2363$22 (late_inputs_d7[23:22]),
+    .\port$2363$34 (late_inputs_d7[35:34]),
+    .\port$2363$54 (late_inputs_d7[57:54]),
+    .\port$2363$8 (late_inputs_d7[13:8]),
+    .\port$2363$90 (late_inputs_d7[93:90]),
     .rst(rst),
-    .sum(\sum$573 )
+    .sum(\p$216 )
   );
   \digits.layer0.p15  p15 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$126 (late_inputs_d7[127:126]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$34 (late_inputs_d7[45:34]),
+    .\port$2363$54 (late_inputs_d7[57:54]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
     .rst(rst),
-    .sum(\sum$580 )
+    .sum(\p$220 )
   );
   \digits.layer0.p16  p16 (
     .clk(clk),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
+    .\port$2363$20 (late_inputs_d7[21:20]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$40 (late_inputs_d7[45:40]),
+    .\port$2363$54 (late_inputs_d7[55:54]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$90 (late_inputs_d7[93:90]),
     .rst(rst),
-    .sum(\sum$587 )
+    .sum(\p$224 )
   );
   \digits.layer0.p17  p17 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$10 (late_inputs_d7[11:10]),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$20 (late_inputs_d7[21:20]),
+    .\port$2363$34 (late_inputs_d7[37:34]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$52 (late_inputs_d7[55:52]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
     .rst(rst),
-    .sum(\sum$594 )
+    .sum(\p$228 )
   );
   \digits.layer0.p18  p18 (
     .clk(clk),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2283$0 (\port$2283$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$52 (late_inputs_d7[53:52]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$66 (late_inputs_d7[69:66]),
+    .\port$2363$74 (late_inputs_d7[77:74]),
+    .\port$2363$84 (late_inputs_d7[89:84]),
+    .\port$2363$92 (late_inputs_d7[93:92]),
     .rst(rst),
-    .sum(\sum$601 )
+    .sum(\p$232 )
   );
   \digits.layer0.p19  p19 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$104 (late_inputs_d7[107:104]),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$22 (late_inputs_d7[23:22]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$50 (late_inputs_d7[51:50]),
+    .\port$2363$8 (late_inputs_d7[11:8]),
+    .\port$2363$84 (late_inputs_d7[87:84]),
     .rst(rst),
-    .sum(\sum$608 )
+    .sum(\p$236 )
   );
   \digits.layer0.p2  p2 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2283$0 (\port$2283$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$24 (late_inputs_d7[27:24]),
+    .\port$2363$40 (late_inputs_d7[41:40]),
+    .\port$2363$44 (late_inputs_d7[45:44]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
+    .\port$2363$72 (late_inputs_d7[75:72]),
+    .\port$2363$8 (late_inputs_d7[11:8]),
+    .\port$2363$92 (late_inputs_d7[93:92]),
     .rst(rst),
-    .sum(\sum$489 )
+    .sum(\p$168 )
   );
   \digits.layer0.p20  p20 (
     .clk(clk),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$106 (late_inputs_d7[107:106]),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$36 (late_inputs_d7[39:36]),
+    .\port$2363$52 (late_inputs_d7[55:52]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$72 (late_inputs_d7[73:72]),
+    .\port$2363$84 (late_inputs_d7[91:84]),
     .rst(rst),
-    .sum(\sum$615 )
+    .sum(\p$240 )
   );
   \digits.layer0.p21  p21 (
     .clk(clk),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2281$0 (\port$2281$0 ),
-    .\port$2283$0 (\port$2283$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$18 (late_inputs_d7[19:18]),
+    .\port$2363$40 (late_inputs_d7[41:40]),
+    .\port$2363$44 (late_inputs_d7[45:44]),
+    .\port$2363$58 (late_inputs_d7[61:58]),
+    .\port$2363$70 (late_inputs_d7[73:70]),
+    .\port$2363$82 (late_inputs_d7[89:82]),
+    .\port$2363$98 (late_inputs_d7[99:98]),
     .rst(rst),
-    .sum(\sum$622 )
+    .sum(\p$244 )
   );
   \digits.layer0.p22  p22 (
     .clk(clk),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$102 (late_inputs_d7[105:102]),
+    .\port$2363$126 (late_inputs_d7[127:126]),
+    .\port$2363$38 (late_inputs_d7[43:38]),
+    .\port$2363$50 (late_inputs_d7[53:50]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$66 (late_inputs_d7[69:66]),
+    .\port$2363$76 (late_inputs_d7[77:76]),
+    .\port$2363$86 (late_inputs_d7[87:86]),
     .rst(rst),
-    .sum(\sum$629 )
+    .sum(\p$248 )
   );
   \digits.layer0.p23  p23 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$106 (late_inputs_d7[107:106]),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$18 (late_inputs_d7[19:18]),
+    .\port$2363$66 (late_inputs_d7[67:66]),
+    .\port$2363$72 (late_inputs_d7[73:72]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
+    .\port$2363$88 (late_inputs_d7[93:88]),
     .rst(rst),
-    .sum(\sum$636 )
+    .sum(\p$252 )
   );
   \digits.layer0.p24  p24 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2294$0 (\port$2294$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$10 (late_inputs_d7[11:10]),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$104 (late_inputs_d7[107:104]),
+    .\port$2363$118 (late_inputs_d7[119:118]),
+    .\port$2363$122 (late_inputs_d7[127:122]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$40 (late_inputs_d7[41:40]),
+    .\port$2363$44 (late_inputs_d7[45:44]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
+    .\port$2363$72 (late_inputs_d7[73:72]),
+    .\port$2363$84 (late_inputs_d7[87:84]),
     .rst(rst),
-    .sum(\sum$643 )
+    .sum(\p$256 )
   );
   \digits.layer0.p25  p25 (
     .clk(clk),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$36 (late_inputs_d7[39:36]),
+    .\port$2363$42 (late_inputs_d7[43:42]),
+    .\port$2363$50 (late_inputs_d7[59:50]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$74 (late_inputs_d7[75:74]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$90 (late_inputs_d7[91:90]),
     .rst(rst),
-    .sum(\sum$650 )
+    .sum(\p$260 )
   );
   \digits.layer0.p26  p26 (
     .clk(clk),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$106 (late_inputs_d7[107:106]),
+    .\port$2363$118 (late_inputs_d7[121:118]),
+    .\port$2363$22 (late_inputs_d7[23:22]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$52 (late_inputs_d7[55:52]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
+    .\port$2363$92 (late_inputs_d7[93:92]),
     .rst(rst),
-    .sum(\sum$657 )
+    .sum(\p$264 )
   );
   \digits.layer0.p27  p27 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2291$0 (\port$2291$0 ),
+    .\port$2363$116 (late_inputs_d7[119:116]),
+    .\port$2363$20 (late_inputs_d7[23:20]),
+    .\port$2363$34 (late_inputs_d7[37:34]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$42 (late_inputs_d7[43:42]),
+    .\port$2363$52 (late_inputs_d7[55:52]),
+    .\port$2363$58 (late_inputs_d7[59:58]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$90 (late_inputs_d7[93:90]),
     .rst(rst),
-    .sum(\sum$664 )
+    .sum(\p$268 )
   );
   \digits.layer0.p28  p28 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2246$0 (\port$2246$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2286$0 (\port$2286$0 ),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$106 (late_inputs_d7[109:106]),
+    .\port$2363$20 (late_inputs_d7[21:20]),
+    .\port$2363$28 (late_inputs_d7[29:28]),
+    .\port$2363$54 (late_inputs_d7[55:54]),
+    .\port$2363$70 (late_inputs_d7[73:70]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
+    .\port$2363$88 (late_inputs_d7[93:88]),
     .rst(rst),
-    .sum(\sum$671 )
+    .sum(\p$272 )
   );
   \digits.layer0.p29  p29 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$10 (late_inputs_d7[13:10]),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$24 (late_inputs_d7[25:24]),
+    .\port$2363$38 (late_inputs_d7[39:38]),
+    .\port$2363$52 (late_inputs_d7[59:52]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$76 (late_inputs_d7[77:76]),
     .rst(rst),
-    .sum(\sum$678 )
+    .sum(\p$276 )
   );
   \digits.layer0.p3  p3 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2246$0 (\port$2246$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2274$0 (\port$2274$0 ),
+    .\port$2363$20 (late_inputs_d7[29:20]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$54 (late_inputs_d7[55:54]),
+    .\port$2363$58 (late_inputs_d7[61:58]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
     .rst(rst),
-    .sum(\sum$496 )
+    .sum(\p$172 )
   );
   \digits.layer0.p30  p30 (
     .clk(clk),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2281$0 (\port$2281$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$108 (late_inputs_d7[109:108]),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$40 (late_inputs_d7[45:40]),
+    .\port$2363$50 (late_inputs_d7[51:50]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$66 (late_inputs_d7[67:66]),
+    .\port$2363$74 (late_inputs_d7[75:74]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$88 (late_inputs_d7[91:88]),
+    .\port$2363$98 (late_inputs_d7[99:98]),
     .rst(rst),
-    .sum(\sum$685 )
+    .sum(\p$280 )
   );
   \digits.layer0.p31  p31 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2291$0 (\port$2291$0 ),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$106 (late_inputs_d7[107:106]),
+    .\port$2363$118 (late_inputs_d7[119:118]),
+    .\port$2363$22 (late_inputs_d7[23:22]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$50 (late_inputs_d7[55:50]),
+    .\port$2363$8 (late_inputs_d7[11:8]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
+    .\port$2363$90 (late_inputs_d7[91:90]),
     .rst(rst),
-    .sum(\sum$692 )
+    .sum(\p$284 )
   );
   \digits.layer0.p32  p32 (
     .clk(clk),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$104 (late_inputs_d7[105:104]),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$38 (late_inputs_d7[39:38]),
+    .\port$2363$50 (late_inputs_d7[53:50]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$74 (late_inputs_d7[77:74]),
+    .\port$2363$88 (late_inputs_d7[89:88]),
     .rst(rst),
-    .sum(\sum$699 )
+    .sum(\p$288 )
   );
   \digits.layer0.p33  p33 (
     .clk(clk),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2273$0 (\port$2273$0 ),
+    .\port$2363$18 (late_inputs_d7[19:18]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$52 (late_inputs_d7[53:52]),
+    .\port$2363$58 (late_inputs_d7[61:58]),
+    .\port$2363$74 (late_inputs_d7[77:74]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
     .rst(rst),
-    .sum(\sum$706 )
+    .sum(\p$292 )
   );
   \digits.layer0.p34  p34 (
     .clk(clk),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$70 (late_inputs_d7[75:70]),
+    .\port$2363$84 (late_inputs_d7[91:84]),
     .rst(rst),
-    .sum(\sum$713 )
+    .sum(\p$296 )
   );
   \digits.layer0.p35  p35 (
     .clk(clk),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$102 (late_inputs_d7[107:102]),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$40 (late_inputs_d7[41:40]),
+    .\port$2363$44 (late_inputs_d7[45:44]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
+    .\port$2363$66 (late_inputs_d7[67:66]),
+    .\port$2363$72 (late_inputs_d7[73:72]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$86 (late_inputs_d7[87:86]),
     .rst(rst),
-    .sum(\sum$720 )
+    .sum(\p$300 )
   );
   \digits.layer0.p36  p36 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$108 (late_inputs_d7[109:108]),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$20 (late_inputs_d7[21:20]),
+    .\port$2363$24 (late_inputs_d7[25:24]),
+    .\port$2363$74 (late_inputs_d7[75:74]),
+    .\port$2363$8 (late_inputs_d7[13:8]),
+    .\port$2363$86 (late_inputs_d7[87:86]),
     .rst(rst),
-    .sum(\sum$727 )
+    .sum(\p$304 )
   );
   \digits.layer0.p37  p37 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2290$0 (\port$2290$0 ),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$12 (late_inputs_d7[13:12]),
+    .\port$2363$18 (late_inputs_d7[21:18]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$66 (late_inputs_d7[69:66]),
+    .\port$2363$72 (late_inputs_d7[73:72]),
+    .\port$2363$76 (late_inputs_d7[77:76]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$88 (late_inputs_d7[93:88]),
     .rst(rst),
-    .sum(\sum$734 )
+    .sum(\p$308 )
   );
   \digits.layer0.p38  p38 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2270$0 (\port$2270$0 ),
+    .\port$2363$12 (late_inputs_d7[13:12]),
+    .\port$2363$24 (late_inputs_d7[27:24]),
+    .\port$2363$34 (late_inputs_d7[35:34]),
+    .\port$2363$38 (late_inputs_d7[43:38]),
+    .\port$2363$52 (late_inputs_d7[53:52]),
+    .\port$2363$58 (late_inputs_d7[61:58]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$76 (late_inputs_d7[77:76]),
     .rst(rst),
-    .sum(\sum$741 )
+    .sum(\p$312 )
   );
   \digits.layer0.p39  p39 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$102 (late_inputs_d7[109:102]),
+    .\port$2363$116 (late_inputs_d7[119:116]),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$18 (late_inputs_d7[21:18]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$92 (late_inputs_d7[93:92]),
     .rst(rst),
-    .sum(\sum$748 )
+    .sum(\p$316 )
   );
   \digits.layer0.p4  p4 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$104 (late_inputs_d7[107:104]),
+    .\port$2363$118 (late_inputs_d7[119:118]),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$24 (late_inputs_d7[27:24]),
+    .\port$2363$34 (late_inputs_d7[35:34]),
+    .\port$2363$38 (late_inputs_d7[43:38]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
     .rst(rst),
-    .sum(\sum$503 )
+    .sum(\p$176 )
   );
   \digits.layer0.p40  p40 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2294$0 (\port$2294$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$102 (late_inputs_d7[105:102]),
+    .\port$2363$122 (late_inputs_d7[127:122]),
+    .\port$2363$38 (late_inputs_d7[41:38]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$50 (late_inputs_d7[51:50]),
+    .\port$2363$58 (late_inputs_d7[61:58]),
+    .\port$2363$66 (late_inputs_d7[67:66]),
+    .\port$2363$86 (late_inputs_d7[87:86]),
     .rst(rst),
-    .sum(\sum$755 )
+    .sum(\p$320 )
   );
   \digits.layer0.p41  p41 (
     .clk(clk),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$18 (late_inputs_d7[19:18]),
+    .\port$2363$24 (late_inputs_d7[25:24]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$52 (late_inputs_d7[53:52]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$74 (late_inputs_d7[77:74]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$88 (late_inputs_d7[89:88]),
     .rst(rst),
-    .sum(\sum$762 )
+    .sum(\p$324 )
   );
   \digits.layer0.p42  p42 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2246$0 (\port$2246$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2292$0 (\port$2292$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$20 (late_inputs_d7[21:20]),
+    .\port$2363$26 (late_inputs_d7[29:26]),
+    .\port$2363$34 (late_inputs_d7[35:34]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$54 (late_inputs_d7[55:54]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
     .rst(rst),
-    .sum(\sum$769 )
+    .sum(\p$328 )
   );
   \digits.layer0.p43  p43 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2246$0 (\port$2246$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2290$0 (\port$2290$0 ),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$12 (late_inputs_d7[13:12]),
+    .\port$2363$28 (late_inputs_d7[29:28]),
+    .\port$2363$40 (late_inputs_d7[45:40]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
+    .\port$2363$74 (late_inputs_d7[75:74]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$92 (late_inputs_d7[93:92]),
     .rst(rst),
-    .sum(\sum$776 )
+    .sum(\p$332 )
   );
   \digits.layer0.p44  p44 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2249$0 (\port$2249$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2291$0 (\port$2291$0 ),
+    .\port$2363$104 (late_inputs_d7[107:104]),
+    .\port$2363$116 (late_inputs_d7[119:116]),
+    .\port$2363$18 (late_inputs_d7[19:18]),
+    .\port$2363$24 (late_inputs_d7[25:24]),
+    .\port$2363$34 (late_inputs_d7[35:34]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$50 (late_inputs_d7[51:50]),
+    .\port$2363$8 (late_inputs_d7[11:8]),
     .rst(rst),
-    .sum(\sum$783 )
+    .sum(\p$336 )
   );
   \digits.layer0.p45  p45 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
+    .\port$2363$40 (late_inputs_d7[41:40]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
+    .\port$2363$66 (late_inputs_d7[69:66]),
+    .\port$2363$72 (late_inputs_d7[77:72]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$88 (late_inputs_d7[91:88]),
     .rst(rst),
-    .sum(\sum$790 )
+    .sum(\p$340 )
   );
   \digits.layer0.p46  p46 (
     .clk(clk),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2281$0 (\port$2281$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$108 (late_inputs_d7[109:108]),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$12 (late_inputs_d7[13:12]),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$18 (late_inputs_d7[25:18]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$56 (late_inputs_d7[61:56]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$98 (late_inputs_d7[99:98]),
     .rst(rst),
-    .sum(\sum$797 )
+    .sum(\p$344 )
   );
   \digits.layer0.p47  p47 (
     .clk(clk),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$106 (late_inputs_d7[107:106]),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$66 (late_inputs_d7[67:66]),
+    .\port$2363$76 (late_inputs_d7[77:76]),
+    .\port$2363$82 (late_inputs_d7[87:82]),
     .rst(rst),
-    .sum(\sum$804 )
+    .sum(\p$348 )
   );
   \digits.layer0.p48  p48 (
     .clk(clk),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$106 (late_inputs_d7[107:106]),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$126 (late_inputs_d7[127:126]),
+    .\port$2363$38 (late_inputs_d7[41:38]),
+    .\port$2363$72 (late_inputs_d7[73:72]),
+    .\port$2363$86 (late_inputs_d7[87:86]),
     .rst(rst),
-    .sum(\sum$811 )
+    .sum(\p$352 )
   );
   \digits.layer0.p49  p49 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2292$0 (\port$2292$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$106 (late_inputs_d7[107:106]),
+    .\port$2363$120 (late_inputs_d7[123:120]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$36 (late_inputs_d7[39:36]),
+    .\port$2363$42 (late_inputs_d7[43:42]),
+    .\port$2363$52 (late_inputs_d7[55:52]),
+    .\port$2363$58 (late_inputs_d7[59:58]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
+    .\port$2363$88 (late_inputs_d7[89:88]),
     .rst(rst),
-    .sum(\sum$818 )
+    .sum(\p$356 )
   );
   \digits.layer0.p5  p5 (
     .clk(clk),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$18 (late_inputs_d7[19:18]),
+    .\port$2363$66 (late_inputs_d7[69:66]),
+    .\port$2363$72 (late_inputs_d7[75:72]),
+    .\port$2363$82 (late_inputs_d7[89:82]),
     .rst(rst),
-    .sum(\sum$510 )
+    .sum(\p$180 )
   );
   \digits.layer0.p50  p50 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$36 (late_inputs_d7[39:36]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$50 (late_inputs_d7[55:50]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$74 (late_inputs_d7[77:74]),
+    .\port$2363$86 (late_inputs_d7[89:86]),
     .rst(rst),
-    .sum(\sum$825 )
+    .sum(\p$360 )
   );
   \digits.layer0.p51  p51 (
     .clk(clk),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2274$0 (\port$2274$0 ),
+    .\port$2363$20 (late_inputs_d7[21:20]),
+    .\port$2363$24 (late_inputs_d7[27:24]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
     .rst(rst),
-    .sum(\sum$832 )
+    .sum(\p$364 )
   );
   \digits.layer0.p52  p52 (
     .clk(clk),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$38 (late_inputs_d7[45:38]),
+    .\port$2363$52 (late_inputs_d7[57:52]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$88 (late_inputs_d7[89:88]),
     .rst(rst),
-    .sum(\sum$839 )
+    .sum(\p$368 )
   );
   \digits.layer0.p53  p53 (
     .clk(clk),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2290$0 (\port$2290$0 ),
-    .\port$2291$0 (\port$2291$0 ),
+    .\port$2363$116 (late_inputs_d7[119:116]),
+    .\port$2363$12 (late_inputs_d7[13:12]),
+    .\port$2363$18 (late_inputs_d7[23:18]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$52 (late_inputs_d7[53:52]),
+    .\port$2363$56 (late_inputs_d7[59:56]),
     .rst(rst),
-    .sum(\sum$846 )
+    .sum(\p$372 )
   );
   \digits.layer0.p54  p54 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2251$0 (\port$2251$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$10 (late_inputs_d7[13:10]),
+    .\port$2363$104 (late_inputs_d7[105:104]),
+    .\port$2363$126 (late_inputs_d7[127:126]),
+    .\port$2363$36 (late_inputs_d7[41:36]),
+    .\port$2363$4 (late_inputs_d7[5:4]),
+    .\port$2363$50 (late_inputs_d7[55:50]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$88 (late_inputs_d7[89:88]),
     .rst(rst),
-    .sum(\sum$853 )
+    .sum(\p$376 )
   );
   \digits.layer0.p55  p55 (
     .clk(clk),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2292$0 (\port$2292$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$10 (late_inputs_d7[11:10]),
+    .\port$2363$108 (late_inputs_d7[109:108]),
+    .\port$2363$118 (late_inputs_d7[123:118]),
+    .\port$2363$52 (late_inputs_d7[57:52]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$74 (late_inputs_d7[75:74]),
+    .\port$2363$92 (late_inputs_d7[93:92]),
     .rst(rst),
-    .sum(\sum$860 )
+    .sum(\p$380 )
   );
   \digits.layer0.p56  p56 (
     .clk(clk),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2246$0 (\port$2246$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
+    .\port$2363$18 (late_inputs_d7[21:18]),
+    .\port$2363$28 (late_inputs_d7[29:28]),
+    .\port$2363$42 (late_inputs_d7[43:42]),
+    .\port$2363$70 (late_inputs_d7[73:70]),
+    .\port$2363$8 (late_inputs_d7[9:8]),
+    .\port$2363$82 (late_inputs_d7[85:82]),
+    .\port$2363$88 (late_inputs_d7[93:88]),
     .rst(rst),
-    .sum(\sum$867 )
+    .sum(\p$384 )
   );
   \digits.layer0.p57  p57 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2294$0 (\port$2294$0 ),
-    .\port$2295$0 (\port$2295$0 ),
+    .\port$2363$100 (late_inputs_d7[107:100]),
+    .\port$2363$118 (late_inputs_d7[119:118]),
+    .\port$2363$122 (late_inputs_d7[127:122]),
+    .\port$2363$24 (late_inputs_d7[25:24]),
+    .\port$2363$44 (late_inputs_d7[45:44]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$84 (late_inputs_d7[87:84]),
     .rst(rst),
-    .sum(\sum$874 )
+    .sum(\p$388 )
   );
   \digits.layer0.p58  p58 (
     .clk(clk),
-    .\port$2241$0 (\port$2241$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2293$0 (\port$2293$0 ),
+    .\port$2363$104 (late_inputs_d7[107:104]),
+    .\port$2363$122 (late_inputs_d7[123:122]),
+    .\port$2363$18 (late_inputs_d7[21:18]),
+    .\port$2363$42 (late_inputs_d7[45:42]),
+    .\port$2363$84 (late_inputs_d7[87:84]),
     .rst(rst),
-    .sum(\sum$881 )
+    .sum(\p$392 )
   );
   \digits.layer0.p59  p59 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2290$0 (\port$2290$0 ),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$20 (late_inputs_d7[23:20]),
+    .\port$2363$4 (late_inputs_d7[13:4]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
     .rst(rst),
-    .sum(\sum$888 )
+    .sum(\p$396 )
   );
   \digits.layer0.p6  p6 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2236$0 (\port$2236$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2290$0 (\port$2290$0 ),
+    .\port$2363$116 (late_inputs_d7[117:116]),
+    .\port$2363$22 (late_inputs_d7[25:22]),
+    .\port$2363$4 (late_inputs_d7[13:4]),
+    .\port$2363$42 (late_inputs_d7[43:42]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$68 (late_inputs_d7[69:68]),
+    .\port$2363$76 (late_inputs_d7[77:76]),
+    .\port$2363$90 (late_inputs_d7[93:90]),
     .rst(rst),
-    .sum(\sum$517 )
+    .sum(\p$184 )
   );
   \digits.layer0.p60  p60 (
     .clk(clk),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2269$0 (\port$2269$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2291$0 (\port$2291$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$118 (late_inputs_d7[121:118]),
+    .\port$2363$50 (late_inputs_d7[53:50]),
+    .\port$2363$66 (late_inputs_d7[67:66]),
+    .\port$2363$74 (late_inputs_d7[77:74]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$90 (late_inputs_d7[93:90]),
     .rst(rst),
-    .sum(\sum$895 )
+    .sum(\p$400 )
   );
   \digits.layer0.p61  p61 (
     .clk(clk),
-    .\port$2246$0 (\port$2246$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2285$0 (\port$2285$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2292$0 (\port$2292$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$104 (late_inputs_d7[109:104]),
+    .\port$2363$120 (late_inputs_d7[125:120]),
+    .\port$2363$28 (late_inputs_d7[29:28]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$56 (late_inputs_d7[59:56]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
     .rst(rst),
-    .sum(\sum$902 )
+    .sum(\p$404 )
   );
   \digits.layer0.p62  p62 (
     .clk(clk),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2243$0 (\port$2243$0 ),
-    .\port$2246$0 (\port$2246$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$102 (late_inputs_d7[103:102]),
+    .\port$2363$108 (late_inputs_d7[109:108]),
+    .\port$2363$124 (late_inputs_d7[125:124]),
+    .\port$2363$20 (late_inputs_d7[23:20]),
+    .\port$2363$28 (late_inputs_d7[29:28]),
+    .\port$2363$44 (late_inputs_d7[45:44]),
+    .\port$2363$58 (late_inputs_d7[59:58]),
+    .\port$2363$6 (late_inputs_d7[7:6]),
+    .\port$2363$70 (late_inputs_d7[71:70]),
+    .\port$2363$84 (late_inputs_d7[87:84]),
     .rst(rst),
-    .sum(\sum$909 )
+    .sum(\p$408 )
   );
   \digits.layer0.p63  p63 (
     .clk(clk),
-    .\port$2242$0 (\port$2242$0 ),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2253$0 (\port$2253$0 ),
-    .\port$2254$0 (\port$2254$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2261$0 (\port$2261$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2273$0 (\port$2273$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2281$0 (\port$2281$0 ),
+    .\port$2363$20 (late_inputs_d7[21:20]),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$40 (late_inputs_d7[45:40]),
+    .\port$2363$52 (late_inputs_d7[53:52]),
+    .\port$2363$56 (late_inputs_d7[61:56]),
+    .\port$2363$70 (late_inputs_d7[73:70]),
+    .\port$2363$82 (late_inputs_d7[83:82]),
+    .\port$2363$86 (late_inputs_d7[87:86]),
+    .\port$2363$98 (late_inputs_d7[99:98]),
     .rst(rst),
-    .sum(\sum$916 )
+    .sum(\p$412 )
   );
   \digits.layer0.p7  p7 (
     .clk(clk),
-    .\port$2250$0 (\port$2250$0 ),
-    .\port$2257$0 (\port$2257$0 ),
-    .\port$2258$0 (\port$2258$0 ),
-    .\port$2262$0 (\port$2262$0 ),
-    .\port$2265$0 (\port$2265$0 ),
-    .\port$2266$0 (\port$2266$0 ),
-    .\port$2270$0 (\port$2270$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2275$0 (\port$2275$0 ),
-    .\port$2278$0 (\port$2278$0 ),
+    .\port$2363$36 (late_inputs_d7[37:36]),
+    .\port$2363$50 (late_inputs_d7[53:50]),
+    .\port$2363$60 (late_inputs_d7[61:60]),
+    .\port$2363$66 (late_inputs_d7[69:66]),
+    .\port$2363$76 (late_inputs_d7[77:76]),
+    .\port$2363$84 (late_inputs_d7[87:84]),
+    .\port$2363$92 (late_inputs_d7[93:92]),
     .rst(rst),
-    .sum(\sum$524 )
+    .sum(\p$188 )
   );
   \digits.layer0.p8  p8 (
     .clk(clk),
-    .\port$2234$0 (\port$2234$0 ),
-    .\port$2235$0 (\port$2235$0 ),
-    .\port$2237$0 (\port$2237$0 ),
-    .\port$2238$0 (\port$2238$0 ),
-    .\port$2244$0 (\port$2244$0 ),
-    .\port$2260$0 (\port$2260$0 ),
-    .\port$2283$0 (\port$2283$0 ),
-    .\port$2284$0 (\port$2284$0 ),
-    .\port$2293$0 (\port$2293$0 ),
-    .\port$2294$0 (\port$2294$0 ),
+    .\port$2363$10 (late_inputs_d7[13:10]),
+    .\port$2363$102 (late_inputs_d7[105:102]),
+    .\port$2363$122 (late_inputs_d7[125:122]),
+    .\port$2363$24 (late_inputs_d7[25:24]),
+    .\port$2363$4 (late_inputs_d7[7:4]),
+    .\port$2363$56 (late_inputs_d7[57:56]),
     .rst(rst),
-    .sum(\sum$531 )
+    .sum(\p$192 )
   );
   \digits.layer0.p9  p9 (
     .clk(clk),
-    .\port$2245$0 (\port$2245$0 ),
-    .\port$2252$0 (\port$2252$0 ),
-    .\port$2259$0 (\port$2259$0 ),
-    .\port$2267$0 (\port$2267$0 ),
-    .\port$2268$0 (\port$2268$0 ),
-    .\port$2274$0 (\port$2274$0 ),
-    .\port$2276$0 (\port$2276$0 ),
-    .\port$2277$0 (\port$2277$0 ),
-    .\port$2278$0 (\port$2278$0 ),
-    .\port$2282$0 (\port$2282$0 ),
-    .\port$2286$0 (\port$2286$0 ),
-    .\port$2292$0 (\port$2292$0 ),
+    .\port$2363$100 (late_inputs_d7[101:100]),
+    .\port$2363$108 (late_inputs_d7[109:108]),
+    .\port$2363$120 (late_inputs_d7[121:120]),
+    .\port$2363$26 (late_inputs_d7[27:26]),
+    .\port$2363$40 (late_inputs_d7[41:40]),
+    .\port$2363$54 (late_inputs_d7[55:54]),
+    .\port$2363$70 (late_inputs_d7[73:70]),
+    .\port$2363$84 (late_inputs_d7[85:84]),
+    .\port$2363$88 (late_inputs_d7[93:88]),
     .rst(rst),
-    .sum(\sum$538 )
+    .sum(\p$196 )
   );
   \digits.layer0.q  q (
     .clk(clk),
@@ -5940,776 +4311,825 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
     .sum(sum)
   );
   \digits.layer0.t0  t0 (
-    .carry(carry),
+    .carry(layer_r18),
     .clk(clk),
     .p(p),
     .rst(rst),
-    .s(s),
+    .s(layer_r81),
     .thr_r3(fire)
   );
   \digits.layer0.t1  t1 (
-    .carry(\carry$75 ),
+    .carry(layer_r19),
     .clk(clk),
-    .p(\p$72 ),
+    .p(\p$164 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$385 )
+    .s(layer_r81),
+    .thr_r3(\fire$418 )
   );
   \digits.layer0.t10  t10 (
-    .carry(\carry$120 ),
-    .clk(clk),
-    .p(\p$117 ),
-    .rst(rst),
-    .s(s),
-    .thr_r3(\fire$394 )
-  );
-  \digits.layer0.t11  t11 (
-    .carry(\carry$125 ),
-    .clk(clk),
-    .p(\p$122 ),
-    .rst(rst),
-    .s(s),
-    .thr_r3(\fire$395 )
-  );
-  \digits.layer0.t12  t12 (
-    .carry(\carry$80 ),
-    .clk(clk),
-    .p(\p$127 ),
-    .rst(rst),
-    .s(s),
-    .thr_r3(\fire$396 )
-  );
-  \digits.layer0.t13  t13 (
-    .carry(\carry$134 ),
-    .clk(clk),
-    .p(\p$131 ),
-    .rst(rst),
-    .s(s),
-    .thr_r3(\fire$397 )
-  );
-  \digits.layer0.t14  t14 (
-    .carry(\carry$139 ),
-    .clk(clk),
-    .p(\p$136 ),
-    .rst(rst),
-    .s(s),
-    .thr_r3(\fire$398 )
-  );
-  \digits.layer0.t15  t15 (
-    .carry(\carry$90 ),
-    .clk(clk),
-    .p(\p$141 ),
-    .rst(rst),
-    .s(s),
-    .thr_r3(\fire$399 )
-  );
-  \digits.layer0.t16  t16 (
-    .carry(\carry$149 ),
-    .clk(clk),
-    .p(\p$145 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$400 )
-  );
-  \digits.layer0.t17  t17 (
-    .carry(\carry$154 ),
-    .clk(clk),
-    .p(\p$151 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$401 )
-  );
-  \digits.layer0.t18  t18 (
-    .carry(\carry$159 ),
-    .clk(clk),
-    .p(\p$156 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$402 )
-  );
-  \digits.layer0.t19  t19 (
-    .carry(\carry$164 ),
-    .clk(clk),
-    .p(\p$161 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$403 )
-  );
-  \digits.layer0.t2  t2 (
-    .carry(\carry$80 ),
-    .clk(clk),
-    .p(\p$77 ),
-    .rst(rst),
-    .s(s),
-    .thr_r3(\fire$386 )
-  );
-  \digits.layer0.t20  t20 (
-    .carry(\carry$169 ),
-    .clk(clk),
-    .p(\p$166 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$404 )
-  );
-  \digits.layer0.t21  t21 (
-    .carry(\carry$174 ),
-    .clk(clk),
-    .p(\p$171 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$405 )
-  );
-  \digits.layer0.t22  t22 (
-    .carry(\carry$159 ),
-    .clk(clk),
-    .p(\p$176 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$406 )
-  );
-  \digits.layer0.t23  t23 (
-    .carry(\carry$183 ),
-    .clk(clk),
-    .p(\p$180 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$407 )
-  );
-  \digits.layer0.t24  t24 (
-    .carry(\carry$188 ),
-    .clk(clk),
-    .p(\p$185 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$408 )
-  );
-  \digits.layer0.t25  t25 (
-    .carry(\carry$193 ),
-    .clk(clk),
-    .p(\p$190 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$409 )
-  );
-  \digits.layer0.t26  t26 (
-    .carry(\carry$198 ),
-    .clk(clk),
-    .p(\p$195 ),
-    .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$410 )
-  );
-  \digits.layer0.t27  t27 (
-    .carry(\carry$203 ),
+    .carry(layer_r28),
     .clk(clk),
     .p(\p$200 ),
     .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$411 )
+    .s(layer_r81),
+    .thr_r3(\fire$427 )
   );
-  \digits.layer0.t28  t28 (
-    .carry(\carry$208 ),
+  \digits.layer0.t11  t11 (
+    .carry(layer_r29),
     .clk(clk),
-    .p(\p$205 ),
+    .p(\p$204 ),
     .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$412 )
+    .s(layer_r81),
+    .thr_r3(\fire$428 )
   );
-  \digits.layer0.t29  t29 (
-    .carry(\carry$213 ),
+  \digits.layer0.t12  t12 (
+    .carry(layer_r20),
     .clk(clk),
-    .p(\p$210 ),
+    .p(\p$208 ),
     .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$413 )
+    .s(layer_r81),
+    .thr_r3(\fire$429 )
   );
-  \digits.layer0.t3  t3 (
-    .carry(\carry$85 ),
+  \digits.layer0.t13  t13 (
+    .carry(layer_r30),
     .clk(clk),
-    .p(\p$82 ),
+    .p(\p$212 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$387 )
+    .s(layer_r81),
+    .thr_r3(\fire$430 )
   );
-  \digits.layer0.t30  t30 (
-    .carry(\carry$218 ),
+  \digits.layer0.t14  t14 (
+    .carry(layer_r31),
     .clk(clk),
-    .p(\p$215 ),
+    .p(\p$216 ),
     .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$414 )
+    .s(layer_r81),
+    .thr_r3(\fire$431 )
   );
-  \digits.layer0.t31  t31 (
-    .carry(\carry$223 ),
+  \digits.layer0.t15  t15 (
+    .carry(layer_r22),
     .clk(clk),
     .p(\p$220 ),
     .rst(rst),
-    .s(\s$147 ),
-    .thr_r3(\fire$415 )
+    .s(layer_r81),
+    .thr_r3(\fire$432 )
   );
-  \digits.layer0.t32  t32 (
-    .carry(\carry$229 ),
+  \digits.layer0.t16  t16 (
+    .carry(layer_r34),
     .clk(clk),
-    .p(\p$225 ),
+    .p(\p$224 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$416 )
+    .s(layer_r82),
+    .thr_r3(\fire$433 )
   );
-  \digits.layer0.t33  t33 (
-    .carry(\carry$234 ),
+  \digits.layer0.t17  t17 (
+    .carry(layer_r35),
     .clk(clk),
-    .p(\p$231 ),
+    .p(\p$228 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$417 )
+    .s(layer_r82),
+    .thr_r3(\fire$434 )
   );
-  \digits.layer0.t34  t34 (
-    .carry(\carry$239 ),
+  \digits.layer0.t18  t18 (
+    .carry(layer_r36),
+    .clk(clk),
+    .p(\p$232 ),
+    .rst(rst),
+    .s(layer_r82),
+    .thr_r3(\fire$435 )
+  );
+  \digits.layer0.t19  t19 (
+    .carry(layer_r37),
     .clk(clk),
     .p(\p$236 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$418 )
+    .s(layer_r82),
+    .thr_r3(\fire$436 )
   );
-  \digits.layer0.t35  t35 (
-    .carry(\carry$244 ),
+  \digits.layer0.t2  t2 (
+    .carry(layer_r20),
     .clk(clk),
-    .p(\p$241 ),
+    .p(\p$168 ),
     .rst(rst),
-    .s(\s$227 ),
+    .s(layer_r81),
     .thr_r3(\fire$419 )
   );
-  \digits.layer0.t36  t36 (
-    .carry(\carry$249 ),
+  \digits.layer0.t20  t20 (
+    .carry(layer_r38),
     .clk(clk),
-    .p(\p$246 ),
+    .p(\p$240 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$420 )
+    .s(layer_r82),
+    .thr_r3(\fire$437 )
   );
-  \digits.layer0.t37  t37 (
-    .carry(\carry$254 ),
+  \digits.layer0.t21  t21 (
+    .carry(layer_r39),
     .clk(clk),
-    .p(\p$251 ),
+    .p(\p$244 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$421 )
+    .s(layer_r82),
+    .thr_r3(\fire$438 )
   );
-  \digits.layer0.t38  t38 (
-    .carry(\carry$259 ),
+  \digits.layer0.t22  t22 (
+    .carry(layer_r36),
+    .clk(clk),
+    .p(\p$248 ),
+    .rst(rst),
+    .s(layer_r82),
+    .thr_r3(\fire$439 )
+  );
+  \digits.layer0.t23  t23 (
+    .carry(layer_r40),
+    .clk(clk),
+    .p(\p$252 ),
+    .rst(rst),
+    .s(layer_r82),
+    .thr_r3(\fire$440 )
+  );
+  \digits.layer0.t24  t24 (
+    .carry(layer_r41),
     .clk(clk),
     .p(\p$256 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$422 )
+    .s(layer_r82),
+    .thr_r3(\fire$441 )
   );
-  \digits.layer0.t39  t39 (
-    .carry(\carry$264 ),
+  \digits.layer0.t25  t25 (
+    .carry(layer_r42),
     .clk(clk),
-    .p(\p$261 ),
+    .p(\p$260 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$423 )
+    .s(layer_r82),
+    .thr_r3(\fire$442 )
   );
-  \digits.layer0.t4  t4 (
-    .carry(\carry$90 ),
+  \digits.layer0.t26  t26 (
+    .carry(layer_r43),
     .clk(clk),
-    .p(\p$87 ),
+    .p(\p$264 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$388 )
+    .s(layer_r82),
+    .thr_r3(\fire$443 )
   );
-  \digits.layer0.t40  t40 (
-    .carry(\carry$269 ),
+  \digits.layer0.t27  t27 (
+    .carry(layer_r44),
     .clk(clk),
-    .p(\p$266 ),
+    .p(\p$268 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$424 )
+    .s(layer_r82),
+    .thr_r3(\fire$444 )
   );
-  \digits.layer0.t41  t41 (
-    .carry(\carry$274 ),
+  \digits.layer0.t28  t28 (
+    .carry(layer_r45),
     .clk(clk),
-    .p(\p$271 ),
+    .p(\p$272 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$425 )
+    .s(layer_r82),
+    .thr_r3(\fire$445 )
   );
-  \digits.layer0.t42  t42 (
-    .carry(\carry$279 ),
+  \digits.layer0.t29  t29 (
+    .carry(layer_r46),
     .clk(clk),
     .p(\p$276 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$426 )
+    .s(layer_r82),
+    .thr_r3(\fire$446 )
   );
-  \digits.layer0.t43  t43 (
-    .carry(\carry$284 ),
+  \digits.layer0.t3  t3 (
+    .carry(layer_r21),
     .clk(clk),
-    .p(\p$281 ),
+    .p(\p$172 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$427 )
+    .s(layer_r81),
+    .thr_r3(\fire$420 )
   );
-  \digits.layer0.t44  t44 (
-    .carry(\carry$289 ),
+  \digits.layer0.t30  t30 (
+    .carry(layer_r47),
     .clk(clk),
-    .p(\p$286 ),
+    .p(\p$280 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$428 )
+    .s(layer_r82),
+    .thr_r3(\fire$447 )
   );
-  \digits.layer0.t45  t45 (
-    .carry(\carry$294 ),
+  \digits.layer0.t31  t31 (
+    .carry(layer_r48),
     .clk(clk),
-    .p(\p$291 ),
+    .p(\p$284 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$429 )
+    .s(layer_r82),
+    .thr_r3(\fire$448 )
   );
-  \digits.layer0.t46  t46 (
-    .carry(\carry$274 ),
+  \digits.layer0.t32  t32 (
+    .carry(layer_r51),
+    .clk(clk),
+    .p(\p$288 ),
+    .rst(rst),
+    .s(layer_r83),
+    .thr_r3(\fire$449 )
+  );
+  \digits.layer0.t33  t33 (
+    .carry(layer_r52),
+    .clk(clk),
+    .p(\p$292 ),
+    .rst(rst),
+    .s(layer_r83),
+    .thr_r3(\fire$450 )
+  );
+  \digits.layer0.t34  t34 (
+    .carry(layer_r53),
     .clk(clk),
     .p(\p$296 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$430 )
+    .s(layer_r83),
+    .thr_r3(\fire$451 )
   );
-  \digits.layer0.t47  t47 (
-    .carry(\carry$303 ),
+  \digits.layer0.t35  t35 (
+    .carry(layer_r54),
     .clk(clk),
     .p(\p$300 ),
     .rst(rst),
-    .s(\s$227 ),
-    .thr_r3(\fire$431 )
+    .s(layer_r83),
+    .thr_r3(\fire$452 )
   );
-  \digits.layer0.t48  t48 (
-    .carry(\carry$309 ),
+  \digits.layer0.t36  t36 (
+    .carry(layer_r55),
     .clk(clk),
-    .p(\p$305 ),
+    .p(\p$304 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$432 )
+    .s(layer_r83),
+    .thr_r3(\fire$453 )
   );
-  \digits.layer0.t49  t49 (
-    .carry(\carry$314 ),
+  \digits.layer0.t37  t37 (
+    .carry(layer_r56),
     .clk(clk),
-    .p(\p$311 ),
+    .p(\p$308 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$433 )
+    .s(layer_r83),
+    .thr_r3(\fire$454 )
   );
-  \digits.layer0.t5  t5 (
-    .carry(\carry$95 ),
+  \digits.layer0.t38  t38 (
+    .carry(layer_r57),
     .clk(clk),
-    .p(\p$92 ),
+    .p(\p$312 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$389 )
+    .s(layer_r83),
+    .thr_r3(\fire$455 )
   );
-  \digits.layer0.t50  t50 (
-    .carry(\carry$319 ),
+  \digits.layer0.t39  t39 (
+    .carry(layer_r58),
     .clk(clk),
     .p(\p$316 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$434 )
+    .s(layer_r83),
+    .thr_r3(\fire$456 )
   );
-  \digits.layer0.t51  t51 (
-    .carry(\carry$324 ),
+  \digits.layer0.t4  t4 (
+    .carry(layer_r22),
     .clk(clk),
-    .p(\p$321 ),
+    .p(\p$176 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$435 )
+    .s(layer_r81),
+    .thr_r3(\fire$421 )
   );
-  \digits.layer0.t52  t52 (
-    .carry(\carry$314 ),
+  \digits.layer0.t40  t40 (
+    .carry(layer_r59),
     .clk(clk),
-    .p(\p$326 ),
+    .p(\p$320 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$436 )
+    .s(layer_r83),
+    .thr_r3(\fire$457 )
   );
-  \digits.layer0.t53  t53 (
-    .carry(\carry$333 ),
+  \digits.layer0.t41  t41 (
+    .carry(layer_r60),
     .clk(clk),
-    .p(\p$330 ),
+    .p(\p$324 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$437 )
+    .s(layer_r83),
+    .thr_r3(\fire$458 )
   );
-  \digits.layer0.t54  t54 (
-    .carry(\carry$338 ),
+  \digits.layer0.t42  t42 (
+    .carry(layer_r61),
     .clk(clk),
-    .p(\p$335 ),
+    .p(\p$328 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$438 )
+    .s(layer_r83),
+    .thr_r3(\fire$459 )
   );
-  \digits.layer0.t55  t55 (
-    .carry(\carry$343 ),
+  \digits.layer0.t43  t43 (
+    .carry(layer_r62),
+    .clk(clk),
+    .p(\p$332 ),
+    .rst(rst),
+    .s(layer_r83),
+    .thr_r3(\fire$460 )
+  );
+  \digits.layer0.t44  t44 (
+    .carry(layer_r63),
+    .clk(clk),
+    .p(\p$336 ),
+    .rst(rst),
+    .s(layer_r83),
+    .thr_r3(\fire$461 )
+  );
+  \digits.layer0.t45  t45 (
+    .carry(layer_r64),
     .clk(clk),
     .p(\p$340 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$439 )
+    .s(layer_r83),
+    .thr_r3(\fire$462 )
   );
-  \digits.layer0.t56  t56 (
-    .carry(\carry$348 ),
+  \digits.layer0.t46  t46 (
+    .carry(layer_r60),
     .clk(clk),
-    .p(\p$345 ),
+    .p(\p$344 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$440 )
+    .s(layer_r83),
+    .thr_r3(\fire$463 )
   );
-  \digits.layer0.t57  t57 (
-    .carry(\carry$319 ),
+  \digits.layer0.t47  t47 (
+    .carry(layer_r65),
     .clk(clk),
-    .p(\p$350 ),
+    .p(\p$348 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$441 )
+    .s(layer_r83),
+    .thr_r3(\fire$464 )
   );
-  \digits.layer0.t58  t58 (
-    .carry(\carry$357 ),
+  \digits.layer0.t48  t48 (
+    .carry(layer_r68),
     .clk(clk),
-    .p(\p$354 ),
+    .p(\p$352 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$442 )
+    .s(layer_r84),
+    .thr_r3(\fire$465 )
   );
-  \digits.layer0.t59  t59 (
-    .carry(\carry$362 ),
+  \digits.layer0.t49  t49 (
+    .carry(layer_r69),
     .clk(clk),
-    .p(\p$359 ),
+    .p(\p$356 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$443 )
+    .s(layer_r84),
+    .thr_r3(\fire$466 )
   );
-  \digits.layer0.t6  t6 (
-    .carry(\carry$100 ),
+  \digits.layer0.t5  t5 (
+    .carry(layer_r23),
     .clk(clk),
-    .p(\p$97 ),
+    .p(\p$180 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$390 )
+    .s(layer_r81),
+    .thr_r3(\fire$422 )
   );
-  \digits.layer0.t60  t60 (
-    .carry(\carry$367 ),
+  \digits.layer0.t50  t50 (
+    .carry(layer_r70),
+    .clk(clk),
+    .p(\p$360 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$467 )
+  );
+  \digits.layer0.t51  t51 (
+    .carry(layer_r71),
     .clk(clk),
     .p(\p$364 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$444 )
+    .s(layer_r84),
+    .thr_r3(\fire$468 )
+  );
+  \digits.layer0.t52  t52 (
+    .carry(layer_r69),
+    .clk(clk),
+    .p(\p$368 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$469 )
+  );
+  \digits.layer0.t53  t53 (
+    .carry(layer_r72),
+    .clk(clk),
+    .p(\p$372 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$470 )
+  );
+  \digits.layer0.t54  t54 (
+    .carry(layer_r73),
+    .clk(clk),
+    .p(\p$376 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$471 )
+  );
+  \digits.layer0.t55  t55 (
+    .carry(layer_r74),
+    .clk(clk),
+    .p(\p$380 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$472 )
+  );
+  \digits.layer0.t56  t56 (
+    .carry(layer_r75),
+    .clk(clk),
+    .p(\p$384 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$473 )
+  );
+  \digits.layer0.t57  t57 (
+    .carry(layer_r70),
+    .clk(clk),
+    .p(\p$388 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$474 )
+  );
+  \digits.layer0.t58  t58 (
+    .carry(layer_r76),
+    .clk(clk),
+    .p(\p$392 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$475 )
+  );
+  \digits.layer0.t59  t59 (
+    .carry(layer_r77),
+    .clk(clk),
+    .p(\p$396 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$476 )
+  );
+  \digits.layer0.t6  t6 (
+    .carry(layer_r24),
+    .clk(clk),
+    .p(\p$184 ),
+    .rst(rst),
+    .s(layer_r81),
+    .thr_r3(\fire$423 )
+  );
+  \digits.layer0.t60  t60 (
+    .carry(layer_r78),
+    .clk(clk),
+    .p(\p$400 ),
+    .rst(rst),
+    .s(layer_r84),
+    .thr_r3(\fire$477 )
   );
   \digits.layer0.t61  t61 (
-    .carry(\carry$348 ),
+    .carry(layer_r75),
     .clk(clk),
-    .p(\p$369 ),
+    .p(\p$404 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$445 )
+    .s(layer_r84),
+    .thr_r3(\fire$478 )
   );
   \digits.layer0.t62  t62 (
-    .carry(\carry$376 ),
+    .carry(layer_r79),
     .clk(clk),
-    .p(\p$373 ),
+    .p(\p$408 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$446 )
+    .s(layer_r84),
+    .thr_r3(\fire$479 )
   );
   \digits.layer0.t63  t63 (
-    .carry(\carry$381 ),
+    .carry(layer_r80),
     .clk(clk),
-    .p(\p$378 ),
+    .p(\p$412 ),
     .rst(rst),
-    .s(\s$307 ),
-    .thr_r3(\fire$447 )
+    .s(layer_r84),
+    .thr_r3(\fire$480 )
   );
   \digits.layer0.t7  t7 (
-    .carry(\carry$105 ),
+    .carry(layer_r25),
     .clk(clk),
-    .p(\p$102 ),
+    .p(\p$188 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$391 )
+    .s(layer_r81),
+    .thr_r3(\fire$424 )
   );
   \digits.layer0.t8  t8 (
-    .carry(\carry$110 ),
+    .carry(layer_r26),
     .clk(clk),
-    .p(\p$107 ),
+    .p(\p$192 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$392 )
+    .s(layer_r81),
+    .thr_r3(\fire$425 )
   );
   \digits.layer0.t9  t9 (
-    .carry(\carry$115 ),
+    .carry(layer_r27),
     .clk(clk),
-    .p(\p$112 ),
+    .p(\p$196 ),
     .rst(rst),
-    .s(s),
-    .thr_r3(\fire$393 )
+    .s(layer_r81),
+    .thr_r3(\fire$426 )
   );
-  assign inputs = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1] };
-  assign \inputs$1  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
-  assign \inputs$2  = { \port$2294$0 [0], \port$2294$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$3  = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$4  = { \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$5  = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$6  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
-  assign \inputs$7  = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$8  = { \port$2278$0 [0], \port$2278$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
-  assign \inputs$9  = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$10  = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1] };
-  assign \inputs$11  = { \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$12  = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1] };
-  assign \inputs$13  = { \port$2295$0 [0], \port$2295$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$14  = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$15  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$16  = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$17  = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
-  assign \inputs$18  = { \port$2292$0 [0], \port$2292$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$19  = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1] };
-  assign \inputs$20  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$21  = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
-  assign \inputs$22  = { \port$2283$0 [0], \port$2283$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
-  assign \inputs$23  = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
-  assign \inputs$24  = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$25  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$26  = { \port$2292$0 [0], \port$2292$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
-  assign \inputs$27  = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1] };
-  assign \inputs$28  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$29  = { \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$30  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$31  = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
-  assign \inputs$32  = { \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$33  = { \port$2292$0 [0], \port$2292$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
-  assign \inputs$34  = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
-  assign \inputs$35  = { \port$2293$0 [0], \port$2293$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1] };
-  assign \inputs$36  = { \port$2292$0 [0], \port$2292$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
-  assign \inputs$37  = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$38  = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$39  = { \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$40  = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$41  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$42  = { \port$2294$0 [0], \port$2294$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
-  assign \inputs$43  = { \port$2294$0 [0], \port$2294$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$44  = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$45  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$46  = { \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$47  = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
-  assign \inputs$48  = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
-  assign \inputs$49  = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
-  assign \inputs$50  = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$51  = { \port$2293$0 [0], \port$2293$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$52  = { \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
-  assign \inputs$53  = { \port$2292$0 [0], \port$2292$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
-  assign \inputs$54  = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
-  assign \inputs$55  = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$56  = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2237$0 [0], \port$2237$0 [1] };
-  assign \inputs$57  = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
-  assign \inputs$58  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$59  = { \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
-  assign \inputs$60  = { \port$2290$0 [0], \port$2290$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
-  assign \inputs$61  = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1] };
-  assign \inputs$62  = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1] };
-  assign \inputs$63  = { \port$2294$0 [0], \port$2294$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
-  assign \inputs$64  = { \port$2281$0 [0], \port$2281$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
-  assign \inputs$65  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
-  assign layer_r87 = p;
-  assign layer_r88 = s;
-  assign layer_r18 = carry;
-  assign layer_r95 = \p$72 ;
-  assign \s$74  = s;
-  assign layer_r19 = \carry$75 ;
-  assign layer_r102 = \p$77 ;
-  assign \s$79  = s;
-  assign layer_r20 = \carry$80 ;
-  assign layer_r109 = \p$82 ;
-  assign \s$84  = s;
-  assign layer_r21 = \carry$85 ;
-  assign layer_r116 = \p$87 ;
-  assign \s$89  = s;
-  assign layer_r22 = \carry$90 ;
-  assign layer_r123 = \p$92 ;
-  assign \s$94  = s;
-  assign layer_r23 = \carry$95 ;
-  assign layer_r130 = \p$97 ;
-  assign \s$99  = s;
-  assign layer_r24 = \carry$100 ;
-  assign layer_r137 = \p$102 ;
-  assign \s$104  = s;
-  assign layer_r25 = \carry$105 ;
-  assign layer_r144 = \p$107 ;
-  assign \s$109  = s;
-  assign layer_r26 = \carry$110 ;
-  assign layer_r151 = \p$112 ;
-  assign \s$114  = s;
-  assign layer_r27 = \carry$115 ;
-  assign layer_r158 = \p$117 ;
-  assign \s$119  = s;
-  assign layer_r28 = \carry$120 ;
-  assign layer_r165 = \p$122 ;
-  assign \s$124  = s;
-  assign layer_r29 = \carry$125 ;
-  assign layer_r172 = \p$127 ;
-  assign \s$129  = s;
-  assign \carry$130  = \carry$80 ;
-  assign layer_r179 = \p$131 ;
-  assign \s$133  = s;
-  assign layer_r30 = \carry$134 ;
-  assign layer_r186 = \p$136 ;
-  assign \s$138  = s;
-  assign layer_r31 = \carry$139 ;
-  assign layer_r193 = \p$141 ;
-  assign \s$143  = s;
-  assign \carry$144  = \carry$90 ;
-  assign layer_r200 = \p$145 ;
-  assign layer_r201 = \s$147 ;
-  assign layer_r34 = \carry$149 ;
-  assign layer_r208 = \p$151 ;
-  assign \s$153  = \s$147 ;
-  assign layer_r35 = \carry$154 ;
-  assign layer_r215 = \p$156 ;
-  assign \s$158  = \s$147 ;
-  assign layer_r36 = \carry$159 ;
-  assign layer_r222 = \p$161 ;
-  assign \s$163  = \s$147 ;
-  assign layer_r37 = \carry$164 ;
-  assign layer_r229 = \p$166 ;
-  assign \s$168  = \s$147 ;
-  assign layer_r38 = \carry$169 ;
-  assign layer_r236 = \p$171 ;
-  assign \s$173  = \s$147 ;
-  assign layer_r39 = \carry$174 ;
-  assign layer_r243 = \p$176 ;
-  assign \s$178  = \s$147 ;
-  assign \carry$179  = \carry$159 ;
-  assign layer_r250 = \p$180 ;
-  assign \s$182  = \s$147 ;
-  assign layer_r40 = \carry$183 ;
-  assign layer_r257 = \p$185 ;
-  assign \s$187  = \s$147 ;
-  assign layer_r41 = \carry$188 ;
-  assign layer_r264 = \p$190 ;
-  assign \s$192  = \s$147 ;
-  assign layer_r42 = \carry$193 ;
-  assign layer_r271 = \p$195 ;
-  assign \s$197  = \s$147 ;
-  assign layer_r43 = \carry$198 ;
-  assign layer_r278 = \p$200 ;
-  assign \s$202  = \s$147 ;
-  assign layer_r44 = \carry$203 ;
-  assign layer_r285 = \p$205 ;
-  assign \s$207  = \s$147 ;
-  assign layer_r45 = \carry$208 ;
-  assign layer_r292 = \p$210 ;
-  assign \s$212  = \s$147 ;
-  assign layer_r46 = \carry$213 ;
-  assign layer_r299 = \p$215 ;
-  assign \s$217  = \s$147 ;
-  assign layer_r47 = \carry$218 ;
-  assign layer_r306 = \p$220 ;
-  assign \s$222  = \s$147 ;
-  assign layer_r48 = \carry$223 ;
-  assign layer_r313 = \p$225 ;
-  assign layer_r314 = \s$227 ;
-  assign layer_r51 = \carry$229 ;
-  assign layer_r321 = \p$231 ;
-  assign \s$233  = \s$227 ;
-  assign layer_r52 = \carry$234 ;
-  assign layer_r328 = \p$236 ;
-  assign \s$238  = \s$227 ;
-  assign layer_r53 = \carry$239 ;
-  assign layer_r335 = \p$241 ;
-  assign \s$243  = \s$227 ;
-  assign layer_r54 = \carry$244 ;
-  assign layer_r342 = \p$246 ;
-  assign \s$248  = \s$227 ;
-  assign layer_r55 = \carry$249 ;
-  assign layer_r349 = \p$251 ;
-  assign \s$253  = \s$227 ;
-  assign layer_r56 = \carry$254 ;
-  assign layer_r356 = \p$256 ;
-  assign \s$258  = \s$227 ;
-  assign layer_r57 = \carry$259 ;
-  assign layer_r363 = \p$261 ;
-  assign \s$263  = \s$227 ;
-  assign layer_r58 = \carry$264 ;
-  assign layer_r370 = \p$266 ;
-  assign \s$268  = \s$227 ;
-  assign layer_r59 = \carry$269 ;
-  assign layer_r377 = \p$271 ;
-  assign \s$273  = \s$227 ;
-  assign layer_r60 = \carry$274 ;
-  assign layer_r384 = \p$276 ;
-  assign \s$278  = \s$227 ;
-  assign layer_r61 = \carry$279 ;
-  assign layer_r391 = \p$281 ;
-  assign \s$283  = \s$227 ;
-  assign layer_r62 = \carry$284 ;
-  assign layer_r398 = \p$286 ;
-  assign \s$288  = \s$227 ;
-  assign layer_r63 = \carry$289 ;
-  assign layer_r405 = \p$291 ;
-  assign \s$293  = \s$227 ;
-  assign layer_r64 = \carry$294 ;
-  assign layer_r412 = \p$296 ;
-  assign \s$298  = \s$227 ;
-  assign \carry$299  = \carry$274 ;
-  assign layer_r419 = \p$300 ;
-  assign \s$302  = \s$227 ;
-  assign layer_r65 = \carry$303 ;
-  assign layer_r426 = \p$305 ;
-  assign layer_r427 = \s$307 ;
-  assign layer_r68 = \carry$309 ;
-  assign layer_r434 = \p$311 ;
-  assign \s$313  = \s$307 ;
-  assign layer_r69 = \carry$314 ;
-  assign layer_r441 = \p$316 ;
-  assign \s$318  = \s$307 ;
-  assign layer_r70 = \carry$319 ;
-  assign layer_r448 = \p$321 ;
-  assign \s$323  = \s$307 ;
-  assign layer_r71 = \carry$324 ;
-  assign layer_r455 = \p$326 ;
-  assign \s$328  = \s$307 ;
-  assign \carry$329  = \carry$314 ;
-  assign layer_r462 = \p$330 ;
-  assign \s$332  = \s$307 ;
-  assign layer_r72 = \carry$333 ;
-  assign layer_r469 = \p$335 ;
-  assign \s$337  = \s$307 ;
-  assign layer_r73 = \carry$338 ;
-  assign layer_r476 = \p$340 ;
-  assign \s$342  = \s$307 ;
-  assign layer_r74 = \carry$343 ;
-  assign layer_r483 = \p$345 ;
-  assign \s$347  = \s$307 ;
-  assign layer_r75 = \carry$348 ;
-  assign layer_r490 = \p$350 ;
-  assign \s$352  = \s$307 ;
-  assign \carry$353  = \carry$319 ;
-  assign layer_r497 = \p$354 ;
-  assign \s$356  = \s$307 ;
-  assign layer_r76 = \carry$357 ;
-  assign layer_r504 = \p$359 ;
-  assign \s$361  = \s$307 ;
-  assign layer_r77 = \carry$362 ;
-  assign layer_r511 = \p$364 ;
-  assign \s$366  = \s$307 ;
-  assign layer_r78 = \carry$367 ;
-  assign layer_r518 = \p$369 ;
-  assign \s$371  = \s$307 ;
-  assign \carry$372  = \carry$348 ;
-  assign layer_r525 = \p$373 ;
-  assign \s$375  = \s$307 ;
-  assign layer_r79 = \carry$376 ;
-  assign layer_r532 = \p$378 ;
-  assign \s$380  = \s$307 ;
-  assign layer_r80 = \carry$381 ;
-  assign outputs = { \fire$447 , \fire$446 , \fire$445 , \fire$444 , \fire$443 , \fire$442 , \fire$441 , \fire$440 , \fire$439 , \fire$438 , \fire$437 , \fire$436 , \fire$435 , \fire$434 , \fire$433 , \fire$432 , \fire$431 , \fire$430 , \fire$429 , \fire$428 , \fire$427 , \fire$426 , \fire$425 , \fire$424 , \fire$423 , \fire$422 , \fire$421 , \fire$420 , \fire$419 , \fire$418 , \fire$417 , \fire$416 , \fire$415 , \fire$414 , \fire$413 , \fire$412 , \fire$411 , \fire$410 , \fire$409 , \fire$408 , \fire$407 , \fire$406 , \fire$405 , \fire$404 , \fire$403 , \fire$402 , \fire$401 , \fire$400 , \fire$399 , \fire$398 , \fire$397 , \fire$396 , \fire$395 , \fire$394 , \fire$393 , \fire$392 , \fire$391 , \fire$390 , \fire$389 , \fire$388 , \fire$387 , \fire$386 , \fire$385 , fire };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$776  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
+    if (rst) begin
+      \$776  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$777  = late_inputs_d1;
+    if (rst) begin
+      \$777  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$778  = late_inputs_d2;
+    if (rst) begin
+      \$778  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$779  = late_inputs_d3;
+    if (rst) begin
+      \$779  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$780  = late_inputs_d4;
+    if (rst) begin
+      \$780  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$781  = late_inputs_d5;
+    if (rst) begin
+      \$781  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$782  = late_inputs_d6;
+    if (rst) begin
+      \$782  = 128'h00000000000000000000000000000000;
+    end
+  end
+  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
+  assign \inputs$95  = { late_inputs_d7[83:82], late_inputs_d7[77:74], late_inputs_d7[61:60], late_inputs_d7[57:52], late_inputs_d7[39:34] };
+  assign \inputs$96  = { late_inputs_d7[125:124], late_inputs_d7[119:116], late_inputs_d7[109:106], late_inputs_d7[101:100], late_inputs_d7[43:40], late_inputs_d7[35:34], late_inputs_d7[27:26], late_inputs_d7[21:18], late_inputs_d7[9:8] };
+  assign \inputs$97  = { late_inputs_d7[103:102], late_inputs_d7[93:92], late_inputs_d7[75:72], late_inputs_d7[57:56], late_inputs_d7[45:44], late_inputs_d7[41:40], late_inputs_d7[27:24], late_inputs_d7[11:8] };
+  assign \inputs$98  = { late_inputs_d7[85:84], late_inputs_d7[71:70], late_inputs_d7[61:58], late_inputs_d7[55:54], late_inputs_d7[45:42], late_inputs_d7[37:36], late_inputs_d7[29:20], late_inputs_d7[7:6] };
+  assign \inputs$99  = { late_inputs_d7[123:122], late_inputs_d7[119:118], late_inputs_d7[107:104], late_inputs_d7[43:38], late_inputs_d7[35:34], late_inputs_d7[27:24], late_inputs_d7[7:6] };
+  assign \inputs$100  = { late_inputs_d7[125:124], late_inputs_d7[117:116], late_inputs_d7[103:102], late_inputs_d7[89:82], late_inputs_d7[75:72], late_inputs_d7[69:66], late_inputs_d7[19:18] };
+  assign \inputs$101  = { late_inputs_d7[117:116], late_inputs_d7[93:90], late_inputs_d7[77:76], late_inputs_d7[69:68], late_inputs_d7[61:60], late_inputs_d7[43:42], late_inputs_d7[25:22], late_inputs_d7[13:4] };
+  assign \inputs$102  = { late_inputs_d7[93:92], late_inputs_d7[87:84], late_inputs_d7[77:76], late_inputs_d7[69:66], late_inputs_d7[61:60], late_inputs_d7[53:50], late_inputs_d7[37:36] };
+  assign \inputs$103  = { late_inputs_d7[125:122], late_inputs_d7[105:102], late_inputs_d7[57:56], late_inputs_d7[25:24], late_inputs_d7[13:10], late_inputs_d7[7:4] };
+  assign \inputs$104  = { late_inputs_d7[121:120], late_inputs_d7[109:108], late_inputs_d7[101:100], late_inputs_d7[93:88], late_inputs_d7[85:84], late_inputs_d7[73:70], late_inputs_d7[55:54], late_inputs_d7[41:40], late_inputs_d7[27:26] };
+  assign \inputs$105  = { late_inputs_d7[119:118], late_inputs_d7[109:106], late_inputs_d7[93:90], late_inputs_d7[85:84], late_inputs_d7[75:74], late_inputs_d7[69:68], late_inputs_d7[25:22], late_inputs_d7[13:10], late_inputs_d7[7:4] };
+  assign \inputs$106  = { late_inputs_d7[127:126], late_inputs_d7[123:120], late_inputs_d7[107:104], late_inputs_d7[89:84], late_inputs_d7[71:70], late_inputs_d7[55:54], late_inputs_d7[43:42], late_inputs_d7[39:38], late_inputs_d7[27:24] };
+  assign \inputs$107  = { late_inputs_d7[127:126], late_inputs_d7[89:88], late_inputs_d7[71:70], late_inputs_d7[57:52], late_inputs_d7[35:34], late_inputs_d7[27:26], late_inputs_d7[13:10], late_inputs_d7[7:6] };
+  assign \inputs$108  = { late_inputs_d7[125:118], late_inputs_d7[107:104], late_inputs_d7[57:56], late_inputs_d7[51:50], late_inputs_d7[41:40], late_inputs_d7[25:24], late_inputs_d7[13:10], late_inputs_d7[5:4] };
+  assign \inputs$109  = { late_inputs_d7[119:116], late_inputs_d7[93:90], late_inputs_d7[57:54], late_inputs_d7[35:34], late_inputs_d7[23:22], late_inputs_d7[13:8] };
+  assign \inputs$110  = { late_inputs_d7[127:126], late_inputs_d7[123:122], late_inputs_d7[71:70], late_inputs_d7[57:54], late_inputs_d7[45:34], late_inputs_d7[27:26], late_inputs_d7[7:6] };
+  assign \inputs$111  = { late_inputs_d7[93:90], late_inputs_d7[71:70], late_inputs_d7[55:54], late_inputs_d7[45:40], late_inputs_d7[27:26], late_inputs_d7[21:20] };
+  assign \inputs$112  = { late_inputs_d7[121:120], late_inputs_d7[71:70], late_inputs_d7[55:52], late_inputs_d7[37:34], late_inputs_d7[21:20], late_inputs_d7[11:10], late_inputs_d7[5:4] };
+  assign \inputs$113  = { late_inputs_d7[103:102], late_inputs_d7[93:92], late_inputs_d7[89:84], late_inputs_d7[77:74], late_inputs_d7[69:66], late_inputs_d7[61:60], late_inputs_d7[53:52] };
+  assign \inputs$114  = { late_inputs_d7[125:124], late_inputs_d7[117:116], late_inputs_d7[107:104], late_inputs_d7[87:84], late_inputs_d7[51:50], late_inputs_d7[37:36], late_inputs_d7[23:22], late_inputs_d7[11:8], late_inputs_d7[5:4] };
+  assign \inputs$115  = { late_inputs_d7[121:120], late_inputs_d7[107:106], late_inputs_d7[91:84], late_inputs_d7[73:72], late_inputs_d7[69:68], late_inputs_d7[55:52], late_inputs_d7[39:36] };
+  assign \inputs$116  = { late_inputs_d7[103:102], late_inputs_d7[99:98], late_inputs_d7[89:82], late_inputs_d7[73:70], late_inputs_d7[61:58], late_inputs_d7[45:44], late_inputs_d7[41:40], late_inputs_d7[19:18] };
+  assign \inputs$117  = { late_inputs_d7[127:126], late_inputs_d7[105:102], late_inputs_d7[87:86], late_inputs_d7[77:76], late_inputs_d7[69:66], late_inputs_d7[61:60], late_inputs_d7[53:50], late_inputs_d7[43:38] };
+  assign \inputs$118  = { late_inputs_d7[121:120], late_inputs_d7[107:106], late_inputs_d7[93:88], late_inputs_d7[85:84], late_inputs_d7[73:72], late_inputs_d7[67:66], late_inputs_d7[19:18], late_inputs_d7[9:8] };
+  assign \inputs$119  = { late_inputs_d7[127:122], late_inputs_d7[119:118], late_inputs_d7[107:104], late_inputs_d7[101:100], late_inputs_d7[87:84], late_inputs_d7[73:72], late_inputs_d7[57:56], late_inputs_d7[45:44], late_inputs_d7[41:40], late_inputs_d7[27:26], late_inputs_d7[11:10], late_inputs_d7[5:4] };
+  assign \inputs$120  = { late_inputs_d7[121:120], late_inputs_d7[91:90], late_inputs_d7[83:82], late_inputs_d7[75:74], late_inputs_d7[71:70], late_inputs_d7[59:50], late_inputs_d7[43:42], late_inputs_d7[39:36] };
+  assign \inputs$121  = { late_inputs_d7[121:118], late_inputs_d7[107:106], late_inputs_d7[93:92], late_inputs_d7[85:84], late_inputs_d7[71:70], late_inputs_d7[55:52], late_inputs_d7[45:42], late_inputs_d7[37:36], late_inputs_d7[27:26], late_inputs_d7[23:22] };
+  assign \inputs$122  = { late_inputs_d7[119:116], late_inputs_d7[93:90], late_inputs_d7[69:68], late_inputs_d7[59:58], late_inputs_d7[55:52], late_inputs_d7[43:42], late_inputs_d7[37:34], late_inputs_d7[23:20], late_inputs_d7[5:4] };
+  assign \inputs$123  = { late_inputs_d7[109:106], late_inputs_d7[101:100], late_inputs_d7[93:88], late_inputs_d7[85:84], late_inputs_d7[73:70], late_inputs_d7[55:54], late_inputs_d7[29:28], late_inputs_d7[21:20], late_inputs_d7[9:8] };
+  assign \inputs$124  = { late_inputs_d7[125:124], late_inputs_d7[117:116], late_inputs_d7[103:102], late_inputs_d7[77:76], late_inputs_d7[59:52], late_inputs_d7[39:38], late_inputs_d7[25:24], late_inputs_d7[13:10], late_inputs_d7[7:6] };
+  assign \inputs$125  = { late_inputs_d7[121:120], late_inputs_d7[109:108], late_inputs_d7[99:98], late_inputs_d7[91:88], late_inputs_d7[83:82], late_inputs_d7[75:74], late_inputs_d7[67:66], late_inputs_d7[61:60], late_inputs_d7[57:56], late_inputs_d7[51:50], late_inputs_d7[45:40] };
+  assign \inputs$126  = { late_inputs_d7[119:118], late_inputs_d7[107:106], late_inputs_d7[101:100], late_inputs_d7[91:90], late_inputs_d7[85:84], late_inputs_d7[55:50], late_inputs_d7[37:36], late_inputs_d7[27:26], late_inputs_d7[23:22], late_inputs_d7[11:8], late_inputs_d7[5:4] };
+  assign \inputs$127  = { late_inputs_d7[121:120], late_inputs_d7[105:104], late_inputs_d7[89:88], late_inputs_d7[77:74], late_inputs_d7[69:68], late_inputs_d7[53:50], late_inputs_d7[39:38] };
+  assign \inputs$128  = { late_inputs_d7[83:82], late_inputs_d7[77:74], late_inputs_d7[61:58], late_inputs_d7[53:52], late_inputs_d7[45:42], late_inputs_d7[19:18] };
+  assign \inputs$129  = { late_inputs_d7[123:122], late_inputs_d7[101:100], late_inputs_d7[91:84], late_inputs_d7[75:70], late_inputs_d7[61:60] };
+  assign \inputs$130  = { late_inputs_d7[121:120], late_inputs_d7[117:116], late_inputs_d7[107:102], late_inputs_d7[87:86], late_inputs_d7[83:82], late_inputs_d7[73:72], late_inputs_d7[67:66], late_inputs_d7[57:56], late_inputs_d7[45:44], late_inputs_d7[41:40] };
+  assign \inputs$131  = { late_inputs_d7[123:122], late_inputs_d7[117:116], late_inputs_d7[109:108], late_inputs_d7[103:102], late_inputs_d7[87:86], late_inputs_d7[75:74], late_inputs_d7[25:24], late_inputs_d7[21:20], late_inputs_d7[13:8] };
+  assign \inputs$132  = { late_inputs_d7[117:116], late_inputs_d7[93:88], late_inputs_d7[83:82], late_inputs_d7[77:76], late_inputs_d7[73:72], late_inputs_d7[69:66], late_inputs_d7[61:60], late_inputs_d7[57:56], late_inputs_d7[21:18], late_inputs_d7[13:12], late_inputs_d7[9:8] };
+  assign \inputs$133  = { late_inputs_d7[77:76], late_inputs_d7[69:68], late_inputs_d7[61:58], late_inputs_d7[53:52], late_inputs_d7[43:38], late_inputs_d7[35:34], late_inputs_d7[27:24], late_inputs_d7[13:12], late_inputs_d7[7:6] };
+  assign \inputs$134  = { late_inputs_d7[123:122], late_inputs_d7[119:116], late_inputs_d7[109:102], late_inputs_d7[93:92], late_inputs_d7[21:18], late_inputs_d7[9:8] };
+  assign \inputs$135  = { late_inputs_d7[127:122], late_inputs_d7[105:102], late_inputs_d7[87:86], late_inputs_d7[67:66], late_inputs_d7[61:58], late_inputs_d7[51:50], late_inputs_d7[41:38], late_inputs_d7[5:4] };
+  assign \inputs$136  = { late_inputs_d7[125:124], late_inputs_d7[89:88], late_inputs_d7[83:82], late_inputs_d7[77:74], late_inputs_d7[61:60], late_inputs_d7[53:52], late_inputs_d7[45:42], late_inputs_d7[25:24], late_inputs_d7[19:18] };
+  assign \inputs$137  = { late_inputs_d7[125:124], late_inputs_d7[121:120], late_inputs_d7[85:84], late_inputs_d7[55:54], late_inputs_d7[45:42], late_inputs_d7[35:34], late_inputs_d7[29:26], late_inputs_d7[21:20], late_inputs_d7[9:8] };
+  assign \inputs$138  = { late_inputs_d7[117:116], late_inputs_d7[93:92], late_inputs_d7[75:74], late_inputs_d7[57:56], late_inputs_d7[45:40], late_inputs_d7[29:28], late_inputs_d7[13:12], late_inputs_d7[9:8] };
+  assign \inputs$139  = { late_inputs_d7[119:116], late_inputs_d7[107:104], late_inputs_d7[51:50], late_inputs_d7[35:34], late_inputs_d7[25:24], late_inputs_d7[19:18], late_inputs_d7[11:8], late_inputs_d7[5:4] };
+  assign \inputs$140  = { late_inputs_d7[91:88], late_inputs_d7[77:72], late_inputs_d7[69:66], late_inputs_d7[57:56], late_inputs_d7[41:40], late_inputs_d7[9:8] };
+  assign \inputs$141  = { late_inputs_d7[125:124], late_inputs_d7[117:116], late_inputs_d7[109:108], late_inputs_d7[99:98], late_inputs_d7[83:82], late_inputs_d7[61:56], late_inputs_d7[45:42], late_inputs_d7[25:18], late_inputs_d7[13:12] };
+  assign \inputs$142  = { late_inputs_d7[123:122], late_inputs_d7[117:116], late_inputs_d7[107:106], late_inputs_d7[103:102], late_inputs_d7[87:82], late_inputs_d7[77:76], late_inputs_d7[67:66], late_inputs_d7[61:60], late_inputs_d7[37:36] };
+  assign \inputs$143  = { late_inputs_d7[127:126], late_inputs_d7[123:122], late_inputs_d7[107:106], late_inputs_d7[103:102], late_inputs_d7[87:86], late_inputs_d7[73:72], late_inputs_d7[41:38] };
+  assign \inputs$144  = { late_inputs_d7[123:120], late_inputs_d7[107:106], late_inputs_d7[89:88], late_inputs_d7[85:84], late_inputs_d7[71:70], late_inputs_d7[59:58], late_inputs_d7[55:52], late_inputs_d7[43:42], late_inputs_d7[39:36], late_inputs_d7[27:26], late_inputs_d7[7:6] };
+  assign \inputs$145  = { late_inputs_d7[123:122], late_inputs_d7[89:86], late_inputs_d7[77:74], late_inputs_d7[69:68], late_inputs_d7[55:50], late_inputs_d7[39:36], late_inputs_d7[5:4] };
+  assign \inputs$146  = { late_inputs_d7[85:84], late_inputs_d7[69:68], late_inputs_d7[45:42], late_inputs_d7[27:24], late_inputs_d7[21:20] };
+  assign \inputs$147  = { late_inputs_d7[121:120], late_inputs_d7[89:88], late_inputs_d7[83:82], late_inputs_d7[57:52], late_inputs_d7[45:38] };
+  assign \inputs$148  = { late_inputs_d7[119:116], late_inputs_d7[59:56], late_inputs_d7[53:52], late_inputs_d7[37:36], late_inputs_d7[23:18], late_inputs_d7[13:12] };
+  assign \inputs$149  = { late_inputs_d7[127:126], late_inputs_d7[105:104], late_inputs_d7[89:88], late_inputs_d7[69:68], late_inputs_d7[55:50], late_inputs_d7[41:36], late_inputs_d7[13:10], late_inputs_d7[5:4] };
+  assign \inputs$150  = { late_inputs_d7[123:118], late_inputs_d7[109:108], late_inputs_d7[93:92], late_inputs_d7[75:74], late_inputs_d7[69:68], late_inputs_d7[57:52], late_inputs_d7[11:10] };
+  assign \inputs$151  = { late_inputs_d7[93:88], late_inputs_d7[85:82], late_inputs_d7[73:70], late_inputs_d7[43:42], late_inputs_d7[29:28], late_inputs_d7[21:18], late_inputs_d7[9:8] };
+  assign \inputs$152  = { late_inputs_d7[127:122], late_inputs_d7[119:118], late_inputs_d7[107:100], late_inputs_d7[87:84], late_inputs_d7[69:68], late_inputs_d7[45:44], late_inputs_d7[25:24], late_inputs_d7[7:6] };
+  assign \inputs$153  = { late_inputs_d7[123:122], late_inputs_d7[107:104], late_inputs_d7[87:84], late_inputs_d7[45:42], late_inputs_d7[21:18] };
+  assign \inputs$154  = { late_inputs_d7[117:116], late_inputs_d7[71:70], late_inputs_d7[23:20], late_inputs_d7[13:4] };
+  assign \inputs$155  = { late_inputs_d7[121:118], late_inputs_d7[101:100], late_inputs_d7[93:90], late_inputs_d7[83:82], late_inputs_d7[77:74], late_inputs_d7[67:66], late_inputs_d7[53:50] };
+  assign \inputs$156  = { late_inputs_d7[125:120], late_inputs_d7[109:104], late_inputs_d7[101:100], late_inputs_d7[71:70], late_inputs_d7[59:56], late_inputs_d7[37:36], late_inputs_d7[29:28] };
+  assign \inputs$157  = { late_inputs_d7[125:124], late_inputs_d7[109:108], late_inputs_d7[103:102], late_inputs_d7[87:84], late_inputs_d7[71:70], late_inputs_d7[59:58], late_inputs_d7[45:44], late_inputs_d7[29:28], late_inputs_d7[23:20], late_inputs_d7[7:6] };
+  assign \inputs$158  = { late_inputs_d7[99:98], late_inputs_d7[87:86], late_inputs_d7[83:82], late_inputs_d7[73:70], late_inputs_d7[61:56], late_inputs_d7[53:52], late_inputs_d7[45:40], late_inputs_d7[37:36], late_inputs_d7[21:20] };
+  assign \inputs$159  = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2289$0 [0], \port$2289$0 [1], \port$2288$0 [0], \port$2288$0 [1], \port$2287$0 [0], \port$2287$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2280$0 [0], \port$2280$0 [1], \port$2279$0 [0], \port$2279$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2272$0 [0], \port$2272$0 [1], \port$2271$0 [0], \port$2271$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2264$0 [0], \port$2264$0 [1], \port$2263$0 [0], \port$2263$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2256$0 [0], \port$2256$0 [1], \port$2255$0 [0], \port$2255$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2248$0 [0], \port$2248$0 [1], \port$2247$0 [0], \port$2247$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2240$0 [0], \port$2240$0 [1], \port$2239$0 [0], \port$2239$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1], \port$2233$0 [0], \port$2233$0 [1], \port$2232$0 [0], \port$2232$0 [1] };
+  assign \sum$161  = p;
+  assign s = layer_r81;
+  assign carry = layer_r18;
+  assign \sum$165  = \p$164 ;
+  assign \s$166  = layer_r81;
+  assign \carry$167  = layer_r19;
+  assign \sum$169  = \p$168 ;
+  assign \s$170  = layer_r81;
+  assign \carry$171  = layer_r20;
+  assign \sum$173  = \p$172 ;
+  assign \s$174  = layer_r81;
+  assign \carry$175  = layer_r21;
+  assign \sum$177  = \p$176 ;
+  assign \s$178  = layer_r81;
+  assign \carry$179  = layer_r22;
+  assign \sum$181  = \p$180 ;
+  assign \s$182  = layer_r81;
+  assign \carry$183  = layer_r23;
+  assign \sum$185  = \p$184 ;
+  assign \s$186  = layer_r81;
+  assign \carry$187  = layer_r24;
+  assign \sum$189  = \p$188 ;
+  assign \s$190  = layer_r81;
+  assign \carry$191  = layer_r25;
+  assign \sum$193  = \p$192 ;
+  assign \s$194  = layer_r81;
+  assign \carry$195  = layer_r26;
+  assign \sum$197  = \p$196 ;
+  assign \s$198  = layer_r81;
+  assign \carry$199  = layer_r27;
+  assign \sum$201  = \p$200 ;
+  assign \s$202  = layer_r81;
+  assign \carry$203  = layer_r28;
+  assign \sum$205  = \p$204 ;
+  assign \s$206  = layer_r81;
+  assign \carry$207  = layer_r29;
+  assign \sum$209  = \p$208 ;
+  assign \s$210  = layer_r81;
+  assign \carry$211  = layer_r20;
+  assign \sum$213  = \p$212 ;
+  assign \s$214  = layer_r81;
+  assign \carry$215  = layer_r30;
+  assign \sum$217  = \p$216 ;
+  assign \s$218  = layer_r81;
+  assign \carry$219  = layer_r31;
+  assign \sum$221  = \p$220 ;
+  assign \s$222  = layer_r81;
+  assign \carry$223  = layer_r22;
+  assign \sum$225  = \p$224 ;
+  assign \s$226  = layer_r82;
+  assign \carry$227  = layer_r34;
+  assign \sum$229  = \p$228 ;
+  assign \s$230  = layer_r82;
+  assign \carry$231  = layer_r35;
+  assign \sum$233  = \p$232 ;
+  assign \s$234  = layer_r82;
+  assign \carry$235  = layer_r36;
+  assign \sum$237  = \p$236 ;
+  assign \s$238  = layer_r82;
+  assign \carry$239  = layer_r37;
+  assign \sum$241  = \p$240 ;
+  assign \s$242  = layer_r82;
+  assign \carry$243  = layer_r38;
+  assign \sum$245  = \p$244 ;
+  assign \s$246  = layer_r82;
+  assign \carry$247  = layer_r39;
+  assign \sum$249  = \p$248 ;
+  assign \s$250  = layer_r82;
+  assign \carry$251  = layer_r36;
+  assign \sum$253  = \p$252 ;
+  assign \s$254  = layer_r82;
+  assign \carry$255  = layer_r40;
+  assign \sum$257  = \p$256 ;
+  assign \s$258  = layer_r82;
+  assign \carry$259  = layer_r41;
+  assign \sum$261  = \p$260 ;
+  assign \s$262  = layer_r82;
+  assign \carry$263  = layer_r42;
+  assign \sum$265  = \p$264 ;
+  assign \s$266  = layer_r82;
+  assign \carry$267  = layer_r43;
+  assign \sum$269  = \p$268 ;
+  assign \s$270  = layer_r82;
+  assign \carry$271  = layer_r44;
+  assign \sum$273  = \p$272 ;
+  assign \s$274  = layer_r82;
+  assign \carry$275  = layer_r45;
+  assign \sum$277  = \p$276 ;
+  assign \s$278  = layer_r82;
+  assign \carry$279  = layer_r46;
+  assign \sum$281  = \p$280 ;
+  assign \s$282  = layer_r82;
+  assign \carry$283  = layer_r47;
+  assign \sum$285  = \p$284 ;
+  assign \s$286  = layer_r82;
+  assign \carry$287  = layer_r48;
+  assign \sum$289  = \p$288 ;
+  assign \s$290  = layer_r83;
+  assign \carry$291  = layer_r51;
+  assign \sum$293  = \p$292 ;
+  assign \s$294  = layer_r83;
+  assign \carry$295  = layer_r52;
+  assign \sum$297  = \p$296 ;
+  assign \s$298  = layer_r83;
+  assign \carry$299  = layer_r53;
+  assign \sum$301  = \p$300 ;
+  assign \s$302  = layer_r83;
+  assign \carry$303  = layer_r54;
+  assign \sum$305  = \p$304 ;
+  assign \s$306  = layer_r83;
+  assign \carry$307  = layer_r55;
+  assign \sum$309  = \p$308 ;
+  assign \s$310  = layer_r83;
+  assign \carry$311  = layer_r56;
+  assign \sum$313  = \p$312 ;
+  assign \s$314  = layer_r83;
+  assign \carry$315  = layer_r57;
+  assign \sum$317  = \p$316 ;
+  assign \s$318  = layer_r83;
+  assign \carry$319  = layer_r58;
+  assign \sum$321  = \p$320 ;
+  assign \s$322  = layer_r83;
+  assign \carry$323  = layer_r59;
+  assign \sum$325  = \p$324 ;
+  assign \s$326  = layer_r83;
+  assign \carry$327  = layer_r60;
+  assign \sum$329  = \p$328 ;
+  assign \s$330  = layer_r83;
+  assign \carry$331  = layer_r61;
+  assign \sum$333  = \p$332 ;
+  assign \s$334  = layer_r83;
+  assign \carry$335  = layer_r62;
+  assign \sum$337  = \p$336 ;
+  assign \s$338  = layer_r83;
+  assign \carry$339  = layer_r63;
+  assign \sum$341  = \p$340 ;
+  assign \s$342  = layer_r83;
+  assign \carry$343  = layer_r64;
+  assign \sum$345  = \p$344 ;
+  assign \s$346  = layer_r83;
+  assign \carry$347  = layer_r60;
+  assign \sum$349  = \p$348 ;
+  assign \s$350  = layer_r83;
+  assign \carry$351  = layer_r65;
+  assign \sum$353  = \p$352 ;
+  assign \s$354  = layer_r84;
+  assign \carry$355  = layer_r68;
+  assign \sum$357  = \p$356 ;
+  assign \s$358  = layer_r84;
+  assign \carry$359  = layer_r69;
+  assign \sum$361  = \p$360 ;
+  assign \s$362  = layer_r84;
+  assign \carry$363  = layer_r70;
+  assign \sum$365  = \p$364 ;
+  assign \s$366  = layer_r84;
+  assign \carry$367  = layer_r71;
+  assign \sum$369  = \p$368 ;
+  assign \s$370  = layer_r84;
+  assign \carry$371  = layer_r69;
+  assign \sum$373  = \p$372 ;
+  assign \s$374  = layer_r84;
+  assign \carry$375  = layer_r72;
+  assign \sum$377  = \p$376 ;
+  assign \s$378  = layer_r84;
+  assign \carry$379  = layer_r73;
+  assign \sum$381  = \p$380 ;
+  assign \s$382  = layer_r84;
+  assign \carry$383  = layer_r74;
+  assign \sum$385  = \p$384 ;
+  assign \s$386  = layer_r84;
+  assign \carry$387  = layer_r75;
+  assign \sum$389  = \p$388 ;
+  assign \s$390  = layer_r84;
+  assign \carry$391  = layer_r70;
+  assign \sum$393  = \p$392 ;
+  assign \s$394  = layer_r84;
+  assign \carry$395  = layer_r76;
+  assign \sum$397  = \p$396 ;
+  assign \s$398  = layer_r84;
+  assign \carry$399  = layer_r77;
+  assign \sum$401  = \p$400 ;
+  assign \s$402  = layer_r84;
+  assign \carry$403  = layer_r78;
+  assign \sum$405  = \p$404 ;
+  assign \s$406  = layer_r84;
+  assign \carry$407  = layer_r75;
+  assign \sum$409  = \p$408 ;
+  assign \s$410  = layer_r84;
+  assign \carry$411  = layer_r79;
+  assign \sum$413  = \p$412 ;
+  assign \s$414  = layer_r84;
+  assign \carry$415  = layer_r80;
+  assign outputs = { \fire$480 , \fire$479 , \fire$478 , \fire$477 , \fire$476 , \fire$475 , \fire$474 , \fire$473 , \fire$472 , \fire$471 , \fire$470 , \fire$469 , \fire$468 , \fire$467 , \fire$466 , \fire$465 , \fire$464 , \fire$463 , \fire$462 , \fire$461 , \fire$460 , \fire$459 , \fire$458 , \fire$457 , \fire$456 , \fire$455 , \fire$454 , \fire$453 , \fire$452 , \fire$451 , \fire$450 , \fire$449 , \fire$448 , \fire$447 , \fire$446 , \fire$445 , \fire$444 , \fire$443 , \fire$442 , \fire$441 , \fire$440 , \fire$439 , \fire$438 , \fire$437 , \fire$436 , \fire$435 , \fire$434 , \fire$433 , \fire$432 , \fire$431 , \fire$430 , \fire$429 , \fire$428 , \fire$427 , \fire$426 , \fire$425 , \fire$424 , \fire$423 , \fire$422 , \fire$421 , \fire$420 , \fire$419 , \fire$418 , fire };
   assign \$1  = { 1'h0, sum, 2'h0 };
   assign \$2  = { 2'h0, sum, 5'h00 };
   assign \$7  = { 1'h0, \$6 [12:0], 2'h0 };
@@ -6840,2659 +5260,2159 @@ module \digits.layer0 (rst, \port$2232$0 , \port$2233$0 , \port$2234$0 , \port$2
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p0 (rst, sum, \port$2249$0 , \port$2250$0 , \port$2251$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2262$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , clk);
+module \digits.layer0.p0 (rst, sum, \port$2363$34 , \port$2363$52 , \port$2363$60 , \port$2363$74 , \port$2363$82 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
+  input [5:0] \port$2363$34 ;
+  wire [5:0] \port$2363$34 ;
+  input [5:0] \port$2363$52 ;
+  wire [5:0] \port$2363$52 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [3:0] \port$2363$74 ;
+  wire [3:0] \port$2363$74 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1] }),
+    .inputs({ \port$2363$82 , \port$2363$74 , \port$2363$60 , \port$2363$52 , \port$2363$34  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1] };
+  assign inputs = { \port$2363$82 , \port$2363$74 , \port$2363$60 , \port$2363$52 , \port$2363$34  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p1 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2242$0 , \port$2245$0 , \port$2249$0 , \port$2252$0 , \port$2253$0 , \port$2282$0 , \port$2285$0 , \port$2286$0 , \port$2290$0 , \port$2291$0 , \port$2294$0 , clk);
+module \digits.layer0.p1 (rst, sum, \port$2363$8 , \port$2363$18 , \port$2363$26 , \port$2363$34 , \port$2363$40 , \port$2363$100 , \port$2363$106 , \port$2363$116 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [3:0] \port$2363$106 ;
+  wire [3:0] \port$2363$106 ;
+  input [3:0] \port$2363$116 ;
+  wire [3:0] \port$2363$116 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [3:0] \port$2363$18 ;
+  wire [3:0] \port$2363$18 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [1:0] \port$2363$34 ;
+  wire [1:0] \port$2363$34 ;
+  input [3:0] \port$2363$40 ;
+  wire [3:0] \port$2363$40 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$116 , \port$2363$106 , \port$2363$100 , \port$2363$40 , \port$2363$34 , \port$2363$26 , \port$2363$18 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$116 , \port$2363$106 , \port$2363$100 , \port$2363$40 , \port$2363$34 , \port$2363$26 , \port$2363$18 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p10 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2243$0 , \port$2244$0 , \port$2266$0 , \port$2269$0 , \port$2274$0 , \port$2277$0 , \port$2278$0 , \port$2285$0 , \port$2286$0 , \port$2291$0 , clk);
+module \digits.layer0.p10 (rst, sum, \port$2363$4 , \port$2363$10 , \port$2363$22 , \port$2363$68 , \port$2363$74 , \port$2363$84 , \port$2363$90 , \port$2363$106 , \port$2363$118 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
+  input [3:0] \port$2363$10 ;
+  wire [3:0] \port$2363$10 ;
+  input [3:0] \port$2363$106 ;
+  wire [3:0] \port$2363$106 ;
+  input [1:0] \port$2363$118 ;
+  wire [1:0] \port$2363$118 ;
+  input [3:0] \port$2363$22 ;
+  wire [3:0] \port$2363$22 ;
+  input [3:0] \port$2363$4 ;
+  wire [3:0] \port$2363$4 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [1:0] \port$2363$74 ;
+  wire [1:0] \port$2363$74 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
+  input [3:0] \port$2363$90 ;
+  wire [3:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$118 , \port$2363$106 , \port$2363$90 , \port$2363$84 , \port$2363$74 , \port$2363$68 , \port$2363$22 , \port$2363$10 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$118 , \port$2363$106 , \port$2363$90 , \port$2363$84 , \port$2363$74 , \port$2363$68 , \port$2363$22 , \port$2363$10 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p11 (rst, sum, \port$2244$0 , \port$2245$0 , \port$2251$0 , \port$2253$0 , \port$2259$0 , \port$2267$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2284$0 , \port$2285$0 , \port$2292$0 , \port$2293$0 , \port$2295$0 , clk);
+module \digits.layer0.p11 (rst, sum, \port$2363$24 , \port$2363$38 , \port$2363$42 , \port$2363$54 , \port$2363$70 , \port$2363$84 , \port$2363$104 , \port$2363$120 , \port$2363$126 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [3:0] \port$2363$104 ;
+  wire [3:0] \port$2363$104 ;
+  input [3:0] \port$2363$120 ;
+  wire [3:0] \port$2363$120 ;
+  input [1:0] \port$2363$126 ;
+  wire [1:0] \port$2363$126 ;
+  input [3:0] \port$2363$24 ;
+  wire [3:0] \port$2363$24 ;
+  input [1:0] \port$2363$38 ;
+  wire [1:0] \port$2363$38 ;
+  input [1:0] \port$2363$42 ;
+  wire [1:0] \port$2363$42 ;
+  input [1:0] \port$2363$54 ;
+  wire [1:0] \port$2363$54 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [5:0] \port$2363$84 ;
+  wire [5:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1] }),
+    .inputs({ \port$2363$126 , \port$2363$120 , \port$2363$104 , \port$2363$84 , \port$2363$70 , \port$2363$54 , \port$2363$42 , \port$2363$38 , \port$2363$24  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1] };
+  assign inputs = { \port$2363$126 , \port$2363$120 , \port$2363$104 , \port$2363$84 , \port$2363$70 , \port$2363$54 , \port$2363$42 , \port$2363$38 , \port$2363$24  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p12 (rst, sum, \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2245$0 , \port$2249$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2267$0 , \port$2276$0 , \port$2295$0 , clk);
+module \digits.layer0.p12 (rst, sum, \port$2363$6 , \port$2363$10 , \port$2363$26 , \port$2363$34 , \port$2363$52 , \port$2363$70 , \port$2363$88 , \port$2363$126 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [3:0] \port$2363$10 ;
+  wire [3:0] \port$2363$10 ;
+  input [1:0] \port$2363$126 ;
+  wire [1:0] \port$2363$126 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [1:0] \port$2363$34 ;
+  wire [1:0] \port$2363$34 ;
+  input [5:0] \port$2363$52 ;
+  wire [5:0] \port$2363$52 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [1:0] \port$2363$88 ;
+  wire [1:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$126 , \port$2363$88 , \port$2363$70 , \port$2363$52 , \port$2363$34 , \port$2363$26 , \port$2363$10 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$126 , \port$2363$88 , \port$2363$70 , \port$2363$52 , \port$2363$34 , \port$2363$26 , \port$2363$10 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p13 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2238$0 , \port$2244$0 , \port$2252$0 , \port$2257$0 , \port$2260$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2292$0 , \port$2293$0 , \port$2294$0 , clk);
+module \digits.layer0.p13 (rst, sum, \port$2363$4 , \port$2363$10 , \port$2363$24 , \port$2363$40 , \port$2363$50 , \port$2363$56 , \port$2363$104 , \port$2363$118 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [3:0] \port$2363$10 ;
+  wire [3:0] \port$2363$10 ;
+  input [3:0] \port$2363$104 ;
+  wire [3:0] \port$2363$104 ;
+  input [7:0] \port$2363$118 ;
+  wire [7:0] \port$2363$118 ;
+  input [1:0] \port$2363$24 ;
+  wire [1:0] \port$2363$24 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [1:0] \port$2363$40 ;
+  wire [1:0] \port$2363$40 ;
+  input [1:0] \port$2363$50 ;
+  wire [1:0] \port$2363$50 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$118 , \port$2363$104 , \port$2363$56 , \port$2363$50 , \port$2363$40 , \port$2363$24 , \port$2363$10 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$118 , \port$2363$104 , \port$2363$56 , \port$2363$50 , \port$2363$40 , \port$2363$24 , \port$2363$10 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p14 (rst, sum, \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2243$0 , \port$2249$0 , \port$2259$0 , \port$2260$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , \port$2291$0 , clk);
+module \digits.layer0.p14 (rst, sum, \port$2363$8 , \port$2363$22 , \port$2363$34 , \port$2363$54 , \port$2363$90 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
+  input [3:0] \port$2363$116 ;
+  wire [3:0] \port$2363$116 ;
+  input [1:0] \port$2363$22 ;
+  wire [1:0] \port$2363$22 ;
+  input [1:0] \port$2363$34 ;
+  wire [1:0] \port$2363$34 ;
+  input [3:0] \port$2363$54 ;
+  wire [3:0] \port$2363$54 ;
+  input [5:0] \port$2363$8 ;
+  wire [5:0] \port$2363$8 ;
+  input [3:0] \port$2363$90 ;
+  wire [3:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$90 , \port$2363$54 , \port$2363$34 , \port$2363$22 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$90 , \port$2363$54 , \port$2363$34 , \port$2363$22 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p15 (rst, sum, \port$2235$0 , \port$2245$0 , \port$2249$0 , \port$2250$0 , \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2260$0 , \port$2267$0 , \port$2293$0 , \port$2295$0 , clk);
+module \digits.layer0.p15 (rst, sum, \port$2363$6 , \port$2363$26 , \port$2363$34 , \port$2363$54 , \port$2363$70 , \port$2363$122 , \port$2363$126 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [1:0] \port$2363$126 ;
+  wire [1:0] \port$2363$126 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [11:0] \port$2363$34 ;
+  wire [11:0] \port$2363$34 ;
+  input [3:0] \port$2363$54 ;
+  wire [3:0] \port$2363$54 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$126 , \port$2363$122 , \port$2363$70 , \port$2363$54 , \port$2363$34 , \port$2363$26 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$126 , \port$2363$122 , \port$2363$70 , \port$2363$54 , \port$2363$34 , \port$2363$26 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p16 (rst, sum, \port$2242$0 , \port$2245$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2267$0 , \port$2277$0 , \port$2278$0 , clk);
+module \digits.layer0.p16 (rst, sum, \port$2363$20 , \port$2363$26 , \port$2363$40 , \port$2363$54 , \port$2363$70 , \port$2363$90 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2363$20 ;
+  wire [1:0] \port$2363$20 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [5:0] \port$2363$40 ;
+  wire [5:0] \port$2363$40 ;
+  input [1:0] \port$2363$54 ;
+  wire [1:0] \port$2363$54 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [3:0] \port$2363$90 ;
+  wire [3:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1] }),
+    .inputs({ \port$2363$90 , \port$2363$70 , \port$2363$54 , \port$2363$40 , \port$2363$26 , \port$2363$20  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
+  assign inputs = { \port$2363$90 , \port$2363$70 , \port$2363$54 , \port$2363$40 , \port$2363$26 , \port$2363$20  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p17 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2242$0 , \port$2249$0 , \port$2250$0 , \port$2258$0 , \port$2259$0 , \port$2267$0 , \port$2292$0 , clk);
+module \digits.layer0.p17 (rst, sum, \port$2363$4 , \port$2363$10 , \port$2363$20 , \port$2363$34 , \port$2363$52 , \port$2363$70 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$10 ;
+  wire [1:0] \port$2363$10 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [1:0] \port$2363$20 ;
+  wire [1:0] \port$2363$20 ;
+  input [3:0] \port$2363$34 ;
+  wire [3:0] \port$2363$34 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [3:0] \port$2363$52 ;
+  wire [3:0] \port$2363$52 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$70 , \port$2363$52 , \port$2363$34 , \port$2363$20 , \port$2363$10 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$70 , \port$2363$52 , \port$2363$34 , \port$2363$20 , \port$2363$10 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p18 (rst, sum, \port$2258$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2269$0 , \port$2270$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2278$0 , \port$2283$0 , clk);
+module \digits.layer0.p18 (rst, sum, \port$2363$52 , \port$2363$60 , \port$2363$66 , \port$2363$74 , \port$2363$84 , \port$2363$92 , \port$2363$102 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$52 ;
+  wire [1:0] \port$2363$52 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [3:0] \port$2363$66 ;
+  wire [3:0] \port$2363$66 ;
+  input [3:0] \port$2363$74 ;
+  wire [3:0] \port$2363$74 ;
+  input [5:0] \port$2363$84 ;
+  wire [5:0] \port$2363$84 ;
+  input [1:0] \port$2363$92 ;
+  wire [1:0] \port$2363$92 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1] }),
+    .inputs({ \port$2363$102 , \port$2363$92 , \port$2363$84 , \port$2363$74 , \port$2363$66 , \port$2363$60 , \port$2363$52  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1] };
+  assign inputs = { \port$2363$102 , \port$2363$92 , \port$2363$84 , \port$2363$74 , \port$2363$66 , \port$2363$60 , \port$2363$52  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p19 (rst, sum, \port$2234$0 , \port$2236$0 , \port$2237$0 , \port$2243$0 , \port$2250$0 , \port$2257$0 , \port$2274$0 , \port$2275$0 , \port$2284$0 , \port$2285$0 , \port$2290$0 , \port$2294$0 , clk);
+module \digits.layer0.p19 (rst, sum, \port$2363$4 , \port$2363$8 , \port$2363$22 , \port$2363$36 , \port$2363$50 , \port$2363$84 , \port$2363$104 , \port$2363$116 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [3:0] \port$2363$104 ;
+  wire [3:0] \port$2363$104 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [1:0] \port$2363$22 ;
+  wire [1:0] \port$2363$22 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [1:0] \port$2363$50 ;
+  wire [1:0] \port$2363$50 ;
+  input [3:0] \port$2363$8 ;
+  wire [3:0] \port$2363$8 ;
+  input [3:0] \port$2363$84 ;
+  wire [3:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$116 , \port$2363$104 , \port$2363$84 , \port$2363$50 , \port$2363$36 , \port$2363$22 , \port$2363$8 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$116 , \port$2363$104 , \port$2363$84 , \port$2363$50 , \port$2363$36 , \port$2363$22 , \port$2363$8 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p2 (rst, sum, \port$2236$0 , \port$2237$0 , \port$2244$0 , \port$2245$0 , \port$2252$0 , \port$2254$0 , \port$2260$0 , \port$2268$0 , \port$2269$0 , \port$2278$0 , \port$2283$0 , clk);
+module \digits.layer0.p2 (rst, sum, \port$2363$8 , \port$2363$24 , \port$2363$40 , \port$2363$44 , \port$2363$56 , \port$2363$72 , \port$2363$92 , \port$2363$102 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [3:0] \port$2363$24 ;
+  wire [3:0] \port$2363$24 ;
+  input [1:0] \port$2363$40 ;
+  wire [1:0] \port$2363$40 ;
+  input [1:0] \port$2363$44 ;
+  wire [1:0] \port$2363$44 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
+  input [3:0] \port$2363$72 ;
+  wire [3:0] \port$2363$72 ;
+  input [3:0] \port$2363$8 ;
+  wire [3:0] \port$2363$8 ;
+  input [1:0] \port$2363$92 ;
+  wire [1:0] \port$2363$92 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$102 , \port$2363$92 , \port$2363$72 , \port$2363$56 , \port$2363$44 , \port$2363$40 , \port$2363$24 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$102 , \port$2363$92 , \port$2363$72 , \port$2363$56 , \port$2363$44 , \port$2363$40 , \port$2363$24 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p20 (rst, sum, \port$2250$0 , \port$2251$0 , \port$2258$0 , \port$2259$0 , \port$2266$0 , \port$2268$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2277$0 , \port$2285$0 , \port$2292$0 , clk);
+module \digits.layer0.p20 (rst, sum, \port$2363$36 , \port$2363$52 , \port$2363$68 , \port$2363$72 , \port$2363$84 , \port$2363$106 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$106 ;
+  wire [1:0] \port$2363$106 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [3:0] \port$2363$36 ;
+  wire [3:0] \port$2363$36 ;
+  input [3:0] \port$2363$52 ;
+  wire [3:0] \port$2363$52 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [1:0] \port$2363$72 ;
+  wire [1:0] \port$2363$72 ;
+  input [7:0] \port$2363$84 ;
+  wire [7:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$106 , \port$2363$84 , \port$2363$72 , \port$2363$68 , \port$2363$52 , \port$2363$36  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$106 , \port$2363$84 , \port$2363$72 , \port$2363$68 , \port$2363$52 , \port$2363$36  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p21 (rst, sum, \port$2241$0 , \port$2252$0 , \port$2254$0 , \port$2261$0 , \port$2262$0 , \port$2267$0 , \port$2268$0 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2281$0 , \port$2283$0 , clk);
+module \digits.layer0.p21 (rst, sum, \port$2363$18 , \port$2363$40 , \port$2363$44 , \port$2363$58 , \port$2363$70 , \port$2363$82 , \port$2363$98 , \port$2363$102 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2281$0 ;
-  wire [1:0] \port$2281$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$18 ;
+  wire [1:0] \port$2363$18 ;
+  input [1:0] \port$2363$40 ;
+  wire [1:0] \port$2363$40 ;
+  input [1:0] \port$2363$44 ;
+  wire [1:0] \port$2363$44 ;
+  input [3:0] \port$2363$58 ;
+  wire [3:0] \port$2363$58 ;
+  input [3:0] \port$2363$70 ;
+  wire [3:0] \port$2363$70 ;
+  input [7:0] \port$2363$82 ;
+  wire [7:0] \port$2363$82 ;
+  input [1:0] \port$2363$98 ;
+  wire [1:0] \port$2363$98 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2283$0 [0], \port$2283$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
+    .inputs({ \port$2363$102 , \port$2363$98 , \port$2363$82 , \port$2363$70 , \port$2363$58 , \port$2363$44 , \port$2363$40 , \port$2363$18  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2283$0 [0], \port$2283$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign inputs = { \port$2363$102 , \port$2363$98 , \port$2363$82 , \port$2363$70 , \port$2363$58 , \port$2363$44 , \port$2363$40 , \port$2363$18  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p22 (rst, sum, \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2257$0 , \port$2258$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2270$0 , \port$2275$0 , \port$2283$0 , \port$2284$0 , \port$2295$0 , clk);
+module \digits.layer0.p22 (rst, sum, \port$2363$38 , \port$2363$50 , \port$2363$60 , \port$2363$66 , \port$2363$76 , \port$2363$86 , \port$2363$102 , \port$2363$126 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [3:0] \port$2363$102 ;
+  wire [3:0] \port$2363$102 ;
+  input [1:0] \port$2363$126 ;
+  wire [1:0] \port$2363$126 ;
+  input [5:0] \port$2363$38 ;
+  wire [5:0] \port$2363$38 ;
+  input [3:0] \port$2363$50 ;
+  wire [3:0] \port$2363$50 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [3:0] \port$2363$66 ;
+  wire [3:0] \port$2363$66 ;
+  input [1:0] \port$2363$76 ;
+  wire [1:0] \port$2363$76 ;
+  input [1:0] \port$2363$86 ;
+  wire [1:0] \port$2363$86 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
+    .inputs({ \port$2363$126 , \port$2363$102 , \port$2363$86 , \port$2363$76 , \port$2363$66 , \port$2363$60 , \port$2363$50 , \port$2363$38  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign inputs = { \port$2363$126 , \port$2363$102 , \port$2363$86 , \port$2363$76 , \port$2363$66 , \port$2363$60 , \port$2363$50 , \port$2363$38  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p23 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2265$0 , \port$2268$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2285$0 , \port$2292$0 , clk);
+module \digits.layer0.p23 (rst, sum, \port$2363$8 , \port$2363$18 , \port$2363$66 , \port$2363$72 , \port$2363$84 , \port$2363$88 , \port$2363$106 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$106 ;
+  wire [1:0] \port$2363$106 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [1:0] \port$2363$18 ;
+  wire [1:0] \port$2363$18 ;
+  input [1:0] \port$2363$66 ;
+  wire [1:0] \port$2363$66 ;
+  input [1:0] \port$2363$72 ;
+  wire [1:0] \port$2363$72 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
+  input [5:0] \port$2363$88 ;
+  wire [5:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$106 , \port$2363$88 , \port$2363$84 , \port$2363$72 , \port$2363$66 , \port$2363$18 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$106 , \port$2363$88 , \port$2363$84 , \port$2363$72 , \port$2363$66 , \port$2363$18 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p24 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2245$0 , \port$2252$0 , \port$2254$0 , \port$2260$0 , \port$2268$0 , \port$2274$0 , \port$2275$0 , \port$2282$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2293$0 , \port$2294$0 , \port$2295$0 , clk);
+module \digits.layer0.p24 (rst, sum, \port$2363$4 , \port$2363$10 , \port$2363$26 , \port$2363$40 , \port$2363$44 , \port$2363$56 , \port$2363$72 , \port$2363$84 , \port$2363$100 , \port$2363$104 , \port$2363$118 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [31:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [1:0] \port$2363$10 ;
+  wire [1:0] \port$2363$10 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [3:0] \port$2363$104 ;
+  wire [3:0] \port$2363$104 ;
+  input [1:0] \port$2363$118 ;
+  wire [1:0] \port$2363$118 ;
+  input [5:0] \port$2363$122 ;
+  wire [5:0] \port$2363$122 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [1:0] \port$2363$40 ;
+  wire [1:0] \port$2363$40 ;
+  input [1:0] \port$2363$44 ;
+  wire [1:0] \port$2363$44 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
+  input [1:0] \port$2363$72 ;
+  wire [1:0] \port$2363$72 ;
+  input [3:0] \port$2363$84 ;
+  wire [3:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator6 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$118 , \port$2363$104 , \port$2363$100 , \port$2363$84 , \port$2363$72 , \port$2363$56 , \port$2363$44 , \port$2363$40 , \port$2363$26 , \port$2363$10 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$118 , \port$2363$104 , \port$2363$100 , \port$2363$84 , \port$2363$72 , \port$2363$56 , \port$2363$44 , \port$2363$40 , \port$2363$26 , \port$2363$10 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p25 (rst, sum, \port$2250$0 , \port$2251$0 , \port$2253$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2261$0 , \port$2267$0 , \port$2269$0 , \port$2273$0 , \port$2277$0 , \port$2292$0 , clk);
+module \digits.layer0.p25 (rst, sum, \port$2363$36 , \port$2363$42 , \port$2363$50 , \port$2363$70 , \port$2363$74 , \port$2363$82 , \port$2363$90 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [3:0] \port$2363$36 ;
+  wire [3:0] \port$2363$36 ;
+  input [1:0] \port$2363$42 ;
+  wire [1:0] \port$2363$42 ;
+  input [9:0] \port$2363$50 ;
+  wire [9:0] \port$2363$50 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [1:0] \port$2363$74 ;
+  wire [1:0] \port$2363$74 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [1:0] \port$2363$90 ;
+  wire [1:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$90 , \port$2363$82 , \port$2363$74 , \port$2363$70 , \port$2363$50 , \port$2363$42 , \port$2363$36  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$90 , \port$2363$82 , \port$2363$74 , \port$2363$70 , \port$2363$50 , \port$2363$42 , \port$2363$36  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p26 (rst, sum, \port$2243$0 , \port$2245$0 , \port$2250$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2259$0 , \port$2267$0 , \port$2274$0 , \port$2278$0 , \port$2285$0 , \port$2291$0 , \port$2292$0 , clk);
+module \digits.layer0.p26 (rst, sum, \port$2363$22 , \port$2363$26 , \port$2363$36 , \port$2363$42 , \port$2363$52 , \port$2363$70 , \port$2363$84 , \port$2363$92 , \port$2363$106 , \port$2363$118 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$106 ;
+  wire [1:0] \port$2363$106 ;
+  input [3:0] \port$2363$118 ;
+  wire [3:0] \port$2363$118 ;
+  input [1:0] \port$2363$22 ;
+  wire [1:0] \port$2363$22 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [3:0] \port$2363$52 ;
+  wire [3:0] \port$2363$52 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
+  input [1:0] \port$2363$92 ;
+  wire [1:0] \port$2363$92 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1] }),
+    .inputs({ \port$2363$118 , \port$2363$106 , \port$2363$92 , \port$2363$84 , \port$2363$70 , \port$2363$52 , \port$2363$42 , \port$2363$36 , \port$2363$26 , \port$2363$22  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1] };
+  assign inputs = { \port$2363$118 , \port$2363$106 , \port$2363$92 , \port$2363$84 , \port$2363$70 , \port$2363$52 , \port$2363$42 , \port$2363$36 , \port$2363$26 , \port$2363$22  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p27 (rst, sum, \port$2234$0 , \port$2242$0 , \port$2243$0 , \port$2249$0 , \port$2250$0 , \port$2253$0 , \port$2258$0 , \port$2259$0 , \port$2261$0 , \port$2266$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , \port$2291$0 , clk);
+module \digits.layer0.p27 (rst, sum, \port$2363$4 , \port$2363$20 , \port$2363$34 , \port$2363$42 , \port$2363$52 , \port$2363$58 , \port$2363$68 , \port$2363$90 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
+  input [3:0] \port$2363$116 ;
+  wire [3:0] \port$2363$116 ;
+  input [3:0] \port$2363$20 ;
+  wire [3:0] \port$2363$20 ;
+  input [3:0] \port$2363$34 ;
+  wire [3:0] \port$2363$34 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [1:0] \port$2363$42 ;
+  wire [1:0] \port$2363$42 ;
+  input [3:0] \port$2363$52 ;
+  wire [3:0] \port$2363$52 ;
+  input [1:0] \port$2363$58 ;
+  wire [1:0] \port$2363$58 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [3:0] \port$2363$90 ;
+  wire [3:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$90 , \port$2363$68 , \port$2363$58 , \port$2363$52 , \port$2363$42 , \port$2363$34 , \port$2363$20 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$90 , \port$2363$68 , \port$2363$58 , \port$2363$52 , \port$2363$42 , \port$2363$34 , \port$2363$20 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p28 (rst, sum, \port$2236$0 , \port$2242$0 , \port$2246$0 , \port$2259$0 , \port$2267$0 , \port$2268$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2282$0 , \port$2285$0 , \port$2286$0 , clk);
+module \digits.layer0.p28 (rst, sum, \port$2363$8 , \port$2363$20 , \port$2363$28 , \port$2363$54 , \port$2363$70 , \port$2363$84 , \port$2363$88 , \port$2363$100 , \port$2363$106 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2246$0 ;
-  wire [1:0] \port$2246$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [3:0] \port$2363$106 ;
+  wire [3:0] \port$2363$106 ;
+  input [1:0] \port$2363$20 ;
+  wire [1:0] \port$2363$20 ;
+  input [1:0] \port$2363$28 ;
+  wire [1:0] \port$2363$28 ;
+  input [1:0] \port$2363$54 ;
+  wire [1:0] \port$2363$54 ;
+  input [3:0] \port$2363$70 ;
+  wire [3:0] \port$2363$70 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
+  input [5:0] \port$2363$88 ;
+  wire [5:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$106 , \port$2363$100 , \port$2363$88 , \port$2363$84 , \port$2363$70 , \port$2363$54 , \port$2363$28 , \port$2363$20 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$106 , \port$2363$100 , \port$2363$88 , \port$2363$84 , \port$2363$70 , \port$2363$54 , \port$2363$28 , \port$2363$20 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p29 (rst, sum, \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2244$0 , \port$2251$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2261$0 , \port$2270$0 , \port$2283$0 , \port$2290$0 , \port$2294$0 , clk);
+module \digits.layer0.p29 (rst, sum, \port$2363$6 , \port$2363$10 , \port$2363$24 , \port$2363$38 , \port$2363$52 , \port$2363$76 , \port$2363$102 , \port$2363$116 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [3:0] \port$2363$10 ;
+  wire [3:0] \port$2363$10 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [1:0] \port$2363$24 ;
+  wire [1:0] \port$2363$24 ;
+  input [1:0] \port$2363$38 ;
+  wire [1:0] \port$2363$38 ;
+  input [7:0] \port$2363$52 ;
+  wire [7:0] \port$2363$52 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$76 ;
+  wire [1:0] \port$2363$76 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$116 , \port$2363$102 , \port$2363$76 , \port$2363$52 , \port$2363$38 , \port$2363$24 , \port$2363$10 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$116 , \port$2363$102 , \port$2363$76 , \port$2363$52 , \port$2363$38 , \port$2363$24 , \port$2363$10 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p3 (rst, sum, \port$2235$0 , \port$2242$0 , \port$2243$0 , \port$2244$0 , \port$2245$0 , \port$2246$0 , \port$2250$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2261$0 , \port$2262$0 , \port$2267$0 , \port$2274$0 , clk);
+module \digits.layer0.p3 (rst, sum, \port$2363$6 , \port$2363$20 , \port$2363$36 , \port$2363$42 , \port$2363$54 , \port$2363$58 , \port$2363$70 , \port$2363$84 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2246$0 ;
-  wire [1:0] \port$2246$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
+  input [9:0] \port$2363$20 ;
+  wire [9:0] \port$2363$20 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [1:0] \port$2363$54 ;
+  wire [1:0] \port$2363$54 ;
+  input [3:0] \port$2363$58 ;
+  wire [3:0] \port$2363$58 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$84 , \port$2363$70 , \port$2363$58 , \port$2363$54 , \port$2363$42 , \port$2363$36 , \port$2363$20 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$84 , \port$2363$70 , \port$2363$58 , \port$2363$54 , \port$2363$42 , \port$2363$36 , \port$2363$20 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p30 (rst, sum, \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2257$0 , \port$2260$0 , \port$2262$0 , \port$2265$0 , \port$2269$0 , \port$2273$0 , \port$2276$0 , \port$2277$0 , \port$2281$0 , \port$2286$0 , \port$2292$0 , clk);
+module \digits.layer0.p30 (rst, sum, \port$2363$40 , \port$2363$50 , \port$2363$56 , \port$2363$60 , \port$2363$66 , \port$2363$74 , \port$2363$82 , \port$2363$88 , \port$2363$98 , \port$2363$108 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2281$0 ;
-  wire [1:0] \port$2281$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$108 ;
+  wire [1:0] \port$2363$108 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [5:0] \port$2363$40 ;
+  wire [5:0] \port$2363$40 ;
+  input [1:0] \port$2363$50 ;
+  wire [1:0] \port$2363$50 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [1:0] \port$2363$66 ;
+  wire [1:0] \port$2363$66 ;
+  input [1:0] \port$2363$74 ;
+  wire [1:0] \port$2363$74 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [3:0] \port$2363$88 ;
+  wire [3:0] \port$2363$88 ;
+  input [1:0] \port$2363$98 ;
+  wire [1:0] \port$2363$98 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$108 , \port$2363$98 , \port$2363$88 , \port$2363$82 , \port$2363$74 , \port$2363$66 , \port$2363$60 , \port$2363$56 , \port$2363$50 , \port$2363$40  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$108 , \port$2363$98 , \port$2363$88 , \port$2363$82 , \port$2363$74 , \port$2363$66 , \port$2363$60 , \port$2363$56 , \port$2363$50 , \port$2363$40  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p31 (rst, sum, \port$2234$0 , \port$2236$0 , \port$2237$0 , \port$2243$0 , \port$2245$0 , \port$2250$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2274$0 , \port$2277$0 , \port$2282$0 , \port$2285$0 , \port$2291$0 , clk);
+module \digits.layer0.p31 (rst, sum, \port$2363$4 , \port$2363$8 , \port$2363$22 , \port$2363$26 , \port$2363$36 , \port$2363$50 , \port$2363$84 , \port$2363$90 , \port$2363$100 , \port$2363$106 , \port$2363$118 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [1:0] \port$2363$106 ;
+  wire [1:0] \port$2363$106 ;
+  input [1:0] \port$2363$118 ;
+  wire [1:0] \port$2363$118 ;
+  input [1:0] \port$2363$22 ;
+  wire [1:0] \port$2363$22 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [5:0] \port$2363$50 ;
+  wire [5:0] \port$2363$50 ;
+  input [3:0] \port$2363$8 ;
+  wire [3:0] \port$2363$8 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
+  input [1:0] \port$2363$90 ;
+  wire [1:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$118 , \port$2363$106 , \port$2363$100 , \port$2363$90 , \port$2363$84 , \port$2363$50 , \port$2363$36 , \port$2363$26 , \port$2363$22 , \port$2363$8 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$118 , \port$2363$106 , \port$2363$100 , \port$2363$90 , \port$2363$84 , \port$2363$50 , \port$2363$36 , \port$2363$26 , \port$2363$22 , \port$2363$8 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p32 (rst, sum, \port$2251$0 , \port$2257$0 , \port$2258$0 , \port$2266$0 , \port$2269$0 , \port$2270$0 , \port$2276$0 , \port$2284$0 , \port$2292$0 , clk);
+module \digits.layer0.p32 (rst, sum, \port$2363$38 , \port$2363$50 , \port$2363$68 , \port$2363$74 , \port$2363$88 , \port$2363$104 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$104 ;
+  wire [1:0] \port$2363$104 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [1:0] \port$2363$38 ;
+  wire [1:0] \port$2363$38 ;
+  input [3:0] \port$2363$50 ;
+  wire [3:0] \port$2363$50 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [3:0] \port$2363$74 ;
+  wire [3:0] \port$2363$74 ;
+  input [1:0] \port$2363$88 ;
+  wire [1:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$104 , \port$2363$88 , \port$2363$74 , \port$2363$68 , \port$2363$50 , \port$2363$38  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$104 , \port$2363$88 , \port$2363$74 , \port$2363$68 , \port$2363$50 , \port$2363$38  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p33 (rst, sum, \port$2241$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2261$0 , \port$2262$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , clk);
+module \digits.layer0.p33 (rst, sum, \port$2363$18 , \port$2363$42 , \port$2363$52 , \port$2363$58 , \port$2363$74 , \port$2363$82 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
+  input [1:0] \port$2363$18 ;
+  wire [1:0] \port$2363$18 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [1:0] \port$2363$52 ;
+  wire [1:0] \port$2363$52 ;
+  input [3:0] \port$2363$58 ;
+  wire [3:0] \port$2363$58 ;
+  input [3:0] \port$2363$74 ;
+  wire [3:0] \port$2363$74 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
+    .inputs({ \port$2363$82 , \port$2363$74 , \port$2363$58 , \port$2363$52 , \port$2363$42 , \port$2363$18  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign inputs = { \port$2363$82 , \port$2363$74 , \port$2363$58 , \port$2363$52 , \port$2363$42 , \port$2363$18  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p34 (rst, sum, \port$2262$0 , \port$2267$0 , \port$2268$0 , \port$2269$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2277$0 , \port$2282$0 , \port$2293$0 , clk);
+module \digits.layer0.p34 (rst, sum, \port$2363$60 , \port$2363$70 , \port$2363$84 , \port$2363$100 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [5:0] \port$2363$70 ;
+  wire [5:0] \port$2363$70 ;
+  input [7:0] \port$2363$84 ;
+  wire [7:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$100 , \port$2363$84 , \port$2363$70 , \port$2363$60  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$100 , \port$2363$84 , \port$2363$70 , \port$2363$60  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p35 (rst, sum, \port$2252$0 , \port$2254$0 , \port$2260$0 , \port$2265$0 , \port$2268$0 , \port$2273$0 , \port$2275$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2290$0 , \port$2292$0 , clk);
+module \digits.layer0.p35 (rst, sum, \port$2363$40 , \port$2363$44 , \port$2363$56 , \port$2363$66 , \port$2363$72 , \port$2363$82 , \port$2363$86 , \port$2363$102 , \port$2363$116 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [5:0] \port$2363$102 ;
+  wire [5:0] \port$2363$102 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [1:0] \port$2363$40 ;
+  wire [1:0] \port$2363$40 ;
+  input [1:0] \port$2363$44 ;
+  wire [1:0] \port$2363$44 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
+  input [1:0] \port$2363$66 ;
+  wire [1:0] \port$2363$66 ;
+  input [1:0] \port$2363$72 ;
+  wire [1:0] \port$2363$72 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [1:0] \port$2363$86 ;
+  wire [1:0] \port$2363$86 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$116 , \port$2363$102 , \port$2363$86 , \port$2363$82 , \port$2363$72 , \port$2363$66 , \port$2363$56 , \port$2363$44 , \port$2363$40  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2252$0 [0], \port$2252$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$116 , \port$2363$102 , \port$2363$86 , \port$2363$82 , \port$2363$72 , \port$2363$66 , \port$2363$56 , \port$2363$44 , \port$2363$40  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p36 (rst, sum, \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2242$0 , \port$2244$0 , \port$2269$0 , \port$2275$0 , \port$2283$0 , \port$2286$0 , \port$2290$0 , \port$2293$0 , clk);
+module \digits.layer0.p36 (rst, sum, \port$2363$8 , \port$2363$20 , \port$2363$24 , \port$2363$74 , \port$2363$86 , \port$2363$102 , \port$2363$108 , \port$2363$116 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$108 ;
+  wire [1:0] \port$2363$108 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [1:0] \port$2363$20 ;
+  wire [1:0] \port$2363$20 ;
+  input [1:0] \port$2363$24 ;
+  wire [1:0] \port$2363$24 ;
+  input [1:0] \port$2363$74 ;
+  wire [1:0] \port$2363$74 ;
+  input [5:0] \port$2363$8 ;
+  wire [5:0] \port$2363$8 ;
+  input [1:0] \port$2363$86 ;
+  wire [1:0] \port$2363$86 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$116 , \port$2363$108 , \port$2363$102 , \port$2363$86 , \port$2363$74 , \port$2363$24 , \port$2363$20 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$116 , \port$2363$108 , \port$2363$102 , \port$2363$86 , \port$2363$74 , \port$2363$24 , \port$2363$20 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p37 (rst, sum, \port$2236$0 , \port$2238$0 , \port$2241$0 , \port$2242$0 , \port$2260$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2268$0 , \port$2270$0 , \port$2273$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , clk);
+module \digits.layer0.p37 (rst, sum, \port$2363$8 , \port$2363$12 , \port$2363$18 , \port$2363$56 , \port$2363$60 , \port$2363$66 , \port$2363$72 , \port$2363$76 , \port$2363$82 , \port$2363$88 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [29:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$12 ;
+  wire [1:0] \port$2363$12 ;
+  input [3:0] \port$2363$18 ;
+  wire [3:0] \port$2363$18 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [3:0] \port$2363$66 ;
+  wire [3:0] \port$2363$66 ;
+  input [1:0] \port$2363$72 ;
+  wire [1:0] \port$2363$72 ;
+  input [1:0] \port$2363$76 ;
+  wire [1:0] \port$2363$76 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [5:0] \port$2363$88 ;
+  wire [5:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator7 shared (
     .clk(clk),
-    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$88 , \port$2363$82 , \port$2363$76 , \port$2363$72 , \port$2363$66 , \port$2363$60 , \port$2363$56 , \port$2363$18 , \port$2363$12 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$88 , \port$2363$82 , \port$2363$76 , \port$2363$72 , \port$2363$66 , \port$2363$60 , \port$2363$56 , \port$2363$18 , \port$2363$12 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p38 (rst, sum, \port$2235$0 , \port$2238$0 , \port$2244$0 , \port$2245$0 , \port$2249$0 , \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2258$0 , \port$2261$0 , \port$2262$0 , \port$2266$0 , \port$2270$0 , clk);
+module \digits.layer0.p38 (rst, sum, \port$2363$6 , \port$2363$12 , \port$2363$24 , \port$2363$34 , \port$2363$38 , \port$2363$52 , \port$2363$58 , \port$2363$68 , \port$2363$76 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
+  input [1:0] \port$2363$12 ;
+  wire [1:0] \port$2363$12 ;
+  input [3:0] \port$2363$24 ;
+  wire [3:0] \port$2363$24 ;
+  input [1:0] \port$2363$34 ;
+  wire [1:0] \port$2363$34 ;
+  input [5:0] \port$2363$38 ;
+  wire [5:0] \port$2363$38 ;
+  input [1:0] \port$2363$52 ;
+  wire [1:0] \port$2363$52 ;
+  input [3:0] \port$2363$58 ;
+  wire [3:0] \port$2363$58 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [1:0] \port$2363$76 ;
+  wire [1:0] \port$2363$76 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$76 , \port$2363$68 , \port$2363$58 , \port$2363$52 , \port$2363$38 , \port$2363$34 , \port$2363$24 , \port$2363$12 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$76 , \port$2363$68 , \port$2363$58 , \port$2363$52 , \port$2363$38 , \port$2363$34 , \port$2363$24 , \port$2363$12 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p39 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2242$0 , \port$2278$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2286$0 , \port$2290$0 , \port$2291$0 , \port$2293$0 , clk);
+module \digits.layer0.p39 (rst, sum, \port$2363$8 , \port$2363$18 , \port$2363$92 , \port$2363$102 , \port$2363$116 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [7:0] \port$2363$102 ;
+  wire [7:0] \port$2363$102 ;
+  input [3:0] \port$2363$116 ;
+  wire [3:0] \port$2363$116 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [3:0] \port$2363$18 ;
+  wire [3:0] \port$2363$18 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [1:0] \port$2363$92 ;
+  wire [1:0] \port$2363$92 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$116 , \port$2363$102 , \port$2363$92 , \port$2363$18 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$116 , \port$2363$102 , \port$2363$92 , \port$2363$18 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p4 (rst, sum, \port$2235$0 , \port$2244$0 , \port$2245$0 , \port$2249$0 , \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2293$0 , clk);
+module \digits.layer0.p4 (rst, sum, \port$2363$6 , \port$2363$24 , \port$2363$34 , \port$2363$38 , \port$2363$104 , \port$2363$118 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [3:0] \port$2363$104 ;
+  wire [3:0] \port$2363$104 ;
+  input [1:0] \port$2363$118 ;
+  wire [1:0] \port$2363$118 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [3:0] \port$2363$24 ;
+  wire [3:0] \port$2363$24 ;
+  input [1:0] \port$2363$34 ;
+  wire [1:0] \port$2363$34 ;
+  input [5:0] \port$2363$38 ;
+  wire [5:0] \port$2363$38 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$118 , \port$2363$104 , \port$2363$38 , \port$2363$34 , \port$2363$24 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$118 , \port$2363$104 , \port$2363$38 , \port$2363$34 , \port$2363$24 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p40 (rst, sum, \port$2234$0 , \port$2251$0 , \port$2252$0 , \port$2257$0 , \port$2261$0 , \port$2262$0 , \port$2265$0 , \port$2275$0 , \port$2283$0 , \port$2284$0 , \port$2293$0 , \port$2294$0 , \port$2295$0 , clk);
+module \digits.layer0.p40 (rst, sum, \port$2363$4 , \port$2363$38 , \port$2363$50 , \port$2363$58 , \port$2363$66 , \port$2363$86 , \port$2363$102 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [3:0] \port$2363$102 ;
+  wire [3:0] \port$2363$102 ;
+  input [5:0] \port$2363$122 ;
+  wire [5:0] \port$2363$122 ;
+  input [3:0] \port$2363$38 ;
+  wire [3:0] \port$2363$38 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [1:0] \port$2363$50 ;
+  wire [1:0] \port$2363$50 ;
+  input [3:0] \port$2363$58 ;
+  wire [3:0] \port$2363$58 ;
+  input [1:0] \port$2363$66 ;
+  wire [1:0] \port$2363$66 ;
+  input [1:0] \port$2363$86 ;
+  wire [1:0] \port$2363$86 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$102 , \port$2363$86 , \port$2363$66 , \port$2363$58 , \port$2363$50 , \port$2363$38 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$102 , \port$2363$86 , \port$2363$66 , \port$2363$58 , \port$2363$50 , \port$2363$38 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p41 (rst, sum, \port$2241$0 , \port$2244$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2262$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , \port$2276$0 , \port$2294$0 , clk);
+module \digits.layer0.p41 (rst, sum, \port$2363$18 , \port$2363$24 , \port$2363$42 , \port$2363$52 , \port$2363$60 , \port$2363$74 , \port$2363$82 , \port$2363$88 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [1:0] \port$2363$18 ;
+  wire [1:0] \port$2363$18 ;
+  input [1:0] \port$2363$24 ;
+  wire [1:0] \port$2363$24 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [1:0] \port$2363$52 ;
+  wire [1:0] \port$2363$52 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [3:0] \port$2363$74 ;
+  wire [3:0] \port$2363$74 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [1:0] \port$2363$88 ;
+  wire [1:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$88 , \port$2363$82 , \port$2363$74 , \port$2363$60 , \port$2363$52 , \port$2363$42 , \port$2363$24 , \port$2363$18  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$88 , \port$2363$82 , \port$2363$74 , \port$2363$60 , \port$2363$52 , \port$2363$42 , \port$2363$24 , \port$2363$18  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p42 (rst, sum, \port$2236$0 , \port$2242$0 , \port$2245$0 , \port$2246$0 , \port$2249$0 , \port$2253$0 , \port$2254$0 , \port$2259$0 , \port$2274$0 , \port$2292$0 , \port$2294$0 , clk);
+module \digits.layer0.p42 (rst, sum, \port$2363$8 , \port$2363$20 , \port$2363$26 , \port$2363$34 , \port$2363$42 , \port$2363$54 , \port$2363$84 , \port$2363$120 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2246$0 ;
-  wire [1:0] \port$2246$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [1:0] \port$2363$20 ;
+  wire [1:0] \port$2363$20 ;
+  input [3:0] \port$2363$26 ;
+  wire [3:0] \port$2363$26 ;
+  input [1:0] \port$2363$34 ;
+  wire [1:0] \port$2363$34 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [1:0] \port$2363$54 ;
+  wire [1:0] \port$2363$54 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$120 , \port$2363$84 , \port$2363$54 , \port$2363$42 , \port$2363$34 , \port$2363$26 , \port$2363$20 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$120 , \port$2363$84 , \port$2363$54 , \port$2363$42 , \port$2363$34 , \port$2363$26 , \port$2363$20 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p43 (rst, sum, \port$2236$0 , \port$2238$0 , \port$2246$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2260$0 , \port$2269$0 , \port$2278$0 , \port$2290$0 , clk);
+module \digits.layer0.p43 (rst, sum, \port$2363$8 , \port$2363$12 , \port$2363$28 , \port$2363$40 , \port$2363$56 , \port$2363$74 , \port$2363$92 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2246$0 ;
-  wire [1:0] \port$2246$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$12 ;
+  wire [1:0] \port$2363$12 ;
+  input [1:0] \port$2363$28 ;
+  wire [1:0] \port$2363$28 ;
+  input [5:0] \port$2363$40 ;
+  wire [5:0] \port$2363$40 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
+  input [1:0] \port$2363$74 ;
+  wire [1:0] \port$2363$74 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [1:0] \port$2363$92 ;
+  wire [1:0] \port$2363$92 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$92 , \port$2363$74 , \port$2363$56 , \port$2363$40 , \port$2363$28 , \port$2363$12 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$92 , \port$2363$74 , \port$2363$56 , \port$2363$40 , \port$2363$28 , \port$2363$12 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p44 (rst, sum, \port$2234$0 , \port$2236$0 , \port$2237$0 , \port$2241$0 , \port$2244$0 , \port$2249$0 , \port$2257$0 , \port$2284$0 , \port$2285$0 , \port$2290$0 , \port$2291$0 , clk);
+module \digits.layer0.p44 (rst, sum, \port$2363$4 , \port$2363$8 , \port$2363$18 , \port$2363$24 , \port$2363$34 , \port$2363$50 , \port$2363$104 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2249$0 ;
-  wire [1:0] \port$2249$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
+  input [3:0] \port$2363$104 ;
+  wire [3:0] \port$2363$104 ;
+  input [3:0] \port$2363$116 ;
+  wire [3:0] \port$2363$116 ;
+  input [1:0] \port$2363$18 ;
+  wire [1:0] \port$2363$18 ;
+  input [1:0] \port$2363$24 ;
+  wire [1:0] \port$2363$24 ;
+  input [1:0] \port$2363$34 ;
+  wire [1:0] \port$2363$34 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [1:0] \port$2363$50 ;
+  wire [1:0] \port$2363$50 ;
+  input [3:0] \port$2363$8 ;
+  wire [3:0] \port$2363$8 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$104 , \port$2363$50 , \port$2363$34 , \port$2363$24 , \port$2363$18 , \port$2363$8 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2249$0 [0], \port$2249$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$104 , \port$2363$50 , \port$2363$34 , \port$2363$24 , \port$2363$18 , \port$2363$8 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p45 (rst, sum, \port$2236$0 , \port$2252$0 , \port$2260$0 , \port$2265$0 , \port$2266$0 , \port$2268$0 , \port$2269$0 , \port$2270$0 , \port$2276$0 , \port$2277$0 , clk);
+module \digits.layer0.p45 (rst, sum, \port$2363$8 , \port$2363$40 , \port$2363$56 , \port$2363$66 , \port$2363$72 , \port$2363$88 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
+  input [1:0] \port$2363$40 ;
+  wire [1:0] \port$2363$40 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
+  input [3:0] \port$2363$66 ;
+  wire [3:0] \port$2363$66 ;
+  input [5:0] \port$2363$72 ;
+  wire [5:0] \port$2363$72 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [3:0] \port$2363$88 ;
+  wire [3:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$88 , \port$2363$72 , \port$2363$66 , \port$2363$56 , \port$2363$40 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$88 , \port$2363$72 , \port$2363$66 , \port$2363$56 , \port$2363$40 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p46 (rst, sum, \port$2238$0 , \port$2241$0 , \port$2242$0 , \port$2243$0 , \port$2244$0 , \port$2253$0 , \port$2254$0 , \port$2260$0 , \port$2261$0 , \port$2262$0 , \port$2273$0 , \port$2281$0 , \port$2286$0 , \port$2290$0 , \port$2294$0 , clk);
+module \digits.layer0.p46 (rst, sum, \port$2363$12 , \port$2363$18 , \port$2363$42 , \port$2363$56 , \port$2363$82 , \port$2363$98 , \port$2363$108 , \port$2363$116 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [29:0] inputs;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2281$0 ;
-  wire [1:0] \port$2281$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2363$108 ;
+  wire [1:0] \port$2363$108 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$12 ;
+  wire [1:0] \port$2363$12 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [7:0] \port$2363$18 ;
+  wire [7:0] \port$2363$18 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [5:0] \port$2363$56 ;
+  wire [5:0] \port$2363$56 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [1:0] \port$2363$98 ;
+  wire [1:0] \port$2363$98 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator7 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$116 , \port$2363$108 , \port$2363$98 , \port$2363$82 , \port$2363$56 , \port$2363$42 , \port$2363$18 , \port$2363$12  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2281$0 [0], \port$2281$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$116 , \port$2363$108 , \port$2363$98 , \port$2363$82 , \port$2363$56 , \port$2363$42 , \port$2363$18 , \port$2363$12  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p47 (rst, sum, \port$2250$0 , \port$2262$0 , \port$2265$0 , \port$2270$0 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2283$0 , \port$2285$0 , \port$2290$0 , \port$2293$0 , clk);
+module \digits.layer0.p47 (rst, sum, \port$2363$36 , \port$2363$60 , \port$2363$66 , \port$2363$76 , \port$2363$82 , \port$2363$102 , \port$2363$106 , \port$2363$116 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$106 ;
+  wire [1:0] \port$2363$106 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [1:0] \port$2363$66 ;
+  wire [1:0] \port$2363$66 ;
+  input [1:0] \port$2363$76 ;
+  wire [1:0] \port$2363$76 ;
+  input [5:0] \port$2363$82 ;
+  wire [5:0] \port$2363$82 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$116 , \port$2363$106 , \port$2363$102 , \port$2363$82 , \port$2363$76 , \port$2363$66 , \port$2363$60 , \port$2363$36  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$116 , \port$2363$106 , \port$2363$102 , \port$2363$82 , \port$2363$76 , \port$2363$66 , \port$2363$60 , \port$2363$36  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p48 (rst, sum, \port$2251$0 , \port$2252$0 , \port$2268$0 , \port$2275$0 , \port$2283$0 , \port$2285$0 , \port$2293$0 , \port$2295$0 , clk);
+module \digits.layer0.p48 (rst, sum, \port$2363$38 , \port$2363$72 , \port$2363$86 , \port$2363$102 , \port$2363$106 , \port$2363$122 , \port$2363$126 , clk);
   input clk;
   wire clk;
   wire [15:0] inputs;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$106 ;
+  wire [1:0] \port$2363$106 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [1:0] \port$2363$126 ;
+  wire [1:0] \port$2363$126 ;
+  input [3:0] \port$2363$38 ;
+  wire [3:0] \port$2363$38 ;
+  input [1:0] \port$2363$72 ;
+  wire [1:0] \port$2363$72 ;
+  input [1:0] \port$2363$86 ;
+  wire [1:0] \port$2363$86 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator8 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
+    .inputs({ \port$2363$126 , \port$2363$122 , \port$2363$106 , \port$2363$102 , \port$2363$86 , \port$2363$72 , \port$2363$38  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign inputs = { \port$2363$126 , \port$2363$122 , \port$2363$106 , \port$2363$102 , \port$2363$86 , \port$2363$72 , \port$2363$38  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p49 (rst, sum, \port$2235$0 , \port$2245$0 , \port$2250$0 , \port$2251$0 , \port$2253$0 , \port$2258$0 , \port$2259$0 , \port$2261$0 , \port$2267$0 , \port$2274$0 , \port$2276$0 , \port$2285$0 , \port$2292$0 , \port$2293$0 , clk);
+module \digits.layer0.p49 (rst, sum, \port$2363$6 , \port$2363$26 , \port$2363$36 , \port$2363$42 , \port$2363$52 , \port$2363$58 , \port$2363$70 , \port$2363$84 , \port$2363$88 , \port$2363$106 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2363$106 ;
+  wire [1:0] \port$2363$106 ;
+  input [3:0] \port$2363$120 ;
+  wire [3:0] \port$2363$120 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [3:0] \port$2363$36 ;
+  wire [3:0] \port$2363$36 ;
+  input [1:0] \port$2363$42 ;
+  wire [1:0] \port$2363$42 ;
+  input [3:0] \port$2363$52 ;
+  wire [3:0] \port$2363$52 ;
+  input [1:0] \port$2363$58 ;
+  wire [1:0] \port$2363$58 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
+  input [1:0] \port$2363$88 ;
+  wire [1:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$106 , \port$2363$88 , \port$2363$84 , \port$2363$70 , \port$2363$58 , \port$2363$52 , \port$2363$42 , \port$2363$36 , \port$2363$26 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$106 , \port$2363$88 , \port$2363$84 , \port$2363$70 , \port$2363$58 , \port$2363$52 , \port$2363$42 , \port$2363$36 , \port$2363$26 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p5 (rst, sum, \port$2241$0 , \port$2265$0 , \port$2266$0 , \port$2268$0 , \port$2269$0 , \port$2273$0 , \port$2274$0 , \port$2275$0 , \port$2276$0 , \port$2283$0 , \port$2290$0 , \port$2294$0 , clk);
+module \digits.layer0.p5 (rst, sum, \port$2363$18 , \port$2363$66 , \port$2363$72 , \port$2363$82 , \port$2363$102 , \port$2363$116 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [1:0] \port$2363$18 ;
+  wire [1:0] \port$2363$18 ;
+  input [3:0] \port$2363$66 ;
+  wire [3:0] \port$2363$66 ;
+  input [3:0] \port$2363$72 ;
+  wire [3:0] \port$2363$72 ;
+  input [7:0] \port$2363$82 ;
+  wire [7:0] \port$2363$82 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$116 , \port$2363$102 , \port$2363$82 , \port$2363$72 , \port$2363$66 , \port$2363$18  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$116 , \port$2363$102 , \port$2363$82 , \port$2363$72 , \port$2363$66 , \port$2363$18  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p50 (rst, sum, \port$2234$0 , \port$2250$0 , \port$2251$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2266$0 , \port$2269$0 , \port$2270$0 , \port$2275$0 , \port$2276$0 , \port$2293$0 , clk);
+module \digits.layer0.p50 (rst, sum, \port$2363$4 , \port$2363$36 , \port$2363$50 , \port$2363$68 , \port$2363$74 , \port$2363$86 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [3:0] \port$2363$36 ;
+  wire [3:0] \port$2363$36 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [5:0] \port$2363$50 ;
+  wire [5:0] \port$2363$50 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [3:0] \port$2363$74 ;
+  wire [3:0] \port$2363$74 ;
+  input [3:0] \port$2363$86 ;
+  wire [3:0] \port$2363$86 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$86 , \port$2363$74 , \port$2363$68 , \port$2363$50 , \port$2363$36 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$86 , \port$2363$74 , \port$2363$68 , \port$2363$50 , \port$2363$36 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p51 (rst, sum, \port$2242$0 , \port$2244$0 , \port$2245$0 , \port$2253$0 , \port$2254$0 , \port$2266$0 , \port$2274$0 , clk);
+module \digits.layer0.p51 (rst, sum, \port$2363$20 , \port$2363$24 , \port$2363$42 , \port$2363$68 , \port$2363$84 , clk);
   input clk;
   wire clk;
   wire [13:0] inputs;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
+  input [1:0] \port$2363$20 ;
+  wire [1:0] \port$2363$20 ;
+  input [3:0] \port$2363$24 ;
+  wire [3:0] \port$2363$24 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator9 shared (
     .clk(clk),
-    .inputs({ \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1] }),
+    .inputs({ \port$2363$84 , \port$2363$68 , \port$2363$42 , \port$2363$24 , \port$2363$20  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2245$0 [0], \port$2245$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
+  assign inputs = { \port$2363$84 , \port$2363$68 , \port$2363$42 , \port$2363$24 , \port$2363$20  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p52 (rst, sum, \port$2251$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2273$0 , \port$2276$0 , \port$2292$0 , clk);
+module \digits.layer0.p52 (rst, sum, \port$2363$38 , \port$2363$52 , \port$2363$82 , \port$2363$88 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [7:0] \port$2363$38 ;
+  wire [7:0] \port$2363$38 ;
+  input [5:0] \port$2363$52 ;
+  wire [5:0] \port$2363$52 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [1:0] \port$2363$88 ;
+  wire [1:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$88 , \port$2363$82 , \port$2363$52 , \port$2363$38  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$88 , \port$2363$82 , \port$2363$52 , \port$2363$38  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p53 (rst, sum, \port$2238$0 , \port$2241$0 , \port$2242$0 , \port$2243$0 , \port$2250$0 , \port$2258$0 , \port$2260$0 , \port$2261$0 , \port$2290$0 , \port$2291$0 , clk);
+module \digits.layer0.p53 (rst, sum, \port$2363$12 , \port$2363$18 , \port$2363$36 , \port$2363$52 , \port$2363$56 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
+  input [3:0] \port$2363$116 ;
+  wire [3:0] \port$2363$116 ;
+  input [1:0] \port$2363$12 ;
+  wire [1:0] \port$2363$12 ;
+  input [5:0] \port$2363$18 ;
+  wire [5:0] \port$2363$18 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [1:0] \port$2363$52 ;
+  wire [1:0] \port$2363$52 ;
+  input [3:0] \port$2363$56 ;
+  wire [3:0] \port$2363$56 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$56 , \port$2363$52 , \port$2363$36 , \port$2363$18 , \port$2363$12  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2291$0 [0], \port$2291$0 [1], \port$2290$0 [0], \port$2290$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2238$0 [0], \port$2238$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$56 , \port$2363$52 , \port$2363$36 , \port$2363$18 , \port$2363$12  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p54 (rst, sum, \port$2234$0 , \port$2237$0 , \port$2238$0 , \port$2250$0 , \port$2251$0 , \port$2252$0 , \port$2257$0 , \port$2258$0 , \port$2259$0 , \port$2266$0 , \port$2276$0 , \port$2284$0 , \port$2295$0 , clk);
+module \digits.layer0.p54 (rst, sum, \port$2363$4 , \port$2363$10 , \port$2363$36 , \port$2363$50 , \port$2363$68 , \port$2363$88 , \port$2363$104 , \port$2363$126 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2251$0 ;
-  wire [1:0] \port$2251$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [3:0] \port$2363$10 ;
+  wire [3:0] \port$2363$10 ;
+  input [1:0] \port$2363$104 ;
+  wire [1:0] \port$2363$104 ;
+  input [1:0] \port$2363$126 ;
+  wire [1:0] \port$2363$126 ;
+  input [5:0] \port$2363$36 ;
+  wire [5:0] \port$2363$36 ;
+  input [1:0] \port$2363$4 ;
+  wire [1:0] \port$2363$4 ;
+  input [5:0] \port$2363$50 ;
+  wire [5:0] \port$2363$50 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [1:0] \port$2363$88 ;
+  wire [1:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator1 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$126 , \port$2363$104 , \port$2363$88 , \port$2363$68 , \port$2363$50 , \port$2363$36 , \port$2363$10 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2251$0 [0], \port$2251$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$126 , \port$2363$104 , \port$2363$88 , \port$2363$68 , \port$2363$50 , \port$2363$36 , \port$2363$10 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p55 (rst, sum, \port$2237$0 , \port$2258$0 , \port$2259$0 , \port$2260$0 , \port$2266$0 , \port$2269$0 , \port$2278$0 , \port$2286$0 , \port$2291$0 , \port$2292$0 , \port$2293$0 , clk);
+module \digits.layer0.p55 (rst, sum, \port$2363$10 , \port$2363$52 , \port$2363$68 , \port$2363$74 , \port$2363$92 , \port$2363$108 , \port$2363$118 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [1:0] \port$2363$10 ;
+  wire [1:0] \port$2363$10 ;
+  input [1:0] \port$2363$108 ;
+  wire [1:0] \port$2363$108 ;
+  input [5:0] \port$2363$118 ;
+  wire [5:0] \port$2363$118 ;
+  input [5:0] \port$2363$52 ;
+  wire [5:0] \port$2363$52 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [1:0] \port$2363$74 ;
+  wire [1:0] \port$2363$74 ;
+  input [1:0] \port$2363$92 ;
+  wire [1:0] \port$2363$92 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2237$0 [0], \port$2237$0 [1] }),
+    .inputs({ \port$2363$118 , \port$2363$108 , \port$2363$92 , \port$2363$74 , \port$2363$68 , \port$2363$52 , \port$2363$10  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2237$0 [0], \port$2237$0 [1] };
+  assign inputs = { \port$2363$118 , \port$2363$108 , \port$2363$92 , \port$2363$74 , \port$2363$68 , \port$2363$52 , \port$2363$10  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p56 (rst, sum, \port$2236$0 , \port$2241$0 , \port$2242$0 , \port$2246$0 , \port$2253$0 , \port$2267$0 , \port$2268$0 , \port$2273$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , clk);
+module \digits.layer0.p56 (rst, sum, \port$2363$8 , \port$2363$18 , \port$2363$28 , \port$2363$42 , \port$2363$70 , \port$2363$82 , \port$2363$88 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2246$0 ;
-  wire [1:0] \port$2246$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
+  input [3:0] \port$2363$18 ;
+  wire [3:0] \port$2363$18 ;
+  input [1:0] \port$2363$28 ;
+  wire [1:0] \port$2363$28 ;
+  input [1:0] \port$2363$42 ;
+  wire [1:0] \port$2363$42 ;
+  input [3:0] \port$2363$70 ;
+  wire [3:0] \port$2363$70 ;
+  input [1:0] \port$2363$8 ;
+  wire [1:0] \port$2363$8 ;
+  input [3:0] \port$2363$82 ;
+  wire [3:0] \port$2363$82 ;
+  input [5:0] \port$2363$88 ;
+  wire [5:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] }),
+    .inputs({ \port$2363$88 , \port$2363$82 , \port$2363$70 , \port$2363$42 , \port$2363$28 , \port$2363$18 , \port$2363$8  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1], \port$2236$0 [0], \port$2236$0 [1] };
+  assign inputs = { \port$2363$88 , \port$2363$82 , \port$2363$70 , \port$2363$42 , \port$2363$28 , \port$2363$18 , \port$2363$8  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p57 (rst, sum, \port$2235$0 , \port$2244$0 , \port$2254$0 , \port$2266$0 , \port$2274$0 , \port$2275$0 , \port$2282$0 , \port$2283$0 , \port$2284$0 , \port$2285$0 , \port$2291$0 , \port$2293$0 , \port$2294$0 , \port$2295$0 , clk);
+module \digits.layer0.p57 (rst, sum, \port$2363$6 , \port$2363$24 , \port$2363$44 , \port$2363$68 , \port$2363$84 , \port$2363$100 , \port$2363$118 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
-  input [1:0] \port$2295$0 ;
-  wire [1:0] \port$2295$0 ;
+  input [7:0] \port$2363$100 ;
+  wire [7:0] \port$2363$100 ;
+  input [1:0] \port$2363$118 ;
+  wire [1:0] \port$2363$118 ;
+  input [5:0] \port$2363$122 ;
+  wire [5:0] \port$2363$122 ;
+  input [1:0] \port$2363$24 ;
+  wire [1:0] \port$2363$24 ;
+  input [1:0] \port$2363$44 ;
+  wire [1:0] \port$2363$44 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [3:0] \port$2363$84 ;
+  wire [3:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$118 , \port$2363$100 , \port$2363$84 , \port$2363$68 , \port$2363$44 , \port$2363$24 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2295$0 [0], \port$2295$0 [1], \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$118 , \port$2363$100 , \port$2363$84 , \port$2363$68 , \port$2363$44 , \port$2363$24 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p58 (rst, sum, \port$2241$0 , \port$2242$0 , \port$2253$0 , \port$2254$0 , \port$2274$0 , \port$2275$0 , \port$2284$0 , \port$2285$0 , \port$2293$0 , clk);
+module \digits.layer0.p58 (rst, sum, \port$2363$18 , \port$2363$42 , \port$2363$84 , \port$2363$104 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$2241$0 ;
-  wire [1:0] \port$2241$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
+  input [3:0] \port$2363$104 ;
+  wire [3:0] \port$2363$104 ;
+  input [1:0] \port$2363$122 ;
+  wire [1:0] \port$2363$122 ;
+  input [3:0] \port$2363$18 ;
+  wire [3:0] \port$2363$18 ;
+  input [3:0] \port$2363$42 ;
+  wire [3:0] \port$2363$42 ;
+  input [3:0] \port$2363$84 ;
+  wire [3:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$104 , \port$2363$84 , \port$2363$42 , \port$2363$18  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2293$0 [0], \port$2293$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2241$0 [0], \port$2241$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$104 , \port$2363$84 , \port$2363$42 , \port$2363$18  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p59 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2242$0 , \port$2243$0 , \port$2267$0 , \port$2290$0 , clk);
+module \digits.layer0.p59 (rst, sum, \port$2363$4 , \port$2363$20 , \port$2363$70 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [17:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [3:0] \port$2363$20 ;
+  wire [3:0] \port$2363$20 ;
+  input [9:0] \port$2363$4 ;
+  wire [9:0] \port$2363$4 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator5 shared (
     .clk(clk),
-    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$70 , \port$2363$20 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$70 , \port$2363$20 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p6 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2236$0 , \port$2237$0 , \port$2238$0 , \port$2243$0 , \port$2244$0 , \port$2253$0 , \port$2262$0 , \port$2266$0 , \port$2270$0 , \port$2277$0 , \port$2278$0 , \port$2290$0 , clk);
+module \digits.layer0.p6 (rst, sum, \port$2363$4 , \port$2363$22 , \port$2363$42 , \port$2363$60 , \port$2363$68 , \port$2363$76 , \port$2363$90 , \port$2363$116 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2236$0 ;
-  wire [1:0] \port$2236$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2290$0 ;
-  wire [1:0] \port$2290$0 ;
+  input [1:0] \port$2363$116 ;
+  wire [1:0] \port$2363$116 ;
+  input [3:0] \port$2363$22 ;
+  wire [3:0] \port$2363$22 ;
+  input [9:0] \port$2363$4 ;
+  wire [9:0] \port$2363$4 ;
+  input [1:0] \port$2363$42 ;
+  wire [1:0] \port$2363$42 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [1:0] \port$2363$68 ;
+  wire [1:0] \port$2363$68 ;
+  input [1:0] \port$2363$76 ;
+  wire [1:0] \port$2363$76 ;
+  input [3:0] \port$2363$90 ;
+  wire [3:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$116 , \port$2363$90 , \port$2363$76 , \port$2363$68 , \port$2363$60 , \port$2363$42 , \port$2363$22 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2290$0 [0], \port$2290$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2236$0 [0], \port$2236$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$116 , \port$2363$90 , \port$2363$76 , \port$2363$68 , \port$2363$60 , \port$2363$42 , \port$2363$22 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p60 (rst, sum, \port$2257$0 , \port$2258$0 , \port$2265$0 , \port$2269$0 , \port$2270$0 , \port$2273$0 , \port$2277$0 , \port$2278$0 , \port$2282$0 , \port$2291$0 , \port$2292$0 , clk);
+module \digits.layer0.p60 (rst, sum, \port$2363$50 , \port$2363$66 , \port$2363$74 , \port$2363$82 , \port$2363$90 , \port$2363$100 , \port$2363$118 , clk);
   input clk;
   wire clk;
   wire [21:0] inputs;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2269$0 ;
-  wire [1:0] \port$2269$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2291$0 ;
-  wire [1:0] \port$2291$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [3:0] \port$2363$118 ;
+  wire [3:0] \port$2363$118 ;
+  input [3:0] \port$2363$50 ;
+  wire [3:0] \port$2363$50 ;
+  input [1:0] \port$2363$66 ;
+  wire [1:0] \port$2363$66 ;
+  input [3:0] \port$2363$74 ;
+  wire [3:0] \port$2363$74 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [3:0] \port$2363$90 ;
+  wire [3:0] \port$2363$90 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator2 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1] }),
+    .inputs({ \port$2363$118 , \port$2363$100 , \port$2363$90 , \port$2363$82 , \port$2363$74 , \port$2363$66 , \port$2363$50  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2291$0 [0], \port$2291$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2269$0 [0], \port$2269$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1] };
+  assign inputs = { \port$2363$118 , \port$2363$100 , \port$2363$90 , \port$2363$82 , \port$2363$74 , \port$2363$66 , \port$2363$50  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p61 (rst, sum, \port$2246$0 , \port$2250$0 , \port$2260$0 , \port$2261$0 , \port$2267$0 , \port$2282$0 , \port$2284$0 , \port$2285$0 , \port$2286$0 , \port$2292$0 , \port$2293$0 , \port$2294$0 , clk);
+module \digits.layer0.p61 (rst, sum, \port$2363$28 , \port$2363$36 , \port$2363$56 , \port$2363$70 , \port$2363$100 , \port$2363$104 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2246$0 ;
-  wire [1:0] \port$2246$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2285$0 ;
-  wire [1:0] \port$2285$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [5:0] \port$2363$104 ;
+  wire [5:0] \port$2363$104 ;
+  input [5:0] \port$2363$120 ;
+  wire [5:0] \port$2363$120 ;
+  input [1:0] \port$2363$28 ;
+  wire [1:0] \port$2363$28 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [3:0] \port$2363$56 ;
+  wire [3:0] \port$2363$56 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$104 , \port$2363$100 , \port$2363$70 , \port$2363$56 , \port$2363$36 , \port$2363$28  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2285$0 [0], \port$2285$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2246$0 [0], \port$2246$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$104 , \port$2363$100 , \port$2363$70 , \port$2363$56 , \port$2363$36 , \port$2363$28  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p62 (rst, sum, \port$2235$0 , \port$2242$0 , \port$2243$0 , \port$2246$0 , \port$2254$0 , \port$2261$0 , \port$2267$0 , \port$2274$0 , \port$2275$0 , \port$2283$0 , \port$2286$0 , \port$2294$0 , clk);
+module \digits.layer0.p62 (rst, sum, \port$2363$6 , \port$2363$20 , \port$2363$28 , \port$2363$44 , \port$2363$58 , \port$2363$70 , \port$2363$84 , \port$2363$102 , \port$2363$108 , \port$2363$124 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2243$0 ;
-  wire [1:0] \port$2243$0 ;
-  input [1:0] \port$2246$0 ;
-  wire [1:0] \port$2246$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [1:0] \port$2363$102 ;
+  wire [1:0] \port$2363$102 ;
+  input [1:0] \port$2363$108 ;
+  wire [1:0] \port$2363$108 ;
+  input [1:0] \port$2363$124 ;
+  wire [1:0] \port$2363$124 ;
+  input [3:0] \port$2363$20 ;
+  wire [3:0] \port$2363$20 ;
+  input [1:0] \port$2363$28 ;
+  wire [1:0] \port$2363$28 ;
+  input [1:0] \port$2363$44 ;
+  wire [1:0] \port$2363$44 ;
+  input [1:0] \port$2363$58 ;
+  wire [1:0] \port$2363$58 ;
+  input [1:0] \port$2363$6 ;
+  wire [1:0] \port$2363$6 ;
+  input [1:0] \port$2363$70 ;
+  wire [1:0] \port$2363$70 ;
+  input [3:0] \port$2363$84 ;
+  wire [3:0] \port$2363$84 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] }),
+    .inputs({ \port$2363$124 , \port$2363$108 , \port$2363$102 , \port$2363$84 , \port$2363$70 , \port$2363$58 , \port$2363$44 , \port$2363$28 , \port$2363$20 , \port$2363$6  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2246$0 [0], \port$2246$0 [1], \port$2243$0 [0], \port$2243$0 [1], \port$2242$0 [0], \port$2242$0 [1], \port$2235$0 [0], \port$2235$0 [1] };
+  assign inputs = { \port$2363$124 , \port$2363$108 , \port$2363$102 , \port$2363$84 , \port$2363$70 , \port$2363$58 , \port$2363$44 , \port$2363$28 , \port$2363$20 , \port$2363$6  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p63 (rst, sum, \port$2242$0 , \port$2250$0 , \port$2252$0 , \port$2253$0 , \port$2254$0 , \port$2258$0 , \port$2260$0 , \port$2261$0 , \port$2262$0 , \port$2267$0 , \port$2268$0 , \port$2273$0 , \port$2275$0 , \port$2281$0 , clk);
+module \digits.layer0.p63 (rst, sum, \port$2363$20 , \port$2363$36 , \port$2363$40 , \port$2363$52 , \port$2363$56 , \port$2363$70 , \port$2363$82 , \port$2363$86 , \port$2363$98 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input [1:0] \port$2242$0 ;
-  wire [1:0] \port$2242$0 ;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2253$0 ;
-  wire [1:0] \port$2253$0 ;
-  input [1:0] \port$2254$0 ;
-  wire [1:0] \port$2254$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2261$0 ;
-  wire [1:0] \port$2261$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2273$0 ;
-  wire [1:0] \port$2273$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2281$0 ;
-  wire [1:0] \port$2281$0 ;
+  input [1:0] \port$2363$20 ;
+  wire [1:0] \port$2363$20 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [5:0] \port$2363$40 ;
+  wire [5:0] \port$2363$40 ;
+  input [1:0] \port$2363$52 ;
+  wire [1:0] \port$2363$52 ;
+  input [5:0] \port$2363$56 ;
+  wire [5:0] \port$2363$56 ;
+  input [3:0] \port$2363$70 ;
+  wire [3:0] \port$2363$70 ;
+  input [1:0] \port$2363$82 ;
+  wire [1:0] \port$2363$82 ;
+  input [1:0] \port$2363$86 ;
+  wire [1:0] \port$2363$86 ;
+  input [1:0] \port$2363$98 ;
+  wire [1:0] \port$2363$98 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator3 shared (
     .clk(clk),
-    .inputs({ \port$2281$0 [0], \port$2281$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2242$0 [0], \port$2242$0 [1] }),
+    .inputs({ \port$2363$98 , \port$2363$86 , \port$2363$82 , \port$2363$70 , \port$2363$56 , \port$2363$52 , \port$2363$40 , \port$2363$36 , \port$2363$20  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2281$0 [0], \port$2281$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2273$0 [0], \port$2273$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2261$0 [0], \port$2261$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2254$0 [0], \port$2254$0 [1], \port$2253$0 [0], \port$2253$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2250$0 [0], \port$2250$0 [1], \port$2242$0 [0], \port$2242$0 [1] };
+  assign inputs = { \port$2363$98 , \port$2363$86 , \port$2363$82 , \port$2363$70 , \port$2363$56 , \port$2363$52 , \port$2363$40 , \port$2363$36 , \port$2363$20  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p7 (rst, sum, \port$2250$0 , \port$2257$0 , \port$2258$0 , \port$2262$0 , \port$2265$0 , \port$2266$0 , \port$2270$0 , \port$2274$0 , \port$2275$0 , \port$2278$0 , clk);
+module \digits.layer0.p7 (rst, sum, \port$2363$36 , \port$2363$50 , \port$2363$60 , \port$2363$66 , \port$2363$76 , \port$2363$84 , \port$2363$92 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2250$0 ;
-  wire [1:0] \port$2250$0 ;
-  input [1:0] \port$2257$0 ;
-  wire [1:0] \port$2257$0 ;
-  input [1:0] \port$2258$0 ;
-  wire [1:0] \port$2258$0 ;
-  input [1:0] \port$2262$0 ;
-  wire [1:0] \port$2262$0 ;
-  input [1:0] \port$2265$0 ;
-  wire [1:0] \port$2265$0 ;
-  input [1:0] \port$2266$0 ;
-  wire [1:0] \port$2266$0 ;
-  input [1:0] \port$2270$0 ;
-  wire [1:0] \port$2270$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2275$0 ;
-  wire [1:0] \port$2275$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
+  input [1:0] \port$2363$36 ;
+  wire [1:0] \port$2363$36 ;
+  input [3:0] \port$2363$50 ;
+  wire [3:0] \port$2363$50 ;
+  input [1:0] \port$2363$60 ;
+  wire [1:0] \port$2363$60 ;
+  input [3:0] \port$2363$66 ;
+  wire [3:0] \port$2363$66 ;
+  input [1:0] \port$2363$76 ;
+  wire [1:0] \port$2363$76 ;
+  input [3:0] \port$2363$84 ;
+  wire [3:0] \port$2363$84 ;
+  input [1:0] \port$2363$92 ;
+  wire [1:0] \port$2363$92 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2278$0 [0], \port$2278$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1] }),
+    .inputs({ \port$2363$92 , \port$2363$84 , \port$2363$76 , \port$2363$66 , \port$2363$60 , \port$2363$50 , \port$2363$36  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2278$0 [0], \port$2278$0 [1], \port$2275$0 [0], \port$2275$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2270$0 [0], \port$2270$0 [1], \port$2266$0 [0], \port$2266$0 [1], \port$2265$0 [0], \port$2265$0 [1], \port$2262$0 [0], \port$2262$0 [1], \port$2258$0 [0], \port$2258$0 [1], \port$2257$0 [0], \port$2257$0 [1], \port$2250$0 [0], \port$2250$0 [1] };
+  assign inputs = { \port$2363$92 , \port$2363$84 , \port$2363$76 , \port$2363$66 , \port$2363$60 , \port$2363$50 , \port$2363$36  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p8 (rst, sum, \port$2234$0 , \port$2235$0 , \port$2237$0 , \port$2238$0 , \port$2244$0 , \port$2260$0 , \port$2283$0 , \port$2284$0 , \port$2293$0 , \port$2294$0 , clk);
+module \digits.layer0.p8 (rst, sum, \port$2363$4 , \port$2363$10 , \port$2363$24 , \port$2363$56 , \port$2363$102 , \port$2363$122 , clk);
   input clk;
   wire clk;
   wire [19:0] inputs;
-  input [1:0] \port$2234$0 ;
-  wire [1:0] \port$2234$0 ;
-  input [1:0] \port$2235$0 ;
-  wire [1:0] \port$2235$0 ;
-  input [1:0] \port$2237$0 ;
-  wire [1:0] \port$2237$0 ;
-  input [1:0] \port$2238$0 ;
-  wire [1:0] \port$2238$0 ;
-  input [1:0] \port$2244$0 ;
-  wire [1:0] \port$2244$0 ;
-  input [1:0] \port$2260$0 ;
-  wire [1:0] \port$2260$0 ;
-  input [1:0] \port$2283$0 ;
-  wire [1:0] \port$2283$0 ;
-  input [1:0] \port$2284$0 ;
-  wire [1:0] \port$2284$0 ;
-  input [1:0] \port$2293$0 ;
-  wire [1:0] \port$2293$0 ;
-  input [1:0] \port$2294$0 ;
-  wire [1:0] \port$2294$0 ;
+  input [3:0] \port$2363$10 ;
+  wire [3:0] \port$2363$10 ;
+  input [3:0] \port$2363$102 ;
+  wire [3:0] \port$2363$102 ;
+  input [3:0] \port$2363$122 ;
+  wire [3:0] \port$2363$122 ;
+  input [1:0] \port$2363$24 ;
+  wire [1:0] \port$2363$24 ;
+  input [3:0] \port$2363$4 ;
+  wire [3:0] \port$2363$4 ;
+  input [1:0] \port$2363$56 ;
+  wire [1:0] \port$2363$56 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator0 shared (
     .clk(clk),
-    .inputs({ \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] }),
+    .inputs({ \port$2363$122 , \port$2363$102 , \port$2363$56 , \port$2363$24 , \port$2363$10 , \port$2363$4  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2294$0 [0], \port$2294$0 [1], \port$2293$0 [0], \port$2293$0 [1], \port$2284$0 [0], \port$2284$0 [1], \port$2283$0 [0], \port$2283$0 [1], \port$2260$0 [0], \port$2260$0 [1], \port$2244$0 [0], \port$2244$0 [1], \port$2238$0 [0], \port$2238$0 [1], \port$2237$0 [0], \port$2237$0 [1], \port$2235$0 [0], \port$2235$0 [1], \port$2234$0 [0], \port$2234$0 [1] };
+  assign inputs = { \port$2363$122 , \port$2363$102 , \port$2363$56 , \port$2363$24 , \port$2363$10 , \port$2363$4  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.p9 (rst, sum, \port$2245$0 , \port$2252$0 , \port$2259$0 , \port$2267$0 , \port$2268$0 , \port$2274$0 , \port$2276$0 , \port$2277$0 , \port$2278$0 , \port$2282$0 , \port$2286$0 , \port$2292$0 , clk);
+module \digits.layer0.p9 (rst, sum, \port$2363$26 , \port$2363$40 , \port$2363$54 , \port$2363$70 , \port$2363$84 , \port$2363$88 , \port$2363$100 , \port$2363$108 , \port$2363$120 , clk);
   input clk;
   wire clk;
   wire [23:0] inputs;
-  input [1:0] \port$2245$0 ;
-  wire [1:0] \port$2245$0 ;
-  input [1:0] \port$2252$0 ;
-  wire [1:0] \port$2252$0 ;
-  input [1:0] \port$2259$0 ;
-  wire [1:0] \port$2259$0 ;
-  input [1:0] \port$2267$0 ;
-  wire [1:0] \port$2267$0 ;
-  input [1:0] \port$2268$0 ;
-  wire [1:0] \port$2268$0 ;
-  input [1:0] \port$2274$0 ;
-  wire [1:0] \port$2274$0 ;
-  input [1:0] \port$2276$0 ;
-  wire [1:0] \port$2276$0 ;
-  input [1:0] \port$2277$0 ;
-  wire [1:0] \port$2277$0 ;
-  input [1:0] \port$2278$0 ;
-  wire [1:0] \port$2278$0 ;
-  input [1:0] \port$2282$0 ;
-  wire [1:0] \port$2282$0 ;
-  input [1:0] \port$2286$0 ;
-  wire [1:0] \port$2286$0 ;
-  input [1:0] \port$2292$0 ;
-  wire [1:0] \port$2292$0 ;
+  input [1:0] \port$2363$100 ;
+  wire [1:0] \port$2363$100 ;
+  input [1:0] \port$2363$108 ;
+  wire [1:0] \port$2363$108 ;
+  input [1:0] \port$2363$120 ;
+  wire [1:0] \port$2363$120 ;
+  input [1:0] \port$2363$26 ;
+  wire [1:0] \port$2363$26 ;
+  input [1:0] \port$2363$40 ;
+  wire [1:0] \port$2363$40 ;
+  input [1:0] \port$2363$54 ;
+  wire [1:0] \port$2363$54 ;
+  input [3:0] \port$2363$70 ;
+  wire [3:0] \port$2363$70 ;
+  input [1:0] \port$2363$84 ;
+  wire [1:0] \port$2363$84 ;
+  input [5:0] \port$2363$88 ;
+  wire [5:0] \port$2363$88 ;
   input rst;
   wire rst;
   output [5:0] sum;
   wire [5:0] sum;
   digits_sparseaccumulator4 shared (
     .clk(clk),
-    .inputs({ \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1] }),
+    .inputs({ \port$2363$120 , \port$2363$108 , \port$2363$100 , \port$2363$88 , \port$2363$84 , \port$2363$70 , \port$2363$54 , \port$2363$40 , \port$2363$26  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$2292$0 [0], \port$2292$0 [1], \port$2286$0 [0], \port$2286$0 [1], \port$2282$0 [0], \port$2282$0 [1], \port$2278$0 [0], \port$2278$0 [1], \port$2277$0 [0], \port$2277$0 [1], \port$2276$0 [0], \port$2276$0 [1], \port$2274$0 [0], \port$2274$0 [1], \port$2268$0 [0], \port$2268$0 [1], \port$2267$0 [0], \port$2267$0 [1], \port$2259$0 [0], \port$2259$0 [1], \port$2252$0 [0], \port$2252$0 [1], \port$2245$0 [0], \port$2245$0 [1] };
+  assign inputs = { \port$2363$120 , \port$2363$108 , \port$2363$100 , \port$2363$88 , \port$2363$84 , \port$2363$70 , \port$2363$54 , \port$2363$40 , \port$2363$26  };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9645,7 +7565,7 @@ module \digits.layer0.q (rst, sum, \port$2232$0 , \port$2233$0 , \port$2234$0 , 
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t0 (rst, carry, p, s, thr_r3, clk);
+module \digits.layer0.t0 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -9712,7 +7632,7 @@ module \digits.layer0.t0 (rst, carry, p, s, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t1 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t1 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -9779,7 +7699,7 @@ module \digits.layer0.t1 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t10 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t10 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -9846,7 +7766,7 @@ module \digits.layer0.t10 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t11 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t11 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -9913,7 +7833,7 @@ module \digits.layer0.t11 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t12 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t12 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -9980,7 +7900,7 @@ module \digits.layer0.t12 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t13 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t13 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10047,7 +7967,7 @@ module \digits.layer0.t13 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t14 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t14 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10114,7 +8034,7 @@ module \digits.layer0.t14 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t15 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t15 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10181,7 +8101,7 @@ module \digits.layer0.t15 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t16 (rst, carry, p, s, thr_r3, clk);
+module \digits.layer0.t16 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10248,7 +8168,7 @@ module \digits.layer0.t16 (rst, carry, p, s, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t17 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t17 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10315,7 +8235,7 @@ module \digits.layer0.t17 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t18 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t18 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10382,7 +8302,7 @@ module \digits.layer0.t18 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t19 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t19 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10449,7 +8369,7 @@ module \digits.layer0.t19 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t2 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t2 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10516,7 +8436,7 @@ module \digits.layer0.t2 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t20 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t20 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10583,7 +8503,7 @@ module \digits.layer0.t20 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t21 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t21 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10650,7 +8570,7 @@ module \digits.layer0.t21 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t22 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t22 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10717,7 +8637,7 @@ module \digits.layer0.t22 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t23 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t23 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10784,7 +8704,7 @@ module \digits.layer0.t23 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t24 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t24 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10851,7 +8771,7 @@ module \digits.layer0.t24 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t25 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t25 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10918,7 +8838,7 @@ module \digits.layer0.t25 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t26 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t26 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -10985,7 +8905,7 @@ module \digits.layer0.t26 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t27 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t27 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11052,7 +8972,7 @@ module \digits.layer0.t27 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t28 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t28 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11119,7 +9039,7 @@ module \digits.layer0.t28 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t29 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t29 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11186,7 +9106,7 @@ module \digits.layer0.t29 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t3 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t3 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11253,7 +9173,7 @@ module \digits.layer0.t3 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t30 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t30 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11320,7 +9240,7 @@ module \digits.layer0.t30 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t31 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t31 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11387,7 +9307,7 @@ module \digits.layer0.t31 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t32 (rst, carry, p, s, thr_r3, clk);
+module \digits.layer0.t32 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11454,7 +9374,7 @@ module \digits.layer0.t32 (rst, carry, p, s, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t33 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t33 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11521,7 +9441,7 @@ module \digits.layer0.t33 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t34 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t34 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11588,7 +9508,7 @@ module \digits.layer0.t34 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t35 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t35 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11655,7 +9575,7 @@ module \digits.layer0.t35 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t36 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t36 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11722,7 +9642,7 @@ module \digits.layer0.t36 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t37 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t37 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11789,7 +9709,7 @@ module \digits.layer0.t37 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t38 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t38 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11856,7 +9776,7 @@ module \digits.layer0.t38 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t39 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t39 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11923,7 +9843,7 @@ module \digits.layer0.t39 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t4 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t4 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11990,7 +9910,7 @@ module \digits.layer0.t4 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t40 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t40 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12057,7 +9977,7 @@ module \digits.layer0.t40 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t41 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t41 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12124,7 +10044,7 @@ module \digits.layer0.t41 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t42 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t42 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12191,7 +10111,7 @@ module \digits.layer0.t42 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t43 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t43 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12258,7 +10178,7 @@ module \digits.layer0.t43 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t44 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t44 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12325,7 +10245,7 @@ module \digits.layer0.t44 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t45 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t45 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12392,7 +10312,7 @@ module \digits.layer0.t45 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t46 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t46 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12459,7 +10379,7 @@ module \digits.layer0.t46 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t47 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t47 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12526,7 +10446,7 @@ module \digits.layer0.t47 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t48 (rst, carry, p, s, thr_r3, clk);
+module \digits.layer0.t48 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12593,7 +10513,7 @@ module \digits.layer0.t48 (rst, carry, p, s, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t49 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t49 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12660,7 +10580,7 @@ module \digits.layer0.t49 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t5 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t5 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12727,7 +10647,7 @@ module \digits.layer0.t5 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t50 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t50 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12794,7 +10714,7 @@ module \digits.layer0.t50 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t51 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t51 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12861,7 +10781,7 @@ module \digits.layer0.t51 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t52 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t52 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12928,7 +10848,7 @@ module \digits.layer0.t52 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t53 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t53 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12995,7 +10915,7 @@ module \digits.layer0.t53 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t54 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t54 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13062,7 +10982,7 @@ module \digits.layer0.t54 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t55 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t55 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13129,7 +11049,7 @@ module \digits.layer0.t55 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t56 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t56 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13196,7 +11116,7 @@ module \digits.layer0.t56 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t57 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t57 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13263,7 +11183,7 @@ module \digits.layer0.t57 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t58 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t58 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13330,7 +11250,7 @@ module \digits.layer0.t58 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t59 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t59 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13397,7 +11317,7 @@ module \digits.layer0.t59 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t6 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t6 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13464,7 +11384,7 @@ module \digits.layer0.t6 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t60 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t60 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13531,7 +11451,7 @@ module \digits.layer0.t60 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t61 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t61 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13598,7 +11518,7 @@ module \digits.layer0.t61 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t62 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t62 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13665,7 +11585,7 @@ module \digits.layer0.t62 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t63 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t63 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13732,7 +11652,7 @@ module \digits.layer0.t63 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t7 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t7 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13799,7 +11719,7 @@ module \digits.layer0.t7 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t8 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t8 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13866,7 +11786,7 @@ module \digits.layer0.t8 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.layer0.t9 (rst, carry, s, p, thr_r3, clk);
+module \digits.layer0.t9 (rst, p, carry, s, thr_r3, clk);
   wire [7:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13933,10 +11853,10 @@ module \digits.layer0.t9 (rst, carry, s, p, thr_r3, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output (rst, \port$2882$0 , \port$2885$0 , \port$2888$0 , \port$2891$0 , \port$2894$0 , \port$2897$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2909$0 , \port$2912$0 , \port$2915$0 , \port$2918$0 , \port$2921$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2936$0 , \port$2939$0 
-, \port$2942$0 , \port$2945$0 , \port$2948$0 , \port$2951$0 , \port$2954$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2966$0 , \port$2969$0 , \port$2972$0 , \port$2975$0 , \port$2978$0 , \port$2981$0 , \port$2984$0 , \port$2987$0 , \port$2990$0 , \port$2993$0 , \port$2996$0 , \port$2999$0 , \port$3002$0 
-, \port$3005$0 , \port$3008$0 , \port$3011$0 , \port$3014$0 , \port$3017$0 , \port$3020$0 , \port$3023$0 , \port$3026$0 , \port$3029$0 , \port$3032$0 , \port$3035$0 , \port$3038$0 , \port$3041$0 , \port$3044$0 , \port$3047$0 , \port$3050$0 , \port$3053$0 , \port$3056$0 , \port$3059$0 , \port$3062$0 , \port$3065$0 
-, \port$3068$0 , \port$3071$0 , scores, clk);
+module \digits.output (rst, \port$2450$0 , \port$2453$0 , \port$2456$0 , \port$2459$0 , \port$2462$0 , \port$2465$0 , \port$2468$0 , \port$2471$0 , \port$2474$0 , \port$2477$0 , \port$2480$0 , \port$2483$0 , \port$2486$0 , \port$2489$0 , \port$2492$0 , \port$2495$0 , \port$2498$0 , \port$2501$0 , \port$2504$0 , \port$2507$0 
+, \port$2510$0 , \port$2513$0 , \port$2516$0 , \port$2519$0 , \port$2522$0 , \port$2525$0 , \port$2528$0 , \port$2531$0 , \port$2534$0 , \port$2537$0 , \port$2540$0 , \port$2543$0 , \port$2546$0 , \port$2549$0 , \port$2552$0 , \port$2555$0 , \port$2558$0 , \port$2561$0 , \port$2564$0 , \port$2567$0 , \port$2570$0 
+, \port$2573$0 , \port$2576$0 , \port$2579$0 , \port$2582$0 , \port$2585$0 , \port$2588$0 , \port$2591$0 , \port$2594$0 , \port$2597$0 , \port$2600$0 , \port$2603$0 , \port$2606$0 , \port$2609$0 , \port$2612$0 , \port$2615$0 , \port$2618$0 , \port$2621$0 , \port$2624$0 , \port$2627$0 , \port$2630$0 , \port$2633$0 
+, \port$2636$0 , \port$2639$0 , scores, clk);
   wire [9:0] \$1 ;
   wire [12:0] \$10 ;
   wire [11:0] \$11 ;
@@ -14015,134 +11935,134 @@ module \digits.output (rst, \port$2882$0 , \port$2885$0 , \port$2888$0 , \port$2
   wire [26:0] \inputs$7 ;
   wire [25:0] \inputs$8 ;
   wire [27:0] \inputs$9 ;
-  input \port$2882$0 ;
-  wire \port$2882$0 ;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2888$0 ;
-  wire \port$2888$0 ;
-  input \port$2891$0 ;
-  wire \port$2891$0 ;
-  input \port$2894$0 ;
-  wire \port$2894$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2900$0 ;
-  wire \port$2900$0 ;
-  input \port$2903$0 ;
-  wire \port$2903$0 ;
-  input \port$2906$0 ;
-  wire \port$2906$0 ;
-  input \port$2909$0 ;
-  wire \port$2909$0 ;
-  input \port$2912$0 ;
-  wire \port$2912$0 ;
-  input \port$2915$0 ;
-  wire \port$2915$0 ;
-  input \port$2918$0 ;
-  wire \port$2918$0 ;
-  input \port$2921$0 ;
-  wire \port$2921$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2927$0 ;
-  wire \port$2927$0 ;
-  input \port$2930$0 ;
-  wire \port$2930$0 ;
-  input \port$2933$0 ;
-  wire \port$2933$0 ;
-  input \port$2936$0 ;
-  wire \port$2936$0 ;
-  input \port$2939$0 ;
-  wire \port$2939$0 ;
-  input \port$2942$0 ;
-  wire \port$2942$0 ;
-  input \port$2945$0 ;
-  wire \port$2945$0 ;
-  input \port$2948$0 ;
-  wire \port$2948$0 ;
-  input \port$2951$0 ;
-  wire \port$2951$0 ;
-  input \port$2954$0 ;
-  wire \port$2954$0 ;
-  input \port$2957$0 ;
-  wire \port$2957$0 ;
-  input \port$2960$0 ;
-  wire \port$2960$0 ;
-  input \port$2963$0 ;
-  wire \port$2963$0 ;
-  input \port$2966$0 ;
-  wire \port$2966$0 ;
-  input \port$2969$0 ;
-  wire \port$2969$0 ;
-  input \port$2972$0 ;
-  wire \port$2972$0 ;
-  input \port$2975$0 ;
-  wire \port$2975$0 ;
-  input \port$2978$0 ;
-  wire \port$2978$0 ;
-  input \port$2981$0 ;
-  wire \port$2981$0 ;
-  input \port$2984$0 ;
-  wire \port$2984$0 ;
-  input \port$2987$0 ;
-  wire \port$2987$0 ;
-  input \port$2990$0 ;
-  wire \port$2990$0 ;
-  input \port$2993$0 ;
-  wire \port$2993$0 ;
-  input \port$2996$0 ;
-  wire \port$2996$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3002$0 ;
-  wire \port$3002$0 ;
-  input \port$3005$0 ;
-  wire \port$3005$0 ;
-  input \port$3008$0 ;
-  wire \port$3008$0 ;
-  input \port$3011$0 ;
-  wire \port$3011$0 ;
-  input \port$3014$0 ;
-  wire \port$3014$0 ;
-  input \port$3017$0 ;
-  wire \port$3017$0 ;
-  input \port$3020$0 ;
-  wire \port$3020$0 ;
-  input \port$3023$0 ;
-  wire \port$3023$0 ;
-  input \port$3026$0 ;
-  wire \port$3026$0 ;
-  input \port$3029$0 ;
-  wire \port$3029$0 ;
-  input \port$3032$0 ;
-  wire \port$3032$0 ;
-  input \port$3035$0 ;
-  wire \port$3035$0 ;
-  input \port$3038$0 ;
-  wire \port$3038$0 ;
-  input \port$3041$0 ;
-  wire \port$3041$0 ;
-  input \port$3044$0 ;
-  wire \port$3044$0 ;
-  input \port$3047$0 ;
-  wire \port$3047$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3053$0 ;
-  wire \port$3053$0 ;
-  input \port$3056$0 ;
-  wire \port$3056$0 ;
-  input \port$3059$0 ;
-  wire \port$3059$0 ;
-  input \port$3062$0 ;
-  wire \port$3062$0 ;
-  input \port$3065$0 ;
-  wire \port$3065$0 ;
-  input \port$3068$0 ;
-  wire \port$3068$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2450$0 ;
+  wire \port$2450$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2456$0 ;
+  wire \port$2456$0 ;
+  input \port$2459$0 ;
+  wire \port$2459$0 ;
+  input \port$2462$0 ;
+  wire \port$2462$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2468$0 ;
+  wire \port$2468$0 ;
+  input \port$2471$0 ;
+  wire \port$2471$0 ;
+  input \port$2474$0 ;
+  wire \port$2474$0 ;
+  input \port$2477$0 ;
+  wire \port$2477$0 ;
+  input \port$2480$0 ;
+  wire \port$2480$0 ;
+  input \port$2483$0 ;
+  wire \port$2483$0 ;
+  input \port$2486$0 ;
+  wire \port$2486$0 ;
+  input \port$2489$0 ;
+  wire \port$2489$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2495$0 ;
+  wire \port$2495$0 ;
+  input \port$2498$0 ;
+  wire \port$2498$0 ;
+  input \port$2501$0 ;
+  wire \port$2501$0 ;
+  input \port$2504$0 ;
+  wire \port$2504$0 ;
+  input \port$2507$0 ;
+  wire \port$2507$0 ;
+  input \port$2510$0 ;
+  wire \port$2510$0 ;
+  input \port$2513$0 ;
+  wire \port$2513$0 ;
+  input \port$2516$0 ;
+  wire \port$2516$0 ;
+  input \port$2519$0 ;
+  wire \port$2519$0 ;
+  input \port$2522$0 ;
+  wire \port$2522$0 ;
+  input \port$2525$0 ;
+  wire \port$2525$0 ;
+  input \port$2528$0 ;
+  wire \port$2528$0 ;
+  input \port$2531$0 ;
+  wire \port$2531$0 ;
+  input \port$2534$0 ;
+  wire \port$2534$0 ;
+  input \port$2537$0 ;
+  wire \port$2537$0 ;
+  input \port$2540$0 ;
+  wire \port$2540$0 ;
+  input \port$2543$0 ;
+  wire \port$2543$0 ;
+  input \port$2546$0 ;
+  wire \port$2546$0 ;
+  input \port$2549$0 ;
+  wire \port$2549$0 ;
+  input \port$2552$0 ;
+  wire \port$2552$0 ;
+  input \port$2555$0 ;
+  wire \port$2555$0 ;
+  input \port$2558$0 ;
+  wire \port$2558$0 ;
+  input \port$2561$0 ;
+  wire \port$2561$0 ;
+  input \port$2564$0 ;
+  wire \port$2564$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2570$0 ;
+  wire \port$2570$0 ;
+  input \port$2573$0 ;
+  wire \port$2573$0 ;
+  input \port$2576$0 ;
+  wire \port$2576$0 ;
+  input \port$2579$0 ;
+  wire \port$2579$0 ;
+  input \port$2582$0 ;
+  wire \port$2582$0 ;
+  input \port$2585$0 ;
+  wire \port$2585$0 ;
+  input \port$2588$0 ;
+  wire \port$2588$0 ;
+  input \port$2591$0 ;
+  wire \port$2591$0 ;
+  input \port$2594$0 ;
+  wire \port$2594$0 ;
+  input \port$2597$0 ;
+  wire \port$2597$0 ;
+  input \port$2600$0 ;
+  wire \port$2600$0 ;
+  input \port$2603$0 ;
+  wire \port$2603$0 ;
+  input \port$2606$0 ;
+  wire \port$2606$0 ;
+  input \port$2609$0 ;
+  wire \port$2609$0 ;
+  input \port$2612$0 ;
+  wire \port$2612$0 ;
+  input \port$2615$0 ;
+  wire \port$2615$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2621$0 ;
+  wire \port$2621$0 ;
+  input \port$2624$0 ;
+  wire \port$2624$0 ;
+  input \port$2627$0 ;
+  wire \port$2627$0 ;
+  input \port$2630$0 ;
+  wire \port$2630$0 ;
+  input \port$2633$0 ;
+  wire \port$2633$0 ;
+  input \port$2636$0 ;
+  wire \port$2636$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   reg [11:0] score_r1 = 12'h000;
@@ -14275,401 +12195,401 @@ module \digits.output (rst, \port$2882$0 , \port$2885$0 , \port$2888$0 , \port$2
   assign \$34  = $signed(\$33 [11:0]) + $signed(6'h2a);
   \digits.output.p0  p0 (
     .clk(clk),
-    .\port$2885$0 (\port$2885$0 ),
-    .\port$2891$0 (\port$2891$0 ),
-    .\port$2894$0 (\port$2894$0 ),
-    .\port$2900$0 (\port$2900$0 ),
-    .\port$2903$0 (\port$2903$0 ),
-    .\port$2912$0 (\port$2912$0 ),
-    .\port$2924$0 (\port$2924$0 ),
-    .\port$2936$0 (\port$2936$0 ),
-    .\port$2948$0 (\port$2948$0 ),
-    .\port$2960$0 (\port$2960$0 ),
-    .\port$2963$0 (\port$2963$0 ),
-    .\port$2975$0 (\port$2975$0 ),
-    .\port$2978$0 (\port$2978$0 ),
-    .\port$2981$0 (\port$2981$0 ),
-    .\port$2987$0 (\port$2987$0 ),
-    .\port$2996$0 (\port$2996$0 ),
-    .\port$3002$0 (\port$3002$0 ),
-    .\port$3005$0 (\port$3005$0 ),
-    .\port$3008$0 (\port$3008$0 ),
-    .\port$3014$0 (\port$3014$0 ),
-    .\port$3023$0 (\port$3023$0 ),
-    .\port$3029$0 (\port$3029$0 ),
-    .\port$3035$0 (\port$3035$0 ),
-    .\port$3053$0 (\port$3053$0 ),
-    .\port$3056$0 (\port$3056$0 ),
-    .\port$3062$0 (\port$3062$0 ),
+    .\port$2453$0 (\port$2453$0 ),
+    .\port$2459$0 (\port$2459$0 ),
+    .\port$2462$0 (\port$2462$0 ),
+    .\port$2468$0 (\port$2468$0 ),
+    .\port$2471$0 (\port$2471$0 ),
+    .\port$2480$0 (\port$2480$0 ),
+    .\port$2492$0 (\port$2492$0 ),
+    .\port$2504$0 (\port$2504$0 ),
+    .\port$2516$0 (\port$2516$0 ),
+    .\port$2528$0 (\port$2528$0 ),
+    .\port$2531$0 (\port$2531$0 ),
+    .\port$2543$0 (\port$2543$0 ),
+    .\port$2546$0 (\port$2546$0 ),
+    .\port$2549$0 (\port$2549$0 ),
+    .\port$2555$0 (\port$2555$0 ),
+    .\port$2564$0 (\port$2564$0 ),
+    .\port$2570$0 (\port$2570$0 ),
+    .\port$2573$0 (\port$2573$0 ),
+    .\port$2576$0 (\port$2576$0 ),
+    .\port$2582$0 (\port$2582$0 ),
+    .\port$2591$0 (\port$2591$0 ),
+    .\port$2597$0 (\port$2597$0 ),
+    .\port$2603$0 (\port$2603$0 ),
+    .\port$2621$0 (\port$2621$0 ),
+    .\port$2624$0 (\port$2624$0 ),
+    .\port$2630$0 (\port$2630$0 ),
     .rst(rst),
     .sum(\sum$28 )
   );
   \digits.output.p1  p1 (
     .clk(clk),
-    .\port$2888$0 (\port$2888$0 ),
-    .\port$2894$0 (\port$2894$0 ),
-    .\port$2906$0 (\port$2906$0 ),
-    .\port$2909$0 (\port$2909$0 ),
-    .\port$2915$0 (\port$2915$0 ),
-    .\port$2918$0 (\port$2918$0 ),
-    .\port$2921$0 (\port$2921$0 ),
-    .\port$2927$0 (\port$2927$0 ),
-    .\port$2942$0 (\port$2942$0 ),
-    .\port$2948$0 (\port$2948$0 ),
-    .\port$2954$0 (\port$2954$0 ),
-    .\port$2969$0 (\port$2969$0 ),
-    .\port$2978$0 (\port$2978$0 ),
-    .\port$2987$0 (\port$2987$0 ),
-    .\port$2996$0 (\port$2996$0 ),
-    .\port$3002$0 (\port$3002$0 ),
-    .\port$3017$0 (\port$3017$0 ),
-    .\port$3026$0 (\port$3026$0 ),
-    .\port$3029$0 (\port$3029$0 ),
-    .\port$3032$0 (\port$3032$0 ),
-    .\port$3035$0 (\port$3035$0 ),
-    .\port$3038$0 (\port$3038$0 ),
-    .\port$3044$0 (\port$3044$0 ),
-    .\port$3047$0 (\port$3047$0 ),
-    .\port$3053$0 (\port$3053$0 ),
-    .\port$3071$0 (\port$3071$0 ),
+    .\port$2456$0 (\port$2456$0 ),
+    .\port$2462$0 (\port$2462$0 ),
+    .\port$2474$0 (\port$2474$0 ),
+    .\port$2477$0 (\port$2477$0 ),
+    .\port$2483$0 (\port$2483$0 ),
+    .\port$2486$0 (\port$2486$0 ),
+    .\port$2489$0 (\port$2489$0 ),
+    .\port$2495$0 (\port$2495$0 ),
+    .\port$2510$0 (\port$2510$0 ),
+    .\port$2516$0 (\port$2516$0 ),
+    .\port$2522$0 (\port$2522$0 ),
+    .\port$2537$0 (\port$2537$0 ),
+    .\port$2546$0 (\port$2546$0 ),
+    .\port$2555$0 (\port$2555$0 ),
+    .\port$2564$0 (\port$2564$0 ),
+    .\port$2570$0 (\port$2570$0 ),
+    .\port$2585$0 (\port$2585$0 ),
+    .\port$2594$0 (\port$2594$0 ),
+    .\port$2597$0 (\port$2597$0 ),
+    .\port$2600$0 (\port$2600$0 ),
+    .\port$2603$0 (\port$2603$0 ),
+    .\port$2606$0 (\port$2606$0 ),
+    .\port$2612$0 (\port$2612$0 ),
+    .\port$2615$0 (\port$2615$0 ),
+    .\port$2621$0 (\port$2621$0 ),
+    .\port$2639$0 (\port$2639$0 ),
     .rst(rst),
     .sum(\sum$30 )
   );
   \digits.output.p2  p2 (
     .clk(clk),
-    .\port$2882$0 (\port$2882$0 ),
-    .\port$2885$0 (\port$2885$0 ),
-    .\port$2894$0 (\port$2894$0 ),
-    .\port$2897$0 (\port$2897$0 ),
-    .\port$2906$0 (\port$2906$0 ),
-    .\port$2915$0 (\port$2915$0 ),
-    .\port$2921$0 (\port$2921$0 ),
-    .\port$2939$0 (\port$2939$0 ),
-    .\port$2945$0 (\port$2945$0 ),
-    .\port$2954$0 (\port$2954$0 ),
-    .\port$2981$0 (\port$2981$0 ),
-    .\port$2987$0 (\port$2987$0 ),
-    .\port$2990$0 (\port$2990$0 ),
-    .\port$2999$0 (\port$2999$0 ),
-    .\port$3002$0 (\port$3002$0 ),
-    .\port$3005$0 (\port$3005$0 ),
-    .\port$3008$0 (\port$3008$0 ),
-    .\port$3014$0 (\port$3014$0 ),
-    .\port$3020$0 (\port$3020$0 ),
-    .\port$3023$0 (\port$3023$0 ),
-    .\port$3026$0 (\port$3026$0 ),
-    .\port$3053$0 (\port$3053$0 ),
-    .\port$3056$0 (\port$3056$0 ),
-    .\port$3065$0 (\port$3065$0 ),
-    .\port$3068$0 (\port$3068$0 ),
-    .\port$3071$0 (\port$3071$0 ),
+    .\port$2450$0 (\port$2450$0 ),
+    .\port$2453$0 (\port$2453$0 ),
+    .\port$2462$0 (\port$2462$0 ),
+    .\port$2465$0 (\port$2465$0 ),
+    .\port$2474$0 (\port$2474$0 ),
+    .\port$2483$0 (\port$2483$0 ),
+    .\port$2489$0 (\port$2489$0 ),
+    .\port$2507$0 (\port$2507$0 ),
+    .\port$2513$0 (\port$2513$0 ),
+    .\port$2522$0 (\port$2522$0 ),
+    .\port$2549$0 (\port$2549$0 ),
+    .\port$2555$0 (\port$2555$0 ),
+    .\port$2558$0 (\port$2558$0 ),
+    .\port$2567$0 (\port$2567$0 ),
+    .\port$2570$0 (\port$2570$0 ),
+    .\port$2573$0 (\port$2573$0 ),
+    .\port$2576$0 (\port$2576$0 ),
+    .\port$2582$0 (\port$2582$0 ),
+    .\port$2588$0 (\port$2588$0 ),
+    .\port$2591$0 (\port$2591$0 ),
+    .\port$2594$0 (\port$2594$0 ),
+    .\port$2621$0 (\port$2621$0 ),
+    .\port$2624$0 (\port$2624$0 ),
+    .\port$2633$0 (\port$2633$0 ),
+    .\port$2636$0 (\port$2636$0 ),
+    .\port$2639$0 (\port$2639$0 ),
     .rst(rst),
     .sum(\sum$32 )
   );
   \digits.output.p3  p3 (
     .clk(clk),
-    .\port$2885$0 (\port$2885$0 ),
-    .\port$2888$0 (\port$2888$0 ),
-    .\port$2894$0 (\port$2894$0 ),
-    .\port$2900$0 (\port$2900$0 ),
-    .\port$2903$0 (\port$2903$0 ),
-    .\port$2906$0 (\port$2906$0 ),
-    .\port$2909$0 (\port$2909$0 ),
-    .\port$2912$0 (\port$2912$0 ),
-    .\port$2921$0 (\port$2921$0 ),
-    .\port$2924$0 (\port$2924$0 ),
-    .\port$2930$0 (\port$2930$0 ),
-    .\port$2951$0 (\port$2951$0 ),
-    .\port$2954$0 (\port$2954$0 ),
-    .\port$2966$0 (\port$2966$0 ),
-    .\port$2972$0 (\port$2972$0 ),
-    .\port$2987$0 (\port$2987$0 ),
-    .\port$2990$0 (\port$2990$0 ),
-    .\port$2993$0 (\port$2993$0 ),
-    .\port$2999$0 (\port$2999$0 ),
-    .\port$3008$0 (\port$3008$0 ),
-    .\port$3011$0 (\port$3011$0 ),
-    .\port$3014$0 (\port$3014$0 ),
-    .\port$3017$0 (\port$3017$0 ),
-    .\port$3038$0 (\port$3038$0 ),
-    .\port$3050$0 (\port$3050$0 ),
-    .\port$3062$0 (\port$3062$0 ),
+    .\port$2453$0 (\port$2453$0 ),
+    .\port$2456$0 (\port$2456$0 ),
+    .\port$2462$0 (\port$2462$0 ),
+    .\port$2468$0 (\port$2468$0 ),
+    .\port$2471$0 (\port$2471$0 ),
+    .\port$2474$0 (\port$2474$0 ),
+    .\port$2477$0 (\port$2477$0 ),
+    .\port$2480$0 (\port$2480$0 ),
+    .\port$2489$0 (\port$2489$0 ),
+    .\port$2492$0 (\port$2492$0 ),
+    .\port$2498$0 (\port$2498$0 ),
+    .\port$2519$0 (\port$2519$0 ),
+    .\port$2522$0 (\port$2522$0 ),
+    .\port$2534$0 (\port$2534$0 ),
+    .\port$2540$0 (\port$2540$0 ),
+    .\port$2555$0 (\port$2555$0 ),
+    .\port$2558$0 (\port$2558$0 ),
+    .\port$2561$0 (\port$2561$0 ),
+    .\port$2567$0 (\port$2567$0 ),
+    .\port$2576$0 (\port$2576$0 ),
+    .\port$2579$0 (\port$2579$0 ),
+    .\port$2582$0 (\port$2582$0 ),
+    .\port$2585$0 (\port$2585$0 ),
+    .\port$2606$0 (\port$2606$0 ),
+    .\port$2618$0 (\port$2618$0 ),
+    .\port$2630$0 (\port$2630$0 ),
     .rst(rst),
     .sum(\sum$34 )
   );
   \digits.output.p4  p4 (
     .clk(clk),
-    .\port$2882$0 (\port$2882$0 ),
-    .\port$2885$0 (\port$2885$0 ),
-    .\port$2897$0 (\port$2897$0 ),
-    .\port$2903$0 (\port$2903$0 ),
-    .\port$2924$0 (\port$2924$0 ),
-    .\port$2936$0 (\port$2936$0 ),
-    .\port$2942$0 (\port$2942$0 ),
-    .\port$2945$0 (\port$2945$0 ),
-    .\port$2948$0 (\port$2948$0 ),
-    .\port$2951$0 (\port$2951$0 ),
-    .\port$2957$0 (\port$2957$0 ),
-    .\port$2972$0 (\port$2972$0 ),
-    .\port$2981$0 (\port$2981$0 ),
-    .\port$2984$0 (\port$2984$0 ),
-    .\port$2987$0 (\port$2987$0 ),
-    .\port$2993$0 (\port$2993$0 ),
-    .\port$2999$0 (\port$2999$0 ),
-    .\port$3002$0 (\port$3002$0 ),
-    .\port$3005$0 (\port$3005$0 ),
-    .\port$3017$0 (\port$3017$0 ),
-    .\port$3032$0 (\port$3032$0 ),
-    .\port$3038$0 (\port$3038$0 ),
-    .\port$3041$0 (\port$3041$0 ),
-    .\port$3044$0 (\port$3044$0 ),
-    .\port$3050$0 (\port$3050$0 ),
-    .\port$3062$0 (\port$3062$0 ),
-    .\port$3071$0 (\port$3071$0 ),
+    .\port$2450$0 (\port$2450$0 ),
+    .\port$2453$0 (\port$2453$0 ),
+    .\port$2465$0 (\port$2465$0 ),
+    .\port$2471$0 (\port$2471$0 ),
+    .\port$2492$0 (\port$2492$0 ),
+    .\port$2504$0 (\port$2504$0 ),
+    .\port$2510$0 (\port$2510$0 ),
+    .\port$2513$0 (\port$2513$0 ),
+    .\port$2516$0 (\port$2516$0 ),
+    .\port$2519$0 (\port$2519$0 ),
+    .\port$2525$0 (\port$2525$0 ),
+    .\port$2540$0 (\port$2540$0 ),
+    .\port$2549$0 (\port$2549$0 ),
+    .\port$2552$0 (\port$2552$0 ),
+    .\port$2555$0 (\port$2555$0 ),
+    .\port$2561$0 (\port$2561$0 ),
+    .\port$2567$0 (\port$2567$0 ),
+    .\port$2570$0 (\port$2570$0 ),
+    .\port$2573$0 (\port$2573$0 ),
+    .\port$2585$0 (\port$2585$0 ),
+    .\port$2600$0 (\port$2600$0 ),
+    .\port$2606$0 (\port$2606$0 ),
+    .\port$2609$0 (\port$2609$0 ),
+    .\port$2612$0 (\port$2612$0 ),
+    .\port$2618$0 (\port$2618$0 ),
+    .\port$2630$0 (\port$2630$0 ),
+    .\port$2639$0 (\port$2639$0 ),
     .rst(rst),
     .sum(\sum$36 )
   );
   \digits.output.p5  p5 (
     .clk(clk),
-    .\port$2882$0 (\port$2882$0 ),
-    .\port$2897$0 (\port$2897$0 ),
-    .\port$2900$0 (\port$2900$0 ),
-    .\port$2903$0 (\port$2903$0 ),
-    .\port$2906$0 (\port$2906$0 ),
-    .\port$2912$0 (\port$2912$0 ),
-    .\port$2918$0 (\port$2918$0 ),
-    .\port$2921$0 (\port$2921$0 ),
-    .\port$2924$0 (\port$2924$0 ),
-    .\port$2933$0 (\port$2933$0 ),
-    .\port$2939$0 (\port$2939$0 ),
-    .\port$2942$0 (\port$2942$0 ),
-    .\port$2957$0 (\port$2957$0 ),
-    .\port$2963$0 (\port$2963$0 ),
-    .\port$2969$0 (\port$2969$0 ),
-    .\port$2975$0 (\port$2975$0 ),
-    .\port$2978$0 (\port$2978$0 ),
-    .\port$2990$0 (\port$2990$0 ),
-    .\port$2993$0 (\port$2993$0 ),
-    .\port$2999$0 (\port$2999$0 ),
-    .\port$3014$0 (\port$3014$0 ),
-    .\port$3032$0 (\port$3032$0 ),
-    .\port$3041$0 (\port$3041$0 ),
-    .\port$3044$0 (\port$3044$0 ),
-    .\port$3059$0 (\port$3059$0 ),
-    .\port$3062$0 (\port$3062$0 ),
-    .\port$3065$0 (\port$3065$0 ),
+    .\port$2450$0 (\port$2450$0 ),
+    .\port$2465$0 (\port$2465$0 ),
+    .\port$2468$0 (\port$2468$0 ),
+    .\port$2471$0 (\port$2471$0 ),
+    .\port$2474$0 (\port$2474$0 ),
+    .\port$2480$0 (\port$2480$0 ),
+    .\port$2486$0 (\port$2486$0 ),
+    .\port$2489$0 (\port$2489$0 ),
+    .\port$2492$0 (\port$2492$0 ),
+    .\port$2501$0 (\port$2501$0 ),
+    .\port$2507$0 (\port$2507$0 ),
+    .\port$2510$0 (\port$2510$0 ),
+    .\port$2525$0 (\port$2525$0 ),
+    .\port$2531$0 (\port$2531$0 ),
+    .\port$2537$0 (\port$2537$0 ),
+    .\port$2543$0 (\port$2543$0 ),
+    .\port$2546$0 (\port$2546$0 ),
+    .\port$2558$0 (\port$2558$0 ),
+    .\port$2561$0 (\port$2561$0 ),
+    .\port$2567$0 (\port$2567$0 ),
+    .\port$2582$0 (\port$2582$0 ),
+    .\port$2600$0 (\port$2600$0 ),
+    .\port$2609$0 (\port$2609$0 ),
+    .\port$2612$0 (\port$2612$0 ),
+    .\port$2627$0 (\port$2627$0 ),
+    .\port$2630$0 (\port$2630$0 ),
+    .\port$2633$0 (\port$2633$0 ),
     .rst(rst),
     .sum(\sum$38 )
   );
   \digits.output.p6  p6 (
     .clk(clk),
-    .\port$2888$0 (\port$2888$0 ),
-    .\port$2897$0 (\port$2897$0 ),
-    .\port$2903$0 (\port$2903$0 ),
-    .\port$2909$0 (\port$2909$0 ),
-    .\port$2912$0 (\port$2912$0 ),
-    .\port$2936$0 (\port$2936$0 ),
-    .\port$2939$0 (\port$2939$0 ),
-    .\port$2942$0 (\port$2942$0 ),
-    .\port$2951$0 (\port$2951$0 ),
-    .\port$2960$0 (\port$2960$0 ),
-    .\port$2966$0 (\port$2966$0 ),
-    .\port$2969$0 (\port$2969$0 ),
-    .\port$2975$0 (\port$2975$0 ),
-    .\port$2978$0 (\port$2978$0 ),
-    .\port$2984$0 (\port$2984$0 ),
-    .\port$2990$0 (\port$2990$0 ),
-    .\port$2999$0 (\port$2999$0 ),
-    .\port$3011$0 (\port$3011$0 ),
-    .\port$3023$0 (\port$3023$0 ),
-    .\port$3026$0 (\port$3026$0 ),
-    .\port$3029$0 (\port$3029$0 ),
-    .\port$3032$0 (\port$3032$0 ),
-    .\port$3047$0 (\port$3047$0 ),
-    .\port$3050$0 (\port$3050$0 ),
-    .\port$3053$0 (\port$3053$0 ),
-    .\port$3065$0 (\port$3065$0 ),
-    .\port$3068$0 (\port$3068$0 ),
+    .\port$2456$0 (\port$2456$0 ),
+    .\port$2465$0 (\port$2465$0 ),
+    .\port$2471$0 (\port$2471$0 ),
+    .\port$2477$0 (\port$2477$0 ),
+    .\port$2480$0 (\port$2480$0 ),
+    .\port$2504$0 (\port$2504$0 ),
+    .\port$2507$0 (\port$2507$0 ),
+    .\port$2510$0 (\port$2510$0 ),
+    .\port$2519$0 (\port$2519$0 ),
+    .\port$2528$0 (\port$2528$0 ),
+    .\port$2534$0 (\port$2534$0 ),
+    .\port$2537$0 (\port$2537$0 ),
+    .\port$2543$0 (\port$2543$0 ),
+    .\port$2546$0 (\port$2546$0 ),
+    .\port$2552$0 (\port$2552$0 ),
+    .\port$2558$0 (\port$2558$0 ),
+    .\port$2567$0 (\port$2567$0 ),
+    .\port$2579$0 (\port$2579$0 ),
+    .\port$2591$0 (\port$2591$0 ),
+    .\port$2594$0 (\port$2594$0 ),
+    .\port$2597$0 (\port$2597$0 ),
+    .\port$2600$0 (\port$2600$0 ),
+    .\port$2615$0 (\port$2615$0 ),
+    .\port$2618$0 (\port$2618$0 ),
+    .\port$2621$0 (\port$2621$0 ),
+    .\port$2633$0 (\port$2633$0 ),
+    .\port$2636$0 (\port$2636$0 ),
     .rst(rst),
     .sum(\sum$40 )
   );
   \digits.output.p7  p7 (
     .clk(clk),
-    .\port$2888$0 (\port$2888$0 ),
-    .\port$2891$0 (\port$2891$0 ),
-    .\port$2897$0 (\port$2897$0 ),
-    .\port$2900$0 (\port$2900$0 ),
-    .\port$2906$0 (\port$2906$0 ),
-    .\port$2912$0 (\port$2912$0 ),
-    .\port$2918$0 (\port$2918$0 ),
-    .\port$2936$0 (\port$2936$0 ),
-    .\port$2945$0 (\port$2945$0 ),
-    .\port$2969$0 (\port$2969$0 ),
-    .\port$2981$0 (\port$2981$0 ),
-    .\port$2984$0 (\port$2984$0 ),
-    .\port$2990$0 (\port$2990$0 ),
-    .\port$2993$0 (\port$2993$0 ),
-    .\port$2996$0 (\port$2996$0 ),
-    .\port$3005$0 (\port$3005$0 ),
-    .\port$3011$0 (\port$3011$0 ),
-    .\port$3017$0 (\port$3017$0 ),
-    .\port$3020$0 (\port$3020$0 ),
-    .\port$3023$0 (\port$3023$0 ),
-    .\port$3026$0 (\port$3026$0 ),
-    .\port$3035$0 (\port$3035$0 ),
-    .\port$3050$0 (\port$3050$0 ),
-    .\port$3059$0 (\port$3059$0 ),
-    .\port$3068$0 (\port$3068$0 ),
-    .\port$3071$0 (\port$3071$0 ),
+    .\port$2456$0 (\port$2456$0 ),
+    .\port$2459$0 (\port$2459$0 ),
+    .\port$2465$0 (\port$2465$0 ),
+    .\port$2468$0 (\port$2468$0 ),
+    .\port$2474$0 (\port$2474$0 ),
+    .\port$2480$0 (\port$2480$0 ),
+    .\port$2486$0 (\port$2486$0 ),
+    .\port$2504$0 (\port$2504$0 ),
+    .\port$2513$0 (\port$2513$0 ),
+    .\port$2537$0 (\port$2537$0 ),
+    .\port$2549$0 (\port$2549$0 ),
+    .\port$2552$0 (\port$2552$0 ),
+    .\port$2558$0 (\port$2558$0 ),
+    .\port$2561$0 (\port$2561$0 ),
+    .\port$2564$0 (\port$2564$0 ),
+    .\port$2573$0 (\port$2573$0 ),
+    .\port$2579$0 (\port$2579$0 ),
+    .\port$2585$0 (\port$2585$0 ),
+    .\port$2588$0 (\port$2588$0 ),
+    .\port$2591$0 (\port$2591$0 ),
+    .\port$2594$0 (\port$2594$0 ),
+    .\port$2603$0 (\port$2603$0 ),
+    .\port$2618$0 (\port$2618$0 ),
+    .\port$2627$0 (\port$2627$0 ),
+    .\port$2636$0 (\port$2636$0 ),
+    .\port$2639$0 (\port$2639$0 ),
     .rst(rst),
     .sum(\sum$42 )
   );
   \digits.output.p8  p8 (
     .clk(clk),
-    .\port$2885$0 (\port$2885$0 ),
-    .\port$2891$0 (\port$2891$0 ),
-    .\port$2909$0 (\port$2909$0 ),
-    .\port$2915$0 (\port$2915$0 ),
-    .\port$2918$0 (\port$2918$0 ),
-    .\port$2924$0 (\port$2924$0 ),
-    .\port$2927$0 (\port$2927$0 ),
-    .\port$2930$0 (\port$2930$0 ),
-    .\port$2933$0 (\port$2933$0 ),
-    .\port$2939$0 (\port$2939$0 ),
-    .\port$2942$0 (\port$2942$0 ),
-    .\port$2945$0 (\port$2945$0 ),
-    .\port$2951$0 (\port$2951$0 ),
-    .\port$2954$0 (\port$2954$0 ),
-    .\port$2957$0 (\port$2957$0 ),
-    .\port$2960$0 (\port$2960$0 ),
-    .\port$2963$0 (\port$2963$0 ),
-    .\port$2966$0 (\port$2966$0 ),
-    .\port$2975$0 (\port$2975$0 ),
-    .\port$2984$0 (\port$2984$0 ),
-    .\port$3008$0 (\port$3008$0 ),
-    .\port$3029$0 (\port$3029$0 ),
-    .\port$3035$0 (\port$3035$0 ),
-    .\port$3038$0 (\port$3038$0 ),
-    .\port$3050$0 (\port$3050$0 ),
-    .\port$3056$0 (\port$3056$0 ),
-    .\port$3068$0 (\port$3068$0 ),
-    .\port$3071$0 (\port$3071$0 ),
+    .\port$2453$0 (\port$2453$0 ),
+    .\port$2459$0 (\port$2459$0 ),
+    .\port$2477$0 (\port$2477$0 ),
+    .\port$2483$0 (\port$2483$0 ),
+    .\port$2486$0 (\port$2486$0 ),
+    .\port$2492$0 (\port$2492$0 ),
+    .\port$2495$0 (\port$2495$0 ),
+    .\port$2498$0 (\port$2498$0 ),
+    .\port$2501$0 (\port$2501$0 ),
+    .\port$2507$0 (\port$2507$0 ),
+    .\port$2510$0 (\port$2510$0 ),
+    .\port$2513$0 (\port$2513$0 ),
+    .\port$2519$0 (\port$2519$0 ),
+    .\port$2522$0 (\port$2522$0 ),
+    .\port$2525$0 (\port$2525$0 ),
+    .\port$2528$0 (\port$2528$0 ),
+    .\port$2531$0 (\port$2531$0 ),
+    .\port$2534$0 (\port$2534$0 ),
+    .\port$2543$0 (\port$2543$0 ),
+    .\port$2552$0 (\port$2552$0 ),
+    .\port$2576$0 (\port$2576$0 ),
+    .\port$2597$0 (\port$2597$0 ),
+    .\port$2603$0 (\port$2603$0 ),
+    .\port$2606$0 (\port$2606$0 ),
+    .\port$2618$0 (\port$2618$0 ),
+    .\port$2624$0 (\port$2624$0 ),
+    .\port$2636$0 (\port$2636$0 ),
+    .\port$2639$0 (\port$2639$0 ),
     .rst(rst),
     .sum(\sum$44 )
   );
   \digits.output.p9  p9 (
     .clk(clk),
-    .\port$2882$0 (\port$2882$0 ),
-    .\port$2885$0 (\port$2885$0 ),
-    .\port$2891$0 (\port$2891$0 ),
-    .\port$2894$0 (\port$2894$0 ),
-    .\port$2897$0 (\port$2897$0 ),
-    .\port$2924$0 (\port$2924$0 ),
-    .\port$2927$0 (\port$2927$0 ),
-    .\port$2930$0 (\port$2930$0 ),
-    .\port$2933$0 (\port$2933$0 ),
-    .\port$2957$0 (\port$2957$0 ),
-    .\port$2960$0 (\port$2960$0 ),
-    .\port$2963$0 (\port$2963$0 ),
-    .\port$2969$0 (\port$2969$0 ),
-    .\port$2972$0 (\port$2972$0 ),
-    .\port$2981$0 (\port$2981$0 ),
-    .\port$2996$0 (\port$2996$0 ),
-    .\port$2999$0 (\port$2999$0 ),
-    .\port$3005$0 (\port$3005$0 ),
-    .\port$3011$0 (\port$3011$0 ),
-    .\port$3020$0 (\port$3020$0 ),
-    .\port$3029$0 (\port$3029$0 ),
-    .\port$3038$0 (\port$3038$0 ),
-    .\port$3041$0 (\port$3041$0 ),
-    .\port$3047$0 (\port$3047$0 ),
-    .\port$3050$0 (\port$3050$0 ),
-    .\port$3065$0 (\port$3065$0 ),
-    .\port$3071$0 (\port$3071$0 ),
+    .\port$2450$0 (\port$2450$0 ),
+    .\port$2453$0 (\port$2453$0 ),
+    .\port$2459$0 (\port$2459$0 ),
+    .\port$2462$0 (\port$2462$0 ),
+    .\port$2465$0 (\port$2465$0 ),
+    .\port$2492$0 (\port$2492$0 ),
+    .\port$2495$0 (\port$2495$0 ),
+    .\port$2498$0 (\port$2498$0 ),
+    .\port$2501$0 (\port$2501$0 ),
+    .\port$2525$0 (\port$2525$0 ),
+    .\port$2528$0 (\port$2528$0 ),
+    .\port$2531$0 (\port$2531$0 ),
+    .\port$2537$0 (\port$2537$0 ),
+    .\port$2540$0 (\port$2540$0 ),
+    .\port$2549$0 (\port$2549$0 ),
+    .\port$2564$0 (\port$2564$0 ),
+    .\port$2567$0 (\port$2567$0 ),
+    .\port$2573$0 (\port$2573$0 ),
+    .\port$2579$0 (\port$2579$0 ),
+    .\port$2588$0 (\port$2588$0 ),
+    .\port$2597$0 (\port$2597$0 ),
+    .\port$2606$0 (\port$2606$0 ),
+    .\port$2609$0 (\port$2609$0 ),
+    .\port$2615$0 (\port$2615$0 ),
+    .\port$2618$0 (\port$2618$0 ),
+    .\port$2633$0 (\port$2633$0 ),
+    .\port$2639$0 (\port$2639$0 ),
     .rst(rst),
     .sum(\sum$46 )
   );
   \digits.output.q  q (
     .clk(clk),
-    .\port$2882$0 (\port$2882$0 ),
-    .\port$2885$0 (\port$2885$0 ),
-    .\port$2888$0 (\port$2888$0 ),
-    .\port$2891$0 (\port$2891$0 ),
-    .\port$2894$0 (\port$2894$0 ),
-    .\port$2897$0 (\port$2897$0 ),
-    .\port$2900$0 (\port$2900$0 ),
-    .\port$2903$0 (\port$2903$0 ),
-    .\port$2906$0 (\port$2906$0 ),
-    .\port$2909$0 (\port$2909$0 ),
-    .\port$2912$0 (\port$2912$0 ),
-    .\port$2915$0 (\port$2915$0 ),
-    .\port$2918$0 (\port$2918$0 ),
-    .\port$2921$0 (\port$2921$0 ),
-    .\port$2924$0 (\port$2924$0 ),
-    .\port$2927$0 (\port$2927$0 ),
-    .\port$2930$0 (\port$2930$0 ),
-    .\port$2933$0 (\port$2933$0 ),
-    .\port$2936$0 (\port$2936$0 ),
-    .\port$2939$0 (\port$2939$0 ),
-    .\port$2942$0 (\port$2942$0 ),
-    .\port$2945$0 (\port$2945$0 ),
-    .\port$2948$0 (\port$2948$0 ),
-    .\port$2951$0 (\port$2951$0 ),
-    .\port$2954$0 (\port$2954$0 ),
-    .\port$2957$0 (\port$2957$0 ),
-    .\port$2960$0 (\port$2960$0 ),
-    .\port$2963$0 (\port$2963$0 ),
-    .\port$2966$0 (\port$2966$0 ),
-    .\port$2969$0 (\port$2969$0 ),
-    .\port$2972$0 (\port$2972$0 ),
-    .\port$2975$0 (\port$2975$0 ),
-    .\port$2978$0 (\port$2978$0 ),
-    .\port$2981$0 (\port$2981$0 ),
-    .\port$2984$0 (\port$2984$0 ),
-    .\port$2987$0 (\port$2987$0 ),
-    .\port$2990$0 (\port$2990$0 ),
-    .\port$2993$0 (\port$2993$0 ),
-    .\port$2996$0 (\port$2996$0 ),
-    .\port$2999$0 (\port$2999$0 ),
-    .\port$3002$0 (\port$3002$0 ),
-    .\port$3005$0 (\port$3005$0 ),
-    .\port$3008$0 (\port$3008$0 ),
-    .\port$3011$0 (\port$3011$0 ),
-    .\port$3014$0 (\port$3014$0 ),
-    .\port$3017$0 (\port$3017$0 ),
-    .\port$3020$0 (\port$3020$0 ),
-    .\port$3023$0 (\port$3023$0 ),
-    .\port$3026$0 (\port$3026$0 ),
-    .\port$3029$0 (\port$3029$0 ),
-    .\port$3032$0 (\port$3032$0 ),
-    .\port$3035$0 (\port$3035$0 ),
-    .\port$3038$0 (\port$3038$0 ),
-    .\port$3041$0 (\port$3041$0 ),
-    .\port$3044$0 (\port$3044$0 ),
-    .\port$3047$0 (\port$3047$0 ),
-    .\port$3050$0 (\port$3050$0 ),
-    .\port$3053$0 (\port$3053$0 ),
-    .\port$3056$0 (\port$3056$0 ),
-    .\port$3059$0 (\port$3059$0 ),
-    .\port$3062$0 (\port$3062$0 ),
-    .\port$3065$0 (\port$3065$0 ),
-    .\port$3068$0 (\port$3068$0 ),
-    .\port$3071$0 (\port$3071$0 ),
+    .\port$2450$0 (\port$2450$0 ),
+    .\port$2453$0 (\port$2453$0 ),
+    .\port$2456$0 (\port$2456$0 ),
+    .\port$2459$0 (\port$2459$0 ),
+    .\port$2462$0 (\port$2462$0 ),
+    .\port$2465$0 (\port$2465$0 ),
+    .\port$2468$0 (\port$2468$0 ),
+    .\port$2471$0 (\port$2471$0 ),
+    .\port$2474$0 (\port$2474$0 ),
+    .\port$2477$0 (\port$2477$0 ),
+    .\port$2480$0 (\port$2480$0 ),
+    .\port$2483$0 (\port$2483$0 ),
+    .\port$2486$0 (\port$2486$0 ),
+    .\port$2489$0 (\port$2489$0 ),
+    .\port$2492$0 (\port$2492$0 ),
+    .\port$2495$0 (\port$2495$0 ),
+    .\port$2498$0 (\port$2498$0 ),
+    .\port$2501$0 (\port$2501$0 ),
+    .\port$2504$0 (\port$2504$0 ),
+    .\port$2507$0 (\port$2507$0 ),
+    .\port$2510$0 (\port$2510$0 ),
+    .\port$2513$0 (\port$2513$0 ),
+    .\port$2516$0 (\port$2516$0 ),
+    .\port$2519$0 (\port$2519$0 ),
+    .\port$2522$0 (\port$2522$0 ),
+    .\port$2525$0 (\port$2525$0 ),
+    .\port$2528$0 (\port$2528$0 ),
+    .\port$2531$0 (\port$2531$0 ),
+    .\port$2534$0 (\port$2534$0 ),
+    .\port$2537$0 (\port$2537$0 ),
+    .\port$2540$0 (\port$2540$0 ),
+    .\port$2543$0 (\port$2543$0 ),
+    .\port$2546$0 (\port$2546$0 ),
+    .\port$2549$0 (\port$2549$0 ),
+    .\port$2552$0 (\port$2552$0 ),
+    .\port$2555$0 (\port$2555$0 ),
+    .\port$2558$0 (\port$2558$0 ),
+    .\port$2561$0 (\port$2561$0 ),
+    .\port$2564$0 (\port$2564$0 ),
+    .\port$2567$0 (\port$2567$0 ),
+    .\port$2570$0 (\port$2570$0 ),
+    .\port$2573$0 (\port$2573$0 ),
+    .\port$2576$0 (\port$2576$0 ),
+    .\port$2579$0 (\port$2579$0 ),
+    .\port$2582$0 (\port$2582$0 ),
+    .\port$2585$0 (\port$2585$0 ),
+    .\port$2588$0 (\port$2588$0 ),
+    .\port$2591$0 (\port$2591$0 ),
+    .\port$2594$0 (\port$2594$0 ),
+    .\port$2597$0 (\port$2597$0 ),
+    .\port$2600$0 (\port$2600$0 ),
+    .\port$2603$0 (\port$2603$0 ),
+    .\port$2606$0 (\port$2606$0 ),
+    .\port$2609$0 (\port$2609$0 ),
+    .\port$2612$0 (\port$2612$0 ),
+    .\port$2615$0 (\port$2615$0 ),
+    .\port$2618$0 (\port$2618$0 ),
+    .\port$2621$0 (\port$2621$0 ),
+    .\port$2624$0 (\port$2624$0 ),
+    .\port$2627$0 (\port$2627$0 ),
+    .\port$2630$0 (\port$2630$0 ),
+    .\port$2633$0 (\port$2633$0 ),
+    .\port$2636$0 (\port$2636$0 ),
+    .\port$2639$0 (\port$2639$0 ),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3062$0 , \port$3056$0 , \port$3053$0 , \port$3035$0 , \port$3029$0 , \port$3023$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2963$0 , \port$2960$0 , \port$2948$0 , \port$2936$0 , \port$2924$0 , \port$2912$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2891$0 , \port$2885$0  };
-  assign \inputs$1  = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  };
-  assign \inputs$2  = { \port$3071$0 , \port$3053$0 , \port$3047$0 , \port$3044$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3017$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2978$0 , \port$2969$0 , \port$2954$0 , \port$2948$0 , \port$2942$0 , \port$2927$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2906$0 , \port$2894$0 , \port$2888$0  };
-  assign \inputs$3  = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3056$0 , \port$3053$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2990$0 , \port$2987$0 , \port$2981$0 , \port$2954$0 , \port$2945$0 , \port$2939$0 , \port$2921$0 , \port$2915$0 , \port$2906$0 , \port$2897$0 , \port$2894$0 , \port$2885$0 , \port$2882$0  };
-  assign \inputs$4  = { \port$3062$0 , \port$3050$0 , \port$3038$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2972$0 , \port$2966$0 , \port$2954$0 , \port$2951$0 , \port$2930$0 , \port$2924$0 , \port$2921$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2888$0 , \port$2885$0  };
-  assign \inputs$5  = { \port$3071$0 , \port$3062$0 , \port$3050$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3032$0 , \port$3017$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2993$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2972$0 , \port$2957$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2936$0 , \port$2924$0 , \port$2903$0 , \port$2897$0 , \port$2885$0 , \port$2882$0  };
-  assign \inputs$6  = { \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3044$0 , \port$3041$0 , \port$3032$0 , \port$3014$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2963$0 , \port$2957$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2882$0  };
-  assign \inputs$7  = { \port$3068$0 , \port$3065$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3011$0 , \port$2999$0 , \port$2990$0 , \port$2984$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2966$0 , \port$2960$0 , \port$2951$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2912$0 , \port$2909$0 , \port$2903$0 , \port$2897$0 , \port$2888$0  };
-  assign \inputs$8  = { \port$3071$0 , \port$3068$0 , \port$3059$0 , \port$3050$0 , \port$3035$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3011$0 , \port$3005$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2984$0 , \port$2981$0 , \port$2969$0 , \port$2945$0 , \port$2936$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2900$0 , \port$2897$0 , \port$2891$0 , \port$2888$0  };
-  assign \inputs$9  = { \port$3071$0 , \port$3068$0 , \port$3056$0 , \port$3050$0 , \port$3038$0 , \port$3035$0 , \port$3029$0 , \port$3008$0 , \port$2984$0 , \port$2975$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2891$0 , \port$2885$0  };
-  assign \inputs$10  = { \port$3071$0 , \port$3065$0 , \port$3050$0 , \port$3047$0 , \port$3041$0 , \port$3038$0 , \port$3029$0 , \port$3020$0 , \port$3011$0 , \port$3005$0 , \port$2999$0 , \port$2996$0 , \port$2981$0 , \port$2972$0 , \port$2969$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2885$0 , \port$2882$0  };
-  assign \inputs$11  = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  };
+  assign inputs = { \port$2630$0 , \port$2624$0 , \port$2621$0 , \port$2603$0 , \port$2597$0 , \port$2591$0 , \port$2582$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2564$0 , \port$2555$0 , \port$2549$0 , \port$2546$0 , \port$2543$0 , \port$2531$0 , \port$2528$0 , \port$2516$0 , \port$2504$0 , \port$2492$0 , \port$2480$0 , \port$2471$0 , \port$2468$0 , \port$2462$0 , \port$2459$0 , \port$2453$0  };
+  assign \inputs$1  = { \port$2639$0 , \port$2636$0 , \port$2633$0 , \port$2630$0 , \port$2627$0 , \port$2624$0 , \port$2621$0 , \port$2618$0 , \port$2615$0 , \port$2612$0 , \port$2609$0 , \port$2606$0 , \port$2603$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2585$0 , \port$2582$0 , \port$2579$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2564$0 , \port$2561$0 , \port$2558$0 , \port$2555$0 , \port$2552$0 , \port$2549$0 , \port$2546$0 , \port$2543$0 , \port$2540$0 , \port$2537$0 , \port$2534$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2522$0 , \port$2519$0 , \port$2516$0 , \port$2513$0 , \port$2510$0 , \port$2507$0 , \port$2504$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2489$0 , \port$2486$0 , \port$2483$0 , \port$2480$0 , \port$2477$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2465$0 , \port$2462$0 , \port$2459$0 , \port$2456$0 , \port$2453$0 , \port$2450$0  };
+  assign \inputs$2  = { \port$2639$0 , \port$2621$0 , \port$2615$0 , \port$2612$0 , \port$2606$0 , \port$2603$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2585$0 , \port$2570$0 , \port$2564$0 , \port$2555$0 , \port$2546$0 , \port$2537$0 , \port$2522$0 , \port$2516$0 , \port$2510$0 , \port$2495$0 , \port$2489$0 , \port$2486$0 , \port$2483$0 , \port$2477$0 , \port$2474$0 , \port$2462$0 , \port$2456$0  };
+  assign \inputs$3  = { \port$2639$0 , \port$2636$0 , \port$2633$0 , \port$2624$0 , \port$2621$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2582$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2558$0 , \port$2555$0 , \port$2549$0 , \port$2522$0 , \port$2513$0 , \port$2507$0 , \port$2489$0 , \port$2483$0 , \port$2474$0 , \port$2465$0 , \port$2462$0 , \port$2453$0 , \port$2450$0  };
+  assign \inputs$4  = { \port$2630$0 , \port$2618$0 , \port$2606$0 , \port$2585$0 , \port$2582$0 , \port$2579$0 , \port$2576$0 , \port$2567$0 , \port$2561$0 , \port$2558$0 , \port$2555$0 , \port$2540$0 , \port$2534$0 , \port$2522$0 , \port$2519$0 , \port$2498$0 , \port$2492$0 , \port$2489$0 , \port$2480$0 , \port$2477$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2462$0 , \port$2456$0 , \port$2453$0  };
+  assign \inputs$5  = { \port$2639$0 , \port$2630$0 , \port$2618$0 , \port$2612$0 , \port$2609$0 , \port$2606$0 , \port$2600$0 , \port$2585$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2561$0 , \port$2555$0 , \port$2552$0 , \port$2549$0 , \port$2540$0 , \port$2525$0 , \port$2519$0 , \port$2516$0 , \port$2513$0 , \port$2510$0 , \port$2504$0 , \port$2492$0 , \port$2471$0 , \port$2465$0 , \port$2453$0 , \port$2450$0  };
+  assign \inputs$6  = { \port$2633$0 , \port$2630$0 , \port$2627$0 , \port$2612$0 , \port$2609$0 , \port$2600$0 , \port$2582$0 , \port$2567$0 , \port$2561$0 , \port$2558$0 , \port$2546$0 , \port$2543$0 , \port$2537$0 , \port$2531$0 , \port$2525$0 , \port$2510$0 , \port$2507$0 , \port$2501$0 , \port$2492$0 , \port$2489$0 , \port$2486$0 , \port$2480$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2465$0 , \port$2450$0  };
+  assign \inputs$7  = { \port$2636$0 , \port$2633$0 , \port$2621$0 , \port$2618$0 , \port$2615$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2591$0 , \port$2579$0 , \port$2567$0 , \port$2558$0 , \port$2552$0 , \port$2546$0 , \port$2543$0 , \port$2537$0 , \port$2534$0 , \port$2528$0 , \port$2519$0 , \port$2510$0 , \port$2507$0 , \port$2504$0 , \port$2480$0 , \port$2477$0 , \port$2471$0 , \port$2465$0 , \port$2456$0  };
+  assign \inputs$8  = { \port$2639$0 , \port$2636$0 , \port$2627$0 , \port$2618$0 , \port$2603$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2585$0 , \port$2579$0 , \port$2573$0 , \port$2564$0 , \port$2561$0 , \port$2558$0 , \port$2552$0 , \port$2549$0 , \port$2537$0 , \port$2513$0 , \port$2504$0 , \port$2486$0 , \port$2480$0 , \port$2474$0 , \port$2468$0 , \port$2465$0 , \port$2459$0 , \port$2456$0  };
+  assign \inputs$9  = { \port$2639$0 , \port$2636$0 , \port$2624$0 , \port$2618$0 , \port$2606$0 , \port$2603$0 , \port$2597$0 , \port$2576$0 , \port$2552$0 , \port$2543$0 , \port$2534$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2522$0 , \port$2519$0 , \port$2513$0 , \port$2510$0 , \port$2507$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2486$0 , \port$2483$0 , \port$2477$0 , \port$2459$0 , \port$2453$0  };
+  assign \inputs$10  = { \port$2639$0 , \port$2633$0 , \port$2618$0 , \port$2615$0 , \port$2609$0 , \port$2606$0 , \port$2597$0 , \port$2588$0 , \port$2579$0 , \port$2573$0 , \port$2567$0 , \port$2564$0 , \port$2549$0 , \port$2540$0 , \port$2537$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2465$0 , \port$2462$0 , \port$2459$0 , \port$2453$0 , \port$2450$0  };
+  assign \inputs$11  = { \port$2639$0 , \port$2636$0 , \port$2633$0 , \port$2630$0 , \port$2627$0 , \port$2624$0 , \port$2621$0 , \port$2618$0 , \port$2615$0 , \port$2612$0 , \port$2609$0 , \port$2606$0 , \port$2603$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2585$0 , \port$2582$0 , \port$2579$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2564$0 , \port$2561$0 , \port$2558$0 , \port$2555$0 , \port$2552$0 , \port$2549$0 , \port$2546$0 , \port$2543$0 , \port$2540$0 , \port$2537$0 , \port$2534$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2522$0 , \port$2519$0 , \port$2516$0 , \port$2513$0 , \port$2510$0 , \port$2507$0 , \port$2504$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2489$0 , \port$2486$0 , \port$2483$0 , \port$2480$0 , \port$2477$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2465$0 , \port$2462$0 , \port$2459$0 , \port$2456$0 , \port$2453$0 , \port$2450$0  };
   assign \scores[0]  = scores[11:0];
   assign \scores[1]  = scores[23:12];
   assign \scores[2]  = scores[35:24];
@@ -14715,874 +12635,874 @@ module \digits.output (rst, \port$2882$0 , \port$2885$0 , \port$2888$0 , \port$2
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p0 (rst, sum, \port$2885$0 , \port$2891$0 , \port$2894$0 , \port$2900$0 , \port$2903$0 , \port$2912$0 , \port$2924$0 , \port$2936$0 , \port$2948$0 , \port$2960$0 , \port$2963$0 , \port$2975$0 , \port$2978$0 , \port$2981$0 , \port$2987$0 , \port$2996$0 , \port$3002$0 , \port$3005$0 , \port$3008$0 
-, \port$3014$0 , \port$3023$0 , \port$3029$0 , \port$3035$0 , \port$3053$0 , \port$3056$0 , \port$3062$0 , clk);
+module \digits.output.p0 (rst, sum, \port$2453$0 , \port$2459$0 , \port$2462$0 , \port$2468$0 , \port$2471$0 , \port$2480$0 , \port$2492$0 , \port$2504$0 , \port$2516$0 , \port$2528$0 , \port$2531$0 , \port$2543$0 , \port$2546$0 , \port$2549$0 , \port$2555$0 , \port$2564$0 , \port$2570$0 , \port$2573$0 , \port$2576$0 
+, \port$2582$0 , \port$2591$0 , \port$2597$0 , \port$2603$0 , \port$2621$0 , \port$2624$0 , \port$2630$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2891$0 ;
-  wire \port$2891$0 ;
-  input \port$2894$0 ;
-  wire \port$2894$0 ;
-  input \port$2900$0 ;
-  wire \port$2900$0 ;
-  input \port$2903$0 ;
-  wire \port$2903$0 ;
-  input \port$2912$0 ;
-  wire \port$2912$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2936$0 ;
-  wire \port$2936$0 ;
-  input \port$2948$0 ;
-  wire \port$2948$0 ;
-  input \port$2960$0 ;
-  wire \port$2960$0 ;
-  input \port$2963$0 ;
-  wire \port$2963$0 ;
-  input \port$2975$0 ;
-  wire \port$2975$0 ;
-  input \port$2978$0 ;
-  wire \port$2978$0 ;
-  input \port$2981$0 ;
-  wire \port$2981$0 ;
-  input \port$2987$0 ;
-  wire \port$2987$0 ;
-  input \port$2996$0 ;
-  wire \port$2996$0 ;
-  input \port$3002$0 ;
-  wire \port$3002$0 ;
-  input \port$3005$0 ;
-  wire \port$3005$0 ;
-  input \port$3008$0 ;
-  wire \port$3008$0 ;
-  input \port$3014$0 ;
-  wire \port$3014$0 ;
-  input \port$3023$0 ;
-  wire \port$3023$0 ;
-  input \port$3029$0 ;
-  wire \port$3029$0 ;
-  input \port$3035$0 ;
-  wire \port$3035$0 ;
-  input \port$3053$0 ;
-  wire \port$3053$0 ;
-  input \port$3056$0 ;
-  wire \port$3056$0 ;
-  input \port$3062$0 ;
-  wire \port$3062$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2459$0 ;
+  wire \port$2459$0 ;
+  input \port$2462$0 ;
+  wire \port$2462$0 ;
+  input \port$2468$0 ;
+  wire \port$2468$0 ;
+  input \port$2471$0 ;
+  wire \port$2471$0 ;
+  input \port$2480$0 ;
+  wire \port$2480$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2504$0 ;
+  wire \port$2504$0 ;
+  input \port$2516$0 ;
+  wire \port$2516$0 ;
+  input \port$2528$0 ;
+  wire \port$2528$0 ;
+  input \port$2531$0 ;
+  wire \port$2531$0 ;
+  input \port$2543$0 ;
+  wire \port$2543$0 ;
+  input \port$2546$0 ;
+  wire \port$2546$0 ;
+  input \port$2549$0 ;
+  wire \port$2549$0 ;
+  input \port$2555$0 ;
+  wire \port$2555$0 ;
+  input \port$2564$0 ;
+  wire \port$2564$0 ;
+  input \port$2570$0 ;
+  wire \port$2570$0 ;
+  input \port$2573$0 ;
+  wire \port$2573$0 ;
+  input \port$2576$0 ;
+  wire \port$2576$0 ;
+  input \port$2582$0 ;
+  wire \port$2582$0 ;
+  input \port$2591$0 ;
+  wire \port$2591$0 ;
+  input \port$2597$0 ;
+  wire \port$2597$0 ;
+  input \port$2603$0 ;
+  wire \port$2603$0 ;
+  input \port$2621$0 ;
+  wire \port$2621$0 ;
+  input \port$2624$0 ;
+  wire \port$2624$0 ;
+  input \port$2630$0 ;
+  wire \port$2630$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$3062$0 , \port$3056$0 , \port$3053$0 , \port$3035$0 , \port$3029$0 , \port$3023$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2963$0 , \port$2960$0 , \port$2948$0 , \port$2936$0 , \port$2924$0 , \port$2912$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2891$0 , \port$2885$0  }),
+    .inputs({ \port$2630$0 , \port$2624$0 , \port$2621$0 , \port$2603$0 , \port$2597$0 , \port$2591$0 , \port$2582$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2564$0 , \port$2555$0 , \port$2549$0 , \port$2546$0 , \port$2543$0 , \port$2531$0 , \port$2528$0 , \port$2516$0 , \port$2504$0 , \port$2492$0 , \port$2480$0 , \port$2471$0 , \port$2468$0 , \port$2462$0 , \port$2459$0 , \port$2453$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3062$0 , \port$3056$0 , \port$3053$0 , \port$3035$0 , \port$3029$0 , \port$3023$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2963$0 , \port$2960$0 , \port$2948$0 , \port$2936$0 , \port$2924$0 , \port$2912$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2891$0 , \port$2885$0  };
+  assign inputs = { \port$2630$0 , \port$2624$0 , \port$2621$0 , \port$2603$0 , \port$2597$0 , \port$2591$0 , \port$2582$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2564$0 , \port$2555$0 , \port$2549$0 , \port$2546$0 , \port$2543$0 , \port$2531$0 , \port$2528$0 , \port$2516$0 , \port$2504$0 , \port$2492$0 , \port$2480$0 , \port$2471$0 , \port$2468$0 , \port$2462$0 , \port$2459$0 , \port$2453$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p1 (rst, sum, \port$2888$0 , \port$2894$0 , \port$2906$0 , \port$2909$0 , \port$2915$0 , \port$2918$0 , \port$2921$0 , \port$2927$0 , \port$2942$0 , \port$2948$0 , \port$2954$0 , \port$2969$0 , \port$2978$0 , \port$2987$0 , \port$2996$0 , \port$3002$0 , \port$3017$0 , \port$3026$0 , \port$3029$0 
-, \port$3032$0 , \port$3035$0 , \port$3038$0 , \port$3044$0 , \port$3047$0 , \port$3053$0 , \port$3071$0 , clk);
+module \digits.output.p1 (rst, sum, \port$2456$0 , \port$2462$0 , \port$2474$0 , \port$2477$0 , \port$2483$0 , \port$2486$0 , \port$2489$0 , \port$2495$0 , \port$2510$0 , \port$2516$0 , \port$2522$0 , \port$2537$0 , \port$2546$0 , \port$2555$0 , \port$2564$0 , \port$2570$0 , \port$2585$0 , \port$2594$0 , \port$2597$0 
+, \port$2600$0 , \port$2603$0 , \port$2606$0 , \port$2612$0 , \port$2615$0 , \port$2621$0 , \port$2639$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$2888$0 ;
-  wire \port$2888$0 ;
-  input \port$2894$0 ;
-  wire \port$2894$0 ;
-  input \port$2906$0 ;
-  wire \port$2906$0 ;
-  input \port$2909$0 ;
-  wire \port$2909$0 ;
-  input \port$2915$0 ;
-  wire \port$2915$0 ;
-  input \port$2918$0 ;
-  wire \port$2918$0 ;
-  input \port$2921$0 ;
-  wire \port$2921$0 ;
-  input \port$2927$0 ;
-  wire \port$2927$0 ;
-  input \port$2942$0 ;
-  wire \port$2942$0 ;
-  input \port$2948$0 ;
-  wire \port$2948$0 ;
-  input \port$2954$0 ;
-  wire \port$2954$0 ;
-  input \port$2969$0 ;
-  wire \port$2969$0 ;
-  input \port$2978$0 ;
-  wire \port$2978$0 ;
-  input \port$2987$0 ;
-  wire \port$2987$0 ;
-  input \port$2996$0 ;
-  wire \port$2996$0 ;
-  input \port$3002$0 ;
-  wire \port$3002$0 ;
-  input \port$3017$0 ;
-  wire \port$3017$0 ;
-  input \port$3026$0 ;
-  wire \port$3026$0 ;
-  input \port$3029$0 ;
-  wire \port$3029$0 ;
-  input \port$3032$0 ;
-  wire \port$3032$0 ;
-  input \port$3035$0 ;
-  wire \port$3035$0 ;
-  input \port$3038$0 ;
-  wire \port$3038$0 ;
-  input \port$3044$0 ;
-  wire \port$3044$0 ;
-  input \port$3047$0 ;
-  wire \port$3047$0 ;
-  input \port$3053$0 ;
-  wire \port$3053$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2456$0 ;
+  wire \port$2456$0 ;
+  input \port$2462$0 ;
+  wire \port$2462$0 ;
+  input \port$2474$0 ;
+  wire \port$2474$0 ;
+  input \port$2477$0 ;
+  wire \port$2477$0 ;
+  input \port$2483$0 ;
+  wire \port$2483$0 ;
+  input \port$2486$0 ;
+  wire \port$2486$0 ;
+  input \port$2489$0 ;
+  wire \port$2489$0 ;
+  input \port$2495$0 ;
+  wire \port$2495$0 ;
+  input \port$2510$0 ;
+  wire \port$2510$0 ;
+  input \port$2516$0 ;
+  wire \port$2516$0 ;
+  input \port$2522$0 ;
+  wire \port$2522$0 ;
+  input \port$2537$0 ;
+  wire \port$2537$0 ;
+  input \port$2546$0 ;
+  wire \port$2546$0 ;
+  input \port$2555$0 ;
+  wire \port$2555$0 ;
+  input \port$2564$0 ;
+  wire \port$2564$0 ;
+  input \port$2570$0 ;
+  wire \port$2570$0 ;
+  input \port$2585$0 ;
+  wire \port$2585$0 ;
+  input \port$2594$0 ;
+  wire \port$2594$0 ;
+  input \port$2597$0 ;
+  wire \port$2597$0 ;
+  input \port$2600$0 ;
+  wire \port$2600$0 ;
+  input \port$2603$0 ;
+  wire \port$2603$0 ;
+  input \port$2606$0 ;
+  wire \port$2606$0 ;
+  input \port$2612$0 ;
+  wire \port$2612$0 ;
+  input \port$2615$0 ;
+  wire \port$2615$0 ;
+  input \port$2621$0 ;
+  wire \port$2621$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$3071$0 , \port$3053$0 , \port$3047$0 , \port$3044$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3017$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2978$0 , \port$2969$0 , \port$2954$0 , \port$2948$0 , \port$2942$0 , \port$2927$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2906$0 , \port$2894$0 , \port$2888$0  }),
+    .inputs({ \port$2639$0 , \port$2621$0 , \port$2615$0 , \port$2612$0 , \port$2606$0 , \port$2603$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2585$0 , \port$2570$0 , \port$2564$0 , \port$2555$0 , \port$2546$0 , \port$2537$0 , \port$2522$0 , \port$2516$0 , \port$2510$0 , \port$2495$0 , \port$2489$0 , \port$2486$0 , \port$2483$0 , \port$2477$0 , \port$2474$0 , \port$2462$0 , \port$2456$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3071$0 , \port$3053$0 , \port$3047$0 , \port$3044$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3017$0 , \port$3002$0 , \port$2996$0 , \port$2987$0 , \port$2978$0 , \port$2969$0 , \port$2954$0 , \port$2948$0 , \port$2942$0 , \port$2927$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2906$0 , \port$2894$0 , \port$2888$0  };
+  assign inputs = { \port$2639$0 , \port$2621$0 , \port$2615$0 , \port$2612$0 , \port$2606$0 , \port$2603$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2585$0 , \port$2570$0 , \port$2564$0 , \port$2555$0 , \port$2546$0 , \port$2537$0 , \port$2522$0 , \port$2516$0 , \port$2510$0 , \port$2495$0 , \port$2489$0 , \port$2486$0 , \port$2483$0 , \port$2477$0 , \port$2474$0 , \port$2462$0 , \port$2456$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p2 (rst, sum, \port$2882$0 , \port$2885$0 , \port$2894$0 , \port$2897$0 , \port$2906$0 , \port$2915$0 , \port$2921$0 , \port$2939$0 , \port$2945$0 , \port$2954$0 , \port$2981$0 , \port$2987$0 , \port$2990$0 , \port$2999$0 , \port$3002$0 , \port$3005$0 , \port$3008$0 , \port$3014$0 , \port$3020$0 
-, \port$3023$0 , \port$3026$0 , \port$3053$0 , \port$3056$0 , \port$3065$0 , \port$3068$0 , \port$3071$0 , clk);
+module \digits.output.p2 (rst, sum, \port$2450$0 , \port$2453$0 , \port$2462$0 , \port$2465$0 , \port$2474$0 , \port$2483$0 , \port$2489$0 , \port$2507$0 , \port$2513$0 , \port$2522$0 , \port$2549$0 , \port$2555$0 , \port$2558$0 , \port$2567$0 , \port$2570$0 , \port$2573$0 , \port$2576$0 , \port$2582$0 , \port$2588$0 
+, \port$2591$0 , \port$2594$0 , \port$2621$0 , \port$2624$0 , \port$2633$0 , \port$2636$0 , \port$2639$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$2882$0 ;
-  wire \port$2882$0 ;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2894$0 ;
-  wire \port$2894$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2906$0 ;
-  wire \port$2906$0 ;
-  input \port$2915$0 ;
-  wire \port$2915$0 ;
-  input \port$2921$0 ;
-  wire \port$2921$0 ;
-  input \port$2939$0 ;
-  wire \port$2939$0 ;
-  input \port$2945$0 ;
-  wire \port$2945$0 ;
-  input \port$2954$0 ;
-  wire \port$2954$0 ;
-  input \port$2981$0 ;
-  wire \port$2981$0 ;
-  input \port$2987$0 ;
-  wire \port$2987$0 ;
-  input \port$2990$0 ;
-  wire \port$2990$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3002$0 ;
-  wire \port$3002$0 ;
-  input \port$3005$0 ;
-  wire \port$3005$0 ;
-  input \port$3008$0 ;
-  wire \port$3008$0 ;
-  input \port$3014$0 ;
-  wire \port$3014$0 ;
-  input \port$3020$0 ;
-  wire \port$3020$0 ;
-  input \port$3023$0 ;
-  wire \port$3023$0 ;
-  input \port$3026$0 ;
-  wire \port$3026$0 ;
-  input \port$3053$0 ;
-  wire \port$3053$0 ;
-  input \port$3056$0 ;
-  wire \port$3056$0 ;
-  input \port$3065$0 ;
-  wire \port$3065$0 ;
-  input \port$3068$0 ;
-  wire \port$3068$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2450$0 ;
+  wire \port$2450$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2462$0 ;
+  wire \port$2462$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2474$0 ;
+  wire \port$2474$0 ;
+  input \port$2483$0 ;
+  wire \port$2483$0 ;
+  input \port$2489$0 ;
+  wire \port$2489$0 ;
+  input \port$2507$0 ;
+  wire \port$2507$0 ;
+  input \port$2513$0 ;
+  wire \port$2513$0 ;
+  input \port$2522$0 ;
+  wire \port$2522$0 ;
+  input \port$2549$0 ;
+  wire \port$2549$0 ;
+  input \port$2555$0 ;
+  wire \port$2555$0 ;
+  input \port$2558$0 ;
+  wire \port$2558$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2570$0 ;
+  wire \port$2570$0 ;
+  input \port$2573$0 ;
+  wire \port$2573$0 ;
+  input \port$2576$0 ;
+  wire \port$2576$0 ;
+  input \port$2582$0 ;
+  wire \port$2582$0 ;
+  input \port$2588$0 ;
+  wire \port$2588$0 ;
+  input \port$2591$0 ;
+  wire \port$2591$0 ;
+  input \port$2594$0 ;
+  wire \port$2594$0 ;
+  input \port$2621$0 ;
+  wire \port$2621$0 ;
+  input \port$2624$0 ;
+  wire \port$2624$0 ;
+  input \port$2633$0 ;
+  wire \port$2633$0 ;
+  input \port$2636$0 ;
+  wire \port$2636$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3056$0 , \port$3053$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2990$0 , \port$2987$0 , \port$2981$0 , \port$2954$0 , \port$2945$0 , \port$2939$0 , \port$2921$0 , \port$2915$0 , \port$2906$0 , \port$2897$0 , \port$2894$0 , \port$2885$0 , \port$2882$0  }),
+    .inputs({ \port$2639$0 , \port$2636$0 , \port$2633$0 , \port$2624$0 , \port$2621$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2582$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2558$0 , \port$2555$0 , \port$2549$0 , \port$2522$0 , \port$2513$0 , \port$2507$0 , \port$2489$0 , \port$2483$0 , \port$2474$0 , \port$2465$0 , \port$2462$0 , \port$2453$0 , \port$2450$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3056$0 , \port$3053$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3014$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2990$0 , \port$2987$0 , \port$2981$0 , \port$2954$0 , \port$2945$0 , \port$2939$0 , \port$2921$0 , \port$2915$0 , \port$2906$0 , \port$2897$0 , \port$2894$0 , \port$2885$0 , \port$2882$0  };
+  assign inputs = { \port$2639$0 , \port$2636$0 , \port$2633$0 , \port$2624$0 , \port$2621$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2582$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2558$0 , \port$2555$0 , \port$2549$0 , \port$2522$0 , \port$2513$0 , \port$2507$0 , \port$2489$0 , \port$2483$0 , \port$2474$0 , \port$2465$0 , \port$2462$0 , \port$2453$0 , \port$2450$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p3 (rst, sum, \port$2885$0 , \port$2888$0 , \port$2894$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2909$0 , \port$2912$0 , \port$2921$0 , \port$2924$0 , \port$2930$0 , \port$2951$0 , \port$2954$0 , \port$2966$0 , \port$2972$0 , \port$2987$0 , \port$2990$0 , \port$2993$0 , \port$2999$0 
-, \port$3008$0 , \port$3011$0 , \port$3014$0 , \port$3017$0 , \port$3038$0 , \port$3050$0 , \port$3062$0 , clk);
+module \digits.output.p3 (rst, sum, \port$2453$0 , \port$2456$0 , \port$2462$0 , \port$2468$0 , \port$2471$0 , \port$2474$0 , \port$2477$0 , \port$2480$0 , \port$2489$0 , \port$2492$0 , \port$2498$0 , \port$2519$0 , \port$2522$0 , \port$2534$0 , \port$2540$0 , \port$2555$0 , \port$2558$0 , \port$2561$0 , \port$2567$0 
+, \port$2576$0 , \port$2579$0 , \port$2582$0 , \port$2585$0 , \port$2606$0 , \port$2618$0 , \port$2630$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2888$0 ;
-  wire \port$2888$0 ;
-  input \port$2894$0 ;
-  wire \port$2894$0 ;
-  input \port$2900$0 ;
-  wire \port$2900$0 ;
-  input \port$2903$0 ;
-  wire \port$2903$0 ;
-  input \port$2906$0 ;
-  wire \port$2906$0 ;
-  input \port$2909$0 ;
-  wire \port$2909$0 ;
-  input \port$2912$0 ;
-  wire \port$2912$0 ;
-  input \port$2921$0 ;
-  wire \port$2921$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2930$0 ;
-  wire \port$2930$0 ;
-  input \port$2951$0 ;
-  wire \port$2951$0 ;
-  input \port$2954$0 ;
-  wire \port$2954$0 ;
-  input \port$2966$0 ;
-  wire \port$2966$0 ;
-  input \port$2972$0 ;
-  wire \port$2972$0 ;
-  input \port$2987$0 ;
-  wire \port$2987$0 ;
-  input \port$2990$0 ;
-  wire \port$2990$0 ;
-  input \port$2993$0 ;
-  wire \port$2993$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3008$0 ;
-  wire \port$3008$0 ;
-  input \port$3011$0 ;
-  wire \port$3011$0 ;
-  input \port$3014$0 ;
-  wire \port$3014$0 ;
-  input \port$3017$0 ;
-  wire \port$3017$0 ;
-  input \port$3038$0 ;
-  wire \port$3038$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3062$0 ;
-  wire \port$3062$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2456$0 ;
+  wire \port$2456$0 ;
+  input \port$2462$0 ;
+  wire \port$2462$0 ;
+  input \port$2468$0 ;
+  wire \port$2468$0 ;
+  input \port$2471$0 ;
+  wire \port$2471$0 ;
+  input \port$2474$0 ;
+  wire \port$2474$0 ;
+  input \port$2477$0 ;
+  wire \port$2477$0 ;
+  input \port$2480$0 ;
+  wire \port$2480$0 ;
+  input \port$2489$0 ;
+  wire \port$2489$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2498$0 ;
+  wire \port$2498$0 ;
+  input \port$2519$0 ;
+  wire \port$2519$0 ;
+  input \port$2522$0 ;
+  wire \port$2522$0 ;
+  input \port$2534$0 ;
+  wire \port$2534$0 ;
+  input \port$2540$0 ;
+  wire \port$2540$0 ;
+  input \port$2555$0 ;
+  wire \port$2555$0 ;
+  input \port$2558$0 ;
+  wire \port$2558$0 ;
+  input \port$2561$0 ;
+  wire \port$2561$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2576$0 ;
+  wire \port$2576$0 ;
+  input \port$2579$0 ;
+  wire \port$2579$0 ;
+  input \port$2582$0 ;
+  wire \port$2582$0 ;
+  input \port$2585$0 ;
+  wire \port$2585$0 ;
+  input \port$2606$0 ;
+  wire \port$2606$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2630$0 ;
+  wire \port$2630$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$3062$0 , \port$3050$0 , \port$3038$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2972$0 , \port$2966$0 , \port$2954$0 , \port$2951$0 , \port$2930$0 , \port$2924$0 , \port$2921$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2888$0 , \port$2885$0  }),
+    .inputs({ \port$2630$0 , \port$2618$0 , \port$2606$0 , \port$2585$0 , \port$2582$0 , \port$2579$0 , \port$2576$0 , \port$2567$0 , \port$2561$0 , \port$2558$0 , \port$2555$0 , \port$2540$0 , \port$2534$0 , \port$2522$0 , \port$2519$0 , \port$2498$0 , \port$2492$0 , \port$2489$0 , \port$2480$0 , \port$2477$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2462$0 , \port$2456$0 , \port$2453$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3062$0 , \port$3050$0 , \port$3038$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2972$0 , \port$2966$0 , \port$2954$0 , \port$2951$0 , \port$2930$0 , \port$2924$0 , \port$2921$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2894$0 , \port$2888$0 , \port$2885$0  };
+  assign inputs = { \port$2630$0 , \port$2618$0 , \port$2606$0 , \port$2585$0 , \port$2582$0 , \port$2579$0 , \port$2576$0 , \port$2567$0 , \port$2561$0 , \port$2558$0 , \port$2555$0 , \port$2540$0 , \port$2534$0 , \port$2522$0 , \port$2519$0 , \port$2498$0 , \port$2492$0 , \port$2489$0 , \port$2480$0 , \port$2477$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2462$0 , \port$2456$0 , \port$2453$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p4 (rst, sum, \port$2882$0 , \port$2885$0 , \port$2897$0 , \port$2903$0 , \port$2924$0 , \port$2936$0 , \port$2942$0 , \port$2945$0 , \port$2948$0 , \port$2951$0 , \port$2957$0 , \port$2972$0 , \port$2981$0 , \port$2984$0 , \port$2987$0 , \port$2993$0 , \port$2999$0 , \port$3002$0 , \port$3005$0 
-, \port$3017$0 , \port$3032$0 , \port$3038$0 , \port$3041$0 , \port$3044$0 , \port$3050$0 , \port$3062$0 , \port$3071$0 , clk);
+module \digits.output.p4 (rst, sum, \port$2450$0 , \port$2453$0 , \port$2465$0 , \port$2471$0 , \port$2492$0 , \port$2504$0 , \port$2510$0 , \port$2513$0 , \port$2516$0 , \port$2519$0 , \port$2525$0 , \port$2540$0 , \port$2549$0 , \port$2552$0 , \port$2555$0 , \port$2561$0 , \port$2567$0 , \port$2570$0 , \port$2573$0 
+, \port$2585$0 , \port$2600$0 , \port$2606$0 , \port$2609$0 , \port$2612$0 , \port$2618$0 , \port$2630$0 , \port$2639$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$2882$0 ;
-  wire \port$2882$0 ;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2903$0 ;
-  wire \port$2903$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2936$0 ;
-  wire \port$2936$0 ;
-  input \port$2942$0 ;
-  wire \port$2942$0 ;
-  input \port$2945$0 ;
-  wire \port$2945$0 ;
-  input \port$2948$0 ;
-  wire \port$2948$0 ;
-  input \port$2951$0 ;
-  wire \port$2951$0 ;
-  input \port$2957$0 ;
-  wire \port$2957$0 ;
-  input \port$2972$0 ;
-  wire \port$2972$0 ;
-  input \port$2981$0 ;
-  wire \port$2981$0 ;
-  input \port$2984$0 ;
-  wire \port$2984$0 ;
-  input \port$2987$0 ;
-  wire \port$2987$0 ;
-  input \port$2993$0 ;
-  wire \port$2993$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3002$0 ;
-  wire \port$3002$0 ;
-  input \port$3005$0 ;
-  wire \port$3005$0 ;
-  input \port$3017$0 ;
-  wire \port$3017$0 ;
-  input \port$3032$0 ;
-  wire \port$3032$0 ;
-  input \port$3038$0 ;
-  wire \port$3038$0 ;
-  input \port$3041$0 ;
-  wire \port$3041$0 ;
-  input \port$3044$0 ;
-  wire \port$3044$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3062$0 ;
-  wire \port$3062$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2450$0 ;
+  wire \port$2450$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2471$0 ;
+  wire \port$2471$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2504$0 ;
+  wire \port$2504$0 ;
+  input \port$2510$0 ;
+  wire \port$2510$0 ;
+  input \port$2513$0 ;
+  wire \port$2513$0 ;
+  input \port$2516$0 ;
+  wire \port$2516$0 ;
+  input \port$2519$0 ;
+  wire \port$2519$0 ;
+  input \port$2525$0 ;
+  wire \port$2525$0 ;
+  input \port$2540$0 ;
+  wire \port$2540$0 ;
+  input \port$2549$0 ;
+  wire \port$2549$0 ;
+  input \port$2552$0 ;
+  wire \port$2552$0 ;
+  input \port$2555$0 ;
+  wire \port$2555$0 ;
+  input \port$2561$0 ;
+  wire \port$2561$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2570$0 ;
+  wire \port$2570$0 ;
+  input \port$2573$0 ;
+  wire \port$2573$0 ;
+  input \port$2585$0 ;
+  wire \port$2585$0 ;
+  input \port$2600$0 ;
+  wire \port$2600$0 ;
+  input \port$2606$0 ;
+  wire \port$2606$0 ;
+  input \port$2609$0 ;
+  wire \port$2609$0 ;
+  input \port$2612$0 ;
+  wire \port$2612$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2630$0 ;
+  wire \port$2630$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$3071$0 , \port$3062$0 , \port$3050$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3032$0 , \port$3017$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2993$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2972$0 , \port$2957$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2936$0 , \port$2924$0 , \port$2903$0 , \port$2897$0 , \port$2885$0 , \port$2882$0  }),
+    .inputs({ \port$2639$0 , \port$2630$0 , \port$2618$0 , \port$2612$0 , \port$2609$0 , \port$2606$0 , \port$2600$0 , \port$2585$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2561$0 , \port$2555$0 , \port$2552$0 , \port$2549$0 , \port$2540$0 , \port$2525$0 , \port$2519$0 , \port$2516$0 , \port$2513$0 , \port$2510$0 , \port$2504$0 , \port$2492$0 , \port$2471$0 , \port$2465$0 , \port$2453$0 , \port$2450$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3071$0 , \port$3062$0 , \port$3050$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3032$0 , \port$3017$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2993$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2972$0 , \port$2957$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2936$0 , \port$2924$0 , \port$2903$0 , \port$2897$0 , \port$2885$0 , \port$2882$0  };
+  assign inputs = { \port$2639$0 , \port$2630$0 , \port$2618$0 , \port$2612$0 , \port$2609$0 , \port$2606$0 , \port$2600$0 , \port$2585$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2561$0 , \port$2555$0 , \port$2552$0 , \port$2549$0 , \port$2540$0 , \port$2525$0 , \port$2519$0 , \port$2516$0 , \port$2513$0 , \port$2510$0 , \port$2504$0 , \port$2492$0 , \port$2471$0 , \port$2465$0 , \port$2453$0 , \port$2450$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p5 (rst, sum, \port$2882$0 , \port$2897$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2912$0 , \port$2918$0 , \port$2921$0 , \port$2924$0 , \port$2933$0 , \port$2939$0 , \port$2942$0 , \port$2957$0 , \port$2963$0 , \port$2969$0 , \port$2975$0 , \port$2978$0 , \port$2990$0 , \port$2993$0 
-, \port$2999$0 , \port$3014$0 , \port$3032$0 , \port$3041$0 , \port$3044$0 , \port$3059$0 , \port$3062$0 , \port$3065$0 , clk);
+module \digits.output.p5 (rst, sum, \port$2450$0 , \port$2465$0 , \port$2468$0 , \port$2471$0 , \port$2474$0 , \port$2480$0 , \port$2486$0 , \port$2489$0 , \port$2492$0 , \port$2501$0 , \port$2507$0 , \port$2510$0 , \port$2525$0 , \port$2531$0 , \port$2537$0 , \port$2543$0 , \port$2546$0 , \port$2558$0 , \port$2561$0 
+, \port$2567$0 , \port$2582$0 , \port$2600$0 , \port$2609$0 , \port$2612$0 , \port$2627$0 , \port$2630$0 , \port$2633$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$2882$0 ;
-  wire \port$2882$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2900$0 ;
-  wire \port$2900$0 ;
-  input \port$2903$0 ;
-  wire \port$2903$0 ;
-  input \port$2906$0 ;
-  wire \port$2906$0 ;
-  input \port$2912$0 ;
-  wire \port$2912$0 ;
-  input \port$2918$0 ;
-  wire \port$2918$0 ;
-  input \port$2921$0 ;
-  wire \port$2921$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2933$0 ;
-  wire \port$2933$0 ;
-  input \port$2939$0 ;
-  wire \port$2939$0 ;
-  input \port$2942$0 ;
-  wire \port$2942$0 ;
-  input \port$2957$0 ;
-  wire \port$2957$0 ;
-  input \port$2963$0 ;
-  wire \port$2963$0 ;
-  input \port$2969$0 ;
-  wire \port$2969$0 ;
-  input \port$2975$0 ;
-  wire \port$2975$0 ;
-  input \port$2978$0 ;
-  wire \port$2978$0 ;
-  input \port$2990$0 ;
-  wire \port$2990$0 ;
-  input \port$2993$0 ;
-  wire \port$2993$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3014$0 ;
-  wire \port$3014$0 ;
-  input \port$3032$0 ;
-  wire \port$3032$0 ;
-  input \port$3041$0 ;
-  wire \port$3041$0 ;
-  input \port$3044$0 ;
-  wire \port$3044$0 ;
-  input \port$3059$0 ;
-  wire \port$3059$0 ;
-  input \port$3062$0 ;
-  wire \port$3062$0 ;
-  input \port$3065$0 ;
-  wire \port$3065$0 ;
+  input \port$2450$0 ;
+  wire \port$2450$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2468$0 ;
+  wire \port$2468$0 ;
+  input \port$2471$0 ;
+  wire \port$2471$0 ;
+  input \port$2474$0 ;
+  wire \port$2474$0 ;
+  input \port$2480$0 ;
+  wire \port$2480$0 ;
+  input \port$2486$0 ;
+  wire \port$2486$0 ;
+  input \port$2489$0 ;
+  wire \port$2489$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2501$0 ;
+  wire \port$2501$0 ;
+  input \port$2507$0 ;
+  wire \port$2507$0 ;
+  input \port$2510$0 ;
+  wire \port$2510$0 ;
+  input \port$2525$0 ;
+  wire \port$2525$0 ;
+  input \port$2531$0 ;
+  wire \port$2531$0 ;
+  input \port$2537$0 ;
+  wire \port$2537$0 ;
+  input \port$2543$0 ;
+  wire \port$2543$0 ;
+  input \port$2546$0 ;
+  wire \port$2546$0 ;
+  input \port$2558$0 ;
+  wire \port$2558$0 ;
+  input \port$2561$0 ;
+  wire \port$2561$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2582$0 ;
+  wire \port$2582$0 ;
+  input \port$2600$0 ;
+  wire \port$2600$0 ;
+  input \port$2609$0 ;
+  wire \port$2609$0 ;
+  input \port$2612$0 ;
+  wire \port$2612$0 ;
+  input \port$2627$0 ;
+  wire \port$2627$0 ;
+  input \port$2630$0 ;
+  wire \port$2630$0 ;
+  input \port$2633$0 ;
+  wire \port$2633$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3044$0 , \port$3041$0 , \port$3032$0 , \port$3014$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2963$0 , \port$2957$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2882$0  }),
+    .inputs({ \port$2633$0 , \port$2630$0 , \port$2627$0 , \port$2612$0 , \port$2609$0 , \port$2600$0 , \port$2582$0 , \port$2567$0 , \port$2561$0 , \port$2558$0 , \port$2546$0 , \port$2543$0 , \port$2537$0 , \port$2531$0 , \port$2525$0 , \port$2510$0 , \port$2507$0 , \port$2501$0 , \port$2492$0 , \port$2489$0 , \port$2486$0 , \port$2480$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2465$0 , \port$2450$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3044$0 , \port$3041$0 , \port$3032$0 , \port$3014$0 , \port$2999$0 , \port$2993$0 , \port$2990$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2963$0 , \port$2957$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2882$0  };
+  assign inputs = { \port$2633$0 , \port$2630$0 , \port$2627$0 , \port$2612$0 , \port$2609$0 , \port$2600$0 , \port$2582$0 , \port$2567$0 , \port$2561$0 , \port$2558$0 , \port$2546$0 , \port$2543$0 , \port$2537$0 , \port$2531$0 , \port$2525$0 , \port$2510$0 , \port$2507$0 , \port$2501$0 , \port$2492$0 , \port$2489$0 , \port$2486$0 , \port$2480$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2465$0 , \port$2450$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p6 (rst, sum, \port$2888$0 , \port$2897$0 , \port$2903$0 , \port$2909$0 , \port$2912$0 , \port$2936$0 , \port$2939$0 , \port$2942$0 , \port$2951$0 , \port$2960$0 , \port$2966$0 , \port$2969$0 , \port$2975$0 , \port$2978$0 , \port$2984$0 , \port$2990$0 , \port$2999$0 , \port$3011$0 , \port$3023$0 
-, \port$3026$0 , \port$3029$0 , \port$3032$0 , \port$3047$0 , \port$3050$0 , \port$3053$0 , \port$3065$0 , \port$3068$0 , clk);
+module \digits.output.p6 (rst, sum, \port$2456$0 , \port$2465$0 , \port$2471$0 , \port$2477$0 , \port$2480$0 , \port$2504$0 , \port$2507$0 , \port$2510$0 , \port$2519$0 , \port$2528$0 , \port$2534$0 , \port$2537$0 , \port$2543$0 , \port$2546$0 , \port$2552$0 , \port$2558$0 , \port$2567$0 , \port$2579$0 , \port$2591$0 
+, \port$2594$0 , \port$2597$0 , \port$2600$0 , \port$2615$0 , \port$2618$0 , \port$2621$0 , \port$2633$0 , \port$2636$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$2888$0 ;
-  wire \port$2888$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2903$0 ;
-  wire \port$2903$0 ;
-  input \port$2909$0 ;
-  wire \port$2909$0 ;
-  input \port$2912$0 ;
-  wire \port$2912$0 ;
-  input \port$2936$0 ;
-  wire \port$2936$0 ;
-  input \port$2939$0 ;
-  wire \port$2939$0 ;
-  input \port$2942$0 ;
-  wire \port$2942$0 ;
-  input \port$2951$0 ;
-  wire \port$2951$0 ;
-  input \port$2960$0 ;
-  wire \port$2960$0 ;
-  input \port$2966$0 ;
-  wire \port$2966$0 ;
-  input \port$2969$0 ;
-  wire \port$2969$0 ;
-  input \port$2975$0 ;
-  wire \port$2975$0 ;
-  input \port$2978$0 ;
-  wire \port$2978$0 ;
-  input \port$2984$0 ;
-  wire \port$2984$0 ;
-  input \port$2990$0 ;
-  wire \port$2990$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3011$0 ;
-  wire \port$3011$0 ;
-  input \port$3023$0 ;
-  wire \port$3023$0 ;
-  input \port$3026$0 ;
-  wire \port$3026$0 ;
-  input \port$3029$0 ;
-  wire \port$3029$0 ;
-  input \port$3032$0 ;
-  wire \port$3032$0 ;
-  input \port$3047$0 ;
-  wire \port$3047$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3053$0 ;
-  wire \port$3053$0 ;
-  input \port$3065$0 ;
-  wire \port$3065$0 ;
-  input \port$3068$0 ;
-  wire \port$3068$0 ;
+  input \port$2456$0 ;
+  wire \port$2456$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2471$0 ;
+  wire \port$2471$0 ;
+  input \port$2477$0 ;
+  wire \port$2477$0 ;
+  input \port$2480$0 ;
+  wire \port$2480$0 ;
+  input \port$2504$0 ;
+  wire \port$2504$0 ;
+  input \port$2507$0 ;
+  wire \port$2507$0 ;
+  input \port$2510$0 ;
+  wire \port$2510$0 ;
+  input \port$2519$0 ;
+  wire \port$2519$0 ;
+  input \port$2528$0 ;
+  wire \port$2528$0 ;
+  input \port$2534$0 ;
+  wire \port$2534$0 ;
+  input \port$2537$0 ;
+  wire \port$2537$0 ;
+  input \port$2543$0 ;
+  wire \port$2543$0 ;
+  input \port$2546$0 ;
+  wire \port$2546$0 ;
+  input \port$2552$0 ;
+  wire \port$2552$0 ;
+  input \port$2558$0 ;
+  wire \port$2558$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2579$0 ;
+  wire \port$2579$0 ;
+  input \port$2591$0 ;
+  wire \port$2591$0 ;
+  input \port$2594$0 ;
+  wire \port$2594$0 ;
+  input \port$2597$0 ;
+  wire \port$2597$0 ;
+  input \port$2600$0 ;
+  wire \port$2600$0 ;
+  input \port$2615$0 ;
+  wire \port$2615$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2621$0 ;
+  wire \port$2621$0 ;
+  input \port$2633$0 ;
+  wire \port$2633$0 ;
+  input \port$2636$0 ;
+  wire \port$2636$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$3068$0 , \port$3065$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3011$0 , \port$2999$0 , \port$2990$0 , \port$2984$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2966$0 , \port$2960$0 , \port$2951$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2912$0 , \port$2909$0 , \port$2903$0 , \port$2897$0 , \port$2888$0  }),
+    .inputs({ \port$2636$0 , \port$2633$0 , \port$2621$0 , \port$2618$0 , \port$2615$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2591$0 , \port$2579$0 , \port$2567$0 , \port$2558$0 , \port$2552$0 , \port$2546$0 , \port$2543$0 , \port$2537$0 , \port$2534$0 , \port$2528$0 , \port$2519$0 , \port$2510$0 , \port$2507$0 , \port$2504$0 , \port$2480$0 , \port$2477$0 , \port$2471$0 , \port$2465$0 , \port$2456$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3068$0 , \port$3065$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3011$0 , \port$2999$0 , \port$2990$0 , \port$2984$0 , \port$2978$0 , \port$2975$0 , \port$2969$0 , \port$2966$0 , \port$2960$0 , \port$2951$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2912$0 , \port$2909$0 , \port$2903$0 , \port$2897$0 , \port$2888$0  };
+  assign inputs = { \port$2636$0 , \port$2633$0 , \port$2621$0 , \port$2618$0 , \port$2615$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2591$0 , \port$2579$0 , \port$2567$0 , \port$2558$0 , \port$2552$0 , \port$2546$0 , \port$2543$0 , \port$2537$0 , \port$2534$0 , \port$2528$0 , \port$2519$0 , \port$2510$0 , \port$2507$0 , \port$2504$0 , \port$2480$0 , \port$2477$0 , \port$2471$0 , \port$2465$0 , \port$2456$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p7 (rst, sum, \port$2888$0 , \port$2891$0 , \port$2897$0 , \port$2900$0 , \port$2906$0 , \port$2912$0 , \port$2918$0 , \port$2936$0 , \port$2945$0 , \port$2969$0 , \port$2981$0 , \port$2984$0 , \port$2990$0 , \port$2993$0 , \port$2996$0 , \port$3005$0 , \port$3011$0 , \port$3017$0 , \port$3020$0 
-, \port$3023$0 , \port$3026$0 , \port$3035$0 , \port$3050$0 , \port$3059$0 , \port$3068$0 , \port$3071$0 , clk);
+module \digits.output.p7 (rst, sum, \port$2456$0 , \port$2459$0 , \port$2465$0 , \port$2468$0 , \port$2474$0 , \port$2480$0 , \port$2486$0 , \port$2504$0 , \port$2513$0 , \port$2537$0 , \port$2549$0 , \port$2552$0 , \port$2558$0 , \port$2561$0 , \port$2564$0 , \port$2573$0 , \port$2579$0 , \port$2585$0 , \port$2588$0 
+, \port$2591$0 , \port$2594$0 , \port$2603$0 , \port$2618$0 , \port$2627$0 , \port$2636$0 , \port$2639$0 , clk);
   input clk;
   wire clk;
   wire [25:0] inputs;
-  input \port$2888$0 ;
-  wire \port$2888$0 ;
-  input \port$2891$0 ;
-  wire \port$2891$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2900$0 ;
-  wire \port$2900$0 ;
-  input \port$2906$0 ;
-  wire \port$2906$0 ;
-  input \port$2912$0 ;
-  wire \port$2912$0 ;
-  input \port$2918$0 ;
-  wire \port$2918$0 ;
-  input \port$2936$0 ;
-  wire \port$2936$0 ;
-  input \port$2945$0 ;
-  wire \port$2945$0 ;
-  input \port$2969$0 ;
-  wire \port$2969$0 ;
-  input \port$2981$0 ;
-  wire \port$2981$0 ;
-  input \port$2984$0 ;
-  wire \port$2984$0 ;
-  input \port$2990$0 ;
-  wire \port$2990$0 ;
-  input \port$2993$0 ;
-  wire \port$2993$0 ;
-  input \port$2996$0 ;
-  wire \port$2996$0 ;
-  input \port$3005$0 ;
-  wire \port$3005$0 ;
-  input \port$3011$0 ;
-  wire \port$3011$0 ;
-  input \port$3017$0 ;
-  wire \port$3017$0 ;
-  input \port$3020$0 ;
-  wire \port$3020$0 ;
-  input \port$3023$0 ;
-  wire \port$3023$0 ;
-  input \port$3026$0 ;
-  wire \port$3026$0 ;
-  input \port$3035$0 ;
-  wire \port$3035$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3059$0 ;
-  wire \port$3059$0 ;
-  input \port$3068$0 ;
-  wire \port$3068$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2456$0 ;
+  wire \port$2456$0 ;
+  input \port$2459$0 ;
+  wire \port$2459$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2468$0 ;
+  wire \port$2468$0 ;
+  input \port$2474$0 ;
+  wire \port$2474$0 ;
+  input \port$2480$0 ;
+  wire \port$2480$0 ;
+  input \port$2486$0 ;
+  wire \port$2486$0 ;
+  input \port$2504$0 ;
+  wire \port$2504$0 ;
+  input \port$2513$0 ;
+  wire \port$2513$0 ;
+  input \port$2537$0 ;
+  wire \port$2537$0 ;
+  input \port$2549$0 ;
+  wire \port$2549$0 ;
+  input \port$2552$0 ;
+  wire \port$2552$0 ;
+  input \port$2558$0 ;
+  wire \port$2558$0 ;
+  input \port$2561$0 ;
+  wire \port$2561$0 ;
+  input \port$2564$0 ;
+  wire \port$2564$0 ;
+  input \port$2573$0 ;
+  wire \port$2573$0 ;
+  input \port$2579$0 ;
+  wire \port$2579$0 ;
+  input \port$2585$0 ;
+  wire \port$2585$0 ;
+  input \port$2588$0 ;
+  wire \port$2588$0 ;
+  input \port$2591$0 ;
+  wire \port$2591$0 ;
+  input \port$2594$0 ;
+  wire \port$2594$0 ;
+  input \port$2603$0 ;
+  wire \port$2603$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2627$0 ;
+  wire \port$2627$0 ;
+  input \port$2636$0 ;
+  wire \port$2636$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator11 shared (
     .clk(clk),
-    .inputs({ \port$3071$0 , \port$3068$0 , \port$3059$0 , \port$3050$0 , \port$3035$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3011$0 , \port$3005$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2984$0 , \port$2981$0 , \port$2969$0 , \port$2945$0 , \port$2936$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2900$0 , \port$2897$0 , \port$2891$0 , \port$2888$0  }),
+    .inputs({ \port$2639$0 , \port$2636$0 , \port$2627$0 , \port$2618$0 , \port$2603$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2585$0 , \port$2579$0 , \port$2573$0 , \port$2564$0 , \port$2561$0 , \port$2558$0 , \port$2552$0 , \port$2549$0 , \port$2537$0 , \port$2513$0 , \port$2504$0 , \port$2486$0 , \port$2480$0 , \port$2474$0 , \port$2468$0 , \port$2465$0 , \port$2459$0 , \port$2456$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3059$0 , \port$3050$0 , \port$3035$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3011$0 , \port$3005$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2984$0 , \port$2981$0 , \port$2969$0 , \port$2945$0 , \port$2936$0 , \port$2918$0 , \port$2912$0 , \port$2906$0 , \port$2900$0 , \port$2897$0 , \port$2891$0 , \port$2888$0  };
+  assign inputs = { \port$2639$0 , \port$2636$0 , \port$2627$0 , \port$2618$0 , \port$2603$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2585$0 , \port$2579$0 , \port$2573$0 , \port$2564$0 , \port$2561$0 , \port$2558$0 , \port$2552$0 , \port$2549$0 , \port$2537$0 , \port$2513$0 , \port$2504$0 , \port$2486$0 , \port$2480$0 , \port$2474$0 , \port$2468$0 , \port$2465$0 , \port$2459$0 , \port$2456$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p8 (rst, sum, \port$2885$0 , \port$2891$0 , \port$2909$0 , \port$2915$0 , \port$2918$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2939$0 , \port$2942$0 , \port$2945$0 , \port$2951$0 , \port$2954$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2966$0 , \port$2975$0 
-, \port$2984$0 , \port$3008$0 , \port$3029$0 , \port$3035$0 , \port$3038$0 , \port$3050$0 , \port$3056$0 , \port$3068$0 , \port$3071$0 , clk);
+module \digits.output.p8 (rst, sum, \port$2453$0 , \port$2459$0 , \port$2477$0 , \port$2483$0 , \port$2486$0 , \port$2492$0 , \port$2495$0 , \port$2498$0 , \port$2501$0 , \port$2507$0 , \port$2510$0 , \port$2513$0 , \port$2519$0 , \port$2522$0 , \port$2525$0 , \port$2528$0 , \port$2531$0 , \port$2534$0 , \port$2543$0 
+, \port$2552$0 , \port$2576$0 , \port$2597$0 , \port$2603$0 , \port$2606$0 , \port$2618$0 , \port$2624$0 , \port$2636$0 , \port$2639$0 , clk);
   input clk;
   wire clk;
   wire [27:0] inputs;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2891$0 ;
-  wire \port$2891$0 ;
-  input \port$2909$0 ;
-  wire \port$2909$0 ;
-  input \port$2915$0 ;
-  wire \port$2915$0 ;
-  input \port$2918$0 ;
-  wire \port$2918$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2927$0 ;
-  wire \port$2927$0 ;
-  input \port$2930$0 ;
-  wire \port$2930$0 ;
-  input \port$2933$0 ;
-  wire \port$2933$0 ;
-  input \port$2939$0 ;
-  wire \port$2939$0 ;
-  input \port$2942$0 ;
-  wire \port$2942$0 ;
-  input \port$2945$0 ;
-  wire \port$2945$0 ;
-  input \port$2951$0 ;
-  wire \port$2951$0 ;
-  input \port$2954$0 ;
-  wire \port$2954$0 ;
-  input \port$2957$0 ;
-  wire \port$2957$0 ;
-  input \port$2960$0 ;
-  wire \port$2960$0 ;
-  input \port$2963$0 ;
-  wire \port$2963$0 ;
-  input \port$2966$0 ;
-  wire \port$2966$0 ;
-  input \port$2975$0 ;
-  wire \port$2975$0 ;
-  input \port$2984$0 ;
-  wire \port$2984$0 ;
-  input \port$3008$0 ;
-  wire \port$3008$0 ;
-  input \port$3029$0 ;
-  wire \port$3029$0 ;
-  input \port$3035$0 ;
-  wire \port$3035$0 ;
-  input \port$3038$0 ;
-  wire \port$3038$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3056$0 ;
-  wire \port$3056$0 ;
-  input \port$3068$0 ;
-  wire \port$3068$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2459$0 ;
+  wire \port$2459$0 ;
+  input \port$2477$0 ;
+  wire \port$2477$0 ;
+  input \port$2483$0 ;
+  wire \port$2483$0 ;
+  input \port$2486$0 ;
+  wire \port$2486$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2495$0 ;
+  wire \port$2495$0 ;
+  input \port$2498$0 ;
+  wire \port$2498$0 ;
+  input \port$2501$0 ;
+  wire \port$2501$0 ;
+  input \port$2507$0 ;
+  wire \port$2507$0 ;
+  input \port$2510$0 ;
+  wire \port$2510$0 ;
+  input \port$2513$0 ;
+  wire \port$2513$0 ;
+  input \port$2519$0 ;
+  wire \port$2519$0 ;
+  input \port$2522$0 ;
+  wire \port$2522$0 ;
+  input \port$2525$0 ;
+  wire \port$2525$0 ;
+  input \port$2528$0 ;
+  wire \port$2528$0 ;
+  input \port$2531$0 ;
+  wire \port$2531$0 ;
+  input \port$2534$0 ;
+  wire \port$2534$0 ;
+  input \port$2543$0 ;
+  wire \port$2543$0 ;
+  input \port$2552$0 ;
+  wire \port$2552$0 ;
+  input \port$2576$0 ;
+  wire \port$2576$0 ;
+  input \port$2597$0 ;
+  wire \port$2597$0 ;
+  input \port$2603$0 ;
+  wire \port$2603$0 ;
+  input \port$2606$0 ;
+  wire \port$2606$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2624$0 ;
+  wire \port$2624$0 ;
+  input \port$2636$0 ;
+  wire \port$2636$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator13 shared (
     .clk(clk),
-    .inputs({ \port$3071$0 , \port$3068$0 , \port$3056$0 , \port$3050$0 , \port$3038$0 , \port$3035$0 , \port$3029$0 , \port$3008$0 , \port$2984$0 , \port$2975$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2891$0 , \port$2885$0  }),
+    .inputs({ \port$2639$0 , \port$2636$0 , \port$2624$0 , \port$2618$0 , \port$2606$0 , \port$2603$0 , \port$2597$0 , \port$2576$0 , \port$2552$0 , \port$2543$0 , \port$2534$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2522$0 , \port$2519$0 , \port$2513$0 , \port$2510$0 , \port$2507$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2486$0 , \port$2483$0 , \port$2477$0 , \port$2459$0 , \port$2453$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3056$0 , \port$3050$0 , \port$3038$0 , \port$3035$0 , \port$3029$0 , \port$3008$0 , \port$2984$0 , \port$2975$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2918$0 , \port$2915$0 , \port$2909$0 , \port$2891$0 , \port$2885$0  };
+  assign inputs = { \port$2639$0 , \port$2636$0 , \port$2624$0 , \port$2618$0 , \port$2606$0 , \port$2603$0 , \port$2597$0 , \port$2576$0 , \port$2552$0 , \port$2543$0 , \port$2534$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2522$0 , \port$2519$0 , \port$2513$0 , \port$2510$0 , \port$2507$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2486$0 , \port$2483$0 , \port$2477$0 , \port$2459$0 , \port$2453$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.p9 (rst, sum, \port$2882$0 , \port$2885$0 , \port$2891$0 , \port$2894$0 , \port$2897$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2969$0 , \port$2972$0 , \port$2981$0 , \port$2996$0 , \port$2999$0 , \port$3005$0 , \port$3011$0 
-, \port$3020$0 , \port$3029$0 , \port$3038$0 , \port$3041$0 , \port$3047$0 , \port$3050$0 , \port$3065$0 , \port$3071$0 , clk);
+module \digits.output.p9 (rst, sum, \port$2450$0 , \port$2453$0 , \port$2459$0 , \port$2462$0 , \port$2465$0 , \port$2492$0 , \port$2495$0 , \port$2498$0 , \port$2501$0 , \port$2525$0 , \port$2528$0 , \port$2531$0 , \port$2537$0 , \port$2540$0 , \port$2549$0 , \port$2564$0 , \port$2567$0 , \port$2573$0 , \port$2579$0 
+, \port$2588$0 , \port$2597$0 , \port$2606$0 , \port$2609$0 , \port$2615$0 , \port$2618$0 , \port$2633$0 , \port$2639$0 , clk);
   input clk;
   wire clk;
   wire [26:0] inputs;
-  input \port$2882$0 ;
-  wire \port$2882$0 ;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2891$0 ;
-  wire \port$2891$0 ;
-  input \port$2894$0 ;
-  wire \port$2894$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2927$0 ;
-  wire \port$2927$0 ;
-  input \port$2930$0 ;
-  wire \port$2930$0 ;
-  input \port$2933$0 ;
-  wire \port$2933$0 ;
-  input \port$2957$0 ;
-  wire \port$2957$0 ;
-  input \port$2960$0 ;
-  wire \port$2960$0 ;
-  input \port$2963$0 ;
-  wire \port$2963$0 ;
-  input \port$2969$0 ;
-  wire \port$2969$0 ;
-  input \port$2972$0 ;
-  wire \port$2972$0 ;
-  input \port$2981$0 ;
-  wire \port$2981$0 ;
-  input \port$2996$0 ;
-  wire \port$2996$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3005$0 ;
-  wire \port$3005$0 ;
-  input \port$3011$0 ;
-  wire \port$3011$0 ;
-  input \port$3020$0 ;
-  wire \port$3020$0 ;
-  input \port$3029$0 ;
-  wire \port$3029$0 ;
-  input \port$3038$0 ;
-  wire \port$3038$0 ;
-  input \port$3041$0 ;
-  wire \port$3041$0 ;
-  input \port$3047$0 ;
-  wire \port$3047$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3065$0 ;
-  wire \port$3065$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2450$0 ;
+  wire \port$2450$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2459$0 ;
+  wire \port$2459$0 ;
+  input \port$2462$0 ;
+  wire \port$2462$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2495$0 ;
+  wire \port$2495$0 ;
+  input \port$2498$0 ;
+  wire \port$2498$0 ;
+  input \port$2501$0 ;
+  wire \port$2501$0 ;
+  input \port$2525$0 ;
+  wire \port$2525$0 ;
+  input \port$2528$0 ;
+  wire \port$2528$0 ;
+  input \port$2531$0 ;
+  wire \port$2531$0 ;
+  input \port$2537$0 ;
+  wire \port$2537$0 ;
+  input \port$2540$0 ;
+  wire \port$2540$0 ;
+  input \port$2549$0 ;
+  wire \port$2549$0 ;
+  input \port$2564$0 ;
+  wire \port$2564$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2573$0 ;
+  wire \port$2573$0 ;
+  input \port$2579$0 ;
+  wire \port$2579$0 ;
+  input \port$2588$0 ;
+  wire \port$2588$0 ;
+  input \port$2597$0 ;
+  wire \port$2597$0 ;
+  input \port$2606$0 ;
+  wire \port$2606$0 ;
+  input \port$2609$0 ;
+  wire \port$2609$0 ;
+  input \port$2615$0 ;
+  wire \port$2615$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2633$0 ;
+  wire \port$2633$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   output [4:0] sum;
   wire [4:0] sum;
   digits_sparseaccumulator12 shared (
     .clk(clk),
-    .inputs({ \port$3071$0 , \port$3065$0 , \port$3050$0 , \port$3047$0 , \port$3041$0 , \port$3038$0 , \port$3029$0 , \port$3020$0 , \port$3011$0 , \port$3005$0 , \port$2999$0 , \port$2996$0 , \port$2981$0 , \port$2972$0 , \port$2969$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2885$0 , \port$2882$0  }),
+    .inputs({ \port$2639$0 , \port$2633$0 , \port$2618$0 , \port$2615$0 , \port$2609$0 , \port$2606$0 , \port$2597$0 , \port$2588$0 , \port$2579$0 , \port$2573$0 , \port$2567$0 , \port$2564$0 , \port$2549$0 , \port$2540$0 , \port$2537$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2465$0 , \port$2462$0 , \port$2459$0 , \port$2453$0 , \port$2450$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3071$0 , \port$3065$0 , \port$3050$0 , \port$3047$0 , \port$3041$0 , \port$3038$0 , \port$3029$0 , \port$3020$0 , \port$3011$0 , \port$3005$0 , \port$2999$0 , \port$2996$0 , \port$2981$0 , \port$2972$0 , \port$2969$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2885$0 , \port$2882$0  };
+  assign inputs = { \port$2639$0 , \port$2633$0 , \port$2618$0 , \port$2615$0 , \port$2609$0 , \port$2606$0 , \port$2597$0 , \port$2588$0 , \port$2579$0 , \port$2573$0 , \port$2567$0 , \port$2564$0 , \port$2549$0 , \port$2540$0 , \port$2537$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2465$0 , \port$2462$0 , \port$2459$0 , \port$2453$0 , \port$2450$0  };
 endmodule
 
 (* generator = "Amaranth" *)
-module \digits.output.q (rst, sum, \port$2882$0 , \port$2885$0 , \port$2888$0 , \port$2891$0 , \port$2894$0 , \port$2897$0 , \port$2900$0 , \port$2903$0 , \port$2906$0 , \port$2909$0 , \port$2912$0 , \port$2915$0 , \port$2918$0 , \port$2921$0 , \port$2924$0 , \port$2927$0 , \port$2930$0 , \port$2933$0 , \port$2936$0 
-, \port$2939$0 , \port$2942$0 , \port$2945$0 , \port$2948$0 , \port$2951$0 , \port$2954$0 , \port$2957$0 , \port$2960$0 , \port$2963$0 , \port$2966$0 , \port$2969$0 , \port$2972$0 , \port$2975$0 , \port$2978$0 , \port$2981$0 , \port$2984$0 , \port$2987$0 , \port$2990$0 , \port$2993$0 , \port$2996$0 , \port$2999$0 
-, \port$3002$0 , \port$3005$0 , \port$3008$0 , \port$3011$0 , \port$3014$0 , \port$3017$0 , \port$3020$0 , \port$3023$0 , \port$3026$0 , \port$3029$0 , \port$3032$0 , \port$3035$0 , \port$3038$0 , \port$3041$0 , \port$3044$0 , \port$3047$0 , \port$3050$0 , \port$3053$0 , \port$3056$0 , \port$3059$0 , \port$3062$0 
-, \port$3065$0 , \port$3068$0 , \port$3071$0 , clk);
+module \digits.output.q (rst, sum, \port$2450$0 , \port$2453$0 , \port$2456$0 , \port$2459$0 , \port$2462$0 , \port$2465$0 , \port$2468$0 , \port$2471$0 , \port$2474$0 , \port$2477$0 , \port$2480$0 , \port$2483$0 , \port$2486$0 , \port$2489$0 , \port$2492$0 , \port$2495$0 , \port$2498$0 , \port$2501$0 , \port$2504$0 
+, \port$2507$0 , \port$2510$0 , \port$2513$0 , \port$2516$0 , \port$2519$0 , \port$2522$0 , \port$2525$0 , \port$2528$0 , \port$2531$0 , \port$2534$0 , \port$2537$0 , \port$2540$0 , \port$2543$0 , \port$2546$0 , \port$2549$0 , \port$2552$0 , \port$2555$0 , \port$2558$0 , \port$2561$0 , \port$2564$0 , \port$2567$0 
+, \port$2570$0 , \port$2573$0 , \port$2576$0 , \port$2579$0 , \port$2582$0 , \port$2585$0 , \port$2588$0 , \port$2591$0 , \port$2594$0 , \port$2597$0 , \port$2600$0 , \port$2603$0 , \port$2606$0 , \port$2609$0 , \port$2612$0 , \port$2615$0 , \port$2618$0 , \port$2621$0 , \port$2624$0 , \port$2627$0 , \port$2630$0 
+, \port$2633$0 , \port$2636$0 , \port$2639$0 , clk);
   input clk;
   wire clk;
   wire [63:0] inputs;
-  input \port$2882$0 ;
-  wire \port$2882$0 ;
-  input \port$2885$0 ;
-  wire \port$2885$0 ;
-  input \port$2888$0 ;
-  wire \port$2888$0 ;
-  input \port$2891$0 ;
-  wire \port$2891$0 ;
-  input \port$2894$0 ;
-  wire \port$2894$0 ;
-  input \port$2897$0 ;
-  wire \port$2897$0 ;
-  input \port$2900$0 ;
-  wire \port$2900$0 ;
-  input \port$2903$0 ;
-  wire \port$2903$0 ;
-  input \port$2906$0 ;
-  wire \port$2906$0 ;
-  input \port$2909$0 ;
-  wire \port$2909$0 ;
-  input \port$2912$0 ;
-  wire \port$2912$0 ;
-  input \port$2915$0 ;
-  wire \port$2915$0 ;
-  input \port$2918$0 ;
-  wire \port$2918$0 ;
-  input \port$2921$0 ;
-  wire \port$2921$0 ;
-  input \port$2924$0 ;
-  wire \port$2924$0 ;
-  input \port$2927$0 ;
-  wire \port$2927$0 ;
-  input \port$2930$0 ;
-  wire \port$2930$0 ;
-  input \port$2933$0 ;
-  wire \port$2933$0 ;
-  input \port$2936$0 ;
-  wire \port$2936$0 ;
-  input \port$2939$0 ;
-  wire \port$2939$0 ;
-  input \port$2942$0 ;
-  wire \port$2942$0 ;
-  input \port$2945$0 ;
-  wire \port$2945$0 ;
-  input \port$2948$0 ;
-  wire \port$2948$0 ;
-  input \port$2951$0 ;
-  wire \port$2951$0 ;
-  input \port$2954$0 ;
-  wire \port$2954$0 ;
-  input \port$2957$0 ;
-  wire \port$2957$0 ;
-  input \port$2960$0 ;
-  wire \port$2960$0 ;
-  input \port$2963$0 ;
-  wire \port$2963$0 ;
-  input \port$2966$0 ;
-  wire \port$2966$0 ;
-  input \port$2969$0 ;
-  wire \port$2969$0 ;
-  input \port$2972$0 ;
-  wire \port$2972$0 ;
-  input \port$2975$0 ;
-  wire \port$2975$0 ;
-  input \port$2978$0 ;
-  wire \port$2978$0 ;
-  input \port$2981$0 ;
-  wire \port$2981$0 ;
-  input \port$2984$0 ;
-  wire \port$2984$0 ;
-  input \port$2987$0 ;
-  wire \port$2987$0 ;
-  input \port$2990$0 ;
-  wire \port$2990$0 ;
-  input \port$2993$0 ;
-  wire \port$2993$0 ;
-  input \port$2996$0 ;
-  wire \port$2996$0 ;
-  input \port$2999$0 ;
-  wire \port$2999$0 ;
-  input \port$3002$0 ;
-  wire \port$3002$0 ;
-  input \port$3005$0 ;
-  wire \port$3005$0 ;
-  input \port$3008$0 ;
-  wire \port$3008$0 ;
-  input \port$3011$0 ;
-  wire \port$3011$0 ;
-  input \port$3014$0 ;
-  wire \port$3014$0 ;
-  input \port$3017$0 ;
-  wire \port$3017$0 ;
-  input \port$3020$0 ;
-  wire \port$3020$0 ;
-  input \port$3023$0 ;
-  wire \port$3023$0 ;
-  input \port$3026$0 ;
-  wire \port$3026$0 ;
-  input \port$3029$0 ;
-  wire \port$3029$0 ;
-  input \port$3032$0 ;
-  wire \port$3032$0 ;
-  input \port$3035$0 ;
-  wire \port$3035$0 ;
-  input \port$3038$0 ;
-  wire \port$3038$0 ;
-  input \port$3041$0 ;
-  wire \port$3041$0 ;
-  input \port$3044$0 ;
-  wire \port$3044$0 ;
-  input \port$3047$0 ;
-  wire \port$3047$0 ;
-  input \port$3050$0 ;
-  wire \port$3050$0 ;
-  input \port$3053$0 ;
-  wire \port$3053$0 ;
-  input \port$3056$0 ;
-  wire \port$3056$0 ;
-  input \port$3059$0 ;
-  wire \port$3059$0 ;
-  input \port$3062$0 ;
-  wire \port$3062$0 ;
-  input \port$3065$0 ;
-  wire \port$3065$0 ;
-  input \port$3068$0 ;
-  wire \port$3068$0 ;
-  input \port$3071$0 ;
-  wire \port$3071$0 ;
+  input \port$2450$0 ;
+  wire \port$2450$0 ;
+  input \port$2453$0 ;
+  wire \port$2453$0 ;
+  input \port$2456$0 ;
+  wire \port$2456$0 ;
+  input \port$2459$0 ;
+  wire \port$2459$0 ;
+  input \port$2462$0 ;
+  wire \port$2462$0 ;
+  input \port$2465$0 ;
+  wire \port$2465$0 ;
+  input \port$2468$0 ;
+  wire \port$2468$0 ;
+  input \port$2471$0 ;
+  wire \port$2471$0 ;
+  input \port$2474$0 ;
+  wire \port$2474$0 ;
+  input \port$2477$0 ;
+  wire \port$2477$0 ;
+  input \port$2480$0 ;
+  wire \port$2480$0 ;
+  input \port$2483$0 ;
+  wire \port$2483$0 ;
+  input \port$2486$0 ;
+  wire \port$2486$0 ;
+  input \port$2489$0 ;
+  wire \port$2489$0 ;
+  input \port$2492$0 ;
+  wire \port$2492$0 ;
+  input \port$2495$0 ;
+  wire \port$2495$0 ;
+  input \port$2498$0 ;
+  wire \port$2498$0 ;
+  input \port$2501$0 ;
+  wire \port$2501$0 ;
+  input \port$2504$0 ;
+  wire \port$2504$0 ;
+  input \port$2507$0 ;
+  wire \port$2507$0 ;
+  input \port$2510$0 ;
+  wire \port$2510$0 ;
+  input \port$2513$0 ;
+  wire \port$2513$0 ;
+  input \port$2516$0 ;
+  wire \port$2516$0 ;
+  input \port$2519$0 ;
+  wire \port$2519$0 ;
+  input \port$2522$0 ;
+  wire \port$2522$0 ;
+  input \port$2525$0 ;
+  wire \port$2525$0 ;
+  input \port$2528$0 ;
+  wire \port$2528$0 ;
+  input \port$2531$0 ;
+  wire \port$2531$0 ;
+  input \port$2534$0 ;
+  wire \port$2534$0 ;
+  input \port$2537$0 ;
+  wire \port$2537$0 ;
+  input \port$2540$0 ;
+  wire \port$2540$0 ;
+  input \port$2543$0 ;
+  wire \port$2543$0 ;
+  input \port$2546$0 ;
+  wire \port$2546$0 ;
+  input \port$2549$0 ;
+  wire \port$2549$0 ;
+  input \port$2552$0 ;
+  wire \port$2552$0 ;
+  input \port$2555$0 ;
+  wire \port$2555$0 ;
+  input \port$2558$0 ;
+  wire \port$2558$0 ;
+  input \port$2561$0 ;
+  wire \port$2561$0 ;
+  input \port$2564$0 ;
+  wire \port$2564$0 ;
+  input \port$2567$0 ;
+  wire \port$2567$0 ;
+  input \port$2570$0 ;
+  wire \port$2570$0 ;
+  input \port$2573$0 ;
+  wire \port$2573$0 ;
+  input \port$2576$0 ;
+  wire \port$2576$0 ;
+  input \port$2579$0 ;
+  wire \port$2579$0 ;
+  input \port$2582$0 ;
+  wire \port$2582$0 ;
+  input \port$2585$0 ;
+  wire \port$2585$0 ;
+  input \port$2588$0 ;
+  wire \port$2588$0 ;
+  input \port$2591$0 ;
+  wire \port$2591$0 ;
+  input \port$2594$0 ;
+  wire \port$2594$0 ;
+  input \port$2597$0 ;
+  wire \port$2597$0 ;
+  input \port$2600$0 ;
+  wire \port$2600$0 ;
+  input \port$2603$0 ;
+  wire \port$2603$0 ;
+  input \port$2606$0 ;
+  wire \port$2606$0 ;
+  input \port$2609$0 ;
+  wire \port$2609$0 ;
+  input \port$2612$0 ;
+  wire \port$2612$0 ;
+  input \port$2615$0 ;
+  wire \port$2615$0 ;
+  input \port$2618$0 ;
+  wire \port$2618$0 ;
+  input \port$2621$0 ;
+  wire \port$2621$0 ;
+  input \port$2624$0 ;
+  wire \port$2624$0 ;
+  input \port$2627$0 ;
+  wire \port$2627$0 ;
+  input \port$2630$0 ;
+  wire \port$2630$0 ;
+  input \port$2633$0 ;
+  wire \port$2633$0 ;
+  input \port$2636$0 ;
+  wire \port$2636$0 ;
+  input \port$2639$0 ;
+  wire \port$2639$0 ;
   input rst;
   wire rst;
   output [6:0] sum;
   wire [6:0] sum;
   digits_sparseaccumulator14 shared (
     .clk(clk),
-    .inputs({ \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  }),
+    .inputs({ \port$2639$0 , \port$2636$0 , \port$2633$0 , \port$2630$0 , \port$2627$0 , \port$2624$0 , \port$2621$0 , \port$2618$0 , \port$2615$0 , \port$2612$0 , \port$2609$0 , \port$2606$0 , \port$2603$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2585$0 , \port$2582$0 , \port$2579$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2564$0 , \port$2561$0 , \port$2558$0 , \port$2555$0 , \port$2552$0 , \port$2549$0 , \port$2546$0 , \port$2543$0 , \port$2540$0 , \port$2537$0 , \port$2534$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2522$0 , \port$2519$0 , \port$2516$0 , \port$2513$0 , \port$2510$0 , \port$2507$0 , \port$2504$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2489$0 , \port$2486$0 , \port$2483$0 , \port$2480$0 , \port$2477$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2465$0 , \port$2462$0 , \port$2459$0 , \port$2456$0 , \port$2453$0 , \port$2450$0  }),
     .rst(rst),
     .sum(sum)
   );
-  assign inputs = { \port$3071$0 , \port$3068$0 , \port$3065$0 , \port$3062$0 , \port$3059$0 , \port$3056$0 , \port$3053$0 , \port$3050$0 , \port$3047$0 , \port$3044$0 , \port$3041$0 , \port$3038$0 , \port$3035$0 , \port$3032$0 , \port$3029$0 , \port$3026$0 , \port$3023$0 , \port$3020$0 , \port$3017$0 , \port$3014$0 , \port$3011$0 , \port$3008$0 , \port$3005$0 , \port$3002$0 , \port$2999$0 , \port$2996$0 , \port$2993$0 , \port$2990$0 , \port$2987$0 , \port$2984$0 , \port$2981$0 , \port$2978$0 , \port$2975$0 , \port$2972$0 , \port$2969$0 , \port$2966$0 , \port$2963$0 , \port$2960$0 , \port$2957$0 , \port$2954$0 , \port$2951$0 , \port$2948$0 , \port$2945$0 , \port$2942$0 , \port$2939$0 , \port$2936$0 , \port$2933$0 , \port$2930$0 , \port$2927$0 , \port$2924$0 , \port$2921$0 , \port$2918$0 , \port$2915$0 , \port$2912$0 , \port$2909$0 , \port$2906$0 , \port$2903$0 , \port$2900$0 , \port$2897$0 , \port$2894$0 , \port$2891$0 , \port$2888$0 , \port$2885$0 , \port$2882$0  };
+  assign inputs = { \port$2639$0 , \port$2636$0 , \port$2633$0 , \port$2630$0 , \port$2627$0 , \port$2624$0 , \port$2621$0 , \port$2618$0 , \port$2615$0 , \port$2612$0 , \port$2609$0 , \port$2606$0 , \port$2603$0 , \port$2600$0 , \port$2597$0 , \port$2594$0 , \port$2591$0 , \port$2588$0 , \port$2585$0 , \port$2582$0 , \port$2579$0 , \port$2576$0 , \port$2573$0 , \port$2570$0 , \port$2567$0 , \port$2564$0 , \port$2561$0 , \port$2558$0 , \port$2555$0 , \port$2552$0 , \port$2549$0 , \port$2546$0 , \port$2543$0 , \port$2540$0 , \port$2537$0 , \port$2534$0 , \port$2531$0 , \port$2528$0 , \port$2525$0 , \port$2522$0 , \port$2519$0 , \port$2516$0 , \port$2513$0 , \port$2510$0 , \port$2507$0 , \port$2504$0 , \port$2501$0 , \port$2498$0 , \port$2495$0 , \port$2492$0 , \port$2489$0 , \port$2486$0 , \port$2483$0 , \port$2480$0 , \port$2477$0 , \port$2474$0 , \port$2471$0 , \port$2468$0 , \port$2465$0 , \port$2462$0 , \port$2459$0 , \port$2456$0 , \port$2453$0 , \port$2450$0  };
 endmodule
 
 (* top =  1  *)

@@ -206,6 +206,7 @@ def test_a_stage_after_a_pool_is_shared_and_exact(idle):
     shared = check_stream(model, random_inputs(rng, model.input, 6), idle=idle, seed=1)
     assert [stage.share for stage in shared.plan.stages] == [1, 1, 4]   # 80 pixels, 20 positions
     assert len(shared.convs[2].lists) > 16   # two groups of phase and enable copies
+    assert shared.convs[2].latches == 2   # p waits longer than a window: in two registers each
     assert shared.image_gap == 0   # still back to back
     unshared = check_stream(model, random_inputs(rng, model.input, 6), idle=idle, seed=1, share="off")
     assert [stage.share for stage in unshared.plan.stages] == [1, 1, 1]
@@ -214,6 +215,30 @@ def test_a_stage_after_a_pool_is_shared_and_exact(idle):
     adders = [sum(part.stats["adder_bits"] for part in (core.convs[2], *core.convs[2].parts))
               for core in (shared, unshared)]
     assert adders[0] < adders[1]
+
+
+@pytest.mark.parametrize("share", [2, 3])
+def test_sums_wait_for_the_split_of_q_in_one_register_per_window(share):
+    """The thresholds work on q for p_stage cycles while p waits: in p_stage // share + 1
+    registers per unit, each written once per window, however the windows are spaced."""
+    rng = np.random.default_rng(16)
+    model = _pooled_cnn(rng, channels=6)
+    core = check_stream(model, random_inputs(rng, model.input, 6), idle=0.3, seed=3, share=share)
+    layer = core.convs[2]
+    assert layer.latches == layer.comparisons.p_stage // share + 1 >= 2
+
+
+def test_a_first_layer_of_few_input_bits_delays_its_inputs_not_its_sums():
+    """12 channels of a 3x3 window of 3-bit pixels: 27 input bits wait for the split of q
+    instead of twelve sums of 5 bits."""
+    rng = np.random.default_rng(17)
+    model = _model(rng, (LayerPlan("conv2d", 12, kernel=(3, 3), padding=(1, 1)), LayerPlan("dense", 3)),
+                   shape=(5, 6, 1), bits=3, encoding="integer", planes=(2, 1, 0), density=0.5)
+    core = check_stream(model, random_inputs(rng, model.input, 5), idle=0.3, seed=4)
+    layer = core.convs[0]
+    assert layer.shared_latency and layer.late_units == frozenset(
+        k for k, unit in enumerate(layer.plan.units) if unit.comparison.kind == "pq")
+    assert layer.late_units
 
 
 def test_a_stage_after_two_pools_selects_in_two_steps():

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .accumulator import SparseAccumulator
 from ..hwplan import DEFAULT_EVERY
-from .pipeline import Pipeline, shape_for
+from .pipeline import Pipeline, delayed, shape_for
 from .threshold import Threshold
 
 __all__ = ["DenseLayer", "OutputLayer"]
@@ -73,27 +73,36 @@ class _LayerBase(wiring.Component):
             ports["q"] = In(shape_for(0, self.plan.q_max))
         return ports
 
-    def _connect_accumulators(self, m, pipe):
+    def _connect_accumulators(self, m, pipe, late=(), delay=0):
+        """``(p, q)`` as pipeline values: each unit's sum and ``q``. The accumulators of the units
+        in ``late`` read the inputs ``delay`` cycles late (their ``p`` is then ``delay`` stages
+        later), the others and ``q``'s on time."""
         if self.p_input:
             offsets = [sum(self.p_widths[:k]) for k in range(len(self.p_widths))]
             p = [pipe.input(self.p[o:o + w], 0, self.plan.p_max(u), self.p_stage)
                  for u, o, w in zip(self.plan.units, offsets, self.p_widths)]
             q = pipe.input(self.q, 0, self.plan.q_max) if self.plan.q_input else None
             return p, q
-        sources = self.inputs
-        if self.plan.complements:
+        def with_complements(inputs):
+            if not self.plan.complements:
+                return inputs
             # A signal of its own: slices of an expression are converted as the whole expression
             # per slice (the first layer of a dense BNN took over 16 GB).
-            sources = Signal(2 * len(self.inputs))
-            m.d.comb += sources.eq(Cat(self.inputs, ~self.inputs))
+            sources = Signal(2 * len(inputs))
+            m.d.comb += sources.eq(Cat(inputs, ~inputs))
+            return sources
 
-        def wire(acc, multiset, name):
+        on_time = with_complements(self.inputs)
+        late_sources = with_complements(delayed(m, self.inputs, delay, "late_inputs", pipe.stats)) if late else None
+
+        def wire(acc, multiset, name, sources=on_time, stage=self.acc_latency):
             m.submodules[name] = acc
             m.d.comb += acc.inputs.eq(Cat(*[sources[self.offsets[s]:self.offsets[s] + self.widths[s]]
                                              for s, _ in multiset]))
-            return pipe.input(acc.sum, 0, acc.max_value, self.acc_latency)
+            return pipe.input(acc.sum, 0, acc.max_value, stage)
 
-        p = [wire(acc, u.sources, f"p{k}") for k, (acc, u) in enumerate(zip(self.p_accumulators, self.plan.units))]
+        p = [wire(acc, u.sources, f"p{k}", *((late_sources, self.acc_latency + delay) if k in late else ()))
+             for k, (acc, u) in enumerate(zip(self.p_accumulators, self.plan.units))]
         if self.q_accumulator:
             q = wire(self.q_accumulator, self.plan.q_sources, "q")
         elif self.plan.q_input:
@@ -178,6 +187,10 @@ class DenseLayer(_LayerBase):
         more for each neuron's own copy), and the slowest comparison.
     neuron_copies : bool
         Whether the neurons read copies of their own (the parameter, where there are groups).
+    late_units : frozenset of int
+        The units whose accumulators read the inputs :attr:`shared_latency` cycles late, so that
+        their sums need not wait for the split of ``q`` in registers of their own: the units
+        that compare ``a'*p + b'*q``, when the inputs are fewer bits than their sums (else none).
 
     Parameters
     ----------
@@ -237,6 +250,12 @@ class DenseLayer(_LayerBase):
                       latency=self.threshold_latency + slack(u))
             for u in units]
         self.latency = self.acc_latency + self.shared_latency + self.threshold_latency
+        # The sums of the "pq" units wait shared_latency cycles for the split of q: in registers
+        # after their accumulators, or, when the inputs are fewer bits (a first conv layer: a
+        # window of a few integers, read by many channels), in registers before them.
+        waiting = [k for k, u in enumerate(units) if u.comparison.kind == "pq"]
+        late = not p_input and self.input_width < sum(self.p_widths[k] for k in waiting)
+        self.late_units = frozenset(waiting) if late and self.shared_latency else frozenset()
         super().__init__(self._ports(inputs=In(unsigned(self.input_width)), outputs=Out(len(units))))
 
     @property
@@ -276,7 +295,7 @@ class DenseLayer(_LayerBase):
     def elaborate(self, platform):
         m = Module()
         pipe = Pipeline(m, self.every, "layer")
-        p, q = self._connect_accumulators(m, pipe)
+        p, q = self._connect_accumulators(m, pipe, self.late_units, self.shared_latency)
         per_unit = self._per_unit(pipe, q) if q is not None else [(None, None)] * len(self.plan.units)
         start = self.acc_latency + self.shared_latency
         fires = []

@@ -62,12 +62,15 @@ class PhasedLayer(wiring.Component):
     ----------
     latency : int
         ``select_stages + acc_latency + share`` (the selection's registers, the slowest popcount
-        and the phases: then the totals hold the window's sums), plus one cycle when ``p`` waits in a
-        register while the thresholds work on ``q`` (when their ``p_stage`` is from 1 to
-        ``share - 1``), plus the comparisons' :attr:`DenseLayer.latency`.
+        and the phases: then the totals hold the window's sums), plus one cycle when ``p`` waits
+        in registers while the thresholds work on ``q`` (when their ``p_stage`` is not 0), plus
+        the comparisons' :attr:`DenseLayer.latency`.
     share : int
     select_stages : int
         1, or 2 for a share above :data:`WAYS`: the selection then takes two registered steps.
+    latches : int
+        The registers per unit in which ``p`` waits for the thresholds' work on ``q``, each
+        written once per window: ``p_stage // share + 1`` (0 when ``p_stage`` is 0).
     comparisons : DenseLayer
         The thresholds (``p_input``).
 
@@ -98,10 +101,13 @@ class PhasedLayer(wiring.Component):
         p_stage = self.comparisons.p_stage
         # p must reach the thresholds p_stage cycles after q. The totals are rewritten as soon as
         # the next window's first popcount arrives (on the cycle after sums_ready at the
-        # earliest), so p waits in a register: one written on sums_ready holds it for `share`
-        # cycles, or, when p_stage is longer, a chain of p_stage registers.
-        self.latch = 0 < p_stage < share
-        self.q_stage = self.sums_ready + self.latch
+        # earliest), so p waits in registers written once per window: the first on sums_ready,
+        # each next one `share` cycles after the one before, so that register j holds p from
+        # (j-1)*share + 1 to j*share cycles after sums_ready (the next window's writes come
+        # `share` cycles later at the earliest). A chain of p_stage registers would cost
+        # share times as many bits.
+        self.latches = p_stage // share + 1 if p_stage else 0
+        self.q_stage = self.sums_ready + bool(self.latches)
         self.latency = self.q_stage + self.comparisons.latency
         self.p_accumulators = []   # built in elaborate()
         super().__init__({"inputs": In(unsigned(max(plan.inputs, 1))), "start": In(1),
@@ -204,15 +210,20 @@ class PhasedLayer(wiring.Component):
         p_totals, q_total = totals[:units], (totals[units] if plan.q_sources else None)
         layer = self.comparisons
         m.submodules.thresholds = layer
-        if self.latch:
-            ready = delayed(m, self.start, self.sums_ready, "ready", stats)
-            held = [Signal(len(t), name=f"held{k}", reset_less=True) for k, t in enumerate(totals)]
-            with m.If(ready):
-                m.d.sync += [h.eq(t) for h, t in zip(held, totals)]
-            stats["register_bits"] += sum(len(h) for h in held)
-            p_totals, q_total = held[:units], (held[units] if plan.q_sources else None)
-        elif layer.p_stage:
-            p_totals = [delayed(m, t, layer.p_stage, f"p{k}", stats) for k, t in enumerate(p_totals)]
+        if self.latches:
+            write = delayed(m, self.start, self.sums_ready, "ready", stats)
+            for j in range(self.latches):
+                source = totals if j == 0 else held
+                held = [Signal(len(t), name=f"held{j}_{k}", reset_less=True)
+                        for k, t in enumerate(source[:units] if j else source)]
+                with m.If(write):
+                    m.d.sync += [h.eq(t) for h, t in zip(held, source)]
+                stats["register_bits"] += sum(len(h) for h in held)
+                if j == 0:
+                    q_total = held[units] if plan.q_sources else None
+                if j + 1 < self.latches:
+                    write = delayed(m, write, share, f"ready{j + 1}", stats)
+            p_totals = held[:units]
         if units:
             m.d.comb += layer.p.eq(Cat(*p_totals))
         if q_total is not None:
