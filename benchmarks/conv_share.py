@@ -4,8 +4,10 @@
 
 Prints, for ``--share off`` and ``--share auto``, the estimate of the whole core (from the
 elaboration alone: no synthesis), its latency and gap between images, and per stage the share,
-the line buffer's rows and the estimate of the stage's layer (a conv stage's accumulators,
-selections, totals and thresholds; the window generator apart).
+the line buffer's rows, the estimate of the stage's layer (a conv stage's accumulators,
+selections, totals and thresholds) and of its window generator (line buffers, row selection,
+padding); then the dense head's (the dense layers, their engine and the argmax). What is left of
+the total is the core's own registers (the input, the collection of the last map, the delays).
 """
 
 import argparse
@@ -39,7 +41,11 @@ def main():
                 connections = sum(c for u in stage.layer_plan.units for _, c in u.sources)
                 layer = estimate_ecp5(sum_stats([core.convs[index], *core.convs[index].parts]))
                 line += f", {connections:,} connections: {layer['lut4']:,} LUT4, {layer['ff']:,} FF"
-            print(line)
+            window = estimate_ecp5(core.windows[index].stats)
+            print(line + f"; window {window['lut4']:,} LUT4, {window['ff']:,} FF")
+        head = [*core.hidden, core.output, core.argmax, *([core.engine] if core.engine else [])]
+        head = estimate_ecp5(sum_stats([*head, *[p for layer in head for p in getattr(layer, "parts", [])]]))
+        print(f"  dense head ({args.head}): {head['lut4']:,} LUT4, {head['ff']:,} FF")
 
 
 if __name__ == "__main__":
