@@ -1,6 +1,7 @@
 """The random-model fixtures really produce the edge cases that later tests rely on."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
 from sbnn_hdl import golden
@@ -30,6 +31,19 @@ def test_hidden_outputs_vary():
     bits = golden.infer(model, random_inputs(rng, model.input, 200), layers=True).layers[0]
     varying = ((bits.min(axis=0) == 0) & (bits.max(axis=0) == 1)).mean()
     assert varying > 0.5
+
+
+def test_density_per_layer():
+    """One share per layer with weights (pools have none): what-if estimates of a trained
+    model's shape at other sparsities draw each layer as dense as asked."""
+    layers = (LayerPlan("conv2d", 16, kernel=(3, 3), padding=(1, 1)), LayerPlan("maxpool2d"),
+              LayerPlan("dense", 32), LayerPlan("dense", 4))
+    model = random_model(np.random.default_rng(2), shape=(8, 8, 2), edge_cases=False, layers=layers,
+                         density=(0.9, 0.05, 0.5))
+    densities = [layer.mask.mean() for layer in model.layers if hasattr(layer, "mask")]
+    assert densities[0] > 0.8 and densities[1] < 0.1 and 0.3 < densities[2] < 0.7
+    with pytest.raises(ValueError, match=r"^density: expected one share per layer with weights \(3\), found 2$"):
+        random_model(np.random.default_rng(2), shape=(8, 8, 2), layers=layers, density=(0.9, 0.05))
 
 
 def test_same_seed_same_model():

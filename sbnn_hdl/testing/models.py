@@ -102,7 +102,8 @@ def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
                  probe_samples=64):
     """A random valid :class:`~sbnn_hdl.model.Model` with the given structure.
 
-    Masks are drawn with ``density``; thresholds are placed at random quantiles of each neuron's
+    Masks are drawn with ``density`` (one share for every layer with weights, or a sequence of
+    one per such layer); thresholds are placed at random quantiles of each neuron's
     ``acc`` over ``probe_samples`` random inputs, so that hidden outputs vary. With
     ``edge_cases``, the first neuron of each layer has no connections and the second every
     connection, and some neurons get negative ``a``, ``a``/``b`` at the format's limits, or a
@@ -116,6 +117,10 @@ def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
     max_value = spec.max_feature
     built = []
     current = spec.features_shape
+    weighted = sum(plan.kind != "maxpool2d" for plan in layers)
+    densities = iter([density] * weighted if np.isscalar(density) else density)
+    if not np.isscalar(density) and len(density) != weighted:
+        raise ValueError(f"density: expected one share per layer with weights ({weighted}), found {len(density)}")
     for index, plan in enumerate(layers):
         layer_name = f"{plan.kind}{index}"
         if plan.kind == "maxpool2d":
@@ -123,14 +128,15 @@ def random_model(rng, *, shape=(16,), bits=4, encoding="integer", planes=None,
             probe = golden._maxpool(layer, probe)
         else:
             last = index == len(layers) - 1
+            layer_density = next(densities)
             a, b = _coefficients(rng, plan.outputs, edge_cases, shared_ratio, symmetric)
             zero = np.zeros(plan.outputs, np.int64)
             if plan.kind == "dense":
-                mask = _mask(rng, (plan.outputs, int(np.prod(current))), density, edge_cases)
+                mask = _mask(rng, (plan.outputs, int(np.prod(current))), layer_density, edge_cases)
                 make = lambda t: Dense(layer_name, mask, a, b, t)
                 rows = probe.reshape(len(probe), -1)
             else:
-                mask = _mask(rng, (plan.outputs, *plan.kernel, current[2]), density, edge_cases)
+                mask = _mask(rng, (plan.outputs, *plan.kernel, current[2]), layer_density, edge_cases)
                 make = lambda t: Conv2d(layer_name, current, mask, a, b, t, stride=plan.stride,
                                         padding=plan.padding, pad_value=plan.pad_value)
                 windows = golden._windows(make(zero), probe)
