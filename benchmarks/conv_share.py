@@ -36,7 +36,7 @@ def main():
         print(f"--share {share}: {estimate['lut4']:,} LUT4, {estimate['ff']:,} FF; latency {core.latency}, "
               f"one sample per {core.pixels + core.image_gap} clocks")
         for index, stage in enumerate(core.plan.stages):
-            line = f"  {stage.layer.name:>8}: share {stage.share:>2}, {stage.rows} line-buffer rows"
+            line = f"  {stage.layer.name:>8}: share {stage.share:>2}, {core.windows[index].rows} line-buffer rows"
             if stage.is_conv:
                 connections = sum(c for u in stage.layer_plan.units for _, c in u.sources)
                 layer = estimate_ecp5(sum_stats([core.convs[index], *core.convs[index].parts]))

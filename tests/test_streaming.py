@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from sbnn_hdl.gateware.argmax import SerialArgmax
 from sbnn_hdl.gateware.phased import PhasedLayer
+from sbnn_hdl.gateware.pool import PairPool
 from sbnn_hdl.gateware.streaming import StreamingCore
 from sbnn_hdl.hwplan import HardwareError
 from sbnn_hdl.model import Conv2d, Dense, InputSpec, MaxPool2d, Model
@@ -185,6 +186,49 @@ def test_schedule_of_a_same_convolution():
     run = schedule([g], [0], [list(range(12))])
     assert run.fires[0] == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
     assert run.last_out == [17]
+
+
+# --- pools of pairs (PairPool) ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(6, 8), (7, 9), (5, 6), (8, 7)])
+@pytest.mark.parametrize("idle", [0.0, 0.4])
+def test_pools_of_pairs_match_golden(shape, idle):
+    """A 2x2 pool of stride 2 over bits keeps one row of pair ORs; with an odd size the image's
+    last window is kept until the image's last pixel (which it does not read). Two such pools
+    with a conv between them, back to back and paused."""
+    rng = np.random.default_rng(sum(shape))
+    model = _model(rng, (LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1)),
+                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                         LayerPlan("conv2d", 5, kernel=(3, 3), padding=(1, 1), pad_value=1),
+                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                         LayerPlan("dense", 4)), shape=(*shape, 2), density=0.5)
+    core = check_stream(model, random_inputs(rng, model.input, 6), idle=idle, seed=shape[0])
+    assert [type(w).__name__ for w in core.windows] == ["WindowStream", "PairPool", "WindowStream", "PairPool"]
+    assert core.image_gap == 0
+    Fragment.get(core, None)
+    assert core.windows[1].stats["memory_bits"] == len(core.plan.stages[1].channels) * (shape[1] // 2)  # a row
+
+
+def test_other_pools_use_the_window_generator():
+    """Pairs only for 2x2 windows of stride 2: a 2x2 pool of stride 1 and a 3x3 one use the
+    window generator; a 2x2 pool of stride 2 on the input's bit planes is one of pairs."""
+    rng = np.random.default_rng(18)
+    model = _model(rng, (LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                         LayerPlan("conv2d", 3, kernel=(3, 3), padding=(1, 1)),
+                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(1, 1)),
+                         LayerPlan("conv2d", 3, kernel=(1, 1)),
+                         LayerPlan("maxpool2d", kernel=(3, 3), stride=(2, 2)),
+                         LayerPlan("dense", 3)), shape=(10, 9, 1), bits=2, encoding="bitplanes")
+    core = check_stream(model, random_inputs(rng, model.input, 4), idle=0.2, seed=5)
+    assert [type(w).__name__ for w in core.windows] == ["PairPool"] + ["WindowStream"] * 4
+
+
+def test_pair_pool_refuses_other_windows():
+    with pytest.raises(ValueError, match=r"^geometry: expected a 2x2 window of stride 2 without padding, found "
+                                         r"kernel \(3, 3\), stride \(2, 2\), padding \(0, 0\)$"):
+        PairPool(Geometry(6, 6, (3, 3), (2, 2)), 4)
+    with pytest.raises(ValueError, match=r"^channels: expected at least 1, found 0$"):
+        PairPool(Geometry(6, 6, (2, 2), (2, 2)), 0)
 
 
 # --- shared conv stages (PhasedLayer) ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
 from .phased import PhasedLayer
+from .pool import PairPool
 from .pipeline import Pipeline, delayed, shape_for
 from .serial import SerialEngine
 from .window import WindowStream
@@ -160,10 +161,21 @@ class StreamingCore(wiring.Component):
                          else DenseLayer(stage.layer_plan, every=every))
                 self.convs[index] = layer
                 delays.append(WindowStream.latency + layer.latency)
+            elif self._pairs(stage):
+                delays.append(PairPool.delay)
             else:
                 delays.append(WindowStream.latency + 1)
         stream_timing(plan, delays)
+        # A pool of pairs never falls behind its pixels, so its last window never waits longer.
+        assert all(stage.hold == 0 for stage in plan.stages if self._pairs(stage))
         self.stage_delays = delays
+
+    @staticmethod
+    def _pairs(stage):
+        """Whether a pool stage is built as a :class:`PairPool`: 2x2 windows of stride 2 over bits
+        (at least one: a pool of no channel is the window generator's, which passes only timing)."""
+        return (not stage.is_conv and PairPool.fits(stage.geometry) and stage.channels
+                and all(c.kind == "stream" and c.max == 1 for c in stage.channels))
 
     @property
     def first(self):
@@ -230,6 +242,16 @@ class StreamingCore(wiring.Component):
         stream, valid, widths = self._features(m)
         self.windows = []
         for index, stage in enumerate(self.plan.stages):
+            if self._pairs(stage):
+                pool = PairPool(stage.geometry, len(stage.channels))
+                self.windows.append(pool)
+                m.submodules[f"pool{index}"] = pool
+                offsets = [sum(widths[:k]) for k in range(len(widths))]
+                m.d.comb += [pool.pixel.eq(Cat(*[stream[offsets[c.index]] for c in stage.channels])),
+                             pool.valid.eq(valid)]
+                stream, valid = pool.pooled, pool.out_valid
+                widths = [1] * len(stage.channels)
+                continue
             window = WindowStream(stage.geometry, stage.channels, widths, stage.rows, stage.hold, stage.share)
             self.windows.append(window)
             m.submodules[f"window{index}"] = window

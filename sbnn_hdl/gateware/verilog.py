@@ -105,7 +105,7 @@ def _stages(core):
         entry = {"name": layer.name, "kind": layer.kind, "in_shape": list(layer.in_shape),
                  "out_shape": list(layer.out_shape), "kernel": list(g.kernel), "stride": list(g.stride),
                  "padding": list(g.padding), "pad_value": g.pad_value,
-                 "window_channels": len(stage.channels), "line_buffer_rows": stage.rows,
+                 "window_channels": len(stage.channels), "line_buffer_rows": window.rows,
                  "line_buffer_bits": window.stats["memory_bits"], "hold": stage.hold, "share": stage.share,
                  "latency": delay}
         if stage.is_conv:
