@@ -10,6 +10,7 @@ import pickle
 import re
 import subprocess
 import sys
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -21,7 +22,7 @@ from sbnn_hdl import datasets, golden, load  # noqa: E402
 from sbnn_hdl.train.fold import ExportError, fold_hidden, fold_output, verify, Folded  # noqa: E402
 from sbnn_hdl.train import controller, quant  # noqa: E402
 from sbnn_hdl.train.loop import Config, TrainError, augment, export_model, load_net, train  # noqa: E402
-from sbnn_hdl.train.nets import POOLS, SbnnNet, input_spec, parse_arch  # noqa: E402
+from sbnn_hdl.train.nets import POOLS, SbnnNet, encode_batch, input_spec, parse_arch  # noqa: E402
 from sbnn_hdl.train.teacher import TeacherConfig, load_teacher, save_teacher, teacher_input, train_teacher  # noqa: E402
 
 
@@ -678,3 +679,15 @@ def test_checkpoint_that_runs_code_is_refused_by_the_command(tmp_path):
                        text=True, cwd=tmp_path)
     assert not marker.exists(), "the checkpoint ran code"
     assert r.returncode == 2 and r.stderr.strip() == REFUSED.format(prog="sbnn_hdl.export")
+
+
+def test_a_read_only_dataset_is_encoded_without_a_warning():
+    """All eight planes of an integer input are the pixels themselves: a view of the data set's
+    read-only array, which torch would warn about on every training run."""
+    x = np.arange(2 * 6 * 6, dtype=np.uint8).reshape(2, 6, 6)
+    x.setflags(write=False)
+    spec = input_spec("cnn", (6, 6, 1), 8, "integer", range(7, -1, -1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = encode_batch(spec, x, conv_first=True)
+    assert v.shape == (2, 1, 6, 6) and v[1, 0, 5, 5] == 71

@@ -70,7 +70,9 @@ def encode_batch(spec, x, conv_first):
     """Samples ``x`` (uint8 ``[N, *spec.shape]``) as the float tensor the first layer reads:
     :func:`sbnn_hdl.golden.encode_input`, in NCHW order for a conv first layer."""
     x = np.asarray(x).reshape(len(x), *spec.shape)  # an MLP reads the image flattened in C order
-    v = torch.from_numpy(np.ascontiguousarray(encode_input(spec, x, flat=not conv_first)))
+    # Copied only when read-only or strided (an integer CNN input is a view of the dataset's
+    # array): torch warns on arrays it cannot write.
+    v = torch.from_numpy(np.require(encode_input(spec, x, flat=not conv_first), requirements=["C", "W"]))
     if conv_first:
         v = v.permute(0, 3, 1, 2)
     return v.float()
