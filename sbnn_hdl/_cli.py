@@ -52,11 +52,10 @@ def parser_for(module_doc, prog):
     return parser
 
 
-def add_core_options(parser, *, many_archs=False, head=True):
+def add_core_options(parser, *, many_archs=False):
     """The options that shape a generated core, shared by every command that builds one:
     ``--every``, ``--relay``, ``--arch`` (several datapaths at once with ``many_archs``),
-    ``--share`` and, with ``head``, ``--head``. Check them with :func:`check_core_options` after
-    parsing."""
+    ``--head`` and ``--share``. Check them with :func:`check_core_options` after parsing."""
     group = parser.add_argument_group("core")
     group.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
                        help=f"adder levels per register stage (default {DEFAULT_EVERY})")
@@ -70,11 +69,10 @@ def add_core_options(parser, *, many_archs=False, head=True):
         group.add_argument("--arch", choices=ARCHS, default="sparse",
                            help="datapath: sparse (default), or xnor: the dense BNN baseline, for models in the "
                                 "symmetric +-1 domain")
-    if head:
-        group.add_argument("--head", choices=HEADS, default="unrolled",
-                           help="for a model with conv2d or maxpool2d layers: the first dense layer's sums as "
-                                "adder trees (unrolled, default) or from a serial engine over the last feature "
-                                "map, a few neurons per clock between images (serial: far fewer LUT4, block RAM)")
+    group.add_argument("--head", choices=HEADS, default="unrolled",
+                       help="for a model with conv2d or maxpool2d layers: the first dense layer's sums as "
+                            "adder trees (unrolled, default) or from a serial engine over the last feature "
+                            "map, a few neurons per clock between images (serial: far fewer LUT4, block RAM)")
     group.add_argument("--share", type=share_option, default="auto", metavar="auto|off|N",
                        help="for a model with conv2d layers after pools or strides: compute a conv stage's sums "
                             "over up to as many cycles as it has input pixels per output position (auto, "

@@ -33,7 +33,7 @@ def _hardware(argv):
                                      description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL.sbnn")
-    add_core_options(parser, many_archs=True, head=False)
+    add_core_options(parser, many_archs=True)
     parser.add_argument("--inputs", metavar="X.npy", help="test inputs, for the accuracy")
     parser.add_argument("--labels", metavar="Y.npy", help="their labels")
     parser.add_argument("--frequency", type=float, default=150, metavar="MHZ", help="nextpnr target (default 150)")
@@ -95,7 +95,7 @@ def _hardware(argv):
     try:
         results = sweep(args.models, archs=args.arch, every=args.every, relay=args.relay, frequency=args.frequency,
                         pnr=not args.no_pnr, synth_max=args.synth_max, device=args.device, router=args.router,
-                        carry_chains=not args.no_carry_chains, share=args.share,
+                        carry_chains=not args.no_carry_chains, share=args.share, head=args.head,
                         jobs=args.jobs, cache=args.cache, logs=output / "logs", x=x, labels=labels,
                         progress=progress, cluster=args.cluster, cluster_timeout=args.cluster_timeout,
                         retries=args.retries)

@@ -63,15 +63,18 @@ def _environment():
     return {"tools": tool_versions(), "generator": generator_digest()}
 
 
-def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains, share="auto"):
+def _key(model_bytes, arch, every, frequency, pnr, relay, device, router, carry_chains, share="auto",
+         head="unrolled"):
     text = json.dumps([hashlib.sha256(model_bytes).hexdigest(), arch, every, frequency, pnr, tool_versions(),
-                       generator_digest(), relay, device, router, carry_chains, share])
+                       generator_digest(), relay, device, router, carry_chains, share,
+                       *([head] if head != "unrolled" else [])])   # the keys of earlier results stay
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _model_share(model, share):
-    """The ``share`` a sweep's ``share`` means for ``model``: a dense core has no stages to share."""
-    return share if is_streaming(model) else "auto"
+def _model_options(model, share, head):
+    """The ``share`` and ``head`` a sweep's mean for ``model``: a dense core has no stages to
+    share and no head of its own."""
+    return (share, head) if is_streaming(model) else ("auto", "unrolled")
 
 
 def _cycles_per_sample(core):
@@ -79,12 +82,12 @@ def _cycles_per_sample(core):
     return getattr(core, "pixels", 1) + getattr(core, "image_gap", 0)
 
 
-def _figures(path, model, arch, every, relay, device, router, carry_chains, share, latency, estimate, cycles):
+def _figures(path, model, arch, every, relay, device, router, carry_chains, share, head, latency, estimate, cycles):
     weights = sum(layer.mask.size for layer in model.layers if hasattr(layer, "mask"))
     return {
         "model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch, "every": every,
         "relay": relay, "device": device, "router": router, "carry_chains": carry_chains,
-        **({"share": share} if is_streaming(model) else {}),
+        **({"share": share, "head": head} if is_streaming(model) else {}),
         "connections": model.connections, "weights": weights, "sparsity": 1 - model.connections / weights,
         "latency_cycles": latency, "cycles_per_sample": cycles, "estimate_lut4": estimate["lut4"], "estimate_ff": estimate["ff"],
     }
@@ -98,7 +101,8 @@ def _totals(result, lut4, ff, connections):
 
 
 def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-            device=DEFAULT_DEVICE, router=None, carry_chains=True, share="auto", part_jobs=1, logs=None):
+            device=DEFAULT_DEVICE, router=None, carry_chains=True, share="auto", head="unrolled", part_jobs=1,
+            logs=None):
     """Measure one model's hardware (see the module docstring); returns a dict of figures.
 
     A design estimated at more than ``synth_max`` LUT4 is not synthesised: the result holds the
@@ -107,23 +111,24 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
     design synthesised in parts run at once.
     """
     model = modelfile.load(path)
-    share = _model_share(model, share)
+    share, head = _model_options(model, share, head)
     started = time.perf_counter()
     if synth_max is not None:
-        core = build_core(model, every=every, relay=relay, arch=arch, share=share)
+        core = build_core(model, every=every, relay=relay, arch=arch, share=share, head=head)
         Fragment.get(core, None)  # the elaboration counts what it builds
         estimate = estimate_ecp5(core.resources())
         if estimate["lut4"] > synth_max:
-            result = _figures(path, model, arch, every, relay, device, router, carry_chains, share, core.latency,
-                              estimate, _cycles_per_sample(core))
+            result = _figures(path, model, arch, every, relay, device, router, carry_chains, share, head,
+                              core.latency, estimate, _cycles_per_sample(core))
             result.update(estimated=True, seconds=time.perf_counter() - started)
             return _totals(result, estimate["lut4"], estimate["ff"], model.connections)
-    generated = generate_verilog(model, every=every, relay=relay, arch=arch, share=share)
+    generated = generate_verilog(model, every=every, relay=relay, arch=arch, share=share, head=head)
     top = generated.report["top"]
     tag = f"{Path(path).stem}-{arch}"  # model names need not be unique; file names are
     log = (lambda step: str(Path(logs) / f"{tag}.{step}.log")) if logs else (lambda step: None)
-    result = _figures(path, model, arch, every, relay, device, router, carry_chains, share, generated.report["latency"],
-                      generated.report["estimate_ecp5"], _cycles_per_sample(generated.core))
+    result = _figures(path, model, arch, every, relay, device, router, carry_chains, share, head,
+                      generated.report["latency"], generated.report["estimate_ecp5"],
+                      _cycles_per_sample(generated.core))
     with tempfile.TemporaryDirectory(prefix="sbnn-bench-") as folder:
         netlist = os.path.join(folder, "netlist.json")
         if result["estimate_lut4"] > PARTS_ABOVE:
@@ -186,11 +191,12 @@ def _accuracy(path, x, labels):
 
 
 def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=150, pnr=True, synth_max=None,
-          device=DEFAULT_DEVICE, router=None, carry_chains=True, share="auto", jobs=None, cache=None, logs=None,
+          device=DEFAULT_DEVICE, router=None, carry_chains=True, share="auto", head="unrolled", jobs=None, cache=None,
+          logs=None,
           x=None, labels=None, progress=None, cluster=None, cluster_timeout=10, retries=2):
     """Measure every model with every datapath it supports; returns the list of results.
-    ``share`` is the streaming cores' (:class:`~sbnn_hdl.gateware.streaming.StreamingCore`); dense
-    models take the default.
+    ``share`` and ``head`` are the streaming cores' (:class:`~sbnn_hdl.gateware.streaming.StreamingCore`);
+    dense models take the defaults.
 
     ``xnor`` is measured only for models in the symmetric +-1 domain with binary inputs (the
     others are listed in the result with ``skipped`` and the reason). Designs estimated above
@@ -216,8 +222,8 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     for path in paths:
         data = Path(path).read_bytes()
         model = modelfile.loads(data, path=str(path))
-        model_share = _model_share(model, share)
-        check_model(model, share=model_share)
+        model_share, model_head = _model_options(model, share, head)
+        check_model(model, share=model_share, head=model_head)
         accuracy = _accuracy(path, x, labels) if x is not None else None
         for arch in archs:
             if arch == "xnor":
@@ -227,7 +233,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
                     results.append({"model": model.name, "label": Path(path).stem, "file": str(path), "arch": arch,
                                     "skipped": str(error)})
                     continue
-            key = _key(data, arch, every, frequency, pnr, relay, device, router, carry_chains, model_share)
+            key = _key(data, arch, every, frequency, pnr, relay, device, router, carry_chains, model_share, model_head)
             measured = cache / f"{key}.json" if cache else None
             estimated = cache / f"{key}.estimate.json" if cache else None
             if measured and measured.exists():
@@ -240,7 +246,7 @@ def sweep(paths, *, archs=("sparse",), every=DEFAULT_EVERY, relay=0, frequency=1
     if progress:
         progress(0, len(todo))
     options = dict(every=every, relay=relay, frequency=frequency, pnr=pnr, synth_max=synth_max, device=device,
-                   router=router, carry_chains=carry_chains, share=share)
+                   router=router, carry_chains=carry_chains, share=share, head=head)
     pairs = [(path, arch) for path, arch, *_ in todo]
     done, failed, last = 0, 0, None
     if cluster is None:
@@ -304,7 +310,8 @@ def _flow(result):
              f"with --relay {result['relay']}" if result.get("relay") else "",
              f"with --every {result['every']}" if result.get("every", DEFAULT_EVERY) != DEFAULT_EVERY else "",
              "without carry chains (-noccu2)" if result.get("carry_chains") is False else "",
-             f"with --share {result['share']}" if result.get("share", "auto") != "auto" else ""]
+             f"with --share {result['share']}" if result.get("share", "auto") != "auto" else "",
+             f"with --head {result['head']}" if result.get("head", "unrolled") != "unrolled" else ""]
     return ", ".join(p for p in parts if p)
 
 

@@ -87,9 +87,9 @@ def test_sweep_reports_large_designs_by_estimate(tmp_path, capsys):
     assert result["cached"] and result["estimated"]
 
 
-def test_share_option_for_conv_models(tmp_path, capsys):
-    """``--share`` reaches the streaming cores (recorded, cached apart); a dense model in the same
-    sweep takes the default."""
+def test_share_and_head_options_for_conv_models(tmp_path, capsys):
+    """``--share`` and ``--head`` reach the streaming cores (recorded, cached apart); a dense model
+    in the same sweep takes the defaults."""
     from sbnn_hdl.gateware.verilog import estimate_model
 
     rng = np.random.default_rng(2)
@@ -118,6 +118,17 @@ def test_share_option_for_conv_models(tmp_path, capsys):
     assert "--share" not in (tmp_path / "auto" / "hardware.md").read_text()
     assert results["off"]["dense"]["cached"]   # the same build as with auto
     assert len(list((tmp_path / "cache").iterdir())) == 3
+    # --head serial likewise: recorded for the conv model, in the table's notes, cached apart.
+    argv = ["hardware", str(tmp_path / "conv.sbnn"), str(tmp_path / "dense.sbnn"), "--synth-max", "0",
+            "--head", "serial", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "serial"), "--quiet",
+            "--jobs", "1"]
+    assert bench.main(argv) == 0
+    serial = {r["model"]: r for r in json.loads((tmp_path / "serial" / "hardware.json").read_text())["results"]}
+    assert serial["conv"]["head"] == "serial" and results["auto"]["conv"]["head"] == "unrolled"
+    assert serial["conv"]["lut4"] == estimate_model(conv, head="serial")["lut4"] != results["auto"]["conv"]["lut4"]
+    assert "head" not in serial["dense"] and serial["dense"]["cached"]
+    assert "built with --head serial" in (tmp_path / "serial" / "hardware.md").read_text()
+    assert len(list((tmp_path / "cache").iterdir())) == 4
 
 
 def test_synth_max_must_not_be_negative(tmp_path, capsys):
