@@ -83,6 +83,7 @@ class _LayerBase(wiring.Component):
                  for u, o, w in zip(self.plan.units, offsets, self.p_widths)]
             q = pipe.input(self.q, 0, self.plan.q_max) if self.plan.q_input else None
             return p, q
+
         def with_complements(inputs):
             if not self.plan.complements:
                 return inputs

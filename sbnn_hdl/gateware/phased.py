@@ -102,9 +102,9 @@ class PhasedLayer(wiring.Component):
         # p must reach the thresholds p_stage cycles after q. The totals are rewritten as soon as
         # the next window's first popcount arrives (on the cycle after sums_ready at the
         # earliest), so p waits in registers written once per window: the first on sums_ready,
-        # each next one `share` cycles after the one before, so that register j holds p from
-        # (j-1)*share + 1 to j*share cycles after sums_ready (the next window's writes come
-        # `share` cycles later at the earliest). A chain of p_stage registers would cost
+        # each next one `share` cycles after the one before, so that the j-th (from 0) holds p
+        # from j*share + 1 to (j+1)*share cycles after sums_ready (the next window's writes come
+        # `share` cycles later at the earliest). A chain of p_stage registers would cost up to
         # share times as many bits.
         self.latches = p_stage // share + 1 if p_stage else 0
         self.q_stage = self.sums_ready + bool(self.latches)

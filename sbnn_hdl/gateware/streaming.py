@@ -10,8 +10,8 @@ from .argmax import Argmax, SerialArgmax
 from .core import result_ports, total_stats
 from .layer import DenseLayer, OutputLayer
 from .phased import PhasedLayer
-from .pool import PairPool
 from .pipeline import Pipeline, delayed, shape_for
+from .pool import PairPool
 from .serial import SerialEngine
 from .window import WindowStream
 
@@ -174,7 +174,7 @@ class StreamingCore(wiring.Component):
     def _pairs(stage):
         """Whether a pool stage is built as a :class:`PairPool`: 2x2 windows of stride 2 over bits
         (at least one: a pool of no channel is the window generator's, which passes only timing)."""
-        return (not stage.is_conv and PairPool.fits(stage.geometry) and stage.channels
+        return (not stage.is_conv and PairPool.fits(stage.geometry) and len(stage.channels) > 0
                 and all(c.kind == "stream" and c.max == 1 for c in stage.channels))
 
     @property
