@@ -25,7 +25,9 @@ class StreamingCore(wiring.Component):
     padding included), then, for a conv layer, a :class:`DenseLayer` over the window's taps: per
     output channel a sparse accumulator over exactly the taps whose mask bit is 1 (nothing for a
     K0 kernel, a wire for a K1 kernel), the window sum ``q`` once for all channels, and the folded
-    thresholds; for a pool layer, per channel the OR of the window, registered. Each stage sends
+    thresholds; for a pool layer, per channel the OR of the window, registered (a 2x2 pool of
+    stride 2 over bits is a :class:`~sbnn_hdl.gateware.pool.PairPool` instead, with the same
+    timing and no window generator). Each stage sends
     its output map on as pixels in raster order. The dense layers collect the bits of the last
     map that their neurons read and run, fully unrolled, once per image; the first dense layer's
     ``q`` (the sum of the whole last map) is a running sum over the positions as they pass
