@@ -95,8 +95,8 @@ class SerialEngine(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``steps + popcount stages + 2``: the map and ROM reads, registered again, the registered
-        ANDs and the popcount, the accumulator and chain; or ``window[0]`` if that is later.
+        ``steps + popcount stages + 1``: the map and ROM reads, the registered ANDs and the
+        popcount, the accumulator and chain; or ``window[0]`` if that is later.
     steps, lanes, per_word : int
         Cycles per image that the engine reads; units per cycle; positions per map word.
     columns : list of int
@@ -165,9 +165,8 @@ class SerialEngine(wiring.Component):
         ROM word (``None`` in a dry run)."""
         counts, offset = [], 0
         for lane, slots in enumerate(layout.slots):
-            # The ANDs registered before the popcount, of reads registered on their own: a block
-            # RAM's read comes 5.6 ns after the clock (yosys does not use its output register),
-            # and a route then an AND before the next register cost 150 MHz on the 25F.
+            # The ANDs registered before the popcount: the memories' reads come late in the cycle
+            # (the block RAM's own output register is not used), so no adder follows them.
             bits = [pipe.register(pipe.input(None if pipe.dry else word[b] & weights[offset + n], 0, 1))
                     for n, b in enumerate(slots)]
             pipe.stats["select_bits"] = pipe.stats.get("select_bits", 0) + len(slots)
@@ -182,15 +181,14 @@ class SerialEngine(wiring.Component):
         dry = Pipeline(None, self.every, "dry")
         counts = self._lanes(dry, layout, None, None)
         stats = dict(dry.stats, argmax_bits=0)
-        # The map's read register, and the reads registered again before the ANDs.
-        stats["register_bits"] += 2 * layout.per_word * len(self.columns) + sum(len(s) for s in layout.slots)
+        stats["register_bits"] += layout.per_word * len(self.columns)   # the map's read register
         for lane in range(layout.lanes):
             width = shape_for(0, self._lane_max(layout, lane)).width
             if layout.words > 1:
                 stats["adder_bits"] += width
                 stats["register_bits"] += width
             stats["register_bits"] += width * layout.groups
-        return layout.steps + counts[0].stage + 2, estimate_ecp5(stats)
+        return layout.steps + counts[0].stage + 1, estimate_ecp5(stats)
 
     def elaborate(self, platform):
         m = Module()
@@ -253,15 +251,11 @@ class SerialEngine(wiring.Component):
         m.d.comb += weights.addr.eq(step)
         stats["memory_bits"] += rom_width * layout.steps
 
-        word, rom_word = Signal(width, name="engine_word_r"), Signal(rom_width, name="engine_weights_r")
-        m.d.sync += [word.eq(read.data), rom_word.eq(weights.data)]
-        stats["register_bits"] += width + rom_width
         pipe = Pipeline(m, self.every, "engine")
-        counts = self._lanes(pipe, layout, word, rom_word)
-        # The step's flags, registered with the reads and again with their registers, then as
-        # long as the popcounts take.
+        counts = self._lanes(pipe, layout, read.data, weights.data)
+        # The step's flags, registered with the reads, then as long as the popcounts take.
         first, shift, final = raddr == 0, busy & (raddr == layout.words - 1), busy & (step == layout.steps - 1)
-        for stage in range(counts[0].stage + 2):
+        for stage in range(counts[0].stage + 1):
             flags = Signal(3, name=f"engine_flags{stage}")
             m.d.sync += flags.eq(Cat(first, shift, final))
             stats["register_bits"] += 3
