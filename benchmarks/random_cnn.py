@@ -11,7 +11,7 @@ does; a dense output layer of ``--classes`` follows. Every weight is 1-valued wi
 per-layer densities of a trained model to estimate its shape at another sparsity
 (:func:`sbnn_hdl.testing.random_model`, with one ratio ``b/a`` per layer as training gives).
 
-    ./dev python benchmarks/random_cnn.py --arch 64,p,128,p,128,p,fc128 --planes 7,6,5,4,3,2,1,0 \
+    ./dev python benchmarks/random_cnn.py --arch 64,p,128,p,128,p,fc128 --planes 7,6,5,4,3,2,1,0 \\
         --density 0.3,0.05,0.05,0.05,0.3 -o build/cnnB_like_95.sbnn
 """
 
@@ -26,7 +26,8 @@ from sbnn_hdl.testing import LayerPlan, random_model
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="28,28,1", help="H,W,C (default 28,28,1)")
-    parser.add_argument("--arch", default="16,p,32,p,32,p", help="conv channels and p (default 16,p,32,p,32,p)")
+    parser.add_argument("--arch", default="16,p,32,p,32,p",
+                        help="conv channels, p for a pool, fcN for a hidden dense layer (default 16,p,32,p,32,p)")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--density", default="0.1", help="one share, or one per layer with weights (default 0.1)")
     parser.add_argument("--planes", default="7,6,5", help="the bit planes read, as one integer (default 7,6,5)")
@@ -38,6 +39,9 @@ def main():
               LayerPlan("conv2d", int(token), kernel=(3, 3), padding=(1, 1)) for token in args.arch.split(",")]
     density = [float(v) for v in args.density.split(",")]
     name = args.output.rsplit("/", 1)[-1].removesuffix(".sbnn")
+    weighted = sum(plan.kind != "maxpool2d" for plan in layers) + 1
+    if len(density) not in (1, weighted):
+        parser.error(f"--density: expected one share or {weighted} (one per layer with weights), found {len(density)}")
     model = random_model(np.random.default_rng(args.seed), shape=tuple(int(v) for v in args.shape.split(",")),
                          bits=8, encoding="integer", planes=tuple(int(v) for v in args.planes.split(",")),
                          density=density[0] if len(density) == 1 else density, edge_cases=False,
