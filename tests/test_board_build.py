@@ -49,7 +49,7 @@ def test_oversized_model_refused_before_place_and_route(tmp_path, capsys):
     assert status == 2
     assert err.splitlines()[-1] == (
         "sbnn_hdl.generate: error: model 'dense64' does not fit the ULX3S (Radiona) LFE5U-12F: estimated "
-        "33,571 LUT4 (core 31,816) of 12,096; 14,850 FF of 12,096 (at most 90% of the LUT4s and FFs can be "
+        "33,571 LUT4 (core 31,816) of 12,096; 14,273 FF of 12,096 (at most 90% of the LUT4s and FFs can be "
         "placed and routed reliably); try a larger device (--device 45F) or a sparser model (fewer 1-valued "
         "connections)")
     assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
