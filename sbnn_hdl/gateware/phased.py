@@ -211,18 +211,18 @@ class PhasedLayer(wiring.Component):
         layer = self.comparisons
         m.submodules.thresholds = layer
         if self.latches:
-            write = delayed(m, self.start, self.sums_ready, "ready", stats)
+            # The first registers take every total (q's too), the later ones p's alone.
+            held, write = totals, delayed(m, self.start, self.sums_ready, "ready", stats)
             for j in range(self.latches):
-                source = totals if j == 0 else held
-                held = [Signal(len(t), name=f"held{j}_{k}", reset_less=True)
-                        for k, t in enumerate(source[:units] if j else source)]
+                if j:
+                    write = delayed(m, write, share, f"ready{j}", stats)
+                source = held if j == 0 else held[:units]
+                held = [Signal(len(t), name=f"held{j}_{k}", reset_less=True) for k, t in enumerate(source)]
                 with m.If(write):
                     m.d.sync += [h.eq(t) for h, t in zip(held, source)]
                 stats["register_bits"] += sum(len(h) for h in held)
                 if j == 0:
                     q_total = held[units] if plan.q_sources else None
-                if j + 1 < self.latches:
-                    write = delayed(m, write, share, f"ready{j + 1}", stats)
             p_totals = held[:units]
         if units:
             m.d.comb += layer.p.eq(Cat(*p_totals))
