@@ -43,7 +43,7 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", required=True, metavar="PRUNED.sbnn")
     parser.add_argument("--report", metavar="DIR", help="report folder (default: the output's folder)")
-    shrink = parser.add_argument_group("shrinking (after the planes: smaller hidden widths, MLPs only)")
+    shrink = parser.add_argument_group("shrinking (after the planes: smaller hidden widths or sparser layers, MLPs only)")
     shrink.add_argument("--shrink", action="store_true",
                         help="search smaller hidden widths and export the smallest (LUT4 estimate) within the budget")
     shrink.add_argument("--widths", metavar="LIST", default=argparse.SUPPRESS,
@@ -58,6 +58,10 @@ def main(argv=None):
     shrink.add_argument("--shrink-lr", type=float, metavar="SHARE", default=argparse.SUPPRESS,
                         help=f"the candidates' learning rate as a share of the checkpoint's "
                              f"(default {SHRINK_LR_SHARE:g})")
+    shrink.add_argument("--shrink-sparsity", metavar="LIST", default=argparse.SUPPRESS,
+                        help="sparsity targets of the candidates, e.g. 0.95,0.985: every width at each, and the "
+                             "unshrunk widths too at targets other than the checkpoint's (default: the checkpoint's "
+                             "target alone)")
     args = parser.parse_args(argv)
     settings = Settings(**{f.name: getattr(args, f.name, f.default) for f in fields(Settings)})  # shrink options: absent unless given
     settings.check()
@@ -65,8 +69,9 @@ def main(argv=None):
     for title, header, rows in tables(report):
         print(f"{title}\n{format_table(header, rows)}\n")
     e = report["exported"]
+    target = "" if e["sparsity_target"] is None else f" (sparsity target {100 * e['sparsity_target']:g}%)"
     print(f"{args.output}: {report['model']}, planes {describe_planes(e['planes'])}, hidden widths "
-          f"{','.join(map(str, e['widths']))}, {e['connections']:,} connections, "
+          f"{','.join(map(str, e['widths']))}, {e['connections']:,} connections{target}, "
           f"test accuracy {100 * e['test_accuracy']:.2f}% (exact folding proven, PyTorch and golden agree "
           f"on every test prediction and score)")
 

@@ -186,6 +186,12 @@ def test_conv_model_refused_before_place_and_route(tmp_path, capsys):
         "(--device 25F) or a smaller --batch-depth (at most 256 fits)")
     assert pixel_memory_blocks(2, 784, 512) == 51 and pixel_memory_blocks(3, 784, 512) == 76
     assert not (tmp_path / "out" / "ulx3s" / "build").exists()  # no tool ran
+    # The serial head's weight ROM is block RAM too (the shipped CNN's build ran out of it).
+    assert generate([path, "--board", "ulx3s", "--device", "12F", "--head", "serial", "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sbnn_hdl.generate: error: model 'tall' does not fit the ULX3S (Radiona) LFE5U-12F: estimated 52 BRAM "
+        "blocks for the pixel and result memories of 512 samples (1,568 bits each) and the core's weight memory "
+        "(1), of 32; try a larger device (--device 25F) or a smaller --batch-depth (at most 256 fits)")
     assert generate([path, "--board", "ulx3s", "--arch", "xnor", "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "sbnn_hdl.generate: error: --arch: expected sparse for a model with conv2d or maxpool2d layers (the "

@@ -154,6 +154,9 @@ def test_generate_reports_the_head(tmp_path, capsys):
     assert report["generator"]["head"] == "serial"
     assert report["serial_engine"]["steps_per_image"] <= report["input"]["pixels_per_sample"]
     assert report["resources"]["memory_bits"] > 0
+    rom = report["serial_engine"]["weights_rom"]  # what the board build counts as block RAM
+    assert rom["depth"] == report["serial_engine"]["steps_per_image"] and rom["width"] > 0
+    assert rom["depth"] * rom["width"] <= report["resources"]["memory_bits"]
     assert "first dense layer's sums from a serial engine" in capsys.readouterr().out
 
 

@@ -15,8 +15,8 @@ from sbnn_hdl.bitprune import main  # noqa: E402
 from sbnn_hdl.train.fold import fold, to_model  # noqa: E402
 from sbnn_hdl.train.loop import Config, exact_accuracy, load_net, train  # noqa: E402
 from sbnn_hdl.train.nets import encode_batch  # noqa: E402
-from sbnn_hdl.train.shrink import (ShrinkCandidate, candidate_widths, most_used, neuron_usage, parse_widths,  # noqa: E402
-                                   search, select, shrink_net)
+from sbnn_hdl.train.shrink import (ShrinkCandidate, candidate_widths, is_selected, most_used, neuron_usage,  # noqa: E402
+                                   parse_sparsities, parse_widths, search, select, shrink_candidates, shrink_net)
 from sbnn_hdl.train.tune import BitpruneError  # noqa: E402
 
 TINY = dict(data="digits", arch="mlp:32,24", sparsity=0.7, epochs=3, batch_size=64, train_limit=512, seed=5,
@@ -137,8 +137,9 @@ def test_search_tries_every_width_and_exports_each_exactly(trained):
     reference = exact_accuracy(net, data.x_val, data.y_val)
     order = []
     tried = search(net, config, data, calibration, [(24, 16), (16, 12), (4, 4)], epochs=1, reference=reference,
-                   budget=0.05, threads=1, seed=0, announce=order.append)
-    assert order == [(24, 16), (16, 12), (4, 4)] and [c.widths for c in tried] == order
+                   budget=0.05, threads=1, seed=0, announce=lambda w, s: order.append((w, s)))
+    assert order == [((24, 16), 0.7), ((16, 12), 0.7), ((4, 4), 0.7)]  # bare widths: at the recipe's target
+    assert [(c.widths, c.sparsity) for c in tried] == order
     assert [c.figures["connections"] for c in tried] == sorted((c.figures["connections"] for c in tried), reverse=True)
     for c in tried:
         assert [layer.weight.shape[0] for layer in c.net.binary_layers[:-1]] == list(c.widths)
@@ -220,6 +221,9 @@ def test_command_falls_back_to_the_planes_when_no_width_fits(checkpoint, tmp_pat
     (["--shrink", "--shrink-epochs", "-1"], "option --shrink-epochs: expected a non-negative number, found -1"),
     (["--shrink", "--shrink-init", "random"], "option --shrink-init: expected kept or scratch, found 'random'"),
     (["--shrink-init", "scratch"], "option --shrink-init: expected --shrink as well, found none"),
+    (["--shrink-sparsity", "0.9"], "option --shrink-sparsity: expected --shrink as well, found none"),
+    (["--shrink", "--shrink-sparsity", "1"], "option --shrink-sparsity: expected comma-separated sparsity targets in "
+                                             "(0, 1) (e.g. 0.95,0.985), found '1'"),
     (["--shrink", "--shrink-lr", "0"], "option --shrink-lr: expected a share of the checkpoint's learning rate in "
                                        "(0, 1], found 0.0"),
 ])
@@ -270,3 +274,48 @@ def test_shrink_rate_is_a_share_of_the_checkpoints(checkpoint, tmp_path):
     steps = 512 // 64  # per epoch; the cosine's value at the first epoch's last step
     first = report["shrink"]["candidates"][0]["log"][0]["lr_end"]
     assert first == pytest.approx(lr * 0.5 * 0.5 * (1 + np.cos(np.pi * (steps - 1) / (2 * steps))), rel=1e-9)
+
+
+# --- sparser candidates (--shrink-sparsity) ------------------------------------------------------------------
+
+def test_shrink_candidates_pair_widths_with_targets():
+    # The recipe's target alone: the widths as before.
+    assert shrink_candidates([32, 24], [16, 8], None, 0.7) == [((16, 16), 0.7), ((8, 8), 0.7)]
+    # Other targets: every width at each (lower target first), and the unshrunk widths at those.
+    assert shrink_candidates([32, 24], [16], [0.9, 0.7, 0.9], 0.7) == [((32, 24), 0.9), ((16, 16), 0.7),
+                                                                        ((16, 16), 0.9)]
+    # A sparser net of the same widths is a candidate, so widths that are not smaller are no error.
+    assert shrink_candidates([32, 24], [32], [0.8], 0.7) == [((32, 24), 0.8)]
+
+
+@pytest.mark.parametrize("text, bad", [("1.0", "1.0"), ("0", "0"), ("x", "x"), ("0.9,", ""), ("95", "95")])
+def test_parse_sparsities_refuses(text, bad):
+    with pytest.raises(BitpruneError) as error:
+        parse_sparsities(text)
+    assert str(error.value) == (f"option --shrink-sparsity: expected comma-separated sparsity targets in (0, 1) "
+                                f"(e.g. 0.95,0.985), found {bad!r}")
+
+
+def test_command_tries_sparser_candidates(checkpoint, tmp_path, capsys):
+    """Each candidate is fine-tuned toward its own target: the unshrunk widths at 90% have fewer
+    connections than the plane-pruned start (the recipe's 70%), and the report says which target
+    each candidate had."""
+    out, report = _run_command(checkpoint, tmp_path, "--widths", "16", "--shrink-sparsity", "0.7,0.9",
+                               "--shrink-epochs", "3")
+    shrink = report["shrink"]
+    pairs = [(c["widths"], c["sparsity"]) for c in shrink["candidates"]]
+    assert pairs == [([32, 24], 0.9), ([16, 16], 0.7), ([16, 16], 0.9)]
+    assert shrink["start"]["sparsity"] == shrink["unpruned"]["sparsity"] == 0.7
+    full = shrink["candidates"][0]
+    assert full["connections"] < 0.7 * shrink["start"]["connections"]  # 79% sparse or more, from 70%
+    assert shrink["candidates"][2]["connections"] < shrink["candidates"][1]["connections"]
+    assert report["settings"]["shrink_sparsity"] == [0.7, 0.9]
+    table = (tmp_path / "bitprune.md").read_text().split("## Shrinking")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [[cell.strip() for cell in r.split("|")][3:5] for r in rows] == [
+        ["32,24", "70%"], ["32,24", "70%"], ["32,24", "90%"], ["16,16", "70%"], ["16,16", "90%"]]
+    if shrink["selected"] is not None:
+        chosen = [c for c in shrink["candidates"] if is_selected(c, shrink)]
+        assert len(chosen) == 1 and "exported" in rows[2 + shrink["candidates"].index(chosen[0])]
+        assert load(out).metadata["bitprune"]["shrink"]["sparsity"] == chosen[0]["sparsity"]
+        assert report["exported"]["sparsity_target"] == chosen[0]["sparsity"]

@@ -243,15 +243,29 @@ def memory_blocks(sample_bits, depth, word_bits=WORD_BITS):
 DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
 
+def blocks_for(depth, width):
+    """DP16KD blocks of a memory of ``depth`` words of ``width`` bits with one write and one read
+    port (or a ROM), in the shape that takes fewest; up to 16 words, distributed RAM (none)."""
+    if depth <= 16:
+        return 0
+    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in DP16KD_SHAPES)
+
+
 def pixel_memory_blocks(word_bits, pixels, depth):
     """DP16KD blocks of a streaming core's host memories: the pixel memory (``depth + 1``
     samples of ``pixels`` words of ``word_bits``, in the DP16KD shape that takes fewest blocks;
     up to 16 words, distributed RAM) and the results memory (as :func:`memory_blocks`). An
     estimate (yosys may map a small memory to distributed RAM instead), not measured on a board."""
-    words = (depth + 1) * pixels
-    pixel_blocks = 0 if words <= 16 else min(math.ceil(word_bits / width) * math.ceil(words / rows)
-                                             for rows, width in DP16KD_SHAPES)
-    return pixel_blocks + (math.ceil(depth / 2048) if depth > 16 else 0)
+    return blocks_for((depth + 1) * pixels, word_bits) + (math.ceil(depth / 2048) if depth > 16 else 0)
+
+
+def core_memory_blocks(report):
+    """DP16KD blocks of the core's own memories, from its report: a serial head's weight ROM (15 for
+    the shipped CNN ``fmnist_cnn_s90``, 635 x 256 bits; its first build, with no room counted for
+    the ROM, ran out of block RAM in placement: 216 used of 208). The line buffers, pools and the
+    engine's map RAM go to distributed RAM. An estimate, as :func:`pixel_memory_blocks`."""
+    engine = report.get("serial_engine")
+    return blocks_for(**engine["weights_rom"]) if engine else 0
 
 
 def host_memory_blocks(info, depth):
@@ -296,8 +310,10 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     core_lut4 = int(round((PNR_LUT_FACTOR if carry_chains else PNR_LUT_FACTOR_NO_CARRY) * core["lut4"]))
     lut4 = core_lut4 + HOST_LUT4 + int(HOST_LUT4_PER_BIT * extra_bits + HOST_LUT4_PER_SAMPLE_BIT * sample_bits)
     ff = core["ff"] + HOST_FF + int(HOST_FF_PER_BIT * extra_bits + HOST_FF_PER_SAMPLE_BIT * sample_bits) + bank_bits
-    bram = host_memory_blocks(info, batch_depth)
-    estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core_lut4, "core_ff": core["ff"]}
+    core_bram = core_memory_blocks(report)
+    bram = host_memory_blocks(info, batch_depth) + core_bram
+    estimate = {"lut4": lut4, "ff": ff, "bram": bram, "core_lut4": core_lut4, "core_ff": core["ff"],
+                "core_bram": core_bram}
     problems, hints = [], []
     if lut4 > MAX_FILL * device.lut4:
         problems.append(f"{lut4:,} LUT4 (core {core_lut4:,}) of {device.lut4:,}")
@@ -309,7 +325,9 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
     if bram > device.bram:
         what = "pixel" if info.streaming else "batch"
         problems.append(f"{bram} BRAM blocks for the {what} and result memories of {batch_depth:,} samples "
-                        f"({info.feature_bits:,} bits each), of {device.bram}")
+                        f"({info.feature_bits:,} bits each)"
+                        + (f" and the core's weight memory ({core_bram})" if core_bram else "")
+                        + f", of {device.bram}")
     if problems:
         larger = [name for name, d in board.devices.items()
                   if d.lut4 * MAX_FILL >= lut4 and d.ff * MAX_FILL >= ff and d.bram >= bram]
@@ -319,7 +337,7 @@ def check_fits(model_name, generated, board, device_name, batch_depth, carry_cha
             hints.append("a sparser model (fewer 1-valued connections)")
         if bram > device.bram:
             depth = max((d for d in (2 ** k for k in range(4, 16))
-                         if host_memory_blocks(info, d) <= device.bram), default=16)
+                         if host_memory_blocks(info, d) + core_bram <= device.bram), default=16)
             hints.append(f"a smaller --batch-depth (at most {depth:,} fits)")
         raise BuildError(f"model '{model_name}' does not fit the {board.title} {device.part}: estimated "
                          f"{'; '.join(problems)}; try {' or '.join(hints)}")

@@ -122,8 +122,11 @@ def _stages(core):
 def _engine(engine):
     if engine is None:
         return None
+    # The weight ROM's shape: the one memory of a streaming core that yosys maps to block RAM
+    # (the line buffers, pools and the engine's map are small enough for LUT RAM).
     return {"steps_per_image": engine.steps, "lanes": engine.lanes, "positions_per_word": engine.per_word,
-            "latency": engine.latency}
+            "latency": engine.latency,
+            "weights_rom": {"depth": engine.steps, "width": sum(len(s) for s in engine.layout.slots)}}
 
 
 def _stream_report(model, core, every, resources, estimate):

@@ -29,8 +29,8 @@ from .._files import write_atomic
 from ..plots import new_axes, png_bytes
 from ..tables import markdown_table
 from .loop import build_net, exact_accuracy, export_model, load_net
-from .shrink import (DEFAULT_WIDTHS, INITS, SHRINK_LR_SHARE, candidate_widths, hidden_widths, parse_widths, plot_shrink,
-                     search, select, shrink_table)
+from .shrink import (DEFAULT_WIDTHS, INITS, SHRINK_LR_SHARE, hidden_widths, parse_sparsities, parse_widths, plot_shrink,
+                     search, select, shrink_candidates, shrink_table)
 from .tune import FINETUNE_LR_SHARE, BitpruneError, calibrate, finetune, hardware_figures, population_moments
 
 __all__ = ["BitpruneError", "Settings", "Candidate", "remove_planes", "calibrate", "population_moments",
@@ -48,7 +48,8 @@ class Settings:
     the output's folder); ``quiet``: no progress bars. ``shrink``: then search smaller hidden
     widths (:mod:`.shrink`): ``widths`` (None: :data:`~.shrink.DEFAULT_WIDTHS`), fine-tuned
     ``shrink_epochs`` epochs (None: 3) at ``shrink_lr`` (None: :data:`~.shrink.SHRINK_LR_SHARE`) of
-    the checkpoint's learning rate.
+    the checkpoint's learning rate, at each sparsity target of ``shrink_sparsity`` (None: the
+    checkpoint's).
     """
 
     checkpoint: str
@@ -68,6 +69,7 @@ class Settings:
     shrink_epochs: int = None
     shrink_lr: float = None
     shrink_init: str = None
+    shrink_sparsity: str = None
 
     def check(self):
         """Refuse settings out of range, and an output folder that does not exist, with
@@ -80,7 +82,7 @@ class Settings:
             if value is not None and value < (0 if key == "finetune" else 1):
                 raise BitpruneError(f"option --{key}: expected a {'non-negative' if key == 'finetune' else 'positive'} "
                                     f"number, found {value}")
-        for key in ("widths", "shrink_epochs", "shrink_lr", "shrink_init"):
+        for key in ("widths", "shrink_epochs", "shrink_lr", "shrink_init", "shrink_sparsity"):
             if getattr(self, key) is not None and not self.shrink:
                 raise BitpruneError(f"option --{key.replace('_', '-')}: expected --shrink as well, found none")
         if self.shrink_epochs is not None and self.shrink_epochs < 0:
@@ -91,6 +93,8 @@ class Settings:
         if self.shrink_init is not None and self.shrink_init not in INITS:
             raise BitpruneError(f"option --shrink-init: expected {' or '.join(INITS)}, found {self.shrink_init!r}")
         parse_widths(self.widths or DEFAULT_WIDTHS)
+        if self.shrink_sparsity is not None:
+            parse_sparsities(self.shrink_sparsity)
         folder = os.path.dirname(os.path.abspath(self.output))
         if not os.path.isdir(folder):
             raise BitpruneError(f"output {self.output!r}: expected an existing folder {folder!r}, found none")
@@ -346,8 +350,9 @@ def prune(settings, command):
     name = settings.name or f"{config.name}_pruned"
     shrink_epochs = 3 if settings.shrink_epochs is None else settings.shrink_epochs
     shrink_lr = SHRINK_LR_SHARE if settings.shrink_lr is None else settings.shrink_lr
-    widths = candidate_widths(hidden_widths(net), parse_widths(settings.widths or DEFAULT_WIDTHS)) \
-        if settings.shrink else []
+    sparsities = parse_sparsities(settings.shrink_sparsity) if settings.shrink_sparsity else None
+    candidates = shrink_candidates(hidden_widths(net), parse_widths(settings.widths or DEFAULT_WIDTHS), sparsities,
+                                   config.sparsity) if settings.shrink else []
 
     bar = _bar(analysis_steps(len(config.planes)), "sensitivity and greedy removal", not settings.quiet)
     base, sensitivity, curve = analyse(net, config, data, calibration, progress=bar.update if bar else None)
@@ -368,15 +373,18 @@ def prune(settings, command):
     shrunk, shrink_tried = None, []
     if settings.shrink:
         announce = None if settings.quiet else (
-            lambda w: print(f"shrinking to {','.join(map(str, w))}", file=sys.stderr, flush=True))
+            lambda w, s: print(f"shrinking to {','.join(map(str, w))}"
+                               + ("" if s == config.sparsity else f" at sparsity {s:g}"), file=sys.stderr, flush=True))
         start_config = replace(final["config"], lr=config.lr)  # the rates are shares of the checkpoint's
-        shrink_tried = search(final["net"], start_config, data, calibration, widths, epochs=shrink_epochs,
+        shrink_tried = search(final["net"], start_config, data, calibration, candidates, epochs=shrink_epochs,
                               reference=base.val_accuracy, budget=settings.budget, threads=settings.threads,
                               seed=settings.seed, lr_share=shrink_lr, init=settings.shrink_init or "kept",
                               progress=not settings.quiet, announce=announce)
         shrunk = select(shrink_tried)
         history["shrink"] = {"from_widths": _widths(final["net"]), "widths": list(shrunk.widths) if shrunk else None,
-                             "candidates": [list(w) for w in widths], "epochs": shrink_epochs,
+                             "sparsity": shrunk.sparsity if shrunk else None,
+                             "candidates": [{"widths": list(w), "sparsity": s} for w, s in candidates],
+                             "epochs": shrink_epochs,
                              "init": settings.shrink_init or "kept",
                              "lr": config.lr * shrink_lr}
     out = final if shrunk is None else {"net": shrunk.net, "config": shrunk.config,
@@ -395,10 +403,10 @@ def prune(settings, command):
     if bar:
         bar.close()
 
-    def row(label, item, val, test=None):
+    def row(label, item, val, test=None, sparsity=config.sparsity):
         test = exact_accuracy(item, data.x_test, data.y_test) if test is None else test
-        return {"model": label, "planes": list(item.spec.planes), "widths": _widths(item), "val_accuracy": val,
-                "test_accuracy": test, **figures[id(item)]}
+        return {"model": label, "planes": list(item.spec.planes), "widths": _widths(item), "sparsity": sparsity,
+                "val_accuracy": val, "test_accuracy": test, **figures[id(item)]}
 
     summary = [row("checkpoint (as trained)", net, exact_accuracy(net, data.x_val, data.y_val)),
                row("all planes, re-calibrated", base.net, base.val_accuracy),
@@ -406,7 +414,8 @@ def prune(settings, command):
     summary += [row(f"{len(t['candidate'].planes)} planes + fine-tune", t["net"], t["val_accuracy"])
                 for t in tried]
     if shrunk is not None:
-        summary.append(row("shrunk + fine-tune", shrunk.net, shrunk.val_accuracy, shrunk.test_accuracy))
+        summary.append(row("shrunk + fine-tune", shrunk.net, shrunk.val_accuracy, shrunk.test_accuracy,
+                           shrunk.sparsity))
     report = {
         "command": " ".join(command), "output": settings.output, "model": model.name,
         "settings": {"checkpoint": settings.checkpoint, "data": config.data, "encoding": config.encoding,
@@ -422,6 +431,7 @@ def prune(settings, command):
         "finetune": [{"planes": list(t["candidate"].planes), "val_accuracy": t["val_accuracy"],
                       "within_budget": t["within_budget"], "log": t["log"]} for t in tried],
         "exported": {"planes": list(model.input.planes), "widths": _widths(out["net"]),
+                     "sparsity_target": out["config"].sparsity,
                      "val_accuracy": out["val_accuracy"], "shrunk": shrunk is not None,
                      "fine_tuned": bool(accepted), "test_accuracy": exported["accuracy"],
                      "connections": model.connections, "first_layer": int(model.layers[0].mask.sum()),
@@ -431,14 +441,17 @@ def prune(settings, command):
     if settings.shrink:
         report["settings"].update(shrink_epochs=shrink_epochs, shrink_lr=config.lr * shrink_lr,
                                   shrink_init=settings.shrink_init or "kept",
-                                  widths=[list(w) for w in widths])
+                                  widths=[list(w) for w, _ in candidates],
+                                  shrink_sparsity=sparsities)
         report["shrink"] = {
             "reference_val_accuracy": base.val_accuracy, "unpruned": summary[0],
             "start": row("planes pruned", final["net"], final["val_accuracy"]),
-            "candidates": [{"planes": list(c.net.spec.planes), "widths": list(c.widths), "val_accuracy": c.val_accuracy,
+            "candidates": [{"planes": list(c.net.spec.planes), "widths": list(c.widths), "sparsity": c.sparsity,
+                            "val_accuracy": c.val_accuracy,
                             "test_accuracy": c.test_accuracy, "within_budget": c.within_budget, **c.figures,
                             "kept": [list(map(int, k)) for k in c.kept], "proof": c.proof, "log": c.log}
                            for c in shrink_tried],
-            "selected": list(shrunk.widths) if shrunk else None}
+            "selected": list(shrunk.widths) if shrunk else None,
+            "selected_sparsity": shrunk.sparsity if shrunk else None}
     write_report(report, settings.report or os.path.dirname(os.path.abspath(settings.output)))
     return report

@@ -1,8 +1,9 @@
 """Shrinking the hidden layers of a (plane-pruned) MLP: the second half of the CBNN recipe (issue
 #29; docs/bitprune.md, "Shrinking").
 
-For every candidate width list, in decreasing size, a smaller net is initialised from the given
-one by keeping, in each hidden layer, its **most-used neurons** (:func:`neuron_usage`: the number
+For every candidate (a width list, and a sparsity target: the run's, or one asked for), in
+decreasing size, a smaller net is initialised from the given one by keeping, in each hidden layer,
+its **most-used neurons** (:func:`neuron_usage`: the number
 of 1-valued outgoing connections times the standard deviation of the neuron's output bit over the
 calibration samples), re-calibrated, fine-tuned with the run's recipe (domain, sparsity target and
 controller) and folded exactly (the export's per-neuron proof and the PyTorch model against the
@@ -26,9 +27,9 @@ from .nets import encode_batch, parse_arch
 from .quant import binary_sign
 from .tune import BitpruneError, calibrate, finetune, model_figures
 
-__all__ = ["DEFAULT_WIDTHS", "INITS", "SHRINK_LR_SHARE", "parse_widths", "hidden_widths", "candidate_widths", "activation_rates",
-           "neuron_usage", "most_used", "shrink_net", "ShrinkCandidate", "search", "select", "shrink_table",
-           "plot_shrink"]
+__all__ = ["DEFAULT_WIDTHS", "INITS", "SHRINK_LR_SHARE", "parse_widths", "parse_sparsities", "hidden_widths",
+           "candidate_widths", "shrink_candidates", "activation_rates", "neuron_usage", "most_used", "shrink_net",
+           "ShrinkCandidate", "search", "select", "is_selected", "shrink_table", "plot_shrink"]
 
 #: The default candidates: shares of every hidden layer's width.
 DEFAULT_WIDTHS = "0.75,0.5,0.375,0.25"
@@ -61,6 +62,19 @@ def parse_widths(text):
     return items
 
 
+def parse_sparsities(text):
+    """``"0.95,0.985"`` -> ``[0.95, 0.985]`` (``--shrink-sparsity``): sparsity targets, each a share
+    of 0-valued weights strictly between 0 and 1. Raises :class:`BitpruneError`."""
+    values = []
+    for token in (text or "").split(","):
+        token = token.strip()
+        if not re.fullmatch(r"0?\.[0-9]+", token) or not 0 < float(token) < 1:
+            raise BitpruneError(f"option --shrink-sparsity: expected comma-separated sparsity targets in (0, 1) "
+                                f"(e.g. 0.95,0.985), found {token!r}")
+        values.append(float(token))
+    return values
+
+
 def hidden_widths(net):
     """The hidden layers' widths of MLP ``net``; :class:`BitpruneError` for a CNN."""
     kind, _ = parse_arch(net.arch)
@@ -70,12 +84,13 @@ def hidden_widths(net):
     return [layer.weight.shape[0] for layer in net.binary_layers[:-1]]
 
 
-def candidate_widths(widths, items):
+def candidate_widths(widths, items, *, full=False):
     """The candidates' width tuples for hidden ``widths`` and :func:`parse_widths` ``items``: each
-    layer capped at its own width, those equal to ``widths`` dropped, duplicates once, largest
-    first (by the sum of the widths, then layer by layer). Raises :class:`BitpruneError` for
-    per-layer widths of another depth, or when no candidate is smaller than ``widths``."""
-    candidates = set()
+    layer capped at its own width, those equal to ``widths`` dropped (kept, and first, with
+    ``full``), duplicates once, largest first (by the sum of the widths, then layer by layer).
+    Raises :class:`BitpruneError` for per-layer widths of another depth, or when no candidate is
+    smaller than ``widths`` (without ``full``)."""
+    candidates = {tuple(widths)} if full else set()
     for item in items:
         if isinstance(item, tuple):
             if len(item) != len(widths):
@@ -86,10 +101,20 @@ def candidate_widths(widths, items):
             shrunk = tuple(min(item, w) if isinstance(item, int) else max(1, round(item * w)) for w in widths)
         if shrunk != tuple(widths):
             candidates.add(shrunk)
-    if not candidates:
+    if not candidates - {tuple(widths)} and not full:
         raise BitpruneError(f"option --widths: expected at least one candidate smaller than the hidden widths "
                             f"{','.join(map(str, widths))}, found none")
     return sorted(candidates, key=lambda c: (sum(c), c), reverse=True)
+
+
+def shrink_candidates(widths, items, sparsities=None, recipe=None):
+    """The ``(widths, sparsity)`` pairs to try, largest first: :func:`candidate_widths` of ``widths``
+    and ``items``, each at every target of ``sparsities`` (None: the recipe's ``recipe`` alone),
+    the lower target first. A target other than the recipe's makes a net smaller with all its
+    neurons, so then the unshrunk widths are a candidate too (at those targets only)."""
+    targets = sorted(set(sparsities)) if sparsities else [recipe]
+    sizes = candidate_widths(widths, items, full=any(t != recipe for t in targets))
+    return [(w, t) for w in sizes for t in targets if (w, t) != (tuple(widths), recipe)]
 
 
 def _hidden_bits(net, v):
@@ -168,6 +193,7 @@ class ShrinkCandidate:
     config: object = field(default=None, repr=False)
     log: list = field(default_factory=list, repr=False)
     kept: list = field(default_factory=list, repr=False)
+    sparsity: float = None
 
 
 def verified_figures(net, data, name="candidate"):
@@ -182,18 +208,23 @@ def verified_figures(net, data, name="candidate"):
 
 def search(net, config, data, calibration, candidates, *, epochs, reference, budget, threads, seed,
            lr_share=SHRINK_LR_SHARE, init="kept", progress=False, announce=None):
-    """Every width tuple of ``candidates`` (largest first), from ``net``: keep the most-used
-    neurons (usage over ``calibration``), re-calibrate, fine-tune ``epochs`` epochs (0: none) and
-    verify. With ``init="scratch"``, each candidate is instead trained ``epochs`` epochs from
-    fresh weights (seed ``seed``) with ``net``'s recipe and planes, then re-calibrated. ``reference``: the validation accuracy that the ``budget`` (a share) is counted from.
-    ``announce(widths)`` is called before each. Returns the :class:`ShrinkCandidate` list in order."""
+    """Every ``(widths, sparsity)`` pair of ``candidates`` (largest first; a bare width tuple: at
+    ``config``'s sparsity), from ``net``: keep the most-used neurons (usage over
+    ``calibration``), re-calibrate, fine-tune ``epochs`` epochs (0: none) toward the sparsity
+    target and verify. With ``init="scratch"``, each candidate is instead trained ``epochs`` epochs
+    from fresh weights (seed ``seed``) with ``net``'s recipe, planes and the candidate's target,
+    then re-calibrated. ``reference``: the validation accuracy that the ``budget`` (a share) is
+    counted from. ``announce(widths, sparsity)`` is called before each. Returns the
+    :class:`ShrinkCandidate` list in order."""
     usage = neuron_usage(net, calibration)
     tried = []
-    for widths in candidates:
+    for candidate in candidates:
+        widths, sparsity = candidate if isinstance(candidate[0], tuple) else (candidate, config.sparsity)
         if announce:
-            announce(widths)
+            announce(widths, sparsity)
         keep = [most_used(u, w) for u, w in zip(usage, widths)]
         shrunk, shrunk_config = shrink_net(net, config, data, keep)
+        shrunk_config = replace(shrunk_config, sparsity=sparsity)
         calibrate(shrunk, calibration)
         log = []
         if init == "scratch":
@@ -208,7 +239,7 @@ def search(net, config, data, calibration, candidates, *, epochs, reference, bud
         val = exact_accuracy(shrunk, data.x_val, data.y_val)
         test, figures, proof = verified_figures(shrunk, data)
         tried.append(ShrinkCandidate(tuple(widths), val, test, figures, proof,
-                                     reference - val <= budget + 1e-12, shrunk, shrunk_config, log, keep))
+                                     reference - val <= budget + 1e-12, shrunk, shrunk_config, log, keep, sparsity))
     return tried
 
 
@@ -229,16 +260,25 @@ def _ratio(before, after):
     return "-" if not before or not after else f"{before / after:.2f}x"
 
 
+def _target(entry):
+    return "dense" if entry.get("sparsity") is None else f"{100 * entry['sparsity']:g}%"
+
+
+def is_selected(candidate, shrink):
+    """Whether report entry ``candidate`` is the one ``shrink`` (the report's ``"shrink"``) exported."""
+    return candidate["widths"] == shrink["selected"] and candidate.get("sparsity") == shrink.get("selected_sparsity")
+
+
 def shrink_table(report, pct, count, describe_planes):
     """``(title, header, rows)``: the unpruned model, the plane-pruned start and every candidate:
-    planes, widths, connections, LUT4 estimate, their reduction against the unpruned model,
-    validation accuracy (and its drop from the reference) and test accuracy."""
+    planes, widths, sparsity target, connections, LUT4 estimate, their reduction against the
+    unpruned model, validation accuracy (and its drop from the reference) and test accuracy."""
     shrink = report["shrink"]
     reference = shrink["reference_val_accuracy"]
     unpruned = shrink["unpruned"]
 
     def row(label, entry, mark=""):
-        return [label, describe_planes(entry["planes"]), ",".join(map(str, entry["widths"])),
+        return [label, describe_planes(entry["planes"]), ",".join(map(str, entry["widths"])), _target(entry),
                 count(entry["connections"]), count(entry["lut4"]),
                 _ratio(unpruned["connections"], entry["connections"]), _ratio(unpruned["lut4"], entry["lut4"]),
                 pct(entry["val_accuracy"]), f"{100 * (reference - entry['val_accuracy']):+.2f}",
@@ -246,11 +286,11 @@ def shrink_table(report, pct, count, describe_planes):
 
     rows = [row("unpruned (as trained)", unpruned), row("planes pruned (start)", shrink["start"])]
     for c in shrink["candidates"]:
-        marks = ["within budget"] * c["within_budget"] + ["exported"] * (c["widths"] == shrink["selected"])
+        marks = ["within budget"] * c["within_budget"] + ["exported"] * is_selected(c, shrink)
         rows.append(row("shrunk + fine-tune", c, " ".join(marks)))
     return ("Shrinking (reduction against the unpruned model; drop against the re-calibrated unpruned net)",
-            ["model", "planes", "widths", "all conn", "LUT4 est", "conn less", "LUT4 less", "val accuracy",
-             "drop (points)", "test accuracy", ""], rows)
+            ["model", "planes", "widths", "sparsity target", "all conn", "LUT4 est", "conn less", "LUT4 less",
+             "val accuracy", "drop (points)", "test accuracy", ""], rows)
 
 
 def plot_shrink(report):
@@ -267,12 +307,14 @@ def plot_shrink(report):
             axes.plot([p["lut4"]], [100 * p["val_accuracy"]], "D", ms=9, mfc="none",
                       label=text.format(",".join(map(str, p["planes"]))),
                       color="tab:purple" if p is shrink["unpruned"] else "tab:green")
+    recipe = shrink["unpruned"].get("sparsity")
     for p in points:
-        axes.annotate(",".join(map(str, p["widths"])), (p["lut4"], 100 * p["val_accuracy"]), fontsize=7,
-                      xytext=(4, -10), textcoords="offset points")
+        label = ",".join(map(str, p["widths"])) + ("" if p.get("sparsity") == recipe else f" at {_target(p)}")
+        axes.annotate(label, (p["lut4"], 100 * p["val_accuracy"]), fontsize=7, xytext=(4, -10),
+                      textcoords="offset points")
     axes.axhline(100 * (shrink["reference_val_accuracy"] - report["settings"]["budget"]), color="tab:red", lw=1,
                  ls="--", label="budget (validation)")
-    selected = [c for c in shrink["candidates"] if c["widths"] == shrink["selected"]]
+    selected = [c for c in shrink["candidates"] if is_selected(c, shrink)]
     if selected and selected[0]["lut4"] is not None:
         axes.plot([selected[0]["lut4"]], [100 * selected[0]["val_accuracy"]], "o", ms=12, mfc="none", color="k",
                   label="exported")
