@@ -319,3 +319,15 @@ def test_command_tries_sparser_candidates(checkpoint, tmp_path, capsys):
         assert len(chosen) == 1 and "exported" in rows[2 + shrink["candidates"].index(chosen[0])]
         assert load(out).metadata["bitprune"]["shrink"]["sparsity"] == chosen[0]["sparsity"]
         assert report["exported"]["sparsity_target"] == chosen[0]["sparsity"]
+
+
+def test_a_fixed_gamma_recipe_is_steered_by_the_ramp_at_other_targets(trained):
+    """The paper's fixed gamma belongs to the recipe's target: a candidate at another target gets
+    the ramp controller; one at the recipe's target keeps the recipe's controller and gamma."""
+    from dataclasses import replace
+    net, config, data = trained
+    fixed = replace(config, controller="fixed", gamma=0.2, edge_budgets=False)
+    same, other = search(net, fixed, data, data.x_train[:256], [((16, 12), 0.7), ((16, 12), 0.9)], epochs=0,
+                         reference=1.0, budget=0.0, threads=1, seed=0)
+    assert (same.config.controller, same.config.gamma, same.config.sparsity) == ("fixed", 0.2, 0.7)
+    assert (other.config.controller, other.config.gamma, other.config.sparsity) == ("ramp", None, 0.9)
