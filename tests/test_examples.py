@@ -42,6 +42,23 @@ def test_shipped_cnn_is_sparse_and_accurate():
     assert [layer.kind for layer in model.layers].count("conv2d") == 3
 
 
+def test_shipped_shrunk_model_is_within_a_point_of_its_unpruned_model():
+    """Issue #29's target on the shipped seed: planes pruned and the network made smaller
+    (192,192 hidden neurons at 98.5%), within 1 point of the unpruned model's test accuracy on the
+    10,000 test images (synthesised: 4.43x fewer LUT4, docs/bitprune.md), with a sixth of its
+    connections."""
+    small, unpruned = load("examples/fmnist_mlp95_shrunk_pruned.sbnn"), load("examples/fmnist_mlp95.sbnn")
+    assert small.metadata["test_accuracy"] >= unpruned.metadata["test_accuracy"] - 0.01
+    assert small.metadata["test_samples"] == unpruned.metadata["test_samples"] == 10000
+    assert unpruned.connections >= 5 * small.connections
+    shrink = small.metadata["bitprune"]["shrink"]
+    assert (shrink["from_widths"], shrink["widths"], shrink["sparsity"]) == ([256, 256], [192, 192], 0.985)
+    assert tuple(small.input.planes) == (7, 6, 4) and small.metadata["bitprune"]["from_planes"] == [7, 6, 5, 4]
+    assert small.metadata["command"].startswith("python -m sbnn_hdl.bitprune examples/fmnist_mlp95.ckpt ")
+    predictions = golden.infer(small, np.load("examples/fmnist_x.npy")).predictions
+    assert int((predictions == np.load("examples/fmnist_y.npy")).sum()) == 835
+
+
 #: What a shipped bitstream promises beyond its model and met timing: the 85% model's is built
 #: with the batch memory (LOAD/RUN, the default 512 samples, RUN at one sample per 33 clocks
 #: through the narrow path) at 100 MHz or more (issue #26).
