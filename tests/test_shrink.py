@@ -240,9 +240,8 @@ def test_a_cnn_is_refused(tmp_path, digits, monkeypatch, capsys):
           progress=False, data=digits)
     monkeypatch.chdir(tmp_path)
     assert main([str(path), "--shrink", "-o", "x.sbnn"]) == 2
-    assert capsys.readouterr().err.strip() == ("sbnn_hdl.bitprune: error: option --shrink: expected an MLP (CNN "
-                                               "channel shrinking waits for the shipped CNN of issue #24), found "
-                                               "'cnn:4,p,fc8'")
+    assert capsys.readouterr().err.strip() == ("sbnn_hdl.bitprune: error: option --shrink: expected an MLP (channel "
+                                               "shrinking of CNNs is not built yet), found 'cnn:4,p,fc8'")
 
 
 def test_scratch_trains_the_recipe_anew(trained):

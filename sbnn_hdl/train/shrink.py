@@ -10,7 +10,7 @@ controller) and folded exactly (the export's per-neuron proof and the PyTorch mo
 golden model on the whole test set). :func:`select` keeps the smallest candidate by LUT4 estimate
 whose validation accuracy is within the budget of the reference.
 
-Only MLPs: CNN channel shrinking waits for the shipped CNN of issue #24.
+Only MLPs: channel shrinking of CNNs is not built yet (issue #29).
 """
 
 import math
@@ -79,8 +79,8 @@ def hidden_widths(net):
     """The hidden layers' widths of MLP ``net``; :class:`BitpruneError` for a CNN."""
     kind, _ = parse_arch(net.arch)
     if kind != "mlp":
-        raise BitpruneError(f"option --shrink: expected an MLP (CNN channel shrinking waits for the shipped CNN "
-                            f"of issue #24), found {net.arch!r}")
+        raise BitpruneError(f"option --shrink: expected an MLP (channel shrinking of CNNs is not built yet), "
+                            f"found {net.arch!r}")
     return [layer.weight.shape[0] for layer in net.binary_layers[:-1]]
 
 
