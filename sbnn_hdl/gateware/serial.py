@@ -33,6 +33,11 @@ class _Layout:
     def steps(self):
         return self.groups * self.words
 
+    @property
+    def rom_width(self):
+        """Bits per word of the weight ROM: every lane's slots side by side."""
+        return sum(len(s) for s in self.slots)
+
 
 class SerialEngine(wiring.Component):
     """Every unit's ``p`` of a streaming core's first dense layer, computed in :attr:`steps`
@@ -245,7 +250,7 @@ class SerialEngine(wiring.Component):
                         value |= ((word, b) in read_bits) << (offset + n)
                 offset += len(slots)
             words.append(value)
-        rom_width = sum(len(s) for s in layout.slots)
+        rom_width = layout.rom_width
         m.submodules.weights = rom = Memory(shape=unsigned(rom_width), depth=layout.steps, init=words)
         weights = rom.read_port()
         m.d.comb += weights.addr.eq(step)

@@ -126,7 +126,7 @@ def _engine(engine):
     # (the line buffers, pools and the engine's map are small enough for LUT RAM).
     return {"steps_per_image": engine.steps, "lanes": engine.lanes, "positions_per_word": engine.per_word,
             "latency": engine.latency,
-            "weights_rom": {"depth": engine.steps, "width": sum(len(s) for s in engine.layout.slots)}}
+            "weights_rom": {"depth": engine.steps, "width": engine.layout.rom_width}}
 
 
 def _stream_report(model, core, every, resources, estimate):

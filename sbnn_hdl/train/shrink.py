@@ -90,7 +90,7 @@ def candidate_widths(widths, items, *, full=False):
     ``full``), duplicates once, largest first (by the sum of the widths, then layer by layer).
     Raises :class:`BitpruneError` for per-layer widths of another depth, or when no candidate is
     smaller than ``widths`` (without ``full``)."""
-    candidates = {tuple(widths)} if full else set()
+    candidates = set()
     for item in items:
         if isinstance(item, tuple):
             if len(item) != len(widths):
@@ -101,9 +101,11 @@ def candidate_widths(widths, items, *, full=False):
             shrunk = tuple(min(item, w) if isinstance(item, int) else max(1, round(item * w)) for w in widths)
         if shrunk != tuple(widths):
             candidates.add(shrunk)
-    if not candidates - {tuple(widths)} and not full:
+    if not candidates and not full:
         raise BitpruneError(f"option --widths: expected at least one candidate smaller than the hidden widths "
                             f"{','.join(map(str, widths))}, found none")
+    if full:
+        candidates.add(tuple(widths))
     return sorted(candidates, key=lambda c: (sum(c), c), reverse=True)
 
 
