@@ -43,9 +43,11 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", required=True, metavar="PRUNED.sbnn")
     parser.add_argument("--report", metavar="DIR", help="report folder (default: the output's folder)")
-    shrink = parser.add_argument_group("shrinking (after the planes: smaller hidden widths or sparser layers, MLPs only)")
+    shrink = parser.add_argument_group("shrinking (after the planes: fewer hidden neurons or conv channels, "
+                                       "or sparser layers)")
     shrink.add_argument("--shrink", action="store_true",
-                        help="search smaller hidden widths and export the smallest (LUT4 estimate) within the budget")
+                        help="search smaller hidden widths (an MLP's neurons; a CNN's conv channels, then its "
+                             "dense neurons) and export the smallest (LUT4 estimate) within the budget")
     shrink.add_argument("--widths", metavar="LIST", default=argparse.SUPPRESS,
                         help=f"candidates: widths for every hidden layer (integers), shares of each layer's "
                              f"width (in (0, 1)) or one width per hidden layer (W1:W2), e.g. 192,128,96,64:128 "
@@ -53,8 +55,8 @@ def main(argv=None):
     shrink.add_argument("--shrink-epochs", type=int, metavar="EPOCHS", default=argparse.SUPPRESS,
                         help="fine-tune epochs of each candidate (default 3)")
     shrink.add_argument("--shrink-init", metavar="HOW", default=argparse.SUPPRESS,
-                        help="kept: fine-tune from the most-used neurons (default); scratch: train each candidate "
-                             "anew with the recipe and the kept planes")
+                        help="kept: fine-tune from the most-used neurons or channels (default); scratch: train "
+                             "each candidate anew with the recipe and the kept planes")
     shrink.add_argument("--shrink-lr", type=float, metavar="SHARE", default=argparse.SUPPRESS,
                         help=f"the candidates' learning rate as a share of the checkpoint's "
                              f"(default {SHRINK_LR_SHARE:g})")

@@ -14,9 +14,10 @@ from sbnn_hdl import datasets, golden, load  # noqa: E402
 from sbnn_hdl.bitprune import main  # noqa: E402
 from sbnn_hdl.train.fold import fold, to_model  # noqa: E402
 from sbnn_hdl.train.loop import Config, exact_accuracy, load_net, train  # noqa: E402
-from sbnn_hdl.train.nets import encode_batch  # noqa: E402
-from sbnn_hdl.train.shrink import (ShrinkCandidate, candidate_widths, is_selected, most_used, neuron_usage,  # noqa: E402
-                                   parse_sparsities, parse_widths, search, select, shrink_candidates, shrink_net)
+from sbnn_hdl.train.nets import encode_batch, with_widths  # noqa: E402
+from sbnn_hdl.train.shrink import (ShrinkCandidate, candidate_widths, hidden_widths, is_selected, most_used,  # noqa: E402
+                                   neuron_usage, parse_sparsities, parse_widths, search, select, shrink_candidates,
+                                   shrink_net)
 from sbnn_hdl.train.tune import BitpruneError  # noqa: E402
 
 TINY = dict(data="digits", arch="mlp:32,24", sparsity=0.7, epochs=3, batch_size=64, train_limit=512, seed=5,
@@ -234,14 +235,85 @@ def test_errors_are_one_line(checkpoint, tmp_path, monkeypatch, capsys, args, me
     assert not (tmp_path / "x.sbnn").exists() and not (tmp_path / "bitprune.json").exists()
 
 
-def test_a_cnn_is_refused(tmp_path, digits, monkeypatch, capsys):
-    path = tmp_path / "cnn.ckpt"
-    train(Config(**{**TINY, "arch": "cnn:4,p,fc8", "epochs": 1, "train_limit": 128}), checkpoint=path,
-          progress=False, data=digits)
-    monkeypatch.chdir(tmp_path)
-    assert main([str(path), "--shrink", "-o", "x.sbnn"]) == 2
-    assert capsys.readouterr().err.strip() == ("sbnn_hdl.bitprune: error: option --shrink: expected an MLP (channel "
-                                               "shrinking of CNNs is not built yet), found 'cnn:4,p,fc8'")
+# --- CNNs: channels -----------------------------------------------------------------------------------------
+
+CNN = dict(TINY, arch="cnn:6,p,8,fc8", epochs=8, train_limit=1024)
+
+
+@pytest.fixture(scope="module")
+def cnn_checkpoint(tmp_path_factory, digits):
+    path = tmp_path_factory.mktemp("shrink_cnn") / "cnn.ckpt"
+    train(Config(**CNN), checkpoint=path, progress=False, data=digits)
+    return path
+
+
+def test_with_widths_replaces_the_hidden_widths_in_order():
+    assert with_widths("cnn:64,p,128,p,128,p,fc128", [48, 96, 80, 64]) == "cnn:48,p,96,p,80,p,fc64"
+    assert with_widths("mlp:256,256", [192, 128]) == "mlp:192,128"
+    with pytest.raises(ValueError, match=r"^expected 2 widths for 'cnn:6,p,fc8', found 3$"):
+        with_widths("cnn:6,p,fc8", [1, 2, 3])
+
+
+def test_channel_usage_is_over_samples_and_positions(cnn_checkpoint, digits):
+    """A channel's rate of 1s is over the samples and the positions that the next layer reads
+    (after the max-pool), and its outgoing connections are the next conv layer's 1-valued taps on
+    it, or the dense layer's 1-valued weights on it at every position."""
+    net, _, data, _ = load_net(cnn_checkpoint, threads=1, data=digits)
+    x = data.x_train[:300]
+    usage = neuron_usage(net, x)
+    assert [len(u) for u in usage] == [6, 8, 8]
+    v = encode_batch(net.spec, x, net.conv_first)
+    conv1, conv2, fc1, out = net.binary_layers
+    with torch.no_grad():
+        bits1 = torch.nn.functional.max_pool2d((conv1.normalise(net(v, until=conv1)) >= 0).double(), 2)
+        bits2 = (conv2.normalise(net(v, until=conv2)) >= 0).double()
+    rate1, rate2 = bits1.mean((0, 2, 3)).numpy(), bits2.mean((0, 2, 3)).numpy()
+    taps = (conv2.weight >= 0).sum((0, 2, 3)).numpy()
+    positions = (fc1.weight >= 0).numpy().reshape(8, 4 * 4, 8).sum((0, 1))  # HWC order: channel fastest
+    np.testing.assert_allclose(usage[0], taps * np.sqrt(rate1 * (1 - rate1)), rtol=1e-12)
+    np.testing.assert_allclose(usage[1], positions * np.sqrt(rate2 * (1 - rate2)), rtol=1e-12)
+    assert len(set(np.round(usage[1], 9))) > 3
+
+
+def test_shrunk_cnn_keeps_the_channels_and_their_weights(cnn_checkpoint, digits):
+    net, config, data, _ = load_net(cnn_checkpoint, threads=1, data=digits)
+    x = data.x_train[:300]
+    keep = [most_used(u, w) for u, w in zip(neuron_usage(net, x), (4, 5, 6))]
+    shrunk, shrunk_config = shrink_net(net, config, data, keep)
+    assert shrunk_config.arch == "cnn:4,p,5,fc6" and hidden_widths(shrunk) == [4, 5, 6]
+    a, b = net.binary_layers, shrunk.binary_layers
+    k0, k1, k2 = (torch.tensor(k) for k in keep)
+    assert torch.equal(b[0].weight, a[0].weight[k0])
+    assert torch.equal(b[1].weight, a[1].weight[k1][:, k0])  # [out, in, kh, kw]: kept outputs, kept inputs
+    # The dense layer reads conv2's 4x4x8 map in HWC order: the kept channels' inputs at every position.
+    assert torch.equal(b[2].weight, a[2].weight[k2].reshape(6, 16, 8)[:, :, k1].reshape(6, 16 * 5))
+    assert torch.equal(b[3].weight, a[3].weight[:, k2])
+    assert torch.equal(b[1].bn.running_mean, a[1].bn.running_mean[k1])
+    # conv1 computes the kept channels' bits exactly as before, so conv2 reads exactly those.
+    v = encode_batch(net.spec, x, net.conv_first)
+    before, after = [], []
+    with torch.no_grad():
+        net(v, inputs=before)
+        shrunk(v, inputs=after)
+    assert torch.equal(after[1], before[1][:, k0])
+
+
+def test_command_shrinks_a_cnn_exactly(cnn_checkpoint, tmp_path, digits):
+    """A CNN's channels are shrunk like an MLP's neurons, and the exported model is the smaller CNN,
+    exact on the test set through the golden model."""
+    out, report = _run_command(cnn_checkpoint, tmp_path, "--widths", "0.5,4:6:8", "--shrink-epochs", "1",
+                               "--budget", "0.6")  # any candidate fits: the smallest is exported
+    shrink = report["shrink"]
+    assert [c["widths"] for c in shrink["candidates"]] == [[4, 6, 8], [3, 4, 4]]
+    assert shrink["unpruned"]["widths"] == [6, 8, 8]
+    for c in shrink["candidates"]:
+        assert c["lut4"] is not None and c["connections"] < shrink["unpruned"]["connections"]
+    assert report["exported"]["shrunk"] and report["exported"]["widths"] == shrink["selected"] == [3, 4, 4]
+    model = load(out)
+    assert [layer.mask.shape[0] for layer in model.layers if layer.kind != "maxpool2d"] == [3, 4, 4, 10]
+    assert model.layers[2].mask.shape[1] == 3 and model.layers[3].mask.shape[1] == 4 * 4 * 4
+    tested = golden.infer(model, digits.x_test).predictions
+    assert float((tested == digits.y_test).mean()) == report["exported"]["test_accuracy"]
 
 
 def test_scratch_trains_the_recipe_anew(trained):

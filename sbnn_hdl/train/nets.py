@@ -26,7 +26,7 @@ from ..golden import encode_input
 from ..model import InputSpec
 from .quant import binary_sign, domain_params
 
-__all__ = ["parse_arch", "input_spec", "SbnnNet", "encode_batch", "POOLS"]
+__all__ = ["parse_arch", "with_widths", "input_spec", "SbnnNet", "encode_batch", "POOLS"]
 
 #: How training max-pools: the normalised values before the sign, or the bits after it (the same
 #: forward pass; the gradient differs).
@@ -58,6 +58,20 @@ def parse_arch(arch):
         if "fc" in kinds and any(k != "fc" for k in kinds[kinds.index("fc"):]):
             raise ValueError(f"expected fcN layers only after the last conv and pool, found {arch!r}")
     return kind, layers
+
+
+def with_widths(arch, widths):
+    """``arch`` with its hidden layers' widths (conv channels and fc widths, in order) replaced by
+    ``widths``: ``with_widths("cnn:64,p,128,fc128", [32, 64, 96])`` -> ``"cnn:32,p,64,fc96"``.
+    Raises ValueError when ``widths`` has another length."""
+    kind, layers = parse_arch(arch)
+    hidden = [layer for layer in layers if layer[0] != "pool"]
+    if len(widths) != len(hidden):
+        raise ValueError(f"expected {len(hidden)} widths for {arch!r}, found {len(widths)}")
+    widths = iter(widths)
+    tokens = ["p" if what == "pool" else f"{'fc' if what == 'fc' and kind == 'cnn' else ''}{next(widths)}"
+              for what, _ in layers]
+    return f"{kind}:{','.join(tokens)}"
 
 
 def input_spec(kind, image_shape, bits, encoding, planes):
@@ -188,9 +202,11 @@ class SbnnNet(nn.Module):
         return [("layer", self.binary_layers[i[1]]) if i[0] == "layer" else ("pool", (i[1], i[2]))
                 for i in self.order]
 
-    def forward(self, v, *, until=None):
+    def forward(self, v, *, until=None, inputs=None):
         """The scores of encoded input ``v``; with ``until`` (one of :attr:`binary_layers`), that
-        layer's output before its normalisation instead (what batch-norm statistics are taken of)."""
+        layer's output before its normalisation instead (what batch-norm statistics are taken of).
+        With ``inputs`` (a list), the input of every binary layer it reaches is appended to it
+        (NCHW for a conv layer, flattened in the format's order for a dense one)."""
         self._wbars = []
         flat_done = not self.conv_first
         order = self.layers_in_order()
@@ -206,6 +222,8 @@ class SbnnNet(nn.Module):
             if layer.kind == "fc" and not flat_done:
                 v = v.permute(0, 2, 3, 1).flatten(1)  # the format's (y*W + x)*C + c order
                 flat_done = True
+            if inputs is not None:
+                inputs.append(v)
             wbar = layer.binary_weight()
             self._wbars.append(wbar)
             z = layer.linear(v, wbar)

@@ -306,11 +306,6 @@ def _calibration_samples(data, config, count, seed):
 
 
 
-def _widths(net):
-    """The output counts of ``net``'s hidden layers (an MLP's widths)."""
-    return [layer.weight.shape[0] for layer in net.binary_layers[:-1]]
-
-
 def _bar(total, desc, enabled):
     if not enabled:
         return None
@@ -381,7 +376,7 @@ def prune(settings, command):
                               seed=settings.seed, lr_share=shrink_lr, init=settings.shrink_init or "kept",
                               progress=not settings.quiet, announce=announce)
         shrunk = select(shrink_tried)
-        history["shrink"] = {"from_widths": _widths(final["net"]), "widths": list(shrunk.widths) if shrunk else None,
+        history["shrink"] = {"from_widths": hidden_widths(final["net"]), "widths": list(shrunk.widths) if shrunk else None,
                              "sparsity": shrunk.sparsity if shrunk else None,
                              "candidates": [{"widths": list(w), "sparsity": s} for w, s in candidates],
                              "epochs": shrink_epochs,
@@ -405,7 +400,7 @@ def prune(settings, command):
 
     def row(label, item, val, test=None, sparsity=config.sparsity):
         test = exact_accuracy(item, data.x_test, data.y_test) if test is None else test
-        return {"model": label, "planes": list(item.spec.planes), "widths": _widths(item), "sparsity": sparsity,
+        return {"model": label, "planes": list(item.spec.planes), "widths": hidden_widths(item), "sparsity": sparsity,
                 "val_accuracy": val, "test_accuracy": test, **figures[id(item)]}
 
     summary = [row("checkpoint (as trained)", net, exact_accuracy(net, data.x_val, data.y_val)),
@@ -430,7 +425,7 @@ def prune(settings, command):
         "chosen": {"planes": list(chosen.planes), "val_accuracy": chosen.val_accuracy},
         "finetune": [{"planes": list(t["candidate"].planes), "val_accuracy": t["val_accuracy"],
                       "within_budget": t["within_budget"], "log": t["log"]} for t in tried],
-        "exported": {"planes": list(model.input.planes), "widths": _widths(out["net"]),
+        "exported": {"planes": list(model.input.planes), "widths": hidden_widths(out["net"]),
                      "sparsity_target": out["config"].sparsity,
                      "val_accuracy": out["val_accuracy"], "shrunk": shrunk is not None,
                      "fine_tuned": bool(accepted), "test_accuracy": exported["accuracy"],

@@ -1,16 +1,15 @@
-"""Shrinking the hidden layers of a (plane-pruned) MLP: the second half of the CBNN recipe (issue
-#29; docs/bitprune.md, "Shrinking").
+"""Shrinking the hidden layers of a (plane-pruned) net: the second half of the CBNN recipe (issue
+#29; docs/bitprune.md, "Shrinking"). A hidden layer is an MLP's or a CNN's dense hidden layer
+(its neurons) or a CNN's conv layer (its output channels); its width is their count.
 
 For every candidate (a width list, and a sparsity target: the run's, or one asked for), in
 decreasing size, a smaller net is initialised from the given one by keeping, in each hidden layer,
-its **most-used neurons** (:func:`neuron_usage`: the number
-of 1-valued outgoing connections times the standard deviation of the neuron's output bit over the
-calibration samples), re-calibrated, fine-tuned with the run's recipe (domain, sparsity target and
-controller) and folded exactly (the export's per-neuron proof and the PyTorch model against the
-golden model on the whole test set). :func:`select` keeps the smallest candidate by LUT4 estimate
-whose validation accuracy is within the budget of the reference.
-
-Only MLPs: channel shrinking of CNNs is not built yet (issue #29).
+its **most-used neurons or channels** (:func:`neuron_usage`: the number of 1-valued outgoing
+connections times the standard deviation of the output bit over the calibration samples, and
+over the positions for a channel), re-calibrated, fine-tuned with the run's recipe (domain,
+sparsity target and controller) and folded exactly (the export's per-neuron proof and the PyTorch
+model against the golden model on the whole test set). :func:`select` keeps the smallest
+candidate by LUT4 estimate whose validation accuracy is within the budget of the reference.
 """
 
 import math
@@ -23,8 +22,7 @@ import torch
 from ..plots import new_axes, png_bytes
 from .fold import check_agreement, fold, to_model
 from .loop import build_net, exact_accuracy, train
-from .nets import encode_batch, parse_arch
-from .quant import binary_sign
+from .nets import encode_batch, with_widths
 from .tune import BitpruneError, calibrate, finetune, model_figures
 
 __all__ = ["DEFAULT_WIDTHS", "INITS", "SHRINK_LR_SHARE", "parse_widths", "parse_sparsities", "hidden_widths",
@@ -76,11 +74,8 @@ def parse_sparsities(text):
 
 
 def hidden_widths(net):
-    """The hidden layers' widths of MLP ``net``; :class:`BitpruneError` for a CNN."""
-    kind, _ = parse_arch(net.arch)
-    if kind != "mlp":
-        raise BitpruneError(f"option --shrink: expected an MLP (channel shrinking of CNNs is not built yet), "
-                            f"found {net.arch!r}")
+    """The widths of ``net``'s hidden layers, first to last: a conv layer's output channels, a dense
+    layer's neurons (every binary layer but the output layer)."""
     return [layer.weight.shape[0] for layer in net.binary_layers[:-1]]
 
 
@@ -119,40 +114,51 @@ def shrink_candidates(widths, items, sparsities=None, recipe=None):
     return [(w, t) for w in sizes for t in targets if (w, t) != (tuple(widths), recipe)]
 
 
-def _hidden_bits(net, v):
-    """The output bits of every hidden layer of MLP ``net`` for encoded input ``v`` (evaluation mode)."""
-    bits = []
-    for layer in net.binary_layers[:-1]:
-        v = (binary_sign(layer.normalise(layer.linear(v, layer.binary_weight())), net.ste, net.t) + 1) / 2
-        bits.append(v)
-    return bits
+def _per_channel(v, channels):
+    """Binary layer input ``v`` as ``[values, channels]``: NCHW from a conv layer's output, or a dense
+    input flattened in the format's ``(y*W + x)*C + c`` order (``[N, C]`` after a dense layer)."""
+    if v.dim() == 4:
+        return v.transpose(0, 1).reshape(channels, -1).t()
+    return v.reshape(-1, channels)
+
+
+def _outgoing(after, channels):
+    """Per output of a hidden layer of ``channels`` outputs, the 1-valued weights of the next layer
+    ``after`` that read it (over all its outputs, and all taps or positions)."""
+    ones = (after.weight.detach() >= 0).double()
+    if after.kind == "conv":
+        return ones.sum((0, 2, 3)).numpy()
+    return ones.reshape(ones.shape[0], -1, channels).sum((0, 1)).numpy()
 
 
 def activation_rates(net, x, *, batch=2048):
-    """Per hidden layer of MLP ``net``, the share of samples ``x`` on which each neuron outputs 1
-    (float64 arrays)."""
+    """Per hidden layer of ``net``, the share of its output bits that are 1, per neuron (over samples
+    ``x``) or per channel (over samples ``x`` and the positions the next layer reads, after any
+    max-pool) (float64 arrays)."""
     net.eval()
-    ones = None
+    widths = hidden_widths(net)
+    ones, count = [0.0] * len(widths), [0] * len(widths)
     with torch.no_grad():
         for start in range(0, len(x), batch):
-            bits = _hidden_bits(net, encode_batch(net.spec, x[start:start + batch], net.conv_first))
-            sums = [b.double().sum(0) for b in bits]
-            ones = sums if ones is None else [a + b for a, b in zip(ones, sums)]
-    return [o.numpy() / len(x) for o in ones]
+            inputs = []
+            net(encode_batch(net.spec, x[start:start + batch], net.conv_first), inputs=inputs)
+            for i, (v, width) in enumerate(zip(inputs[1:], widths)):
+                bits = _per_channel(v.double(), width)
+                ones[i] = ones[i] + bits.sum(0)
+                count[i] += bits.shape[0]
+    return [(o / n).numpy() for o, n in zip(ones, count)]
 
 
 def neuron_usage(net, x):
-    """Per hidden layer of MLP ``net``, each neuron's use: its 1-valued outgoing connections (the
-    next layer's weights on it that are +1, the adder inputs it feeds) times the standard deviation
-    ``sqrt(p (1 - p))`` of its output bit over samples ``x`` (``p``: its rate of 1s). A neuron
-    that never or always fires adds a constant to the next layer's sums, which the re-calibration
-    absorbs; one without outgoing connections adds nothing."""
+    """Per hidden layer of ``net``, each neuron's (or channel's) use: its 1-valued outgoing
+    connections (the next layer's weights on it that are +1, the adder inputs it feeds) times the
+    standard deviation ``sqrt(p (1 - p))`` of its output bit (``p``: :func:`activation_rates`). A
+    neuron that never or always fires adds a constant to the next layer's sums, which the
+    re-calibration absorbs; one without outgoing connections adds nothing. (A channel's deviation
+    is over positions too: a channel that is 1 in some places and 0 in others carries the shape.)"""
     rates = activation_rates(net, x)
-    usage = []
-    for rate, after in zip(rates, net.binary_layers[1:]):
-        outgoing = (after.weight.detach() >= 0).sum(0).double().numpy()
-        usage.append(outgoing * np.sqrt(rate * (1 - rate)))
-    return usage
+    return [_outgoing(after, len(rate)) * np.sqrt(rate * (1 - rate))
+            for rate, after in zip(rates, net.binary_layers[1:])]
 
 
 def most_used(usage, width):
@@ -162,20 +168,25 @@ def most_used(usage, width):
 
 
 def shrink_net(net, config, data, keep):
-    """A new MLP with hidden layer ``i`` holding the neurons ``keep[i]`` of ``net``'s (in their
-    order): their weight rows, batch-norm parameters and statistics, and the next layer's weight
-    columns on them; everything else copied. Returns ``(net, config)``."""
-    arch = f"mlp:{','.join(str(len(k)) for k in keep)}"
-    shrunk_config = replace(config, arch=arch)
+    """A new net with hidden layer ``i`` holding the neurons or channels ``keep[i]`` of ``net``'s (in
+    their order): their weights, batch-norm parameters and statistics, and the next layer's weights
+    that read them (a conv layer's input channels; a dense layer's inputs of those channels at
+    every position); everything else copied. Returns ``(net, config)``."""
+    shrunk_config = replace(config, arch=with_widths(config.arch, [len(k) for k in keep]))
     shrunk = build_net(shrunk_config, data)
     state = {name: value.clone() for name, value in net.state_dict().items()}
-    for i, index in enumerate(keep):
+    for i, (index, after) in enumerate(zip(keep, net.binary_layers[1:])):
+        channels = net.binary_layers[i].weight.shape[0]
         index = torch.as_tensor(list(index), dtype=torch.long)
         prefix = f"binary_layers.{i}."
         for key in ("weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
             state[prefix + key] = state[prefix + key][index].contiguous()
-        after = f"binary_layers.{i + 1}.weight"
-        state[after] = state[after][:, index].contiguous()
+        name = f"binary_layers.{i + 1}.weight"
+        weight = state[name]
+        if after.kind == "conv":
+            state[name] = weight[:, index].contiguous()
+        else:
+            state[name] = weight.reshape(len(weight), -1, channels)[:, :, index].reshape(len(weight), -1).contiguous()
     shrunk.load_state_dict(state)
     shrunk.eval()
     return shrunk, shrunk_config
