@@ -305,7 +305,6 @@ def _calibration_samples(data, config, count, seed):
     return x[np.sort(np.random.default_rng(seed).choice(len(x), count, replace=False))]
 
 
-
 def _bar(total, desc, enabled):
     if not enabled:
         return None
@@ -376,7 +375,8 @@ def prune(settings, command):
                               seed=settings.seed, lr_share=shrink_lr, init=settings.shrink_init or "kept",
                               progress=not settings.quiet, announce=announce)
         shrunk = select(shrink_tried)
-        history["shrink"] = {"from_widths": hidden_widths(final["net"]), "widths": list(shrunk.widths) if shrunk else None,
+        history["shrink"] = {"from_widths": hidden_widths(final["net"]),
+                             "widths": list(shrunk.widths) if shrunk else None,
                              "sparsity": shrunk.sparsity if shrunk else None,
                              "candidates": [{"widths": list(w), "sparsity": s} for w, s in candidates],
                              "epochs": shrink_epochs,
