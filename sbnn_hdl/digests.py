@@ -59,5 +59,5 @@ def generator_digest():
     process: the code a process runs is the code it loaded."""
     package = Path(__file__).parent
     files = sorted([*(package / "gateware").glob("*.py"), package / "hwplan.py", package / "streamplan.py",
-                    package / "estimate.py", package / "synth.py"])
+                    package / "estimate.py", package / "synth.py", package / "outreg.py"])
     return source_digest(files)

@@ -43,6 +43,7 @@ from .digests import generator_digest, tool_versions
 from .estimate import estimate_ecp5
 from .gateware.verilog import build_core, check_model, generate_verilog
 from .hwplan import DEFAULT_EVERY, HardwareError
+from .outreg import fold_output_registers_file
 from .streamplan import is_streaming
 from .synth import ToolError, place_and_route_ecp5, synth_ecp5, synth_ecp5_in_parts, tool_path
 
@@ -138,6 +139,7 @@ def measure(path, arch="sparse", *, every=DEFAULT_EVERY, relay=0, frequency=150,
         else:
             cells = synth_ecp5(generated.verilog, top, carry_chains=carry_chains, json_netlist=netlist,
                                log=log("yosys"))
+            result["outreg_folded"] = fold_output_registers_file(netlist)
         result.update(synth_lut4=cells["lut4_equivalent"], synth_ff=cells.get("TRELLIS_FF", 0),
                       synth_cells={k: v for k, v in cells.items() if k != "lut4_equivalent"})
         fits = max(result["synth_lut4"], result["synth_ff"]) <= ULX3S_DEVICES[device] and "synth_parts" not in result

@@ -50,6 +50,7 @@ from .. import __version__, modelfile
 from .._files import write_atomic
 from ..errors import SbnnError
 from ..hwplan import DEFAULT_EVERY, HardwareError
+from ..outreg import fold_output_registers
 from ..digests import generator_digest, source_digest, tool_versions
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
@@ -407,6 +408,8 @@ def _synthesise(board, device, model, generated, pll, host_args, folder, steps, 
     values = {name: sum(bit << n for n, bit in bits.items()) for name, bits in sorted(found.items())}
     if values != expected:   # a retry would set constants the design does not have
         raise BuildError(f"synthesised netlist: expected the clock-dependent constants {expected}, found {values}")
+    if fold_output_registers(netlist):
+        write_atomic(os.path.join(folder, "top.json"), json.dumps(netlist).encode())
 
 
 def _retune(board, device, model, generated, pll, host_args, bounds, folder, steps, carry_chains=True):

@@ -100,8 +100,10 @@ class SerialEngine(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``steps + popcount stages + 1``: the map and ROM reads, the registered ANDs and the
-        popcount, the accumulator and chain; or ``window[0]`` if that is later.
+        ``steps + popcount stages + 1``: the map and ROM reads and their second registers (the
+        ROM's is the block RAM's output register once :mod:`sbnn_hdl.outreg` has folded it), the
+        registered ANDs and the popcount, the accumulator and chain; or ``window[0]`` if that
+        is later.
     steps, lanes, per_word : int
         Cycles per image that the engine reads; units per cycle; positions per map word.
     columns : list of int
@@ -170,9 +172,10 @@ class SerialEngine(wiring.Component):
         ROM word (``None`` in a dry run)."""
         counts, offset = [], 0
         for lane, slots in enumerate(layout.slots):
-            # The ANDs registered before the popcount: the memories' reads come late in the cycle
-            # (the block RAM's own output register is not used), so no adder follows them.
-            bits = [pipe.register(pipe.input(None if pipe.dry else word[b] & weights[offset + n], 0, 1))
+            # The ANDs registered before the popcount, on reads registered once more (stage 1):
+            # the ROM's second register is the block RAM's own output register
+            # (sbnn_hdl.outreg folds it for ECP5), without which its data come late in the cycle.
+            bits = [pipe.register(pipe.input(None if pipe.dry else word[b] & weights[offset + n], 0, 1, stage=1))
                     for n, b in enumerate(slots)]
             pipe.stats["select_bits"] = pipe.stats.get("select_bits", 0) + len(slots)
             offset += len(slots)
@@ -186,7 +189,7 @@ class SerialEngine(wiring.Component):
         dry = Pipeline(None, self.every, "dry")
         counts = self._lanes(dry, layout, None, None)
         stats = dict(dry.stats, argmax_bits=0)
-        stats["register_bits"] += layout.per_word * len(self.columns)   # the map's read register
+        stats["register_bits"] += 2 * layout.per_word * len(self.columns)   # the map's read registers
         for lane in range(layout.lanes):
             width = shape_for(0, self._lane_max(layout, lane)).width
             if layout.words > 1:
@@ -256,8 +259,16 @@ class SerialEngine(wiring.Component):
         m.d.comb += weights.addr.eq(step)
         stats["memory_bits"] += rom_width * layout.steps
 
+        # Both reads registered once more, reset-less and always enabled: for the ROM, where it is
+        # block RAM, this is the register sbnn_hdl.outreg folds into the DP16KD; the map's keeps
+        # the two in step.
+        map_word = Signal(width, name="engine_map_word", reset_less=True)
+        rom_word = Signal(rom_width, name="engine_rom_word", reset_less=True)
+        m.d.sync += [map_word.eq(read.data), rom_word.eq(weights.data)]
+        stats["register_bits"] += width
+
         pipe = Pipeline(m, self.every, "engine")
-        counts = self._lanes(pipe, layout, read.data, weights.data)
+        counts = self._lanes(pipe, layout, map_word, rom_word)
         # The step's flags, registered with the reads, then as long as the popcounts take.
         first, shift, final = raddr == 0, busy & (raddr == layout.words - 1), busy & (step == layout.steps - 1)
         for stage in range(counts[0].stage + 1):
