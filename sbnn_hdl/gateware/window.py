@@ -116,10 +116,18 @@ class WindowStream(wiring.Component):
         by_row = self._table(m, "by_row", data.StructLayout({"inside": kh, "top": slot_bits}), oy, [
             {"inside": sum(1 << dy for dy, r in enumerate(g.rows(y)) if 0 <= r < h),
              "top": g.rows(y)[0] % self.rows} for y in range(g.out_h)])
-        by_col = self._table(m, "by_col", data.StructLayout({
-            "inside": kw, "address": data.ArrayLayout(range(w), kw)}), ox, [
-            {"inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w),
-             "address": [min(max(c, 0), w - 1) for c in g.cols(x)]} for x in range(g.out_w)])
+        by_col = self._table(m, "by_col", data.StructLayout({"inside": kw}), ox, [
+            {"inside": sum(1 << dx for dx, c in enumerate(g.cols(x)) if 0 <= c < w)} for x in range(g.out_w)])
+        # The line buffers' read addresses, per window column, of the position waiting to fire
+        # are registers, loaded on a firing from a table of the next column's: a table between
+        # `ox` and the buffers' reads was the critical path of a whole CNN core.
+        def addresses(x):
+            return [min(max(c, 0), w - 1) for c in g.cols(x)]
+
+        address_layout = data.ArrayLayout(range(max(w, 2)), kw)   # a table has at least one bit
+        next_address = self._table(m, "next_address", address_layout, ox,
+                                   [addresses((x + 1) % g.out_w) for x in range(g.out_w)])
+        address = Signal(address_layout, name="read_address", init=addresses(0))
         # What the position waiting to fire needs, and what the one after it needs, are kept in
         # registers; when a position fires, the first take the second and the second are loaded
         # from tables of what the position two after each one needs (indexed by the current
@@ -192,7 +200,7 @@ class WindowStream(wiring.Component):
             m.d.comb += fire.eq(Mux(fired, advance, stay))
         m.d.sync += fired.eq(fire)
         with m.If(fire):
-            m.d.sync += [need_r.eq(next_row), need_c.eq(next_col), last.eq(next_last),
+            m.d.sync += [address.eq(next_address), need_r.eq(next_row), need_c.eq(next_col), last.eq(next_last),
                          next_row.eq(two_row), next_col.eq(two_col), next_last.eq(two_last)]
             with m.If(ox == g.out_w - 1):
                 m.d.sync += ox.eq(0)
@@ -222,7 +230,7 @@ class WindowStream(wiring.Component):
                          write.en.eq(Mux(self.valid, Const(1, self.rows) << w_slot, 0))]
             for dx in range(kw):
                 port = memory.read_port()
-                m.d.comb += port.addr.eq(by_col.address[dx])
+                m.d.comb += port.addr.eq(address[dx])
                 columns.append(port.data)
 
         offsets = {k: sum(self.widths[j] for j in stored[:n]) for n, k in enumerate(stored)}
@@ -247,7 +255,7 @@ class WindowStream(wiring.Component):
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
-        counters = [w_row, w_col, w_slot, w_img, oy, ox, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
+        counters = [w_row, w_col, w_slot, w_img, oy, ox, address, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
                     next_col, stay, advance, fired,
                     v1, rows_ok, cols_ok, *slots, v2, *spaced]
         self.stats = {
