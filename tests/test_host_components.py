@@ -341,7 +341,8 @@ class DispatchBench:
                                    "m", streaming=self.info.streaming).encode()
         self.word_bits = word_bits
         if self.info.streaming:
-            self.dut = PixelDispatcher(self.info, info_payload=self.info_payload, batch_depth=depth)
+            self.dut = PixelDispatcher(self.info, info_payload=self.info_payload, batch_depth=depth,
+                                       bank_words=None if bank_words == 1024 else bank_words)
         else:
             self.dut = Dispatcher(self.info, info_payload=self.info_payload, batch_depth=depth, max_word=word_bits,
                                   bank_words=bank_words)
@@ -402,13 +403,14 @@ def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(which, word
 
 
 @settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")) // 3 + 1, deadline=None)
-@given(model=stream_models(max_side=6), seed=st.integers(0, 2**16))
-def test_pixel_dispatcher_on_random_conv_models(model, seed):
+@given(model=stream_models(max_side=6), seed=st.integers(0, 2**16), bank_words=st.sampled_from([1024, 2, 8, 32]))
+def test_pixel_dispatcher_on_random_conv_models(model, seed, bank_words):
     """Random streamable models (pixel widths of 1 to 8 bits, either encoding, planes skipped,
-    padding, strides, gaps between images): INFER_SCORES and a RUN of the loaded samples give
-    the golden model's results and the core's cycle counts."""
+    padding, strides, gaps between images), with the pixel memory in one bank or in up to 72
+    (up to four levels of registered selection between them): INFER_SCORES and a RUN of the
+    loaded samples give the golden model's results and the core's cycle counts."""
     x = random_inputs(np.random.default_rng(seed), model.input, 3)
-    bench = DispatchBench(model, depth=3)
+    bench = DispatchBench(model, depth=3, bank_words=bank_words)
     info = bench.info
     expected = golden.infer(model, x)
     nbytes = P.sample_bytes(model.input)

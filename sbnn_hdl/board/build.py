@@ -55,7 +55,7 @@ from ..digests import generator_digest, source_digest, tool_versions
 from ..synth import lowest_fmax, pnr_clocks, rtlil_to_verilog, run_tool, synth_options, tool_path
 from . import Board, get_board, protocol
 from .cores import check_board_model, core_info, generate_core
-from .dispatch import BANK_WORDS, WORD_BITS, run_period, sample_words, word_width
+from .dispatch import BANK_WORDS, DP16KD_SHAPES, WORD_BITS, run_period, sample_words, word_width
 from .host import HostInterface
 from .pll import ecp5_pll
 from .top import BoardTop, tunable_values
@@ -238,10 +238,6 @@ def memory_blocks(sample_bits, depth, word_bits=WORD_BITS):
     block). Measured, in banks: 5 for the example (128 bits kept; placed), 67 for the 85% model's
     2,352-bit sample (66 + 1; placed), at depth 512 (docs/boards.md)."""
     return batch_blocks(sample_bits, depth, word_bits) + (math.ceil(depth / 2048) if depth > 16 else 0)
-
-
-#: The DP16KD's shapes (depth, width) for a memory with one write and one read port.
-DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
 
 def blocks_for(depth, width):

@@ -162,6 +162,9 @@ def core_signature(info):
 #: (:func:`run_period`); 72 rather than 36 halves that for the same block RAMs.
 WORD_BITS = 72
 
+#: The DP16KD's shapes (depth, width) for a memory with one write and one read port.
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
 #: Words per bank of the batch memory: one DP16KD deep (1,024 x 18), so that yosys puts no
 #: multiplexer between a block's output and the bank's output register (a deeper memory is
 #: mapped as rows of blocks whose outputs a LUT multiplexer chooses from, after the block RAM's

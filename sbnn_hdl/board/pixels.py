@@ -18,16 +18,31 @@ with a bad CRC changes nothing); RUN streams entries ``0 .. count-1`` back to ba
 clock, ``image_gap`` idle cycles after each sample.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import protocol as P
-from .dispatch import Dispatcher
+from .dispatch import DP16KD_SHAPES, Dispatcher
 from .frames import PayloadByte
 
-__all__ = ["PixelShifter", "PixelDispatcher"]
+__all__ = ["PixelShifter", "PixelDispatcher", "pixel_bank_words"]
+
+def pixel_bank_words(word_bits):
+    """Words per bank of the pixel memory: the depth of the deepest ``DP16KD`` shape as wide as
+    a word (2,048 x 9 for up to 9 bits; wider words, 512-word banks of blocks side by side), so
+    that every block's read has a register of its own to fold into it."""
+    return max([d for d, w in DP16KD_SHAPES if w >= word_bits], default=DP16KD_SHAPES[-1][0])
+
+
+def _delayed(m, value, clocks, name):
+    """``value`` ``clocks`` clocks later, through registers."""
+    for n in range(clocks):
+        reg = Signal.like(value, name=f"{name}_d{n}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 class PixelShifter(wiring.Component):
@@ -145,9 +160,12 @@ class PixelDispatcher(Dispatcher):
     per clock, as for a dense core. ``batch_depth`` 0: the pixel memory holds the staging sample
     only, and LOAD and RUN are answered "out of range".
 
-    Latency: ``reply`` is valid ``pixels + 4 + latency`` clocks after ``request.valid`` rises
-    (or after the sample's last pixel is written, if later) for INFER, ``pixels + 4`` for LOAD,
-    ``count * (pixels + image_gap) - image_gap + 4 + latency`` for RUN, 2 for the rest.
+    Latency: ``reply`` is valid ``pixels + 2 + read_latency + latency`` clocks after
+    ``request.valid`` rises (or after the sample's last pixel is written, if later) for INFER,
+    ``pixels + 2 + read_latency`` for LOAD, ``count * (pixels + image_gap) - image_gap + 2 +
+    read_latency + latency`` for RUN, 2 for the rest. ``read_latency`` is the pixel memory's:
+    2 clocks (the block RAM and its output register) and one per level of 4:1 selection between
+    its banks (:func:`pixel_bank_words`).
     """
 
     #: The memories whose read data is never used in a cycle that writes them (the pixel memory
@@ -155,9 +173,16 @@ class PixelDispatcher(Dispatcher):
     #: the sample bytes of a request or by that copy, at another address).
     NO_COLLISIONS = Dispatcher.NO_COLLISIONS
 
-    def __init__(self, info, *, info_payload, batch_depth, info_clock=None):
+    def __init__(self, info, *, info_payload, batch_depth, info_clock=None, bank_words=None):
         if not info.streaming:
             raise ValueError("PixelDispatcher: expected a streaming core's StreamCoreInfo, found a CoreInfo")
+        # (Not ``bank_words``: the dense dispatcher's attribute, which its __init__ sets.)
+        self.bank_size = pixel_bank_words(info.word_bits) if bank_words is None else bank_words
+        if self.bank_size < 1 or self.bank_size & (self.bank_size - 1):
+            raise ValueError(f"bank_words: expected a power of 2, found {self.bank_size}")
+        banks, self.read_latency = -(-(batch_depth + 1) * info.pixels // self.bank_size), 2
+        while banks > 1:   # the levels of 4:1 selection
+            banks, self.read_latency = -(-banks // 4), self.read_latency + 1
         super().__init__(info, info_payload=info_payload, batch_depth=batch_depth, info_clock=info_clock)
 
     def elaborate(self, platform):
@@ -171,9 +196,18 @@ class PixelDispatcher(Dispatcher):
         wiring.connect(m, wiring.flipped(self.payload), shifter.payload)
         sample_index, run_request = shifter.prefix, shifter.prefix
 
-        # Named as in NO_COLLISIONS.
-        m.submodules.batch = batch = Memory(shape=unsigned(info.word_bits), depth=words, init=[])
-        batch_w, batch_r = batch.write_port(), batch.read_port()
+        # The pixel memory, in banks of one block RAM each (named as in NO_COLLISIONS).
+        size = self.bank_size
+        banks, low = [], (size - 1).bit_length()
+        for b in range(-(-words // size)):
+            m.submodules[f"batch{b}"] = bank = Memory(shape=unsigned(info.word_bits), init=[],
+                                                      depth=min(size, words - b * size))
+            banks.append(bank)
+        write_en, write_addr, write_data = Signal(), Signal(range(words)), Signal(info.word_bits)
+        for b, bank in enumerate(banks):
+            port = bank.write_port()
+            m.d.comb += [port.addr.eq(write_addr[:low]), port.data.eq(write_data),
+                         port.en.eq(write_en & (write_addr[low:] == b))]
         if depth:
             m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
             results_w, results_r = results.write_port(), results.read_port()
@@ -201,15 +235,31 @@ class PixelDispatcher(Dispatcher):
         def start(address, count):
             return [read_addr.eq(address), pixel_n.eq(0), gap.eq(0), images_left.eq(count), issuing.eq(1)]
 
-        # Block RAM outputs are slow on ECP5 (docs/boards.md): the word read is registered
-        # before it goes to the core or back into the memory. ``pixel_valid``/``pixel_last`` go
-        # with ``pixel_data``, two clocks after the read was issued.
-        read_valid, read_last = Signal(), Signal()
-        pixel_valid, pixel_last = Signal(), Signal()
-        pixel_data = Signal(info.word_bits)
-        m.d.sync += [read_valid.eq(issue), read_last.eq(issue_last),
-                     pixel_valid.eq(read_valid), pixel_last.eq(read_last), pixel_data.eq(batch_r.data)]
-        m.d.comb += [batch_r.addr.eq(read_addr), batch_r.en.eq(1)]
+        # Block RAM outputs are slow on ECP5 (docs/boards.md): each bank's word is registered
+        # (a plain register, which sbnn_hdl.outreg folds into the block RAM), then chosen by a
+        # tree of registered 4:1 selections, so that no clock carries both a route from a block
+        # RAM across the chip and a wide multiplexer (one memory of 115 cascaded blocks held the
+        # shipped CNN's 85F build to 66.5 MHz). ``pixel_valid``/``pixel_last`` go with
+        # ``pixel_data``, ``self.read_latency`` clocks after the read was issued.
+        level, bank = [], read_addr[low:]
+        for b, memory in enumerate(banks):
+            port = memory.read_port()
+            word = Signal(info.word_bits, name=f"bank_word{b}", reset_less=True)
+            m.d.comb += port.addr.eq(read_addr[:low])
+            m.d.sync += word.eq(port.data)
+            level.append(word)
+        bank = _delayed(m, bank, 2, "bank")
+        while len(level) > 1:
+            chosen = []
+            for g in range(0, len(level), 4):
+                group, word = level[g:g + 4], Signal(info.word_bits, name=f"pixel_word{len(level)}_{g // 4}",
+                                                     reset_less=True)
+                m.d.sync += word.eq(Array(group)[bank[:2]] if len(group) > 1 else group[0])
+                chosen.append(word)
+            level, bank = chosen, _delayed(m, bank[2:], 1, "bank")
+        pixel_data = level[0]
+        pixel_valid = _delayed(m, issue, self.read_latency, "pixel_valid")
+        pixel_last = _delayed(m, issue_last, self.read_latency, "pixel_last")
         pixel_wires = [Const(0, 1)] * info.pixel_bits   # the bits the core does not read: 0
         for n, bit in enumerate(info.pixel_read_bits):
             pixel_wires[bit] = pixel_data[n]
@@ -317,9 +367,9 @@ class PixelDispatcher(Dispatcher):
                       result_cycles=result_cycles, sample_index=sample_index, run_count=run_count)
 
         # The shifter writes while a request arrives, the copy while a LOAD is served: never both.
-        m.d.comb += [batch_w.en.eq(shifter.write_en | copying),
-                     batch_w.addr.eq(Mux(copying, copy_addr, shifter.write_addr)),
-                     batch_w.data.eq(Mux(copying, pixel_data, shifter.write_data))]
+        m.d.comb += [write_en.eq(shifter.write_en | copying),
+                     write_addr.eq(Mux(copying, copy_addr, shifter.write_addr)),
+                     write_data.eq(Mux(copying, pixel_data, shifter.write_data))]
         if depth:
             m.d.comb += [results_w.addr.eq(collected), results_w.data.eq(core.prediction)]
             self._tail(m, fsm, results_r)
