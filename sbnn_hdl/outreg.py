@@ -20,8 +20,8 @@ anything but one flip-flop, and DP16KD ports already in ``OUTREG``.
 """
 
 import json
-import os
-import tempfile
+
+from ._files import write_atomic
 
 __all__ = ["fold_output_registers", "fold_output_registers_file"]
 
@@ -31,6 +31,12 @@ _DATA_BITS = 18
 def _param(cell, name, default=""):
     # Yosys writes some string parameters with a trailing space (CEMUX "1 ").
     return str(cell["parameters"].get(name, default)).strip()
+
+
+def _width(ram, side):
+    # Integer parameters come as 32-digit binary strings.
+    value = _param(ram, f"DATA_WIDTH_{side}", "18")
+    return int(value, 2) if len(value) == 32 and set(value) <= {"0", "1"} else int(value)
 
 
 def _sinks(module):
@@ -56,7 +62,7 @@ def _foldable(module, ram, side, sinks):
     cells, conn = module["cells"], ram["connections"]
     if (_param(ram, f"REGMODE_{side}", "NOREG") != "NOREG" or _param(ram, f"CLK{side}MUX", f"CLK{side}") != f"CLK{side}"
             or conn.get(f"RST{side}") != ["0"] or conn.get(f"OCE{side}") != ["1"]
-            or "36" in (_param(ram, "DATA_WIDTH_A"), _param(ram, "DATA_WIDTH_B"))):
+            or 36 in (_width(ram, "A"), _width(ram, "B"))):   # 36 bits: both ports make one read
         return None
     clock, enables, flops = conn[f"CLK{side}"], set(), {}
     for index in range(_DATA_BITS):
@@ -118,8 +124,5 @@ def fold_output_registers_file(path):
         netlist = json.load(file)
     folded = fold_output_registers(netlist)
     if folded:
-        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".json")
-        with os.fdopen(fd, "w") as file:
-            json.dump(netlist, file)
-        os.replace(temporary, path)
+        write_atomic(path, json.dumps(netlist).encode())
     return folded

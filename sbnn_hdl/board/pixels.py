@@ -29,6 +29,7 @@ from .frames import PayloadByte
 
 __all__ = ["PixelShifter", "PixelDispatcher", "pixel_bank_words"]
 
+
 def pixel_bank_words(word_bits):
     """Words per bank of the pixel memory: the depth of the deepest ``DP16KD`` shape as wide as
     a word (2,048 x 9 for up to 9 bits; wider words, 512-word banks of blocks side by side), so
