@@ -18,7 +18,7 @@ from amaranth.sim import Simulator
 
 from sbnn_hdl import golden
 from sbnn_hdl.board import protocol as P
-from sbnn_hdl.board.dispatch import CoreInfo, Dispatcher, SampleShifter, StreamCoreInfo, run_period
+from sbnn_hdl.board.dispatch import BANK_WORDS, CoreInfo, Dispatcher, SampleShifter, StreamCoreInfo, run_period
 from sbnn_hdl.board.frames import FrameReceiver, ReplySender
 from sbnn_hdl.board.host import HostInterface
 from sbnn_hdl.board.pixels import PixelDispatcher, PixelShifter
@@ -333,7 +333,7 @@ class DispatchBench:
     """A dispatcher around a core (a streaming core for a conv model), fed requests directly;
     plays receiver and sender."""
 
-    def __init__(self, model, depth, word_bits=72, bank_words=1024):
+    def __init__(self, model, depth, word_bits=72, bank_words=None):
         self.core = StreamingCore(model) if is_streaming(model) else NetworkCore(model)
         self.info = CoreInfo.from_core(self.core)
         self.info_payload = P.Info(P.VERSION, True, self.info.sample_bits, self.info.sample_bytes, self.info.classes,
@@ -342,10 +342,10 @@ class DispatchBench:
         self.word_bits = word_bits
         if self.info.streaming:
             self.dut = PixelDispatcher(self.info, info_payload=self.info_payload, batch_depth=depth,
-                                       bank_words=None if bank_words == 1024 else bank_words)
+                                       bank_words=bank_words)
         else:
             self.dut = Dispatcher(self.info, info_payload=self.info_payload, batch_depth=depth, max_word=word_bits,
-                                  bank_words=bank_words)
+                                  bank_words=bank_words or BANK_WORDS)
         self.top = Module()
         self.top.submodules.core, self.top.submodules.dut = self.core, self.dut
         wiring.connect(self.top, self.dut.core, self.core)
@@ -403,7 +403,7 @@ def test_dispatcher_serves_the_requests_as_the_protocol_defines_them(which, word
 
 
 @settings(max_examples=int(os.environ.get("SBNN_SIM_EXAMPLES", "25")) // 3 + 1, deadline=None)
-@given(model=stream_models(max_side=6), seed=st.integers(0, 2**16), bank_words=st.sampled_from([1024, 2, 8, 32]))
+@given(model=stream_models(max_side=6), seed=st.integers(0, 2**16), bank_words=st.sampled_from([None, 2, 8, 32]))
 def test_pixel_dispatcher_on_random_conv_models(model, seed, bank_words):
     """Random streamable models (pixel widths of 1 to 8 bits, either encoding, planes skipped,
     padding, strides, gaps between images), with the pixel memory in one bank or in up to 72
