@@ -204,11 +204,17 @@ class PixelDispatcher(Dispatcher):
             m.submodules[f"batch{b}"] = bank = Memory(shape=unsigned(info.word_bits), init=[],
                                                       depth=min(size, words - b * size))
             banks.append(bank)
+        # A write reaches its bank a clock later, from registers: the bank's own enable (decoded
+        # before the register) and the shared address and data, so that the route to a bank
+        # across the chip is all the clock holds (the 100 MHz build's critical path otherwise).
         write_en, write_addr, write_data = Signal(), Signal(range(words)), Signal(info.word_bits)
+        bank_addr = Signal(max(low, 1), name="bank_write_addr", reset_less=True)
+        bank_data = Signal(info.word_bits, name="bank_write_data", reset_less=True)
+        m.d.sync += [bank_addr.eq(write_addr[:low]), bank_data.eq(write_data)]
         for b, bank in enumerate(banks):
-            port = bank.write_port()
-            m.d.comb += [port.addr.eq(write_addr[:low]), port.data.eq(write_data),
-                         port.en.eq(write_en & (write_addr[low:] == b))]
+            port, enable = bank.write_port(), Signal(name=f"bank_write{b}")
+            m.d.sync += enable.eq(write_en & (write_addr[low:] == b))
+            m.d.comb += [port.addr.eq(bank_addr), port.data.eq(bank_data), port.en.eq(enable)]
         if depth:
             m.submodules.results = results = Memory(shape=unsigned(8), depth=depth, init=[])
             results_w, results_r = results.write_port(), results.read_port()
