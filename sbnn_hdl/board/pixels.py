@@ -23,6 +23,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..gateware.pipeline import delayed
 from . import protocol as P
 from .dispatch import DP16KD_SHAPES, Dispatcher
 from .frames import PayloadByte
@@ -35,15 +36,6 @@ def pixel_bank_words(word_bits):
     a word (2,048 x 9 for up to 9 bits; wider words, 512-word banks of blocks side by side), so
     that every block's read has a register of its own to fold into it."""
     return max([d for d, w in DP16KD_SHAPES if w >= word_bits], default=DP16KD_SHAPES[-1][0])
-
-
-def _delayed(m, value, clocks, name):
-    """``value`` ``clocks`` clocks later, through registers."""
-    for n in range(clocks):
-        reg = Signal.like(value, name=f"{name}_d{n}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
 
 
 class PixelShifter(wiring.Component):
@@ -255,7 +247,8 @@ class PixelDispatcher(Dispatcher):
             m.d.comb += port.addr.eq(read_addr[:low])
             m.d.sync += word.eq(port.data)
             level.append(word)
-        bank = _delayed(m, bank, 2, "bank")
+        unused = {"register_bits": 0}   # (the host keeps no resource figures)
+        bank, levels = delayed(m, bank, 2, "bank", unused), 0
         while len(level) > 1:
             chosen = []
             for g in range(0, len(level), 4):
@@ -263,10 +256,11 @@ class PixelDispatcher(Dispatcher):
                                                      reset_less=True)
                 m.d.sync += word.eq(Array(group)[bank[:2]] if len(group) > 1 else group[0])
                 chosen.append(word)
-            level, bank = chosen, _delayed(m, bank[2:], 1, "bank")
+            level, bank, levels = chosen, delayed(m, bank[2:], 1, f"bank{levels + 1}", unused), levels + 1
+        assert 2 + levels == self.read_latency
         pixel_data = level[0]
-        pixel_valid = _delayed(m, issue, self.read_latency, "pixel_valid")
-        pixel_last = _delayed(m, issue_last, self.read_latency, "pixel_last")
+        pixel_valid = delayed(m, issue, self.read_latency, "pixel_valid", unused)
+        pixel_last = delayed(m, issue_last, self.read_latency, "pixel_last", unused)
         pixel_wires = [Const(0, 1)] * info.pixel_bits   # the bits the core does not read: 0
         for n, bit in enumerate(info.pixel_read_bits):
             pixel_wires[bit] = pixel_data[n]
