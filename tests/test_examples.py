@@ -21,6 +21,8 @@ from sbnn_hdl.board.protocol import model_digest
      {"dataset": "fashion-mnist", "domain": "learned", "target_sparsity": 0.955, "test_accuracy": 0.8534}),
     ("examples/fmnist_cnn_s90.sbnn", "examples/fmnist_x.npy", "examples/fmnist_y.npy", 908,
      {"dataset": "fashion-mnist", "domain": "learned", "target_sparsity": 0.9, "test_accuracy": 0.9026}),
+    ("examples/fmnist_cnn_s95_small.sbnn", "examples/fmnist_x.npy", "examples/fmnist_y.npy", 882,
+     {"dataset": "fashion-mnist", "domain": "learned", "target_sparsity": 0.95, "test_accuracy": 0.8682}),
     ("examples/digits.sbnn", "examples/digits_x.npy", "examples/digits_y.npy", 336,
      {"dataset": "digits", "domain": "learned", "target_sparsity": 0.75, "test_accuracy": 0.933333}),
 ])
@@ -63,10 +65,12 @@ def test_shipped_shrunk_model_is_within_a_point_of_its_unpruned_model():
 #: with the batch memory (LOAD/RUN, the default 512 samples, RUN at one sample per 33 clocks
 #: through the narrow path) at 100 MHz or more (issue #26); the shipped CNN's streams its pixels
 #: from a batch memory of 256 samples (all that fits beside the serial head's weight ROM) at 60
-#: MHz, one image per 784 clocks (issue #25).
+#: MHz, one image per 784 clocks; the small CNN's is the ULX3S-25F's, 64 samples at 100 MHz (issue #25).
 SHIPPED = {"ulx3s/fmnist_i3_128_s955_seed1": {"batch_depth": 512, "min_clock_mhz": 100, "run_clocks_per_sample": 33},
            "ulx3s/fmnist_cnn_s90": {"batch_depth": 256, "min_clock_mhz": 60, "pixels_per_sample": 784,
-                                    "head": "serial"}}
+                                    "head": "serial"},
+           "ulx3s/fmnist_cnn_s95_small": {"batch_depth": 64, "min_clock_mhz": 100, "pixels_per_sample": 784,
+                                          "head": "serial", "device": "25F"}}
 
 
 @pytest.mark.parametrize("report", sorted(glob.glob("bitstreams/*/*.report.json")))
@@ -88,6 +92,8 @@ def test_shipped_bitstream_matches_its_model(report):
                 assert data["core"][key] == promise[key]
         if "head" in promise:
             assert data["generator"]["head"] == promise["head"]
+        if "device" in promise:
+            assert data["device"] == promise["device"]
 
 
 def test_every_promise_is_shipped():
