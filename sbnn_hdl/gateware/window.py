@@ -97,20 +97,34 @@ class WindowStream(wiring.Component):
         # The writer: the next pixel's row and column, the buffer row it goes to, its image's parity.
         w_row, w_col = Signal(range(h), name="w_row"), Signal(range(w), name="w_col")
         w_slot, w_img = Signal(slot_bits, name="w_slot"), Signal(2, name="w_img")
+        # The readiness below reads copies of the writer's row and column, and a flag for "the
+        # next pixel is the image's last": the writer's own column also addresses every line
+        # buffer's writes, and its fan-out into the readiness comparisons was the critical path
+        # of a 25F-sized core (143 MHz).
+        r_row, r_col = Signal(range(h), name="ready_w_row"), Signal(range(w), name="ready_w_col")
+        end_row, end_col = divmod(h * w - 2, w) if h * w > 1 else (0, 0)
+        at_end = Signal(name="w_at_end", init=h * w == 1)
         with m.If(self.valid):
+            if h * w > 1:
+                m.d.sync += at_end.eq((w_row == end_row) & (w_col == end_col))
             with m.If(w_col == w - 1):
-                m.d.sync += [w_col.eq(0), w_slot.eq(w_slot + 1)]
+                m.d.sync += [w_col.eq(0), r_col.eq(0), w_slot.eq(w_slot + 1)]
                 with m.If(w_row == h - 1):
-                    m.d.sync += [w_row.eq(0), w_img.eq(w_img + 1)]
+                    m.d.sync += [w_row.eq(0), r_row.eq(0), w_img.eq(w_img + 1)]
                 with m.Else():
-                    m.d.sync += w_row.eq(w_row + 1)
+                    m.d.sync += [w_row.eq(w_row + 1), r_row.eq(r_row + 1)]
             with m.Else():
-                m.d.sync += w_col.eq(w_col + 1)
+                m.d.sync += [w_col.eq(w_col + 1), r_col.eq(r_col + 1)]
 
         # The scanner: the position it waits to fire, its image's parity and the buffer row of
         # that image's row 0. Per output row and column, the window's geometry is a table.
         oy, ox = Signal(range(g.out_h), name="oy"), Signal(range(g.out_w), name="ox")
         s_img, s_slot0 = Signal(2, name="s_img"), Signal(slot_bits, name="s_slot0")
+        # Whether the position is the last of its row, and its row the last of the image, are
+        # flags kept beside `ox` and `oy`: compared on the firing, `ox` and `oy` were the critical
+        # path into the scanner's image count (147.6 MHz on a 25F-sized core).
+        x_end = Signal(name="ox_last", init=g.out_w == 1)
+        y_end = Signal(name="oy_last", init=g.out_h == 1)
         # Per output row and column, what its windows need, as tables (ROMs: continuous reads,
         # which simulators also evaluate at time 0, unlike case statements).
         by_row = self._table(m, "by_row", data.StructLayout({"inside": kh, "top": slot_bits}), oy, [
@@ -156,7 +170,7 @@ class WindowStream(wiring.Component):
         next_col = Signal(range(w), name="next_need_col", init=second[1])
         next_last = Signal(name="next_last", init=second[2])
         timer = Signal(range(self.hold + 1), name="hold") if self.hold else None
-        image_end = self.valid & (w_row == h - 1) & (w_col == w - 1)
+        image_end = self.valid & at_end
         if timer is not None:
             with m.If(image_end):
                 m.d.sync += timer.eq(self.hold)
@@ -173,11 +187,18 @@ class WindowStream(wiring.Component):
         if timer is not None:
             held1 = image_end | (timer > 1)
 
+        # Row above column, a pixel's place in raster order is one number, so that whether a
+        # pixel was written is two carry chains side by side (written after it, or not before
+        # it) and `valid` chooses between them: comparisons of rows and columns apart, with
+        # equalities, took a carry chain and three LUT levels (140 to 148 MHz on a 25F core).
+        written = Cat(r_col, r_row)
+
         def ready(need_row, need_col, is_last, image):
             # A position fires once the last pixel it reads was written on an earlier cycle.
             ahead = (w_img - image)[:2]   # the writer's image less the scanner's: -1, 0 or 1 (mod 4)
-            col_done = (w_col > need_col) | (self.valid & (w_col == need_col))
-            arrived = (ahead == 1) | ((ahead == 0) & ((w_row > need_row) | ((w_row == need_row) & col_done)))
+            need = Cat(need_col, need_row)
+            done = Mux(self.valid, ~(need > written), written > need)
+            arrived = (ahead == 1) | ((ahead == 0) & done)
             return arrived & ~(is_last & held1)
 
         stay, advance, fired = Signal(name="ready_stay"), Signal(name="ready_next"), Signal(name="fired_last")
@@ -202,14 +223,15 @@ class WindowStream(wiring.Component):
         with m.If(fire):
             m.d.sync += [address.eq(next_address), need_r.eq(next_row), need_c.eq(next_col), last.eq(next_last),
                          next_row.eq(two_row), next_col.eq(two_col), next_last.eq(two_last)]
-            with m.If(ox == g.out_w - 1):
-                m.d.sync += ox.eq(0)
-                with m.If(oy == g.out_h - 1):
-                    m.d.sync += [oy.eq(0), s_img.eq(s_img + 1), s_slot0.eq(s_slot0 + h % self.rows)]
+            with m.If(x_end):
+                m.d.sync += [ox.eq(0), x_end.eq(g.out_w == 1)]
+                with m.If(y_end):
+                    m.d.sync += [oy.eq(0), y_end.eq(g.out_h == 1), s_img.eq(s_img + 1),
+                                 s_slot0.eq(s_slot0 + h % self.rows)]
                 with m.Else():
-                    m.d.sync += oy.eq(oy + 1)
+                    m.d.sync += [oy.eq(oy + 1), y_end.eq(oy == g.out_h - 2)]
             with m.Else():
-                m.d.sync += ox.eq(ox + 1)
+                m.d.sync += [ox.eq(ox + 1), x_end.eq(ox == g.out_w - 2)]
 
         # What the fired window needs: per row its buffer row and whether it is in the image,
         # per column its address and whether it is in the image.
@@ -255,7 +277,7 @@ class WindowStream(wiring.Component):
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
-        counters = [w_row, w_col, w_slot, w_img, oy, ox, address, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
+        counters = [w_row, w_col, r_row, r_col, at_end, w_slot, w_img, oy, ox, x_end, y_end, address, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
                     next_col, stay, advance, fired,
                     v1, rows_ok, cols_ok, *slots, v2, *spaced]
         self.stats = {
