@@ -334,3 +334,19 @@ def test_share_option_is_checked():
     rng = np.random.default_rng(14)
     with pytest.raises(ValueError, match=r"^share: expected one of auto, off or a number of cycles, found 0$"):
         StreamingCore(_pooled_cnn(rng), share=0)
+
+
+@pytest.mark.parametrize("idle", [0.0, 0.4])
+def test_a_held_window_wider_than_one_enable_copy_is_exact(idle):
+    """A shared stage holds its window between firings; a 3x3 window of more than 64 bits (some
+    of the 16 channels may be constant or unread) is held by copies of the enable
+    (WindowStream.HOLD_GROUP bits each)."""
+    rng = np.random.default_rng(19)
+    model = _model(rng, (LayerPlan("conv2d", 16, kernel=(3, 3), padding=(1, 1)),
+                         LayerPlan("maxpool2d", kernel=(2, 2), stride=(2, 2)),
+                         LayerPlan("conv2d", 5, kernel=(3, 3), padding=(1, 1), pad_value=1),
+                         LayerPlan("dense", 3)), shape=(8, 10, 1), bits=2, encoding="bitplanes", density=0.5)
+    core = check_stream(model, random_inputs(rng, model.input, 5), idle=idle, seed=6)
+    window = core.windows[2]
+    assert window.spacing > 1 and len(window.window) > window.HOLD_GROUP
+    assert core.image_gap == 0

@@ -59,6 +59,8 @@ class WindowStream(wiring.Component):
 
     #: Cycles from the scanner firing to ``out_valid``: the read, then the selection.
     latency = 2
+    #: Window bits per copy of the register that enables a held window (``spacing > 1``).
+    HOLD_GROUP = 64
 
     def __init__(self, geometry, channels, widths, rows, hold=0, spacing=1):
         if rows < 2 or rows & (rows - 1):
@@ -269,17 +271,30 @@ class WindowStream(wiring.Component):
                         offset = offsets[channel.index]
                         taps.append(Mux(inside, word[offset:offset + width], Const(pad, width)))
         window = Signal(len(self.window), name="window_reg")
+        holds = []
         if taps and self.spacing > 1:
             # Held until the next window: the reads move on to the next position after a firing.
-            with m.If(v1):
-                m.d.sync += window.eq(Cat(*taps))
+            # Each HOLD_GROUP bits read an enable register of their own, a copy of `fired`: the
+            # window of a wide stage feeds selections all over the chip, and one enable driving
+            # all of it was the critical path of the shipped CNN out of context on the 85F (8.5
+            # ns of routing, 111 MHz). The taps go through one signal first: slices of their
+            # expression under separate enables gave 2.6 times the Verilog, and yosys ran out of
+            # its 4 GB in `check`.
+            bits = Signal(len(window), name="window_taps")
+            m.d.comb += bits.eq(Cat(*taps))
+            for start in range(0, len(bits), self.HOLD_GROUP):
+                hold = Signal(name=f"fired_w{len(holds)}")
+                m.d.sync += hold.eq(fire)
+                holds.append(hold)
+                with m.If(hold):
+                    m.d.sync += window[start:start + self.HOLD_GROUP].eq(bits[start:start + self.HOLD_GROUP])
         elif taps:
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
         counters = [w_row, w_col, r_row, r_col, at_end, w_slot, w_img, oy, ox, x_end, y_end, address, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
                     next_col, stay, advance, fired,
-                    v1, rows_ok, cols_ok, *slots, v2, *spaced]
+                    v1, rows_ok, cols_ok, *slots, v2, *spaced, *holds]
         self.stats = {
             "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if timer is not None else 0),
             # Each stored tap bit is chosen from `rows` buffered rows, then from the padding.
