@@ -36,11 +36,12 @@ class UARTRx(wiring.Component):
         from a pin.
     data : Out(stream.Signature(8, always_ready=True))
         One byte per ``valid`` pulse, 1.5 bit times after the start bit's falling edge plus
-        8 bit times, i.e. in the middle of the stop bit. Nothing can stall the line, so there is
-        no ``ready``: the consumer must take every byte (a FIFO does).
+        8 bit times, i.e. in the middle of the stop bit, and one clock (``valid`` is a register:
+        the receiver sits by its pin and its consumer may be across the chip). Nothing can stall
+        the line, so there is no ``ready``: the consumer must take every byte (a FIFO does).
     error : Out(1)
-        Pulses for a byte whose stop bit was low (framing error, or a break); the byte is
-        dropped and the receiver waits for the line to go high again.
+        Pulses (a register too) for a byte whose stop bit was low (framing error, or a break);
+        the byte is dropped and the receiver waits for the line to go high again.
 
     A start bit shorter than half a bit time is taken as a glitch and ignored.
     """
@@ -60,7 +61,9 @@ class UARTRx(wiring.Component):
         last = tunable_value(m, derive(self.divisor, "_last", last_clock), platform)
         bits = Signal(range(9))
         shift = Signal(8)
-        m.d.comb += self.data.payload.eq(shift)
+        valid, error = Signal(), Signal()
+        m.d.sync += [valid.eq(0), error.eq(0)]
+        m.d.comb += [self.data.payload.eq(shift), self.data.valid.eq(valid), self.error.eq(error)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
@@ -86,10 +89,10 @@ class UARTRx(wiring.Component):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif(line):
-                    m.d.comb += self.data.valid.eq(1)
+                    m.d.sync += valid.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += self.error.eq(1)
+                    m.d.sync += error.eq(1)
                     m.next = "BREAK"
             with m.State("BREAK"):
                 with m.If(line):
