@@ -70,30 +70,41 @@ class UARTRx(wiring.Component):
         with m.If(valid):
             m.d.sync += byte.eq(shift)
         m.d.comb += [self.data.payload.eq(byte), self.data.valid.eq(out_valid), self.error.eq(error)]
+        # `zero` is "the timer is 0", kept as a register beside it, so that the bit sampling's
+        # enables start from one flip-flop (the shift register may be placed far from the timer).
+        zero = Signal(init=1)
+
+        def count_down():
+            m.d.sync += [timer.eq(timer - 1), zero.eq(timer == 1)]
+
+        def load(value):
+            m.d.sync += [timer.eq(value), zero.eq(0)]   # the values are at least 1 (divisor >= 4)
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
-                    m.d.sync += timer.eq(half)
+                    load(half)
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~zero):
+                    count_down()
                 with m.Elif(line):
                     m.next = "IDLE"  # a glitch, not a start bit
                 with m.Else():
-                    m.d.sync += [timer.eq(last), bits.eq(0)]
+                    load(last)
+                    m.d.sync += bits.eq(0)
                     m.next = "DATA"
             with m.State("DATA"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~zero):
+                    count_down()
                 with m.Else():
-                    m.d.sync += [timer.eq(last), shift.eq((shift >> 1) | (line << 7)),
-                                 bits.eq(bits + 1)]
+                    load(last)
+                    m.d.sync += [shift.eq((shift >> 1) | (line << 7)), bits.eq(bits + 1)]
                     with m.If(bits == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(timer != 0):
-                    m.d.sync += timer.eq(timer - 1)
+                with m.If(~zero):
+                    count_down()
                 with m.Elif(line):
                     m.d.sync += valid.eq(1)
                     m.next = "IDLE"
