@@ -192,6 +192,7 @@ def test_sender_frames_what_the_protocol_encodes(kind, fixed, tail):
             ctx.set(dut.reply.payload.fixed, int.from_bytes(fixed.ljust(max_fixed, b"\0"), "big"))
             ctx.set(dut.reply.payload.fixed_length, len(fixed))
             ctx.set(dut.reply.payload.tail_length, len(tail))
+            ctx.set(dut.reply.payload.length, len(fixed) + len(tail))
             ctx.set(dut.reply.valid, 1)
             await ctx.tick().until(dut.reply.ready)
             ctx.set(dut.reply.valid, 0)
@@ -362,6 +363,7 @@ class DispatchBench:
         reply, = await ctx.tick().sample(dut.reply.payload).until(dut.reply.valid)
         fixed = reply.fixed.to_bytes(self.dut.max_fixed, "big")[:reply.fixed_length]
         tail = bytes([(await get(ctx, dut.tail)) for _ in range(reply.tail_length)])
+        assert reply.length == reply.fixed_length + reply.tail_length   # the frame's length field
         ctx.set(dut.reply.ready, 1)
         assert ctx.get(dut.request.ready)   # taken with its reply
         await ctx.tick()

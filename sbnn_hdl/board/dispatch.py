@@ -696,4 +696,4 @@ class Dispatcher(wiring.Component):
             parts.insert(0, Const(0, 8 * (self.max_fixed - size)))
         reply = self.reply.payload
         return [reply.kind.eq(kind), reply.fixed.eq(Cat(*parts)), reply.fixed_length.eq(size),
-                reply.tail_length.eq(tail)]
+                reply.tail_length.eq(tail), reply.length.eq(size + tail)]
