@@ -292,8 +292,8 @@ class WindowStream(wiring.Component):
             m.d.sync += window.eq(Cat(*taps))
         v2 = Signal(name="window_valid")
         m.d.sync += v2.eq(v1)
-        counters = [w_row, w_col, r_row, r_col, at_end, w_slot, w_img, oy, ox, x_end, y_end, address, s_img, s_slot0, last, need_r, need_c, next_last, next_row,
-                    next_col, stay, advance, fired,
+        counters = [w_row, w_col, r_row, r_col, at_end, w_slot, w_img, oy, ox, x_end, y_end, address, s_img, s_slot0,
+                    last, need_r, need_c, next_last, next_row, next_col, stay, advance, fired,
                     v1, rows_ok, cols_ok, *slots, v2, *spaced, *holds]
         self.stats = {
             "register_bits": sum(len(c) for c in counters) + len(window) + (len(timer) if timer is not None else 0),
